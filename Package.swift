@@ -1,0 +1,64 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Module graph: see ../shared/DESIGN.md. Dependencies point up the table only.
+let package = Package(
+    name: "XenSplit",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "SharedMemory", targets: ["SharedMemory"]),
+        .library(name: "XenRing", targets: ["XenRing"]),
+        .library(name: "Blkif", targets: ["Blkif"]),
+        .library(name: "Netif", targets: ["Netif"]),
+        .library(name: "XenStore", targets: ["XenStore"]),
+        .library(name: "URing", targets: ["URing"]),
+        .executable(name: "xensplit", targets: ["xensplit"]),
+        .executable(name: "xensplit-bench", targets: ["xensplit-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // The only raw access to shared pages: C11 atomics and fences behind a tiny shim.
+        .target(name: "CSharedMemory"),
+        .target(name: "SharedMemory", dependencies: ["CSharedMemory"]),
+        .target(name: "XenRing", dependencies: ["SharedMemory"]),
+        .target(name: "Blkif", dependencies: ["XenRing", "SharedMemory"]),
+        .target(name: "Netif", dependencies: ["XenRing", "SharedMemory"]),
+        .target(
+            name: "XenStore",
+            dependencies: ["XenRing", "SharedMemory", .product(name: "Logging", package: "swift-log")]
+        ),
+        // liburing's helpers are static inline, so they are wrapped by a C target.
+        .target(name: "CURing", linkerSettings: [.linkedLibrary("uring")]),
+        .target(name: "URing", dependencies: ["CURing", .product(name: "Logging", package: "swift-log")]),
+        // The C reference: Xen's own io/ring.h macros, for interop tests and benchmarks.
+        .target(name: "CRingReference"),
+
+        .executableTarget(
+            name: "xensplit",
+            dependencies: [
+                "XenStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "xensplit-bench",
+            dependencies: [
+                "SharedMemory", "XenRing", "Blkif", "CRingReference", "URing", "XenStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        .testTarget(name: "SharedMemoryTests", dependencies: ["SharedMemory"]),
+        .testTarget(name: "XenRingTests", dependencies: ["XenRing", "SharedMemory", "CRingReference", "Blkif"]),
+        .testTarget(name: "BlkifTests", dependencies: ["Blkif", "XenRing", "SharedMemory"]),
+        .testTarget(name: "NetifTests", dependencies: ["Netif", "XenRing", "SharedMemory"]),
+        .testTarget(name: "InteropTests", dependencies: ["Blkif", "Netif", "XenRing", "SharedMemory"]),
+        .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "XenRing", "SharedMemory"]),
+        .testTarget(name: "URingTests", dependencies: ["URing"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

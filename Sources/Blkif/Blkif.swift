@@ -1,0 +1,1 @@
+// Blkif: work in progress; see ../shared/DESIGN.md.

@@ -1,0 +1,1 @@
+// Netif: work in progress; see ../shared/DESIGN.md.

@@ -1,0 +1,1 @@
+// URing: work in progress; see ../shared/DESIGN.md.

@@ -1,0 +1,1 @@
+// XenRing: work in progress; see ../shared/DESIGN.md.

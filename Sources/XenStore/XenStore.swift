@@ -1,0 +1,1 @@
+// XenStore: work in progress; see ../shared/DESIGN.md.

@@ -1,0 +1,1 @@
+print("xensplit-bench: nothing yet")

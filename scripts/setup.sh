@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything XenSplit builds and tests with on Debian 12, then builds.
+# Usage: scripts/setup.sh [--no-build]
+set -euo pipefail
+
+packages=(
+  # build: liburing for the io_uring engine, libxen for the real-Xen platform
+  liburing-dev libxen-dev pkg-config
+  # C interop tests: the x86_32 layouts need -m32
+  gcc gcc-multilib
+  # real tools the tests and benchmarks drive
+  xenstore-utils python3-pyxs fio qemu-utils nbdkit libnbd-bin iperf3 iproute2 valgrind
+)
+
+if [ "$(id -u)" -eq 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    apt-get update
+    apt-get install -y --no-install-recommends "${packages[@]}"
+  fi
+else
+  echo "setup: not root; assuming these are installed: ${packages[*]}" >&2
+fi
+
+export PATH="/opt/swift/usr/bin:$PATH"
+if [ "${1:-}" != "--no-build" ]; then
+  cd "$(dirname "$0")/.."
+  swift build
+fi
