@@ -1,1 +1,0 @@
-// XenRing: work in progress; see ../shared/DESIGN.md.
