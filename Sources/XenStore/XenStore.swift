@@ -1,1 +1,0 @@
-// XenStore: work in progress; see ../shared/DESIGN.md.
