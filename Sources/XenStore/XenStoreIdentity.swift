@@ -1,0 +1,56 @@
+/// Who a connection is, as the party that accepted it says (never the peer).
+///
+/// C xenstored treats its Unix-socket clients as the privileged toolstack with no domain
+/// home (relative paths are invalid for them), and ring connections as the domain that
+/// owns the ring. Whoever hands a connection to ``XenStoreServer`` picks one of these.
+public struct XenStoreIdentity: Sendable, Equatable, CustomStringConvertible {
+    /// The domain the connection acts as.
+    public var domid: UInt16
+    /// Whether permission checks and quotas are bypassed (dom0 and its tools).
+    public var privileged: Bool
+    /// The prefix of relative paths, `/local/domain/<domid>`; nil for socket tools.
+    public var home: String?
+
+    /// A connection acting as `domid` with the given privilege and home.
+    public init(domid: UInt16, privileged: Bool, home: String?) {
+        self.domid = domid
+        self.privileged = privileged
+        self.home = home
+    }
+
+    /// A dom0 toolstack client on the Unix socket, as C xenstored treats socket clients.
+    public static let tool = XenStoreIdentity(domid: 0, privileged: true, home: nil)
+
+    /// A domain's own connection (its xenstore ring, or a socket the local hypervisor
+    /// handed to it): privileged only for dom0, relative paths under its home.
+    public static func domain(_ domid: UInt16) -> XenStoreIdentity {
+        XenStoreIdentity(domid: domid, privileged: domid == 0, home: XenStorePath.domainPath(domid))
+    }
+
+    public var description: String { privileged && home == nil ? "tool" : "dom\(domid)" }
+}
+
+/// Per-domain limits of the server, with C xenstored 4.17's defaults and the error each
+/// answers (Protocols/xenstore-quotas.md). They bind unprivileged connections only.
+public struct XenStoreQuotas: Sendable, Equatable {
+    /// Nodes a domain may own (`-E`, quota-nodes); creating more answers ENOSPC.
+    public var nodesPerDomain = 1000
+    /// Bytes of one node record: 24 + 8 per permission + value + child names with their
+    /// NULs (`-S`, quota-entry-size); a record of this size or more answers ENOSPC.
+    public var entrySize = 2048
+    /// Watches a domain may hold (`-W`, quota-watches); one more answers E2BIG.
+    public var watchesPerDomain = 128
+    /// Open transactions per connection (`-t`, quota-transactions); one more answers ENOSPC.
+    public var transactionsPerConnection = 10
+    /// Entries in one permission list (`-A`, quota-permissions); more answers ENOSPC.
+    public var permissionsPerNode = 5
+    /// Replies queued but not yet delivered (quota-outstanding): past it the server stops
+    /// reading the connection until the peer takes its replies. No error is sent.
+    public var outstandingRequests = 20
+    /// Watch events queued for a domain's connection; further events are dropped, as C
+    /// xenstored drops events beyond its pending-event limit.
+    public var pendingWatchEvents = 1024
+
+    /// C xenstored 4.17's defaults.
+    public init() {}
+}
