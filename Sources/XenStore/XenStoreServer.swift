@@ -152,7 +152,8 @@ final class Loop: @unchecked Sendable {
         var busy = false
         while true {
             var fds = [pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
-            for l in listeners { fds.append(pollfd(fd: l.fd, events: Int16(POLLIN), revents: 0)) }
+            let polledListeners = listeners
+            for l in polledListeners { fds.append(pollfd(fd: l.fd, events: Int16(POLLIN), revents: 0)) }
             let socketIDs = Array(sockets.keys)
             for id in socketIDs {
                 guard let s = sockets[id] else { continue }
@@ -182,7 +183,7 @@ final class Loop: @unchecked Sendable {
                 }
             }
             var index = 1
-            for l in listeners {
+            for l in polledListeners {
                 if fds[index].revents != 0 { acceptAll(l.fd, l.identity) }
                 index += 1
             }
