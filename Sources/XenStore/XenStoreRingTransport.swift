@@ -1,3 +1,4 @@
+import SharedMemory
 import Synchronization
 import XenRing
 
@@ -11,15 +12,18 @@ import XenRing
 /// reader has been woken, since xenstored kicks after consuming requests.
 public final class XenStoreRingTransport: XenStoreTransport {
     private let interface: XenstoreRingInterface
+    private let memoryOwner: MemoryRegion?
     private let notify: @Sendable () -> Void
     private let waitForEvent: @Sendable () -> Bool
     private let gate = Gate()
     private let sendLock = Mutex<Void>(())
 
-    /// A transport over the guest side of `interface`.
-    public init(interface: XenstoreRingInterface, notify: @escaping @Sendable () -> Void,
-                wait: @escaping @Sendable () -> Bool) {
+    /// A transport over the guest side of `interface`; `memoryOwner`, if given, is kept
+    /// mapped as long as the transport lives.
+    public init(interface: XenstoreRingInterface, memoryOwner: MemoryRegion? = nil,
+                notify: @escaping @Sendable () -> Void, wait: @escaping @Sendable () -> Bool) {
         self.interface = interface
+        self.memoryOwner = memoryOwner
         self.notify = notify
         waitForEvent = wait
     }

@@ -1,5 +1,6 @@
 import Glibc
 import Logging
+import SharedMemory
 import Synchronization
 import XenRing
 
@@ -13,11 +14,16 @@ public struct XenStoreRingEndpoint: Sendable {
     public var eventFileDescriptor: Int32
     /// Notifies the domain that requests were consumed or responses produced.
     public var notify: @Sendable () -> Void
+    /// The mapping that holds the page, kept alive while the server uses the ring.
+    public var memoryOwner: MemoryRegion?
 
-    /// An endpoint.
-    public init(interface: XenstoreRingInterface, eventFileDescriptor: Int32, notify: @escaping @Sendable () -> Void) {
+    /// An endpoint. Pass the page's region as `memoryOwner` unless something else keeps it
+    /// mapped until the ring is detached or the server stops.
+    public init(interface: XenstoreRingInterface, eventFileDescriptor: Int32, memoryOwner: MemoryRegion?,
+                notify: @escaping @Sendable () -> Void) {
         self.interface = interface
         self.eventFileDescriptor = eventFileDescriptor
+        self.memoryOwner = memoryOwner
         self.notify = notify
     }
 }
@@ -38,6 +44,7 @@ public final class XenStoreServer: Sendable {
         case socket(Int32, XenStoreIdentity)
         case ring(XenStoreRingEndpoint, UInt16)
         case run(@Sendable (XenStoreEngine) -> Void)
+        case detach(UInt16)
         case stop
     }
 
@@ -87,6 +94,13 @@ public final class XenStoreServer: Sendable {
     /// Serves a domain's xenstore ring as `.domain(domid)`.
     public func attach(ring: XenStoreRingEndpoint, domid: UInt16) {
         send(.ring(ring, domid))
+    }
+
+    /// Closes every connection acting as `domid` (its ring and attached sockets). After
+    /// this the ring's memory and event descriptor are no longer used. XS_RELEASE of a
+    /// domain does the same.
+    public func detach(domid: UInt16) {
+        send(.detach(domid))
     }
 
     /// Runs `body` on the loop thread with the engine (introduce or release a domain,
@@ -143,9 +157,18 @@ final class Loop: @unchecked Sendable {
     var rings: [XenStoreConnectionID: RingConnection] = [:]
     var scratch = [UInt8](repeating: 0, count: 65536)
 
+    /// Domains released while a request was handled; their connections close after it.
+    var released: [UInt16] = []
+
     init(engine: XenStoreEngine, logger: Logger) {
         self.engine = engine
         self.logger = logger
+        engine.onRelease = { [unowned self] domid in self.released.append(domid) }
+    }
+
+    func detach(_ domid: UInt16) {
+        for (id, _) in rings where engine.identity(of: id) == .domain(domid) { closeRing(id, code: .none) }
+        for (id, _) in sockets where engine.identity(of: id) == .domain(domid) { closeSocket(id, "domain \(domid) detached") }
     }
 
     func run(wakeFD: Int32, mailbox: XenStoreServer.Mailbox) {
@@ -207,6 +230,7 @@ final class Loop: @unchecked Sendable {
             for id in Array(rings.keys) where rings[id] != nil {
                 if serveRing(id) { busy = true }
             }
+            while let domid = released.popLast() { detach(domid) }
             for id in Array(sockets.keys) where sockets[id] != nil {
                 flushSocket(id)
             }
@@ -230,6 +254,8 @@ final class Loop: @unchecked Sendable {
             rings[id] = RingConnection(endpoint: endpoint)
         case let .run(body):
             body(engine)
+        case let .detach(domid):
+            detach(domid)
         case .stop:
             return false
         }
@@ -324,8 +350,10 @@ final class Loop: @unchecked Sendable {
 
     private func closeRing(_ id: XenStoreConnectionID, code: XenstoreRingInterface.RingErrorCode) {
         guard let r = rings.removeValue(forKey: id) else { return }
-        r.endpoint.interface.errorRaw = code.rawValue
-        r.endpoint.notify()
+        if code != .none {
+            r.endpoint.interface.errorRaw = code.rawValue
+            r.endpoint.notify()
+        }
         engine.closeConnection(id)
     }
 
