@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "Blkif", targets: ["Blkif"]),
         .library(name: "Netif", targets: ["Netif"]),
         .library(name: "XenStore", targets: ["XenStore"]),
+        .library(name: "XenTesting", targets: ["XenTesting"]),
         .library(name: "URing", targets: ["URing"]),
         .executable(name: "xensplit", targets: ["xensplit"]),
         .executable(name: "xensplit-bench", targets: ["xensplit-bench"]),
@@ -30,6 +31,8 @@ let package = Package(
             name: "XenStore",
             dependencies: ["XenRing", "SharedMemory", .product(name: "Logging", package: "swift-log")]
         ),
+        // Test doubles and peers, shipped so device tests need no hypervisor.
+        .target(name: "XenTesting", dependencies: ["XenRing", "SharedMemory"]),
         // liburing's helpers are static inline, so they are wrapped by a C target.
         .target(name: "CURing", linkerSettings: [.linkedLibrary("uring")]),
         .target(name: "URing", dependencies: ["CURing", .product(name: "Logging", package: "swift-log")]),
@@ -47,13 +50,13 @@ let package = Package(
         .executableTarget(
             name: "xensplit-bench",
             dependencies: [
-                "SharedMemory", "XenRing", "Blkif", "CRingReference", "URing", "XenStore",
+                "SharedMemory", "XenRing", "Blkif", "CRingReference", "URing", "XenStore", "XenTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
         .testTarget(name: "SharedMemoryTests", dependencies: ["SharedMemory"]),
-        .testTarget(name: "XenRingTests", dependencies: ["XenRing", "SharedMemory", "CRingReference", "Blkif"]),
+        .testTarget(name: "XenRingTests", dependencies: ["XenRing", "SharedMemory", "CRingReference", "XenTesting"]),
         .testTarget(name: "BlkifTests", dependencies: ["Blkif", "XenRing", "SharedMemory"]),
         .testTarget(name: "NetifTests", dependencies: ["Netif", "XenRing", "SharedMemory"]),
         .testTarget(name: "InteropTests", dependencies: ["Blkif", "Netif", "XenRing", "SharedMemory"]),
