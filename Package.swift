@@ -33,6 +33,10 @@ let package = Package(
         ),
         // Test doubles and peers, shipped so device tests need no hypervisor.
         .target(name: "XenTesting", dependencies: ["XenRing", "SharedMemory"]),
+        // Fuzz targets as plain functions: libFuzzer runs them (scripts/fuzz.sh) and the
+        // tests replay seeded inputs through them.
+        .target(name: "FuzzTargets", dependencies: ["XenRing", "SharedMemory"]),
+        .executableTarget(name: "xensplit-fuzz", dependencies: ["FuzzTargets"]),
         // liburing's helpers are static inline, so they are wrapped by a C target.
         .target(name: "CURing", linkerSettings: [.linkedLibrary("uring")]),
         .target(name: "URing", dependencies: ["CURing", .product(name: "Logging", package: "swift-log")]),
@@ -56,7 +60,7 @@ let package = Package(
         ),
 
         .testTarget(name: "SharedMemoryTests", dependencies: ["SharedMemory"]),
-        .testTarget(name: "XenRingTests", dependencies: ["XenRing", "SharedMemory", "CRingReference", "XenTesting"]),
+        .testTarget(name: "XenRingTests", dependencies: ["XenRing", "SharedMemory", "CRingReference", "XenTesting", "FuzzTargets"]),
         .testTarget(name: "BlkifTests", dependencies: ["Blkif", "XenRing", "SharedMemory"]),
         .testTarget(name: "NetifTests", dependencies: ["Netif", "XenRing", "SharedMemory"]),
         .testTarget(name: "InteropTests", dependencies: ["Blkif", "Netif", "XenRing", "SharedMemory"]),
