@@ -343,3 +343,51 @@ int cref_pin_to_cpu(int cpu) {
 }
 
 int cref_eventfd(void) { return eventfd(0, EFD_CLOEXEC); }
+
+#include <stddef.h>
+#include <xen/io/xs_wire.h>
+#include <xen/io/console.h>
+
+// Layout facts straight from the compiler, for checking Protocols/ring-layout.tsv.
+#define FIELD(S, F) if (strcmp(structure, #S) == 0 && strcmp(field, #F) == 0) { \
+        *offset = (long)offsetof(struct S, F); *size = (long)sizeof(((struct S *)0)->F); return 0; }
+int cref_layout(const char *structure, const char *field, long *offset, long *size) {
+    FIELD(blkif_sring, req_prod) FIELD(blkif_sring, req_event) FIELD(blkif_sring, rsp_prod)
+    FIELD(blkif_sring, rsp_event) FIELD(blkif_sring, pvt) FIELD(blkif_sring, __pad)
+    FIELD(xenstore_domain_interface, req) FIELD(xenstore_domain_interface, rsp)
+    FIELD(xenstore_domain_interface, req_cons) FIELD(xenstore_domain_interface, req_prod)
+    FIELD(xenstore_domain_interface, rsp_cons) FIELD(xenstore_domain_interface, rsp_prod)
+    FIELD(xenstore_domain_interface, server_features) FIELD(xenstore_domain_interface, connection)
+    FIELD(xenstore_domain_interface, error)
+    FIELD(xencons_interface, in) FIELD(xencons_interface, out) FIELD(xencons_interface, in_cons)
+    FIELD(xencons_interface, in_prod) FIELD(xencons_interface, out_cons) FIELD(xencons_interface, out_prod)
+    if (strcmp(field, "(size)") == 0) {
+        *offset = 0;
+        if (strcmp(structure, "xenstore_domain_interface") == 0) { *size = sizeof(struct xenstore_domain_interface); return 0; }
+        if (strcmp(structure, "xencons_interface") == 0) { *size = sizeof(struct xencons_interface); return 0; }
+    }
+    if (strcmp(structure, "blkif_sring") == 0 && strcmp(field, "ring") == 0) {
+        *offset = (long)offsetof(struct blkif_sring, ring); *size = 0; return 0;
+    }
+    return -1;
+}
+
+long cref_constant(const char *name) {
+    if (strcmp(name, "xenstore_ring_size") == 0) return XENSTORE_RING_SIZE;
+    if (strcmp(name, "xenstore_payload_max") == 0) return XENSTORE_PAYLOAD_MAX;
+    if (strcmp(name, "xenstore_server_feature_reconnection") == 0) return XENSTORE_SERVER_FEATURE_RECONNECTION;
+    if (strcmp(name, "xenstore_server_feature_error") == 0) return XENSTORE_SERVER_FEATURE_ERROR;
+    if (strcmp(name, "xenstore_connected") == 0) return XENSTORE_CONNECTED;
+    if (strcmp(name, "xenstore_reconnect") == 0) return XENSTORE_RECONNECT;
+    if (strcmp(name, "xenstore_error_none") == 0) return XENSTORE_ERROR_NONE;
+    if (strcmp(name, "xenstore_error_comm") == 0) return XENSTORE_ERROR_COMM;
+    if (strcmp(name, "xenstore_error_ringidx") == 0) return XENSTORE_ERROR_RINGIDX;
+    if (strcmp(name, "xenstore_error_proto") == 0) return XENSTORE_ERROR_PROTO;
+    if (strcmp(name, "ring_header_bytes") == 0) return (long)offsetof(struct blkif_sring, ring);
+    if (strcmp(name, "ring_initial_event") == 0) {
+        struct blkif_sring s;
+        SHARED_RING_INIT(&s);
+        return (long)s.req_event;
+    }
+    return -1000000;
+}

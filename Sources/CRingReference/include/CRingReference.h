@@ -78,6 +78,12 @@ long cref_blkif_back_run(void *mem, size_t bytes, uint64_t count, int notify_fd,
 /// A new blocking, close-on-exec eventfd, or -1.
 int cref_eventfd(void);
 
+/// offsetof/sizeof of `structure.field` from the system headers ("blkif_sring" stands for
+/// any sring; field "(size)" is the struct size). Returns 0, or -1 if unknown.
+int cref_layout(const char *structure, const char *field, long *offset, long *size);
+/// A constant from the system headers by its Protocols/ name, or -1000000 if unknown.
+long cref_constant(const char *name);
+
 /// Pins the calling thread to one CPU; returns 0 or an errno.
 int cref_pin_to_cpu(int cpu);
 
