@@ -59,6 +59,8 @@ let package = Package(
             ]
         ),
 
+        .executableTarget(name: "ring-ping-pong", dependencies: ["XenRing", "SharedMemory"], path: "Examples/RingPingPong"),
+
         .testTarget(name: "SharedMemoryTests", dependencies: ["SharedMemory"]),
         .testTarget(name: "XenRingTests", dependencies: ["XenRing", "SharedMemory", "CRingReference", "XenTesting", "FuzzTargets"]),
         .testTarget(name: "BlkifTests", dependencies: ["Blkif", "XenRing", "SharedMemory"]),

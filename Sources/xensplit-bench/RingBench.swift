@@ -10,11 +10,14 @@ import XenTesting
 struct RingBench {
     var runs = 5
     var quick = false
+    /// Only this mode (poll or eventfd), for profiling one side.
+    var onlyMode: String? = nil
 
     enum Mode: String { case poll, eventfd }
 
     func run() throws {
-        for (mode, depth) in [(Mode.poll, UInt32(1)), (.poll, 32), (.eventfd, 1), (.eventfd, 32)] {
+        for (mode, depth) in [(Mode.poll, UInt32(1)), (.poll, 32), (.eventfd, 1), (.eventfd, 32)]
+        where onlyMode == nil || onlyMode == "\(mode.rawValue)-qd\(depth)" {
             let count = requests(mode: mode, depth: depth)
             var c = BenchComparison(name: "ring-\(mode.rawValue)-qd\(depth)", unit: "req/s")
             try alternate(&c, runs: runs,

@@ -16,6 +16,7 @@ Suites (each compares against a reference measured in the same run):
 Options:
   --runs N  alternating runs of ours and the reference (default 5, at least 1)
   --quick   fewer requests per run, for smoke tests
+  --only X  run one comparison of the suite (ring: poll-qd1, poll-qd32, eventfd-qd1, eventfd-qd32)
 
 Output: bench NAME ours=V reference=V unit=U ratio=OURS/REF spread=PCT
 """
@@ -28,6 +29,7 @@ guard let suite = args.first, !["-h", "--help", "help"].contains(suite) else {
 args.removeFirst()
 var runs = 5
 var quick = false
+var only: String? = nil
 var i = 0
 while i < args.count {
     switch args[i] {
@@ -40,6 +42,13 @@ while i < args.count {
         i += 1
     case "--quick":
         quick = true
+    case "--only":
+        guard i + 1 < args.count else {
+            warn("xensplit-bench: --only takes a comparison name, e.g. poll-qd32")
+            exit(2)
+        }
+        only = args[i + 1]
+        i += 1
     default:
         warn("xensplit-bench: unknown option '\(args[i])'\n\(usage)")
         exit(2)
@@ -50,7 +59,7 @@ while i < args.count {
 do {
     switch suite {
     case "ring":
-        try RingBench(runs: runs, quick: quick).run()
+        try RingBench(runs: runs, quick: quick, onlyMode: only).run()
     default:
         warn("xensplit-bench: unknown suite '\(suite)'\n\(usage)")
         exit(2)
