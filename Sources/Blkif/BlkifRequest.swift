@@ -1,0 +1,321 @@
+import SharedMemory
+
+/// The operations a `blkif_request` (segments in the slot) can carry.
+public enum BlkifDirectOperation: UInt8, Sendable, Hashable, CaseIterable {
+    /// `io/blkif.h: BLKIF_OP_READ`.
+    case read = 0
+    /// `io/blkif.h: BLKIF_OP_WRITE`.
+    case write = 1
+    /// `io/blkif.h: BLKIF_OP_WRITE_BARRIER`.
+    case writeBarrier = 2
+    /// `io/blkif.h: BLKIF_OP_FLUSH_DISKCACHE`.
+    case flushDiskCache = 3
+
+    /// The same code as a ``BlkifOperation``.
+    @inlinable
+    public var operation: BlkifOperation {
+        switch self {
+        case .read: return .read
+        case .write: return .write
+        case .writeBarrier: return .writeBarrier
+        case .flushDiskCache: return .flushDiskCache
+        }
+    }
+}
+
+/// The operations an indirect request can wrap (`io/blkif.h`: `indirect_op` is
+/// BLKIF_OP_READ or BLKIF_OP_WRITE).
+public enum BlkifIndirectOperation: UInt8, Sendable, Hashable, CaseIterable {
+    /// `io/blkif.h: BLKIF_OP_READ`.
+    case read = 0
+    /// `io/blkif.h: BLKIF_OP_WRITE`.
+    case write = 1
+}
+
+/// A read, write, barrier or flush with up to 11 segments in the slot
+/// (`io/blkif.h: struct blkif_request`).
+public struct BlkifDirectRequest: Sendable, Equatable {
+    /// `operation`.
+    public let operation: BlkifDirectOperation
+    /// `handle`: the virtual device the frontend means.
+    public var handle: UInt16
+    /// `id`: the frontend's tag, echoed in the response.
+    public var id: UInt64
+    /// `sector_number`: first sector on the disk (reads and writes).
+    public var sectorNumber: UInt64
+    /// `seg[0 ..< nr_segments]`.
+    public let segments: BlkifSegments
+
+    /// A request; throws if the segment count does not suit the operation.
+    @inlinable
+    public init(operation: BlkifDirectOperation, handle: UInt16, id: UInt64, sectorNumber: UInt64,
+                segments: BlkifSegments) throws(BlkifError) {
+        try BlkifRequest.validateSegmentCount(segments.count, operation: operation.operation)
+        self.operation = operation
+        self.handle = handle
+        self.id = id
+        self.sectorNumber = sectorNumber
+        self.segments = segments
+    }
+
+    /// Checks that the sectors the segments move lie on a disk of `diskSectors` 512-byte
+    /// sectors. A request without segments (a pure flush or barrier) touches no sectors.
+    @inlinable
+    public func validateSectors(diskSectors: UInt64) throws(BlkifError) {
+        guard !segments.isEmpty else { return }
+        try BlkifRequest.validateSectorRange(start: sectorNumber, count: UInt64(segments.sectorCount),
+                                             diskSectors: diskSectors)
+    }
+}
+
+/// A discard (`io/blkif.h: struct blkif_request_discard`).
+public struct BlkifDiscardRequest: Sendable, Hashable {
+    /// `handle`.
+    public var handle: UInt16
+    /// `id`.
+    public var id: UInt64
+    /// `sector_number`: first sector to discard.
+    public var sectorNumber: UInt64
+    /// `nr_sectors`: how many contiguous sectors to discard.
+    public var sectorCount: UInt64
+    /// `flag & BLKIF_DISCARD_SECURE`: the data must become unrecoverable.
+    public var secure: Bool
+
+    /// `io/blkif.h: BLKIF_DISCARD_SECURE`.
+    public static let secureFlag: UInt8 = 1
+
+    @inlinable
+    public init(handle: UInt16, id: UInt64, sectorNumber: UInt64, sectorCount: UInt64, secure: Bool) {
+        self.handle = handle
+        self.id = id
+        self.sectorNumber = sectorNumber
+        self.sectorCount = sectorCount
+        self.secure = secure
+    }
+
+    /// Checks that the discarded range lies on a disk of `diskSectors` sectors.
+    @inlinable
+    public func validateSectors(diskSectors: UInt64) throws(BlkifError) {
+        try BlkifRequest.validateSectorRange(start: sectorNumber, count: sectorCount, diskSectors: diskSectors)
+    }
+}
+
+/// A read or write whose segments live in separate granted pages
+/// (`io/blkif.h: struct blkif_request_indirect`); decode them with ``BlkifIndirectPage``.
+public struct BlkifIndirectRequest: Sendable, Equatable {
+    /// `indirect_op`.
+    public let operation: BlkifIndirectOperation
+    /// `nr_segments`: segments across all indirect pages.
+    public let segmentCount: Int
+    /// `handle`.
+    public var handle: UInt16
+    /// `id`.
+    public var id: UInt64
+    /// `sector_number`.
+    public var sectorNumber: UInt64
+    /// `indirect_grefs[0 ..< ceil(nr_segments / 512)]`.
+    public let indirectGrefs: BlkifIndirectGrefs
+
+    /// A request; throws unless `segmentCount` is in 1...`maxSegments` (at most 4096) and
+    /// `indirectGrefs` has exactly the pages those segments need.
+    @inlinable
+    public init(operation: BlkifIndirectOperation, segmentCount: Int, handle: UInt16, id: UInt64,
+                sectorNumber: UInt64, indirectGrefs: BlkifIndirectGrefs,
+                maxSegments: Int = BlkifIndirectPage.maxSegments) throws(BlkifError) {
+        try BlkifRequest.validateSegmentCount(segmentCount, operation: .indirect, maxIndirectSegments: maxSegments)
+        let pages = BlkifIndirectPage.pageCount(forSegments: segmentCount)
+        guard indirectGrefs.count == pages else {
+            let perPage = BlkifIndirectPage.segmentsPerPage
+            let limit = indirectGrefs.isEmpty
+                ? 0...0 : ((indirectGrefs.count - 1) * perPage + 1)...(indirectGrefs.count * perPage)
+            throw .segmentCount(value: segmentCount, limit: limit)
+        }
+        self.operation = operation
+        self.segmentCount = segmentCount
+        self.handle = handle
+        self.id = id
+        self.sectorNumber = sectorNumber
+        self.indirectGrefs = indirectGrefs
+    }
+}
+
+/// A request in a blkif ring slot: one of the three structs `io/blkif.h` overlays there.
+public enum BlkifRequest: Sendable, Equatable {
+    /// `struct blkif_request`: read, write, barrier, flush.
+    case direct(BlkifDirectRequest)
+    /// `struct blkif_request_discard`.
+    case discard(BlkifDiscardRequest)
+    /// `struct blkif_request_indirect`.
+    case indirect(BlkifIndirectRequest)
+
+    /// The frontend's tag.
+    @inlinable
+    public var id: UInt64 {
+        switch self {
+        case let .direct(r): return r.id
+        case let .discard(r): return r.id
+        case let .indirect(r): return r.id
+        }
+    }
+
+    /// The `operation` byte.
+    @inlinable
+    public var operation: BlkifOperation {
+        switch self {
+        case let .direct(r): return r.operation.operation
+        case .discard: return .discard
+        case .indirect: return .indirect
+        }
+    }
+
+    // MARK: Validation (pure)
+
+    /// Checks `nr_segments` for `operation`: 1...11 for reads and writes, 0...11 for
+    /// flushes and barriers, 1...`maxIndirectSegments` (capped at 8 pages of 512) for
+    /// indirect requests, which need `feature-max-indirect-segments` advertised
+    /// (`maxIndirectSegments > 0`). Discards carry no segments.
+    @inlinable
+    public static func validateSegmentCount(_ count: Int, operation: BlkifOperation,
+                                            maxIndirectSegments: Int = 0) throws(BlkifError) {
+        switch operation {
+        case .discard:
+            return
+        case .indirect:
+            guard maxIndirectSegments > 0 else { throw .indirectNotAdvertised }
+            let limit = 1...Swift.min(maxIndirectSegments, BlkifIndirectPage.maxSegments)
+            guard limit.contains(count) else { throw .segmentCount(value: count, limit: limit) }
+        default:
+            let limit = operation.directSegmentLimit
+            guard limit.contains(count) else { throw .segmentCount(value: count, limit: limit) }
+        }
+    }
+
+    /// Checks that `start ..< start + count` lies inside a disk of `diskSectors` sectors,
+    /// without overflow for any inputs.
+    @inlinable
+    public static func validateSectorRange(start: UInt64, count: UInt64, diskSectors: UInt64) throws(BlkifError) {
+        guard count <= diskSectors, start <= diskSectors - count else {
+            throw .sectorRange(start: start, count: count, diskSectors: diskSectors)
+        }
+    }
+
+    // MARK: Decoding
+
+    /// Reads and validates the request in the slot at `offset`, laid out for `abi`.
+    ///
+    /// Every field is loaded once into a local and validated from there, so the frontend
+    /// cannot change a value between check and use. Only the `nr_segments` segments (or
+    /// the indirect pages they need) are read. `maxIndirectSegments` is the value this
+    /// backend advertised in `feature-max-indirect-segments` (0: none). Validation
+    /// failures come as ``BlkifError/invalidRequest(id:operation:reason:)`` carrying the
+    /// id and operation, so the request can still be answered.
+    @inlinable
+    public static func decode(from view: SharedView, at offset: Int, abi: BlkifABI,
+                              maxIndirectSegments: Int = 0) throws(BlkifError) -> BlkifRequest {
+        let layout = abi.layout
+        guard offset >= 0, offset <= view.count, layout.requestSize <= view.count - offset else {
+            throw .slotOutOfBounds(offset: offset, length: layout.requestSize, size: view.count)
+        }
+        let rawOperation = view.load(UInt8.self, at: offset + BlkifLayout.operationOffset)
+        let id = view.load(UInt64.self, at: offset + layout.idOffset)
+        do throws(BlkifError) {
+            return try decodeBody(rawOperation, id: id, from: view, at: offset, layout: layout,
+                                  maxIndirectSegments: maxIndirectSegments)
+        } catch {
+            throw .invalidRequest(id: id, operation: rawOperation, reason: error)
+        }
+    }
+
+    @inlinable
+    static func decodeBody(_ rawOperation: UInt8, id: UInt64, from view: SharedView, at offset: Int,
+                           layout: BlkifLayout, maxIndirectSegments: Int) throws(BlkifError) -> BlkifRequest {
+        let second = view.load(UInt8.self, at: offset + BlkifLayout.secondByteOffset)
+        switch try BlkifOperation(validating: rawOperation) {
+        case .discard:
+            guard second & ~BlkifDiscardRequest.secureFlag == 0 else { throw .discardFlag(second) }
+            return .discard(BlkifDiscardRequest(
+                handle: view.load(UInt16.self, at: offset + BlkifLayout.handleOffset),
+                id: id,
+                sectorNumber: view.load(UInt64.self, at: offset + layout.sectorNumberOffset),
+                sectorCount: view.load(UInt64.self, at: offset + layout.discardSectorCountOffset),
+                secure: second & BlkifDiscardRequest.secureFlag != 0))
+
+        case .indirect:
+            guard let operation = BlkifIndirectOperation(rawValue: second) else {
+                throw .unknownIndirectOperation(second)
+            }
+            let count = Int(view.load(UInt16.self, at: offset + BlkifLayout.indirectSegmentCountOffset))
+            try validateSegmentCount(count, operation: .indirect, maxIndirectSegments: maxIndirectSegments)
+            var grefs = InlineArray<8, UInt32>(repeating: 0)
+            let pages = BlkifIndirectPage.pageCount(forSegments: count)
+            for page in 0..<pages {
+                grefs[page] = view.load(UInt32.self, at: offset + layout.indirectGrefsOffset + page * 4)
+            }
+            return .indirect(try BlkifIndirectRequest(
+                operation: operation, segmentCount: count,
+                handle: view.load(UInt16.self, at: offset + layout.indirectHandleOffset),
+                id: id,
+                sectorNumber: view.load(UInt64.self, at: offset + layout.sectorNumberOffset),
+                indirectGrefs: BlkifIndirectGrefs(storage: grefs, length: pages),
+                maxSegments: maxIndirectSegments))
+
+        case .read, .write, .writeBarrier, .flushDiskCache:
+            // The enum cases match BlkifDirectOperation's raw values one to one.
+            let operation = BlkifDirectOperation(rawValue: rawOperation) ?? .read
+            let count = Int(second)
+            try validateSegmentCount(count, operation: operation.operation)
+            var segments = BlkifSegments()
+            for index in 0..<count {
+                segments.appendUnchecked(try BlkifSegment.decode(
+                    from: view, at: offset + layout.segmentsOffset + index * BlkifSegment.size, index: index))
+            }
+            return .direct(try BlkifDirectRequest(
+                operation: operation,
+                handle: view.load(UInt16.self, at: offset + BlkifLayout.handleOffset),
+                id: id,
+                sectorNumber: view.load(UInt64.self, at: offset + layout.sectorNumberOffset),
+                segments: segments))
+        }
+    }
+
+    // MARK: Encoding
+
+    /// Writes the request into the slot at `offset`, laid out for `abi`. The struct's
+    /// padding is zeroed; segment entries past `nr_segments` are left as they were.
+    /// The slot must lie inside `view` (our own ring arithmetic picks it).
+    @inlinable
+    public func encode(into view: SharedView, at offset: Int, abi: BlkifABI) {
+        let layout = abi.layout
+        switch self {
+        case let .direct(r):
+            view.fill(0, at: offset, length: layout.segmentsOffset)
+            view.store(r.operation.rawValue, at: offset + BlkifLayout.operationOffset)
+            view.store(UInt8(r.segments.count), at: offset + BlkifLayout.secondByteOffset)
+            view.store(r.handle, at: offset + BlkifLayout.handleOffset)
+            view.store(r.id, at: offset + layout.idOffset)
+            view.store(r.sectorNumber, at: offset + layout.sectorNumberOffset)
+            for (index, segment) in r.segments.enumerated() {
+                segment.encode(into: view, at: offset + layout.segmentsOffset + index * BlkifSegment.size)
+            }
+        case let .discard(r):
+            view.fill(0, at: offset, length: layout.discardSize)
+            view.store(BlkifOperation.discard.rawValue, at: offset + BlkifLayout.operationOffset)
+            view.store(r.secure ? BlkifDiscardRequest.secureFlag : 0, at: offset + BlkifLayout.secondByteOffset)
+            view.store(r.handle, at: offset + BlkifLayout.handleOffset)
+            view.store(r.id, at: offset + layout.idOffset)
+            view.store(r.sectorNumber, at: offset + layout.sectorNumberOffset)
+            view.store(r.sectorCount, at: offset + layout.discardSectorCountOffset)
+        case let .indirect(r):
+            view.fill(0, at: offset, length: layout.indirectSize)
+            view.store(BlkifOperation.indirect.rawValue, at: offset + BlkifLayout.operationOffset)
+            view.store(r.operation.rawValue, at: offset + BlkifLayout.secondByteOffset)
+            view.store(UInt16(r.segmentCount), at: offset + BlkifLayout.indirectSegmentCountOffset)
+            view.store(r.id, at: offset + layout.idOffset)
+            view.store(r.sectorNumber, at: offset + layout.sectorNumberOffset)
+            view.store(r.handle, at: offset + layout.indirectHandleOffset)
+            for (page, gref) in r.indirectGrefs.enumerated() {
+                view.store(gref, at: offset + layout.indirectGrefsOffset + page * 4)
+            }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+import SharedMemory
+
+/// One page of a transfer: a granted frame and the inclusive range of 512-byte sectors
+/// in it (`io/blkif.h: struct blkif_request_segment`, 8 bytes in every ABI).
+public struct BlkifSegment: Sendable, Hashable {
+    /// Grant reference of the data page (`gref`).
+    public var gref: UInt32
+    /// First sector in the page to transfer, inclusive (`first_sect`).
+    public var firstSector: UInt8
+    /// Last sector in the page to transfer, inclusive (`last_sect`).
+    public var lastSector: UInt8
+
+    /// Bytes per encoded segment.
+    public static let size = 8
+    /// Offset of `gref`.
+    public static let grefOffset = 0
+    /// Offset of `first_sect`.
+    public static let firstSectorOffset = 4
+    /// Offset of `last_sect`.
+    public static let lastSectorOffset = 5
+    /// `first_sect`/`last_sect` count 512-byte sectors of a 4 KiB page, whatever the
+    /// disk's sector size, so the last valid value is 7.
+    public static let lastSectorLimit: UInt8 = UInt8(pageSize / 512 - 1)
+
+    @inlinable
+    public init(gref: UInt32, firstSector: UInt8, lastSector: UInt8) {
+        self.gref = gref
+        self.firstSector = firstSector
+        self.lastSector = lastSector
+    }
+
+    /// Number of 512-byte sectors this segment moves (valid segments only).
+    @inlinable
+    public var sectorCount: Int { Int(lastSector) - Int(firstSector) + 1 }
+
+    /// Checks `first <= last <= 7`; `index` is the segment's position, for the error.
+    @inlinable
+    public static func validateSectors(first: UInt8, last: UInt8, index: Int) throws(BlkifError) {
+        guard first <= last, last <= lastSectorLimit else {
+            throw .segmentSectors(index: index, first: first, last: last, limit: lastSectorLimit)
+        }
+    }
+
+    /// Reads a segment at `offset` (each field once) and validates its sectors.
+    @inlinable
+    static func decode(from view: SharedView, at offset: Int, index: Int) throws(BlkifError) -> BlkifSegment {
+        let gref = view.load(UInt32.self, at: offset + grefOffset)
+        let first = view.load(UInt8.self, at: offset + firstSectorOffset)
+        let last = view.load(UInt8.self, at: offset + lastSectorOffset)
+        try validateSectors(first: first, last: last, index: index)
+        return BlkifSegment(gref: gref, firstSector: first, lastSector: last)
+    }
+
+    /// Writes the segment and its two padding bytes at `offset`.
+    @inlinable
+    func encode(into view: SharedView, at offset: Int) {
+        view.store(gref, at: offset + Self.grefOffset)
+        view.store(firstSector, at: offset + Self.firstSectorOffset)
+        view.store(lastSector, at: offset + Self.lastSectorOffset)
+        view.store(UInt16(0), at: offset + 6)
+    }
+}
+
+/// Up to `BLKIF_MAX_SEGMENTS_PER_REQUEST` (11) segments in fixed inline storage, so a
+/// decoded request never allocates.
+public struct BlkifSegments: Sendable, RandomAccessCollection, Equatable {
+    /// `io/blkif.h: BLKIF_MAX_SEGMENTS_PER_REQUEST`.
+    public static let capacity = 11
+
+    @usableFromInline var storage: InlineArray<11, BlkifSegment>
+    @usableFromInline var length: Int
+
+    /// No segments.
+    @inlinable
+    public init() {
+        storage = InlineArray(repeating: BlkifSegment(gref: 0, firstSector: 0, lastSector: 0))
+        length = 0
+    }
+
+    /// The given segments; throws if there are more than 11 or one has bad sectors.
+    @inlinable
+    public init(_ segments: some Collection<BlkifSegment>) throws(BlkifError) {
+        self.init()
+        guard segments.count <= Self.capacity else {
+            throw .segmentCount(value: segments.count, limit: 0...Self.capacity)
+        }
+        for segment in segments {
+            try BlkifSegment.validateSectors(first: segment.firstSector, last: segment.lastSector, index: length)
+            storage[length] = segment
+            length += 1
+        }
+    }
+
+    /// Appends a segment already validated by the caller; capacity is checked by the caller.
+    @inlinable
+    mutating func appendUnchecked(_ segment: BlkifSegment) {
+        storage[length] = segment
+        length += 1
+    }
+
+    @inlinable public var startIndex: Int { 0 }
+    @inlinable public var endIndex: Int { length }
+
+    @inlinable
+    public subscript(position: Int) -> BlkifSegment {
+        precondition(position >= 0 && position < length, "segment index out of range")
+        return storage[position]
+    }
+
+    /// Total 512-byte sectors moved by all segments.
+    @inlinable
+    public var sectorCount: Int {
+        var total = 0
+        for i in 0..<length { total += storage[i].sectorCount }
+        return total
+    }
+
+    @inlinable
+    public static func == (lhs: BlkifSegments, rhs: BlkifSegments) -> Bool {
+        guard lhs.length == rhs.length else { return false }
+        for i in 0..<lhs.length where lhs.storage[i] != rhs.storage[i] { return false }
+        return true
+    }
+}
