@@ -2,10 +2,11 @@
  * Prints the layouts, constants and example encodings of the blkif and netif wire structs
  * as the C compiler sees them through the system's Xen headers. Built twice by
  * InteropTests (cc -m64 for the x86_64 ABI, cc -m32 for x86_32); its output is compared
- * with Protocols/ and with the Swift code. Every line is tab-separated:
- *   layout <abi> <struct> <field> <offset> <size>    (field "sizeof" is the whole struct)
- *   const  <name> <value>
- *   golden <abi> <name> <hex bytes of the struct>
+ * with Protocols/ and with the Swift code. Every line is tab-separated, <family> being
+ * blkif or netif:
+ *   layout <family> <abi> <struct> <field> <offset> <size>  (field "sizeof": whole struct)
+ *   const  <family> <name> <value>
+ *   golden <family> <abi> <name> <hex bytes of the struct>
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -31,17 +32,22 @@ static const char *abi = "x86_32";
 #error "layout_check knows only the x86 ABIs"
 #endif
 
+/* Struct names start with the family: blkif_... or netif_... */
+#define FAMILY(s) (strncmp(#s, "blkif", 5) == 0 ? "blkif" : "netif")
 #define FIELD(s, f) \
-    printf("layout\t%s\t%s\t%s\t%zu\t%zu\n", abi, #s, #f, offsetof(struct s, f), sizeof(((struct s *)0)->f))
-#define SIZE(s) printf("layout\t%s\t%s\tsizeof\t0\t%zu\n", abi, #s, sizeof(struct s))
-#define USIZE(u) printf("layout\t%s\t%s\tsizeof\t0\t%zu\n", abi, #u, sizeof(union u))
-#define CONST(name) printf("const\t%s\t%lld\n", #name, (long long)(name))
-#define SCONST(name) printf("const\t%s\t%s\n", #name, name)
+    printf("layout\t%s\t%s\t%s\t%s\t%zu\t%zu\n", FAMILY(s), abi, #s, #f, \
+           offsetof(struct s, f), sizeof(((struct s *)0)->f))
+#define SIZE(s) printf("layout\t%s\t%s\t%s\tsizeof\t0\t%zu\n", FAMILY(s), abi, #s, sizeof(struct s))
+#define USIZE(u) printf("layout\t%s\t%s\t%s\tsizeof\t0\t%zu\n", FAMILY(u), abi, #u, sizeof(union u))
+#define CONST(family, name) printf("const\t%s\t%s\t%lld\n", family, #name, (long long)(name))
+#define SCONST(family, name) printf("const\t%s\t%s\t%s\n", family, #name, name)
+
+static const char *family = "blkif";
 
 static void golden(const char *name, const void *bytes, size_t n)
 {
     const uint8_t *b = bytes;
-    printf("golden\t%s\t%s\t", abi, name);
+    printf("golden\t%s\t%s\t%s\t", family, abi, name);
     for (size_t i = 0; i < n; i++)
         printf("%02x", b[i]);
     printf("\n");
@@ -129,62 +135,62 @@ static void layouts(void)
 
 static void constants(void)
 {
-    CONST(BLKIF_OP_READ);
-    CONST(BLKIF_OP_WRITE);
-    CONST(BLKIF_OP_WRITE_BARRIER);
-    CONST(BLKIF_OP_FLUSH_DISKCACHE);
-    CONST(BLKIF_OP_RESERVED_1);
-    CONST(BLKIF_OP_DISCARD);
-    CONST(BLKIF_OP_INDIRECT);
-    CONST(BLKIF_MAX_SEGMENTS_PER_REQUEST);
-    CONST(BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST);
-    CONST(BLKIF_DISCARD_SECURE);
-    CONST(BLKIF_RSP_EOPNOTSUPP);
-    CONST(BLKIF_RSP_ERROR);
-    CONST(BLKIF_RSP_OKAY);
-    CONST(VDISK_CDROM);
-    CONST(VDISK_REMOVABLE);
-    CONST(VDISK_READONLY);
+    CONST("blkif", BLKIF_OP_READ);
+    CONST("blkif", BLKIF_OP_WRITE);
+    CONST("blkif", BLKIF_OP_WRITE_BARRIER);
+    CONST("blkif", BLKIF_OP_FLUSH_DISKCACHE);
+    CONST("blkif", BLKIF_OP_RESERVED_1);
+    CONST("blkif", BLKIF_OP_DISCARD);
+    CONST("blkif", BLKIF_OP_INDIRECT);
+    CONST("blkif", BLKIF_MAX_SEGMENTS_PER_REQUEST);
+    CONST("blkif", BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST);
+    CONST("blkif", BLKIF_DISCARD_SECURE);
+    CONST("blkif", BLKIF_RSP_EOPNOTSUPP);
+    CONST("blkif", BLKIF_RSP_ERROR);
+    CONST("blkif", BLKIF_RSP_OKAY);
+    CONST("blkif", VDISK_CDROM);
+    CONST("blkif", VDISK_REMOVABLE);
+    CONST("blkif", VDISK_READONLY);
     /* The indirect page holds an array of segments; blkif.h sizes it by a 4 KiB page. */
-    printf("const\tBLKIF_SEGMENTS_PER_INDIRECT_PAGE\t%zu\n", (size_t)4096 / sizeof(struct blkif_request_segment));
-    SCONST(XEN_IO_PROTO_ABI_X86_32);
-    SCONST(XEN_IO_PROTO_ABI_X86_64);
+    printf("const\tblkif\tBLKIF_SEGMENTS_PER_INDIRECT_PAGE\t%zu\n", (size_t)4096 / sizeof(struct blkif_request_segment));
+    SCONST("blkif", XEN_IO_PROTO_ABI_X86_32);
+    SCONST("blkif", XEN_IO_PROTO_ABI_X86_64);
 
-    CONST(XEN_NETIF_NR_SLOTS_MIN);
-    CONST(XEN_NETIF_MAX_TX_SIZE);
-    CONST(NETTXF_csum_blank);
-    CONST(NETTXF_data_validated);
-    CONST(NETTXF_more_data);
-    CONST(NETTXF_extra_info);
-    CONST(NETRXF_data_validated);
-    CONST(NETRXF_csum_blank);
-    CONST(NETRXF_more_data);
-    CONST(NETRXF_extra_info);
-    CONST(NETRXF_gso_prefix);
-    CONST(XEN_NETIF_EXTRA_TYPE_NONE);
-    CONST(XEN_NETIF_EXTRA_TYPE_GSO);
-    CONST(XEN_NETIF_EXTRA_TYPE_MCAST_ADD);
-    CONST(XEN_NETIF_EXTRA_TYPE_MCAST_DEL);
-    CONST(XEN_NETIF_EXTRA_TYPE_HASH);
-    CONST(XEN_NETIF_EXTRA_TYPE_MAX);
-    CONST(XEN_NETIF_EXTRA_FLAG_MORE);
-    CONST(XEN_NETIF_GSO_TYPE_NONE);
-    CONST(XEN_NETIF_GSO_TYPE_TCPV4);
-    CONST(XEN_NETIF_GSO_TYPE_TCPV6);
-    CONST(_XEN_NETIF_CTRL_HASH_TYPE_IPV4);
-    CONST(_XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP);
-    CONST(_XEN_NETIF_CTRL_HASH_TYPE_IPV6);
-    CONST(_XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP);
-    CONST(XEN_NETIF_CTRL_HASH_TYPE_IPV4);
-    CONST(XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP);
-    CONST(XEN_NETIF_CTRL_HASH_TYPE_IPV6);
-    CONST(XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP);
-    CONST(XEN_NETIF_CTRL_HASH_ALGORITHM_NONE);
-    CONST(XEN_NETIF_CTRL_HASH_ALGORITHM_TOEPLITZ);
-    CONST(NETIF_RSP_DROPPED);
-    CONST(NETIF_RSP_ERROR);
-    CONST(NETIF_RSP_OKAY);
-    CONST(NETIF_RSP_NULL);
+    CONST("netif", XEN_NETIF_NR_SLOTS_MIN);
+    CONST("netif", XEN_NETIF_MAX_TX_SIZE);
+    CONST("netif", NETTXF_csum_blank);
+    CONST("netif", NETTXF_data_validated);
+    CONST("netif", NETTXF_more_data);
+    CONST("netif", NETTXF_extra_info);
+    CONST("netif", NETRXF_data_validated);
+    CONST("netif", NETRXF_csum_blank);
+    CONST("netif", NETRXF_more_data);
+    CONST("netif", NETRXF_extra_info);
+    CONST("netif", NETRXF_gso_prefix);
+    CONST("netif", XEN_NETIF_EXTRA_TYPE_NONE);
+    CONST("netif", XEN_NETIF_EXTRA_TYPE_GSO);
+    CONST("netif", XEN_NETIF_EXTRA_TYPE_MCAST_ADD);
+    CONST("netif", XEN_NETIF_EXTRA_TYPE_MCAST_DEL);
+    CONST("netif", XEN_NETIF_EXTRA_TYPE_HASH);
+    CONST("netif", XEN_NETIF_EXTRA_TYPE_MAX);
+    CONST("netif", XEN_NETIF_EXTRA_FLAG_MORE);
+    CONST("netif", XEN_NETIF_GSO_TYPE_NONE);
+    CONST("netif", XEN_NETIF_GSO_TYPE_TCPV4);
+    CONST("netif", XEN_NETIF_GSO_TYPE_TCPV6);
+    CONST("netif", _XEN_NETIF_CTRL_HASH_TYPE_IPV4);
+    CONST("netif", _XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP);
+    CONST("netif", _XEN_NETIF_CTRL_HASH_TYPE_IPV6);
+    CONST("netif", _XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP);
+    CONST("netif", XEN_NETIF_CTRL_HASH_TYPE_IPV4);
+    CONST("netif", XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP);
+    CONST("netif", XEN_NETIF_CTRL_HASH_TYPE_IPV6);
+    CONST("netif", XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP);
+    CONST("netif", XEN_NETIF_CTRL_HASH_ALGORITHM_NONE);
+    CONST("netif", XEN_NETIF_CTRL_HASH_ALGORITHM_TOEPLITZ);
+    CONST("netif", NETIF_RSP_DROPPED);
+    CONST("netif", NETIF_RSP_ERROR);
+    CONST("netif", NETIF_RSP_OKAY);
+    CONST("netif", NETIF_RSP_NULL);
 }
 
 /*
@@ -273,6 +279,7 @@ static void blkif_golden(void)
 
 static void netif_golden(void)
 {
+    family = "netif";
     struct netif_tx_request tq;
     struct netif_tx_response tp;
     struct netif_rx_request rq;
