@@ -57,7 +57,7 @@ let package = Package(
         .testTarget(name: "BlkifTests", dependencies: ["Blkif", "XenRing", "SharedMemory"]),
         .testTarget(name: "NetifTests", dependencies: ["Netif", "XenRing", "SharedMemory"]),
         .testTarget(name: "InteropTests", dependencies: ["Blkif", "Netif", "XenRing", "SharedMemory"],
-                    resources: [.copy("C")]),
+                    exclude: ["C"]),
         .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "XenRing", "SharedMemory"]),
         .testTarget(name: "URingTests", dependencies: ["URing"]),
     ],
