@@ -160,11 +160,16 @@ enum XenstoreValue {
     static func uint32(_ entries: [String: String], _ key: String,
                        range: ClosedRange<UInt64> = 0...UInt64(UInt32.max)) throws(BlkifError) -> UInt32? {
         guard let text = entries[key] else { return nil }
-        guard !text.isEmpty, text.utf8.count <= 20, text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
-              let value = UInt64(text) else {
-            throw .featureValue(key: key, value: text, expected: "a decimal number")
-        }
+        let value = try uint64(key, text)
         guard range.contains(value) else { throw .featureRange(key: key, value: value, limit: range) }
         return UInt32(value)
+    }
+
+    /// Plain decimal digits only: no sign, space, or radix prefix.
+    static func uint64(_ key: String, _ text: String) throws(BlkifError) -> UInt64 {
+        guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let value = UInt64(text) else {
+            throw .featureValue(key: key, value: text, expected: "a decimal number")
+        }
+        return value
     }
 }

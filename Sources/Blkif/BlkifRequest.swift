@@ -260,8 +260,9 @@ public enum BlkifRequest: Sendable, Equatable {
                 maxSegments: maxIndirectSegments))
 
         case .read, .write, .writeBarrier, .flushDiskCache:
-            // The enum cases match BlkifDirectOperation's raw values one to one.
-            let operation = BlkifDirectOperation(rawValue: rawOperation) ?? .read
+            guard let operation = BlkifDirectOperation(rawValue: rawOperation) else {
+                throw .unknownOperation(rawOperation)
+            }
             let count = Int(second)
             try validateSegmentCount(count, operation: operation.operation)
             var segments = BlkifSegments()

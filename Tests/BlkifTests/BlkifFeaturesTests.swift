@@ -116,3 +116,52 @@ import Testing
         #expect(BlkifError.segmentSectors(index: 2, first: 3, last: 9, limit: 7).description.contains("last_sect 9"))
     }
 }
+
+@Suite struct BlkifDiskPropertiesTests {
+    @Test func roundTripAndUnits() throws {
+        let disk = BlkifDiskProperties(sectors: 1 << 20, sectorSize: 4096, physicalSectorSize: 8192,
+                                       info: [.readOnly, .removable])
+        #expect(try BlkifDiskProperties(xenstore: disk.xenstoreEntries) == disk)
+        #expect(disk.sectors512 == 8 << 20)
+        #expect(BlkifDiskProperties(sectors: .max, sectorSize: 1024).sectors512 == nil)
+        let plain = try BlkifDiskProperties(xenstore: ["sectors": "100", "sector-size": "512"])
+        #expect(plain == BlkifDiskProperties(sectors: 100))
+    }
+
+    @Test func keysMatchProtocols() throws {
+        let table = try ProtocolTable("blkif-xenstore.tsv")
+        let rows = table.rows.filter { $0["model"]!.hasPrefix("BlkifDiskProperties.") }
+        let full = BlkifDiskProperties(sectors: 1, sectorSize: 512, physicalSectorSize: 4096, info: .cdrom)
+        #expect(Set(rows.map { $0["key"]! }) == Set(full.xenstoreEntries.keys))
+        #expect(rows.allSatisfy { $0["writer"] == "backend" })
+        let minimal = BlkifDiskProperties(sectors: 1).xenstoreEntries
+        for row in rows where row["default"] != "-" { #expect(minimal[row["key"]!] == row["default"]) }
+    }
+
+    @Test func badValues() {
+        #expect(throws: BlkifError.featureValue(key: "sectors", value: "", expected: "a decimal number (the node is required)")) {
+            try BlkifDiskProperties(xenstore: ["sector-size": "512"])
+        }
+        #expect(throws: BlkifError.featureValue(key: "sector-size", value: "",
+                                                expected: "a decimal number (the node is required)")) {
+            try BlkifDiskProperties(xenstore: ["sectors": "8"])
+        }
+        #expect(throws: BlkifError.featureValue(key: "sectors", value: "18446744073709551616", expected: "a decimal number")) {
+            try BlkifDiskProperties(xenstore: ["sectors": "18446744073709551616", "sector-size": "512"])
+        }
+        for bad in ["0", "256", "520", "3000"] {
+            #expect(throws: BlkifError.featureValue(key: "sector-size", value: bad, expected: "a power of two >= 512")) {
+                try BlkifDiskProperties(xenstore: ["sectors": "8", "sector-size": bad])
+            }
+        }
+        for bad in ["0", "1024", "6144"] {
+            #expect(throws: BlkifError.featureValue(key: "physical-sector-size", value: bad,
+                                                    expected: "a multiple of sector-size 4096")) {
+                try BlkifDiskProperties(xenstore: ["sectors": "8", "sector-size": "4096", "physical-sector-size": bad])
+            }
+        }
+        #expect(throws: BlkifError.featureValue(key: "info", value: "ro", expected: "a decimal number")) {
+            try BlkifDiskProperties(xenstore: ["sectors": "8", "sector-size": "512", "info": "ro"])
+        }
+    }
+}
