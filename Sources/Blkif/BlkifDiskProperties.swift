@@ -52,19 +52,31 @@ public struct BlkifDiskProperties: Sendable, Hashable {
         guard let sectorsText = entries[Key.sectors] else {
             throw .featureValue(key: Key.sectors, value: "", expected: "a decimal number (the node is required)")
         }
-        sectors = try XenstoreValue.uint64(Key.sectors, sectorsText)
-        guard let size = try XenstoreValue.uint32(entries, Key.sectorSize) else {
+        sectors = try BlkifXenstoreValue.uint64(Key.sectors, sectorsText)
+        guard let size = try BlkifXenstoreValue.uint32(entries, Key.sectorSize) else {
             throw .featureValue(key: Key.sectorSize, value: "", expected: "a decimal number (the node is required)")
         }
         guard size >= 512, size & (size - 1) == 0 else {
             throw .featureValue(key: Key.sectorSize, value: String(size), expected: "a power of two >= 512")
         }
         sectorSize = size
-        physicalSectorSize = try XenstoreValue.uint32(entries, Key.physicalSectorSize)
+        physicalSectorSize = try BlkifXenstoreValue.uint32(entries, Key.physicalSectorSize)
         if let physical = physicalSectorSize, physical == 0 || physical % size != 0 {
             throw .featureValue(key: Key.physicalSectorSize, value: String(physical),
                                 expected: "a multiple of sector-size \(size)")
         }
-        info = BlkifDiskInfo(rawValue: try XenstoreValue.uint32(entries, Key.info) ?? 0)
+        info = BlkifDiskInfo(rawValue: try BlkifXenstoreValue.uint32(entries, Key.info) ?? 0)
     }
+}
+
+/// Bits of the backend's `info` node (`io/blkif.h: VDISK_*`).
+public struct BlkifDiskInfo: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// `io/blkif.h: VDISK_CDROM`.
+    public static let cdrom = BlkifDiskInfo(rawValue: 0x1)
+    /// `io/blkif.h: VDISK_REMOVABLE`.
+    public static let removable = BlkifDiskInfo(rawValue: 0x2)
+    /// `io/blkif.h: VDISK_READONLY`.
+    public static let readOnly = BlkifDiskInfo(rawValue: 0x4)
 }

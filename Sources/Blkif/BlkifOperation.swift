@@ -47,31 +47,34 @@ public enum BlkifOperation: UInt8, Sendable, Hashable, CaseIterable {
     }
 }
 
-/// The status of a response (`io/blkif.h: BLKIF_RSP_*`).
-public enum BlkifStatus: Int16, Sendable, Hashable, CaseIterable {
-    /// `io/blkif.h: BLKIF_RSP_OKAY`.
-    case okay = 0
-    /// `io/blkif.h: BLKIF_RSP_ERROR`: the operation failed (-EIO).
-    case error = -1
-    /// `io/blkif.h: BLKIF_RSP_EOPNOTSUPP`: the operation is not supported.
-    case notSupported = -2
+/// The operations a `blkif_request` (segments in the slot) can carry.
+public enum BlkifDirectOperation: UInt8, Sendable, Hashable, CaseIterable {
+    /// `io/blkif.h: BLKIF_OP_READ`.
+    case read = 0
+    /// `io/blkif.h: BLKIF_OP_WRITE`.
+    case write = 1
+    /// `io/blkif.h: BLKIF_OP_WRITE_BARRIER`.
+    case writeBarrier = 2
+    /// `io/blkif.h: BLKIF_OP_FLUSH_DISKCACHE`.
+    case flushDiskCache = 3
 
-    /// Validates a peer's status field.
+    /// The same code as a ``BlkifOperation``.
     @inlinable
-    public init(validating raw: Int16) throws(BlkifError) {
-        guard let status = BlkifStatus(rawValue: raw) else { throw .unknownStatus(raw) }
-        self = status
+    public var operation: BlkifOperation {
+        switch self {
+        case .read: return .read
+        case .write: return .write
+        case .writeBarrier: return .writeBarrier
+        case .flushDiskCache: return .flushDiskCache
+        }
     }
 }
 
-/// Bits of the backend's `info` node (`io/blkif.h: VDISK_*`).
-public struct BlkifDiskInfo: OptionSet, Sendable, Hashable {
-    public let rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
-    /// `io/blkif.h: VDISK_CDROM`.
-    public static let cdrom = BlkifDiskInfo(rawValue: 0x1)
-    /// `io/blkif.h: VDISK_REMOVABLE`.
-    public static let removable = BlkifDiskInfo(rawValue: 0x2)
-    /// `io/blkif.h: VDISK_READONLY`.
-    public static let readOnly = BlkifDiskInfo(rawValue: 0x4)
+/// The operations an indirect request can wrap (`io/blkif.h`: `indirect_op` is
+/// BLKIF_OP_READ or BLKIF_OP_WRITE).
+public enum BlkifIndirectOperation: UInt8, Sendable, Hashable, CaseIterable {
+    /// `io/blkif.h: BLKIF_OP_READ`.
+    case read = 0
+    /// `io/blkif.h: BLKIF_OP_WRITE`.
+    case write = 1
 }

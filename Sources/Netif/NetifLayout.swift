@@ -1,3 +1,5 @@
+import SharedMemory
+
 /// Byte offsets and sizes of the `io/netif.h` ring structs. They hold only 8-, 16- and
 /// 32-bit fields at natural offsets, so one layout serves x86_32 and x86_64 alike.
 public enum NetifLayout {
@@ -69,11 +71,20 @@ public enum NetifLayout {
     ]
 }
 
-import SharedMemory
-
-@inlinable
-func checkSlot(_ view: SharedView, _ offset: Int, _ length: Int) throws(NetifError) {
-    guard offset >= 0, offset <= view.count, length <= view.count - offset else {
-        throw .slotOutOfBounds(offset: offset, length: length, size: view.count)
+extension NetifLayout {
+    /// Throws unless a slot of `length` bytes at `offset` lies inside `view`.
+    @inlinable
+    static func checkSlot(_ view: SharedView, _ offset: Int, _ length: Int) throws(NetifError) {
+        guard offset >= 0, offset <= view.count, length <= view.count - offset else {
+            throw .slotOutOfBounds(offset: offset, length: length, size: view.count)
+        }
     }
+}
+
+/// Limits from `io/netif.h`.
+public enum NetifLimits {
+    /// `XEN_NETIF_NR_SLOTS_MIN`: slots per packet every backend must accept.
+    public static let minimumSlotsPerPacket = 18
+    /// `XEN_NETIF_MAX_TX_SIZE`: largest packet a transmit request can announce.
+    public static let maxTransmitSize = 0xFFFF
 }
