@@ -35,6 +35,9 @@ public struct BlkifLayout: Sendable, Hashable {
     public let indirectHandleOffset: Int
     /// `indirect_grefs[]` of `blkif_request_indirect`.
     public let indirectGrefsOffset: Int
+    /// `pad` of `blkif_request_indirect`, which only the i386 ABI declares (x86_64 gets the
+    /// same tail padding from alignment).
+    public let indirectPadOffset: Int?
     /// `sizeof(struct blkif_request_indirect)`.
     public let indirectSize: Int
     /// `sizeof(struct blkif_response)`.
@@ -48,14 +51,14 @@ public struct BlkifLayout: Sendable, Hashable {
     public static let x86_32 = BlkifLayout(
         idOffset: 4, sectorNumberOffset: 12, segmentsOffset: 20, requestSize: 108,
         discardSectorCountOffset: 20, discardSize: 28,
-        indirectHandleOffset: 20, indirectGrefsOffset: 24, indirectSize: 64,
+        indirectHandleOffset: 20, indirectGrefsOffset: 24, indirectPadOffset: 56, indirectSize: 64,
         responseSize: 12)
 
     /// x86_64 (and arm): `uint64_t` is 8-byte aligned.
     public static let x86_64 = BlkifLayout(
         idOffset: 8, sectorNumberOffset: 16, segmentsOffset: 24, requestSize: 112,
         discardSectorCountOffset: 24, discardSize: 32,
-        indirectHandleOffset: 24, indirectGrefsOffset: 28, indirectSize: 64,
+        indirectHandleOffset: 24, indirectGrefsOffset: 28, indirectPadOffset: nil, indirectSize: 64,
         responseSize: 16)
 
     /// One row of the layout table: a C struct, one of its fields, offset and size in bytes.
@@ -109,10 +112,8 @@ public struct BlkifLayout: Sendable, Hashable {
             Field("blkif_request_indirect", "indirect_grefs", indirectGrefsOffset,
                   BlkifIndirectGrefs.capacity * 4),
         ]
-        // Only i386 spells out the tail padding; x86_64 gets it from alignment.
-        let grefsEnd = indirectGrefsOffset + BlkifIndirectGrefs.capacity * 4
-        if grefsEnd < indirectSize && idOffset == 4 {
-            rows.append(Field("blkif_request_indirect", "pad", grefsEnd, indirectSize - grefsEnd))
+        if let indirectPadOffset {
+            rows.append(Field("blkif_request_indirect", "pad", indirectPadOffset, indirectSize - indirectPadOffset))
         }
         rows += [
             Field("blkif_request_indirect", "sizeof", 0, indirectSize),
