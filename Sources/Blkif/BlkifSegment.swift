@@ -18,8 +18,9 @@ public struct BlkifSegment: Sendable, Hashable {
     public static let firstSectorOffset = 4
     /// Offset of `last_sect`.
     public static let lastSectorOffset = 5
-    /// `first_sect`/`last_sect` count 512-byte sectors of a 4 KiB page, whatever the
-    /// disk's sector size, so the last valid value is 7.
+    /// `first_sect`/`last_sect` count 512-byte sectors of a 4 KiB page, so the last valid
+    /// value is 7. (With `feature-large-sector-size` io/blkif.h counts them in the disk's
+    /// sector size instead; like Linux blkback, this module does not offer that feature.)
     public static let lastSectorLimit: UInt8 = UInt8(pageSize / 512 - 1)
 
     @inlinable
