@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "Netif", targets: ["Netif"]),
         .library(name: "XenStore", targets: ["XenStore"]),
         .library(name: "XenTesting", targets: ["XenTesting"]),
+        .library(name: "XenPlatform", targets: ["XenPlatform"]),
         .library(name: "URing", targets: ["URing"]),
         .executable(name: "xensplit", targets: ["xensplit"]),
         .executable(name: "xensplit-bench", targets: ["xensplit-bench"]),
@@ -31,8 +32,10 @@ let package = Package(
             name: "XenStore",
             dependencies: ["XenRing", "SharedMemory", .product(name: "Logging", package: "swift-log")]
         ),
+        // Grants, event channels and xenstore as protocols; no system calls.
+        .target(name: "XenPlatform", dependencies: ["SharedMemory", "XenStore"]),
         // Test doubles and peers, shipped so device tests need no hypervisor.
-        .target(name: "XenTesting", dependencies: ["XenRing", "SharedMemory"]),
+        .target(name: "XenTesting", dependencies: ["XenRing", "SharedMemory", "XenPlatform"]),
         // Fuzz targets as plain functions: libFuzzer runs them (scripts/fuzz.sh) and the
         // tests replay seeded inputs through them.
         .target(name: "FuzzTargets", dependencies: ["XenRing", "SharedMemory"]),
