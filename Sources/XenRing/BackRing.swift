@@ -29,15 +29,15 @@ public struct BackRing: Sendable {
     @inlinable public var size: UInt32 { shared.size }
 
     /// The slot for request `index` (io/ring.h: RING_GET_REQUEST).
-    @inlinable public func requestSlot(_ index: RingIndex) -> SharedView { shared.slot(index) }
+    @inlinable @inline(__always) public func requestSlot(_ index: RingIndex) -> SharedView { shared.slot(index) }
 
     /// The slot for response `index` (io/ring.h: RING_GET_RESPONSE).
-    @inlinable public func responseSlot(_ index: RingIndex) -> SharedView { shared.slot(index) }
+    @inlinable @inline(__always) public func responseSlot(_ index: RingIndex) -> SharedView { shared.slot(index) }
 
     /// Reads req_prod once and refuses a value that claims more than a ring's worth of
     /// requests past our responses (io/ring.h: RING_REQUEST_PROD_OVERFLOW). Consume up to
     /// the returned index, stopping early if ``requestConsumerOverflow(_:)``.
-    @inlinable public func checkedRequestProducer() throws(RingError) -> RingIndex {
+    @inlinable @inline(__always) public func checkedRequestProducer() throws(RingError) -> RingIndex {
         let producer = shared.loadRequestProducer()
         guard producer &- responseProducerPrivate <= shared.size else {
             throw .requestProducerOverrun(producer: producer, responsePrivate: responseProducerPrivate, size: shared.size)
@@ -47,7 +47,7 @@ public struct BackRing: Sendable {
 
     /// Requests waiting, bounded by the response slots we can still fill
     /// (io/ring.h: RING_HAS_UNCONSUMED_REQUESTS).
-    @inlinable public func unconsumedRequests() throws(RingError) -> UInt32 {
+    @inlinable @inline(__always) public func unconsumedRequests() throws(RingError) -> UInt32 {
         let waiting = try checkedRequestProducer() &- requestConsumer
         let room = shared.size &- (requestConsumer &- responseProducerPrivate)
         return min(waiting, room)
@@ -55,18 +55,18 @@ public struct BackRing: Sendable {
 
     /// Consuming `index` would take a slot whose response is not yet produced
     /// (io/ring.h: RING_REQUEST_CONS_OVERFLOW).
-    @inlinable public func requestConsumerOverflow(_ index: RingIndex) -> Bool {
+    @inlinable @inline(__always) public func requestConsumerOverflow(_ index: RingIndex) -> Bool {
         (index &- responseProducerPrivate) >= shared.size
     }
 
     /// Makes the produced responses visible (io/ring.h: RING_PUSH_RESPONSES).
-    @inlinable public func pushResponses() {
+    @inlinable @inline(__always) public func pushResponses() {
         shared.storeResponseProducer(responseProducerPrivate)
     }
 
     /// Publishes the produced responses and says whether the frontend asked to be notified
     /// (io/ring.h: RING_PUSH_RESPONSES_AND_CHECK_NOTIFY).
-    @inlinable public func pushResponsesAndCheckNotify() -> Bool {
+    @inlinable @inline(__always) public func pushResponsesAndCheckNotify() -> Bool {
         let old = shared.memory.atomicLoad32(at: SharedRing.Header.responseProducer, ordering: .relaxed)
         let new = responseProducerPrivate
         shared.storeResponseProducer(new)
@@ -79,7 +79,7 @@ public struct BackRing: Sendable {
 
     /// Says whether requests are waiting; if none, asks for a notification on the next one
     /// and checks again to close the race (io/ring.h: RING_FINAL_CHECK_FOR_REQUESTS).
-    @inlinable public func finalCheckForRequests() throws(RingError) -> Bool {
+    @inlinable @inline(__always) public func finalCheckForRequests() throws(RingError) -> Bool {
         if try unconsumedRequests() > 0 { return true }
         shared.storeRequestEvent(requestConsumer &+ 1)
         // Full fence: req_event is visible before we re-read req_prod (pairs with the

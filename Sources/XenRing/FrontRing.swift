@@ -30,27 +30,27 @@ public struct FrontRing: Sendable {
     @inlinable public var size: UInt32 { shared.size }
 
     /// Slots free for new requests (io/ring.h: RING_FREE_REQUESTS).
-    @inlinable public var freeRequests: UInt32 {
+    @inlinable @inline(__always) public var freeRequests: UInt32 {
         shared.size &- (requestProducerPrivate &- responseConsumer)
     }
 
     /// No slot is free (io/ring.h: RING_FULL).
-    @inlinable public var isFull: Bool { freeRequests == 0 }
+    @inlinable @inline(__always) public var isFull: Bool { freeRequests == 0 }
 
     /// The slot for request `index` (io/ring.h: RING_GET_REQUEST).
-    @inlinable public func requestSlot(_ index: RingIndex) -> SharedView { shared.slot(index) }
+    @inlinable @inline(__always) public func requestSlot(_ index: RingIndex) -> SharedView { shared.slot(index) }
 
     /// The slot for response `index` (io/ring.h: RING_GET_RESPONSE).
-    @inlinable public func responseSlot(_ index: RingIndex) -> SharedView { shared.slot(index) }
+    @inlinable @inline(__always) public func responseSlot(_ index: RingIndex) -> SharedView { shared.slot(index) }
 
     /// Makes the produced requests visible (io/ring.h: RING_PUSH_REQUESTS).
-    @inlinable public func pushRequests() {
+    @inlinable @inline(__always) public func pushRequests() {
         shared.storeRequestProducer(requestProducerPrivate)
     }
 
     /// Publishes the produced requests and says whether the backend asked to be notified
     /// of them (io/ring.h: RING_PUSH_REQUESTS_AND_CHECK_NOTIFY).
-    @inlinable public func pushRequestsAndCheckNotify() -> Bool {
+    @inlinable @inline(__always) public func pushRequestsAndCheckNotify() -> Bool {
         // Our own req_prod as last published; the backend cannot move it, and if it
         // scribbled on it the worst outcome is a spurious or missed-but-harmless notify.
         let old = shared.memory.atomicLoad32(at: SharedRing.Header.requestProducer, ordering: .relaxed)
@@ -65,13 +65,13 @@ public struct FrontRing: Sendable {
 
     /// Responses published but not consumed, after checking the backend's claim
     /// (io/ring.h: RING_HAS_UNCONSUMED_RESPONSES with RING_RESPONSE_PROD_OVERFLOW).
-    @inlinable public func unconsumedResponses() throws(RingError) -> UInt32 {
+    @inlinable @inline(__always) public func unconsumedResponses() throws(RingError) -> UInt32 {
         try checkedResponseProducer() &- responseConsumer
     }
 
     /// Reads rsp_prod once and refuses it if it claims more responses than requests we
     /// have outstanding. Consume up to the returned index.
-    @inlinable public func checkedResponseProducer() throws(RingError) -> RingIndex {
+    @inlinable @inline(__always) public func checkedResponseProducer() throws(RingError) -> RingIndex {
         let producer = shared.loadResponseProducer()
         let outstanding = requestProducerPrivate &- responseConsumer
         guard producer &- responseConsumer <= outstanding else {
@@ -82,7 +82,7 @@ public struct FrontRing: Sendable {
 
     /// Says whether responses are waiting; if none, asks for a notification on the next one
     /// and checks again to close the race (io/ring.h: RING_FINAL_CHECK_FOR_RESPONSES).
-    @inlinable public func finalCheckForResponses() throws(RingError) -> Bool {
+    @inlinable @inline(__always) public func finalCheckForResponses() throws(RingError) -> Bool {
         if try unconsumedResponses() > 0 { return true }
         shared.storeResponseEvent(responseConsumer &+ 1)
         // Full fence: rsp_event is visible before we re-read rsp_prod (pairs with the

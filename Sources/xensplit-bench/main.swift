@@ -1,1 +1,70 @@
-print("xensplit-bench: nothing yet")
+import Glibc
+
+/// Writes a line to standard error.
+func warn(_ message: String) {
+    var m = message + "\n"
+    m.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+}
+
+// xensplit-bench SUITE [--runs N] [--quick]: each suite prints DESIGN.md's `bench` lines.
+let usage = """
+usage: xensplit-bench SUITE [--runs N] [--quick]
+
+Suites (each compares against a reference measured in the same run):
+  ring      Swift rings vs Xen's C io/ring.h macros: blkif ring, two pinned threads,
+            busy-poll and eventfd notification, queue depth 1 and 32
+Options:
+  --runs N  alternating runs of ours and the reference (default 5, at least 1)
+  --quick   fewer requests per run, for smoke tests
+  --only X  run one comparison of the suite (ring: poll-qd1, poll-qd32, eventfd-qd1, eventfd-qd32)
+
+Output: bench NAME ours=V reference=V unit=U ratio=OURS/REF spread=PCT
+"""
+
+var args = Array(CommandLine.arguments.dropFirst())
+guard let suite = args.first, !["-h", "--help", "help"].contains(suite) else {
+    print(usage)
+    exit(args.isEmpty ? 2 : 0)
+}
+args.removeFirst()
+var runs = 5
+var quick = false
+var only: String? = nil
+var i = 0
+while i < args.count {
+    switch args[i] {
+    case "--runs":
+        guard i + 1 < args.count, let n = Int(args[i + 1]), n >= 1 else {
+            warn("xensplit-bench: --runs takes a whole number >= 1")
+            exit(2)
+        }
+        runs = n
+        i += 1
+    case "--quick":
+        quick = true
+    case "--only":
+        guard i + 1 < args.count else {
+            warn("xensplit-bench: --only takes a comparison name, e.g. poll-qd32")
+            exit(2)
+        }
+        only = args[i + 1]
+        i += 1
+    default:
+        warn("xensplit-bench: unknown option '\(args[i])'\n\(usage)")
+        exit(2)
+    }
+    i += 1
+}
+
+do {
+    switch suite {
+    case "ring":
+        try RingBench(runs: runs, quick: quick, onlyMode: only).run()
+    default:
+        warn("xensplit-bench: unknown suite '\(suite)'\n\(usage)")
+        exit(2)
+    }
+} catch {
+    warn("xensplit-bench \(suite): \(error)")
+    exit(1)
+}

@@ -1,1 +1,0 @@
-// Blkif: work in progress; see ../shared/DESIGN.md.

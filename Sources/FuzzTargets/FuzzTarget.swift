@@ -1,0 +1,11 @@
+/// Every fuzz target, by the name `scripts/fuzz.sh` and `xensplit-fuzz` take.
+public enum FuzzTarget: String, CaseIterable, Sendable {
+    case ring
+
+    /// Runs one input through the target.
+    public func run(_ input: UnsafeRawBufferPointer) {
+        switch self {
+        case .ring: RingFuzz.run(input)
+        }
+    }
+}

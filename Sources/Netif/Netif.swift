@@ -1,1 +1,0 @@
-// Netif: work in progress; see ../shared/DESIGN.md.

@@ -1,0 +1,53 @@
+/// Errors of the Netif module: a peer's ring slot or xenstore value that breaks
+/// `io/netif.h`. Each case names the field, the value found and the limit it broke.
+public enum NetifError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// A slot of `length` bytes at `offset` does not fit in a view of `size` bytes.
+    case slotOutOfBounds(offset: Int, length: Int, size: Int)
+    /// The flags field `field` has bits outside the `known` mask.
+    case unknownFlags(field: String, value: UInt16, known: UInt16)
+    /// A status that is not a NETIF_RSP_* code (tx) or a negative rx status below them.
+    case unknownStatus(Int16)
+    /// An extra-info `type` that is not XEN_NETIF_EXTRA_TYPE_GSO ... _HASH.
+    case unknownExtraType(UInt8)
+    /// A GSO extra whose `u.gso.type` is not XEN_NETIF_GSO_TYPE_TCPV4 or _TCPV6.
+    case unknownGSOType(UInt8)
+    /// A GSO extra whose `u.gso.size` (the segment size) is outside `limit`.
+    case gsoSize(value: UInt16, limit: ClosedRange<UInt16>)
+    /// A hash extra whose `u.hash.type` is not one of the _XEN_NETIF_CTRL_HASH_TYPE_* bits.
+    case unknownHashType(UInt8)
+    /// A hash extra whose `u.hash.algorithm` is not a XEN_NETIF_CTRL_HASH_ALGORITHM_*.
+    case unknownHashAlgorithm(UInt8)
+    /// A fragment at `offset` of `size` bytes runs past the end of its `limit`-byte page.
+    case pageRange(offset: UInt16, size: UInt16, limit: Int)
+    /// A xenstore node holds a value that does not parse as the type `io/netif.h` gives it.
+    case featureValue(key: String, value: String, expected: String)
+    /// A xenstore node holds a number outside the range allowed.
+    case featureRange(key: String, value: UInt64, limit: ClosedRange<UInt64>)
+
+    public var description: String {
+        switch self {
+        case let .slotOutOfBounds(offset, length, size):
+            return "netif slot of \(length) bytes at offset \(offset) is outside the \(size)-byte view"
+        case let .unknownFlags(field, value, known):
+            return "netif \(field) 0x\(String(value, radix: 16)) has bits outside 0x\(String(known, radix: 16))"
+        case let .unknownStatus(status):
+            return "netif status \(status) is not a NETIF_RSP_* code"
+        case let .unknownExtraType(type):
+            return "netif extra-info type \(type) is not 1...4"
+        case let .unknownGSOType(type):
+            return "netif u.gso.type \(type) is not TCPV4 (1) or TCPV6 (2)"
+        case let .gsoSize(value, limit):
+            return "netif u.gso.size \(value) is outside \(limit.lowerBound)...\(limit.upperBound)"
+        case let .unknownHashType(type):
+            return "netif u.hash.type \(type) is not 0...3"
+        case let .unknownHashAlgorithm(algorithm):
+            return "netif u.hash.algorithm \(algorithm) is not NONE (0) or TOEPLITZ (1)"
+        case let .pageRange(offset, size, limit):
+            return "netif fragment offset \(offset) + size \(size) exceeds the \(limit)-byte page"
+        case let .featureValue(key, value, expected):
+            return "xenstore \(key) = \"\(value)\": expected \(expected)"
+        case let .featureRange(key, value, limit):
+            return "xenstore \(key) = \(value) is outside \(limit.lowerBound)...\(limit.upperBound)"
+        }
+    }
+}
