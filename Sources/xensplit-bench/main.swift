@@ -13,6 +13,8 @@ usage: xensplit-bench SUITE [--runs N] [--quick]
 Suites (each compares against a reference measured in the same run):
   ring      Swift rings vs Xen's C io/ring.h macros: blkif ring, two pinned threads,
             busy-poll and eventfd notification, queue depth 1 and 32
+  xenstore  our xenstored on a Unix socket: Swift client vs Xen's libxenstore, reads/s,
+            writes/s (1 and 16 clients), watch latency p99 (1 and 16 watchers)
 Options:
   --runs N  alternating runs of ours and the reference (default 5, at least 1)
   --quick   fewer requests per run, for smoke tests
@@ -22,6 +24,15 @@ Output: bench NAME ours=V reference=V unit=U ratio=OURS/REF spread=PCT
 """
 
 var args = Array(CommandLine.arguments.dropFirst())
+if args.first == "xenstore" {
+    do {
+        try await runXenStoreBench(arguments: Array(args.dropFirst()))
+        exit(0)
+    } catch {
+        warn("xensplit-bench xenstore: \(error)")
+        exit(1)
+    }
+}
 guard let suite = args.first, !["-h", "--help", "help"].contains(suite) else {
     print(usage)
     exit(args.isEmpty ? 2 : 0)
