@@ -62,6 +62,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // A scripted second process for the local hypervisor's multi-process tests.
+        .executableTarget(name: "xensplit-peer", dependencies: ["XenLocal", "XenPlatform", "XenRing", "XenTesting", "SharedMemory"]),
         .executableTarget(
             name: "xensplit-bench",
             dependencies: [
@@ -79,6 +81,7 @@ let package = Package(
         .testTarget(name: "InteropTests", dependencies: ["Blkif", "Netif", "XenRing", "SharedMemory"],
                     exclude: ["C"]),
         .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "XenRing", "SharedMemory"]),
+        .testTarget(name: "XenLocalTests", dependencies: ["XenLocal", "XenPlatform", "XenStore", "XenRing", "SharedMemory", "CXenLocal"]),
         .testTarget(name: "URingTests", dependencies: ["URing"]),
     ],
     swiftLanguageModes: [.v6]
