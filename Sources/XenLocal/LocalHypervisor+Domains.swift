@@ -83,14 +83,10 @@ extension LocalHypervisor {
         return HandlerReply(payload: w.bytes)
     }
 
-    /// Runs `body` on the xenstored thread and waits for it (control path only).
+    /// Runs `body` on the xenstored thread and waits for it (control path only). No Swift
+    /// concurrency here: this thread must not depend on the cooperative pool, which the
+    /// hypervisor's own clients may be blocking.
     func runOnXenStore(_ body: @escaping @Sendable (XenStoreEngine) -> Void) {
-        let done = DispatchSemaphore(value: 0)
-        let server = xenstore
-        Task {
-            await server.withEngine { engine in body(engine) }
-            done.signal()
-        }
-        done.wait()
+        xenstore.withEngineBlocking(body)
     }
 }

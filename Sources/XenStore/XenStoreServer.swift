@@ -1,3 +1,4 @@
+import Dispatch
 import Glibc
 import Logging
 import SharedMemory
@@ -109,6 +110,20 @@ public final class XenStoreServer: Sendable {
         await withCheckedContinuation { (continuation: CheckedContinuation<T, Never>) in
             send(.run { engine in continuation.resume(returning: body(engine)) })
         }
+    }
+
+    /// Like ``withEngine(_:)``, for callers on a plain thread (an embedding hypervisor's
+    /// loop): blocks the calling thread, never the loop's, until `body` has run.
+    public func withEngineBlocking<T: Sendable>(_ body: @escaping @Sendable (XenStoreEngine) -> T) -> T {
+        let done = DispatchSemaphore(value: 0)
+        let result = Mutex<T?>(nil)
+        send(.run { engine in
+            let value = body(engine)
+            result.withLock { $0 = value }
+            done.signal()
+        })
+        done.wait()
+        return result.withLock { $0! }
     }
 
     /// Starts the loop on its own thread.
