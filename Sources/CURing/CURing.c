@@ -5,6 +5,8 @@
 #include <sys/eventfd.h>
 #include "CURing.h"
 
+const int curing_o_direct = O_DIRECT;
+
 int curing_eventfd(unsigned int initial_value) {
     return eventfd(initial_value, EFD_CLOEXEC | EFD_NONBLOCK);
 }

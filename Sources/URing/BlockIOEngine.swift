@@ -2,7 +2,7 @@ import Glibc
 
 /// One block-I/O operation for a `BlockIOEngine`. Buffers and iovec arrays belong to the
 /// caller and must stay valid until the completion is reaped.
-public enum BlockOperation {
+public enum BlockIOOperation {
     /// Read into `buffer` at `offset`; the result is the byte count (short at end of file).
     case read(FileReference, offset: UInt64, into: UnsafeMutableRawBufferPointer)
     /// Write `buffer` at `offset`; the result is the byte count.
@@ -33,12 +33,12 @@ public enum BlockOperation {
 /// An operation with the caller's tag, which its `Completion` carries back.
 public struct BlockRequest {
     /// What to do.
-    public var operation: BlockOperation
+    public var operation: BlockIOOperation
     /// The caller's tag; the engine never interprets it.
     public var userData: UInt64
 
     @inlinable
-    public init(_ operation: BlockOperation, userData: UInt64) {
+    public init(_ operation: BlockIOOperation, userData: UInt64) {
         self.operation = operation
         self.userData = userData
     }

@@ -103,7 +103,7 @@ public final class ThreadPoolEngine: BlockIOEngine {
 
     /// The descriptor an operation runs on, and the -errno io_uring would report for a bad
     /// registered index or a fixed buffer outside its registration (0: none).
-    func resolve(_ operation: BlockOperation) -> (Int32, Int32) {
+    func resolve(_ operation: BlockIOOperation) -> (Int32, Int32) {
         let file: FileReference
         switch operation {
         case let .read(f, _, _), let .write(f, _, _), let .readVector(f, _, _), let .writeVector(f, _, _),

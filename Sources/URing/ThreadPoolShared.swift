@@ -201,7 +201,7 @@ final class ThreadPoolShared: @unchecked Sendable {
     }
 
     /// One system call per operation, results in io_uring's convention.
-    static func execute(_ operation: BlockOperation, on fd: Int32) -> Int32 {
+    static func execute(_ operation: BlockIOOperation, on fd: Int32) -> Int32 {
         let outcome: Result<Int, Errno>
         switch operation {
         case let .read(_, offset, buffer), let .readFixed(_, offset, buffer, _):

@@ -61,7 +61,7 @@ public final class URingEngine: BlockIOEngine {
         return .accepted
     }
 
-    static func ringOperation(_ operation: BlockOperation) -> IOOperation {
+    static func ringOperation(_ operation: BlockIOOperation) -> IOOperation {
         switch operation {
         case let .read(file, offset, buffer): return .read(file, into: buffer, offset: offset)
         case let .write(file, offset, buffer): return .write(file, from: buffer, offset: offset)

@@ -19,6 +19,9 @@ int curing_eventfd(unsigned int initial_value);
 /// fallocate(2), likewise compiled in CURing.c. Returns 0 or -1 with errno set.
 int curing_fallocate(int fd, int mode, int64_t offset, int64_t length);
 
+/// O_DIRECT (its declaration, too, needs _GNU_SOURCE).
+extern const int curing_o_direct;
+
 /// One completion copied out of the completion queue.
 struct curing_completion {
     uint64_t user_data;
