@@ -49,8 +49,9 @@ public enum EnqueueOutcome {
     /// Queued; it is handed to the kernel or pool by the next `submit`/`wait` (or earlier,
     /// when the submission queue fills).
     case accepted
-    /// `capacity` operations are already in flight: the request is handed back unchanged;
-    /// reap some completions and enqueue it again.
+    /// `capacity` operations are already in flight (or the kernel refused to take a full
+    /// submission batch): the request is handed back unchanged; reap completions and
+    /// enqueue it again.
     case queueFull(BlockRequest)
 }
 

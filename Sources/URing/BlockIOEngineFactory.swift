@@ -60,7 +60,8 @@ public final class BlockIOEngineFactory: Sendable {
         }
     }
 
-    /// A new engine of `kind`, owned by the calling thread from now on.
+    /// A new engine of `kind`, owned by the calling thread from now on: call it on the worker
+    /// thread that will use the engine (io_uring's single-issuer mode binds the ring to it).
     public func makeEngine() throws(URingError) -> any BlockIOEngine {
         switch kind {
         case .uring: return try URingEngine(configuration: configuration)

@@ -149,9 +149,12 @@ public final class IORing {
     /// Registers `descriptors` so operations can name them as `.registered(index)`.
     public func registerFiles(_ descriptors: [Int32]) throws(URingError) {
         guard isOpen else { throw .closed }
-        let result = descriptors.withUnsafeBufferPointer {
-            io_uring_register_files(ring, $0.baseAddress, UInt32($0.count))
-        }
+        var result: Int32
+        repeat {
+            result = descriptors.withUnsafeBufferPointer {
+                io_uring_register_files(ring, $0.baseAddress, UInt32($0.count))
+            }
+        } while result == -Glibc.EINTR
         guard result >= 0 else { throw .system(call: "io_uring_register_files", Errno(code: -result)) }
     }
 
@@ -160,9 +163,12 @@ public final class IORing {
     public func registerBuffers(_ buffers: [UnsafeMutableRawBufferPointer]) throws(URingError) {
         guard isOpen else { throw .closed }
         let vectors = buffers.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }
-        let result = vectors.withUnsafeBufferPointer {
-            io_uring_register_buffers(ring, $0.baseAddress, UInt32($0.count))
-        }
+        var result: Int32
+        repeat {
+            result = vectors.withUnsafeBufferPointer {
+                io_uring_register_buffers(ring, $0.baseAddress, UInt32($0.count))
+            }
+        } while result == -Glibc.EINTR
         guard result >= 0 else { throw .system(call: "io_uring_register_buffers", Errno(code: -result)) }
     }
 

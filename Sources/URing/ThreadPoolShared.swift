@@ -89,8 +89,12 @@ final class ThreadPoolShared: @unchecked Sendable {
         if count == 1 {
             pthread_cond_signal(workAvailable)
         } else if count > 1 {
-            pthread_cond_broadcast(workAvailable)
+            wakeAllWorkers()
         }
+    }
+
+    private func wakeAllWorkers() {
+        pthread_cond_broadcast(workAvailable)
     }
 
     /// The number of completions ready; when fewer than `target`, the pool is asked to
@@ -136,7 +140,7 @@ final class ThreadPoolShared: @unchecked Sendable {
         lock()
         stopping = true
         unlock()
-        pthread_cond_broadcast(workAvailable)
+        wakeAllWorkers()
     }
 
     // MARK: both sides

@@ -86,8 +86,11 @@ public final class URingEngine: BlockIOEngine {
     }
 
     public func wait(minimum: Int, timeout: Duration?) throws(URingError) {
+        let needed = min(minimum, inFlight)
         let ready = ring.completionsReady
-        try ring.submitAndWait(minimum: max(0, min(minimum, inFlight) - ready), timeout: timeout)
+        // Enough is already posted and nothing waits to be submitted: skip the system call.
+        if needed > 0, ready >= needed, ring.unsubmitted == 0 { return }
+        try ring.submitAndWait(minimum: max(0, needed - ready), timeout: timeout)
     }
 
     public func reap(into buffer: UnsafeMutableBufferPointer<Completion>) -> Int {
