@@ -93,6 +93,29 @@ import Testing
         #expect(results == [1: -ECANCELED, 2: 0])
     }
 
+    @Test func aReadOnAnEventfdCompletesWithItsCounterOnceWritten() throws {
+        let ring = try makeRing(entries: 4)
+        defer { ring.close() }
+        let eventFD = curing_eventfd(0)
+        defer { close(eventFD) }
+        // io_uring honours O_NONBLOCK (it would answer EAGAIN), so make the eventfd blocking.
+        #expect(fcntl(eventFD, F_SETFL, 0) == 0)
+        var counter: UInt64 = 0
+        try withUnsafeMutableBytes(of: &counter) { bytes in
+            #expect(ring.prepare(.read(.descriptor(eventFD), into: bytes, offset: 0), userData: 7))
+            try ring.submitAndWait(minimum: 0)
+            #expect(ring.completionsReady == 0, "nothing was written yet")
+            var five: UInt64 = 5
+            #expect(write(eventFD, &five, 8) == 8)
+            try ring.submitAndWait(minimum: 1, timeout: .seconds(30))
+            let buffer = UnsafeMutableBufferPointer<Completion>.allocate(capacity: 2)
+            defer { buffer.deallocate() }
+            #expect(ring.reap(into: buffer) == 1)
+            #expect(buffer[0] == Completion(userData: 7, result: 8))
+        }
+        #expect(counter == 5)
+    }
+
     @Test func fsyncAndFdatasyncSucceedOnAFile() throws {
         let ring = try makeRing(entries: 4)
         defer { ring.close() }
