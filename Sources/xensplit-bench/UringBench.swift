@@ -4,21 +4,24 @@ import Glibc
 import URing
 
 /// `xensplit-bench uring [--quick] [--runs N] [--only NAME-PART] [--ring-flags worker|coop|none]
-/// [--policy eager|batched]`: the io_uring engine against fio's io_uring engine on the same
-/// file, in the same run, alternating, for 4 KiB random reads at QD1 and QD32 and 128 KiB
+/// [--policy eager|batched] [--verbose]`: the io_uring engine against fio's io_uring engine on
+/// the same file, in the same run, alternating, for 4 KiB random reads at QD1 and QD32 and 128 KiB
 /// sequential writes, on /dev/shm (page cache) and on /tmp with O_DIRECT. Every run lasts a
 /// fixed time (2 s, or 0.5 s with --quick on a 64 MiB file instead of 1 GiB); IOPS or MiB/s
 /// per run, medians compared. Both sides use registered files and fixed buffers.
+/// `--verbose` prints every run's pair on stderr.
 func runUringBench(arguments: [String]) throws {
     var quick = false
     var runs = 5
     var only: String? = nil
     var ringFlags = IORing.SetupFlags.worker
     var policy = UringBenchPolicy.eager
+    var verbose = false
     var iterator = arguments.makeIterator()
     while let argument = iterator.next() {
         switch argument {
         case "--quick": quick = true
+        case "--verbose": verbose = true
         case "--runs":
             guard let value = iterator.next().flatMap(Int.init), value >= 1 else {
                 throw UringBenchError.usage("--runs needs a positive number")
@@ -66,6 +69,10 @@ func runUringBench(arguments: [String]) throws {
                 reference.append(try UringBenchFio.run(path: path, size: fileSize, direct: location.direct,
                                                        workload: workload, seconds: seconds, policy: policy))
             }
+            if verbose {
+                let perRun = zip(ours, reference).map { String(format: "%.0f/%.0f", $0, $1) }.joined(separator: " ")
+                FileHandle.standardError.write(Data("runs uring-\(workload.name)-\(location.name) ours/reference: \(perRun)\n".utf8))
+            }
             let oursMedian = median(ours)
             let referenceMedian = median(reference)
             let spread = max(relativeSpread(ours), relativeSpread(reference)) * 100
@@ -82,7 +89,9 @@ enum UringBenchError: Error, CustomStringConvertible {
 
     var description: String {
         switch self {
-        case let .usage(text): return "usage: xensplit-bench uring [--quick] [--runs N] [--only NAME-PART] [--ring-flags worker|coop|none] [--policy eager|batched]: \(text)"
+        case let .usage(text):
+            return "usage: xensplit-bench uring [--quick] [--runs N] [--only NAME-PART] "
+                + "[--ring-flags worker|coop|none] [--policy eager|batched] [--verbose]: \(text)"
         case let .io(text): return text
         }
     }

@@ -277,3 +277,24 @@ import Testing
         }
     }
 }
+
+@Suite struct ThreadPoolEngineTests {
+    /// A caller with its own poll loop learns of completions from `completionEventFD`.
+    @Test func theCompletionEventfdFiresWhenWorkFinishes() throws {
+        let engine = try ThreadPoolEngine(configuration: .init(queueDepth: 4, threads: 1))
+        defer { engine.close() }
+        let directory = try TemporaryDirectory()
+        let fd = try directory.open("signal", size: 4096)
+        defer { close(fd) }
+        let buffer = AlignedBuffer(count: 4096)
+        engine.mustEnqueue(.read(.descriptor(fd), offset: 0, into: buffer.bytes), userData: 5)
+        try engine.submit()
+        var watch = pollfd(fd: engine.completionEventFD, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&watch, 1, 30_000) == 1 && watch.revents & Int16(POLLIN) != 0)
+        try engine.wait(minimum: 0, timeout: nil)
+        let completions = UnsafeMutableBufferPointer<Completion>.allocate(capacity: 2)
+        defer { completions.deallocate() }
+        #expect(engine.reap(into: completions) == 1)
+        #expect(completions[0] == Completion(userData: 5, result: 4096))
+    }
+}
