@@ -89,8 +89,8 @@ public final class IORing {
                 params.cq_entries = UInt32(completionEntries)
             }
             if attempt.contains(.submissionQueuePolling) {
-                params.sq_thread_idle = UInt32(sqPollIdle.components.seconds * 1000)
-                    + UInt32(sqPollIdle.components.attoseconds / 1_000_000_000_000_000)
+                let (seconds, attoseconds) = sqPollIdle.components
+                params.sq_thread_idle = UInt32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000)
             }
             result = io_uring_queue_init_params(UInt32(entries), ring, &params)
             if result == -Glibc.EINTR { continue }
@@ -191,16 +191,16 @@ public final class IORing {
         guard isOpen else { throw .closed }
         while true {
             let result: Int32
-            if minimum == 0 {
+            if minimum <= 0 {
                 result = io_uring_submit_and_get_events(ring)
             } else if let timeout {
                 var ts = __kernel_timespec(
                     tv_sec: timeout.components.seconds,
                     tv_nsec: timeout.components.attoseconds / 1_000_000_000)
                 var cqe: UnsafeMutablePointer<io_uring_cqe>? = nil
-                result = io_uring_submit_and_wait_timeout(ring, &cqe, UInt32(minimum), &ts, nil)
+                result = io_uring_submit_and_wait_timeout(ring, &cqe, UInt32(clamping: minimum), &ts, nil)
             } else {
-                result = io_uring_submit_and_wait(ring, UInt32(minimum))
+                result = io_uring_submit_and_wait(ring, UInt32(clamping: minimum))
             }
             if result >= 0 || result == -Glibc.ETIME { return }
             if result != -Glibc.EINTR { throw .system(call: "io_uring_enter", Errno(code: -result)) }

@@ -16,7 +16,7 @@ public final class URingEngine: BlockIOEngine {
     ].map { Int32($0.rawValue) }
 
     /// Sets up a ring for `configuration`. Throws `.unavailable` when this kernel or
-    /// sandbox does not allow io_uring (ENOSYS, EPERM, missing opcodes).
+    /// sandbox does not allow io_uring (ENOSYS, EPERM, EACCES, ENOMEM, missing opcodes).
     public init(configuration: BlockIOEngineConfiguration = .init()) throws(URingError) {
         guard configuration.queueDepth >= 1, configuration.capacity >= configuration.queueDepth else {
             throw .invalidArgument(name: "capacity", value: configuration.capacity, limit: configuration.queueDepth)
@@ -25,7 +25,8 @@ public final class URingEngine: BlockIOEngine {
         do {
             ring = try IORing(entries: configuration.queueDepth, completionEntries: configuration.capacity,
                               flags: configuration.ringFlags)
-        } catch let .system(_, errno) where errno == .ENOSYS || errno == .EPERM || errno == .EACCES {
+        } catch let .system(_, errno) where [.ENOSYS, .EPERM, .EACCES, .ENOMEM].contains(errno) {
+            // ENOMEM: kernels before 5.12 charge rings to RLIMIT_MEMLOCK.
             throw .unavailable(reason: "io_uring_setup: \(errno)")
         }
         guard ring.supports(Self.requiredOpcodes) else {

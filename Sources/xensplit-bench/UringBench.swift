@@ -9,7 +9,7 @@ import URing
 /// sequential writes, on /dev/shm (page cache) and on /tmp with O_DIRECT. Every run lasts a
 /// fixed time (2 s, or 0.5 s with --quick on a 64 MiB file instead of 1 GiB); IOPS or MiB/s
 /// per run, medians compared. Both sides use registered files and fixed buffers.
-/// `--verbose` prints every run's pair on stderr.
+/// `--verbose` also prints every run's pair on a `runs` line.
 func runUringBench(arguments: [String]) throws {
     var quick = false
     var runs = 5
@@ -71,7 +71,7 @@ func runUringBench(arguments: [String]) throws {
             }
             if verbose {
                 let perRun = zip(ours, reference).map { String(format: "%.0f/%.0f", $0, $1) }.joined(separator: " ")
-                FileHandle.standardError.write(Data("runs uring-\(workload.name)-\(location.name) ours/reference: \(perRun)\n".utf8))
+                print("runs uring-\(workload.name)-\(location.name) ours/reference: \(perRun)")
             }
             let oursMedian = median(ours)
             let referenceMedian = median(reference)
