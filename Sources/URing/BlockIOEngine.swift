@@ -109,8 +109,13 @@ public protocol BlockIOEngine: AnyObject {
     var capacity: Int { get }
     /// Operations enqueued and not yet reaped.
     var inFlight: Int { get }
-    /// Registers descriptors for `.registered(index)`; call before queueing I/O.
+    /// Registers the file table for `.registered(index)`, once, before queueing I/O; -1
+    /// leaves a slot empty (a worker sizes the table for the disks it may serve).
     func registerFiles(_ descriptors: [Int32]) throws(URingError)
+    /// Replaces table slots `offset..<offset+descriptors.count` (-1 empties one), as disks
+    /// come and go. Close a replaced descriptor only after its operations have completed:
+    /// io_uring holds a file reference, but the thread pool holds only the number.
+    func updateRegisteredFiles(_ descriptors: [Int32], at offset: Int) throws(URingError)
     /// Registers buffers for the fixed forms; call before queueing I/O.
     func registerBuffers(_ buffers: [UnsafeMutableRawBufferPointer]) throws(URingError)
     /// Queues one request, or hands it back when `capacity` are in flight.

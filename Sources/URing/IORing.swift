@@ -146,7 +146,8 @@ public final class IORing {
         return opcodes.allSatisfy { curing_probe_supports(probe, $0) != 0 }
     }
 
-    /// Registers `descriptors` so operations can name them as `.registered(index)`.
+    /// Registers `descriptors` so operations can name them as `.registered(index)`; -1 leaves
+    /// a slot empty, to be filled later by `updateRegisteredFiles`.
     public func registerFiles(_ descriptors: [Int32]) throws(URingError) {
         guard isOpen else { throw .closed }
         var result: Int32
@@ -156,6 +157,19 @@ public final class IORing {
             }
         } while result == -Glibc.EINTR
         guard result >= 0 else { throw .system(call: "io_uring_register_files", Errno(code: -result)) }
+    }
+
+    /// Replaces registered files `offset..<offset+descriptors.count` (-1 empties a slot).
+    /// Operations already in flight keep the file they started with.
+    public func updateRegisteredFiles(_ descriptors: [Int32], at offset: Int) throws(URingError) {
+        guard isOpen else { throw .closed }
+        var result: Int32
+        repeat {
+            result = descriptors.withUnsafeBufferPointer {
+                io_uring_register_files_update(ring, UInt32(clamping: offset), $0.baseAddress, UInt32($0.count))
+            }
+        } while result == -Glibc.EINTR
+        guard result >= 0 else { throw .system(call: "io_uring_register_files_update", Errno(code: -result)) }
     }
 
     /// Registers `buffers` for the fixed-buffer operations; `bufferIndex` is the position here.

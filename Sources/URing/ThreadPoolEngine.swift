@@ -80,6 +80,14 @@ public final class ThreadPoolEngine: BlockIOEngine {
         files = descriptors
     }
 
+    public func updateRegisteredFiles(_ descriptors: [Int32], at offset: Int) throws(URingError) {
+        guard isOpen else { throw .closed }
+        guard offset >= 0, offset <= files.count, descriptors.count <= files.count - offset else {
+            throw .invalidArgument(name: "offset", value: offset, limit: files.count - descriptors.count)
+        }
+        files.replaceSubrange(offset..<(offset + descriptors.count), with: descriptors)
+    }
+
     public func registerBuffers(_ buffers: [UnsafeMutableRawBufferPointer]) throws(URingError) {
         guard isOpen else { throw .closed }
         self.buffers = buffers

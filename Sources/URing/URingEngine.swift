@@ -7,6 +7,8 @@ public final class URingEngine: BlockIOEngine {
     public let ring: IORing
     public let capacity: Int
     public private(set) var inFlight = 0
+    /// The size of the registered file table.
+    var registeredFiles = 0
 
     /// Opcodes the engine issues; a kernel lacking any of them counts as no io_uring.
     static let requiredOpcodes: [Int32] = [
@@ -43,6 +45,14 @@ public final class URingEngine: BlockIOEngine {
 
     public func registerFiles(_ descriptors: [Int32]) throws(URingError) {
         try ring.registerFiles(descriptors)
+        registeredFiles = descriptors.count
+    }
+
+    public func updateRegisteredFiles(_ descriptors: [Int32], at offset: Int) throws(URingError) {
+        guard offset >= 0, offset <= registeredFiles, descriptors.count <= registeredFiles - offset else {
+            throw .invalidArgument(name: "offset", value: offset, limit: registeredFiles - descriptors.count)
+        }
+        try ring.updateRegisteredFiles(descriptors, at: offset)
     }
 
     public func registerBuffers(_ buffers: [UnsafeMutableRawBufferPointer]) throws(URingError) {

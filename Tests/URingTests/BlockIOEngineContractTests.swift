@@ -99,6 +99,28 @@ import Testing
     }
 
     @Test(arguments: BlockIOEngineKind.allCases)
+    func registeredFileSlotsCanBeFilledAndEmptiedLater(kind: BlockIOEngineKind) throws {
+        let engine = try makeEngine(kind)
+        defer { engine.close() }
+        let directory = try TemporaryDirectory()
+        let fd = try directory.open("slot", size: 8192)
+        defer { close(fd) }
+        try engine.registerFiles([-1, -1, -1, -1])
+        let buffer = AlignedBuffer(count: 4096)
+        engine.mustEnqueue(.read(.registered(2), offset: 0, into: buffer.bytes), userData: 1)
+        #expect(try engine.drain(1) == [1: -EBADF], "an empty slot")
+        try engine.updateRegisteredFiles([fd], at: 2)
+        engine.mustEnqueue(.read(.registered(2), offset: 4096, into: buffer.bytes), userData: 2)
+        #expect(try engine.drain(1) == [2: 4096])
+        try engine.updateRegisteredFiles([-1], at: 2)
+        engine.mustEnqueue(.read(.registered(2), offset: 0, into: buffer.bytes), userData: 3)
+        #expect(try engine.drain(1) == [3: -EBADF], "emptied again")
+        #expect(throws: URingError.invalidArgument(name: "offset", value: 4, limit: 3)) {
+            try engine.updateRegisteredFiles([fd], at: 4)
+        }
+    }
+
+    @Test(arguments: BlockIOEngineKind.allCases)
     func shortReadsAtEndOfFile(kind: BlockIOEngineKind) throws {
         let engine = try makeEngine(kind)
         defer { engine.close() }
