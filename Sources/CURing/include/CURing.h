@@ -29,13 +29,19 @@ struct curing_completion {
     uint32_t flags;
 };
 
+/// The next free submission entry, or NULL when the queue is full.
+static inline struct io_uring_sqe *curing_sqe(struct io_uring *ring) {
+    return io_uring_get_sqe(ring);
+}
+
+/// Attaches the caller's user data and the entry flags (prep clears both).
 static inline void curing_tag(struct io_uring_sqe *sqe, uint64_t user_data, uint8_t sqe_flags) {
     io_uring_sqe_set_data64(sqe, user_data);
     io_uring_sqe_set_flags(sqe, sqe_flags);
 }
 
 static inline int curing_prep_nop(struct io_uring *ring, uint64_t user_data) {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    struct io_uring_sqe *sqe = curing_sqe(ring);
     if (sqe == NULL) return -EBUSY;
     io_uring_prep_nop(sqe);
     curing_tag(sqe, user_data, 0);
@@ -48,7 +54,7 @@ static inline int curing_prep_nop(struct io_uring *ring, uint64_t user_data) {
 static inline int curing_prep_rw(struct io_uring *ring, uint8_t opcode, int fd, uint8_t sqe_flags,
                                  const void *address, uint32_t length, uint64_t offset,
                                  uint16_t buffer_index, uint64_t user_data) {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    struct io_uring_sqe *sqe = curing_sqe(ring);
     if (sqe == NULL) return -EBUSY;
     io_uring_prep_rw(opcode, sqe, fd, address, length, offset);
     sqe->buf_index = buffer_index;
@@ -59,7 +65,7 @@ static inline int curing_prep_rw(struct io_uring *ring, uint8_t opcode, int fd, 
 /// fsync, or fdatasync when `datasync` is nonzero.
 static inline int curing_prep_fsync(struct io_uring *ring, int fd, uint8_t sqe_flags, int datasync,
                                     uint64_t user_data) {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    struct io_uring_sqe *sqe = curing_sqe(ring);
     if (sqe == NULL) return -EBUSY;
     io_uring_prep_fsync(sqe, fd, datasync ? IORING_FSYNC_DATASYNC : 0);
     curing_tag(sqe, user_data, sqe_flags);
@@ -68,7 +74,7 @@ static inline int curing_prep_fsync(struct io_uring *ring, int fd, uint8_t sqe_f
 
 static inline int curing_prep_fallocate(struct io_uring *ring, int fd, uint8_t sqe_flags, int mode,
                                         uint64_t offset, uint64_t length, uint64_t user_data) {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    struct io_uring_sqe *sqe = curing_sqe(ring);
     if (sqe == NULL) return -EBUSY;
     io_uring_prep_fallocate(sqe, fd, mode, (off_t)offset, (off_t)length);
     curing_tag(sqe, user_data, sqe_flags);
@@ -78,7 +84,7 @@ static inline int curing_prep_fallocate(struct io_uring *ring, int fd, uint8_t s
 /// A one-shot poll for `events` (POLLIN, ...); the completion's result is the ready mask.
 static inline int curing_prep_poll_add(struct io_uring *ring, int fd, uint8_t sqe_flags,
                                        uint32_t events, uint64_t user_data) {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    struct io_uring_sqe *sqe = curing_sqe(ring);
     if (sqe == NULL) return -EBUSY;
     io_uring_prep_poll_add(sqe, fd, events);
     curing_tag(sqe, user_data, sqe_flags);
@@ -87,7 +93,7 @@ static inline int curing_prep_poll_add(struct io_uring *ring, int fd, uint8_t sq
 
 static inline int curing_prep_poll_remove(struct io_uring *ring, uint64_t target,
                                           uint64_t user_data) {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    struct io_uring_sqe *sqe = curing_sqe(ring);
     if (sqe == NULL) return -EBUSY;
     io_uring_prep_poll_remove(sqe, target);
     curing_tag(sqe, user_data, 0);
@@ -98,7 +104,7 @@ static inline int curing_prep_poll_remove(struct io_uring *ring, uint64_t target
 /// `*ts` while the entry is submitted, so it must stay valid until the next submit returns.
 static inline int curing_prep_timeout(struct io_uring *ring, struct __kernel_timespec *ts,
                                       uint32_t count, uint64_t user_data) {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    struct io_uring_sqe *sqe = curing_sqe(ring);
     if (sqe == NULL) return -EBUSY;
     io_uring_prep_timeout(sqe, ts, count, 0);
     curing_tag(sqe, user_data, 0);
@@ -106,7 +112,7 @@ static inline int curing_prep_timeout(struct io_uring *ring, struct __kernel_tim
 }
 
 static inline int curing_prep_cancel(struct io_uring *ring, uint64_t target, uint64_t user_data) {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    struct io_uring_sqe *sqe = curing_sqe(ring);
     if (sqe == NULL) return -EBUSY;
     io_uring_prep_cancel64(sqe, target, 0);
     curing_tag(sqe, user_data, 0);
