@@ -1,1 +1,16 @@
+// The C library calls whose declarations need _GNU_SOURCE; the rest of CURing is
+// `static inline` in the header.
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <sys/eventfd.h>
 #include "CURing.h"
+
+const int curing_o_direct = O_DIRECT;
+
+int curing_eventfd(unsigned int initial_value) {
+    return eventfd(initial_value, EFD_CLOEXEC | EFD_NONBLOCK);
+}
+
+int curing_fallocate(int fd, int mode, int64_t offset, int64_t length) {
+    return fallocate(fd, mode, (off_t)offset, (off_t)length);
+}

@@ -13,6 +13,9 @@ usage: xensplit-bench SUITE [--runs N] [--quick]
 Suites (each compares against a reference measured in the same run):
   ring      Swift rings vs Xen's C io/ring.h macros: blkif ring, two pinned threads,
             busy-poll and eventfd notification, queue depth 1 and 32
+  uring     our io_uring engine vs fio's io_uring engine on the same file: 4 KiB random
+            read QD1/QD32, 128 KiB sequential write, in /dev/shm and O_DIRECT under /tmp
+            (its own options: xensplit-bench uring --help)
   xenstore  our xenstored on a Unix socket: Swift client vs Xen's libxenstore, reads/s,
             writes/s (1 and 16 clients), watch latency p99 (1 and 16 watchers)
 Options:
@@ -24,6 +27,15 @@ Output: bench NAME ours=V reference=V unit=U ratio=OURS/REF spread=PCT
 """
 
 var args = Array(CommandLine.arguments.dropFirst())
+if args.first == "uring" {
+    do {
+        try runUringBench(arguments: Array(args.dropFirst()))
+        exit(0)
+    } catch {
+        warn("xensplit-bench uring: \(error)")
+        exit(1)
+    }
+}
 if args.first == "xenstore" {
     do {
         try await runXenStoreBench(arguments: Array(args.dropFirst()))

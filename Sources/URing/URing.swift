@@ -1,1 +1,0 @@
-// URing: work in progress; see ../shared/DESIGN.md.

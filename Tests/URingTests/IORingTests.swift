@@ -1,0 +1,159 @@
+import CURing
+import Glibc
+import Testing
+@testable import URing
+
+/// The ring API itself: setup flags, batching, timeouts, poll removal.
+@Suite struct IORingTests {
+    /// A ring, or a cancelled test with a printed reason when io_uring is unavailable.
+    func makeRing(entries: Int, flags: IORing.SetupFlags = .worker) throws -> IORing {
+        let result = Result { () throws(URingError) in try IORing(entries: entries, flags: flags) }
+        if case let .failure(.system(_, errno)) = result, errno == .ENOSYS || errno == .EPERM {
+            print("skipping: io_uring unavailable (\(errno))")
+            try Test.cancel("io_uring unavailable: \(errno)")
+        }
+        return try result.get()
+    }
+
+    @Test func rejectedFlagsAreDroppedAndReported() throws {
+        let requested: IORing.SetupFlags = [.singleIssuer, .deferTaskrun, .coopTaskrun, .submissionQueuePolling]
+        let ring = try makeRing(entries: 4, flags: requested)
+        defer { ring.close() }
+        #expect(ring.flags.union(ring.rejectedFlags) == requested)
+        #expect(ring.flags.intersection(ring.rejectedFlags).isEmpty)
+        // SQPOLL excludes DEFER_TASKRUN, so this kernel cannot have taken all four.
+        #expect(!ring.rejectedFlags.isEmpty, "accepted \(ring.flags)")
+        #expect(ring.submissionEntries == 4 && ring.completionEntries == 8)
+    }
+
+    @Test func invalidEntryCountsAreTypedErrors() {
+        #expect(throws: URingError.invalidArgument(name: "entries", value: 0, limit: 32768)) {
+            _ = try IORing(entries: 0)
+        }
+        #expect(throws: URingError.invalidArgument(name: "completionEntries", value: 2, limit: 65536)) {
+            _ = try IORing(entries: 4, completionEntries: 2)
+        }
+    }
+
+    @Test func prepareRefusesWhenTheSubmissionQueueIsFullAndBatchesOnSubmit() throws {
+        let ring = try makeRing(entries: 4)
+        defer { ring.close() }
+        for i in 0..<4 { #expect(ring.prepare(.nop, userData: UInt64(i))) }
+        #expect(ring.submissionSpace == 0)
+        #expect(!ring.prepare(.nop, userData: 4), "a full queue refuses and changes nothing")
+        #expect(ring.unsubmitted == 4)
+        #expect(try ring.submit() == 4)
+        #expect(ring.prepare(.nop, userData: 4))
+        try ring.submitAndWait(minimum: 5)
+        let buffer = UnsafeMutableBufferPointer<Completion>.allocate(capacity: 8)
+        defer { buffer.deallocate() }
+        let count = ring.reap(into: buffer)
+        #expect(count == 5)
+        #expect(Set(buffer[0..<count].map(\.userData)) == [0, 1, 2, 3, 4])
+        #expect(buffer[0..<count].allSatisfy { $0.result == 0 })
+    }
+
+    @Test func timeoutsExpireWithETIMEAndCountTimeoutsComplete() throws {
+        let ring = try makeRing(entries: 4)
+        defer { ring.close() }
+        #expect(ring.prepare(.timeout(.milliseconds(1), count: 0), userData: 1))
+        // Completes after one other completion (the nop) rather than after an hour.
+        #expect(ring.prepare(.timeout(.seconds(3600), count: 1), userData: 2))
+        #expect(ring.prepare(.nop, userData: 3))
+        try ring.submitAndWait(minimum: 3, timeout: .seconds(30))
+        let buffer = UnsafeMutableBufferPointer<Completion>.allocate(capacity: 4)
+        defer { buffer.deallocate() }
+        var results: [UInt64: Int32] = [:]
+        while results.count < 3 {
+            try ring.submitAndWait(minimum: 1, timeout: .seconds(30))
+            let count = ring.reap(into: buffer)
+            for c in buffer[0..<count] { results[c.userData] = c.result }
+        }
+        #expect(results[1].flatMap { Completion(userData: 1, result: $0).error } == .ETIME)
+        #expect(results[2] == 0)
+        #expect(results[3] == 0)
+    }
+
+    @Test func pollRemoveEndsAPoll() throws {
+        let ring = try makeRing(entries: 4)
+        defer { ring.close() }
+        let eventFD = curing_eventfd(0)
+        defer { close(eventFD) }
+        #expect(ring.prepare(.poll(.descriptor(eventFD), events: Int16(POLLIN)), userData: 1))
+        try ring.submit()
+        #expect(ring.prepare(.pollRemove(target: 1), userData: 2))
+        let buffer = UnsafeMutableBufferPointer<Completion>.allocate(capacity: 4)
+        defer { buffer.deallocate() }
+        var results: [UInt64: Int32] = [:]
+        while results.count < 2 {
+            try ring.submitAndWait(minimum: 1, timeout: .seconds(30))
+            let count = ring.reap(into: buffer)
+            for c in buffer[0..<count] { results[c.userData] = c.result }
+        }
+        #expect(results == [1: -ECANCELED, 2: 0])
+    }
+
+    @Test func aReadOnAnEventfdCompletesWithItsCounterOnceWritten() throws {
+        let ring = try makeRing(entries: 4)
+        defer { ring.close() }
+        let eventFD = curing_eventfd(0)
+        defer { close(eventFD) }
+        // io_uring honours O_NONBLOCK (it would answer EAGAIN), so make the eventfd blocking.
+        #expect(fcntl(eventFD, F_SETFL, 0) == 0)
+        var counter: UInt64 = 0
+        try withUnsafeMutableBytes(of: &counter) { bytes in
+            #expect(ring.prepare(.read(.descriptor(eventFD), into: bytes, offset: 0), userData: 7))
+            try ring.submitAndWait(minimum: 0)
+            #expect(ring.completionsReady == 0, "nothing was written yet")
+            var five: UInt64 = 5
+            #expect(write(eventFD, &five, 8) == 8)
+            try ring.submitAndWait(minimum: 1, timeout: .seconds(30))
+            let buffer = UnsafeMutableBufferPointer<Completion>.allocate(capacity: 2)
+            defer { buffer.deallocate() }
+            #expect(ring.reap(into: buffer) == 1)
+            #expect(buffer[0] == Completion(userData: 7, result: 8))
+        }
+        #expect(counter == 5)
+    }
+
+    @Test func fsyncAndFdatasyncSucceedOnAFile() throws {
+        let ring = try makeRing(entries: 4)
+        defer { ring.close() }
+        let directory = try TemporaryDirectory()
+        let fd = try directory.open("sync", size: 4096)
+        defer { close(fd) }
+        #expect(ring.prepare(.fsync(.descriptor(fd)), userData: 1))
+        #expect(ring.prepare(.fdatasync(.descriptor(fd)), userData: 2))
+        try ring.submitAndWait(minimum: 2)
+        let buffer = UnsafeMutableBufferPointer<Completion>.allocate(capacity: 4)
+        defer { buffer.deallocate() }
+        #expect(ring.reap(into: buffer) == 2)
+        #expect(buffer[0].result == 0 && buffer[1].result == 0)
+    }
+
+    @Test func aClosedRingRefusesWork() throws {
+        let ring = try makeRing(entries: 2)
+        ring.close()
+        ring.close()
+        #expect(!ring.prepare(.nop, userData: 1))
+        #expect(throws: URingError.closed) { try ring.submit() }
+        #expect(throws: URingError.closed) { try ring.registerFiles([0]) }
+    }
+}
+
+@Suite struct ErrnoTests {
+    @Test func namesAndNumbersRoundTrip() {
+        let named: [Errno] = [.EPERM, .ENOENT, .EINTR, .EIO, .EBADF, .EAGAIN, .ENOMEM, .EACCES, .EFAULT, .EBUSY,
+                              .EEXIST, .EINVAL, .EFBIG, .ENOSPC, .ESPIPE, .EROFS, .ENOSYS, .EOPNOTSUPP,
+                              .EALREADY, .ETIME, .ECANCELED]
+        for errno in named {
+            #expect(Errno(code: errno.code) == errno)
+            #expect(errno.description.hasPrefix(errno.name + " ("))
+        }
+        #expect(Set(named.map(\.code)).count == named.count)
+        #expect(Errno(code: EBADF) == .EBADF && Errno.EBADF.name == "EBADF")
+        #expect(Errno(code: 4000) == .other(4000) && Errno.other(4000).code == 4000)
+        #expect(Completion(userData: 9, result: -EAGAIN).outcome == .failure(.EAGAIN))
+        #expect(Completion(userData: 9, result: 512).outcome == .success(512))
+    }
+}
