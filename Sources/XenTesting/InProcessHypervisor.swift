@@ -272,7 +272,12 @@ final class InProcessDomain {
         }
         guard let fd = pool.fileDescriptor else { throw .system("memfd for d\(id) has no descriptor", errno: EBADF) }
         poolFD = fd
-        grants = GrantEntryTable(view: tableMemory.view)
+        // Exactly the configured entries, not the page-rounded memory behind them.
+        do {
+            grants = GrantEntryTable(view: try tableMemory.view.slice(offset: 0, length: configuration.grantEntries * GrantEntryTable.entrySize))
+        } catch {
+            throw .invalidArgument("grant table of \(configuration.grantEntries) entries: \(error)")
+        }
         frames = UnitAllocator(count: configuration.poolPages)
         refs = UnitAllocator(count: Int(grants.count) - Int(GrantEntryTable.reservedEntries),
                              base: Int(GrantEntryTable.reservedEntries))
