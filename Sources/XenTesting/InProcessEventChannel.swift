@@ -1,12 +1,12 @@
-import Glibc
 import Synchronization
 import XenPlatform
 
 /// An event-channel handle of an ``InProcessPlatform``. Its ``fileDescriptor`` is an
 /// eventfd, readable exactly while a port bound through the handle is pending, so a
 /// worker can poll it (or read it through io_uring) as it would on XenLocal or Xen.
-/// ``pending()`` never blocks and hands out pending ports oldest first; ports are never
-/// masked (as XenLocal's), so ``unmask(_:)`` only checks the port.
+/// ``pending()`` never blocks and hands out pending ports oldest first. Ports are not
+/// masked on delivery (as XenLocal's) unless the hypervisor's
+/// ``InProcessHypervisor/Configuration/masksDeliveredPorts`` asks for Linux's behaviour.
 public final class InProcessEventChannel: EventChannel, Sendable {
     /// The hypervisor the handle belongs to.
     public let hypervisor: InProcessHypervisor
@@ -46,9 +46,7 @@ public final class InProcessEventChannel: EventChannel, Sendable {
     }
 
     public func unmask(_ port: EventPort) throws(PlatformError) {
-        guard hypervisor.openPorts(of: domainID).contains(port) else {
-            throw .eventChannel("unmask of port \(port), which is not open", errno: EINVAL)
-        }
+        try hypervisor.unmask(handle: handle, port: port)
     }
 
     /// Unbinds every port of the handle and closes its eventfd. Safe to call twice.

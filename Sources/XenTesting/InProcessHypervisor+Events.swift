@@ -9,6 +9,10 @@ struct EventHandleRecord {
     var eventFD: Int32
     var ports: Set<EventPort> = []
     var pending: [EventPort] = []
+    /// Ports handed out by pending() and not yet unmasked (masking mode only).
+    var masked: Set<EventPort> = []
+    /// Masked ports signalled meanwhile: delivered on unmask.
+    var held: Set<EventPort> = []
 }
 
 /// One end of an interdomain channel (event_channel.h: ECS_UNBOUND or ECS_INTERDOMAIN).
@@ -114,9 +118,24 @@ extension InProcessHypervisor {
             let h = try s.handle(handle, "pending")
             guard let port = h.pending.first else { return nil }
             s.eventHandles[handle]?.pending.removeFirst()
+            if s.masksDeliveredPorts { s.eventHandles[handle]?.masked.insert(port) }
             // The eventfd is readable exactly while something is pending.
             if h.pending.count == 1 { _ = xl_eventfd_drain(h.eventFD) }
             return port
+        }
+    }
+
+    /// Re-enables a port masked by pending() and delivers what arrived meanwhile.
+    func unmask(handle: UInt64, port: EventPort) throws(PlatformError) {
+        try state.withLock { (s) throws(PlatformError) in
+            let h = try s.handle(handle, "unmask")
+            guard h.ports.contains(port) else {
+                throw .eventChannel("unmask of port \(port), which this handle has not bound", errno: EINVAL)
+            }
+            s.eventHandles[handle]?.masked.remove(port)
+            if s.eventHandles[handle]?.held.remove(port) != nil {
+                s.deliver(to: PortKey(domain: h.domain, port: port))
+            }
         }
     }
 
@@ -140,6 +159,10 @@ extension HypervisorState {
     /// eventfd readable.
     mutating func deliver(to key: PortKey) {
         guard let record = domains[key.domain]?.ports[key.port], var h = eventHandles[record.handle] else { return }
+        guard !h.masked.contains(key.port) else {
+            eventHandles[record.handle]?.held.insert(key.port)
+            return
+        }
         guard !h.pending.contains(key.port) else { return }
         h.pending.append(key.port)
         eventHandles[record.handle] = h
@@ -152,6 +175,8 @@ extension HypervisorState {
         if let peer = record.peer { domains[peer.domain]?.ports[peer.port]?.peer = nil }
         guard var h = eventHandles[record.handle] else { return }
         h.ports.remove(key.port)
+        h.masked.remove(key.port)
+        h.held.remove(key.port)
         if let i = h.pending.firstIndex(of: key.port) {
             h.pending.remove(at: i)
             if h.pending.isEmpty { _ = xl_eventfd_drain(h.eventFD) }

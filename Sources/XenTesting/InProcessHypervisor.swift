@@ -33,6 +33,11 @@ public final class InProcessHypervisor: Sendable {
         public var grantEntries = 1024
         /// Largest batch of one share, map or copy.
         public var maxBatch = 1024
+        /// Mask each port as ``EventChannel/pending()`` hands it out, until
+        /// ``EventChannel/unmask(_:)``, as Linux's evtchn device (libxenevtchn) does; events
+        /// meanwhile are held, not lost. XenLocal never masks, hence off by default; turn it
+        /// on to prove a device unmasks every port it takes.
+        public var masksDeliveredPorts = false
 
         public init() {}
     }
@@ -47,7 +52,7 @@ public final class InProcessHypervisor: Sendable {
     /// A hypervisor with dom0 and its xenstore home, and xenstored running.
     public init(configuration: Configuration = Configuration()) throws(PlatformError) {
         self.configuration = configuration
-        state = Mutex(HypervisorState())
+        state = Mutex(HypervisorState(masksDeliveredPorts: configuration.masksDeliveredPorts))
         do {
             xenStore = try XenStoreServer()
             try xenStore.start()
@@ -207,6 +212,7 @@ struct PortKey: Hashable, Sendable {
 
 /// Everything the hypervisor knows, guarded by its mutex.
 struct HypervisorState: ~Copyable {
+    let masksDeliveredPorts: Bool
     var domains: [DomainID: InProcessDomain] = [:]
     /// Live grant mappings by handle.
     var mappings: [UInt64: MappingRecord] = [:]
@@ -216,6 +222,10 @@ struct HypervisorState: ~Copyable {
     var nextEventHandle: UInt64 = 1
     var notifications: [PortKey: Int] = [:]
     var faults: [InProcessFault] = []
+
+    init(masksDeliveredPorts: Bool) {
+        self.masksDeliveredPorts = masksDeliveredPorts
+    }
 
     /// Removes and returns the first queued fault `match` accepts.
     mutating func takeFault<T>(_ match: (InProcessFault) -> T?) -> T? {

@@ -153,8 +153,7 @@ public enum MockRingPeer {
             do { return try ring.finalCheckForResponses() } catch { throw .ring(error) }
         }
 
-        /// Blocks until the handle has a pending port and returns it (the channel's
-        /// ``EventChannel/pending()``, after polling its descriptor).
+        /// Blocks until the handle has a pending port, unmasks and returns it.
         public func waitForEvent() throws(XenTestingError) -> EventPort {
             try MockRingPeer.waitForEvent(eventChannel)
         }
@@ -285,7 +284,7 @@ public enum MockRingPeer {
             do { return try ring.finalCheckForRequests() } catch { throw .ring(error) }
         }
 
-        /// Blocks until the handle has a pending port and returns it.
+        /// Blocks until the handle has a pending port, unmasks and returns it.
         public func waitForEvent() throws(XenTestingError) -> EventPort {
             try MockRingPeer.waitForEvent(eventChannel)
         }
@@ -299,11 +298,15 @@ public enum MockRingPeer {
         }
     }
 
-    /// Polls `channel`'s descriptor until a port is pending, and returns that port.
+    /// Polls `channel`'s descriptor until a port is pending, unmasks it (the caller then
+    /// checks its ring, so nothing signalled after this point is missed) and returns it.
     public static func waitForEvent(_ channel: any EventChannel) throws(XenTestingError) -> EventPort {
         while true {
             do {
-                if let port = try channel.pending() { return port }
+                if let port = try channel.pending() {
+                    try channel.unmask(port)
+                    return port
+                }
             } catch {
                 throw .platform(error)
             }

@@ -152,6 +152,34 @@ import XenTesting
         c.back.close()
     }
 
+    @Test func withMaskingAPortDeliversAgainOnlyAfterUnmask() throws {
+        var configuration = InProcessHypervisor.Configuration()
+        configuration.masksDeliveredPorts = true
+        let w = try World(configuration)
+        let c = try connected(w)
+        // connected() took the bind's event, so the port is masked now.
+        try c.front.notify(c.frontPort)
+        try c.front.notify(c.frontPort)
+        #expect(!isReadable(c.back.fileDescriptor))
+        #expect(try c.back.pending() == nil, "held while masked")
+        try c.back.unmask(c.backPort)
+        #expect(isReadable(c.back.fileDescriptor), "the held event arrives on unmask")
+        #expect(try c.back.pending() == c.backPort)
+        try c.back.unmask(c.backPort)
+        #expect(try c.back.pending() == nil, "held events coalesce too")
+        #expect(eventErrno { try c.back.unmask(c.backPort + 50) } == EINVAL)
+    }
+
+    @Test func withoutMaskingUnmaskOnlyChecksThePort() throws {
+        let w = try World()
+        let c = try connected(w)
+        try c.front.notify(c.frontPort)
+        #expect(try c.back.pending() == c.backPort)
+        try c.front.notify(c.frontPort)
+        #expect(try c.back.pending() == c.backPort, "XenLocal's semantics: no unmask needed")
+        #expect(eventErrno { try c.front.unmask(c.backPort + 50) } == EINVAL)
+    }
+
     @Test func destroyingADomainUnbindsItsPeers() throws {
         let w = try World()
         let c = try connected(w)

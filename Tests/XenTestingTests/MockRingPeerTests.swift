@@ -138,10 +138,14 @@ import XenTesting
     /// to a backend thread and back, each side sleeping in poll() on its event channel
     /// whenever RING_FINAL_CHECK_* says so. Every id must come back exactly once, and the
     /// hypervisor must have counted exactly the notifications the ring asked for.
-    @Test func hundredThousandRequestsBetweenTwoThreads() throws {
+    /// With masking, each side also proves it unmasks every port it takes.
+    @Test(arguments: [false, true])
+    func hundredThousandRequestsBetweenTwoThreads(masking: Bool) throws {
         let count: UInt64 = 100_000
         let depth: UInt64 = 32
-        let w = try World()
+        var configuration = InProcessHypervisor.Configuration()
+        configuration.masksDeliveredPorts = masking
+        let w = try World(configuration)
         let (front, back) = try MockRingPeer.connect(frontend: w.guest1, backend: w.dom0, entrySize: Self.entrySize)
 
         let (frontResult, backResult) = runConcurrently({
