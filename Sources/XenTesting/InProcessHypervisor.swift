@@ -110,15 +110,22 @@ public final class InProcessHypervisor: Sendable {
         return domid
     }
 
-    /// Destroys a domain: its ports close (their peers fall back to unbound), its xenstore
-    /// home goes and @releaseDomain fires, and its connections to xenstored close.
-    /// Mappings others hold of its pages stay valid until they unmap, as with XenLocal.
+    /// Destroys a domain: its ports close (their peers fall back to unbound), its grant
+    /// maps of others' pages are released, its xenstore home goes and @releaseDomain fires,
+    /// and its connections to xenstored close. Mappings others hold of its pages stay valid
+    /// until they unmap, as with XenLocal.
     public func destroyDomain(_ domid: DomainID) throws(PlatformError) {
         try state.withLock { (s) throws(PlatformError) in
             guard domid != .dom0, let d = s.domains[domid] else {
                 throw .invalidArgument("no domain \(domid) to destroy")
             }
             for port in Array(d.ports.keys) { s.closePort(PortKey(domain: domid, port: port)) }
+            // As Xen tears down a dying domain's grant maps: its pins on others' grants go,
+            // so their frontends can end access.
+            for (handle, m) in s.mappings where m.mapper == domid {
+                s.mappings[handle] = nil
+                if let granter = s.domains[m.granter] { s.releasePins(granter, refs: m.refs[...], writable: m.writable) }
+            }
             s.domains[domid] = nil
         }
         try toolstack.withLock { (session) throws(PlatformError) in

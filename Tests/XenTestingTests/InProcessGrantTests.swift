@@ -184,6 +184,35 @@ import XenTesting
         try w.dom0.unmap(mapping)
     }
 
+    @Test func hostileGuestFrameOutsideItsMemoryIsBadPage() throws {
+        var configuration = InProcessHypervisor.Configuration()
+        configuration.poolPages = 16
+        let w = try World(configuration)
+        let g = w.guest1.domainID
+        let pages = try w.guest1.share(pages: 1, with: .dom0, writable: true)
+        let table = try #require(w.hypervisor.grantEntryTable(of: g))
+        table.grant(pages.refs[0], to: .dom0, frame: 16, readOnly: false)
+        #expect(grantStatus { _ = try w.dom0.map(pages.refs, from: g, writable: true) } == .badPage)
+        #expect(w.hypervisor.grantFlags(domain: g, ref: pages.refs[0]) == .permitAccess, "the refused map left no busy bit")
+        let buffer = try w.dom0.registerCopyBuffer(pages: 1)
+        var segments = [GrantCopySegment(source: .grant(domain: g, ref: pages.refs[0], offset: 0),
+                                         destination: .local(buffer: buffer.id, offset: 0), length: 8)]
+        try segments.withUnsafeMutableBufferPointer { try w.dom0.copy($0) }
+        #expect(segments[0].status == .badPage)
+        #expect(w.hypervisor.grantFlags(domain: g, ref: pages.refs[0]) == .permitAccess)
+    }
+
+    @Test func destroyingTheMapperReleasesItsPins() throws {
+        let w = try World()
+        let pages = try w.guest1.share(pages: 1, with: w.guest2.domainID, writable: true)
+        _ = try w.guest2.map(pages.refs, from: w.guest1.domainID, writable: true)
+        #expect(platformError { try w.guest1.endAccess(pages) } == .grantBusy(ref: pages.refs[0]))
+        try w.hypervisor.destroyDomain(w.guest2.domainID)
+        #expect(w.hypervisor.pinnedRefs(of: w.guest1.domainID).isEmpty)
+        #expect(w.hypervisor.liveMappings == 0)
+        try w.guest1.endAccess(pages)
+    }
+
     @Test func grantCopySetsEachSegmentsStatus() throws {
         let w = try World()
         let g = w.guest1.domainID
