@@ -12,7 +12,9 @@ extension InProcessHypervisor {
 
     func share(from domid: DomainID, pages count: Int, with grantee: DomainID, writable: Bool) throws(PlatformError) -> SharedPages {
         let maxBatch = configuration.maxBatch
-        let (first, refs, fd) = try state.withLock { (s) throws(PlatformError) -> (Int, [GrantRef], Int32) in
+        // The pool descriptor is used under the lock, so a concurrent destroy cannot close
+        // it (and let its number be reused) between lookup and mmap.
+        return try state.withLock { (s) throws(PlatformError) -> SharedPages in
             if let error = s.takeFault({ f -> PlatformError? in
                 if case let .share(d, error) = f, d == domid { return error }
                 return nil
@@ -24,30 +26,26 @@ extension InProcessHypervisor {
             guard let first = d.frames.allocate(count) else {
                 throw .system("d\(domid) has no \(count) free consecutive pages in its pool of \(d.poolPages)", errno: ENOMEM)
             }
-            guard let refs = d.refs.allocateScattered(count) else {
+            guard let units = d.refs.allocateScattered(count) else {
                 d.frames.free(first, count: count)
                 throw .system("d\(domid) has no \(count) free grant entries", errno: ENOSPC)
             }
-            d.pool.view.fill(0, at: first * pageSize, length: count * pageSize)
-            for (i, ref) in refs.enumerated() {
-                d.grants.grant(GrantRef(ref), to: grantee, frame: UInt32(first + i), readOnly: !writable)
-            }
-            d.shares[UInt32(first)] = refs.map { GrantRef($0) }
-            return (first, refs.map { GrantRef($0) }, d.poolFD)
-        }
-        let region: MemoryRegion
-        do {
-            region = try MemoryRegion.map(fileDescriptor: fd, offset: first * pageSize, length: count * pageSize)
-        } catch {
-            state.withLock { s in
-                guard let d = s.domains[domid] else { return }
-                for ref in refs where d.grants.endAccess(ref) { d.refs.free(Int(ref)) }
+            let refs = units.map { GrantRef($0) }
+            let region: MemoryRegion
+            do {
+                region = try MemoryRegion.map(fileDescriptor: d.poolFD, offset: first * pageSize, length: count * pageSize)
+            } catch {
+                for ref in refs { d.refs.free(Int(ref)) }
                 d.frames.free(first, count: count)
-                d.shares[UInt32(first)] = nil
+                throw .system("mmap of own frames \(first)+\(count): \(error)", errno: ENOMEM)
             }
-            throw .system("mmap of own frames \(first)+\(count): \(error)", errno: ENOMEM)
+            region.view.fill(0, at: 0, length: count * pageSize)
+            for (i, ref) in refs.enumerated() {
+                d.grants.grant(ref, to: grantee, frame: UInt32(first + i), readOnly: !writable)
+            }
+            d.shares[UInt32(first)] = refs
+            return SharedPages(region: region, refs: refs, grantee: grantee, writable: writable, token: UInt64(first))
         }
-        return SharedPages(region: region, refs: refs, grantee: grantee, writable: writable, token: UInt64(first))
     }
 
     func endAccess(from domid: DomainID, _ pages: SharedPages) throws(PlatformError) {
@@ -76,7 +74,7 @@ extension InProcessHypervisor {
 
     func map(by mapper: DomainID, _ refs: [GrantRef], from granter: DomainID, writable: Bool) throws(PlatformError) -> GrantMapping {
         let maxBatch = configuration.maxBatch
-        let (handle, frames, fd) = try state.withLock { (s) throws(PlatformError) -> (UInt64, [UInt32], Int32) in
+        return try state.withLock { (s) throws(PlatformError) -> GrantMapping in
             guard (1 ... maxBatch).contains(refs.count) else {
                 throw .invalidArgument("map of \(refs.count) refs; 1...\(maxBatch) allowed")
             }
@@ -105,31 +103,37 @@ extension InProcessHypervisor {
                 }
                 frames.append(frame)
             }
+            let region: MemoryRegion
+            do throws(PlatformError) {
+                region = try Self.mapFrames(frames, of: d, writable: writable)
+            } catch {
+                s.releasePins(d, refs: refs[...], writable: writable)
+                throw error
+            }
             let handle = s.nextMappingHandle
             s.nextMappingHandle &+= 1
             s.mappings[handle] = MappingRecord(mapper: mapper, granter: granter, refs: refs, writable: writable)
-            return (handle, frames, d.poolFD)
+            return GrantMapping(region: region, domain: granter, refs: refs, writable: writable, handle: handle)
         }
-        let length = refs.count * pageSize
-        // Reserve a contiguous range, then place each granted page in it, so the mapping
-        // aliases the granter's memory page by page whatever frames the refs name.
+    }
+
+    /// Reserves a contiguous range and places each frame's page in it, so the mapping
+    /// aliases the granter's memory page by page whatever frames the refs name.
+    static func mapFrames(_ frames: [UInt32], of d: InProcessDomain, writable: Bool) throws(PlatformError) -> MemoryRegion {
+        let length = frames.count * pageSize
         guard let base = mmap(nil, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), base != MAP_FAILED else {
-            let e = errno
-            _ = try? unmap(by: mapper, handle: handle)
-            throw .system("mmap reserve of \(length) bytes", errno: e)
+            throw .system("mmap reserve of \(length) bytes", errno: errno)
         }
         let prot = writable ? PROT_READ | PROT_WRITE : PROT_READ
         for (i, frame) in frames.enumerated() {
-            let p = mmap(base + i * pageSize, pageSize, prot, MAP_SHARED | MAP_FIXED, fd, off_t(Int(frame) * pageSize))
+            let p = mmap(base + i * pageSize, pageSize, prot, MAP_SHARED | MAP_FIXED, d.poolFD, off_t(Int(frame) * pageSize))
             guard p != MAP_FAILED else {
                 let e = errno
                 munmap(base, length)
-                _ = try? unmap(by: mapper, handle: handle)
-                throw .system("mmap of d\(granter) frame \(frame)", errno: e)
+                throw .system("mmap of d\(d.id) frame \(frame)", errno: e)
             }
         }
-        let region = MemoryRegion.adopting(base: base, length: length) { b, l in munmap(b, l) }
-        return GrantMapping(region: region, domain: granter, refs: refs, writable: writable, handle: handle)
+        return MemoryRegion.adopting(base: base, length: length) { b, l in munmap(b, l) }
     }
 
     /// Drops a mapping's pins; GNTST_bad_handle if it is not a live mapping of `mapper`.
@@ -145,7 +149,7 @@ extension InProcessHypervisor {
 
     func registerCopyBuffer(for domid: DomainID, pages: Int) throws(PlatformError) -> CopyBuffer {
         let maxBatch = configuration.maxBatch
-        let (first, fd) = try state.withLock { (s) throws(PlatformError) -> (Int, Int32) in
+        return try state.withLock { (s) throws(PlatformError) -> CopyBuffer in
             guard (1 ... maxBatch).contains(pages) else {
                 throw .invalidArgument("copy buffer of \(pages) pages; 1...\(maxBatch) allowed")
             }
@@ -153,19 +157,16 @@ extension InProcessHypervisor {
             guard let first = d.frames.allocate(pages) else {
                 throw .system("d\(domid) has no \(pages) free consecutive pages", errno: ENOMEM)
             }
-            d.pool.view.fill(0, at: first * pageSize, length: pages * pageSize)
-            d.buffers[UInt32(first)] = pages
-            return (first, d.poolFD)
-        }
-        do {
-            let region = try MemoryRegion.map(fileDescriptor: fd, offset: first * pageSize, length: pages * pageSize)
-            return CopyBuffer(region: region, id: UInt32(first))
-        } catch {
-            state.withLock { s in
-                s.domains[domid]?.buffers[UInt32(first)] = nil
-                s.domains[domid]?.frames.free(first, count: pages)
+            let region: MemoryRegion
+            do {
+                region = try MemoryRegion.map(fileDescriptor: d.poolFD, offset: first * pageSize, length: pages * pageSize)
+            } catch {
+                d.frames.free(first, count: pages)
+                throw .system("mmap of copy buffer frames \(first)+\(pages): \(error)", errno: ENOMEM)
             }
-            throw .system("mmap of copy buffer frames \(first)+\(pages): \(error)", errno: ENOMEM)
+            region.view.fill(0, at: 0, length: pages * pageSize)
+            d.buffers[UInt32(first)] = pages
+            return CopyBuffer(region: region, id: UInt32(first))
         }
     }
 

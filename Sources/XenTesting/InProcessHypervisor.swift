@@ -23,6 +23,14 @@ import XenStore
 /// Thread-safe: all state sits behind one mutex, taken for the length of one operation.
 /// That lock is on the notify path too, which a real platform would not accept; a double
 /// trades that for determinism.
+///
+/// ```swift
+/// let hv = try InProcessHypervisor()
+/// let guest = try hv.platform(for: hv.createDomain(name: "guest"))
+/// let (front, back) = try MockRingPeer.connect(frontend: guest, backend: hv.platform(for: .dom0),
+///                                              entrySize: 112)
+/// // run the device under test on `back.platform`, or script `back` against a frontend
+/// ```
 public final class InProcessHypervisor: Sendable {
     /// Sizes of every domain's resources.
     public struct Configuration: Sendable {
