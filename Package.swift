@@ -43,7 +43,7 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log")]
         ),
         // Test doubles and peers, shipped so device tests need no hypervisor.
-        .target(name: "XenTesting", dependencies: ["XenRing", "SharedMemory", "XenPlatform"]),
+        .target(name: "XenTesting", dependencies: ["XenRing", "SharedMemory", "XenPlatform", "XenStore", "XenLocal", "CXenLocal"]),
         // Fuzz targets as plain functions: libFuzzer runs them (scripts/fuzz.sh) and the
         // tests replay seeded inputs through them.
         .target(name: "FuzzTargets", dependencies: ["XenRing", "SharedMemory"]),
@@ -83,6 +83,7 @@ let package = Package(
         .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "XenRing", "SharedMemory"]),
         .testTarget(name: "XenLocalTests", dependencies: ["XenLocal", "XenPlatform", "XenStore", "XenRing", "SharedMemory", "CXenLocal"]),
         .testTarget(name: "URingTests", dependencies: ["URing"]),
+        .testTarget(name: "XenTestingTests", dependencies: ["XenTesting", "XenPlatform", "SharedMemory", "XenStore"]),
     ],
     swiftLanguageModes: [.v6]
 )

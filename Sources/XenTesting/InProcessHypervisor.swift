@@ -1,0 +1,367 @@
+import CXenLocal
+import Glibc
+import SharedMemory
+import Synchronization
+import XenLocal
+import XenPlatform
+import XenStore
+
+/// Several Xen domains in one process, for device unit tests: grants, event channels and
+/// xenstore with the hypervisor's checks, and no daemon (the test-double counterpart of
+/// XenLocal, after swift-nio's `NIOEmbedded` and rust-vmm's `MockSplitQueue`).
+///
+/// Each domain has a grant table in the v1 entry format (XenLocal's ``GrantEntryTable``,
+/// so mapping and copying make exactly the checks the local hypervisor and Xen make) and a
+/// memfd of pages it shares from; a mapping is a second mapping of the same pages, so a
+/// backend sees the frontend's writes. Event channels signal eventfds a worker can really
+/// wait on. xenstore is an embedded ``XenStoreServer``; each domain's connections are
+/// socketpairs attached with that domain's identity.
+///
+/// Besides the platform, it offers what a test needs to look inside: notifications sent
+/// per port, grant flags, pinned refs, and one-shot ``InProcessFault``s.
+///
+/// Thread-safe: all state sits behind one mutex, taken for the length of one operation.
+/// That lock is on the notify path too, which a real platform would not accept; a double
+/// trades that for determinism.
+///
+/// ```swift
+/// let hv = try InProcessHypervisor()
+/// let guest = try hv.platform(for: hv.createDomain(name: "guest"))
+/// let (front, back) = try MockRingPeer.connect(frontend: guest, backend: hv.platform(for: .dom0),
+///                                              entrySize: 112)
+/// // run the device under test on `back.platform`, or script `back` against a frontend
+/// ```
+public final class InProcessHypervisor: Sendable {
+    /// Sizes of every domain's resources.
+    public struct Configuration: Sendable {
+        /// Pages in each domain's memory pool (a sparse memfd): the most it can share at once.
+        public var poolPages = 4096
+        /// Entries in each domain's grant table; the first
+        /// ``GrantEntryTable/reservedEntries`` are never handed out, as on Xen.
+        public var grantEntries = 1024
+        /// Largest batch of one share, map or copy.
+        public var maxBatch = 1024
+        /// Mask each port as ``EventChannel/pending()`` hands it out, until
+        /// ``EventChannel/unmask(_:)``, as Linux's evtchn device (libxenevtchn) does; events
+        /// meanwhile are held, not lost. XenLocal never masks, hence off by default; turn it
+        /// on to prove a device unmasks every port it takes.
+        public var masksDeliveredPorts = false
+
+        public init() {}
+    }
+
+    /// The settings in force.
+    public let configuration: Configuration
+    let state: Mutex<HypervisorState>
+    /// The embedded xenstored.
+    public let xenStore: XenStoreServer
+    let toolstack: Mutex<ToolstackSession>
+
+    /// A hypervisor with dom0 and its xenstore home, and xenstored running.
+    public init(configuration: Configuration = Configuration()) throws(PlatformError) {
+        self.configuration = configuration
+        state = Mutex(HypervisorState(masksDeliveredPorts: configuration.masksDeliveredPorts))
+        do {
+            xenStore = try XenStoreServer()
+            try xenStore.start()
+        } catch {
+            throw .hypervisor("embedded xenstored: \(error)")
+        }
+        toolstack = Mutex(try ToolstackSession(server: xenStore))
+        try state.withLock { (s) throws(PlatformError) in
+            s.domains[.dom0] = try InProcessDomain(id: .dom0, name: "Domain-0", configuration: configuration)
+        }
+        try toolstack.withLock { (session) throws(PlatformError) in
+            try session.perform(.mkdir(path: Array("/local/domain/0".utf8)))
+            try session.perform(.write(path: Array("/local/domain/0/name".utf8), value: Array("Domain-0".utf8)))
+            try session.perform(.write(path: Array("/local/domain/0/domid".utf8), value: Array("0".utf8)))
+        }
+    }
+
+    deinit {
+        xenStore.stop()
+    }
+
+    // MARK: Domains
+
+    /// Creates a domain (the lowest free id unless `id` is given), introduces it to
+    /// xenstore (@introduceDomain) and lays out its home `/local/domain/<id>` as libxl does:
+    /// the home, `device` and `control` owned by dom0 and readable by the domain; `data`
+    /// owned by the domain. Another domU can read none of them.
+    @discardableResult
+    public func createDomain(name: String, id: DomainID? = nil) throws(PlatformError) -> DomainID {
+        let domid = try state.withLock { (s) throws(PlatformError) -> DomainID in
+            guard !s.domains.values.contains(where: { $0.name == name }) else {
+                throw .invalidArgument("domain '\(name)' exists")
+            }
+            let chosen: DomainID
+            if let id {
+                guard id != .dom0, id < .domidSelf, s.domains[id] == nil else {
+                    throw .invalidArgument("domain id \(id) is taken or reserved")
+                }
+                chosen = id
+            } else {
+                guard let free = (1 ..< DomainID.domidSelf).first(where: { s.domains[$0] == nil }) else {
+                    throw .invalidArgument("no free domain id")
+                }
+                chosen = free
+            }
+            s.domains[chosen] = try InProcessDomain(id: chosen, name: name, configuration: configuration)
+            return chosen
+        }
+        do {
+            try toolstack.withLock { (session) throws(PlatformError) in try session.createHome(domid, name: name) }
+        } catch {
+            _ = state.withLock { $0.domains.removeValue(forKey: domid) }
+            throw error
+        }
+        return domid
+    }
+
+    /// Destroys a domain: its ports close (their peers fall back to unbound), its grant
+    /// maps of others' pages are released, its xenstore home goes and @releaseDomain fires,
+    /// and its connections to xenstored close. Mappings others hold of its pages stay valid
+    /// until they unmap, as with XenLocal.
+    public func destroyDomain(_ domid: DomainID) throws(PlatformError) {
+        try state.withLock { (s) throws(PlatformError) in
+            guard domid != .dom0, let d = s.domains[domid] else {
+                throw .invalidArgument("no domain \(domid) to destroy")
+            }
+            for port in Array(d.ports.keys) { s.closePort(PortKey(domain: domid, port: port)) }
+            // As Xen tears down a dying domain's grant maps: its pins on others' grants go,
+            // so their frontends can end access.
+            for (handle, m) in s.mappings where m.mapper == domid {
+                s.mappings[handle] = nil
+                if let granter = s.domains[m.granter] { s.releasePins(granter, refs: m.refs[...], writable: m.writable) }
+            }
+            s.domains[domid] = nil
+        }
+        try toolstack.withLock { (session) throws(PlatformError) in
+            try session.perform(.rm(path: Array(XenStorePath.domainPath(domid).utf8)))
+            try session.perform(.release(domid: domid))
+        }
+    }
+
+    /// The ids of every domain, dom0 first.
+    public var domains: [DomainID] { state.withLock { $0.domains.keys.sorted() } }
+
+    /// The platform of domain `domid`: what a device running in that domain is given.
+    public func platform(for domid: DomainID) throws(PlatformError) -> InProcessPlatform {
+        guard state.withLock({ $0.domains[domid] != nil }) else {
+            throw .invalidArgument("no domain \(domid); create it with createDomain(name:) first")
+        }
+        return InProcessPlatform(hypervisor: self, domainID: domid)
+    }
+
+    /// A xenstore connection with an arbitrary identity (for example ``XenStoreIdentity/tool``
+    /// for a toolstack that writes both ends' device nodes).
+    public func connectXenStore(as identity: XenStoreIdentity) throws(PlatformError) -> XenStoreClient {
+        var fds: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
+            throw .system("socketpair", errno: errno)
+        }
+        xenStore.attach(fileDescriptor: fds[0], identity: identity)
+        do {
+            return try XenStoreClient(transport: SocketPairTransport(fileDescriptor: fds[1]))
+        } catch {
+            throw .hypervisor("xenstore client for \(identity): \(error)")
+        }
+    }
+
+    // MARK: Test hooks
+
+    /// Queues a one-shot fault; it fires on the next operation it matches.
+    public func inject(_ fault: InProcessFault) {
+        state.withLock { $0.faults.append(fault) }
+    }
+
+    /// Faults queued and not yet fired, oldest first.
+    public var pendingFaults: [InProcessFault] { state.withLock { $0.faults } }
+
+    /// Notifications sent from `port` of `domain` (successful EVTCHNOP_send calls,
+    /// including those dropped because the port was not yet bound).
+    public func notificationCount(domain: DomainID, port: EventPort) -> Int {
+        state.withLock { $0.notifications[PortKey(domain: domain, port: port)] ?? 0 }
+    }
+
+    /// The flags of grant entry `ref` of `domain` as they stand, or nil if out of range.
+    public func grantFlags(domain: DomainID, ref: GrantRef) -> GrantFlags? {
+        state.withLock { s in
+            guard let d = s.domains[domain], ref < d.grants.count else { return nil }
+            return d.grants.flags(ref)
+        }
+    }
+
+    /// The grant table of `domain` as the domain itself sees it: a test acting as a
+    /// hostile guest may rewrite entries (flags, domid, frame) under a mapper's feet.
+    public func grantEntryTable(of domain: DomainID) -> GrantEntryTable? {
+        state.withLock { $0.domains[domain]?.grants }
+    }
+
+    /// Refs of `domain` currently pinned by a mapping, ascending.
+    public func pinnedRefs(of domain: DomainID) -> [GrantRef] {
+        state.withLock { $0.domains[domain]?.pins.keys.sorted() ?? [] }
+    }
+
+    /// Mappings not yet unmapped, across all domains.
+    public var liveMappings: Int { state.withLock { $0.mappings.count } }
+
+    /// Ports of `domain` that are open, ascending.
+    public func openPorts(of domain: DomainID) -> [EventPort] {
+        state.withLock { $0.domains[domain]?.ports.keys.sorted() ?? [] }
+    }
+
+    /// The peer of `port` of `domain` once bound: (domain, port), or nil while unbound.
+    public func peer(of port: EventPort, domain: DomainID) -> (domain: DomainID, port: EventPort)? {
+        state.withLock { s in
+            s.domains[domain]?.ports[port]?.peer.map { ($0.domain, $0.port) }
+        }
+    }
+}
+
+/// A (domain, port) pair: one end of an event channel.
+struct PortKey: Hashable, Sendable {
+    var domain: DomainID
+    var port: EventPort
+}
+
+/// Everything the hypervisor knows, guarded by its mutex.
+struct HypervisorState: ~Copyable {
+    let masksDeliveredPorts: Bool
+    var domains: [DomainID: InProcessDomain] = [:]
+    /// Live grant mappings by handle.
+    var mappings: [UInt64: MappingRecord] = [:]
+    var nextMappingHandle: UInt64 = 1
+    /// Open event-channel handles by id.
+    var eventHandles: [UInt64: EventHandleRecord] = [:]
+    var nextEventHandle: UInt64 = 1
+    var notifications: [PortKey: Int] = [:]
+    var faults: [InProcessFault] = []
+
+    init(masksDeliveredPorts: Bool) {
+        self.masksDeliveredPorts = masksDeliveredPorts
+    }
+
+    /// Removes and returns the first queued fault `match` accepts.
+    mutating func takeFault<T>(_ match: (InProcessFault) -> T?) -> T? {
+        for (i, fault) in faults.enumerated() {
+            if let hit = match(fault) {
+                faults.remove(at: i)
+                return hit
+            }
+        }
+        return nil
+    }
+}
+
+/// One live mapping: who mapped which refs of whom.
+struct MappingRecord {
+    var mapper: DomainID
+    var granter: DomainID
+    var refs: [GrantRef]
+    var writable: Bool
+}
+
+/// One domain's memory, grants and ports; touched only under the hypervisor's mutex.
+final class InProcessDomain {
+    let id: DomainID
+    let name: String
+    /// The domain's pages: frame N is page N of this memfd.
+    let pool: MemoryRegion
+    let poolFD: Int32
+    let tableMemory: MemoryRegion
+    let grants: GrantEntryTable
+    var frames: UnitAllocator
+    var refs: UnitAllocator
+    /// Shared runs by their first frame: the refs that grant them.
+    var shares: [UInt32: [GrantRef]] = [:]
+    /// Copy buffers by id (their first frame): their length in pages.
+    var buffers: [UInt32: Int] = [:]
+    /// Mappers' pins on this domain's grants: ref -> (readers, writers).
+    var pins: [GrantRef: (readers: Int, writers: Int)] = [:]
+    var ports: [EventPort: PortRecord] = [:]
+    var nextPort: EventPort = 1
+
+    init(id: DomainID, name: String, configuration: InProcessHypervisor.Configuration) throws(PlatformError) {
+        self.id = id
+        self.name = name
+        guard configuration.poolPages > 0, configuration.grantEntries > Int(GrantEntryTable.reservedEntries) else {
+            throw .invalidArgument("pool of \(configuration.poolPages) pages, \(configuration.grantEntries) grant entries")
+        }
+        do {
+            pool = try MemoryRegion.memfd(name: "xentesting-d\(id)-pool", pages: configuration.poolPages)
+            let tablePages = (configuration.grantEntries * GrantEntryTable.entrySize + pageSize - 1) / pageSize
+            tableMemory = try MemoryRegion.anonymous(pages: tablePages)
+        } catch {
+            throw .system("memory for d\(id): \(error)", errno: ENOMEM)
+        }
+        guard let fd = pool.fileDescriptor else { throw .system("memfd for d\(id) has no descriptor", errno: EBADF) }
+        poolFD = fd
+        // Exactly the configured entries, not the page-rounded memory behind them.
+        do {
+            grants = GrantEntryTable(view: try tableMemory.view.slice(offset: 0, length: configuration.grantEntries * GrantEntryTable.entrySize))
+        } catch {
+            throw .invalidArgument("grant table of \(configuration.grantEntries) entries: \(error)")
+        }
+        frames = UnitAllocator(count: configuration.poolPages)
+        refs = UnitAllocator(count: Int(grants.count) - Int(GrantEntryTable.reservedEntries),
+                             base: Int(GrantEntryTable.reservedEntries))
+    }
+
+    var poolPages: Int { frames.capacity }
+
+    /// The view of `count` pages from `frame`, if inside the pool.
+    func pages(at frame: UInt32, count: Int) -> SharedView? {
+        try? pool.view.slice(offset: Int(frame) * pageSize, length: count * pageSize)
+    }
+
+    func allocatePort() -> EventPort {
+        while ports[nextPort] != nil || nextPort == 0 { nextPort &+= 1 }
+        defer { nextPort &+= 1 }
+        return nextPort
+    }
+}
+
+/// First-fit allocator of runs of consecutive units (pool frames, grant refs).
+struct UnitAllocator {
+    private var used: [Bool]
+    let base: Int
+
+    init(count: Int, base: Int = 0) {
+        used = [Bool](repeating: false, count: max(count, 0))
+        self.base = base
+    }
+
+    var capacity: Int { used.count }
+
+    /// The first of `n` free consecutive units, now taken, or nil.
+    mutating func allocate(_ n: Int) -> Int? {
+        guard n > 0, n <= used.count else { return nil }
+        var start = 0
+        while start + n <= used.count {
+            if let taken = (start ..< start + n).last(where: { used[$0] }) {
+                start = taken + 1
+                continue
+            }
+            for i in start ..< start + n { used[i] = true }
+            return start + base
+        }
+        return nil
+    }
+
+    /// `n` free units, not necessarily consecutive, or none.
+    mutating func allocateScattered(_ n: Int) -> [Int]? {
+        var taken: [Int] = []
+        for i in used.indices where !used[i] {
+            taken.append(i)
+            if taken.count == n { break }
+        }
+        guard taken.count == n else { return nil }
+        for i in taken { used[i] = true }
+        return taken.map { $0 + base }
+    }
+
+    mutating func free(_ unit: Int, count n: Int = 1) {
+        for i in (unit - base) ..< (unit - base + n) where used.indices.contains(i) { used[i] = false }
+    }
+}
