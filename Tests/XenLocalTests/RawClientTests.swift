@@ -1,0 +1,141 @@
+import CXenLocal
+import Foundation
+import Testing
+import XenLocal
+import XenPlatform
+
+/// A client that speaks the socket protocol by hand, bypassing LocalPlatform's own checks:
+/// the hypervisor must enforce everything itself.
+final class RawClient {
+    let fd: Int32
+    init(path: String) throws {
+        fd = xl_connect_unix(path)
+        try #require(fd >= 0, "connect \(path): \(-fd)")
+    }
+    deinit { close(fd) }
+
+    func send(_ bytes: [UInt8]) {
+        _ = bytes.withUnsafeBytes { xl_send_with_fds(fd, $0.baseAddress, $0.count, nil, 0) }
+    }
+
+    /// One reply, or nil if the hypervisor closed the connection.
+    func receive() -> (HypervisorMessage, fds: [Int32])? {
+        var fds: [Int32] = []
+        func read(_ n: Int) -> [UInt8]? {
+            var out = [UInt8](repeating: 0, count: n)
+            var got = 0
+            while got < n {
+                var r = [Int32](repeating: -1, count: 16)
+                var count: Int32 = 0
+                let k = out.withUnsafeMutableBytes { b in r.withUnsafeMutableBufferPointer { xl_recv_with_fds(fd, b.baseAddress! + got, n - got, $0.baseAddress, 16, &count) } }
+                fds += r[0..<Int(count)]
+                if k <= 0 { return nil }
+                got += k
+            }
+            return out
+        }
+        guard let header = read(16), let h = try? HypervisorMessage.decodeHeader(header),
+              let payload = read(h.length) else { return nil }
+        return (HypervisorMessage(kind: h.kind, tag: h.tag, status: h.status, payload: payload), fds)
+    }
+
+    func call(_ kind: HypervisorMessage.Kind, _ payload: [UInt8]) -> HypervisorMessage? {
+        send(HypervisorMessage(kind: kind, tag: 7, payload: payload).encoded())
+        guard let (reply, fds) = receive() else { return nil }
+        for f in fds { close(f) }
+        return reply
+    }
+}
+
+@Suite struct RawClientTests {
+    func mapRequest(domain: DomainID, refs: [GrantRef], writable: Bool) -> [UInt8] {
+        var w = PayloadWriter()
+        w.u16(domain)
+        w.u8(writable ? 1 : 0)
+        w.u8(0)
+        w.u32(UInt32(refs.count))
+        for r in refs { w.u32(r) }
+        return w.bytes
+    }
+
+    @Test func theHypervisorNotTheLibraryEnforcesGrants() async throws {
+        let fx = try HypervisorFixture()
+        defer { fx.stop() }
+        let (id, guest) = try await fx.createDomain("guest")
+        let (otherID, _) = try await fx.createDomain("other")
+        let toOther = try guest.grantTable.share(pages: 1, with: otherID, writable: true)
+        let toDom0 = try guest.grantTable.share(pages: 1, with: 0, writable: false)
+
+        // Domain "other" asks, by hand, for a mapping of a page granted to it.
+        let other = try RawClient(path: LocalHypervisor.socketPath(stateDirectory: fx.directory, domain: "other"))
+        let denied = try #require(other.call(.map, mapRequest(domain: id, refs: toOther.refs, writable: true)))
+        #expect(denied.status == Int32(GrantStatus.permissionDenied.rawValue))
+        // It cannot create or destroy domains either.
+        #expect(other.call(.domainCreate, Array("sneaky".utf8))?.status == EPERM)
+        var w = PayloadWriter()
+        w.u16(id)
+        #expect(other.call(.domainDestroy, w.bytes)?.status == EPERM)
+        // Nor end access to pages of another domain: its end-access names its own frames.
+        var e = PayloadWriter()
+        e.u32(UInt32(toOther.token))
+        #expect(other.call(.endAccess, e.bytes)?.status == ENOENT)
+
+        // Dom0, by hand: write access to a read-only grant, a ref past the table.
+        let dom0 = try RawClient(path: LocalHypervisor.socketPath(stateDirectory: fx.directory))
+        #expect(dom0.call(.map, mapRequest(domain: id, refs: toDom0.refs, writable: true))?.status == Int32(GrantStatus.generalError.rawValue))
+        #expect(dom0.call(.map, mapRequest(domain: id, refs: [5000], writable: false))?.status == Int32(GrantStatus.badGrantRef.rawValue))
+        // A count that claims more refs than the payload holds.
+        var lying = PayloadWriter()
+        lying.u16(id); lying.u8(0); lying.u8(0); lying.u32(1000); lying.u32(8)
+        let truncated = try #require(dom0.call(.map, lying.bytes))
+        #expect(truncated.status == EINVAL)
+        #expect(String(decoding: truncated.payload, as: UTF8.self).contains("count"))
+        // The library's own view is unchanged: the read-only grant is not busy.
+        try guest.grantTable.endAccess(toDom0)
+    }
+
+    @Test func malformedTrafficClosesOnlyThatConnection() async throws {
+        let fx = try HypervisorFixture()
+        defer { fx.stop() }
+        let (_, guest) = try await fx.createDomain("guest")
+        let bad = try RawClient(path: LocalHypervisor.socketPath(stateDirectory: fx.directory, domain: "guest"))
+        // Unknown message type 99.
+        var w = PayloadWriter()
+        w.u32(99); w.u32(1); w.u32(0); w.u32(0)
+        bad.send(w.bytes)
+        #expect(bad.receive() == nil, "the hypervisor hangs up on an unknown type")
+        // A payload length over the limit.
+        let big = try RawClient(path: LocalHypervisor.socketPath(stateDirectory: fx.directory, domain: "guest"))
+        var h = PayloadWriter()
+        h.u32(HypervisorMessage.Kind.share.rawValue); h.u32(1); h.u32(UInt32.max); h.u32(0)
+        big.send(h.bytes)
+        #expect(big.receive() == nil)
+        // A client that sends half a header and stalls does not stall anyone else.
+        let stalled = try RawClient(path: LocalHypervisor.socketPath(stateDirectory: fx.directory))
+        stalled.send([1, 0, 0])
+        let pages = try guest.grantTable.share(pages: 1, with: 0, writable: true)
+        try guest.grantTable.endAccess(pages)
+        #expect(try fx.dom0().listDomains().count == 2)
+        // Hello with a version we do not speak.
+        let old = try RawClient(path: LocalHypervisor.socketPath(stateDirectory: fx.directory))
+        var v = PayloadWriter()
+        v.u32(99)
+        #expect(old.call(.hello, v.bytes)?.status == EPROTO)
+    }
+
+    @Test func protocolHeaderDecodingNamesWhatIsWrong() {
+        #expect(throws: HypervisorProtocolError.unknownType(0)) { _ = try HypervisorMessage.decodeHeader([UInt8](repeating: 0, count: 16)) }
+        var w = PayloadWriter()
+        w.u32(1); w.u32(1); w.u32(UInt32(HypervisorMessage.maxPayload + 1)); w.u32(0)
+        #expect(throws: HypervisorProtocolError.payloadTooLarge(HypervisorMessage.maxPayload + 1, limit: HypervisorMessage.maxPayload)) {
+            _ = try HypervisorMessage.decodeHeader(w.bytes)
+        }
+        #expect(throws: HypervisorProtocolError.truncated(field: "status", needed: 4, available: 0)) {
+            _ = try HypervisorMessage.decodeHeader(Array(w.bytes[0..<12]))
+        }
+        let m = HypervisorMessage(kind: .copy, tag: 9, status: -3, payload: [1, 2, 3])
+        let e = m.encoded()
+        let h = try? HypervisorMessage.decodeHeader(Array(e[0..<16]))
+        #expect(h?.kind == .copy && h?.tag == 9 && h?.status == -3 && h?.length == 3)
+    }
+}
