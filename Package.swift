@@ -67,8 +67,9 @@ let package = Package(
         .executableTarget(
             name: "xensplit-bench",
             dependencies: [
-                "SharedMemory", "XenRing", "Blkif", "CRingReference", "URing", "XenStore", "XenTesting",
+                "SharedMemory", "XenRing", "Blkif", "CRingReference", "URing", "XenStore", "XenTesting", "XenLocal", "XenPlatform",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
 

@@ -13,6 +13,8 @@ usage: xensplit-bench SUITE [--runs N] [--quick]
 Suites (each compares against a reference measured in the same run):
   ring      Swift rings vs Xen's C io/ring.h macros: blkif ring, two pinned threads,
             busy-poll and eventfd notification, queue depth 1 and 32
+  platform  local hypervisor: grant map+unmap/s and 4 KiB grant copies/s (no reference);
+            event-channel notify-to-wakeup between two processes vs the C ring's eventfd
   uring     our io_uring engine vs fio's io_uring engine on the same file: 4 KiB random
             read QD1/QD32, 128 KiB sequential write, in /dev/shm and O_DIRECT under /tmp
             (its own options: xensplit-bench uring --help)
@@ -83,6 +85,8 @@ do {
     switch suite {
     case "ring":
         try RingBench(runs: runs, quick: quick, onlyMode: only).run()
+    case "platform":
+        try PlatformBench(runs: runs, quick: quick).run()
     default:
         warn("xensplit-bench: unknown suite '\(suite)'\n\(usage)")
         exit(2)

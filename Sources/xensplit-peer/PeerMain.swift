@@ -8,7 +8,8 @@ import XenTesting
 // A scripted second process for multi-process tests of the local hypervisor. Each mode
 // prints one status line on stdout that the test reads, and exits 0 only on success.
 //
-//   ring-front STATE_DIR DOMAIN PAGES COUNT   share PAGES with dom0, offer a port, print
+//   ring-front STATE_DIR DOMAIN PAGES COUNT [DEPTH]
+//                                             share PAGES with dom0, offer a port, print
 //                                             "READY ref,ref,... port", run a frontend
 //   ring-back STATE_DIR DOMID REFS PORT COUNT map REFS of DOMID, bind PORT, run a backend
 //   map-and-hold STATE_DIR DOMID REFS         map REFS writable, print "MAPPED", sleep
@@ -18,8 +19,9 @@ struct Peer {
         let a = CommandLine.arguments
         do {
             switch a.count > 1 ? a[1] : "" {
-            case "ring-front" where a.count == 6:
-                try ringFront(stateDir: a[2], domain: a[3], pages: Int(a[4])!, count: UInt64(a[5])!)
+            case "ring-front" where a.count == 6 || a.count == 7:
+                try ringFront(stateDir: a[2], domain: a[3], pages: Int(a[4])!, count: UInt64(a[5])!,
+                              depth: a.count == 7 ? UInt32(a[6])! : 32)
             case "ring-back" where a.count == 7:
                 try ringBack(stateDir: a[2], domid: DomainID(a[3])!, refs: a[4].split(separator: ",").map { GrantRef($0)! },
                              port: EventPort(a[5])!, count: UInt64(a[6])!)
@@ -46,7 +48,7 @@ struct Peer {
         text.withUTF8 { _ = write(1, $0.baseAddress, $0.count) }
     }
 
-    static func ringFront(stateDir: String, domain: String, pages: Int, count: UInt64) throws {
+    static func ringFront(stateDir: String, domain: String, pages: Int, count: UInt64, depth: UInt32) throws {
         let platform = try LocalPlatform(stateDirectory: stateDir, domain: domain)
         let shared = try platform.grantTable.share(pages: pages, with: 0, writable: true)
         let ring = try SharedRing(memory: shared.view, pages: pages, entrySize: RingExchange.blkifEntrySize)
@@ -54,7 +56,7 @@ struct Peer {
         let events = try platform.openEventChannel()
         let port = try events.allocateUnbound(remote: 0)
         say("READY \(shared.refs.map(String.init).joined(separator: ",")) \(port)")
-        let done = try RingExchange.blkifFrontend(ring: ring, count: count, depth: 32,
+        let done = try RingExchange.blkifFrontend(ring: ring, count: count, depth: depth,
                                                   signal: EventChannelSignal(channel: events, port: port))
         // The backend has unmapped when it exits; wait for that before ending access.
         while !(try endAccessUnlessBusy(platform, shared)) { usleep(10_000) }
