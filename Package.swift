@@ -63,7 +63,7 @@ let package = Package(
             ]
         ),
         // A scripted second process for the local hypervisor's multi-process tests.
-        .executableTarget(name: "xensplit-peer", dependencies: ["XenLocal", "XenPlatform", "XenRing", "XenTesting", "SharedMemory"]),
+        .executableTarget(name: "xensplit-peer", dependencies: ["XenLocal", "XenPlatform", "XenRing", "XenTesting", "SharedMemory", "XenStore"]),
         .executableTarget(
             name: "xensplit-bench",
             dependencies: [

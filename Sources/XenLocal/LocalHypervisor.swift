@@ -31,6 +31,8 @@ public final class LocalHypervisor: @unchecked Sendable {
     public let configuration: Configuration
     let logger: Logger
     let xenstore: XenStoreServer
+    /// The embedded xenstored, for attaching a domain's xenstore ring.
+    public var xenStoreServer: XenStoreServer { xenstore }
     var domains: [DomainID: LocalDomain] = [:]
     var connections: [Int32: HypervisorConnection] = [:]
     var dom0Listener: Int32 = -1

@@ -139,7 +139,7 @@ public protocol RingSignal {
 }
 
 /// Busy polling: no notifications at all.
-public struct BusyPoll: RingSignal {
+public struct BusyPoll: RingSignal, Sendable {
     public static var sleeps: Bool { false }
     public init() {}
     public func notify() {}
@@ -147,7 +147,7 @@ public struct BusyPoll: RingSignal {
 }
 
 /// A pair of eventfds: kick the peer's, sleep on ours (blocking read).
-public struct EventFDSignal: RingSignal {
+public struct EventFDSignal: RingSignal, Sendable {
     public static var sleeps: Bool { true }
     let notifyFD: Int32
     let waitFD: Int32
@@ -170,7 +170,7 @@ public struct EventFDSignal: RingSignal {
 
 /// An event-channel port of a platform: notify through it, sleep in poll() on the
 /// handle's descriptor until the port is pending.
-public struct EventChannelSignal: RingSignal {
+public struct EventChannelSignal: RingSignal, Sendable {
     public static var sleeps: Bool { true }
     let channel: any EventChannel
     let port: EventPort

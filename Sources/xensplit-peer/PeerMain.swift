@@ -4,6 +4,8 @@ import XenLocal
 import XenPlatform
 import XenRing
 import XenTesting
+import XenStore
+import Synchronization
 
 // A scripted second process for multi-process tests of the local hypervisor. Each mode
 // prints one status line on stdout that the test reads, and exits 0 only on success.
@@ -13,6 +15,9 @@ import XenTesting
 //                                             "READY ref,ref,... port", run a frontend
 //   ring-back STATE_DIR DOMID REFS PORT COUNT map REFS of DOMID, bind PORT, run a backend
 //   map-and-hold STATE_DIR DOMID REFS         map REFS writable, print "MAPPED", sleep
+//   xenstore-ring STATE_DIR DOMAIN            share a xenstore ring page with dom0, offer
+//                                             a port, print "READY ref port", then use
+//                                             xenstore over the ring and print "OK ..."
 @main
 struct Peer {
     static func main() {
@@ -25,6 +30,8 @@ struct Peer {
             case "ring-back" where a.count == 7:
                 try ringBack(stateDir: a[2], domid: DomainID(a[3])!, refs: a[4].split(separator: ",").map { GrantRef($0)! },
                              port: EventPort(a[5])!, count: UInt64(a[6])!)
+            case "xenstore-ring" where a.count == 4:
+                try xenstoreRing(stateDir: a[2], domain: a[3])
             case "map-and-hold" where a.count == 5:
                 let platform = try LocalPlatform(stateDirectory: a[2])
                 let m = try platform.grantMapper.map(a[4].split(separator: ",").map { GrantRef($0)! },
@@ -61,6 +68,47 @@ struct Peer {
         // The backend has unmapped when it exits; wait for that before ending access.
         while !(try endAccessUnlessBusy(platform, shared)) { usleep(10_000) }
         say("DONE \(done)")
+    }
+
+    static func xenstoreRing(stateDir: String, domain: String) throws {
+        let platform = try LocalPlatform(stateDirectory: stateDir, domain: domain)
+        let page = try platform.grantTable.share(pages: 1, with: 0, writable: true)
+        let events = try platform.openEventChannel()
+        let port = try events.allocateUnbound(remote: 0)
+        say("READY \(page.refs[0]) \(port)")
+        let signal = EventChannelSignal(channel: events, port: port)
+        let transport = XenStoreRingTransport(
+            interface: try XenstoreRingInterface(memory: page.view), memoryOwner: page.region,
+            notify: { signal.notify() }, wait: { signal.wait(); return true })
+        let client = try XenStoreClient(transport: transport)
+        let done = DispatchSemaphore(value: 0)
+        let result = Mutex<String>("")
+        Task {
+            do {
+                // Relative paths resolve to this domain's home, as for any guest.
+                try await client.write("data/ring", "over-the-ring")
+                let value = try await client.readString("data/ring")
+                let listing = try await client.directory("data")
+                let watch = try await client.watch("data/ring")
+                var it = watch.makeAsyncIterator()
+                _ = await it.next()   // the event a new watch fires once
+                try await client.write("data/ring", "changed")
+                let event = await it.next()
+                // A big value crosses the 1 KiB ring in several pieces each way.
+                let big = String(repeating: "x", count: 2000)
+                try await client.write("data/big", big)
+                let bigBack = try await client.readString("data/big")
+                result.withLock { $0 = "OK \(value) \(listing.sorted().joined(separator: ",")) \(event?.path ?? "none") \(bigBack == big)" }
+            } catch {
+                result.withLock { $0 = "ERROR \(error)" }
+            }
+            done.signal()
+        }
+        done.wait()
+        say(result.withLock { $0 })
+        // The client's reader sleeps in the event channel; nothing will wake it, so leave
+        // without running its deinit.
+        exit(0)
     }
 
     /// Ends access; false while the grantee still has a page mapped.
