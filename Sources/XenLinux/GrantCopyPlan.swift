@@ -1,0 +1,113 @@
+import CXen
+import Glibc
+import SharedMemory
+import XenPlatform
+
+/// Turns ``GrantCopySegment`` values into libxengnttab's `xengnttab_grant_copy_segment_t`.
+///
+/// gntdev fails a whole IOCTL_GNTDEV_GRANT_COPY batch with EINVAL for a segment whose
+/// grant end crosses its page or that has no grant end at all, so such segments never
+/// reach it: each is answered here with the status the local hypervisor gives (Xen's
+/// GNTST_bad_copy_arg, GNTST_bad_virt_addr for an unknown local buffer), and a copy
+/// between two of our own buffers is done here, as Xen would do it for a gmfn-to-gmfn copy.
+enum GrantCopyPlan {
+    /// What becomes of one segment.
+    enum Step {
+        /// Goes to the hypervisor as this op.
+        case hypervisor(xengnttab_grant_copy_segment_t)
+        /// Both ends are our own buffers: copied in place.
+        case local(source: UnsafeRawPointer, destination: UnsafeMutableRawPointer, length: Int)
+        /// Refused before reaching Xen, with this status.
+        case refused(GrantStatus)
+    }
+
+    /// The step for `segment`, resolving local ends through `buffers` by id.
+    static func step(for segment: GrantCopySegment, buffers: [UInt32: CopyBuffer]) -> Step {
+        let length = Int(segment.length)
+        guard length > 0, length <= pageSize else { return .refused(.badCopyArgument) }
+        var op = xengnttab_grant_copy_segment_t()
+        op.len = segment.length
+        op.status = Int16(GNTST_general_error)
+        var sourceAddress: UnsafeMutableRawPointer?
+        switch resolve(segment.source, length: length, buffers: buffers) {
+        case let .failure(status): return .refused(status)
+        case let .success(.grant(domain, ref, offset)):
+            op.source.foreign.ref = ref
+            op.source.foreign.offset = offset
+            op.source.foreign.domid = domain
+            op.flags |= UInt16(CXEN_GNTCOPY_SOURCE_GREF)
+        case let .success(.address(address)):
+            op.source.virt = address
+            sourceAddress = address
+        }
+        switch resolve(segment.destination, length: length, buffers: buffers) {
+        case let .failure(status): return .refused(status)
+        case let .success(.grant(domain, ref, offset)):
+            op.dest.foreign.ref = ref
+            op.dest.foreign.offset = offset
+            op.dest.foreign.domid = domain
+            op.flags |= UInt16(CXEN_GNTCOPY_DEST_GREF)
+        case let .success(.address(address)):
+            if let sourceAddress {
+                return .local(source: UnsafeRawPointer(sourceAddress), destination: address, length: length)
+            }
+            op.dest.virt = address
+        }
+        return .hypervisor(op)
+    }
+
+    /// A resolved end: a grant, or an address in one of our buffers.
+    enum End {
+        case grant(domain: DomainID, ref: GrantRef, offset: UInt16)
+        case address(UnsafeMutableRawPointer)
+    }
+
+    static func resolve(_ endpoint: GrantCopyEndpoint, length: Int, buffers: [UInt32: CopyBuffer]) -> Result<End, GrantStatus> {
+        switch endpoint {
+        case let .grant(domain, ref, offset):
+            // grant_table.h: a grant end may not cross its page (GNTST_bad_copy_arg).
+            guard Int(offset) + length <= pageSize else { return .failure(.badCopyArgument) }
+            return .success(.grant(domain: domain, ref: ref, offset: offset))
+        case let .local(id, offset):
+            guard let buffer = buffers[id] else { return .failure(.badVirtualAddress) }
+            guard offset >= 0, offset <= buffer.region.length - length else { return .failure(.badCopyArgument) }
+            return .success(.address(buffer.view.baseAddress + offset))
+        }
+    }
+
+    /// Plans every segment: ops for the hypervisor go to `ops` (their segment's index to
+    /// `owners`), the rest get their status now. Returns how many ops were written.
+    static func prepare(_ segments: UnsafeMutableBufferPointer<GrantCopySegment>, buffers: [UInt32: CopyBuffer],
+                        ops: UnsafeMutableBufferPointer<xengnttab_grant_copy_segment_t>,
+                        owners: UnsafeMutableBufferPointer<Int>) -> Int {
+        var count = 0
+        for i in segments.indices {
+            switch step(for: segments[i], buffers: buffers) {
+            case let .hypervisor(op):
+                ops.initializeElement(at: count, to: op)
+                owners.initializeElement(at: count, to: i)
+                count += 1
+            case let .local(source, destination, length):
+                memmove(destination, source, length)
+                segments[i].status = .okay
+            case let .refused(status):
+                segments[i].status = status
+            }
+        }
+        return count
+    }
+
+    /// One op reading `length` bytes of `ref` at `offset` into `address`.
+    static func foreignSource(domain: DomainID, ref: GrantRef, offset: UInt16, into address: UnsafeMutableRawPointer,
+                              length: UInt16) -> xengnttab_grant_copy_segment_t {
+        var op = xengnttab_grant_copy_segment_t()
+        op.source.foreign.ref = ref
+        op.source.foreign.offset = offset
+        op.source.foreign.domid = domain
+        op.dest.virt = address
+        op.len = length
+        op.flags = UInt16(CXEN_GNTCOPY_SOURCE_GREF)
+        op.status = Int16(GNTST_general_error)
+        return op
+    }
+}

@@ -1,0 +1,86 @@
+import CXen
+import Glibc
+import XenPlatform
+
+/// Event channels on real Xen, over libxenevtchn (/dev/xen/evtchn). Ports bound through
+/// this handle make its descriptor readable; Linux masks a port when it delivers it, so
+/// ``unmask(_:)`` must follow ``pending()``.
+///
+/// Use one handle per thread: ``pending()`` checks readiness and then reads, and two
+/// readers on one handle could see readiness for the same single port.
+public final class LinuxEventChannel: EventChannel, @unchecked Sendable {
+    // SAFETY (@unchecked): the handle is its own synchronised owner; `fileDescriptor` is
+    // immutable.
+    let handle: LibxenHandle
+    /// Readable while a bound port is pending (xenevtchn_fd).
+    public let fileDescriptor: Int32
+
+    /// Opens /dev/xen/evtchn through libxenevtchn.
+    public init() throws(PlatformError) {
+        handle = try LibxenHandle(.evtchn)
+        let h = try handle.pointer(for: "xenevtchn_fd")
+        fileDescriptor = xenevtchn_fd(h)
+    }
+
+    deinit { close() }
+
+    public func allocateUnbound(remote: DomainID) throws(PlatformError) -> EventPort {
+        let h = try handle.pointer(for: "xenevtchn_bind_unbound_port")
+        let r = LinuxCall.retrying { xenevtchn_bind_unbound_port(h, UInt32(remote)) }
+        guard r.value >= 0 else {
+            throw .eventChannel("xenevtchn_bind_unbound_port(d\(remote)) failed", errno: r.errno)
+        }
+        return EventPort(r.value)
+    }
+
+    public func bindInterdomain(remote: DomainID, remotePort: EventPort) throws(PlatformError) -> EventPort {
+        let h = try handle.pointer(for: "xenevtchn_bind_interdomain")
+        let r = LinuxCall.retrying { xenevtchn_bind_interdomain(h, UInt32(remote), remotePort) }
+        guard r.value >= 0 else {
+            throw .eventChannel("xenevtchn_bind_interdomain(d\(remote), port \(remotePort)) failed", errno: r.errno)
+        }
+        return EventPort(r.value)
+    }
+
+    public func notify(_ port: EventPort) throws(PlatformError) {
+        let h = try handle.pointer(for: "xenevtchn_notify")
+        let r = LinuxCall.retrying { xenevtchn_notify(h, port) }
+        guard r.value == 0 else { throw .eventChannel("xenevtchn_notify(port \(port)) failed", errno: r.errno) }
+    }
+
+    public func unbind(_ port: EventPort) throws(PlatformError) {
+        let h = try handle.pointer(for: "xenevtchn_unbind")
+        let r = LinuxCall.retrying { xenevtchn_unbind(h, port) }
+        guard r.value == 0 else { throw .eventChannel("xenevtchn_unbind(port \(port)) failed", errno: r.errno) }
+    }
+
+    /// The next pending port, or nil. libxenevtchn's descriptor is blocking, so readiness
+    /// is checked with a zero-timeout poll first and xenevtchn_pending reads only when a
+    /// port is queued.
+    public func pending() throws(PlatformError) -> EventPort? {
+        let h = try handle.pointer(for: "xenevtchn_pending")
+        var fds = pollfd(fd: fileDescriptor, events: Int16(POLLIN), revents: 0)
+        let ready = LinuxCall.retrying { poll(&fds, 1, 0) }
+        guard ready.value >= 0 else { throw .system("poll(evtchn fd \(fileDescriptor))", errno: ready.errno) }
+        guard ready.value == 1 else { return nil }
+        if fds.revents & Int16(POLLERR | POLLNVAL) != 0 {
+            throw .eventChannel("evtchn descriptor \(fileDescriptor) reports revents \(fds.revents)", errno: EIO)
+        }
+        let r = LinuxCall.retrying { xenevtchn_pending(h) }
+        guard r.value >= 0 else {
+            throw .eventChannel("xenevtchn_pending failed", errno: r.errno)
+        }
+        return EventPort(r.value)
+    }
+
+    public func unmask(_ port: EventPort) throws(PlatformError) {
+        let h = try handle.pointer(for: "xenevtchn_unmask")
+        let r = LinuxCall.retrying { xenevtchn_unmask(h, port) }
+        guard r.value == 0 else { throw .eventChannel("xenevtchn_unmask(port \(port)) failed", errno: r.errno) }
+    }
+
+    /// Closes the handle; the kernel unbinds every port bound through it. Idempotent.
+    public func close() {
+        handle.close()
+    }
+}
