@@ -35,7 +35,7 @@ enum GrantCopyPlan {
             op.source.foreign.ref = ref
             op.source.foreign.offset = offset
             op.source.foreign.domid = domain
-            op.flags |= UInt16(CXEN_GNTCOPY_SOURCE_GREF)
+            op.flags |= UInt16(GNTCOPY_source_gref)
         case let .success(.address(address)):
             op.source.virt = address
             sourceAddress = address
@@ -46,7 +46,7 @@ enum GrantCopyPlan {
             op.dest.foreign.ref = ref
             op.dest.foreign.offset = offset
             op.dest.foreign.domid = domain
-            op.flags |= UInt16(CXEN_GNTCOPY_DEST_GREF)
+            op.flags |= UInt16(GNTCOPY_dest_gref)
         case let .success(.address(address)):
             if let sourceAddress {
                 return .local(source: UnsafeRawPointer(sourceAddress), destination: address, length: length)
@@ -106,7 +106,7 @@ enum GrantCopyPlan {
         op.source.foreign.domid = domain
         op.dest.virt = address
         op.len = length
-        op.flags = UInt16(CXEN_GNTCOPY_SOURCE_GREF)
+        op.flags = UInt16(GNTCOPY_source_gref)
         op.status = Int16(GNTST_general_error)
         return op
     }

@@ -57,7 +57,7 @@ public final class LinuxPlatform: Platform, @unchecked Sendable {
     /// A platform acting as the domain xenstore says we are: reads our `domid` key
     /// (relative to our home, /local/domain/N) over ``XenStoreEndpoint/choose(environment:exists:)``.
     public static func detect(xenStoreEndpoint: XenStoreEndpoint = .choose()) async throws(PlatformError) -> LinuxPlatform {
-        let client = try connect(xenStoreEndpoint)
+        let client = try connectXenStore(at: xenStoreEndpoint)
         defer { client.close() }
         let value: [UInt8]
         do { value = try await client.read("domid") } catch {
@@ -84,10 +84,11 @@ public final class LinuxPlatform: Platform, @unchecked Sendable {
     }
 
     public func connectXenStore() throws(PlatformError) -> XenStoreClient {
-        try Self.connect(xenStoreEndpoint)
+        try Self.connectXenStore(at: xenStoreEndpoint)
     }
 
-    static func connect(_ endpoint: XenStoreEndpoint) throws(PlatformError) -> XenStoreClient {
+    /// A xenstore client over `endpoint`; the error names the endpoint and errno.
+    public static func connectXenStore(at endpoint: XenStoreEndpoint) throws(PlatformError) -> XenStoreClient {
         do {
             switch endpoint {
             case let .socket(path): return try XenStoreClient(socketPath: path)

@@ -14,12 +14,6 @@
 /// a failed open would also print libxen's own line on stderr.
 struct xentoollog_logger *cxen_quiet_logger(void);
 
-/// GNTCOPY_source_gref and GNTCOPY_dest_gref (grant_table.h), as plain values.
-enum {
-    CXEN_GNTCOPY_SOURCE_GREF = GNTCOPY_source_gref,
-    CXEN_GNTCOPY_DEST_GREF = GNTCOPY_dest_gref,
-};
-
 /// Field offsets of struct xengnttab_grant_copy_segment as the C compiler lays it out,
 /// so tests can check the bytes Swift fills in against the header's layout.
 struct cxen_copy_segment_layout {
