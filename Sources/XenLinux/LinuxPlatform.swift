@@ -54,14 +54,22 @@ public final class LinuxPlatform: Platform, @unchecked Sendable {
         }
     }
 
-    /// A platform acting as the domain xenstore says we are: reads our `domid` key
-    /// (relative to our home, /local/domain/N) over ``XenStoreEndpoint/choose(environment:exists:)``.
+    /// A platform acting as the domain xenstore says we are. Through the xenbus device the
+    /// kernel's connection is our domain's, so our `domid` key (relative to our home,
+    /// /local/domain/N) names us. xenstored's socket is reachable only inside the domain
+    /// that runs xenstored, dom0, whose socket clients have no home to be relative to, so
+    /// there the platform is dom0 and xenstore must confirm /local/domain/0/domid.
     public static func detect(xenStoreEndpoint: XenStoreEndpoint = .choose()) async throws(PlatformError) -> LinuxPlatform {
+        let key: String
+        switch xenStoreEndpoint {
+        case .socket: key = "/local/domain/0/domid"
+        case .device: key = "domid"
+        }
         let client = try connectXenStore(at: xenStoreEndpoint)
         defer { client.close() }
         let value: [UInt8]
-        do { value = try await client.read("domid") } catch {
-            throw .hypervisor("xenstore read of domid via \(xenStoreEndpoint): \(error)")
+        do { value = try await client.read(key) } catch {
+            throw .hypervisor("xenstore read of \(key) via \(xenStoreEndpoint): \(error)")
         }
         return try LinuxPlatform(domainID: parseDomainID(value), xenStoreEndpoint: xenStoreEndpoint)
     }
@@ -77,6 +85,13 @@ public final class LinuxPlatform: Platform, @unchecked Sendable {
             throw .hypervisor("xenstore domid \(number) is not below DOMID_FIRST_RESERVED \(DomainID.domidFirstReserved)")
         }
         return DomainID(number)
+    }
+
+    /// Closes the gntdev and gntalloc handles. Mappings and shared pages still alive keep
+    /// working until they are unmapped, ended or dropped; new grant calls fail with EBADF.
+    public func close() {
+        (grantTable as? LinuxGrantTable)?.close()
+        (grantMapper as? LinuxGrantMapper)?.close()
     }
 
     public func openEventChannel() throws(PlatformError) -> any EventChannel {

@@ -73,9 +73,16 @@ public final class XenbusDeviceTransport: XenStoreTransport, @unchecked Sendable
             o.pending.append(contentsOf: bytes)
             var start = 0
             defer { o.pending.removeFirst(start) }
-            while let length = try Self.nextMessageLength(o.pending[start...]) {
-                try writeWhole(o.pending[start ..< start + length])
-                start += length
+            do throws(XenStoreError) {
+                while let length = try Self.nextMessageLength(o.pending[start...]) {
+                    try writeWhole(o.pending[start ..< start + length])
+                    start += length
+                }
+            } catch {
+                // The client hands over whole messages, so dropping what is buffered drops
+                // exactly the refused one and the stream stays on a message boundary.
+                start = o.pending.count
+                throw error
             }
         }
     }

@@ -114,10 +114,11 @@ struct RealXenSelfTests {
         let platform = try await LinuxPlatform.detect()
         let client = try platform.connectXenStore()
         defer { client.close() }
-        #expect(try LinuxPlatform.parseDomainID(try await client.read("domid")) == platform.domainID)
-        try await client.write("data/xensplit-selftest", "ok")
-        #expect(try await client.readString("data/xensplit-selftest") == "ok")
-        try await client.rm("data/xensplit-selftest")
+        let home = "/local/domain/\(platform.domainID)"
+        #expect(try LinuxPlatform.parseDomainID(try await client.read(home + "/domid")) == platform.domainID)
+        try await client.write(home + "/data/xensplit-selftest", "ok")
+        #expect(try await client.readString(home + "/data/xensplit-selftest") == "ok")
+        try await client.rm(home + "/data/xensplit-selftest")
     }
 
     /// Blocks until `fd` is readable. The bound only keeps a broken kernel from hanging

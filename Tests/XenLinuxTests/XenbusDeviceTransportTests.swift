@@ -99,6 +99,10 @@ private final class FakeXenbusDevice: @unchecked Sendable {
             try transport.send(tooLong)
         }
         #expect(pollPacket(device) == nil)
+        // The refused message is dropped whole; the next one goes out on its own.
+        let next = xsMessage(type: XSDSockmsgType.read.rawValue, requestID: 3, payload: Array("domid\0".utf8))
+        try transport.send(next)
+        #expect(pollPacket(device) == next)
     }
 
     @Test func closeEndsABlockedReceive() throws {
