@@ -45,14 +45,14 @@ final class LibxenHandle: @unchecked Sendable {
         let opened: LinuxCall.Outcome<OpaquePointer?>
         switch kind {
         case .gnttab:
-            opened = LinuxCall.pointer { xengnttab_open(cxen_quiet_logger(), 0) }
-            closer = { _ = xengnttab_close($0) }
+            opened = LinuxCall.gnttabOpen()
+            closer = LinuxCall.gnttabClose
         case .gntshr:
-            opened = LinuxCall.pointer { xengntshr_open(cxen_quiet_logger(), 0) }
-            closer = { _ = xengntshr_close($0) }
+            opened = LinuxCall.gntshrOpen()
+            closer = LinuxCall.gntshrClose
         case .evtchn:
-            opened = LinuxCall.pointer { xenevtchn_open(cxen_quiet_logger(), 0) }
-            closer = { _ = xenevtchn_close($0) }
+            opened = LinuxCall.evtchnOpen()
+            closer = LinuxCall.evtchnClose
         }
         guard let handle = opened.value else {
             throw kind == .evtchn

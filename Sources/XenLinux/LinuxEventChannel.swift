@@ -19,14 +19,14 @@ public final class LinuxEventChannel: EventChannel, @unchecked Sendable {
     public init() throws(PlatformError) {
         handle = try LibxenHandle(.evtchn)
         let h = try handle.pointer(for: "xenevtchn_fd")
-        fileDescriptor = xenevtchn_fd(h)
+        fileDescriptor = LinuxCall.evtchnFD(h)
     }
 
     deinit { close() }
 
     public func allocateUnbound(remote: DomainID) throws(PlatformError) -> EventPort {
         let h = try handle.pointer(for: "xenevtchn_bind_unbound_port")
-        let r = LinuxCall.retrying { xenevtchn_bind_unbound_port(h, UInt32(remote)) }
+        let r = LinuxCall.bindUnboundPort(h, remote: remote)
         guard r.value >= 0 else {
             throw .eventChannel("xenevtchn_bind_unbound_port(d\(remote)) failed", errno: r.errno)
         }
@@ -35,7 +35,7 @@ public final class LinuxEventChannel: EventChannel, @unchecked Sendable {
 
     public func bindInterdomain(remote: DomainID, remotePort: EventPort) throws(PlatformError) -> EventPort {
         let h = try handle.pointer(for: "xenevtchn_bind_interdomain")
-        let r = LinuxCall.retrying { xenevtchn_bind_interdomain(h, UInt32(remote), remotePort) }
+        let r = LinuxCall.bindInterdomain(h, remote: remote, remotePort: remotePort)
         guard r.value >= 0 else {
             throw .eventChannel("xenevtchn_bind_interdomain(d\(remote), port \(remotePort)) failed", errno: r.errno)
         }
@@ -44,13 +44,13 @@ public final class LinuxEventChannel: EventChannel, @unchecked Sendable {
 
     public func notify(_ port: EventPort) throws(PlatformError) {
         let h = try handle.pointer(for: "xenevtchn_notify")
-        let r = LinuxCall.retrying { xenevtchn_notify(h, port) }
+        let r = LinuxCall.notify(h, port)
         guard r.value == 0 else { throw .eventChannel("xenevtchn_notify(port \(port)) failed", errno: r.errno) }
     }
 
     public func unbind(_ port: EventPort) throws(PlatformError) {
         let h = try handle.pointer(for: "xenevtchn_unbind")
-        let r = LinuxCall.retrying { xenevtchn_unbind(h, port) }
+        let r = LinuxCall.unbind(h, port)
         guard r.value == 0 else { throw .eventChannel("xenevtchn_unbind(port \(port)) failed", errno: r.errno) }
     }
 
@@ -60,13 +60,15 @@ public final class LinuxEventChannel: EventChannel, @unchecked Sendable {
     public func pending() throws(PlatformError) -> EventPort? {
         let h = try handle.pointer(for: "xenevtchn_pending")
         var fds = pollfd(fd: fileDescriptor, events: Int16(POLLIN), revents: 0)
-        let ready = LinuxCall.retrying { poll(&fds, 1, 0) }
+        let ready = withUnsafeMutablePointer(to: &fds) {
+            LinuxCall.poll(UnsafeMutableBufferPointer(start: $0, count: 1), timeout: 0)
+        }
         guard ready.value >= 0 else { throw .system("poll(evtchn fd \(fileDescriptor))", errno: ready.errno) }
         guard ready.value == 1 else { return nil }
         if fds.revents & Int16(POLLERR | POLLNVAL) != 0 {
             throw .eventChannel("evtchn descriptor \(fileDescriptor) reports revents \(fds.revents)", errno: EIO)
         }
-        let r = LinuxCall.retrying { xenevtchn_pending(h) }
+        let r = LinuxCall.pending(h)
         guard r.value >= 0 else {
             throw .eventChannel("xenevtchn_pending failed", errno: r.errno)
         }
@@ -75,7 +77,7 @@ public final class LinuxEventChannel: EventChannel, @unchecked Sendable {
 
     public func unmask(_ port: EventPort) throws(PlatformError) {
         let h = try handle.pointer(for: "xenevtchn_unmask")
-        let r = LinuxCall.retrying { xenevtchn_unmask(h, port) }
+        let r = LinuxCall.unmask(h, port)
         guard r.value == 0 else { throw .eventChannel("xenevtchn_unmask(port \(port)) failed", errno: r.errno) }
     }
 

@@ -49,9 +49,8 @@ public final class LinuxGrantMapper: GrantMapper, @unchecked Sendable {
         }
         let h = try handle.pointer(for: "xengnttab_map_domain_grant_refs")
         var refArray = refs
-        let prot = writable ? PROT_READ | PROT_WRITE : PROT_READ
-        let mapped = LinuxCall.pointer {
-            xengnttab_map_domain_grant_refs(h, UInt32(refArray.count), UInt32(domain), &refArray, prot)
+        let mapped = refArray.withUnsafeMutableBufferPointer {
+            LinuxCall.mapDomainGrantRefs(h, domain: domain, refs: $0, writable: writable)
         }
         guard let base = mapped.value else {
             throw mapFailure(refs, from: domain, writable: writable, errno: mapped.errno)
@@ -87,9 +86,9 @@ public final class LinuxGrantMapper: GrantMapper, @unchecked Sendable {
     private static func release(_ entry: LiveMapping, handle: LibxenHandle) -> Int32 {
         guard let base = UnsafeMutableRawPointer(bitPattern: entry.address) else { return EINVAL }
         if let h = try? handle.pointer(for: "xengnttab_unmap") {
-            return LinuxCall.retrying { xengnttab_unmap(h, base, UInt32(entry.pages)) }.errno
+            return LinuxCall.gnttabUnmap(h, base, pages: entry.pages).errno
         }
-        return LinuxCall.retrying { munmap(base, entry.pages * pageSize) }.errno
+        return LinuxCall.munmap(base, pages: entry.pages).errno
     }
 
     /// Mappings made through this handle and not yet unmapped.
@@ -124,8 +123,8 @@ public final class LinuxGrantMapper: GrantMapper, @unchecked Sendable {
         var byte: UInt8 = 0
         return withUnsafeMutableBytes(of: &byte) { raw -> GrantStatus in
             var op = GrantCopyPlan.foreignSource(domain: domain, ref: ref, offset: 0, into: raw.baseAddress!, length: 1)
-            let r = LinuxCall.retrying { xengnttab_grant_copy(h, 1, &op) }
-            guard r.value == 0 else { return .generalError }
+            let r = withUnsafeMutablePointer(to: &op) { LinuxCall.grantCopy(h, UnsafeMutableBufferPointer(start: $0, count: 1)) }
+            guard !r.failed else { return .generalError }
             return GrantStatus(gntst: op.status)
         }
     }
@@ -161,9 +160,9 @@ public final class LinuxGrantMapper: GrantMapper, @unchecked Sendable {
                 let count = buffers.withLock { b in
                     GrantCopyPlan.prepare(segments, buffers: b.byID, ops: ops, owners: owners)
                 }
-                guard count > 0, let opsBase = ops.baseAddress else { return }
-                let r = LinuxCall.retrying { xengnttab_grant_copy(h, UInt32(count), opsBase) }
-                guard r.value == 0 else {
+                guard count > 0 else { return }
+                let r = LinuxCall.grantCopy(h, UnsafeMutableBufferPointer(rebasing: ops[..<count]))
+                guard !r.failed else {
                     throw .system("xengnttab_grant_copy(\(count) segments)", errno: r.errno)
                 }
                 for k in 0..<count {

@@ -44,8 +44,8 @@ public final class LinuxGrantTable: GrantTable, @unchecked Sendable {
         }
         let h = try handle.pointer(for: "xengntshr_share_pages")
         var refs = [GrantRef](repeating: 0, count: count)
-        let shared = LinuxCall.pointer {
-            xengntshr_share_pages(h, UInt32(grantee), Int32(count), &refs, writable ? 1 : 0)
+        let shared = refs.withUnsafeMutableBufferPointer {
+            LinuxCall.sharePages(h, grantee: grantee, refs: $0, writable: writable)
         }
         guard let base = shared.value else {
             throw .system("xengntshr_share_pages(d\(grantee), \(count) pages, \(writable ? "rw" : "ro"))", errno: shared.errno)
@@ -81,8 +81,8 @@ public final class LinuxGrantTable: GrantTable, @unchecked Sendable {
     private static func release(_ entry: LiveShare, handle: LibxenHandle) -> Int32 {
         guard let base = UnsafeMutableRawPointer(bitPattern: entry.address) else { return EINVAL }
         if let h = try? handle.pointer(for: "xengntshr_unshare") {
-            return LinuxCall.retrying { xengntshr_unshare(h, base, UInt32(entry.pages)) }.errno
+            return LinuxCall.unshare(h, base, pages: entry.pages).errno
         }
-        return LinuxCall.retrying { munmap(base, entry.pages * pageSize) }.errno
+        return LinuxCall.munmap(base, pages: entry.pages).errno
     }
 }

@@ -38,33 +38,28 @@ public final class XenbusDeviceTransport: XenStoreTransport, @unchecked Sendable
 
     /// Opens the xenbus device at `path`.
     public convenience init(path: String = XenbusDeviceTransport.defaultPath) throws(XenStoreError) {
-        let r = LinuxCall.retrying { open(path, O_RDWR | O_CLOEXEC) }
-        guard r.value >= 0 else { throw .systemCall("open(\(path))", errno: r.errno) }
+        let r = LinuxCall.open(path, O_RDWR)
+        guard !r.failed else { throw .systemCall("open(\(path))", errno: r.errno) }
         try self.init(adopting: r.value, name: path)
     }
 
     /// Takes ownership of `descriptor`, which behaves like the xenbus device (tests pass
     /// one end of a SOCK_SEQPACKET socket pair, which keeps write boundaries visible).
     public init(adopting descriptor: Int32, name: String) throws(XenStoreError) {
-        var fds: [Int32] = [-1, -1]
-        let r = LinuxCall.retrying { pipe(&fds) }
-        guard r.value == 0 else {
-            Glibc.close(descriptor)
-            throw .systemCall("pipe(xenbus wake)", errno: r.errno)
-        }
-        for end in fds {
-            _ = LinuxCall.retrying { fcntl(end, F_SETFD, FD_CLOEXEC) }
+        let wake = LinuxCall.closeOnExecPipe()
+        guard !wake.failed else {
+            LinuxCall.close(descriptor)
+            throw .systemCall("pipe(xenbus wake)", errno: wake.errno)
         }
         fd = descriptor
-        wakeRead = fds[0]
-        wakeWrite = fds[1]
+        (wakeRead, wakeWrite) = wake.value
         self.name = name
     }
 
     deinit {
-        Glibc.close(fd)
-        Glibc.close(wakeRead)
-        Glibc.close(wakeWrite)
+        LinuxCall.close(fd)
+        LinuxCall.close(wakeRead)
+        LinuxCall.close(wakeWrite)
     }
 
     public func send(_ bytes: [UInt8]) throws(XenStoreError) {
@@ -104,10 +99,8 @@ public final class XenbusDeviceTransport: XenStoreTransport, @unchecked Sendable
     private func writeWhole(_ message: ArraySlice<UInt8>) throws(XenStoreError) {
         var offset = message.startIndex
         while offset < message.endIndex {
-            let r = message.withUnsafeBytes { raw in
-                LinuxCall.retrying { write(fd, raw.baseAddress! + (offset - message.startIndex), message.endIndex - offset) }
-            }
-            guard r.value >= 0 else { throw .systemCall("write(\(name))", errno: r.errno) }
+            let r = message[offset...].withUnsafeBytes { LinuxCall.write(fd, $0) }
+            guard !r.failed else { throw .systemCall("write(\(name))", errno: r.errno) }
             offset += r.value
         }
     }
@@ -115,13 +108,13 @@ public final class XenbusDeviceTransport: XenStoreTransport, @unchecked Sendable
     public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(XenStoreError) -> Int {
         while true {
             var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
-                       pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
-            let ready = LinuxCall.retrying { poll(&fds, 2, -1) }
-            guard ready.value >= 0 else { throw .systemCall("poll(\(name))", errno: ready.errno) }
+                        pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
+            let ready = fds.withUnsafeMutableBufferPointer { LinuxCall.poll($0, timeout: -1) }
+            guard !ready.failed else { throw .systemCall("poll(\(name))", errno: ready.errno) }
             if fds[1].revents != 0 { return 0 }
             guard fds[0].revents != 0 else { continue }
-            let r = LinuxCall.retrying { read(fd, buffer.baseAddress, buffer.count) }
-            if r.value >= 0 { return r.value }
+            let r = LinuxCall.read(fd, into: buffer)
+            if !r.failed { return r.value }
             if r.errno == EAGAIN { continue }
             throw .systemCall("read(\(name))", errno: r.errno)
         }
@@ -135,7 +128,7 @@ public final class XenbusDeviceTransport: XenStoreTransport, @unchecked Sendable
             return !o.closed
         }
         guard first else { return }
-        var one: UInt8 = 1
-        _ = LinuxCall.retrying { write(wakeWrite, &one, 1) }
+        let one: UInt8 = 1
+        _ = withUnsafeBytes(of: one) { LinuxCall.write(wakeWrite, $0) }
     }
 }
