@@ -68,6 +68,13 @@ enum LinuxCall {
         return Outcome(value: (fds[0], fds[1]), errno: 0)
     }
 
+    /// fcntl(2): adds O_NONBLOCK to `fd`'s status flags.
+    static func setNonBlocking(_ fd: Int32) -> Outcome<Int32> {
+        let flags = retrying { fcntl(fd, F_GETFL) }
+        guard !flags.failed else { return flags }
+        return retrying { fcntl(fd, F_SETFL, flags.value | O_NONBLOCK) }
+    }
+
     /// poll(2) over `fds`; `timeout` in milliseconds, 0 to only check, -1 to wait.
     static func poll(_ fds: UnsafeMutableBufferPointer<pollfd>, timeout: Int32) -> Outcome<Int32> {
         retrying { Glibc.poll(fds.baseAddress, nfds_t(fds.count), timeout) }

@@ -20,6 +20,13 @@ public final class LinuxEventChannel: EventChannel, @unchecked Sendable {
         handle = try LibxenHandle(.evtchn)
         let h = try handle.pointer(for: "xenevtchn_fd")
         fileDescriptor = LinuxCall.evtchnFD(h)
+        // Only pending() reads the descriptor; non-blocking, a read that finds nothing
+        // (another reader won the race the poll cannot close) answers EAGAIN, not a hang.
+        let r = LinuxCall.setNonBlocking(fileDescriptor)
+        guard !r.failed else {
+            handle.close()
+            throw .system("fcntl(evtchn fd \(fileDescriptor), O_NONBLOCK)", errno: r.errno)
+        }
     }
 
     deinit { close() }
@@ -54,9 +61,9 @@ public final class LinuxEventChannel: EventChannel, @unchecked Sendable {
         guard r.value == 0 else { throw .eventChannel("xenevtchn_unbind(port \(port)) failed", errno: r.errno) }
     }
 
-    /// The next pending port, or nil. libxenevtchn's descriptor is blocking, so readiness
-    /// is checked with a zero-timeout poll first and xenevtchn_pending reads only when a
-    /// port is queued.
+    /// The next pending port, or nil. Never blocks: readiness is checked with a
+    /// zero-timeout poll first, xenevtchn_pending reads only when a port is queued, and
+    /// the descriptor is non-blocking besides.
     public func pending() throws(PlatformError) -> EventPort? {
         let h = try handle.pointer(for: "xenevtchn_pending")
         var fds = pollfd(fd: fileDescriptor, events: Int16(POLLIN), revents: 0)
@@ -69,6 +76,7 @@ public final class LinuxEventChannel: EventChannel, @unchecked Sendable {
             throw .eventChannel("evtchn descriptor \(fileDescriptor) reports revents \(fds.revents)", errno: EIO)
         }
         let r = LinuxCall.pending(h)
+        if r.failed && r.errno == EAGAIN { return nil }
         guard r.value >= 0 else {
             throw .eventChannel("xenevtchn_pending failed", errno: r.errno)
         }

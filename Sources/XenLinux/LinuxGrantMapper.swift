@@ -1,5 +1,6 @@
 import CXen
 import Glibc
+import Logging
 import SharedMemory
 import Synchronization
 import XenPlatform
@@ -53,7 +54,7 @@ public final class LinuxGrantMapper: GrantMapper, @unchecked Sendable {
             LinuxCall.mapDomainGrantRefs(h, domain: domain, refs: $0, writable: writable)
         }
         guard let base = mapped.value else {
-            throw mapFailure(refs, from: domain, writable: writable, errno: mapped.errno)
+            throw Self.mapFailure(refs, from: domain, writable: writable, errno: mapped.errno) { probe($0, of: domain) }
         }
         let pages = refs.count
         let id = live.insert(LiveMapping(address: UInt(bitPattern: base), pages: pages))
@@ -61,7 +62,10 @@ public final class LinuxGrantMapper: GrantMapper, @unchecked Sendable {
         // the entry out of `live` releases it.
         let region = MemoryRegion.adopting(base: base, length: pages * pageSize) { [handle, live] _, _ in
             guard let entry = live.remove(id) else { return }
-            _ = Self.release(entry, handle: handle)
+            let errno = Self.release(entry, handle: handle)
+            if errno != 0 {
+                log.error("unmap of a dropped grant mapping failed", metadata: ["domain": "\(domain)", "pages": "\(pages)", "errno": "\(errno)"])
+            }
         }
         return GrantMapping(region: region, domain: domain, refs: refs, writable: writable, handle: id)
     }
@@ -96,36 +100,38 @@ public final class LinuxGrantMapper: GrantMapper, @unchecked Sendable {
 
     /// Why a map failed. gntdev answers every GNTST failure of the map hypercall with
     /// EINVAL, dropping the status; a one-byte read copy from each ref goes through the
-    /// same grant checks in Xen (domain, ref in range, GTF_permit_access to us), so the
-    /// first ref whose probe fails gives the status Xen gave the map.
-    private func mapFailure(_ refs: [GrantRef], from domain: DomainID, writable: Bool, errno: Int32) -> PlatformError {
+    /// same grant checks in Xen (domain exists, ref in range, GTF_permit_access to us), so
+    /// the first ref whose probe fails gives the status Xen gave the map. `probe` returns
+    /// nil when it could not run at all.
+    static func mapFailure(_ refs: [GrantRef], from domain: DomainID, writable: Bool, errno: Int32,
+                           probe: (GrantRef) -> GrantStatus?) -> PlatformError {
         let call = "xengnttab_map_domain_grant_refs(d\(domain), \(refs.count) refs)"
-        guard errno == EINVAL else { return .system(call, errno: errno) }
+        guard errno == EINVAL, let first = refs.first else { return .system(call, errno: errno) }
         for ref in refs {
-            let status = probe(ref, of: domain)
+            guard let status = probe(ref) else { return .system(call, errno: errno) }
             if status != .okay {
                 return .grant(status, ref: ref, domain: domain,
                               reason: "\(call) failed with EINVAL; status from a one-byte read copy of the ref")
             }
         }
-        if writable {
-            // Xen's _set_status refuses to write-pin a GTF_readonly entry with GNTST_general_error.
-            return .grant(.generalError, ref: refs[0], domain: domain,
-                          reason: "\(call) writable failed with EINVAL though every ref is readable: a read-only grant?")
-        }
-        return .grant(.generalError, ref: refs[0], domain: domain,
-                      reason: "\(call) failed with EINVAL though every ref is readable")
+        // Every ref reads. Xen's _set_status refuses to write-pin a GTF_readonly entry with
+        // GNTST_general_error, the one refusal a read cannot see.
+        return .grant(.generalError, ref: first, domain: domain,
+                      reason: writable
+                          ? "\(call) writable failed with EINVAL though every ref reads: a read-only grant?"
+                          : "\(call) failed with EINVAL though every ref reads")
     }
 
-    /// Reads one byte of `ref` by grant copy and returns Xen's status for it.
-    private func probe(_ ref: GrantRef, of domain: DomainID) -> GrantStatus {
-        guard let h = try? handle.pointer(for: "xengnttab_grant_copy") else { return .generalError }
+    /// Reads one byte of `ref` by grant copy and returns Xen's status for it, or nil when
+    /// the copy could not be attempted.
+    private func probe(_ ref: GrantRef, of domain: DomainID) -> GrantStatus? {
+        guard let h = try? handle.pointer(for: "xengnttab_grant_copy") else { return nil }
         var byte: UInt8 = 0
-        return withUnsafeMutableBytes(of: &byte) { raw -> GrantStatus in
-            var op = GrantCopyPlan.foreignSource(domain: domain, ref: ref, offset: 0, into: raw.baseAddress!, length: 1)
+        return withUnsafeMutableBytes(of: &byte) { raw -> GrantStatus? in
+            guard let address = raw.baseAddress else { return nil }
+            var op = GrantCopyPlan.foreignSource(domain: domain, ref: ref, offset: 0, into: address, length: 1)
             let r = withUnsafeMutablePointer(to: &op) { LinuxCall.grantCopy(h, UnsafeMutableBufferPointer(start: $0, count: 1)) }
-            guard !r.failed else { return .generalError }
-            return GrantStatus(gntst: op.status)
+            return r.failed ? nil : GrantStatus(gntst: op.status)
         }
     }
 

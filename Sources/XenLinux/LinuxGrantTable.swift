@@ -1,5 +1,6 @@
 import CXen
 import Glibc
+import Logging
 import SharedMemory
 import XenPlatform
 
@@ -54,7 +55,10 @@ public final class LinuxGrantTable: GrantTable, @unchecked Sendable {
         // Dropping the pages without endAccess still unshares them, exactly once.
         let region = MemoryRegion.adopting(base: base, length: count * pageSize) { [handle, live] _, _ in
             guard let entry = live.remove(token) else { return }
-            _ = Self.release(entry, handle: handle)
+            let errno = Self.release(entry, handle: handle)
+            if errno != 0 {
+                log.error("unshare of dropped pages failed", metadata: ["grantee": "\(grantee)", "pages": "\(count)", "errno": "\(errno)"])
+            }
         }
         return SharedPages(region: region, refs: refs, grantee: grantee, writable: writable, token: token)
     }

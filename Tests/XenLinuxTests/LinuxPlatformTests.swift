@@ -9,7 +9,7 @@ import XenPlatform
         let path = "/tmp/xenlinux-tests-\(getpid())-\(name)"
         try? FileManager.default.removeItem(atPath: path)
         try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        for file in files { FileManager.default.createFile(atPath: path + "/" + file, contents: nil) }
+        for file in files { #expect(FileManager.default.createFile(atPath: path + "/" + file, contents: nil)) }
         return path
     }
 
