@@ -71,7 +71,8 @@ public final class LinuxGrantMapper: GrantMapper, @unchecked Sendable {
     }
 
     public func unmap(_ mapping: GrantMapping) throws(PlatformError) {
-        guard let entry = live.remove(mapping.handle) else {
+        let address = UInt(bitPattern: mapping.view.baseAddress)
+        guard let entry = live.remove(mapping.handle, matching: { $0.address == address }) else {
             throw .grant(.badHandle, ref: mapping.refs.first ?? 0, domain: mapping.domain,
                          reason: "mapping \(mapping.handle) is not live on this gntdev handle (unmapped already?)")
         }

@@ -66,7 +66,8 @@ public final class LinuxGrantTable: GrantTable, @unchecked Sendable {
     /// Unshares the pages: our mapping goes now; the grant ends when the grantee has
     /// unmapped (see the type's note: "still mapped" is not observable through gntalloc).
     public func endAccess(_ pages: SharedPages) throws(PlatformError) {
-        guard let entry = live.remove(pages.token) else {
+        let address = UInt(bitPattern: pages.view.baseAddress)
+        guard let entry = live.remove(pages.token, matching: { $0.address == address }) else {
             throw .invalidArgument("pages \(pages.token) (refs \(pages.refs)) are not shared through this gntalloc handle (ended already?)")
         }
         let errno = Self.release(entry, handle: handle)

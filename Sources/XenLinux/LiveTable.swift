@@ -31,6 +31,16 @@ final class LiveTable<Value: Sendable>: Sendable {
         state.withLock { $0.entries.removeValue(forKey: id) }
     }
 
+    /// Takes the entry out only if `matches` accepts it: an id handed out by another
+    /// handle's table must not release this one's entry of the same number.
+    func remove(_ id: UInt64, matching matches: (Value) -> Bool) -> Value? {
+        state.withLock { s in
+            guard let value = s.entries[id], matches(value) else { return nil }
+            s.entries[id] = nil
+            return value
+        }
+    }
+
     /// Every entry, removed.
     func removeAll() -> [UInt64: Value] {
         state.withLock { s in

@@ -101,6 +101,8 @@ public final class XenbusDeviceTransport: XenStoreTransport, @unchecked Sendable
         while offset < message.endIndex {
             let r = message[offset...].withUnsafeBytes { LinuxCall.write(fd, $0) }
             guard !r.failed else { throw .systemCall("write(\(name))", errno: r.errno) }
+            // A device that takes nothing would spin this loop forever.
+            guard r.value > 0 else { throw .systemCall("write(\(name)) took 0 bytes", errno: EIO) }
             offset += r.value
         }
     }
