@@ -127,6 +127,28 @@ struct RealXenSelfTests {
         try await client.rm(home + "/data/xensplit-selftest")
     }
 
+    @Test func theXenbusDeviceReachesTheSameXenStore() async throws {
+        // In dom0 the kernel's own xenstore connection is dom0's; in a domU it is the only way.
+        let device = XenStoreEndpoint.device(XenbusDeviceTransport.defaultPath)
+        let platform = try await LinuxPlatform.detect(xenStoreEndpoint: device)
+        let viaDefault = try await LinuxPlatform.detect()
+        #expect(platform.domainID == viaDefault.domainID)
+        let client = try platform.connectXenStore()
+        defer { client.close() }
+        let key = "data/xensplit-xenbus-selftest"
+        let watch = try await client.watch(key)
+        var events = watch.makeAsyncIterator()
+        #expect(await events.next()?.path == key)
+        try await client.write(key, "via-xenbus")
+        #expect(await events.next()?.path == key)
+        #expect(try await client.readString(key) == "via-xenbus")
+        let tx = try await client.transactionStart()
+        try await client.write(key, "in-transaction", transaction: tx)
+        try await client.transactionEnd(tx, commit: true)
+        #expect(try await client.readString(key) == "in-transaction")
+        try await client.rm(key)
+    }
+
     /// Blocks until `fd` is readable. The bound only keeps a broken kernel from hanging
     /// the run; it is not a timing assertion.
     private func waitReadable(_ fd: Int32) throws {
