@@ -14,10 +14,14 @@ import XenPlatform
     }
 
     @Test func availabilityNeedsPrivcmdOrGntdev() {
-        #expect(!LinuxPlatform.isAvailable(deviceDirectory: scratchDirectory("none", files: [])))
-        #expect(!LinuxPlatform.isAvailable(deviceDirectory: scratchDirectory("evtchn", files: ["evtchn", "xenbus"])))
-        #expect(LinuxPlatform.isAvailable(deviceDirectory: scratchDirectory("privcmd", files: ["privcmd"])))
-        #expect(LinuxPlatform.isAvailable(deviceDirectory: scratchDirectory("gntdev", files: ["gntdev"])))
+        let cases: [(String, [String], Bool)] = [
+            ("none", [], false), ("evtchn", ["evtchn", "xenbus"], false), ("privcmd", ["privcmd"], true), ("gntdev", ["gntdev"], true),
+        ]
+        for (name, files, expected) in cases {
+            let directory = scratchDirectory(name, files: files)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            #expect(LinuxPlatform.isAvailable(deviceDirectory: directory) == expected, "\(files)")
+        }
         #expect(!LinuxPlatform.isAvailable(deviceDirectory: "/nonexistent/dev/xen"))
     }
 
