@@ -19,7 +19,8 @@ private let half = pageSize / 2
 /// A domU shares a page with dom0 and offers it an event channel through xenstore, the
 /// way a split-driver frontend does; dom0 maps and grant-copies the page and signals back.
 // Both halves run only inside the real-Xen rig, started by its script in each domain.
-@Suite(.serialized)
+@Suite(.enabled(if: xenPresent && peerRole != nil, "skipped: not a half of the real-Xen peer test (XENSPLIT_XENLINUX_PEER unset or /dev/xen absent)"),
+       .serialized)
 struct RealXenPeerTests {
     @Test(.enabled(if: xenPresent && peerRole == "frontend", "runs only as the domU half of the real-Xen peer test"))
     func frontendSharesAPageWithDom0() async throws {
