@@ -75,12 +75,24 @@ enum GrantCopyPlan {
         }
     }
 
-    /// Plans every segment: ops for the hypervisor go to `ops` (their segment's index to
-    /// `owners`), the rest get their status now. Returns how many ops were written.
-    static func prepare(_ segments: UnsafeMutableBufferPointer<GrantCopySegment>, buffers: [UInt32: CopyBuffer],
+    /// Performs every segment, in array order as Xen does: ops for the hypervisor are
+    /// gathered in `ops` (their segment's index in `owners`) and handed to `submit` as one
+    /// batch, flushed early whenever a copy done here comes next, so that copy sees the
+    /// bytes earlier segments wrote. Statuses land in the segments; refused ones are set
+    /// here. A throwing `submit` stops the run, leaving later segments unset.
+    static func perform(_ segments: UnsafeMutableBufferPointer<GrantCopySegment>, buffers: [UInt32: CopyBuffer],
                         ops: UnsafeMutableBufferPointer<xengnttab_grant_copy_segment_t>,
-                        owners: UnsafeMutableBufferPointer<Int>) -> Int {
+                        owners: UnsafeMutableBufferPointer<Int>,
+                        submit: (UnsafeMutableBufferPointer<xengnttab_grant_copy_segment_t>) throws(PlatformError) -> Void)
+        throws(PlatformError) {
         var count = 0
+        func flush() throws(PlatformError) {
+            guard count > 0 else { return }
+            let batch = UnsafeMutableBufferPointer(rebasing: ops[..<count])
+            count = 0
+            try submit(batch)
+            for k in batch.indices { segments[owners[k]].status = GrantStatus(gntst: batch[k].status) }
+        }
         for i in segments.indices {
             switch step(for: segments[i], buffers: buffers) {
             case let .hypervisor(op):
@@ -88,13 +100,14 @@ enum GrantCopyPlan {
                 owners.initializeElement(at: count, to: i)
                 count += 1
             case let .local(source, destination, length):
+                try flush()
                 memmove(destination, source, length)
                 segments[i].status = .okay
             case let .refused(status):
                 segments[i].status = status
             }
         }
-        return count
+        try flush()
     }
 
     /// One op reading `length` bytes of `ref` at `offset` into `address`.

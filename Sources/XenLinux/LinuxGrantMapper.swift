@@ -164,16 +164,15 @@ public final class LinuxGrantMapper: GrantMapper, @unchecked Sendable {
             (ops: UnsafeMutableBufferPointer<xengnttab_grant_copy_segment_t>) throws(PlatformError) in
             try withUnsafeTemporaryAllocation(of: Int.self, capacity: segments.count) {
                 (owners: UnsafeMutableBufferPointer<Int>) throws(PlatformError) in
-                let count = buffers.withLock { b in
-                    GrantCopyPlan.prepare(segments, buffers: b.byID, ops: ops, owners: owners)
-                }
-                guard count > 0 else { return }
-                let r = LinuxCall.grantCopy(h, UnsafeMutableBufferPointer(rebasing: ops[..<count]))
-                guard !r.failed else {
-                    throw .system("xengnttab_grant_copy(\(count) segments)", errno: r.errno)
-                }
-                for k in 0..<count {
-                    segments[owners[k]].status = GrantStatus(gntst: ops[k].status)
+                // Buffers are never unregistered, so a snapshot (a retain, no copy) stays
+                // valid and the lock is not held across the copy.
+                let table = buffers.withLock { $0.byID }
+                try GrantCopyPlan.perform(segments, buffers: table, ops: ops, owners: owners) {
+                    (batch: UnsafeMutableBufferPointer<xengnttab_grant_copy_segment_t>) throws(PlatformError) in
+                    let r = LinuxCall.grantCopy(h, batch)
+                    guard !r.failed else {
+                        throw .system("xengnttab_grant_copy(\(batch.count) segments)", errno: r.errno)
+                    }
                 }
             }
         }

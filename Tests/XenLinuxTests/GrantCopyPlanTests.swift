@@ -1,4 +1,5 @@
 import CXen
+import Glibc
 import SharedMemory
 import Testing
 @testable import XenLinux
@@ -116,31 +117,70 @@ private func refusal(_ step: GrantCopyPlan.Step) -> GrantStatus? {
         #expect(op(GrantCopyPlan.step(for: edge, buffers: table)) != nil)
     }
 
-    @Test func aMixedBatchKeepsOrderAndAnswersTheRest() throws {
-        let table = try buffers((id: 1, pages: 1), (id: 2, pages: 1))
-        let source = table[1]!.view
-        for i in 0..<64 { source.store(UInt8(i &* 3 &+ 1), at: 100 + i) }
-        var segments = [
-            GrantCopySegment(source: .grant(domain: 4, ref: 10, offset: 0), destination: .local(buffer: 1, offset: 0), length: 16),
-            GrantCopySegment(source: .local(buffer: 1, offset: 100), destination: .local(buffer: 2, offset: 10), length: 64),
-            GrantCopySegment(source: .grant(domain: 4, ref: 11, offset: 4090), destination: .local(buffer: 1, offset: 0), length: 16),
-            GrantCopySegment(source: .local(buffer: 2, offset: 0), destination: .grant(domain: 4, ref: 12, offset: 8), length: 32),
-        ]
-        var ops = [xengnttab_grant_copy_segment_t](repeating: xengnttab_grant_copy_segment_t(), count: segments.count)
-        var owners = [Int](repeating: -1, count: segments.count)
-        let count = segments.withUnsafeMutableBufferPointer { s in
-            ops.withUnsafeMutableBufferPointer { o in
-                owners.withUnsafeMutableBufferPointer { w in GrantCopyPlan.prepare(s, buffers: table, ops: o, owners: w) }
+    /// Stands in for gntdev: copies out of a grant by filling the destination with the
+    /// ref's low byte, answers refs from 100 up with GNTST_bad_gntref, records batch sizes.
+    private final class FakeKernel {
+        var batches: [Int] = []
+
+        func submit(_ ops: UnsafeMutableBufferPointer<xengnttab_grant_copy_segment_t>) throws(PlatformError) {
+            batches.append(ops.count)
+            for k in ops.indices {
+                let fromGrant = ops[k].flags & UInt16(GNTCOPY_source_gref) != 0
+                let ref = fromGrant ? ops[k].source.foreign.ref : ops[k].dest.foreign.ref
+                guard ref < 100 else { ops[k].status = Int16(GNTST_bad_gntref); continue }
+                if fromGrant, let destination = ops[k].dest.virt {
+                    memset(destination, Int32(ref & 0xFF), Int(ops[k].len))
+                }
+                ops[k].status = Int16(GNTST_okay)
             }
         }
-        #expect(count == 2)
-        #expect(Array(owners[..<2]) == [0, 3])
-        #expect(SegmentBytes(ops[0]).sourceRef == 10 && SegmentBytes(ops[1]).destRef == 12)
-        // Untouched by the plan: the kernel fills these in.
-        #expect(segments[0].status == .generalError && segments[3].status == .generalError)
-        #expect(segments[1].status == .okay)
-        #expect(segments[2].status == .badCopyArgument)
-        #expect(table[2]!.view.bytes(at: 10, length: 64) == source.bytes(at: 100, length: 64))
+    }
+
+    private func perform(_ segments: inout [GrantCopySegment], _ table: [UInt32: CopyBuffer],
+                         submit: (UnsafeMutableBufferPointer<xengnttab_grant_copy_segment_t>) throws(PlatformError) -> Void)
+        throws(PlatformError) {
+        var ops = [xengnttab_grant_copy_segment_t](repeating: xengnttab_grant_copy_segment_t(), count: segments.count)
+        var owners = [Int](repeating: -1, count: segments.count)
+        try segments.withUnsafeMutableBufferPointer { (s: inout UnsafeMutableBufferPointer<GrantCopySegment>) throws(PlatformError) in
+            try ops.withUnsafeMutableBufferPointer { (o: inout UnsafeMutableBufferPointer<xengnttab_grant_copy_segment_t>) throws(PlatformError) in
+                try owners.withUnsafeMutableBufferPointer { (w: inout UnsafeMutableBufferPointer<Int>) throws(PlatformError) in
+                    try GrantCopyPlan.perform(s, buffers: table, ops: o, owners: w, submit: submit)
+                }
+            }
+        }
+    }
+
+    @Test func segmentsTakeEffectInArrayOrderAndEachGetsItsStatus() throws {
+        let table = try buffers((id: 1, pages: 1), (id: 2, pages: 1))
+        var segments = [
+            GrantCopySegment(source: .grant(domain: 4, ref: 10, offset: 0), destination: .local(buffer: 1, offset: 0), length: 16),
+            // Must see what segment 0 brought in, so the batch before it goes first.
+            GrantCopySegment(source: .local(buffer: 1, offset: 0), destination: .local(buffer: 2, offset: 10), length: 16),
+            GrantCopySegment(source: .grant(domain: 4, ref: 11, offset: 4090), destination: .local(buffer: 1, offset: 0), length: 16),
+            GrantCopySegment(source: .local(buffer: 2, offset: 0), destination: .grant(domain: 4, ref: 200, offset: 8), length: 32),
+            GrantCopySegment(source: .grant(domain: 4, ref: 12, offset: 0), destination: .local(buffer: 2, offset: 100), length: 8),
+        ]
+        let kernel = FakeKernel()
+        try perform(&segments, table, submit: kernel.submit)
+        #expect(kernel.batches == [1, 2])
+        #expect(segments.map(\.status) == [.okay, .okay, .badCopyArgument, .badGrantRef, .okay])
+        #expect(table[2]!.view.bytes(at: 10, length: 16) == [UInt8](repeating: 10, count: 16))
+        #expect(table[2]!.view.bytes(at: 100, length: 8) == [UInt8](repeating: 12, count: 8))
+    }
+
+    @Test func aBatchTheKernelRefusesIsThrownAndLaterSegmentsStayUnset() throws {
+        let table = try buffers((id: 1, pages: 1))
+        var segments = [
+            GrantCopySegment(source: .grant(domain: 4, ref: 10, offset: 0), destination: .local(buffer: 1, offset: 0), length: 16),
+            GrantCopySegment(source: .local(buffer: 1, offset: 0), destination: .local(buffer: 1, offset: 100), length: 16),
+            GrantCopySegment(source: .grant(domain: 4, ref: 11, offset: 0), destination: .local(buffer: 1, offset: 0), length: 16),
+        ]
+        #expect(throws: PlatformError.system("fake", errno: EFAULT)) {
+            try perform(&segments, table) { (_: UnsafeMutableBufferPointer<xengnttab_grant_copy_segment_t>) throws(PlatformError) in
+                throw .system("fake", errno: EFAULT)
+            }
+        }
+        #expect(segments.map(\.status) == [.generalError, .generalError, .generalError])
     }
 
     @Test func seededRandomSegmentsAreRefusedExactlyWhenAnEndLeavesItsRange() throws {
