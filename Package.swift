@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "XenTesting", targets: ["XenTesting"]),
         .library(name: "XenPlatform", targets: ["XenPlatform"]),
         .library(name: "XenLocal", targets: ["XenLocal"]),
+        .library(name: "XenLinux", targets: ["XenLinux"]),
         .library(name: "URing", targets: ["URing"]),
         .executable(name: "xensplit", targets: ["xensplit"]),
         .executable(name: "xensplit-bench", targets: ["xensplit-bench"]),
@@ -40,6 +41,13 @@ let package = Package(
         .target(
             name: "XenLocal",
             dependencies: ["CXenLocal", "XenPlatform", "XenStore", "SharedMemory",
+                           .product(name: "Logging", package: "swift-log")]
+        ),
+        // Real Xen: libxengnttab (gnttab and gntshr) and libxenevtchn, linked at build time.
+        .target(name: "CXen", linkerSettings: [.linkedLibrary("xengnttab"), .linkedLibrary("xenevtchn")]),
+        .target(
+            name: "XenLinux",
+            dependencies: ["CXen", "XenPlatform", "XenStore", "SharedMemory",
                            .product(name: "Logging", package: "swift-log")]
         ),
         // Test doubles and peers, shipped so device tests need no hypervisor.
@@ -85,6 +93,7 @@ let package = Package(
         .testTarget(name: "XenLocalTests", dependencies: ["XenLocal", "XenPlatform", "XenStore", "XenRing", "SharedMemory", "CXenLocal"]),
         .testTarget(name: "URingTests", dependencies: ["URing"]),
         .testTarget(name: "XenTestingTests", dependencies: ["XenTesting", "XenPlatform", "SharedMemory", "XenStore"]),
+        .testTarget(name: "XenLinuxTests", dependencies: ["XenLinux", "CXen", "XenPlatform", "XenStore", "SharedMemory"]),
     ],
     swiftLanguageModes: [.v6]
 )
