@@ -1,19 +1,5 @@
 import Synchronization
 
-/// A watch event: the path that changed (relative if the watch was) and the token.
-public struct XenStoreWatchEvent: Equatable, Sendable {
-    /// The path as xenstored reported it.
-    public var path: String
-    /// The watch's token.
-    public var token: String
-
-    /// An event.
-    public init(path: String, token: String) {
-        self.path = path
-        self.token = token
-    }
-}
-
 /// A transaction id (`tx_id`); 0 is no transaction.
 public typealias XenStoreTransactionID = UInt32
 

@@ -1,3 +1,17 @@
+/// A watch event: the path that changed (relative if the watch was) and the token.
+public struct XenStoreWatchEvent: Equatable, Sendable {
+    /// The path as xenstored reported it.
+    public var path: String
+    /// The watch's token.
+    public var token: String
+
+    /// An event.
+    public init(path: String, token: String) {
+        self.path = path
+        self.token = token
+    }
+}
+
 /// A watch as an async sequence of events. The first event is xenstored's initial one,
 /// sent as soon as the watch is set. Events are buffered without bound until consumed.
 public struct XenStoreWatch: AsyncSequence, Sendable {
