@@ -10,6 +10,9 @@ public struct XenStoreQuotas: Sendable, Equatable {
     public var watchesPerDomain = 128
     /// Open transactions per connection (`-t`, quota-transactions); one more answers ENOSPC.
     public var transactionsPerConnection = 10
+    /// Nodes one transaction may look at or change (quota-transaction-nodes): once a
+    /// transaction has touched this many, its further requests answer ENOSPC.
+    public var transactionNodes = 1024
     /// Entries in one permission list (`-A`, quota-permissions); more answers ENOSPC.
     public var permissionsPerNode = 5
     /// Replies queued but not yet delivered (quota-outstanding): past it the server stops

@@ -40,6 +40,7 @@ public final class XenStoreServer: Sendable {
     }
 
     deinit {
+        stop()
         close(wakeFD)
         close(wakeWriteFD)
     }

@@ -72,6 +72,21 @@ private func domainStore(_ quotas: XenStoreQuotas) -> (XenStoreEngine, EnginePee
         for _ in 0 ..< 5 { #expect(dom0.start() != 0) }
     }
 
+    @Test func transactionNodesIsENOSPC() {
+        var quotas = XenStoreQuotas()
+        quotas.transactionNodes = 10
+        var (_, dom0, dom5) = domainStore(quotas)
+        let tx = dom5.start()
+        // Each read of an absent node records it and the ancestors consulted.
+        var answers: [Result<String, XSDErrorCode>] = []
+        for i in 0 ..< 12 { answers.append(dom5.read("missing\(i)", tx: tx)) }
+        #expect(answers.prefix(8).allSatisfy { $0 == .failure(.enoent) })
+        #expect(answers.last == .failure(.enospc))
+        #expect(dom5.end(tx, commit: false).isOK)
+        let t0 = dom0.start()
+        for i in 0 ..< 30 { #expect(dom0.read("/missing\(i)", tx: t0) == .failure(.enoent)) }
+    }
+
     @Test func permissionsPerNodeIsENOSPC() {
         var (_, dom0, dom5) = domainStore(XenStoreQuotas())
         #expect(dom5.write("p", "x").isOK)
