@@ -189,7 +189,7 @@ public final class XenStoreEngine {
         var handled = 0
         while handled < limit {
             if c.overflowed {
-                return .close(.systemCall("watch events queued past \(64 * outputHighWater) bytes; peer not reading", errno: 105))
+                return .close(.peerNotReading(queuedBytes: c.outputBytes, limit: 64 * outputHighWater))
             }
             guard canReceive(id) else { return .more }
             let message: XenStoreMessage?

@@ -119,6 +119,20 @@ private func domainStore(_ quotas: XenStoreQuotas) -> (XenStoreEngine, EnginePee
         #expect(replies.allSatisfy { $0.payload == XSDErrorCode.enoent.payload })
     }
 
+    @Test func privilegedPeerThatNeverReadsIsDropped() {
+        let engine = XenStoreEngine(outputHighWater: 1024)
+        var writer = EnginePeer(engine, .tool)
+        var sleeper = EnginePeer(engine, .tool)
+        #expect(sleeper.watch("/busy", "t").isOK)
+        for i in 0 ..< 3000 { #expect(writer.write("/busy/k", "\(i)").isOK) }
+        guard case .close(.peerNotReading) = engine.process(sleeper.id, limit: 1) else {
+            Issue.record("expected the non-reading peer to be dropped")
+            return
+        }
+        #expect(engine.isOverflowed(sleeper.id))
+        #expect(writer.read("/busy/k") == .success("2999"))
+    }
+
     @Test func pendingWatchEventsAreBounded() {
         var quotas = XenStoreQuotas()
         quotas.pendingWatchEvents = 3
