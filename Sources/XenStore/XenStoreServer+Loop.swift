@@ -41,6 +41,27 @@ final class Loop: @unchecked Sendable {
     }
 
     func run(wakeFD: Int32, mailbox: XenStoreServer.Mailbox) {
+        serve(wakeFD: wakeFD, mailbox: mailbox)
+        shutdown()
+        let late = mailbox.state.withLock { state -> [XenStoreServer.Command] in
+            state.stopped = true
+            defer { state.commands = [] }
+            return state.commands
+        }
+        for command in late { applyStopped(command) }
+    }
+
+    /// A command that arrives after the loop ended: engine work still runs (on the
+    /// sender's thread, under the mailbox lock); descriptors handed over are closed.
+    func applyStopped(_ command: XenStoreServer.Command) {
+        switch command {
+        case let .listen(fd, _), let .socket(fd, _): close(fd)
+        case let .run(body): body(engine)
+        case .ring, .detach, .stop: break
+        }
+    }
+
+    private func serve(wakeFD: Int32, mailbox: XenStoreServer.Mailbox) {
         var busy = false
         while true {
             var fds = [pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
@@ -66,10 +87,15 @@ final class Loop: @unchecked Sendable {
             busy = false
             if fds[0].revents != 0 {
                 Syscall.drain(wakeFD)
-                let commands = mailbox.commands.withLock { list -> [XenStoreServer.Command] in defer { list = [] }; return list }
-                for command in commands {
-                    if !apply(command) {
-                        shutdown()
+                let commands = mailbox.state.withLock { state -> [XenStoreServer.Command] in
+                    defer { state.commands = [] }
+                    return state.commands
+                }
+                for (i, command) in commands.enumerated() {
+                    guard apply(command) else {
+                        // Commands queued behind the stop are handled as late ones.
+                        let rest = Array(commands[(i + 1)...])
+                        mailbox.state.withLock { $0.commands.insert(contentsOf: rest, at: 0) }
                         return
                     }
                 }

@@ -22,8 +22,10 @@ public final class XenStoreServer: Sendable {
         case stop
     }
 
+    /// Commands for the loop thread. Once the loop has ended, `stopped` is set and commands
+    /// are carried out by the sender under the lock (the engine has no other user then).
     final class Mailbox: Sendable {
-        let commands = Mutex<[Command]>([])
+        let state = Mutex<(commands: [Command], stopped: Bool)>(([], false))
     }
 
     private let mailbox = Mailbox()
@@ -46,8 +48,15 @@ public final class XenStoreServer: Sendable {
     }
 
     private func send(_ command: Command) {
-        mailbox.commands.withLock { $0.append(command) }
-        Syscall.signal(wakeWriteFD)
+        let queued = mailbox.state.withLock { state -> Bool in
+            if state.stopped {
+                loop.applyStopped(command)
+                return false
+            }
+            state.commands.append(command)
+            return true
+        }
+        if queued { Syscall.signal(wakeWriteFD) }
     }
 
     /// Listens on a Unix socket at `path` (replacing a stale one); accepted connections get

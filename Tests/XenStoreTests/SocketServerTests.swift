@@ -168,6 +168,15 @@ final class RawSocket {
         }
     }
 
+    @Test func engineStaysReachableAfterStop() async throws {
+        let server = try XenStoreServer()
+        try server.start()
+        #expect(await server.withEngine { $0.connectionCount } == 0)
+        server.stop()
+        #expect(await server.withEngine { engine in engine.introduceDomain(4) })
+        #expect(await server.withEngine { $0.isIntroduced(4) })
+    }
+
     @Test func identityHookGivesDomainConnections() async throws {
         try await withServer("identity") { server, path in
             let dom0 = try XenStoreClient(socketPath: path)
