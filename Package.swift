@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "XenStore", targets: ["XenStore"]),
         .library(name: "XenTesting", targets: ["XenTesting"]),
         .library(name: "XenPlatform", targets: ["XenPlatform"]),
+        .library(name: "XenLocal", targets: ["XenLocal"]),
         .library(name: "URing", targets: ["URing"]),
         .executable(name: "xensplit", targets: ["xensplit"]),
         .executable(name: "xensplit-bench", targets: ["xensplit-bench"]),
@@ -34,6 +35,13 @@ let package = Package(
         ),
         // Grants, event channels and xenstore as protocols; no system calls.
         .target(name: "XenPlatform", dependencies: ["SharedMemory", "XenStore"]),
+        // The local hypervisor: daemon and client, over Unix sockets, memfds and eventfds.
+        .target(name: "CXenLocal"),
+        .target(
+            name: "XenLocal",
+            dependencies: ["CXenLocal", "XenPlatform", "XenStore", "SharedMemory",
+                           .product(name: "Logging", package: "swift-log")]
+        ),
         // Test doubles and peers, shipped so device tests need no hypervisor.
         .target(name: "XenTesting", dependencies: ["XenRing", "SharedMemory", "XenPlatform"]),
         // Fuzz targets as plain functions: libFuzzer runs them (scripts/fuzz.sh) and the
@@ -49,11 +57,13 @@ let package = Package(
         .executableTarget(
             name: "xensplit",
             dependencies: [
-                "XenStore",
+                "XenStore", "XenLocal", "XenPlatform",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // A scripted second process for the local hypervisor's multi-process tests.
+        .executableTarget(name: "xensplit-peer", dependencies: ["XenLocal", "XenPlatform", "XenRing", "XenTesting", "SharedMemory"]),
         .executableTarget(
             name: "xensplit-bench",
             dependencies: [
@@ -71,6 +81,7 @@ let package = Package(
         .testTarget(name: "InteropTests", dependencies: ["Blkif", "Netif", "XenRing", "SharedMemory"],
                     exclude: ["C"]),
         .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "XenRing", "SharedMemory"]),
+        .testTarget(name: "XenLocalTests", dependencies: ["XenLocal", "XenPlatform", "XenStore", "XenRing", "SharedMemory", "CXenLocal"]),
         .testTarget(name: "URingTests", dependencies: ["URing"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,3 +1,5 @@
+import XenStore
+
 /// Everything a device needs from Xen, or from something that behaves like it: our domain
 /// id, grants both ways, event channels and xenstore. Devices take a Platform and never
 /// know whether it is real Xen (XenLinux), the local hypervisor (XenLocal) or an
@@ -11,6 +13,6 @@ public protocol Platform: AnyObject, Sendable {
     var grantMapper: any GrantMapper { get }
     /// Opens a new event-channel handle (one per worker thread).
     func openEventChannel() throws(PlatformError) -> any EventChannel
-    /// The path of the xenstore socket this domain's clients use.
-    var xenStoreSocketPath: String? { get }
+    /// A new xenstore connection acting as this domain.
+    func connectXenStore() throws(PlatformError) -> XenStoreClient
 }

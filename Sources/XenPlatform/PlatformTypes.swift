@@ -15,7 +15,7 @@ extension DomainID {
 }
 
 /// grant_table.h: GNTST_* status codes, as Xen returns them for each grant operation.
-public enum GrantStatus: Int16, Sendable, CustomStringConvertible {
+public enum GrantStatus: Int16, Error, Sendable, CustomStringConvertible {
     case okay = 0
     case generalError = -1
     case badDomain = -2

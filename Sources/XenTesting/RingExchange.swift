@@ -1,5 +1,6 @@
 import Glibc
 import SharedMemory
+import XenPlatform
 import XenRing
 
 /// A blkif-shaped frontend and backend pair driven over a ``SharedRing``, the Swift twin of
@@ -33,6 +34,14 @@ public enum RingExchange {
     /// against the outstanding set. Returns the responses seen.
     public static func blkifFrontend(ring shared: SharedRing, count: UInt64, depth: UInt32,
                                      notifyFD: Int32 = -1, waitFD: Int32 = -1) throws(Failure) -> UInt64 {
+        if waitFD < 0 { return try blkifFrontend(ring: shared, count: count, depth: depth, signal: BusyPoll()) }
+        return try blkifFrontend(ring: shared, count: count, depth: depth,
+                                 signal: EventFDSignal(notifyFD: notifyFD, waitFD: waitFD))
+    }
+
+    /// The frontend over any way of signalling the peer.
+    public static func blkifFrontend<S: RingSignal>(ring shared: SharedRing, count: UInt64, depth: UInt32,
+                                                    signal: S) throws(Failure) -> UInt64 {
         var front = FrontRing(attaching: shared, at: 0)
         let outstanding = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: Int(count / 8) + 1)
         outstanding.initialize(repeating: 0)
@@ -52,7 +61,7 @@ public enum RingExchange {
                 issued &+= 1
                 produced = true
             }
-            if produced, front.pushRequestsAndCheckNotify() { kick(notifyFD) }
+            if produced, front.pushRequestsAndCheckNotify() { signal.notify() }
             let producer: RingIndex
             do { producer = try front.checkedResponseProducer() } catch { throw .ring(error) }
             var consumed = false
@@ -65,10 +74,10 @@ public enum RingExchange {
                 completed &+= 1
                 consumed = true
             }
-            if !consumed, !produced, waitFD >= 0 {
+            if !consumed, !produced, S.sleeps {
                 let more: Bool
                 do { more = try front.finalCheckForResponses() } catch { throw .ring(error) }
-                if !more { sleepOn(waitFD) }
+                if !more { signal.wait() }
             }
         }
         return completed
@@ -78,6 +87,14 @@ public enum RingExchange {
     /// which the protocol allows and which exercises out-of-order completion.
     public static func blkifBackend(ring shared: SharedRing, count: UInt64, notifyFD: Int32 = -1,
                                     waitFD: Int32 = -1, reverseBatches: Bool = false) throws(Failure) -> UInt64 {
+        if waitFD < 0 { return try blkifBackend(ring: shared, count: count, signal: BusyPoll(), reverseBatches: reverseBatches) }
+        return try blkifBackend(ring: shared, count: count, signal: EventFDSignal(notifyFD: notifyFD, waitFD: waitFD),
+                                reverseBatches: reverseBatches)
+    }
+
+    /// The backend over any way of signalling the peer.
+    public static func blkifBackend<S: RingSignal>(ring shared: SharedRing, count: UInt64, signal: S,
+                                                   reverseBatches: Bool = false) throws(Failure) -> UInt64 {
         var back = BackRing(attaching: shared, at: 0)
         var done: UInt64 = 0
         let batch = UnsafeMutableBufferPointer<(UInt64, UInt8)>.allocate(capacity: Int(shared.size))
@@ -102,25 +119,76 @@ public enum RingExchange {
             }
             done &+= UInt64(taken)
             if taken > 0 {
-                if back.pushResponsesAndCheckNotify() { kick(notifyFD) }
-            } else if waitFD >= 0 {
+                if back.pushResponsesAndCheckNotify() { signal.notify() }
+            } else if S.sleeps {
                 let more: Bool
                 do { more = try back.finalCheckForRequests() } catch { throw .ring(error) }
-                if !more { sleepOn(waitFD) }
+                if !more { signal.wait() }
             }
         }
         return done
     }
+}
 
-    // An eventfd takes and gives 8-byte counters; a read blocks until the count is non-zero.
-    @inline(__always) static func kick(_ fd: Int32) {
-        guard fd >= 0 else { return }
-        var one: UInt64 = 1
-        while write(fd, &one, 8) < 0, errno == EINTR {}
+/// How one side of a ring exchange kicks its peer and sleeps until kicked.
+public protocol RingSignal {
+    /// False for busy polling: the side never sleeps and never needs a final check.
+    static var sleeps: Bool { get }
+    func notify()
+    func wait()
+}
+
+/// Busy polling: no notifications at all.
+public struct BusyPoll: RingSignal {
+    public static var sleeps: Bool { false }
+    public init() {}
+    public func notify() {}
+    public func wait() {}
+}
+
+/// A pair of eventfds: kick the peer's, sleep on ours (blocking read).
+public struct EventFDSignal: RingSignal {
+    public static var sleeps: Bool { true }
+    let notifyFD: Int32
+    let waitFD: Int32
+    public init(notifyFD: Int32, waitFD: Int32) {
+        self.notifyFD = notifyFD
+        self.waitFD = waitFD
     }
 
-    @inline(__always) static func sleepOn(_ fd: Int32) {
+    // An eventfd takes and gives 8-byte counters; a read blocks until the count is non-zero.
+    @inline(__always) public func notify() {
+        var one: UInt64 = 1
+        while write(notifyFD, &one, 8) < 0, errno == EINTR {}
+    }
+
+    @inline(__always) public func wait() {
         var value: UInt64 = 0
-        while read(fd, &value, 8) < 0, errno == EINTR {}
+        while read(waitFD, &value, 8) < 0, errno == EINTR {}
+    }
+}
+
+/// An event-channel port of a platform: notify through it, sleep in poll() on the
+/// handle's descriptor until the port is pending.
+public struct EventChannelSignal: RingSignal {
+    public static var sleeps: Bool { true }
+    let channel: any EventChannel
+    let port: EventPort
+    public init(channel: any EventChannel, port: EventPort) {
+        self.channel = channel
+        self.port = port
+    }
+
+    public func notify() { try? channel.notify(port) }
+
+    public func wait() {
+        while true {
+            if let p = try? channel.pending() {
+                try? channel.unmask(p)
+                return
+            }
+            var fds = pollfd(fd: channel.fileDescriptor, events: Int16(POLLIN), revents: 0)
+            _ = poll(&fds, 1, -1)
+        }
     }
 }

@@ -1,0 +1,46 @@
+// System calls Swift cannot reach directly: CMSG macros for passing descriptors over Unix
+// sockets, eventfd and epoll. One wrapper per call; errors come back as -errno.
+#ifndef XENSPLIT_CXENLOCAL_H
+#define XENSPLIT_CXENLOCAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/// sendmsg of `len` bytes with up to 16 descriptors attached. Returns bytes sent or -errno.
+ssize_t xl_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
+/// recvmsg into `buf`, collecting up to `max_fds` descriptors (close-on-exec). Returns
+/// bytes received (0 at EOF) or -errno; *nfds receives the descriptor count.
+ssize_t xl_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *nfds);
+
+/// A close-on-exec eventfd; non-blocking if `nonblocking`. Returns fd or -errno.
+int xl_eventfd(int nonblocking);
+/// Adds 1 to an eventfd's counter. Returns 0 or -errno.
+int xl_eventfd_signal(int fd);
+/// Reads and clears an eventfd's counter. Returns the count, 0 if it was zero
+/// (non-blocking fd), or -errno.
+int64_t xl_eventfd_drain(int fd);
+
+/// epoll_create1(EPOLL_CLOEXEC). Returns fd or -errno.
+int xl_epoll_create(void);
+/// Adds `fd` for input, tagging it with `tag`. Returns 0 or -errno.
+int xl_epoll_add(int epfd, int fd, uint32_t tag);
+/// Removes `fd`. Returns 0 or -errno.
+int xl_epoll_del(int epfd, int fd);
+/// Waits up to `timeout_ms` for one ready descriptor; returns 1 with *tag set, 0 if none,
+/// or -errno.
+int xl_epoll_wait_one(int epfd, int timeout_ms, uint32_t *tag);
+
+/// The peer's pid from SO_PEERCRED, or -errno.
+int xl_peer_pid(int sock);
+
+/// A listening Unix stream socket at `path` (replacing a stale one), mode 0600. fd or -errno.
+int xl_listen_unix(const char *path, int backlog);
+/// A connected Unix stream socket. fd or -errno.
+int xl_connect_unix(const char *path);
+/// accept4 with CLOEXEC and NONBLOCK. fd or -errno.
+int xl_accept(int listener);
+/// Sets O_NONBLOCK. 0 or -errno.
+int xl_set_nonblocking(int fd);
+
+#endif

@@ -1,0 +1,299 @@
+import CXenLocal
+import Foundation
+import Logging
+import SharedMemory
+import XenPlatform
+import XenStore
+
+/// The local hypervisor: grants, event channels and xenstore between ordinary processes,
+/// with the same checks Xen makes. One thread serves the hypervisor sockets; the embedded
+/// xenstored runs on its own.
+///
+/// The domain a connection acts as is decided here, by the socket it came in on:
+/// `DIR/hypervisor.socket` is dom0, `DIR/domains/NAME/hypervisor.socket` is domain NAME.
+/// Nothing a peer sends can change that.
+public final class LocalHypervisor: @unchecked Sendable {
+    // SAFETY (@unchecked): all mutable state is touched only by the loop thread, except
+    // `wakeFD`, which is written to stop it.
+
+    /// Settings for a hypervisor instance.
+    public struct Configuration: Sendable {
+        /// Where the sockets live.
+        public var stateDirectory: String
+        /// Pages in each domain's memory pool (memfd, sparse until used).
+        public var poolPages: Int = 65536
+        /// Entries in each domain's grant table.
+        public var grantEntries: Int = 32768
+
+        public init(stateDirectory: String) { self.stateDirectory = stateDirectory }
+    }
+
+    public let configuration: Configuration
+    let logger: Logger
+    let xenstore: XenStoreServer
+    var domains: [DomainID: LocalDomain] = [:]
+    var connections: [Int32: HypervisorConnection] = [:]
+    var dom0Listener: Int32 = -1
+    let wakeFD: Int32
+    var running = true
+    var nextHandle: UInt64 = 1
+
+    /// Sets up dom0, the sockets and the embedded xenstored. Call ``run()`` to serve.
+    public init(configuration: Configuration, logger: Logger = Logger(label: "xensplit.hypervisor")) throws(PlatformError) {
+        self.configuration = configuration
+        self.logger = logger
+        let dir = configuration.stateDirectory
+        do {
+            try FileManager.default.createDirectory(atPath: dir + "/domains", withIntermediateDirectories: true)
+        } catch {
+            throw .system("mkdir \(dir)/domains: \(error)", errno: EACCES)
+        }
+        let w = xl_eventfd(1)
+        guard w >= 0 else { throw .system("eventfd", errno: -w) }
+        wakeFD = w
+        do {
+            xenstore = try XenStoreServer(logger: Logger(label: "xensplit.xenstored"))
+            try xenstore.listen(path: dir + "/xenstored.socket", identity: .tool)
+            try xenstore.start()
+        } catch {
+            throw .hypervisor("xenstored: \(error)")
+        }
+        domains[0] = try LocalDomain(id: 0, name: "Domain-0", poolPages: configuration.poolPages,
+                                     grantEntries: configuration.grantEntries)
+        let l = xl_listen_unix(dir + "/hypervisor.socket", 64)
+        guard l >= 0 else { throw .system("listen on \(dir)/hypervisor.socket", errno: -l) }
+        dom0Listener = l
+        _ = xl_set_nonblocking(l)
+        logger.info("local hypervisor ready", metadata: ["state-dir": "\(dir)"])
+    }
+
+    /// The dom0 hypervisor socket path for a state directory.
+    public static func socketPath(stateDirectory: String) -> String { stateDirectory + "/hypervisor.socket" }
+    /// A domain's hypervisor socket path.
+    public static func socketPath(stateDirectory: String, domain name: String) -> String {
+        stateDirectory + "/domains/\(name)/hypervisor.socket"
+    }
+    /// The xenstore socket a domain's processes use (dom0: the one Xen's tools use too).
+    public static func xenStorePath(stateDirectory: String, domain name: String?) -> String {
+        name.map { stateDirectory + "/domains/\($0)/xenstored.socket" } ?? stateDirectory + "/xenstored.socket"
+    }
+
+    /// Asks a running ``run()`` to return. Safe from any thread.
+    public func stop() {
+        _ = xl_eventfd_signal(wakeFD)
+    }
+
+    /// Serves until ``stop()``, then closes every socket and removes the socket files.
+    public func run() {
+        while running {
+            var fds: [pollfd] = [pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0),
+                                 pollfd(fd: dom0Listener, events: Int16(POLLIN), revents: 0)]
+            var listenerDomain: [Int32: DomainID] = [dom0Listener: 0]
+            for d in domains.values where d.listener >= 0 {
+                fds.append(pollfd(fd: d.listener, events: Int16(POLLIN), revents: 0))
+                listenerDomain[d.listener] = d.id
+            }
+            for c in connections.values {
+                let events = Int16(POLLIN) | (c.outbox.isEmpty ? 0 : Int16(POLLOUT))
+                fds.append(pollfd(fd: c.fd, events: events, revents: 0))
+            }
+            let n = poll(&fds, nfds_t(fds.count), -1)
+            if n < 0 {
+                if errno == EINTR { continue }
+                logger.error("poll failed: errno \(errno)")
+                break
+            }
+            for p in fds where p.revents != 0 {
+                if p.fd == wakeFD {
+                    _ = xl_eventfd_drain(wakeFD)
+                    running = false
+                } else if let domain = listenerDomain[p.fd] {
+                    accept(on: p.fd, domain: domain)
+                } else if let c = connections[p.fd] {
+                    service(c, revents: p.revents)
+                }
+            }
+        }
+        shutdown()
+    }
+
+    func accept(on listener: Int32, domain: DomainID) {
+        while true {
+            let fd = xl_accept(listener)
+            guard fd >= 0 else { return }
+            let pid = xl_peer_pid(fd)
+            connections[fd] = HypervisorConnection(fd: fd, domain: domain, pid: pid)
+            logger.debug("connection", metadata: ["domain": "\(domain)", "pid": "\(pid)"])
+        }
+    }
+
+    func service(_ c: HypervisorConnection, revents: Int16) {
+        if revents & Int16(POLLOUT) != 0 { flush(c) }
+        if revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            var received = [Int32](repeating: -1, count: 16)
+            var count: Int32 = 0
+            let n = buffer.withUnsafeMutableBytes { b in
+                received.withUnsafeMutableBufferPointer { xl_recv_with_fds(c.fd, b.baseAddress, b.count, $0.baseAddress, 16, &count) }
+            }
+            // Clients never pass descriptors to the hypervisor; drop any they try.
+            for i in 0..<Int(count) { Glibc.close(received[i]) }
+            if n == -Int(EAGAIN) { return }
+            guard n > 0 else {
+                disconnect(c, reason: n == 0 ? "closed" : "read error \(-n)")
+                return
+            }
+            c.inbox += buffer[0..<n]
+            processInbox(c)
+        }
+    }
+
+    func processInbox(_ c: HypervisorConnection) {
+        while c.inbox.count >= HypervisorMessage.headerSize {
+            let header: (kind: HypervisorMessage.Kind, tag: UInt32, status: Int32, length: Int)
+            do {
+                header = try HypervisorMessage.decodeHeader(Array(c.inbox[0..<HypervisorMessage.headerSize]))
+            } catch {
+                disconnect(c, reason: "protocol violation: \(error)")
+                return
+            }
+            let total = HypervisorMessage.headerSize + header.length
+            guard c.inbox.count >= total else { return }
+            let payload = Array(c.inbox[HypervisorMessage.headerSize..<total])
+            c.inbox.removeFirst(total)
+            let reply = handle(header.kind, payload: payload, from: c)
+            enqueue(HypervisorMessage(kind: header.kind, tag: header.tag, status: reply.status, payload: reply.payload),
+                    fds: reply.fds, to: c)
+            if c.closed { return }
+        }
+    }
+
+    func enqueue(_ message: HypervisorMessage, fds: [Int32], to c: HypervisorConnection) {
+        // Descriptors are duplicated so they stay valid until sent, whatever happens to
+        // their owner meanwhile.
+        let owned = fds.map { dup($0) }
+        c.outbox.append(OutgoingMessage(bytes: message.encoded(), fds: owned))
+        flush(c)
+    }
+
+    func flush(_ c: HypervisorConnection) {
+        while var first = c.outbox.first {
+            let remaining = first.bytes.count - first.sent
+            let n = first.bytes.withUnsafeBytes { b in
+                let fds = first.sent == 0 ? first.fds : []
+                return fds.withUnsafeBufferPointer {
+                    xl_send_with_fds(c.fd, b.baseAddress! + first.sent, remaining, $0.baseAddress, Int32($0.count))
+                }
+            }
+            if n == -Int(EAGAIN) { return }
+            guard n > 0 else {
+                disconnect(c, reason: "write error \(-n)")
+                return
+            }
+            if first.sent == 0 {
+                first.closeDescriptors()
+                first.fds = []
+            }
+            first.sent += n
+            if first.sent == first.bytes.count {
+                c.outbox.removeFirst()
+            } else {
+                c.outbox[0] = first
+                return
+            }
+        }
+    }
+
+    /// Ends a connection: its mappings, ports and copy buffers go with it; what its
+    /// domain shared stays, since the domain outlives its processes.
+    func disconnect(_ c: HypervisorConnection, reason: String) {
+        guard !c.closed else { return }
+        c.closed = true
+        for (handle, m) in c.mappings {
+            releasePins(domain: m.domain, refs: m.refs, writable: m.writable)
+            c.mappings[handle] = nil
+        }
+        for key in c.ports { closePort(domain: key.domain, port: key.port) }
+        c.ports.removeAll()
+        if let d = domains[c.domain] {
+            for (id, pages) in c.buffers where d.buffers[id] != nil {
+                d.buffers[id] = nil
+                d.frames.free(Int(id), count: pages)
+            }
+        }
+        c.buffers.removeAll()
+        for m in c.outbox { m.closeDescriptors() }
+        c.outbox.removeAll()
+        connections[c.fd] = nil
+        Glibc.close(c.fd)
+        logger.debug("connection ended", metadata: ["domain": "\(c.domain)", "pid": "\(c.pid)", "reason": "\(reason)"])
+    }
+
+    func shutdown() {
+        for c in Array(connections.values) { disconnect(c, reason: "hypervisor stopping") }
+        for d in domains.values where d.id != 0 { closeListener(d) }
+        Glibc.close(dom0Listener)
+        unlink(Self.socketPath(stateDirectory: configuration.stateDirectory))
+        xenstore.stop()
+        logger.info("local hypervisor stopped")
+    }
+
+    func closeListener(_ d: LocalDomain) {
+        if d.listener >= 0 {
+            Glibc.close(d.listener)
+            d.listener = -1
+        }
+        if let dir = d.directory {
+            unlink(dir + "/hypervisor.socket")
+            unlink(dir + "/xenstored.socket")
+            rmdir(dir)
+        }
+    }
+}
+
+/// One client of the hypervisor and what it holds.
+final class HypervisorConnection {
+    let fd: Int32
+    let domain: DomainID
+    let pid: Int32
+    var inbox: [UInt8] = []
+    var outbox: [OutgoingMessage] = []
+    var closed = false
+    /// Grant mappings by handle.
+    var mappings: [UInt64: (domain: DomainID, refs: [GrantRef], writable: Bool)] = [:]
+    /// Event-channel ports this connection bound or allocated.
+    var ports: [(domain: DomainID, port: EventPort)] = []
+    /// Copy buffers (first frame -> pages) in its own domain's pool.
+    var buffers: [UInt32: Int] = [:]
+
+    init(fd: Int32, domain: DomainID, pid: Int32) {
+        self.fd = fd
+        self.domain = domain
+        self.pid = pid
+    }
+}
+
+struct OutgoingMessage {
+    var bytes: [UInt8]
+    var fds: [Int32]
+    var sent = 0
+    func closeDescriptors() { for fd in fds where fd >= 0 { Glibc.close(fd) } }
+}
+
+/// What a handler answers.
+struct HandlerReply {
+    var status: Int32 = 0
+    var payload: [UInt8] = []
+    var fds: [Int32] = []
+
+    static func errno(_ e: Int32, _ message: String) -> HandlerReply {
+        HandlerReply(status: e, payload: Array(message.utf8))
+    }
+
+    static func grant(_ status: GrantStatus, ref: GrantRef, _ message: String) -> HandlerReply {
+        var w = PayloadWriter()
+        w.u32(ref)
+        w.raw(Array(message.utf8))
+        return HandlerReply(status: Int32(status.rawValue), payload: w.bytes)
+    }
+}

@@ -1,0 +1,49 @@
+import XenPlatform
+import XenStore
+
+/// What `xl create` and `xl destroy` do, for the local hypervisor: the hypervisor makes
+/// the domain, the toolstack lays out its xenstore home.
+public struct LocalToolstack: Sendable {
+    /// Dom0's platform (only dom0 may create and destroy domains).
+    public let platform: LocalPlatform
+
+    public init(platform: LocalPlatform) { self.platform = platform }
+
+    /// Creates domain `name` and its xenstore home `/local/domain/ID`, laid out as libxl
+    /// does: the home and `device`, `control` readable by the domain; `data` its own.
+    public func createDomain(name: String) async throws -> DomainID {
+        let id = try platform.createDomain(name: name)
+        do {
+            let store = try platform.connectXenStore()
+            defer { store.close() }
+            let home = "/local/domain/\(id)"
+            let readOnly = [XenStorePermission(domid: 0, access: .none), XenStorePermission(domid: id, access: .read)]
+            let own = [XenStorePermission(domid: id, access: .none)]
+            try await store.withTransaction { tx in
+                try await tx.mkdir(home)
+                try await tx.setPermissions(home, readOnly)
+                try await tx.write(home + "/name", name)
+                try await tx.write(home + "/domid", "\(id)")
+                for sub in ["device", "control"] {
+                    try await tx.mkdir(home + "/" + sub)
+                    try await tx.setPermissions(home + "/" + sub, readOnly)
+                }
+                try await tx.mkdir(home + "/data")
+                try await tx.setPermissions(home + "/data", own)
+            }
+        } catch {
+            // Nothing half-made: the domain goes if its home could not be written.
+            try? platform.destroyDomain(id)
+            throw error
+        }
+        return id
+    }
+
+    /// Destroys domain `name` (its nodes, grants, memory and ports go with it).
+    public func destroyDomain(name: String) throws(PlatformError) {
+        guard let d = try platform.listDomains().first(where: { $0.name == name }), d.id != 0 else {
+            throw .invalidArgument("no domain named '\(name)'")
+        }
+        try platform.destroyDomain(d.id)
+    }
+}
