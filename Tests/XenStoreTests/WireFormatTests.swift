@@ -163,6 +163,45 @@ private func goldenLines() throws -> [GoldenLine] {
         #expect(errors.map(\.1) == XSDErrorCode.allCases.map(\.errno))
     }
 
+    @Test func protocolDocumentListsEveryType() throws {
+        // Protocols/xenstore-wire.md's type table: "| value | NAME | ..." rows.
+        let text = try String(contentsOf: repositoryRoot.appendingPathComponent("Protocols/xenstore-wire.md"), encoding: .utf8)
+        var documented: [UInt32: String] = [:]
+        for line in text.split(separator: "\n") where line.hasPrefix("|") {
+            let cells = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            if cells.count > 2, let value = UInt32(cells[0]), cells[1].allSatisfy({ $0.isUppercase || $0 == "_" }) {
+                documented[value] = cells[1]
+            }
+        }
+        #expect(documented == Dictionary(uniqueKeysWithValues: XSDSockmsgType.allCases.map { ($0.rawValue, $0.description) }))
+    }
+
+    @Test func quotaDocumentMatchesDefaults() throws {
+        // Protocols/xenstore-quotas.md: "| name | default | counted | when | reply | test |".
+        let text = try String(contentsOf: repositoryRoot.appendingPathComponent("Protocols/xenstore-quotas.md"), encoding: .utf8)
+        var rows: [String: (Int, String)] = [:]
+        for line in text.split(separator: "\n") where line.hasPrefix("|") {
+            let cells = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            if cells.count == 6, let value = Int(cells[1]) { rows[cells[0]] = (value, cells[4]) }
+        }
+        let q = XenStoreQuotas()
+        let expected: [String: (Int, String)] = [
+            "nodes per domain": (q.nodesPerDomain, "ENOSPC"),
+            "entry size": (q.entrySize, "ENOSPC"),
+            "watches per domain": (q.watchesPerDomain, "E2BIG"),
+            "transactions per connection": (q.transactionsPerConnection, "ENOSPC"),
+            "nodes per transaction": (q.transactionNodes, "ENOSPC"),
+            "permissions per node": (q.permissionsPerNode, "ENOSPC"),
+            "outstanding requests": (q.outstandingRequests, "none (back-pressure)"),
+            "pending watch events": (q.pendingWatchEvents, "none"),
+        ]
+        #expect(Set(rows.keys) == Set(expected.keys))
+        for (name, (value, reply)) in expected {
+            #expect(rows[name]?.0 == value, "\(name)")
+            #expect(rows[name]?.1 == reply, "\(name)")
+        }
+    }
+
     @Test func framerCutsAnyPieces() throws {
         var rng = SeededGenerator(seed: 7)
         var stream: [UInt8] = []
