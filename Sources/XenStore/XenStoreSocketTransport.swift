@@ -7,11 +7,11 @@ public final class XenStoreSocketTransport: XenStoreTransport {
     private let sendLock = Mutex<Bool>(false)
 
     /// The socket libxenstore uses: `$XENSTORED_PATH` if set, else
-    /// `$XENSTORED_RUN_DIR/socket`, else `/var/run/xenstored/socket`.
+    /// `$XENSTORED_RUNDIR/socket`, else `/var/run/xenstored/socket`.
     public static func defaultPath(environment: [String: String]? = nil) -> String {
         let env = environment ?? Self.processEnvironment()
         if let path = env["XENSTORED_PATH"], !path.isEmpty { return path }
-        return (env["XENSTORED_RUN_DIR"] ?? "/var/run/xenstored") + "/socket"
+        return (env["XENSTORED_RUNDIR"] ?? "/var/run/xenstored") + "/socket"
     }
 
     /// Connects to `path`, or to ``defaultPath(environment:)``.

@@ -168,6 +168,13 @@ final class RawSocket {
         }
     }
 
+    @Test func socketPathFollowsLibxenstore() async throws {
+        #expect(XenStoreSocketTransport.defaultPath(environment: ["XENSTORED_PATH": "/x/s"]) == "/x/s")
+        #expect(XenStoreSocketTransport.defaultPath(environment: ["XENSTORED_RUNDIR": "/r"]) == "/r/socket")
+        #expect(XenStoreSocketTransport.defaultPath(environment: ["XENSTORED_PATH": "/x/s", "XENSTORED_RUNDIR": "/r"]) == "/x/s")
+        #expect(XenStoreSocketTransport.defaultPath(environment: [:]) == "/var/run/xenstored/socket")
+    }
+
     @Test func engineStaysReachableAfterStop() async throws {
         let server = try XenStoreServer()
         try server.start()

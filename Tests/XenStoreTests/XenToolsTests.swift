@@ -5,12 +5,18 @@ import Testing
 
 /// Runs a program with XENSTORED_PATH pointing at our server; returns (status, stdout).
 @discardableResult
-private func run(_ tool: String, _ arguments: [String], socket: String) throws -> (Int32, String) {
+private func run(_ tool: String, _ arguments: [String], socket: String, runDirectory: Bool = false) throws -> (Int32, String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: tool)
     p.arguments = arguments
     var env = ProcessInfo.processInfo.environment
-    env["XENSTORED_PATH"] = socket
+    if runDirectory {
+        // libxenstore's other way to find the daemon: $XENSTORED_RUNDIR/socket.
+        env["XENSTORED_PATH"] = nil
+        env["XENSTORED_RUNDIR"] = (socket as NSString).deletingLastPathComponent
+    } else {
+        env["XENSTORED_PATH"] = socket
+    }
     p.environment = env
     let out = Pipe()
     p.standardOutput = out
@@ -32,6 +38,7 @@ final class Flag: Sendable {
         try await withServer("utils") { server, socket in
             #expect(try run("/usr/bin/xenstore-write", ["/vm/a", "alpha", "/vm/b/c", "gamma"], socket: socket).0 == 0)
             #expect(try run("/usr/bin/xenstore-read", ["/vm/a"], socket: socket) == (0, "alpha\n"))
+            #expect(try run("/usr/bin/xenstore-read", ["/vm/a"], socket: socket, runDirectory: true) == (0, "alpha\n"))
             #expect(try run("/usr/bin/xenstore-read", ["/vm/missing"], socket: socket).0 != 0)
             #expect(try run("/usr/bin/xenstore-exists", ["/vm/b/c"], socket: socket).0 == 0)
             #expect(try run("/usr/bin/xenstore-exists", ["/vm/nope"], socket: socket).0 != 0)
