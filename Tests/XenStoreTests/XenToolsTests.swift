@@ -48,6 +48,10 @@ final class Flag: Sendable {
             #expect(await server.withEngine { $0.permissions(at: "/vm/a") } == [.init(domid: 3, access: .none), .init(domid: 5, access: .read)])
             let (status, listing) = try run("/usr/bin/xenstore-ls", ["-p", "/vm"], socket: socket)
             #expect(status == 0 && listing.contains("(n3,r5)"))
+            // Recursive chmod walks the tree with DIRECTORY and SET_PERMS.
+            #expect(try run("/usr/bin/xenstore-chmod", ["-r", "/vm/b", "n0", "r9"], socket: socket).0 == 0)
+            #expect(try run("/usr/bin/xenstore-ls", ["-fp", "/vm/b"], socket: socket) == (0, "/vm/b/c = \"gamma\"   (n0,r9)\n"))
+            #expect(await server.withEngine { $0.permissions(at: "/vm/b") } == [.init(domid: 0, access: .none), .init(domid: 9, access: .read)])
             #expect(try run("/usr/bin/xenstore-rm", ["/vm/b"], socket: socket).0 == 0)
             #expect(await server.withEngine { $0.value(at: "/vm/b/c") } == nil)
             #expect(try run("/usr/bin/xenstore-list", ["/vm"], socket: socket) == (0, "a\n"))
