@@ -35,9 +35,15 @@ final class Loop: @unchecked Sendable {
         engine.onRelease = { [unowned self] domid in self.released.append(domid) }
     }
 
+    /// Closes the connections that act as domain `domid` (toolstack sockets, which have no
+    /// domain home, are never detached).
     func detach(_ domid: UInt16) {
-        for (id, _) in rings where engine.identity(of: id) == .domain(domid) { closeRing(id, code: .none) }
-        for (id, _) in sockets where engine.identity(of: id) == .domain(domid) { closeSocket(id, "domain \(domid) detached") }
+        func isDomain(_ id: XenStoreConnectionID) -> Bool {
+            guard let identity = engine.identity(of: id) else { return false }
+            return identity.domid == domid && identity.home != nil
+        }
+        for id in rings.keys where isDomain(id) { closeRing(id, code: .none) }
+        for id in sockets.keys where isDomain(id) { closeSocket(id, "domain \(domid) detached") }
     }
 
     func run(wakeFD: Int32, mailbox: XenStoreServer.Mailbox) {
