@@ -31,6 +31,8 @@ public enum XenStoreError: Error, Equatable, Sendable, CustomStringConvertible {
     case ring(RingError)
     /// A system call failed with errno.
     case systemCall(String, errno: Int32)
+    /// This client already has a watch with this token; events are routed by token.
+    case duplicateWatchToken(String)
     /// A transaction kept conflicting (EAGAIN) for `attempts` attempts.
     case transactionRetriesExhausted(attempts: Int)
 
@@ -62,6 +64,8 @@ public enum XenStoreError: Error, Equatable, Sendable, CustomStringConvertible {
             return "xenstore ring: \(error)"
         case let .systemCall(name, errno):
             return "\(name) failed: \(String(cString: strerror(errno))) (errno \(errno))"
+        case let .duplicateWatchToken(token):
+            return "this client already has a watch with token '\(token)'"
         case let .transactionRetriesExhausted(attempts):
             return "transaction still conflicted (EAGAIN) after \(attempts) attempts"
         }

@@ -103,6 +103,9 @@ final class RawSocket {
                 let event = await iterator.next()
                 #expect(event == XenStoreWatchEvent(path: "/w/k\(i % 7)", token: watch.token))
             }
+            await #expect(throws: XenStoreError.duplicateWatchToken(watch.token)) {
+                _ = try await watcher.watch("/other", token: watch.token)
+            }
             try await watch.cancel()
             #expect(await iterator.next() == nil)
         }
