@@ -111,6 +111,39 @@ final class RawSocket {
         }
     }
 
+    @Test func watchStormFromSeveralWritersReachesEveryWatcher() async throws {
+        try await withServer("storm") { _, path in
+            let writers = try (0 ..< 4).map { _ in try XenStoreClient(socketPath: path) }
+            let watchers = try (0 ..< 4).map { _ in try XenStoreClient(socketPath: path) }
+            defer { (writers + watchers).forEach { $0.close() } }
+            var iterators: [XenStoreWatch.AsyncIterator] = []
+            for w in watchers {
+                var it = try await w.watch("/storm").makeAsyncIterator()
+                #expect(await it.next()?.path == "/storm")
+                iterators.append(it)
+            }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (n, writer) in writers.enumerated() {
+                    group.addTask {
+                        for i in 0 ..< 250 { try await writer.write("/storm/w\(n)", "\(i)") }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            for k in iterators.indices {
+                var perWriter = [Int](repeating: 0, count: 4)
+                for _ in 0 ..< 1000 {
+                    guard let event = await iterators[k].next(), let n = Int(event.path.dropFirst("/storm/w".count)) else {
+                        Issue.record("watch \(k) ended early")
+                        return
+                    }
+                    perWriter[n] += 1
+                }
+                #expect(perWriter == [250, 250, 250, 250])
+            }
+        }
+    }
+
     @Test func malformedClientIsDroppedOthersServed() async throws {
         try await withServer("malformed") { _, path in
             let good = try XenStoreClient(socketPath: path)
