@@ -183,6 +183,17 @@ public final class XenStoreEngine {
         return c.pendingReplies < quotas.outstandingRequests
     }
 
+    /// Input bytes the engine holds for a connection before its transport should stop
+    /// reading: keeps a flood of small requests from piling up faster than they are served.
+    public static let inputHighWater = 65536
+
+    /// Whether the transport should read more from the connection now: it may send
+    /// (``canReceive(_:)``) and less than ``inputHighWater`` bytes wait to be handled.
+    public func wantsInput(_ id: XenStoreConnectionID) -> Bool {
+        guard let c = connections[id] else { return false }
+        return c.framer.bufferedCount < Self.inputHighWater && canReceive(id)
+    }
+
     /// Handles up to `limit` complete messages from the connection's input.
     public func process(_ id: XenStoreConnectionID, limit: Int) -> ProcessResult {
         guard let c = connections[id] else { return .idle }

@@ -77,7 +77,7 @@ final class Loop: @unchecked Sendable {
             for id in socketIDs {
                 guard let s = sockets[id] else { continue }
                 var events: Int16 = 0
-                if engine.canReceive(id) { events |= Int16(POLLIN) }
+                if engine.wantsInput(id) { events |= Int16(POLLIN) }
                 if s.pendingOffset < s.pending.count || engine.hasOutput(id) { events |= Int16(POLLOUT) }
                 fds.append(pollfd(fd: s.fd, events: events, revents: 0))
             }
@@ -197,7 +197,7 @@ final class Loop: @unchecked Sendable {
     }
 
     private func readSocket(_ id: XenStoreConnectionID) {
-        guard let fd = sockets[id]?.fd, engine.canReceive(id) else {
+        guard let fd = sockets[id]?.fd, engine.wantsInput(id) else {
             // Not reading: hang-ups are noticed when it is read again.
             return
         }
@@ -263,7 +263,7 @@ final class Loop: @unchecked Sendable {
         guard let r = rings[id] else { return false }
         var consumed = false
         do {
-            while engine.canReceive(id) {
+            while engine.wantsInput(id) {
                 let n = try scratch.withUnsafeMutableBytes { try r.endpoint.interface.requests.read(into: $0) }
                 if n == 0 { break }
                 consumed = true

@@ -95,6 +95,15 @@ public final class XenStoreServer: Sendable {
         }
     }
 
+    /// Runs `body` on the loop thread with the engine and blocks the calling thread until it
+    /// returns, for callers outside Swift concurrency (a hypervisor's own thread). Never call
+    /// it from the loop thread itself (inside another `withEngine` body).
+    public func withEngineBlocking<T: Sendable>(_ body: @escaping @Sendable (XenStoreEngine) -> T) -> T {
+        let result = BlockingResult<T>()
+        send(.run { engine in result.set(body(engine)) })
+        return result.wait()
+    }
+
     /// Starts the loop on its own thread.
     public func start() throws(XenStoreError) {
         let loop = self.loop
@@ -114,5 +123,24 @@ public final class XenStoreServer: Sendable {
         send(.stop)
         if let t = thread.withLock({ t -> JoinableThread? in defer { t = nil }; return t }) { t.join() }
         for path in listenPaths.withLock({ $0 }) { unlink(path) }
+    }
+}
+
+/// A value handed from the loop thread to a thread blocked waiting for it.
+final class BlockingResult<T: Sendable>: Sendable {
+    private let value = Mutex<T?>(nil)
+    private let gate = Gate()
+
+    func set(_ v: T) {
+        value.withLock { $0 = v }
+        gate.advance()
+    }
+
+    func wait() -> T {
+        while true {
+            let seen = gate.current
+            if let v = value.withLock({ $0 }) { return v }
+            _ = gate.wait(past: seen)
+        }
     }
 }

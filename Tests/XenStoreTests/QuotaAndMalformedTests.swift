@@ -119,6 +119,17 @@ private func domainStore(_ quotas: XenStoreQuotas) -> (XenStoreEngine, EnginePee
         #expect(replies.allSatisfy { $0.payload == XSDErrorCode.enoent.payload })
     }
 
+    @Test func bufferedInputIsBounded() {
+        let engine = XenStoreEngine()
+        let flooder = EnginePeer(engine, .tool)
+        let one = XenStoreMessage(type: .read, requestID: 1, payload: Array("/tool\0".utf8)).encoded()
+        #expect(engine.wantsInput(flooder.id))
+        engine.receive(flooder.id, Array([[UInt8]](repeating: one, count: XenStoreEngine.inputHighWater / one.count + 1).joined()))
+        #expect(!engine.wantsInput(flooder.id))
+        while engine.process(flooder.id, limit: 64) == .more { _ = flooder.drain() }
+        #expect(engine.wantsInput(flooder.id))
+    }
+
     @Test func privilegedPeerThatNeverReadsIsDropped() {
         let engine = XenStoreEngine(outputHighWater: 1024)
         var writer = EnginePeer(engine, .tool)

@@ -215,7 +215,9 @@ final class RawSocket {
         let server = try XenStoreServer()
         try server.start()
         #expect(await server.withEngine { $0.connectionCount } == 0)
+        #expect(server.withEngineBlocking { engine in engine.introduceDomain(3) })
         server.stop()
+        #expect(server.withEngineBlocking { $0.isIntroduced(3) })
         #expect(await server.withEngine { engine in engine.introduceDomain(4) })
         #expect(await server.withEngine { $0.isIntroduced(4) })
     }

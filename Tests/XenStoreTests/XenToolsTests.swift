@@ -56,11 +56,15 @@ final class Flag: Sendable {
             #expect(await server.withEngine { $0.value(at: "/vm/b/c") } == nil)
             #expect(try run("/usr/bin/xenstore-list", ["/vm"], socket: socket) == (0, "a\n"))
             // A watch: the initial event, then writes until the tool has seen three events.
+            // The tool runs on its own thread: blocking a Swift concurrency thread on it
+            // while it waits for our async writes could starve the pool.
             let done = Flag()
-            let watcher = Task.detached {
+            let watchResult = Mutex<(Int32, String)?>(nil)
+            Thread {
                 defer { done.set() }
-                return try run("/usr/bin/xenstore-watch", ["-n", "3", "/vm/w"], socket: socket)
-            }
+                let r = try? run("/usr/bin/xenstore-watch", ["-n", "3", "/vm/w"], socket: socket)
+                watchResult.withLock { $0 = r }
+            }.start()
             let client = try XenStoreClient(socketPath: socket)
             defer { client.close() }
             var writes = 0
@@ -69,7 +73,7 @@ final class Flag: Sendable {
                 writes += 1
                 try await Task.sleep(nanoseconds: 1_000_000)
             }
-            let (watchStatus, events) = try await watcher.value
+            let (watchStatus, events) = try #require(watchResult.withLock { $0 })
             #expect(watchStatus == 0)
             let lines = events.split(separator: "\n").map(String.init)
             #expect(lines.count == 3)
