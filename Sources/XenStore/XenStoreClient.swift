@@ -1,19 +1,5 @@
 import Synchronization
 
-/// A watch event: the path that changed (relative if the watch was) and the token.
-public struct XenStoreWatchEvent: Equatable, Sendable {
-    /// The path as xenstored reported it.
-    public var path: String
-    /// The watch's token.
-    public var token: String
-
-    /// An event.
-    public init(path: String, token: String) {
-        self.path = path
-        self.token = token
-    }
-}
-
 /// A transaction id (`tx_id`); 0 is no transaction.
 public typealias XenStoreTransactionID = UInt32
 
@@ -184,17 +170,23 @@ public final class XenStoreClient: Sendable {
     }
 
     private func directoryInParts(_ path: [UInt8], transaction: XenStoreTransactionID) async throws(XenStoreError) -> [String] {
-        restart: while true {
+        // The node may change between parts (its generation moves); start over then, a
+        // bounded number of times.
+        for _ in 0 ..< 64 {
             var names: [String] = []
             var offset: UInt32 = 0
             var generation: ArraySlice<UInt8>?
-            while true {
+            var consistent = true
+            while consistent {
                 let reply = try await request(.directoryPart(path: path, offset: offset), transaction: transaction)
                 guard let nul = reply.firstIndex(of: 0) else {
-                    throw .malformedPayload(type: .directoryPart, reason: "no generation")
+                    throw .malformedPayload(type: .directoryPart, reason: "reply has no generation string")
                 }
                 let gen = reply[..<nul]
-                if let generation, generation != gen { continue restart }
+                if let generation, generation != gen {
+                    consistent = false
+                    break
+                }
                 generation = gen
                 let rest = reply[(nul + 1)...]
                 // A list that ends here finishes with an empty string (a second NUL).
@@ -202,9 +194,14 @@ public final class XenStoreClient: Sendable {
                 let part = finished ? rest.dropLast() : rest
                 names += Self.names(part)
                 if finished { return names }
-                offset += UInt32(part.count)
+                let (next, overflow) = offset.addingReportingOverflow(UInt32(part.count))
+                guard !part.isEmpty, !overflow else {
+                    throw .malformedPayload(type: .directoryPart, reason: "part at offset \(offset) makes no progress")
+                }
+                offset = next
             }
         }
+        throw .daemon(.eagain)
     }
 
     static func names(_ payload: ArraySlice<UInt8>) -> [String] {

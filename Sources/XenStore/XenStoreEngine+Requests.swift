@@ -40,6 +40,9 @@ extension XenStoreEngine {
             guard let found = c.transactions[message.transactionID] else { return .failure(.enoent) }
             tx = found
         }
+        if let tx, type != .transactionEnd, !c.identity.privileged, tx.accessed.count >= quotas.transactionNodes {
+            return .failure(.enospc)
+        }
         let request: XenStoreRequest
         do {
             request = try XenStoreRequest.decode(type: message.rawType, payload: message.payload)

@@ -183,13 +183,24 @@ public final class XenStoreEngine {
         return c.pendingReplies < quotas.outstandingRequests
     }
 
+    /// Input bytes the engine holds for a connection before its transport should stop
+    /// reading: keeps a flood of small requests from piling up faster than they are served.
+    public static let inputHighWater = 65536
+
+    /// Whether the transport should read more from the connection now: it may send
+    /// (``canReceive(_:)``) and less than ``inputHighWater`` bytes wait to be handled.
+    public func wantsInput(_ id: XenStoreConnectionID) -> Bool {
+        guard let c = connections[id] else { return false }
+        return c.framer.bufferedCount < Self.inputHighWater && canReceive(id)
+    }
+
     /// Handles up to `limit` complete messages from the connection's input.
     public func process(_ id: XenStoreConnectionID, limit: Int) -> ProcessResult {
         guard let c = connections[id] else { return .idle }
         var handled = 0
         while handled < limit {
             if c.overflowed {
-                return .close(.systemCall("watch events queued past \(64 * outputHighWater) bytes; peer not reading", errno: 105))
+                return .close(.peerNotReading(queuedBytes: c.outputBytes, limit: 64 * outputHighWater))
             }
             guard canReceive(id) else { return .more }
             let message: XenStoreMessage?

@@ -6,6 +6,11 @@ public enum XenStoreError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A header announced a payload longer than XENSTORE_PAYLOAD_MAX; the stream cannot be
     /// resynchronised, so the connection is dropped (as C xenstored does).
     case payloadTooLong(length: UInt32, limit: Int)
+    /// Fewer than the 16 bytes of an xsd_sockmsg header.
+    case truncatedHeader(count: Int)
+    /// A peer let more than `limit` bytes of replies and events queue up without reading
+    /// them; its connection is dropped.
+    case peerNotReading(queuedBytes: Int, limit: Int)
     /// A message type outside io/xs_wire.h's enum, or one a peer may not send.
     case unknownMessageType(UInt32)
     /// A payload does not hold the NUL-terminated strings its type needs.
@@ -26,6 +31,8 @@ public enum XenStoreError: Error, Equatable, Sendable, CustomStringConvertible {
     case ring(RingError)
     /// A system call failed with errno.
     case systemCall(String, errno: Int32)
+    /// This client already has a watch with this token; events are routed by token.
+    case duplicateWatchToken(String)
     /// A transaction kept conflicting (EAGAIN) for `attempts` attempts.
     case transactionRetriesExhausted(attempts: Int)
 
@@ -33,6 +40,10 @@ public enum XenStoreError: Error, Equatable, Sendable, CustomStringConvertible {
         switch self {
         case let .payloadTooLong(length, limit):
             return "xenstore header len \(length) exceeds XENSTORE_PAYLOAD_MAX \(limit)"
+        case let .truncatedHeader(count):
+            return "xenstore header of \(count) bytes, need \(XSDSockmsgHeader.size)"
+        case let .peerNotReading(queued, limit):
+            return "peer left \(queued) bytes of output unread, more than \(limit)"
         case let .unknownMessageType(type):
             return "xenstore message type \(type) is not valid here"
         case let .malformedPayload(type, reason):
@@ -53,6 +64,8 @@ public enum XenStoreError: Error, Equatable, Sendable, CustomStringConvertible {
             return "xenstore ring: \(error)"
         case let .systemCall(name, errno):
             return "\(name) failed: \(String(cString: strerror(errno))) (errno \(errno))"
+        case let .duplicateWatchToken(token):
+            return "this client already has a watch with token '\(token)'"
         case let .transactionRetriesExhausted(attempts):
             return "transaction still conflicted (EAGAIN) after \(attempts) attempts"
         }

@@ -24,7 +24,7 @@ public struct XSDSockmsgHeader: Equatable, Sendable {
     /// Decodes 16 bytes and checks `len` against XENSTORE_PAYLOAD_MAX.
     public init(decoding bytes: ArraySlice<UInt8>) throws(XenStoreError) {
         guard bytes.count >= Self.size else {
-            throw .malformedPayload(type: .error, reason: "header of \(bytes.count) bytes, need \(Self.size)")
+            throw .truncatedHeader(count: bytes.count)
         }
         let base = bytes.startIndex
         func word(_ i: Int) -> UInt32 {

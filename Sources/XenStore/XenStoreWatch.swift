@@ -1,3 +1,17 @@
+/// A watch event: the path that changed (relative if the watch was) and the token.
+public struct XenStoreWatchEvent: Equatable, Sendable {
+    /// The path as xenstored reported it.
+    public var path: String
+    /// The watch's token.
+    public var token: String
+
+    /// An event.
+    public init(path: String, token: String) {
+        self.path = path
+        self.token = token
+    }
+}
+
 /// A watch as an async sequence of events. The first event is xenstored's initial one,
 /// sent as soon as the watch is set. Events are buffered without bound until consumed.
 public struct XenStoreWatch: AsyncSequence, Sendable {
@@ -28,11 +42,16 @@ extension XenStoreClient {
     public func watch(_ path: String, token: String? = nil) async throws(XenStoreError) -> XenStoreWatch {
         let (stream, continuation) = AsyncStream<XenStoreWatchEvent>.makeStream(bufferingPolicy: .unbounded)
         // Registered before the request so the initial event cannot be missed.
-        let chosen: String = shared.state.withLock { s in
+        let chosen: String? = shared.state.withLock { s in
             let t = token ?? "xsw\(s.nextToken)"
             s.nextToken += 1
+            guard s.watches[Array(t.utf8)] == nil else { return nil }
             s.watches[Array(t.utf8)] = continuation
             return t
+        }
+        guard let chosen else {
+            continuation.finish()
+            throw .duplicateWatchToken(token ?? "")
         }
         do {
             _ = try await request(.watch(path: Self.bytes(path), token: Array(chosen.utf8)))

@@ -72,6 +72,21 @@ private func domainStore(_ quotas: XenStoreQuotas) -> (XenStoreEngine, EnginePee
         for _ in 0 ..< 5 { #expect(dom0.start() != 0) }
     }
 
+    @Test func transactionNodesIsENOSPC() {
+        var quotas = XenStoreQuotas()
+        quotas.transactionNodes = 10
+        var (_, dom0, dom5) = domainStore(quotas)
+        let tx = dom5.start()
+        // Each read of an absent node records it and the ancestors consulted.
+        var answers: [Result<String, XSDErrorCode>] = []
+        for i in 0 ..< 12 { answers.append(dom5.read("missing\(i)", tx: tx)) }
+        #expect(answers.prefix(8).allSatisfy { $0 == .failure(.enoent) })
+        #expect(answers.last == .failure(.enospc))
+        #expect(dom5.end(tx, commit: false).isOK)
+        let t0 = dom0.start()
+        for i in 0 ..< 30 { #expect(dom0.read("/missing\(i)", tx: t0) == .failure(.enoent)) }
+    }
+
     @Test func permissionsPerNodeIsENOSPC() {
         var (_, dom0, dom5) = domainStore(XenStoreQuotas())
         #expect(dom5.write("p", "x").isOK)
@@ -102,6 +117,31 @@ private func domainStore(_ quotas: XenStoreQuotas) -> (XenStoreEngine, EnginePee
         replies += dom5.drain()
         #expect(replies.map(\.requestID) == (0 ..< 50).map(UInt32.init))
         #expect(replies.allSatisfy { $0.payload == XSDErrorCode.enoent.payload })
+    }
+
+    @Test func bufferedInputIsBounded() {
+        let engine = XenStoreEngine()
+        let flooder = EnginePeer(engine, .tool)
+        let one = XenStoreMessage(type: .read, requestID: 1, payload: Array("/tool\0".utf8)).encoded()
+        #expect(engine.wantsInput(flooder.id))
+        engine.receive(flooder.id, Array([[UInt8]](repeating: one, count: XenStoreEngine.inputHighWater / one.count + 1).joined()))
+        #expect(!engine.wantsInput(flooder.id))
+        while engine.process(flooder.id, limit: 64) == .more { _ = flooder.drain() }
+        #expect(engine.wantsInput(flooder.id))
+    }
+
+    @Test func privilegedPeerThatNeverReadsIsDropped() {
+        let engine = XenStoreEngine(outputHighWater: 1024)
+        var writer = EnginePeer(engine, .tool)
+        var sleeper = EnginePeer(engine, .tool)
+        #expect(sleeper.watch("/busy", "t").isOK)
+        for i in 0 ..< 3000 { #expect(writer.write("/busy/k", "\(i)").isOK) }
+        guard case .close(.peerNotReading) = engine.process(sleeper.id, limit: 1) else {
+            Issue.record("expected the non-reading peer to be dropped")
+            return
+        }
+        #expect(engine.isOverflowed(sleeper.id))
+        #expect(writer.read("/busy/k") == .success("2999"))
     }
 
     @Test func pendingWatchEventsAreBounded() {

@@ -103,8 +103,44 @@ final class RawSocket {
                 let event = await iterator.next()
                 #expect(event == XenStoreWatchEvent(path: "/w/k\(i % 7)", token: watch.token))
             }
+            await #expect(throws: XenStoreError.duplicateWatchToken(watch.token)) {
+                _ = try await watcher.watch("/other", token: watch.token)
+            }
             try await watch.cancel()
             #expect(await iterator.next() == nil)
+        }
+    }
+
+    @Test func watchStormFromSeveralWritersReachesEveryWatcher() async throws {
+        try await withServer("storm") { _, path in
+            let writers = try (0 ..< 4).map { _ in try XenStoreClient(socketPath: path) }
+            let watchers = try (0 ..< 4).map { _ in try XenStoreClient(socketPath: path) }
+            defer { (writers + watchers).forEach { $0.close() } }
+            var iterators: [XenStoreWatch.AsyncIterator] = []
+            for w in watchers {
+                var it = try await w.watch("/storm").makeAsyncIterator()
+                #expect(await it.next()?.path == "/storm")
+                iterators.append(it)
+            }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (n, writer) in writers.enumerated() {
+                    group.addTask {
+                        for i in 0 ..< 250 { try await writer.write("/storm/w\(n)", "\(i)") }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            for k in iterators.indices {
+                var perWriter = [Int](repeating: 0, count: 4)
+                for _ in 0 ..< 1000 {
+                    guard let event = await iterators[k].next(), let n = Int(event.path.dropFirst("/storm/w".count)) else {
+                        Issue.record("watch \(k) ended early")
+                        return
+                    }
+                    perWriter[n] += 1
+                }
+                #expect(perWriter == [250, 250, 250, 250])
+            }
         }
     }
 
@@ -166,6 +202,24 @@ final class RawSocket {
             }
             await flooding.value
         }
+    }
+
+    @Test func socketPathFollowsLibxenstore() async throws {
+        #expect(XenStoreSocketTransport.defaultPath(environment: ["XENSTORED_PATH": "/x/s"]) == "/x/s")
+        #expect(XenStoreSocketTransport.defaultPath(environment: ["XENSTORED_RUNDIR": "/r"]) == "/r/socket")
+        #expect(XenStoreSocketTransport.defaultPath(environment: ["XENSTORED_PATH": "/x/s", "XENSTORED_RUNDIR": "/r"]) == "/x/s")
+        #expect(XenStoreSocketTransport.defaultPath(environment: [:]) == "/var/run/xenstored/socket")
+    }
+
+    @Test func engineStaysReachableAfterStop() async throws {
+        let server = try XenStoreServer()
+        try server.start()
+        #expect(await server.withEngine { $0.connectionCount } == 0)
+        #expect(server.withEngineBlocking { engine in engine.introduceDomain(3) })
+        server.stop()
+        #expect(server.withEngineBlocking { $0.isIntroduced(3) })
+        #expect(await server.withEngine { engine in engine.introduceDomain(4) })
+        #expect(await server.withEngine { $0.isIntroduced(4) })
     }
 
     @Test func identityHookGivesDomainConnections() async throws {

@@ -99,12 +99,42 @@ private func goldenLines() throws -> [GoldenLine] {
         dom0 = peer
         #expect(exchange(.directory(path: Array("/local/domain".utf8)), 1) == replies["reply-directory"])
 
-        let events = try #require(replies["watch-event"])
-        var framer = XenStoreMessageFramer()
-        framer.append(events)
-        let event = try #require(try framer.next())
-        #expect(event.type == .watchEvent && event.requestID == 0)
-        #expect(XSDErrorCode(payload: Array(try #require(replies["error-eagain"]).dropFirst(16))) == .eagain)
+        // A relative watch by dom5 reports a relative path; events carry req_id 0, tx_id 0.
+        let store = XenStoreEngine()
+        var tool = EnginePeer(store, .tool)
+        #expect(tool.mkdir("/local/domain/5").isOK)
+        #expect(tool.setPerms("/local/domain/5", "n5").isOK)
+        let dom5 = EnginePeer(store, .domain(5))
+        _ = dom5.sendBytes(XenStoreMessage(type: .watch, requestID: 6, payload: XenStoreRequest.watch(
+            path: Array("backend/vbd".utf8), token: Array("tok1".utf8)).payload()).encoded())
+        _ = dom5.drain()
+        #expect(tool.write("/local/domain/5/backend/vbd/5/51712", "x").isOK)
+        var event: [UInt8] = []
+        while let b = store.popOutput(dom5.id) { event += b }
+        #expect(event == replies["watch-event"])
+        // dom5 may not read /tool.
+        _ = dom5.sendBytes(XenStoreMessage(type: .read, requestID: 3, payload: Array("/tool\0".utf8)).encoded())
+        var denied: [UInt8] = []
+        while let b = store.popOutput(dom5.id) { denied += b }
+        #expect(denied == replies["error-eacces"])
+        // The seventh transaction of a connection is id 7; a conflicting commit is EAGAIN
+        // with the tx_id echoed.
+        dom0 = tool
+        var started: [[UInt8]] = []
+        for rid in 1 ... 7 as ClosedRange<UInt32> { started.append(exchange(.transactionStart, rid == 7 ? 8 : rid)) }
+        #expect(started.last == replies["reply-transaction-start"])
+        #expect(exchange(.read(path: Array("/tool".utf8)), 100, 7).count == 16) // an empty value
+        var other2 = EnginePeer(store, .tool)
+        #expect(other2.write("/tool", "changed").isOK)
+        #expect(exchange(.transactionEnd(commit: true), 9, 7) == replies["error-eagain"])
+        // DIRECTORY_PART: generation, then the children and the closing empty string.
+        #expect(tool.mkdir("/dp/backend").isOK)
+        #expect(tool.mkdir("/dp/device").isOK)
+        let part = exchange(.directoryPart(path: Array("/dp".utf8), offset: 0), 2)
+        let golden = try #require(replies["reply-directory-part"])
+        #expect(part.prefix(12) == golden.prefix(12)) // type, req_id, tx_id
+        let body = part.dropFirst(16).drop { $0 != 0 }
+        #expect(Array(body) == Array(golden.dropFirst(16).drop { $0 != 0 }))
     }
 
     @Test func constantsMatchXenHeaders() throws {
@@ -161,6 +191,45 @@ private func goldenLines() throws -> [GoldenLine] {
         #expect(values["sizeof_xsd_sockmsg"] == XSDSockmsgHeader.size)
         #expect(errors.map(\.0) == XSDErrorCode.allCases.map(\.rawValue))
         #expect(errors.map(\.1) == XSDErrorCode.allCases.map(\.errno))
+    }
+
+    @Test func protocolDocumentListsEveryType() throws {
+        // Protocols/xenstore-wire.md's type table: "| value | NAME | ..." rows.
+        let text = try String(contentsOf: repositoryRoot.appendingPathComponent("Protocols/xenstore-wire.md"), encoding: .utf8)
+        var documented: [UInt32: String] = [:]
+        for line in text.split(separator: "\n") where line.hasPrefix("|") {
+            let cells = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            if cells.count > 2, let value = UInt32(cells[0]), cells[1].allSatisfy({ $0.isUppercase || $0 == "_" }) {
+                documented[value] = cells[1]
+            }
+        }
+        #expect(documented == Dictionary(uniqueKeysWithValues: XSDSockmsgType.allCases.map { ($0.rawValue, $0.description) }))
+    }
+
+    @Test func quotaDocumentMatchesDefaults() throws {
+        // Protocols/xenstore-quotas.md: "| name | default | counted | when | reply | test |".
+        let text = try String(contentsOf: repositoryRoot.appendingPathComponent("Protocols/xenstore-quotas.md"), encoding: .utf8)
+        var rows: [String: (Int, String)] = [:]
+        for line in text.split(separator: "\n") where line.hasPrefix("|") {
+            let cells = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            if cells.count == 6, let value = Int(cells[1]) { rows[cells[0]] = (value, cells[4]) }
+        }
+        let q = XenStoreQuotas()
+        let expected: [String: (Int, String)] = [
+            "nodes per domain": (q.nodesPerDomain, "ENOSPC"),
+            "entry size": (q.entrySize, "ENOSPC"),
+            "watches per domain": (q.watchesPerDomain, "E2BIG"),
+            "transactions per connection": (q.transactionsPerConnection, "ENOSPC"),
+            "nodes per transaction": (q.transactionNodes, "ENOSPC"),
+            "permissions per node": (q.permissionsPerNode, "ENOSPC"),
+            "outstanding requests": (q.outstandingRequests, "none (back-pressure)"),
+            "pending watch events": (q.pendingWatchEvents, "none"),
+        ]
+        #expect(Set(rows.keys) == Set(expected.keys))
+        for (name, (value, reply)) in expected {
+            #expect(rows[name]?.0 == value, "\(name)")
+            #expect(rows[name]?.1 == reply, "\(name)")
+        }
     }
 
     @Test func framerCutsAnyPieces() throws {

@@ -5,12 +5,18 @@ import Testing
 
 /// Runs a program with XENSTORED_PATH pointing at our server; returns (status, stdout).
 @discardableResult
-private func run(_ tool: String, _ arguments: [String], socket: String) throws -> (Int32, String) {
+private func run(_ tool: String, _ arguments: [String], socket: String, runDirectory: Bool = false) throws -> (Int32, String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: tool)
     p.arguments = arguments
     var env = ProcessInfo.processInfo.environment
-    env["XENSTORED_PATH"] = socket
+    if runDirectory {
+        // libxenstore's other way to find the daemon: $XENSTORED_RUNDIR/socket.
+        env["XENSTORED_PATH"] = nil
+        env["XENSTORED_RUNDIR"] = (socket as NSString).deletingLastPathComponent
+    } else {
+        env["XENSTORED_PATH"] = socket
+    }
     p.environment = env
     let out = Pipe()
     p.standardOutput = out
@@ -32,6 +38,7 @@ final class Flag: Sendable {
         try await withServer("utils") { server, socket in
             #expect(try run("/usr/bin/xenstore-write", ["/vm/a", "alpha", "/vm/b/c", "gamma"], socket: socket).0 == 0)
             #expect(try run("/usr/bin/xenstore-read", ["/vm/a"], socket: socket) == (0, "alpha\n"))
+            #expect(try run("/usr/bin/xenstore-read", ["/vm/a"], socket: socket, runDirectory: true) == (0, "alpha\n"))
             #expect(try run("/usr/bin/xenstore-read", ["/vm/missing"], socket: socket).0 != 0)
             #expect(try run("/usr/bin/xenstore-exists", ["/vm/b/c"], socket: socket).0 == 0)
             #expect(try run("/usr/bin/xenstore-exists", ["/vm/nope"], socket: socket).0 != 0)
@@ -41,15 +48,23 @@ final class Flag: Sendable {
             #expect(await server.withEngine { $0.permissions(at: "/vm/a") } == [.init(domid: 3, access: .none), .init(domid: 5, access: .read)])
             let (status, listing) = try run("/usr/bin/xenstore-ls", ["-p", "/vm"], socket: socket)
             #expect(status == 0 && listing.contains("(n3,r5)"))
+            // Recursive chmod walks the tree with DIRECTORY and SET_PERMS.
+            #expect(try run("/usr/bin/xenstore-chmod", ["-r", "/vm/b", "n0", "r9"], socket: socket).0 == 0)
+            #expect(try run("/usr/bin/xenstore-ls", ["-fp", "/vm/b"], socket: socket) == (0, "/vm/b/c = \"gamma\"   (n0,r9)\n"))
+            #expect(await server.withEngine { $0.permissions(at: "/vm/b") } == [.init(domid: 0, access: .none), .init(domid: 9, access: .read)])
             #expect(try run("/usr/bin/xenstore-rm", ["/vm/b"], socket: socket).0 == 0)
             #expect(await server.withEngine { $0.value(at: "/vm/b/c") } == nil)
             #expect(try run("/usr/bin/xenstore-list", ["/vm"], socket: socket) == (0, "a\n"))
             // A watch: the initial event, then writes until the tool has seen three events.
+            // The tool runs on its own thread: blocking a Swift concurrency thread on it
+            // while it waits for our async writes could starve the pool.
             let done = Flag()
-            let watcher = Task.detached {
+            let watchResult = Mutex<(Int32, String)?>(nil)
+            Thread {
                 defer { done.set() }
-                return try run("/usr/bin/xenstore-watch", ["-n", "3", "/vm/w"], socket: socket)
-            }
+                let r = try? run("/usr/bin/xenstore-watch", ["-n", "3", "/vm/w"], socket: socket)
+                watchResult.withLock { $0 = r }
+            }.start()
             let client = try XenStoreClient(socketPath: socket)
             defer { client.close() }
             var writes = 0
@@ -58,7 +73,7 @@ final class Flag: Sendable {
                 writes += 1
                 try await Task.sleep(nanoseconds: 1_000_000)
             }
-            let (watchStatus, events) = try await watcher.value
+            let (watchStatus, events) = try #require(watchResult.withLock { $0 })
             #expect(watchStatus == 0)
             let lines = events.split(separator: "\n").map(String.init)
             #expect(lines.count == 3)
