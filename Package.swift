@@ -54,7 +54,7 @@ let package = Package(
         .target(name: "XenTesting", dependencies: ["XenRing", "SharedMemory", "XenPlatform", "XenStore", "XenLocal", "CXenLocal"]),
         // Fuzz targets as plain functions: libFuzzer runs them (scripts/fuzz.sh) and the
         // tests replay seeded inputs through them.
-        .target(name: "FuzzTargets", dependencies: ["XenRing", "SharedMemory"]),
+        .target(name: "FuzzTargets", dependencies: ["XenRing", "SharedMemory", "XenStore"]),
         .executableTarget(name: "xensplit-fuzz", dependencies: ["FuzzTargets"]),
         // liburing's helpers are static inline, so they are wrapped by a C target.
         .target(name: "CURing", linkerSettings: [.linkedLibrary("uring")]),
@@ -89,7 +89,7 @@ let package = Package(
         .testTarget(name: "NetifTests", dependencies: ["Netif", "XenRing", "SharedMemory"]),
         .testTarget(name: "InteropTests", dependencies: ["Blkif", "Netif", "XenRing", "SharedMemory"],
                     exclude: ["C"]),
-        .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "XenRing", "SharedMemory"]),
+        .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "XenRing", "SharedMemory", "FuzzTargets"]),
         .testTarget(name: "XenLocalTests", dependencies: ["XenLocal", "XenPlatform", "XenStore", "XenRing", "SharedMemory", "CXenLocal"]),
         .testTarget(name: "URingTests", dependencies: ["URing"]),
         .testTarget(name: "XenTestingTests", dependencies: ["XenTesting", "XenPlatform", "SharedMemory", "XenStore"]),

@@ -12,10 +12,10 @@ bin=.build-fuzz/debug/xensplit-fuzz
 export SWIFT_BACKTRACE=enable=no
 corpus=.build-fuzz/corpus
 if [ "${1:-}" = "--smoke" ]; then
-  for t in ${XENSPLIT_FUZZ_TARGETS:-ring}; do
+  for t in ${XENSPLIT_FUZZ_TARGETS:-ring xenstore}; do
     mkdir -p "$corpus/$t"
     echo "fuzz smoke: $t"
-    XENSPLIT_FUZZ_TARGET=$t "$bin" -runs="${XENSPLIT_FUZZ_RUNS:-200000}" -seed=1 -max_len=4096 -artifact_prefix=.build-fuzz/ \
+    XENSPLIT_FUZZ_TARGET=$t "$bin" -runs="${XENSPLIT_FUZZ_RUNS:-50000}" -seed=1 -max_len=4096 -artifact_prefix=.build-fuzz/ \
       "$corpus/$t" 2>&1 | tail -n 3
   done
   exit 0

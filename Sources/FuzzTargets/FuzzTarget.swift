@@ -1,11 +1,13 @@
 /// Every fuzz target, by the name `scripts/fuzz.sh` and `xensplit-fuzz` take.
 public enum FuzzTarget: String, CaseIterable, Sendable {
     case ring
+    case xenstore
 
     /// Runs one input through the target.
     public func run(_ input: UnsafeRawBufferPointer) {
         switch self {
         case .ring: RingFuzz.run(input)
+        case .xenstore: XenStoreFuzz.run(input)
         }
     }
 }

@@ -1,5 +1,3 @@
-// libFuzzer target over xenstored's request path: framing, request decoding and the engine.
-// Built by build.sh with -sanitize=fuzzer; not part of `swift build`.
 import XenStore
 
 /// The input is a byte stream sent by a connection whose identity is chosen by the first
@@ -7,10 +5,11 @@ import XenStore
 /// second byte, so framing across reads is exercised too. After every piece the engine's
 /// invariants must hold, every reply must be a well-formed message, and a second, honest
 /// connection must still be served.
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzXenStoreRequests(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
-    let bytes = Array(UnsafeBufferPointer(start: data, count: size))
-    guard bytes.count >= 2 else { return 0 }
+public enum XenStoreFuzz {
+    /// Runs one input. Violated invariants trap, which the fuzzer reports as a crash.
+    public static func run(_ input: UnsafeRawBufferPointer) {
+    let bytes = Array(input)
+    guard bytes.count >= 2 else { return }
     var quotas = XenStoreQuotas()
     quotas.nodesPerDomain = 50
     quotas.outstandingRequests = 8
@@ -47,7 +46,7 @@ public func fuzzXenStoreRequests(_ data: UnsafePointer<UInt8>, _ size: Int) -> I
     _ = engine.process(honest, limit: 1)
     let answered = drain(engine, honest).contains { $0.requestID == 9 && $0.type == .write }
     if !answered { fatalError("honest connection not served") }
-    return 0
+    }
 }
 
 /// Every complete message queued for a connection. Output the engine produced must
