@@ -157,6 +157,13 @@ public final class LinuxGrantMapper: GrantMapper, @unchecked Sendable {
         }
     }
 
+    public func unregisterCopyBuffer(_ buffer: CopyBuffer) throws(PlatformError) {
+        guard buffers.withLock({ $0.byID.removeValue(forKey: buffer.id) }) != nil else {
+            throw .invalidArgument("copy buffer \(buffer.id) is not registered on this handle")
+        }
+        buffer.region.close()
+    }
+
     public func copy(_ segments: UnsafeMutableBufferPointer<GrantCopySegment>) throws(PlatformError) {
         guard !segments.isEmpty else { return }
         let h = try handle.pointer(for: "xengnttab_grant_copy")

@@ -12,5 +12,6 @@ final class UnopenedGrants: GrantTable, GrantMapper, Sendable {
     func map(_ refs: [GrantRef], from domain: DomainID, writable: Bool) throws(PlatformError) -> GrantMapping { throw error }
     func unmap(_ mapping: GrantMapping) throws(PlatformError) { throw error }
     func registerCopyBuffer(pages: Int) throws(PlatformError) -> CopyBuffer { throw error }
+    func unregisterCopyBuffer(_ buffer: CopyBuffer) throws(PlatformError) { throw error }
     func copy(_ segments: UnsafeMutableBufferPointer<GrantCopySegment>) throws(PlatformError) { throw error }
 }

@@ -44,6 +44,9 @@ extension LocalHypervisor {
         target.peer = (d.id, port)
         d.ports[port] = end
         c.ports.append((d.id, port))
+        // As Xen does, the new port starts pending, so a binder that missed a notification
+        // sent before it bound still looks at the ring once.
+        _ = xl_eventfd_signal(end.receiveFD)
         return portReply(end)
     }
 

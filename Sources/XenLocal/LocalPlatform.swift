@@ -173,6 +173,16 @@ public final class LocalPlatform: Platform, GrantTable, GrantMapper, @unchecked 
         return buffer
     }
 
+    public func unregisterCopyBuffer(_ buffer: CopyBuffer) throws(PlatformError) {
+        guard buffers.withLock({ $0.removeValue(forKey: buffer.id) }) != nil else {
+            throw .invalidArgument("copy buffer \(buffer.id) is not registered here")
+        }
+        buffer.region.close()
+        var w = PayloadWriter()
+        w.u32(buffer.id)
+        try client.call(.freeBuffer, w.bytes).check("free copy buffer \(buffer.id)")
+    }
+
     public func copy(_ segments: UnsafeMutableBufferPointer<GrantCopySegment>) throws(PlatformError) {
         guard !segments.isEmpty else { return }
         var w = PayloadWriter()

@@ -77,6 +77,9 @@ public protocol GrantMapper: AnyObject, Sendable {
     func unmap(_ mapping: GrantMapping) throws(PlatformError)
     /// Allocates and registers `pages` pages of local memory for copies.
     func registerCopyBuffer(pages: Int) throws(PlatformError) -> CopyBuffer
+    /// Releases a buffer from ``registerCopyBuffer(pages:)``; its id no longer resolves and
+    /// its memory must not be used afterwards.
+    func unregisterCopyBuffer(_ buffer: CopyBuffer) throws(PlatformError)
     /// Performs every copy, setting each segment's status; one bad segment does not stop
     /// the others. Throws only if the batch could not be attempted at all.
     func copy(_ segments: UnsafeMutableBufferPointer<GrantCopySegment>) throws(PlatformError)

@@ -31,7 +31,9 @@ public final class SharedPages: @unchecked Sendable {
 public protocol GrantTable: AnyObject, Sendable {
     /// Allocates `count` zeroed pages of our memory and grants each to `grantee`.
     func share(pages count: Int, with grantee: DomainID, writable: Bool) throws(PlatformError) -> SharedPages
-    /// Ends access to every page and frees them. Fails with ``PlatformError/grantBusy(ref:)``,
-    /// changing nothing, while the grantee still has any of them mapped.
+    /// Ends access to every page and frees them. Where the platform can tell (the local
+    /// hypervisor, the doubles), fails with ``PlatformError/grantBusy(ref:)``, changing
+    /// nothing, while the grantee still has any of them mapped; Linux's gntalloc cannot
+    /// tell, and instead keeps the page out of reuse until the grantee unmaps.
     func endAccess(_ pages: SharedPages) throws(PlatformError)
 }

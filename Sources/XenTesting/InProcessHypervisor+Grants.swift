@@ -170,6 +170,16 @@ extension InProcessHypervisor {
         }
     }
 
+    func unregisterCopyBuffer(for domid: DomainID, _ buffer: CopyBuffer) throws(PlatformError) {
+        try state.withLock { (s) throws(PlatformError) in
+            guard let d = s.domains[domid], let pages = d.buffers.removeValue(forKey: buffer.id) else {
+                throw .invalidArgument("copy buffer \(buffer.id) is not registered for d\(domid)")
+            }
+            d.frames.free(Int(buffer.id), count: pages)
+        }
+        buffer.region.close()
+    }
+
     func copy(by domid: DomainID, _ segments: UnsafeMutableBufferPointer<GrantCopySegment>) throws(PlatformError) {
         let maxBatch = configuration.maxBatch
         try state.withLock { (s) throws(PlatformError) in

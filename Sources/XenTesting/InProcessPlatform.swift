@@ -67,6 +67,10 @@ public final class InProcessPlatform: Platform, GrantTable, GrantMapper, Sendabl
         try hypervisor.registerCopyBuffer(for: domainID, pages: pages)
     }
 
+    public func unregisterCopyBuffer(_ buffer: CopyBuffer) throws(PlatformError) {
+        try hypervisor.unregisterCopyBuffer(for: domainID, buffer)
+    }
+
     public func copy(_ segments: UnsafeMutableBufferPointer<GrantCopySegment>) throws(PlatformError) {
         try hypervisor.copy(by: domainID, segments)
     }

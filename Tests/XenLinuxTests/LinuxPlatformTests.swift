@@ -58,7 +58,7 @@ import XenPlatform
             == .socket("/tmp/xs.sock"))
         #expect(XenStoreEndpoint.choose(environment: [:], exists: { $0 == "/var/run/xenstored/socket" })
             == .socket("/var/run/xenstored/socket"))
-        #expect(XenStoreEndpoint.choose(environment: ["XENSTORED_RUN_DIR": "/run/xs"], exists: { $0 == "/run/xs/socket" })
+        #expect(XenStoreEndpoint.choose(environment: ["XENSTORED_RUNDIR": "/run/xs"], exists: { $0 == "/run/xs/socket" })
             == .socket("/run/xs/socket"))
         #expect(XenStoreEndpoint.choose(environment: ["XENSTORED_PATH": ""], exists: { _ in false })
             == .device("/dev/xen/xenbus"))

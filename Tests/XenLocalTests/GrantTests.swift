@@ -132,5 +132,12 @@ import XenPlatform
         // Copies leave no busy bits behind.
         try guest.grantTable.endAccess(rw)
         try guest.grantTable.endAccess(ro)
+        // An unregistered buffer no longer resolves, and cannot be unregistered twice.
+        try dom0.grantMapper.unregisterCopyBuffer(buffer)
+        var late = [GrantCopySegment(source: .local(buffer: buffer.id, offset: 0),
+                                     destination: .local(buffer: buffer.id, offset: 64), length: 8)]
+        try late.withUnsafeMutableBufferPointer { try dom0.grantMapper.copy($0) }
+        #expect(late[0].status == .badVirtualAddress)
+        #expect(throws: PlatformError.self) { try dom0.grantMapper.unregisterCopyBuffer(buffer) }
     }
 }

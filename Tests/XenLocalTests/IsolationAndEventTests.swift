@@ -37,6 +37,8 @@ import XenStore
         let port = try front.allocateUnbound(remote: 0)
         var back = try dom0.openEventChannel()
         var local = try back.bindInterdomain(remote: id, remotePort: port)
+        // A new binding starts pending, as on Xen.
+        #expect(try back.pending() == local)
         #expect(try back.pending() == nil)
         try front.notify(port)
         var p = pollfd(fd: back.fileDescriptor, events: Int16(POLLIN), revents: 0)

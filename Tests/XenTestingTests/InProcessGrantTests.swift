@@ -88,6 +88,18 @@ import XenTesting
         #expect(segments[0].status == .generalError)
     }
 
+    @Test func unregisteredCopyBufferNoLongerResolves() throws {
+        let w = try World()
+        let pages = try w.guest1.share(pages: 1, with: .dom0, writable: true)
+        let buffer = try w.dom0.registerCopyBuffer(pages: 1)
+        try w.dom0.unregisterCopyBuffer(buffer)
+        var segments = [GrantCopySegment(source: .grant(domain: w.guest1.domainID, ref: pages.refs[0], offset: 0),
+                                         destination: .local(buffer: buffer.id, offset: 0), length: 64)]
+        try segments.withUnsafeMutableBufferPointer { try w.dom0.copy($0) }
+        #expect(segments[0].status == .badVirtualAddress)
+        #expect(throws: PlatformError.self) { try w.dom0.unregisterCopyBuffer(buffer) }
+    }
+
     @Test func ungrantedReservedAndOutOfRangeRefs() throws {
         var configuration = InProcessHypervisor.Configuration()
         configuration.grantEntries = 512
