@@ -83,6 +83,16 @@ public enum RingExchange {
         return completed
     }
 
+    /// Writes one OKAY response echoing id and operation.
+    @inline(__always) @usableFromInline
+    static func respond(_ back: inout BackRing, _ request: (UInt64, UInt8)) {
+        let slot = back.responseSlot(back.responseProducerPrivate)
+        slot.store(request.0, at: responseID)
+        slot.store(request.1, at: responseOperation)
+        slot.store(Int16(0), at: responseStatus)   // BLKIF_RSP_OKAY
+        back.responseProducerPrivate &+= 1
+    }
+
     /// Answers `count` requests. With `reverseBatches`, each batch is answered last-first,
     /// which the protocol allows and which exercises out-of-order completion.
     public static func blkifBackend(ring shared: SharedRing, count: UInt64, notifyFD: Int32 = -1,
@@ -105,17 +115,17 @@ public enum RingExchange {
             var taken = 0
             while back.requestConsumer != producer, !back.requestConsumerOverflow(back.requestConsumer) {
                 let slot = back.requestSlot(back.requestConsumer)
-                batch[taken] = (slot.load(UInt64.self, at: requestID), slot.load(UInt8.self, at: requestOperation))
+                let request = (slot.load(UInt64.self, at: requestID), slot.load(UInt8.self, at: requestOperation))
                 back.requestConsumer &+= 1
                 taken += 1
+                if reverseBatches {
+                    batch[taken - 1] = request
+                } else {
+                    respond(&back, request)
+                }
             }
-            for i in 0..<taken {
-                let (id, operation) = batch[reverseBatches ? taken - 1 - i : i]
-                let slot = back.responseSlot(back.responseProducerPrivate)
-                slot.store(id, at: responseID)
-                slot.store(operation, at: responseOperation)
-                slot.store(Int16(0), at: responseStatus)   // BLKIF_RSP_OKAY
-                back.responseProducerPrivate &+= 1
+            if reverseBatches {
+                for i in stride(from: taken - 1, through: 0, by: -1) { respond(&back, batch[i]) }
             }
             done &+= UInt64(taken)
             if taken > 0 {
