@@ -85,15 +85,15 @@ let package = Package(
 
         .testTarget(name: "SharedMemoryTests", dependencies: ["SharedMemory"]),
         .testTarget(name: "XenRingTests", dependencies: ["XenRing", "SharedMemory", "CRingReference", "XenTesting", "FuzzTargets"]),
-        .testTarget(name: "BlkifTests", dependencies: ["Blkif", "XenRing", "SharedMemory"]),
-        .testTarget(name: "NetifTests", dependencies: ["Netif", "XenRing", "SharedMemory"]),
-        .testTarget(name: "InteropTests", dependencies: ["Blkif", "Netif", "XenRing", "SharedMemory"],
+        .testTarget(name: "BlkifTests", dependencies: ["XenTesting", "Blkif", "XenRing", "SharedMemory"]),
+        .testTarget(name: "NetifTests", dependencies: ["XenTesting", "Netif", "XenRing", "SharedMemory"]),
+        .testTarget(name: "InteropTests", dependencies: ["XenTesting", "Blkif", "Netif", "XenRing", "SharedMemory"],
                     exclude: ["C"]),
-        .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "XenRing", "SharedMemory", "FuzzTargets"]),
+        .testTarget(name: "XenStoreTests", dependencies: ["XenTesting", "XenStore", "XenRing", "SharedMemory", "FuzzTargets"]),
         .testTarget(name: "XenLocalTests", dependencies: ["XenLocal", "XenPlatform", "XenStore", "XenRing", "SharedMemory", "CXenLocal"]),
-        .testTarget(name: "URingTests", dependencies: ["URing"]),
+        .testTarget(name: "URingTests", dependencies: ["XenTesting", "URing"]),
         .testTarget(name: "XenTestingTests", dependencies: ["XenTesting", "XenPlatform", "SharedMemory", "XenStore"]),
-        .testTarget(name: "XenLinuxTests", dependencies: ["XenLinux", "CXen", "XenPlatform", "XenStore", "SharedMemory"]),
+        .testTarget(name: "XenLinuxTests", dependencies: ["XenTesting", "XenLinux", "CXen", "XenPlatform", "XenStore", "SharedMemory"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,4 +1,5 @@
 import Testing
+import XenTesting
 @testable import Blkif
 
 @Suite struct BlkifFeaturesTests {

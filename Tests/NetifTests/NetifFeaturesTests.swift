@@ -1,4 +1,5 @@
 import Testing
+import XenTesting
 @testable import Netif
 
 @Suite struct NetifFeaturesTests {

@@ -1,4 +1,5 @@
 import Testing
+import XenTesting
 import SharedMemory
 @testable import Netif
 

@@ -1,4 +1,5 @@
 import CURing
+import XenTesting
 import Glibc
 import Testing
 @testable import URing

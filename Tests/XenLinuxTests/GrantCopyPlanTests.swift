@@ -1,4 +1,5 @@
 import CXen
+import XenTesting
 import Glibc
 import SharedMemory
 import Testing

@@ -1,4 +1,5 @@
 import Testing
+import XenTesting
 import SharedMemory
 @testable import XenRing
 
@@ -9,7 +10,7 @@ import SharedMemory
         // Start both indices just below 2^32 so the stream crosses the index wrap too.
         page.view.store(UInt32.max - 100, at: XenstoreRingInterface.Layout.requestConsumer)
         page.view.store(UInt32.max - 100, at: XenstoreRingInterface.Layout.requestProducer)
-        var rng = SplitMix64(seed: 7)
+        var rng = SeededGenerator(seed: 7)
         var sent: [UInt8] = []
         var received: [UInt8] = []
         for _ in 0..<2000 {
@@ -73,15 +74,3 @@ import SharedMemory
     }
 }
 
-/// Deterministic generator so failures reproduce.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

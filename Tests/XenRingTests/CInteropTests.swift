@@ -19,7 +19,7 @@ import XenTesting
         let responseSize: Int
     }
 
-    static func makePair(kind: Int32, pages: Int, start: RingIndex?, rng: inout SplitMix64) throws -> Pair {
+    static func makePair(kind: Int32, pages: Int, start: RingIndex?, rng: inout SeededGenerator) throws -> Pair {
         let cMemory = try MemoryRegion.anonymous(pages: pages)
         let swiftMemory = try MemoryRegion.anonymous(pages: pages)
         // Identical garbage on both: neither side may write a byte the other does not.
@@ -58,7 +58,7 @@ import XenTesting
 
     @Test(arguments: Array(0..<40))
     func randomSequencesMatchTheMacrosByteForByte(seed: Int) throws {
-        var rng = SplitMix64(seed: UInt64(seed) &* 0x1234_5678 &+ 99)
+        var rng = SeededGenerator(seed: UInt64(seed) &* 0x1234_5678 &+ 99)
         let kind = Int32(seed % Int(CREF_KIND_COUNT.rawValue))
         let pages = [1, 2, 4, 8, 16][(seed / 5) % 5]
         let start: RingIndex? = seed % 3 == 0 ? nil : UInt32.max &- UInt32(rng.next() % 40)

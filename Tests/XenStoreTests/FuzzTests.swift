@@ -1,4 +1,5 @@
 import Foundation
+import XenTesting
 import Testing
 @testable import XenStore
 import FuzzTargets

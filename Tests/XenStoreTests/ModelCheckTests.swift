@@ -1,4 +1,5 @@
 import Testing
+import XenTesting
 @testable import XenStore
 
 /// A plain model of the tree: values and ordered children, dom0 only.

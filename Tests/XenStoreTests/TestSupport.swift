@@ -1,4 +1,5 @@
 import Foundation
+import XenTesting
 import Testing
 @testable import XenStore
 
@@ -11,30 +12,6 @@ func temporaryDirectory(_ name: String) -> String {
     try? FileManager.default.removeItem(atPath: path)
     try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     return path
-}
-
-/// Bytes from hex.
-func hexBytes(_ hex: String) -> [UInt8] {
-    var out: [UInt8] = []
-    var chars = Array(hex.utf8)[...]
-    while chars.count >= 2 {
-        out.append(UInt8(String(decoding: chars.prefix(2), as: UTF8.self), radix: 16)!)
-        chars = chars.dropFirst(2)
-    }
-    return out
-}
-
-/// A deterministic generator (SplitMix64), so random tests are seeded.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
 }
 
 /// One connection to an in-process engine: sends requests, collects replies and events.
