@@ -51,7 +51,7 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log")]
         ),
         // Test doubles and peers, shipped so device tests need no hypervisor.
-        .target(name: "XenTesting", dependencies: ["XenRing", "SharedMemory", "XenPlatform", "XenStore", "XenLocal", "CXenLocal"]),
+        .target(name: "XenTesting", dependencies: ["XenRing", "SharedMemory", "XenPlatform", "XenStore", "CXenLocal"]),
         // Fuzz targets as plain functions: libFuzzer runs them (scripts/fuzz.sh) and the
         // tests replay seeded inputs through them.
         .target(name: "FuzzTargets", dependencies: ["XenRing", "SharedMemory", "XenStore"]),

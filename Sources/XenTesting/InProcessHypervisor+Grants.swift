@@ -1,6 +1,5 @@
 import Glibc
 import SharedMemory
-import XenLocal
 import XenPlatform
 
 /// The grant operations, as the hypervisor performs them on behalf of a domain. The

@@ -2,7 +2,6 @@ import CXenLocal
 import Glibc
 import SharedMemory
 import Synchronization
-import XenLocal
 import XenPlatform
 import XenStore
 
@@ -271,8 +270,8 @@ final class InProcessDomain {
     let poolFD: Int32
     let tableMemory: MemoryRegion
     let grants: GrantEntryTable
-    var frames: UnitAllocator
-    var refs: UnitAllocator
+    var frames: RunAllocator
+    var refs: RunAllocator
     /// Shared runs by their first frame: the refs that grant them.
     var shares: [UInt32: [GrantRef]] = [:]
     /// Copy buffers by id (their first frame): their length in pages.
@@ -303,8 +302,8 @@ final class InProcessDomain {
         } catch {
             throw .invalidArgument("grant table of \(configuration.grantEntries) entries: \(error)")
         }
-        frames = UnitAllocator(count: configuration.poolPages)
-        refs = UnitAllocator(count: Int(grants.count) - Int(GrantEntryTable.reservedEntries),
+        frames = RunAllocator(count: configuration.poolPages)
+        refs = RunAllocator(count: Int(grants.count) - Int(GrantEntryTable.reservedEntries),
                              base: Int(GrantEntryTable.reservedEntries))
     }
 
@@ -322,46 +321,3 @@ final class InProcessDomain {
     }
 }
 
-/// First-fit allocator of runs of consecutive units (pool frames, grant refs).
-struct UnitAllocator {
-    private var used: [Bool]
-    let base: Int
-
-    init(count: Int, base: Int = 0) {
-        used = [Bool](repeating: false, count: max(count, 0))
-        self.base = base
-    }
-
-    var capacity: Int { used.count }
-
-    /// The first of `n` free consecutive units, now taken, or nil.
-    mutating func allocate(_ n: Int) -> Int? {
-        guard n > 0, n <= used.count else { return nil }
-        var start = 0
-        while start + n <= used.count {
-            if let taken = (start ..< start + n).last(where: { used[$0] }) {
-                start = taken + 1
-                continue
-            }
-            for i in start ..< start + n { used[i] = true }
-            return start + base
-        }
-        return nil
-    }
-
-    /// `n` free units, not necessarily consecutive, or none.
-    mutating func allocateScattered(_ n: Int) -> [Int]? {
-        var taken: [Int] = []
-        for i in used.indices where !used[i] {
-            taken.append(i)
-            if taken.count == n { break }
-        }
-        guard taken.count == n else { return nil }
-        for i in taken { used[i] = true }
-        return taken.map { $0 + base }
-    }
-
-    mutating func free(_ unit: Int, count n: Int = 1) {
-        for i in (unit - base) ..< (unit - base + n) where used.indices.contains(i) { used[i] = false }
-    }
-}

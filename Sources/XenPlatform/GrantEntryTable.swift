@@ -1,5 +1,4 @@
 import SharedMemory
-import XenPlatform
 
 /// A domain's grant table in the v1 entry format (grant_table.h: struct grant_entry_v1:
 /// flags u16, domid u16, frame u32), living in memory the granting domain can write.
@@ -109,20 +108,21 @@ public struct GrantEntryTable: Sendable {
     }
 }
 
-/// First-fit allocator of runs of consecutive units (pool pages, grant refs).
-struct RunAllocator {
+/// First-fit allocator of runs of consecutive units (pool pages, grant refs), shared by
+/// the local hypervisor and the in-process doubles.
+public struct RunAllocator: Sendable {
     private var used: [Bool]
-    let base: Int
+    public let base: Int
 
-    init(count: Int, base: Int = 0) {
-        used = [Bool](repeating: false, count: count)
+    public init(count: Int, base: Int = 0) {
+        used = [Bool](repeating: false, count: max(count, 0))
         self.base = base
     }
 
-    var capacity: Int { used.count }
+    public var capacity: Int { used.count }
 
     /// The first unit of `n` free consecutive units, now taken, or nil.
-    mutating func allocate(_ n: Int) -> Int? {
+    public mutating func allocate(_ n: Int) -> Int? {
         guard n > 0, n <= used.count else { return nil }
         var start = 0
         while start + n <= used.count {
@@ -137,7 +137,7 @@ struct RunAllocator {
     }
 
     /// Takes `n` units, not necessarily consecutive, or none.
-    mutating func allocateScattered(_ n: Int) -> [Int]? {
+    public mutating func allocateScattered(_ n: Int) -> [Int]? {
         var taken: [Int] = []
         for i in used.indices where !used[i] {
             taken.append(i)
@@ -148,11 +148,13 @@ struct RunAllocator {
         return taken.map { $0 + base }
     }
 
-    mutating func free(_ unit: Int, count n: Int = 1) {
+    /// Returns `n` units from `unit` on.
+    public mutating func free(_ unit: Int, count n: Int = 1) {
         for i in (unit - base)..<(unit - base + n) where used.indices.contains(i) { used[i] = false }
     }
 
-    func isUsed(_ unit: Int) -> Bool {
+    /// Whether `unit` is taken.
+    public func isUsed(_ unit: Int) -> Bool {
         used.indices.contains(unit - base) && used[unit - base]
     }
 }
