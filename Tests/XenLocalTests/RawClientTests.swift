@@ -94,6 +94,57 @@ final class RawClient {
         try guest.grantTable.endAccess(toDom0)
     }
 
+    @Test func everyGrantMisuseByHandGetsXensStatus() async throws {
+        let fx = try HypervisorFixture(grantEntries: 1024)
+        defer { fx.stop() }
+        let (id, guest) = try await fx.createDomain("guest")
+        let (otherID, _) = try await fx.createDomain("other")
+        let toOther = try guest.grantTable.share(pages: 1, with: otherID, writable: true)
+        let toDom0 = try guest.grantTable.share(pages: 1, with: 0, writable: true)
+        let dom0 = try RawClient(path: LocalHypervisor.socketPath(stateDirectory: fx.directory))
+        func status(_ kind: HypervisorMessage.Kind, _ payload: [UInt8]) -> Int32? { dom0.call(kind, payload)?.status }
+        let generalError = Int32(GrantStatus.generalError.rawValue)
+        // Wrong domid: granted to "other", asked for by dom0.
+        #expect(status(.map, mapRequest(domain: id, refs: toOther.refs, writable: false)) == generalError)
+        // Never granted, past the table, unknown domain.
+        #expect(status(.map, mapRequest(domain: id, refs: [700], writable: false)) == generalError)
+        #expect(status(.map, mapRequest(domain: id, refs: [1024], writable: false)) == Int32(GrantStatus.badGrantRef.rawValue))
+        #expect(status(.map, mapRequest(domain: 555, refs: [8], writable: false)) == Int32(GrantStatus.badDomain.rawValue))
+        // End access while mapped (asked by the guest itself, by hand), then double unmap.
+        let mapped = try #require(dom0.call(.map, mapRequest(domain: id, refs: toDom0.refs, writable: true)))
+        #expect(mapped.status == 0)
+        var handle = PayloadReader(mapped.payload)
+        let h = try handle.u64("handle")
+        let guestRaw = try RawClient(path: LocalHypervisor.socketPath(stateDirectory: fx.directory, domain: "guest"))
+        var end = PayloadWriter()
+        end.u32(UInt32(toDom0.token))
+        #expect(guestRaw.call(.endAccess, end.bytes)?.status == EBUSY)
+        var unmap = PayloadWriter()
+        unmap.u64(h)
+        #expect(status(.unmap, unmap.bytes) == 0)
+        #expect(status(.unmap, unmap.bytes) == Int32(GrantStatus.badHandle.rawValue))
+        #expect(guestRaw.call(.endAccess, end.bytes)?.status == 0)
+        // Grant copy by hand: "other" copying out of a page the guest granted to dom0 only.
+        let otherRaw = try RawClient(path: LocalHypervisor.socketPath(stateDirectory: fx.directory, domain: "other"))
+        var buffer = PayloadWriter()
+        buffer.u32(1)
+        let allocated = try #require(otherRaw.call(.allocateBuffer, buffer.bytes))
+        var b = PayloadReader(allocated.payload)
+        let bufferID = try b.u32("buffer")
+        let stillToDom0 = try guest.grantTable.share(pages: 1, with: 0, writable: true)
+        var copy = PayloadWriter()
+        copy.u32(2)
+        for ref in [stillToDom0.refs[0], toOther.refs[0]] {
+            copy.u16(64); copy.u16(0)
+            copy.u16(id); copy.u16(1); copy.u32(ref); copy.u32(0)          // source: the guest's grant
+            copy.u16(0); copy.u16(0); copy.u32(bufferID); copy.u32(0)      // destination: own buffer
+        }
+        let copied = try #require(otherRaw.call(.copy, copy.bytes))
+        var statuses = PayloadReader(copied.payload)
+        #expect(try statuses.i16("s0") == GrantStatus.generalError.rawValue, "not granted to this domain")
+        #expect(try statuses.i16("s1") == GrantStatus.okay.rawValue, "granted to this domain")
+    }
+
     @Test func malformedTrafficClosesOnlyThatConnection() async throws {
         let fx = try HypervisorFixture()
         defer { fx.stop() }
