@@ -60,25 +60,19 @@ func runUringBench(arguments: [String]) throws {
         try UringBenchFile.create(path: path, size: fileSize)
         defer { unlink(path) }
         for workload in workloads where only.map({ "\(workload.name)-\(location.name)".contains($0) }) ?? true {
-            var ours: [Double] = []
-            var reference: [Double] = []
-            for _ in 0..<runs {
-                ours.append(try UringBenchOurs.run(path: path, size: fileSize, direct: location.direct,
-                                                   workload: workload, seconds: seconds, ringFlags: ringFlags,
-                                                   policy: policy))
-                reference.append(try UringBenchFio.run(path: path, size: fileSize, direct: location.direct,
-                                                       workload: workload, seconds: seconds, policy: policy))
-            }
+            var comparison = BenchComparison(name: "uring-\(workload.name)-\(location.name)", unit: workload.unit)
+            try alternate(&comparison, runs: runs, ours: {
+                try UringBenchOurs.run(path: path, size: fileSize, direct: location.direct, workload: workload,
+                                       seconds: seconds, ringFlags: ringFlags, policy: policy)
+            }, reference: {
+                try UringBenchFio.run(path: path, size: fileSize, direct: location.direct, workload: workload,
+                                      seconds: seconds, policy: policy)
+            })
             if verbose {
-                let perRun = zip(ours, reference).map { String(format: "%.0f/%.0f", $0, $1) }.joined(separator: " ")
-                print("runs uring-\(workload.name)-\(location.name) ours/reference: \(perRun)")
+                let perRun = zip(comparison.ours, comparison.reference).map { String(format: "%.0f/%.0f", $0, $1) }.joined(separator: " ")
+                print("runs \(comparison.name) ours/reference: \(perRun)")
             }
-            let oursMedian = median(ours)
-            let referenceMedian = median(reference)
-            let spread = max(relativeSpread(ours), relativeSpread(reference)) * 100
-            print(String(format: "bench uring-%@-%@ ours=%.0f reference=%.0f unit=%@ ratio=%.3f spread=%.1f",
-                         workload.name, location.name, oursMedian, referenceMedian, workload.unit,
-                         oursMedian / referenceMedian, spread))
+            print(comparison.line)
         }
     }
 }
@@ -126,17 +120,6 @@ struct UringBenchWorkload {
     func figure(operations: Int, seconds: Double) -> Double {
         write ? Double(operations * blockSize) / seconds / Double(1 << 20) : Double(operations) / seconds
     }
-}
-
-private func median(_ values: [Double]) -> Double {
-    let sorted = values.sorted()
-    let middle = sorted.count / 2
-    return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
-}
-
-private func relativeSpread(_ values: [Double]) -> Double {
-    guard let low = values.min(), let high = values.max() else { return 0 }
-    return (high - low) / median(values)
 }
 
 enum UringBenchFile {
