@@ -8,6 +8,9 @@ extension LocalHypervisor {
         let remote = try r.u16("remote")
         guard domains[remote] != nil else { return .errno(ESRCH, "no domain \(remote) to offer a port to") }
         guard let d = domains[c.domain] else { return .errno(ESRCH, "domain \(c.domain) is gone") }
+        guard d.ports.count < Self.maxPortsPerDomain else {
+            return .errno(ENOSPC, "d\(d.id) holds \(Self.maxPortsPerDomain) ports, the most allowed")
+        }
         let a = xl_eventfd(1)
         let b = xl_eventfd(1)
         guard a >= 0, b >= 0 else {
@@ -37,6 +40,9 @@ extension LocalHypervisor {
         }
         guard target.peer == nil else { return .errno(EINVAL, "d\(remote) port \(remotePort) is already bound") }
         guard let d = domains[c.domain] else { return .errno(ESRCH, "domain \(c.domain) is gone") }
+        guard d.ports.count < Self.maxPortsPerDomain else {
+            return .errno(ENOSPC, "d\(d.id) holds \(Self.maxPortsPerDomain) ports, the most allowed")
+        }
         let port = d.allocatePort()
         let end = ChannelEnd(domain: d.id, port: port, remoteDomain: remote, fds: target.fds, isAllocator: !target.isAllocator)
         end.peer = (remote, remotePort)

@@ -40,6 +40,13 @@ public final class LocalHypervisor: @unchecked Sendable {
     var running = true
     var nextHandle: UInt64 = 1
 
+    /// Replies queued for a client before the hypervisor stops reading its requests.
+    static let maxQueuedReplies = 64
+    /// Concurrent connections one domain may hold.
+    static let maxConnectionsPerDomain = 256
+    /// Event-channel ports one domain may hold.
+    static let maxPortsPerDomain = 1024
+
     /// Sets up dom0, the sockets and the embedded xenstored. Call ``run()`` to serve.
     public init(configuration: Configuration, logger: Logger = Logger(label: "xensplit.hypervisor")) throws(PlatformError) {
         self.configuration = configuration
@@ -96,7 +103,9 @@ public final class LocalHypervisor: @unchecked Sendable {
                 listenerDomain[d.listener] = d.id
             }
             for c in connections.values {
-                let events = Int16(POLLIN) | (c.outbox.isEmpty ? 0 : Int16(POLLOUT))
+                // A client that does not read its replies is not read either.
+                let reading = c.outbox.count < Self.maxQueuedReplies ? Int16(POLLIN) : 0
+                let events = reading | (c.outbox.isEmpty ? 0 : Int16(POLLOUT))
                 fds.append(pollfd(fd: c.fd, events: events, revents: 0))
             }
             let n = poll(&fds, nfds_t(fds.count), -1)
@@ -124,13 +133,24 @@ public final class LocalHypervisor: @unchecked Sendable {
             let fd = xl_accept(listener)
             guard fd >= 0 else { return }
             let pid = xl_peer_pid(fd)
+            guard connections.values.count(where: { $0.domain == domain }) < Self.maxConnectionsPerDomain else {
+                logger.warning("refused a connection: domain has \(Self.maxConnectionsPerDomain) already",
+                               metadata: ["domain": "\(domain)", "pid": "\(pid)"])
+                Glibc.close(fd)
+                continue
+            }
             connections[fd] = HypervisorConnection(fd: fd, domain: domain, pid: pid)
             logger.debug("connection", metadata: ["domain": "\(domain)", "pid": "\(pid)"])
         }
     }
 
     func service(_ c: HypervisorConnection, revents: Int16) {
-        if revents & Int16(POLLOUT) != 0 { flush(c) }
+        if revents & Int16(POLLOUT) != 0 {
+            flush(c)
+            // Requests held back while replies were queued.
+            if !c.closed { processInbox(c) }
+            if c.closed { return }
+        }
         if revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
             var buffer = [UInt8](repeating: 0, count: 65536)
             var received = [Int32](repeating: -1, count: 16)
@@ -151,7 +171,7 @@ public final class LocalHypervisor: @unchecked Sendable {
     }
 
     func processInbox(_ c: HypervisorConnection) {
-        while c.inbox.count >= HypervisorMessage.headerSize {
+        while c.inbox.count >= HypervisorMessage.headerSize, c.outbox.count < Self.maxQueuedReplies {
             let header: (kind: HypervisorMessage.Kind, tag: UInt32, status: Int32, length: Int)
             do {
                 header = try HypervisorMessage.decodeHeader(Array(c.inbox[0..<HypervisorMessage.headerSize]))

@@ -190,3 +190,45 @@ final class RawClient {
         #expect(h?.kind == .copy && h?.tag == 9 && h?.status == -3 && h?.length == 3)
     }
 }
+
+/// A domU cannot exhaust the hypervisor: replies it does not read, ports, connections.
+@Suite struct ResourceLimitTests {
+    @Test func aClientThatNeverReadsIsThrottledNotServedForever() async throws {
+        let fx = try HypervisorFixture()
+        defer { fx.stop() }
+        _ = try await fx.createDomain("guest")
+        let greedy = try RawClient(path: LocalHypervisor.socketPath(stateDirectory: fx.directory, domain: "guest"))
+        // Thousands of requests, no reads: the hypervisor stops reading once its replies
+        // for this client pile up, and keeps serving everyone else.
+        let one = HypervisorMessage(kind: .domainList, tag: 1).encoded()
+        var burst: [UInt8] = []
+        for _ in 0..<2000 { burst += one }
+        _ = burst.withUnsafeBytes { send(greedy.fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        #expect(try fx.dom0().listDomains().count == 2)
+        // Its replies are all there when it finally reads them, in order.
+        for _ in 0..<50 { #expect(greedy.receive()?.0.kind == .domainList) }
+    }
+
+    @Test func portsPerDomainAreBounded() async throws {
+        let fx = try HypervisorFixture()
+        defer { fx.stop() }
+        let (_, guest) = try await fx.createDomain("guest")
+        let events = try guest.openEventChannel()
+        var opened = 0
+        var refused: PlatformError?
+        while refused == nil, opened < 2000 {
+            do {
+                _ = try events.allocateUnbound(remote: 0)
+                opened += 1
+            } catch { refused = error }
+        }
+        #expect(opened == 1024)
+        guard case let .eventChannel(message, errno)? = refused else {
+            Issue.record("expected an event-channel error, got \(String(describing: refused))")
+            return
+        }
+        #expect(errno == ENOSPC && message.contains("1024"))
+        // Dom0 is unaffected.
+        #expect(try fx.dom0().openEventChannel().allocateUnbound(remote: 1) > 0)
+    }
+}
