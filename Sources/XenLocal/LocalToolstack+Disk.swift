@@ -48,13 +48,16 @@ extension LocalToolstack {
     }
 
     /// What `xl destroy` does: removes the domain's backend directories, then the domain
-    /// (the hypervisor removes its home `/local/domain/ID` with it).
+    /// (the hypervisor removes its home `/local/domain/ID` with it). The domain goes even if
+    /// its backend directories could not be removed; that error is rethrown afterwards.
     public func destroy(name: String) async throws {
         guard let d = try platform.listDomains().first(where: { $0.name == name }), d.id != 0 else {
             throw PlatformError.invalidArgument("no domain named '\(name)'")
         }
-        try await removeBackends(of: d.id)
+        var cleanup: (any Error)?
+        do { try await removeBackends(of: d.id) } catch { cleanup = error }
         try platform.destroyDomain(d.id)
+        if let cleanup { throw cleanup }
     }
 
     /// Removes `/local/domain/0/backend/*/DOMID`, and a kind's directory left empty by that,
@@ -139,6 +142,10 @@ extension LocalToolstack {
             ("trusted", disk.trusted ? "1" : "0"),
         ]
         try await store.withTransaction { tx in
+            // Nodes for a domain that does not exist would be orphans no destroy removes.
+            guard try await Self.exists("/local/domain/\(domain)", tx) else {
+                throw PlatformError.invalidArgument("no domain \(domain)")
+            }
             // libxl refuses a device id already in use by the guest.
             if try await Self.exists(frontend, tx) { throw DiskSpecError.deviceExists(path: frontend) }
             try await tx.mkdir(frontend)

@@ -163,5 +163,11 @@ import XenStore
         defer { store.close() }
         #expect(try await store.readString("/local/domain/0/backend/vbd/\(id)/51712/params") == a)
         try await toolstack.destroy(name: "guest")
+
+        // Nor is a disk for a domain that is gone.
+        await #expect(throws: PlatformError.invalidArgument("no domain \(id)")) {
+            try await toolstack.attachDisk(try DiskSpec(parsing: "\(b),,xvdb"), to: id)
+        }
+        await #expect(throws: XenStoreError.daemon(.enoent)) { _ = try await store.directory("/local/domain/0/backend/vbd") }
     }
 }
