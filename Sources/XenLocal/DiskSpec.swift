@@ -6,7 +6,8 @@
 /// `specification=`; the flags `cdrom`, `discard`/`no-discard`, `direct-io-safe`,
 /// `trusted`/`untrusted`; the positional parameters target, format, vdev, access in that
 /// order; the deprecated `raw:`/`phy:`/`file:`/`aio:`/`tap:`... target prefixes (after which
-/// no format is expected positionally) and the `vdev:cdrom` suffix.
+/// no format is expected positionally; an unknown word and colon followed by a letter or
+/// digit is part of the path, as in xl's lexer) and the `vdev:cdrom`/`vdev:disk` suffixes.
 ///
 /// Refused, each with an error naming the parameter: image formats other than raw, `script=`
 /// and the script prefixes (`nbd:`, `iscsi:`, ...: the local backend runs no hotplug
@@ -164,6 +165,7 @@ private struct Parser {
     var vdev: DiskSpec.VirtualDevice?
     var vdevSet = false
     var readWrite: Bool?
+    var accessPositional = false
     var deviceType: DiskSpec.DeviceType?
     var backendDomain: String?
     var backendSet = false
@@ -187,9 +189,12 @@ private struct Parser {
             let start = i
             index += 1
             if chars[i...].starts(with: "target=") {
-                // The rest of the string, trailing whitespace and commas included.
+                // The rest of the string, commas and trailing whitespace included, less one
+                // final comma (as xl strips it).
                 let text = String(chars[start...])
-                try namedTarget(String(chars[(start + 7)...]), DiskSpecToken(text: text, index: index, offset: start))
+                var value = chars[(start + 7)...]
+                if value.last == "," { value = value.dropLast() }
+                try namedTarget(String(value), DiskSpecToken(text: text, index: index, offset: start))
                 return
             }
             while i < chars.count, chars[i] != "," { i += 1 }
@@ -199,7 +204,7 @@ private struct Parser {
         }
     }
 
-    static let flags: Set<String> = ["cdrom", "discard", "no-discard", "direct-io-safe", "trusted", "untrusted", "colo"]
+    static let flags: Set<String> = ["cdrom", "discard", "no-discard", "direct-io-safe", "trusted", "untrusted", "colo", "no-colo"]
     static let coloKeys: Set<String> = ["colo-host", "colo-port", "colo-export", "active-disk", "hidden-disk"]
 
     mutating func parameter(_ t: DiskSpecToken) throws(DiskSpecError) {
@@ -229,7 +234,8 @@ private struct Parser {
             if formatSet { throw .repeated(t, parameter: "format") }
             try setFormat(value, t)
         case "vdev":
-            if vdevSet { throw .repeated(t, parameter: "vdev") }
+            // As xl, an empty value may be given again.
+            if vdev != nil { throw .repeated(t, parameter: "vdev") }
             try setVdev(value, t, allowDevtypeSuffix: false)
         case "access":
             if readWrite != nil { throw .repeated(t, parameter: "access") }
@@ -293,6 +299,9 @@ private struct Parser {
         case "trusted", "untrusted":
             if trusted != nil { throw .repeated(t, parameter: "trusted/untrusted") }
             trusted = t.text == "trusted"
+        case "no-colo":
+            // The default; nothing to turn off.
+            break
         default:
             throw .unsupported(t, parameter: t.text, reason: "COLO block replication needs the qdisk backend")
         }
@@ -315,7 +324,9 @@ private struct Parser {
             }
         } else if !vdevSet {
             try setVdev(t.text, t, allowDevtypeSuffix: true)
-        } else if readWrite == nil {
+        } else if !accessPositional {
+            accessPositional = true
+            if readWrite != nil { throw .repeated(t, parameter: "access") }
             try setAccess(t.text, t)
         } else {
             throw .tooManyPositional(t)
@@ -323,7 +334,7 @@ private struct Parser {
     }
 
     static let ignoredPrefixes: Set<String> = ["tapdisk", "tap2", "tap", "aio", "ioemu", "file", "phy"]
-    static let formatPrefixes: Set<String> = ["raw", "qcow", "qcow2", "vhd", "qed"]
+    static let formatPrefixes: Set<String> = ["raw", "qcow", "qcow2", "vhd"]
     static let scriptPrefixes: Set<String> = ["iscsi", "nbd", "enbd", "drbd"]
 
     mutating func positionalTarget(_ t: DiskSpecToken) throws(DiskSpecError) {
@@ -333,6 +344,11 @@ private struct Parser {
               rest[..<colon].unicodeScalars.allSatisfy({ ("a"..."z").contains($0) || ("0"..."9").contains($0) }),
               rest.unicodeScalars.first.map({ ("a"..."z").contains($0) }) == true {
             let prefix = String(rest[..<colon])
+            let after = rest[rest.index(after: colon)...]
+            let known = Self.formatPrefixes.contains(prefix) || Self.scriptPrefixes.contains(prefix) || Self.ignoredPrefixes.contains(prefix)
+            // As xl: an unknown word and a colon followed by a letter or digit is part of
+            // the path ("host:1234"); followed by anything else it is a mistyped prefix.
+            if !known, let next = after.unicodeScalars.first, ("a"..."z").contains(next) || ("0"..."9").contains(next) { break }
             if Self.formatPrefixes.contains(prefix) {
                 if formatSet { throw .repeated(t, parameter: "format") }
                 try setFormat(prefix, t)
@@ -343,7 +359,7 @@ private struct Parser {
                                 expected: "raw:, phy:, file:, aio:, tap:, tapdisk:, tap2: or ioemu: (a path containing ':' goes in target=PATH, last)")
             }
             hadDeprecatedPrefix = true
-            rest = rest[rest.index(after: colon)...]
+            rest = after
         }
         target = String(rest)
     }
@@ -369,12 +385,13 @@ private struct Parser {
         vdevSet = true
         var name = Substring(value)
         if allowDevtypeSuffix, let colon = value.lastIndex(of: ":") {
-            // Deprecated "hdc:cdrom".
-            guard value[value.index(after: colon)...] == "cdrom" else {
-                throw .badValue(t, parameter: "vdev suffix", expected: "':cdrom' or none")
+            // Deprecated "hdc:cdrom" and "xvda:disk".
+            let suffix = value[value.index(after: colon)...]
+            guard let type = DiskSpec.DeviceType(rawValue: String(suffix)) else {
+                throw .badValue(t, parameter: "vdev suffix", expected: "':cdrom', ':disk' or none")
             }
             if deviceType != nil { throw .repeated(t, parameter: "devtype") }
-            deviceType = .cdrom
+            deviceType = type
             name = value[..<colon]
         }
         if name.isEmpty { return }

@@ -41,6 +41,12 @@ import XenLocal
         Good(spec: "phy:/dev/sdb,xvdb,r", target: "/dev/sdb", vdev: "xvdb", number: 51728, readWrite: false),
         Good(spec: "tap:aio:/img,xvdc,w", target: "/img", vdev: "xvdc", number: 51744),
         Good(spec: "file:/img,xvda1", target: "/img", vdev: "xvda1", number: 51713),
+        // A word, a colon and a letter or digit is a path, not a prefix.
+        Good(spec: "backup:2024.img,,xvda:disk", target: "/dev/backup:2024.img", vdev: "xvda", number: 51712),
+        // target= loses one final comma.
+        Good(spec: "vdev=xvda,no-colo,target=/img,", target: "/img", vdev: "xvda", number: 51712),
+        // An empty vdev= may be given again.
+        Good(spec: "vdev=,/img,,,vdev=xvdc", target: "/img", vdev: "xvdc", number: 51744),
         // Flags anywhere; positional values fill the slots left.
         Good(spec: "no-discard,direct-io-safe,untrusted,/img,,xvdq", target: "/img", vdev: "xvdq", number: 268_439_552,
              discard: false, directIOSafe: true, trusted: false),
@@ -111,16 +117,18 @@ import XenLocal
          #"DISKSPEC parameter 1 "/a=b" (offset 0): a positional parameter cannot contain '=': give a target with '=' or ',' as target=PATH, last"#),
         ("nbd:host:1234,xvda,w",
          #"DISKSPEC parameter 1 "nbd:host:1234" (offset 0): the nbd: prefix is not supported: it names the block-nbd hotplug script and the local toolstack runs none"#),
-        ("disk:1.img,xvda",
-         #"DISKSPEC parameter 1 "disk:1.img" (offset 0): bad target prefix 'disk:', expected raw:, phy:, file:, aio:, tap:, tapdisk:, tap2: or ioemu: (a path containing ':' goes in target=PATH, last)"#),
+        ("foo:/img,xvda",
+         #"DISKSPEC parameter 1 "foo:/img" (offset 0): bad target prefix 'foo:', expected raw:, phy:, file:, aio:, tap:, tapdisk:, tap2: or ioemu: (a path containing ':' goes in target=PATH, last)"#),
+        ("access=ro,/img,,xvda,rw",
+         #"DISKSPEC parameter 5 "rw" (offset 21): access given more than once"#),
         ("/img,,xvda,specification=virtio",
          #"DISKSPEC parameter 4 "specification=virtio" (offset 11): specification=virtio is not supported: the local backend speaks io/blkif.h (specification=xen) only"#),
         ("/img,,xvda,backendtype=qdisk",
          #"DISKSPEC parameter 4 "backendtype=qdisk" (offset 11): backendtype=qdisk is not supported: the local backend is a phy-type backend; leave backendtype out or say phy"#),
         ("/img,,xvda,devtype=floppy",
          #"DISKSPEC parameter 4 "devtype=floppy" (offset 11): bad devtype, expected cdrom"#),
-        ("/img,,xvda:disk",
-         #"DISKSPEC parameter 3 "xvda:disk" (offset 6): bad vdev suffix, expected ':cdrom' or none"#),
+        ("/img,,xvda:floppy",
+         #"DISKSPEC parameter 3 "xvda:floppy" (offset 6): bad vdev suffix, expected ':cdrom', ':disk' or none"#),
         ("/img,,xvda,colo",
          #"DISKSPEC parameter 4 "colo" (offset 11): colo is not supported: COLO block replication needs the qdisk backend"#),
     ]
