@@ -23,11 +23,11 @@ extension DiskSpec {
         public let number: UInt32
 
         /// Parses a vdev name outside a DISKSPEC.
-        public init(_ name: String) throws(DiskSpecError) {
-            try self.init(parsing: name, token: DiskSpecToken(text: name, index: 0, offset: 0))
+        public init(_ name: String) throws(DeviceSpecError) {
+            try self.init(parsing: name, token: DeviceSpecToken(syntax: "vdev", text: name, index: 0, offset: 0))
         }
 
-        init(parsing name: String, token: DiskSpecToken) throws(DiskSpecError) {
+        init(parsing name: String, token: DeviceSpecToken) throws(DeviceSpecError) {
             self.name = name
             switch Self.number(of: name) {
             case let .success(n): number = n

@@ -49,7 +49,7 @@ public struct DiskSpec: Sendable, Equatable {
 
     /// Parses one DISKSPEC; the error names the offending parameter, its position and what
     /// was expected.
-    public init(parsing spec: String) throws(DiskSpecError) {
+    public init(parsing spec: String) throws(DeviceSpecError) {
         var p = Parser(spec: spec)
         try p.run()
         guard let vdev = p.vdev else { throw .missingVirtualDevice(spec: spec) }
@@ -64,93 +64,6 @@ public struct DiskSpec: Sendable, Equatable {
         self.discard = p.discard ?? true
         self.directIOSafe = p.directIOSafe
         self.trusted = p.trusted ?? true
-    }
-}
-
-/// A token of a DISKSPEC that an error points at.
-public struct DiskSpecToken: Sendable, Equatable, CustomStringConvertible {
-    /// The parameter's text as written (whitespace before it dropped).
-    public let text: String
-    /// Which parameter, from 1; 0 when the token is not part of a DISKSPEC.
-    public let index: Int
-    /// Its first character's offset in the DISKSPEC, from 0.
-    public let offset: Int
-
-    public init(text: String, index: Int, offset: Int) {
-        self.text = text
-        self.index = index
-        self.offset = offset
-    }
-
-    public var description: String {
-        index == 0 ? "\"\(text)\"" : "parameter \(index) \"\(text)\" (offset \(offset))"
-    }
-}
-
-/// Why a DISKSPEC or a disk cannot be attached.
-public enum DiskSpecError: Error, Equatable, Sendable, CustomStringConvertible {
-    /// A `key=` that xl's DISKSPEC does not define.
-    case unknownKey(DiskSpecToken, key: String)
-    /// A value its parameter does not take; `expected` lists what it takes.
-    case badValue(DiskSpecToken, parameter: String, expected: String)
-    /// An image format xl knows but the local backend cannot serve (it serves raw only).
-    case unsupportedFormat(DiskSpecToken, format: String)
-    /// A parameter xl knows but the local toolstack cannot honour, and why.
-    case unsupported(DiskSpecToken, parameter: String, reason: String)
-    /// A parameter given a second time.
-    case repeated(DiskSpecToken, parameter: String)
-    /// A fifth positional parameter (target, format, vdev, access are all set).
-    case tooManyPositional(DiskSpecToken)
-    /// A parameter that is neither `key=value`, a flag nor a positional value.
-    case malformed(DiskSpecToken, reason: String)
-    /// A virtual device name xl cannot number, and why.
-    case badVirtualDevice(DiskSpecToken, reason: String)
-    /// No `vdev` (it is mandatory).
-    case missingVirtualDevice(spec: String)
-    /// No target or an empty one (for a cdrom, an empty drive, which has no local backend).
-    case missingTarget(spec: String, cdrom: Bool)
-    /// The target cannot be examined (`stat` failed with `errno`).
-    case targetUnavailable(path: String, errno: Int32)
-    /// The target exists but is neither a regular file nor a block device.
-    case targetNotDisk(path: String, kind: String)
-    /// Two disks of one domain share a virtual device number.
-    case duplicateVirtualDevice(vdev: String, number: UInt32, other: String)
-    /// The guest already has a device at this frontend path.
-    case deviceExists(path: String)
-
-    public var description: String {
-        switch self {
-        case let .unknownKey(t, key):
-            return "DISKSPEC \(t): unknown parameter '\(key)='"
-        case let .badValue(t, parameter, expected):
-            return "DISKSPEC \(t): bad \(parameter), expected \(expected)"
-        case let .unsupportedFormat(t, format):
-            return "DISKSPEC \(t): format \(format) is not supported: the local backend serves raw images only (format=raw)"
-        case let .unsupported(t, parameter, reason):
-            return "DISKSPEC \(t): \(parameter) is not supported: \(reason)"
-        case let .repeated(t, parameter):
-            return "DISKSPEC \(t): \(parameter) given more than once"
-        case let .tooManyPositional(t):
-            return "DISKSPEC \(t): too many positional parameters, expected at most target,format,vdev,access"
-        case let .malformed(t, reason):
-            return "DISKSPEC \(t): \(reason)"
-        case let .badVirtualDevice(t, reason):
-            return "DISKSPEC \(t): bad vdev: \(reason)"
-        case let .missingVirtualDevice(spec):
-            return "DISKSPEC \"\(spec)\": no vdev, expected vdev=NAME or a third positional parameter (xvda, hdc, sdb, ...)"
-        case let .missingTarget(spec, cdrom):
-            return cdrom
-                ? "DISKSPEC \"\(spec)\": no target: an empty cdrom drive is not supported by the local backend"
-                : "DISKSPEC \"\(spec)\": no target, expected a first positional parameter or target=PATH last"
-        case let .targetUnavailable(path, errno):
-            return "disk target \(path): cannot stat it (errno \(errno))"
-        case let .targetNotDisk(path, kind):
-            return "disk target \(path) is a \(kind), expected a regular file or a block device"
-        case let .duplicateVirtualDevice(vdev, number, other):
-            return "vdev \(vdev) is virtual-device \(number), already used by vdev \(other)"
-        case let .deviceExists(path):
-            return "a device already exists at \(path)"
-        }
     }
 }
 
@@ -181,7 +94,7 @@ private struct Parser {
         chars = Array(spec)
     }
 
-    mutating func run() throws(DiskSpecError) {
+    mutating func run() throws(DeviceSpecError) {
         var i = 0
         while i < chars.count {
             while i < chars.count, chars[i] == " " || chars[i] == "\t" || chars[i] == "\n" { i += 1 }
@@ -194,20 +107,20 @@ private struct Parser {
                 let text = String(chars[start...])
                 var value = chars[(start + 7)...]
                 if value.last == "," { value = value.dropLast() }
-                try namedTarget(String(value), DiskSpecToken(text: text, index: index, offset: start))
+                try namedTarget(String(value), DeviceSpecToken(text: text, index: index, offset: start))
                 return
             }
             while i < chars.count, chars[i] != "," { i += 1 }
             let text = String(chars[start..<i])
             if i < chars.count { i += 1 }
-            try parameter(DiskSpecToken(text: text, index: index, offset: start))
+            try parameter(DeviceSpecToken(text: text, index: index, offset: start))
         }
     }
 
     static let flags: Set<String> = ["cdrom", "discard", "no-discard", "direct-io-safe", "trusted", "untrusted", "colo", "no-colo"]
     static let coloKeys: Set<String> = ["colo-host", "colo-port", "colo-export", "active-disk", "hidden-disk"]
 
-    mutating func parameter(_ t: DiskSpecToken) throws(DiskSpecError) {
+    mutating func parameter(_ t: DeviceSpecToken) throws(DeviceSpecError) {
         if let eq = t.text.firstIndex(of: "=") {
             let key = String(t.text[..<eq])
             let value = String(t.text[t.text.index(after: eq)...])
@@ -228,7 +141,7 @@ private struct Parser {
         return s.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-" || $0 == "_") }
     }
 
-    mutating func named(_ key: String, _ value: String, _ t: DiskSpecToken) throws(DiskSpecError) {
+    mutating func named(_ key: String, _ value: String, _ t: DeviceSpecToken) throws(DeviceSpecError) {
         switch key {
         case "format":
             if formatSet { throw .repeated(t, parameter: "format") }
@@ -278,14 +191,14 @@ private struct Parser {
         }
     }
 
-    mutating func namedTarget(_ value: String, _ t: DiskSpecToken) throws(DiskSpecError) {
+    mutating func namedTarget(_ value: String, _ t: DeviceSpecToken) throws(DeviceSpecError) {
         // Allowed after an empty positional target, as the man page says.
         if targetNamed || !(target ?? "").isEmpty { throw .repeated(t, parameter: "target") }
         targetNamed = true
         target = value
     }
 
-    mutating func flag(_ t: DiskSpecToken) throws(DiskSpecError) {
+    mutating func flag(_ t: DeviceSpecToken) throws(DeviceSpecError) {
         switch t.text {
         case "cdrom":
             if deviceType != nil { throw .repeated(t, parameter: "devtype") }
@@ -310,7 +223,7 @@ private struct Parser {
     /// Positional values fill target, format, vdev, access in turn, skipping those already
     /// given; after a deprecated target prefix the format slot is skipped (the old syntax
     /// was target,vdev,access).
-    mutating func positional(_ t: DiskSpecToken) throws(DiskSpecError) {
+    mutating func positional(_ t: DeviceSpecToken) throws(DeviceSpecError) {
         if target == nil {
             try positionalTarget(t)
         } else if !hadDeprecatedPrefix && !formatSet {
@@ -337,7 +250,7 @@ private struct Parser {
     static let formatPrefixes: Set<String> = ["raw", "qcow", "qcow2", "vhd"]
     static let scriptPrefixes: Set<String> = ["iscsi", "nbd", "enbd", "drbd"]
 
-    mutating func positionalTarget(_ t: DiskSpecToken) throws(DiskSpecError) {
+    mutating func positionalTarget(_ t: DeviceSpecToken) throws(DeviceSpecError) {
         var rest = Substring(t.text)
         // Deprecated prefixes: lower-case words ending in ':' ("tap:aio:/x" has two).
         while let colon = rest.firstIndex(of: ":"), rest.startIndex < colon,
@@ -364,7 +277,7 @@ private struct Parser {
         target = String(rest)
     }
 
-    mutating func setFormat(_ value: String, _ t: DiskSpecToken) throws(DiskSpecError) {
+    mutating func setFormat(_ value: String, _ t: DeviceSpecToken) throws(DeviceSpecError) {
         formatSet = true
         switch value {
         case "raw", "": break
@@ -373,7 +286,7 @@ private struct Parser {
         }
     }
 
-    mutating func setAccess(_ value: String, _ t: DiskSpecToken) throws(DiskSpecError) {
+    mutating func setAccess(_ value: String, _ t: DeviceSpecToken) throws(DeviceSpecError) {
         switch value {
         case "rw", "w", "": readWrite = true
         case "ro", "r": readWrite = false
@@ -381,7 +294,7 @@ private struct Parser {
         }
     }
 
-    mutating func setVdev(_ value: String, _ t: DiskSpecToken, allowDevtypeSuffix: Bool) throws(DiskSpecError) {
+    mutating func setVdev(_ value: String, _ t: DeviceSpecToken, allowDevtypeSuffix: Bool) throws(DeviceSpecError) {
         vdevSet = true
         var name = Substring(value)
         if allowDevtypeSuffix, let colon = value.lastIndex(of: ":") {

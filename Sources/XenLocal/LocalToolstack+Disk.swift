@@ -79,7 +79,7 @@ extension LocalToolstack {
 
     /// The backend's `type` for a target: `phy` for a block device, `file` for a regular
     /// file; anything else, or a path that cannot be examined, is an error naming it.
-    public static func backendType(of target: String) throws(DiskSpecError) -> String {
+    public static func backendType(of target: String) throws(DeviceSpecError) -> String {
         var st = stat()
         guard stat(target, &st) == 0 else { throw .targetUnavailable(path: target, errno: errno) }
         switch st.st_mode & S_IFMT {
@@ -95,7 +95,7 @@ extension LocalToolstack {
 
     /// Checks that need nothing created: no two disks share a virtual device number, and
     /// every backend is dom0 (driver domains are not set up by the local toolstack).
-    func checkTogether(_ disks: [DiskSpec]) throws(DiskSpecError) {
+    func checkTogether(_ disks: [DiskSpec]) throws(DeviceSpecError) {
         var seen: [UInt32: String] = [:]
         for disk in disks {
             if let other = seen[disk.vdev.number] {
@@ -103,7 +103,7 @@ extension LocalToolstack {
             }
             seen[disk.vdev.number] = disk.vdev.name
             if let backend = disk.backendDomain, backend != "0", backend != "Domain-0" {
-                throw .unsupported(DiskSpecToken(text: "backend=" + backend, index: 0, offset: 0), parameter: "backend=\(backend)",
+                throw .unsupported(DeviceSpecToken(text: "backend=" + backend, index: 0, offset: 0), parameter: "backend=\(backend)",
                                    reason: "the local toolstack attaches disks to dom0's backend only")
             }
         }
@@ -147,7 +147,7 @@ extension LocalToolstack {
                 throw PlatformError.invalidArgument("no domain \(domain)")
             }
             // libxl refuses a device id already in use by the guest.
-            if try await Self.exists(frontend, tx) { throw DiskSpecError.deviceExists(path: frontend) }
+            if try await Self.exists(frontend, tx) { throw DeviceSpecError.deviceExists(path: frontend) }
             try await tx.mkdir(frontend)
             try await tx.setPermissions(frontend, frontendPermissions)
             for (key, value) in frontendKeys {

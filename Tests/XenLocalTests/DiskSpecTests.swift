@@ -155,7 +155,7 @@ import XenLocal
             let f = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
             try #require(f.count == 6, "\(line)")
             if f[1] == "-" {
-                #expect(throws: DiskSpecError.self, "\(f[0]): \(f[5])") { _ = try DiskSpec.VirtualDevice(f[0]) }
+                #expect(throws: DeviceSpecError.self, "\(f[0]): \(f[5])") { _ = try DiskSpec.VirtualDevice(f[0]) }
                 refused += 1
             } else {
                 let n = try #require(UInt32(f[1]))

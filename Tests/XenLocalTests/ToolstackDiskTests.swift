@@ -115,7 +115,7 @@ import XenStore
         let missing = fx.directory + "/missing.img"
         let dom0 = try fx.dom0()
         let disks = [try DiskSpec(parsing: "\(a),,xvda"), try DiskSpec(parsing: "\(missing),,xvdb")]
-        await #expect(throws: DiskSpecError.targetUnavailable(path: missing, errno: ENOENT)) {
+        await #expect(throws: DeviceSpecError.targetUnavailable(path: missing, errno: ENOENT)) {
             _ = try await LocalToolstack(platform: dom0).createDomain(name: "guest", disks: disks)
         }
         #expect(try dom0.listDomains().map(\.name) == ["Domain-0"])
@@ -125,7 +125,7 @@ import XenStore
         #expect(try await store.directory("/local/domain").filter { $0 != "0" }.isEmpty)
 
         // A directory is not a disk, and says so.
-        await #expect(throws: DiskSpecError.targetNotDisk(path: fx.directory, kind: "directory")) {
+        await #expect(throws: DeviceSpecError.targetNotDisk(path: fx.directory, kind: "directory")) {
             _ = try await LocalToolstack(platform: dom0).createDomain(name: "guest", disks: [try DiskSpec(parsing: "\(fx.directory),,xvda")])
         }
         #expect(try dom0.listDomains().map(\.name) == ["Domain-0"])
@@ -137,11 +137,11 @@ import XenStore
         defer { fx.stop() }
         let a = try Self.image(fx, "a.img")
         let dom0 = try fx.dom0()
-        await #expect(throws: DiskSpecError.duplicateVirtualDevice(vdev: "d0p0", number: 51712, other: "xvda")) {
+        await #expect(throws: DeviceSpecError.duplicateVirtualDevice(vdev: "d0p0", number: 51712, other: "xvda")) {
             _ = try await LocalToolstack(platform: dom0).createDomain(
                 name: "guest", disks: [try DiskSpec(parsing: "\(a),,xvda,ro"), try DiskSpec(parsing: "\(a),,d0p0,ro")])
         }
-        await #expect(throws: DiskSpecError.self) {
+        await #expect(throws: DeviceSpecError.self) {
             _ = try await LocalToolstack(platform: dom0).createDomain(name: "guest", disks: [try DiskSpec(parsing: "\(a),,xvda,backend=driver")])
         }
         #expect(try dom0.listDomains().map(\.name) == ["Domain-0"])
@@ -156,7 +156,7 @@ import XenStore
         let toolstack = LocalToolstack(platform: dom0)
         let id = try await toolstack.createDomain(name: "guest", disks: [try DiskSpec(parsing: "\(a),,xvda")])
         let fe = "/local/domain/\(id)/device/vbd/51712"
-        await #expect(throws: DiskSpecError.deviceExists(path: fe)) {
+        await #expect(throws: DeviceSpecError.deviceExists(path: fe)) {
             try await toolstack.attachDisk(try DiskSpec(parsing: "\(b),,xvda"), to: id)
         }
         let store = try dom0.connectXenStore()
