@@ -51,6 +51,8 @@ public enum DeviceSpecError: Error, Equatable, Sendable, CustomStringConvertible
     case duplicateVirtualDevice(vdev: String, number: UInt32, other: String)
     /// The guest already has a device at this frontend path.
     case deviceExists(path: String)
+    /// Two interfaces of one domain ask for the same device id.
+    case duplicateDeviceID(kind: String, devid: UInt32)
 
     public var description: String {
         switch self {
@@ -84,6 +86,8 @@ public enum DeviceSpecError: Error, Equatable, Sendable, CustomStringConvertible
             return "vdev \(vdev) is virtual-device \(number), already used by vdev \(other)"
         case let .deviceExists(path):
             return "a device already exists at \(path)"
+        case let .duplicateDeviceID(kind, devid):
+            return "two \(kind) devices ask for devid \(devid)"
         }
     }
 }

@@ -18,18 +18,20 @@ extension LocalToolstack {
         "/local/domain/\(frontend)/device/\(kind)/\(device)"
     }
 
-    /// Creates domain `name` with `disks`, as `xl create` does. The specs are checked
-    /// together first (distinct virtual devices, dom0 backends), so a bad set creates
-    /// nothing; if a disk then fails to attach (its target missing, say), the domain and
-    /// every backend directory already written for it are removed before the error is
-    /// rethrown.
-    public func createDomain(name: String, disks: [DiskSpec]) async throws -> DomainID {
+    /// Creates domain `name` with `disks` and `nics`, as `xl create` does. The specs are
+    /// checked together first (distinct device ids, dom0 backends), so a bad set creates
+    /// nothing; if a device then fails to attach (a disk's target missing, say), the domain
+    /// and every backend directory already written for it are removed before the error is
+    /// rethrown. Interfaces without `mac=` or `devid=` get them as `resolve(_:)` assigns.
+    public func createDomain(name: String, disks: [DiskSpec], nics: [VifSpec] = []) async throws -> DomainID {
         try checkTogether(disks)
+        let nics = try Self.resolve(nics)
         let id = try await createDomain(name: name)
         do {
             let store = try platform.connectXenStore()
             defer { store.close() }
             for disk in disks { try await attachDisk(disk, to: id, store: store) }
+            for nic in nics { try await attachNic(nic, to: id, store: store) }
         } catch {
             try? await removeBackends(of: id)
             try? platform.destroyDomain(id)
@@ -96,30 +98,28 @@ extension LocalToolstack {
     /// Checks that need nothing created: no two disks share a virtual device number, and
     /// every backend is dom0 (driver domains are not set up by the local toolstack).
     func checkTogether(_ disks: [DiskSpec]) throws(DeviceSpecError) {
+        for disk in disks { try Self.checkBackend(disk.backendDomain) }
         var seen: [UInt32: String] = [:]
         for disk in disks {
             if let other = seen[disk.vdev.number] {
                 throw .duplicateVirtualDevice(vdev: disk.vdev.name, number: disk.vdev.number, other: other)
             }
             seen[disk.vdev.number] = disk.vdev.name
-            if let backend = disk.backendDomain, backend != "0", backend != "Domain-0" {
-                throw .unsupported(DeviceSpecToken(text: "backend=" + backend, index: 0, offset: 0), parameter: "backend=\(backend)",
-                                   reason: "the local toolstack attaches disks to dom0's backend only")
-            }
+        }
+    }
+
+    /// Driver domains are not set up by the local toolstack: every backend is dom0.
+    static func checkBackend(_ name: String?) throws(DeviceSpecError) {
+        if let name, name != "0", name != "Domain-0" {
+            throw .unsupported(DeviceSpecToken(text: "backend=" + name, index: 0, offset: 0), parameter: "backend=\(name)",
+                               reason: "the local toolstack attaches devices to dom0's backends only")
         }
     }
 
     func attachDisk(_ disk: DiskSpec, to domain: DomainID, store: XenStoreClient) async throws {
         let type = try Self.backendType(of: disk.target)
         let device = disk.vdev.number
-        let frontend = Self.frontendPath(kind: "vbd", frontend: domain, device: device)
-        let backend = Self.backendPath(kind: "vbd", frontend: domain, device: device)
-        // libxl__device_generic_add: the frontend is the guest's, dom0 may read it; the
-        // backend is dom0's, the guest may read it.
-        let frontendPermissions = [XenStorePermission(domid: domain, access: .none), XenStorePermission(domid: 0, access: .read)]
-        let backendPermissions = [XenStorePermission(domid: 0, access: .none), XenStorePermission(domid: domain, access: .read)]
         var backendKeys: [(String, String)] = [
-            ("frontend", frontend),
             ("params", disk.target),
             ("frontend-id", "\(domain)"),
             ("online", "1"),
@@ -134,31 +134,43 @@ extension LocalToolstack {
         ]
         if disk.directIOSafe { backendKeys.append(("direct-io-safe", "1")) }
         let frontendKeys: [(String, String)] = [
-            ("backend", backend),
             ("backend-id", "0"),
             ("state", "1"),
             ("virtual-device", "\(device)"),
             ("device-type", disk.deviceType.rawValue),
             ("trusted", disk.trusted ? "1" : "0"),
         ]
+        try await Self.addDevice(kind: "vbd", domain: domain, device: device, backendKeys: backendKeys, frontendKeys: frontendKeys, store: store)
+    }
+
+    /// `libxl__device_generic_add` for a dom0 backend: in one transaction (retried on
+    /// EAGAIN), the frontend directory, the guest's with read for dom0, and the backend
+    /// directory, dom0's with read for the guest, each with its keys, each pointing at the
+    /// other (`backend`, `frontend`).
+    static func addDevice(kind: String, domain: DomainID, device: UInt32, backendKeys: [(String, String)],
+                          frontendKeys: [(String, String)], store: XenStoreClient) async throws {
+        let frontend = frontendPath(kind: kind, frontend: domain, device: device)
+        let backend = backendPath(kind: kind, frontend: domain, device: device)
+        let frontendPermissions = [XenStorePermission(domid: domain, access: .none), XenStorePermission(domid: 0, access: .read)]
+        let backendPermissions = [XenStorePermission(domid: 0, access: .none), XenStorePermission(domid: domain, access: .read)]
         try await store.withTransaction { tx in
             // Nodes for a domain that does not exist would be orphans no destroy removes.
-            guard try await Self.exists("/local/domain/\(domain)", tx) else {
+            guard try await exists("/local/domain/\(domain)", tx) else {
                 throw PlatformError.invalidArgument("no domain \(domain)")
             }
             // libxl refuses a device id already in use by the guest.
-            if try await Self.exists(frontend, tx) { throw DeviceSpecError.deviceExists(path: frontend) }
+            if try await exists(frontend, tx) { throw DeviceSpecError.deviceExists(path: frontend) }
             try await tx.mkdir(frontend)
             try await tx.setPermissions(frontend, frontendPermissions)
-            for (key, value) in frontendKeys {
+            for (key, value) in [("backend", backend)] + frontendKeys {
                 try await tx.write(frontend + "/" + key, value)
                 try await tx.setPermissions(frontend + "/" + key, frontendPermissions)
             }
             // A backend directory left by an earlier domain with this id is stale.
-            if try await Self.exists(backend, tx) { try await tx.rm(backend) }
+            if try await exists(backend, tx) { try await tx.rm(backend) }
             try await tx.mkdir(backend)
             try await tx.setPermissions(backend, backendPermissions)
-            for (key, value) in backendKeys { try await tx.write(backend + "/" + key, value) }
+            for (key, value) in [("frontend", frontend)] + backendKeys { try await tx.write(backend + "/" + key, value) }
         }
     }
 
