@@ -69,7 +69,8 @@ import XenLocal
 
         let created = try Self.run(Self.xensplit, ["domain", "create", "--state-dir", dir, "guest",
                                                    "--disk", "\(a),raw,xvda,rw",
-                                                   "--disk", "vdev=hdc, devtype=cdrom, no-discard, target=\(b)"])
+                                                   "--disk", "vdev=hdc, devtype=cdrom, no-discard, target=\(b)",
+                                                   "--nic", "mac=00:16:3e:00:00:01,bridge=br0"])
         #expect(created.status == 0, "\(created.err)")
         #expect(created.out.hasPrefix("created domain guest with id 1\n"))
 
@@ -95,6 +96,13 @@ import XenLocal
             for (key, value) in keys { expectedFrontend[node + key] = "\"\(value)\"   \(fe)" }
         }
         #expect(frontend == expectedFrontend)
+        #expect(created.out.contains("nic 0 mac 00:16:3e:00:00:01 bridge br0\n"))
+        let vifBackend = try Self.xenstoreLs("/local/domain/0/backend/vif/1/0", socket: socket)
+        #expect(vifBackend["/local/domain/0/backend/vif/1/0/mac"] == "\"00:16:3e:00:00:01\"   \(be)")
+        #expect(vifBackend["/local/domain/0/backend/vif/1/0/bridge"] == "\"br0\"   \(be)")
+        let vifFrontend = try Self.xenstoreLs("/local/domain/1/device/vif/0", socket: socket)
+        #expect(vifFrontend["/local/domain/1/device/vif/0/backend"] == "\"/local/domain/0/backend/vif/1/0\"   \(fe)")
+        #expect(vifFrontend["/local/domain/1/device/vif/0/handle"] == "\"0\"   \(fe)")
 
         // A bad spec is refused before anything is created, pointing at the bad parameter.
         let refused = try Self.run(Self.xensplit, ["domain", "create", "--state-dir", dir, "bad", "--disk", "\(a),qcow2,xvdb"])
@@ -106,7 +114,7 @@ import XenLocal
         let destroyed = try Self.run(Self.xensplit, ["domain", "destroy", "--state-dir", dir, "guest"])
         #expect(destroyed.status == 0, "\(destroyed.err)")
         let after = try Self.xenstoreLs("/local/domain", socket: socket)
-        #expect(after.keys.filter { $0.contains("/backend/vbd") || $0.hasPrefix("/local/domain/1") }.isEmpty, "\(after)")
+        #expect(after.keys.filter { $0.contains("/backend/vbd") || $0.contains("/backend/vif") || $0.hasPrefix("/local/domain/1") }.isEmpty, "\(after)")
 
         kill(hypervisor.processIdentifier, SIGTERM)
         hypervisor.waitUntilExit()
