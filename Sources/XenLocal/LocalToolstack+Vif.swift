@@ -6,9 +6,9 @@ import XenStore
 /// `/local/domain/DOMID/device/vif/DEVID`, both in XenbusStateInitialising. Keys: io/netif.h,
 /// Protocols/netif-xenstore.tsv.
 extension LocalToolstack {
-    /// Gives every interface a device id and a MAC: explicit `devid=` values first, then
-    /// the lowest free ids in list order (xl's "lowest index available"); a missing MAC is
-    /// drawn in Xen's OUI. Two interfaces asking for one id, or a backend other than dom0,
+    /// Gives every interface a device id and a MAC as xl does for a domain's vif list: the
+    /// id is the interface's index in the list unless `devid=` says otherwise; a missing
+    /// MAC is drawn in Xen's OUI. Two interfaces with one id, or a backend other than dom0,
     /// are refused.
     public static func resolve(_ nics: [VifSpec]) throws(DeviceSpecError) -> [VifSpec] {
         var generator = SystemRandomNumberGenerator()
@@ -18,28 +18,28 @@ extension LocalToolstack {
     /// `resolve(_:)` with the MAC source given (tests seed it).
     public static func resolve<G: RandomNumberGenerator>(_ nics: [VifSpec], using generator: inout G) throws(DeviceSpecError) -> [VifSpec] {
         var taken: Set<UInt32> = []
-        for nic in nics {
-            try checkBackend(nic.backendDomain)
-            if let id = nic.devid, !taken.insert(id).inserted { throw .duplicateDeviceID(kind: "vif", devid: id) }
-        }
-        var next: UInt32 = 0
         var out = nics
         for i in out.indices {
-            if out[i].devid == nil {
-                while taken.contains(next) { next += 1 }
-                out[i].devid = next
-                taken.insert(next)
-            }
+            try checkBackend(out[i].backendDomain)
+            let id = out[i].devid ?? UInt32(i)
+            guard taken.insert(id).inserted else { throw .duplicateDeviceID(kind: "vif", devid: id) }
+            out[i].devid = id
             if out[i].mac == nil { out[i].mac = VifSpec.randomMAC(using: &generator) }
         }
         return out
     }
 
-    /// Attaches `nic` to domain `domain` in one transaction (retried on EAGAIN).
+    /// Attaches `nic` to a running domain, as `xl network-attach` does: without `devid=`
+    /// it takes one more than the highest id the domain has (libxl's next-id rule).
     public func attachNic(_ nic: VifSpec, to domain: DomainID) async throws {
-        guard let resolved = try Self.resolve([nic]).first else { return }
         let store = try platform.connectXenStore()
         defer { store.close() }
+        var nic = nic
+        if nic.devid == nil {
+            let ids = try await store.withTransaction { tx in try await Self.children("/local/domain/\(domain)/device/vif", tx) }
+            nic.devid = ids.compactMap { UInt32($0) }.max().map { $0 + 1 } ?? 0
+        }
+        guard let resolved = try Self.resolve([nic]).first else { return }
         try await attachNic(resolved, to: domain, store: store)
     }
 

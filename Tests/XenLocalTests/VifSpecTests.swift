@@ -68,9 +68,9 @@ import XenStore
 
     @Test func resolveAssignsLowestFreeIdsAndXenMACs() throws {
         var rng = Seeded(state: 42)
-        let nics = try ["", "devid=0", "mac=02:00:00:00:00:01", "devid=3"].map { spec throws(DeviceSpecError) in try VifSpec(parsing: spec) }
+        let nics = try ["", "devid=5", "mac=02:00:00:00:00:01", "devid=3"].map { spec throws(DeviceSpecError) in try VifSpec(parsing: spec) }
         let resolved = try LocalToolstack.resolve(nics, using: &rng)
-        #expect(resolved.map(\.devid) == [1, 0, 2, 3])
+        #expect(resolved.map(\.devid) == [0, 5, 2, 3])
         #expect(resolved[2].mac == [2, 0, 0, 0, 0, 1])
         for nic in resolved where nic != resolved[2] {
             let mac = try #require(nic.mac)
@@ -82,6 +82,10 @@ import XenStore
 
         #expect(throws: DeviceSpecError.duplicateDeviceID(kind: "vif", devid: 2)) {
             _ = try LocalToolstack.resolve([try VifSpec(parsing: "devid=2"), try VifSpec(parsing: "devid=2")], using: &rng)
+        }
+        // The second interface's index is 1, which the first one claimed.
+        #expect(throws: DeviceSpecError.duplicateDeviceID(kind: "vif", devid: 1)) {
+            _ = try LocalToolstack.resolve([try VifSpec(parsing: "devid=1"), try VifSpec(parsing: "")], using: &rng)
         }
         #expect(throws: DeviceSpecError.self) { _ = try LocalToolstack.resolve([try VifSpec(parsing: "backend=driver")], using: &rng) }
     }
@@ -121,6 +125,11 @@ import XenStore
                 #expect(try await store.getPermissions(fe + "/" + key) == ToolstackDiskTests.dom0Reads(id))
             }
         }
+        // Hot-plugged without devid=, an interface takes one more than the highest id.
+        try await toolstack.attachNic(try VifSpec(parsing: "devid=9"), to: id)
+        try await toolstack.attachNic(try VifSpec(parsing: "bridge=br2"), to: id)
+        #expect(try await store.readString(LocalToolstack.backendPath(kind: "vif", frontend: id, device: 10) + "/bridge") == "br2")
+
         try await toolstack.destroy(name: "guest")
         await #expect(throws: XenStoreError.daemon(.enoent)) { _ = try await store.directory("/local/domain/0/backend/vif") }
     }
