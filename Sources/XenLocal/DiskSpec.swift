@@ -2,7 +2,7 @@
 /// checked against what the local block backend can serve. Pure: no I/O.
 ///
 /// Accepted: the `key=value` parameters `target=` (last: it takes the rest of the string,
-/// commas included), `format=`, `vdev=`, `access=`, `devtype=`, `backend=`, `backendtype=`,
+/// commas included, less one final comma), `format=`, `vdev=`, `access=`, `devtype=`, `backend=`, `backendtype=`,
 /// `specification=`; the flags `cdrom`, `discard`/`no-discard`, `direct-io-safe`,
 /// `trusted`/`untrusted`; the positional parameters target, format, vdev, access in that
 /// order; the deprecated `raw:`/`phy:`/`file:`/`aio:`/`tap:`... target prefixes (after which
@@ -17,7 +17,8 @@
 /// target.
 ///
 /// As xl does: a target not starting with `/` gets `/dev/` prepended; a cdrom is read-only
-/// and removable whatever `access=` says; access defaults to read-write.
+/// and removable whatever `access=` says; access defaults to read-write. `backend=NAME` is
+/// recorded; `LocalToolstack` accepts dom0 (`Domain-0` or `0`) only.
 public struct DiskSpec: Sendable, Equatable {
     /// The backing file or block device path.
     public var target: String

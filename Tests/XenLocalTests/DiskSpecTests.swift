@@ -144,6 +144,47 @@ import XenLocal
         }
     }
 
+    /// The token an error points at, if it has one.
+    static func token(of error: DeviceSpecError) -> DeviceSpecToken? {
+        switch error {
+        case let .unknownKey(t, _), let .badValue(t, _, _), let .unsupportedFormat(t, _), let .unsupported(t, _, _),
+             let .repeated(t, _), let .tooManyPositional(t), let .malformed(t, _), let .badVirtualDevice(t, _):
+            return t
+        default:
+            return nil
+        }
+    }
+
+    /// Seeded random specs from DISKSPEC's vocabulary: each parses, or its error's token is
+    /// exactly the text at its offset in the spec.
+    @Test func errorsPointAtTheirTextInRandomSpecs() {
+        let words = ["/img", "", "raw", "qcow2", "xvda", "hdc:cdrom", "xvdq7", "sdz", "ro", "rw", "x", "cdrom", "vdev=xvdb",
+                     "target=/x,y", "format=raw", "access=r", "phy:/dev/sdb", "foo:/bar", "discard", "no-discard",
+                     "devtype=cdrom", " vdev=hda", "a=b", "=", ":", "script=s", "d3p4", "0x10", "xvda0"]
+        var rng = VifSpecTests.Seeded(state: 7)
+        var parsed = 0, refused = 0
+        for _ in 0..<3000 {
+            // Half start from a good spec, so that the random tail is what goes wrong or not.
+            let count = Int.random(in: 0...4, using: &rng)
+            let head = Bool.random(using: &rng) ? ["/img", "", "xvda"] : []
+            let spec = (head + (0..<count).map { _ in words.randomElement(using: &rng)! }).joined(separator: ",")
+            do {
+                let d = try DiskSpec(parsing: spec)
+                #expect(d.target.hasPrefix("/") && !d.vdev.name.isEmpty, "\(spec)")
+                parsed += 1
+            } catch {
+                refused += 1
+                #expect(error.description.hasPrefix("DISKSPEC"), "\(spec)")
+                if let t = Self.token(of: error) {
+                    let chars = Array(spec)
+                    let end = t.offset + t.text.count
+                    #expect(end <= chars.count && String(chars[t.offset..<end]) == t.text, "\(spec): \(error)")
+                }
+            }
+        }
+        #expect(parsed > 100 && refused > 100)
+    }
+
     /// Every row of Protocols/xl-vdev.tsv: the number, its hex spelling, or a refusal.
     @Test func vdevNumbersMatchProtocols() throws {
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
