@@ -11,15 +11,41 @@ struct DomainCommand: ParsableCommand {
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Create a domain and its xenstore home /local/domain/ID.")
+            abstract: "Create a domain, its xenstore home /local/domain/ID, its disks and its network interfaces.")
         @OptionGroup var state: StateDirectoryOptions
         @Argument(help: "Domain name: letters, digits, '-', '_', '.'.")
         var name: String
+        @Option(name: .customLong("disk"), help: ArgumentHelp(
+            "A disk in xl's DISKSPEC syntax (man 5 xl-disk-configuration); repeatable.",
+            discussion: "E.g. '/srv/guest.img,raw,xvda,rw' or 'vdev=xvdb, access=ro, target=/srv/b.img'. Raw images and block devices only.",
+            valueName: "DISKSPEC"))
+        var disks: [String] = []
+        @Option(name: .customLong("nic"), help: ArgumentHelp(
+            "A network interface in xl's VIFSPEC syntax (man 5 xl-network-configuration); repeatable.",
+            discussion: "E.g. 'mac=00:16:3e:00:00:01,bridge=br0' or '' for every default.",
+            valueName: "VIFSPEC"))
+        var nics: [String] = []
 
         func run() async throws {
+            // Every spec is parsed before anything is created.
+            var specs: [DiskSpec] = []
+            var interfaces: [VifSpec] = []
+            do {
+                for text in disks { specs.append(try DiskSpec(parsing: text)) }
+                for text in nics { interfaces.append(try VifSpec(parsing: text)) }
+                interfaces = try LocalToolstack.resolve(interfaces)
+            } catch {
+                throw ValidationError(error.description)
+            }
             let platform = try LocalPlatform(stateDirectory: state.resolved)
-            let id = try await LocalToolstack(platform: platform).createDomain(name: name)
+            let id = try await LocalToolstack(platform: platform).createDomain(name: name, disks: specs, nics: interfaces)
             print("created domain \(name) with id \(id)")
+            for disk in specs {
+                print("disk \(disk.vdev.name) virtual-device \(disk.vdev.number) \(disk.readWrite ? "rw" : "ro") \(disk.target)")
+            }
+            for nic in interfaces {
+                print("nic \(nic.devid.map(String.init) ?? "-") mac \(nic.mac.map(VifSpec.format(mac:)) ?? "-") bridge \(nic.bridge)")
+            }
         }
     }
 
@@ -34,16 +60,16 @@ struct DomainCommand: ParsableCommand {
         }
     }
 
-    struct Destroy: ParsableCommand {
+    struct Destroy: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Destroy a domain: its grants, memory, ports, connections and xenstore nodes.")
+            abstract: "Destroy a domain: its backend directories, grants, memory, ports, connections and xenstore home.")
         @OptionGroup var state: StateDirectoryOptions
         @Argument(help: "Domain name.")
         var name: String
 
-        func run() throws {
+        func run() async throws {
             let platform = try LocalPlatform(stateDirectory: state.resolved)
-            try LocalToolstack(platform: platform).destroyDomain(name: name)
+            try await LocalToolstack(platform: platform).destroy(name: name)
             print("destroyed domain \(name)")
         }
     }

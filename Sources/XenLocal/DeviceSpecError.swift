@@ -1,0 +1,93 @@
+/// The part of a DISKSPEC or VIFSPEC that an error points at.
+public struct DeviceSpecToken: Sendable, Equatable, CustomStringConvertible {
+    /// Which syntax it was read from: `DISKSPEC`, `VIFSPEC`, `vdev`.
+    public let syntax: String
+    /// The parameter's text as written (whitespace before it dropped).
+    public let text: String
+    /// Which parameter, from 1; 0 when the token stands alone.
+    public let index: Int
+    /// Its first character's offset in the spec, from 0.
+    public let offset: Int
+
+    public init(syntax: String = "DISKSPEC", text: String, index: Int, offset: Int) {
+        self.syntax = syntax
+        self.text = text
+        self.index = index
+        self.offset = offset
+    }
+
+    public var description: String {
+        index == 0 ? "\(syntax) \"\(text)\"" : "\(syntax) parameter \(index) \"\(text)\" (offset \(offset))"
+    }
+}
+
+/// Why a DISKSPEC or VIFSPEC cannot be parsed, or its device cannot be attached.
+public enum DeviceSpecError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// A `key=` that xl's syntax does not define.
+    case unknownKey(DeviceSpecToken, key: String)
+    /// A value its parameter does not take; `expected` lists what it takes.
+    case badValue(DeviceSpecToken, parameter: String, expected: String)
+    /// An image format xl knows but the local backend cannot serve (it serves raw only).
+    case unsupportedFormat(DeviceSpecToken, format: String)
+    /// A parameter xl knows but the local toolstack cannot honour, and why.
+    case unsupported(DeviceSpecToken, parameter: String, reason: String)
+    /// A parameter given a second time.
+    case repeated(DeviceSpecToken, parameter: String)
+    /// A fifth positional parameter (target, format, vdev, access are all set).
+    case tooManyPositional(DeviceSpecToken)
+    /// A parameter that is neither `key=value`, a flag nor a positional value.
+    case malformed(DeviceSpecToken, reason: String)
+    /// A virtual device name xl cannot number, and why.
+    case badVirtualDevice(DeviceSpecToken, reason: String)
+    /// No `vdev` (it is mandatory).
+    case missingVirtualDevice(spec: String)
+    /// No target or an empty one (for a cdrom, an empty drive, which has no local backend).
+    case missingTarget(spec: String, cdrom: Bool)
+    /// The target cannot be examined (`stat` failed with `errno`).
+    case targetUnavailable(path: String, errno: Int32)
+    /// The target exists but is neither a regular file nor a block device.
+    case targetNotDisk(path: String, kind: String)
+    /// Two disks of one domain share a virtual device number.
+    case duplicateVirtualDevice(vdev: String, number: UInt32, other: String)
+    /// The guest already has a device at this frontend path.
+    case deviceExists(path: String)
+    /// Two interfaces of one domain ask for the same device id.
+    case duplicateDeviceID(kind: String, devid: UInt32)
+
+    public var description: String {
+        switch self {
+        case let .unknownKey(t, key):
+            return "\(t): unknown parameter '\(key)='"
+        case let .badValue(t, parameter, expected):
+            return "\(t): bad \(parameter), expected \(expected)"
+        case let .unsupportedFormat(t, format):
+            return "\(t): format \(format) is not supported: the local backend serves raw images only (format=raw)"
+        case let .unsupported(t, parameter, reason):
+            return "\(t): \(parameter) is not supported: \(reason)"
+        case let .repeated(t, parameter):
+            return "\(t): \(parameter) given more than once"
+        case let .tooManyPositional(t):
+            return "\(t): too many positional parameters, expected at most target,format,vdev,access"
+        case let .malformed(t, reason):
+            return "\(t): \(reason)"
+        case let .badVirtualDevice(t, reason):
+            return "\(t): bad vdev: \(reason)"
+        case let .missingVirtualDevice(spec):
+            return "DISKSPEC \"\(spec)\": no vdev, expected vdev=NAME or a third positional parameter (xvda, hdc, sdb, ...)"
+        case let .missingTarget(spec, cdrom):
+            return cdrom
+                ? "DISKSPEC \"\(spec)\": no target: an empty cdrom drive is not supported by the local backend"
+                : "DISKSPEC \"\(spec)\": no target, expected a first positional parameter or target=PATH last"
+        case let .targetUnavailable(path, errno):
+            return "disk target \(path): cannot stat it (errno \(errno))"
+        case let .targetNotDisk(path, kind):
+            return "disk target \(path) is a \(kind), expected a regular file or a block device"
+        case let .duplicateVirtualDevice(vdev, number, other):
+            return "vdev \(vdev) is virtual-device \(number), already used by vdev \(other)"
+        case let .deviceExists(path):
+            return "a device already exists at \(path)"
+        case let .duplicateDeviceID(kind, devid):
+            return "two \(kind) devices ask for devid \(devid)"
+        }
+    }
+}
