@@ -38,14 +38,4 @@ public struct LocalToolstack: Sendable {
         }
         return id
     }
-
-    /// Destroys domain `name` (its home, grants, memory and ports go with it). Its backend
-    /// directories under `/local/domain/0/backend` stay: `destroy(name:)` removes them too,
-    /// as `xl destroy` does.
-    public func destroyDomain(name: String) throws(PlatformError) {
-        guard let d = try platform.listDomains().first(where: { $0.name == name }), d.id != 0 else {
-            throw .invalidArgument("no domain named '\(name)'")
-        }
-        try platform.destroyDomain(d.id)
-    }
 }

@@ -24,7 +24,7 @@ import XenStore
         let port = try guestEvents.allocateUnbound(remote: 0)
         let local = try events0.bindInterdomain(remote: id, remotePort: port)
 
-        try LocalToolstack(platform: dom0).destroyDomain(name: "guest")
+        try await LocalToolstack(platform: dom0).destroy(name: "guest")
         let fired = await events.next()
         #expect(fired?.path == "@releaseDomain")
         await #expect(throws: XenStoreError.self) { _ = try await store.read("/local/domain/\(id)") }
