@@ -89,6 +89,28 @@ public final class MemoryRegion: @unchecked Sendable {
         }
     }
 
+    /// Maps the pages `frames` (page indices) of a shared file descriptor side by side in
+    /// one contiguous region, whatever order or gaps the frames have: how a grant mapping
+    /// of several refs looks to its user.
+    public static func mapFrames(fileDescriptor fd: Int32, frames: [UInt32],
+                                 writable: Bool) throws(SharedMemoryError) -> MemoryRegion {
+        let length = frames.count * pageSize
+        guard length > 0 else { throw .badSize(0) }
+        guard let base = mmap(nil, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), base != MAP_FAILED else {
+            throw .systemCall("mmap(reserve \(length))", errno: errno)
+        }
+        let prot = writable ? PROT_READ | PROT_WRITE : PROT_READ
+        for (i, frame) in frames.enumerated() {
+            let p = mmap(base + i * pageSize, pageSize, prot, MAP_SHARED | MAP_FIXED, fd, off_t(Int(frame) * pageSize))
+            guard p != MAP_FAILED else {
+                let e = errno
+                munmap(base, length)
+                throw .systemCall("mmap(fd \(fd), frame \(frame))", errno: e)
+            }
+        }
+        return MemoryRegion(base: base, length: length, backing: .adopted) { b, l in munmap(b, l) }
+    }
+
     /// Adopts a mapping made elsewhere (for example by libxengnttab). `release` runs once,
     /// on close.
     public static func adopting(base: UnsafeMutableRawPointer, length: Int,

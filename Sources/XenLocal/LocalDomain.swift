@@ -2,59 +2,29 @@ import Glibc
 import SharedMemory
 import XenPlatform
 
-/// One local domain as the hypervisor keeps it: its memory pool and grant table (both
-/// memfds its own processes map), what it has shared, its event-channel ports, and the
-/// grants other domains hold pinned.
+/// One local domain as the hypervisor keeps it: its memory and grants (the same
+/// ``GrantDomain`` the in-process doubles use), its event-channel ports and its socket.
 final class LocalDomain {
     let id: DomainID
     let name: String
-    /// The domain's memory: frame N is page N of this memfd.
-    let pool: MemoryRegion
-    /// The domain's grant table, v1 entries.
-    let grantTableMemory: MemoryRegion
-    let grants: GrantEntryTable
-    var frames: RunAllocator
-    var refs: RunAllocator
-    /// Shared runs by their first frame: the refs that grant them.
-    var shares: [UInt32: [GrantRef]] = [:]
-    /// Copy buffers by id (their first frame) and length in pages.
-    var buffers: [UInt32: Int] = [:]
-    /// Pins on this domain's grants held by mappers: ref -> (readers, writers).
-    var pins: [GrantRef: (readers: Int, writers: Int)] = [:]
+    let memory: GrantDomain
     /// Event-channel ports of this domain.
     var ports: [EventPort: ChannelEnd] = [:]
     var nextPort: EventPort = 1
-    /// Listening sockets for this domain's hypervisor and xenstore connections (domUs).
+    /// Listening socket for this domain's hypervisor connections (domUs).
     var listener: Int32 = -1
     var directory: String?
 
     init(id: DomainID, name: String, poolPages: Int, grantEntries: Int) throws(PlatformError) {
         self.id = id
         self.name = name
-        do {
-            pool = try MemoryRegion.memfd(name: "xensplit-d\(id)-pool", pages: poolPages)
-            let tablePages = (grantEntries * GrantEntryTable.entrySize + pageSize - 1) / pageSize
-            grantTableMemory = try MemoryRegion.memfd(name: "xensplit-d\(id)-grants", pages: tablePages)
-        } catch {
-            throw .system("memory for d\(id): \(error)", errno: 12)
-        }
-        grants = GrantEntryTable(view: grantTableMemory.view)
-        frames = RunAllocator(count: poolPages)
-        refs = RunAllocator(count: Int(grants.count) - Int(GrantEntryTable.reservedEntries),
-                            base: Int(GrantEntryTable.reservedEntries))
+        memory = try GrantDomain(id: id, poolPages: poolPages, grantEntries: grantEntries, label: "xensplit")
     }
-
-    var poolPages: Int { frames.capacity }
 
     func allocatePort() -> EventPort {
-        while ports[nextPort] != nil { nextPort &+= 1 }
+        while ports[nextPort] != nil || nextPort == 0 { nextPort &+= 1 }
         defer { nextPort &+= 1 }
         return nextPort
-    }
-
-    /// The view of `count` pages from `frame`, if inside the pool.
-    func pages(at frame: UInt32, count: Int) -> SharedView? {
-        try? pool.view.slice(offset: Int(frame) * pageSize, length: count * pageSize)
     }
 }
 

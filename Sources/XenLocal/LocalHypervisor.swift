@@ -238,10 +238,7 @@ public final class LocalHypervisor: @unchecked Sendable {
         for key in c.ports { closePort(domain: key.domain, port: key.port) }
         c.ports.removeAll()
         if let d = domains[c.domain] {
-            for (id, pages) in c.buffers where d.buffers[id] != nil {
-                d.buffers[id] = nil
-                d.frames.free(Int(id), count: pages)
-            }
+            for id in c.buffers.keys { d.memory.freeBuffer(id) }
         }
         c.buffers.removeAll()
         for m in c.outbox { m.closeDescriptors() }
@@ -310,6 +307,17 @@ struct HandlerReply {
 
     static func errno(_ e: Int32, _ message: String) -> HandlerReply {
         HandlerReply(status: e, payload: Array(message.utf8))
+    }
+
+    /// The reply for a platform error: a GNTST status with its ref, or an errno.
+    static func platform(_ error: PlatformError) -> HandlerReply {
+        switch error {
+        case let .grant(status, ref, _, reason): return .grant(status, ref: ref, reason)
+        case let .system(what, errno): return .errno(errno, what)
+        case let .invalidArgument(what): return .errno(EINVAL, what)
+        case let .grantBusy(ref): return .errno(EBUSY, "grant \(ref) is mapped")
+        default: return .errno(EIO, "\(error)")
+        }
     }
 
     static func grant(_ status: GrantStatus, ref: GrantRef, _ message: String) -> HandlerReply {

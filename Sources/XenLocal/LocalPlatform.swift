@@ -127,21 +127,14 @@ public final class LocalPlatform: Platform, GrantTable, GrantMapper, @unchecked 
             for _ in refs { frames.append(try r.u32("frame")) }
         } catch { throw .hypervisor("map reply: \(error)") }
         guard let fd = reply.fds.first else { throw .hypervisor("map reply carried no descriptor") }
-        let length = refs.count * pageSize
-        // Reserve a contiguous range, then place each granted page in it.
-        guard let base = mmap(nil, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), base != MAP_FAILED else {
-            throw .system("mmap reserve \(length)", errno: errno)
+        let region: MemoryRegion
+        do { region = try MemoryRegion.mapFrames(fileDescriptor: fd, frames: frames, writable: writable) } catch {
+            // Give the pins back: the mapping never existed for us.
+            var w = PayloadWriter()
+            w.u64(handle)
+            _ = try? client.call(.unmap, w.bytes)
+            throw .system("mapping d\(domain)'s frames: \(error)", errno: ENOMEM)
         }
-        let prot = writable ? PROT_READ | PROT_WRITE : PROT_READ
-        for (i, frame) in frames.enumerated() {
-            let p = mmap(base + i * pageSize, pageSize, prot, MAP_SHARED | MAP_FIXED, fd, off_t(Int(frame) * pageSize))
-            guard p != MAP_FAILED else {
-                let e = errno
-                munmap(base, length)
-                throw .system("mmap of d\(domain) frame \(frame)", errno: e)
-            }
-        }
-        let region = MemoryRegion.adopting(base: base, length: length) { b, l in munmap(b, l) }
         return GrantMapping(region: region, domain: domain, refs: refs, writable: writable, handle: handle)
     }
 

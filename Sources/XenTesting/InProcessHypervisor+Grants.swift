@@ -22,49 +22,25 @@ extension InProcessHypervisor {
                 throw .invalidArgument("share of \(count) pages; 1...\(maxBatch) allowed")
             }
             guard let d = s.domains[domid] else { throw .invalidArgument("no domain \(domid)") }
-            guard let first = d.frames.allocate(count) else {
-                throw .system("d\(domid) has no \(count) free consecutive pages in its pool of \(d.poolPages)", errno: ENOMEM)
-            }
-            guard let units = d.refs.allocateScattered(count) else {
-                d.frames.free(first, count: count)
-                throw .system("d\(domid) has no \(count) free grant entries", errno: ENOSPC)
-            }
-            let refs = units.map { GrantRef($0) }
+            let (first, refs) = try d.memory.share(count: count, with: grantee, writable: writable)
             let region: MemoryRegion
             do {
-                region = try MemoryRegion.map(fileDescriptor: d.poolFD, offset: first * pageSize, length: count * pageSize)
+                region = try MemoryRegion.map(fileDescriptor: d.poolFD, offset: Int(first) * pageSize, length: count * pageSize)
             } catch {
-                for ref in refs { d.refs.free(Int(ref)) }
-                d.frames.free(first, count: count)
+                try? d.memory.endAccess(first: first)
                 throw .system("mmap of own frames \(first)+\(count): \(error)", errno: ENOMEM)
             }
-            region.view.fill(0, at: 0, length: count * pageSize)
-            for (i, ref) in refs.enumerated() {
-                d.grants.grant(ref, to: grantee, frame: UInt32(first + i), readOnly: !writable)
-            }
-            d.shares[UInt32(first)] = refs
             return SharedPages(region: region, refs: refs, grantee: grantee, writable: writable, token: UInt64(first))
         }
     }
 
     func endAccess(from domid: DomainID, _ pages: SharedPages) throws(PlatformError) {
         try state.withLock { (s) throws(PlatformError) in
-            guard let d = s.domains[domid], let refs = d.shares[UInt32(truncatingIfNeeded: pages.token)],
-                  refs == pages.refs else {
+            let first = UInt32(truncatingIfNeeded: pages.token)
+            guard let d = s.domains[domid], d.memory.shares[first] == pages.refs else {
                 throw .invalidArgument("d\(domid) has no shared pages with refs \(pages.refs); access already ended?")
             }
-            // All or nothing: refuse before touching any entry if one is still mapped.
-            if let busy = refs.first(where: { !d.grants.flags($0).intersection([.reading, .writing]).isEmpty }) {
-                throw .grantBusy(ref: busy)
-            }
-            for ref in refs where !d.grants.endAccess(ref) {
-                // Only this lock's holders set busy bits, so only a test rewriting the
-                // table itself gets here; the pages stay allocated.
-                throw .grantBusy(ref: ref)
-            }
-            for ref in refs { d.refs.free(Int(ref)) }
-            d.frames.free(Int(pages.token), count: refs.count)
-            d.shares[UInt32(truncatingIfNeeded: pages.token)] = nil
+            try d.memory.endAccess(first: first)
         }
         pages.region.close()
     }
@@ -86,27 +62,12 @@ extension InProcessHypervisor {
             guard let d = s.domains[granter] else {
                 throw .grant(.badDomain, ref: refs[0], domain: granter, reason: "no domain \(granter)")
             }
-            var frames: [UInt32] = []
-            for (i, ref) in refs.enumerated() {
-                let frame: UInt32
-                do throws(PlatformError) {
-                    frame = try d.grants.acquire(ref, grantee: mapper, writable: writable, granter: granter)
-                } catch {
-                    s.releasePins(d, refs: refs[0 ..< i], writable: writable)
-                    throw error
-                }
-                s.pin(d, ref, writable: writable)
-                guard Int(frame) < d.poolPages else {
-                    s.releasePins(d, refs: refs[0 ... i], writable: writable)
-                    throw .grant(.badPage, ref: ref, domain: granter, reason: "frame \(frame) is outside d\(granter)'s \(d.poolPages) pages")
-                }
-                frames.append(frame)
-            }
+            let frames = try d.memory.acquire(refs, for: mapper, writable: writable)
             let region: MemoryRegion
             do throws(PlatformError) {
                 region = try Self.mapFrames(frames, of: d, writable: writable)
             } catch {
-                s.releasePins(d, refs: refs[...], writable: writable)
+                d.memory.releasePins(refs, writable: writable)
                 throw error
             }
             let handle = s.nextMappingHandle
@@ -116,23 +77,11 @@ extension InProcessHypervisor {
         }
     }
 
-    /// Reserves a contiguous range and places each frame's page in it, so the mapping
-    /// aliases the granter's memory page by page whatever frames the refs name.
+    /// Each frame's page side by side, aliasing the granter's memory.
     static func mapFrames(_ frames: [UInt32], of d: InProcessDomain, writable: Bool) throws(PlatformError) -> MemoryRegion {
-        let length = frames.count * pageSize
-        guard let base = mmap(nil, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), base != MAP_FAILED else {
-            throw .system("mmap reserve of \(length) bytes", errno: errno)
+        do { return try MemoryRegion.mapFrames(fileDescriptor: d.poolFD, frames: frames, writable: writable) } catch {
+            throw .system("mapping d\(d.id)'s frames: \(error)", errno: ENOMEM)
         }
-        let prot = writable ? PROT_READ | PROT_WRITE : PROT_READ
-        for (i, frame) in frames.enumerated() {
-            let p = mmap(base + i * pageSize, pageSize, prot, MAP_SHARED | MAP_FIXED, d.poolFD, off_t(Int(frame) * pageSize))
-            guard p != MAP_FAILED else {
-                let e = errno
-                munmap(base, length)
-                throw .system("mmap of d\(d.id) frame \(frame)", errno: e)
-            }
-        }
-        return MemoryRegion.adopting(base: base, length: length) { b, l in munmap(b, l) }
     }
 
     /// Drops a mapping's pins; GNTST_bad_handle if it is not a live mapping of `mapper`.
@@ -142,7 +91,7 @@ extension InProcessHypervisor {
                 throw .grant(.badHandle, ref: 0, domain: mapper, reason: "no live mapping with handle \(handle) for d\(mapper)")
             }
             s.mappings[handle] = nil
-            if let d = s.domains[m.granter] { s.releasePins(d, refs: m.refs[...], writable: m.writable) }
+            s.domains[m.granter]?.memory.releasePins(m.refs, writable: m.writable)
         }
     }
 
@@ -153,28 +102,23 @@ extension InProcessHypervisor {
                 throw .invalidArgument("copy buffer of \(pages) pages; 1...\(maxBatch) allowed")
             }
             guard let d = s.domains[domid] else { throw .invalidArgument("no domain \(domid)") }
-            guard let first = d.frames.allocate(pages) else {
-                throw .system("d\(domid) has no \(pages) free consecutive pages", errno: ENOMEM)
-            }
+            let first = try d.memory.allocateBuffer(pages: pages)
             let region: MemoryRegion
             do {
-                region = try MemoryRegion.map(fileDescriptor: d.poolFD, offset: first * pageSize, length: pages * pageSize)
+                region = try MemoryRegion.map(fileDescriptor: d.poolFD, offset: Int(first) * pageSize, length: pages * pageSize)
             } catch {
-                d.frames.free(first, count: pages)
+                d.memory.freeBuffer(first)
                 throw .system("mmap of copy buffer frames \(first)+\(pages): \(error)", errno: ENOMEM)
             }
-            region.view.fill(0, at: 0, length: pages * pageSize)
-            d.buffers[UInt32(first)] = pages
-            return CopyBuffer(region: region, id: UInt32(first))
+            return CopyBuffer(region: region, id: first)
         }
     }
 
     func unregisterCopyBuffer(for domid: DomainID, _ buffer: CopyBuffer) throws(PlatformError) {
         try state.withLock { (s) throws(PlatformError) in
-            guard let d = s.domains[domid], let pages = d.buffers.removeValue(forKey: buffer.id) else {
+            guard let d = s.domains[domid], d.memory.freeBuffer(buffer.id) else {
                 throw .invalidArgument("copy buffer \(buffer.id) is not registered for d\(domid)")
             }
-            d.frames.free(Int(buffer.id), count: pages)
         }
         buffer.region.close()
     }
@@ -194,29 +138,9 @@ extension InProcessHypervisor {
 }
 
 extension HypervisorState {
-    mutating func pin(_ d: InProcessDomain, _ ref: GrantRef, writable: Bool) {
-        var p = d.pins[ref] ?? (0, 0)
-        p.readers += 1
-        if writable { p.writers += 1 }
-        d.pins[ref] = p
-    }
-
-    /// Drops one pin per ref and clears the busy bits no mapping needs any more.
-    mutating func releasePins(_ d: InProcessDomain, refs: ArraySlice<GrantRef>, writable: Bool) {
-        for ref in refs {
-            guard var p = d.pins[ref] else { continue }
-            p.readers -= 1
-            if writable { p.writers -= 1 }
-            d.grants.clearBusy(ref, reading: p.readers == 0, writing: p.writers == 0)
-            d.pins[ref] = p.readers == 0 ? nil : p
-        }
-    }
-
-    /// One grant copy with Xen's checks (GNTTABOP_copy); the grant ends are pinned only
-    /// for the copy, so a concurrent end of access sees them busy meanwhile.
+    /// One grant copy (GNTTABOP_copy), after any injected copy fault on its grant ends.
     mutating func copyOne(_ segment: GrantCopySegment, for domid: DomainID) -> GrantStatus {
-        let length = Int(segment.length)
-        guard length > 0, length <= pageSize else { return .badCopyArgument }
+        guard segment.length > 0, Int(segment.length) <= pageSize else { return .badCopyArgument }
         for end in [segment.source, segment.destination] {
             guard case let .grant(granter, ref, _) = end else { continue }
             if let status = takeFault({ f -> GrantStatus? in
@@ -224,47 +148,7 @@ extension HypervisorState {
                 return nil
             }) { return status }
         }
-        var pinned: [(InProcessDomain, GrantRef, Bool)] = []
-        defer {
-            for (d, ref, wrote) in pinned {
-                let p = d.pins[ref]
-                d.grants.clearBusy(ref, reading: p == nil, writing: wrote && (p?.writers ?? 0) == 0)
-            }
-        }
-        func resolve(_ end: GrantCopyEndpoint, writing: Bool) -> Result<SharedView, GrantStatus> {
-            switch end {
-            case let .grant(granter, ref, offset):
-                guard let d = domains[granter] else { return .failure(.badDomain) }
-                guard Int(offset) + length <= pageSize else { return .failure(.badCopyArgument) }
-                let frame: UInt32
-                do { frame = try d.grants.acquire(ref, grantee: domid, writable: writing, granter: granter) } catch {
-                    if case let .grant(status, _, _, _) = error { return .failure(status) }
-                    return .failure(.generalError)
-                }
-                pinned.append((d, ref, writing))
-                guard let page = d.pages(at: frame, count: 1),
-                      let bytes = try? page.slice(offset: Int(offset), length: length) else { return .failure(.badPage) }
-                return .success(bytes)
-            case let .local(buffer, offset):
-                guard let d = domains[domid], let pages = d.buffers[buffer],
-                      let view = d.pages(at: buffer, count: pages) else { return .failure(.badVirtualAddress) }
-                guard offset >= 0, let bytes = try? view.slice(offset: offset, length: length) else {
-                    return .failure(.badCopyArgument)
-                }
-                return .success(bytes)
-            }
-        }
-        let source: SharedView
-        switch resolve(segment.source, writing: false) {
-        case let .success(v): source = v
-        case let .failure(status): return status
-        }
-        let destination: SharedView
-        switch resolve(segment.destination, writing: true) {
-        case let .success(v): destination = v
-        case let .failure(status): return status
-        }
-        SharedView.copy(from: source, at: 0, to: destination, at: 0, length: length)
-        return .okay
+        let domains = self.domains
+        return GrantDomain.copy(segment, by: domid) { domains[$0]?.memory }
     }
 }

@@ -131,7 +131,7 @@ public final class InProcessHypervisor: Sendable {
             // so their frontends can end access.
             for (handle, m) in s.mappings where m.mapper == domid {
                 s.mappings[handle] = nil
-                if let granter = s.domains[m.granter] { s.releasePins(granter, refs: m.refs[...], writable: m.writable) }
+                s.domains[m.granter]?.memory.releasePins(m.refs, writable: m.writable)
             }
             s.domains[domid] = nil
         }
@@ -199,7 +199,7 @@ public final class InProcessHypervisor: Sendable {
 
     /// Refs of `domain` currently pinned by a mapping, ascending.
     public func pinnedRefs(of domain: DomainID) -> [GrantRef] {
-        state.withLock { $0.domains[domain]?.pins.keys.sorted() ?? [] }
+        state.withLock { $0.domains[domain]?.memory.pins.keys.sorted() ?? [] }
     }
 
     /// Mappings not yet unmapped, across all domains.
@@ -262,57 +262,23 @@ struct MappingRecord {
 }
 
 /// One domain's memory, grants and ports; touched only under the hypervisor's mutex.
+/// Memory and grants are XenPlatform's ``GrantDomain``, the same the local hypervisor uses.
 final class InProcessDomain {
     let id: DomainID
     let name: String
-    /// The domain's pages: frame N is page N of this memfd.
-    let pool: MemoryRegion
-    let poolFD: Int32
-    let tableMemory: MemoryRegion
-    let grants: GrantEntryTable
-    var frames: RunAllocator
-    var refs: RunAllocator
-    /// Shared runs by their first frame: the refs that grant them.
-    var shares: [UInt32: [GrantRef]] = [:]
-    /// Copy buffers by id (their first frame): their length in pages.
-    var buffers: [UInt32: Int] = [:]
-    /// Mappers' pins on this domain's grants: ref -> (readers, writers).
-    var pins: [GrantRef: (readers: Int, writers: Int)] = [:]
+    let memory: GrantDomain
     var ports: [EventPort: PortRecord] = [:]
     var nextPort: EventPort = 1
 
     init(id: DomainID, name: String, configuration: InProcessHypervisor.Configuration) throws(PlatformError) {
         self.id = id
         self.name = name
-        guard configuration.poolPages > 0, configuration.grantEntries > Int(GrantEntryTable.reservedEntries) else {
-            throw .invalidArgument("pool of \(configuration.poolPages) pages, \(configuration.grantEntries) grant entries")
-        }
-        do {
-            pool = try MemoryRegion.memfd(name: "xentesting-d\(id)-pool", pages: configuration.poolPages)
-            let tablePages = (configuration.grantEntries * GrantEntryTable.entrySize + pageSize - 1) / pageSize
-            tableMemory = try MemoryRegion.anonymous(pages: tablePages)
-        } catch {
-            throw .system("memory for d\(id): \(error)", errno: ENOMEM)
-        }
-        guard let fd = pool.fileDescriptor else { throw .system("memfd for d\(id) has no descriptor", errno: EBADF) }
-        poolFD = fd
-        // Exactly the configured entries, not the page-rounded memory behind them.
-        do {
-            grants = GrantEntryTable(view: try tableMemory.view.slice(offset: 0, length: configuration.grantEntries * GrantEntryTable.entrySize))
-        } catch {
-            throw .invalidArgument("grant table of \(configuration.grantEntries) entries: \(error)")
-        }
-        frames = RunAllocator(count: configuration.poolPages)
-        refs = RunAllocator(count: Int(grants.count) - Int(GrantEntryTable.reservedEntries),
-                             base: Int(GrantEntryTable.reservedEntries))
+        memory = try GrantDomain(id: id, poolPages: configuration.poolPages, grantEntries: configuration.grantEntries,
+                                 label: "xentesting")
     }
 
-    var poolPages: Int { frames.capacity }
-
-    /// The view of `count` pages from `frame`, if inside the pool.
-    func pages(at frame: UInt32, count: Int) -> SharedView? {
-        try? pool.view.slice(offset: Int(frame) * pageSize, length: count * pageSize)
-    }
+    var grants: GrantEntryTable { memory.grants }
+    var poolFD: Int32 { memory.pool.fileDescriptor! }
 
     func allocatePort() -> EventPort {
         while ports[nextPort] != nil || nextPort == 0 { nextPort &+= 1 }

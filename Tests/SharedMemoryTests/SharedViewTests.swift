@@ -72,4 +72,19 @@ import Testing
         src.withUnsafeBytes { b.view.copyBytes(from: $0, to: 4093) }
         #expect(b.view.bytes(at: 4093, length: 3) == [1, 2, 3])
     }
+
+    @Test func mapFramesPlacesPagesSideBySideInAnyOrder() throws {
+        let pool = try MemoryRegion.memfd(name: "xensplit-frames", pages: 8)
+        let fd = try #require(pool.fileDescriptor)
+        for page in 0..<8 { pool.view.store(UInt32(page + 100), at: page * pageSize) }
+        let m = try MemoryRegion.mapFrames(fileDescriptor: fd, frames: [5, 1, 7], writable: true)
+        #expect(m.length == 3 * pageSize)
+        #expect(m.view.load(UInt32.self, at: 0) == 105)
+        #expect(m.view.load(UInt32.self, at: pageSize) == 101)
+        #expect(m.view.load(UInt32.self, at: 2 * pageSize) == 107)
+        m.view.store(UInt32(9), at: pageSize + 4)
+        #expect(pool.view.load(UInt32.self, at: pageSize + 4) == 9)
+        #expect(throws: SharedMemoryError.badSize(0)) { _ = try MemoryRegion.mapFrames(fileDescriptor: fd, frames: [], writable: false) }
+        #expect(throws: SharedMemoryError.self) { _ = try MemoryRegion.mapFrames(fileDescriptor: -1, frames: [0], writable: false) }
+    }
 }
