@@ -65,7 +65,7 @@ let package = Package(
         .executableTarget(
             name: "xensplit",
             dependencies: [
-                "XenStore", "XenLocal", "XenPlatform",
+                "XenStore", "XenLocal", "XenPlatform", "XenLinux", "XenTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
