@@ -68,11 +68,11 @@ public struct XenbusDevicePaths: Sendable, Hashable, CustomStringConvertible {
     /// watch and read another guest's device.
     public static func discover(backend path: String, store: XenStoreClient) async throws(XenbusError) -> XenbusDevicePaths {
         let parts = try components(of: path)
-        guard parts.count == 7, parts[2] == "backend" else {
+        guard parts.count == 6, parts[2] == "backend" else {
             throw .invalidDevicePath(path: path, reason: "want /local/domain/<id>/backend/<type>/<frontend-id>/<devid>")
         }
         let backendID = try domid(parts[1], path: path)
-        let pathFrontend = try domid(parts[5], path: path)
+        let pathFrontend = try domid(parts[4], path: path)
         let node = XenbusNodeReader(store: store, path: path)
         let frontendID: DomainID = try await node.unsigned("frontend-id", max: DomainID.domidSelf - 1)
         guard frontendID == pathFrontend else {
@@ -82,7 +82,7 @@ public struct XenbusDevicePaths: Sendable, Hashable, CustomStringConvertible {
         let frontend = try await node.string("frontend")
         try checkOtherEnd(frontend, key: path + "/frontend", domain: frontendID, directory: "device")
         try await checkExists(frontend, key: path + "/frontend", store: store)
-        return XenbusDevicePaths(type: parts[3], devid: parts[6], backendID: backendID, frontendID: frontendID,
+        return XenbusDevicePaths(type: parts[3], devid: parts[5], backendID: backendID, frontendID: frontendID,
                                  backend: path, frontend: frontend)
     }
 
@@ -104,7 +104,7 @@ public struct XenbusDevicePaths: Sendable, Hashable, CustomStringConvertible {
                                  backend: backend, frontend: path)
     }
 
-    /// The components after the leading slash of `/local/domain/...`, each checked.
+    /// The components after `/local/`: `domain`, the domain id, then the rest, each checked.
     static func components(of path: String) throws(XenbusError) -> [String] {
         guard path.hasPrefix("/local/domain/") else {
             throw .invalidDevicePath(path: path, reason: "not under /local/domain")
