@@ -35,7 +35,8 @@ public protocol XenbusBackendHooks: Sendable {
 /// 2. write the features and switch to InitWait;
 /// 3. when the frontend is Initialised or Connected: read its keys (a hook that may
 ///    refuse them), connect (a hook), publish the connect keys and switch to Connected;
-/// 4. frontend Closing: disconnect, Closing; frontend Closed: disconnect, Closing, Closed;
+/// 4. frontend Closing (while Connected): disconnect, Closing; frontend Closed (while
+///    Connected or Closing): disconnect, Closing, Closed;
 /// 5. frontend back to Initialising after Closing/Closed: InitWait again and redo 3.
 ///
 /// A new driver for a device whose frontend is already Connected (the backend process
@@ -199,14 +200,9 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: Sendable {
             frontend = try await XenbusNodeReader(store: store, path: paths.frontend).state()
         } catch {
             if case .store = error { throw error }
-            // A bad value once refused is refused once, not on every wake-up.
-            if s.own != .closing || s.lastBadState != error {
-                s.lastBadState = error
-                await fatal(&s, error, context: "reading frontend state")
-            }
+            await fatal(&s, error, context: "reading frontend state")
             return nil
         }
-        s.lastBadState = nil
         switch frontend {
         case .initialising:
             if s.own == .closing || s.own == .closed {
@@ -217,12 +213,14 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: Sendable {
         case .initialised, .connected:
             if s.own == .initWait { try await connect(&s, paths, frontend: frontend) }
         case .closing:
-            if s.own != .closing, s.own != .closed {
+            if s.own == .connected {
                 await disconnect(&s, reason: "frontend is Closing")
                 try await switchState(&s, .closing, reason: "frontend is Closing")
             }
         case .closed:
-            if s.own != .closed {
+            // From InitWait a Closed frontend is one that has not come (back) yet, as
+            // after a backend restart: it is left to start the handshake.
+            if s.own == .connected || s.own == .closing {
                 await disconnect(&s, reason: "frontend is Closed")
                 if s.own != .closing { try await switchState(&s, .closing, reason: "frontend is Closed") }
                 try await switchState(&s, .closed, reason: "frontend is Closed")
@@ -269,6 +267,7 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: Sendable {
 
     private func switchState(_ s: inout BackendState, _ next: XenbusState, keys: XenbusKeys = XenbusKeys(),
                              reason: String) async throws(XenbusError) {
+        if next == s.own, keys.entries.isEmpty { return }
         guard try await s.node.publish(keys, state: next) else {
             logger.info("xenbus: \(path) is gone; not switching to \(next)")
             return
@@ -289,6 +288,10 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: Sendable {
 
     /// xenbus_dev_fatal: log, error node, disconnect, Closing.
     private func fatal(_ s: inout BackendState, _ error: XenbusError, context: String) async {
+        // The same error again while Closing (a bad value seen on every wake-up) is
+        // reported once.
+        guard s.own != .closing || s.lastFatal != error else { return }
+        s.lastFatal = error
         let message = "\(context): \(error)"
         logger.error("xenbus: \(path) fatal: \(message)")
         await s.node.writeError(errno: error.errno, message: message)
@@ -323,5 +326,6 @@ struct BackendState {
     var featureKeys: [String] = []
     var connectKeys: [String] = []
     var watches: [XenStoreWatch] = []
-    var lastBadState: XenbusError?
+    /// The error that last sent the device to Closing.
+    var lastFatal: XenbusError?
 }

@@ -178,15 +178,10 @@ struct FrontendMachine<Hooks: XenbusFrontendHooks>: Sendable {
     /// The backend's state; a malformed one is fatal and reads as nil.
     private func backendState(_ s: inout FrontendState, _ paths: XenbusDevicePaths) async throws(XenbusError) -> XenbusState? {
         do {
-            let state = try await XenbusNodeReader(store: store, path: paths.backend).state()
-            s.lastBadState = nil
-            return state
+            return try await XenbusNodeReader(store: store, path: paths.backend).state()
         } catch {
             if case .store = error { throw error }
-            if s.own != .closing || s.lastBadState != error {
-                s.lastBadState = error
-                await fatal(&s, error, context: "reading backend state")
-            }
+            await fatal(&s, error, context: "reading backend state")
             return nil
         }
     }
@@ -217,7 +212,10 @@ struct FrontendMachine<Hooks: XenbusFrontendHooks>: Sendable {
         case .connected:
             if s.own == .initialised { try await connect(&s, paths) }
         case .closing, .closed:
-            if s.own != .closing, s.own != .closed {
+            // Only a handshake under way or done is torn down: a frontend still
+            // Initialising waits for the backend's next InitWait (a Closed backend is
+            // usually one that has not yet seen this frontend come back).
+            if s.own == .initialised || s.own == .connected {
                 await disconnect(&s, reason: "backend is \(backend)")
                 try await switchState(&s, .closing, reason: "backend is \(backend)")
             }
@@ -282,6 +280,7 @@ struct FrontendMachine<Hooks: XenbusFrontendHooks>: Sendable {
 
     private func switchState(_ s: inout FrontendState, _ next: XenbusState, keys: XenbusKeys = XenbusKeys(),
                              reason: String) async throws(XenbusError) {
+        if next == s.own, keys.entries.isEmpty { return }
         guard try await s.node.publish(keys, state: next) else {
             logger.info("xenbus: \(path) is gone; not switching to \(next)")
             return
@@ -301,6 +300,10 @@ struct FrontendMachine<Hooks: XenbusFrontendHooks>: Sendable {
     }
 
     private func fatal(_ s: inout FrontendState, _ error: XenbusError, context: String) async {
+        // The same error again while Closing (a bad value seen on every wake-up) is
+        // reported once.
+        guard s.own != .closing || s.lastFatal != error else { return }
+        s.lastFatal = error
         let message = "\(context): \(error)"
         logger.error("xenbus: \(path) fatal: \(message)")
         await s.node.writeError(errno: error.errno, message: message)
@@ -335,5 +338,6 @@ struct FrontendState {
     /// Walking Closing/Closed to make a backend let go of an earlier instance.
     var resetting = false
     var watches: [XenStoreWatch] = []
-    var lastBadState: XenbusError?
+    /// The error that last sent the device to Closing.
+    var lastFatal: XenbusError?
 }

@@ -78,10 +78,20 @@ public struct XenbusNodeReader: Sendable {
     }
 
     /// The node's `state`, parsed; a missing node or key reads as ``XenbusState/unknown``,
-    /// as Linux's `xenbus_read_driver_state` does.
+    /// as Linux's `xenbus_read_driver_state` does. So does EACCES: an unprivileged
+    /// domain asking for a node under a removed one is told EACCES, not ENOENT, because
+    /// it may not read the ancestor that remains.
     public func state() async throws(XenbusError) -> XenbusState {
-        guard let bytes = try await optionalBytes("state") else { return .unknown }
-        return try XenbusState(parsing: bytes, at: path(of: "state"))
+        let full = path(of: "state")
+        let bytes: [UInt8]
+        do {
+            bytes = try await store.read(full)
+        } catch .daemon(.enoent), .daemon(.eacces) {
+            return .unknown
+        } catch {
+            throw .store(path: full, error)
+        }
+        return try XenbusState(parsing: bytes, at: full)
     }
 }
 
