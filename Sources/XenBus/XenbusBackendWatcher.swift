@@ -26,7 +26,9 @@ public enum XenbusBackendEvent: Hashable, Sendable {
 /// Watches `/local/domain/<self>/backend/<type>` and reports devices appearing and
 /// disappearing, as Linux's backend bus does with its watch on `backend`
 /// (`xenbus_dev_changed`). The devices there when the watch starts come first, as
-/// `added` events. Entries whose names are not a domain id and a device id are logged
+/// `added` events, whatever their state: unlike Linux's `xenbus_probe_node`, which skips
+/// devices not Initialising, a restarted backend process must take over devices that
+/// are already Connected. Entries whose names are not a domain id and a device id are logged
 /// and skipped. The sequence ends when ``cancel()`` is called or the connection closes.
 public final class XenbusBackendWatcher: AsyncSequence, Sendable {
     public typealias Element = XenbusBackendEvent

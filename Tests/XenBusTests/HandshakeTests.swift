@@ -235,4 +235,30 @@ import XenStore
         #expect(try await service.driver(paths.backend).hooks.snapshot.disconnects.count == 1)
         await service.close()
     }
+
+    @Test func anUnplugTheWayXlDoesItWalksBothEndsToClosed() async throws {
+        let world = try World()
+        let service = try await BackendService(store: world.dom0)
+        let paths = try await world.addDevice(frontend: world.guests[0], devid: "6")
+        let (front, hooks, _) = try frontend(world, paths, ringRef: 90)
+        try await waitForState(paths.backend, .connected, store: world.toolstack)
+        try await waitForState(paths.frontend, .connected, store: world.toolstack)
+        // libxl's device removal: online = 0 and the backend's state set to Closing by
+        // the toolstack, then it waits for the backend to reach Closed.
+        try await world.toolstack.withTransaction { tx in
+            try await tx.write(paths.backend + "/online", "0")
+            try await tx.write(paths.backend + "/state", "5")
+        }
+        try await waitForState(paths.frontend, .closed, store: world.toolstack)
+        try await waitForState(paths.backend, .closed, store: world.toolstack)
+        let back = try await service.driver(paths.backend)
+        #expect(back.hooks.snapshot.disconnects.count == 1)
+        #expect(hooks.snapshot.disconnects.count == 1)
+        try await XenbusToolstack.removeDevice(paths, store: world.toolstack)
+        #expect(try await bounded("backend driver stops") { await back.device.stopped() } == .nodeRemoved)
+        #expect(try await bounded("frontend driver stops") { await front.stopped() } == .nodeRemoved)
+        #expect(back.hooks.snapshot.disconnects.count == 1)
+        #expect(hooks.snapshot.disconnects.count == 1)
+        await service.close()
+    }
 }
