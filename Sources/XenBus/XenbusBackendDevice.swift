@@ -227,7 +227,7 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: Sendable {
             }
         case .unknown:
             // The frontend's node went (its domain died, or the toolstack is unplugging).
-            if s.connected {
+            if s.own == .connected || s.own == .closing {
                 await disconnect(&s, reason: "frontend state node is gone")
                 try await switchState(&s, .closing, reason: "frontend state node is gone")
                 try await switchState(&s, .closed, reason: "frontend state node is gone")

@@ -211,22 +211,18 @@ struct FrontendMachine<Hooks: XenbusFrontendHooks>: Sendable {
             }
         case .connected:
             if s.own == .initialised { try await connect(&s, paths) }
-        case .closing, .closed:
+        case .closing, .closed, .unknown:
             // Only a handshake under way or done is torn down: a frontend still
             // Initialising waits for the backend's next InitWait (a Closed backend is
-            // usually one that has not yet seen this frontend come back).
+            // usually one that has not yet seen this frontend come back; Unknown, one
+            // whose node is gone or not yet written).
+            let why = backend == .unknown ? "backend state node is gone" : "backend is \(backend)"
             if s.own == .initialised || s.own == .connected {
-                await disconnect(&s, reason: "backend is \(backend)")
-                try await switchState(&s, .closing, reason: "backend is \(backend)")
+                await disconnect(&s, reason: why)
+                try await switchState(&s, .closing, reason: why)
             }
             if s.own == .closing {
-                try await switchState(&s, .closed, reason: "backend is \(backend)")
-            }
-        case .unknown:
-            if s.own == .initialised || s.own == .connected {
-                await disconnect(&s, reason: "backend state node is gone")
-                try await switchState(&s, .closing, reason: "backend state node is gone")
-                try await switchState(&s, .closed, reason: "backend state node is gone")
+                try await switchState(&s, .closed, reason: why)
             }
         case .initialising, .initialised, .reconfiguring, .reconfigured:
             logger.debug("xenbus: backend \(paths.backend) is \(backend); nothing to do")
