@@ -29,8 +29,7 @@ import XenStore
         #expect(frontHooks.snapshot.sectors == [42])
         #expect(try await value(paths.backend + "/feature-magic", store: world.toolstack) == "7")
         #expect(try await value(paths.frontend + "/ring-ref", store: world.toolstack) == "21")
-        #expect(back.device.state == .connected)
-        #expect(front.state == .connected)
+        try await eventually("both drivers record Connected") { back.device.state == .connected && front.state == .connected }
         #expect(back.device.paths == paths)
 
         // The frontend leaves: the backend disconnects once and follows to Closed.
@@ -112,9 +111,7 @@ import XenStore
         // Its successor walks Closing/Closed so the backend lets go, then reconnects.
         let (second, secondHooks, _) = try frontend(world, paths, ringRef: 41)
         // The nodes already read Connected, so wait for the new driver's own connect.
-        try await bounded("second frontend connects") {
-            while secondHooks.snapshot.sectors.isEmpty || second.state != .connected { await Task.yield() }
-        }
+        try await eventually("second frontend connects") { !secondHooks.snapshot.sectors.isEmpty && second.state == .connected }
         try await waitForState(paths.backend, .connected, store: world.toolstack)
         let back = try await service.driver(paths.backend)
         #expect(back.hooks.snapshot.connects == [40, 41])
@@ -147,23 +144,21 @@ import XenStore
         }
         for (paths, front, _) in fronts {
             #expect(try await value(paths.backend + "/state", store: world.toolstack) == "4")
-            #expect(front.state == .connected)
+            try await eventually("frontend still records Connected") { front.state == .connected }
         }
 
         // A new backend process finds Connected frontends and connects again from their keys.
         let second = try await BackendService(store: world.dom0)
         for (i, (paths, _, hooks)) in fronts.enumerated() {
             let d = try await second.driver(paths.backend)
-            try await bounded("new backend connects \(paths.backend)") {
-                while d.hooks.snapshot.connects.isEmpty || d.device.state != .connected { await Task.yield() }
-            }
+            try await eventually("new backend connects \(paths.backend)") { !d.hooks.snapshot.connects.isEmpty && d.device.state == .connected }
             #expect(d.hooks.snapshot.connects == [UInt32(50 + i)])
             try await waitForState(paths.backend, .connected, store: world.toolstack)
             // The frontend never noticed: no disconnect, no second handshake.
             #expect(hooks.snapshot.disconnects.isEmpty)
             #expect(hooks.snapshot.initialises == 1)
         }
-        for (_, front, _) in fronts { #expect(front.state == .connected) }
+        for (_, front, _) in fronts { #expect(front.state == .connected, "the frontend never left Connected") }
         for (_, front, _) in fronts { await front.close() }
         await second.close()
     }
@@ -207,9 +202,7 @@ import XenStore
         #expect(back.hooks.snapshot.disconnects.count == 1)
         // Not resurrected by a late state write.
         #expect(try await value(paths.backend, store: world.toolstack) == nil)
-        try await bounded("watcher reports the removal") {
-            while !service.registry.removed.withLock({ $0.contains(paths.backend) }) { await Task.yield() }
-        }
+        try await eventually("watcher reports the removal") { service.registry.removed.withLock { $0.contains(paths.backend) } }
         // The frontend sees its backend vanish and closes.
         try await waitForState(paths.frontend, .closed, store: world.toolstack)
         #expect(frontHooks.snapshot.disconnects.count == 1)

@@ -64,7 +64,7 @@ import XenStore
         #expect(back.hooks.snapshot.connects.isEmpty)
         #expect(back.hooks.snapshot.disconnects.isEmpty)
         #expect(try await value(paths.backend + "/sectors", store: world.toolstack) == nil)
-        #expect(back.device.state == .closing)
+        try await eventually("driver records Closing") { back.device.state == .closing }
         try await expectStillServing(world, service, devid: "1")
         await service.close()
     }

@@ -163,6 +163,14 @@ final class LastSeen: Sendable {
     let value = Mutex<[UInt8]?>(nil)
 }
 
+/// Waits (bounded) until `condition` holds: for state kept in memory (hook records, a
+/// driver's last written state), which a driver updates just after xenstore shows it.
+func eventually(_ what: String, seconds: Int = 10, _ condition: @escaping @Sendable () -> Bool) async throws {
+    try await bounded(what, seconds: seconds) {
+        while !condition() { try await Task.sleep(for: .milliseconds(1)) }
+    }
+}
+
 /// Waits (bounded) until the node at `path` satisfies `condition`; the failure names
 /// the path and the last value seen.
 func waitFor(_ what: String, store: XenStoreClient, path: String, seconds: Int = 10,
@@ -244,7 +252,7 @@ final class BackendService: Sendable {
         try await bounded("backend driver for \(path)") {
             while true {
                 if let d = self.registry.drivers.withLock({ $0[path] }) { return d }
-                await Task.yield()
+                try await Task.sleep(for: .milliseconds(1))
             }
         }
     }
