@@ -1,5 +1,4 @@
 import Logging
-import Synchronization
 import XenStore
 
 /// What a device type plugs into ``XenbusBackendDevice``: the device-specific steps of the
@@ -52,19 +51,21 @@ public protocol XenbusBackendHooks: Sendable {
 public final class XenbusBackendDevice<Hooks: XenbusBackendHooks>: Sendable {
     /// The backend node this driver serves.
     public let backendPath: String
-    let inbox = XenbusInbox()
-    private let runner = Mutex<Task<XenbusStopReason, Never>?>(nil)
+    let inbox: XenbusInbox
+    private let runner: Task<XenbusStopReason, Never>
 
     /// Starts the driver for the device whose backend node is `backendPath`, over `store`
     /// (a connection acting as the backend domain, shared by any number of drivers).
     public init(store: XenStoreClient, backend backendPath: String, hooks: Hooks,
                 logger: Logger = Logger(label: "xensplit.xenbus")) {
         self.backendPath = backendPath
+        let inbox = XenbusInbox()
         var logger = logger
         logger[metadataKey: "xenbus.device"] = "\(backendPath)"
         let machine = BackendMachine(store: store, path: backendPath, hooks: hooks, logger: logger,
                                      inbox: inbox)
-        runner.withLock { $0 = Task { await machine.run() } }
+        self.inbox = inbox
+        runner = Task { await machine.run() }
     }
 
     /// The state this driver last wrote.
@@ -84,8 +85,7 @@ public final class XenbusBackendDevice<Hooks: XenbusBackendHooks>: Sendable {
 
     /// Waits until the driver stops, and says why.
     public func stopped() async -> XenbusStopReason {
-        guard let task = runner.withLock({ $0 }) else { return .closed }
-        return await task.value
+        await runner.value
     }
 }
 
@@ -101,7 +101,6 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: Sendable {
         var state = BackendState(node: XenbusOwnNode(store: store, path: path, logger: logger))
         let reason = await loop(&state)
         for watch in state.watches { try? await watch.cancel() }
-        inbox.status.withLock { $0.stopReason = reason }
         logger.info("xenbus backend driver stopped: \(reason)")
         return reason
     }

@@ -1,5 +1,4 @@
 import Logging
-import Synchronization
 import XenStore
 
 /// What a device type plugs into ``XenbusFrontendDevice``: the device-specific steps of
@@ -49,19 +48,21 @@ public protocol XenbusFrontendHooks: Sendable {
 public final class XenbusFrontendDevice<Hooks: XenbusFrontendHooks>: Sendable {
     /// The frontend node this driver runs.
     public let frontendPath: String
-    let inbox = XenbusInbox()
-    private let runner = Mutex<Task<XenbusStopReason, Never>?>(nil)
+    let inbox: XenbusInbox
+    private let runner: Task<XenbusStopReason, Never>
 
     /// Starts the driver for the frontend node `frontendPath` over `store` (a connection
     /// acting as the frontend's domain).
     public init(store: XenStoreClient, frontend frontendPath: String, hooks: Hooks,
                 logger: Logger = Logger(label: "xensplit.xenbus")) {
         self.frontendPath = frontendPath
+        let inbox = XenbusInbox()
         var logger = logger
         logger[metadataKey: "xenbus.device"] = "\(frontendPath)"
         let machine = FrontendMachine(store: store, path: frontendPath, hooks: hooks, logger: logger,
                                       inbox: inbox)
-        runner.withLock { $0 = Task { await machine.run() } }
+        self.inbox = inbox
+        runner = Task { await machine.run() }
     }
 
     /// The state this driver last wrote.
@@ -80,8 +81,7 @@ public final class XenbusFrontendDevice<Hooks: XenbusFrontendHooks>: Sendable {
 
     /// Waits until the driver stops, and says why.
     public func stopped() async -> XenbusStopReason {
-        guard let task = runner.withLock({ $0 }) else { return .closed }
-        return await task.value
+        await runner.value
     }
 }
 
@@ -97,7 +97,6 @@ struct FrontendMachine<Hooks: XenbusFrontendHooks>: Sendable {
         var state = FrontendState(node: XenbusOwnNode(store: store, path: path, logger: logger))
         let reason = await loop(&state)
         for watch in state.watches { try? await watch.cancel() }
-        inbox.status.withLock { $0.stopReason = reason }
         logger.info("xenbus frontend driver stopped: \(reason)")
         return reason
     }

@@ -122,7 +122,7 @@ final class XenbusInbox: Sendable {
     let stream: AsyncStream<Void>
     private let continuation: AsyncStream<Void>.Continuation
     let flags = Mutex(Flags())
-    /// What the driver shows the outside (its state, paths, why it stopped).
+    /// What the driver shows the outside.
     let status = Mutex(XenbusDriverStatus())
 
     init() {
@@ -150,9 +150,9 @@ final class XenbusInbox: Sendable {
     }
 }
 
-/// What a driver shows the outside while its loop runs.
+/// What a driver shows the outside while its loop runs: the state it last wrote and
+/// the paths it found.
 struct XenbusDriverStatus {
     var state: XenbusState = .unknown
     var paths: XenbusDevicePaths?
-    var stopReason: XenbusStopReason?
 }
