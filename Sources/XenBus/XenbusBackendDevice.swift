@@ -36,7 +36,8 @@ public protocol XenbusBackendHooks: Sendable {
 ///    refuse them), connect (a hook), publish the connect keys and switch to Connected;
 /// 4. frontend Closing (while Connected): disconnect, Closing; frontend Closed (while
 ///    Connected or Closing): disconnect, Closing, Closed;
-/// 5. frontend back to Initialising after Closing/Closed: InitWait again and redo 3.
+/// 5. frontend back to Initialising after Closing/Closed, or to Initialised after Closed:
+///    features and InitWait again, and redo 3.
 ///
 /// A new driver for a device whose frontend is already Connected (the backend process
 /// restarted) goes through InitWait and connects again from the frontend's keys.
@@ -210,6 +211,10 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: Sendable {
                 try await prepare(&s, paths, reason: "frontend back to Initialising: reconnecting")
             }
         case .initialised, .connected:
+            if s.own == .closed {
+                // Back from Closed with its keys already written, skipping Initialising.
+                try await prepare(&s, paths, reason: "frontend back to \(frontend): reconnecting")
+            }
             if s.own == .initWait { try await connect(&s, paths, frontend: frontend) }
         case .closing:
             if s.own == .connected {

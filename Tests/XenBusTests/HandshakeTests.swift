@@ -254,4 +254,27 @@ import XenStore
         #expect(hooks.snapshot.disconnects.count == 1)
         await service.close()
     }
+
+    @Test func aFrontendBackStraightToInitialisedAfterClosedIsServed() async throws {
+        let world = try World()
+        let service = try await BackendService(store: world.dom0)
+        let paths = try await world.addDevice(frontend: world.guests[0], devid: "8")
+        let (front, _, _) = try frontend(world, paths, ringRef: 94)
+        try await waitForState(paths.backend, .connected, store: world.toolstack)
+        await front.close()
+        try await waitForState(paths.backend, .closed, store: world.toolstack)
+        // A frontend (scripted over the guest's connection) that writes its keys and
+        // Initialised without passing through Initialising.
+        let guest = try world.store(paths.frontendID)
+        try await guest.withTransaction { tx in
+            try await tx.write(paths.frontend + "/ring-ref", "95")
+            try await tx.write(paths.frontend + "/state", "3")
+        }
+        try await waitForState(paths.backend, .connected, store: world.toolstack)
+        let back = try await service.driver(paths.backend)
+        #expect(back.hooks.snapshot.connects == [94, 95])
+        #expect(back.hooks.snapshot.features == 2)
+        #expect(try await value(paths.backend + "/sectors", store: world.toolstack) == "190")
+        await service.close()
+    }
 }
