@@ -11,6 +11,18 @@ public struct XenbusBackendDeviceID: Hashable, Sendable, CustomStringConvertible
     /// The backend node's full path (what ``XenbusBackendDevice`` is started on).
     public let backendPath: String
 
+    /// An id with these fields.
+    public init(frontendID: DomainID, devid: String, backendPath: String) {
+        self.frontendID = frontendID
+        self.devid = devid
+        self.backendPath = backendPath
+    }
+
+    /// The id of the device at `paths`.
+    public init(_ paths: XenbusDevicePaths) {
+        self.init(frontendID: paths.frontendID, devid: paths.devid, backendPath: paths.backend)
+    }
+
     public var description: String { backendPath }
 }
 

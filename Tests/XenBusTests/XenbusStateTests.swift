@@ -34,12 +34,15 @@ import XenStore
         #expect(throws: XenbusError.self) { try XenbusDevicePaths(type: "vbd", devid: "..", backendID: 0, frontendID: 5) }
     }
 
-    @Test func keysRefuseEscapes() {
+    @Test func keysKeepTheirOrderAndReplaceInPlace() {
         var keys = XenbusKeys()
         keys.set("ring-ref", "8")
         keys.set("ring-ref", "9")
+        keys.set("event-channel", "3")
         #expect(keys["ring-ref"] == "9")
-        #expect(keys.keys == ["ring-ref"])
+        #expect(keys.keys == ["ring-ref", "event-channel"])
+        #expect(keys == ["ring-ref": "9", "event-channel": "3"])
+        #expect(keys != ["event-channel": "3", "ring-ref": "9"])
     }
 }
 
