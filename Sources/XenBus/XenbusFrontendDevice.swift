@@ -38,8 +38,9 @@ public protocol XenbusFrontendHooks: Sendable {
 /// 3. backend InitWait: read its features (hook), set up and write the device's keys
 ///    with Initialised in one transaction (hook);
 /// 4. backend Connected: connect (hook), switch to Connected;
-/// 5. backend Closing or Closed: disconnect (hook), remove the keys, Closing, Closed;
-///    when the backend comes back to InitWait (it restarted), redo 3.
+/// 5. backend Closing, Closed or gone while Initialised or Connected: disconnect (hook),
+///    remove the keys, Closing, Closed; when the backend comes back to InitWait (it
+///    restarted, or a new one was started), redo 3.
 ///
 /// A backend that goes through InitWait while this frontend is Connected (a backend
 /// driver restarting in place) is ignored, as blkfront ignores it: the new backend
