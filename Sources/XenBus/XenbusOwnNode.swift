@@ -1,25 +1,5 @@
 import Logging
-import Synchronization
 import XenStore
-
-/// How a driver ended.
-public enum XenbusStopReason: Sendable, Equatable, CustomStringConvertible {
-    /// `close()` walked the device to Closed.
-    case closed
-    /// The toolstack removed the device's own node; nothing more was written.
-    case nodeRemoved
-    /// The xenstore connection ended (the client was closed, or xenstored went away): the
-    /// disconnect hook ran, nothing could be written, the other end sees the last state.
-    case connectionLost
-
-    public var description: String {
-        switch self {
-        case .closed: return "closed"
-        case .nodeRemoved: return "node removed"
-        case .connectionLost: return "xenstore connection lost"
-        }
-    }
-}
 
 /// The writes a driver makes to its own device node, with Linux's rules: never recreate
 /// a node the toolstack removed (`xenbus_switch_state` checks inside a transaction), and
@@ -109,50 +89,4 @@ struct XenbusOwnNode: Sendable {
         guard let errorPath else { return }
         try? await store.rm(errorPath)
     }
-}
-
-/// What wakes a driver's loop: watch events (coalesced: the loop re-reads everything,
-/// so one pending wake-up is as good as many), a close request, or a lost watch.
-final class XenbusInbox: Sendable {
-    struct Flags {
-        var closeRequested = false
-        var watchLost = false
-    }
-
-    let stream: AsyncStream<Void>
-    private let continuation: AsyncStream<Void>.Continuation
-    let flags = Mutex(Flags())
-    /// What the driver shows the outside.
-    let status = Mutex(XenbusDriverStatus())
-
-    init() {
-        (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-    }
-
-    func wake() { continuation.yield() }
-
-    func requestClose() {
-        flags.withLock { $0.closeRequested = true }
-        continuation.yield()
-    }
-
-    func watchEnded() {
-        flags.withLock { $0.watchLost = true }
-        continuation.yield()
-    }
-
-    /// Feeds `watch` into the inbox until the watch ends.
-    func pump(_ watch: XenStoreWatch) {
-        Task { [self] in
-            for await _ in watch { wake() }
-            watchEnded()
-        }
-    }
-}
-
-/// What a driver shows the outside while its loop runs: the state it last wrote and
-/// the paths it found.
-struct XenbusDriverStatus {
-    var state: XenbusState = .unknown
-    var paths: XenbusDevicePaths?
 }
