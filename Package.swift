@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "XenLocal", targets: ["XenLocal"]),
         .library(name: "XenLinux", targets: ["XenLinux"]),
         .library(name: "URing", targets: ["URing"]),
+        .library(name: "XenBus", targets: ["XenBus"]),
         .executable(name: "xensplit", targets: ["xensplit"]),
         .executable(name: "xensplit-bench", targets: ["xensplit-bench"]),
     ],
@@ -59,6 +60,8 @@ let package = Package(
         // liburing's helpers are static inline, so they are wrapped by a C target.
         .target(name: "CURing", linkerSettings: [.linkedLibrary("uring")]),
         .target(name: "URing", dependencies: ["CURing", .product(name: "Logging", package: "swift-log")]),
+        // The xenbus state machine of io/xenbus.h for both roles, device-type agnostic.
+        .target(name: "XenBus", dependencies: ["XenPlatform", "XenStore", .product(name: "Logging", package: "swift-log")]),
         // The C reference: Xen's own io/ring.h macros, for interop tests and benchmarks.
         .target(name: "CRingReference"),
 
@@ -94,6 +97,7 @@ let package = Package(
         .testTarget(name: "URingTests", dependencies: ["XenTesting", "URing"]),
         .testTarget(name: "XenTestingTests", dependencies: ["XenTesting", "XenPlatform", "SharedMemory", "XenStore"]),
         .testTarget(name: "XenLinuxTests", dependencies: ["XenTesting", "XenLinux", "CXen", "XenPlatform", "XenStore", "SharedMemory"]),
+        .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenTesting", "XenLocal", "XenPlatform", "XenStore"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,335 @@
+import Logging
+import XenStore
+
+/// What a device type plugs into ``XenbusBackendDevice``: the device-specific steps of the
+/// backend half of the handshake. The driver calls them from one task, one at a time.
+public protocol XenbusBackendHooks: Sendable {
+    /// What ``readFrontend(_:paths:)`` makes of the frontend's keys.
+    associatedtype Frontend: Sendable
+
+    /// The keys advertised before InitWait (`feature-*`, `max-ring-page-order`, ...),
+    /// written in the same transaction as the state.
+    func features(for paths: XenbusDevicePaths) async throws -> XenbusKeys
+
+    /// Reads and validates the frontend's keys (ring refs, event channels, protocol)
+    /// once it is Initialised or Connected. Throwing (preferably a ``XenbusError`` that
+    /// names the key) refuses them: the device goes to Closing with an error node.
+    func readFrontend(_ frontend: XenbusNodeReader, paths: XenbusDevicePaths) async throws -> Frontend
+
+    /// Connects: maps the rings, binds the event channels, starts serving. Returns the
+    /// keys to publish with Connected (`sectors`, `info`, ...). If it throws it must
+    /// have undone its own partial work; the device goes to Closing with an error node.
+    func connect(_ frontend: Frontend, paths: XenbusDevicePaths) async throws -> XenbusKeys
+
+    /// Undoes ``connect(_:paths:)``: called exactly once after each successful connect,
+    /// before the device leaves Connected (or when the driver stops).
+    func disconnect(paths: XenbusDevicePaths, reason: String) async
+}
+
+/// The backend half of the xenbus handshake for one device, as Linux's backend drivers
+/// run it (blkback's `frontend_changed`), independent of the device type:
+///
+/// 1. read `frontend-id` and `frontend` from the backend node and check them
+///    (``XenbusDevicePaths/discover(backend:store:)``); watch the frontend's `state`;
+/// 2. write the features and switch to InitWait;
+/// 3. when the frontend is Initialised or Connected: read its keys (a hook that may
+///    refuse them), connect (a hook), publish the connect keys and switch to Connected;
+/// 4. frontend Closing (while Connected): disconnect, Closing; frontend Closed (while
+///    Connected or Closing): disconnect, Closing, Closed;
+/// 5. frontend back to Initialising after Closing/Closed, or to Initialised after Closed:
+///    features and InitWait again, and redo 3.
+///
+/// A new driver for a device whose frontend is already Connected (the backend process
+/// restarted) goes through InitWait and connects again from the frontend's keys.
+/// When the toolstack removes the backend node the driver disconnects and stops without
+/// writing. Errors go the way of `xenbus_dev_fatal`: `<home>/error/<node>/error` is
+/// written as "<errno> <message>", the device disconnects and switches to Closing; it
+/// is cleared when a later handshake connects. Every state change is logged with the
+/// device path and the reason.
+///
+/// The driver reacts to the current values of the nodes, not to the sequence of watch
+/// events, so coalesced or missed intermediate states do no harm.
+public final class XenbusBackendDevice<Hooks: XenbusBackendHooks>: Sendable {
+    /// The backend node this driver serves.
+    public let backendPath: String
+    let inbox: XenbusInbox
+    private let runner: Task<XenbusStopReason, Never>
+
+    /// Starts the driver for the device whose backend node is `backendPath`, over `store`
+    /// (a connection acting as the backend domain, shared by any number of drivers).
+    public init(store: XenStoreClient, backend backendPath: String, hooks: Hooks,
+                logger: Logger = Logger(label: "xensplit.xenbus")) {
+        self.backendPath = backendPath
+        let inbox = XenbusInbox()
+        var logger = logger
+        logger[metadataKey: "xenbus.device"] = "\(backendPath)"
+        let machine = BackendMachine(store: store, path: backendPath, hooks: hooks, logger: logger,
+                                     inbox: inbox)
+        self.inbox = inbox
+        runner = Task { await machine.run() }
+    }
+
+    /// The state this driver last wrote.
+    public var state: XenbusState { inbox.status.withLock { $0.state } }
+
+    /// Both ends' paths, once discovery succeeded.
+    public var paths: XenbusDevicePaths? { inbox.status.withLock { $0.paths } }
+
+    /// Closes the device: disconnect (once), Closing, Closed, removes the keys this
+    /// driver wrote, cancels its watches. Returns how the driver ended (if it had already
+    /// stopped for another reason, that one).
+    @discardableResult
+    public func close() async -> XenbusStopReason {
+        inbox.requestClose()
+        return await stopped()
+    }
+
+    /// Waits until the driver stops, and says why.
+    public func stopped() async -> XenbusStopReason {
+        await runner.value
+    }
+}
+
+/// The backend driver's loop and its private state; lives in one task.
+struct BackendMachine<Hooks: XenbusBackendHooks>: Sendable {
+    let store: XenStoreClient
+    let path: String
+    let hooks: Hooks
+    let logger: Logger
+    let inbox: XenbusInbox
+
+    func run() async -> XenbusStopReason {
+        var state = BackendState(node: XenbusOwnNode(store: store, path: path, logger: logger))
+        let reason = await loop(&state)
+        for watch in state.watches { try? await watch.cancel() }
+        logger.info("xenbus backend driver stopped: \(reason)")
+        return reason
+    }
+
+    private func loop(_ s: inout BackendState) async -> XenbusStopReason {
+        do {
+            s.watches.append(try await store.watch(path))
+        } catch {
+            logger.error("xenbus: cannot watch \(path): \(error)")
+            return .connectionLost
+        }
+        inbox.pump(s.watches[0])
+        do {
+            guard try await s.node.exists() else { return .nodeRemoved }
+            try await start(&s)
+        } catch {
+            if let reason = await handle(error, &s) { return reason }
+        }
+        for await _ in inbox.stream {
+            let flags = inbox.flags.withLock { $0 }
+            if flags.closeRequested {
+                await shutdown(&s)
+                return .closed
+            }
+            if flags.watchLost {
+                await disconnect(&s, reason: "xenstore connection lost")
+                return .connectionLost
+            }
+            do {
+                if let reason = try await reconcile(&s) { return reason }
+            } catch {
+                if let reason = await handle(error, &s) { return reason }
+            }
+        }
+        await disconnect(&s, reason: "driver loop ended")
+        return .connectionLost
+    }
+
+    /// A xenstore failure of our own requests: a closed connection stops the driver,
+    /// anything else is fatal for the device.
+    private func handle(_ error: XenbusError, _ s: inout BackendState) async -> XenbusStopReason? {
+        if case .store(_, .connectionClosed) = error {
+            await disconnect(&s, reason: "xenstore connection lost")
+            return .connectionLost
+        }
+        await fatal(&s, error, context: "xenstore")
+        return nil
+    }
+
+    private func start(_ s: inout BackendState) async throws(XenbusError) {
+        let paths: XenbusDevicePaths
+        do {
+            paths = try await XenbusDevicePaths.discover(backend: path, store: store)
+        } catch {
+            if case .store(_, .connectionClosed) = error { throw error }
+            await fatal(&s, error, context: "reading frontend details")
+            return
+        }
+        s.paths = paths
+        inbox.status.withLock { $0.paths = paths }
+        let watch: XenStoreWatch
+        do {
+            watch = try await store.watch(paths.frontend + "/state")
+        } catch {
+            throw .store(path: paths.frontend + "/state", error)
+        }
+        s.watches.append(watch)
+        inbox.pump(watch)
+        try await prepare(&s, paths, reason: "driver started, frontend \(paths.frontend)")
+    }
+
+    /// Features, then InitWait.
+    private func prepare(_ s: inout BackendState, _ paths: XenbusDevicePaths, reason: String) async throws(XenbusError) {
+        let keys: XenbusKeys
+        do {
+            keys = try await hooks.features(for: paths)
+            try keys.validate()
+        } catch {
+            await fatal(&s, XenbusError.fromHook("features", error), context: "writing features")
+            return
+        }
+        s.featureKeys = keys.keys
+        try await switchState(&s, .initWait, keys: keys, reason: reason)
+    }
+
+    /// Acts on the frontend's current state. Returns a stop reason when the driver ends.
+    private func reconcile(_ s: inout BackendState) async throws(XenbusError) -> XenbusStopReason? {
+        guard try await s.node.exists() else {
+            await disconnect(&s, reason: "backend node removed by the toolstack")
+            logger.info("xenbus: \(path) removed, stopping")
+            return .nodeRemoved
+        }
+        guard let paths = s.paths else { return nil }
+        let frontend: XenbusState
+        do {
+            frontend = try await XenbusNodeReader(store: store, path: paths.frontend).state()
+        } catch {
+            if case .store = error { throw error }
+            await fatal(&s, error, context: "reading frontend state")
+            return nil
+        }
+        switch frontend {
+        case .initialising:
+            if s.own == .closing || s.own == .closed {
+                await disconnect(&s, reason: "frontend back to Initialising")
+                if s.own == .closing { try await switchState(&s, .closed, reason: "frontend passed Closed") }
+                try await prepare(&s, paths, reason: "frontend back to Initialising: reconnecting")
+            }
+        case .initialised, .connected:
+            if s.own == .closed {
+                // Back from Closed with its keys already written, skipping Initialising.
+                try await prepare(&s, paths, reason: "frontend back to \(frontend): reconnecting")
+            }
+            if s.own == .initWait { try await connect(&s, paths, frontend: frontend) }
+        case .closing:
+            if s.own == .connected {
+                await disconnect(&s, reason: "frontend is Closing")
+                try await switchState(&s, .closing, reason: "frontend is Closing")
+            }
+        case .closed:
+            // From InitWait a Closed frontend is one that has not come (back) yet, as
+            // after a backend restart: it is left to start the handshake.
+            if s.own == .connected || s.own == .closing {
+                await disconnect(&s, reason: "frontend is Closed")
+                if s.own != .closing { try await switchState(&s, .closing, reason: "frontend is Closed") }
+                try await switchState(&s, .closed, reason: "frontend is Closed")
+            }
+        case .unknown:
+            // The frontend's node went (its domain died, or the toolstack is unplugging).
+            if s.own == .connected || s.own == .closing {
+                await disconnect(&s, reason: "frontend state node is gone")
+                try await switchState(&s, .closing, reason: "frontend state node is gone")
+                try await switchState(&s, .closed, reason: "frontend state node is gone")
+            }
+        case .initWait, .reconfiguring, .reconfigured:
+            logger.debug("xenbus: frontend \(paths.frontend) is \(frontend); nothing to do")
+        }
+        return nil
+    }
+
+    private func connect(_ s: inout BackendState, _ paths: XenbusDevicePaths, frontend: XenbusState) async throws(XenbusError) {
+        let values: Hooks.Frontend
+        do {
+            values = try await hooks.readFrontend(XenbusNodeReader(store: store, path: paths.frontend), paths: paths)
+        } catch {
+            await fatal(&s, XenbusError.fromHook("reading frontend keys", error), context: "reading frontend keys")
+            return
+        }
+        let keys: XenbusKeys
+        do {
+            keys = try await hooks.connect(values, paths: paths)
+        } catch {
+            await fatal(&s, XenbusError.fromHook("connect", error), context: "connecting")
+            return
+        }
+        s.connected = true
+        do {
+            try keys.validate()
+        } catch {
+            await fatal(&s, error, context: "connect keys")
+            return
+        }
+        s.connectKeys = keys.keys
+        try await switchState(&s, .connected, keys: keys, reason: "frontend is \(frontend), its keys accepted")
+        if s.own == .connected { await s.node.clearError() }
+    }
+
+    private func switchState(_ s: inout BackendState, _ next: XenbusState, keys: XenbusKeys = XenbusKeys(),
+                             reason: String) async throws(XenbusError) {
+        if next == s.own, keys.entries.isEmpty { return }
+        guard try await s.node.publish(keys, state: next) else {
+            logger.info("xenbus: \(path) is gone; not switching to \(next)")
+            return
+        }
+        logger.info("xenbus state \(s.own) -> \(next): \(reason)")
+        s.own = next
+        inbox.status.withLock { $0.state = next }
+    }
+
+    private func disconnect(_ s: inout BackendState, reason: String) async {
+        guard s.connected, let paths = s.paths else { return }
+        s.connected = false
+        logger.info("xenbus: disconnecting \(path): \(reason)")
+        await hooks.disconnect(paths: paths, reason: reason)
+        await s.node.remove(s.connectKeys)
+        s.connectKeys = []
+    }
+
+    /// xenbus_dev_fatal: log, error node, disconnect, Closing.
+    private func fatal(_ s: inout BackendState, _ error: XenbusError, context: String) async {
+        // The same error again while Closing (a bad value seen on every wake-up) is
+        // reported once.
+        guard s.own != .closing || s.lastFatal != error else { return }
+        s.lastFatal = error
+        let message = "\(context): \(error)"
+        logger.error("xenbus: \(path) fatal: \(message)")
+        await s.node.writeError(errno: error.errno, message: message)
+        await disconnect(&s, reason: message)
+        do {
+            try await switchState(&s, .closing, reason: message)
+        } catch {
+            logger.error("xenbus: \(path) could not switch to Closing: \(error)")
+        }
+    }
+
+    private func shutdown(_ s: inout BackendState) async {
+        await disconnect(&s, reason: "driver closed")
+        do {
+            if s.own != .closing, s.own != .closed { try await switchState(&s, .closing, reason: "driver closed") }
+            if s.own != .closed { try await switchState(&s, .closed, reason: "driver closed") }
+        } catch {
+            logger.error("xenbus: \(path) could not walk to Closed: \(error)")
+        }
+        await s.node.remove(s.featureKeys)
+    }
+}
+
+/// The backend driver's private state, owned by its loop.
+struct BackendState {
+    let node: XenbusOwnNode
+    var paths: XenbusDevicePaths?
+    /// The state this driver last wrote; Unknown until its first write.
+    var own: XenbusState = .unknown
+    /// Whether ``XenbusBackendHooks/disconnect(paths:reason:)`` is owed.
+    var connected = false
+    var featureKeys: [String] = []
+    var connectKeys: [String] = []
+    var watches: [XenStoreWatch] = []
+    /// The error that last sent the device to Closing.
+    var lastFatal: XenbusError?
+}

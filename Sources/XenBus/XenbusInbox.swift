@@ -1,0 +1,48 @@
+import Synchronization
+import XenStore
+
+/// What wakes a driver's loop: watch events (coalesced: the loop re-reads everything,
+/// so one pending wake-up is as good as many), a close request, or a lost watch.
+final class XenbusInbox: Sendable {
+    struct Flags {
+        var closeRequested = false
+        var watchLost = false
+    }
+
+    let stream: AsyncStream<Void>
+    private let continuation: AsyncStream<Void>.Continuation
+    let flags = Mutex(Flags())
+    /// What the driver shows the outside.
+    let status = Mutex(XenbusDriverStatus())
+
+    init() {
+        (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
+
+    func wake() { continuation.yield() }
+
+    func requestClose() {
+        flags.withLock { $0.closeRequested = true }
+        continuation.yield()
+    }
+
+    func watchEnded() {
+        flags.withLock { $0.watchLost = true }
+        continuation.yield()
+    }
+
+    /// Feeds `watch` into the inbox until the watch ends.
+    func pump(_ watch: XenStoreWatch) {
+        Task { [self] in
+            for await _ in watch { wake() }
+            watchEnded()
+        }
+    }
+}
+
+/// What a driver shows the outside while its loop runs: the state it last wrote and
+/// the paths it found.
+struct XenbusDriverStatus {
+    var state: XenbusState = .unknown
+    var paths: XenbusDevicePaths?
+}
