@@ -10,7 +10,8 @@ public struct LocalToolstack: Sendable {
     public init(platform: LocalPlatform) { self.platform = platform }
 
     /// Creates domain `name` and its xenstore home `/local/domain/ID`, laid out as libxl
-    /// does: the home and `device`, `control` readable by the domain; `data` its own.
+    /// does: the home and `device`, `control` readable by the domain; `data`, `drivers`,
+    /// `feature`, `attr` and `error` its own.
     public func createDomain(name: String) async throws -> DomainID {
         let id = try platform.createDomain(name: name)
         do {
@@ -28,8 +29,12 @@ public struct LocalToolstack: Sendable {
                     try await tx.mkdir(home + "/" + sub)
                     try await tx.setPermissions(home + "/" + sub, readOnly)
                 }
-                try await tx.mkdir(home + "/data")
-                try await tx.setPermissions(home + "/data", own)
+                // The domain's own: its data, drivers, feature and attr nodes, and the error
+                // nodes its frontends write (xenbus_dev_fatal), as libxl lays them out.
+                for sub in ["data", "drivers", "feature", "attr", "error"] {
+                    try await tx.mkdir(home + "/" + sub)
+                    try await tx.setPermissions(home + "/" + sub, own)
+                }
             }
         } catch {
             // Nothing half-made: the domain goes if its home could not be written.

@@ -75,7 +75,9 @@ struct ToolstackSession: ~Copyable {
             try perform(.mkdir(path: Array((home + "/" + sub).utf8)))
             try perform(.setPerms(path: Array((home + "/" + sub).utf8), permissions: readOnly))
         }
-        try perform(.mkdir(path: Array((home + "/data").utf8)))
-        try perform(.setPerms(path: Array((home + "/data").utf8), permissions: own))
+        for sub in ["data", "drivers", "feature", "attr", "error"] {
+            try perform(.mkdir(path: Array((home + "/" + sub).utf8)))
+            try perform(.setPerms(path: Array((home + "/" + sub).utf8), permissions: own))
+        }
     }
 }
