@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "XenLocal", targets: ["XenLocal"]),
         .library(name: "XenLinux", targets: ["XenLinux"]),
         .library(name: "URing", targets: ["URing"]),
+        .library(name: "BlockBackend", targets: ["BlockBackend"]),
         .executable(name: "xensplit", targets: ["xensplit"]),
         .executable(name: "xensplit-bench", targets: ["xensplit-bench"]),
     ],
@@ -59,6 +60,12 @@ let package = Package(
         // liburing's helpers are static inline, so they are wrapped by a C target.
         .target(name: "CURing", linkerSettings: [.linkedLibrary("uring")]),
         .target(name: "URing", dependencies: ["CURing", .product(name: "Logging", package: "swift-log")]),
+        // The block backend's request engine, workers and backing stores (xenstore comes later).
+        .target(
+            name: "BlockBackend",
+            dependencies: ["Blkif", "XenRing", "SharedMemory", "XenPlatform", "URing",
+                           .product(name: "Logging", package: "swift-log")]
+        ),
         // The C reference: Xen's own io/ring.h macros, for interop tests and benchmarks.
         .target(name: "CRingReference"),
 
@@ -92,6 +99,8 @@ let package = Package(
         .testTarget(name: "XenStoreTests", dependencies: ["XenTesting", "XenStore", "XenRing", "SharedMemory", "FuzzTargets"]),
         .testTarget(name: "XenLocalTests", dependencies: ["XenLocal", "XenPlatform", "XenStore", "XenRing", "SharedMemory", "CXenLocal"]),
         .testTarget(name: "URingTests", dependencies: ["XenTesting", "URing"]),
+        .testTarget(name: "BlockBackendTests",
+                    dependencies: ["BlockBackend", "XenTesting", "Blkif", "XenRing", "SharedMemory", "XenPlatform", "URing"]),
         .testTarget(name: "XenTestingTests", dependencies: ["XenTesting", "XenPlatform", "SharedMemory", "XenStore"]),
         .testTarget(name: "XenLinuxTests", dependencies: ["XenTesting", "XenLinux", "CXen", "XenPlatform", "XenStore", "SharedMemory"]),
     ],
