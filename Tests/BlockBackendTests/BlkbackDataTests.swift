@@ -110,7 +110,8 @@ func exercise(_ f: TestFrontend, model: inout [UInt8], rounds: Int, maxIndirect:
             #expect(responses[id]?.status == .okay)
             let start = Int(sector) * 512
             let length = segments.reduce(0) { $0 + $1.bytes }
-            #expect(f.gather(segments) == Array(model[start..<(start + length)]), "read id \(id) at sector \(sector)")
+            let matches = f.gather(segments) == Array(model[start..<(start + length)])
+            #expect(matches, "read id \(id) at sector \(sector) returned other data")
         }
     }
 }
@@ -133,7 +134,8 @@ struct BlkbackDataTests {
             operation: .flushDiskCache, handle: 0, id: 7, sectorNumber: 0, segments: BlkifSegments())))
         try rig.frontends[0].push()
         #expect(try rig.frontends[0].await([flush])[flush]?.status == .okay)
-        #expect(try rig.image.contents() == model)
+        let diskMatches = try rig.image.contents() == model
+        #expect(diskMatches, "the image differs from the model")
         try rig.tearDown()
     }
 
@@ -169,7 +171,8 @@ struct BlkbackDataTests {
                     #expect(response.status == .okay)
                     if let (local, segments) = expected[n][id] {
                         let length = segments.reduce(0) { $0 + $1.bytes }
-                        #expect(f.gather(segments) == Array(models[n][(local * 512)..<(local * 512 + length)]))
+                        let matches = f.gather(segments) == Array(models[n][(local * 512)..<(local * 512 + length)])
+                        #expect(matches, "frontend \(n) read id \(id) returned other data")
                     }
                 }
             }
@@ -200,7 +203,7 @@ struct BlkbackDataTests {
         let order = f.order
         if let b = order.firstIndex(of: barrier), let w = order.firstIndex(of: before) { #expect(w < b) }
         var disk = try rig.image.contents()
-        #expect(Array(disk[0..<payload.count]) == payload)
+        #expect(Array(disk[0..<payload.count]) == payload, "write before the barrier")
         #expect(Array(disk[(64 * 512)..<(64 * 512 + payload.count)]) == payload)
         #expect(Array(disk[(128 * 512)..<(128 * 512 + payload.count)]) == payload)
 

@@ -1,0 +1,190 @@
+import Blkif
+import Dispatch
+import Glibc
+import SharedMemory
+import Synchronization
+import Testing
+import URing
+import XenPlatform
+import XenTesting
+@testable import BlockBackend
+
+/// Records a queue's disconnect reason and lets a test wait for it.
+final class DisconnectProbe: Sendable {
+    let reason = Mutex<String?>(nil)
+    let signal = DispatchSemaphore(value: 0)
+
+    var callback: @Sendable (String) -> Void {
+        { why in
+            self.reason.withLock { $0 = why }
+            self.signal.signal()
+        }
+    }
+
+    /// The reason, once reported; nil if none came within 30 s (a safety net, not a timing check).
+    func wait() -> String? {
+        _ = signal.wait(timeout: .now() + .seconds(30))
+        return reason.withLock { $0 }
+    }
+}
+
+@Suite("BlkbackQueue against hostile frontends")
+struct BlkbackHostileTests {
+    /// One bad request: how to build it and the status it must get.
+    struct Case {
+        let name: String
+        let status: BlkifStatus
+        let make: (TestFrontend) throws -> UInt64
+    }
+
+    static func cases(diskSectors: UInt64, hypervisor: InProcessHypervisor) -> [Case] {
+        let whole = [PlannedSegment(page: 0, first: 0, last: 7)]
+        return [
+            Case(name: "read with nr_segments 0", status: .error) { f in
+                try f.produce(f.request(.read, sector: 0, whole)) { slot, _ in slot.store(UInt8(0), at: 1) }
+            },
+            Case(name: "write with nr_segments 0", status: .error) { f in
+                try f.produce(f.request(.write, sector: 0, whole)) { slot, _ in slot.store(UInt8(0), at: 1) }
+            },
+            Case(name: "write with nr_segments 12", status: .error) { f in
+                try f.produce(f.request(.write, sector: 0, whole)) { slot, _ in slot.store(UInt8(12), at: 1) }
+            },
+            Case(name: "indirect read past the advertised maximum", status: .error) { f in
+                let segments = (0..<33).map { PlannedSegment(page: $0, first: 0, last: 0) }
+                return try f.produce(f.request(.read, sector: 0, segments, indirectPage: 0))
+            },
+            Case(name: "first_sect > last_sect", status: .error) { f in
+                try f.produce(f.request(.write, sector: 0, whole)) { slot, layout in
+                    slot.store(UInt8(5), at: layout.segmentsOffset + 4)
+                    slot.store(UInt8(2), at: layout.segmentsOffset + 5)
+                }
+            },
+            Case(name: "last_sect > 7", status: .error) { f in
+                try f.produce(f.request(.read, sector: 0, whole)) { slot, layout in
+                    slot.store(UInt8(8), at: layout.segmentsOffset + 5)
+                }
+            },
+            Case(name: "indirect segment with first_sect > last_sect", status: .error) { f in
+                let segments = (0..<20).map { PlannedSegment(page: $0, first: 0, last: 7) }
+                let request = try f.request(.read, sector: 0, segments, indirectPage: 1)
+                let page = try f.indirect.view.slice(offset: pageSize, length: pageSize)
+                BlkifIndirectPage.encodeSegment(BlkifSegment(gref: f.data.refs[3], firstSector: 6, lastSector: 1),
+                                                index: 3, into: page)
+                return try f.produce(request)
+            },
+            Case(name: "sectors past the end", status: .error) { f in
+                try f.produce(f.request(.read, sector: diskSectors - 4, whole))
+            },
+            Case(name: "sector number that wraps", status: .error) { f in
+                try f.produce(f.request(.write, sector: UInt64.max - 3, whole))
+            },
+            Case(name: "reserved operation 4", status: .notSupported) { f in
+                try f.produce(f.request(.read, sector: 0, whole)) { slot, _ in slot.store(UInt8(4), at: 0) }
+            },
+            Case(name: "unknown operation 9", status: .notSupported) { f in
+                try f.produce(f.request(.read, sector: 0, whole)) { slot, _ in slot.store(UInt8(9), at: 0) }
+            },
+            Case(name: "discard past the end", status: .error) { f in
+                try f.produce(.discard(BlkifDiscardRequest(handle: 0, id: f.takeID(), sectorNumber: diskSectors - 8,
+                                                           sectorCount: 16, secure: false)))
+            },
+            Case(name: "secure discard on a file", status: .notSupported) { f in
+                try f.produce(.discard(BlkifDiscardRequest(handle: 0, id: f.takeID(), sectorNumber: 0,
+                                                           sectorCount: 8, secure: true)))
+            },
+            Case(name: "write from an ungranted gref", status: .error) { f in
+                try f.produce(f.request(.write, sector: 0, whole)) { slot, layout in
+                    slot.store(UInt32(4000), at: layout.segmentsOffset)
+                }
+            },
+            Case(name: "read into a read-only grant", status: .error) { f in
+                let page = try hypervisor.platform(for: f.domain).share(pages: 1, with: .dom0, writable: false)
+                return try f.produce(f.request(.read, sector: 0, whole)) { slot, layout in
+                    slot.store(page.refs[0], at: layout.segmentsOffset)
+                }
+            },
+            Case(name: "write from a revoked grant", status: .error) { f in
+                let platform = try hypervisor.platform(for: f.domain)
+                let page = try platform.share(pages: 1, with: .dom0, writable: true)
+                try platform.endAccess(page)
+                return try f.produce(f.request(.write, sector: 0, whole)) { slot, layout in
+                    slot.store(page.refs[0], at: layout.segmentsOffset)
+                }
+            },
+            Case(name: "indirect page from an ungranted gref", status: .error) { f in
+                let segments = (0..<12).map { PlannedSegment(page: $0, first: 0, last: 7) }
+                return try f.produce(f.request(.write, sector: 0, segments, indirectPage: 2)) { slot, layout in
+                    slot.store(UInt32(4001), at: layout.indirectGrefsOffset)
+                }
+            },
+        ]
+    }
+
+    @Test("each bad request gets its status while an honest frontend keeps its data",
+          arguments: availableEngines)
+    func badRequests(engine: BlockIOEngineKind) throws {
+        let rig = try Rig(engine: engine)
+        let honest = try rig.attach(name: "honest")
+        let hostile = try rig.attach(name: "hostile", abi: .x86_32)
+        var generator = SeededGenerator(seed: 0xBAD)
+        var model = [UInt8](repeating: 0, count: 8192 * 512)
+        for bad in Self.cases(diskSectors: rig.image.sectors, hypervisor: rig.hypervisor) {
+            let id = try bad.make(hostile)
+            try hostile.push()
+            let response = try hostile.await([id])[id]
+            #expect(response?.status == bad.status, "\(bad.name)")
+            try exercise(honest, model: &model, rounds: 1, maxIndirect: 32, using: &generator)
+        }
+        // The hostile frontend's well-formed requests are still served.
+        try exercise(hostile, model: &model, rounds: 1, maxIndirect: 32, using: &generator)
+        #expect(rig.queues[1].disconnectReason == nil)
+        try rig.tearDown()
+    }
+
+    @Test("a req_prod overrun disconnects that queue only", arguments: availableEngines)
+    func producerOverrun(engine: BlockIOEngineKind) throws {
+        let rig = try Rig(engine: engine)
+        let probe = DisconnectProbe()
+        let honest = try rig.attach(name: "honest")
+        let hostile = try rig.attach(name: "hostile", ringPages: 4, onDisconnect: probe.callback)
+        var generator = SeededGenerator(seed: 0x0E4)
+        var model = [UInt8](repeating: 0, count: 8192 * 512)
+        try exercise(hostile, model: &model, rounds: 1, maxIndirect: 32, using: &generator)
+        let ring = hostile.front.ring
+        hostile.front.shared.storeRequestProducer(ring.requestProducerPrivate &+ ring.size &+ 5)
+        try hostile.front.eventChannel.notify(hostile.front.port)
+        let reason = probe.wait()
+        #expect(reason?.contains("req_prod") == true, "reason: \(reason ?? "none")")
+        #expect(rig.queues[1].disconnectReason != nil)
+        try exercise(honest, model: &model, rounds: 3, maxIndirect: 32, using: &generator)
+        #expect(rig.queues[0].disconnectReason == nil)
+        try rig.tearDown()
+    }
+
+    @Test("a read-only device refuses writes, barriers with data and discards", arguments: availableEngines)
+    func readOnlyDevice(engine: BlockIOEngineKind) throws {
+        let rig = try Rig(engine: engine, readOnly: true)
+        let f = try rig.attach(name: "guest")
+        let whole = [PlannedSegment(page: 0, first: 0, last: 7)]
+        let write = try f.produce(f.request(.write, sector: 0, whole))
+        let indirectWrite = try f.produce(f.request(.write, sector: 0, (0..<16).map {
+            PlannedSegment(page: $0, first: 0, last: 7)
+        }, indirectPage: 0))
+        let barrier = try f.produce(f.request(.writeBarrier, sector: 0, whole))
+        let discard = try f.produce(.discard(BlkifDiscardRequest(handle: 0, id: f.takeID(), sectorNumber: 0,
+                                                                  sectorCount: 8, secure: false)))
+        let read = try f.produce(f.request(.read, sector: 0, whole))
+        let flush = try f.produce(.direct(BlkifDirectRequest(operation: .flushDiskCache, handle: 0, id: f.takeID(),
+                                                             sectorNumber: 0, segments: BlkifSegments())))
+        try f.push()
+        let responses = try f.await([write, indirectWrite, barrier, discard, read, flush])
+        #expect(responses[write]?.status == .error)
+        #expect(responses[indirectWrite]?.status == .error)
+        #expect(responses[barrier]?.status == .error)
+        #expect(responses[discard]?.status == .error)
+        #expect(responses[read]?.status == .okay)
+        #expect(responses[flush]?.status == .okay)
+        #expect(rig.store.readOnly)
+        try rig.tearDown()
+    }
+}
