@@ -264,5 +264,7 @@ func hypervisorForTests() throws -> InProcessHypervisor {
     var configuration = InProcessHypervisor.Configuration()
     configuration.poolPages = 16384
     configuration.grantEntries = 4096
+    // As Linux's evtchn device: a port handed out stays masked until unmasked.
+    configuration.masksDeliveredPorts = true
     return try InProcessHypervisor(configuration: configuration)
 }
