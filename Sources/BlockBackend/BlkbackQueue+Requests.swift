@@ -8,8 +8,14 @@ extension BlkbackQueue {
     /// Consumes requests while a slot is free, then asks for a notification of the next
     /// (io/ring.h: RING_FINAL_CHECK_FOR_REQUESTS). With every slot busy or a barrier
     /// waiting, it stops without asking: the worker calls again after completions.
-    public func service<Engine: BlockIOEngine>(engine: Engine) {
-        guard disconnectReason == nil, !closed else { return }
+    ///
+    /// At most one ring's worth of requests is taken per call, so a frontend that keeps
+    /// producing requests answered at once (invalid ones) cannot hold its worker: the call
+    /// then returns true and the worker comes back after serving the others.
+    @discardableResult
+    public func service<Engine: BlockIOEngine>(engine: Engine) -> Bool {
+        guard disconnectReason == nil, !closed else { return false }
+        var budget = ring.size
         do throws(RingError) {
             while freeCount > 0, barrierSlot == nil {
                 var waiting = try ring.unconsumedRequests()
@@ -18,16 +24,19 @@ extension BlkbackQueue {
                     waiting = try ring.unconsumedRequests()
                 }
                 while waiting > 0, freeCount > 0, barrierSlot == nil, disconnectReason == nil {
+                    guard budget > 0 else { return true }
+                    budget -= 1
                     let slot = ring.requestSlot(ring.requestConsumer)
                     ring.requestConsumer &+= 1
                     waiting -= 1
                     accept(slot, engine: engine)
                 }
-                if disconnectReason != nil { return }
+                if disconnectReason != nil { return false }
             }
         } catch {
             disconnect("\(error)")
         }
+        return false
     }
 
     /// Decodes one request slot (each field read once) and starts it or answers it.

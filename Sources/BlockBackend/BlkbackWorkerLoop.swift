@@ -32,6 +32,8 @@ final class BlkbackWorkerLoop: @unchecked Sendable {
     let factory: BlockIOEngineFactory
     var entries: [Entry?]
     var dirtyList: [Int]
+    /// Queues that stopped on their budget: served again after the others.
+    var againList: [Int]
     let completions: UnsafeMutableBufferPointer<Completion>
     var mailboxArmed = false
     var stopReply: BlkbackReply?
@@ -44,6 +46,8 @@ final class BlkbackWorkerLoop: @unchecked Sendable {
         entries = Array(repeating: nil, count: worker.maxQueues)
         dirtyList = []
         dirtyList.reserveCapacity(worker.maxQueues)
+        againList = []
+        againList.reserveCapacity(worker.maxQueues)
         completions = .allocate(capacity: 256)
         completions.initialize(repeating: Completion(userData: 0, result: 0))
     }
@@ -85,12 +89,15 @@ final class BlkbackWorkerLoop: @unchecked Sendable {
     func serve<Engine: BlockIOEngine>(_ engine: Engine) {
         armMailbox(engine)
         while !(stopping && entries.allSatisfy({ $0 == nil })) {
-            do { try engine.wait(minimum: 1, timeout: nil) } catch {
+            // With queues still owed service, only collect what finished; never sleep.
+            do { try engine.wait(minimum: againList.isEmpty ? 1 : 0, timeout: nil) } catch {
                 worker.logger.critical("blkback worker: engine wait failed; stopping", metadata: ["error": "\(error)"])
                 return
             }
             let count = engine.reap(into: completions)
             for completion in completions[0..<count] { route(completion, engine: engine) }
+            for index in againList { markDirty(index) }
+            againList.removeAll(keepingCapacity: true)
             while let index = dirtyList.popLast() { serviceEntry(index, engine: engine) }
         }
     }
@@ -151,7 +158,7 @@ final class BlkbackWorkerLoop: @unchecked Sendable {
         guard var entry = entries[index] else { return }
         entry.dirty = false
         let queue = entry.queue
-        if !entry.removing { queue.service(engine: engine) }
+        if !entry.removing, queue.service(engine: engine) { againList.append(index) }
         queue.pushResponses()
         if let reason = queue.disconnectReason, !entry.disconnectReported {
             entry.disconnectReported = true
