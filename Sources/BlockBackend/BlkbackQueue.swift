@@ -75,6 +75,8 @@ public final class BlkbackQueue: @unchecked Sendable {
     var copies: UnsafeMutableBufferPointer<GrantCopySegment>
     /// The barrier slot waiting for earlier requests to finish, if any.
     var barrierSlot: Int?
+    /// Requests refused so far (for log rate limiting).
+    public private(set) var refusals = 0
     /// Responses written since the last push.
     var unpushedResponses = 0
     /// Set by the worker: the high bits of every user-data value this queue's I/O carries.
@@ -179,11 +181,15 @@ public final class BlkbackQueue: @unchecked Sendable {
         }
     }
 
-    /// Logs why a request was refused; the frontend gets `status`.
+    /// Logs why a request was refused; the frontend gets `status`. The first 16 refusals
+    /// of a queue are logged, then only the 32nd, 64th, ... so a frontend cannot flood the log.
     func refuse(id: UInt64, operation: UInt8, status: BlkifStatus, _ why: @autoclosure () -> String) {
-        logger.warning("blkback request refused", metadata: [
-            "queue": "\(name)", "frontend": "d\(frontendDomain)", "id": "\(id)", "operation": "\(operation)",
-            "status": "\(status)", "reason": "\(why())"])
+        refusals += 1
+        if refusals <= 16 || refusals & (refusals - 1) == 0 {
+            logger.warning("blkback request refused", metadata: [
+                "queue": "\(name)", "frontend": "d\(frontendDomain)", "id": "\(id)", "operation": "\(operation)",
+                "status": "\(status)", "reason": "\(why())", "refused": "\(refusals)"])
+        }
         respond(id: id, operation: operation, status: status)
     }
 }

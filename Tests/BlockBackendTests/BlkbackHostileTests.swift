@@ -161,6 +161,41 @@ struct BlkbackHostileTests {
         try rig.tearDown()
     }
 
+    @Test("a frontend flooding invalid requests does not starve another", arguments: availableEngines)
+    func flood(engine: BlockIOEngineKind) throws {
+        let rig = try Rig(engine: engine)
+        let honest = try rig.attach(name: "honest")
+        let hostile = try rig.attach(name: "flooder", ringPages: 4)
+        let shared = hostile.front.shared
+        let size = shared.size
+        for index in 0..<size {
+            // Every slot holds operation 9, answered at once with BLKIF_RSP_EOPNOTSUPP.
+            let slot = shared.slot(index)
+            slot.fill(0, at: 0, length: slot.count)
+            slot.store(UInt8(9), at: 0)
+        }
+        let stop = Atomic<Bool>(false)
+        let port = hostile.front.port
+        let channel = hostile.front.eventChannel
+        let flooder = Thread {
+            // Keeps the ring full without reading responses: req_prod one ring past rsp_prod.
+            while !stop.load(ordering: .relaxed) {
+                shared.storeRequestProducer(shared.loadResponseProducer() &+ size)
+                try? channel.notify(port)
+            }
+        }
+        var generator = SeededGenerator(seed: 0xF100D)
+        var model = [UInt8](repeating: 0, count: 8192 * 512)
+        try exercise(honest, model: &model, rounds: 4, maxIndirect: 32, using: &generator)
+        stop.store(true, ordering: .relaxed)
+        flooder.join()
+        #expect(rig.queues[1].disconnectReason == nil, "flooding within the ring is legal")
+        #expect(shared.loadResponseProducer() >= size)
+        try rig.tearDown()
+        // Read after the worker stopped: every flooded request was answered, not dropped.
+        #expect(rig.queues[1].refusals >= Int(size))
+    }
+
     @Test("a read-only device refuses writes, barriers with data and discards", arguments: availableEngines)
     func readOnlyDevice(engine: BlockIOEngineKind) throws {
         let rig = try Rig(engine: engine, readOnly: true)

@@ -268,3 +268,27 @@ func hypervisorForTests() throws -> InProcessHypervisor {
     configuration.masksDeliveredPorts = true
     return try InProcessHypervisor(configuration: configuration)
 }
+
+/// A joinable thread running `body` (pthread; the tests avoid Foundation).
+final class Thread: @unchecked Sendable {
+    // SAFETY (@unchecked): `handle` is written before any other thread can see the object
+    // and read only by join().
+    var handle = pthread_t()
+
+    final class Box {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+
+    init(_ body: @escaping @Sendable () -> Void) {
+        let context = Unmanaged.passRetained(Box(body)).toOpaque()
+        let result = pthread_create(&handle, nil, { context in
+            guard let context else { return nil }
+            Unmanaged<Box>.fromOpaque(context).takeRetainedValue().body()
+            return nil
+        }, context)
+        precondition(result == 0, "pthread_create failed: \(result)")
+    }
+
+    func join() { pthread_join(handle, nil) }
+}
