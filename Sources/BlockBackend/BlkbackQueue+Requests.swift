@@ -112,7 +112,7 @@ extension BlkbackQueue {
             remaining -= count
             copies[page] = GrantCopySegment(
                 source: .grant(domain: frontendDomain, ref: gref, offset: 0),
-                destination: .local(buffer: copyBuffer.id, offset: indirectScratchOffset + page * pageSize),
+                destination: .local(buffer: scratchBuffer.id, offset: page * pageSize),
                 length: UInt16(count * BlkifSegment.size))
         }
         if let failure = runCopies(r.indirectGrefs.count) {
@@ -124,7 +124,7 @@ extension BlkbackQueue {
         let base = index * segmentsPerRequest
         for k in 0..<r.segmentCount {
             let location = BlkifIndirectPage.location(ofSegment: k)
-            let page = SharedView(base: bufferBase + indirectScratchOffset + location.page * pageSize, count: pageSize)
+            let page = SharedView(base: scratchBuffer.view.baseAddress + location.page * pageSize, count: pageSize)
             do {
                 let segment = try BlkifIndirectPage.decodeSegment(k % BlkifIndirectPage.segmentsPerPage, from: page)
                 segmentTable[base + k] = segment
@@ -225,9 +225,9 @@ extension BlkbackQueue {
             submit(index, .flush(.descriptor(fileDescriptor)), engine: engine)
             return
         }
-        // SAFETY: the bytes lie in this slot's part of the copy buffer, which stays
-        // registered until close(), and close() refuses while the slot is in flight.
-        let bytes = UnsafeMutableRawBufferPointer(start: bufferBase + index * slotBytes, count: slot.byteCount)
+        // SAFETY: the bytes lie in this slot's copy buffer, which stays registered until
+        // close(), and close() refuses while the slot is in flight.
+        let bytes = UnsafeMutableRawBufferPointer(start: slotBases[index], count: slot.byteCount)
         let offset = slot.sectorNumber * 512
         slots[index].phase = .transfer
         if slot.isRead {
@@ -307,7 +307,8 @@ extension BlkbackQueue {
     func copySegments(slot index: Int, toFrontend: Bool) -> String? {
         let slot = slots[index]
         var count = 0
-        var local = index * slotBytes
+        var local = 0
+        let buffer = slotBufferIDs[index]
         let base = index * segmentsPerRequest
         for k in 0..<slot.segmentCount {
             let segment = segmentTable[base + k]
@@ -317,7 +318,7 @@ extension BlkbackQueue {
             while left > 0 {
                 let piece = min(left, pageSize - local % pageSize)
                 let grant = GrantCopyEndpoint.grant(domain: frontendDomain, ref: segment.gref, offset: UInt16(grantOffset))
-                let mine = GrantCopyEndpoint.local(buffer: copyBuffer.id, offset: local)
+                let mine = GrantCopyEndpoint.local(buffer: buffer, offset: local)
                 copies[count] = toFrontend
                     ? GrantCopySegment(source: mine, destination: grant, length: UInt16(piece))
                     : GrantCopySegment(source: grant, destination: mine, length: UInt16(piece))

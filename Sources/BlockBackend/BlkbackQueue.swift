@@ -22,8 +22,8 @@ import XenRing
 /// copy instead of faulting. Mapping with persistent grants is not implemented.
 ///
 /// Everything is preallocated when the queue is made: request slots, the segment table,
-/// the copy list and the copy buffer (``BlkbackQueueConfiguration/slots`` times the
-/// largest transfer, plus 8 pages for indirect segment pages). When every slot is busy
+/// the copy list and the copy buffers (one per slot, as large as the largest transfer,
+/// plus 8 pages for indirect segment pages). When every slot is busy
 /// the queue stops consuming and the ring holds the rest.
 ///
 /// Ordering: reads, writes, flushes and discards run concurrently and complete in any
@@ -63,10 +63,13 @@ public final class BlkbackQueue: @unchecked Sendable {
     let readOnly: Bool
     let discardEnabled: Bool
     let fileDescriptor: Int32
-    let copyBuffer: CopyBuffer
-    let bufferBase: UnsafeMutableRawPointer
-    let slotBytes: Int
-    let indirectScratchOffset: Int
+    /// One registered copy buffer per slot (platforms bound the size of one
+    /// registration), and one for indirect segment pages.
+    let slotBuffers: [CopyBuffer]
+    let scratchBuffer: CopyBuffer
+    /// The slot buffers' ids and addresses, for the hot path.
+    let slotBufferIDs: [UInt32]
+    let slotBases: [UnsafeMutableRawPointer]
     let segmentsPerRequest: Int
     var slots: UnsafeMutableBufferPointer<BlkbackSlot>
     var freeSlots: UnsafeMutableBufferPointer<Int32>
@@ -88,7 +91,7 @@ public final class BlkbackQueue: @unchecked Sendable {
 
     /// A queue serving `ring` (already mapped and attached) for `frontendDomain`, whose
     /// port `port` is bound through `eventChannel`. Registers a copy buffer through
-    /// `mapper`; ``close()`` releases it. The ring, port and store stay the caller's.
+    /// `mapper`; ``close()`` releases them. The ring, port and store stay the caller's.
     public init(name: String, ring: BackRing, frontendDomain: DomainID, eventChannel: any EventChannel,
                 port: EventPort, mapper: any GrantMapper, store: any BlockBackingStore,
                 configuration: BlkbackQueueConfiguration,
@@ -113,11 +116,19 @@ public final class BlkbackQueue: @unchecked Sendable {
         self.fileDescriptor = store.fileDescriptor
         self.diskSectors = try store.currentSectors()
         segmentsPerRequest = configuration.segmentsPerRequest
-        slotBytes = segmentsPerRequest * pageSize
-        indirectScratchOffset = configuration.slots * slotBytes
-        let pages = configuration.slots * segmentsPerRequest + BlkifIndirectGrefs.capacity
-        do { copyBuffer = try mapper.registerCopyBuffer(pages: pages) } catch { throw .platform(error) }
-        bufferBase = copyBuffer.view.baseAddress
+        var buffers: [CopyBuffer] = []
+        do {
+            for _ in 0..<configuration.slots {
+                buffers.append(try mapper.registerCopyBuffer(pages: segmentsPerRequest))
+            }
+            scratchBuffer = try mapper.registerCopyBuffer(pages: BlkifIndirectGrefs.capacity)
+        } catch {
+            for buffer in buffers { try? mapper.unregisterCopyBuffer(buffer) }
+            throw .platform(error)
+        }
+        slotBuffers = buffers
+        slotBufferIDs = buffers.map(\.id)
+        slotBases = buffers.map(\.view.baseAddress)
         slots = .allocate(capacity: configuration.slots)
         slots.initialize(repeating: BlkbackSlot())
         freeSlots = .allocate(capacity: configuration.slots)
@@ -138,7 +149,7 @@ public final class BlkbackQueue: @unchecked Sendable {
         copies.deallocate()
     }
 
-    /// Releases the copy buffer. Only once nothing is in flight (the engine may still be
+    /// Releases the copy buffers. Only once nothing is in flight (the engine may still be
     /// writing into it otherwise); the worker calls this when a queue is removed.
     public func close() throws(BlockBackendError) {
         guard !closed else { return }
@@ -146,7 +157,11 @@ public final class BlkbackQueue: @unchecked Sendable {
             throw .configuration(name: "requests in flight at close", value: inFlight, limit: 0...0)
         }
         closed = true
-        do { try mapper.unregisterCopyBuffer(copyBuffer) } catch { throw .platform(error) }
+        var failure: PlatformError?
+        for buffer in slotBuffers + [scratchBuffer] {
+            do { try mapper.unregisterCopyBuffer(buffer) } catch { failure = failure ?? error }
+        }
+        if let failure { throw .platform(failure) }
     }
 
     /// Stops serving the frontend for `reason`, with a log line; in-flight I/O still

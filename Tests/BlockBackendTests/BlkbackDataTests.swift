@@ -17,12 +17,12 @@ final class Rig {
     var frontends: [TestFrontend] = []
     var queues: [BlkbackQueue] = []
 
-    init(engine: BlockIOEngineKind, sectors: UInt64 = 8192, readOnly: Bool = false) throws {
+    init(engine: BlockIOEngineKind, sectors: UInt64 = 8192, readOnly: Bool = false, capacity: Int = 1024) throws {
         hypervisor = try hypervisorForTests()
         mapper = CountingMapper(try hypervisor.platform(for: .dom0))
         image = try TestImage(sectors: sectors)
         store = try FileBackingStore(path: image.path, readOnly: readOnly)
-        worker = try BlkbackWorker(factory: makeFactory(engine))
+        worker = try BlkbackWorker(factory: makeFactory(engine, capacity: capacity))
     }
 
     @discardableResult
@@ -127,7 +127,9 @@ struct BlkbackDataTests {
         var generator = SeededGenerator(seed: 0xB1C0 &+ UInt64(ringPages))
         var model = [UInt8](repeating: 0, count: 8192 * 512)
         for abi in Self.abis {
-            let f = try rig.attach(name: "guest-\(abi)", abi: abi, ringPages: ringPages)
+            // The default limits: 32 slots of 32 segments each.
+            let f = try rig.attach(name: "guest-\(abi)", abi: abi, ringPages: ringPages,
+                                   configuration: BlkbackQueueConfiguration())
             try exercise(f, model: &model, rounds: 6, maxIndirect: 32, using: &generator)
         }
         let flush = try rig.frontends[0].produce(.direct(BlkifDirectRequest(

@@ -85,8 +85,8 @@ let availableEngines: [BlockIOEngineKind] = {
     return kinds
 }()
 
-func makeFactory(_ kind: BlockIOEngineKind) throws -> BlockIOEngineFactory {
-    try BlockIOEngineFactory(configuration: .init(queueDepth: 64, capacity: 1024, threads: 2),
+func makeFactory(_ kind: BlockIOEngineKind, capacity: Int = 1024) throws -> BlockIOEngineFactory {
+    try BlockIOEngineFactory(configuration: .init(queueDepth: 64, capacity: capacity, threads: 2),
                              environment: [BlockIOEngineKind.environmentVariable: kind.rawValue])
 }
 
