@@ -19,7 +19,10 @@ import XenRing
 /// memory, which is safe with O_DIRECT everywhere (on Xen, O_DIRECT on grant-mapped
 /// foreign pages needs the kernel's grant-mapping-aware get_user_pages, which not every
 /// dom0 configuration has), no mapping outlives a request, and a revoked grant fails one
-/// copy instead of faulting. Mapping with persistent grants is not implemented.
+/// copy instead of faulting. It is also cheaper per request: on the local hypervisor
+/// (`xensplit-bench platform`, release build) one 4 KiB grant copy costs about 0.8 µs and
+/// one map+unmap about 38 µs. Mapping only wins with persistent grants, which amortise the
+/// map but keep foreign pages under O_DIRECT; neither is implemented here.
 ///
 /// Everything is preallocated when the queue is made: request slots, the segment table,
 /// the copy list and the copy buffers (one per slot, as large as the largest transfer,
