@@ -28,8 +28,10 @@ final class Rig {
     @discardableResult
     func attach(name: String, abi: BlkifABI = .native, ringPages: Int = 1,
                 configuration: BlkbackQueueConfiguration = BlkbackQueueConfiguration(slots: 8),
+                sharedChannel: (any EventChannel)? = nil,
                 onDisconnect: @escaping @Sendable (String) -> Void = { _ in }) throws -> TestFrontend {
-        let frontend = try TestFrontend(hypervisor: hypervisor, name: name, abi: abi, ringPages: ringPages)
+        let frontend = try TestFrontend(hypervisor: hypervisor, name: name, abi: abi, ringPages: ringPages,
+                                        sharedChannel: sharedChannel)
         var configuration = configuration
         configuration.abi = abi
         let queue = try frontend.makeQueue(store: store, mapper: mapper, configuration: configuration)
@@ -141,10 +143,15 @@ struct BlkbackDataTests {
         try rig.tearDown()
     }
 
-    @Test("several frontends at once on one worker", arguments: availableEngines)
-    func severalFrontends(engine: BlockIOEngineKind) throws {
+    @Test("several frontends at once on one worker, with own or one shared event-channel handle",
+          arguments: availableEngines, [false, true])
+    func severalFrontends(engine: BlockIOEngineKind, shareChannel: Bool) throws {
         let rig = try Rig(engine: engine, sectors: 4 * 2048)
-        let frontends = try (0..<4).map { try rig.attach(name: "guest\($0)", abi: Self.abis[$0 % 3]) }
+        // One handle for all four ports, as a worker would hold on Xen, or one each.
+        let shared = shareChannel ? try rig.hypervisor.platform(for: .dom0).openEventChannel() : nil
+        let frontends = try (0..<4).map {
+            try rig.attach(name: "guest\($0)", abi: Self.abis[$0 % 3], sharedChannel: shared)
+        }
         // Each frontend owns a quarter of the disk; requests of all four are in flight at once.
         var generator = SeededGenerator(seed: 0xF00D)
         var models = Array(repeating: [UInt8](repeating: 0, count: 2048 * 512), count: 4)
@@ -180,6 +187,7 @@ struct BlkbackDataTests {
             }
         }
         try rig.tearDown()
+        shared?.close()
     }
 
     @Test("flush, barrier with data, discard then zeroes, online resize", arguments: availableEngines)

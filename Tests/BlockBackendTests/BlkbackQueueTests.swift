@@ -79,7 +79,7 @@ struct BlkbackQueueTests {
         let f = try TestFrontend(hypervisor: hypervisor, name: "guest", abi: .native, ringPages: 1)
         let queue = try f.makeQueue(store: store, mapper: mapper, configuration: BlkbackQueueConfiguration(slots: 8))
         let engine = ReversingEngine()
-        let notifications = { hypervisor.notificationCount(domain: .dom0, port: f.back.port) }
+        let notifications = { hypervisor.notificationCount(domain: .dom0, port: f.backPort) }
 
         var ids: [UInt64] = []
         for k in 0..<4 {

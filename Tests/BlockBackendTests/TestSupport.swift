@@ -106,7 +106,13 @@ final class TestFrontend {
     let domain: DomainID
     let abi: BlkifABI
     let front: MockRingPeer.Frontend
-    let back: MockRingPeer.Backend
+    /// The backend half: the ring mapped in dom0, the port bound through `backChannel`.
+    let backRing: BackRing
+    let backMapping: GrantMapping
+    let backChannel: any EventChannel
+    let backPort: EventPort
+    /// Whether `backChannel` is this frontend's own (closed with it) or shared.
+    let ownsBackChannel: Bool
     let data: SharedPages
     let indirect: SharedPages
     var nextID: UInt64 = 1000
@@ -116,13 +122,21 @@ final class TestFrontend {
 
     static let dataPages = 96
 
-    init(hypervisor: InProcessHypervisor, name: String, abi: BlkifABI, ringPages: Int) throws {
+    /// A new domain `name` with a ring of `ringPages` pages; dom0 maps it and binds the
+    /// port through `sharedChannel`, or through a handle of its own when nil.
+    init(hypervisor: InProcessHypervisor, name: String, abi: BlkifABI, ringPages: Int,
+         sharedChannel: (any EventChannel)? = nil) throws {
         self.hypervisor = hypervisor
         self.abi = abi
         domain = try hypervisor.createDomain(name: name)
         let guest = try hypervisor.platform(for: domain)
-        (front, back) = try MockRingPeer.connect(frontend: guest, backend: hypervisor.platform(for: .dom0),
-                                                 pages: ringPages, entrySize: abi.slotSize)
+        let dom0 = try hypervisor.platform(for: .dom0)
+        front = try MockRingPeer.Frontend(platform: guest, backendDomain: .dom0, pages: ringPages, entrySize: abi.slotSize)
+        backMapping = try dom0.map(front.pages.refs, from: domain, writable: true)
+        backRing = BackRing(try SharedRing(memory: backMapping.view, pages: ringPages, entrySize: abi.slotSize))
+        ownsBackChannel = sharedChannel == nil
+        backChannel = try sharedChannel ?? dom0.openEventChannel()
+        backPort = try backChannel.bindInterdomain(remote: domain, remotePort: front.port)
         data = try guest.share(pages: Self.dataPages, with: .dom0, writable: true)
         indirect = try guest.share(pages: BlkifIndirectGrefs.capacity, with: .dom0, writable: true)
     }
@@ -130,8 +144,8 @@ final class TestFrontend {
     /// Builds a queue for this frontend's ring.
     func makeQueue(store: any BlockBackingStore, mapper: any GrantMapper,
                    configuration: BlkbackQueueConfiguration) throws -> BlkbackQueue {
-        try BlkbackQueue(name: "d\(domain)/q0", ring: back.ring, frontendDomain: domain,
-                         eventChannel: back.eventChannel, port: back.port, mapper: mapper, store: store,
+        try BlkbackQueue(name: "d\(domain)/q0", ring: backRing, frontendDomain: domain,
+                         eventChannel: backChannel, port: backPort, mapper: mapper, store: store,
                          configuration: configuration)
     }
 
@@ -239,7 +253,8 @@ final class TestFrontend {
 
     /// Unmaps the ring in dom0, closes both ports, ends access to every page.
     func close() throws {
-        try back.close()
+        if ownsBackChannel { backChannel.close() } else { try backChannel.unbind(backPort) }
+        try hypervisor.platform(for: .dom0).unmap(backMapping)
         try front.close()
         try hypervisor.platform(for: domain).endAccess(data)
         try hypervisor.platform(for: domain).endAccess(indirect)
