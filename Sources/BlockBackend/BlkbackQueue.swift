@@ -100,7 +100,8 @@ public final class BlkbackQueue: @unchecked Sendable {
                 configuration: BlkbackQueueConfiguration,
                 logger: Logger = Logger(label: "xensplit.blkback")) throws(BlockBackendError) {
         try configuration.validate()
-        guard ring.shared.entrySize >= configuration.abi.slotSize else {
+        // The slot stride is the ABI's: a ring laid out for another ABI would misplace slots.
+        guard ring.shared.entrySize == configuration.abi.slotSize else {
             throw .configuration(name: "ring entry size", value: ring.shared.entrySize,
                                  limit: configuration.abi.slotSize...configuration.abi.slotSize)
         }

@@ -196,11 +196,15 @@ struct BlkbackHostileTests {
         #expect(rig.queues[1].refusals >= Int(size))
     }
 
-    @Test("a read-only device refuses writes, barriers with data and discards", arguments: availableEngines)
-    func readOnlyDevice(engine: BlockIOEngineKind) throws {
-        let rig = try Rig(engine: engine, readOnly: true)
-        let f = try rig.attach(name: "guest")
+    @Test("a read-only device refuses writes, barriers with data and discards",
+          arguments: availableEngines, [true, false])
+    func readOnlyDevice(engine: BlockIOEngineKind, storeReadOnly: Bool) throws {
+        // Read-only either because the store is opened O_RDONLY or because the device is
+        // configured so over a writable store (then only the queue's own check stops writes).
+        let rig = try Rig(engine: engine, readOnly: storeReadOnly)
+        let f = try rig.attach(name: "guest", configuration: BlkbackQueueConfiguration(slots: 8, readOnly: true))
         let whole = [PlannedSegment(page: 0, first: 0, last: 7)]
+        f.data.view.fill(0x5A, at: 0, length: 16 * 4096)
         let write = try f.produce(f.request(.write, sector: 0, whole))
         let indirectWrite = try f.produce(f.request(.write, sector: 0, (0..<16).map {
             PlannedSegment(page: $0, first: 0, last: 7)
@@ -219,7 +223,8 @@ struct BlkbackHostileTests {
         #expect(responses[discard]?.status == .error)
         #expect(responses[read]?.status == .okay)
         #expect(responses[flush]?.status == .okay)
-        #expect(rig.store.readOnly)
+        #expect(rig.store.readOnly == storeReadOnly)
         try rig.tearDown()
+        #expect(try rig.image.contents().allSatisfy { $0 == 0 }, "nothing was written")
     }
 }

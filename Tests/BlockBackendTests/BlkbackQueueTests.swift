@@ -117,6 +117,37 @@ struct BlkbackQueueTests {
         #expect(hypervisor.liveMappings == 0)
     }
 
+    @Test("a barrier waits for earlier requests and holds later ones in the ring")
+    func barrierOrdering() throws {
+        let hypervisor = try hypervisorForTests()
+        let mapper = CountingMapper(try hypervisor.platform(for: .dom0))
+        let image = try TestImage(sectors: 2048)
+        let store = try FileBackingStore(path: image.path, readOnly: false)
+        let f = try TestFrontend(hypervisor: hypervisor, name: "guest", abi: .x86_32, ringPages: 1)
+        let queue = try f.makeQueue(store: store, mapper: mapper, configuration: BlkbackQueueConfiguration(slots: 8))
+        let engine = ReversingEngine()
+        let page = [PlannedSegment(page: 0, first: 0, last: 7)]
+        f.fill(page, with: [UInt8](repeating: 0xA5, count: 4096)[...])
+        let before = try f.produce(f.request(.write, sector: 0, page))
+        let barrier = try f.produce(f.request(.writeBarrier, sector: 8, page))
+        let after = try f.produce(f.request(.write, sector: 16, page))
+        try f.push()
+        queue.service(engine: engine)
+        // Only the earlier write is issued; the barrier waits in its slot, the later write in the ring.
+        #expect(engine.finished.count == 1)
+        #expect(queue.ring.requestConsumer == 2)
+        #expect(queue.inFlight == 2)
+        drain(queue, engine)
+        try f.collect()
+        #expect(f.order == [before, barrier, after])
+        #expect(f.received.values.allSatisfy { $0.status == .okay })
+        let disk = try image.contents()
+        #expect(disk[0..<(24 * 512)].allSatisfy { $0 == 0xA5 })
+        try queue.close()
+        try f.close()
+        store.close()
+    }
+
     @Test("with every slot busy the queue leaves the rest in the ring")
     func boundedSlots() throws {
         let hypervisor = try hypervisorForTests()

@@ -141,12 +141,14 @@ final class TestFrontend {
         indirect = try guest.share(pages: BlkifIndirectGrefs.capacity, with: .dom0, writable: true)
     }
 
-    /// Builds a queue for this frontend's ring.
+    /// Builds a queue for this frontend's ring, in the frontend's ABI.
     func makeQueue(store: any BlockBackingStore, mapper: any GrantMapper,
                    configuration: BlkbackQueueConfiguration) throws -> BlkbackQueue {
-        try BlkbackQueue(name: "d\(domain)/q0", ring: backRing, frontendDomain: domain,
-                         eventChannel: backChannel, port: backPort, mapper: mapper, store: store,
-                         configuration: configuration)
+        var configuration = configuration
+        configuration.abi = abi
+        return try BlkbackQueue(name: "d\(domain)/q0", ring: backRing, frontendDomain: domain,
+                                eventChannel: backChannel, port: backPort, mapper: mapper, store: store,
+                                configuration: configuration)
     }
 
     func takeID() -> UInt64 {
