@@ -80,7 +80,9 @@ public final class BlkbackWorker: Sendable {
 
     /// Hands `queue` to the worker, which starts serving it; `onDisconnect` runs on the
     /// worker thread, once, if the frontend breaks the protocol (keep it short: schedule
-    /// the xenbus work elsewhere). Blocks until the worker took it.
+    /// the xenbus work and the ``removeQueue(_:)`` elsewhere; blocking calls made from the
+    /// worker's thread throw ``BlockBackendError/calledFromWorker``). Blocks until the
+    /// worker took it.
     public func addQueue(_ queue: BlkbackQueue,
                          onDisconnect: @escaping @Sendable (String) -> Void = { _ in }) throws(BlockBackendError) {
         let done = BlkbackReply()
@@ -105,8 +107,10 @@ public final class BlkbackWorker: Sendable {
         if let error = done.wait() { throw error }
     }
 
-    /// Removes every queue, stops the engine and joins the thread. Idempotent.
+    /// Removes every queue, stops the engine and joins the thread. Idempotent; does
+    /// nothing when called from the worker's own thread.
     public func stop() {
+        if let handle = thread.withLock({ $0 }), pthread_equal(handle, pthread_self()) != 0 { return }
         guard let handle = thread.withLock({ value -> pthread_t? in
             defer { value = nil }
             return value
@@ -117,6 +121,9 @@ public final class BlkbackWorker: Sendable {
     }
 
     func send(_ command: BlkbackCommand) throws(BlockBackendError) {
+        if let handle = thread.withLock({ $0 }), pthread_equal(handle, pthread_self()) != 0 {
+            throw .calledFromWorker
+        }
         let open = mailbox.withLock { commands -> Bool in
             guard commands != nil else { return false }
             commands!.append(command)

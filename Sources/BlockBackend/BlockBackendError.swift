@@ -24,6 +24,9 @@ public enum BlockBackendError: Error, Equatable, Sendable, CustomStringConvertib
     case request(BlkifError)
     /// The worker was asked to do something after it stopped.
     case workerStopped
+    /// A blocking control call was made on the worker's own thread (from a callback), where
+    /// it would wait for itself.
+    case calledFromWorker
 
     public var description: String {
         switch self {
@@ -43,6 +46,8 @@ public enum BlockBackendError: Error, Equatable, Sendable, CustomStringConvertib
             return "undecodable request: \(error)"
         case .workerStopped:
             return "the worker has stopped"
+        case .calledFromWorker:
+            return "a blocking worker call was made from the worker's own thread"
         }
     }
 }

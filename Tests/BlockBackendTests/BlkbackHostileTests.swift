@@ -14,8 +14,21 @@ final class DisconnectProbe: Sendable {
     let reason = Mutex<String?>(nil)
     let signal = DispatchSemaphore(value: 0)
 
+    /// What a blocking worker call made from the callback threw.
+    let reentry = Mutex<BlockBackendError?>(nil)
+    /// A queue the callback tries to remove, to prove that is refused on the worker thread.
+    let worker: BlkbackWorker?
+    let queue = Mutex<BlkbackQueue?>(nil)
+
+    init(worker: BlkbackWorker? = nil) { self.worker = worker }
+
     var callback: @Sendable (String) -> Void {
         { why in
+            if let worker = self.worker, let queue = self.queue.withLock({ $0 }) {
+                do throws(BlockBackendError) { try worker.removeQueue(queue) } catch {
+                    self.reentry.withLock { $0 = error }
+                }
+            }
             self.reason.withLock { $0 = why }
             self.signal.signal()
         }
@@ -144,9 +157,10 @@ struct BlkbackHostileTests {
     @Test("a req_prod overrun disconnects that queue only", arguments: availableEngines)
     func producerOverrun(engine: BlockIOEngineKind) throws {
         let rig = try Rig(engine: engine)
-        let probe = DisconnectProbe()
+        let probe = DisconnectProbe(worker: rig.worker)
         let honest = try rig.attach(name: "honest")
         let hostile = try rig.attach(name: "hostile", ringPages: 4, onDisconnect: probe.callback)
+        probe.queue.withLock { $0 = rig.queues[1] }
         var generator = SeededGenerator(seed: 0x0E4)
         var model = [UInt8](repeating: 0, count: 8192 * 512)
         try exercise(hostile, model: &model, rounds: 1, maxIndirect: 32, using: &generator)
@@ -156,6 +170,7 @@ struct BlkbackHostileTests {
         let reason = probe.wait()
         #expect(reason?.contains("req_prod") == true, "reason: \(reason ?? "none")")
         #expect(rig.queues[1].disconnectReason != nil)
+        #expect(probe.reentry.withLock { $0 } == .calledFromWorker)
         try exercise(honest, model: &model, rounds: 3, maxIndirect: 32, using: &generator)
         #expect(rig.queues[0].disconnectReason == nil)
         try rig.tearDown()
