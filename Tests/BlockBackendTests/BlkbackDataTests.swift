@@ -28,13 +28,13 @@ final class Rig {
     @discardableResult
     func attach(name: String, abi: BlkifABI = .native, ringPages: Int = 1,
                 configuration: BlkbackQueueConfiguration = BlkbackQueueConfiguration(slots: 8),
-                sharedChannel: (any EventChannel)? = nil,
+                sharedChannel: (any EventChannel)? = nil, store: (any BlockBackingStore)? = nil,
                 onDisconnect: @escaping @Sendable (String) -> Void = { _ in }) throws -> TestFrontend {
         let frontend = try TestFrontend(hypervisor: hypervisor, name: name, abi: abi, ringPages: ringPages,
                                         sharedChannel: sharedChannel)
         var configuration = configuration
         configuration.abi = abi
-        let queue = try frontend.makeQueue(store: store, mapper: mapper, configuration: configuration)
+        let queue = try frontend.makeQueue(store: store ?? self.store, mapper: mapper, configuration: configuration)
         try worker.addQueue(queue, onDisconnect: onDisconnect)
         frontends.append(frontend)
         queues.append(queue)

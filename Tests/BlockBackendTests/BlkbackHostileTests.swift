@@ -211,6 +211,51 @@ struct BlkbackHostileTests {
         #expect(rig.queues[1].refusals >= Int(size))
     }
 
+    @Test("a frontend scribbling random bytes over its ring and req_prod harms no one else",
+          arguments: availableEngines)
+    func scribbler(engine: BlockIOEngineKind) throws {
+        let rig = try Rig(engine: engine)
+        let honest = try rig.attach(name: "honest")
+        // The scribbler's queue has a disk of its own, so its lucky writes touch no one's data.
+        let otherImage = try TestImage(sectors: 1024)
+        let otherStore = try FileBackingStore(path: otherImage.path, readOnly: false)
+        let hostile = try rig.attach(name: "scribbler", abi: .x86_32, ringPages: 2, store: otherStore)
+        let shared = hostile.front.shared
+        let stop = Atomic<Bool>(false)
+        let port = hostile.front.port
+        let channel = hostile.front.eventChannel
+        let grefs = hostile.data.refs
+        let scribbler = Thread {
+            var random = SeededGenerator(seed: 0x5C81B)
+            while !stop.load(ordering: .relaxed) {
+                let slot = shared.slot(UInt32.random(in: 0..<shared.size, using: &random))
+                for offset in stride(from: 0, to: slot.count - 7, by: 8) {
+                    slot.store(UInt64.random(in: 0...UInt64.max, using: &random), at: offset)
+                }
+                // Often a plausible request: a known operation, small counts, real grefs.
+                if Bool.random(using: &random) {
+                    slot.store(UInt8.random(in: 0...6, using: &random), at: 0)
+                    slot.store(UInt8.random(in: 0...12, using: &random), at: 1)
+                    slot.store(UInt64.random(in: 0...1100, using: &random), at: 12)
+                    slot.store(grefs[Int.random(in: 0..<grefs.count, using: &random)], at: 20)
+                }
+                let ahead = UInt32.random(in: 0...shared.size, using: &random)
+                shared.storeRequestProducer(shared.loadResponseProducer() &+ ahead)
+                try? channel.notify(port)
+            }
+        }
+        var generator = SeededGenerator(seed: 0x5AFE)
+        var model = [UInt8](repeating: 0, count: 8192 * 512)
+        try exercise(honest, model: &model, rounds: 6, maxIndirect: 32, using: &generator)
+        stop.store(true, ordering: .relaxed)
+        scribbler.join()
+        #expect(rig.queues[0].disconnectReason == nil)
+        try rig.tearDown()
+        otherStore.close()
+        let diskMatches = try rig.image.contents() == model
+        #expect(diskMatches, "the honest frontend's disk holds exactly its writes")
+    }
+
     @Test("a read-only device refuses writes, barriers with data and discards",
           arguments: availableEngines, [true, false])
     func readOnlyDevice(engine: BlockIOEngineKind, storeReadOnly: Bool) throws {
