@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "XenLinux", targets: ["XenLinux"]),
         .library(name: "URing", targets: ["URing"]),
         .library(name: "XenBus", targets: ["XenBus"]),
+        .library(name: "BlockBackend", targets: ["BlockBackend"]),
         .executable(name: "xensplit", targets: ["xensplit"]),
         .executable(name: "xensplit-bench", targets: ["xensplit-bench"]),
     ],
@@ -62,6 +63,12 @@ let package = Package(
         .target(name: "URing", dependencies: ["CURing", .product(name: "Logging", package: "swift-log")]),
         // The xenbus state machine of io/xenbus.h for both roles, device-type agnostic.
         .target(name: "XenBus", dependencies: ["XenPlatform", "XenStore", .product(name: "Logging", package: "swift-log")]),
+        // The block backend's request engine, workers and backing stores (xenstore comes later).
+        .target(
+            name: "BlockBackend",
+            dependencies: ["Blkif", "XenRing", "SharedMemory", "XenPlatform", "URing",
+                           .product(name: "Logging", package: "swift-log")]
+        ),
         // The C reference: Xen's own io/ring.h macros, for interop tests and benchmarks.
         .target(name: "CRingReference"),
 
@@ -95,6 +102,8 @@ let package = Package(
         .testTarget(name: "XenStoreTests", dependencies: ["XenTesting", "XenStore", "XenRing", "SharedMemory", "FuzzTargets"]),
         .testTarget(name: "XenLocalTests", dependencies: ["XenLocal", "XenPlatform", "XenStore", "XenRing", "SharedMemory", "CXenLocal"]),
         .testTarget(name: "URingTests", dependencies: ["XenTesting", "URing"]),
+        .testTarget(name: "BlockBackendTests",
+                    dependencies: ["BlockBackend", "XenTesting", "Blkif", "XenRing", "SharedMemory", "XenPlatform", "URing"]),
         .testTarget(name: "XenTestingTests", dependencies: ["XenTesting", "XenPlatform", "SharedMemory", "XenStore"]),
         .testTarget(name: "XenLinuxTests", dependencies: ["XenTesting", "XenLinux", "CXen", "XenPlatform", "XenStore", "SharedMemory"]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenTesting", "XenLocal", "XenPlatform", "XenStore"]),

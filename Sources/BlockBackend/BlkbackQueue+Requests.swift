@@ -1,0 +1,349 @@
+import Blkif
+import SharedMemory
+import URing
+import XenPlatform
+import XenRing
+
+extension BlkbackQueue {
+    /// Consumes requests while a slot is free, then asks for a notification of the next
+    /// (io/ring.h: RING_FINAL_CHECK_FOR_REQUESTS). With every slot busy or a barrier
+    /// waiting, it stops without asking: the worker calls again after completions.
+    ///
+    /// At most one ring's worth of requests is taken per call, so a frontend that keeps
+    /// producing requests answered at once (invalid ones) cannot hold its worker: the call
+    /// then returns true and the worker comes back after serving the others.
+    @discardableResult
+    public func service<Engine: BlockIOEngine>(engine: Engine) -> Bool {
+        guard disconnectReason == nil, !closed else { return false }
+        var budget = ring.size
+        do throws(RingError) {
+            while freeCount > 0, barrierSlot == nil {
+                var waiting = try ring.unconsumedRequests()
+                if waiting == 0 {
+                    guard try ring.finalCheckForRequests() else { break }
+                    waiting = try ring.unconsumedRequests()
+                }
+                while waiting > 0, freeCount > 0, barrierSlot == nil, disconnectReason == nil {
+                    guard budget > 0 else { return true }
+                    budget -= 1
+                    let slot = ring.requestSlot(ring.requestConsumer)
+                    ring.requestConsumer &+= 1
+                    waiting -= 1
+                    accept(slot, engine: engine)
+                }
+                if disconnectReason != nil { return false }
+            }
+        } catch {
+            disconnect("\(error)")
+        }
+        return false
+    }
+
+    /// Decodes one request slot (each field read once) and starts it or answers it.
+    func accept<Engine: BlockIOEngine>(_ view: SharedView, engine: Engine) {
+        let request: BlkifRequest
+        do {
+            request = try BlkifRequest.decode(from: view, at: 0, abi: abi,
+                                              maxIndirectSegments: configuration.maxIndirectSegments)
+        } catch let .invalidRequest(id, operation, reason) {
+            switch reason {
+            case .unknownOperation, .unknownIndirectOperation, .indirectNotAdvertised:
+                refuse(id: id, operation: operation, status: .notSupported, "\(reason)")
+            default:
+                refuse(id: id, operation: operation, status: .error, "\(reason)")
+            }
+            return
+        } catch {
+            disconnect("undecodable request slot: \(error)")
+            return
+        }
+        switch request {
+        case let .direct(r):
+            acceptDirect(r, engine: engine)
+        case let .indirect(r):
+            acceptIndirect(r, engine: engine)
+        case let .discard(r):
+            acceptDiscard(r, engine: engine)
+        }
+    }
+
+    func acceptDirect<Engine: BlockIOEngine>(_ r: BlkifDirectRequest, engine: Engine) {
+        let raw = r.operation.rawValue
+        let writes = r.operation != .read && !r.segments.isEmpty
+        if writes, readOnly {
+            refuse(id: r.id, operation: raw, status: .error, "write to a read-only device")
+            return
+        }
+        do { try r.validateSectors(diskSectors: diskSectors) } catch {
+            refuse(id: r.id, operation: raw, status: .error, "\(error)")
+            return
+        }
+        let index = takeSlot()
+        let base = index * segmentsPerRequest
+        for (k, segment) in r.segments.enumerated() { segmentTable[base + k] = segment }
+        slots[index] = BlkbackSlot(
+            id: r.id, operation: raw, phase: .transfer, isRead: r.operation == .read,
+            flushAfterWrite: r.operation == .flushDiskCache || r.operation == .writeBarrier,
+            sectorNumber: r.sectorNumber, byteCount: r.segments.sectorCount * 512, segmentCount: r.segments.count)
+        if writes, let failure = copySegments(slot: index, toFrontend: false) {
+            finish(index, status: .error, failure)
+            return
+        }
+        if r.operation == .writeBarrier {
+            slots[index].phase = .waitingForDrain
+            barrierSlot = index
+            startBarrierIfDrained(engine: engine)
+            return
+        }
+        start(index, engine: engine)
+    }
+
+    func acceptIndirect<Engine: BlockIOEngine>(_ r: BlkifIndirectRequest, engine: Engine) {
+        let raw = BlkifOperation.indirect.rawValue
+        if r.operation == .write, readOnly {
+            refuse(id: r.id, operation: raw, status: .error, "indirect write to a read-only device")
+            return
+        }
+        // The segment pages are copied in once and decoded from our copy, so the frontend
+        // cannot change a segment between its check and its use.
+        var remaining = r.segmentCount
+        for (page, gref) in r.indirectGrefs.enumerated() {
+            let count = min(remaining, BlkifIndirectPage.segmentsPerPage)
+            remaining -= count
+            copies[page] = GrantCopySegment(
+                source: .grant(domain: frontendDomain, ref: gref, offset: 0),
+                destination: .local(buffer: scratchBuffer.id, offset: page * pageSize),
+                length: UInt16(count * BlkifSegment.size))
+        }
+        if let failure = runCopies(r.indirectGrefs.count) {
+            refuse(id: r.id, operation: raw, status: .error, "indirect segment page: \(failure)")
+            return
+        }
+        var sectors = 0
+        let index = takeSlot()
+        let base = index * segmentsPerRequest
+        for k in 0..<r.segmentCount {
+            let location = BlkifIndirectPage.location(ofSegment: k)
+            let page = SharedView(base: scratchBuffer.view.baseAddress + location.page * pageSize, count: pageSize)
+            do {
+                let segment = try BlkifIndirectPage.decodeSegment(k % BlkifIndirectPage.segmentsPerPage, from: page)
+                segmentTable[base + k] = segment
+                sectors += segment.sectorCount
+            } catch {
+                releaseSlot(index)
+                refuse(id: r.id, operation: raw, status: .error, "indirect segment \(k): \(error)")
+                return
+            }
+        }
+        do {
+            try BlkifRequest.validateSectorRange(start: r.sectorNumber, count: UInt64(sectors), diskSectors: diskSectors)
+        } catch {
+            releaseSlot(index)
+            refuse(id: r.id, operation: raw, status: .error, "\(error)")
+            return
+        }
+        slots[index] = BlkbackSlot(
+            id: r.id, operation: raw, phase: .transfer, isRead: r.operation == .read, flushAfterWrite: false,
+            sectorNumber: r.sectorNumber, byteCount: sectors * 512, segmentCount: r.segmentCount)
+        if r.operation == .write, let failure = copySegments(slot: index, toFrontend: false) {
+            finish(index, status: .error, failure)
+            return
+        }
+        start(index, engine: engine)
+    }
+
+    func acceptDiscard<Engine: BlockIOEngine>(_ r: BlkifDiscardRequest, engine: Engine) {
+        let raw = BlkifOperation.discard.rawValue
+        guard discardEnabled else {
+            refuse(id: r.id, operation: raw, status: .notSupported, "discard not offered")
+            return
+        }
+        if readOnly {
+            refuse(id: r.id, operation: raw, status: .error, "discard on a read-only device")
+            return
+        }
+        if r.secure, !store.supportsSecureDiscard {
+            refuse(id: r.id, operation: raw, status: .notSupported, "secure discard not offered")
+            return
+        }
+        do { try r.validateSectors(diskSectors: diskSectors) } catch {
+            refuse(id: r.id, operation: raw, status: .error, "\(error)")
+            return
+        }
+        // validateSectors proved the range lies on the disk, so the byte values fit.
+        let offset = r.sectorNumber * 512
+        let length = r.sectorCount * 512
+        if length == 0 {
+            respond(id: r.id, operation: raw, status: .okay)
+            return
+        }
+        if r.secure {
+            do {
+                try store.secureDiscard(offset: offset, length: length)
+                respond(id: r.id, operation: raw, status: .okay)
+            } catch {
+                refuse(id: r.id, operation: raw, status: .error, "\(error)")
+            }
+            return
+        }
+        let index = takeSlot()
+        slots[index] = BlkbackSlot(id: r.id, operation: raw, phase: .discard, isRead: false, flushAfterWrite: false,
+                                   sectorNumber: r.sectorNumber, byteCount: 0, segmentCount: 0)
+        submit(index, store.discardOperation(offset: offset, length: length), engine: engine)
+    }
+
+    // MARK: Slots
+
+    func takeSlot() -> Int {
+        freeCount -= 1
+        return Int(freeSlots[freeCount])
+    }
+
+    func releaseSlot(_ index: Int) {
+        slots[index].phase = .idle
+        freeSlots[freeCount] = Int32(index)
+        freeCount += 1
+    }
+
+    /// Answers the request in `index` and frees its slot.
+    func finish(_ index: Int, status: BlkifStatus, _ failure: String? = nil) {
+        let slot = slots[index]
+        if let failure {
+            refuse(id: slot.id, operation: slot.operation, status: status, failure)
+        } else {
+            respond(id: slot.id, operation: slot.operation, status: status)
+        }
+        if barrierSlot == index { barrierSlot = nil }
+        releaseSlot(index)
+    }
+
+    /// Starts the transfer (or, without data, the flush) of the request in `index`.
+    func start<Engine: BlockIOEngine>(_ index: Int, engine: Engine) {
+        let slot = slots[index]
+        guard slot.byteCount > 0 else {
+            slots[index].phase = .flush
+            submit(index, .flush(.descriptor(fileDescriptor)), engine: engine)
+            return
+        }
+        // SAFETY: the bytes lie in this slot's copy buffer, which stays registered until
+        // close(), and close() refuses while the slot is in flight.
+        let bytes = UnsafeMutableRawBufferPointer(start: slotBases[index], count: slot.byteCount)
+        let offset = slot.sectorNumber * 512
+        slots[index].phase = .transfer
+        if slot.isRead {
+            submit(index, .read(.descriptor(fileDescriptor), offset: offset, into: bytes), engine: engine)
+        } else {
+            submit(index, .write(.descriptor(fileDescriptor), offset: offset, from: UnsafeRawBufferPointer(bytes)),
+                   engine: engine)
+        }
+    }
+
+    func submit<Engine: BlockIOEngine>(_ index: Int, _ operation: BlockIOOperation, engine: Engine) {
+        switch engine.enqueue(BlockRequest(operation, userData: userDataBase | UInt64(index))) {
+        case .accepted: return
+        case .queueFull: finish(index, status: .error, "the I/O engine refused the request (queue full)")
+        }
+    }
+
+    /// Starts the waiting barrier once nothing else is in flight.
+    func startBarrierIfDrained<Engine: BlockIOEngine>(engine: Engine) {
+        guard let index = barrierSlot, slots[index].phase == .waitingForDrain, inFlight == 1 else { return }
+        start(index, engine: engine)
+    }
+
+    // MARK: Completions
+
+    /// Handles the engine's completion of slot `index` with `result` (bytes or -errno).
+    public func complete<Engine: BlockIOEngine>(slot index: Int, result: Int32, engine: Engine) {
+        guard index >= 0, index < slots.count, slots[index].phase != .idle else {
+            logger.error("blkback completion for an idle slot", metadata: ["queue": "\(name)", "slot": "\(index)"])
+            return
+        }
+        let slot = slots[index]
+        switch slot.phase {
+        case .transfer:
+            guard result == Int32(clamping: slot.byteCount) else {
+                finish(index, status: .error, failureText(result, expected: slot.byteCount, slot.isRead ? "read" : "write"))
+                break
+            }
+            if slot.isRead {
+                if let failure = copySegments(slot: index, toFrontend: true) {
+                    finish(index, status: .error, failure)
+                } else {
+                    finish(index, status: .okay)
+                }
+            } else if slot.flushAfterWrite {
+                slots[index].phase = .flush
+                submit(index, .flush(.descriptor(fileDescriptor)), engine: engine)
+            } else {
+                finish(index, status: .okay)
+            }
+        case .flush:
+            if result == 0 { finish(index, status: .okay) } else {
+                finish(index, status: .error, failureText(result, expected: 0, "fdatasync"))
+            }
+        case .discard:
+            if result == 0 {
+                finish(index, status: .okay)
+            } else if Errno(code: -result) == .EOPNOTSUPP {
+                finish(index, status: .notSupported, "the backing store cannot discard")
+            } else {
+                finish(index, status: .error, failureText(result, expected: 0, "discard"))
+            }
+        case .idle, .waitingForDrain:
+            logger.error("blkback completion for a slot not in I/O", metadata: ["queue": "\(name)", "slot": "\(index)"])
+        }
+        startBarrierIfDrained(engine: engine)
+    }
+
+    func failureText(_ result: Int32, expected: Int, _ what: String) -> String {
+        result < 0 ? "\(what) failed: \(Errno(code: -result))" : "\(what) moved \(result) of \(expected) bytes"
+    }
+
+    // MARK: Grant copies
+
+    /// Copies the data of slot `index` between the frontend's segments and the slot's
+    /// part of the copy buffer; returns why it failed, or nil.
+    func copySegments(slot index: Int, toFrontend: Bool) -> String? {
+        let slot = slots[index]
+        var count = 0
+        var local = 0
+        let buffer = slotBufferIDs[index]
+        let base = index * segmentsPerRequest
+        for k in 0..<slot.segmentCount {
+            let segment = segmentTable[base + k]
+            var grantOffset = Int(segment.firstSector) * 512
+            var left = segment.sectorCount * 512
+            // Split where the local side crosses a page: a copy end may not cross a page.
+            while left > 0 {
+                let piece = min(left, pageSize - local % pageSize)
+                let grant = GrantCopyEndpoint.grant(domain: frontendDomain, ref: segment.gref, offset: UInt16(grantOffset))
+                let mine = GrantCopyEndpoint.local(buffer: buffer, offset: local)
+                copies[count] = toFrontend
+                    ? GrantCopySegment(source: mine, destination: grant, length: UInt16(piece))
+                    : GrantCopySegment(source: grant, destination: mine, length: UInt16(piece))
+                count += 1
+                local += piece
+                grantOffset += piece
+                left -= piece
+            }
+        }
+        return runCopies(count)
+    }
+
+    /// Runs the first `count` prepared copies; returns why one failed, or nil.
+    func runCopies(_ count: Int) -> String? {
+        guard count > 0 else { return nil }
+        let batch = UnsafeMutableBufferPointer(rebasing: copies[0..<count])
+        do { try mapper.copy(batch) } catch { return "grant copy: \(error)" }
+        for segment in batch where segment.status != .okay {
+            let ref: GrantRef
+            switch (segment.source, segment.destination) {
+            case let (.grant(_, r, _), _), let (_, .grant(_, r, _)): ref = r
+            default: ref = 0
+            }
+            return "grant copy of gref \(ref): \(segment.status)"
+        }
+        return nil
+    }
+}

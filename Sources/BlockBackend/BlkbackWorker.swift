@@ -1,0 +1,173 @@
+import Dispatch
+import Glibc
+import Logging
+import Synchronization
+import URing
+import XenPlatform
+
+/// A backend worker thread: it owns one I/O engine (made on the thread, as io_uring's
+/// single-issuer mode needs) and serves many ``BlkbackQueue``s, sleeping only in the
+/// engine's `wait`.
+///
+/// Each queue's event-channel descriptor is watched by a one-shot `.pollReadable` in the
+/// same engine as the disk I/O. When it fires the worker takes every pending port from
+/// that handle (unmasking each before it looks at the ring, so nothing signalled later is
+/// missed), services the queues those ports belong to and re-arms the poll. Control
+/// threads add and remove queues through a mailbox: a mutex-guarded command list and an
+/// eventfd the worker also polls. An idle queue costs one armed poll and no CPU.
+///
+/// Queues that share one event-channel handle each keep their own poll on its
+/// descriptor; whichever fires first delivers the ports of all of them.
+public final class BlkbackWorker: Sendable {
+    /// The most queues one worker serves.
+    public let maxQueues: Int
+    /// Commands for the worker; nil once it stopped taking them.
+    let mailbox: Mutex<[BlkbackCommand]?>
+    /// The mailbox's doorbell: the worker polls the read end, senders write a byte.
+    let mailboxFD: Int32
+    let mailboxWriteFD: Int32
+    let thread: Mutex<pthread_t?>
+    let logger: Logger
+
+    /// Starts a worker thread whose engine `factory` makes. Throws if the thread or the
+    /// engine cannot be made.
+    public init(factory: BlockIOEngineFactory, maxQueues: Int = 64,
+                logger: Logger = Logger(label: "xensplit.blkback")) throws(BlockBackendError) {
+        var ends: (Int32, Int32) = (-1, -1)
+        guard withUnsafeMutableBytes(of: &ends, { pipe($0.baseAddress!.assumingMemoryBound(to: Int32.self)) }) == 0 else {
+            throw .platform(.system("pipe", errno: errno))
+        }
+        for end in [ends.0, ends.1] {
+            _ = fcntl(end, F_SETFD, FD_CLOEXEC)
+            _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
+        }
+        self.maxQueues = maxQueues
+        self.mailbox = Mutex([])
+        self.mailboxFD = ends.0
+        self.mailboxWriteFD = ends.1
+        self.thread = Mutex(nil)
+        self.logger = logger
+        let started = BlkbackReply()
+        let loop = BlkbackWorkerLoop(worker: self, factory: factory)
+        let context = Unmanaged.passRetained(BlkbackThreadStart {
+            loop.run(started: started)
+        }).toOpaque()
+        var handle = pthread_t()
+        let result = pthread_create(&handle, nil, { context in
+            guard let context else { return nil }
+            Unmanaged<BlkbackThreadStart>.fromOpaque(context).takeRetainedValue().body()
+            return nil
+        }, context)
+        guard result == 0 else {
+            Unmanaged<BlkbackThreadStart>.fromOpaque(context).release()
+            Glibc.close(ends.0)
+            Glibc.close(ends.1)
+            throw .platform(.system("pthread_create", errno: result))
+        }
+        if let error = started.wait() {
+            pthread_join(handle, nil)
+            Glibc.close(ends.0)
+            Glibc.close(ends.1)
+            throw error
+        }
+        thread.withLock { $0 = handle }
+    }
+
+    deinit {
+        Glibc.close(mailboxFD)
+        Glibc.close(mailboxWriteFD)
+    }
+
+    /// Hands `queue` to the worker, which starts serving it; `onDisconnect` runs on the
+    /// worker thread, once, if the frontend breaks the protocol (keep it short: schedule
+    /// the xenbus work and the ``removeQueue(_:)`` elsewhere; blocking calls made from the
+    /// worker's thread throw ``BlockBackendError/calledFromWorker``). Blocks until the
+    /// worker took it.
+    public func addQueue(_ queue: BlkbackQueue,
+                         onDisconnect: @escaping @Sendable (String) -> Void = { _ in }) throws(BlockBackendError) {
+        let done = BlkbackReply()
+        try send(.add(BlkbackQueueBox(queue), onDisconnect, done))
+        if let error = done.wait() { throw error }
+    }
+
+    /// Stops serving `queue`: no more requests are taken, in-flight ones complete, its
+    /// poll is cancelled and its copy buffer released. Blocks until then; afterwards the
+    /// caller may unbind the port, unmap the ring and close the store.
+    public func removeQueue(_ queue: BlkbackQueue) throws(BlockBackendError) {
+        let done = BlkbackReply()
+        try send(.remove(ObjectIdentifier(queue), done))
+        if let error = done.wait() { throw error }
+    }
+
+    /// Sets the disk size requests of `queue` are checked against (online resize); the
+    /// device layer then writes the new `sectors` node.
+    public func resize(_ queue: BlkbackQueue, sectors512: UInt64) throws(BlockBackendError) {
+        let done = BlkbackReply()
+        try send(.resize(ObjectIdentifier(queue), sectors512, done))
+        if let error = done.wait() { throw error }
+    }
+
+    /// Removes every queue, stops the engine and joins the thread. Idempotent; does
+    /// nothing when called from the worker's own thread.
+    public func stop() {
+        if let handle = thread.withLock({ $0 }), pthread_equal(handle, pthread_self()) != 0 { return }
+        guard let handle = thread.withLock({ value -> pthread_t? in
+            defer { value = nil }
+            return value
+        }) else { return }
+        let done = BlkbackReply()
+        if (try? send(.stop(done))) != nil { _ = done.wait() }
+        pthread_join(handle, nil)
+    }
+
+    func send(_ command: BlkbackCommand) throws(BlockBackendError) {
+        if let handle = thread.withLock({ $0 }), pthread_equal(handle, pthread_self()) != 0 {
+            throw .calledFromWorker
+        }
+        let open = mailbox.withLock { commands -> Bool in
+            guard commands != nil else { return false }
+            commands!.append(command)
+            return true
+        }
+        guard open else { throw .workerStopped }
+        // A full pipe already holds a wake-up, so EAGAIN loses nothing.
+        var one: UInt8 = 1
+        _ = write(mailboxWriteFD, &one, 1)
+    }
+}
+
+/// A control request to a worker.
+enum BlkbackCommand: Sendable {
+    case add(BlkbackQueueBox, @Sendable (String) -> Void, BlkbackReply)
+    case remove(ObjectIdentifier, BlkbackReply)
+    case resize(ObjectIdentifier, UInt64, BlkbackReply)
+    case stop(BlkbackReply)
+}
+
+/// Carries a queue to its worker (ownership moves with it).
+struct BlkbackQueueBox: @unchecked Sendable {
+    // SAFETY (@unchecked): the sender gives the queue up; the mailbox mutex orders memory.
+    let queue: BlkbackQueue
+    init(_ queue: BlkbackQueue) { self.queue = queue }
+}
+
+/// A one-shot answer from the worker to a blocked control thread.
+final class BlkbackReply: Sendable {
+    let semaphore = DispatchSemaphore(value: 0)
+    let error = Mutex<BlockBackendError?>(nil)
+
+    func signal(_ failure: BlockBackendError? = nil) {
+        error.withLock { $0 = failure }
+        semaphore.signal()
+    }
+
+    func wait() -> BlockBackendError? {
+        semaphore.wait()
+        return error.withLock { $0 }
+    }
+}
+
+final class BlkbackThreadStart {
+    let body: () -> Void
+    init(_ body: @escaping () -> Void) { self.body = body }
+}
