@@ -66,7 +66,7 @@ let package = Package(
         // The block backend's request engine, workers and backing stores (xenstore comes later).
         .target(
             name: "BlockBackend",
-            dependencies: ["Blkif", "XenRing", "SharedMemory", "XenPlatform", "URing",
+            dependencies: ["Blkif", "XenRing", "SharedMemory", "XenPlatform", "URing", "XenBus", "XenStore",
                            .product(name: "Logging", package: "swift-log")]
         ),
         // The C reference: Xen's own io/ring.h macros, for interop tests and benchmarks.
@@ -75,7 +75,7 @@ let package = Package(
         .executableTarget(
             name: "xensplit",
             dependencies: [
-                "XenStore", "XenLocal", "XenPlatform", "XenLinux", "XenTesting",
+                "XenStore", "XenLocal", "XenPlatform", "XenLinux", "XenTesting", "BlockBackend", "URing",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -103,7 +103,8 @@ let package = Package(
         .testTarget(name: "XenLocalTests", dependencies: ["XenLocal", "XenPlatform", "XenStore", "XenRing", "SharedMemory", "CXenLocal"]),
         .testTarget(name: "URingTests", dependencies: ["XenTesting", "URing"]),
         .testTarget(name: "BlockBackendTests",
-                    dependencies: ["BlockBackend", "XenTesting", "Blkif", "XenRing", "SharedMemory", "XenPlatform", "URing"]),
+                    dependencies: ["BlockBackend", "XenTesting", "Blkif", "XenRing", "SharedMemory", "XenPlatform", "URing",
+                                 "XenBus", "XenStore", "XenLocal"]),
         .testTarget(name: "XenTestingTests", dependencies: ["XenTesting", "XenPlatform", "SharedMemory", "XenStore"]),
         .testTarget(name: "XenLinuxTests", dependencies: ["XenTesting", "XenLinux", "CXen", "XenPlatform", "XenStore", "SharedMemory"]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenTesting", "XenLocal", "XenPlatform", "XenStore"]),

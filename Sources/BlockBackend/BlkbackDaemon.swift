@@ -1,0 +1,178 @@
+import Glibc
+import Logging
+import Synchronization
+import URing
+import XenBus
+import XenPlatform
+import XenStore
+
+/// The block backend process: watches `backend/vbd` under its own domain and serves every
+/// device that appears there (one process, many frontends, several disks each), on a
+/// fixed set of ``BlkbackWorker`` threads. `xensplit blkback` is a thin layer over it.
+///
+/// Each device runs a ``XenbusBackendDevice`` with a ``BlkbackDevice`` as its hooks; the
+/// xenbus driver walks the states (teardown on frontend Closing/Closed, the toolstack
+/// removing the node, reconnects), the hooks build and remove queues. A timer off the data
+/// path polls every connected device's backing-store size and publishes growth.
+public final class BlkbackDaemon: Sendable {
+    /// How the daemon runs.
+    public struct Configuration: Sendable {
+        /// Worker threads (default: one per online core).
+        public var workers: Int
+        /// Limits advertised to every frontend.
+        public var limits: BlkbackDeviceLimits
+        /// How often backing-store sizes are checked for online resize.
+        public var resizeInterval: Duration
+
+        public init(workers: Int = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))),
+                    limits: BlkbackDeviceLimits = BlkbackDeviceLimits(), resizeInterval: Duration = .seconds(1)) {
+            self.workers = workers
+            self.limits = limits
+            self.resizeInterval = resizeInterval
+        }
+    }
+
+    let platform: any Platform
+    let configuration: Configuration
+    let logger: Logger
+    let store: XenStoreClient
+    let placement: BlkbackPlacement
+    let devices: Mutex<[String: BlkbackRunningDevice]>
+    let stopping: Mutex<(requested: Bool, watcher: XenbusBackendWatcher?)>
+
+    /// Starts the workers (engines from `factory`) and connects to xenstore as the
+    /// platform's domain. Nothing is served until ``run()``.
+    public init(platform: any Platform, configuration: Configuration = Configuration(), factory: BlockIOEngineFactory,
+                logger: Logger = Logger(label: "xensplit.blkback")) throws {
+        guard configuration.workers >= 1 else {
+            throw BlockBackendError.configuration(name: "workers", value: configuration.workers, limit: 1...4096)
+        }
+        var workers: [BlkbackWorker] = []
+        do {
+            for _ in 0..<configuration.workers { workers.append(try BlkbackWorker(factory: factory, logger: logger)) }
+            store = try platform.connectXenStore()
+        } catch {
+            for worker in workers { worker.stop() }
+            throw error
+        }
+        self.platform = platform
+        self.configuration = configuration
+        self.logger = logger
+        self.placement = BlkbackPlacement(workers: workers)
+        self.devices = Mutex([:])
+        self.stopping = Mutex((false, nil))
+    }
+
+    /// Serves devices until ``stop()``; then closes every device (Closing, Closed, queues
+    /// removed, rings unmapped, ports closed), stops the workers and the xenstore connection.
+    public func run() async throws {
+        let watcher = try await XenbusBackendWatcher.start(store: store, backendID: platform.domainID, type: "vbd",
+                                                           logger: logger)
+        let stopNow = stopping.withLock { value -> Bool in
+            value.watcher = watcher
+            return value.requested
+        }
+        if stopNow { await watcher.cancel() }
+        logger.info("blkback: serving", metadata: ["directory": "\(watcher.directory)",
+                                                   "workers": "\(placement.workers.count)"])
+        let resizer = Task { await self.pollSizes() }
+        for await event in watcher {
+            switch event {
+            case let .added(id): start(id)
+            case let .removed(id):
+                // The driver sees its node gone and stops itself; nothing to write.
+                logger.info("blkback: device node removed by the toolstack", metadata: ["device": "\(id)"])
+            }
+        }
+        resizer.cancel()
+        await shutdown()
+    }
+
+    /// Makes ``run()`` close every device and return. Safe from any thread or task.
+    public func stop() {
+        let watcher = stopping.withLock { value -> XenbusBackendWatcher? in
+            value.requested = true
+            return value.watcher
+        }
+        if let watcher { Task { await watcher.cancel() } }
+    }
+
+    /// The devices served now, by backend path, and whether each has queues.
+    public var connectedDevices: [String: Bool] {
+        devices.withLock { $0.mapValues { $0.hooks.isConnected } }
+    }
+
+    /// Queues per worker now.
+    public var queuesPerWorker: [Int] { placement.counts }
+
+    private func start(_ id: XenbusBackendDeviceID) {
+        let hooks = BlkbackDevice(backendPath: id.backendPath, platform: platform, store: store,
+                                  limits: configuration.limits, placement: placement, logger: logger)
+        var driverLogger = logger
+        driverLogger[metadataKey: "device"] = "\(id.backendPath)"
+        let driver = XenbusBackendDevice(store: store, backend: id.backendPath, hooks: hooks, logger: driverLogger)
+        let running = BlkbackRunningDevice(driver: driver, hooks: hooks)
+        let replaced = devices.withLock { devices -> BlkbackRunningDevice? in
+            defer { devices[id.backendPath] = running }
+            return devices[id.backendPath]
+        }
+        if replaced != nil { logger.warning("blkback: device reappeared before its driver stopped", metadata: ["device": "\(id)"]) }
+        Task {
+            let reason = await driver.stopped()
+            hooks.release()
+            devices.withLock { devices in
+                if devices[id.backendPath]?.driver === driver { devices[id.backendPath] = nil }
+            }
+            logger.info("blkback: device released", metadata: ["device": "\(id)", "reason": "\(reason)"])
+        }
+    }
+
+    private func shutdown() async {
+        let running = devices.withLock { Array($0.values) }
+        for device in running {
+            await device.driver.close()
+            device.hooks.release()
+        }
+        devices.withLock { $0 = [:] }
+        for worker in placement.workers { worker.stop() }
+        store.close()
+        logger.info("blkback: stopped")
+    }
+
+    /// Online resize: off the data path, compares each connected device's backing-store
+    /// size with what its queues use; on a change the workers learn the new size first,
+    /// then `sectors` is rewritten with the state (as Linux's `xen_vbd_resize` does, so a
+    /// frontend watching the state notices).
+    private func pollSizes() async {
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: configuration.resizeInterval)
+            } catch {
+                return
+            }
+            let running = devices.withLock { Array($0.values) }
+            for device in running {
+                do {
+                    guard let change = try device.hooks.checkResize() else { continue }
+                    let path = device.hooks.backendPath
+                    try await store.withTransaction { tx in
+                        guard try await tx.readString(path + "/state") == "4" else { return }
+                        try await tx.write(path + "/sectors", String(change.properties.sectors))
+                        try await tx.write(path + "/state", "4")
+                    }
+                    logger.info("blkback: resized", metadata: ["device": "\(path)",
+                                                               "sectors": "\(change.properties.sectors)"])
+                } catch {
+                    logger.error("blkback: resize check failed", metadata: ["device": "\(device.hooks.backendPath)",
+                                                                            "error": "\(error)"])
+                }
+            }
+        }
+    }
+}
+
+/// A device's driver and hooks, while the driver runs.
+struct BlkbackRunningDevice: Sendable {
+    let driver: XenbusBackendDevice<BlkbackDevice>
+    let hooks: BlkbackDevice
+}

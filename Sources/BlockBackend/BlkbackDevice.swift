@@ -1,0 +1,407 @@
+import Blkif
+import Logging
+import Synchronization
+import XenBus
+import XenPlatform
+import XenRing
+import XenStore
+
+/// The limits a block backend advertises for every device (`io/blkif.h`, "Backend XenBus
+/// Nodes") and how it sizes each queue.
+public struct BlkbackDeviceLimits: Sendable {
+    /// `max-ring-page-order`: log2 of the largest ring mapped (Linux blkback's default is 4).
+    public var maxRingPageOrder: UInt32
+    /// `multi-queue-max-queues`: the most rings per device.
+    public var maxQueues: UInt32
+    /// `feature-max-indirect-segments` (0: indirect requests are not offered).
+    public var maxIndirectSegments: Int
+    /// Requests in flight per queue.
+    public var slots: Int
+
+    public init(maxRingPageOrder: UInt32 = 4, maxQueues: UInt32 = 4, maxIndirectSegments: Int = 32, slots: Int = 32) {
+        self.maxRingPageOrder = maxRingPageOrder
+        self.maxQueues = maxQueues
+        self.maxIndirectSegments = maxIndirectSegments
+        self.slots = slots
+    }
+}
+
+/// What the toolstack wrote in a vbd's backend node (libxl's `libxl__device_disk_add`):
+/// the target and how it may be used.
+public struct BlkbackToolstackKeys: Sendable, Equatable {
+    /// `params`: the file or block device.
+    public var target: String
+    /// `mode` is `r`, or `device-type` is `cdrom`: the disk is read-only.
+    public var readOnly: Bool
+    /// `device-type` is `cdrom`.
+    public var cdrom: Bool
+    /// `removable` is 1.
+    public var removable: Bool
+    /// `discard-enable` is not 0.
+    public var discardEnabled: Bool
+
+    /// Reads and checks the keys under the backend node.
+    static func read(_ node: XenbusNodeReader) async throws(XenbusError) -> BlkbackToolstackKeys {
+        let target = try await node.string("params")
+        guard !target.isEmpty else {
+            throw .invalidValue(path: node.path(of: "params"), value: "", expected: "the path of a file or block device")
+        }
+        let mode = try await node.optionalString("mode") ?? "w"
+        guard mode == "r" || mode == "w" else {
+            throw .invalidValue(path: node.path(of: "mode"), value: mode, expected: "r or w")
+        }
+        if let type = try await node.optionalString("type"), type != "file", type != "phy" {
+            throw .invalidValue(path: node.path(of: "type"), value: type, expected: "file or phy")
+        }
+        let deviceType = try await node.optionalString("device-type") ?? "disk"
+        let cdrom = deviceType == "cdrom"
+        return BlkbackToolstackKeys(target: target, readOnly: mode == "r" || cdrom, cdrom: cdrom,
+                                    removable: try await node.flag("removable"),
+                                    discardEnabled: try await node.optionalUnsigned("discard-enable", max: UInt32(1)) != 0)
+    }
+}
+
+/// One ring queue as the frontend described it: `ring-ref`/`ring-refN` and
+/// `event-channel`, at the top level or under `queue-N/`.
+public struct BlkbackQueueKeys: Sendable, Equatable {
+    /// The ring's grant references, in page order.
+    public var ringRefs: [GrantRef]
+    /// The frontend's unbound port.
+    public var eventChannel: EventPort
+}
+
+/// What a frontend asked for, read once and validated against what was advertised.
+public struct BlkbackFrontendRequest: Sendable, Equatable {
+    /// `protocol`, `ring-page-order`, `multi-queue-num-queues`, `feature-persistent`.
+    public var features: BlkifFrontendFeatures
+    /// One entry per queue.
+    public var queues: [BlkbackQueueKeys]
+}
+
+/// The device layer of the block backend for one vbd: plugs into ``XenbusBackendDevice``
+/// (which runs the xenbus states) and turns the negotiated keys into ``BlkbackQueue``s on
+/// the daemon's workers.
+///
+/// The backing store is opened when features are first asked for (they depend on it:
+/// discard, read-only) and kept across reconnects until ``release()``.
+public final class BlkbackDevice: XenbusBackendHooks {
+    public typealias Frontend = BlkbackFrontendRequest
+
+    /// The backend node served.
+    public let backendPath: String
+    let platform: any Platform
+    let store: XenStoreClient
+    let limits: BlkbackDeviceLimits
+    let placement: BlkbackPlacement
+    let logger: Logger
+    let state: Mutex<BlkbackDeviceState>
+
+    init(backendPath: String, platform: any Platform, store: XenStoreClient, limits: BlkbackDeviceLimits,
+         placement: BlkbackPlacement, logger: Logger) {
+        self.backendPath = backendPath
+        self.platform = platform
+        self.store = store
+        self.limits = limits
+        self.placement = placement
+        var logger = logger
+        logger[metadataKey: "device"] = "\(backendPath)"
+        self.logger = logger
+        self.state = Mutex(BlkbackDeviceState())
+    }
+
+    /// Whether queues are being served now.
+    public var isConnected: Bool { state.withLock { !$0.queues.isEmpty } }
+
+    /// The disk size in 512-byte sectors the queues check requests against.
+    public var sectors512: UInt64? { state.withLock { $0.sectors512 } }
+
+    // MARK: XenbusBackendHooks
+
+    public func features(for paths: XenbusDevicePaths) async throws -> XenbusKeys {
+        let backing = try await openBackingStore()
+        var features = backing.store.backendFeatures()
+        if !backing.keys.discardEnabled {
+            features.discard = false
+            features.discardSecure = false
+            features.discardGranularity = nil
+            features.discardAlignment = nil
+        }
+        // Not implemented: grants are copied per request, never kept mapped.
+        features.persistent = false
+        features.maxIndirectSegments = limits.maxIndirectSegments > 0 ? UInt32(limits.maxIndirectSegments) : nil
+        features.maxQueues = limits.maxQueues
+        features.maxRingPageOrder = limits.maxRingPageOrder
+        state.withLock { $0.advertised = features }
+        return Self.keys(features.xenstoreEntries)
+    }
+
+    public func readFrontend(_ frontend: XenbusNodeReader, paths: XenbusDevicePaths) async throws -> BlkbackFrontendRequest {
+        do {
+            return try await readFrontendKeys(frontend)
+        } catch {
+            logger.error("blkback: refused frontend keys", metadata: ["frontend": "\(frontend.path)", "error": "\(error)"])
+            throw error
+        }
+    }
+
+    public func connect(_ frontend: BlkbackFrontendRequest, paths: XenbusDevicePaths) async throws -> XenbusKeys {
+        guard let backing = state.withLock({ $0.backing }) else {
+            throw XenbusError.hookFailed(hook: "connect", reason: "no backing store is open for \(backendPath)")
+        }
+        let sectors = try backing.store.currentSectors()
+        var connected: [BlkbackConnectedQueue] = []
+        do {
+            for (index, keys) in frontend.queues.enumerated() {
+                connected.append(try makeQueue(index: index, keys: keys, frontend: frontend, paths: paths,
+                                               backing: backing))
+            }
+        } catch {
+            for queue in connected.reversed() { release(queue) }
+            throw error
+        }
+        state.withLock {
+            $0.queues = connected
+            $0.sectors512 = sectors
+        }
+        logger.info("blkback: connected", metadata: [
+            "queues": "\(connected.count)", "ring-pages": "\(1 << frontend.features.ringPageOrder)",
+            "protocol": "\(frontend.features.abi.protocolName)", "sectors": "\(sectors)"])
+        return Self.keys(properties(backing, sectors512: sectors).xenstoreEntries)
+    }
+
+    public func disconnect(paths: XenbusDevicePaths, reason: String) async {
+        let queues = state.withLock { value -> [BlkbackConnectedQueue] in
+            defer { value.queues = [] }
+            return value.queues
+        }
+        for queue in queues { release(queue) }
+        logger.info("blkback: disconnected", metadata: ["reason": "\(reason)", "queues": "\(queues.count)"])
+    }
+
+    /// Closes the backing store; call once the driver stopped (every queue is gone).
+    public func release() {
+        let backing = state.withLock { value -> BlkbackBacking? in
+            defer { value.backing = nil }
+            return value.backing
+        }
+        backing?.store.close()
+    }
+
+    // MARK: Resize
+
+    /// Reads the backing store's size; if it grew, tells every queue's worker and returns
+    /// the new `sectors` value (in sector-size units) to publish. Nil when nothing changed.
+    func checkResize() throws(BlockBackendError) -> (sectors512: UInt64, properties: BlkifDiskProperties)? {
+        guard let (backing, queues, known) = state.withLock({ s -> (BlkbackBacking, [BlkbackConnectedQueue], UInt64)? in
+            guard let backing = s.backing, !s.queues.isEmpty, let known = s.sectors512 else { return nil }
+            return (backing, s.queues, known)
+        }) else { return nil }
+        let now = try backing.store.currentSectors()
+        guard now != known else { return nil }
+        // Shrinking under a live frontend would fail its requests past the new end; Linux
+        // blkback reports it the same way, so the frontend learns the size either way.
+        for queue in queues { try queue.worker.resize(queue.queue, sectors512: now) }
+        state.withLock { $0.sectors512 = now }
+        return (now, properties(backing, sectors512: now))
+    }
+
+    // MARK: Internals
+
+    private func properties(_ backing: BlkbackBacking, sectors512: UInt64) -> BlkifDiskProperties {
+        var properties = backing.store.diskProperties(sectors512: sectors512)
+        if backing.keys.readOnly { properties.info.insert(.readOnly) }
+        if backing.keys.cdrom { properties.info.insert(.cdrom) }
+        if backing.keys.removable { properties.info.insert(.removable) }
+        return properties
+    }
+
+    private func openBackingStore() async throws -> BlkbackBacking {
+        if let backing = state.withLock({ $0.backing }) { return backing }
+        let keys = try await BlkbackToolstackKeys.read(XenbusNodeReader(store: store, path: backendPath))
+        let opened = try FileBackingStore(path: keys.target, readOnly: keys.readOnly)
+        let backing = BlkbackBacking(store: opened, keys: keys)
+        logger.info("blkback: backing store opened", metadata: [
+            "params": "\(keys.target)", "read-only": "\(keys.readOnly)"])
+        state.withLock { $0.backing = backing }
+        return backing
+    }
+
+    private func readFrontendKeys(_ node: XenbusNodeReader) async throws(XenbusError) -> BlkbackFrontendRequest {
+        guard let advertised = state.withLock({ $0.advertised }) else {
+            throw .hookFailed(hook: "readFrontend", reason: "no features were advertised")
+        }
+        var features = BlkifFrontendFeatures()
+        let protocolName = try await node.optionalString(BlkifFrontendFeatures.Key.protocolName)
+        do {
+            features.abi = try BlkifABI(protocol: protocolName)
+        } catch {
+            throw .invalidValue(path: node.path(of: BlkifFrontendFeatures.Key.protocolName), value: protocolName ?? "",
+                                expected: BlkifABI.allCases.map(\.protocolName).joined(separator: ", "))
+        }
+        features.ringPageOrder = try await node.optionalUnsigned(BlkifFrontendFeatures.Key.ringPageOrder,
+                                                                  max: advertised.maxRingPageOrder) ?? 0
+        if let queues: UInt32 = try await node.optionalUnsigned(BlkifFrontendFeatures.Key.queueCount,
+                                                                 max: advertised.maxQueues ?? 1) {
+            guard queues >= 1 else {
+                throw .invalidValue(path: node.path(of: BlkifFrontendFeatures.Key.queueCount), value: "0",
+                                    expected: "a decimal from 1 to \(advertised.maxQueues ?? 1)")
+            }
+            features.queueCount = queues
+        }
+        // Read for the log and the record; persistent grants are not offered.
+        features.persistent = try await node.flag(BlkifFrontendFeatures.Key.persistent)
+        let pages = 1 << Int(features.ringPageOrder)
+        var queues: [BlkbackQueueKeys] = []
+        // As Linux's blkfront and blkback: one queue keeps its keys at the top level even
+        // when multi-queue-num-queues is written.
+        if let count = features.queueCount, count > 1 {
+            for index in 0..<Int(count) {
+                let queueNode = XenbusNodeReader(store: store, path: node.path(of: "queue-\(index)"))
+                queues.append(try await readQueue(queueNode, pages: pages, order: features.ringPageOrder))
+            }
+        } else {
+            queues.append(try await readQueue(node, pages: pages, order: features.ringPageOrder))
+        }
+        return BlkbackFrontendRequest(features: features, queues: queues)
+    }
+
+    /// io/blkif.h: a one-page ring is `ring-ref` (Linux also takes `ring-ref0`); a larger
+    /// one is `ring-ref0` .. `ring-ref<pages-1>`.
+    private func readQueue(_ node: XenbusNodeReader, pages: Int, order: UInt32) async throws(XenbusError) -> BlkbackQueueKeys {
+        var refs: [GrantRef] = []
+        if order == 0, let ref: UInt32 = try await node.optionalUnsigned("ring-ref") {
+            refs.append(ref)
+        } else {
+            for page in 0..<pages { refs.append(try await node.unsigned("ring-ref\(page)")) }
+        }
+        let port: UInt32 = try await node.unsigned("event-channel")
+        return BlkbackQueueKeys(ringRefs: refs, eventChannel: port)
+    }
+
+    private func makeQueue(index: Int, keys: BlkbackQueueKeys, frontend: BlkbackFrontendRequest,
+                           paths: XenbusDevicePaths, backing: BlkbackBacking) throws -> BlkbackConnectedQueue {
+        let abi = frontend.features.abi
+        let mapper = platform.grantMapper
+        let mapping = try mapper.map(keys.ringRefs, from: paths.frontendID, writable: true)
+        let channel: any EventChannel
+        let port: EventPort
+        do {
+            let shared = try SharedRing(memory: mapping.view, pages: keys.ringRefs.count, entrySize: abi.slotSize)
+            channel = try platform.openEventChannel()
+            do {
+                port = try channel.bindInterdomain(remote: paths.frontendID, remotePort: keys.eventChannel)
+            } catch {
+                channel.close()
+                throw error
+            }
+            // A ring a frontend kept across our restart carries on where responses stopped:
+            // requests after rsp_prod were never answered and are taken again.
+            let ring = BackRing(attaching: shared, at: shared.loadResponseProducer())
+            let configuration = BlkbackQueueConfiguration(abi: abi, maxIndirectSegments: limits.maxIndirectSegments,
+                                                          slots: limits.slots, readOnly: backing.keys.readOnly,
+                                                          discard: backing.keys.discardEnabled)
+            let name = frontend.queues.count > 1 ? "\(backendPath)/queue-\(index)" : backendPath
+            let queue: BlkbackQueue
+            do {
+                queue = try BlkbackQueue(name: name, ring: ring, frontendDomain: paths.frontendID, eventChannel: channel,
+                                         port: port, mapper: mapper, store: backing.store,
+                                         configuration: configuration, logger: logger)
+            } catch {
+                channel.close()
+                throw error
+            }
+            let worker = placement.take()
+            do {
+                let logger = self.logger
+                try worker.addQueue(queue) { reason in
+                    logger.error("blkback: queue stopped serving its frontend",
+                                 metadata: ["queue": "\(name)", "reason": "\(reason)"])
+                }
+            } catch {
+                placement.give(worker)
+                try? queue.close()
+                channel.close()
+                throw error
+            }
+            return BlkbackConnectedQueue(queue: queue, worker: worker, mapping: mapping, channel: channel)
+        } catch {
+            try? mapper.unmap(mapping)
+            throw error
+        }
+    }
+
+    private func release(_ connected: BlkbackConnectedQueue) {
+        do {
+            try connected.worker.removeQueue(connected.queue)
+        } catch {
+            logger.error("blkback: removing a queue from its worker failed", metadata: ["error": "\(error)"])
+        }
+        placement.give(connected.worker)
+        try? connected.queue.close()
+        connected.channel.close()
+        do {
+            try platform.grantMapper.unmap(connected.mapping)
+        } catch {
+            logger.error("blkback: unmapping a ring failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    static func keys(_ entries: [String: String]) -> XenbusKeys {
+        var keys = XenbusKeys()
+        for key in entries.keys.sorted() { keys.set(key, entries[key]!) }
+        return keys
+    }
+}
+
+/// The open backing store and the toolstack keys it was opened from.
+struct BlkbackBacking: Sendable {
+    let store: FileBackingStore
+    let keys: BlkbackToolstackKeys
+}
+
+/// A queue being served, with what it holds.
+struct BlkbackConnectedQueue: @unchecked Sendable {
+    // SAFETY (@unchecked): the queue itself belongs to its worker; the device keeps only
+    // the reference it needs to remove it.
+    let queue: BlkbackQueue
+    let worker: BlkbackWorker
+    let mapping: GrantMapping
+    let channel: any EventChannel
+}
+
+/// The device's mutable state, behind its mutex.
+struct BlkbackDeviceState: Sendable {
+    var backing: BlkbackBacking?
+    var advertised: BlkifBackendFeatures?
+    var queues: [BlkbackConnectedQueue] = []
+    var sectors512: UInt64?
+}
+
+/// Spreads queues over the daemon's workers: each new queue goes to the worker with the
+/// fewest, and stays there for its life.
+final class BlkbackPlacement: Sendable {
+    let workers: [BlkbackWorker]
+    let load: Mutex<[Int]>
+
+    init(workers: [BlkbackWorker]) {
+        self.workers = workers
+        self.load = Mutex(Array(repeating: 0, count: workers.count))
+    }
+
+    func take() -> BlkbackWorker {
+        let index = load.withLock { load -> Int in
+            let index = load.indices.min { load[$0] < load[$1] } ?? 0
+            load[index] += 1
+            return index
+        }
+        return workers[index]
+    }
+
+    func give(_ worker: BlkbackWorker) {
+        guard let index = workers.firstIndex(where: { $0 === worker }) else { return }
+        load.withLock { $0[index] -= 1 }
+    }
+
+    /// Queues per worker now.
+    var counts: [Int] { load.withLock { $0 } }
+}
