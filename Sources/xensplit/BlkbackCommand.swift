@@ -1,0 +1,71 @@
+import ArgumentParser
+import BlockBackend
+import Dispatch
+import Foundation
+import Logging
+import URing
+
+/// `xensplit blkback`: the block backend daemon.
+struct BlkbackCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "blkback",
+        abstract: "Serve every vbd whose backend is this domain (backend/vbd under its home).",
+        discussion: """
+        Watches /local/domain/SELF/backend/vbd and serves each device that appears there: \
+        reads the toolstack's keys (params, mode, type, device-type, discard-enable) and the \
+        frontend's (ring-ref or ring-refN, event-channel, protocol, ring-page-order, \
+        multi-queue-num-queues), publishes the disk's keys and serves its rings on a fixed set \
+        of worker threads. Runs until SIGINT or SIGTERM, then walks every device to Closed.
+        """
+    )
+
+    @OptionGroup var platform: PlatformOptions
+
+    @Option(help: "Worker threads (default: one per core).")
+    var workers: Int?
+
+    @Option(help: "Largest ring accepted, as log2 of its pages (max-ring-page-order).")
+    var maxRingPageOrder: UInt32 = 4
+
+    @Option(help: "Most queues per device (multi-queue-max-queues).")
+    var maxQueues: UInt32 = 4
+
+    @Option(help: "Segments per indirect request (feature-max-indirect-segments; 0 turns indirect requests off).")
+    var maxIndirectSegments = 32
+
+    @Option(help: "Milliseconds between backing-store size checks (online resize).")
+    var resizeIntervalMs = 1000
+
+    @Flag(help: "Log at debug level.")
+    var verbose = false
+
+    func validate() throws {
+        if let workers, !(1...1024).contains(workers) { throw ValidationError("--workers must be 1...1024") }
+        guard maxRingPageOrder <= 8 else { throw ValidationError("--max-ring-page-order must be 0...8") }
+        guard (1...64).contains(maxQueues) else { throw ValidationError("--max-queues must be 1...64") }
+        guard (0...4096).contains(maxIndirectSegments) else { throw ValidationError("--max-indirect-segments must be 0...4096") }
+        guard resizeIntervalMs >= 10 else { throw ValidationError("--resize-interval-ms must be at least 10") }
+    }
+
+    func run() async throws {
+        var logger = Logger(label: "xensplit.blkback")
+        logger.logLevel = verbose ? .debug : .info
+        var configuration = BlkbackDaemon.Configuration()
+        if let workers { configuration.workers = workers }
+        configuration.limits = BlkbackDeviceLimits(maxRingPageOrder: maxRingPageOrder, maxQueues: maxQueues,
+                                                   maxIndirectSegments: maxIndirectSegments)
+        configuration.resizeInterval = .milliseconds(resizeIntervalMs)
+        let daemon = try BlkbackDaemon(platform: try await platform.open(), configuration: configuration,
+                                       factory: try BlockIOEngineFactory(logger: logger), logger: logger)
+        var sources: [DispatchSourceSignal] = []
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { daemon.stop() }
+            source.resume()
+            sources.append(source)
+        }
+        try await daemon.run()
+        withExtendedLifetime(sources) {}
+    }
+}
