@@ -1,0 +1,267 @@
+import Blkif
+import Glibc
+import Testing
+import XenBus
+import XenLocal
+import XenPlatform
+import XenStore
+@testable import BlockBackend
+
+/// The device layer end to end on the local hypervisor: disks attached by LocalToolstack,
+/// the daemon serving them, a test frontend per disk over XenBus's frontend driver.
+@Suite("blkback devices over the local hypervisor", .serialized)
+struct BlkbackDeviceTests {
+    static let xvda = try! DiskSpec(parsing: "vdev=xvda,access=rw,target=/dev/null").vdev.number
+    static let xvdb = try! DiskSpec(parsing: "vdev=xvdb,access=rw,target=/dev/null").vdev.number
+
+    /// Backend key names Protocols/blkif-xenstore.tsv lists as the backend's.
+    static func backendKeyNames() throws -> Set<String> {
+        let file = String(#filePath).split(separator: "/").dropLast(3).joined(separator: "/")
+        let fd = open("/" + file + "/Protocols/blkif-xenstore.tsv", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw VbdTestError("cannot open Protocols/blkif-xenstore.tsv") }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            bytes += chunk[0..<n]
+        }
+        var names: Set<String> = []
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where !line.hasPrefix("#") {
+            let fields = line.split(separator: "\t", omittingEmptySubsequences: false)
+            if fields.count > 1, fields[1] == "backend" { names.insert(String(fields[0])) }
+        }
+        return names
+    }
+
+    @Test("handshake to Connected, published keys, data through the ring", arguments: [UInt32(0), 2])
+    func handshakeAndData(order: UInt32) async throws {
+        let world = try VbdWorld()
+        defer { world.stop() }
+        let image = try world.image("a.img", sectors: 4096)
+        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(image)"])
+        let running = RunningDaemon(try world.daemon())
+        let front = try VbdAttached.start(guest, domain: id, device: Self.xvda, plan: VbdFrontendPlan(ringPageOrder: order))
+        try await vbdEventually("frontend Connected") { front.driver.state == .connected }
+
+        let keys = front.hooks.snapshot.backendKeys
+        #expect(keys["sectors"] == "4096")
+        #expect(keys["sector-size"] == "512")
+        #expect(keys["info"] == "0")
+        #expect(keys["feature-flush-cache"] == "1")
+        #expect(keys["feature-barrier"] == "1")
+        #expect(keys["feature-discard"] == "1")
+        #expect(keys["feature-persistent"] == "0")
+        #expect(keys["max-ring-page-order"] == "4")
+        #expect(keys["multi-queue-max-queues"] == "4")
+        #expect(keys["feature-max-indirect-segments"] == "32")
+        let published = Set(keys.keys).subtracting(["params", "frontend-id", "online", "removable", "bootable", "state",
+                                                    "dev", "type", "mode", "device-type", "discard-enable", "frontend"])
+        let documented = try Self.backendKeyNames()
+        #expect(published.subtracting(documented).isEmpty, "undocumented backend keys: \(published.subtracting(documented))")
+
+        let bytes = pattern(3 * 4096, seed: 0xB10C + UInt64(order))
+        #expect(try front.hooks.write(bytes, sector: 100) == .okay)
+        let (status, back) = try front.hooks.read(sector: 100, count: bytes.count)
+        #expect(status == .okay)
+        #expect(back == bytes)
+        #expect(try front.hooks.read(sector: 4095, count: 1024).0 == .error, "a read past the end is refused")
+
+        try await front.close()
+        try await running.stop()
+        #expect(front.hooks.snapshot.closeErrors.isEmpty)
+    }
+
+    @Test("two queues: multi-queue-num-queues with queue-N keys, each queue serves I/O")
+    func twoQueues() async throws {
+        let world = try VbdWorld()
+        defer { world.stop() }
+        let image = try world.image("a.img", sectors: 2048)
+        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(image)"])
+        let running = RunningDaemon(try world.daemon(workers: 2))
+        let front = try VbdAttached.start(guest, domain: id, device: Self.xvda, plan: VbdFrontendPlan(queues: 2))
+        try await vbdEventually("frontend Connected") { front.driver.state == .connected }
+        #expect(running.daemon.queuesPerWorker == [1, 1], "each queue placed on its own worker")
+        for queue in 0..<2 {
+            let bytes = pattern(4096, seed: UInt64(queue))
+            #expect(try front.hooks.write(bytes, sector: UInt64(queue * 8), queue: queue) == .okay)
+        }
+        for queue in 0..<2 {
+            let (status, back) = try front.hooks.read(sector: UInt64(queue * 8), count: 4096, queue: 1 - queue)
+            #expect(status == .okay)
+            #expect(back == pattern(4096, seed: UInt64(queue)))
+        }
+        try await front.close()
+        try await running.stop()
+        #expect(running.daemon.queuesPerWorker == [0, 0])
+    }
+
+    @Test("two frontends with two disks each at once; a read-only disk refuses writes")
+    func manyDevicesAndReadOnly() async throws {
+        let world = try VbdWorld()
+        defer { world.stop() }
+        var guests: [(DomainID, LocalPlatform)] = []
+        for g in 0..<2 {
+            let a = try world.image("g\(g)a.img", sectors: 1024)
+            let b = try world.image("g\(g)b.img", sectors: 1024)
+            // The second guest's second disk is read-only.
+            let access = g == 1 ? "ro" : "rw"
+            guests.append(try await world.guest("g\(g)", disks: ["vdev=xvda,access=rw,target=\(a)",
+                                                                 "vdev=xvdb,access=\(access),target=\(b)"]))
+        }
+        let running = RunningDaemon(try world.daemon())
+        var fronts: [VbdAttached] = []
+        for (id, platform) in guests {
+            for device in [Self.xvda, Self.xvdb] { fronts.append(try VbdAttached.start(platform, domain: id, device: device)) }
+        }
+        for front in fronts {
+            try await vbdEventually("\(front.frontendPath) Connected") { front.driver.state == .connected }
+        }
+        for (n, front) in fronts.enumerated() {
+            let bytes = pattern(8192, seed: UInt64(n))
+            if n == 3 {
+                #expect(front.hooks.snapshot.backendKeys["info"] == String(BlkifDiskInfo.readOnly.rawValue))
+                #expect(try front.hooks.write(bytes, sector: 0) == .error)
+                #expect(try front.hooks.read(sector: 0, count: 8192) == (.okay, [UInt8](repeating: 0, count: 8192)))
+            } else {
+                #expect(front.hooks.snapshot.backendKeys["info"] == "0")
+                #expect(try front.hooks.write(bytes, sector: 16) == .okay)
+            }
+        }
+        for (n, front) in fronts.enumerated() where n != 3 {
+            let (status, back) = try front.hooks.read(sector: 16, count: 8192)
+            #expect(status == .okay)
+            #expect(back == pattern(8192, seed: UInt64(n)), "\(front.frontendPath) reads its own data")
+        }
+        for front in fronts { try await front.close() }
+        try await running.stop()
+    }
+
+    @Test("growing the backing file is published as sectors and served")
+    func resize() async throws {
+        let world = try VbdWorld()
+        defer { world.stop() }
+        let image = try world.image("a.img", sectors: 1024)
+        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(image)"])
+        let running = RunningDaemon(try world.daemon())
+        let front = try VbdAttached.start(guest, domain: id, device: Self.xvda)
+        try await vbdEventually("frontend Connected") { front.driver.state == .connected }
+        #expect(try front.hooks.write(pattern(4096, seed: 1), sector: 2000) == .error, "past the end before the resize")
+        #expect(truncate(image, 4096 * 512) == 0)
+        let store = try guest.connectXenStore()
+        defer { store.close() }
+        try await vbdEventually("sectors becomes 4096") { try await readNode(store, front.backendPath + "/sectors") == "4096" }
+        #expect(try front.hooks.write(pattern(4096, seed: 1), sector: 2000) == .okay)
+        #expect(try front.hooks.read(sector: 2000, count: 4096) == (.okay, pattern(4096, seed: 1)))
+        try await front.close()
+        try await running.stop()
+    }
+
+    @Test("a frontend that disconnects and comes back is served again, with its data")
+    func reconnect() async throws {
+        let world = try VbdWorld()
+        defer { world.stop() }
+        let image = try world.image("a.img", sectors: 1024)
+        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(image)"])
+        let running = RunningDaemon(try world.daemon())
+        let first = try VbdAttached.start(guest, domain: id, device: Self.xvda)
+        try await vbdEventually("first Connected") { first.driver.state == .connected }
+        #expect(try first.hooks.write(pattern(4096, seed: 7), sector: 8) == .okay)
+        try await first.close()
+        #expect(first.hooks.snapshot.closeErrors.isEmpty, "the backend unmapped the ring before the frontend ended access")
+        let store = try guest.connectXenStore()
+        defer { store.close() }
+        try await vbdEventually("backend Closed") { try await readNode(store, first.backendPath + "/state") == "6" }
+        try await vbdEventually("no queues left") { running.daemon.queuesPerWorker.allSatisfy { $0 == 0 } }
+
+        let second = try VbdAttached.start(guest, domain: id, device: Self.xvda, plan: VbdFrontendPlan(ringPageOrder: 1))
+        try await vbdEventually("second Connected") { second.driver.state == .connected }
+        #expect(try second.hooks.read(sector: 8, count: 4096) == (.okay, pattern(4096, seed: 7)))
+        try await second.close()
+        try await running.stop()
+    }
+
+    @Test("a restarted daemon takes over a Connected frontend")
+    func daemonRestart() async throws {
+        let world = try VbdWorld()
+        defer { world.stop() }
+        let image = try world.image("a.img", sectors: 1024)
+        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(image)"])
+        let first = RunningDaemon(try world.daemon())
+        let front = try VbdAttached.start(guest, domain: id, device: Self.xvda)
+        try await vbdEventually("Connected") { front.driver.state == .connected }
+        #expect(try front.hooks.write(pattern(4096, seed: 3), sector: 0) == .okay)
+        try await first.stop()
+        let second = RunningDaemon(try world.daemon())
+        try await vbdEventually("Connected again") {
+            front.driver.state == .connected && front.hooks.snapshot.connects == 2
+        }
+        #expect(try front.hooks.read(sector: 0, count: 4096) == (.okay, pattern(4096, seed: 3)))
+        try await front.close()
+        try await second.stop()
+    }
+
+    @Test("the toolstack removing the device stops it and releases the ring")
+    func toolstackRemoves() async throws {
+        let world = try VbdWorld()
+        defer { world.stop() }
+        let image = try world.image("a.img", sectors: 1024)
+        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(image)"])
+        let running = RunningDaemon(try world.daemon())
+        let front = try VbdAttached.start(guest, domain: id, device: Self.xvda)
+        try await vbdEventually("Connected") { front.driver.state == .connected }
+        try await world.toolstack.removeBackends(of: id)
+        try await vbdEventually("device released") { running.daemon.connectedDevices.isEmpty }
+        #expect(running.daemon.queuesPerWorker == [0, 0])
+        try await vbdEventually("frontend disconnected") { front.hooks.snapshot.disconnects == 1 }
+        #expect(front.hooks.snapshot.closeErrors.isEmpty, "no ring page still mapped by the backend")
+        try await front.close()
+        try await running.stop()
+    }
+
+    @Test("hostile frontend keys close that device with an error node; the other keeps working",
+          arguments: ["ring-page-order", "missing-queue-key", "protocol"])
+    func hostileKeys(kind: String) async throws {
+        let world = try VbdWorld()
+        defer { world.stop() }
+        let a = try world.image("a.img", sectors: 1024)
+        let b = try world.image("b.img", sectors: 1024)
+        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(a)",
+                                                             "vdev=xvdb,access=rw,target=\(b)"])
+        let running = RunningDaemon(try world.daemon())
+        var plan = VbdFrontendPlan()
+        switch kind {
+        case "ring-page-order":
+            plan.ringPageOrder = 1
+            plan.tamper = { $0.set("ring-page-order", "9") }
+        case "missing-queue-key":
+            plan.queues = 2
+            plan.tamper = { keys in
+                keys = XenbusKeys(entries: keys.entries.filter { $0.key != "queue-1/event-channel" })
+            }
+        default:
+            plan.tamper = { $0.set("protocol", "sparc-abi") }
+        }
+        let good = try VbdAttached.start(guest, domain: id, device: Self.xvda)
+        let bad = try VbdAttached.start(guest, domain: id, device: Self.xvdb, plan: plan)
+        let store = try guest.connectXenStore()
+        defer { store.close() }
+        try await vbdEventually("bad device Closing") { try await readNode(store, bad.backendPath + "/state") == "5" }
+        let error = try await readNode(store, "/local/domain/0/error/backend/vbd/\(id)/\(Self.xvdb)/error")
+        #expect(error != nil, "an error node names the refusal")
+        try await vbdEventually("good device Connected") { good.driver.state == .connected }
+        #expect(try good.hooks.write(pattern(4096, seed: 9), sector: 0) == .okay)
+        #expect(try good.hooks.read(sector: 0, count: 4096) == (.okay, pattern(4096, seed: 9)))
+        try await bad.close()
+        try await good.close()
+        try await running.stop()
+    }
+}
+
+extension XenbusKeys {
+    init(entries: [(key: String, value: String)]) {
+        self.init()
+        for (key, value) in entries { set(key, value) }
+    }
+}

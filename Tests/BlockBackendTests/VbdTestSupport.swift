@@ -1,0 +1,338 @@
+import Blkif
+import Dispatch
+import Glibc
+import Logging
+import SharedMemory
+import Synchronization
+import Testing
+import URing
+import XenBus
+import XenLocal
+import XenPlatform
+import XenRing
+import XenStore
+import XenTesting
+@testable import BlockBackend
+
+/// Quiet unless something breaks: the daemon logs every state change at info.
+let vbdLogger: Logger = {
+    var logger = Logger(label: "blkback-device-tests")
+    logger.logLevel = .critical
+    return logger
+}()
+
+/// A local hypervisor served on a thread of the test process, in its own state directory
+/// (XenLocalTests' fixture, trimmed), with image files in a directory of their own.
+final class VbdWorld: @unchecked Sendable {
+    let directory: String
+    let hypervisor: LocalHypervisor
+    let dom0: LocalPlatform
+    let toolstack: LocalToolstack
+    private let stopped = DispatchSemaphore(value: 0)
+
+    init() throws {
+        var template = Array("/tmp/xensplit-blkdev-test-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw PlatformError.system("mkdtemp", errno: errno) }
+        directory = String(cString: made)
+        var configuration = LocalHypervisor.Configuration(stateDirectory: directory)
+        configuration.poolPages = 8192
+        configuration.grantEntries = 2048
+        hypervisor = try LocalHypervisor(configuration: configuration, logger: vbdLogger)
+        let hv = hypervisor
+        let done = stopped
+        _ = Thread { hv.run(); done.signal() }
+        dom0 = try LocalPlatform(stateDirectory: directory)
+        toolstack = LocalToolstack(platform: dom0)
+    }
+
+    /// An image file of `sectors` 512-byte sectors in the world's directory.
+    func image(_ name: String, sectors: UInt64) throws -> String {
+        let path = directory + "/" + name
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw PlatformError.system("open", errno: errno) }
+        defer { close(fd) }
+        guard ftruncate(fd, off_t(sectors * 512)) == 0 else { throw PlatformError.system("ftruncate", errno: errno) }
+        return path
+    }
+
+    /// Creates a guest with `disks` (xl disk specs) the way `xl create` does; returns its
+    /// id and a platform acting as it.
+    func guest(_ name: String, disks: [String]) async throws -> (DomainID, LocalPlatform) {
+        let id = try await toolstack.createDomain(name: name, disks: disks.map { try DiskSpec(parsing: $0) })
+        return (id, try LocalPlatform(stateDirectory: directory, domain: name))
+    }
+
+    func daemon(workers: Int = 2, resizeInterval: Duration = .milliseconds(50)) throws -> BlkbackDaemon {
+        let factory = try BlockIOEngineFactory(configuration: .init(queueDepth: 64, capacity: 1024, threads: 2),
+                                               environment: [BlockIOEngineKind.environmentVariable: "threads"])
+        return try BlkbackDaemon(platform: dom0, configuration: .init(workers: workers, resizeInterval: resizeInterval),
+                                 factory: factory, logger: vbdLogger)
+    }
+
+    func stop() {
+        hypervisor.stop()
+        stopped.wait()
+        for entry in (try? listDirectory(directory)) ?? [] where entry.hasSuffix(".img") { unlink(directory + "/" + entry) }
+        rmdirRecursive(directory)
+    }
+}
+
+/// Runs a daemon's `run()` in a task, for tests.
+final class RunningDaemon: Sendable {
+    let daemon: BlkbackDaemon
+    let task: Task<Void, any Error>
+
+    init(_ daemon: BlkbackDaemon) {
+        self.daemon = daemon
+        task = Task { try await daemon.run() }
+    }
+
+    func stop() async throws {
+        daemon.stop()
+        try await task.value
+    }
+}
+
+/// What a test frontend writes, including deliberately broken variants.
+struct VbdFrontendPlan: Sendable {
+    var ringPageOrder: UInt32 = 0
+    var queues = 1
+    var abi: BlkifABI = .native
+    /// Applied to the keys before they are published (hostile frontends).
+    var tamper: @Sendable (inout XenbusKeys) -> Void = { _ in }
+}
+
+/// A small blkif frontend for tests, on XenBus's frontend driver: grants one ring per
+/// queue and a few data pages, writes the keys, and once Connected reads and writes the
+/// disk through the rings with Blkif's encoders. Not the BlockFrontend library.
+final class VbdTestFrontend: XenbusFrontendHooks, @unchecked Sendable {
+    // SAFETY (@unchecked): the rings are used by one test thread at a time after the
+    // driver connected; the driver's hooks touch `state` only through its mutex.
+    typealias Backend = BlkifBackendFeatures
+
+    struct State {
+        var rings: [MockRingPeer.Frontend] = []
+        var backendKeys: [String: String] = [:]
+        var connects = 0
+        var disconnects = 0
+        var closeErrors: [String] = []
+    }
+
+    let platform: LocalPlatform
+    let plan: VbdFrontendPlan
+    let data: SharedPages
+    let state = Mutex(State())
+    var nextID: UInt64 = 1
+
+    static let dataPages = 8
+
+    init(platform: LocalPlatform, plan: VbdFrontendPlan = VbdFrontendPlan()) throws {
+        self.platform = platform
+        self.plan = plan
+        data = try platform.share(pages: Self.dataPages, with: .dom0, writable: true)
+    }
+
+    func readBackend(_ backend: XenbusNodeReader, paths: XenbusDevicePaths) async throws -> BlkifBackendFeatures {
+        var entries: [String: String] = [:]
+        for key in [BlkifBackendFeatures.Key.maxRingPageOrder, BlkifBackendFeatures.Key.maxQueues,
+                    BlkifBackendFeatures.Key.flushCache, BlkifBackendFeatures.Key.discard] {
+            if let value = try await backend.optionalString(key) { entries[key] = value }
+        }
+        return try BlkifBackendFeatures(xenstore: entries)
+    }
+
+    func initialise(_ backend: BlkifBackendFeatures, paths: XenbusDevicePaths) async throws -> XenbusKeys {
+        var rings: [MockRingPeer.Frontend] = []
+        do {
+            for _ in 0..<plan.queues {
+                rings.append(try MockRingPeer.Frontend(platform: platform, backendDomain: .dom0,
+                                                       pages: 1 << Int(min(plan.ringPageOrder, 4)),
+                                                       entrySize: plan.abi.slotSize))
+            }
+        } catch {
+            for ring in rings { try? ring.close() }
+            throw error
+        }
+        var keys = XenbusKeys()
+        keys.set("protocol", plan.abi.protocolName)
+        if plan.ringPageOrder > 0 { keys.set("ring-page-order", String(plan.ringPageOrder)) }
+        if plan.queues > 1 { keys.set("multi-queue-num-queues", String(plan.queues)) }
+        for (index, ring) in rings.enumerated() {
+            let prefix = plan.queues > 1 ? "queue-\(index)/" : ""
+            if plan.ringPageOrder == 0 {
+                keys.set(prefix + "ring-ref", String(ring.pages.refs[0]))
+            } else {
+                for (page, ref) in ring.pages.refs.enumerated() { keys.set(prefix + "ring-ref\(page)", String(ref)) }
+            }
+            keys.set(prefix + "event-channel", String(ring.port))
+        }
+        plan.tamper(&keys)
+        state.withLock { $0.rings = rings }
+        return keys
+    }
+
+    func connect(_ backend: XenbusNodeReader, paths: XenbusDevicePaths) async throws {
+        var entries: [String: String] = [:]
+        let store = try platform.connectXenStore()
+        defer { store.close() }
+        for key in try await store.directory(paths.backend) {
+            entries[key] = try await store.readString(paths.backend + "/" + key)
+        }
+        state.withLock {
+            $0.backendKeys = entries
+            $0.connects += 1
+        }
+    }
+
+    func disconnect(paths: XenbusDevicePaths, reason: String) async {
+        let rings = state.withLock { s -> [MockRingPeer.Frontend] in
+            defer { s.rings = [] }
+            s.disconnects += 1
+            return s.rings
+        }
+        // Ending access fails while the backend still maps a ring page: recorded, so a
+        // test sees a backend that did not let go.
+        for ring in rings {
+            do { try ring.close() } catch { state.withLock { $0.closeErrors.append("\(error)") } }
+        }
+    }
+
+    var snapshot: State { state.withLock { $0 } }
+
+    // MARK: I/O through the rings (test thread only, after Connected)
+
+    /// Writes `bytes` (whole sectors, at most the data pages) at `sector` through queue
+    /// `queue`; returns the response status.
+    func write(_ bytes: [UInt8], sector: UInt64, queue: Int = 0) throws -> BlkifStatus {
+        bytes.withUnsafeBytes { data.view.copyBytes(from: $0, to: 0) }
+        return try transfer(.write, sector: sector, byteCount: bytes.count, queue: queue)
+    }
+
+    /// Reads `count` bytes at `sector` through queue `queue`.
+    func read(sector: UInt64, count: Int, queue: Int = 0) throws -> (BlkifStatus, [UInt8]) {
+        data.view.fill(0, at: 0, length: count)
+        let status = try transfer(.read, sector: sector, byteCount: count, queue: queue)
+        return (status, data.view.bytes(at: 0, length: count))
+    }
+
+    private func transfer(_ operation: BlkifDirectOperation, sector: UInt64, byteCount: Int, queue: Int) throws -> BlkifStatus {
+        guard let ring = state.withLock({ $0.rings.indices.contains(queue) ? $0.rings[queue] : nil }) else {
+            throw VbdTestError("queue \(queue) is not set up")
+        }
+        let pages = (byteCount + pageSize - 1) / pageSize
+        var segments: [BlkifSegment] = []
+        for page in 0..<pages {
+            let bytes = min(pageSize, byteCount - page * pageSize)
+            segments.append(BlkifSegment(gref: data.refs[page], firstSector: 0, lastSector: UInt8(bytes / 512 - 1)))
+        }
+        nextID += 1
+        let id = nextID
+        let request = BlkifRequest.direct(try BlkifDirectRequest(operation: operation, handle: 0, id: id, sectorNumber: sector,
+                                                                 segments: BlkifSegments(segments)))
+        try ring.produceRequest { request.encode(into: $0, at: 0, abi: self.plan.abi) }
+        try ring.pushRequestsAndNotify()
+        while true {
+            var found: BlkifResponse?
+            try ring.consumeResponses { slot in
+                if let response = try? BlkifResponse.decode(from: slot, at: 0, abi: plan.abi), response.id == id {
+                    found = response
+                }
+            }
+            if let found { return found.status }
+            if try ring.finalCheckForResponses() { continue }
+            try waitForEvent(ring.eventChannel)
+        }
+    }
+
+    private func waitForEvent(_ channel: any EventChannel) throws {
+        while true {
+            if let port = try channel.pending() {
+                try channel.unmask(port)
+                return
+            }
+            var p = pollfd(fd: channel.fileDescriptor, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&p, 1, 30_000)
+            if ready == 0 { throw VbdTestError("the backend sent no event for 30 s") }
+            if ready < 0, errno != EINTR { throw PlatformError.system("poll", errno: errno) }
+        }
+    }
+
+    func release() throws {
+        try platform.endAccess(data)
+    }
+}
+
+struct VbdTestError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A frontend driver plus its hooks and xenstore connection.
+struct VbdAttached {
+    let hooks: VbdTestFrontend
+    let driver: XenbusFrontendDevice<VbdTestFrontend>
+    let store: XenStoreClient
+    let frontendPath: String
+    let backendPath: String
+
+    static func start(_ platform: LocalPlatform, domain: DomainID, device: UInt32,
+                      plan: VbdFrontendPlan = VbdFrontendPlan()) throws -> VbdAttached {
+        let hooks = try VbdTestFrontend(platform: platform, plan: plan)
+        let store = try platform.connectXenStore()
+        let frontendPath = LocalToolstack.frontendPath(kind: "vbd", frontend: domain, device: device)
+        let driver = XenbusFrontendDevice(store: store, frontend: frontendPath, hooks: hooks, logger: vbdLogger)
+        return VbdAttached(hooks: hooks, driver: driver, store: store, frontendPath: frontendPath,
+                           backendPath: LocalToolstack.backendPath(kind: "vbd", frontend: domain, device: device))
+    }
+
+    func close() async throws {
+        await driver.close()
+        store.close()
+        try hooks.release()
+    }
+}
+
+/// Waits (bounded: a hang becomes a failure, never a timing assertion) until `condition`.
+func vbdEventually(_ what: String, seconds: Int = 20, _ condition: @escaping @Sendable () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + .seconds(seconds)
+    while ContinuousClock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(5))
+    }
+    throw VbdTestError("\(what): not done after \(seconds) s")
+}
+
+/// The value of `path`, or nil if absent.
+func readNode(_ store: XenStoreClient, _ path: String) async throws -> String? {
+    do {
+        return try await store.readString(path)
+    } catch .daemon(.enoent) {
+        return nil
+    }
+}
+
+/// Seeded bytes.
+func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
+    var generator = SeededGenerator(seed: seed)
+    return (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
+}
+
+func listDirectory(_ path: String) throws -> [String] {
+    guard let dir = opendir(path) else { throw PlatformError.system("opendir", errno: errno) }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name != ".", name != ".." { names.append(name) }
+    }
+    return names
+}
+
+func rmdirRecursive(_ path: String) {
+    for name in (try? listDirectory(path)) ?? [] {
+        let child = path + "/" + name
+        var info = stat()
+        if lstat(child, &info) == 0, info.st_mode & S_IFMT == S_IFDIR { rmdirRecursive(child) } else { unlink(child) }
+    }
+    rmdir(path)
+}
