@@ -220,6 +220,50 @@ struct BlkbackDeviceTests {
         try await running.stop()
     }
 
+    @Test("xl's detach: the toolstack writes Closing, the device walks to Closed and lets go of the ring")
+    func toolstackWritesClosing() async throws {
+        let world = try VbdWorld()
+        defer { world.stop() }
+        let image = try world.image("a.img", sectors: 1024)
+        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(image)"])
+        let running = RunningDaemon(try world.daemon())
+        let front = try VbdAttached.start(guest, domain: id, device: Self.xvda)
+        try await vbdEventually("Connected") { front.driver.state == .connected }
+        let store = try world.dom0.connectXenStore()
+        defer { store.close() }
+        try await store.withTransaction { tx in
+            try await tx.write(front.backendPath + "/online", "0")
+            try await tx.write(front.backendPath + "/state", "5")
+        }
+        try await vbdEventually("backend Closed") { try await readNode(store, front.backendPath + "/state") == "6" }
+        try await vbdEventually("no queues left") { running.daemon.queuesPerWorker == [0, 0] }
+        try await vbdEventually("the backend unmapped the ring pages") { front.hooks.endPinnedAccess() }
+        try await front.close()
+        try await running.stop()
+    }
+
+    @Test("a disk whose target is gone goes Closing with an error node; the other disk is served")
+    func missingTarget() async throws {
+        let world = try VbdWorld()
+        defer { world.stop() }
+        let a = try world.image("a.img", sectors: 1024)
+        let b = try world.image("b.img", sectors: 1024)
+        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(a)",
+                                                             "vdev=xvdb,access=rw,target=\(b)"])
+        #expect(unlink(b) == 0)
+        let running = RunningDaemon(try world.daemon())
+        let good = try VbdAttached.start(guest, domain: id, device: Self.xvda)
+        let store = try world.dom0.connectXenStore()
+        defer { store.close() }
+        let errorPath = "/local/domain/0/error/backend/vbd/\(id)/\(Self.xvdb)/error"
+        try await vbdEventually("an error node names the missing target") { try await readNode(store, errorPath) != nil }
+        #expect(try await readNode(store, errorPath)?.contains(b) == true)
+        try await vbdEventually("good device Connected") { good.driver.state == .connected }
+        #expect(try good.hooks.write(pattern(4096, seed: 4), sector: 0) == .okay)
+        try await good.close()
+        try await running.stop()
+    }
+
     @Test("hostile frontend keys close that device with an error node; the other keeps working",
           arguments: ["ring-page-order", "missing-queue-key", "protocol"])
     func hostileKeys(kind: String) async throws {
