@@ -107,7 +107,10 @@ public final class BlkbackDaemon: Sendable {
 
     private func start(_ id: XenbusBackendDeviceID) {
         let hooks = BlkbackDevice(backendPath: id.backendPath, platform: platform, store: store,
-                                  limits: configuration.limits, placement: placement, logger: logger)
+                                  limits: configuration.limits, placement: placement, logger: logger,
+                                  onQueueFailure: { [weak self] reason in
+                                      Task { await self?.restart(id, reason: reason) }
+                                  })
         var driverLogger = logger
         driverLogger[metadataKey: "device"] = "\(id.backendPath)"
         let driver = XenbusBackendDevice(store: store, backend: id.backendPath, hooks: hooks, logger: driverLogger)
@@ -125,6 +128,34 @@ public final class BlkbackDaemon: Sendable {
             }
             logger.info("blkback: device released", metadata: ["device": "\(id)", "reason": "\(reason)"])
         }
+    }
+
+    /// A frontend broke the ring protocol: the device is reported the way
+    /// `xenbus_dev_fatal` does (`error` node), walked to Closed (the frontend sees it and
+    /// lets go), and served afresh, so a frontend that starts over with new rings works
+    /// again. The other devices are not touched.
+    private func restart(_ id: XenbusBackendDeviceID, reason: String) async {
+        guard let running = devices.withLock({ $0[id.backendPath] }), running.hooks.isConnected else { return }
+        logger.error("blkback: disconnecting the frontend", metadata: ["device": "\(id)", "reason": "\(reason)"])
+        let home = "/local/domain/\(platform.domainID)"
+        if id.backendPath.hasPrefix(home + "/") {
+            let relative = id.backendPath.dropFirst(home.utf8.count + 1)
+            try? await store.write(home + "/error/" + relative + "/error", "\(EPROTO) ring protocol violated: \(reason)")
+        }
+        await running.driver.close()
+        devices.withLock { devices in
+            if devices[id.backendPath]?.driver === running.driver { devices[id.backendPath] = nil }
+        }
+        let again = stopping.withLock { !$0.requested }
+        guard again else { return }
+        let exists: Bool
+        do {
+            _ = try await store.read(id.backendPath)
+            exists = true
+        } catch {
+            exists = false
+        }
+        if exists { start(id) }
     }
 
     private func shutdown() async {

@@ -95,10 +95,14 @@ public final class BlkbackDevice: XenbusBackendHooks {
     let placement: BlkbackPlacement
     let logger: Logger
     let state: Mutex<BlkbackDeviceState>
+    /// Called (on a worker thread, once per queue) when a queue stopped serving because
+    /// the frontend broke the ring protocol.
+    let onQueueFailure: @Sendable (String) -> Void
 
     init(backendPath: String, platform: any Platform, store: XenStoreClient, limits: BlkbackDeviceLimits,
-         placement: BlkbackPlacement, logger: Logger) {
+         placement: BlkbackPlacement, logger: Logger, onQueueFailure: @escaping @Sendable (String) -> Void = { _ in }) {
         self.backendPath = backendPath
+        self.onQueueFailure = onQueueFailure
         self.platform = platform
         self.store = store
         self.limits = limits
@@ -313,9 +317,11 @@ public final class BlkbackDevice: XenbusBackendHooks {
             let worker = placement.take()
             do {
                 let logger = self.logger
+                let onQueueFailure = self.onQueueFailure
                 try worker.addQueue(queue) { reason in
                     logger.error("blkback: queue stopped serving its frontend",
                                  metadata: ["queue": "\(name)", "reason": "\(reason)"])
+                    onQueueFailure("\(name): \(reason)")
                 }
             } catch {
                 placement.give(worker)

@@ -264,6 +264,33 @@ struct BlkbackDeviceTests {
         try await running.stop()
     }
 
+    @Test("a frontend that overruns its ring is disconnected and served again after it starts over; the other disk is untouched")
+    func ringOverrun() async throws {
+        let world = try VbdWorld()
+        defer { world.stop() }
+        let a = try world.image("a.img", sectors: 1024)
+        let b = try world.image("b.img", sectors: 1024)
+        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(a)",
+                                                             "vdev=xvdb,access=rw,target=\(b)"])
+        let running = RunningDaemon(try world.daemon())
+        let good = try VbdAttached.start(guest, domain: id, device: Self.xvda)
+        let bad = try VbdAttached.start(guest, domain: id, device: Self.xvdb)
+        try await vbdEventually("both Connected") { good.driver.state == .connected && bad.driver.state == .connected }
+        #expect(try bad.hooks.write(pattern(4096, seed: 5), sector: 0) == .okay)
+        try bad.hooks.overrunRing()
+        try await vbdEventually("the bad frontend was disconnected") { bad.hooks.snapshot.disconnects == 1 }
+        try await vbdEventually("and reconnected with fresh rings") {
+            bad.driver.state == .connected && bad.hooks.snapshot.connects == 2
+        }
+        #expect(try bad.hooks.read(sector: 0, count: 4096) == (.okay, pattern(4096, seed: 5)))
+        #expect(good.hooks.snapshot.disconnects == 0)
+        #expect(try good.hooks.write(pattern(4096, seed: 6), sector: 0) == .okay)
+        try await vbdEventually("the old ring pages were unmapped") { bad.hooks.endPinnedAccess() }
+        try await bad.close()
+        try await good.close()
+        try await running.stop()
+    }
+
     @Test("hostile frontend keys close that device with an error node; the other keeps working",
           arguments: ["ring-page-order", "missing-queue-key", "protocol"])
     func hostileKeys(kind: String) async throws {

@@ -267,6 +267,16 @@ final class VbdTestFrontend: XenbusFrontendHooks, @unchecked Sendable {
         }
     }
 
+    /// Publishes a req_prod a whole ring ahead of the responses (io/ring.h forbids more
+    /// than RING_SIZE outstanding) and notifies: a frontend breaking the ring.
+    func overrunRing(queue: Int = 0) throws {
+        guard let ring = state.withLock({ $0.rings.indices.contains(queue) ? $0.rings[queue] : nil }) else {
+            throw VbdTestError("queue \(queue) is not set up")
+        }
+        ring.shared.storeRequestProducer(ring.shared.loadResponseProducer() &+ ring.ring.size &+ 1)
+        try ring.eventChannel.notify(ring.port)
+    }
+
     func release() throws {
         try platform.endAccess(data)
     }
