@@ -66,8 +66,14 @@ public final class BlkbackDaemon: Sendable {
     /// Serves devices until ``stop()``; then closes every device (Closing, Closed, queues
     /// removed, rings unmapped, ports closed), stops the workers and the xenstore connection.
     public func run() async throws {
-        let watcher = try await XenbusBackendWatcher.start(store: store, backendID: platform.domainID, type: "vbd",
+        let watcher: XenbusBackendWatcher
+        do {
+            watcher = try await XenbusBackendWatcher.start(store: store, backendID: platform.domainID, type: "vbd",
                                                            logger: logger)
+        } catch {
+            await shutdown()
+            throw error
+        }
         let stopNow = stopping.withLock { value -> Bool in
             value.watcher = watcher
             return value.requested

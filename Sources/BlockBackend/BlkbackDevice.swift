@@ -354,7 +354,7 @@ public final class BlkbackDevice: XenbusBackendHooks {
 
     static func keys(_ entries: [String: String]) -> XenbusKeys {
         var keys = XenbusKeys()
-        for key in entries.keys.sorted() { keys.set(key, entries[key]!) }
+        for (key, value) in entries.sorted(by: { $0.key < $1.key }) { keys.set(key, value) }
         return keys
     }
 }

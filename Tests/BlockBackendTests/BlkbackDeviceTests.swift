@@ -73,6 +73,48 @@ struct BlkbackDeviceTests {
         try await running.stop()
     }
 
+    @Test("x86_32-abi and x86_64-abi rings are served in their own layouts", arguments: [BlkifABI.x86_32, .x86_64])
+    func foreignABI(abi: BlkifABI) async throws {
+        let world = try VbdWorld()
+        defer { world.stop() }
+        let image = try world.image("a.img", sectors: 1024)
+        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(image)"])
+        let running = RunningDaemon(try world.daemon())
+        let front = try VbdAttached.start(guest, domain: id, device: Self.xvda, plan: VbdFrontendPlan(abi: abi))
+        try await vbdEventually("Connected") { front.driver.state == .connected }
+        let bytes = pattern(8192, seed: 32)
+        #expect(try front.hooks.write(bytes, sector: 24) == .okay)
+        #expect(try front.hooks.read(sector: 24, count: 8192) == (.okay, bytes))
+        try await front.close()
+        try await running.stop()
+    }
+
+    @Test("toolstack keys: no-discard turns feature-discard off; a cdrom is read-only and removable")
+    func toolstackKeys() async throws {
+        let world = try VbdWorld()
+        defer { world.stop() }
+        let a = try world.image("a.img", sectors: 1024)
+        let b = try world.image("b.iso", sectors: 1024)
+        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,no-discard,target=\(a)",
+                                                             "vdev=xvdb,devtype=cdrom,target=\(b)"])
+        let running = RunningDaemon(try world.daemon())
+        let disk = try VbdAttached.start(guest, domain: id, device: Self.xvda)
+        let cdrom = try VbdAttached.start(guest, domain: id, device: Self.xvdb)
+        try await vbdEventually("both Connected") { disk.driver.state == .connected && cdrom.driver.state == .connected }
+        let diskKeys = disk.hooks.snapshot.backendKeys
+        #expect(diskKeys["feature-discard"] == "0")
+        #expect(diskKeys["discard-granularity"] == nil)
+        let cdromKeys = cdrom.hooks.snapshot.backendKeys
+        let info = BlkifDiskInfo(rawValue: UInt32(cdromKeys["info"] ?? "") ?? 0)
+        #expect(info == [.cdrom, .readOnly, .removable])
+        #expect(cdromKeys["feature-discard"] == "0")
+        #expect(try cdrom.hooks.write(pattern(4096, seed: 1), sector: 0) == .error)
+        #expect(try cdrom.hooks.read(sector: 0, count: 4096).0 == .okay)
+        try await disk.close()
+        try await cdrom.close()
+        try await running.stop()
+    }
+
     @Test("two queues: multi-queue-num-queues with queue-N keys, each queue serves I/O")
     func twoQueues() async throws {
         let world = try VbdWorld()
