@@ -48,6 +48,8 @@ struct BlkbackDeviceTests {
         let keys = front.hooks.snapshot.backendKeys
         #expect(keys["sectors"] == "4096")
         #expect(keys["sector-size"] == "512")
+        #expect(keys["physical-sector-size"].flatMap { UInt32($0) }.map { $0 >= 512 && $0 % 512 == 0 } == true)
+        #expect(keys["discard-granularity"] == keys["physical-sector-size"])
         #expect(keys["info"] == "0")
         #expect(keys["feature-flush-cache"] == "1")
         #expect(keys["feature-barrier"] == "1")
