@@ -2,9 +2,10 @@
 # PID 1 baked into the cached dom0 image (the kernel runs it as init=/sbin/realxen-boot).
 # It only mounts this run's payload disk and hands over to the init on it, so the scripts,
 # xensplit and the domU files can change without rebuilding the cached image.
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev 2>/dev/null
+# The initrd has moved these over already; mount whichever is missing.
+[ -e /proc/self ] || mount -t proc proc /proc
+[ -d /sys/kernel ] || mount -t sysfs sys /sys
+[ -e /dev/null ] || mount -t devtmpfs dev /dev
 mount -o remount,rw /
 mkdir -p /realxen
 if mount -t ext4 /dev/vdb /realxen && [ -x /realxen/dom0-init.sh ]; then

@@ -101,7 +101,9 @@ build_rootfs() {
     install -m 755 "$here/dom0-boot.sh" "$rootfs/sbin/realxen-boot"
     mkdir -p "$rootfs/realxen"
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb
-    mkfs.ext4 -q -L dom0 -d "$rootfs" "$tmp/dom0.ext4" 2G
+    mkfs.ext4 -q -L dom0 -d "$rootfs" "$tmp/dom0.ext4" 2G > /dev/null
+    # Runs only ever read it, through a qcow2 overlay each.
+    chmod a-w "$tmp/dom0.ext4"
     rm -rf "$rootfs"
     echo "$kver" > "$tmp/kernel-version"
     mv "$tmp" "$cache"
@@ -153,7 +155,7 @@ cp "$here/domu-boot.cfg" "$here/domu-vbd.cfg" "$run/payload/"
 truncate -s 16M "$run/payload/disk.img"
 printf 'XENSPLIT-REALXEN-DISK' | dd of="$run/payload/disk.img" conv=notrunc status=none
 payload_mib=$(( $(du -sm "$run/payload" | cut -f1) + 64 ))
-mkfs.ext4 -q -L realxen -d "$run/payload" "$run/payload.ext4" "${payload_mib}M"
+mkfs.ext4 -q -L realxen -d "$run/payload" "$run/payload.ext4" "${payload_mib}M" > /dev/null
 record_phase "image" "$(elapsed "$t0" "$(now)")"
 
 # ---------------------------------------------------------------- boot, test, poweroff
@@ -257,14 +259,21 @@ echo "--- xensplit selftest --platform xen (ring between two threads of one proc
 [ -n "$selftest_lines" ] && echo "$selftest_lines" || echo "(no selftest output)"
 echo "--- steps"
 while read -r step verdict why; do
-    [ -n "$step" ] && printf '%-14s %-4s %s\n' "$step" "$verdict" "$why"
+    [ "$step" = setup ] && printf '%-14s %-4s %s\n' "$step" "$verdict" "$why"
 done <<< "$results"
 printf '%-14s %-4s %s\n' selftest "$([ -n "$selftest_rc" ] && [ "$selftest_rc" = 0 ] && [ "$selftest_fail" -eq 0 ] && [ "$selftest_pass" -ge "$min_selftest_steps" ] && echo PASS || echo FAIL)" \
-    "$selftest_pass steps passed, $selftest_fail failed"
+    "$selftest_pass steps passed, $selftest_fail failed (rc ${selftest_rc:-none})"
+while read -r step verdict why; do
+    [ -n "$step" ] && [ "$step" != setup ] && printf '%-14s %-4s %s\n' "$step" "$verdict" "$why"
+done <<< "$results"
 echo "--- timings (s)"
 for i in "${!phase_names[@]}"; do printf '%-18s %8s\n' "${phase_names[$i]}" "${phase_seconds[$i]}"; done
 
-section() { sed -n "/REALXEN-LOG-BEGIN $1\$/,/REALXEN-LOG-END $1\$/p" "$clean" | sed '1d;$d'; }
+section() {
+    local text
+    text=$(sed -n "/REALXEN-LOG-BEGIN $1\$/,/REALXEN-LOG-END $1\$/p" "$clean" | sed '1d;$d')
+    echo "${text:-(not in the serial log: the step did not run or dom0 stopped first)}"
+}
 if [ ${#failures[@]} -gt 0 ]; then
     echo "--- tail of the serial log ($serial)"
     tail -n 60 "$clean"
