@@ -15,7 +15,7 @@
 #                           (default /var/cache/xensplit-realxen; shared by every clone)
 #   XENSPLIT_REALXEN_WORK   this run's disks and logs (default <repo>/.build-realxen)
 #   REALXEN_MIRROR          Debian mirror for debootstrap (default http://deb.debian.org/debian)
-#   REALXEN_ACCEL           tcg (default) or kvm
+#   REALXEN_ACCEL           tcg (default) or kvm (with REALXEN_CPU, default qemu64)
 #   REALXEN_MEM             QEMU memory in MiB (default 2048; dom0 gets REALXEN_DOM0_MEM)
 #   REALXEN_DOM0_MEM        dom0 memory (default 1024M)
 #   REALXEN_REQUESTS        requests in the selftest's ring step (default: xensplit's own)
@@ -161,7 +161,7 @@ record_phase "image" "$(elapsed "$t0" "$(now)")"
 # ---------------------------------------------------------------- boot, test, poweroff
 serial=$run/serial.log
 if [ "$accel" = kvm ]; then
-    cpu_args=(-accel kvm -cpu host)
+    cpu_args=(-accel kvm -cpu "${REALXEN_CPU:-qemu64}")
 else
     # SMAP kills the PV dom0 at its first instruction under TCG; with XSAVE exposed dom0
     # processes crashed at random once a domU ran (see /work/shared/real-xen/README.md).
@@ -204,10 +204,10 @@ if wait_for "REALXEN-MARK ready" "$deadline"; then
         t_done=$(now)
         record_phase "test" "$(elapsed "$t_ready" "$t_done")"
     else
-        outcome="dom0 never reported tests-done"
+        outcome="dom0 never reported tests-done (QEMU exited or ${run_timeout}s passed)"
     fi
 else
-    outcome="dom0 never reported ready"
+    outcome="dom0 never reported ready (QEMU exited or ${run_timeout}s passed)"
 fi
 while kill -0 "$qemu_pid" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.2; done
 if kill -0 "$qemu_pid" 2>/dev/null; then
@@ -277,6 +277,8 @@ section() {
 if [ ${#failures[@]} -gt 0 ]; then
     echo "--- tail of the serial log ($serial)"
     tail -n 60 "$clean"
+    echo "--- QEMU's own output"
+    cat "$run/qemu.out"
     echo "--- domU console"
     section domu-console
     echo "--- xl create"
