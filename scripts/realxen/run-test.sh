@@ -7,7 +7,8 @@
 # Phases, each timed: rootfs (debootstrap, cached), build (xensplit release, static Swift
 # stdlib), image (a copy-on-write overlay of the cached dom0 disk plus a payload disk),
 # boot (QEMU start to dom0 ready), test, poweroff. Exits 0 only when every step passed;
-# SKIP steps are listed as SKIP and do not count as passed.
+# SKIP steps are listed as SKIP and do not count as passed. Protocols/realxen.md has the
+# details: the cache, the disks, the markers and what decides pass or fail.
 #
 # Environment:
 #   XENSPLIT_REALXEN_CACHE  where cached root filesystems live, one folder per hash of
@@ -55,6 +56,7 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
 
 for tool in debootstrap qemu-system-x86_64 qemu-img mkfs.ext4 cpio flock swift; do
     command -v "$tool" > /dev/null || { say "FAIL: $tool not found (run scripts/setup.sh)"; exit 1; }
