@@ -46,22 +46,28 @@ now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 record_phase() { phase_names+=("$1"); phase_seconds+=("$2"); }
 say() { echo "realxen: $*"; }
+die() { say "FAIL: $*"; verdict_printed=1; exit 1; }
 
 qemu_pid=
+verdict_printed=0
 cleanup() {
+    local rc=$?
     if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then
         say "stopping QEMU (pid $qemu_pid)"
         kill "$qemu_pid" 2>/dev/null || true
         wait "$qemu_pid" 2>/dev/null || true
+    fi
+    if [ "$rc" -ne 0 ] && [ "$verdict_printed" = 0 ]; then
+        say "FAIL: stopped early with status $rc (the message above says why)"
     fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
 for tool in debootstrap qemu-system-x86_64 qemu-img mkfs.ext4 cpio flock swift; do
-    command -v "$tool" > /dev/null || { say "FAIL: $tool not found (run scripts/setup.sh)"; exit 1; }
+    command -v "$tool" > /dev/null || die "$tool not found (run scripts/setup.sh)"
 done
-[ "$(id -u)" -eq 0 ] || { say "FAIL: needs root (debootstrap, and mkfs.ext4 -d keeping owners)"; exit 1; }
+[ "$(id -u)" -eq 0 ] || die "needs root (debootstrap, and mkfs.ext4 -d keeping owners)"
 
 # ---------------------------------------------------------------- rootfs (cached)
 # The key covers everything baked into the cached image; the payload disk carries the rest.
@@ -83,7 +89,7 @@ build_rootfs() {
     if ! debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" "$mirror" \
             > "$tmp/debootstrap.log" 2>&1; then
         tail -n 30 "$tmp/debootstrap.log"
-        return 1
+        die "debootstrap (log $tmp/debootstrap.log)"
     fi
     kver=$(ls "$rootfs/lib/modules" | head -n 1)
     # QEMU's -kernel boots the hypervisor (an ELF multiboot image) without a bootloader,
@@ -119,7 +125,8 @@ if [ -f "$cache/dom0.ext4" ]; then
     rootfs_how="cached"
 else
     say "rootfs: building $cache (about 3 minutes)"
-    build_rootfs || { say "FAIL: building the dom0 rootfs"; exit 1; }
+    # Called plainly so that set -e stops at the first command that fails inside it.
+    build_rootfs
     rootfs_how="built"
 fi
 flock -u 8
@@ -129,10 +136,10 @@ record_phase "rootfs ($rootfs_how)" "$(elapsed "$t0" "$(now)")"
 t0=$(now)
 mkdir -p "$work"
 exec 9> "$work/lock"
-flock -n 9 || { say "FAIL: another run-test.sh is using $work"; exit 1; }
+flock -n 9 || die "another run-test.sh is using $work"
 say "build: swift build -c release --static-swift-stdlib --product xensplit"
 (cd "$repo" && swift build -c release --static-swift-stdlib --product xensplit) > "$work/build.log" 2>&1 \
-    || { tail -n 30 "$work/build.log"; say "FAIL: swift build"; exit 1; }
+    || { tail -n 30 "$work/build.log"; die "swift build (log $work/build.log)"; }
 bin=$(cd "$repo" && swift build -c release --static-swift-stdlib --show-bin-path)/xensplit
 record_phase "build" "$(elapsed "$t0" "$(now)")"
 
@@ -287,9 +294,11 @@ if [ ${#failures[@]} -gt 0 ]; then
     section xl-create
     echo "--- backend log (xensplit selftest output)"
     section selftest
+    verdict_printed=1
     echo "=== realxen: FAIL"
     for f in "${failures[@]}"; do echo "  - $f"; done
     exit 1
 fi
+verdict_printed=1
 skips=$(grep -c '^[^ ]* SKIP ' <<< "$results" || true)
 echo "=== realxen: PASS (every step that ran passed; $skips step(s) SKIPPED, listed above, not passed)"
