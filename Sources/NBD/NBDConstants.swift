@@ -5,7 +5,7 @@
 /// The magic numbers of the NBD wire protocol (proto.md: "Handshake", "Transmission").
 public enum NBDMagic {
     /// proto.md: `NBDMAGIC`, the first eight bytes the server sends.
-    public static let initPassword: UInt64 = 0x4E42_444D_4149_4743
+    public static let initPassword: UInt64 = 0x4E42_444D_4147_4943
     /// proto.md: `IHAVEOPT`, sent by the server after `NBDMAGIC` and by the client before every option.
     public static let option: UInt64 = 0x4948_4156_454F_5054
     /// proto.md: the magic that starts every option reply.
