@@ -234,7 +234,9 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
         default:
             return .invalid
         }
-        if changes, flags.contains(.sendFUA) { allowed.insert(.fua) }
+        // proto.md: once NBD_FLAG_SEND_FUA is advertised, FUA is accepted on every command;
+        // on one that writes nothing it is a no-op.
+        if flags.contains(.sendFUA) { allowed.insert(.fua) }
         guard request.flags.isSubset(of: allowed) else { return .invalid }
         if changes, flags.contains(.readOnly) { return .permission }
         guard flags.isSuperset(of: needed) else { return .invalid }

@@ -11,6 +11,9 @@ import Synchronization
 /// blocked thread, and joins them all.
 ///
 /// Export names: the export answers to `name` and to the empty (default) name.
+///
+/// Each client costs a thread and a payload buffer of up to the maximum block size, so at
+/// most `maximumClients` are served at once; a connection beyond that is closed on accept.
 public final class NBDServer<Export: NBDExport>: Sendable {
     private struct Client {
         let socket: NBDSocket
@@ -31,19 +34,24 @@ public final class NBDServer<Export: NBDExport>: Sendable {
     public let export: Export
     /// The export's name, as listed by `NBD_OPT_LIST`.
     public let name: String
+    /// Clients served at once; more are disconnected as they arrive.
+    public let maximumClients: Int
     private let logger: Logger
     private let state = Mutex(State())
 
-    public init(export: Export, name: String = "", logger: Logger = Logger(label: "xensplit.nbd")) {
+    public init(export: Export, name: String = "", maximumClients: Int = 64,
+                logger: Logger = Logger(label: "xensplit.nbd")) {
         self.export = export
         self.name = name
+        self.maximumClients = maximumClients
         self.logger = logger
     }
 
     deinit { stop() }
 
     /// Binds `address` and starts accepting clients; returns the bound address (with the
-    /// kernel's port when port 0 was asked for).
+    /// kernel's port when port 0 was asked for). The server's threads keep it alive until
+    /// `stop()`.
     @discardableResult
     public func start(listeningOn address: NBDAddress) throws(NBDError) -> NBDAddress {
         let claimed = state.withLock { state -> Bool in
@@ -98,17 +106,22 @@ public final class NBDServer<Export: NBDExport>: Sendable {
                 usleep(10_000)
                 continue
             }
-            let id = state.withLock { state -> Int? in
+            let admission = state.withLock { state -> (id: Int?, stopping: Bool) in
                 reapFinished(&state)
-                guard !state.stopping else { return nil }
+                guard !state.stopping else { return (nil, true) }
+                // A finished client's socket is closed before it is marked, so it no longer counts.
+                let active = state.clients.values.reduce(0) { $0 + ($1.finished ? 0 : 1) }
+                guard active < maximumClients else { return (nil, false) }
                 let id = state.nextClient
                 state.nextClient += 1
                 state.clients[id] = Client(socket: socket)
-                return id
+                return (id, false)
             }
-            guard let id else {
+            guard let id = admission.id else {
                 socket.close()
-                return
+                if admission.stopping { return }
+                logger.warning("refusing a client: \(maximumClients) already connected")
+                continue
             }
             var clientLogger = logger
             clientLogger[metadataKey: "nbd-client"] = "\(id)"

@@ -46,6 +46,28 @@ struct SeededBytes {
     }
 }
 
+/// An export whose every backend call fails, and that offers neither flush, FUA nor zeroing.
+final class FailingExport: NBDExport {
+    let size: UInt64 = 1 << 20
+    let blockSizes = NBDBlockSizes.default
+    let isReadOnly = false
+    let features: NBDExportFeatures = [.trim]
+
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(NBDError) {
+        throw .exportIO(call: "pread", errno: EIO)
+    }
+    func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64, fua: Bool) throws(NBDError) {
+        throw .exportIO(call: "pwrite", errno: EDQUOT)
+    }
+    func flush() throws(NBDError) { throw .exportIO(call: "fdatasync", errno: EIO) }
+    func trim(at offset: UInt64, length: UInt64, fua: Bool) throws(NBDError) {
+        throw .exportIO(call: "fallocate", errno: EROFS)
+    }
+    func writeZeroes(at offset: UInt64, length: UInt64, mayPunchHole: Bool, fua: Bool) throws(NBDError) {
+        throw .exportIO(call: "fallocate", errno: ENOMEM)
+    }
+}
+
 @Suite struct NBDServerTests {
     @Test func goAdvertisesExportAndBlockSizes() throws {
         let sizes = try NBDBlockSizes(minimum: 512, preferred: 4096, maximum: 1 << 20)
@@ -188,7 +210,8 @@ struct SeededBytes {
             #expect(try client.transact(NBDCommand(rawValue: 42), offset: 0, length: 512).error == .invalid)
             #expect(try client.transact(.cache, offset: 0, length: 512).error == .invalid)
             #expect(try client.transact(.blockStatus, offset: 0, length: 512).error == .invalid)
-            #expect(try client.transact(.read, flags: .fua, offset: 0, length: 512).error == .invalid)
+            #expect(try client.transact(.read, flags: .fua, offset: 0, length: 512).error == .success)
+            #expect(try client.transact(.flush, flags: .fua, offset: 0, length: 0).error == .success)
             #expect(try client.transact(.read, flags: .doNotFragment, offset: 0, length: 512).error == .invalid)
             #expect(try client.transact(.write, flags: .noHole, offset: 0, length: 512,
                                         payload: Array(block[0..<512])).error == .invalid)
@@ -207,6 +230,41 @@ struct SeededBytes {
             try client.sendRequest(.write, offset: 0, length: 0xFFFF_0000)
             #expect(client.isClosedByServer())
         }
+    }
+
+    @Test func backendErrorsAndMissingFeatures() throws {
+        try withServer(FailingExport()) { _, address, _ in
+            let client = try NBDTestClient(address)
+            let (_, flags) = try client.connect()
+            #expect(flags == [.hasFlags, .sendTrim])
+            #expect(try client.transact(.read, offset: 0, length: 512).error == .io)
+            #expect(try client.transact(.write, offset: 0, length: 4, payload: [1, 2, 3, 4]).error == .noSpace)
+            #expect(try client.transact(.trim, offset: 0, length: 4096).error == .permission)
+            // Not advertised, so refused before reaching the export.
+            #expect(try client.transact(.flush, offset: 0, length: 0).error == .invalid)
+            #expect(try client.transact(.writeZeroes, offset: 0, length: 4096).error == .invalid)
+            #expect(try client.transact(.write, flags: .fua, offset: 0, length: 4, payload: [1, 2, 3, 4]).error == .invalid)
+            #expect(try client.transact(.read, offset: 0, length: 512).error == .io)
+        }
+    }
+
+    @Test func clientLimit() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let server = NBDServer(export: NBDMemoryExport(size: 4096), maximumClients: 1)
+        let address = try server.start(listeningOn: .unix(path: directory.path + "/s"))
+        defer { server.stop() }
+        let first = try NBDTestClient(address)
+        _ = try first.connect()
+        let second = try NBDTestClient(address)
+        #expect(second.isClosedByServer())
+        #expect(try first.transact(.read, offset: 0, length: 16).error == .success)
+        try first.sendRequest(.disconnect, offset: 0, length: 0)
+        #expect(first.isClosedByServer())
+        // The server closes a client's socket and marks it gone in one step, so once the
+        // first has seen end of stream a newcomer is admitted.
+        let third = try NBDTestClient(address)
+        #expect(try third.connect().size == 4096)
     }
 
     @Test func readOnlyRefusesChanges() throws {
