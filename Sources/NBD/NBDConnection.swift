@@ -84,9 +84,7 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
             switch option {
             case .exportName:
                 let name = try NBDString.decode(data[...], field: "NBD_OPT_EXPORT_NAME name")
-                guard matches(name) else {
-                    throw .invalidString(field: "NBD_OPT_EXPORT_NAME name \"\(name)\" (no such export)")
-                }
+                guard matches(name) else { throw .unknownExport(name: name) }
                 try socket.writeAll(NBDExportNameReply(size: exportSize, flags: flags).encode(noZeroes: noZeroes))
                 logger.debug("client chose the export with NBD_OPT_EXPORT_NAME")
                 return true

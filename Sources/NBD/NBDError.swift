@@ -7,6 +7,8 @@ public enum NBDError: Error, Equatable, Sendable, CustomStringConvertible {
     case badMagic(field: String, value: UInt64, expected: UInt64)
     /// A length, count or offset field lies outside what the protocol or this server allows.
     case fieldOutOfRange(field: String, value: UInt64, limit: UInt64)
+    /// The client asked for an export this server does not have.
+    case unknownExport(name: String)
     /// The client set flags that the server does not know or did not offer.
     case unknownClientFlags(value: UInt32, known: UInt32)
     /// A string field was not UTF-8 or contained a NUL byte.
@@ -32,6 +34,8 @@ public enum NBDError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(field) 0x\(String(value, radix: 16)) is not 0x\(String(expected, radix: 16))"
         case let .fieldOutOfRange(field, value, limit):
             return "\(field) \(value) exceeds limit \(limit)"
+        case let .unknownExport(name):
+            return "no export named \"\(name)\""
         case let .unknownClientFlags(value, known):
             return "client flags 0x\(String(value, radix: 16)) outside known 0x\(String(known, radix: 16))"
         case let .invalidString(field):

@@ -105,12 +105,23 @@ final class NBDListener: @unchecked Sendable {
             withUnsafeMutableBytes(of: &addr.sun_path) { raw in
                 raw.copyBytes(from: bytes)
             }
-            // A socket file left by an earlier run would make bind fail; replace only sockets.
-            var info = stat()
-            if lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK { unlink(path) }
             let result = withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { address -> Int32 in
+                    let length = socklen_t(MemoryLayout<sockaddr_un>.size)
+                    // A socket file left by an earlier run would make bind fail: replace it,
+                    // but only if it is a socket and nobody answers on it.
+                    var info = stat()
+                    if lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK {
+                        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+                        let live = probe >= 0 && connect(probe, address, length) == 0
+                        if probe >= 0 { Glibc.close(probe) }
+                        if live {
+                            errno = EADDRINUSE
+                            return -1
+                        }
+                        unlink(path)
+                    }
+                    return bind(fd, address, length)
                 }
             }
             if result != 0 {

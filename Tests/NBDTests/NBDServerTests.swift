@@ -267,6 +267,69 @@ final class FailingExport: NBDExport {
         #expect(try third.connect().size == 4096)
     }
 
+    @Test func seededGarbageNeverStopsTheServer() throws {
+        let export = NBDMemoryExport(size: 1 << 20, contents: [0x42])
+        try withServer(export) { _, address, _ in
+            var random = SeededBytes(seed: 0x5EED)
+            for session in 0..<60 {
+                let client = try NBDTestClient(address)
+                let lengths = random.next(2)
+                if session % 3 == 0 {
+                    // Nonsense during option haggling, sometimes behind a valid option header.
+                    try client.greet()
+                    let header = session % 2 == 0
+                        ? NBDOptionHeader(option: NBDOption(rawValue: UInt32(lengths[0] % 12)), length: UInt32(lengths[1])).encode()
+                        : []
+                    // The server may hang up before all of it is sent; that is allowed.
+                    try? client.send(header + random.next(Int(lengths[1]) * 8))
+                } else {
+                    // Well-formed headers with random fields, then random payload bytes.
+                    _ = try client.connect()
+                    for _ in 0..<(Int(lengths[0]) % 8 + 1) {
+                        let fields = random.next(16)
+                        let request = NBDRequest(
+                            flags: NBDCommandFlags(rawValue: UInt16(fields[0] & 0x3F)),
+                            command: NBDCommand(rawValue: UInt16(fields[1] % 9)),
+                            cookie: UInt64(session),
+                            offset: fields[2..<6].reduce(UInt64(0)) { $0 << 8 | UInt64($1) } << (fields[6] % 16),
+                            length: fields[7..<10].reduce(UInt32(0)) { $0 << 8 | UInt32($1) } >> (fields[10] % 24))
+                        let payload = random.next(Int(fields[11]) * 8)
+                        guard (try? client.send(request.encode() + payload)) != nil else { break }
+                    }
+                }
+                client.socket.close()
+            }
+            let client = try NBDTestClient(address)
+            _ = try client.connect()
+            #expect(try client.transact(.read, offset: 0, length: 1).error == .success)
+        }
+    }
+
+    @Test func unixSocketPathReuse() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.path + "/s"
+        // A stale socket file (its owner exited without unlinking) is replaced.
+        let stale = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
+        let bound = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(stale, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        #expect(bound == 0)
+        close(stale)
+        let first = NBDServer(export: NBDMemoryExport(size: 4096))
+        try first.start(listeningOn: .unix(path: path))
+        defer { first.stop() }
+        // A live one is not.
+        let second = NBDServer(export: NBDMemoryExport(size: 4096))
+        #expect(throws: NBDError.system(call: "bind", errno: EADDRINUSE)) {
+            try second.start(listeningOn: .unix(path: path))
+        }
+        #expect(try NBDTestClient(.unix(path: path)).connect().size == 4096)
+    }
+
     @Test func readOnlyRefusesChanges() throws {
         let export = NBDMemoryExport(size: 64 << 10, readOnly: true, contents: [9, 8, 7])
         try withServer(export) { _, address, _ in
