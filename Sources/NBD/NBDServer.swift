@@ -61,9 +61,25 @@ public final class NBDServer<Export: NBDExport>: Sendable {
         }
         guard claimed else { throw .serverState("already started") }
         let listener = try NBDListener(address: address)
-        state.withLock { $0.listener = listener }
-        let thread = try spawnThread { [self] in acceptLoop(listener) }
-        state.withLock { $0.acceptThread = thread }
+        let thread: pthread_t
+        do throws(NBDError) {
+            thread = try spawnThread { [self] in acceptLoop(listener) }
+        } catch {
+            listener.close()
+            throw error
+        }
+        let stoppedMeanwhile = state.withLock { state -> Bool in
+            guard !state.stopping else { return true }
+            state.listener = listener
+            state.acceptThread = thread
+            return false
+        }
+        if stoppedMeanwhile {
+            listener.shutdown()
+            pthread_join(thread, nil)
+            listener.close()
+            throw .serverState("stopped while starting")
+        }
         logger.info("serving NBD on \(listener.boundAddress)")
         return listener.boundAddress
     }
@@ -75,8 +91,13 @@ public final class NBDServer<Export: NBDExport>: Sendable {
 
     /// Stops accepting, disconnects every client and waits for their threads.
     public func stop() {
+        // Taken out under the lock, so a concurrent second stop() joins nothing twice.
         let (listener, acceptThread) = state.withLock { state in
             state.stopping = true
+            defer {
+                state.listener = nil
+                state.acceptThread = nil
+            }
             return (state.listener, state.acceptThread)
         }
         listener?.shutdown()
@@ -84,11 +105,7 @@ public final class NBDServer<Export: NBDExport>: Sendable {
         listener?.close()
         let threads = state.withLock { state -> [pthread_t] in
             for client in state.clients.values where !client.finished { client.socket.shutdown() }
-            defer {
-                state.clients.removeAll()
-                state.listener = nil
-                state.acceptThread = nil
-            }
+            defer { state.clients.removeAll() }
             return state.clients.values.compactMap(\.thread)
         }
         for thread in threads { pthread_join(thread, nil) }
