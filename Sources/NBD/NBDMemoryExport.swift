@@ -1,13 +1,12 @@
-import Synchronization
 
 /// An export held in process memory, for tests and demos.
 ///
-/// A mutex serialises the copies so concurrent clients never race on the bytes; it also
+/// A lock serialises the copies so concurrent clients never race on the bytes; it also
 /// counts flushes and FUA writes so tests can see the flags arrive.
 public final class NBDMemoryExport: NBDExport, @unchecked Sendable {
     // @unchecked: `storage` is only read or written inside `lock`.
     private let storage: UnsafeMutableRawBufferPointer
-    private let lock = Mutex(Counters())
+    private let lock = NBDLock(Counters())
 
     /// How often the client asked for durability.
     public struct Counters: Equatable, Sendable {

@@ -1,6 +1,5 @@
 import Glibc
 import Logging
-import Synchronization
 
 /// An NBD server for one export, over a Unix socket or TCP.
 ///
@@ -37,7 +36,7 @@ public final class NBDServer<Export: NBDExport>: Sendable {
     /// Clients served at once; more are disconnected as they arrive.
     public let maximumClients: Int
     private let logger: Logger
-    private let state = Mutex(State())
+    private let state = NBDLock(State())
 
     public init(export: Export, name: String = "", maximumClients: Int = 64,
                 logger: Logger = Logger(label: "xensplit.nbd")) {
