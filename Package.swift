@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "URing", targets: ["URing"]),
         .library(name: "XenBus", targets: ["XenBus"]),
         .library(name: "BlockBackend", targets: ["BlockBackend"]),
+        .library(name: "NBD", targets: ["NBD"]),
         .executable(name: "xensplit", targets: ["xensplit"]),
         .executable(name: "xensplit-bench", targets: ["xensplit-bench"]),
     ],
@@ -69,6 +70,8 @@ let package = Package(
             dependencies: ["Blkif", "XenRing", "SharedMemory", "XenPlatform", "URing", "XenBus", "XenStore",
                            .product(name: "Logging", package: "swift-log")]
         ),
+        // An NBD server (fixed newstyle, simple replies) for any disk behind its NBDExport protocol.
+        .target(name: "NBD", dependencies: [.product(name: "Logging", package: "swift-log")]),
         // The C reference: Xen's own io/ring.h macros, for interop tests and benchmarks.
         .target(name: "CRingReference"),
 
@@ -107,6 +110,7 @@ let package = Package(
                                  "XenBus", "XenStore", "XenLocal"]),
         .testTarget(name: "XenTestingTests", dependencies: ["XenTesting", "XenPlatform", "SharedMemory", "XenStore"]),
         .testTarget(name: "XenLinuxTests", dependencies: ["XenTesting", "XenLinux", "CXen", "XenPlatform", "XenStore", "SharedMemory"]),
+        .testTarget(name: "NBDTests", dependencies: ["NBD"]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenTesting", "XenLocal", "XenPlatform", "XenStore"]),
     ],
     swiftLanguageModes: [.v6]

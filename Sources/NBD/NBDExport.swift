@@ -1,0 +1,94 @@
+/// Block-size constraints of an export (proto.md "Size constraints", `NBD_INFO_BLOCK_SIZE`).
+public struct NBDBlockSizes: Equatable, Sendable {
+    /// Smallest addressable unit; offsets and lengths must be multiples of it.
+    public let minimum: UInt32
+    /// The size from which aligned I/O is efficient.
+    public let preferred: UInt32
+    /// Largest read or write payload the server accepts.
+    public let maximum: UInt32
+
+    /// proto.md defaults: byte granularity, 4 KiB preferred, 32 MiB maximum payload.
+    public static let `default` = try! NBDBlockSizes(minimum: 1, preferred: 4096, maximum: 32 << 20)
+
+    /// Validates the rules of proto.md: minimum a power of two up to 64 KiB, preferred a
+    /// power of two at least max(minimum, 512), maximum at least preferred.
+    public init(minimum: UInt32, preferred: UInt32, maximum: UInt32) throws(NBDError) {
+        func fail(_ reason: String) -> NBDError {
+            .invalidBlockSizes(minimum: minimum, preferred: preferred, maximum: maximum, reason: reason)
+        }
+        guard minimum != 0, minimum.nonzeroBitCount == 1, minimum <= 65536 else {
+            throw fail("minimum must be a power of two no larger than 65536")
+        }
+        guard preferred.nonzeroBitCount == 1, preferred >= max(minimum, 512) else {
+            throw fail("preferred must be a power of two at least max(minimum, 512)")
+        }
+        guard maximum >= preferred else { throw fail("maximum must be at least preferred") }
+        self.minimum = minimum
+        self.preferred = preferred
+        self.maximum = maximum
+    }
+}
+
+/// What an export can do beyond read and write; each maps onto a transmission flag.
+public struct NBDExportFeatures: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// `flush()` makes completed writes durable (`NBD_FLAG_SEND_FLUSH`).
+    public static let flush = NBDExportFeatures(rawValue: 1 << 0)
+    /// Writes honour `fua` (`NBD_FLAG_SEND_FUA`).
+    public static let fua = NBDExportFeatures(rawValue: 1 << 1)
+    /// `trim` discards ranges (`NBD_FLAG_SEND_TRIM`).
+    public static let trim = NBDExportFeatures(rawValue: 1 << 2)
+    /// `writeZeroes` zeroes ranges without a payload (`NBD_FLAG_SEND_WRITE_ZEROES`).
+    public static let writeZeroes = NBDExportFeatures(rawValue: 1 << 3)
+    /// Every connection sees one cache, so a flush on one covers writes on all
+    /// (`NBD_FLAG_CAN_MULTI_CONN`).
+    public static let multiConnection = NBDExportFeatures(rawValue: 1 << 4)
+}
+
+/// A disk the NBD server exports.
+///
+/// The server calls these methods from one thread per client connection, so several may
+/// run at once and an implementation must be safe for that. Calls block until the I/O is
+/// done. The server has already checked every range against `size` and `blockSizes` and
+/// refused writes to a read-only export, so an implementation sees only valid requests;
+/// it reports backend failures as `NBDError.exportIO`, which the client receives as
+/// `NBD_EIO` (or `NBD_ENOSPC` / `NBD_EPERM` / `NBD_ENOMEM` where the errno says so).
+public protocol NBDExport: AnyObject, Sendable {
+    /// Size of the disk in bytes.
+    var size: UInt64 { get }
+    /// Block-size constraints advertised with `NBD_INFO_BLOCK_SIZE` and enforced.
+    var blockSizes: NBDBlockSizes { get }
+    /// Whether writes, trims and zeroing are refused with `NBD_EPERM`.
+    var isReadOnly: Bool { get }
+    /// Optional operations the export supports.
+    var features: NBDExportFeatures { get }
+
+    /// Fills `buffer` with the bytes at `offset`.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(NBDError)
+    /// Writes `buffer` at `offset`; with `fua`, durably before returning.
+    func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64, fua: Bool) throws(NBDError)
+    /// Makes every completed write durable.
+    func flush() throws(NBDError)
+    /// Discards `length` bytes at `offset`; their contents become unspecified.
+    func trim(at offset: UInt64, length: UInt64, fua: Bool) throws(NBDError)
+    /// Makes `length` bytes at `offset` read as zero; `mayPunchHole` false
+    /// (`NBD_CMD_FLAG_NO_HOLE`) asks for the blocks to stay allocated.
+    func writeZeroes(at offset: UInt64, length: UInt64, mayPunchHole: Bool, fua: Bool) throws(NBDError)
+}
+
+extension NBDExport {
+    /// The transmission flags this export is advertised with.
+    public var transmissionFlags: NBDTransmissionFlags {
+        var flags: NBDTransmissionFlags = .hasFlags
+        if isReadOnly { flags.insert(.readOnly) }
+        if features.contains(.flush) { flags.insert(.sendFlush) }
+        if features.contains(.fua) { flags.insert(.sendFUA) }
+        if features.contains(.multiConnection) { flags.insert(.canMultiConn) }
+        if !isReadOnly {
+            if features.contains(.trim) { flags.insert(.sendTrim) }
+            if features.contains(.writeZeroes) { flags.insert(.sendWriteZeroes) }
+        }
+        return flags
+    }
+}

@@ -1,0 +1,222 @@
+import Glibc
+
+// The only place the NBD module makes socket system calls: each call site retries EINTR
+// and turns errno into NBDError.system.
+
+/// A connected stream socket, owned: `close()` releases it exactly once.
+final class NBDSocket: @unchecked Sendable {
+    // @unchecked: `descriptor` is written only by close(), which the owner calls after the
+    // connection's thread has stopped using it; shutdown() only reads it.
+    private(set) var descriptor: Int32
+
+    init(descriptor: Int32) { self.descriptor = descriptor }
+
+    deinit { if descriptor >= 0 { Glibc.close(descriptor) } }
+
+    func close() {
+        if descriptor >= 0 { Glibc.close(descriptor) }
+        descriptor = -1
+    }
+
+    /// Wakes any thread blocked on this socket; its next call sees end of stream.
+    func shutdown() {
+        if descriptor >= 0 { _ = Glibc.shutdown(descriptor, Int32(SHUT_RDWR)) }
+    }
+
+    /// Reads exactly `buffer.count` bytes; a clean end of stream is `connectionClosed`.
+    func readExactly(into buffer: UnsafeMutableRawBufferPointer) throws(NBDError) {
+        var done = 0
+        while done < buffer.count {
+            let result = recv(descriptor, buffer.baseAddress! + done, buffer.count - done, 0)
+            if result > 0 {
+                done += result
+            } else if result == 0 {
+                throw .connectionClosed
+            } else if errno != EINTR {
+                throw .system(call: "recv", errno: errno)
+            }
+        }
+    }
+
+    func readExactly(count: Int) throws(NBDError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var failure: NBDError?
+        bytes.withUnsafeMutableBytes { buffer in
+            do throws(NBDError) { try readExactly(into: buffer) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        return bytes
+    }
+
+    /// Reads and drops `count` bytes through `scratch`, never holding more than it.
+    func skip(_ count: UInt64, scratch: UnsafeMutableRawBufferPointer) throws(NBDError) {
+        var left = count
+        while left > 0 {
+            let chunk = Int(min(left, UInt64(scratch.count)))
+            try readExactly(into: UnsafeMutableRawBufferPointer(rebasing: scratch[0..<chunk]))
+            left -= UInt64(chunk)
+        }
+    }
+
+    /// Writes every byte; MSG_NOSIGNAL so a vanished peer is an error, not SIGPIPE.
+    func writeAll(_ buffer: UnsafeRawBufferPointer) throws(NBDError) {
+        var done = 0
+        while done < buffer.count {
+            let result = send(descriptor, buffer.baseAddress! + done, buffer.count - done, Int32(MSG_NOSIGNAL))
+            if result >= 0 {
+                done += result
+            } else if errno != EINTR {
+                throw .system(call: "send", errno: errno)
+            }
+        }
+    }
+
+    func writeAll(_ bytes: [UInt8]) throws(NBDError) {
+        var failure: NBDError?
+        bytes.withUnsafeBytes { buffer in
+            do throws(NBDError) { try writeAll(buffer) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+}
+
+/// A listening socket, owned.
+final class NBDListener: @unchecked Sendable {
+    // @unchecked: the descriptor is fixed after init until close(), which the server calls
+    // only after joining the accepting thread.
+    private var descriptor: Int32
+    /// The address actually bound (the kernel's port when 0 was asked for).
+    let boundAddress: NBDAddress
+    private let unixPath: String?
+
+    init(address: NBDAddress, backlog: Int32 = 64) throws(NBDError) {
+        let fd: Int32
+        switch address {
+        case let .unix(path):
+            fd = try Self.check(socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0), "socket")
+            var addr = sockaddr_un()
+            addr.sun_family = sa_family_t(AF_UNIX)
+            let bytes = Array(path.utf8)
+            let capacity = MemoryLayout.size(ofValue: addr.sun_path)
+            guard bytes.count < capacity, !bytes.contains(0) else {
+                Glibc.close(fd)
+                throw .invalidAddress("unix:\(path)")
+            }
+            withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+                raw.copyBytes(from: bytes)
+            }
+            let result = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { address -> Int32 in
+                    let length = socklen_t(MemoryLayout<sockaddr_un>.size)
+                    // A socket file left by an earlier run would make bind fail: replace it,
+                    // but only if it is a socket and nobody answers on it.
+                    var info = stat()
+                    if lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK {
+                        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+                        let live = probe >= 0 && connect(probe, address, length) == 0
+                        if probe >= 0 { Glibc.close(probe) }
+                        if live {
+                            errno = EADDRINUSE
+                            return -1
+                        }
+                        unlink(path)
+                    }
+                    return bind(fd, address, length)
+                }
+            }
+            if result != 0 {
+                let code = errno
+                Glibc.close(fd)
+                throw .system(call: "bind", errno: code)
+            }
+            unixPath = path
+            boundAddress = address
+        case let .tcp(host, port):
+            var storage = sockaddr_storage()
+            let family: Int32
+            let length: Int
+            if host.contains(":") {
+                family = AF_INET6
+                var addr = sockaddr_in6()
+                addr.sin6_family = sa_family_t(AF_INET6)
+                addr.sin6_port = port.bigEndian
+                guard inet_pton(AF_INET6, host, &addr.sin6_addr) == 1 else { throw .invalidAddress("tcp:[\(host)]:\(port)") }
+                withUnsafeMutableBytes(of: &storage) { $0.storeBytes(of: addr, as: sockaddr_in6.self) }
+                length = MemoryLayout<sockaddr_in6>.size
+            } else {
+                family = AF_INET
+                var addr = sockaddr_in()
+                addr.sin_family = sa_family_t(AF_INET)
+                addr.sin_port = port.bigEndian
+                guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else { throw .invalidAddress("tcp:\(host):\(port)") }
+                withUnsafeMutableBytes(of: &storage) { $0.storeBytes(of: addr, as: sockaddr_in.self) }
+                length = MemoryLayout<sockaddr_in>.size
+            }
+            fd = try Self.check(socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0), "socket")
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            let result = withUnsafePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(length)) }
+            }
+            if result != 0 {
+                let code = errno
+                Glibc.close(fd)
+                throw .system(call: "bind", errno: code)
+            }
+            var bound = sockaddr_storage()
+            var boundLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            _ = withUnsafeMutablePointer(to: &bound) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &boundLength) }
+            }
+            let boundPort = withUnsafeBytes(of: &bound) { raw in
+                family == AF_INET6 ? raw.load(as: sockaddr_in6.self).sin6_port : raw.load(as: sockaddr_in.self).sin_port
+            }
+            unixPath = nil
+            boundAddress = .tcp(host: host, port: UInt16(bigEndian: boundPort))
+        }
+        if listen(fd, backlog) != 0 {
+            let code = errno
+            Glibc.close(fd)
+            throw .system(call: "listen", errno: code)
+        }
+        descriptor = fd
+    }
+
+    deinit { close() }
+
+    private static func check(_ result: Int32, _ call: String) throws(NBDError) -> Int32 {
+        guard result >= 0 else { throw .system(call: call, errno: errno) }
+        return result
+    }
+
+    /// Blocks for the next connection; after `shutdown()` this fails.
+    func accept() throws(NBDError) -> NBDSocket {
+        while true {
+            let result = Glibc.accept(descriptor, nil, nil)
+            if result >= 0 {
+                _ = fcntl(result, F_SETFD, FD_CLOEXEC)
+                if unixPath == nil {
+                    // Replies are small and latency matters more than coalescing.
+                    var one: Int32 = 1
+                    setsockopt(result, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+                }
+                return NBDSocket(descriptor: result)
+            }
+            // A client that gave up between connect and accept is not the listener's failure.
+            if errno == EINTR || errno == ECONNABORTED { continue }
+            throw .system(call: "accept", errno: errno)
+        }
+    }
+
+    /// Wakes a thread blocked in `accept()`.
+    func shutdown() {
+        if descriptor >= 0 { _ = Glibc.shutdown(descriptor, Int32(SHUT_RDWR)) }
+    }
+
+    func close() {
+        guard descriptor >= 0 else { return }
+        Glibc.close(descriptor)
+        descriptor = -1
+        if let unixPath { unlink(unixPath) }
+    }
+}
