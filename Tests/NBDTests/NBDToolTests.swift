@@ -150,7 +150,7 @@ func readFile(_ path: String) throws -> [UInt8] {
         try Self.withFileServer { address, _ in
             let result = try runTool(["fio", "--name=nbd-verify", "--ioengine=nbd", "--uri=\(address.uri)",
                                       "--rw=randwrite", "--bs=4k", "--size=8M", "--iodepth=8",
-                                      "--verify=crc32c", "--do_verify=1", "--verify_fatal=1",
+                                      "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0",
                                       "--randseed=2026", "--output-format=terse", "--terse-version=3"])
             #expect(result.status == 0, "\(result.output)")
             // Terse v3: field 5 is the job's error code; 0 means every verify passed.
