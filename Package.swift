@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "URing", targets: ["URing"]),
         .library(name: "XenBus", targets: ["XenBus"]),
         .library(name: "BlockBackend", targets: ["BlockBackend"]),
+        .library(name: "BlockFrontend", targets: ["BlockFrontend"]),
         .executable(name: "xensplit", targets: ["xensplit"]),
         .executable(name: "xensplit-bench", targets: ["xensplit-bench"]),
     ],
@@ -69,6 +70,12 @@ let package = Package(
             dependencies: ["Blkif", "XenRing", "SharedMemory", "XenPlatform", "URing",
                            .product(name: "Logging", package: "swift-log")]
         ),
+        // The userspace blkfront: xenbus handshake, rings, persistent grants, reconnect.
+        .target(
+            name: "BlockFrontend",
+            dependencies: ["XenBus", "Blkif", "XenRing", "SharedMemory", "XenPlatform", "XenStore",
+                           .product(name: "Logging", package: "swift-log")]
+        ),
         // The C reference: Xen's own io/ring.h macros, for interop tests and benchmarks.
         .target(name: "CRingReference"),
 
@@ -106,6 +113,9 @@ let package = Package(
                     dependencies: ["BlockBackend", "XenTesting", "Blkif", "XenRing", "SharedMemory", "XenPlatform", "URing"]),
         .testTarget(name: "XenTestingTests", dependencies: ["XenTesting", "XenPlatform", "SharedMemory", "XenStore"]),
         .testTarget(name: "XenLinuxTests", dependencies: ["XenTesting", "XenLinux", "CXen", "XenPlatform", "XenStore", "SharedMemory"]),
+        .testTarget(name: "BlockFrontendTests",
+                    dependencies: ["BlockFrontend", "BlockBackend", "XenTesting", "XenBus", "Blkif", "XenRing",
+                                   "SharedMemory", "XenPlatform", "XenStore", "URing"]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenTesting", "XenLocal", "XenPlatform", "XenStore"]),
     ],
     swiftLanguageModes: [.v6]
