@@ -1,0 +1,59 @@
+import Blkif
+import Synchronization
+import Testing
+import XenBus
+@testable import BlockFrontend
+
+@Suite struct BlockFrontendReconnectTests {
+    /// A write stream runs while the backend driver stops and a new one starts: every
+    /// write completes without error, and every one reads back, from the frontend and
+    /// from the file.
+    @Test(arguments: [0, 32])
+    func aBackendRestartMidStreamLosesNoAcknowledgedWrite(indirect: Int) async throws {
+        let rig = try await Rig(sectors: 8192)
+        let front = try rig.frontend(BlockFrontendConfiguration(maxRingPageOrder: 1, queues: 2,
+                                                                maxIndirectSegments: indirect, depth: 16))
+        _ = try await bounded("frontend connects") { try await front.connected() }
+
+        let writes = 128
+        let acknowledged = Atomic<Int>(0)
+        var random = SeededGenerator(seed: 0x5EED_0002 ^ UInt64(indirect))
+        // Disjoint ranges of 1...64 sectors, so the final content does not depend on order.
+        var plan: [(sector: UInt64, count: UInt64)] = []
+        for i in 0 ..< writes {
+            plan.append((UInt64(i) * 64, UInt64.random(in: 1 ... 64, using: &random)))
+        }
+        let stream = Task {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (i, item) in plan.enumerated() {
+                    if i >= 8 { try await group.next() }
+                    group.addTask {
+                        try await front.write(sector: item.sector, data: pattern(sector: item.sector, count: item.count, tag: 0x55))
+                        acknowledged.add(1, ordering: .relaxed)
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        try await eventually("a quarter of the writes acknowledged") { acknowledged.load(ordering: .relaxed) >= writes / 4 }
+        await rig.stopBackend()
+        // The new backend starts once the frontend followed the old one down, as a
+        // restarted backend process would find it.
+        try await eventually("frontend closed after its backend") { front.state == .closed }
+        rig.startBackend()
+        try await bounded("the write stream finishes") { try await stream.value }
+        #expect(acknowledged.load(ordering: .relaxed) == writes)
+        #expect(front.connections == 2)
+
+        let file = try rig.image.contents()
+        for item in plan {
+            let expected = pattern(sector: item.sector, count: item.count, tag: 0x55)
+            #expect(try await front.read(sector: item.sector, count: item.count) == expected,
+                    "sectors \(item.sector)..<\(item.sector + item.count) after the restart")
+            #expect(Array(file[Int(item.sector) * 512 ..< Int(item.sector + item.count) * 512]) == expected)
+        }
+        #expect(await front.close() == 0)
+        #expect(front.grantedPageSets == 0, "no grant leaked across the restart")
+        await rig.shutdown()
+    }
+}
