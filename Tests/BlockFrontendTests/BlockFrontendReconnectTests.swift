@@ -16,33 +16,34 @@ import XenBus
         _ = try await bounded("frontend connects") { try await front.connected() }
 
         let writes = 128
-        let acknowledged = Atomic<Int>(0)
+        let acknowledged = Counter()
         var random = SeededGenerator(seed: 0x5EED_0002 ^ UInt64(indirect))
         // Disjoint ranges of 1...64 sectors, so the final content does not depend on order.
-        var plan: [(sector: UInt64, count: UInt64)] = []
+        var planned: [(sector: UInt64, count: UInt64)] = []
         for i in 0 ..< writes {
-            plan.append((UInt64(i) * 64, UInt64.random(in: 1 ... 64, using: &random)))
+            planned.append((UInt64(i) * 64, UInt64.random(in: 1 ... 64, using: &random)))
         }
+        let plan = planned
         let stream = Task {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for (i, item) in plan.enumerated() {
                     if i >= 8 { try await group.next() }
                     group.addTask {
                         try await front.write(sector: item.sector, data: pattern(sector: item.sector, count: item.count, tag: 0x55))
-                        acknowledged.add(1, ordering: .relaxed)
+                        acknowledged.value.add(1, ordering: .relaxed)
                     }
                 }
                 try await group.waitForAll()
             }
         }
-        try await eventually("a quarter of the writes acknowledged") { acknowledged.load(ordering: .relaxed) >= writes / 4 }
+        try await eventually("a quarter of the writes acknowledged") { acknowledged.value.load(ordering: .relaxed) >= writes / 4 }
         await rig.stopBackend()
         // The new backend starts once the frontend followed the old one down, as a
         // restarted backend process would find it.
         try await eventually("frontend closed after its backend") { front.state == .closed }
         rig.startBackend()
         try await bounded("the write stream finishes") { try await stream.value }
-        #expect(acknowledged.load(ordering: .relaxed) == writes)
+        #expect(acknowledged.value.load(ordering: .relaxed) == writes)
         #expect(front.connections == 2)
 
         let file = try rig.image.contents()
@@ -56,4 +57,9 @@ import XenBus
         #expect(front.grantedPageSets == 0, "no grant leaked across the restart")
         await rig.shutdown()
     }
+}
+
+/// A count shared with tasks.
+final class Counter: Sendable {
+    let value = Atomic<Int>(0)
 }
