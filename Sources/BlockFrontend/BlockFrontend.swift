@@ -59,6 +59,12 @@ public final class BlockFrontend: Sendable {
     /// Handshakes completed so far (a backend restart adds one).
     public var connections: Int { core.state.withLock { $0.connections } }
 
+    /// Requests sent to the backend and not yet answered.
+    public var inFlightRequests: Int { core.state.withLock { $0.connection?.inFlight.load(ordering: .relaxed) ?? 0 } }
+
+    /// Requests that were in flight when a backend went away, and were sent again.
+    public var reissuedRequests: Int { core.state.withLock { $0.reissued } }
+
     /// Sets of granted pages not yet given back (rings, data, indirect pages).
     public var grantedPageSets: Int { core.state.withLock { $0.grantedSets } }
 

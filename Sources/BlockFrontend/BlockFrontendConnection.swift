@@ -57,6 +57,8 @@ final class BlockFrontendConnection: @unchecked Sendable {
     let wakeFD: Int32
     let wakeWriteFD: Int32
     let stopping = Atomic<Bool>(false)
+    /// Requests sent and not yet answered (read by observers; the thread keeps `slots`).
+    let inFlight = Atomic<Int>(0)
     var thread: pthread_t?
     let logger: Logger
 
@@ -206,6 +208,7 @@ final class BlockFrontendConnection: @unchecked Sendable {
         var unanswered = slots.compactMap { $0?.work }
         unanswered.sort { $0.sequence < $1.sequence }
         for index in slots.indices { slots[index] = nil }
+        inFlight.store(0, ordering: .relaxed)
         freeSlots = Array((0..<depth).reversed())
         return unanswered
     }
@@ -312,6 +315,7 @@ final class BlockFrontendConnection: @unchecked Sendable {
             }
             let slot = Int(response.id)
             slots[slot] = nil
+            self.inFlight.subtract(1, ordering: .relaxed)
             finish(inFlight.work, slot: slot, status: response.status)
             freeSlots.append(slot)
         }
@@ -372,6 +376,7 @@ final class BlockFrontendConnection: @unchecked Sendable {
             rings[ringIndex].ring = ring
             rings[ringIndex].unpushed = true
             slots[slot] = BlockFrontendInFlight(work: work, ring: ringIndex, operation: request.operation.rawValue)
+            inFlight.add(1, ordering: .relaxed)
             sent = true
         }
         return sent

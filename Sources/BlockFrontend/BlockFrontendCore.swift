@@ -23,6 +23,8 @@ final class BlockFrontendCore: Sendable {
         var grantedSets = 0
         /// Handshakes completed (1 after the first connect).
         var connections = 0
+        /// Requests sent again after a disconnect, over the frontend's life.
+        var reissued = 0
     }
 
     let state = Mutex(State())
@@ -135,6 +137,7 @@ final class BlockFrontendCore: Sendable {
             let busy = connection.release()
             state.withLock { s in
                 s.waiting.replaceSubrange(0 ..< s.head, with: unanswered)
+                s.reissued += unanswered.count
                 s.head = 0
                 s.grantedSets -= connection.grantedPageSets.count - busy.count
                 s.deferred += busy

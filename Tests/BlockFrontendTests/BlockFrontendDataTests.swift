@@ -31,7 +31,7 @@ struct Geometry: Sendable, CustomTestStringConvertible {
         #expect(disk.segmentsPerRequest == (geometry.indirect > 11 ? geometry.indirect : 11))
         #expect(disk.sectors512 == 4096)
         #expect(disk.backend.flushCache && disk.backend.discard)
-        #expect(front.state == .connected)
+        try await eventually("frontend switches to Connected") { front.state == .connected }
 
         var model = [UInt8](repeating: 0, count: 4096 * 512)
         var random = SeededGenerator(seed: 0x5EED_0001 ^ UInt64(geometry.order) << 8 ^ UInt64(geometry.queues) << 16)

@@ -57,6 +57,41 @@ import XenBus
         #expect(front.grantedPageSets == 0, "no grant leaked across the restart")
         await rig.shutdown()
     }
+
+    /// The first backend connects but never answers, so every request is still in the
+    /// ring when it goes; after a working backend connects, all of them complete, with
+    /// the data the callers gave.
+    @Test func requestsABackendNeverAnsweredAreSentAgainToTheNextOne() async throws {
+        let rig = try await Rig(sectors: 2048)
+        await rig.stopBackend()
+        rig.startBackend(serving: false)
+        let front = try rig.frontend(BlockFrontendConfiguration(maxRingPageOrder: 0, queues: 1, maxIndirectSegments: 32, depth: 8))
+        _ = try await bounded("frontend connects") { try await front.connected() }
+        let stream = Task {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for i in 0 ..< 12 {
+                    // 80 sectors: over 32 segments with indirect, so each write is 3 requests.
+                    let sector = UInt64(i) * 128
+                    group.addTask { try await front.write(sector: sector, data: pattern(sector: sector, count: 80, tag: 0x33)) }
+                }
+                try await group.waitForAll()
+            }
+        }
+        try await eventually("every slot is in flight") { front.inFlightRequests == 8 }
+        await rig.stopBackend()
+        try await eventually("frontend closed after its backend") { front.state == .closed }
+        #expect(front.reissuedRequests == 8)
+        rig.startBackend()
+        try await bounded("the writes finish on the second backend") { try await stream.value }
+        #expect(front.connections == 2)
+        for i in 0 ..< 12 {
+            let sector = UInt64(i) * 128
+            #expect(try await front.read(sector: sector, count: 80) == pattern(sector: sector, count: 80, tag: 0x33))
+        }
+        #expect(await front.close() == 0)
+        #expect(front.grantedPageSets == 0)
+        await rig.shutdown()
+    }
 }
 
 /// A count shared with tasks.

@@ -94,8 +94,13 @@ final class TestBlockBackend: XenbusBackendHooks {
     let options: TestBackendOptions
     let served = Mutex<[Served]>([])
     let connects = Mutex(0)
+    /// False: connect maps nothing and serves nothing (a backend that hangs), so every
+    /// request stays unanswered in the ring.
+    let serving: Bool
 
-    init(platform: InProcessPlatform, worker: BlkbackWorker, store: FileBackingStore, options: TestBackendOptions) {
+    init(platform: InProcessPlatform, worker: BlkbackWorker, store: FileBackingStore, options: TestBackendOptions,
+         serving: Bool = true) {
+        self.serving = serving
         self.platform = platform
         self.worker = worker
         self.store = store
@@ -135,7 +140,7 @@ final class TestBlockBackend: XenbusBackendHooks {
     func connect(_ frontend: Frontend, paths: XenbusDevicePaths) async throws -> XenbusKeys {
         connects.withLock { $0 += 1 }
         do {
-            for (q, queue) in frontend.queues.enumerated() {
+            for (q, queue) in frontend.queues.enumerated() where serving {
                 let mapping = try platform.map(queue.refs, from: paths.frontendID, writable: true)
                 let ring = BackRing(try SharedRing(memory: mapping.view, pages: queue.refs.count,
                                                    entrySize: frontend.abi.slotSize))
@@ -216,8 +221,8 @@ final class Rig: Sendable {
     }
 
     /// Starts a backend driver (a new "process" of the backend) for the disk.
-    func startBackend() {
-        let hooks = TestBlockBackend(platform: dom0, worker: worker, store: store, options: options)
+    func startBackend(serving: Bool = true) {
+        let hooks = TestBlockBackend(platform: dom0, worker: worker, store: store, options: options, serving: serving)
         let device = XenbusBackendDevice(store: backendStore, backend: paths.backend, hooks: hooks, logger: testLogger)
         backend.withLock { $0 = device }
     }
