@@ -62,6 +62,11 @@ public final class BlockFrontend: Sendable {
     /// Requests sent to the backend and not yet answered.
     public var inFlightRequests: Int { core.state.withLock { $0.connection?.inFlight.load(ordering: .relaxed) ?? 0 } }
 
+    /// Rings of the current connection that the backend broke (an index overrun, a
+    /// response to no request, a malformed status): they are no longer read, and their
+    /// requests wait, unanswered, to be sent again after the backend reconnects.
+    public var brokenRings: Int { core.state.withLock { $0.connection?.brokenRings.load(ordering: .relaxed) ?? 0 } }
+
     /// Requests that were in flight when a backend went away, and were sent again.
     public var reissuedRequests: Int { core.state.withLock { $0.reissued } }
 

@@ -59,6 +59,8 @@ final class BlockFrontendConnection: @unchecked Sendable {
     let stopping = Atomic<Bool>(false)
     /// Requests sent and not yet answered (read by observers; the thread keeps `slots`).
     let inFlight = Atomic<Int>(0)
+    /// Rings stopped because the backend broke the protocol on them.
+    let brokenRings = Atomic<Int>(0)
     var thread: pthread_t?
     let logger: Logger
 
@@ -279,6 +281,7 @@ final class BlockFrontendConnection: @unchecked Sendable {
     private func breakRing(_ index: Int, _ why: String) {
         guard !rings[index].broken else { return }
         rings[index].broken = true
+        brokenRings.add(1, ordering: .relaxed)
         logger.error("blkfront: ring \(index) stopped: \(BlockFrontendError.protocolViolation(why))")
     }
 

@@ -2,6 +2,8 @@ import Blkif
 import Synchronization
 import Testing
 import XenBus
+import XenPlatform
+import XenRing
 @testable import BlockFrontend
 
 @Suite struct BlockFrontendReconnectTests {
@@ -92,9 +94,48 @@ import XenBus
         #expect(front.grantedPageSets == 0)
         await rig.shutdown()
     }
+
+    /// A backend that answers a request never sent: the frontend stops reading that
+    /// ring without failing the caller or crashing, and the request completes after the
+    /// backend restarts.
+    @Test func aResponseToNoRequestStopsTheRingUntilTheBackendRestarts() async throws {
+        let rig = try await Rig(sectors: 1024)
+        await rig.stopBackend()
+        rig.startBackend(serving: false)
+        let front = try rig.frontend(BlockFrontendConfiguration(maxRingPageOrder: 0, queues: 1, depth: 4))
+        _ = try await bounded("frontend connects") { try await front.connected() }
+        let data = pattern(sector: 8, count: 8, tag: 7)
+        let write = Task { try await front.write(sector: 8, data: data) }
+        try await eventually("the write is in flight") { front.inFlightRequests == 1 }
+
+        let ref = try #require(GrantRef(try await rig.toolstack.readString(rig.paths.frontend + "/ring-ref")))
+        let remotePort = try #require(EventPort(try await rig.toolstack.readString(rig.paths.frontend + "/event-channel")))
+        let mapping = try rig.dom0.map([ref], from: rig.guest, writable: true)
+        var ring = BackRing(try SharedRing(memory: mapping.view, pages: 1, entrySize: BlkifABI.native.slotSize))
+        BlkifResponse(id: 99, operation: .write, status: .okay).encode(into: ring.responseSlot(0), at: 0, abi: .native)
+        ring.responseProducerPrivate = 1
+        _ = ring.pushResponsesAndCheckNotify()
+        let channel = try rig.dom0.openEventChannel()
+        let port = try channel.bindInterdomain(remote: rig.guest, remotePort: remotePort)
+        try channel.notify(port)
+        try await eventually("the frontend stops the ring") { front.brokenRings == 1 }
+        #expect(front.inFlightRequests == 1, "the caller's write is neither failed nor answered")
+        channel.close()
+        try rig.dom0.unmap(mapping)
+
+        await rig.stopBackend()
+        try await eventually("frontend closed after its backend") { front.state == .closed }
+        rig.startBackend()
+        try await bounded("the write finishes on the second backend") { try await write.value }
+        #expect(try await front.read(sector: 8, count: 8) == data)
+        #expect(await front.close() == 0)
+        #expect(front.grantedPageSets == 0)
+        await rig.shutdown()
+    }
 }
 
 /// A count shared with tasks.
 final class Counter: Sendable {
     let value = Atomic<Int>(0)
 }
+

@@ -203,6 +203,9 @@ final class Rig: Sendable {
         var configuration = InProcessHypervisor.Configuration()
         configuration.grantEntries = 8192
         configuration.poolPages = 16384
+        // As Linux's evtchn device: a port handed out stays masked until unmasked, so a
+        // side that forgets to unmask hangs here.
+        configuration.masksDeliveredPorts = true
         hypervisor = try InProcessHypervisor(configuration: configuration)
         toolstack = try hypervisor.connectXenStore(as: .tool)
         dom0 = try hypervisor.platform(for: .dom0)
