@@ -257,20 +257,32 @@ struct WaitExceeded: Error, CustomStringConvertible {
 }
 
 /// Runs `body` with an upper bound of `seconds`: a bound that turns a hang into a clear
-/// failure, not a timing assertion.
+/// failure, not a timing assertion. Past the bound the body is left running (a request
+/// stuck in the frontend cannot be cancelled) and the test fails with `what`.
 func bounded<T: Sendable>(_ what: String, seconds: Int = 20,
                           _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
+    let gate = FirstResult<T>()
+    return try await withCheckedThrowingContinuation { continuation in
+        gate.arm(continuation)
+        Task {
+            do { gate.resume(.success(try await body())) } catch { gate.resume(.failure(error)) }
+        }
+        Task {
             try? await Task.sleep(for: .seconds(seconds))
-            return nil
+            gate.resume(.failure(WaitExceeded(description: "\(what): not done after \(seconds) s")))
         }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let value = first else {
-            throw WaitExceeded(description: "\(what): not done after \(seconds) s")
+    }
+}
+
+/// Resumes a continuation with whichever result comes first.
+final class FirstResult<T: Sendable>: Sendable {
+    let continuation = Mutex<CheckedContinuation<T, any Error>?>(nil)
+    func arm(_ c: CheckedContinuation<T, any Error>) { continuation.withLock { $0 = c } }
+    func resume(_ result: Result<T, any Error>) {
+        continuation.withLock { c in
+            c?.resume(with: result)
+            c = nil
         }
-        return value
     }
 }
 
