@@ -49,6 +49,8 @@ final class BlockFrontendConnection: @unchecked Sendable {
     var rings: [BlockFrontendRing]
     let slotData: [SharedPages]
     let slotIndirect: [SharedPages]
+    /// Each slot's indirect pages as views, one per page.
+    let slotIndirectViews: [[SharedView]]
     var slots: [BlockFrontendInFlight?]
     var freeSlots: [Int]
     var nextSequence: UInt64 = 1
@@ -138,6 +140,17 @@ final class BlockFrontendConnection: @unchecked Sendable {
             }
             slotData = data
             slotIndirect = indirectPages
+            var views: [[SharedView]] = []
+            for table in indirectPages {
+                var pages: [SharedView] = []
+                for page in 0 ..< indirectPagesPerRequest {
+                    do { pages.append(try table.view.slice(offset: page * pageSize, length: pageSize)) } catch {
+                        throw .protocolViolation("indirect page \(page) of a \(table.region.length)-byte grant: \(error)")
+                    }
+                }
+                views.append(pages)
+            }
+            slotIndirectViews = views
         } catch {
             undo()
             throw error
@@ -430,8 +443,7 @@ final class BlockFrontendConnection: @unchecked Sendable {
             }
             let table = slotIndirect[slot]
             for (index, segment) in segments.enumerated() {
-                let location = BlkifIndirectPage.location(ofSegment: index)
-                let page = SharedView(base: table.view.baseAddress + location.page * pageSize, count: pageSize)
+                let page = slotIndirectViews[slot][BlkifIndirectPage.location(ofSegment: index).page]
                 BlkifIndirectPage.encodeSegment(segment, index: index, into: page)
             }
             let tablePages = BlkifIndirectPage.pageCount(forSegments: pages)
