@@ -59,6 +59,9 @@ struct Geometry: Sendable, CustomTestStringConvertible {
             try await group.waitForAll()
         }
         try await front.flush()
+        // Persistent grants: the same pages served every request, none were added.
+        let perSlot = geometry.indirect > 11 ? 2 : 1
+        #expect(front.grantedPageSets == Int(geometry.queues) + disk.depth * perSlot)
         #expect(try await front.read(sector: 0, count: 4096) == model)
         #expect(try rig.image.contents() == model, "the backing file holds what the frontend wrote")
 
@@ -114,5 +117,31 @@ struct Geometry: Sendable, CustomTestStringConvertible {
         #expect(await front.close() == 0)
         await #expect(throws: BlockFrontendError.closed) { _ = try await front.read(sector: 0, count: 1) }
         await rig.shutdown()
+    }
+
+    /// A backend offering only BLKIF_OP_WRITE_BARRIER gets barriers for flushes; one
+    /// offering neither makes flush a typed refusal naming the feature.
+    @Test func flushUsesABarrierWhenThatIsAllTheBackendOffers() async throws {
+        var options = TestBackendOptions()
+        options.flushCache = false
+        let rig = try await Rig(sectors: 1024, options: options)
+        let front = try rig.frontend()
+        let disk = try await bounded("frontend connects") { try await front.connected() }
+        #expect(!disk.backend.flushCache && disk.backend.barrier)
+        try await front.write(sector: 64, data: pattern(sector: 64, count: 16, tag: 9))
+        try await front.flush()
+        #expect(Array(try rig.image.contents()[64 * 512 ..< 80 * 512]) == pattern(sector: 64, count: 16, tag: 9))
+        #expect(await front.close() == 0)
+        await rig.shutdown()
+
+        options.barrier = false
+        let bare = try await Rig(sectors: 1024, options: options)
+        let second = try bare.frontend()
+        _ = try await bounded("frontend connects") { try await second.connected() }
+        await #expect(throws: BlockFrontendError.featureNotOffered(operation: "flush", feature: "feature-flush-cache")) {
+            try await second.flush()
+        }
+        #expect(await second.close() == 0)
+        await bare.shutdown()
     }
 }

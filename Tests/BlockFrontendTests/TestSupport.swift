@@ -65,6 +65,10 @@ struct TestBackendOptions: Sendable {
     /// Honour BLKIF_OP_DISCARD (feature-discard is advertised either way, so a refusal
     /// comes back as BLKIF_RSP_EOPNOTSUPP).
     var discard = true
+    /// Advertise `feature-flush-cache` (else only `feature-barrier`, or neither).
+    var flushCache = true
+    /// Advertise `feature-barrier`.
+    var barrier = true
 }
 
 /// A minimal blkback device layer for the tests: the real request engine (BlkbackQueue
@@ -112,8 +116,11 @@ final class TestBlockBackend: XenbusBackendHooks {
         base.maxRingPageOrder = options.maxRingPageOrder
         base.maxQueues = options.maxQueues
         base.maxIndirectSegments = options.maxIndirectSegments > 0 ? UInt32(options.maxIndirectSegments) : nil
+        var offered = store.backendFeatures(base)
+        offered.flushCache = offered.flushCache && options.flushCache
+        offered.barrier = offered.barrier && options.barrier
         var keys = XenbusKeys()
-        for (key, value) in store.backendFeatures(base).xenstoreEntries.sorted(by: { $0.key < $1.key }) {
+        for (key, value) in offered.xenstoreEntries.sorted(by: { $0.key < $1.key }) {
             keys.set(key, value)
         }
         return keys
