@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "XenBus", targets: ["XenBus"]),
         .library(name: "BlockBackend", targets: ["BlockBackend"]),
         .library(name: "NBD", targets: ["NBD"]),
+        .library(name: "BlockFrontend", targets: ["BlockFrontend"]),
         .executable(name: "xensplit", targets: ["xensplit"]),
         .executable(name: "xensplit-bench", targets: ["xensplit-bench"]),
     ],
@@ -72,6 +73,12 @@ let package = Package(
         ),
         // An NBD server (fixed newstyle, simple replies) for any disk behind its NBDExport protocol.
         .target(name: "NBD", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        // The userspace blkfront: xenbus handshake, rings, persistent grants, reconnect.
+        .target(
+            name: "BlockFrontend",
+            dependencies: ["XenBus", "Blkif", "XenRing", "SharedMemory", "XenPlatform", "XenStore",
+                           .product(name: "Logging", package: "swift-log")]
+        ),
         // The C reference: Xen's own io/ring.h macros, for interop tests and benchmarks.
         .target(name: "CRingReference"),
 
@@ -111,6 +118,9 @@ let package = Package(
         .testTarget(name: "XenTestingTests", dependencies: ["XenTesting", "XenPlatform", "SharedMemory", "XenStore"]),
         .testTarget(name: "XenLinuxTests", dependencies: ["XenTesting", "XenLinux", "CXen", "XenPlatform", "XenStore", "SharedMemory"]),
         .testTarget(name: "NBDTests", dependencies: ["NBD"]),
+        .testTarget(name: "BlockFrontendTests",
+                    dependencies: ["BlockFrontend", "BlockBackend", "XenTesting", "XenBus", "Blkif", "XenRing",
+                                   "SharedMemory", "XenPlatform", "XenStore", "URing"]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenTesting", "XenLocal", "XenPlatform", "XenStore"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,0 +1,150 @@
+import Blkif
+import Logging
+import XenBus
+import XenPlatform
+import XenStore
+
+/// A virtual disk seen from the frontend side: a userspace blkfront (`io/blkif.h`).
+///
+/// It attaches to `device/vbd/<devid>` of its domain through ``XenbusFrontendDevice``,
+/// reads what the backend offers and takes as much as its configuration allows: a ring
+/// of up to 16 pages (`ring-page-order`), several rings (`multi-queue-num-queues`),
+/// indirect requests (`feature-max-indirect-segments`) and flush, barrier or discard as
+/// advertised. Data pages are granted once per connection and reused (persistent grants).
+///
+/// Reads and writes of any size are split into blkif requests of at most the segments
+/// per request in use; at most ``BlockFrontendDisk/depth`` requests are in flight and
+/// further callers wait their turn. When the backend goes away and comes back (a backend
+/// restart), the frontend grants new rings and sends again every request that had no
+/// answer, from its own copy of the data, so callers see neither the restart nor an
+/// error for it; only the backend's own answers (BLKIF_RSP_ERROR, BLKIF_RSP_EOPNOTSUPP)
+/// fail a call. Sectors in this API are 512 bytes, as on the ring; ranges must be
+/// aligned to the disk's `sector-size`.
+public final class BlockFrontend: Sendable {
+    /// The frontend node, `/local/domain/<domid>/device/vbd/<devid>`.
+    public let frontendPath: String
+    let core: BlockFrontendCore
+    let device: XenbusFrontendDevice<BlockFrontendHooks>
+    let store: XenStoreClient
+
+    /// Starts the frontend of disk `devid` of this domain over `platform`.
+    public init(platform: any Platform, devid: String, configuration: BlockFrontendConfiguration = .init(),
+                logger: Logger = Logger(label: "xensplit.blkfront")) throws(BlockFrontendError) {
+        try configuration.validate()
+        let store: XenStoreClient
+        do { store = try platform.connectXenStore() } catch { throw .platform(error) }
+        self.store = store
+        frontendPath = "/local/domain/\(platform.domainID)/device/vbd/\(devid)"
+        core = BlockFrontendCore(platform: platform, configuration: configuration, logger: logger)
+        // io/blkif.h: `handle` names the virtual device; Linux puts its vdevice number there.
+        let hooks = BlockFrontendHooks(core: core, handle: UInt16(devid) ?? 0)
+        device = XenbusFrontendDevice(store: store, frontend: frontendPath, hooks: hooks, logger: logger)
+        let core = self.core
+        let device = self.device
+        Task {
+            // A driver that stops by itself (node removed, xenstore gone) fails the callers.
+            _ = await device.stopped()
+            core.close()
+        }
+    }
+
+    /// The xenbus state the frontend last wrote.
+    public var state: XenbusState { device.state }
+
+    /// Waits until the backend connected (at once if it did before) and returns the disk.
+    public func connected() async throws -> BlockFrontendDisk {
+        try await core.connected()
+    }
+
+    /// Handshakes completed so far (a backend restart adds one).
+    public var connections: Int { core.state.withLock { $0.connections } }
+
+    /// Requests sent to the backend and not yet answered.
+    public var inFlightRequests: Int { core.state.withLock { $0.connection?.inFlight.load(ordering: .relaxed) ?? 0 } }
+
+    /// Rings of the current connection that the backend broke (an index overrun, a
+    /// response to no request, a malformed status): they are no longer read, and their
+    /// requests wait, unanswered, to be sent again after the backend reconnects.
+    public var brokenRings: Int { core.state.withLock { $0.connection?.brokenRings.load(ordering: .relaxed) ?? 0 } }
+
+    /// Requests that were in flight when a backend went away, and were sent again.
+    public var reissuedRequests: Int { core.state.withLock { $0.reissued } }
+
+    /// Sets of granted pages not yet given back (rings, data, indirect pages).
+    public var grantedPageSets: Int { core.state.withLock { $0.grantedSets } }
+
+    /// Reads `count` 512-byte sectors from `sector`.
+    public func read(sector: UInt64, count: UInt64) async throws -> [UInt8] {
+        let disk = try await connected()
+        try check("read", sector: sector, count: count, disk: disk, writing: false)
+        return try await core.submit(BlockFrontendOperation(
+            kind: .read, sector: sector, count: count, data: [UInt8](repeating: 0, count: Int(count) * 512)))
+    }
+
+    /// Writes `data` (a multiple of 512 bytes) from `sector`. Returns once the backend
+    /// acknowledged every part; flush to make it durable.
+    public func write(sector: UInt64, data: [UInt8]) async throws {
+        let disk = try await connected()
+        guard data.count % 512 == 0 else {
+            throw BlockFrontendError.invalidLength(operation: "write", bytes: data.count,
+                                                   expected: (data.count / 512 + 1) * 512)
+        }
+        let count = UInt64(data.count / 512)
+        try check("write", sector: sector, count: count, disk: disk, writing: true)
+        _ = try await core.submit(BlockFrontendOperation(kind: .write, sector: sector, count: count, data: data))
+    }
+
+    /// Makes acknowledged writes durable: BLKIF_OP_FLUSH_DISKCACHE, or
+    /// BLKIF_OP_WRITE_BARRIER where only that is offered.
+    public func flush() async throws {
+        let disk = try await connected()
+        guard disk.backend.flushCache || disk.backend.barrier else {
+            throw BlockFrontendError.featureNotOffered(operation: "flush", feature: BlkifBackendFeatures.Key.flushCache)
+        }
+        _ = try await core.submit(BlockFrontendOperation(kind: .flush, sector: 0, count: 0, data: []))
+    }
+
+    /// Discards `count` 512-byte sectors from `sector` (BLKIF_OP_DISCARD); the backend
+    /// decides what they read as afterwards (ours: zeroes).
+    public func discard(sector: UInt64, count: UInt64) async throws {
+        let disk = try await connected()
+        guard disk.backend.discard else {
+            throw BlockFrontendError.featureNotOffered(operation: "discard", feature: BlkifBackendFeatures.Key.discard)
+        }
+        try check("discard", sector: sector, count: count, disk: disk, writing: true)
+        _ = try await core.submit(BlockFrontendOperation(kind: .discard, sector: sector, count: count, data: []))
+    }
+
+    /// Closes the device: xenbus Closing and Closed, requests not yet answered fail with
+    /// ``BlockFrontendError/closed``, and every grant is ended (retrying for up to
+    /// `grantWaitSeconds` while the backend still maps the rings). Returns how many page
+    /// sets could not be given back in that time.
+    @discardableResult
+    public func close(grantWaitSeconds: Int = 5) async -> Int {
+        await device.close()
+        core.close()
+        var remaining = core.releaseDeferred()
+        var waited = 0
+        while remaining > 0, waited < grantWaitSeconds * 100 {
+            try? await Task.sleep(for: .milliseconds(10))
+            waited += 1
+            remaining = core.releaseDeferred()
+        }
+        if remaining > 0 {
+            core.logger.error("blkfront: \(remaining) granted page sets still mapped by the backend after \(grantWaitSeconds) s")
+        }
+        store.close()
+        return remaining
+    }
+
+    private func check(_ operation: String, sector: UInt64, count: UInt64, disk: BlockFrontendDisk,
+                       writing: Bool) throws(BlockFrontendError) {
+        let alignment = UInt64(disk.properties.sectorSize / 512)
+        let size = disk.sectors512
+        guard count > 0, count <= size, sector <= size - count, sector % alignment == 0, count % alignment == 0,
+              count <= UInt64(Int.max / 512) else {
+            throw .invalidRange(operation: operation, sector: sector, count: count, diskSectors: size, alignment: alignment)
+        }
+        if writing, disk.readOnly { throw .readOnly(operation: operation, sector: sector, count: count) }
+    }
+}

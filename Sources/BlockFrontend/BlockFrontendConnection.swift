@@ -1,0 +1,462 @@
+import Blkif
+import Glibc
+import Logging
+import SharedMemory
+import Synchronization
+import XenBus
+import XenPlatform
+import XenRing
+
+/// One ring of a connection: its granted pages, our private indices, its port.
+struct BlockFrontendRing {
+    let pages: SharedPages
+    var ring: FrontRing
+    let port: EventPort
+    /// Requests written since the last push.
+    var unpushed = false
+    /// The backend broke this ring; it is no longer read (until the next connection).
+    var broken = false
+}
+
+/// A request in flight: the part it carries and where it went.
+struct BlockFrontendInFlight {
+    var work: BlockFrontendWork
+    var ring: Int
+    var operation: UInt8
+}
+
+/// Everything one handshake set up (rings, ports, persistently granted data pages) and
+/// the I/O thread that serves it. Made by the initialise hook, started by connect, stopped
+/// and released by disconnect; a backend restart makes a new one.
+///
+/// Each in-flight slot owns `segmentsPerRequest` data pages and the indirect pages they
+/// need, granted once for the connection's life, as Linux blkfront does with persistent
+/// grants: data is copied into them before a write and out of them after a read, so the
+/// same grants serve every request whether or not the backend keeps them mapped.
+final class BlockFrontendConnection: @unchecked Sendable {
+    // SAFETY (@unchecked): the creator's until start(), then the I/O thread's until
+    // stop() joined it, then the creator's again.
+    let grants: any GrantTable
+    let eventChannel: any EventChannel
+    let abi: BlkifABI
+    let handle: UInt16
+    let ringPageOrder: UInt32
+    let segmentsPerRequest: Int
+    let indirectPagesPerRequest: Int
+    let depth: Int
+    let persistent: Bool
+    let flushOperation: BlkifDirectOperation?
+    var rings: [BlockFrontendRing]
+    let slotData: [SharedPages]
+    let slotIndirect: [SharedPages]
+    /// Each slot's indirect pages as views, one per page.
+    let slotIndirectViews: [[SharedView]]
+    var slots: [BlockFrontendInFlight?]
+    var freeSlots: [Int]
+    var nextSequence: UInt64 = 1
+    var nextRing = 0
+    /// A pipe the submitters write a byte to, to wake the I/O thread (which polls `wakeFD`).
+    let wakeFD: Int32
+    let wakeWriteFD: Int32
+    let stopping = Atomic<Bool>(false)
+    /// Requests sent and not yet answered (read by observers; the thread keeps `slots`).
+    let inFlight = Atomic<Int>(0)
+    /// Rings stopped because the backend broke the protocol on them.
+    let brokenRings = Atomic<Int>(0)
+    var thread: pthread_t?
+    let logger: Logger
+
+    /// Grants the rings and data pages to `backendDomain` and allocates the ports. On
+    /// failure everything already made is undone.
+    init(platform: any Platform, backendDomain: DomainID, features: BlkifBackendFeatures,
+         configuration: BlockFrontendConfiguration, handle: UInt16, logger: Logger) throws(BlockFrontendError) {
+        self.logger = logger
+        self.handle = handle
+        abi = .native
+        grants = platform.grantTable
+        persistent = configuration.persistent
+        ringPageOrder = min(configuration.maxRingPageOrder ?? 4, features.maxRingPageOrder, 4)
+        let queueCount = Int(min(configuration.queues, features.maxQueues ?? 1))
+        let indirect = min(configuration.maxIndirectSegments, Int(features.maxIndirectSegments ?? 0),
+                           BlkifIndirectPage.maxSegments)
+        segmentsPerRequest = indirect > BlkifSegments.capacity ? indirect : BlkifSegments.capacity
+        indirectPagesPerRequest = indirect > BlkifSegments.capacity ? BlkifIndirectPage.pageCount(forSegments: indirect) : 0
+        flushOperation = features.flushCache ? .flushDiskCache : features.barrier ? .writeBarrier : nil
+        let ringPages = 1 << Int(ringPageOrder)
+
+        var made: [SharedPages] = []
+        let channel: any EventChannel
+        do { channel = try platform.openEventChannel() } catch { throw .platform(error) }
+        eventChannel = channel
+        var ends: (Int32, Int32) = (-1, -1)
+        guard withUnsafeMutableBytes(of: &ends, { pipe($0.baseAddress!.assumingMemoryBound(to: Int32.self)) }) == 0 else {
+            channel.close()
+            throw .platform(.system("pipe", errno: errno))
+        }
+        for end in [ends.0, ends.1] {
+            _ = fcntl(end, F_SETFD, FD_CLOEXEC)
+            _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
+        }
+        wakeFD = ends.0
+        wakeWriteFD = ends.1
+        func undo() {
+            for pages in made { try? platform.grantTable.endAccess(pages) }
+            channel.close()
+            Glibc.close(ends.0)
+            Glibc.close(ends.1)
+        }
+        do throws(BlockFrontendError) {
+            var rings: [BlockFrontendRing] = []
+            for _ in 0..<queueCount {
+                let pages: SharedPages
+                do { pages = try grants.share(pages: ringPages, with: backendDomain, writable: true) } catch { throw .platform(error) }
+                made.append(pages)
+                let shared: SharedRing
+                do { shared = try SharedRing(memory: pages.view, pages: ringPages, entrySize: abi.slotSize) } catch {
+                    throw .protocolViolation("ring of \(ringPages) pages: \(error)")
+                }
+                let port: EventPort
+                do { port = try channel.allocateUnbound(remote: backendDomain) } catch { throw .platform(error) }
+                rings.append(BlockFrontendRing(pages: pages, ring: FrontRing(initializing: shared), port: port))
+            }
+            self.rings = rings
+            let ringSlots = rings.reduce(0) { $0 + Int($1.ring.size) }
+            depth = min(configuration.depth, ringSlots)
+            var data: [SharedPages] = []
+            var indirectPages: [SharedPages] = []
+            for _ in 0..<depth {
+                do {
+                    let pages = try grants.share(pages: segmentsPerRequest, with: backendDomain, writable: true)
+                    made.append(pages)
+                    data.append(pages)
+                    if indirectPagesPerRequest > 0 {
+                        let table = try grants.share(pages: indirectPagesPerRequest, with: backendDomain, writable: false)
+                        made.append(table)
+                        indirectPages.append(table)
+                    }
+                } catch {
+                    throw .platform(error)
+                }
+            }
+            slotData = data
+            slotIndirect = indirectPages
+            var views: [[SharedView]] = []
+            for table in indirectPages {
+                var pages: [SharedView] = []
+                for page in 0 ..< indirectPagesPerRequest {
+                    do { pages.append(try table.view.slice(offset: page * pageSize, length: pageSize)) } catch {
+                        throw .protocolViolation("indirect page \(page) of a \(table.region.length)-byte grant: \(error)")
+                    }
+                }
+                views.append(pages)
+            }
+            slotIndirectViews = views
+        } catch {
+            undo()
+            throw error
+        }
+        slots = Array(repeating: nil, count: depth)
+        freeSlots = Array((0..<depth).reversed())
+    }
+
+    /// Grant pages held: rings, data and indirect pages.
+    var grantedPageSets: [SharedPages] { rings.map(\.pages) + slotData + slotIndirect }
+
+    /// The keys the frontend publishes with Initialised (`io/blkif.h`, "Frontend XenBus
+    /// Nodes"): one ring at the top level, several under `queue-N/`.
+    var keys: XenbusKeys {
+        var keys = XenbusKeys()
+        func ring(_ r: BlockFrontendRing, prefix: String) {
+            if ringPageOrder == 0 {
+                keys.set(prefix + "ring-ref", String(r.pages.refs[0]))
+            } else {
+                for (i, ref) in r.pages.refs.enumerated() { keys.set(prefix + "ring-ref\(i)", String(ref)) }
+            }
+            keys.set(prefix + "event-channel", String(r.port))
+        }
+        if ringPageOrder > 0 { keys.set(BlkifFrontendFeatures.Key.ringPageOrder, String(ringPageOrder)) }
+        if rings.count == 1 {
+            ring(rings[0], prefix: "")
+        } else {
+            keys.set(BlkifFrontendFeatures.Key.queueCount, String(rings.count))
+            for (q, r) in rings.enumerated() { ring(r, prefix: "queue-\(q)/") }
+        }
+        keys.set(BlkifFrontendFeatures.Key.protocolName, abi.protocolName)
+        keys.set(BlkifFrontendFeatures.Key.persistent, persistent ? "1" : "0")
+        return keys
+    }
+
+    // MARK: Thread
+
+    /// Starts the I/O thread, which takes work from `core`.
+    func start(core: BlockFrontendCore) throws(BlockFrontendError) {
+        let context = Unmanaged.passRetained(BlockFrontendThreadBody { [self] in run(core: core) }).toOpaque()
+        var handle = pthread_t()
+        let result = pthread_create(&handle, nil, { context in
+            guard let context else { return nil }
+            Unmanaged<BlockFrontendThreadBody>.fromOpaque(context).takeRetainedValue().body()
+            return nil
+        }, context)
+        guard result == 0 else {
+            Unmanaged<BlockFrontendThreadBody>.fromOpaque(context).release()
+            throw .platform(.system("pthread_create", errno: result))
+        }
+        thread = handle
+    }
+
+    /// Wakes the I/O thread (new work, or stop).
+    func wake() {
+        // A full pipe already holds a wake-up, so EAGAIN loses nothing.
+        var one: UInt8 = 1
+        _ = Glibc.write(wakeWriteFD, &one, 1)
+    }
+
+    /// Stops and joins the I/O thread; returns the parts still unanswered, in the order
+    /// they were sent, so they can be sent again on the next connection.
+    func stop() -> [BlockFrontendWork] {
+        if let thread {
+            stopping.store(true, ordering: .releasing)
+            wake()
+            pthread_join(thread, nil)
+            self.thread = nil
+        }
+        var unanswered = slots.compactMap { $0?.work }
+        unanswered.sort { $0.sequence < $1.sequence }
+        for index in slots.indices { slots[index] = nil }
+        inFlight.store(0, ordering: .relaxed)
+        freeSlots = Array((0..<depth).reversed())
+        return unanswered
+    }
+
+    /// Closes the ports and ends access to every page. Returns the page sets whose
+    /// access could not end yet (the backend still maps them); the caller retries later.
+    func release() -> [SharedPages] {
+        eventChannel.close()
+        Glibc.close(wakeFD)
+        Glibc.close(wakeWriteFD)
+        var busy: [SharedPages] = []
+        for pages in grantedPageSets {
+            do { try grants.endAccess(pages) } catch { busy.append(pages) }
+        }
+        return busy
+    }
+
+    private func run(core: BlockFrontendCore) {
+        var fds = [pollfd(fd: eventChannel.fileDescriptor, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
+        while !stopping.load(ordering: .acquiring) {
+            var busy = consumeAll()
+            if dispatch(core: core) { busy = true }
+            for index in rings.indices where rings[index].unpushed {
+                rings[index].unpushed = false
+                if rings[index].ring.pushRequestsAndCheckNotify() { notify(index) }
+            }
+            if busy { continue }
+            if hasResponses() { continue }
+            _ = poll(&fds, 2, -1)
+            drainEvents()
+        }
+        // Answers already published count: they need not be sent again.
+        _ = consumeAll()
+    }
+
+    private func notify(_ index: Int) {
+        do { try eventChannel.notify(rings[index].port) } catch {
+            logger.error("blkfront: notifying port \(rings[index].port) failed: \(error)")
+        }
+    }
+
+    private func drainEvents() {
+        withUnsafeTemporaryAllocation(byteCount: 64, alignment: 8) { buffer in
+            while Glibc.read(wakeFD, buffer.baseAddress, buffer.count) == buffer.count {}
+        }
+        while true {
+            let port: EventPort?
+            do { port = try eventChannel.pending() } catch { return }
+            guard let port else { return }
+            try? eventChannel.unmask(port)
+        }
+    }
+
+    /// Whether any ring has responses; if not, each asks to be notified of the next
+    /// (`finalCheckForResponses`).
+    private func hasResponses() -> Bool {
+        for index in rings.indices where !rings[index].broken {
+            do {
+                if try rings[index].ring.finalCheckForResponses() { return true }
+            } catch {
+                breakRing(index, "\(error)")
+            }
+        }
+        return false
+    }
+
+    private func breakRing(_ index: Int, _ why: String) {
+        guard !rings[index].broken else { return }
+        rings[index].broken = true
+        brokenRings.add(1, ordering: .relaxed)
+        logger.error("blkfront: ring \(index) stopped: \(BlockFrontendError.protocolViolation(why))")
+    }
+
+    // MARK: Responses
+
+    private func consumeAll() -> Bool {
+        var any = false
+        for index in rings.indices where !rings[index].broken {
+            if consume(index) { any = true }
+        }
+        return any
+    }
+
+    private func consume(_ index: Int) -> Bool {
+        let producer: RingIndex
+        do { producer = try rings[index].ring.checkedResponseProducer() } catch {
+            breakRing(index, "\(error)")
+            return false
+        }
+        var any = false
+        while rings[index].ring.responseConsumer != producer {
+            let slotView = rings[index].ring.responseSlot(rings[index].ring.responseConsumer)
+            rings[index].ring.responseConsumer &+= 1
+            any = true
+            let response: BlkifResponse
+            do { response = try BlkifResponse.decode(from: slotView, at: 0, abi: abi) } catch {
+                breakRing(index, "response: \(error)")
+                return any
+            }
+            guard response.id < UInt64(depth), let inFlight = slots[Int(response.id)],
+                  inFlight.ring == index, inFlight.operation == response.operation else {
+                breakRing(index, "response id \(response.id) operation \(response.operation) matches no request in flight on this ring")
+                return any
+            }
+            let slot = Int(response.id)
+            slots[slot] = nil
+            self.inFlight.subtract(1, ordering: .relaxed)
+            finish(inFlight.work, slot: slot, status: response.status)
+            freeSlots.append(slot)
+        }
+        return any
+    }
+
+    private func finish(_ work: BlockFrontendWork, slot: Int, status: BlkifStatus) {
+        let op = work.operation
+        let sector = op.kind == .flush ? 0 : op.sector + work.offset
+        let count = op.kind == .discard ? op.count : work.count
+        switch status {
+        case .okay:
+            if op.kind == .read {
+                let start = Int(work.offset) * 512
+                let length = Int(work.count) * 512
+                op.data.withUnsafeMutableBytes { bytes in
+                    slotData[slot].view.copyBytes(at: 0, into: UnsafeMutableRawBufferPointer(rebasing: bytes[start ..< start + length]))
+                }
+            }
+            op.complete(units: units(work), failure: nil)
+        case .error:
+            op.complete(units: units(work), failure: .ioError(operation: op.kind.name, sector: sector, count: count))
+        case .notSupported:
+            op.complete(units: units(work), failure: .notSupported(operation: op.kind.name, sector: sector, count: count))
+        }
+    }
+
+    private func units(_ work: BlockFrontendWork) -> UInt64 {
+        switch work.operation.kind {
+        case .read, .write: return work.count
+        case .flush, .discard: return 1
+        }
+    }
+
+    // MARK: Requests
+
+    /// Sends waiting work while a slot and ring space are free; says whether it sent any.
+    private func dispatch(core: BlockFrontendCore) -> Bool {
+        var sent = false
+        let maxSectors = UInt64(segmentsPerRequest * (pageSize / 512))
+        while let slot = freeSlots.last, let ringIndex = ringWithSpace() {
+            guard var work = core.next(maxSectors: maxSectors) else { break }
+            freeSlots.removeLast()
+            work.sequence = nextSequence
+            nextSequence &+= 1
+            let id = UInt64(slot)
+            let request: BlkifRequest
+            do {
+                request = try makeRequest(work, slot: slot, id: id)
+            } catch {
+                freeSlots.append(slot)
+                work.operation.complete(units: units(work), failure: .protocolViolation("cannot build request: \(error)"))
+                continue
+            }
+            var ring = rings[ringIndex].ring
+            request.encode(into: ring.requestSlot(ring.requestProducerPrivate), at: 0, abi: abi)
+            ring.requestProducerPrivate &+= 1
+            rings[ringIndex].ring = ring
+            rings[ringIndex].unpushed = true
+            slots[slot] = BlockFrontendInFlight(work: work, ring: ringIndex, operation: request.operation.rawValue)
+            inFlight.add(1, ordering: .relaxed)
+            sent = true
+        }
+        return sent
+    }
+
+    /// The next ring (round robin) with a free request slot.
+    private func ringWithSpace() -> Int? {
+        for step in 0..<rings.count {
+            let index = (nextRing + step) % rings.count
+            if !rings[index].broken, !rings[index].ring.isFull {
+                nextRing = (index + 1) % rings.count
+                return index
+            }
+        }
+        return nil
+    }
+
+    private func makeRequest(_ work: BlockFrontendWork, slot: Int, id: UInt64) throws(BlkifError) -> BlkifRequest {
+        let op = work.operation
+        switch op.kind {
+        case .flush:
+            // Callers only flush when the backend offers one of the two.
+            return .direct(try BlkifDirectRequest(operation: flushOperation ?? .flushDiskCache, handle: handle, id: id,
+                                                  sectorNumber: 0, segments: BlkifSegments()))
+        case .discard:
+            return .discard(BlkifDiscardRequest(handle: handle, id: id, sectorNumber: op.sector,
+                                                sectorCount: op.count, secure: false))
+        case .read, .write:
+            let sectorsPerPage = pageSize / 512
+            let pages = (Int(work.count) + sectorsPerPage - 1) / sectorsPerPage
+            let data = slotData[slot]
+            if op.kind == .write {
+                let start = Int(work.offset) * 512
+                let length = Int(work.count) * 512
+                op.data.withUnsafeBytes { bytes in
+                    data.view.copyBytes(from: UnsafeRawBufferPointer(rebasing: bytes[start ..< start + length]), to: 0)
+                }
+            }
+            let count = Int(work.count)
+            let segments = (0..<pages).lazy.map { page in
+                BlkifSegment(gref: data.refs[page], firstSector: 0,
+                             lastSector: UInt8(min(sectorsPerPage, count - page * sectorsPerPage) - 1))
+            }
+            let sector = op.sector + work.offset
+            if pages <= BlkifSegments.capacity {
+                return .direct(try BlkifDirectRequest(operation: op.kind == .read ? .read : .write, handle: handle,
+                                                      id: id, sectorNumber: sector, segments: BlkifSegments(segments)))
+            }
+            let table = slotIndirect[slot]
+            for (index, segment) in segments.enumerated() {
+                let page = slotIndirectViews[slot][BlkifIndirectPage.location(ofSegment: index).page]
+                BlkifIndirectPage.encodeSegment(segment, index: index, into: page)
+            }
+            let tablePages = BlkifIndirectPage.pageCount(forSegments: pages)
+            return .indirect(try BlkifIndirectRequest(
+                operation: op.kind == .read ? .read : .write, segmentCount: pages, handle: handle, id: id,
+                sectorNumber: sector, indirectGrefs: BlkifIndirectGrefs(table.refs[0 ..< tablePages]),
+                maxSegments: segmentsPerRequest))
+        }
+    }
+}
+
+/// The I/O thread's entry point, carried through pthread_create.
+final class BlockFrontendThreadBody {
+    let body: () -> Void
+    init(_ body: @escaping () -> Void) { self.body = body }
+}

@@ -1,0 +1,180 @@
+import Blkif
+import Logging
+import Synchronization
+import XenPlatform
+
+/// The state a ``BlockFrontend``, its xenbus hooks and its I/O thread share: the work
+/// waiting to be sent, the live connection and the disk it describes.
+final class BlockFrontendCore: Sendable {
+    struct State {
+        /// Work not yet sent (or to be sent again), first `head` entries consumed.
+        var waiting: [BlockFrontendWork] = []
+        var head = 0
+        /// Set up by initialise, not yet connected.
+        var prepared: BlockFrontendConnection?
+        /// Serving requests.
+        var connection: BlockFrontendConnection?
+        var disk: BlockFrontendDisk?
+        var connectWaiters: [CheckedContinuation<BlockFrontendDisk, any Error>] = []
+        var closed = false
+        /// Page sets whose access could not end yet (the backend still mapped them).
+        var deferred: [SharedPages] = []
+        /// Page sets granted and not yet ended.
+        var grantedSets = 0
+        /// Handshakes completed (1 after the first connect).
+        var connections = 0
+        /// Requests sent again after a disconnect, over the frontend's life.
+        var reissued = 0
+    }
+
+    let state = Mutex(State())
+    let platform: any Platform
+    let configuration: BlockFrontendConfiguration
+    let logger: Logger
+
+    init(platform: any Platform, configuration: BlockFrontendConfiguration, logger: Logger) {
+        self.platform = platform
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    // MARK: Callers
+
+    /// The disk once connected (at once if it connected before).
+    func connected() async throws -> BlockFrontendDisk {
+        try await withCheckedThrowingContinuation { continuation in
+            let ready = state.withLock { s -> Result<BlockFrontendDisk, BlockFrontendError>? in
+                if s.closed { return .failure(.closed) }
+                if let disk = s.disk { return .success(disk) }
+                s.connectWaiters.append(continuation)
+                return nil
+            }
+            if let ready { continuation.resume(with: ready) }
+        }
+    }
+
+    /// Queues `operation` and wakes the I/O thread; returns what the caller gets.
+    func submit(_ operation: BlockFrontendOperation) async throws -> [UInt8] {
+        try await withCheckedThrowingContinuation { continuation in
+            operation.continuation = continuation
+            let refused = state.withLock { s -> Bool in
+                guard !s.closed else { return true }
+                s.waiting.append(BlockFrontendWork(operation: operation, offset: 0, count: operation.count))
+                s.connection?.wake()
+                return false
+            }
+            if refused { operation.abandon(.closed) }
+        }
+    }
+
+    /// The next part to send, at most `maxSectors` sectors of a read or write (the rest
+    /// stays first in line). Called by the I/O thread.
+    func next(maxSectors: UInt64) -> BlockFrontendWork? {
+        state.withLock { s -> BlockFrontendWork? in
+            guard s.head < s.waiting.count else { return nil }
+            var work = s.waiting[s.head]
+            let kind = work.operation.kind
+            if kind == .read || kind == .write, work.count > maxSectors {
+                s.waiting[s.head].offset += maxSectors
+                s.waiting[s.head].count -= maxSectors
+                work.count = maxSectors
+            } else {
+                s.head += 1
+                if s.head == s.waiting.count {
+                    s.waiting.removeAll(keepingCapacity: true)
+                    s.head = 0
+                } else if s.head >= 256, s.head * 2 >= s.waiting.count {
+                    s.waiting.removeFirst(s.head)
+                    s.head = 0
+                }
+            }
+            return work
+        }
+    }
+
+    // MARK: xenbus hooks
+
+    func prepare(backendDomain: DomainID, features: BlkifBackendFeatures, handle: UInt16) throws(BlockFrontendError) -> BlockFrontendConnection {
+        let connection = try BlockFrontendConnection(platform: platform, backendDomain: backendDomain, features: features,
+                                                     configuration: configuration, handle: handle, logger: logger)
+        state.withLock {
+            $0.prepared = connection
+            $0.grantedSets += connection.grantedPageSets.count
+        }
+        return connection
+    }
+
+    /// The backend is Connected: start serving, waiting work first.
+    func start(disk: BlockFrontendDisk) throws(BlockFrontendError) {
+        guard let connection = state.withLock({ $0.prepared }) else {
+            throw .protocolViolation("backend connected before the frontend initialised")
+        }
+        try connection.start(core: self)
+        let waiters = state.withLock { s -> [CheckedContinuation<BlockFrontendDisk, any Error>] in
+            s.prepared = nil
+            s.connection = connection
+            s.disk = disk
+            s.connections += 1
+            defer { s.connectWaiters = [] }
+            return s.connectWaiters
+        }
+        connection.wake()
+        for waiter in waiters { waiter.resume(returning: disk) }
+    }
+
+    /// The backend went away (or the frontend closes): stop the thread, put every
+    /// unanswered part back first in line, and give the grants back.
+    func disconnect(reason: String) {
+        let (running, prepared) = state.withLock { s in
+            defer { s.connection = nil; s.prepared = nil }
+            return (s.connection, s.prepared)
+        }
+        for connection in [running, prepared].compactMap({ $0 }) {
+            let unanswered = connection.stop()
+            if !unanswered.isEmpty {
+                logger.info("blkfront: \(unanswered.count) requests in flight will be sent again: \(reason)")
+            }
+            let busy = connection.release()
+            state.withLock { s in
+                s.waiting.replaceSubrange(0 ..< s.head, with: unanswered)
+                s.reissued += unanswered.count
+                s.head = 0
+                s.grantedSets -= connection.grantedPageSets.count - busy.count
+                s.deferred += busy
+            }
+        }
+        releaseDeferred()
+    }
+
+    /// Retries ending access to pages the backend still mapped; returns how many sets remain.
+    @discardableResult
+    func releaseDeferred() -> Int {
+        let pending = state.withLock { s in
+            defer { s.deferred = [] }
+            return s.deferred
+        }
+        var still: [SharedPages] = []
+        for pages in pending {
+            do { try platform.grantTable.endAccess(pages) } catch { still.append(pages) }
+        }
+        return state.withLock { s in
+            s.grantedSets -= pending.count - still.count
+            s.deferred += still
+            return s.deferred.count
+        }
+    }
+
+    /// Fails everything waiting and refuses new work.
+    func close() {
+        let (work, waiters) = state.withLock { s in
+            s.closed = true
+            defer { s.waiting = []; s.head = 0; s.connectWaiters = [] }
+            return (Array(s.waiting[s.head...]), s.connectWaiters)
+        }
+        var seen = Set<ObjectIdentifier>()
+        for item in work where seen.insert(ObjectIdentifier(item.operation)).inserted {
+            item.operation.abandon(.closed)
+        }
+        for waiter in waiters { waiter.resume(throwing: BlockFrontendError.closed) }
+    }
+}
