@@ -72,7 +72,7 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log")]
         ),
         // An NBD server (fixed newstyle, simple replies) for any disk behind its NBDExport protocol.
-        .target(name: "NBD", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        .target(name: "NBD", dependencies: ["BlockFrontend", .product(name: "Logging", package: "swift-log")]),
         // The userspace blkfront: xenbus handshake, rings, persistent grants, reconnect.
         .target(
             name: "BlockFrontend",
@@ -86,6 +86,7 @@ let package = Package(
             name: "xensplit",
             dependencies: [
                 "XenStore", "XenLocal", "XenPlatform", "XenLinux", "XenTesting", "BlockBackend", "URing",
+                "BlockFrontend", "NBD",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
