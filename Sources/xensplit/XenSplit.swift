@@ -6,6 +6,7 @@ struct XenSplit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "xensplit",
         abstract: "Xen split-device drivers in userspace, on real Xen or on a local hypervisor.",
-        subcommands: [HypervisorCommand.self, DomainCommand.self, XenstoredCommand.self, BlkbackCommand.self, SelfTestCommand.self]
+        subcommands: [HypervisorCommand.self, DomainCommand.self, XenstoredCommand.self, BlkbackCommand.self, BlkfrontCommand.self,
+                      DemoCommand.self, SelfTestCommand.self]
     )
 }

@@ -1,0 +1,201 @@
+import ArgumentParser
+import BlockFrontend
+import Dispatch
+import Foundation
+import Logging
+import NBD
+import Synchronization
+import XenLinux
+import XenLocal
+import XenPlatform
+
+/// `xensplit blkfront`: a userspace blkfront whose disk is served over NBD.
+struct BlkfrontCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "blkfront",
+        abstract: "Attach a domain's virtual disk as its frontend and export it over NBD.",
+        discussion: """
+        Joins domain NAME (on the local hypervisor; on xen, the domain this runs in), \
+        attaches the frontend of VDEV (xvda, hdb, sdc, or a device number), waits for its \
+        backend to connect and serves the disk at the NBD address until SIGINT or SIGTERM, \
+        then closes the frontend (xenbus Closing, Closed, grants ended).
+        """
+    )
+
+    @Argument(help: "The domain whose disk this is.")
+    var name: String
+
+    @Argument(help: "The virtual device: xvda, hdb, sdc, ... or its number.")
+    var vdev: String
+
+    @Option(help: "Where to serve NBD: unix:PATH or tcp:[HOST:]PORT (HOST defaults to 127.0.0.1).")
+    var nbd: String
+
+    @OptionGroup var platform: PlatformOptions
+
+    @Option(help: "Rings to ask for (multi-queue-num-queues).")
+    var queues: UInt32 = 1
+
+    @Flag(help: "Log at debug level.")
+    var verbose = false
+
+    func validate() throws {
+        guard (1...16).contains(queues) else { throw ValidationError("--queues must be 1...16") }
+    }
+
+    func run() async throws {
+        var logger = Logger(label: "xensplit.blkfront")
+        logger.logLevel = verbose ? .debug : .info
+        let address: NBDAddress
+        do { address = try NBDAddress(parsing: nbd) } catch { throw ValidationError("--nbd: \(error)") }
+        let device: DiskSpec.VirtualDevice
+        do { device = try DiskSpec.VirtualDevice(vdev) } catch { throw ValidationError("\(error)") }
+
+        let guest = try await join(logger: logger)
+        try await checkDeviceExists(guest, device)
+        let frontend = try BlockFrontend(platform: guest, devid: "\(device.number)",
+                                         configuration: BlockFrontendConfiguration(queues: queues), logger: logger)
+        let stop = StopSignal()
+        let sources = stop.install()
+        defer { withExtendedLifetime(sources) {} }
+
+        let waiting = Task {
+            try await Task.sleep(for: .seconds(1))
+            logger.info("blkfront: waiting for the backend of \(device) (\(frontend.frontendPath)/backend) to connect")
+        }
+        // connected() waits for the backend however long; a signal closes the frontend,
+        // which fails that wait.
+        let disk: BlockFrontendDisk?
+        do {
+            disk = try await stop.interrupting({ try await frontend.connected() }, by: { await frontend.close() })
+        } catch {
+            waiting.cancel()
+            await frontend.close()
+            throw error
+        }
+        guard let disk else {
+            waiting.cancel()
+            return
+        }
+        waiting.cancel()
+        let export = try NBDBlockFrontendExport(frontend: frontend, disk: disk, logger: logger)
+        let server = NBDServer(export: export, name: "")
+        let bound: NBDAddress
+        do { bound = try server.start(listeningOn: address) } catch {
+            await frontend.close()
+            throw error
+        }
+        logger.info("""
+            blkfront: \(name) \(device): \(disk.sectors512 * 512) bytes, sector \(disk.properties.sectorSize), \
+            \(1 << disk.ringPageOrder) ring pages, \(disk.queues) queues, \(disk.segmentsPerRequest) segments; \
+            serving \(bound.uri)
+            """)
+        await stop.wait()
+        server.stop()
+        let left = await frontend.close()
+        if case let .unix(path) = bound { unlink(path) }
+        if left > 0 { throw ValidationError("blkfront: \(left) granted page sets were still mapped at close") }
+    }
+
+    /// The platform acting as the domain, with errors that say what is missing.
+    private func join(logger: Logger) async throws -> any Platform {
+        switch platform.kind {
+        case .local:
+            let dir = platform.state.resolved
+            guard FileManager.default.fileExists(atPath: LocalHypervisor.socketPath(stateDirectory: dir)) else {
+                throw ValidationError("no local hypervisor at \(dir) (start `xensplit hypervisor --state-dir \(dir)`)")
+            }
+            guard FileManager.default.fileExists(atPath: LocalHypervisor.socketPath(stateDirectory: dir, domain: name)) else {
+                throw ValidationError("no domain named '\(name)' on the local hypervisor at \(dir)")
+            }
+            return try LocalPlatform(stateDirectory: dir, domain: name)
+        case .xen:
+            return try await LinuxPlatform.detect()
+        }
+    }
+
+    /// Refuses a vdev the toolstack never gave this domain (no frontend directory).
+    private func checkDeviceExists(_ guest: any Platform, _ device: DiskSpec.VirtualDevice) async throws {
+        let store = try guest.connectXenStore()
+        defer { store.close() }
+        let home = "/local/domain/\(guest.domainID)/device/vbd"
+        let devices = (try? await store.directory(home)) ?? []
+        guard devices.contains("\(device.number)") else {
+            let known = devices.compactMap(UInt32.init).sorted().map(String.init).joined(separator: ", ")
+            throw ValidationError("domain '\(name)' has no disk \(device) (its vbds: \(known.isEmpty ? "none" : known))")
+        }
+    }
+}
+
+/// SIGINT and SIGTERM turned into something async code can wait for.
+final class StopSignal: Sendable {
+    private struct State: ~Copyable {
+        var stopped = false
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        var interrupt: (@Sendable () async -> Void)?
+        var interrupting: Task<Void, Never>?
+    }
+
+    private let state = Mutex(State())
+
+    /// Ignores the signals' default action and delivers them here; keep the result alive.
+    func install() -> [DispatchSourceSignal] {
+        [SIGINT, SIGTERM].map { sig in
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { [self] in fire() }
+            source.resume()
+            return source
+        }
+    }
+
+    /// Records the stop, wakes the waiters and starts the registered interruption.
+    func fire() {
+        let resume = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            guard !s.stopped else { return [] }
+            s.stopped = true
+            if let interrupt = s.interrupt { s.interrupting = Task { await interrupt() } }
+            s.interrupt = nil
+            defer { s.waiters = [] }
+            return s.waiters
+        }
+        for continuation in resume { continuation.resume() }
+    }
+
+    /// Returns once a signal arrived.
+    func wait() async {
+        await withCheckedContinuation { continuation in
+            let now = state.withLock { s -> Bool in
+                if s.stopped { return true }
+                s.waiters.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    /// Runs `body`; a signal meanwhile runs `interrupt` (which should make `body` end).
+    /// Returns nil if a signal arrived, after `interrupt` finished; else `body`'s value.
+    func interrupting<T: Sendable>(_ body: () async throws -> T,
+                                   by interrupt: @escaping @Sendable () async -> Void) async throws -> T? {
+        let already = state.withLock { s -> Bool in
+            if !s.stopped { s.interrupt = interrupt }
+            return s.stopped
+        }
+        if already {
+            await interrupt()
+            return nil
+        }
+        let outcome: Result<T, any Error>
+        do { outcome = .success(try await body()) } catch { outcome = .failure(error) }
+        let started = state.withLock { s -> Task<Void, Never>? in
+            s.interrupt = nil
+            return s.interrupting
+        }
+        if let started {
+            await started.value
+            return nil
+        }
+        return try outcome.get()
+    }
+}
