@@ -122,6 +122,9 @@ let package = Package(
         .testTarget(name: "BlockFrontendTests",
                     dependencies: ["BlockFrontend", "BlockBackend", "XenTesting", "XenBus", "Blkif", "XenRing",
                                    "SharedMemory", "XenPlatform", "XenStore", "URing"]),
+        .testTarget(name: "DemoTests",
+                    dependencies: ["NBD", "BlockFrontend", "BlockBackend", "XenLocal", "XenPlatform", "URing",
+                                   .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenTesting", "XenLocal", "XenPlatform", "XenStore"]),
     ],
     swiftLanguageModes: [.v6]

@@ -94,7 +94,7 @@ struct BlkfrontCommand: AsyncParsableCommand {
         server.stop()
         let left = await frontend.close()
         if case let .unix(path) = bound { unlink(path) }
-        if left > 0 { throw ValidationError("blkfront: \(left) granted page sets were still mapped at close") }
+        if left > 0 { throw CommandFailure("blkfront: \(left) granted page sets were still mapped at close") }
     }
 
     /// The platform acting as the domain, with errors that say what is missing.
@@ -103,14 +103,21 @@ struct BlkfrontCommand: AsyncParsableCommand {
         case .local:
             let dir = platform.state.resolved
             guard FileManager.default.fileExists(atPath: LocalHypervisor.socketPath(stateDirectory: dir)) else {
-                throw ValidationError("no local hypervisor at \(dir) (start `xensplit hypervisor --state-dir \(dir)`)")
+                throw CommandFailure("no local hypervisor at \(dir) (start `xensplit hypervisor --state-dir \(dir)`)")
             }
             guard FileManager.default.fileExists(atPath: LocalHypervisor.socketPath(stateDirectory: dir, domain: name)) else {
-                throw ValidationError("no domain named '\(name)' on the local hypervisor at \(dir)")
+                throw CommandFailure("no domain named '\(name)' on the local hypervisor at \(dir)")
             }
             return try LocalPlatform(stateDirectory: dir, domain: name)
         case .xen:
-            return try await LinuxPlatform.detect()
+            let platform = try await LinuxPlatform.detect()
+            let store = try platform.connectXenStore()
+            defer { store.close() }
+            let own = try? await store.readString("/local/domain/\(platform.domainID)/name")
+            if let own, own != name {
+                throw CommandFailure("this is domain '\(own)' (\(platform.domainID)), not '\(name)': run blkfront inside the domain whose disk it is")
+            }
+            return platform
         }
     }
 
@@ -122,9 +129,15 @@ struct BlkfrontCommand: AsyncParsableCommand {
         let devices = (try? await store.directory(home)) ?? []
         guard devices.contains("\(device.number)") else {
             let known = devices.compactMap(UInt32.init).sorted().map(String.init).joined(separator: ", ")
-            throw ValidationError("domain '\(name)' has no disk \(device) (its vbds: \(known.isEmpty ? "none" : known))")
+            throw CommandFailure("domain '\(name)' has no disk \(device) (its vbds: \(known.isEmpty ? "none" : known))")
         }
     }
+}
+
+/// A failure at run time (not a usage error), printed as `Error: ...` with exit status 1.
+struct CommandFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// SIGINT and SIGTERM turned into something async code can wait for.

@@ -199,11 +199,11 @@ final class DemoRun: @unchecked Sendable {
         let readTime = ContinuousClock.now - readStart
 
         for index in 0..<chunks where fnv1a(readBack[index][...]) != expected[index] {
-            throw DemoFailure("\(vdev): chunk \(index) (bytes \(index * Self.chunk)...) read back with a different checksum")
+            throw CommandFailure("\(vdev): chunk \(index) (bytes \(index * Self.chunk)...) read back with a different checksum")
         }
         let file = [UInt8](try Data(contentsOf: URL(fileURLWithPath: image)))
         guard file.count == bytes, fnv1a(file[...]) == fnv1a(pattern[...]) else {
-            throw DemoFailure("\(vdev): the image file \(image) does not hold what was written")
+            throw CommandFailure("\(vdev): the image file \(image) does not hold what was written")
         }
         let mib = Double(bytes) / Double(1 << 20)
         let size = mib.rounded() == mib ? "\(Int(mib))" : String(format: "%.2f", mib)
@@ -276,12 +276,6 @@ final class DemoRun: @unchecked Sendable {
         tearDownFailed = true
         say("teardown: \(message)", toStandardError: true)
     }
-}
-
-/// A check of the demo that did not hold.
-struct DemoFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
 }
 
 /// FNV-1a, 64-bit: a cheap checksum to compare what was written with what came back.

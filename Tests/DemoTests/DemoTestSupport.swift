@@ -1,0 +1,163 @@
+import BlockBackend
+import Dispatch
+import Foundation
+import Logging
+import URing
+import XenLocal
+import XenPlatform
+
+let quietLogger: Logger = {
+    var logger = Logger(label: "xensplit.demo-tests")
+    logger.logLevel = .critical
+    return logger
+}()
+
+struct DemoTestError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A fresh directory under /tmp, made with mkdtemp.
+func makeTemporaryDirectory(_ prefix: String) throws -> String {
+    var template = Array("/tmp/\(prefix)-XXXXXX".utf8CString)
+    guard let made = mkdtemp(&template) else { throw DemoTestError("mkdtemp: errno \(errno)") }
+    return String(cString: made)
+}
+
+/// The built `xensplit` binary, beside the test bundle.
+var xensplitBinary: String {
+    URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("xensplit").path
+}
+
+/// Whether `tool` is an executable on PATH.
+func toolExists(_ tool: String) -> Bool {
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+    return path.split(separator: ":").contains { access("\($0)/\(tool)", X_OK) == 0 }
+}
+
+/// A child process whose combined output goes to a file, so waiting for it never blocks a
+/// thread of the concurrency pool (the NBD server under test needs that pool).
+final class Child: @unchecked Sendable {
+    // @unchecked: `process` is only started here and then read.
+    let process = Process()
+    let outputPath: String
+    private let exited = DispatchSemaphore(value: 0)
+
+    init(_ executable: String, _ arguments: [String], outputPath: String) throws {
+        self.outputPath = outputPath
+        guard FileManager.default.createFile(atPath: outputPath, contents: nil) else {
+            throw DemoTestError("cannot create \(outputPath)")
+        }
+        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardOutput = output
+        process.standardError = output
+        process.standardInput = FileHandle.nullDevice
+        let exited = self.exited
+        process.terminationHandler = { _ in exited.signal() }
+        try process.run()
+        try output.close()
+    }
+
+    var pid: Int32 { process.processIdentifier }
+    var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+
+    /// Waits for the exit on a thread of its own; returns the status.
+    func wait() async -> Int32 {
+        let exited = self.exited
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            Thread { exited.wait(); exited.signal(); continuation.resume() }.start()
+        }
+        return process.terminationStatus
+    }
+
+    /// Signals the child if it has not exited yet (a reaped pid may belong to another process).
+    func signal(_ sig: Int32) { if process.isRunning { kill(process.processIdentifier, sig) } }
+}
+
+/// Runs `arguments` (through /usr/bin/env) to completion: status and combined output.
+func runTool(_ arguments: [String], in directory: String) async throws -> (status: Int32, output: String) {
+    let child = try Child("/usr/bin/env", arguments, outputPath: directory + "/tool-\(UUID().uuidString).log")
+    let status = await child.wait()
+    let output = child.output
+    unlink(child.outputPath)
+    return (status, output)
+}
+
+/// Polls `condition` every 10 ms for up to `seconds`.
+func eventually(_ what: String, seconds: Int = 20, _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + .seconds(seconds)
+    while ContinuousClock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    throw DemoTestError("\(what): not done after \(seconds) s")
+}
+
+/// A seeded byte pattern.
+func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
+    var state = seed
+    return (0..<count).map { _ in
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        return UInt8(truncatingIfNeeded: state >> 33)
+    }
+}
+
+/// The local hypervisor on a thread and the block backend in a task of this process, in
+/// a directory of their own that also holds the disk images.
+final class BlockWorld: @unchecked Sendable {
+    // @unchecked: set up in init, then only read; stop() is called once.
+    let directory: String
+    let hypervisor: LocalHypervisor
+    let dom0: LocalPlatform
+    let toolstack: LocalToolstack
+    let daemon: BlkbackDaemon
+    let daemonTask: Task<Void, any Error>
+    private let stopped = DispatchSemaphore(value: 0)
+
+    init() throws {
+        directory = try makeTemporaryDirectory("xensplit-demo-test")
+        var configuration = LocalHypervisor.Configuration(stateDirectory: directory)
+        configuration.poolPages = 8192
+        configuration.grantEntries = 4096
+        hypervisor = try LocalHypervisor(configuration: configuration, logger: quietLogger)
+        let hv = hypervisor
+        let done = stopped
+        Thread { hv.run(); done.signal() }.start()
+        dom0 = try LocalPlatform(stateDirectory: directory)
+        toolstack = LocalToolstack(platform: dom0)
+        let factory = try BlockIOEngineFactory(configuration: .init(queueDepth: 64, capacity: 1024, threads: 2),
+                                               logger: quietLogger)
+        let daemon = try BlkbackDaemon(platform: dom0, configuration: .init(workers: 1), factory: factory, logger: quietLogger)
+        self.daemon = daemon
+        daemonTask = Task { try await daemon.run() }
+    }
+
+    /// A zero-filled image of `bytes` in the world's directory.
+    func image(_ name: String, bytes: Int) throws -> String {
+        let path = directory + "/" + name
+        guard FileManager.default.createFile(atPath: path, contents: nil), truncate(path, off_t(bytes)) == 0 else {
+            throw DemoTestError("cannot make \(path)")
+        }
+        return path
+    }
+
+    func stop() async throws {
+        daemon.stop()
+        try await daemonTask.value
+        hypervisor.stop()
+        stopped.wait()
+        try FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+/// Writes `bytes` over the start of the existing file `path`, in place (the backend keeps
+/// it open, so the file must stay the same inode).
+func overwrite(_ path: String, with bytes: [UInt8]) throws {
+    let fd = open(path, O_WRONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw DemoTestError("open \(path): errno \(errno)") }
+    defer { close(fd) }
+    let written = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+    guard written == bytes.count, fsync(fd) == 0 else { throw DemoTestError("pwrite \(path): errno \(errno)") }
+}
