@@ -4,6 +4,7 @@ import BlockFrontend
 import Dispatch
 import Foundation
 import Logging
+import Synchronization
 import URing
 import XenLocal
 import XenPlatform
@@ -40,6 +41,10 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(help: "Parent of the temporary directory.")
     var tmpdir = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
 
+    @Flag(help: ArgumentHelp("Stop after attaching the disks until SIGINT or SIGTERM (for testing teardown).",
+                             visibility: .hidden))
+    var pauseAfterAttach = false
+
     @Flag(help: "Log the components at debug level.")
     var verbose = false
 
@@ -53,11 +58,22 @@ struct DemoCommand: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "xensplit.demo")
         logger.logLevel = verbose ? .debug : .warning
-        let demo = DemoRun(logger: logger, queues: queues, seed: seed)
+        let demo = DemoRun(logger: logger, queues: queues, seed: seed, pauseAfterAttach: pauseAfterAttach)
+        // A signal ends the run through the normal failure path, so teardown still happens.
+        let sources = [SIGINT, SIGTERM].map { sig in
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { demo.abort("interrupted by signal \(sig)") }
+            source.resume()
+            return source
+        }
+        defer { withExtendedLifetime(sources) {} }
         do {
             try await demo.run(parent: tmpdir, disks: [("xvda", xvdaMib), ("xvdb", xvdbMib)])
+            if let reason = demo.abortReason { throw CommandFailure(reason) }
         } catch {
-            demo.say("FAILED while \(demo.step): \(error)", toStandardError: true)
+            let reason = demo.abortReason.map { "\($0) (\(error))" } ?? "\(error)"
+            demo.say("FAILED while \(demo.step): \(reason)", toStandardError: true)
             await demo.tearDown()
             throw ExitCode(1)
         }
@@ -69,7 +85,8 @@ struct DemoCommand: AsyncParsableCommand {
 
 /// The demo's state, so that teardown after a failure undoes exactly what was set up.
 final class DemoRun: @unchecked Sendable {
-    // @unchecked: used from one task at a time (run, then tearDown).
+    // @unchecked: the plain vars are used from one task at a time (run, then tearDown);
+    // what `abort` touches from other threads is in `shared`.
     let logger: Logger
     let queues: UInt32
     let seed: UInt64
@@ -82,13 +99,19 @@ final class DemoRun: @unchecked Sendable {
     private var daemonTask: Task<Void, any Error>?
     private var toolstack: LocalToolstack?
     private var domainCreated = false
-    private var frontends: [BlockFrontend] = []
+    private let shared = Mutex<(frontends: [BlockFrontend], abortReason: String?)>(([], nil))
+
+    /// How long a frontend may wait for the backend to connect.
+    static let connectTimeout: Duration = .seconds(30)
 
     static let domainName = "guest"
     static let chunk = 1 << 20
     static let concurrentChunks = 4
 
-    init(logger: Logger, queues: UInt32, seed: UInt64) {
+    let pauseAfterAttach: Bool
+
+    init(logger: Logger, queues: UInt32, seed: UInt64, pauseAfterAttach: Bool) {
+        self.pauseAfterAttach = pauseAfterAttach
         self.logger = logger
         self.queues = queues
         self.seed = seed
@@ -154,7 +177,16 @@ final class DemoRun: @unchecked Sendable {
             step = "attaching the frontend of \(disk.vdev)"
             let frontend = try BlockFrontend(platform: guest, devid: "\(spec.vdev.number)",
                                              configuration: BlockFrontendConfiguration(queues: queues), logger: logger)
-            frontends.append(frontend)
+            let aborted = shared.withLock { s -> Bool in
+                s.frontends.append(frontend)
+                return s.abortReason != nil
+            }
+            if aborted { await frontend.close() }
+            let watchdog = Task { [weak self] in
+                try await Task.sleep(for: Self.connectTimeout)
+                self?.abort("the backend did not connect \(disk.vdev) within \(Self.connectTimeout)")
+            }
+            defer { watchdog.cancel() }
             let info = try await frontend.connected()
             let pages = 1 << info.ringPageOrder
             say("\(disk.vdev) connected: ring \(pages) page\(pages == 1 ? "" : "s"), \(info.queues) queue\(info.queues == 1 ? "" : "s"), "
@@ -163,6 +195,12 @@ final class DemoRun: @unchecked Sendable {
             connected.append((disk.vdev, frontend, info))
         }
 
+        if pauseAfterAttach {
+            step = "paused after attaching the disks"
+            say("paused until SIGINT or SIGTERM")
+            while abortReason == nil { try await Task.sleep(for: .milliseconds(10)) }
+            throw CommandFailure("stopped while paused")
+        }
         for (index, (vdev, frontend, info)) in connected.enumerated() {
             step = "writing and verifying \(vdev)"
             try await exercise(vdev: vdev, frontend: frontend, disk: info,
@@ -228,6 +266,7 @@ final class DemoRun: @unchecked Sendable {
                 next += 1
             }
             while let (index, data) = try await group.next() {
+                if let reason = abortReason { throw CommandFailure(reason) }
                 results[index] = data
                 if next < chunks {
                     let index = next
@@ -242,11 +281,14 @@ final class DemoRun: @unchecked Sendable {
     /// Undoes whatever was set up, newest first; says what it could not undo.
     func tearDown() async {
         step = "tearing down"
+        let frontends = shared.withLock { s in
+            defer { s.frontends = [] }
+            return s.frontends
+        }
         for frontend in frontends {
             let left = await frontend.close()
             if left > 0 { fail("a frontend left \(left) granted page sets mapped") }
         }
-        frontends = []
         if domainCreated, let toolstack {
             do { try await toolstack.destroy(name: Self.domainName) } catch { fail("destroying \(Self.domainName): \(error)") }
         }
@@ -270,6 +312,19 @@ final class DemoRun: @unchecked Sendable {
             say("torn down: frontends closed, domain destroyed, backend and hypervisor stopped, \(directory) removed")
         }
         self.directory = nil
+    }
+
+    /// Why the run was stopped early, if it was.
+    var abortReason: String? { shared.withLock { $0.abortReason } }
+
+    /// Stops the run early: closing the frontends fails every wait and request on them.
+    func abort(_ reason: String) {
+        let frontends = shared.withLock { s -> [BlockFrontend] in
+            guard s.abortReason == nil else { return [] }
+            s.abortReason = reason
+            return s.frontends
+        }
+        for frontend in frontends { Task { await frontend.close() } }
     }
 
     private func fail(_ message: String) {

@@ -46,6 +46,24 @@ struct DemoCommandTests {
         #expect(Self.processes(mentioning: parent).isEmpty, "no process of the demo is left")
     }
 
+    @Test("a signal mid-run fails the demo naming the step, and still leaves nothing behind")
+    func demoInterruptedCleansUp() async throws {
+        let parent = try makeTemporaryDirectory("xensplit-demo-cli-int")
+        defer { try? FileManager.default.removeItem(atPath: parent) }
+        let log = try makeTemporaryDirectory("xensplit-demo-cli-int-log")
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        let demo = try Child(xensplitBinary, ["demo", "--xvda-mib", "4", "--xvdb-mib", "4", "--tmpdir", parent,
+                                              "--pause-after-attach"], outputPath: log + "/demo.log")
+        defer { demo.signal(SIGKILL) }
+        try await eventually("the demo pauses") { demo.output.contains("demo: paused") }
+        demo.signal(SIGTERM)
+        #expect(await demo.wait() == 1, "\(demo.output)")
+        #expect(demo.output.contains("demo: FAILED while paused after attaching the disks: interrupted by signal 15"),
+                "\(demo.output)")
+        #expect(demo.output.contains("demo: torn down: "), "\(demo.output)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: parent).isEmpty, "the demo's directory is gone")
+    }
+
     @Test("blkfront serves a domain's disk over NBD, says what is missing, and closes on SIGTERM",
           .enabled(if: toolExists("nbdinfo"), "nbdinfo (libnbd-bin) is not installed"))
     func blkfrontServesNBD() async throws {
