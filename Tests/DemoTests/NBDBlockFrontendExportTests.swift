@@ -1,6 +1,7 @@
 import BlockFrontend
 import Foundation
-import NBD
+import Glibc
+@testable import NBD
 import Testing
 import XenLocal
 import XenPlatform
@@ -119,5 +120,25 @@ struct NBDBlockFrontendExportTests {
             expected.replaceSubrange((6 << 20)..<(7 << 20), with: [UInt8](repeating: 0, count: 1 << 20))
             #expect([UInt8](try Data(contentsOf: URL(fileURLWithPath: exports[0].image))) == expected)
         }
+    }
+
+    @Test(.enabled(if: toolExists("qemu-io"), "qemu-io (qemu-utils) is not installed"))
+    func aClosedFrontendFailsRequestsWithEIORatherThanHanging() async throws {
+        try await Self.withExports([("xvda", "rw")]) { world, exports in
+            #expect(await exports[0].export.frontend.close() == 0)
+            let io = try await runTool(["qemu-io", "-f", "raw", "-c", "read 0 64k", exports[0].address.uri],
+                                       in: world.directory)
+            #expect(io.output.contains("Input/output error"), "\(io.output)")
+        }
+    }
+
+    @Test func frontendErrorsMapOntoTheErrnoNBDClientsUnderstand() {
+        #expect(NBDBlockFrontendExport.errno(for: BlockFrontendError.readOnly(operation: "write", sector: 0, count: 1)) == EPERM)
+        #expect(NBDBlockFrontendExport.errno(for: BlockFrontendError.invalidRange(
+            operation: "read", sector: 9, count: 1, diskSectors: 8, alignment: 1)) == EINVAL)
+        #expect(NBDBlockFrontendExport.errno(for: BlockFrontendError.notSupported(operation: "discard", sector: 0, count: 8)) == EOPNOTSUPP)
+        #expect(NBDBlockFrontendExport.errno(for: BlockFrontendError.featureNotOffered(operation: "flush", feature: "feature-flush-cache")) == EOPNOTSUPP)
+        #expect(NBDBlockFrontendExport.errno(for: BlockFrontendError.ioError(operation: "read", sector: 0, count: 8)) == EIO)
+        #expect(NBDBlockFrontendExport.errno(for: BlockFrontendError.closed) == EIO)
     }
 }
