@@ -6,7 +6,8 @@
 #   REALXEN-SELFTEST <line>                    xensplit selftest's own output, as it comes
 #   REALXEN-RESULT <step> PASS|FAIL|SKIP <why> one line per step
 #   REALXEN-LOG-BEGIN <name> ... REALXEN-LOG-END <name>   logs the host prints on failure
-# Kernel cmdline knobs: realxen.requests=N (ring step), realxen.domu=0 (no domU steps).
+# Kernel cmdline knobs: realxen.requests=N (ring step), realxen.domu=0 (no domU steps),
+# realxen.blkback=OPTS (extra `xensplit blkback` options, commas for spaces).
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:/usr/lib/xen-4.17/bin
 P=/realxen
 
@@ -124,7 +125,10 @@ vbd_steps() {
     expected_image
     expected_sha=$(sha /tmp/expected.img)
     echo "REALXEN-VBD disk.img sha256=$image_sha expected-after-writes=$expected_sha disk-ro.img sha256=$ro_sha"
-    $P/xensplit blkback --platform xen --verbose > $blog 2>&1 &
+    # realxen.blkback=--a=1,--b=2 on the kernel command line adds options (commas for spaces).
+    extra_args=$(cmdline_value blkback | tr ',' ' ')
+    echo "REALXEN-VBD backend: xensplit blkback --platform xen --verbose $extra_args"
+    $P/xensplit blkback --platform xen --verbose $extra_args > $blog 2>&1 &
     bpid=$!
     i=0
     while [ $i -lt 120 ] && ! grep -q "blkback: serving" $blog && kill -0 $bpid 2>/dev/null; do
@@ -141,7 +145,10 @@ vbd_steps() {
     vdomid=$(xl domid realxen-vbd 2>/dev/null)
     mark vbd-domu-created "domid=${vdomid:-none}"
     i=0
-    while [ -n "$vdomid" ] && [ $i -lt 480 ] && ! grep -q "DOMU-MARK vbd-done" $vconsole 2>/dev/null; do
+    # Linux blkfront gives a device up for good on a bad response ("disabled for further
+    # use"); the domU's reads then never return, so stop waiting at once.
+    while [ -n "$vdomid" ] && [ $i -lt 480 ] \
+            && ! grep -q "DOMU-MARK vbd-done\|disabled for further use" $vconsole 2>/dev/null; do
         sleep 0.5; i=$((i + 1))
     done
     mark vbd-domu-done
@@ -184,7 +191,9 @@ vbd_steps() {
     file_sha=$(sha $P/disk.img)
     ro_after=$(sha $P/disk-ro.img)
 
-    io_why="domU read sha256 $(field sha256 "$read_line") (image $image_sha); $(echo "$write_line" | sed 's/DOMU-MARK vbd-write //'); domU after writes $(field sha256 "$written_line"), disk.img after destroy $file_sha (expected $expected_sha)"
+    kernel_errors=$(grep -a 'xvd[a-z]:.*\(wrong\|disabled\|error\|I/O\)' $vconsole | tr -d '\r' | sed 's/^\[[ 0-9.]*\] //' | head -3 | paste -sd';' -)
+    echo "REALXEN-VBD domU kernel: ${kernel_errors:-no block errors}"
+    io_why="${kernel_errors:+domU kernel: $kernel_errors; }domU read sha256 $(field sha256 "$read_line") (image $image_sha); $(echo "$write_line" | sed 's/DOMU-MARK vbd-write //'); domU after writes $(field sha256 "$written_line"), disk.img after destroy $file_sha (expected $expected_sha)"
     if [ "$(field sha256 "$read_line")" = "$image_sha" ] && [ "$(field write-errors "$write_line")" = 0 ] \
             && [ "$(field readback "$write_line")" = ok ] && [ "$(field sha256 "$written_line")" = "$expected_sha" ] \
             && [ "$file_sha" = "$expected_sha" ]; then

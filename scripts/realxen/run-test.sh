@@ -21,6 +21,8 @@
 #   REALXEN_DOM0_MEM        dom0 memory (default 1024M)
 #   REALXEN_REQUESTS        requests in the selftest's ring step (default: xensplit's own)
 #   REALXEN_DOMU            0 skips the domU steps (default 1)
+#   REALXEN_BLKBACK_ARGS    extra options for `xensplit blkback` in dom0, without spaces
+#                           inside an option (e.g. --max-indirect-segments=0)
 #   REALXEN_TIMEOUT         seconds the whole QEMU run may take (default 900)
 set -euo pipefail
 
@@ -180,6 +182,7 @@ else
 fi
 dom0_cmdline="console=hvc0 earlyprintk=xen root=/dev/vda rw init=/sbin/realxen-boot"
 dom0_cmdline+=" realxen.domu=${REALXEN_DOMU:-1}${REALXEN_REQUESTS:+ realxen.requests=$REALXEN_REQUESTS}"
+dom0_cmdline+="${REALXEN_BLKBACK_ARGS:+ realxen.blkback=$(tr ' ' ',' <<< "$REALXEN_BLKBACK_ARGS")}"
 : > "$serial"
 t_qemu=$(now)
 # No `noreboot` for Xen: if dom0 dies, Xen reboots, -no-reboot turns that into QEMU exiting.
