@@ -191,7 +191,8 @@ vbd_steps() {
     file_sha=$(sha $P/disk.img)
     ro_after=$(sha $P/disk-ro.img)
 
-    kernel_errors=$(grep -a 'xvd[a-z]:.*\(wrong\|disabled\|error\|I/O\)' $vconsole | tr -d '\r' | sed 's/^\[[ 0-9.]*\] //' | head -3 | paste -sd';' -)
+    kernel_errors=$(grep -a 'xvd[a-z]: .*\(wrong\|disabled for\|error\)' $vconsole | grep -v 'flush diskcache' \
+        | tr -d '\r' | sed 's/^\[[ 0-9.]*\] //' | head -3 | paste -sd';' -)
     echo "REALXEN-VBD domU kernel: ${kernel_errors:-no block errors}"
     io_why="${kernel_errors:+domU kernel: $kernel_errors; }domU read sha256 $(field sha256 "$read_line") (image $image_sha); $(echo "$write_line" | sed 's/DOMU-MARK vbd-write //'); domU after writes $(field sha256 "$written_line"), disk.img after destroy $file_sha (expected $expected_sha)"
     if [ "$(field sha256 "$read_line")" = "$image_sha" ] && [ "$(field write-errors "$write_line")" = 0 ] \
