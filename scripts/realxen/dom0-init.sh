@@ -151,6 +151,8 @@ vbd_steps() {
             && ! grep -q "DOMU-MARK vbd-done\|disabled for further use" $vconsole 2>/dev/null; do
         sleep 0.5; i=$((i + 1))
     done
+    # The other disk runs its checks beside the disabled one: give it a moment to report.
+    grep -q "DOMU-MARK vbd-done" $vconsole 2>/dev/null || sleep 10
     mark vbd-domu-done
     xenstore-ls -fp /local/domain/0/backend/vbd > /tmp/xs-backend.txt 2>&1
     xenstore-ls -fp /local/domain/${vdomid:-none}/device/vbd > /tmp/xs-frontend.txt 2>&1

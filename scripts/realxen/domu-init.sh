@@ -20,6 +20,20 @@ echo "DOMU-MARK ready uptime=$(up) vbd-devices=$vbds"
 # With a disk (domu-vbd.cfg), report the device and its first sector's signature.
 i=0
 while [ "$vbds" -gt 0 ] && [ ! -b /dev/xvda ] && [ $i -lt 120 ]; do sleep 0.5; i=$((i + 1)); done
+# A second, read-only disk: its content must read back and a write must be refused. It runs
+# beside the xvda checks, so a hang on one disk does not hide the other's result.
+readonly_disk() {
+    i=0
+    while [ "$vbds" -gt 1 ] && [ ! -b /dev/xvdb ] && [ $i -lt 60 ]; do sleep 0.5; i=$((i + 1)); done
+    if [ -b /dev/xvdb ]; then
+        yes XENSPLIT-REALXEN-PATTERN-A | head -c 4096 > /tmp/ro-pattern
+        if dd if=/tmp/ro-pattern of=/dev/xvdb bs=4096 seek=2 conv=notrunc,fsync 2>/dev/null; then wr=accepted; else wr=refused; fi
+        blockdev --flushbufs /dev/xvdb 2>/dev/null
+        echo 3 > /proc/sys/vm/drop_caches
+        echo "DOMU-MARK xvdb ro=$(cat /sys/block/xvdb/ro) sectors=$(cat /sys/block/xvdb/size) write=$wr sha256=$(sha256sum /dev/xvdb | cut -d' ' -f1)"
+    fi
+}
+readonly_disk &
 if [ -b /dev/xvda ]; then
     sectors=$(cat /sys/block/xvda/size)
     echo "DOMU-MARK xvda sectors=$sectors signature=$(head -c 24 /dev/xvda | tr -dc 'A-Z0-9-')"
@@ -52,15 +66,6 @@ if [ -b /dev/xvda ]; then
     echo 3 > /proc/sys/vm/drop_caches
     echo "DOMU-MARK vbd-written sha256=$(sha256sum /dev/xvda | cut -d' ' -f1) uptime=$(up)"
 fi
-# A second, read-only disk: its content must read back and a write must be refused.
-i=0
-while [ "$vbds" -gt 1 ] && [ ! -b /dev/xvdb ] && [ $i -lt 60 ]; do sleep 0.5; i=$((i + 1)); done
-if [ -b /dev/xvdb ]; then
-    yes XENSPLIT-REALXEN-PATTERN-A | head -c 4096 > /tmp/pa
-    if dd if=/tmp/pa of=/dev/xvdb bs=4096 seek=2 conv=notrunc,fsync 2>/dev/null; then wr=accepted; else wr=refused; fi
-    blockdev --flushbufs /dev/xvdb 2>/dev/null
-    echo 3 > /proc/sys/vm/drop_caches
-    echo "DOMU-MARK xvdb ro=$(cat /sys/block/xvdb/ro) sectors=$(cat /sys/block/xvdb/size) write=$wr sha256=$(sha256sum /dev/xvdb | cut -d' ' -f1)"
-fi
+wait
 echo "DOMU-MARK vbd-done uptime=$(up)"
 sleep 100000
