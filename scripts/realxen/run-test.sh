@@ -21,6 +21,8 @@
 #   REALXEN_DOM0_MEM        dom0 memory (default 1024M)
 #   REALXEN_REQUESTS        requests in the selftest's ring step (default: xensplit's own)
 #   REALXEN_DOMU            0 skips the domU steps (default 1)
+#   REALXEN_BLKBACK_ARGS    extra options for `xensplit blkback` in dom0, without spaces
+#                           inside an option (e.g. --max-indirect-segments=0)
 #   REALXEN_TIMEOUT         seconds the whole QEMU run may take (default 900)
 set -euo pipefail
 
@@ -163,6 +165,8 @@ install -m 755 "$bin" "$here/dom0-init.sh" "$here/hotplug-noop.sh" "$run/payload
 cp "$here/domu-boot.cfg" "$here/domu-vbd.cfg" "$run/payload/"
 truncate -s 16M "$run/payload/disk.img"
 printf 'XENSPLIT-REALXEN-DISK' | dd of="$run/payload/disk.img" conv=notrunc status=none
+truncate -s 4M "$run/payload/disk-ro.img"
+printf 'XENSPLIT-REALXEN-RO-DISK' | dd of="$run/payload/disk-ro.img" conv=notrunc status=none
 payload_mib=$(( $(du -sm "$run/payload" | cut -f1) + 64 ))
 mkfs.ext4 -q -L realxen -d "$run/payload" "$run/payload.ext4" "${payload_mib}M" > /dev/null
 record_phase "image" "$(elapsed "$t0" "$(now)")"
@@ -178,6 +182,7 @@ else
 fi
 dom0_cmdline="console=hvc0 earlyprintk=xen root=/dev/vda rw init=/sbin/realxen-boot"
 dom0_cmdline+=" realxen.domu=${REALXEN_DOMU:-1}${REALXEN_REQUESTS:+ realxen.requests=$REALXEN_REQUESTS}"
+dom0_cmdline+="${REALXEN_BLKBACK_ARGS:+ realxen.blkback=$(tr ' ' ',' <<< "$REALXEN_BLKBACK_ARGS")}"
 : > "$serial"
 t_qemu=$(now)
 # No `noreboot` for Xen: if dom0 dies, Xen reboots, -no-reboot turns that into QEMU exiting.
@@ -258,7 +263,9 @@ while read -r step verdict why; do
 done <<< "$results"
 grep -q "^setup PASS" <<< "$results" || failures+=("setup: no PASS line")
 if [ "${REALXEN_DOMU:-1}" != 0 ]; then
-    grep -q "^domu-boot PASS" <<< "$results" || failures+=("domu-boot: no PASS line")
+    for step in domu-boot vbd-handshake vbd-io vbd-readonly vbd-teardown; do
+        grep -q "^$step PASS" <<< "$results" || failures+=("$step: no PASS line")
+    done
 fi
 
 echo
@@ -275,6 +282,8 @@ printf '%-14s %-4s %s\n' selftest "$([ -n "$selftest_rc" ] && [ "$selftest_rc" =
 while read -r step verdict why; do
     [ -n "$step" ] && [ "$step" != setup ] && printf '%-14s %-4s %s\n' "$step" "$verdict" "$why"
 done <<< "$results"
+echo "--- block backend steps (dom0's view)"
+sed -n 's/^.*REALXEN-VBD //p' "$clean"
 echo "--- timings (s)"
 for i in "${!phase_names[@]}"; do printf '%-18s %8s\n' "${phase_names[$i]}" "${phase_seconds[$i]}"; done
 
@@ -292,8 +301,12 @@ if [ ${#failures[@]} -gt 0 ]; then
     section domu-console
     echo "--- xl create"
     section xl-create
-    echo "--- backend log (xensplit selftest output)"
+    echo "--- xensplit selftest output"
     section selftest
+    for name in blkback xenstore-backend xenstore-frontend domu-vbd-console xl-create-vbd xl-destroy-vbd hotplug-noop; do
+        echo "--- $name"
+        section "$name"
+    done
     verdict_printed=1
     echo "=== realxen: FAIL"
     for f in "${failures[@]}"; do echo "  - $f"; done
