@@ -99,7 +99,9 @@ extension BlkbackQueue {
     }
 
     func acceptIndirect<Engine: BlockIOEngine>(_ r: BlkifIndirectRequest, engine: Engine) {
-        let raw = BlkifOperation.indirect.rawValue
+        // The response carries the inner operation (indirect_op), as Linux blkback answers
+        // and as Linux blkfront checks: BLKIF_OP_INDIRECT there disables the disk.
+        let raw = r.operation.rawValue
         if r.operation == .write, readOnly {
             refuse(id: r.id, operation: raw, status: .error, "indirect write to a read-only device")
             return

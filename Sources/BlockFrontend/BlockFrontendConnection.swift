@@ -391,7 +391,11 @@ final class BlockFrontendConnection: @unchecked Sendable {
             ring.requestProducerPrivate &+= 1
             rings[ringIndex].ring = ring
             rings[ringIndex].unpushed = true
-            slots[slot] = BlockFrontendInFlight(work: work, ring: ringIndex, operation: request.operation.rawValue)
+            // An indirect request is answered with its inner operation (indirect_op), as
+            // Linux blkback does and Linux blkfront requires.
+            let answered: UInt8
+            if case let .indirect(inner) = request { answered = inner.operation.rawValue } else { answered = request.operation.rawValue }
+            slots[slot] = BlockFrontendInFlight(work: work, ring: ringIndex, operation: answered)
             inFlight.add(1, ordering: .relaxed)
             sent = true
         }

@@ -81,7 +81,12 @@ func exercise(_ f: TestFrontend, model: inout [UInt8], rounds: Int, maxIndirect:
             writes.append((sector, segments))
         }
         try f.push()
-        for (_, response) in try f.await(ids) { #expect(response.status == .okay) }
+        for (_, response) in try f.await(ids) {
+            #expect(response.status == .okay)
+            // Indirect or not, a write is answered as BLKIF_OP_WRITE: Linux blkfront
+            // disables a disk whose indirect responses say BLKIF_OP_INDIRECT.
+            #expect(response.operation == BlkifOperation.write.rawValue)
+        }
 
         page = 0
         var reads: [(UInt64, UInt64, [PlannedSegment])] = []
@@ -110,6 +115,7 @@ func exercise(_ f: TestFrontend, model: inout [UInt8], rounds: Int, maxIndirect:
         let responses = try f.await(reads.map(\.0))
         for (id, sector, segments) in reads {
             #expect(responses[id]?.status == .okay)
+            #expect(responses[id]?.operation == BlkifOperation.read.rawValue)
             let start = Int(sector) * 512
             let length = segments.reduce(0) { $0 + $1.bytes }
             let matches = f.gather(segments) == Array(model[start..<(start + length)])
