@@ -38,6 +38,7 @@ public final class LocalHypervisor: @unchecked Sendable {
     var dom0Listener: Int32 = -1
     let wakeFD: Int32
     var running = true
+    private let finished = DispatchSemaphore(value: 0)
     var nextHandle: UInt64 = 1
 
     /// Replies queued for a client before the hypervisor stops reading its requests.
@@ -90,6 +91,23 @@ public final class LocalHypervisor: @unchecked Sendable {
     /// Asks a running ``run()`` to return. Safe from any thread.
     public func stop() {
         _ = xl_eventfd_signal(wakeFD)
+    }
+
+    /// Serves on a new thread, for embedding (tests, benchmarks, the demo); end it with
+    /// ``stopAndWait()``.
+    public func start() {
+        let finished = self.finished
+        Thread { [self] in
+            run()
+            finished.signal()
+        }.start()
+    }
+
+    /// Stops a hypervisor started with ``start()`` and returns once it has closed every
+    /// connection and removed its sockets.
+    public func stopAndWait() {
+        stop()
+        finished.wait()
     }
 
     /// Serves until ``stop()``, then closes every socket and removes the socket files.

@@ -24,12 +24,8 @@ struct PlatformBench {
         var logger = Logger(label: "xensplit.hypervisor")
         logger.logLevel = .warning
         let hv = try LocalHypervisor(configuration: config, logger: logger)
-        let stopped = DispatchSemaphore(value: 0)
-        Thread { hv.run(); stopped.signal() }.start()
-        defer {
-            hv.stop()
-            stopped.wait()
-        }
+        hv.start()
+        defer { hv.stopAndWait() }
         let dom0 = try LocalPlatform(stateDirectory: dir)
         let id = try dom0.createDomain(name: "bench")
         let guest = try LocalPlatform(stateDirectory: dir, domain: "bench")

@@ -94,7 +94,6 @@ final class DemoRun: @unchecked Sendable {
     private(set) var tearDownFailed = false
     private var directory: String?
     private var hypervisor: LocalHypervisor?
-    private let hypervisorStopped = DispatchSemaphore(value: 0)
     private var daemon: BlkbackDaemon?
     private var daemonTask: Task<Void, any Error>?
     private var toolstack: LocalToolstack?
@@ -139,8 +138,7 @@ final class DemoRun: @unchecked Sendable {
         configuration.grantEntries = 8192
         let hypervisor = try LocalHypervisor(configuration: configuration, logger: logger)
         self.hypervisor = hypervisor
-        let stopped = hypervisorStopped
-        Thread { hypervisor.run(); stopped.signal() }.start()
+        hypervisor.start()
         let dom0 = try LocalPlatform(stateDirectory: directory)
         say("hypervisor started (state dir \(directory))")
 
@@ -300,8 +298,7 @@ final class DemoRun: @unchecked Sendable {
         daemonTask = nil
         toolstack = nil
         if let hypervisor {
-            hypervisor.stop()
-            hypervisorStopped.wait()
+            hypervisor.stopAndWait()
         }
         hypervisor = nil
         guard let directory else { return }

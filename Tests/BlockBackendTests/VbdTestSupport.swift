@@ -28,7 +28,6 @@ final class VbdWorld: @unchecked Sendable {
     let hypervisor: LocalHypervisor
     let dom0: LocalPlatform
     let toolstack: LocalToolstack
-    private let stopped = DispatchSemaphore(value: 0)
 
     init() throws {
         var template = Array("/tmp/xensplit-blkdev-test-XXXXXX".utf8CString)
@@ -38,9 +37,7 @@ final class VbdWorld: @unchecked Sendable {
         configuration.poolPages = 8192
         configuration.grantEntries = 2048
         hypervisor = try LocalHypervisor(configuration: configuration, logger: vbdLogger)
-        let hv = hypervisor
-        let done = stopped
-        _ = Thread { hv.run(); done.signal() }
+        hypervisor.start()
         dom0 = try LocalPlatform(stateDirectory: directory)
         toolstack = LocalToolstack(platform: dom0)
     }
@@ -70,8 +67,7 @@ final class VbdWorld: @unchecked Sendable {
     }
 
     func stop() {
-        hypervisor.stop()
-        stopped.wait()
+        hypervisor.stopAndWait()
         for entry in (try? listDirectory(directory)) ?? [] where entry.hasSuffix(".img") { unlink(directory + "/" + entry) }
         rmdirRecursive(directory)
     }

@@ -114,7 +114,6 @@ final class BlockWorld: @unchecked Sendable {
     let toolstack: LocalToolstack
     let daemon: BlkbackDaemon
     let daemonTask: Task<Void, any Error>
-    private let stopped = DispatchSemaphore(value: 0)
 
     init() throws {
         directory = try makeTemporaryDirectory("xensplit-demo-test")
@@ -122,9 +121,7 @@ final class BlockWorld: @unchecked Sendable {
         configuration.poolPages = 8192
         configuration.grantEntries = 4096
         hypervisor = try LocalHypervisor(configuration: configuration, logger: quietLogger)
-        let hv = hypervisor
-        let done = stopped
-        Thread { hv.run(); done.signal() }.start()
+        hypervisor.start()
         dom0 = try LocalPlatform(stateDirectory: directory)
         toolstack = LocalToolstack(platform: dom0)
         let factory = try BlockIOEngineFactory(configuration: .init(queueDepth: 64, capacity: 1024, threads: 2),
@@ -146,8 +143,7 @@ final class BlockWorld: @unchecked Sendable {
     func stop() async throws {
         daemon.stop()
         try await daemonTask.value
-        hypervisor.stop()
-        stopped.wait()
+        hypervisor.stopAndWait()
         try FileManager.default.removeItem(atPath: directory)
     }
 }

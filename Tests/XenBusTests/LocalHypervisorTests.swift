@@ -10,22 +10,18 @@ import XenStore
 final class HypervisorFixture: @unchecked Sendable {
     let directory: String
     let hypervisor: LocalHypervisor
-    private let stopped = DispatchSemaphore(value: 0)
 
     init() throws {
         var template = Array("/tmp/xensplit-xenbus-test-XXXXXX".utf8CString)
         guard let p = mkdtemp(&template) else { throw PlatformError.system("mkdtemp", errno: errno) }
         directory = String(cString: p)
         hypervisor = try LocalHypervisor(configuration: LocalHypervisor.Configuration(stateDirectory: directory))
-        let hv = hypervisor
-        let done = stopped
-        Thread { hv.run(); done.signal() }.start()
+        hypervisor.start()
     }
 
     /// Stops the hypervisor and removes the state directory.
     func stop() {
-        hypervisor.stop()
-        stopped.wait()
+        hypervisor.stopAndWait()
         try? FileManager.default.removeItem(atPath: directory)
     }
 

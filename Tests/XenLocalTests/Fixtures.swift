@@ -7,7 +7,6 @@ import XenPlatform
 final class HypervisorFixture: @unchecked Sendable {
     let directory: String
     let hypervisor: LocalHypervisor
-    private let stopped = DispatchSemaphore(value: 0)
 
     init(poolPages: Int = 4096, grantEntries: Int = 1024) throws {
         var template = Array("/tmp/xensplit-test-XXXXXX".utf8CString)
@@ -17,15 +16,12 @@ final class HypervisorFixture: @unchecked Sendable {
         config.poolPages = poolPages
         config.grantEntries = grantEntries
         hypervisor = try LocalHypervisor(configuration: config)
-        let hv = hypervisor
-        let done = stopped
-        Thread { hv.run(); done.signal() }.start()
+        hypervisor.start()
     }
 
     /// Stops the hypervisor and removes the state directory.
     func stop() {
-        hypervisor.stop()
-        stopped.wait()
+        hypervisor.stopAndWait()
         try? FileManager.default.removeItem(atPath: directory)
     }
 
