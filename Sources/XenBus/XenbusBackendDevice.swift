@@ -52,42 +52,34 @@ public protocol XenbusBackendHooks: Sendable {
 public final class XenbusBackendDevice<Hooks: XenbusBackendHooks>: Sendable {
     /// The backend node this driver serves.
     public let backendPath: String
-    let inbox: XenbusInbox
-    private let runner: Task<XenbusStopReason, Never>
+    let run: XenbusDriverRun
 
     /// Starts the driver for the device whose backend node is `backendPath`, over `store`
     /// (a connection acting as the backend domain, shared by any number of drivers).
     public init(store: XenStoreClient, backend backendPath: String, hooks: Hooks,
                 logger: Logger = Logger(label: "xensplit.xenbus")) {
         self.backendPath = backendPath
-        let inbox = XenbusInbox()
         var logger = logger
         logger[metadataKey: "xenbus.device"] = "\(backendPath)"
-        let machine = BackendMachine(store: store, path: backendPath, hooks: hooks, logger: logger,
-                                     inbox: inbox)
-        self.inbox = inbox
-        runner = Task { await machine.run() }
+        run = XenbusDriverRun { [logger] inbox in
+            await BackendMachine(store: store, path: backendPath, hooks: hooks, logger: logger, inbox: inbox).run()
+        }
     }
 
     /// The state this driver last wrote.
-    public var state: XenbusState { inbox.status.withLock { $0.state } }
+    public var state: XenbusState { run.state }
 
     /// Both ends' paths, once discovery succeeded.
-    public var paths: XenbusDevicePaths? { inbox.status.withLock { $0.paths } }
+    public var paths: XenbusDevicePaths? { run.paths }
 
     /// Closes the device: disconnect (once), Closing, Closed, removes the keys this
     /// driver wrote, cancels its watches. Returns how the driver ended (if it had already
     /// stopped for another reason, that one).
     @discardableResult
-    public func close() async -> XenbusStopReason {
-        inbox.requestClose()
-        return await stopped()
-    }
+    public func close() async -> XenbusStopReason { await run.close() }
 
     /// Waits until the driver stops, and says why.
-    public func stopped() async -> XenbusStopReason {
-        await runner.value
-    }
+    public func stopped() async -> XenbusStopReason { await run.stopped() }
 }
 
 /// The backend driver's loop and its private state; lives in one task.

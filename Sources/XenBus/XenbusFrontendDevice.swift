@@ -49,41 +49,33 @@ public protocol XenbusFrontendHooks: Sendable {
 public final class XenbusFrontendDevice<Hooks: XenbusFrontendHooks>: Sendable {
     /// The frontend node this driver runs.
     public let frontendPath: String
-    let inbox: XenbusInbox
-    private let runner: Task<XenbusStopReason, Never>
+    let run: XenbusDriverRun
 
     /// Starts the driver for the frontend node `frontendPath` over `store` (a connection
     /// acting as the frontend's domain).
     public init(store: XenStoreClient, frontend frontendPath: String, hooks: Hooks,
                 logger: Logger = Logger(label: "xensplit.xenbus")) {
         self.frontendPath = frontendPath
-        let inbox = XenbusInbox()
         var logger = logger
         logger[metadataKey: "xenbus.device"] = "\(frontendPath)"
-        let machine = FrontendMachine(store: store, path: frontendPath, hooks: hooks, logger: logger,
-                                      inbox: inbox)
-        self.inbox = inbox
-        runner = Task { await machine.run() }
+        run = XenbusDriverRun { [logger] inbox in
+            await FrontendMachine(store: store, path: frontendPath, hooks: hooks, logger: logger, inbox: inbox).run()
+        }
     }
 
     /// The state this driver last wrote.
-    public var state: XenbusState { inbox.status.withLock { $0.state } }
+    public var state: XenbusState { run.state }
 
     /// Both ends' paths, once discovery succeeded.
-    public var paths: XenbusDevicePaths? { inbox.status.withLock { $0.paths } }
+    public var paths: XenbusDevicePaths? { run.paths }
 
     /// Closes the device: disconnect (once), removes the keys it wrote, Closing, Closed,
     /// cancels its watches. Returns how the driver ended.
     @discardableResult
-    public func close() async -> XenbusStopReason {
-        inbox.requestClose()
-        return await stopped()
-    }
+    public func close() async -> XenbusStopReason { await run.close() }
 
     /// Waits until the driver stops, and says why.
-    public func stopped() async -> XenbusStopReason {
-        await runner.value
-    }
+    public func stopped() async -> XenbusStopReason { await run.stopped() }
 }
 
 /// The frontend driver's loop and its private state; lives in one task.

@@ -46,3 +46,27 @@ struct XenbusDriverStatus {
     var state: XenbusState = .unknown
     var paths: XenbusDevicePaths?
 }
+
+/// A driver's loop running in its task, as both driver kinds expose it: the state it last
+/// wrote, the paths it found, a close request and the reason it stopped.
+final class XenbusDriverRun: Sendable {
+    let inbox: XenbusInbox
+    private let runner: Task<XenbusStopReason, Never>
+
+    /// Starts `loop` with a fresh inbox it is given to wake on.
+    init(_ loop: @escaping @Sendable (XenbusInbox) async -> XenbusStopReason) {
+        let inbox = XenbusInbox()
+        self.inbox = inbox
+        runner = Task { await loop(inbox) }
+    }
+
+    var state: XenbusState { inbox.status.withLock { $0.state } }
+    var paths: XenbusDevicePaths? { inbox.status.withLock { $0.paths } }
+
+    func close() async -> XenbusStopReason {
+        inbox.requestClose()
+        return await stopped()
+    }
+
+    func stopped() async -> XenbusStopReason { await runner.value }
+}
