@@ -1,4 +1,6 @@
+import Glibc
 import Foundation
+import XenPlatform
 
 /// A small seeded generator (SplitMix64), so every random test replays exactly.
 public struct SeededGenerator: RandomNumberGenerator, Sendable {
@@ -55,4 +57,40 @@ public func hexBytes(_ hex: String) -> [UInt8] {
         index = next
     }
     return out
+}
+
+/// A sparse image file of `sectors` 512-byte sectors in a fresh directory under /tmp (a
+/// disk file system, so a backend's discard punches holes), removed at deinit.
+public final class TestImage: Sendable {
+    public let directory: String
+    public let path: String
+    public let sectors: UInt64
+
+    public init(sectors: UInt64, name: String = "disk.img", prefix: String = "xensplit-image") throws {
+        var template = Array("/tmp/\(prefix)-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw PlatformError.system("mkdtemp", errno: errno) }
+        directory = String(cString: made)
+        path = directory + "/" + name
+        self.sectors = sectors
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw PlatformError.system("open \(path)", errno: errno) }
+        defer { close(fd) }
+        guard ftruncate(fd, off_t(sectors * 512)) == 0 else { throw PlatformError.system("ftruncate \(path)", errno: errno) }
+    }
+
+    deinit {
+        unlink(path)
+        rmdir(directory)
+    }
+
+    /// The file's bytes as they stand.
+    public func contents() throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw PlatformError.system("open \(path)", errno: errno) }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: Int(sectors * 512))
+        let count = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        guard count == bytes.count else { throw PlatformError.system("pread \(path)", errno: errno) }
+        return bytes
+    }
 }

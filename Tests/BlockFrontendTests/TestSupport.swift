@@ -19,42 +19,6 @@ let testLogger: Logger = {
     return logger
 }()
 
-/// A sparse image file of `sectors` 512-byte sectors in a fresh directory under /tmp (a
-/// disk file system, so the backend's discard punches holes), removed at deinit.
-final class TestImage: Sendable {
-    let directory: String
-    let path: String
-    let sectors: UInt64
-
-    init(sectors: UInt64) throws {
-        var template = Array("/tmp/blkfront-test-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else { throw Errno(code: errno) }
-        directory = String(cString: made)
-        path = directory + "/disk.img"
-        self.sectors = sectors
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw Errno(code: errno) }
-        defer { close(fd) }
-        guard ftruncate(fd, off_t(sectors * 512)) == 0 else { throw Errno(code: errno) }
-    }
-
-    deinit {
-        unlink(path)
-        rmdir(directory)
-    }
-
-    /// The file's bytes as they stand.
-    func contents() throws -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw Errno(code: errno) }
-        defer { close(fd) }
-        var bytes = [UInt8](repeating: 0, count: Int(sectors * 512))
-        let count = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
-        guard count == bytes.count else { throw Errno(code: errno) }
-        return bytes
-    }
-}
-
 struct Errno: Error { let code: Int32 }
 
 /// What the test backend offers and how its queues are limited.
