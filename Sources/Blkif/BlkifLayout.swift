@@ -1,3 +1,4 @@
+import XenRing
 /// Byte offsets and sizes of the `io/blkif.h` structs in one ABI.
 ///
 /// Fields before the first 64-bit member sit at the same offsets in every ABI and are
@@ -61,21 +62,8 @@ public struct BlkifLayout: Sendable, Hashable {
         indirectHandleOffset: 24, indirectGrefsOffset: 28, indirectPadOffset: nil, indirectSize: 64,
         responseSize: 16)
 
-    /// One row of the layout table: a C struct, one of its fields, offset and size in bytes.
-    /// The field `sizeof` stands for the whole struct.
-    public struct Field: Sendable, Hashable {
-        public let structName: String
-        public let field: String
-        public let offset: Int
-        public let size: Int
-
-        public init(_ structName: String, _ field: String, _ offset: Int, _ size: Int) {
-            self.structName = structName
-            self.field = field
-            self.offset = offset
-            self.size = size
-        }
-    }
+    /// One row of the layout table (struct, field, offset, size).
+    public typealias Field = WireField
 
     /// Every field the encoders and decoders use, named as in `io/blkif.h`, for checks
     /// against Protocols/blkif-layout.tsv and the C compiler.

@@ -1,3 +1,4 @@
+import XenRing
 import SharedMemory
 
 /// Byte offsets and sizes of the `io/netif.h` ring structs. They hold only 8-, 16- and
@@ -18,21 +19,8 @@ public enum NetifLayout {
     /// `sizeof(struct netif_extra_info)`: fits both a tx and an rx slot.
     public static let extraInfoSize = 8
 
-    /// One row of the layout table: a C struct, one of its fields, offset and size in
-    /// bytes. The field `sizeof` stands for the whole struct.
-    public struct Field: Sendable, Hashable {
-        public let structName: String
-        public let field: String
-        public let offset: Int
-        public let size: Int
-
-        public init(_ structName: String, _ field: String, _ offset: Int, _ size: Int) {
-            self.structName = structName
-            self.field = field
-            self.offset = offset
-            self.size = size
-        }
-    }
+    /// One row of the layout table (struct, field, offset, size).
+    public typealias Field = WireField
 
     /// Every field the encoders and decoders use, named as in `io/netif.h`, for checks
     /// against Protocols/netif-layout.tsv and the C compiler.
