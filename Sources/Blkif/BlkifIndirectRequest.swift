@@ -84,3 +84,9 @@ public struct BlkifIndirectGrefs: Sendable, RandomAccessCollection, Equatable {
         return true
     }
 }
+
+extension BlkifIndirectRequest {
+    /// The `operation` byte a response to this request carries: `indirect_op`.
+    @inlinable
+    public var responseOperation: UInt8 { operation.rawValue }
+}

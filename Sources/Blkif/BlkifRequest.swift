@@ -29,6 +29,17 @@ public enum BlkifRequest: Sendable, Equatable {
         }
     }
 
+    /// The `operation` byte a response to this request carries: the request's own, except
+    /// that an indirect request is answered with its `indirect_op` (what Linux blkback
+    /// writes and Linux blkfront checks; BLKIF_OP_INDIRECT there disables the disk).
+    @inlinable
+    public var responseOperation: UInt8 {
+        switch self {
+        case let .indirect(r): return r.responseOperation
+        default: return operation.rawValue
+        }
+    }
+
     // MARK: Validation (pure)
 
     /// Checks `nr_segments` for `operation`: 1...11 for reads and writes, 0...11 for

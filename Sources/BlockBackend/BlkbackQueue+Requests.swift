@@ -99,9 +99,7 @@ extension BlkbackQueue {
     }
 
     func acceptIndirect<Engine: BlockIOEngine>(_ r: BlkifIndirectRequest, engine: Engine) {
-        // The response carries the inner operation (indirect_op), as Linux blkback answers
-        // and as Linux blkfront checks: BLKIF_OP_INDIRECT there disables the disk.
-        let raw = r.operation.rawValue
+        let raw = r.responseOperation
         if r.operation == .write, readOnly {
             refuse(id: r.id, operation: raw, status: .error, "indirect write to a read-only device")
             return

@@ -391,11 +391,7 @@ final class BlockFrontendConnection: @unchecked Sendable {
             ring.requestProducerPrivate &+= 1
             rings[ringIndex].ring = ring
             rings[ringIndex].unpushed = true
-            // An indirect request is answered with its inner operation (indirect_op), as
-            // Linux blkback does and Linux blkfront requires.
-            let answered: UInt8
-            if case let .indirect(inner) = request { answered = inner.operation.rawValue } else { answered = request.operation.rawValue }
-            slots[slot] = BlockFrontendInFlight(work: work, ring: ringIndex, operation: answered)
+            slots[slot] = BlockFrontendInFlight(work: work, ring: ringIndex, operation: request.responseOperation)
             inFlight.add(1, ordering: .relaxed)
             sent = true
         }
