@@ -160,7 +160,7 @@ public final class BlkbackDevice: XenbusBackendHooks {
                                                backing: backing))
             }
         } catch {
-            for queue in connected.reversed() { release(queue) }
+            for queue in connected.reversed() { await release(queue) }
             throw error
         }
         state.withLock {
@@ -178,7 +178,7 @@ public final class BlkbackDevice: XenbusBackendHooks {
             defer { value.queues = [] }
             return value.queues
         }
-        for queue in queues { release(queue) }
+        for queue in queues { await release(queue) }
         logger.info("blkback: disconnected", metadata: ["reason": "\(reason)", "queues": "\(queues.count)"])
     }
 
@@ -336,9 +336,10 @@ public final class BlkbackDevice: XenbusBackendHooks {
         }
     }
 
-    private func release(_ connected: BlkbackConnectedQueue) {
+    private func release(_ connected: BlkbackConnectedQueue) async {
+        // Waits for the queue's in-flight I/O: its copy buffers and ring stay ours until then.
         do {
-            try connected.worker.removeQueue(connected.queue)
+            try await connected.worker.removeQueue(connected.queue)
         } catch {
             logger.error("blkback: removing a queue from its worker failed", metadata: ["error": "\(error)"])
         }
