@@ -344,6 +344,9 @@ public final class BlkbackDevice: XenbusBackendHooks {
             logger.error("blkback: removing a queue from its worker failed", metadata: ["error": "\(error)"])
         }
         placement.give(connected.worker)
+        // Removed from its worker, the queue's figures are ours to read.
+        logger.info("blkback: queue statistics", metadata: [
+            "queue": "\(connected.queue.name)", "statistics": "\(connected.queue.statistics)"])
         try? connected.queue.close()
         connected.channel.close()
         do {

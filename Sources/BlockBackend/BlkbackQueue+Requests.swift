@@ -99,6 +99,7 @@ extension BlkbackQueue {
     }
 
     func acceptIndirect<Engine: BlockIOEngine>(_ r: BlkifIndirectRequest, engine: Engine) {
+        statistics.indirect += 1
         let raw = r.responseOperation
         if r.operation == .write, readOnly {
             refuse(id: r.id, operation: raw, status: .error, "indirect write to a read-only device")
@@ -212,6 +213,9 @@ extension BlkbackQueue {
             refuse(id: slot.id, operation: slot.operation, status: status, failure)
         } else {
             respond(id: slot.id, operation: slot.operation, status: status)
+            if status == .okay, slot.byteCount > 0 {
+                statistics.countData(isRead: slot.isRead, bytes: slot.byteCount)
+            }
         }
         if barrierSlot == index { barrierSlot = nil }
         releaseSlot(index)

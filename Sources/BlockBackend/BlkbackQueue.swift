@@ -83,6 +83,8 @@ public final class BlkbackQueue: @unchecked Sendable {
     var barrierSlot: Int?
     /// Requests refused so far (for log rate limiting).
     public private(set) var refusals = 0
+    /// What the queue has answered, by kind (read on the worker, or after removal).
+    public internal(set) var statistics = BlkbackStatistics()
     /// Responses written since the last push.
     var unpushedResponses = 0
     /// Set by the worker: the high bits of every user-data value this queue's I/O carries.
@@ -183,6 +185,7 @@ public final class BlkbackQueue: @unchecked Sendable {
     /// rsp_prod_pvt); it becomes visible at the next push.
     func respond(id: UInt64, operation: UInt8, status: BlkifStatus) {
         guard disconnectReason == nil else { return }
+        statistics.count(operation: operation, status: status)
         BlkifResponse(id: id, operation: operation, status: status)
             .encode(into: ring.responseSlot(ring.responseProducerPrivate), at: 0, abi: abi)
         ring.responseProducerPrivate &+= 1
