@@ -79,6 +79,14 @@ public final class BlkbackQueue: @unchecked Sendable {
     var freeCount: Int
     var segmentTable: UnsafeMutableBufferPointer<BlkifSegment>
     var copies: UnsafeMutableBufferPointer<GrantCopySegment>
+    /// Persistently mapped pages (empty with persistent grants off).
+    let grants: BlkbackPersistentGrants
+    /// Per slot and segment: the cache entry holding the segment's page, or -1 when the
+    /// segment is grant-copied (or its entry was already given back).
+    var segmentEntries: UnsafeMutableBufferPointer<Int32>
+    /// The slot buffers as views, for memcpy to and from mapped pages.
+    let slotViews: [SharedView]
+    let scratchView: SharedView
     /// The barrier slot waiting for earlier requests to finish, if any.
     var barrierSlot: Int?
     /// Requests refused so far (for log rate limiting).
@@ -91,6 +99,13 @@ public final class BlkbackQueue: @unchecked Sendable {
 
     /// Requests in flight (slots in use).
     public var inFlight: Int { slots.count - freeCount }
+
+    /// Whether the queue keeps grants mapped (``BlkbackQueueConfiguration/persistentGrants``).
+    public var usesPersistentGrants: Bool { grants.capacity > 0 }
+
+    /// Pages the queue holds mapped now (persistent grants). Read it from the thread that
+    /// owns the queue, or after its worker let go of it.
+    public var persistentlyMappedPages: Int { grants.count }
 
     /// A queue serving `ring` (already mapped and attached) for `frontendDomain`, whose
     /// port `port` is bound through `eventChannel`. Registers a copy buffer through
@@ -133,6 +148,12 @@ public final class BlkbackQueue: @unchecked Sendable {
         slotBuffers = buffers
         slotBufferIDs = buffers.map(\.id)
         slotBases = buffers.map(\.view.baseAddress)
+        slotViews = buffers.map(\.view)
+        scratchView = scratchBuffer.view
+        grants = BlkbackPersistentGrants(capacity: configuration.persistentGrants ? configuration.persistentGrantsPerQueue : 0,
+                                         mapper: mapper, domain: frontendDomain)
+        segmentEntries = .allocate(capacity: configuration.slots * segmentsPerRequest)
+        segmentEntries.initialize(repeating: -1)
         slots = .allocate(capacity: configuration.slots)
         slots.initialize(repeating: BlkbackSlot())
         freeSlots = .allocate(capacity: configuration.slots)
@@ -151,17 +172,19 @@ public final class BlkbackQueue: @unchecked Sendable {
         freeSlots.deallocate()
         segmentTable.deallocate()
         copies.deallocate()
+        segmentEntries.deallocate()
     }
 
-    /// Releases the copy buffers. Only once nothing is in flight (the engine may still be
-    /// writing into it otherwise); the worker calls this when a queue is removed.
+    /// Unmaps every persistently mapped page and releases the copy buffers. Only once
+    /// nothing is in flight (the engine may still be writing into a buffer otherwise); the
+    /// worker calls this when a queue is removed (disconnect, device removal, shutdown).
     public func close() throws(BlockBackendError) {
         guard !closed else { return }
         guard inFlight == 0 else {
             throw .configuration(name: "requests in flight at close", value: inFlight, limit: 0...0)
         }
         closed = true
-        var failure: PlatformError?
+        var failure = grants.unmapAll()
         for buffer in slotBuffers + [scratchBuffer] {
             do { try mapper.unregisterCopyBuffer(buffer) } catch { failure = failure ?? error }
         }
