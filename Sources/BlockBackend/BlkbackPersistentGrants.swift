@@ -25,6 +25,14 @@ import XenPlatform
 /// read request into that page (the backend writes it) remaps it writable if it is idle,
 /// or copies if it is busy, and fails the request if the grant still is read-only.
 ///
+/// A frontend that does not reuse its grants (it need not: the protocol only asks it to)
+/// would turn every page into a map and an unmap, some 50 times the worker time of a
+/// grant copy, taken from every queue on the same worker. So lookups are counted in
+/// windows of ``window``: when more than a quarter of a window's lookups missed a full
+/// cache, misses on a full cache are grant-copied instead of evicting (hits are still
+/// served) for the next window, then after a window that maps again and still misses
+/// that much, for 2, 4, ... up to 64 windows; a mapping window with reuse ends it.
+///
 /// While a page is mapped its grant is pinned: the frontend cannot end access to it
 /// (Xen and the local hypervisor refuse while GTF_reading/GTF_writing are set), and
 /// rewriting its grant entry does not move the mapping, which stays on the frame mapped
@@ -63,13 +71,18 @@ final class BlkbackPersistentGrants {
         var maps = 0
         /// Idle pages unmapped to make room.
         var evictions = 0
-        /// Segments grant-copied because every entry was busy (or a read-only mapping was).
+        /// Segments grant-copied: every entry busy, a read-only mapping busy, or misses
+        /// copied while the frontend was not reusing its grants.
         var copies = 0
+        /// Windows of mapping that showed no reuse (misses on a full cache were then copied).
+        var thrashingWindows = 0
         /// Maps that failed.
         var failures = 0
     }
 
     let capacity: Int
+    /// Lookups per window of the reuse check.
+    let window: Int
     let mapper: any GrantMapper
     let domain: DomainID
     private(set) var statistics = Statistics()
@@ -84,10 +97,18 @@ final class BlkbackPersistentGrants {
     private var freeCount: Int
     private var lruHead: Int32 = -1
     private var lruTail: Int32 = -1
+    private var windowLookups = 0
+    private var windowFullMisses = 0
+    /// Windows still to copy misses on a full cache in, and how many the next thrashing
+    /// window earns.
+    private var copyWindowsLeft = 0
+    private var backoff = 1
 
-    /// A cache of at most `capacity` pages of `domain`, mapped through `mapper`; 0 turns it off.
-    init(capacity: Int, mapper: any GrantMapper, domain: DomainID) {
+    /// A cache of at most `capacity` pages of `domain`, mapped through `mapper`; 0 turns it
+    /// off. `window`: lookups per reuse check (default: four times the capacity, at least 1024).
+    init(capacity: Int, mapper: any GrantMapper, domain: DomainID, window: Int? = nil) {
         self.capacity = capacity
+        self.window = max(1, window ?? max(1024, 4 * capacity))
         self.mapper = mapper
         self.domain = domain
         entries = .allocate(capacity: capacity)
@@ -119,6 +140,8 @@ final class BlkbackPersistentGrants {
     /// Takes a use of `gref`'s page, mapping it on a miss; `writable` when the backend
     /// will write into it (a read request).
     func acquire(_ gref: GrantRef, writable: Bool) -> Acquired {
+        if windowLookups == window { endWindow() }
+        windowLookups += 1
         if let found = find(gref) {
             let e = Int(found)
             if !writable || entries[e].writable {
@@ -141,6 +164,11 @@ final class BlkbackPersistentGrants {
             freeCount -= 1
             e = free[freeCount]
         } else if lruHead >= 0 {
+            windowFullMisses += 1
+            guard copyWindowsLeft == 0 else {
+                statistics.copies += 1
+                return .copy
+            }
             e = lruHead
             unlink(e)
             drop(e)
@@ -202,6 +230,21 @@ final class BlkbackPersistentGrants {
     }
 
     // MARK: Internals
+
+    /// Judges a window in which misses were mapped; counts down one that copied them.
+    private func endWindow() {
+        if copyWindowsLeft > 0 {
+            copyWindowsLeft -= 1
+        } else if windowFullMisses > window / 4 {
+            statistics.thrashingWindows += 1
+            copyWindowsLeft = backoff
+            backoff = min(2 * backoff, 64)
+        } else {
+            backoff = 1
+        }
+        windowLookups = 0
+        windowFullMisses = 0
+    }
 
     /// Unmaps entry `e` (idle, off the LRU list) and removes it from the index; the
     /// entry is then the caller's, not on the free stack.

@@ -258,7 +258,9 @@ struct BlkbackPersistentTests {
         let hypervisor = try hypervisorForTests()
         let guest = try hypervisor.createDomain(name: "guest")
         let pages = try hypervisor.platform(for: guest).share(pages: 64, with: .dom0, writable: true)
-        let cache = BlkbackPersistentGrants(capacity: 16, mapper: try hypervisor.platform(for: .dom0), domain: guest)
+        // No reuse check here: this walks the LRU order under a high miss rate.
+        let cache = BlkbackPersistentGrants(capacity: 16, mapper: try hypervisor.platform(for: .dom0), domain: guest,
+                                            window: 1 << 30)
         var generator = SeededGenerator(seed: 0x1D)
         // A model of the LRU order of idle pages, most recent last.
         var resident: [GrantRef] = []
@@ -286,6 +288,51 @@ struct BlkbackPersistentTests {
             #expect(cache.count == resident.count)
         }
         #expect(hypervisor.liveMappings == resident.count)
+        #expect(cache.unmapAll() == nil)
+        #expect(hypervisor.liveMappings == 0)
+        try hypervisor.platform(for: guest).endAccess(pages)
+    }
+}
+
+extension BlkbackPersistentTests {
+    @Test("a frontend that does not reuse its grants gets copies instead of a map and unmap per page")
+    func thrashingFrontend() throws {
+        let hypervisor = try hypervisorForTests()
+        let guest = try hypervisor.createDomain(name: "guest")
+        let pages = try hypervisor.platform(for: guest).share(pages: 64, with: .dom0, writable: true)
+        let cache = BlkbackPersistentGrants(capacity: 4, mapper: try hypervisor.platform(for: .dom0), domain: guest,
+                                            window: 64)
+        func touch(_ ref: GrantRef) -> Bool {
+            switch cache.acquire(ref, writable: true) {
+            case let .mapped(entry):
+                cache.release(entry)
+                return true
+            case .copy:
+                return false
+            case let .failed(error):
+                Issue.record("\(error)")
+                return false
+            }
+        }
+        // A new page every time. Window 1 maps and evicts all along, window 2 copies,
+        // window 3 maps again and thrashes again, window 4 and 5 copy.
+        for k in 0..<256 { _ = touch(pages.refs[k % 64]) }
+        let thrashed = cache.statistics
+        #expect(thrashed.thrashingWindows == 2)
+        #expect(thrashed.maps == 128, "windows 1 and 3 mapped, 2 and 4 did not")
+        #expect(thrashed.evictions == 124)
+        // Windows 2 and 4 copy all but the four pages left resident, which still hit.
+        #expect(thrashed.copies == 120)
+        #expect(thrashed.hits == 8)
+        #expect(hypervisor.liveMappings == 4)
+        // The frontend settles on four pages: copied through window 5, mapped in window 6,
+        // hits from then on, with no more copying.
+        let settled = Array(pages.refs[10..<14])
+        var mappedAtEnd = 0
+        for k in 0..<256 { mappedAtEnd = touch(settled[k % 4]) ? mappedAtEnd + 1 : 0 }
+        #expect(mappedAtEnd == 192, "windows 6 to 8 served every lookup from the cache")
+        #expect(cache.statistics.thrashingWindows == 2, "window 6 showed reuse")
+        #expect(cache.statistics.maps == 132)
         #expect(cache.unmapAll() == nil)
         #expect(hypervisor.liveMappings == 0)
         try hypervisor.platform(for: guest).endAccess(pages)
