@@ -1,6 +1,6 @@
 import Blkif
 import BlockFrontend
-import Glibc
+import Foundation
 import SharedMemory
 import Testing
 import URing
@@ -411,11 +411,12 @@ struct BlkbackPersistentDeviceTests {
         let daemon = try Self.daemon(world, persistent: true)
         let running = RunningDaemon(daemon)
         let frontend = try BlockFrontend(platform: guest, devid: String(BlkbackDeviceTests.xvda),
-                                         configuration: BlockFrontendConfiguration(depth: 8), logger: vbdLogger)
+                                         configuration: BlockFrontendConfiguration(queues: 2, depth: 8), logger: vbdLogger)
         let disk = try await frontend.connected()
         #expect(disk.backend.persistent)
         let backendPath = LocalToolstack.backendPath(kind: "vbd", frontend: id, device: BlkbackDeviceTests.xvda)
-        #expect(Self.queuesPersistent(daemon, backendPath) == Array(repeating: true, count: disk.queues))
+        #expect(disk.queues == 2)
+        #expect(Self.queuesPersistent(daemon, backendPath) == [true, true], "each queue keeps its own cache")
 
         var generator = SeededGenerator(seed: 0xE2E)
         var model = [UInt8](repeating: 0, count: 8192 * 512)
@@ -435,5 +436,45 @@ struct BlkbackPersistentDeviceTests {
         try await frontend.flush()
         #expect(await frontend.close(grantWaitSeconds: 20) == 0, "every granted page was given back")
         try await running.stop()
+    }
+
+    @Test("xensplit blkback --persistent-grants off publishes feature-persistent 0; other values are refused")
+    func commandLine() async throws {
+        let state = NSTemporaryDirectory() + "xensplit-persist-cli-\(getpid())"
+        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        let image = state + "/disk.img"
+        #expect(FileManager.default.createFile(atPath: image, contents: nil))
+        #expect(truncate(image, 2048 * 512) == 0)
+        let hypervisor = try BlkbackCommandTests.spawn(["hypervisor", "--state-dir", state])
+        defer {
+            kill(hypervisor.processIdentifier, SIGTERM)
+            hypervisor.waitUntilExit()
+        }
+        try await vbdEventually("the hypervisor's socket") { FileManager.default.fileExists(atPath: state + "/xenstored.socket") }
+        let create = try BlkbackCommandTests.spawn(["domain", "create", "guest", "--state-dir", state,
+                                                    "--disk", "vdev=xvda,access=rw,target=\(image)"])
+        create.waitUntilExit()
+        #expect(create.terminationStatus == 0)
+        let guest = try LocalPlatform(stateDirectory: state, domain: "guest")
+        let backendPath = LocalToolstack.backendPath(kind: "vbd", frontend: guest.domainID, device: BlkbackDeviceTests.xvda)
+        let store = try LocalPlatform(stateDirectory: state).connectXenStore()
+        defer { store.close() }
+
+        let refused = try BlkbackCommandTests.spawn(["blkback", "--platform", "local", "--state-dir", state,
+                                                     "--persistent-grants", "maybe"])
+        refused.waitUntilExit()
+        #expect(refused.terminationStatus != 0)
+        #expect(try await readNode(store, backendPath + "/feature-persistent") == nil)
+
+        let blkback = try BlkbackCommandTests.spawn(["blkback", "--platform", "local", "--state-dir", state, "--workers", "1",
+                                                     "--persistent-grants", "off", "--persistent-grants-per-queue", "64"])
+        try await vbdEventually("the backend's features") {
+            try await readNode(store, backendPath + "/feature-persistent") != nil
+        }
+        #expect(try await readNode(store, backendPath + "/feature-persistent") == "0")
+        kill(blkback.processIdentifier, SIGTERM)
+        blkback.waitUntilExit()
+        #expect(blkback.terminationStatus == 0)
     }
 }
