@@ -23,15 +23,19 @@ import XenPlatform
 /// and writes. A frontend that granted a page read-only anyway gets, for requests that
 /// only read the page (writes, indirect segment pages), a read-only mapping; a later
 /// read request into that page (the backend writes it) remaps it writable if it is idle,
-/// or copies if it is busy, and fails the request if the grant still is read-only.
+/// or copies if it is busy. A page that cannot be mapped at all is grant-copied: a
+/// revoked, invalid or still read-only grant fails that copy, and so the request, with
+/// BLKIF_RSP_ERROR; a map refused for a reason of ours (gntdev or address-space limits)
+/// leaves the copy to succeed.
 ///
 /// A frontend that does not reuse its grants (it need not: the protocol only asks it to)
 /// would turn every page into a map and an unmap, some 50 times the worker time of a
-/// grant copy, taken from every queue on the same worker. So lookups are counted in
-/// windows of ``window``: when more than a quarter of a window's lookups missed a full
-/// cache, misses on a full cache are grant-copied instead of evicting (hits are still
-/// served) for the next window, then after a window that maps again and still misses
-/// that much, for 2, 4, ... up to 64 windows; a mapping window with reuse ends it.
+/// grant copy, taken from every queue on the same worker; so would one that sends grefs
+/// that cannot be mapped. So lookups are counted in windows of ``window``: when more than
+/// a quarter of a window's lookups evicted a page or failed to map, misses are
+/// grant-copied instead of mapped (hits are still served) for the next window; after a
+/// window that maps again and still misses that much, for 2, 4, ... up to 64 windows. A
+/// mapping window with reuse ends it.
 ///
 /// While a page is mapped its grant is pinned: the frontend cannot end access to it
 /// (Xen and the local hypervisor refuse while GTF_reading/GTF_writing are set), and
@@ -44,10 +48,9 @@ final class BlkbackPersistentGrants {
     enum Acquired {
         /// Entry `index` holds the page; release it when the request is done with it.
         case mapped(Int32)
-        /// No entry can take the page now: grant-copy it for this request.
+        /// No entry can take the page now, or it could not be mapped: grant-copy it for
+        /// this request.
         case copy
-        /// The page could not be mapped (revoked, invalid or read-only gref).
-        case failed(PlatformError)
     }
 
     /// One cached mapping. `uses` counts in-flight requests holding it; `previous` and
@@ -98,7 +101,7 @@ final class BlkbackPersistentGrants {
     private var lruHead: Int32 = -1
     private var lruTail: Int32 = -1
     private var windowLookups = 0
-    private var windowFullMisses = 0
+    private var windowMisses = 0
     /// Windows still to copy misses on a full cache in, and how many the next thrashing
     /// window earns.
     private var copyWindowsLeft = 0
@@ -159,16 +162,17 @@ final class BlkbackPersistentGrants {
             drop(found)
         }
         guard capacity > 0 else { return .copy }
+        // While the frontend shows no reuse, misses are copied (see the type's comment).
+        guard copyWindowsLeft == 0 else {
+            statistics.copies += 1
+            return .copy
+        }
         let e: Int32
         if freeCount > 0 {
             freeCount -= 1
             e = free[freeCount]
         } else if lruHead >= 0 {
-            windowFullMisses += 1
-            guard copyWindowsLeft == 0 else {
-                statistics.copies += 1
-                return .copy
-            }
+            windowMisses += 1
             e = lruHead
             unlink(e)
             drop(e)
@@ -188,7 +192,8 @@ final class BlkbackPersistentGrants {
                 free[freeCount] = e
                 freeCount += 1
                 statistics.failures += 1
-                return .failed(error)
+                windowMisses += 1
+                return .copy
             }
             mapping = readOnly
         }
@@ -235,7 +240,7 @@ final class BlkbackPersistentGrants {
     private func endWindow() {
         if copyWindowsLeft > 0 {
             copyWindowsLeft -= 1
-        } else if windowFullMisses > window / 4 {
+        } else if windowMisses > window / 4 {
             statistics.thrashingWindows += 1
             copyWindowsLeft = backoff
             backoff = min(2 * backoff, 64)
@@ -243,7 +248,7 @@ final class BlkbackPersistentGrants {
             backoff = 1
         }
         windowLookups = 0
-        windowFullMisses = 0
+        windowMisses = 0
     }
 
     /// Unmaps entry `e` (idle, off the LRU list) and removes it from the index; the

@@ -85,10 +85,7 @@ extension BlkbackQueue {
             id: r.id, operation: raw, phase: .transfer, isRead: r.operation == .read,
             flushAfterWrite: r.operation == .flushDiskCache || r.operation == .writeBarrier,
             sectorNumber: r.sectorNumber, byteCount: r.segments.sectorCount * 512, segmentCount: r.segments.count)
-        if let failure = acquireGrants(slot: index, forRead: r.operation == .read) {
-            finish(index, status: .error, failure)
-            return
-        }
+        acquireGrants(slot: index, forRead: r.operation == .read)
         if writes {
             if let failure = copySegments(slot: index, toFrontend: false) {
                 finish(index, status: .error, failure)
@@ -130,9 +127,6 @@ extension BlkbackQueue {
                     continue
                 case .copy:
                     break
-                case let .failed(error):
-                    refuse(id: r.id, operation: raw, status: .error, "indirect segment page gref \(gref): \(error)")
-                    return
                 }
             }
             copies[copyCount] = GrantCopySegment(
@@ -171,10 +165,7 @@ extension BlkbackQueue {
         slots[index] = BlkbackSlot(
             id: r.id, operation: raw, phase: .transfer, isRead: r.operation == .read, flushAfterWrite: false,
             sectorNumber: r.sectorNumber, byteCount: sectors * 512, segmentCount: r.segmentCount)
-        if let failure = acquireGrants(slot: index, forRead: r.operation == .read) {
-            finish(index, status: .error, failure)
-            return
-        }
+        acquireGrants(slot: index, forRead: r.operation == .read)
         if r.operation == .write {
             if let failure = copySegments(slot: index, toFrontend: false) {
                 finish(index, status: .error, failure)
@@ -338,24 +329,18 @@ extension BlkbackQueue {
 
     /// With persistent grants on, takes a use of every segment's page for slot `index`
     /// (mapping on a miss; writable for a read request, where the backend writes the
-    /// page). A segment no entry can take is grant-copied instead. Returns why a page
-    /// could not be mapped (the request then fails), or nil.
-    func acquireGrants(slot index: Int, forRead: Bool) -> String? {
-        guard usesPersistentGrants else { return nil }
+    /// page). A segment whose page no entry can take, or that cannot be mapped, is
+    /// grant-copied instead: a revoked or invalid gref then fails its copy, and the
+    /// request gets BLKIF_RSP_ERROR.
+    func acquireGrants(slot index: Int, forRead: Bool) {
+        guard usesPersistentGrants else { return }
         let base = index * segmentsPerRequest
         for k in 0..<slots[index].segmentCount {
-            let gref = segmentTable[base + k].gref
-            switch grants.acquire(gref, writable: forRead) {
-            case let .mapped(entry):
-                segmentEntries[base + k] = entry
-            case .copy:
-                segmentEntries[base + k] = -1
-            case let .failed(error):
-                releaseGrants(slot: index)
-                return "mapping gref \(gref) for segment \(k): \(error)"
+            switch grants.acquire(segmentTable[base + k].gref, writable: forRead) {
+            case let .mapped(entry): segmentEntries[base + k] = entry
+            case .copy: segmentEntries[base + k] = -1
             }
         }
-        return nil
     }
 
     /// Gives back the pages slot `index` holds (each once: the entries are cleared).
