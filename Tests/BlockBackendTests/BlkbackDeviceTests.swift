@@ -54,7 +54,7 @@ struct BlkbackDeviceTests {
         #expect(keys["feature-flush-cache"] == "1")
         #expect(keys["feature-barrier"] == "1")
         #expect(keys["feature-discard"] == "1")
-        #expect(keys["feature-persistent"] == "0")
+        #expect(keys["feature-persistent"] == "1", "offered by default; used only if the frontend offers it too")
         #expect(keys["max-ring-page-order"] == "4")
         #expect(keys["multi-queue-max-queues"] == "4")
         #expect(keys["feature-max-indirect-segments"] == "32")
