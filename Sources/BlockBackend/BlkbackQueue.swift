@@ -220,6 +220,13 @@ public final class BlkbackQueue: @unchecked Sendable {
             throw .configuration(name: "requests in flight at close", value: inFlight, limit: 0...0)
         }
         closed = true
+        if usesPersistentGrants {
+            let statistics = grants.statistics
+            logger.info("blkback queue persistent grants", metadata: [
+                "queue": "\(name)", "mapped": "\(grants.count)", "hits": "\(statistics.hits)",
+                "maps": "\(statistics.maps)", "evictions": "\(statistics.evictions)", "copies": "\(statistics.copies)",
+                "failed-maps": "\(statistics.failures)", "no-reuse-windows": "\(statistics.thrashingWindows)"])
+        }
         var failure = grants.unmapAll()
         for buffer in slotBuffers + [scratchBuffer] {
             do { try mapper.unregisterCopyBuffer(buffer) } catch { failure = failure ?? error }
