@@ -407,6 +407,44 @@ struct BlkbackPersistentDeviceTests {
         try await running.stop()
     }
 
+    @Test("a frontend breaking its ring, and the toolstack removing the device, both unmap every persistent page")
+    func teardownPaths() async throws {
+        let world = try VbdWorld()
+        defer { world.stop() }
+        let a = try world.image("a.img", sectors: 1024)
+        let b = try world.image("b.img", sectors: 1024)
+        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(a)",
+                                                             "vdev=xvdb,access=rw,target=\(b)"])
+        let running = RunningDaemon(try Self.daemon(world, persistent: true))
+        var plan = VbdFrontendPlan()
+        plan.tamper = { $0.set("feature-persistent", "1") }
+        let broken = try VbdAttached.start(guest, domain: id, device: BlkbackDeviceTests.xvda, plan: plan)
+        let removed = try VbdAttached.start(guest, domain: id, device: BlkbackDeviceTests.xvdb, plan: plan)
+        try await vbdEventually("both Connected") { broken.driver.state == .connected && removed.driver.state == .connected }
+        for front in [broken, removed] {
+            let bytes = pattern(8 * 4096, seed: 0x7D)
+            #expect(try front.hooks.write(bytes, sector: 16) == .okay)
+            #expect(try front.hooks.read(sector: 16, count: bytes.count) == (.okay, bytes))
+            #expect(throws: PlatformError.self, "the data pages are mapped") { try guest.endAccess(front.hooks.data) }
+        }
+        // Disconnect: the daemon takes the queue down (and serves the device afresh).
+        try broken.hooks.overrunRing()
+        try await vbdEventually("the broken frontend's pages were unmapped") {
+            (try? guest.endAccess(broken.hooks.data)) != nil
+        }
+        // Device removal: the backend node goes; the driver stops and removes its queues.
+        try await world.toolstack.removeBackends(of: id)
+        try await vbdEventually("the removed device's pages were unmapped") {
+            (try? guest.endAccess(removed.hooks.data)) != nil
+        }
+        for front in [broken, removed] {
+            await front.driver.close()
+            front.store.close()
+            try await vbdEventually("the ring pages were unmapped") { front.hooks.endPinnedAccess() }
+        }
+        try await running.stop()
+    }
+
     @Test("BlockFrontend end to end: persistent negotiated, data right, every grant given back on close")
     func blockFrontend() async throws {
         let world = try VbdWorld()
