@@ -490,14 +490,12 @@ struct BlkbackPersistentDeviceTests {
         #expect(FileManager.default.createFile(atPath: image, contents: nil))
         #expect(truncate(image, 2048 * 512) == 0)
         let hypervisor = try BlkbackCommandTests.spawn(["hypervisor", "--state-dir", state])
-        defer {
-            kill(hypervisor.processIdentifier, SIGTERM)
-            hypervisor.waitUntilExit()
-        }
+        // On a failure the process is only signalled; the normal path waits for it below.
+        defer { if hypervisor.isRunning { kill(hypervisor.processIdentifier, SIGTERM) } }
         try await vbdEventually("the hypervisor's socket") { FileManager.default.fileExists(atPath: state + "/xenstored.socket") }
         let create = try BlkbackCommandTests.spawn(["domain", "create", "guest", "--state-dir", state,
                                                     "--disk", "vdev=xvda,access=rw,target=\(image)"])
-        create.waitUntilExit()
+        try await Self.exited(create)
         #expect(create.terminationStatus == 0)
         let guest = try LocalPlatform(stateDirectory: state, domain: "guest")
         let backendPath = LocalToolstack.backendPath(kind: "vbd", frontend: guest.domainID, device: BlkbackDeviceTests.xvda)
@@ -506,7 +504,7 @@ struct BlkbackPersistentDeviceTests {
 
         let refused = try BlkbackCommandTests.spawn(["blkback", "--platform", "local", "--state-dir", state,
                                                      "--persistent-grants", "maybe"])
-        refused.waitUntilExit()
+        try await Self.exited(refused)
         #expect(refused.terminationStatus != 0)
         #expect(try await readNode(store, backendPath + "/feature-persistent") == nil)
 
@@ -517,7 +515,15 @@ struct BlkbackPersistentDeviceTests {
         }
         #expect(try await readNode(store, backendPath + "/feature-persistent") == "0")
         kill(blkback.processIdentifier, SIGTERM)
-        blkback.waitUntilExit()
+        try await Self.exited(blkback)
         #expect(blkback.terminationStatus == 0)
+        kill(hypervisor.processIdentifier, SIGTERM)
+        try await Self.exited(hypervisor)
+    }
+
+    /// Waits for `process` to exit without blocking a thread of the shared task pool (on
+    /// two cores a blocked waitUntilExit starves the other suites' polling).
+    static func exited(_ process: Process) async throws {
+        try await vbdEventually("process \(process.processIdentifier) exited") { !process.isRunning }
     }
 }
