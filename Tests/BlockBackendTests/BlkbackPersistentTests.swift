@@ -510,6 +510,7 @@ struct BlkbackPersistentDeviceTests {
 
         let blkback = try BlkbackCommandTests.spawn(["blkback", "--platform", "local", "--state-dir", state, "--workers", "1",
                                                      "--persistent-grants", "off", "--persistent-grants-per-queue", "64"])
+        defer { if blkback.isRunning { kill(blkback.processIdentifier, SIGTERM) } }
         try await vbdEventually("the backend's features") {
             try await readNode(store, backendPath + "/feature-persistent") != nil
         }
