@@ -46,7 +46,7 @@ import XenPlatform
 final class BlkbackPersistentGrants {
     /// What ``acquire(_:writable:)`` found or made.
     enum Acquired {
-        /// Entry `index` holds the page; release it when the request is done with it.
+        /// This entry holds the page; release it when the request is done with it.
         case mapped(Int32)
         /// No entry can take the page now, or it could not be mapped: grant-copy it for
         /// this request.
@@ -66,7 +66,7 @@ final class BlkbackPersistentGrants {
         static let unmapped = SharedView(base: UnsafeMutableRawPointer(bitPattern: pageSize)!, count: 0)
     }
 
-    /// Counters for tests and logs.
+    /// Counters for tests and the queue's closing log line.
     struct Statistics: Sendable, Equatable {
         /// Lookups answered by a mapping already held.
         var hits = 0
@@ -77,7 +77,7 @@ final class BlkbackPersistentGrants {
         /// Segments grant-copied: every entry busy, a read-only mapping busy, or misses
         /// copied while the frontend was not reusing its grants.
         var copies = 0
-        /// Windows of mapping that showed no reuse (misses on a full cache were then copied).
+        /// Windows of mapping that showed no reuse (misses were then copied for a while).
         var thrashingWindows = 0
         /// Maps that failed.
         var failures = 0
@@ -102,8 +102,7 @@ final class BlkbackPersistentGrants {
     private var lruTail: Int32 = -1
     private var windowLookups = 0
     private var windowMisses = 0
-    /// Windows still to copy misses on a full cache in, and how many the next thrashing
-    /// window earns.
+    /// Windows still to copy misses in, and how many the next thrashing window earns.
     private var copyWindowsLeft = 0
     private var backoff = 1
 

@@ -407,6 +407,44 @@ struct BlkbackPersistentDeviceTests {
         try await running.stop()
     }
 
+    @Test("a frontend breaking its ring, and the toolstack removing the device, both unmap every persistent page")
+    func teardownPaths() async throws {
+        let world = try VbdWorld()
+        defer { world.stop() }
+        let a = try world.image("a.img", sectors: 1024)
+        let b = try world.image("b.img", sectors: 1024)
+        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(a)",
+                                                             "vdev=xvdb,access=rw,target=\(b)"])
+        let running = RunningDaemon(try Self.daemon(world, persistent: true))
+        var plan = VbdFrontendPlan()
+        plan.tamper = { $0.set("feature-persistent", "1") }
+        let broken = try VbdAttached.start(guest, domain: id, device: BlkbackDeviceTests.xvda, plan: plan)
+        let removed = try VbdAttached.start(guest, domain: id, device: BlkbackDeviceTests.xvdb, plan: plan)
+        try await vbdEventually("both Connected") { broken.driver.state == .connected && removed.driver.state == .connected }
+        for front in [broken, removed] {
+            let bytes = pattern(8 * 4096, seed: 0x7D)
+            #expect(try front.hooks.write(bytes, sector: 16) == .okay)
+            #expect(try front.hooks.read(sector: 16, count: bytes.count) == (.okay, bytes))
+            #expect(throws: PlatformError.self, "the data pages are mapped") { try guest.endAccess(front.hooks.data) }
+        }
+        // Disconnect: the daemon takes the queue down (and serves the device afresh).
+        try broken.hooks.overrunRing()
+        try await vbdEventually("the broken frontend's pages were unmapped") {
+            (try? guest.endAccess(broken.hooks.data)) != nil
+        }
+        // Device removal: the backend node goes; the driver stops and removes its queues.
+        try await world.toolstack.removeBackends(of: id)
+        try await vbdEventually("the removed device's pages were unmapped") {
+            (try? guest.endAccess(removed.hooks.data)) != nil
+        }
+        for front in [broken, removed] {
+            await front.driver.close()
+            front.store.close()
+            try await vbdEventually("the ring pages were unmapped") { front.hooks.endPinnedAccess() }
+        }
+        try await running.stop()
+    }
+
     @Test("BlockFrontend end to end: persistent negotiated, data right, every grant given back on close")
     func blockFrontend() async throws {
         let world = try VbdWorld()
@@ -452,14 +490,12 @@ struct BlkbackPersistentDeviceTests {
         #expect(FileManager.default.createFile(atPath: image, contents: nil))
         #expect(truncate(image, 2048 * 512) == 0)
         let hypervisor = try BlkbackCommandTests.spawn(["hypervisor", "--state-dir", state])
-        defer {
-            kill(hypervisor.processIdentifier, SIGTERM)
-            hypervisor.waitUntilExit()
-        }
+        // On a failure the process is only signalled; the normal path waits for it below.
+        defer { if hypervisor.isRunning { kill(hypervisor.processIdentifier, SIGTERM) } }
         try await vbdEventually("the hypervisor's socket") { FileManager.default.fileExists(atPath: state + "/xenstored.socket") }
         let create = try BlkbackCommandTests.spawn(["domain", "create", "guest", "--state-dir", state,
                                                     "--disk", "vdev=xvda,access=rw,target=\(image)"])
-        create.waitUntilExit()
+        try await Self.exited(create)
         #expect(create.terminationStatus == 0)
         let guest = try LocalPlatform(stateDirectory: state, domain: "guest")
         let backendPath = LocalToolstack.backendPath(kind: "vbd", frontend: guest.domainID, device: BlkbackDeviceTests.xvda)
@@ -468,18 +504,27 @@ struct BlkbackPersistentDeviceTests {
 
         let refused = try BlkbackCommandTests.spawn(["blkback", "--platform", "local", "--state-dir", state,
                                                      "--persistent-grants", "maybe"])
-        refused.waitUntilExit()
+        try await Self.exited(refused)
         #expect(refused.terminationStatus != 0)
         #expect(try await readNode(store, backendPath + "/feature-persistent") == nil)
 
         let blkback = try BlkbackCommandTests.spawn(["blkback", "--platform", "local", "--state-dir", state, "--workers", "1",
                                                      "--persistent-grants", "off", "--persistent-grants-per-queue", "64"])
+        defer { if blkback.isRunning { kill(blkback.processIdentifier, SIGTERM) } }
         try await vbdEventually("the backend's features") {
             try await readNode(store, backendPath + "/feature-persistent") != nil
         }
         #expect(try await readNode(store, backendPath + "/feature-persistent") == "0")
         kill(blkback.processIdentifier, SIGTERM)
-        blkback.waitUntilExit()
+        try await Self.exited(blkback)
         #expect(blkback.terminationStatus == 0)
+        kill(hypervisor.processIdentifier, SIGTERM)
+        try await Self.exited(hypervisor)
+    }
+
+    /// Waits for `process` to exit without blocking a thread of the shared task pool (on
+    /// two cores a blocked waitUntilExit starves the other suites' polling).
+    static func exited(_ process: Process) async throws {
+        try await vbdEventually("process \(process.processIdentifier) exited") { !process.isRunning }
     }
 }
