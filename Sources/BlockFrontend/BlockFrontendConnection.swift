@@ -72,7 +72,7 @@ final class BlockFrontendConnection: @unchecked Sendable {
          configuration: BlockFrontendConfiguration, handle: UInt16, logger: Logger) throws(BlockFrontendError) {
         self.logger = logger
         self.handle = handle
-        abi = .native
+        abi = configuration.abi
         grants = platform.grantTable
         persistent = configuration.persistent
         ringPageOrder = min(configuration.maxRingPageOrder ?? 4, features.maxRingPageOrder, 4)

@@ -53,17 +53,24 @@ final class BlockFrontendCore: Sendable {
         }
     }
 
-    /// Queues `operation` and wakes the I/O thread; returns what the caller gets.
-    func submit(_ operation: BlockFrontendOperation) async throws -> [UInt8] {
-        try await withCheckedThrowingContinuation { continuation in
-            operation.continuation = continuation
-            let refused = state.withLock { s -> Bool in
-                guard !s.closed else { return true }
-                s.waiting.append(BlockFrontendWork(operation: operation, offset: 0, count: operation.count))
-                s.connection?.wake()
-                return false
-            }
-            if refused { operation.abandon(.closed) }
+    /// Queues `operation` and wakes the I/O thread; its completion runs when it is done
+    /// (at once, here, if the frontend is closed).
+    func enqueue(_ operation: BlockFrontendOperation) {
+        let refused = state.withLock { s -> Bool in
+            guard !s.closed else { return true }
+            s.waiting.append(BlockFrontendWork(operation: operation, offset: 0, count: operation.count))
+            s.connection?.wake()
+            return false
+        }
+        if refused { operation.abandon(.closed) }
+    }
+
+    /// The disk of the last connection, or why there is none: closed, or never connected.
+    func currentDisk() -> Result<BlockFrontendDisk, BlockFrontendError> {
+        state.withLock { s in
+            if s.closed { return .failure(.closed) }
+            guard let disk = s.disk else { return .failure(.notConnected) }
+            return .success(disk)
         }
     }
 
