@@ -121,7 +121,7 @@ let package = Package(
         .testTarget(name: "NBDTests", dependencies: ["NBD"]),
         .testTarget(name: "BlockFrontendTests",
                     dependencies: ["BlockFrontend", "BlockBackend", "XenTesting", "XenBus", "Blkif", "XenRing",
-                                   "SharedMemory", "XenPlatform", "XenStore", "URing"]),
+                                   "SharedMemory", "XenPlatform", "XenStore", "URing", "NBD"]),
         .testTarget(name: "DemoTests",
                     dependencies: ["NBD", "BlockFrontend", "BlockBackend", "XenLocal", "XenPlatform", "URing",
                                    .product(name: "Logging", package: "swift-log")]),
