@@ -103,6 +103,9 @@ let package = Package(
         ),
 
         .executableTarget(name: "ring-ping-pong", dependencies: ["XenRing", "SharedMemory"], path: "Examples/RingPingPong"),
+        .executableTarget(name: "block-disk-example",
+                          dependencies: ["BlockFrontend", "BlockBackend", "XenLocal", "URing", .product(name: "Logging", package: "swift-log")],
+                          path: "Examples/BlockDisk"),
 
         .testTarget(name: "SharedMemoryTests", dependencies: ["SharedMemory"]),
         .testTarget(name: "XenRingTests", dependencies: ["XenRing", "SharedMemory", "CRingReference", "XenTesting", "FuzzTargets"]),
