@@ -59,6 +59,9 @@ final class BlockFrontendConnection: @unchecked Sendable {
     let wakeFD: Int32
     let wakeWriteFD: Int32
     let stopping = Atomic<Bool>(false)
+    /// The I/O thread is about to poll or polling: only then does a submitter write to
+    /// the wake pipe (a system call per request otherwise, while the thread is busy anyway).
+    let sleeping = Atomic<Bool>(false)
     /// Requests sent and not yet answered (read by observers; the thread keeps `slots`).
     let inFlight = Atomic<Int>(0)
     /// Rings stopped because the backend broke the protocol on them.
@@ -204,6 +207,13 @@ final class BlockFrontendConnection: @unchecked Sendable {
         thread = handle
     }
 
+    /// Wakes the I/O thread for new work, if it sleeps or is about to.
+    func wakeIfSleeping() {
+        // Sequentially consistent, pairing with the I/O thread's store before its last
+        // look at the queue: either it sees the new work, or this sees it sleeping.
+        if sleeping.exchange(false, ordering: .sequentiallyConsistent) { wake() }
+    }
+
     /// Wakes the I/O thread (new work, or stop).
     func wake() {
         // A full pipe already holds a wake-up, so EAGAIN loses nothing.
@@ -247,17 +257,30 @@ final class BlockFrontendConnection: @unchecked Sendable {
         while !stopping.load(ordering: .acquiring) {
             var busy = consumeAll()
             if dispatch(core: core) { busy = true }
-            for index in rings.indices where rings[index].unpushed {
-                rings[index].unpushed = false
-                if rings[index].ring.pushRequestsAndCheckNotify() { notify(index) }
-            }
+            pushAll()
             if busy { continue }
             if hasResponses() { continue }
+            sleeping.store(true, ordering: .sequentiallyConsistent)
+            // Work queued before the store above did not wake us: send it now.
+            if dispatch(core: core) {
+                sleeping.store(false, ordering: .relaxed)
+                pushAll()
+                continue
+            }
             _ = poll(&fds, 2, -1)
+            sleeping.store(false, ordering: .relaxed)
             drainEvents()
         }
         // Answers already published count: they need not be sent again.
         _ = consumeAll()
+    }
+
+    /// Publishes the requests written to each ring, notifying where the backend asks.
+    private func pushAll() {
+        for index in rings.indices where rings[index].unpushed {
+            rings[index].unpushed = false
+            if rings[index].ring.pushRequestsAndCheckNotify() { notify(index) }
+        }
     }
 
     private func notify(_ index: Int) {

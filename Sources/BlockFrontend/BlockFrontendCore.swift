@@ -59,7 +59,7 @@ final class BlockFrontendCore: Sendable {
         let refused = state.withLock { s -> Bool in
             guard !s.closed else { return true }
             s.waiting.append(BlockFrontendWork(operation: operation, offset: 0, count: operation.count))
-            s.connection?.wake()
+            s.connection?.wakeIfSleeping()
             return false
         }
         if refused { operation.abandon(.closed) }
