@@ -55,6 +55,10 @@ final class BlockFrontendConnection: @unchecked Sendable {
     var freeSlots: [Int]
     var nextSequence: UInt64 = 1
     var nextRing = 0
+    /// Parts taken from the core's queue and not yet sent, first `pendingHead` done; the
+    /// first may be a read or write partly sent already.
+    var pending: [BlockFrontendWork] = []
+    var pendingHead = 0
     /// A pipe the submitters write a byte to, to wake the I/O thread (which polls `wakeFD`).
     let wakeFD: Int32
     let wakeWriteFD: Int32
@@ -221,9 +225,10 @@ final class BlockFrontendConnection: @unchecked Sendable {
         _ = Glibc.write(wakeWriteFD, &one, 1)
     }
 
-    /// Stops and joins the I/O thread; returns the parts still unanswered, in the order
-    /// they were sent, so they can be sent again on the next connection.
-    func stop() -> [BlockFrontendWork] {
+    /// Stops and joins the I/O thread; returns the parts sent and still unanswered, in
+    /// the order they were sent, and those it had taken from the queue but not sent, so
+    /// all can be sent again on the next connection.
+    func stop() -> (unanswered: [BlockFrontendWork], unsent: [BlockFrontendWork]) {
         if let thread {
             stopping.store(true, ordering: .releasing)
             wake()
@@ -232,10 +237,13 @@ final class BlockFrontendConnection: @unchecked Sendable {
         }
         var unanswered = slots.compactMap { $0?.work }
         unanswered.sort { $0.sequence < $1.sequence }
+        let unsent = Array(pending[pendingHead...])
+        pending = []
+        pendingHead = 0
         for index in slots.indices { slots[index] = nil }
         inFlight.store(0, ordering: .relaxed)
         freeSlots = Array((0..<depth).reversed())
-        return unanswered
+        return (unanswered, unsent)
     }
 
     /// Closes the ports and ends access to every page. Returns the page sets whose
@@ -396,7 +404,22 @@ final class BlockFrontendConnection: @unchecked Sendable {
         var sent = false
         let maxSectors = UInt64(segmentsPerRequest * (pageSize / 512))
         while let slot = freeSlots.last, let ringIndex = ringWithSpace() {
-            guard var work = core.next(maxSectors: maxSectors) else { break }
+            if pendingHead == pending.count {
+                pending.removeAll(keepingCapacity: true)
+                pendingHead = 0
+                core.takeWaiting(into: &pending)
+                if pending.isEmpty { break }
+            }
+            var work = pending[pendingHead]
+            let kind = work.operation.kind
+            if kind == .read || kind == .write, work.count > maxSectors {
+                // The rest stays first in line.
+                pending[pendingHead].offset += maxSectors
+                pending[pendingHead].count -= maxSectors
+                work.count = maxSectors
+            } else {
+                pendingHead += 1
+            }
             freeSlots.removeLast()
             work.sequence = nextSequence
             nextSequence &+= 1

@@ -148,6 +148,20 @@ final class NBDWriteStream: @unchecked Sendable {
 /// NBD writer are separate processes or threads that share nothing but sockets.
 @Suite("blkback killed mid-stream", .serialized)
 struct BlkbackKillTests {
+    /// Whether every thread of `pid` is stopped (state T in /proc/PID/task/TID/stat).
+    static func allThreadsStopped(_ pid: Int32) -> Bool {
+        guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task"), !tasks.isEmpty else {
+            return false
+        }
+        return tasks.allSatisfy { task in
+            guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/task/\(task)/stat") else { return false }
+            let text = String(decoding: data, as: UTF8.self)
+            // The state follows the command name in parentheses, which may hold spaces.
+            guard let close = text.lastIndex(of: ")") else { return false }
+            return text[text.index(after: close)...].split(separator: " ").first == "T"
+        }
+    }
+
     @Test(.enabled(if: access(xensplitBinary, X_OK) == 0, "the xensplit binary is not built"))
     func everyAcknowledgedWriteSurvivesASIGKILLedBackend() async throws {
         let state = try makeTemporaryDirectory("xensplit-blkback-kill")
@@ -183,12 +197,15 @@ struct BlkbackKillTests {
         try await eventually("a quarter of the stream acknowledged") {
             stream.acknowledged.load(ordering: .relaxed) == blocks / 4
         }
-        // Stopped first, so the writes sent next are certainly unanswered when it dies.
+        // Stopped first (and seen stopped), so the writes sent next are certainly
+        // unanswered when it dies.
         first.signal(SIGSTOP)
+        try await eventually("every blkback thread stopped") { Self.allThreadsStopped(first.pid) }
         stream.resume()
         try await eventually("a full window in flight to the stopped backend") {
             stream.sent.load(ordering: .relaxed) == blocks / 4 + 16
         }
+        #expect(stream.acknowledged.load(ordering: .relaxed) == blocks / 4)
         first.signal(SIGKILL)
         #expect(await first.wait() == SIGKILL)
         #expect(first.process.terminationReason == .uncaughtSignal)
