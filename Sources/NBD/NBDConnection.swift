@@ -253,27 +253,34 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
         return data
     }
 
-    /// The writer thread: sends replies as they are queued until ``NBDInFlight`` says the
-    /// connection is done. A failed send drops the client (and wakes its reader).
+    /// The writer thread: sends replies as they are queued, all those queued at once
+    /// per wake-up, until ``NBDInFlight`` says the connection is done. A failed send drops
+    /// the client (and wakes its reader).
     private func writeReplies() {
         let replyHeader = UnsafeMutableRawBufferPointer.allocate(byteCount: NBDSimpleReply.size, alignment: 8)
         defer { replyHeader.deallocate() }
-        while let reply = inFlight.nextReply() {
-            NBDSimpleReply(error: reply.error, cookie: reply.cookie).encode(into: replyHeader)
-            let failure = reply.data.withUnsafeBytes { data -> NBDError? in
-                do throws(NBDError) {
-                    try socket.writeAll(UnsafeRawBufferPointer(replyHeader), data)
-                    return nil
-                } catch {
-                    return error
+        var batch: [NBDInFlight.Reply] = []
+        batch.reserveCapacity(inFlight.maximumRequests)
+        while inFlight.takeReplies(into: &batch) {
+            for reply in batch {
+                NBDSimpleReply(error: reply.error, cookie: reply.cookie).encode(into: replyHeader)
+                let failure = reply.data.withUnsafeBytes { data -> NBDError? in
+                    do throws(NBDError) {
+                        try socket.writeAll(UnsafeRawBufferPointer(replyHeader), data)
+                        return nil
+                    } catch {
+                        return error
+                    }
+                }
+                if let failure {
+                    logger.notice("cannot send a reply, dropping the client: \(failure)")
+                    inFlight.sent(batch)
+                    abort()
+                    return
                 }
             }
-            if let failure {
-                logger.notice("cannot send a reply, dropping the client: \(failure)")
-                abort()
-                return
-            }
-            inFlight.sent(reply)
+            inFlight.sent(batch)
+            batch.removeAll(keepingCapacity: true)
         }
     }
 

@@ -38,7 +38,6 @@ final class NBDInFlight: @unchecked Sendable {
     private var requests = 0
     private var bytes = 0
     private var replies: [Reply] = []
-    private var repliesHead = 0
     private var reading = true
     private var aborted = false
 
@@ -118,9 +117,8 @@ final class NBDInFlight: @unchecked Sendable {
             let unanswered = requests
             if !aborted {
                 aborted = true
-                for reply in replies[repliesHead...] { release(reply) }
+                for reply in replies { release(reply) }
                 replies.removeAll()
-                repliesHead = 0
                 pthread_cond_broadcast(roomFreed)
                 pthread_cond_broadcast(replyQueued)
             }
@@ -128,32 +126,26 @@ final class NBDInFlight: @unchecked Sendable {
         }
     }
 
-    /// Writer: the next reply to send, waiting for one; nil once the connection is
-    /// aborted, or reading finished and every admitted request was answered.
-    func nextReply() -> Reply? {
+    /// Writer: moves every queued reply into `batch` (which the writer emptied), waiting
+    /// for one; false once the connection is aborted, or reading finished and every
+    /// admitted request was answered.
+    func takeReplies(into batch: inout [Reply]) -> Bool {
         locked {
-            while !aborted, repliesHead == replies.count, reading || requests > 0 {
+            while !aborted, replies.isEmpty, reading || requests > 0 {
                 pthread_cond_wait(replyQueued, mutex)
             }
-            guard !aborted, repliesHead < replies.count else { return nil }
-            let reply = replies[repliesHead]
-            replies[repliesHead].data = []
-            repliesHead += 1
-            if repliesHead == replies.count {
-                replies.removeAll(keepingCapacity: true)
-                repliesHead = 0
-            } else if repliesHead >= maximumRequests {
-                // Never empty under load: drop the sent prefix so the array stays bounded.
-                replies.removeFirst(repliesHead)
-                repliesHead = 0
-            }
-            return reply
+            guard !aborted, !replies.isEmpty else { return false }
+            // The two arrays trade storage, so neither side allocates.
+            swap(&batch, &replies)
+            return true
         }
     }
 
-    /// Writer: `reply` is on the socket; its request's room is free again.
-    func sent(_ reply: Reply) {
-        locked { release(reply) }
+    /// Writer: `batch` is on the socket; its requests' room is free again.
+    func sent(_ batch: [Reply]) {
+        locked {
+            for reply in batch { release(reply) }
+        }
     }
 
     /// Requests admitted and not yet answered on the socket.
