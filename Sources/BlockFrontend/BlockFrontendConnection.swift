@@ -277,7 +277,7 @@ final class BlockFrontendConnection: @unchecked Sendable {
             }
             _ = poll(&fds, 2, -1)
             sleeping.store(false, ordering: .relaxed)
-            drainEvents()
+            drainEvents(ports: fds[0].revents != 0, wakeUps: fds[1].revents != 0)
         }
         // Answers already published count: they need not be sent again.
         _ = consumeAll()
@@ -297,11 +297,17 @@ final class BlockFrontendConnection: @unchecked Sendable {
         }
     }
 
-    private func drainEvents() {
-        withUnsafeTemporaryAllocation(byteCount: 64, alignment: 8) { buffer in
-            while Glibc.read(wakeFD, buffer.baseAddress, buffer.count) == buffer.count {}
+    /// Empties what poll found readable (only that: each look is a system call).
+    private func drainEvents(ports: Bool, wakeUps: Bool) {
+        if wakeUps {
+            withUnsafeTemporaryAllocation(byteCount: 64, alignment: 8) { buffer in
+                while Glibc.read(wakeFD, buffer.baseAddress, buffer.count) == buffer.count {}
+            }
         }
-        while true {
+        guard ports else { return }
+        // At most one pending event per ring's port; one that fires again meanwhile
+        // leaves the channel readable, so the next poll returns at once.
+        for _ in rings.indices {
             let port: EventPort?
             do { port = try eventChannel.pending() } catch { return }
             guard let port else { return }
