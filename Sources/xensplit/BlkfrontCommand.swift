@@ -81,7 +81,7 @@ struct BlkfrontCommand: AsyncParsableCommand {
         let sources = stop.install()
         defer { withExtendedLifetime(sources) {} }
 
-        let waiting = Task {
+        let waiting = Task { [logger] in
             try await Task.sleep(for: .seconds(1))
             logger.info("blkfront: waiting for the backend of \(device) (\(frontend.frontendPath)/backend) to connect")
         }
