@@ -148,9 +148,6 @@ final class NBDInFlight: @unchecked Sendable {
         }
     }
 
-    /// Requests admitted and not yet answered on the socket.
-    var outstanding: Int { locked { requests } }
-
     /// Called with the mutex held.
     private func release(_ reply: Reply) {
         requests -= 1

@@ -143,9 +143,14 @@ final class NBDWriteStream: @unchecked Sendable {
     }
 }
 
-/// The block backend as a process of its own, killed with SIGKILL while writes are in
-/// flight and started again; hypervisor, blkback, blkfront (with its NBD export) and the
-/// NBD writer are separate processes or threads that share nothing but sockets.
+/// The block backend as a process of its own, killed while writes are in flight and
+/// started again; hypervisor, blkback, blkfront (with its NBD export) and the NBD writer
+/// are separate processes or threads that share nothing but sockets.
+///
+/// SIGKILL: the backend vanishes without a word; the new one finds the frontend still
+/// Connected and takes up its rings where they stand. SIGTERM: the backend walks the disk
+/// to Closed, the frontend follows, then reconnects to the new one with new rings and
+/// sends again what had no answer. Either way the writer sees neither.
 @Suite("blkback killed mid-stream", .serialized)
 struct BlkbackKillTests {
     /// Whether every thread of `pid` is stopped (state T in /proc/PID/task/TID/stat).
@@ -162,9 +167,10 @@ struct BlkbackKillTests {
         }
     }
 
-    @Test(.enabled(if: access(xensplitBinary, X_OK) == 0, "the xensplit binary is not built"))
-    func everyAcknowledgedWriteSurvivesASIGKILLedBackend() async throws {
-        let state = try makeTemporaryDirectory("xensplit-blkback-kill")
+    @Test(.enabled(if: access(xensplitBinary, X_OK) == 0, "the xensplit binary is not built"),
+          arguments: [SIGKILL, SIGTERM])
+    func everyAcknowledgedWriteSurvivesAKilledBackend(signal: Int32) async throws {
+        let state = try makeTemporaryDirectory("xensplit-blkback-kill-\(signal)")
         defer { try? FileManager.default.removeItem(atPath: state) }
         let blocks = 512
         let blockBytes = 64 << 10
@@ -206,17 +212,32 @@ struct BlkbackKillTests {
             stream.sent.load(ordering: .relaxed) == blocks / 4 + 16
         }
         #expect(stream.acknowledged.load(ordering: .relaxed) == blocks / 4)
-        first.signal(SIGKILL)
-        #expect(await first.wait() == SIGKILL)
-        #expect(first.process.terminationReason == .uncaughtSignal)
-        let unanswered = stream.sent.load(ordering: .relaxed) - stream.acknowledged.load(ordering: .relaxed)
-        #expect(unanswered > 0, "writes were in flight when the backend died")
+        first.signal(signal)
+        let unanswered: Int
+        if signal == SIGKILL {
+            #expect(await first.wait() == SIGKILL)
+            #expect(first.process.terminationReason == .uncaughtSignal)
+            unanswered = stream.sent.load(ordering: .relaxed) - stream.acknowledged.load(ordering: .relaxed)
+        } else {
+            // Measured while it is still stopped: it cannot have answered them yet.
+            unanswered = stream.sent.load(ordering: .relaxed) - stream.acknowledged.load(ordering: .relaxed)
+            first.signal(SIGCONT)
+            #expect(await first.wait() == 0, "\(first.output)")
+            try await eventually("the frontend followed its backend to Closed") {
+                blkfront.output.contains("Closing -> Closed")
+            }
+        }
+        #expect(unanswered > 0, "writes were in flight when the backend went")
 
         let second = try start("blkback-2", backend)
         // Bounded: a write the new backend never answers fails here instead of hanging.
         try await eventually("the stream finishes on the new backend", seconds: 120) { stream.ended.load(ordering: .acquiring) }
         #expect(stream.failures.withLock { $0 } == [], "the NBD client saw no error")
         #expect(stream.acknowledged.load(ordering: .relaxed) == blocks)
+        if signal == SIGTERM {
+            #expect(blkfront.output.components(separatedBy: "-> Connected").count - 1 == 2,
+                    "the frontend connected to each backend: \(blkfront.output)")
+        }
 
         // Read back through the same path, then from the file.
         var mismatches: [Int] = []
