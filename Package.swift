@@ -105,6 +105,9 @@ let package = Package(
         ),
 
         .executableTarget(name: "ring-ping-pong", dependencies: ["XenRing", "SharedMemory"], path: "Examples/RingPingPong"),
+        .executableTarget(name: "block-disk-example",
+                          dependencies: ["BlockFrontend", "BlockBackend", "XenLocal", "URing", .product(name: "Logging", package: "swift-log")],
+                          path: "Examples/BlockDisk"),
 
         .testTarget(name: "SharedMemoryTests", dependencies: ["SharedMemory"]),
         .testTarget(name: "XenRingTests", dependencies: ["XenRing", "SharedMemory", "CRingReference", "XenTesting", "FuzzTargets"]),
@@ -123,7 +126,7 @@ let package = Package(
         .testTarget(name: "NBDTests", dependencies: ["NBD"]),
         .testTarget(name: "BlockFrontendTests",
                     dependencies: ["BlockFrontend", "BlockBackend", "XenTesting", "XenBus", "Blkif", "XenRing",
-                                   "SharedMemory", "XenPlatform", "XenStore", "URing"]),
+                                   "SharedMemory", "XenPlatform", "XenStore", "URing", "NBD"]),
         .testTarget(name: "DemoTests",
                     dependencies: ["NBD", "BlockFrontend", "BlockBackend", "XenLocal", "XenPlatform", "URing",
                                    .product(name: "Logging", package: "swift-log")]),
