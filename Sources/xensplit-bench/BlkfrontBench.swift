@@ -84,8 +84,9 @@ final class NBDKit {
 
     init(image: String, socket: String) throws {
         self.socket = socket
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/nbdkit")
-        process.arguments = ["--foreground", "--exit-with-parent", "--unix", socket, "file", image]
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = benchChildSignals + ["/usr/bin/nbdkit", "--foreground", "--exit-with-parent",
+                                                 "--unix", socket, "file", image]
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = FileHandle.nullDevice
         try process.run()
@@ -102,6 +103,13 @@ final class NBDKit {
 
     func stop() {
         if process.isRunning { kill(process.processIdentifier, SIGTERM) }
+        // nbdkit finishes the requests in flight first; a hung one is killed after 10 s.
+        var waited = 0
+        while process.isRunning, waited < 1000 {
+            usleep(10_000)
+            waited += 1
+        }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
         BenchCleanup.remove(pid: process.processIdentifier)
         unlink(socket)

@@ -148,6 +148,12 @@ enum BenchCleanup {
     }
 }
 
+/// `env` arguments that give a child the default SIGINT and SIGTERM handling: this
+/// process ignores both (its dispatch sources catch them for the cleanup), and an ignored
+/// signal stays ignored across exec, so without this a child could not be stopped with
+/// them (nor would nbdkit's --exit-with-parent, which sends SIGTERM, work).
+let benchChildSignals = ["--default-signal=INT,TERM"]
+
 /// A backing file of `size` bytes in /dev/shm, filled with non-zero data; removed by
 /// ``BenchCleanup`` if the bench dies before its owner removes it.
 func makeBenchImage(_ label: String, size: Int) throws -> String {
@@ -445,8 +451,8 @@ enum BlockBenchFio {
     /// One fixed-time fio run; the figure in the workload's unit, from fio's JSON.
     private static func run(_ engine: [String], workload: BlockBenchWorkload, seconds: Double) throws -> Double {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/fio")
-        process.arguments = ["--name=reference"] + engine + [
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = benchChildSignals + ["/usr/bin/fio", "--name=reference"] + engine + [
             "--rw=\(workload.fioPattern)", "--bs=\(workload.blockSize)", "--iodepth=\(workload.depth)",
             "--time_based=1", "--runtime=\(Int(seconds * 1000))ms", "--norandommap=1", "--randrepeat=0",
             "--output-format=json",
