@@ -228,6 +228,7 @@ final class BlockBenchWorld: @unchecked Sendable {
     let engineKind: String
     private(set) var domains: [String] = []
     private(set) var frontends: [BlockFrontend] = []
+    private var closers: [() async -> Void] = []
     let logger: Logger
 
     /// Frontends wait this long at most for the backend to connect them.
@@ -255,7 +256,9 @@ final class BlockBenchWorld: @unchecked Sendable {
         do {
             dom0 = try LocalPlatform(stateDirectory: directory)
             toolstack = LocalToolstack(platform: dom0)
-            let factory = try BlockIOEngineFactory(logger: logger)
+            // Each queue reserves its slots + 2 entries in its worker's engine, and the
+            // default capacity (128) holds only three queues: room for 32 per worker.
+            let factory = try BlockIOEngineFactory(configuration: .init(queueDepth: 64, capacity: 2048), logger: logger)
             engineKind = factory.kind.rawValue + (factory.fallbackReason.map { " (\($0))" } ?? "")
             let before = ThreadCPU.threads()
             daemon = try BlkbackDaemon(platform: dom0, factory: factory, logger: logger)
@@ -269,9 +272,9 @@ final class BlockBenchWorld: @unchecked Sendable {
         daemonTask = Task { try await daemon.run() }
     }
 
-    /// Creates `count` domains `bench-0`... each with `image` as its xvda, and attaches a
-    /// frontend to each; returns once every one is connected.
-    func attach(count: Int, image: String, configuration: BlockFrontendConfiguration) async throws -> [BlockFrontendDisk] {
+    /// Creates `count` domains `bench-0`... each with `image` as its xvda (vdev 51712), and
+    /// joins each as a guest.
+    func createDomains(count: Int, image: String) async throws -> [LocalPlatform] {
         let spec = try DiskSpec(parsing: "format=raw, vdev=xvda, access=rw, target=\(image)")
         var platforms: [LocalPlatform] = []
         for index in 0..<count {
@@ -280,9 +283,15 @@ final class BlockBenchWorld: @unchecked Sendable {
             domains.append(name)
             platforms.append(try LocalPlatform(stateDirectory: directory, domain: name))
         }
-        for platform in platforms {
-            frontends.append(try BlockFrontend(platform: platform, devid: "\(spec.vdev.number)",
-                                               configuration: configuration, logger: logger))
+        return platforms
+    }
+
+    /// Creates `count` domains and attaches a BlockFrontend to each; returns once every
+    /// one is connected.
+    func attach(count: Int, image: String, configuration: BlockFrontendConfiguration) async throws -> [BlockFrontendDisk] {
+        for platform in try await createDomains(count: count, image: image) {
+            frontends.append(try BlockFrontend(platform: platform, devid: "51712", configuration: configuration,
+                                               logger: logger))
         }
         let frontends = self.frontends
         let watchdog = Task {
@@ -301,6 +310,9 @@ final class BlockBenchWorld: @unchecked Sendable {
         return disks
     }
 
+    /// Runs `close` at the next ``detach()``, before the domains are destroyed.
+    func onDetach(_ close: @escaping () async -> Void) { closers.append(close) }
+
     /// Closes every frontend and destroys their domains.
     func detach() async throws {
         var failure: (any Error)?
@@ -309,6 +321,8 @@ final class BlockBenchWorld: @unchecked Sendable {
             if left > 0 { failure = failure ?? BlockBenchError.io("a frontend left \(left) granted page sets mapped") }
         }
         frontends = []
+        for close in closers { await close() }
+        closers = []
         for name in domains {
             do { try await toolstack.destroy(name: name) } catch { failure = failure ?? error }
         }
