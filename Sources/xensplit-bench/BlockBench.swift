@@ -225,6 +225,10 @@ final class BlockBenchWorld: @unchecked Sendable {
     let daemonTask: Task<Void, any Error>
     /// The backend's threads: its workers (and its xenstore client's, if any).
     let backendThreads: Set<Int32>
+    /// The local hypervisor's thread. A grant copy is a request to it over its socket,
+    /// which it serves on this thread, so its CPU time is the backend's too (on Xen the
+    /// copy hypercall runs on the backend's vCPU).
+    let hypervisorThreads: Set<Int32>
     let engineKind: String
     private(set) var domains: [String] = []
     private(set) var frontends: [BlockFrontend] = []
@@ -252,7 +256,9 @@ final class BlockBenchWorld: @unchecked Sendable {
             BenchCleanup.removeNow(path: directory)
             throw error
         }
+        let beforeHypervisor = ThreadCPU.threads()
         hypervisor.start()
+        hypervisorThreads = ThreadCPU.threads().subtracting(beforeHypervisor)
         do {
             dom0 = try LocalPlatform(stateDirectory: directory)
             toolstack = LocalToolstack(platform: dom0)
@@ -353,7 +359,10 @@ final class BlockBenchWorld: @unchecked Sendable {
         return result
     }
 
+    /// CPU time of the backend's threads and their io_uring workers.
     var backendNanoseconds: UInt64 { ThreadCPU.nanoseconds(ofThreads: backendThreads) }
+    /// CPU time of the hypervisor's thread.
+    var hypervisorNanoseconds: UInt64 { ThreadCPU.nanoseconds(ofThreads: hypervisorThreads) }
 }
 
 // MARK: Load through the frontend library
