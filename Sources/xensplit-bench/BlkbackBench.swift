@@ -39,10 +39,14 @@ func runBlkbackBench(arguments: [String]) async throws {
         BlockBenchWorkload(name: "seqread-128k-qd8", random: false, write: false, blockSize: 128 << 10, depth: 8),
         BlockBenchWorkload(name: "seqwrite-128k-qd8", random: false, write: true, blockSize: 128 << 10, depth: 8),
     ]
-    let layouts: [(frontends: Int, queues: UInt32)] = [(1, 1), (1, 4), (16, 1), (16, 4)]
+    // Persistent grants (both ends advertise feature-persistent, the default) for every
+    // layout; grant copies (the frontend does not advertise it) for one frontend.
+    let layouts: [(frontends: Int, queues: UInt32, persistent: Bool)] = [
+        (1, 1, true), (1, 4, true), (16, 1, true), (16, 4, true), (1, 1, false), (1, 4, false),
+    ]
     let idleName = "blkback-idle-cpu-64-frontends"
-    func comparisonName(_ workload: BlockBenchWorkload, frontends: Int, queues: UInt32) -> String {
-        "blkback-\(workload.name)-f\(frontends)-q\(queues)"
+    func comparisonName(_ workload: BlockBenchWorkload, frontends: Int, queues: UInt32, persistent: Bool) -> String {
+        "blkback-\(workload.name)-f\(frontends)-q\(queues)" + (persistent ? "" : "-copy")
     }
 
     try await BlockBenchWorld.with(logger: logger) { world in
@@ -51,19 +55,21 @@ func runBlkbackBench(arguments: [String]) async throws {
         defer { BenchCleanup.removeNow(path: image) }
         for layout in layouts {
             let chosen = workloads.filter { (workload: BlockBenchWorkload) -> Bool in
-                options.selected(comparisonName(workload, frontends: layout.frontends, queues: layout.queues))
+                options.selected(comparisonName(workload, frontends: layout.frontends, queues: layout.queues,
+                                                persistent: layout.persistent))
             }
             guard !chosen.isEmpty else { continue }
             var frontends: [BlkbackBenchRingFrontend] = []
             world.onDetach { for frontend in frontends { await frontend.close() } }
             for platform in try await world.createDomains(count: layout.frontends, image: image) {
                 frontends.append(try BlkbackBenchRingFrontend(platform: platform, queues: Int(layout.queues), depth: 32,
-                                                              logger: logger))
+                                                              persistent: layout.persistent, logger: logger))
             }
             for frontend in frontends { try await frontend.connected() }
             let region = options.fileSize / layout.frontends
             for workload in chosen {
-                let title = comparisonName(workload, frontends: layout.frontends, queues: layout.queues)
+                let title = comparisonName(workload, frontends: layout.frontends, queues: layout.queues,
+                                           persistent: layout.persistent)
                 var comparison = BenchComparison(name: title, unit: workload.unit)
                 var cpu = BenchComparison(name: title.replacingOccurrences(of: "blkback-", with: "blkback-cpu-per-io-"),
                                           unit: "us")
@@ -121,10 +127,11 @@ func runBlkbackBench(arguments: [String]) async throws {
 
 /// A lean blkfront made for driving the backend hard: one-page rings, one request id per
 /// slot, each slot's data pages (and its indirect page, whose 32 segments never change)
-/// granted once, no copies, no tasks and no locks. One thread drives every frontend of a
-/// run: it refills each slot as soon as its response is consumed, pushes, notifies when
-/// `pushRequestsAndCheckNotify` says so and sleeps in poll(2) on the event channels only
-/// when `finalCheckForResponses` finds nothing. It checks that every response answers a
+/// granted once, no copies, no tasks and no locks. With `persistent` it advertises
+/// `feature-persistent`, and as it reuses the same grants the backend keeps them mapped.
+/// One thread drives every frontend of a run: it refills each slot as soon as its
+/// response is consumed, pushes, notifies when `pushRequestsAndCheckNotify` says so and
+/// sleeps in poll(2) on the event channels only when `finalCheckForResponses` finds nothing. It checks that every response answers a
 /// request in flight with BLKIF_RSP_OKAY; it does not look at the data.
 final class BlkbackBenchRingFrontend: @unchecked Sendable {
     // @unchecked: set up by the xenbus task (initialise), published through `ready`
@@ -144,6 +151,9 @@ final class BlkbackBenchRingFrontend: @unchecked Sendable {
     let queues: Int
     let depth: Int
     let abi = BlkifABI.native
+    /// Advertise `feature-persistent`: the backend then keeps our pages mapped instead of
+    /// grant-copying them.
+    let persistent: Bool
     var channel: (any EventChannel)?
     var rings: [Ring] = []
     var slotData: [SharedPages] = []
@@ -154,8 +164,9 @@ final class BlkbackBenchRingFrontend: @unchecked Sendable {
     let ready = Atomic<Bool>(false)
     let failure = Mutex<String?>(nil)
 
-    init(platform: LocalPlatform, queues: Int, depth: Int, logger: Logger) throws {
+    init(platform: LocalPlatform, queues: Int, depth: Int, persistent: Bool, logger: Logger) throws {
         self.platform = platform
+        self.persistent = persistent
         self.queues = queues
         self.depth = depth
         store = try platform.connectXenStore()
@@ -206,7 +217,7 @@ final class BlkbackBenchRingFrontend: @unchecked Sendable {
             }
         }
         keys.set(BlkifFrontendFeatures.Key.protocolName, abi.protocolName)
-        keys.set(BlkifFrontendFeatures.Key.persistent, "0")
+        keys.set(BlkifFrontendFeatures.Key.persistent, persistent ? "1" : "0")
         return keys
     }
 

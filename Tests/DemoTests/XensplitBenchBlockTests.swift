@@ -78,13 +78,13 @@ struct XensplitBenchBlockTests {
         let lines = try await run("blkback")
         let names = Set(lines.map(\.name))
         for workload in ["randread-4k-qd32", "randwrite-4k-qd32", "seqread-128k-qd8", "seqwrite-128k-qd8"] {
-            for layout in ["f1-q1", "f1-q4", "f16-q1", "f16-q4"] {
+            for layout in ["f1-q1", "f1-q4", "f16-q1", "f16-q4", "f1-q1-copy", "f1-q4-copy"] {
                 #expect(names.contains("blkback-\(workload)-\(layout)"))
                 #expect(names.contains("blkback-cpu-per-io-\(workload)-\(layout)"))
             }
         }
         #expect(names.contains("blkback-idle-cpu-64-frontends"))
-        #expect(lines.count == 33, "\(lines.map(\.name))")
+        #expect(lines.count == 49, "\(lines.map(\.name))")
         for line in lines where line.name.hasPrefix("blkback-cpu-per-io-") || line.name.hasPrefix("blkback-idle-") {
             #expect(line.reference == nil, "\(line.name) has no honest reference")
         }
