@@ -27,8 +27,8 @@ import XenStore
 /// its threads (those that appeared while the daemon was made: its workers), of their
 /// io_uring kernel workers (`iou-wrk-TID`) and of the local hypervisor's thread, which
 /// serves every grant copy, from /proc/self/task/TID/schedstat, over the run's I/Os; and
-/// the CPU seconds the backend's threads and the hypervisor's use in 5 s (a window per
-/// run) while 64 frontends are connected and idle.
+/// the CPU milliseconds the backend's threads and the hypervisor's use in 5 s (a window
+/// per run) while 64 frontends are connected and idle.
 func runBlkbackBench(arguments: [String]) async throws {
     let options = try BlockBenchOptions(arguments: arguments, suite: "blkback")
     var logger = Logger(label: "xensplit.bench.blkback")
@@ -75,15 +75,15 @@ func runBlkbackBench(arguments: [String]) async throws {
                                           unit: "us")
                 var busy: [Double] = []
                 try await alternateAsync(&comparison, runs: options.runs, ours: {
-                    let backendBefore = world.backendNanoseconds
-                    let hypervisorBefore = world.hypervisorNanoseconds
+                    let backendBefore = world.backendSample
+                    let hypervisorBefore = world.hypervisorSample
                     let processBefore = ThreadCPU.processNanoseconds()
                     let operations = try await offPool { [frontends] in
                         try BlkbackBenchRingFrontend.drive(frontends, workload: workload, regionBytes: region,
                                                            seconds: options.seconds)
                     }
-                    let backend = Double(world.backendNanoseconds &- backendBefore)
-                    let hypervisor = Double(world.hypervisorNanoseconds &- hypervisorBefore)
+                    let backend = Double(ThreadCPU.elapsed(from: backendBefore, to: world.backendSample))
+                    let hypervisor = Double(ThreadCPU.elapsed(from: hypervisorBefore, to: world.hypervisorSample))
                     let process = Double(ThreadCPU.processNanoseconds() &- processBefore)
                     cpu.ours.append((backend + hypervisor) / 1000 / Double(max(operations, 1)))
                     busy.append(backend / 1e9 / options.seconds * 100)
@@ -110,14 +110,18 @@ func runBlkbackBench(arguments: [String]) async throws {
             // Let connection-time work (xenstore writes, first polls) finish first.
             try await Task.sleep(for: .milliseconds(500))
             let window = options.quick ? 0.5 : 5.0
-            var idle = BenchComparison(name: idleName, unit: String(format: "cpu-s-per-%.1fs", window))
+            var idle = BenchComparison(name: idleName, unit: String(format: "cpu-ms-per-%gs", window))
             for _ in 0..<options.runs {
-                let before = world.backendNanoseconds &+ world.hypervisorNanoseconds
+                let backendBefore = world.backendSample
+                let hypervisorBefore = world.hypervisorSample
                 let processBefore = ThreadCPU.processNanoseconds()
                 try await Task.sleep(for: .milliseconds(Int(window * 1000)))
-                idle.ours.append(Double(world.backendNanoseconds &+ world.hypervisorNanoseconds &- before) / 1e9)
-                options.log(String(format: "%@: whole process %.4f cpu-s", idleName,
-                                   Double(ThreadCPU.processNanoseconds() &- processBefore) / 1e9))
+                let backend = ThreadCPU.elapsed(from: backendBefore, to: world.backendSample)
+                let hypervisor = ThreadCPU.elapsed(from: hypervisorBefore, to: world.hypervisorSample)
+                idle.ours.append(Double(backend + hypervisor) / 1e6)
+                options.log(String(format: "%@: backend %.3f ms, hypervisor %.3f ms, whole process %.3f ms", idleName,
+                                   Double(backend) / 1e6, Double(hypervisor) / 1e6,
+                                   Double(ThreadCPU.processNanoseconds() &- processBefore) / 1e6))
             }
             printComparison(idle, options: options)
             try await world.detach()

@@ -9,13 +9,17 @@ import URing
 import XenLocal
 import XenPlatform
 
-/// What the `blkback` and `blkfront` suites share: their options, workloads, the
-/// in-process world (local hypervisor, block backend, frontends), the frontend-library
-/// load generator, fio as the reference, and per-thread CPU accounting.
+// What the `blkback` and `blkfront` suites share: their options, workloads, the
+// in-process world (local hypervisor, block backend, frontends), the frontend-library
+// load generator, fio as the reference, and per-thread CPU accounting.
 
+/// Why a block suite stopped.
 enum BlockBenchError: Error, CustomStringConvertible {
+    /// A bad argument or an impossible workload.
     case usage(String)
+    /// The world, a frontend or a reference server could not be set up.
     case setup(String)
+    /// An I/O failed or a reference tool failed or printed something unreadable.
     case io(String)
 
     var description: String {
@@ -189,16 +193,25 @@ enum ThreadCPU {
         return value
     }
 
-    /// Nanoseconds run by `owners` and by the io_uring kernel threads they started
-    /// (`iou-wrk-TID` for punted work, `iou-sqp-TID` for submission polling), which the
-    /// kernel lists among the process's tasks.
-    static func nanoseconds(ofThreads owners: Set<Int32>) -> UInt64 {
+    /// Nanoseconds run so far by each of `owners` and of the io_uring kernel threads they
+    /// started (`iou-wrk-TID` for punted work, `iou-sqp-TID` for submission polling),
+    /// which the kernel lists among the process's tasks.
+    static func sample(_ owners: Set<Int32>) -> [Int32: UInt64] {
         let helpers = Set(owners.flatMap { ["iou-wrk-\($0)", "iou-sqp-\($0)"] })
-        var total: UInt64 = 0
+        var times: [Int32: UInt64] = [:]
         for tid in threads() where owners.contains(tid) || helpers.contains(name(tid)) {
-            total += nanoseconds(tid)
+            times[tid] = nanoseconds(tid)
         }
-        return total
+        return times
+    }
+
+    /// Nanoseconds run between two samples by the threads alive at the second (an
+    /// io_uring worker that exited in between takes its time with it).
+    static func elapsed(from before: [Int32: UInt64], to after: [Int32: UInt64]) -> UInt64 {
+        after.reduce(0) { total, entry in
+            let start = before[entry.key] ?? 0
+            return total + (entry.value >= start ? entry.value - start : 0)
+        }
     }
 
     /// Nanoseconds run by the whole process so far (user + system).
@@ -359,10 +372,10 @@ final class BlockBenchWorld: @unchecked Sendable {
         return result
     }
 
-    /// CPU time of the backend's threads and their io_uring workers.
-    var backendNanoseconds: UInt64 { ThreadCPU.nanoseconds(ofThreads: backendThreads) }
-    /// CPU time of the hypervisor's thread.
-    var hypervisorNanoseconds: UInt64 { ThreadCPU.nanoseconds(ofThreads: hypervisorThreads) }
+    /// CPU time so far of the backend's threads and their io_uring workers, per thread.
+    var backendSample: [Int32: UInt64] { ThreadCPU.sample(backendThreads) }
+    /// CPU time so far of the hypervisor's thread.
+    var hypervisorSample: [Int32: UInt64] { ThreadCPU.sample(hypervisorThreads) }
 }
 
 // MARK: Load through the frontend library
@@ -394,7 +407,7 @@ enum BlockBenchFrontendLoad {
                     world: BlockBenchWorld) async throws -> BlockBenchRun {
         let clock = ContinuousClock()
         let cursors = targets.map { _ in BlockBenchCursor() }
-        let backendBefore = world.backendNanoseconds
+        let backendBefore = world.backendSample
         let processBefore = ThreadCPU.processNanoseconds()
         let start = clock.now
         let deadline = start.advanced(by: .nanoseconds(Int64(seconds * 1e9)))
@@ -410,10 +423,9 @@ enum BlockBenchFrontendLoad {
             }
             return try await group.reduce(0, +)
         }
-        let backendAfter = world.backendNanoseconds
+        let backend = ThreadCPU.elapsed(from: backendBefore, to: world.backendSample)
         let processAfter = ThreadCPU.processNanoseconds()
-        return BlockBenchRun(operations: operations, seconds: seconds,
-                             backendNanoseconds: backendAfter &- backendBefore,
+        return BlockBenchRun(operations: operations, seconds: seconds, backendNanoseconds: backend,
                              processNanoseconds: processAfter &- processBefore)
     }
 
