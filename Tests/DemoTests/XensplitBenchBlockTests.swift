@@ -84,7 +84,8 @@ struct XensplitBenchBlockTests {
             }
         }
         #expect(names.contains("blkback-idle-cpu-64-frontends"))
-        #expect(lines.count == 49, "\(lines.map(\.name))")
+        #expect(names.contains("blkback-idle-cpu-64-frontends-whole-process"))
+        #expect(lines.count == 50, "\(lines.map(\.name))")
         for line in lines where line.name.hasPrefix("blkback-cpu-per-io-") || line.name.hasPrefix("blkback-idle-") {
             #expect(line.reference == nil, "\(line.name) has no honest reference")
         }
