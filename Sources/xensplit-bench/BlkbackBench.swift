@@ -12,11 +12,13 @@ import XenRing
 import XenStore
 
 /// `xensplit-bench blkback [--runs N] [--quick] [--only NAME-PART] [--verbose]`: our block
-/// backend driven by in-process frontends (the BlockFrontend library) on the local
-/// hypervisor, against fio's io_uring engine on the same /dev/shm file, same block size,
-/// depth and pattern, alternating. Frontend counts 1 and 16 (one domain each, the file
-/// split into equal regions, one per frontend and one per fio job) and 1 or 4 rings per
-/// frontend. Depth is per frontend (and per fio job).
+/// backend driven by in-process frontends on the local hypervisor, against fio's io_uring
+/// engine on the same /dev/shm file, same block size, depth and pattern, alternating.
+/// Frontend counts 1 and 16 (one domain each, the file split into equal regions, one per
+/// frontend and one per fio job) and 1 or 4 rings per frontend, with persistent grants
+/// (the default on both sides) and, for one frontend, with grant copies (names ending
+/// `-copy`). Depth is per frontend (and per fio job). Before timing, every slot of every
+/// frontend sends one request, so persistent mappings are made outside the runs.
 ///
 /// The frontends are ``BlkbackBenchRingFrontend``s, one thread driving them all, not the
 /// BlockFrontend library: the library's per-request cost (a task, a continuation, an
@@ -28,7 +30,8 @@ import XenStore
 /// io_uring kernel workers (`iou-wrk-TID`) and of the local hypervisor's thread, which
 /// serves every grant copy, from /proc/self/task/TID/schedstat, over the run's I/Os; and
 /// the CPU milliseconds the backend's threads and the hypervisor's use in 5 s (a window
-/// per run) while 64 frontends are connected and idle, and what the whole process uses.
+/// per run) while 64 BlockFrontend frontends are connected and idle, and what the whole
+/// process uses meanwhile.
 func runBlkbackBench(arguments: [String]) async throws {
     let options = try BlockBenchOptions(arguments: arguments, suite: "blkback")
     var logger = Logger(label: "xensplit.bench.blkback")
