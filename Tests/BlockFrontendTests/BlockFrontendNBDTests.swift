@@ -75,7 +75,7 @@ final class ToolProcess: @unchecked Sendable {
         let address = try server.start(listeningOn: .unix(path: socket))
         let log = rig.image.directory + "/fio.log"
         defer { unlink(log) }
-        let fio = try ToolProcess(["fio", "--name=qd32", "--ioengine=nbd", "--uri=\(address.uri)", "--rw=randwrite",
+        let fio = try ToolProcess(["fio", "--name=qd32", "--thread", "--ioengine=nbd", "--uri=\(address.uri)", "--rw=randwrite",
                                    "--bs=4k", "--size=4M", "--iodepth=32", "--verify=crc32c", "--do_verify=1",
                                    "--verify_fatal=1", "--verify_state_save=0", "--randseed=32",
                                    "--output-format=terse", "--terse-version=3"], outputPath: log)
@@ -84,7 +84,7 @@ final class ToolProcess: @unchecked Sendable {
             await rig.stopBackend()
             try await eventually("frontend closed after its backend") { front.state == .closed }
             rig.startBackend()
-            let status = await fio.exited()
+            let status = try await bounded("fio finishes after the restart", seconds: 120) { await fio.exited() }
             #expect(status == 0, "\(fio.output)")
             // Terse v3: field 5 is the job's error; 0 means every write and verify passed.
             let fields = fio.output.split(separator: "\n").last { $0.hasPrefix("3;") }?
@@ -93,13 +93,45 @@ final class ToolProcess: @unchecked Sendable {
             #expect(front.reissuedRequests >= 32, "the stalled requests were sent again")
             #expect(front.connections == 2)
         } catch {
-            fio.process.terminate()
+            // --thread: the job is this one process.
+            kill(fio.process.processIdentifier, SIGKILL)
             _ = await fio.exited()
             throw error
         }
         server.stop()
         unlink(socket)
         #expect(await front.close() == 0)
+        await rig.shutdown()
+    }
+
+    /// A client killed with 16 requests in the frontend: its connection ends at once
+    /// (nothing waits for a backend that never answers), and closing the frontend later
+    /// fails those requests into the dropped connection and gives every grant back.
+    @Test(.enabled(if: toolExists("fio"), "fio is not installed"))
+    func aKilledClientsRequestsAreDroppedAndTheFrontendClosesClean() async throws {
+        let rig = try await Rig(sectors: 16384)
+        await rig.stopBackend()
+        rig.startBackend(serving: false)
+        let front = try rig.frontend(BlockFrontendConfiguration(maxRingPageOrder: 0, queues: 1, depth: 16))
+        let export = try await bounded("frontend connects") { try await NBDBlockFrontendExport.connecting(front, logger: testLogger) }
+        let server = NBDServer(export: export, logger: testLogger)
+        let socket = rig.image.directory + "/nbd.sock"
+        let address = try server.start(listeningOn: .unix(path: socket))
+        let log = rig.image.directory + "/fio.log"
+        defer { unlink(log) }
+        // --thread: one process, so SIGKILL takes the job (and its connection) with it.
+        let fio = try ToolProcess(["fio", "--name=stuck", "--thread", "--ioengine=nbd", "--uri=\(address.uri)", "--rw=randread",
+                                   "--bs=4k", "--size=4M", "--iodepth=16", "--time_based", "--runtime=600"], outputPath: log)
+        try await eventually("16 reads in the frontend") { front.inFlightRequests == 16 }
+        #expect(server.clientCount == 1)
+        kill(fio.process.processIdentifier, SIGKILL)
+        _ = try await bounded("fio dies") { await fio.exited() }
+        try await eventually("the killed client's connection ends") { server.clientCount == 0 }
+        #expect(front.inFlightRequests == 16, "the requests are still the frontend's")
+        #expect(await front.close() == 0, "every grant given back")
+        #expect(front.grantedPageSets == 0)
+        server.stop()
+        unlink(socket)
         await rig.shutdown()
     }
 }
