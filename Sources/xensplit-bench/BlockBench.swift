@@ -42,6 +42,16 @@ struct BlockBenchOptions {
         var iterator = arguments.makeIterator()
         while let argument = iterator.next() {
             switch argument {
+            case "-h", "--help":
+                print("""
+                usage: xensplit-bench \(suite) [--runs N] [--quick] [--only NAME-PART] [--verbose]
+                  --runs N          alternating runs of ours and the reference (default 5)
+                  --quick           short runs on a 64 MiB file (smoke tests)
+                  --only NAME-PART  only the comparisons whose name contains NAME-PART (e.g. randread, f16, -copy)
+                  --verbose         progress on standard error
+                Prints: bench NAME ours=V reference=V unit=U ratio=OURS/REF spread=PCT
+                """)
+                exit(0)
             case "--quick": quick = true
             case "--verbose": verbose = true
             case "--runs":
