@@ -15,6 +15,8 @@ final class OperationCounts: Sendable {
         var writes = 0
         var readVectors = 0
         var writeVectors = 0
+        /// The (address, length) of each iovec of the last readv/writev.
+        var lastVectors: [(UInt, Int)] = []
     }
 
     let counts = Mutex(Counts())
@@ -46,8 +48,12 @@ final class CountingEngine: BlockIOEngine {
             switch request.operation {
             case .read, .readFixed: c.reads += 1
             case .write, .writeFixed: c.writes += 1
-            case .readVector: c.readVectors += 1
-            case .writeVector: c.writeVectors += 1
+            case let .readVector(_, _, vectors):
+                c.readVectors += 1
+                c.lastVectors = vectors.map { (UInt(bitPattern: $0.iov_base), $0.iov_len) }
+            case let .writeVector(_, _, vectors):
+                c.writeVectors += 1
+                c.lastVectors = vectors.map { (UInt(bitPattern: $0.iov_base), $0.iov_len) }
             default: break
             }
         }
@@ -347,6 +353,65 @@ struct BlkbackZeroCopyTests {
         #expect(queue.zeroCopyTransfers == 3, "the first read, the write and the last read")
         #expect(queue.copiedTransfers == 1, "the read with busy entries")
         #expect(queue.grants.statistics.evictions == 8)
+        try rig.tearDown()
+    }
+
+    @Test("ranges adjacent in our address space share one iovec; none left unmerged")
+    func adjacentRangesMerge() throws {
+        let counts = OperationCounts()
+        let rig = try ZeroCopyRig(kind: .threads, counts: counts)
+        let f = try rig.attach(name: "guest", configuration: Self.persistent())
+        // Page 0 in two halves (one mapping, so adjacent), page 1 whole, page 2 in two
+        // ranges with a gap of one sector, then the rest of page 2.
+        let segments = [PlannedSegment(page: 0, first: 0, last: 3), PlannedSegment(page: 0, first: 4, last: 7),
+                        PlannedSegment(page: 1, first: 0, last: 7), PlannedSegment(page: 2, first: 0, last: 2),
+                        PlannedSegment(page: 2, first: 4, last: 5), PlannedSegment(page: 2, first: 6, last: 7)]
+        let length = segments.reduce(0) { $0 + $1.bytes }
+        let bytes = pattern(length, seed: 0x2CA)
+        #expect(try BlkbackPersistentTests.write(f, segments, sector: 40, bytes: bytes) == .okay)
+        #expect(Array(try rig.image.contents()[(40 * 512)..<(40 * 512 + length)]) == bytes)
+        let vectors = counts.snapshot.lastVectors
+        #expect(vectors.reduce(0) { $0 + $1.1 } == length)
+        // At most four: page 0 whole, page 1 (joined to page 0 if mapped right after it),
+        // page 2's first range, page 2's last two ranges joined.
+        #expect(vectors.count <= 4 && vectors.count >= 3, "\(vectors)")
+        for k in 1..<vectors.count {
+            #expect(vectors[k - 1].0 + UInt(vectors[k - 1].1) != vectors[k].0, "iovec \(k) continues the previous one")
+        }
+        try rig.tearDown()
+    }
+
+    @Test("1024 segments, none adjacent: one writev and one readv of 1024 iovecs (the kernel's limit)")
+    func manyVectors() throws {
+        let counts = OperationCounts()
+        let rig = try ZeroCopyRig(kind: .threads, counts: counts)
+        let f = try rig.attach(name: "guest", configuration: BlkbackQueueConfiguration(
+            maxIndirectSegments: 1024, slots: 2, persistentGrants: true))
+        // Sector 0 of pages 0 and 1 in turn: no two ranges adjacent.
+        let many = (0..<1024).map { PlannedSegment(page: $0 % 2, first: 0, last: 0) }
+        let first = pattern(512, seed: 0x2CB)
+        let second = pattern(512, seed: 0x2CC)
+        f.fill([PlannedSegment(page: 0, first: 0, last: 0)], with: first[...])
+        f.fill([PlannedSegment(page: 1, first: 0, last: 0)], with: second[...])
+        let id = try f.produce(f.request(.write, sector: 0, many, indirectPage: 0))
+        try f.push()
+        #expect(try f.await([id])[id]?.status == .okay)
+        let expected = Array((0..<512).map { _ in first + second }.joined())
+        #expect(Array(try rig.image.contents()[0..<(1024 * 512)]) == expected)
+        #expect(counts.snapshot.writeVectors == 1 && counts.snapshot.writes == 0)
+        #expect(counts.snapshot.lastVectors.count == 1024)
+        // Read back into pages 2 and 3 in turn: the last two segments (sectors 1022 and
+        // 1023) are what those pages keep.
+        let back = (0..<1024).map { PlannedSegment(page: 2 + $0 % 2, first: 0, last: 0) }
+        let read = try f.produce(f.request(.read, sector: 0, back, indirectPage: 2))
+        try f.push()
+        #expect(try f.await([read])[read]?.status == .okay)
+        #expect(counts.snapshot.readVectors == 1 && counts.snapshot.reads == 0)
+        #expect(counts.snapshot.lastVectors.count == 1024)
+        #expect(f.gather([PlannedSegment(page: 2, first: 0, last: 0)]) == first)
+        #expect(f.gather([PlannedSegment(page: 3, first: 0, last: 0)]) == second)
+        try rig.removeQueues()
+        #expect(rig.queues[0].zeroCopyTransfers == 2)
         try rig.tearDown()
     }
 }
