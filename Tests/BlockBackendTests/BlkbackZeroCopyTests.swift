@@ -414,4 +414,23 @@ struct BlkbackZeroCopyTests {
         #expect(rig.queues[0].zeroCopyTransfers == 2)
         try rig.tearDown()
     }
+
+    @Test("a short readv (the file shrank under the queue) answers BLKIF_RSP_ERROR; later requests are served")
+    func shortRead() throws {
+        let counts = OperationCounts()
+        let rig = try ZeroCopyRig(kind: .threads, counts: counts)
+        let f = try rig.attach(name: "guest", configuration: Self.persistent())
+        let bytes = pattern(2 * 4096, seed: 0x2CD)
+        #expect(try BlkbackPersistentTests.write(f, BlkbackPersistentTests.wholePages(0..<2), sector: 4088,
+                                                 bytes: bytes) == .okay)
+        // The queue still believes in 8192 sectors; the file now ends after 4096.
+        #expect(truncate(rig.image.path, 4096 * 512) == 0)
+        let back = BlkbackPersistentTests.wholePages(4..<6)
+        #expect(try BlkbackPersistentTests.read(f, back, sector: 4088) == .error, "4096 of 8192 bytes")
+        #expect(try BlkbackPersistentTests.read(f, back, sector: 6000) == .error, "nothing past the end")
+        #expect(counts.snapshot.readVectors == 2)
+        #expect(try BlkbackPersistentTests.read(f, Array(back.prefix(1)), sector: 4088) == .okay)
+        #expect(f.gather(Array(back.prefix(1))) == Array(bytes.prefix(4096)))
+        try rig.tearDown()
+    }
 }
