@@ -1,4 +1,5 @@
 import Blkif
+import Glibc
 import SharedMemory
 import URing
 import XenPlatform
@@ -86,7 +87,8 @@ extension BlkbackQueue {
             flushAfterWrite: r.operation == .flushDiskCache || r.operation == .writeBarrier,
             sectorNumber: r.sectorNumber, byteCount: r.segments.sectorCount * 512, segmentCount: r.segments.count)
         acquireGrants(slot: index, forRead: r.operation == .read)
-        if writes {
+        let zeroCopy = prepareZeroCopy(slot: index)
+        if writes, !zeroCopy {
             if let failure = copySegments(slot: index, toFrontend: false) {
                 finish(index, status: .error, failure)
                 return
@@ -167,7 +169,7 @@ extension BlkbackQueue {
             id: r.id, operation: raw, phase: .transfer, isRead: r.operation == .read, flushAfterWrite: false,
             sectorNumber: r.sectorNumber, byteCount: sectors * 512, segmentCount: r.segmentCount)
         acquireGrants(slot: index, forRead: r.operation == .read)
-        if r.operation == .write {
+        if !prepareZeroCopy(slot: index), r.operation == .write {
             if let failure = copySegments(slot: index, toFrontend: false) {
                 finish(index, status: .error, failure)
                 return
@@ -254,11 +256,21 @@ extension BlkbackQueue {
             submit(index, .flush(.descriptor(fileDescriptor)), engine: engine)
             return
         }
+        let offset = slot.sectorNumber * 512
+        slots[index].phase = .transfer
+        if slot.vectorCount > 0 {
+            // SAFETY: the iovecs name pages whose cache entries this slot holds a use of
+            // until finish(), so no eviction unmaps them while the engine uses them.
+            let base = index * vectorStride
+            let list = UnsafeBufferPointer(rebasing: vectors[base..<(base + slot.vectorCount)])
+            submit(index, slot.isRead ? .readVector(.descriptor(fileDescriptor), offset: offset, vectors: list)
+                                      : .writeVector(.descriptor(fileDescriptor), offset: offset, vectors: list),
+                   engine: engine)
+            return
+        }
         // SAFETY: the bytes lie in this slot's copy buffer, which stays registered until
         // close(), and close() refuses while the slot is in flight.
         let bytes = UnsafeMutableRawBufferPointer(start: slotBases[index], count: slot.byteCount)
-        let offset = slot.sectorNumber * 512
-        slots[index].phase = .transfer
         if slot.isRead {
             submit(index, .read(.descriptor(fileDescriptor), offset: offset, into: bytes), engine: engine)
         } else {
@@ -295,7 +307,9 @@ extension BlkbackQueue {
                 finish(index, status: .error, failureText(result, expected: slot.byteCount, slot.isRead ? "read" : "write"))
                 break
             }
-            if slot.isRead {
+            if slot.isRead, slot.vectorCount > 0 {
+                finish(index, status: .okay)
+            } else if slot.isRead {
                 if let failure = copySegments(slot: index, toFrontend: true) {
                     finish(index, status: .error, failure)
                 } else {
@@ -355,6 +369,48 @@ extension BlkbackQueue {
             grants.release(segmentEntries[base + k])
             segmentEntries[base + k] = -1
         }
+    }
+
+    /// Lays out slot `index`'s transfer as iovecs on the mapped pages when zero-copy is
+    /// on and every segment's page is held mapped (acquireGrants took writable pages for
+    /// a read), merging ranges that are adjacent in our address space. A request with a
+    /// grant-copied segment, or needing more than ``maxVectors`` iovecs, goes through the
+    /// copy buffer whole. Returns whether the transfer is zero-copy; the slot then keeps
+    /// its pages until finish(), for writes too.
+    @discardableResult
+    func prepareZeroCopy(slot index: Int) -> Bool {
+        slots[index].vectorCount = 0
+        let segmentCount = slots[index].segmentCount
+        guard usesZeroCopy, segmentCount > 0 else { return false }
+        let base = index * segmentsPerRequest
+        let first = index * vectorStride
+        var count = 0
+        var end: UnsafeMutableRawPointer?
+        for k in 0..<segmentCount {
+            let entry = segmentEntries[base + k]
+            guard entry >= 0 else {
+                copiedTransfers += 1
+                return false
+            }
+            let segment = segmentTable[base + k]
+            // Blkif checked first <= last <= 7: the range lies within the page.
+            let start = grants.view(entry).baseAddress + Int(segment.firstSector) * 512
+            let length = segment.sectorCount * 512
+            if count > 0, start == end {
+                vectors[first + count - 1].iov_len += length
+            } else {
+                guard count < vectorStride else {
+                    copiedTransfers += 1
+                    return false
+                }
+                vectors[first + count] = iovec(iov_base: start, iov_len: length)
+                count += 1
+            }
+            end = start + length
+        }
+        slots[index].vectorCount = count
+        zeroCopyTransfers += 1
+        return true
     }
 
     // MARK: Data movement

@@ -26,13 +26,19 @@ public struct BlkbackQueueConfiguration: Sendable {
     /// The most pages kept mapped per queue when ``persistentGrants`` is on; past it the
     /// least recently used idle page is unmapped (Linux blkback's default is 1056 per ring).
     public var persistentGrantsPerQueue: Int
+    /// With ``persistentGrants`` and a store opened without O_DIRECT: read and write
+    /// straight on the mapped pages (readv/writev) when every segment of a request is
+    /// mapped, instead of through the copy buffer. On by default; with O_DIRECT the copy
+    /// stays whatever this says (see ``BlkbackQueue``).
+    public var zeroCopy: Bool
 
     /// Linux blkback's default bound on persistently mapped pages per ring (max_pgrants).
     public static let defaultPersistentGrantsPerQueue = 1056
 
     public init(abi: BlkifABI = .native, maxIndirectSegments: Int = 32, slots: Int = 32,
                 readOnly: Bool = false, discard: Bool = true, persistentGrants: Bool = false,
-                persistentGrantsPerQueue: Int = BlkbackQueueConfiguration.defaultPersistentGrantsPerQueue) {
+                persistentGrantsPerQueue: Int = BlkbackQueueConfiguration.defaultPersistentGrantsPerQueue,
+                zeroCopy: Bool = true) {
         self.abi = abi
         self.maxIndirectSegments = maxIndirectSegments
         self.slots = slots
@@ -40,6 +46,7 @@ public struct BlkbackQueueConfiguration: Sendable {
         self.discard = discard
         self.persistentGrants = persistentGrants
         self.persistentGrantsPerQueue = persistentGrantsPerQueue
+        self.zeroCopy = zeroCopy
     }
 
     /// Segments one request may carry: the direct maximum or the indirect maximum.
