@@ -119,7 +119,11 @@ public final class BlockFrontend: Sendable {
     }
 
     private func perform(_ request: BlockFrontendRequest) async throws(BlockFrontendError) -> [UInt8] {
-        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<[UInt8], BlockFrontendError>, Never>) in
+        // SAFETY: submit runs its completion exactly once (BlockFrontendOperation clears
+        // it before calling it, and a refused request completes once, at once), so the
+        // continuation is resumed exactly once; the checked kind would only add a box
+        // and a check per request.
+        let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<[UInt8], BlockFrontendError>, Never>) in
             submit(request) { continuation.resume(returning: $0) }
         }
         return try result.get()
