@@ -31,11 +31,12 @@ public final class BlockFrontend: Sendable {
     public init(platform: any Platform, devid: String, configuration: BlockFrontendConfiguration = .init(),
                 logger: Logger = Logger(label: "xensplit.blkfront")) throws(BlockFrontendError) {
         try configuration.validate()
+        // First, so that nothing is left open if it fails.
+        core = try BlockFrontendCore(platform: platform, configuration: configuration, logger: logger)
         let store: XenStoreClient
         do { store = try platform.connectXenStore() } catch { throw .platform(error) }
         self.store = store
         frontendPath = "/local/domain/\(platform.domainID)/device/vbd/\(devid)"
-        core = BlockFrontendCore(platform: platform, configuration: configuration, logger: logger)
         // io/blkif.h: `handle` names the virtual device; Linux puts its vdevice number there.
         let hooks = BlockFrontendHooks(core: core, handle: UInt16(devid) ?? 0)
         device = XenbusFrontendDevice(store: store, frontend: frontendPath, hooks: hooks, logger: logger)
@@ -118,7 +119,11 @@ public final class BlockFrontend: Sendable {
     }
 
     private func perform(_ request: BlockFrontendRequest) async throws(BlockFrontendError) -> [UInt8] {
-        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<[UInt8], BlockFrontendError>, Never>) in
+        // SAFETY: submit runs its completion exactly once (BlockFrontendOperation clears
+        // it before calling it, and a refused request completes once, at once), so the
+        // continuation is resumed exactly once; the checked kind would only add a box
+        // and a check per request.
+        let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<[UInt8], BlockFrontendError>, Never>) in
             submit(request) { continuation.resume(returning: $0) }
         }
         return try result.get()
@@ -130,8 +135,13 @@ public final class BlockFrontend: Sendable {
         switch request {
         case let .read(sector, count):
             try check("read", sector: sector, count: count, disk: disk, writing: false)
-            return BlockFrontendOperation(kind: .read, sector: sector, count: count,
-                                          data: [UInt8](repeating: 0, count: Int(count) * 512), completion: completion)
+            // SAFETY: not zero-filled, as every byte is overwritten: the answer to each part
+            // copies that part's sectors in before success hands the array out, and on a
+            // failure it is dropped unread.
+            let data = [UInt8](unsafeUninitializedCapacity: Int(count) * 512) { _, initialized in
+                initialized = Int(count) * 512
+            }
+            return BlockFrontendOperation(kind: .read, sector: sector, count: count, data: data, completion: completion)
         case let .write(sector, data):
             guard data.count % 512 == 0 else {
                 throw .invalidLength(operation: "write", bytes: data.count, expected: (data.count / 512 + 1) * 512)

@@ -59,13 +59,11 @@ final class BlockFrontendConnection: @unchecked Sendable {
     /// first may be a read or write partly sent already.
     var pending: [BlockFrontendWork] = []
     var pendingHead = 0
-    /// A pipe the submitters write a byte to, to wake the I/O thread (which polls `wakeFD`).
-    let wakeFD: Int32
-    let wakeWriteFD: Int32
+    /// The frontend's: submitters wake the I/O thread through it.
+    let wakeUp: BlockFrontendWakeUp
+    /// Operations taken from the core's stack, reused between takes.
+    var taken: [BlockFrontendOperation] = []
     let stopping = Atomic<Bool>(false)
-    /// The I/O thread is about to poll or polling: only then does a submitter write to
-    /// the wake pipe (a system call per request otherwise, while the thread is busy anyway).
-    let sleeping = Atomic<Bool>(false)
     /// Requests sent and not yet answered (read by observers; the thread keeps `slots`).
     let inFlight = Atomic<Int>(0)
     /// Rings stopped because the backend broke the protocol on them.
@@ -76,8 +74,10 @@ final class BlockFrontendConnection: @unchecked Sendable {
     /// Grants the rings and data pages to `backendDomain` and allocates the ports. On
     /// failure everything already made is undone.
     init(platform: any Platform, backendDomain: DomainID, features: BlkifBackendFeatures,
-         configuration: BlockFrontendConfiguration, handle: UInt16, logger: Logger) throws(BlockFrontendError) {
+         configuration: BlockFrontendConfiguration, handle: UInt16, wakeUp: BlockFrontendWakeUp,
+         logger: Logger) throws(BlockFrontendError) {
         self.logger = logger
+        self.wakeUp = wakeUp
         self.handle = handle
         abi = configuration.abi
         grants = platform.grantTable
@@ -95,22 +95,9 @@ final class BlockFrontendConnection: @unchecked Sendable {
         let channel: any EventChannel
         do { channel = try platform.openEventChannel() } catch { throw .platform(error) }
         eventChannel = channel
-        var ends: (Int32, Int32) = (-1, -1)
-        guard withUnsafeMutableBytes(of: &ends, { pipe($0.baseAddress!.assumingMemoryBound(to: Int32.self)) }) == 0 else {
-            channel.close()
-            throw .platform(.system("pipe", errno: errno))
-        }
-        for end in [ends.0, ends.1] {
-            _ = fcntl(end, F_SETFD, FD_CLOEXEC)
-            _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
-        }
-        wakeFD = ends.0
-        wakeWriteFD = ends.1
         func undo() {
             for pages in made { try? platform.grantTable.endAccess(pages) }
             channel.close()
-            Glibc.close(ends.0)
-            Glibc.close(ends.1)
         }
         do throws(BlockFrontendError) {
             var rings: [BlockFrontendRing] = []
@@ -211,27 +198,13 @@ final class BlockFrontendConnection: @unchecked Sendable {
         thread = handle
     }
 
-    /// Wakes the I/O thread for new work, if it sleeps or is about to.
-    func wakeIfSleeping() {
-        // Sequentially consistent, pairing with the I/O thread's store before its last
-        // look at the queue: either it sees the new work, or this sees it sleeping.
-        if sleeping.exchange(false, ordering: .sequentiallyConsistent) { wake() }
-    }
-
-    /// Wakes the I/O thread (new work, or stop).
-    func wake() {
-        // A full pipe already holds a wake-up, so EAGAIN loses nothing.
-        var one: UInt8 = 1
-        _ = Glibc.write(wakeWriteFD, &one, 1)
-    }
-
     /// Stops and joins the I/O thread; returns the parts sent and still unanswered, in
     /// the order they were sent, and those it had taken from the queue but not sent, so
     /// all can be sent again on the next connection.
     func stop() -> (unanswered: [BlockFrontendWork], unsent: [BlockFrontendWork]) {
         if let thread {
             stopping.store(true, ordering: .releasing)
-            wake()
+            wakeUp.wake()
             pthread_join(thread, nil)
             self.thread = nil
         }
@@ -250,8 +223,6 @@ final class BlockFrontendConnection: @unchecked Sendable {
     /// access could not end yet (the backend still maps them); the caller retries later.
     func release() -> [SharedPages] {
         eventChannel.close()
-        Glibc.close(wakeFD)
-        Glibc.close(wakeWriteFD)
         var busy: [SharedPages] = []
         for pages in grantedPageSets {
             do { try grants.endAccess(pages) } catch { busy.append(pages) }
@@ -261,22 +232,22 @@ final class BlockFrontendConnection: @unchecked Sendable {
 
     private func run(core: BlockFrontendCore) {
         var fds = [pollfd(fd: eventChannel.fileDescriptor, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
+                   pollfd(fd: wakeUp.readFD, events: Int16(POLLIN), revents: 0)]
         while !stopping.load(ordering: .acquiring) {
             var busy = consumeAll()
             if dispatch(core: core) { busy = true }
             pushAll()
             if busy { continue }
             if hasResponses() { continue }
-            sleeping.store(true, ordering: .sequentiallyConsistent)
+            wakeUp.sleeping.store(true, ordering: .sequentiallyConsistent)
             // Work queued before the store above did not wake us: send it now.
             if dispatch(core: core) {
-                sleeping.store(false, ordering: .relaxed)
+                wakeUp.sleeping.store(false, ordering: .relaxed)
                 pushAll()
                 continue
             }
             _ = poll(&fds, 2, -1)
-            sleeping.store(false, ordering: .relaxed)
+            wakeUp.sleeping.store(false, ordering: .relaxed)
             drainEvents(ports: fds[0].revents != 0, wakeUps: fds[1].revents != 0)
         }
         // Answers already published count: they need not be sent again.
@@ -299,11 +270,7 @@ final class BlockFrontendConnection: @unchecked Sendable {
 
     /// Empties what poll found readable (only that: each look is a system call).
     private func drainEvents(ports: Bool, wakeUps: Bool) {
-        if wakeUps {
-            withUnsafeTemporaryAllocation(byteCount: 64, alignment: 8) { buffer in
-                while Glibc.read(wakeFD, buffer.baseAddress, buffer.count) == buffer.count {}
-            }
-        }
+        if wakeUps { wakeUp.drain() }
         guard ports else { return }
         // At most one pending event per ring's port; one that fires again meanwhile
         // leaves the channel readable, so the next poll returns at once.
@@ -413,7 +380,7 @@ final class BlockFrontendConnection: @unchecked Sendable {
             if pendingHead == pending.count {
                 pending.removeAll(keepingCapacity: true)
                 pendingHead = 0
-                core.takeWaiting(into: &pending)
+                core.takeWaiting(into: &pending, scratch: &taken)
                 if pending.isEmpty { break }
             }
             var work = pending[pendingHead]

@@ -7,13 +7,16 @@ import XenPlatform
 /// waiting to be sent, the live connection and the disk it describes.
 final class BlockFrontendCore: Sendable {
     struct State {
-        /// Work not yet taken by the I/O thread (or to be sent again), in order.
+        /// Work to be sent again after a disconnect, in order, before anything submitted.
         var waiting: [BlockFrontendWork] = []
         /// Set up by initialise, not yet connected.
         var prepared: BlockFrontendConnection?
         /// Serving requests.
         var connection: BlockFrontendConnection?
         var disk: BlockFrontendDisk?
+        /// Every disk ever published in `currentDiskBox`, kept so a reader never holds
+        /// a box that was freed.
+        var diskBoxes: [BlockFrontendDiskBox] = []
         var connectWaiters: [CheckedContinuation<BlockFrontendDisk, any Error>] = []
         var closed = false
         /// Page sets whose access could not end yet (the backend still mapped them).
@@ -30,18 +33,29 @@ final class BlockFrontendCore: Sendable {
     let platform: any Platform
     let configuration: BlockFrontendConfiguration
     let logger: Logger
+    /// New operations, pushed without the mutex.
+    let submissions = BlockFrontendSubmissions()
+    let wakeUp: BlockFrontendWakeUp
+    /// Set once by close(), read by submitters without the mutex.
+    let isClosed = Atomic<Bool>(false)
+    /// `State.waiting` is not empty (so the I/O thread takes the mutex only then).
+    let hasWaiting = Atomic<Bool>(false)
+    /// The disk of the last connection (a box in `State.diskBoxes`), read without the mutex.
+    private let currentDiskBox = Atomic<UInt>(0)
 
-    init(platform: any Platform, configuration: BlockFrontendConfiguration, logger: Logger) {
+    init(platform: any Platform, configuration: BlockFrontendConfiguration, logger: Logger) throws(BlockFrontendError) {
         self.platform = platform
         self.configuration = configuration
         self.logger = logger
+        wakeUp = try BlockFrontendWakeUp()
     }
 
     // MARK: Callers
 
     /// The disk once connected (at once if it connected before).
     func connected() async throws -> BlockFrontendDisk {
-        try await withCheckedThrowingContinuation { continuation in
+        if case let .success(disk) = currentDisk() { return disk }
+        return try await withCheckedThrowingContinuation { continuation in
             let ready = state.withLock { s -> Result<BlockFrontendDisk, BlockFrontendError>? in
                 if s.closed { return .failure(.closed) }
                 if let disk = s.disk { return .success(disk) }
@@ -55,38 +69,59 @@ final class BlockFrontendCore: Sendable {
     /// Queues `operation` and wakes the I/O thread; its completion runs when it is done
     /// (at once, here, if the frontend is closed).
     func enqueue(_ operation: BlockFrontendOperation) {
-        let refused = state.withLock { s -> Bool in
-            guard !s.closed else { return true }
-            s.waiting.append(BlockFrontendWork(operation: operation, offset: 0, count: operation.count))
-            s.connection?.wakeIfSleeping()
-            return false
+        submissions.push(operation)
+        // Sequentially consistent after the push: close() either took this operation or
+        // set the flag before the push, and then this abandons it (or close did).
+        if isClosed.load(ordering: .sequentiallyConsistent) {
+            abandonSubmissions()
+            return
         }
-        if refused { operation.abandon(.closed) }
+        wakeUp.wakeIfSleeping()
     }
 
     /// The disk of the last connection, or why there is none: closed, or never connected.
     func currentDisk() -> Result<BlockFrontendDisk, BlockFrontendError> {
-        state.withLock { s in
-            if s.closed { return .failure(.closed) }
-            guard let disk = s.disk else { return .failure(.notConnected) }
-            return .success(disk)
+        if isClosed.load(ordering: .acquiring) { return .failure(.closed) }
+        guard let box = UnsafeRawPointer(bitPattern: currentDiskBox.load(ordering: .acquiring)) else {
+            return .failure(.notConnected)
         }
+        // SAFETY: the pointer is an unretained BlockFrontendDiskBox that State.diskBoxes
+        // keeps alive for the core's life; it was stored with a releasing store after
+        // the box was made.
+        return .success(Unmanaged<BlockFrontendDiskBox>.fromOpaque(box).takeUnretainedValue().disk)
     }
 
-    /// Moves every waiting part, in order, into `batch` (which the caller emptied): one
-    /// lock for all the requests queued since the last call. Called by the I/O thread.
-    func takeWaiting(into batch: inout [BlockFrontendWork]) {
-        state.withLock { s in
-            // The two arrays trade storage, so neither side allocates.
-            if !s.waiting.isEmpty { swap(&batch, &s.waiting) }
+    /// Moves every waiting part, in order, into `batch` (which the caller emptied): parts
+    /// to be sent again first, then the operations submitted since the last call. Called
+    /// by the I/O thread; it takes the mutex only when a disconnect left parts behind.
+    func takeWaiting(into batch: inout [BlockFrontendWork], scratch: inout [BlockFrontendOperation]) {
+        if hasWaiting.load(ordering: .acquiring) {
+            state.withLock { s in
+                // The two arrays trade storage, so neither side allocates.
+                swap(&batch, &s.waiting)
+                hasWaiting.store(false, ordering: .releasing)
+            }
         }
+        submissions.takeAll(into: &scratch)
+        for operation in scratch {
+            batch.append(BlockFrontendWork(operation: operation, offset: 0, count: operation.count))
+        }
+        scratch.removeAll(keepingCapacity: true)
+    }
+
+    /// Fails every operation submitted and not yet taken (the frontend is closed).
+    private func abandonSubmissions() {
+        var taken: [BlockFrontendOperation] = []
+        submissions.takeAll(into: &taken)
+        for operation in taken { operation.abandon(.closed) }
     }
 
     // MARK: xenbus hooks
 
     func prepare(backendDomain: DomainID, features: BlkifBackendFeatures, handle: UInt16) throws(BlockFrontendError) -> BlockFrontendConnection {
         let connection = try BlockFrontendConnection(platform: platform, backendDomain: backendDomain, features: features,
-                                                     configuration: configuration, handle: handle, logger: logger)
+                                                     configuration: configuration, handle: handle, wakeUp: wakeUp,
+                                                     logger: logger)
         state.withLock {
             $0.prepared = connection
             $0.grantedSets += connection.grantedPageSets.count
@@ -104,11 +139,14 @@ final class BlockFrontendCore: Sendable {
             s.prepared = nil
             s.connection = connection
             s.disk = disk
+            let box = BlockFrontendDiskBox(disk)
+            s.diskBoxes.append(box)
+            currentDiskBox.store(UInt(bitPattern: Unmanaged.passUnretained(box).toOpaque()), ordering: .releasing)
             s.connections += 1
             defer { s.connectWaiters = [] }
             return s.connectWaiters
         }
-        connection.wake()
+        wakeUp.wake()
         for waiter in waiters { waiter.resume(returning: disk) }
     }
 
@@ -128,6 +166,7 @@ final class BlockFrontendCore: Sendable {
             state.withLock { s in
                 // First in line: what the backend had, then what the thread had taken.
                 s.waiting.insert(contentsOf: unanswered + unsent, at: 0)
+                if !s.waiting.isEmpty { hasWaiting.store(true, ordering: .releasing) }
                 s.reissued += unanswered.count
                 s.grantedSets -= connection.grantedPageSets.count - busy.count
                 s.deferred += busy
@@ -158,6 +197,8 @@ final class BlockFrontendCore: Sendable {
     func close() {
         let (work, waiters) = state.withLock { s in
             s.closed = true
+            isClosed.store(true, ordering: .sequentiallyConsistent)
+            hasWaiting.store(false, ordering: .relaxed)
             defer { s.waiting = []; s.connectWaiters = [] }
             return (s.waiting, s.connectWaiters)
         }
@@ -165,6 +206,13 @@ final class BlockFrontendCore: Sendable {
         for item in work where seen.insert(ObjectIdentifier(item.operation)).inserted {
             item.operation.abandon(.closed)
         }
+        abandonSubmissions()
         for waiter in waiters { waiter.resume(throwing: BlockFrontendError.closed) }
     }
+}
+
+/// A published disk, so submitters read it through one atomic pointer.
+final class BlockFrontendDiskBox: Sendable {
+    let disk: BlockFrontendDisk
+    init(_ disk: BlockFrontendDisk) { self.disk = disk }
 }

@@ -21,7 +21,8 @@ public enum BlockFrontendRequest: Sendable {
 /// an acknowledged write was always written from this copy.
 final class BlockFrontendOperation: @unchecked Sendable {
     // SAFETY (@unchecked): made by the caller, then touched only by the frontend's I/O
-    // thread (handed over under the frontend's mutex) until the completion runs.
+    // thread (handed over through BlockFrontendSubmissions, whose exchanges order the
+    // accesses, or under the frontend's mutex) until the completion runs.
     enum Kind: Sendable {
         case read, write, flush, discard
 
@@ -48,6 +49,8 @@ final class BlockFrontendOperation: @unchecked Sendable {
     var failure: BlockFrontendError?
     /// Runs once, with the read's data (empty for the other kinds) or the first failure.
     var completion: BlockFrontendCompletion?
+    /// The operation pushed before this one while both wait in ``BlockFrontendSubmissions``.
+    var nextSubmitted: UnsafeMutableRawPointer?
 
     init(kind: Kind, sector: UInt64, count: UInt64, data: [UInt8], completion: @escaping BlockFrontendCompletion) {
         self.kind = kind

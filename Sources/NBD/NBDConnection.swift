@@ -25,6 +25,9 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
     static var optionSkipLimit: UInt32 { 1 << 20 }
     /// Scratch space for skipping data that is read only to be dropped.
     static var scratchSize: Int { 128 << 10 }
+    /// Bytes read from the socket at once in transmission: many request headers, or a
+    /// few small write payloads.
+    static var inputBufferSize: Int { 64 << 10 }
 
     let socket: NBDSocket
     let export: Export
@@ -164,6 +167,8 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
     /// Serves requests until `NBD_CMD_DISC`; a bad magic or a closed socket throws.
     func transmit() throws(NBDError) {
         let writer = try spawnThread { [self] in writeReplies() }
+        // The handshake read exactly what it needed, so nothing is buffered elsewhere.
+        let input = NBDReadBuffer(socket: socket, capacity: Self.inputBufferSize)
         var graceful = false
         defer {
             if !graceful {
@@ -173,7 +178,7 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
             pthread_join(writer, nil)
         }
         while true {
-            try socket.readExactly(into: UnsafeMutableRawBufferPointer(rebasing: header[0..<NBDRequest.size]))
+            try input.readExactly(into: UnsafeMutableRawBufferPointer(rebasing: header[0..<NBDRequest.size]))
             let request = try NBDRequest.decode(UnsafeRawBufferPointer(header))
             if request.command == .disconnect {
                 // The writer answers everything read so far, then ends.
@@ -190,7 +195,7 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
                         throw .fieldOutOfRange(field: "NBD_CMD_WRITE length", value: UInt64(request.length),
                                                limit: UInt64(blockSizes.maximum))
                     }
-                    try socket.skip(UInt64(request.length), scratch: buffer)
+                    try input.skip(UInt64(request.length))
                 }
                 guard inFlight.reserve(bytes: 0) else { return }
                 inFlight.complete(.init(error: refusal, cookie: request.cookie, data: [], bytes: 0))
@@ -205,7 +210,7 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
             case .read:
                 command = .read(offset: request.offset, length: length)
             case .write:
-                command = .write(offset: request.offset, data: try readPayload(length), fua: fua)
+                command = .write(offset: request.offset, data: try readPayload(length, from: input), fua: fua)
             case .flush:
                 command = .flush
             case .trim:
@@ -238,11 +243,11 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
     }
 
     /// A write's payload, read straight into the array the export receives.
-    private func readPayload(_ length: Int) throws(NBDError) -> [UInt8] {
+    private func readPayload(_ length: Int, from input: NBDReadBuffer) throws(NBDError) -> [UInt8] {
         var failure: NBDError?
         let data = [UInt8](unsafeUninitializedCapacity: length) { buffer, count in
             do throws(NBDError) {
-                try socket.readExactly(into: UnsafeMutableRawBufferPointer(buffer))
+                try input.readExactly(into: UnsafeMutableRawBufferPointer(buffer))
             } catch {
                 failure = error
                 UnsafeMutableRawBufferPointer(buffer).initializeMemory(as: UInt8.self, repeating: 0)
@@ -257,27 +262,44 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
     /// per wake-up, until ``NBDInFlight`` says the connection is done. A failed send drops
     /// the client (and wakes its reader).
     private func writeReplies() {
-        let replyHeader = UnsafeMutableRawBufferPointer.allocate(byteCount: NBDSimpleReply.size, alignment: 8)
-        defer { replyHeader.deallocate() }
+        // Replies go out in groups of up to `group`: every header and its data in one
+        // sendmsg, a system call per wake-up rather than per reply.
+        let group = NBDSocket.maximumVectors / 2
+        let headers = UnsafeMutableRawBufferPointer.allocate(byteCount: group * NBDSimpleReply.size, alignment: 8)
+        let vectors = UnsafeMutableBufferPointer<iovec>.allocate(capacity: group * 2)
+        defer {
+            headers.deallocate()
+            vectors.deallocate()
+        }
         var batch: [NBDInFlight.Reply] = []
         batch.reserveCapacity(inFlight.maximumRequests)
         while inFlight.takeReplies(into: &batch) {
-            for reply in batch {
-                NBDSimpleReply(error: reply.error, cookie: reply.cookie).encode(into: replyHeader)
-                let failure = reply.data.withUnsafeBytes { data -> NBDError? in
-                    do throws(NBDError) {
-                        try socket.writeAll(UnsafeRawBufferPointer(replyHeader), data)
-                        return nil
-                    } catch {
-                        return error
-                    }
+            var first = 0
+            while first < batch.count {
+                let last = min(first + group, batch.count)
+                var count = 0
+                for (slot, index) in (first ..< last).enumerated() {
+                    let header = UnsafeMutableRawBufferPointer(rebasing: headers[slot * NBDSimpleReply.size ..< (slot + 1) * NBDSimpleReply.size])
+                    NBDSimpleReply(error: batch[index].error, cookie: batch[index].cookie).encode(into: header)
+                    vectors[count] = iovec(iov_base: header.baseAddress, iov_len: header.count)
+                    count += 1
+                    guard !batch[index].data.isEmpty else { continue }
+                    // SAFETY: `batch` owns this array and neither changes nor drops it until
+                    // sent(batch) below, after the sendmsg; a native array's storage stays
+                    // in place while it is not mutated, so the address is valid for the send.
+                    let data = batch[index].data.withUnsafeBytes { $0 }
+                    vectors[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: data.baseAddress), iov_len: data.count)
+                    count += 1
                 }
-                if let failure {
-                    logger.notice("cannot send a reply, dropping the client: \(failure)")
+                do throws(NBDError) {
+                    try socket.writeAll(vectors: UnsafeMutableBufferPointer(rebasing: vectors[0 ..< count]))
+                } catch {
+                    logger.notice("cannot send a reply, dropping the client: \(error)")
                     inFlight.sent(batch)
                     abort()
                     return
                 }
+                first = last
             }
             inFlight.sent(batch)
             batch.removeAll(keepingCapacity: true)

@@ -102,6 +102,36 @@ final class NBDSocket: @unchecked Sendable {
         }
     }
 
+    /// Most entries one sendmsg takes (linux/uio.h: UIO_MAXIOV).
+    static var maximumVectors: Int { 1024 }
+
+    /// Writes every byte that `vectors` describe, in order, with as few sendmsg calls as
+    /// the kernel allows. `vectors` is used up: entries are advanced past what was sent.
+    func writeAll(vectors: UnsafeMutableBufferPointer<iovec>) throws(NBDError) {
+        var first = 0
+        while first < vectors.count, vectors[first].iov_len == 0 { first += 1 }
+        while first < vectors.count {
+            var message = msghdr()
+            message.msg_iov = vectors.baseAddress! + first
+            message.msg_iovlen = min(vectors.count - first, Self.maximumVectors)
+            var sent = sendmsg(descriptor, &message, Int32(MSG_NOSIGNAL))
+            guard sent >= 0 else {
+                if errno == EINTR { continue }
+                throw .system(call: "sendmsg", errno: errno)
+            }
+            // Skip what went out, whole entries then part of one.
+            while first < vectors.count, sent >= vectors[first].iov_len {
+                sent -= vectors[first].iov_len
+                first += 1
+            }
+            if sent > 0 {
+                vectors[first].iov_base = vectors[first].iov_base.map { $0 + sent }
+                vectors[first].iov_len -= sent
+            }
+            while first < vectors.count, vectors[first].iov_len == 0 { first += 1 }
+        }
+    }
+
     func writeAll(_ bytes: [UInt8]) throws(NBDError) {
         var failure: NBDError?
         bytes.withUnsafeBytes { buffer in
