@@ -58,7 +58,9 @@ let package = Package(
         .target(name: "XenTesting", dependencies: ["XenRing", "SharedMemory", "XenPlatform", "XenStore", "CXenLocal"]),
         // Fuzz targets as plain functions: libFuzzer runs them (scripts/fuzz.sh) and the
         // tests replay seeded inputs through them.
-        .target(name: "FuzzTargets", dependencies: ["XenRing", "SharedMemory", "XenStore"]),
+        .target(name: "FuzzTargets", dependencies: ["XenRing", "SharedMemory", "XenStore", "Blkif", "BlockBackend", "URing",
+                                                    "XenPlatform", "XenTesting",
+                                                    .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "xensplit-fuzz", dependencies: ["FuzzTargets"]),
         // liburing's helpers are static inline, so they are wrapped by a C target.
         .target(name: "CURing", linkerSettings: [.linkedLibrary("uring")]),
@@ -115,7 +117,7 @@ let package = Package(
         .testTarget(name: "URingTests", dependencies: ["XenTesting", "URing"]),
         .testTarget(name: "BlockBackendTests",
                     dependencies: ["BlockBackend", "XenTesting", "Blkif", "XenRing", "SharedMemory", "XenPlatform", "URing",
-                                 "XenBus", "XenStore", "XenLocal"]),
+                                 "XenBus", "XenStore", "XenLocal", "BlockFrontend", "FuzzTargets"]),
         .testTarget(name: "XenTestingTests", dependencies: ["XenTesting", "XenPlatform", "SharedMemory", "XenStore"]),
         .testTarget(name: "XenLinuxTests", dependencies: ["XenTesting", "XenLinux", "CXen", "XenPlatform", "XenStore", "SharedMemory"]),
         .testTarget(name: "NBDTests", dependencies: ["NBD"]),

@@ -84,7 +84,7 @@ public final class BlkbackDaemon: Sendable {
         let resizer = Task { await self.pollSizes() }
         for await event in watcher {
             switch event {
-            case let .added(id): start(id)
+            case let .added(id): added(id)
             case let .removed(id):
                 // The driver sees its node gone and stops itself; nothing to write.
                 logger.info("blkback: device node removed by the toolstack", metadata: ["device": "\(id)"])
@@ -110,6 +110,24 @@ public final class BlkbackDaemon: Sendable {
 
     /// Queues per worker now.
     public var queuesPerWorker: [Int] { placement.counts }
+
+    /// A device node appeared. If a driver for the same path is still running (the node
+    /// was removed and added again quickly), one of two things happens to it: it saw the
+    /// removal and is stopping, and the new driver starts once it has; or it sees the new
+    /// node as a replacement and serves it itself. Never two drivers on one node.
+    private func added(_ id: XenbusBackendDeviceID) {
+        guard let old = devices.withLock({ $0[id.backendPath] }) else { return start(id) }
+        logger.info("blkback: device added again while its previous driver runs; waiting for it",
+                    metadata: ["device": "\(id)"])
+        Task {
+            _ = await old.driver.stopped()
+            let free = devices.withLock { devices in
+                devices[id.backendPath] == nil || devices[id.backendPath]?.driver === old.driver
+            }
+            guard free, stopping.withLock({ !$0.requested }) else { return }
+            if (try? await store.read(id.backendPath)) != nil { start(id) }
+        }
+    }
 
     private func start(_ id: XenbusBackendDeviceID) {
         let hooks = BlkbackDevice(backendPath: id.backendPath, platform: platform, store: store,

@@ -17,12 +17,21 @@ public struct BlkbackDeviceLimits: Sendable {
     public var maxIndirectSegments: Int
     /// Requests in flight per queue.
     public var slots: Int
+    /// `feature-persistent`: offer persistent grants; queues use them when the frontend
+    /// advertises the key too (``BlkbackQueueConfiguration/persistentGrants``).
+    public var persistentGrants: Bool
+    /// Pages kept mapped per queue with persistent grants.
+    public var persistentGrantsPerQueue: Int
 
-    public init(maxRingPageOrder: UInt32 = 4, maxQueues: UInt32 = 4, maxIndirectSegments: Int = 32, slots: Int = 32) {
+    public init(maxRingPageOrder: UInt32 = 4, maxQueues: UInt32 = 4, maxIndirectSegments: Int = 32, slots: Int = 32,
+                persistentGrants: Bool = true,
+                persistentGrantsPerQueue: Int = BlkbackQueueConfiguration.defaultPersistentGrantsPerQueue) {
         self.maxRingPageOrder = maxRingPageOrder
         self.maxQueues = maxQueues
         self.maxIndirectSegments = maxIndirectSegments
         self.slots = slots
+        self.persistentGrants = persistentGrants
+        self.persistentGrantsPerQueue = persistentGrantsPerQueue
     }
 }
 
@@ -130,8 +139,7 @@ public final class BlkbackDevice: XenbusBackendHooks {
             features.discardGranularity = nil
             features.discardAlignment = nil
         }
-        // Not implemented: grants are copied per request, never kept mapped.
-        features.persistent = false
+        features.persistent = limits.persistentGrants
         features.maxIndirectSegments = limits.maxIndirectSegments > 0 ? UInt32(limits.maxIndirectSegments) : nil
         features.maxQueues = limits.maxQueues
         features.maxRingPageOrder = limits.maxRingPageOrder
@@ -160,7 +168,7 @@ public final class BlkbackDevice: XenbusBackendHooks {
                                                backing: backing))
             }
         } catch {
-            for queue in connected.reversed() { release(queue) }
+            for queue in connected.reversed() { await release(queue) }
             throw error
         }
         state.withLock {
@@ -169,7 +177,8 @@ public final class BlkbackDevice: XenbusBackendHooks {
         }
         logger.info("blkback: connected", metadata: [
             "queues": "\(connected.count)", "ring-pages": "\(1 << frontend.features.ringPageOrder)",
-            "protocol": "\(frontend.features.abi.protocolName)", "sectors": "\(sectors)"])
+            "protocol": "\(frontend.features.abi.protocolName)", "sectors": "\(sectors)",
+            "persistent-grants": "\(limits.persistentGrants && frontend.features.persistent)"])
         return Self.keys(properties(backing, sectors512: sectors).xenstoreEntries)
     }
 
@@ -178,7 +187,7 @@ public final class BlkbackDevice: XenbusBackendHooks {
             defer { value.queues = [] }
             return value.queues
         }
-        for queue in queues { release(queue) }
+        for queue in queues { await release(queue) }
         logger.info("blkback: disconnected", metadata: ["reason": "\(reason)", "queues": "\(queues.count)"])
     }
 
@@ -252,7 +261,7 @@ public final class BlkbackDevice: XenbusBackendHooks {
             }
             features.queueCount = queues
         }
-        // Read for the log and the record; persistent grants are not offered.
+        // io/blkif.h: grants stay mapped only when both ends advertise feature-persistent.
         features.persistent = try await node.flag(BlkifFrontendFeatures.Key.persistent)
         let pages = 1 << Int(features.ringPageOrder)
         var queues: [BlkbackQueueKeys] = []
@@ -303,7 +312,9 @@ public final class BlkbackDevice: XenbusBackendHooks {
             let ring = BackRing(attaching: shared, at: shared.loadResponseProducer())
             let configuration = BlkbackQueueConfiguration(abi: abi, maxIndirectSegments: limits.maxIndirectSegments,
                                                           slots: limits.slots, readOnly: backing.keys.readOnly,
-                                                          discard: backing.keys.discardEnabled)
+                                                          discard: backing.keys.discardEnabled,
+                                                          persistentGrants: limits.persistentGrants && frontend.features.persistent,
+                                                          persistentGrantsPerQueue: limits.persistentGrantsPerQueue)
             let name = frontend.queues.count > 1 ? "\(backendPath)/queue-\(index)" : backendPath
             let queue: BlkbackQueue
             do {
@@ -336,13 +347,17 @@ public final class BlkbackDevice: XenbusBackendHooks {
         }
     }
 
-    private func release(_ connected: BlkbackConnectedQueue) {
+    private func release(_ connected: BlkbackConnectedQueue) async {
+        // Waits for the queue's in-flight I/O: its copy buffers and ring stay ours until then.
         do {
-            try connected.worker.removeQueue(connected.queue)
+            try await connected.worker.removeQueue(connected.queue)
         } catch {
             logger.error("blkback: removing a queue from its worker failed", metadata: ["error": "\(error)"])
         }
         placement.give(connected.worker)
+        // Removed from its worker, the queue's figures are ours to read.
+        logger.info("blkback: queue statistics", metadata: [
+            "queue": "\(connected.queue.name)", "statistics": "\(connected.queue.statistics)"])
         try? connected.queue.close()
         connected.channel.close()
         do {

@@ -85,9 +85,14 @@ extension BlkbackQueue {
             id: r.id, operation: raw, phase: .transfer, isRead: r.operation == .read,
             flushAfterWrite: r.operation == .flushDiskCache || r.operation == .writeBarrier,
             sectorNumber: r.sectorNumber, byteCount: r.segments.sectorCount * 512, segmentCount: r.segments.count)
-        if writes, let failure = copySegments(slot: index, toFrontend: false) {
-            finish(index, status: .error, failure)
-            return
+        acquireGrants(slot: index, forRead: r.operation == .read)
+        if writes {
+            if let failure = copySegments(slot: index, toFrontend: false) {
+                finish(index, status: .error, failure)
+                return
+            }
+            // The data is in our buffer now: the pages may be evicted while the write runs.
+            releaseGrants(slot: index)
         }
         if r.operation == .writeBarrier {
             slots[index].phase = .waitingForDrain
@@ -99,23 +104,39 @@ extension BlkbackQueue {
     }
 
     func acceptIndirect<Engine: BlockIOEngine>(_ r: BlkifIndirectRequest, engine: Engine) {
+        statistics.indirect += 1
         let raw = r.responseOperation
         if r.operation == .write, readOnly {
             refuse(id: r.id, operation: raw, status: .error, "indirect write to a read-only device")
             return
         }
         // The segment pages are copied in once and decoded from our copy, so the frontend
-        // cannot change a segment between its check and its use.
+        // cannot change a segment between its check and its use. With persistent grants
+        // they are kept mapped like data pages (as Linux blkback does: a frontend reuses
+        // them as it reuses data pages) and copied by memcpy.
         var remaining = r.segmentCount
+        var copyCount = 0
         for (page, gref) in r.indirectGrefs.enumerated() {
             let count = min(remaining, BlkifIndirectPage.segmentsPerPage)
             remaining -= count
-            copies[page] = GrantCopySegment(
+            if usesPersistentGrants {
+                switch grants.acquire(gref, writable: false) {
+                case let .mapped(entry):
+                    SharedView.copy(from: grants.view(entry), at: 0, to: scratchView, at: page * pageSize,
+                                    length: count * BlkifSegment.size)
+                    grants.release(entry)
+                    continue
+                case .copy:
+                    break
+                }
+            }
+            copies[copyCount] = GrantCopySegment(
                 source: .grant(domain: frontendDomain, ref: gref, offset: 0),
                 destination: .local(buffer: scratchBuffer.id, offset: page * pageSize),
                 length: UInt16(count * BlkifSegment.size))
+            copyCount += 1
         }
-        if let failure = runCopies(r.indirectGrefs.count) {
+        if let failure = runCopies(copyCount) {
             refuse(id: r.id, operation: raw, status: .error, "indirect segment page: \(failure)")
             return
         }
@@ -145,9 +166,13 @@ extension BlkbackQueue {
         slots[index] = BlkbackSlot(
             id: r.id, operation: raw, phase: .transfer, isRead: r.operation == .read, flushAfterWrite: false,
             sectorNumber: r.sectorNumber, byteCount: sectors * 512, segmentCount: r.segmentCount)
-        if r.operation == .write, let failure = copySegments(slot: index, toFrontend: false) {
-            finish(index, status: .error, failure)
-            return
+        acquireGrants(slot: index, forRead: r.operation == .read)
+        if r.operation == .write {
+            if let failure = copySegments(slot: index, toFrontend: false) {
+                finish(index, status: .error, failure)
+                return
+            }
+            releaseGrants(slot: index)
         }
         start(index, engine: engine)
     }
@@ -212,8 +237,12 @@ extension BlkbackQueue {
             refuse(id: slot.id, operation: slot.operation, status: status, failure)
         } else {
             respond(id: slot.id, operation: slot.operation, status: status)
+            if status == .okay, slot.byteCount > 0 {
+                statistics.countData(isRead: slot.isRead, bytes: slot.byteCount)
+            }
         }
         if barrierSlot == index { barrierSlot = nil }
+        releaseGrants(slot: index)
         releaseSlot(index)
     }
 
@@ -300,10 +329,39 @@ extension BlkbackQueue {
         result < 0 ? "\(what) failed: \(Errno(code: -result))" : "\(what) moved \(result) of \(expected) bytes"
     }
 
-    // MARK: Grant copies
+    // MARK: Persistent grants
 
-    /// Copies the data of slot `index` between the frontend's segments and the slot's
-    /// part of the copy buffer; returns why it failed, or nil.
+    /// With persistent grants on, takes a use of every segment's page for slot `index`
+    /// (mapping on a miss; writable for a read request, where the backend writes the
+    /// page). A segment whose page no entry can take, or that cannot be mapped, is
+    /// grant-copied instead: a revoked or invalid gref then fails its copy, and the
+    /// request gets BLKIF_RSP_ERROR.
+    func acquireGrants(slot index: Int, forRead: Bool) {
+        guard usesPersistentGrants else { return }
+        let base = index * segmentsPerRequest
+        for k in 0..<slots[index].segmentCount {
+            switch grants.acquire(segmentTable[base + k].gref, writable: forRead) {
+            case let .mapped(entry): segmentEntries[base + k] = entry
+            case .copy: segmentEntries[base + k] = -1
+            }
+        }
+    }
+
+    /// Gives back the pages slot `index` holds (each once: the entries are cleared).
+    func releaseGrants(slot index: Int) {
+        guard usesPersistentGrants else { return }
+        let base = index * segmentsPerRequest
+        for k in 0..<slots[index].segmentCount where segmentEntries[base + k] >= 0 {
+            grants.release(segmentEntries[base + k])
+            segmentEntries[base + k] = -1
+        }
+    }
+
+    // MARK: Data movement
+
+    /// Moves the data of slot `index` between the frontend's segments and the slot's copy
+    /// buffer: by memcpy for segments whose page is persistently mapped, by grant copy for
+    /// the rest; returns why it failed, or nil.
     func copySegments(slot index: Int, toFrontend: Bool) -> String? {
         let slot = slots[index]
         var count = 0
@@ -314,6 +372,18 @@ extension BlkbackQueue {
             let segment = segmentTable[base + k]
             var grantOffset = Int(segment.firstSector) * 512
             var left = segment.sectorCount * 512
+            let entry = segmentEntries[base + k]
+            if entry >= 0 {
+                // acquireGrants gave a read request writable pages only; Blkif checked
+                // first <= last <= 7, so the bytes lie within the page.
+                if toFrontend {
+                    SharedView.copy(from: slotViews[index], at: local, to: grants.view(entry), at: grantOffset, length: left)
+                } else {
+                    SharedView.copy(from: grants.view(entry), at: grantOffset, to: slotViews[index], at: local, length: left)
+                }
+                local += left
+                continue
+            }
             // Split where the local side crosses a page: a copy end may not cross a page.
             while left > 0 {
                 let piece = min(left, pageSize - local % pageSize)

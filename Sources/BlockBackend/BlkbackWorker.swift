@@ -99,6 +99,16 @@ public final class BlkbackWorker: Sendable {
         if let error = done.wait() { throw error }
     }
 
+    /// ``removeQueue(_:)`` for async callers: suspends instead of blocking a thread, so a
+    /// disk that takes long to finish its in-flight I/O (a hung NFS file, a dying device)
+    /// holds up only this removal, not the cooperative threads every other device's xenbus
+    /// work runs on.
+    public func removeQueue(_ queue: BlkbackQueue) async throws(BlockBackendError) {
+        let done = BlkbackReply()
+        try send(.remove(ObjectIdentifier(queue), done))
+        if let error = await done.value() { throw error }
+    }
+
     /// Sets the disk size requests of `queue` are checked against (online resize); the
     /// device layer then writes the new `sectors` node.
     public func resize(_ queue: BlkbackQueue, sectors512: UInt64) throws(BlockBackendError) {
@@ -151,19 +161,42 @@ struct BlkbackQueueBox: @unchecked Sendable {
     init(_ queue: BlkbackQueue) { self.queue = queue }
 }
 
-/// A one-shot answer from the worker to a blocked control thread.
+/// A one-shot answer from the worker to a control thread, which either blocks for it
+/// (``wait()``) or suspends (``value()``); one of the two, once.
 final class BlkbackReply: Sendable {
+    struct State {
+        var answered = false
+        var failure: BlockBackendError?
+        var waiter: CheckedContinuation<BlockBackendError?, Never>?
+    }
+
     let semaphore = DispatchSemaphore(value: 0)
-    let error = Mutex<BlockBackendError?>(nil)
+    let state = Mutex(State())
 
     func signal(_ failure: BlockBackendError? = nil) {
-        error.withLock { $0 = failure }
+        let waiter = state.withLock { s -> CheckedContinuation<BlockBackendError?, Never>? in
+            s.answered = true
+            s.failure = failure
+            defer { s.waiter = nil }
+            return s.waiter
+        }
         semaphore.signal()
+        waiter?.resume(returning: failure)
     }
 
     func wait() -> BlockBackendError? {
         semaphore.wait()
-        return error.withLock { $0 }
+        return state.withLock { $0.failure }
+    }
+
+    func value() async -> BlockBackendError? {
+        await withCheckedContinuation { continuation in
+            let answered = state.withLock { s -> Bool in
+                if !s.answered { s.waiter = continuation }
+                return s.answered
+            }
+            if answered { continuation.resume(returning: state.withLock { $0.failure }) }
+        }
     }
 }
 

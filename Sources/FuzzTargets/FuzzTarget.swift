@@ -2,12 +2,14 @@
 public enum FuzzTarget: String, CaseIterable, Sendable {
     case ring
     case xenstore
+    case blkback
 
     /// Runs one input through the target.
     public func run(_ input: UnsafeRawBufferPointer) {
         switch self {
         case .ring: RingFuzz.run(input)
         case .xenstore: XenStoreFuzz.run(input)
+        case .blkback: BlkbackFuzz.run(input)
         }
     }
 }

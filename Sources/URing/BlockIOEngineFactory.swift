@@ -14,6 +14,18 @@ public final class BlockIOEngineFactory: Sendable {
     public let fallbackReason: String?
     /// The settings each engine gets.
     public let configuration: BlockIOEngineConfiguration
+    /// Makes the engines instead of `kind`'s own type, when set.
+    let maker: (@Sendable (BlockIOEngineConfiguration) throws(URingError) -> any BlockIOEngine)?
+
+    /// A factory whose engines `make` builds (an instrumented or wrapped engine, for tests
+    /// and diagnostics); `kind` is what the engines it returns are underneath.
+    public init(kind: BlockIOEngineKind, configuration: BlockIOEngineConfiguration = .init(),
+                make: @escaping @Sendable (BlockIOEngineConfiguration) throws(URingError) -> any BlockIOEngine) {
+        self.kind = kind
+        self.configuration = configuration
+        self.fallbackReason = nil
+        self.maker = make
+    }
 
     /// Reads the environment variable and probes io_uring once.
     public convenience init(
@@ -34,6 +46,7 @@ public final class BlockIOEngineFactory: Sendable {
         probe: () throws(URingError) -> Void
     ) throws(URingError) {
         self.configuration = configuration
+        maker = nil
         switch environment[BlockIOEngineKind.environmentVariable] {
         case "threads":
             kind = .threads
@@ -63,6 +76,7 @@ public final class BlockIOEngineFactory: Sendable {
     /// A new engine of `kind`, owned by the calling thread from now on: call it on the worker
     /// thread that will use the engine (io_uring's single-issuer mode binds the ring to it).
     public func makeEngine() throws(URingError) -> any BlockIOEngine {
+        if let maker { return try maker(configuration) }
         switch kind {
         case .uring: return try URingEngine(configuration: configuration)
         case .threads: return try ThreadPoolEngine(configuration: configuration)

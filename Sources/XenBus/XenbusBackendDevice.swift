@@ -40,7 +40,9 @@ public protocol XenbusBackendHooks: Sendable {
 ///    features and InitWait again, and redo 3.
 ///
 /// A new driver for a device whose frontend is already Connected (the backend process
-/// restarted) goes through InitWait and connects again from the frontend's keys.
+/// restarted) goes through InitWait and connects again from the frontend's keys. A node
+/// the toolstack removed and added again before the driver noticed (it reads Initialising,
+/// which only the toolstack writes) is a new device: the driver disconnects and starts over.
 /// When the toolstack removes the backend node the driver disconnects and stops without
 /// writing. Errors go the way of `xenbus_dev_fatal`: `<home>/error/<node>/error` is
 /// written as "<errno> <message>", the device disconnects and switches to Closing; it
@@ -154,14 +156,18 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: Sendable {
         }
         s.paths = paths
         inbox.status.withLock { $0.paths = paths }
-        let watch: XenStoreWatch
-        do {
-            watch = try await store.watch(paths.frontend + "/state")
-        } catch {
-            throw .store(path: paths.frontend + "/state", error)
+        // A device added again at the same path usually has the same frontend: one watch.
+        if !s.watchedFrontends.contains(paths.frontend) {
+            let watch: XenStoreWatch
+            do {
+                watch = try await store.watch(paths.frontend + "/state")
+            } catch {
+                throw .store(path: paths.frontend + "/state", error)
+            }
+            s.watches.append(watch)
+            s.watchedFrontends.insert(paths.frontend)
+            inbox.pump(watch)
         }
-        s.watches.append(watch)
-        inbox.pump(watch)
         try await prepare(&s, paths, reason: "driver started, frontend \(paths.frontend)")
     }
 
@@ -185,6 +191,19 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: Sendable {
             await disconnect(&s, reason: "backend node removed by the toolstack")
             logger.info("xenbus: \(path) removed, stopping")
             return .nodeRemoved
+        }
+        if try await nodeWasReplaced(s) {
+            // Removed and added again between two wake-ups (the watcher saw no change):
+            // the old connection is over and the new device starts from the beginning.
+            await disconnect(&s, reason: "backend node was removed and added again")
+            logger.info("xenbus: \(path) was removed and added again; starting over")
+            s.own = .unknown
+            s.paths = nil
+            s.lastFatal = nil
+            s.featureKeys = []
+            inbox.status.withLock { $0 = XenbusDriverStatus() }
+            try await start(&s)
+            return nil
         }
         guard let paths = s.paths else { return nil }
         let frontend: XenbusState
@@ -232,6 +251,15 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: Sendable {
             logger.debug("xenbus: frontend \(paths.frontend) is \(frontend); nothing to do")
         }
         return nil
+    }
+
+    /// The toolstack writes Initialising only into a node it has just made, and this
+    /// driver never writes it: a node reading Initialising after this driver wrote another
+    /// state is a new device at the same path. (A toolstack writing Closing, as xl's
+    /// detach does, is not a replacement; the frontend answers it.)
+    private func nodeWasReplaced(_ s: BackendState) async throws(XenbusError) -> Bool {
+        guard s.own != .unknown, s.own != .initialising else { return false }
+        return try await XenbusNodeReader(store: store, path: path).state() == .initialising
     }
 
     private func connect(_ s: inout BackendState, _ paths: XenbusDevicePaths, frontend: XenbusState) async throws(XenbusError) {
@@ -322,6 +350,9 @@ struct BackendState {
     var featureKeys: [String] = []
     var connectKeys: [String] = []
     var watches: [XenStoreWatch] = []
+    /// Frontend paths whose `state` is watched (more than one only after the node was
+    /// replaced by one for another frontend).
+    var watchedFrontends: Set<String> = []
     /// The error that last sent the device to Closing.
     var lastFatal: XenbusError?
 }

@@ -20,6 +20,7 @@ public struct HypervisorMessage: Equatable, Sendable {
         case domainCreate = 12
         case domainDestroy = 13
         case domainList = 14
+        case domainUsage = 15
     }
 
     /// Bytes in the header.

@@ -83,6 +83,26 @@ extension LocalHypervisor {
         return HandlerReply(payload: w.bytes)
     }
 
+    /// What each domain holds right now (dom0 only): the resource counts a leak check or an
+    /// operator compares before and after a device comes and goes.
+    func domainUsage(_ c: HypervisorConnection) -> HandlerReply {
+        guard c.domain == 0 else { return .errno(EPERM, "only dom0 may read domain usage") }
+        var w = PayloadWriter()
+        for d in domains.values.sorted(by: { $0.id < $1.id }) {
+            let own = connections.values.filter { $0.domain == d.id }
+            DomainUsage(
+                domain: d.id,
+                connections: own.count,
+                ports: d.ports.count,
+                grantedPages: d.memory.shares.values.reduce(0) { $0 + $1.count },
+                pinnedGrants: d.memory.pins.count,
+                mappingsHeld: own.reduce(0) { $0 + $1.mappings.count },
+                copyBufferPages: d.memory.buffers.values.reduce(0, +)
+            ).encode(into: &w)
+        }
+        return HandlerReply(payload: w.bytes)
+    }
+
     /// Runs `body` on the xenstored thread and waits for it (control path only). No Swift
     /// concurrency here: this thread must not depend on the cooperative pool, which the
     /// hypervisor's own clients may be blocking.

@@ -25,6 +25,7 @@ extension LocalHypervisor {
             case .domainCreate: return try domainCreate(&r, c)
             case .domainDestroy: return try domainDestroy(&r, c)
             case .domainList: return domainList(c)
+            case .domainUsage: return domainUsage(c)
             }
         } catch {
             return .errno(EINVAL, "malformed \(kind) request: \(error)")

@@ -230,4 +230,19 @@ public final class LocalPlatform: Platform, GrantTable, GrantMapper, @unchecked 
         } catch { throw .hypervisor("list reply: \(error)") }
         return out
     }
+
+    /// What every domain holds right now (dom0 only), by domain id.
+    public func domainUsage() throws(PlatformError) -> [DomainID: DomainUsage] {
+        let reply = try client.call(.domainUsage)
+        try reply.check("domain usage")
+        var r = PayloadReader(reply.payload)
+        var out: [DomainID: DomainUsage] = [:]
+        do {
+            while r.remaining > 0 {
+                let usage = try DomainUsage.decode(&r)
+                out[usage.domain] = usage
+            }
+        } catch { throw .hypervisor("usage reply: \(error)") }
+        return out
+    }
 }

@@ -14,10 +14,16 @@ struct BlkbackCommand: AsyncParsableCommand {
         Watches /local/domain/SELF/backend/vbd and serves each device that appears there: \
         reads the toolstack's keys (params, mode, type, device-type, discard-enable) and the \
         frontend's (ring-ref or ring-refN, event-channel, protocol, ring-page-order, \
-        multi-queue-num-queues), publishes the disk's keys and serves its rings on a fixed set \
-        of worker threads. Runs until SIGINT or SIGTERM, then walks every device to Closed.
+        multi-queue-num-queues, feature-persistent), publishes the disk's keys and serves its \
+        rings on a fixed set of worker threads. Runs until SIGINT or SIGTERM, then walks every \
+        device to Closed.
         """
     )
+
+    /// A switch spelled `on` or `off`.
+    enum Switch: String, ExpressibleByArgument, CaseIterable {
+        case on, off
+    }
 
     @OptionGroup var platform: PlatformOptions
 
@@ -33,6 +39,12 @@ struct BlkbackCommand: AsyncParsableCommand {
     @Option(help: "Segments per indirect request (feature-max-indirect-segments; 0 turns indirect requests off).")
     var maxIndirectSegments = 32
 
+    @Option(help: "Offer persistent grants (feature-persistent): keep the frontend's pages mapped and memcpy, instead of a grant copy per request. Used only if the frontend advertises them too.")
+    var persistentGrants: Switch = .on
+
+    @Option(help: "Pages kept mapped per queue with persistent grants; past it the least recently used idle page is unmapped.")
+    var persistentGrantsPerQueue = BlkbackQueueConfiguration.defaultPersistentGrantsPerQueue
+
     @Option(help: "Milliseconds between backing-store size checks (online resize).")
     var resizeIntervalMs = 1000
 
@@ -44,6 +56,9 @@ struct BlkbackCommand: AsyncParsableCommand {
         guard maxRingPageOrder <= 8 else { throw ValidationError("--max-ring-page-order must be 0...8") }
         guard (1...64).contains(maxQueues) else { throw ValidationError("--max-queues must be 1...64") }
         guard (0...4096).contains(maxIndirectSegments) else { throw ValidationError("--max-indirect-segments must be 0...4096") }
+        guard (1...65536).contains(persistentGrantsPerQueue) else {
+            throw ValidationError("--persistent-grants-per-queue must be 1...65536")
+        }
         guard resizeIntervalMs >= 10 else { throw ValidationError("--resize-interval-ms must be at least 10") }
     }
 
@@ -53,7 +68,9 @@ struct BlkbackCommand: AsyncParsableCommand {
         var configuration = BlkbackDaemon.Configuration()
         if let workers { configuration.workers = workers }
         configuration.limits = BlkbackDeviceLimits(maxRingPageOrder: maxRingPageOrder, maxQueues: maxQueues,
-                                                   maxIndirectSegments: maxIndirectSegments)
+                                                   maxIndirectSegments: maxIndirectSegments,
+                                                   persistentGrants: persistentGrants == .on,
+                                                   persistentGrantsPerQueue: persistentGrantsPerQueue)
         configuration.resizeInterval = .milliseconds(resizeIntervalMs)
         let daemon = try BlkbackDaemon(platform: try await platform.open(), configuration: configuration,
                                        factory: try BlockIOEngineFactory(logger: logger), logger: logger)

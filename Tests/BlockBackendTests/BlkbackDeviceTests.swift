@@ -54,7 +54,7 @@ struct BlkbackDeviceTests {
         #expect(keys["feature-flush-cache"] == "1")
         #expect(keys["feature-barrier"] == "1")
         #expect(keys["feature-discard"] == "1")
-        #expect(keys["feature-persistent"] == "0")
+        #expect(keys["feature-persistent"] == "1", "offered by default; used only if the frontend offers it too")
         #expect(keys["max-ring-page-order"] == "4")
         #expect(keys["multi-queue-max-queues"] == "4")
         #expect(keys["feature-max-indirect-segments"] == "32")
@@ -336,7 +336,7 @@ struct BlkbackDeviceTests {
     }
 
     @Test("hostile frontend keys close that device with an error node; the other keeps working",
-          arguments: ["ring-page-order", "missing-queue-key", "protocol"])
+          arguments: ["ring-page-order", "missing-queue-key", "protocol", "queue-count", "second-ring-ref"])
     func hostileKeys(kind: String) async throws {
         let world = try VbdWorld()
         defer { world.stop() }
@@ -345,8 +345,17 @@ struct BlkbackDeviceTests {
         let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(a)",
                                                              "vdev=xvdb,access=rw,target=\(b)"])
         let running = RunningDaemon(try world.daemon())
+        let baseline = try world.dom0.domainUsage()
         var plan = VbdFrontendPlan()
         switch kind {
+        case "queue-count":
+            plan.queues = 2
+            plan.tamper = { $0.set("multi-queue-num-queues", "99") }
+        case "second-ring-ref":
+            // The first queue's ring maps, the second's gref is not granted: connect must
+            // undo the first queue (ring, port, copy buffers) before refusing.
+            plan.queues = 2
+            plan.tamper = { $0.set("queue-1/ring-ref", "4000") }
         case "ring-page-order":
             plan.ringPageOrder = 1
             plan.tamper = { $0.set("ring-page-order", "9") }
@@ -371,6 +380,12 @@ struct BlkbackDeviceTests {
         #expect(try await readNode(store, bad.backendPath + "/sectors") == nil)
         try await bad.close()
         try await good.close()
+        try await vbdEventually("both rings released") { good.hooks.endPinnedAccess() && bad.hooks.endPinnedAccess() }
+        let after = try world.dom0.domainUsage()
+        #expect(after[0]?.mappingsHeld == baseline[0]?.mappingsHeld, "no mapping left")
+        #expect(after[0]?.ports == baseline[0]?.ports, "no port left")
+        #expect(after[0]?.copyBufferPages == baseline[0]?.copyBufferPages, "no copy buffer left")
+        #expect(after[id]?.pinnedGrants == 0)
         try await running.stop()
     }
 }

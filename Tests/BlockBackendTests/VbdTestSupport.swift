@@ -29,12 +29,12 @@ final class VbdWorld: @unchecked Sendable {
     let dom0: LocalPlatform
     let toolstack: LocalToolstack
 
-    init() throws {
+    init(poolPages: Int = 8192) throws {
         var template = Array("/tmp/xensplit-blkdev-test-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw PlatformError.system("mkdtemp", errno: errno) }
         directory = String(cString: made)
         var configuration = LocalHypervisor.Configuration(stateDirectory: directory)
-        configuration.poolPages = 8192
+        configuration.poolPages = poolPages
         configuration.grantEntries = 2048
         hypervisor = try LocalHypervisor(configuration: configuration, logger: vbdLogger)
         hypervisor.start()

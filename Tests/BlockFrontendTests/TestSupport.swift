@@ -143,7 +143,7 @@ final class TestBlockBackend: XenbusBackendHooks {
         }
         for item in all {
             do {
-                try worker.removeQueue(item.queue)
+                try await worker.removeQueue(item.queue)
             } catch {
                 Issue.record("removing \(item.queue.name): \(error)")
             }
