@@ -7,7 +7,8 @@
 #   REALXEN-RESULT <step> PASS|FAIL|SKIP <why> one line per step
 #   REALXEN-LOG-BEGIN <name> ... REALXEN-LOG-END <name>   logs the host prints on failure
 # Kernel cmdline knobs: realxen.requests=N (ring step), realxen.domu=0 (no domU steps),
-# realxen.blkback=OPTS (extra `xensplit blkback` options, commas for spaces).
+# realxen.blkback=OPTS (extra `xensplit blkback` options, "+" for spaces),
+# realxen.steps=LIST (step groups), realxen.bench=N (benchmark rounds).
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:/usr/lib/xen-4.17/bin
 P=/realxen
 
@@ -20,6 +21,13 @@ log_section() {
     echo "REALXEN-LOG-END $1"
 }
 cmdline_value() { sed -n "s/.*realxen\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+# realxen.steps=boot+vbd+bench+frontend (the default: all) picks the step groups to run.
+steps=$(cmdline_value steps | tr '+' ',')
+steps=${steps:-boot,vbd,bench,frontend}
+[ "$(cmdline_value domu)" = 0 ] && steps=$(echo ",$steps," | sed 's/,boot,/,/; s/,vbd,/,/; s/,bench,/,/')
+has_step() { case ",$steps," in *",$1,"*) return 0 ;; esac; return 1; }
+# realxen.blkback=--a=1+--b=2 adds options to every `xensplit blkback` ("+" for spaces).
+extra_args=$(cmdline_value blkback | tr '+' ' ')
 power_off() {
     mark tests-done
     sync
@@ -45,6 +53,10 @@ setup_ok=1
 for m in xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd; do
     modprobe $m || { echo "modprobe $m failed"; setup_ok=0; }
 done
+# gntalloc lets all of dom0 share 1024 pages by default; `xensplit blkfront` grants every
+# request slot's pages up front (32 slots of 32 data pages and an indirect page against
+# Linux's blkback), which is past it.
+echo 65536 > /sys/module/xen_gntalloc/parameters/limit || setup_ok=0
 mount -t xenfs xenfs /proc/xen || setup_ok=0
 xenstored --pid-file=/run/xenstored.pid > /tmp/xenstored.out 2>&1 || setup_ok=0
 xen-init-dom0 > /tmp/xen-init-dom0.log 2>&1 || setup_ok=0
@@ -72,8 +84,8 @@ mark selftest-end "rc=$(cat /tmp/selftest.rc)"
 
 # --- Step 2: a PV domU boots from the blkfront/netfront initramfs (no devices), which is
 # what the block backend steps will run in.
-if [ "$(cmdline_value domu)" = 0 ]; then
-    result domu-boot SKIP "realxen.domu=0 on the kernel command line"
+if ! has_step boot; then
+    result domu-boot SKIP "not in realxen.steps ($steps)"
 else
     mark domu-begin
     if grep -qE '^xen_(blk|net)back ' /proc/modules; then
@@ -136,11 +148,18 @@ holdings() {
 # Take-up (issue 8, item 5): for xvda, what the backend offered (its keys), what Linux's
 # blkfront took (its keys, the domU's sysfs and its blkfront line) and what the backend
 # logged on connect. The host checks each against Protocols/realxen-takeup.tsv.
+# The backend's per-queue statistics (logged when a queue is removed), summed over a
+# device's queues: stat DEVICE-PATH NAME.
+stat() {
+    grep "blkback: queue statistics" /tmp/blkback.log | grep "queue=$1[/ ]" \
+        | sed -n "s/.* $2=\([0-9]*\).*/\1/p" | awk '{ n += $1 } END { print n + 0 }'
+}
 takeup_report() {
     tb=$1 tf=$2 tl=$3
-    bk() { xenstore-read "$tb/$1" 2>/dev/null || echo "${2:-absent}"; }
-    fk() { xenstore-read "$tf/$1" 2>/dev/null || echo "${2:-absent}"; }
-    connected=$(grep "blkback: connected" /tmp/blkback.log | grep "$tb" | tail -n 1)
+    # Keys saved before xl destroy: backend ($tb) and frontend ($tf).
+    bk() { v=$(sed -n "s/^$1 //p" "$tb"); [ "$v" = absent ] || [ -z "$v" ] && v=${2:-absent}; echo "$v"; }
+    fk() { v=$(sed -n "s/^$1 //p" "$tf"); [ "$v" = absent ] || [ -z "$v" ] && v=${2:-absent}; echo "$v"; }
+    connected=$(grep "blkback: connected" /tmp/blkback.log | grep "device=$5 " | tail -n 1)
     log_queues=$(echo "$connected" | sed -n 's/.*queues=\([0-9]*\).*/\1/p')
     log_pages=$(echo "$connected" | sed -n 's/.*ring-pages=\([0-9]*\).*/\1/p')
     yn() { [ "$1" = enabled ] && echo 1 || echo 0; }
@@ -152,16 +171,28 @@ takeup_report() {
     [ "$((1 << order))" = "$log_pages" ] 2>/dev/null || order="disagree"
     echo "REALXEN-TAKEUP ring-page-order offered=$(bk max-ring-page-order 0) taken=$order frontend-key=$(fk ring-page-order) backend-log-pages=${log_pages:-none}"
     echo "REALXEN-TAKEUP persistent offered=$(bk feature-persistent 0) taken=$(yn "$(field persistent "$tl")") frontend-key=$(fk feature-persistent) domu=$(field persistent "$tl")"
+    # Indirect, flush, barrier and discard as blkfront set its queue up, and whether the
+    # backend's own counters saw such requests (the workload issues all but barriers; the
+    # discards go to xvdc, $4). A limit the counters contradict counts as "disagree".
     indirect=0
     [ "$(field indirect "$tl")" = enabled ] && indirect=$(field max_segments "$tl")
-    echo "REALXEN-TAKEUP indirect-segments offered=$(bk feature-max-indirect-segments 0) taken=$indirect domu=$(field indirect "$tl") max_segments=$(field max_segments "$tl")"
+    n_indirect=$(stat $5 indirect)
+    { [ "$indirect" = 0 ] && [ "$n_indirect" = 0 ]; } || { [ "$indirect" != 0 ] && [ "$n_indirect" -gt 0 ]; } || indirect=disagree
+    echo "REALXEN-TAKEUP indirect-segments offered=$(bk feature-max-indirect-segments 0) taken=$indirect domu=$(field indirect "$tl") max_segments=$(field max_segments "$tl") backend-indirect-requests=$n_indirect"
     flush=0
     [ "$(field flush "$tl")" = enabled ] && [ "$(field write_cache "$tl")" = write-back ] && flush=1
-    echo "REALXEN-TAKEUP flush-cache offered=$(bk feature-flush-cache 0) taken=$flush domu=$(field flush "$tl") write_cache=$(field write_cache "$tl")"
-    echo "REALXEN-TAKEUP barrier-fua offered=$(bk feature-barrier 0) taken=$(field fua "$tl") fua=$(field fua "$tl")"
+    n_flush=$(stat $5 flushes)
+    { [ $flush = 0 ] && [ "$n_flush" = 0 ]; } || { [ $flush = 1 ] && [ "$n_flush" -gt 0 ]; } || flush=disagree
+    echo "REALXEN-TAKEUP flush-cache offered=$(bk feature-flush-cache 0) taken=$flush domu=$(field flush "$tl") write_cache=$(field write_cache "$tl") backend-flush-requests=$n_flush"
+    fua=$(field fua "$tl")
+    n_barrier=$(stat $5 barriers)
+    [ "$fua" = 1 ] || [ "$n_barrier" = 0 ] || fua=disagree
+    echo "REALXEN-TAKEUP barrier-fua offered=$(bk feature-barrier 0) taken=$fua fua=$(field fua "$tl") backend-barrier-requests=$n_barrier"
     discard=0
     [ "$(field discard_max_bytes "$tl")" -gt 0 ] 2>/dev/null && discard=1
-    echo "REALXEN-TAKEUP discard offered=$(bk feature-discard 0) taken=$discard discard_max_bytes=$(field discard_max_bytes "$tl")"
+    n_discard=$(stat $4 discards)
+    [ $discard = 0 ] || [ "$n_discard" -gt 0 ] || discard=disagree
+    echo "REALXEN-TAKEUP discard offered=$(bk feature-discard 0) taken=$discard discard_max_bytes=$(field discard_max_bytes "$tl") backend-discard-requests-xvdc=$n_discard"
     echo "REALXEN-TAKEUP discard-granularity offered=$(bk discard-granularity none) taken=$(field discard_granularity "$tl")"
 }
 vbd_steps() {
@@ -173,8 +204,6 @@ vbd_steps() {
     expected_image
     expected_sha=$(sha /tmp/expected.img)
     echo "REALXEN-VBD disk.img sha256=$image_sha expected-after-writes=$expected_sha disk-ro.img sha256=$ro_sha disk-fs.img ${fs_kib_before} KiB allocated"
-    # realxen.blkback=--a=1,--b=2 on the kernel command line adds options (commas for spaces).
-    extra_args=$(cmdline_value blkback | tr ',' ' ')
     echo "REALXEN-VBD backend: xensplit blkback --platform xen --verbose $extra_args"
     $P/xensplit blkback --platform xen --verbose $extra_args > $blog 2>&1 &
     bpid=$!
@@ -229,13 +258,14 @@ vbd_steps() {
             "$(console_line takeup-xvdb $vconsole)" "$(console_line takeup-xvdc $vconsole)"; do
         echo "REALXEN-VBD console: $l"
     done
-    takeup_report $b/51712 $f/51712 "$takeup_a" > /tmp/takeup.txt
-    cat /tmp/takeup.txt
-    if [ -n "$takeup_a" ] && [ -n "$(grep 'blkback: connected' $blog | grep $b/51712)" ]; then
-        result vbd-takeup PASS "recorded (the host checks the REALXEN-TAKEUP lines against Protocols/realxen-takeup.tsv)"
-    else
-        result vbd-takeup FAIL "no takeup-xvda line from the domU or no 'blkback: connected' for $b/51712 in the backend log"
-    fi
+    # The backend's keys and the frontend's, before xl destroy removes them.
+    for k in multi-queue-max-queues max-ring-page-order feature-persistent feature-max-indirect-segments \
+            feature-flush-cache feature-barrier feature-discard discard-granularity; do
+        echo "$k $(xenstore-read $b/51712/$k 2>/dev/null || echo absent)"
+    done > /tmp/takeup-backend-keys
+    for k in multi-queue-num-queues ring-page-order feature-persistent; do
+        echo "$k $(xenstore-read $f/51712/$k 2>/dev/null || echo absent)"
+    done > /tmp/takeup-frontend-keys
 
     mark vbd-destroy-begin
     if [ -n "$vdomid" ]; then
@@ -251,6 +281,13 @@ vbd_steps() {
     i=0
     while [ $i -lt 40 ] && [ "$(grep -c 'blkback: device released' $blog)" -lt 3 ]; do sleep 0.25; i=$((i + 1)); done
     held_after=$(holdings $bpid)
+    takeup_report /tmp/takeup-backend-keys /tmp/takeup-frontend-keys "$takeup_a" $b/51744 $b/51712 > /tmp/takeup.txt
+    cat /tmp/takeup.txt
+    if [ -n "$takeup_a" ] && grep -q "blkback: connected.*device=$b/51712 " $blog && grep -q "queue statistics.*queue=$b/51712" $blog; then
+        result vbd-takeup PASS "recorded (the host checks the REALXEN-TAKEUP lines against Protocols/realxen-takeup.tsv)"
+    else
+        result vbd-takeup FAIL "no takeup-xvda line from the domU, or no 'blkback: connected' or 'queue statistics' for $b/51712 in the backend log"
+    fi
     file_sha=$(sha $P/disk.img)
     ro_after=$(sha $P/disk-ro.img)
     fs_kib_after=$(du -k $P/disk-fs.img | cut -f1)
@@ -338,8 +375,8 @@ vbd_steps() {
     fi
 }
 vbd_step_names="vbd-handshake vbd-io vbd-readonly vbd-discard vbd-ext4 vbd-takeup vbd-teardown vbd-release vbd-second"
-if [ "$(cmdline_value domu)" = 0 ]; then
-    for s in $vbd_step_names; do result $s SKIP "realxen.domu=0 on the kernel command line"; done
+if ! has_step vbd; then
+    for s in $vbd_step_names; do result $s SKIP "not in realxen.steps ($steps)"; done
 else
     mark vbd-begin
     vbd_steps
@@ -366,7 +403,10 @@ bench_round() {
         modprobe xen-blkback || { echo "REALXEN-BENCH-ERROR $side $round modprobe xen-blkback failed"; return 1; }
         disk='disk=["format=raw,vdev=xvda,access=rw,target=/dev/ram0"]'
     else
-        $P/xensplit blkback --platform xen $extra_args > /tmp/blkback-bench-$round.log 2>&1 &
+        # ours-copy: the same backend with persistent grants off (a grant copy per request).
+        copy_args=
+        [ $side = ours-copy ] && copy_args=--persistent-grants=off
+        $P/xensplit blkback --platform xen $extra_args $copy_args > /tmp/blkback-bench-$round.log 2>&1 &
         kpid=$!
         i=0
         while [ $i -lt 120 ] && ! grep -q "blkback: serving" /tmp/blkback-bench-$round.log && kill -0 $kpid 2>/dev/null; do
@@ -387,7 +427,7 @@ bench_round() {
         echo "REALXEN-BENCH-ERROR $side $round no 'DOMU-BENCH done' from the domU"
         log_section bench-console-$side-$round $bconsole 30
         log_section bench-xl-create-$side-$round /tmp/xl-create-bench.log 20
-        [ $side = ours ] && log_section bench-blkback-$round /tmp/blkback-bench-$round.log 30
+        [ $side != kernel ] && log_section bench-blkback-$side-$round /tmp/blkback-bench-$round.log 30
     fi
     [ $round = 1 ] && tr -d '\r' < $bconsole | grep -a "DOMU-BENCH disk\|blkfront: xvda" | sed "s/^/REALXEN-BENCH-INFO $side /"
     timeout -k 10 60 xl destroy $name > /dev/null 2>&1 || echo "REALXEN-BENCH-ERROR $side $round xl destroy failed"
@@ -416,12 +456,13 @@ bench_steps() {
         mark bench-round "round=$r"
         bench_round kernel $r
         bench_round ours $r
+        [ "$(cmdline_value benchcopy)" = 1 ] && bench_round ours-copy $r
         r=$((r + 1))
     done
     result bench PASS "$rounds alternating rounds ran (the host checks every round reported every workload)"
 }
-if [ "$(cmdline_value domu)" = 0 ]; then
-    result bench SKIP "realxen.domu=0 on the kernel command line"
+if ! has_step bench; then
+    result bench SKIP "not in realxen.steps ($steps)"
 else
     mark bench-begin
     bench_steps
@@ -429,14 +470,14 @@ else
 fi
 
 # --- Item 6: our frontend against Linux's kernel blkback. xen-blkback is loaded (and
-# xen-blkfront is not), xl attaches ram1 to dom0 itself as xvdz (51712 + 25 * 16 = 52112),
+# xen-blkfront is not), xl attaches ram1 to dom0 itself as xvdb (51728),
 # `xensplit blkfront` is that disk's frontend and exports it over NBD, and nbdcopy writes a
 # pattern through it and reads the whole disk back. dom0 also checks the pattern on ram1
 # directly and writes a second one there that must read back through the frontend.
 frontend_steps() {
     flog=/tmp/blkfront.log
     sock=/tmp/blkfront.sock
-    devid=52112
+    devid=51728
     fb=/local/domain/0/backend/vbd/0/$devid
     if grep -q '^xen_blkfront ' /proc/modules; then
         result frontend-kernel FAIL "xen-blkfront is loaded in dom0; it would take the disk"
@@ -451,14 +492,14 @@ frontend_steps() {
     head -c 64M /dev/zero > /tmp/fe-expected
     dd if=/tmp/fe-p1 of=/tmp/fe-expected conv=notrunc status=none
     dd if=/tmp/fe-p2 of=/tmp/fe-expected bs=1M seek=16 conv=notrunc status=none
-    timeout -k 10 60 xl block-attach 0 "format=raw,vdev=xvdz,access=rw,target=/dev/ram1" > /tmp/xl-block-attach.log 2>&1
+    timeout -k 10 60 xl block-attach 0 "format=raw,vdev=xvdb,access=rw,target=/dev/ram1" > /tmp/xl-block-attach.log 2>&1
     attach_rc=$?
     echo "REALXEN-FRONTEND xl block-attach 0 rc=$attach_rc backend state $(xenstore-read $fb/state 2>&1)"
-    $P/xensplit blkfront Domain-0 xvdz --platform xen --nbd unix:$sock --verbose > $flog 2>&1 &
+    $P/xensplit blkfront Domain-0 xvdb --platform xen --nbd unix:$sock --verbose > $flog 2>&1 &
     fpid=$!
     i=0
     while [ $i -lt 240 ] && ! grep -q "serving nbd" $flog && kill -0 $fpid 2>/dev/null; do sleep 0.25; i=$((i + 1)); done
-    echo "REALXEN-FRONTEND $(grep -o 'blkfront: Domain-0 xvdz:.*' $flog | head -n 1)"
+    echo "REALXEN-FRONTEND $(grep -o 'blkfront: Domain-0 xvdb:.*' $flog | head -n 1)"
     uri="nbd+unix:///?socket=$sock"
     wrc=x rrc=x
     if grep -q "serving nbd" $flog; then
@@ -471,7 +512,7 @@ frontend_steps() {
     kill -TERM $fpid 2>/dev/null
     wait $fpid; stop_rc=$?
     state_closed="backend=$(xenstore-read $fb/state 2>&1) frontend=$(xenstore-read /local/domain/0/device/vbd/$devid/state 2>&1)"
-    timeout -k 10 60 xl block-detach 0 xvdz > /tmp/xl-block-detach.log 2>&1; detach_rc=$?
+    timeout -k 10 60 xl block-detach 0 xvdb > /tmp/xl-block-detach.log 2>&1; detach_rc=$?
     i=0
     while [ $i -lt 40 ] && ! rmmod xen-blkback 2>/dev/null; do sleep 0.25; i=$((i + 1)); done
     why="attach rc=$attach_rc; states while served: $state_connected; nbdcopy write rc=$wrc, read rc=$rrc; read back $back_sha (expected $(sha /tmp/fe-expected)); ram1's first 8 MiB $ram_sha (pattern $(sha /tmp/fe-p1)); blkfront exited $stop_rc, then $state_closed; block-detach rc=$detach_rc"
@@ -483,8 +524,8 @@ frontend_steps() {
         result frontend-kernel FAIL "$why"
     fi
 }
-if [ "$(cmdline_value frontend)" = 0 ]; then
-    result frontend-kernel SKIP "realxen.frontend=0 on the kernel command line"
+if ! has_step frontend; then
+    result frontend-kernel SKIP "not in realxen.steps ($steps)"
 else
     mark frontend-begin
     frontend_steps

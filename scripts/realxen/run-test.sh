@@ -14,17 +14,19 @@
 #   XENSPLIT_REALXEN_CACHE  where cached root filesystems live, one folder per hash of
 #                           dom0-packages.txt, the suite and dom0-boot.sh
 #                           (default /var/cache/xensplit-realxen; shared by every clone)
-#   XENSPLIT_REALXEN_WORK   this run's disks and logs (default <repo>/.build-realxen)
+#   XENSPLIT_REALXEN_WORK   this run's disks and logs (default <repo>/.build/realxen)
 #   REALXEN_MIRROR          Debian mirror for debootstrap (default http://deb.debian.org/debian)
 #   REALXEN_ACCEL           tcg (default) or kvm (with REALXEN_CPU, default qemu64)
-#   REALXEN_MEM             QEMU memory in MiB (default 2048; dom0 gets REALXEN_DOM0_MEM)
+#   REALXEN_MEM             QEMU memory in MiB (default 2560; dom0 gets REALXEN_DOM0_MEM)
 #   REALXEN_DOM0_MEM        dom0 memory (default 1024M)
 #   REALXEN_REQUESTS        requests in the selftest's ring step (default: xensplit's own)
 #   REALXEN_DOMU            0 skips the domU steps (default 1)
 #   REALXEN_BLKBACK_ARGS    extra options for `xensplit blkback` in dom0, without spaces
 #                           inside an option (e.g. --max-indirect-segments=0)
 #   REALXEN_BENCH_ROUNDS    alternating kernel/xensplit benchmark rounds (default 5; 0 skips)
-#   REALXEN_FRONTEND        0 skips our frontend against Linux's blkback (default 1)
+#   REALXEN_BENCH_COPY      1 adds a third backend per round: ours with --persistent-grants=off
+#   REALXEN_STEPS           step groups after the selftest, comma-separated (default
+#                           boot,vbd,bench,frontend; REALXEN_DOMU=0 drops the first three)
 #   REALXEN_TIMEOUT         seconds the whole QEMU run may take (default 1800)
 set -euo pipefail
 
@@ -32,13 +34,16 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 suite=bookworm
 cache_root=${XENSPLIT_REALXEN_CACHE:-/var/cache/xensplit-realxen}
-work=${XENSPLIT_REALXEN_WORK:-$repo/.build-realxen}
+work=${XENSPLIT_REALXEN_WORK:-$repo/.build/realxen}
 mirror=${REALXEN_MIRROR:-http://deb.debian.org/debian}
 accel=${REALXEN_ACCEL:-tcg}
-mem=${REALXEN_MEM:-2048}
+mem=${REALXEN_MEM:-2560}
 dom0_mem=${REALXEN_DOM0_MEM:-1024M}
 run_timeout=${REALXEN_TIMEOUT:-1800}
 bench_rounds=${REALXEN_BENCH_ROUNDS:-5}
+steps=${REALXEN_STEPS:-boot,vbd,bench,frontend}
+if [ "${REALXEN_DOMU:-1}" = 0 ]; then steps=$(sed 's/\(^\|,\)\(boot\|vbd\|bench\)\b//g; s/^,//' <<< "$steps"); fi
+has_step() { [[ ",$steps," == *",$1,"* ]]; }
 # The selftest's steps (issue 8, item 2); fewer PASS lines than this is a failure even if
 # nothing says FAIL, so a step that stops running cannot go unnoticed.
 min_selftest_steps=5
@@ -210,15 +215,17 @@ else
 fi
 dom0_cmdline="console=hvc0 earlyprintk=xen root=/dev/vda rw init=/sbin/realxen-boot"
 dom0_cmdline+=" realxen.domu=${REALXEN_DOMU:-1}${REALXEN_REQUESTS:+ realxen.requests=$REALXEN_REQUESTS}"
-dom0_cmdline+="${REALXEN_BLKBACK_ARGS:+ realxen.blkback=$(tr ' ' ',' <<< "$REALXEN_BLKBACK_ARGS")}"
-dom0_cmdline+=" realxen.bench=$bench_rounds realxen.frontend=${REALXEN_FRONTEND:-1}"
+dom0_cmdline+="${REALXEN_BLKBACK_ARGS:+ realxen.blkback=$(tr ' ' '+' <<< "$REALXEN_BLKBACK_ARGS")}"
+# QEMU's -initrd splits its argument at commas (",," is a literal one), so the lists go
+# to dom0 with "+" between items.
+dom0_cmdline+=" realxen.bench=$bench_rounds realxen.benchcopy=${REALXEN_BENCH_COPY:-0} realxen.steps=$(tr ',' '+' <<< "$steps")"
 : > "$serial"
 t_qemu=$(now)
 # No `noreboot` for Xen: if dom0 dies, Xen reboots, -no-reboot turns that into QEMU exiting.
 qemu-system-x86_64 "${cpu_args[@]}" -M pc -m "$mem" -smp 2 \
     -nographic -nodefaults -no-reboot -serial "file:$serial" \
     -kernel "$cache/xen" \
-    -append "console=com1 com1=115200,8n1 dom0_mem=$dom0_mem,max:$dom0_mem dom0_max_vcpus=2 loglvl=all guest_loglvl=all" \
+    -append "console=com1 com1=115200,8n1 dom0_mem=$dom0_mem,max:$dom0_mem dom0_max_vcpus=2 gnttab_max_frames=256 loglvl=all guest_loglvl=all" \
     -initrd "$cache/vmlinuz $dom0_cmdline,$cache/initrd.img" \
     -drive "file=$run/dom0.qcow2,format=qcow2,if=virtio,cache=unsafe" \
     -drive "file=$run/payload.ext4,format=raw,if=virtio,cache=unsafe" \
@@ -292,11 +299,10 @@ while read -r step verdict why; do
 done <<< "$results"
 grep -q "^setup PASS" <<< "$results" || failures+=("setup: no PASS line")
 required=()
-if [ "${REALXEN_DOMU:-1}" != 0 ]; then
-    required+=(domu-boot vbd-handshake vbd-io vbd-readonly vbd-discard vbd-ext4 vbd-takeup vbd-teardown vbd-release vbd-second)
-    [ "$bench_rounds" != 0 ] && required+=(bench)
-fi
-[ "${REALXEN_FRONTEND:-1}" != 0 ] && required+=(frontend-kernel)
+has_step boot && required+=(domu-boot)
+has_step vbd && required+=(vbd-handshake vbd-io vbd-readonly vbd-discard vbd-ext4 vbd-takeup vbd-teardown vbd-release vbd-second)
+has_step bench && [ "$bench_rounds" != 0 ] && required+=(bench)
+has_step frontend && required+=(frontend-kernel)
 for step in "${required[@]}"; do
     grep -q "^$step PASS" <<< "$results" || failures+=("$step: no PASS line")
 done
@@ -330,30 +336,41 @@ fi
 
 # Benchmark: per workload, MiB/s of each round for the kernel's blkback (reference) and ours;
 # medians compared, spread the larger (max-min)/median of the two.
-bench_samples=$(sed -n 's/^.*REALXEN-BENCH side=\([a-z]*\) round=\([0-9]*\) name=\([a-z0-9-]*\) mib=\([0-9]*\) seconds=\([0-9.]*\).*/\1 \3 \4 \5/p' "$clean")
+bench_samples=$(sed -n 's/^.*REALXEN-BENCH side=\([a-z-]*\) round=\([0-9]*\) name=\([a-z0-9-]*\) mib=\([0-9]*\) seconds=\([0-9.]*\).*/\1 \3 \4 \5/p' "$clean")
 bench_errors=$(sed -n 's/^.*REALXEN-BENCH-ERROR //p' "$clean")
 bench_lines=()
-if [ "${REALXEN_DOMU:-1}" != 0 ] && [ "$bench_rounds" != 0 ]; then
+if has_step bench && [ "$bench_rounds" != 0 ]; then
     [ -z "$bench_errors" ] || failures+=("bench: $(paste -sd';' - <<< "$bench_errors")")
+    sides=(kernel ours)
+    [ "${REALXEN_BENCH_COPY:-0}" = 1 ] && sides+=(ours-copy)
+    # compare OURS REFERENCE LABEL: one bench line per workload.
+    compare() {
+        local name line
+        for name in read-1m read-4k write-1m write-4k; do
+            line=$(awk -v name="$name" -v ours="$1" -v ref="$2" -v label="$3" '
+                function median(a, n,   i, j, t) {
+                    for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+                    return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+                }
+                $2 == name && $4 > 0 { if ($1 == ours) o[++no] = $3 / $4; else if ($1 == ref) k[++nk] = $3 / $4 }
+                END {
+                    if (no == 0 || nk == 0) exit
+                    mo = median(o, no); mk = median(k, nk)
+                    so = (o[no] - o[1]) / mo * 100; sk = (k[nk] - k[1]) / mk * 100
+                    printf "bench %s-%s ours=%.2f reference=%.2f unit=MiB/s ratio=%.3f spread=%.1f%%", label, name, mo, mk, mo / mk, (so > sk ? so : sk)
+                }' <<< "$bench_samples")
+            [ -n "$line" ] && bench_lines+=("$line")
+        done
+    }
     for name in read-1m read-4k write-1m write-4k; do
-        for side in kernel ours; do
+        for side in "${sides[@]}"; do
             n=$(grep -c "^$side $name " <<< "$bench_samples" || true)
             [ "$n" = "$bench_rounds" ] || failures+=("bench $name: $n of $bench_rounds $side rounds reported")
         done
-        line=$(awk -v name="$name" '
-            function median(a, n,   i, j, t) {
-                for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-                return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
-            }
-            $2 == name && $4 > 0 { if ($1 == "ours") o[++no] = $3 / $4; else k[++nk] = $3 / $4 }
-            END {
-                if (no == 0 || nk == 0) exit
-                mo = median(o, no); mk = median(k, nk)
-                so = (o[no] - o[1]) / mo * 100; sk = (k[nk] - k[1]) / mk * 100
-                printf "bench realxen-%s ours=%.2f reference=%.2f unit=MiB/s ratio=%.3f spread=%.1f%%", name, mo, mk, mo / mk, (so > sk ? so : sk)
-            }' <<< "$bench_samples")
-        [ -n "$line" ] && bench_lines+=("$line")
     done
+    compare ours kernel realxen
+    # Persistent grants on (ours) against off (ours-copy), when asked for.
+    [ "${REALXEN_BENCH_COPY:-0}" = 1 ] && compare ours ours-copy realxen-persistent-vs-copy
 fi
 
 echo
