@@ -149,8 +149,8 @@ holdings() {
 # blkfront took (its keys, the domU's sysfs and its blkfront line) and what the backend
 # logged on connect. The host checks each against Protocols/realxen-takeup.tsv.
 # The backend's per-queue statistics (logged when a queue is removed), summed over a
-# device's queues: stat DEVICE-PATH NAME.
-stat() {
+# device's queues: queue_stat DEVICE-PATH NAME.
+queue_stat() {
     grep "blkback: queue statistics" /tmp/blkback.log | grep "queue=$1[/ ]" \
         | sed -n "s/.* $2=\([0-9]*\).*/\1/p" | awk '{ n += $1 } END { print n + 0 }'
 }
@@ -176,21 +176,21 @@ takeup_report() {
     # discards go to xvdc, $4). A limit the counters contradict counts as "disagree".
     indirect=0
     [ "$(field indirect "$tl")" = enabled ] && indirect=$(field max_segments "$tl")
-    n_indirect=$(stat $5 indirect)
+    n_indirect=$(queue_stat $5 indirect)
     { [ "$indirect" = 0 ] && [ "$n_indirect" = 0 ]; } || { [ "$indirect" != 0 ] && [ "$n_indirect" -gt 0 ]; } || indirect=disagree
     echo "REALXEN-TAKEUP indirect-segments offered=$(bk feature-max-indirect-segments 0) taken=$indirect domu=$(field indirect "$tl") max_segments=$(field max_segments "$tl") backend-indirect-requests=$n_indirect"
     flush=0
     [ "$(field flush "$tl")" = enabled ] && [ "$(field write_cache "$tl")" = write-back ] && flush=1
-    n_flush=$(stat $5 flushes)
+    n_flush=$(queue_stat $5 flushes)
     { [ $flush = 0 ] && [ "$n_flush" = 0 ]; } || { [ $flush = 1 ] && [ "$n_flush" -gt 0 ]; } || flush=disagree
     echo "REALXEN-TAKEUP flush-cache offered=$(bk feature-flush-cache 0) taken=$flush domu=$(field flush "$tl") write_cache=$(field write_cache "$tl") backend-flush-requests=$n_flush"
     fua=$(field fua "$tl")
-    n_barrier=$(stat $5 barriers)
+    n_barrier=$(queue_stat $5 barriers)
     [ "$fua" = 1 ] || [ "$n_barrier" = 0 ] || fua=disagree
     echo "REALXEN-TAKEUP barrier-fua offered=$(bk feature-barrier 0) taken=$fua fua=$(field fua "$tl") backend-barrier-requests=$n_barrier"
     discard=0
     [ "$(field discard_max_bytes "$tl")" -gt 0 ] 2>/dev/null && discard=1
-    n_discard=$(stat $4 discards)
+    n_discard=$(queue_stat $4 discards)
     [ $discard = 0 ] || [ "$n_discard" -gt 0 ] || discard=disagree
     echo "REALXEN-TAKEUP discard offered=$(bk feature-discard 0) taken=$discard discard_max_bytes=$(field discard_max_bytes "$tl") backend-discard-requests-xvdc=$n_discard"
     echo "REALXEN-TAKEUP discard-granularity offered=$(bk discard-granularity none) taken=$(field discard_granularity "$tl")"
@@ -283,7 +283,8 @@ vbd_steps() {
     held_after=$(holdings $bpid)
     takeup_report /tmp/takeup-backend-keys /tmp/takeup-frontend-keys "$takeup_a" $b/51744 $b/51712 > /tmp/takeup.txt
     cat /tmp/takeup.txt
-    if [ -n "$takeup_a" ] && grep -q "blkback: connected.*device=$b/51712 " $blog && grep -q "queue statistics.*queue=$b/51712" $blog; then
+    if [ -n "$takeup_a" ] && grep "device=$b/51712 " $blog | grep -q "blkback: connected" \
+            && grep "queue=$b/51712" $blog | grep -q "blkback: queue statistics"; then
         result vbd-takeup PASS "recorded (the host checks the REALXEN-TAKEUP lines against Protocols/realxen-takeup.tsv)"
     else
         result vbd-takeup FAIL "no takeup-xvda line from the domU, or no 'blkback: connected' or 'queue statistics' for $b/51712 in the backend log"

@@ -72,10 +72,10 @@ bench)
     if [ -b /dev/xvda ]; then
         echo "DOMU-BENCH disk sectors=$(cat /sys/block/xvda/size) queues=$(ls /sys/block/xvda/mq | wc -l)"
         # Sized for emulation, where one 4 KiB request takes milliseconds.
-        t read-1m 32 dd if=/dev/xvda of=/dev/null bs=1M count=32 iflag=direct
-        t read-4k 2 dd if=/dev/xvda of=/dev/null bs=4k count=512 iflag=direct
-        t write-1m 32 dd if=/dev/zero of=/dev/xvda bs=1M count=32 oflag=direct conv=fsync
-        t write-4k 2 dd if=/dev/zero of=/dev/xvda bs=4k count=512 oflag=direct conv=fsync
+        t read-1m 64 dd if=/dev/xvda of=/dev/null bs=1M count=64 iflag=direct
+        t read-4k 4 dd if=/dev/xvda of=/dev/null bs=4k count=1024 iflag=direct
+        t write-1m 64 dd if=/dev/zero of=/dev/xvda bs=1M count=64 oflag=direct conv=fsync
+        t write-4k 4 dd if=/dev/zero of=/dev/xvda bs=4k count=1024 oflag=direct conv=fsync
     else
         echo "DOMU-BENCH no /dev/xvda"
     fi
