@@ -88,7 +88,7 @@ let package = Package(
             name: "xensplit",
             dependencies: [
                 "XenStore", "XenLocal", "XenPlatform", "XenLinux", "XenTesting", "BlockBackend", "URing",
-                "BlockFrontend", "NBD",
+                "BlockFrontend", "NBD", "Blkif",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -99,12 +99,16 @@ let package = Package(
             name: "xensplit-bench",
             dependencies: [
                 "SharedMemory", "XenRing", "Blkif", "CRingReference", "URing", "XenStore", "XenTesting", "XenLocal", "XenPlatform",
+                "BlockBackend", "BlockFrontend", "NBD", "XenBus",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
 
         .executableTarget(name: "ring-ping-pong", dependencies: ["XenRing", "SharedMemory"], path: "Examples/RingPingPong"),
+        .executableTarget(name: "block-disk-example",
+                          dependencies: ["BlockFrontend", "BlockBackend", "XenLocal", "URing", .product(name: "Logging", package: "swift-log")],
+                          path: "Examples/BlockDisk"),
 
         .testTarget(name: "SharedMemoryTests", dependencies: ["SharedMemory"]),
         .testTarget(name: "XenRingTests", dependencies: ["XenRing", "SharedMemory", "CRingReference", "XenTesting", "FuzzTargets"]),
@@ -123,7 +127,7 @@ let package = Package(
         .testTarget(name: "NBDTests", dependencies: ["NBD"]),
         .testTarget(name: "BlockFrontendTests",
                     dependencies: ["BlockFrontend", "BlockBackend", "XenTesting", "XenBus", "Blkif", "XenRing",
-                                   "SharedMemory", "XenPlatform", "XenStore", "URing"]),
+                                   "SharedMemory", "XenPlatform", "XenStore", "URing", "NBD"]),
         .testTarget(name: "DemoTests",
                     dependencies: ["NBD", "BlockFrontend", "BlockBackend", "XenLocal", "XenPlatform", "URing",
                                    .product(name: "Logging", package: "swift-log")]),

@@ -47,9 +47,16 @@ public final class BlkbackDaemon: Sendable {
         guard configuration.workers >= 1 else {
             throw BlockBackendError.configuration(name: "workers", value: configuration.workers, limit: 1...4096)
         }
+        // Each queue a worker serves reserves an engine entry per slot, plus its poll and
+        // its cancel; size the engines so a worker can take its full share of queues.
+        let perWorker = BlkbackWorker.defaultMaxQueues
+        let needed = perWorker * (configuration.limits.slots + 2) + 2
+        let factory = factory.withCapacity(needed)
         var workers: [BlkbackWorker] = []
         do {
-            for _ in 0..<configuration.workers { workers.append(try BlkbackWorker(factory: factory, logger: logger)) }
+            for _ in 0..<configuration.workers {
+                workers.append(try BlkbackWorker(factory: factory, maxQueues: perWorker, logger: logger))
+            }
             store = try platform.connectXenStore()
         } catch {
             for worker in workers { worker.stop() }

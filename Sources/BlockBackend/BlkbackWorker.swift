@@ -21,6 +21,8 @@ import XenPlatform
 public final class BlkbackWorker: Sendable {
     /// The most queues one worker serves.
     public let maxQueues: Int
+    /// ``maxQueues`` unless a caller says otherwise.
+    public static let defaultMaxQueues = 64
     /// Commands for the worker; nil once it stopped taking them.
     let mailbox: Mutex<[BlkbackCommand]?>
     /// The mailbox's doorbell: the worker polls the read end, senders write a byte.
@@ -31,7 +33,7 @@ public final class BlkbackWorker: Sendable {
 
     /// Starts a worker thread whose engine `factory` makes. Throws if the thread or the
     /// engine cannot be made.
-    public init(factory: BlockIOEngineFactory, maxQueues: Int = 64,
+    public init(factory: BlockIOEngineFactory, maxQueues: Int = BlkbackWorker.defaultMaxQueues,
                 logger: Logger = Logger(label: "xensplit.blkback")) throws(BlockBackendError) {
         var ends: (Int32, Int32) = (-1, -1)
         guard withUnsafeMutableBytes(of: &ends, { pipe($0.baseAddress!.assumingMemoryBound(to: Int32.self)) }) == 0 else {

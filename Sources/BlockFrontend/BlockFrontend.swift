@@ -75,44 +75,82 @@ public final class BlockFrontend: Sendable {
 
     /// Reads `count` 512-byte sectors from `sector`.
     public func read(sector: UInt64, count: UInt64) async throws -> [UInt8] {
-        let disk = try await connected()
-        try check("read", sector: sector, count: count, disk: disk, writing: false)
-        return try await core.submit(BlockFrontendOperation(
-            kind: .read, sector: sector, count: count, data: [UInt8](repeating: 0, count: Int(count) * 512)))
+        _ = try await connected()
+        return try await perform(.read(sector: sector, count: count))
     }
 
     /// Writes `data` (a multiple of 512 bytes) from `sector`. Returns once the backend
     /// acknowledged every part; flush to make it durable.
     public func write(sector: UInt64, data: [UInt8]) async throws {
-        let disk = try await connected()
-        guard data.count % 512 == 0 else {
-            throw BlockFrontendError.invalidLength(operation: "write", bytes: data.count,
-                                                   expected: (data.count / 512 + 1) * 512)
-        }
-        let count = UInt64(data.count / 512)
-        try check("write", sector: sector, count: count, disk: disk, writing: true)
-        _ = try await core.submit(BlockFrontendOperation(kind: .write, sector: sector, count: count, data: data))
+        _ = try await connected()
+        _ = try await perform(.write(sector: sector, data: data))
     }
 
     /// Makes acknowledged writes durable: BLKIF_OP_FLUSH_DISKCACHE, or
     /// BLKIF_OP_WRITE_BARRIER where only that is offered.
     public func flush() async throws {
-        let disk = try await connected()
-        guard disk.backend.flushCache || disk.backend.barrier else {
-            throw BlockFrontendError.featureNotOffered(operation: "flush", feature: BlkifBackendFeatures.Key.flushCache)
-        }
-        _ = try await core.submit(BlockFrontendOperation(kind: .flush, sector: 0, count: 0, data: []))
+        _ = try await connected()
+        _ = try await perform(.flush)
     }
 
     /// Discards `count` 512-byte sectors from `sector` (BLKIF_OP_DISCARD); the backend
     /// decides what they read as afterwards (ours: zeroes).
     public func discard(sector: UInt64, count: UInt64) async throws {
-        let disk = try await connected()
-        guard disk.backend.discard else {
-            throw BlockFrontendError.featureNotOffered(operation: "discard", feature: BlkifBackendFeatures.Key.discard)
+        _ = try await connected()
+        _ = try await perform(.discard(sector: sector, count: count))
+    }
+
+    /// Starts `request` without waiting for it, for callers that keep many in flight
+    /// from a thread of their own (the NBD server). `completion` runs exactly once: on the
+    /// frontend's I/O thread when the backend answered every part (so it must be short
+    /// and never block), or on this thread if the request is refused at once (bad range,
+    /// read-only disk, feature not offered, frontend closed or not yet connected).
+    /// Requests sent before a backend restart complete after it, as for the async calls.
+    public func submit(_ request: BlockFrontendRequest, completion: @escaping BlockFrontendCompletion) {
+        let operation: BlockFrontendOperation
+        do throws(BlockFrontendError) {
+            operation = try makeOperation(request, disk: try core.currentDisk().get(), completion: completion)
+        } catch {
+            completion(.failure(error))
+            return
         }
-        try check("discard", sector: sector, count: count, disk: disk, writing: true)
-        _ = try await core.submit(BlockFrontendOperation(kind: .discard, sector: sector, count: count, data: []))
+        core.enqueue(operation)
+    }
+
+    private func perform(_ request: BlockFrontendRequest) async throws(BlockFrontendError) -> [UInt8] {
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<[UInt8], BlockFrontendError>, Never>) in
+            submit(request) { continuation.resume(returning: $0) }
+        }
+        return try result.get()
+    }
+
+    /// Checks `request` against `disk` and makes the operation the I/O thread sends.
+    private func makeOperation(_ request: BlockFrontendRequest, disk: BlockFrontendDisk,
+                               completion: @escaping BlockFrontendCompletion) throws(BlockFrontendError) -> BlockFrontendOperation {
+        switch request {
+        case let .read(sector, count):
+            try check("read", sector: sector, count: count, disk: disk, writing: false)
+            return BlockFrontendOperation(kind: .read, sector: sector, count: count,
+                                          data: [UInt8](repeating: 0, count: Int(count) * 512), completion: completion)
+        case let .write(sector, data):
+            guard data.count % 512 == 0 else {
+                throw .invalidLength(operation: "write", bytes: data.count, expected: (data.count / 512 + 1) * 512)
+            }
+            let count = UInt64(data.count / 512)
+            try check("write", sector: sector, count: count, disk: disk, writing: true)
+            return BlockFrontendOperation(kind: .write, sector: sector, count: count, data: data, completion: completion)
+        case .flush:
+            guard disk.backend.flushCache || disk.backend.barrier else {
+                throw .featureNotOffered(operation: "flush", feature: BlkifBackendFeatures.Key.flushCache)
+            }
+            return BlockFrontendOperation(kind: .flush, sector: 0, count: 0, data: [], completion: completion)
+        case let .discard(sector, count):
+            guard disk.backend.discard else {
+                throw .featureNotOffered(operation: "discard", feature: BlkifBackendFeatures.Key.discard)
+            }
+            try check("discard", sector: sector, count: count, disk: disk, writing: true)
+            return BlockFrontendOperation(kind: .discard, sector: sector, count: count, data: [], completion: completion)
+        }
     }
 
     /// Closes the device: xenbus Closing and Closed, requests not yet answered fail with

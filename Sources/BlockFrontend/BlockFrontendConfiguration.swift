@@ -15,14 +15,19 @@ public struct BlockFrontendConfiguration: Sendable {
     /// Advertise `feature-persistent` (the data pages are granted once per connection
     /// and copied into and out of, which is right for any backend either way).
     public var persistent: Bool
+    /// The ring layout to speak, published as the `protocol` node (`io/blkif.h`,
+    /// `io/protocols.h`): ``BlkifABI/native`` writes this host's name for it, `.x86_32`
+    /// "x86_32-abi" (the layout of a 32-bit x86 guest), `.x86_64` "x86_64-abi".
+    public var abi: BlkifABI
 
     public init(maxRingPageOrder: UInt32? = nil, queues: UInt32 = 1, maxIndirectSegments: Int = 32,
-                depth: Int = 32, persistent: Bool = true) {
+                depth: Int = 32, persistent: Bool = true, abi: BlkifABI = .native) {
         self.maxRingPageOrder = maxRingPageOrder
         self.queues = queues
         self.maxIndirectSegments = maxIndirectSegments
         self.depth = depth
         self.persistent = persistent
+        self.abi = abi
     }
 
     func validate() throws(BlockFrontendError) {

@@ -55,10 +55,17 @@ final class BlockFrontendConnection: @unchecked Sendable {
     var freeSlots: [Int]
     var nextSequence: UInt64 = 1
     var nextRing = 0
+    /// Parts taken from the core's queue and not yet sent, first `pendingHead` done; the
+    /// first may be a read or write partly sent already.
+    var pending: [BlockFrontendWork] = []
+    var pendingHead = 0
     /// A pipe the submitters write a byte to, to wake the I/O thread (which polls `wakeFD`).
     let wakeFD: Int32
     let wakeWriteFD: Int32
     let stopping = Atomic<Bool>(false)
+    /// The I/O thread is about to poll or polling: only then does a submitter write to
+    /// the wake pipe (a system call per request otherwise, while the thread is busy anyway).
+    let sleeping = Atomic<Bool>(false)
     /// Requests sent and not yet answered (read by observers; the thread keeps `slots`).
     let inFlight = Atomic<Int>(0)
     /// Rings stopped because the backend broke the protocol on them.
@@ -72,7 +79,7 @@ final class BlockFrontendConnection: @unchecked Sendable {
          configuration: BlockFrontendConfiguration, handle: UInt16, logger: Logger) throws(BlockFrontendError) {
         self.logger = logger
         self.handle = handle
-        abi = .native
+        abi = configuration.abi
         grants = platform.grantTable
         persistent = configuration.persistent
         ringPageOrder = min(configuration.maxRingPageOrder ?? 4, features.maxRingPageOrder, 4)
@@ -204,6 +211,13 @@ final class BlockFrontendConnection: @unchecked Sendable {
         thread = handle
     }
 
+    /// Wakes the I/O thread for new work, if it sleeps or is about to.
+    func wakeIfSleeping() {
+        // Sequentially consistent, pairing with the I/O thread's store before its last
+        // look at the queue: either it sees the new work, or this sees it sleeping.
+        if sleeping.exchange(false, ordering: .sequentiallyConsistent) { wake() }
+    }
+
     /// Wakes the I/O thread (new work, or stop).
     func wake() {
         // A full pipe already holds a wake-up, so EAGAIN loses nothing.
@@ -211,9 +225,10 @@ final class BlockFrontendConnection: @unchecked Sendable {
         _ = Glibc.write(wakeWriteFD, &one, 1)
     }
 
-    /// Stops and joins the I/O thread; returns the parts still unanswered, in the order
-    /// they were sent, so they can be sent again on the next connection.
-    func stop() -> [BlockFrontendWork] {
+    /// Stops and joins the I/O thread; returns the parts sent and still unanswered, in
+    /// the order they were sent, and those it had taken from the queue but not sent, so
+    /// all can be sent again on the next connection.
+    func stop() -> (unanswered: [BlockFrontendWork], unsent: [BlockFrontendWork]) {
         if let thread {
             stopping.store(true, ordering: .releasing)
             wake()
@@ -222,10 +237,13 @@ final class BlockFrontendConnection: @unchecked Sendable {
         }
         var unanswered = slots.compactMap { $0?.work }
         unanswered.sort { $0.sequence < $1.sequence }
+        let unsent = Array(pending[pendingHead...])
+        pending = []
+        pendingHead = 0
         for index in slots.indices { slots[index] = nil }
         inFlight.store(0, ordering: .relaxed)
         freeSlots = Array((0..<depth).reversed())
-        return unanswered
+        return (unanswered, unsent)
     }
 
     /// Closes the ports and ends access to every page. Returns the page sets whose
@@ -247,17 +265,30 @@ final class BlockFrontendConnection: @unchecked Sendable {
         while !stopping.load(ordering: .acquiring) {
             var busy = consumeAll()
             if dispatch(core: core) { busy = true }
-            for index in rings.indices where rings[index].unpushed {
-                rings[index].unpushed = false
-                if rings[index].ring.pushRequestsAndCheckNotify() { notify(index) }
-            }
+            pushAll()
             if busy { continue }
             if hasResponses() { continue }
+            sleeping.store(true, ordering: .sequentiallyConsistent)
+            // Work queued before the store above did not wake us: send it now.
+            if dispatch(core: core) {
+                sleeping.store(false, ordering: .relaxed)
+                pushAll()
+                continue
+            }
             _ = poll(&fds, 2, -1)
-            drainEvents()
+            sleeping.store(false, ordering: .relaxed)
+            drainEvents(ports: fds[0].revents != 0, wakeUps: fds[1].revents != 0)
         }
         // Answers already published count: they need not be sent again.
         _ = consumeAll()
+    }
+
+    /// Publishes the requests written to each ring, notifying where the backend asks.
+    private func pushAll() {
+        for index in rings.indices where rings[index].unpushed {
+            rings[index].unpushed = false
+            if rings[index].ring.pushRequestsAndCheckNotify() { notify(index) }
+        }
     }
 
     private func notify(_ index: Int) {
@@ -266,11 +297,17 @@ final class BlockFrontendConnection: @unchecked Sendable {
         }
     }
 
-    private func drainEvents() {
-        withUnsafeTemporaryAllocation(byteCount: 64, alignment: 8) { buffer in
-            while Glibc.read(wakeFD, buffer.baseAddress, buffer.count) == buffer.count {}
+    /// Empties what poll found readable (only that: each look is a system call).
+    private func drainEvents(ports: Bool, wakeUps: Bool) {
+        if wakeUps {
+            withUnsafeTemporaryAllocation(byteCount: 64, alignment: 8) { buffer in
+                while Glibc.read(wakeFD, buffer.baseAddress, buffer.count) == buffer.count {}
+            }
         }
-        while true {
+        guard ports else { return }
+        // At most one pending event per ring's port; one that fires again meanwhile
+        // leaves the channel readable, so the next poll returns at once.
+        for _ in rings.indices {
             let port: EventPort?
             do { port = try eventChannel.pending() } catch { return }
             guard let port else { return }
@@ -373,7 +410,22 @@ final class BlockFrontendConnection: @unchecked Sendable {
         var sent = false
         let maxSectors = UInt64(segmentsPerRequest * (pageSize / 512))
         while let slot = freeSlots.last, let ringIndex = ringWithSpace() {
-            guard var work = core.next(maxSectors: maxSectors) else { break }
+            if pendingHead == pending.count {
+                pending.removeAll(keepingCapacity: true)
+                pendingHead = 0
+                core.takeWaiting(into: &pending)
+                if pending.isEmpty { break }
+            }
+            var work = pending[pendingHead]
+            let kind = work.operation.kind
+            if kind == .read || kind == .write, work.count > maxSectors {
+                // The rest stays first in line.
+                pending[pendingHead].offset += maxSectors
+                pending[pendingHead].count -= maxSectors
+                work.count = maxSectors
+            } else {
+                pendingHead += 1
+            }
             freeSlots.removeLast()
             work.sequence = nextSequence
             nextSequence &+= 1

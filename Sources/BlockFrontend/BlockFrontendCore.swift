@@ -7,9 +7,8 @@ import XenPlatform
 /// waiting to be sent, the live connection and the disk it describes.
 final class BlockFrontendCore: Sendable {
     struct State {
-        /// Work not yet sent (or to be sent again), first `head` entries consumed.
+        /// Work not yet taken by the I/O thread (or to be sent again), in order.
         var waiting: [BlockFrontendWork] = []
-        var head = 0
         /// Set up by initialise, not yet connected.
         var prepared: BlockFrontendConnection?
         /// Serving requests.
@@ -53,42 +52,33 @@ final class BlockFrontendCore: Sendable {
         }
     }
 
-    /// Queues `operation` and wakes the I/O thread; returns what the caller gets.
-    func submit(_ operation: BlockFrontendOperation) async throws -> [UInt8] {
-        try await withCheckedThrowingContinuation { continuation in
-            operation.continuation = continuation
-            let refused = state.withLock { s -> Bool in
-                guard !s.closed else { return true }
-                s.waiting.append(BlockFrontendWork(operation: operation, offset: 0, count: operation.count))
-                s.connection?.wake()
-                return false
-            }
-            if refused { operation.abandon(.closed) }
+    /// Queues `operation` and wakes the I/O thread; its completion runs when it is done
+    /// (at once, here, if the frontend is closed).
+    func enqueue(_ operation: BlockFrontendOperation) {
+        let refused = state.withLock { s -> Bool in
+            guard !s.closed else { return true }
+            s.waiting.append(BlockFrontendWork(operation: operation, offset: 0, count: operation.count))
+            s.connection?.wakeIfSleeping()
+            return false
+        }
+        if refused { operation.abandon(.closed) }
+    }
+
+    /// The disk of the last connection, or why there is none: closed, or never connected.
+    func currentDisk() -> Result<BlockFrontendDisk, BlockFrontendError> {
+        state.withLock { s in
+            if s.closed { return .failure(.closed) }
+            guard let disk = s.disk else { return .failure(.notConnected) }
+            return .success(disk)
         }
     }
 
-    /// The next part to send, at most `maxSectors` sectors of a read or write (the rest
-    /// stays first in line). Called by the I/O thread.
-    func next(maxSectors: UInt64) -> BlockFrontendWork? {
-        state.withLock { s -> BlockFrontendWork? in
-            guard s.head < s.waiting.count else { return nil }
-            var work = s.waiting[s.head]
-            let kind = work.operation.kind
-            if kind == .read || kind == .write, work.count > maxSectors {
-                s.waiting[s.head].offset += maxSectors
-                s.waiting[s.head].count -= maxSectors
-                work.count = maxSectors
-            } else {
-                s.head += 1
-                if s.head == s.waiting.count {
-                    s.waiting.removeAll(keepingCapacity: true)
-                    s.head = 0
-                } else if s.head >= 256, s.head * 2 >= s.waiting.count {
-                    s.waiting.removeFirst(s.head)
-                    s.head = 0
-                }
-            }
-            return work
+    /// Moves every waiting part, in order, into `batch` (which the caller emptied): one
+    /// lock for all the requests queued since the last call. Called by the I/O thread.
+    func takeWaiting(into batch: inout [BlockFrontendWork]) {
+        state.withLock { s in
+            // The two arrays trade storage, so neither side allocates.
+            if !s.waiting.isEmpty { swap(&batch, &s.waiting) }
         }
     }
 
@@ -130,15 +120,15 @@ final class BlockFrontendCore: Sendable {
             return (s.connection, s.prepared)
         }
         for connection in [running, prepared].compactMap({ $0 }) {
-            let unanswered = connection.stop()
+            let (unanswered, unsent) = connection.stop()
             if !unanswered.isEmpty {
                 logger.info("blkfront: \(unanswered.count) requests in flight will be sent again: \(reason)")
             }
             let busy = connection.release()
             state.withLock { s in
-                s.waiting.replaceSubrange(0 ..< s.head, with: unanswered)
+                // First in line: what the backend had, then what the thread had taken.
+                s.waiting.insert(contentsOf: unanswered + unsent, at: 0)
                 s.reissued += unanswered.count
-                s.head = 0
                 s.grantedSets -= connection.grantedPageSets.count - busy.count
                 s.deferred += busy
             }
@@ -168,8 +158,8 @@ final class BlockFrontendCore: Sendable {
     func close() {
         let (work, waiters) = state.withLock { s in
             s.closed = true
-            defer { s.waiting = []; s.head = 0; s.connectWaiters = [] }
-            return (Array(s.waiting[s.head...]), s.connectWaiters)
+            defer { s.waiting = []; s.connectWaiters = [] }
+            return (s.waiting, s.connectWaiters)
         }
         var seen = Set<ObjectIdentifier>()
         for item in work where seen.insert(ObjectIdentifier(item.operation)).inserted {

@@ -18,6 +18,8 @@ public enum BlockFrontendError: Error, Sendable, Equatable, CustomStringConverti
     case readOnly(operation: String, sector: UInt64, count: UInt64)
     /// The frontend was closed before the request completed.
     case closed
+    /// A request was submitted before the backend first connected.
+    case notConnected
     /// A backend node was missing or malformed; names the key, the value and the limit.
     case backendNode(String)
     /// The backend broke the ring protocol (index overrun, unknown id, bad status).
@@ -43,6 +45,8 @@ public enum BlockFrontendError: Error, Sendable, Equatable, CustomStringConverti
             return "\(op) of sectors \(sector)..<\(sector &+ count): the disk is read-only"
         case .closed:
             return "the block frontend was closed"
+        case .notConnected:
+            return "the block frontend has not connected to its backend yet"
         case let .backendNode(what):
             return "backend node: \(what)"
         case let .protocolViolation(what):

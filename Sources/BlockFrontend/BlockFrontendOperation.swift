@@ -1,11 +1,27 @@
 import Blkif
 
+/// What a request started with ``BlockFrontend/submit(_:completion:)`` hands back: the
+/// data read (empty for the other requests) or why it failed.
+public typealias BlockFrontendCompletion = @Sendable (Result<[UInt8], BlockFrontendError>) -> Void
+
+/// A request for ``BlockFrontend/submit(_:completion:)``, in 512-byte sectors.
+public enum BlockFrontendRequest: Sendable {
+    /// Reads `count` sectors from `sector`.
+    case read(sector: UInt64, count: UInt64)
+    /// Writes `data` (a multiple of 512 bytes) from `sector`.
+    case write(sector: UInt64, data: [UInt8])
+    /// BLKIF_OP_FLUSH_DISKCACHE, or BLKIF_OP_WRITE_BARRIER where only that is offered.
+    case flush
+    /// BLKIF_OP_DISCARD of `count` sectors from `sector`.
+    case discard(sector: UInt64, count: UInt64)
+}
+
 /// One caller's request: it may become several blkif requests, and is re-issued whole or
 /// in part after a backend restart. The data stays here until every part is answered, so
 /// an acknowledged write was always written from this copy.
 final class BlockFrontendOperation: @unchecked Sendable {
     // SAFETY (@unchecked): made by the caller, then touched only by the frontend's I/O
-    // thread (handed over under the frontend's mutex) until the continuation resumes.
+    // thread (handed over under the frontend's mutex) until the completion runs.
     enum Kind: Sendable {
         case read, write, flush, discard
 
@@ -30,13 +46,15 @@ final class BlockFrontendOperation: @unchecked Sendable {
     var remaining: UInt64
     /// The first failure a part reported.
     var failure: BlockFrontendError?
-    var continuation: CheckedContinuation<[UInt8], any Error>?
+    /// Runs once, with the read's data (empty for the other kinds) or the first failure.
+    var completion: BlockFrontendCompletion?
 
-    init(kind: Kind, sector: UInt64, count: UInt64, data: [UInt8]) {
+    init(kind: Kind, sector: UInt64, count: UInt64, data: [UInt8], completion: @escaping BlockFrontendCompletion) {
         self.kind = kind
         self.sector = sector
         self.count = count
         self.data = data
+        self.completion = completion
         switch kind {
         case .read, .write: remaining = count
         case .flush, .discard: remaining = 1
@@ -47,20 +65,23 @@ final class BlockFrontendOperation: @unchecked Sendable {
     func complete(units: UInt64, failure: BlockFrontendError?) {
         if self.failure == nil, let failure { self.failure = failure }
         remaining -= min(units, remaining)
-        guard remaining == 0, let continuation else { return }
-        self.continuation = nil
+        guard remaining == 0, let completion else { return }
+        self.completion = nil
         if let failure = self.failure {
-            continuation.resume(throwing: failure)
+            completion(.failure(failure))
         } else {
-            continuation.resume(returning: kind == .read ? data : [])
+            // Handed over, not copied: the caller becomes the array's only owner.
+            let result = kind == .read ? data : []
+            data = []
+            completion(.success(result))
         }
     }
 
     /// Fails the caller now (the frontend is closing).
     func abandon(_ error: BlockFrontendError) {
-        guard let continuation else { return }
-        self.continuation = nil
-        continuation.resume(throwing: error)
+        guard let completion else { return }
+        self.completion = nil
+        completion(.failure(error))
     }
 }
 

@@ -16,7 +16,9 @@ import Logging
 /// Every connection goes through the one frontend, so a flush covers all of them
 /// (`NBD_FLAG_CAN_MULTI_CONN`).
 ///
-/// The server's client threads block here while the frontend's async calls run.
+/// Requests go to the frontend with ``BlockFrontend/submit(_:completion:)`` and are
+/// answered from its I/O thread, so a client's requests are in flight together, up to
+/// the frontend's queue depth. The blocking methods wait for the same path.
 public final class NBDBlockFrontendExport: NBDExport {
     /// The frontend this export reads and writes through.
     public let frontend: BlockFrontend
@@ -60,74 +62,100 @@ public final class NBDBlockFrontendExport: NBDExport {
         try NBDBlockFrontendExport(frontend: frontend, disk: try await frontend.connected(), logger: logger)
     }
 
-    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(NBDError) {
-        guard !buffer.isEmpty else { return }
-        let frontend = self.frontend
-        let count = UInt64(buffer.count / 512)
-        let data = try blocking("read", offset: offset, length: buffer.count) {
-            try await frontend.read(sector: offset / 512, count: count)
+    public func submit(_ command: NBDExportCommand, completion: @escaping NBDExportCompletion) {
+        switch command {
+        case let .read(offset, length):
+            guard length > 0 else { return completion(.success([])) }
+            frontend.submit(.read(sector: offset / 512, count: UInt64(length / 512))) { [self] result in
+                completion(result.mapError { failure("read", offset: offset, length: UInt64(length), $0) })
+            }
+        case let .write(offset, data, fua):
+            guard !data.isEmpty else { return flush(if: fua, completion) }
+            frontend.submit(.write(sector: offset / 512, data: data)) { [self] result in
+                then(result, "write", offset: offset, length: UInt64(data.count), flush: fua, completion)
+            }
+        case .flush:
+            frontend.submit(.flush) { [self] result in
+                completion(result.mapError { failure("flush", offset: 0, length: 0, $0) })
+            }
+        case let .trim(offset, length, fua):
+            // NBD_CMD_TRIM is advisory: without feature-discard there is nothing to pass on.
+            guard length > 0, features.contains(.trim) else { return flush(if: fua, completion) }
+            frontend.submit(.discard(sector: offset / 512, count: length / 512)) { [self] result in
+                then(result, "discard", offset: offset, length: length, flush: fua, completion)
+            }
+        case let .writeZeroes(offset, length, _, fua):
+            writeZeroes(from: offset, to: offset + length) { [self] result in
+                then(result, "write", offset: offset, length: length, flush: fua, completion)
+            }
         }
+    }
+
+    /// Zero bytes for write-zeroes, shared by every request (never written to).
+    private static let zeroes = [UInt8](repeating: 0, count: zeroChunk)
+
+    /// Writes zeroes over `offset..<end`, one chunk after the other.
+    private func writeZeroes(from offset: UInt64, to end: UInt64, _ done: @escaping BlockFrontendCompletion) {
+        guard offset < end else { return done(.success([])) }
+        let part = min(end - offset, UInt64(Self.zeroChunk))
+        let data = part == UInt64(Self.zeroChunk) ? Self.zeroes : [UInt8](Self.zeroes[0 ..< Int(part)])
+        frontend.submit(.write(sector: offset / 512, data: data)) { [self] result in
+            guard case .success = result else { return done(result) }
+            writeZeroes(from: offset + part, to: end, done)
+        }
+    }
+
+    /// After a write, discard or zeroing: its failure, or a flush for FUA, or success.
+    private func then(_ result: Result<[UInt8], BlockFrontendError>, _ operation: String, offset: UInt64, length: UInt64,
+                      flush fua: Bool, _ completion: @escaping NBDExportCompletion) {
+        switch result {
+        case let .failure(error): completion(.failure(failure(operation, offset: offset, length: length, error)))
+        case .success: flush(if: fua, completion)
+        }
+    }
+
+    /// A FUA write is the write, then a flush (when the backend offers one).
+    private func flush(if fua: Bool, _ completion: @escaping NBDExportCompletion) {
+        guard fua, features.contains(.flush) else { return completion(.success([])) }
+        submit(.flush, completion: completion)
+    }
+
+    private func failure(_ operation: String, offset: UInt64, length: UInt64, _ error: BlockFrontendError) -> NBDError {
+        logger.error("nbd: blkfront \(operation) of \(length) bytes at \(offset) failed: \(error)")
+        return .exportIO(call: "blkfront.\(operation)", errno: Self.errno(for: error))
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(NBDError) {
+        let data = try blocking(.read(offset: offset, length: buffer.count))
         data.withUnsafeBytes { buffer.copyMemory(from: $0) }
     }
 
     public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64, fua: Bool) throws(NBDError) {
-        if !buffer.isEmpty { try write([UInt8](buffer), at: offset) }
-        if fua, features.contains(.flush) { try flush() }
+        _ = try blocking(.write(offset: offset, data: [UInt8](buffer), fua: fua))
     }
 
     public func flush() throws(NBDError) {
-        let frontend = self.frontend
-        try blocking("flush", offset: 0, length: 0) { try await frontend.flush() }
+        _ = try blocking(.flush)
     }
 
     public func trim(at offset: UInt64, length: UInt64, fua: Bool) throws(NBDError) {
-        // NBD_CMD_TRIM is advisory: without feature-discard there is nothing to pass on.
-        if length > 0, features.contains(.trim) {
-            let frontend = self.frontend
-            try blocking("discard", offset: offset, length: Int(length)) {
-                try await frontend.discard(sector: offset / 512, count: length / 512)
-            }
-        }
-        if fua, features.contains(.flush) { try flush() }
+        _ = try blocking(.trim(offset: offset, length: length, fua: fua))
     }
 
     public func writeZeroes(at offset: UInt64, length: UInt64, mayPunchHole: Bool, fua: Bool) throws(NBDError) {
-        var done: UInt64 = 0
-        while done < length {
-            let part = min(length - done, UInt64(Self.zeroChunk))
-            try write([UInt8](repeating: 0, count: Int(part)), at: offset + done)
-            done += part
-        }
-        if fua, features.contains(.flush) { try flush() }
+        _ = try blocking(.writeZeroes(offset: offset, length: length, mayPunchHole: mayPunchHole, fua: fua))
     }
 
-    private func write(_ data: [UInt8], at offset: UInt64) throws(NBDError) {
-        let frontend = self.frontend
-        try blocking("write", offset: offset, length: data.count) {
-            try await frontend.write(sector: offset / 512, data: data)
-        }
-    }
-
-    /// Runs `body` on the concurrency pool and waits for it on this (server) thread,
-    /// turning a frontend error into the errno the NBD client receives.
-    private func blocking<T: Sendable>(_ operation: String, offset: UInt64, length: Int,
-                                       _ body: @escaping @Sendable () async throws -> T) throws(NBDError) -> T {
-        let box = ResultBox<T>()
+    /// Submits `command` and waits for it on this thread.
+    private func blocking(_ command: NBDExportCommand) throws(NBDError) -> [UInt8] {
+        let box = ResultBox()
         let done = DispatchSemaphore(value: 0)
-        Task {
-            do { box.result = .success(try await body()) } catch { box.result = .failure(error) }
+        submit(command) { result in
+            box.result = result
             done.signal()
         }
         done.wait()
-        switch box.result {
-        case let .success(value)?:
-            return value
-        case let .failure(error)?:
-            logger.error("nbd: blkfront \(operation) of \(length) bytes at \(offset) failed: \(error)")
-            throw .exportIO(call: "blkfront.\(operation)", errno: Self.errno(for: error))
-        case nil:
-            throw .exportIO(call: "blkfront.\(operation)", errno: EIO)
-        }
+        return try (box.result ?? .failure(.exportIO(call: "blkfront", errno: EIO))).get()
     }
 
     /// The errno an NBD client best understands for a frontend failure.
@@ -141,8 +169,8 @@ public final class NBDBlockFrontendExport: NBDExport {
     }
 }
 
-/// The result of one bridged call; written by the task before it signals, read by the
-/// waiting thread after, so the semaphore orders the two accesses.
-private final class ResultBox<T: Sendable>: @unchecked Sendable {
-    var result: Result<T, any Error>?
+/// The result of one blocking call; written by the completion before it signals, read
+/// by the waiting thread after, so the semaphore orders the two accesses.
+private final class ResultBox: @unchecked Sendable {
+    var result: Result<[UInt8], NBDError>?
 }

@@ -3,24 +3,36 @@ import Logging
 
 /// One client, from greeting to disconnect, served on its own thread.
 ///
-/// Requests are handled one at a time in arrival order; a pipelining client simply finds
-/// its later requests waiting in the socket. Replies are simple replies only.
+/// In transmission the client's thread only reads: it checks each request, waits for
+/// room (``NBDInFlight``: at most `maximumRequests` requests and about `maximumBytes`
+/// of payload per connection), reads a write's payload and hands the request to the
+/// export, which may answer later, in any order. A second thread writes the replies,
+/// each header with its data in one piece, so replies go out as requests finish, in any
+/// order (proto.md: the cookie matches them), and never interleave on the socket.
+/// Replies are simple replies only.
+///
+/// On `NBD_CMD_DISC` every request already read is answered before the connection
+/// closes. When the client goes away instead, or breaks the protocol, or the server
+/// stops, requests still with the export are dropped: their answers, whenever they
+/// come, only give their room back.
 // @unchecked: the accepting thread builds it and hands it over; from then on only the
-// client's own thread touches it.
+// client's own threads touch it (`inFlight` and `socket.shutdown` are safe from any).
 final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
     /// Option data larger than this is refused with `NBD_REP_ERR_TOO_BIG` (the largest
     /// legitimate option here is `NBD_OPT_GO`: a 4096-byte name and a few info types).
     static var optionDataLimit: UInt32 { 8192 }
     /// Option data beyond this is not even skipped: the connection is dropped.
     static var optionSkipLimit: UInt32 { 1 << 20 }
-    /// Holds payloads in flight; grown on demand up to the maximum block size.
-    static var initialBufferSize: Int { 128 << 10 }
+    /// Scratch space for skipping data that is read only to be dropped.
+    static var scratchSize: Int { 128 << 10 }
 
     let socket: NBDSocket
     let export: Export
     let exportName: String
     let logger: Logger
-    private var buffer: UnsafeMutableRawBufferPointer
+    /// Requests between the socket and the export, and their replies.
+    let inFlight: NBDInFlight
+    private let buffer: UnsafeMutableRawBufferPointer
     private let header: UnsafeMutableRawBufferPointer
     private let blockSizes: NBDBlockSizes
     private let exportSize: UInt64
@@ -29,7 +41,8 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
     /// survives; proto.md asks servers not to treat payloads up to 32 MiB as an attack.
     private let payloadSkipLimit: UInt64
 
-    init(socket: NBDSocket, export: Export, exportName: String, logger: Logger) {
+    init(socket: NBDSocket, export: Export, exportName: String, maximumRequests: Int, maximumBytes: Int,
+         logger: Logger) {
         self.socket = socket
         self.export = export
         self.exportName = exportName
@@ -38,13 +51,21 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
         exportSize = export.size
         flags = export.transmissionFlags
         payloadSkipLimit = max(UInt64(32 << 20), UInt64(blockSizes.maximum))
-        buffer = .allocate(byteCount: Self.initialBufferSize, alignment: 4096)
+        buffer = .allocate(byteCount: Self.scratchSize, alignment: 4096)
         header = .allocate(byteCount: 32, alignment: 8)
+        inFlight = NBDInFlight(maximumRequests: maximumRequests, maximumBytes: maximumBytes)
     }
 
     deinit {
         buffer.deallocate()
         header.deallocate()
+    }
+
+    /// Drops the client from another thread (the server stopping): requests in flight
+    /// are dropped and both of its threads wake up.
+    func abort() {
+        inFlight.abort()
+        socket.shutdown()
     }
 
     /// Serves the client until it disconnects or breaks the protocol.
@@ -142,14 +163,27 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
 
     /// Serves requests until `NBD_CMD_DISC`; a bad magic or a closed socket throws.
     func transmit() throws(NBDError) {
+        let writer = try spawnThread { [self] in writeReplies() }
+        var graceful = false
+        defer {
+            if !graceful {
+                let dropped = inFlight.abort()
+                if dropped > 0 { logger.debug("dropping \(dropped) requests in flight") }
+            }
+            pthread_join(writer, nil)
+        }
         while true {
             try socket.readExactly(into: UnsafeMutableRawBufferPointer(rebasing: header[0..<NBDRequest.size]))
             let request = try NBDRequest.decode(UnsafeRawBufferPointer(header))
-            if request.command == .disconnect { return }
+            if request.command == .disconnect {
+                // The writer answers everything read so far, then ends.
+                inFlight.finishReading()
+                graceful = true
+                return
+            }
             let refusal = validate(request)
-            let length = Int(request.length)
-            if request.command == .write {
-                guard refusal == .success else {
+            guard refusal == .success else {
+                if request.command == .write {
                     // The payload is on the wire whatever we answer; drop it in bounded
                     // chunks, or the connection if it is too large to be worth reading.
                     guard UInt64(request.length) <= payloadSkipLimit else {
@@ -157,50 +191,96 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
                                                limit: UInt64(blockSizes.maximum))
                     }
                     try socket.skip(UInt64(request.length), scratch: buffer)
-                    try sendReply(refusal, request.cookie)
-                    continue
                 }
-                reserve(length)
-                let payload = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length])
-                try socket.readExactly(into: payload)
-                let result = perform { () throws(NBDError) in
-                    try export.write(UnsafeRawBufferPointer(payload), at: request.offset, fua: request.flags.contains(.fua))
-                }
-                try sendReply(result, request.cookie)
+                guard inFlight.reserve(bytes: 0) else { return }
+                inFlight.complete(.init(error: refusal, cookie: request.cookie, data: [], bytes: 0))
                 continue
             }
-            guard refusal == .success else {
-                try sendReply(refusal, request.cookie)
-                continue
-            }
+            let length = Int(request.length)
+            let fua = request.flags.contains(.fua)
+            let held = request.command == .read || request.command == .write ? length : 0
+            guard inFlight.reserve(bytes: held) else { return }
+            let command: NBDExportCommand
             switch request.command {
             case .read:
-                reserve(NBDSimpleReply.size + length)
-                let data = UnsafeMutableRawBufferPointer(rebasing: buffer[NBDSimpleReply.size..<(NBDSimpleReply.size + length)])
-                let result = perform { () throws(NBDError) in try export.read(into: data, at: request.offset) }
-                if result == .success {
-                    // Header and data in one send: one system call, and no partial reply
-                    // interleaving with anything else.
-                    NBDSimpleReply(error: .success, cookie: request.cookie).encode(into: buffer)
-                    try socket.writeAll(UnsafeRawBufferPointer(rebasing: buffer[0..<(NBDSimpleReply.size + length)]))
-                } else {
-                    try sendReply(result, request.cookie)
-                }
+                command = .read(offset: request.offset, length: length)
+            case .write:
+                command = .write(offset: request.offset, data: try readPayload(length), fua: fua)
             case .flush:
-                try sendReply(perform { () throws(NBDError) in try export.flush() }, request.cookie)
+                command = .flush
             case .trim:
-                try sendReply(perform { () throws(NBDError) in
-                    try export.trim(at: request.offset, length: UInt64(request.length), fua: request.flags.contains(.fua))
-                }, request.cookie)
+                command = .trim(offset: request.offset, length: UInt64(request.length), fua: fua)
             case .writeZeroes:
-                try sendReply(perform { () throws(NBDError) in
-                    try export.writeZeroes(at: request.offset, length: UInt64(request.length),
-                                           mayPunchHole: !request.flags.contains(.noHole),
-                                           fua: request.flags.contains(.fua))
-                }, request.cookie)
+                command = .writeZeroes(offset: request.offset, length: UInt64(request.length),
+                                       mayPunchHole: !request.flags.contains(.noHole), fua: fua)
             default:
-                try sendReply(.invalid, request.cookie)
+                // validate() refuses every other command.
+                inFlight.complete(.init(error: .invalid, cookie: request.cookie, data: [], bytes: held))
+                continue
             }
+            let cookie = request.cookie
+            let inFlight = self.inFlight
+            let logger = self.logger
+            let isRead = request.command == .read
+            export.submit(command) { result in
+                switch result {
+                case let .success(data) where !isRead || data.count == length:
+                    inFlight.complete(.init(error: .success, cookie: cookie, data: isRead ? data : [], bytes: held))
+                case let .success(data):
+                    logger.error("export read \(data.count) bytes where \(length) were asked for")
+                    inFlight.complete(.init(error: .io, cookie: cookie, data: [], bytes: held))
+                case let .failure(error):
+                    logger.warning("export I/O failed: \(error)")
+                    inFlight.complete(.init(error: Self.errno(for: error), cookie: cookie, data: [], bytes: held))
+                }
+            }
+        }
+    }
+
+    /// A write's payload, read straight into the array the export receives.
+    private func readPayload(_ length: Int) throws(NBDError) -> [UInt8] {
+        var failure: NBDError?
+        let data = [UInt8](unsafeUninitializedCapacity: length) { buffer, count in
+            do throws(NBDError) {
+                try socket.readExactly(into: UnsafeMutableRawBufferPointer(buffer))
+            } catch {
+                failure = error
+                UnsafeMutableRawBufferPointer(buffer).initializeMemory(as: UInt8.self, repeating: 0)
+            }
+            count = length
+        }
+        if let failure { throw failure }
+        return data
+    }
+
+    /// The writer thread: sends replies as they are queued, all those queued at once
+    /// per wake-up, until ``NBDInFlight`` says the connection is done. A failed send drops
+    /// the client (and wakes its reader).
+    private func writeReplies() {
+        let replyHeader = UnsafeMutableRawBufferPointer.allocate(byteCount: NBDSimpleReply.size, alignment: 8)
+        defer { replyHeader.deallocate() }
+        var batch: [NBDInFlight.Reply] = []
+        batch.reserveCapacity(inFlight.maximumRequests)
+        while inFlight.takeReplies(into: &batch) {
+            for reply in batch {
+                NBDSimpleReply(error: reply.error, cookie: reply.cookie).encode(into: replyHeader)
+                let failure = reply.data.withUnsafeBytes { data -> NBDError? in
+                    do throws(NBDError) {
+                        try socket.writeAll(UnsafeRawBufferPointer(replyHeader), data)
+                        return nil
+                    } catch {
+                        return error
+                    }
+                }
+                if let failure {
+                    logger.notice("cannot send a reply, dropping the client: \(failure)")
+                    inFlight.sent(batch)
+                    abort()
+                    return
+                }
+            }
+            inFlight.sent(batch)
+            batch.removeAll(keepingCapacity: true)
         }
     }
 
@@ -251,34 +331,16 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
         return .success
     }
 
-    /// Runs one export call and maps its failure onto the error the client sees.
-    private func perform(_ operation: () throws(NBDError) -> Void) -> NBDErrno {
-        do throws(NBDError) {
-            try operation()
-            return .success
-        } catch {
-            logger.warning("export I/O failed: \(error)")
-            guard case let .exportIO(_, code) = error else { return .io }
-            switch code {
-            case ENOSPC, EDQUOT, EFBIG: return .noSpace
-            case EPERM, EROFS: return .permission
-            case ENOMEM: return .noMemory
-            default: return .io
-            }
+    /// The error the client sees for an export's failure.
+    static func errno(for error: NBDError) -> NBDErrno {
+        guard case let .exportIO(_, code) = error else { return .io }
+        switch code {
+        case ENOSPC, EDQUOT, EFBIG: return .noSpace
+        case EPERM, EROFS: return .permission
+        case ENOMEM: return .noMemory
+        case EINVAL: return .invalid
+        case EOPNOTSUPP: return .notSupported
+        default: return .io
         }
-    }
-
-    private func sendReply(_ error: NBDErrno, _ cookie: UInt64) throws(NBDError) {
-        NBDSimpleReply(error: error, cookie: cookie).encode(into: header)
-        try socket.writeAll(UnsafeRawBufferPointer(rebasing: header[0..<NBDSimpleReply.size]))
-    }
-
-    /// Grows the payload buffer to `count` bytes; validation has capped `count` at the
-    /// maximum block size plus a reply header.
-    private func reserve(_ count: Int) {
-        guard count > buffer.count else { return }
-        let grown = max(count, min(buffer.count * 2, Int(blockSizes.maximum) + NBDSimpleReply.size))
-        buffer.deallocate()
-        buffer = .allocate(byteCount: grown, alignment: 4096)
     }
 }

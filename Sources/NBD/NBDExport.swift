@@ -46,14 +46,35 @@ public struct NBDExportFeatures: OptionSet, Sendable, Hashable {
     public static let multiConnection = NBDExportFeatures(rawValue: 1 << 4)
 }
 
+/// A request the server passes to ``NBDExport/submit(_:completion:)``, already checked
+/// against the export's size, block sizes and read-only flag.
+public enum NBDExportCommand: Sendable {
+    /// `NBD_CMD_READ` of `length` bytes at `offset`.
+    case read(offset: UInt64, length: Int)
+    /// `NBD_CMD_WRITE` of `data` at `offset`, with `NBD_CMD_FLAG_FUA` when `fua`.
+    case write(offset: UInt64, data: [UInt8], fua: Bool)
+    /// `NBD_CMD_FLUSH`.
+    case flush
+    /// `NBD_CMD_TRIM`.
+    case trim(offset: UInt64, length: UInt64, fua: Bool)
+    /// `NBD_CMD_WRITE_ZEROES`; `mayPunchHole` is false with `NBD_CMD_FLAG_NO_HOLE`.
+    case writeZeroes(offset: UInt64, length: UInt64, mayPunchHole: Bool, fua: Bool)
+}
+
+/// The end of a submitted command: a read's bytes (empty for the others) or its failure.
+public typealias NBDExportCompletion = @Sendable (Result<[UInt8], NBDError>) -> Void
+
 /// A disk the NBD server exports.
 ///
-/// The server calls these methods from one thread per client connection, so several may
-/// run at once and an implementation must be safe for that. Calls block until the I/O is
-/// done. The server has already checked every range against `size` and `blockSizes` and
-/// refused writes to a read-only export, so an implementation sees only valid requests;
-/// it reports backend failures as `NBDError.exportIO`, which the client receives as
-/// `NBD_EIO` (or `NBD_ENOSPC` / `NBD_EPERM` / `NBD_ENOMEM` where the errno says so).
+/// The server reads each client's requests on that client's thread and hands them to
+/// ``submit(_:completion:)``, so calls for several clients may run at once and an
+/// implementation must be safe for that. An export that can keep many requests in
+/// flight implements `submit` and returns at once; the default runs the blocking methods
+/// below on the client's thread, one request at a time. The server has already checked
+/// every range against `size` and `blockSizes` and refused writes to a read-only export,
+/// so an implementation sees only valid requests; it reports backend failures as
+/// `NBDError.exportIO`, which the client receives as `NBD_EIO` (or `NBD_ENOSPC` /
+/// `NBD_EPERM` / `NBD_ENOMEM` where the errno says so).
 public protocol NBDExport: AnyObject, Sendable {
     /// Size of the disk in bytes.
     var size: UInt64 { get }
@@ -75,6 +96,53 @@ public protocol NBDExport: AnyObject, Sendable {
     /// Makes `length` bytes at `offset` read as zero; `mayPunchHole` false
     /// (`NBD_CMD_FLAG_NO_HOLE`) asks for the blocks to stay allocated.
     func writeZeroes(at offset: UInt64, length: UInt64, mayPunchHole: Bool, fua: Bool) throws(NBDError)
+    /// Starts `command`; `completion` runs exactly once, on any thread, and must not
+    /// block (the server only queues the reply there).
+    func submit(_ command: NBDExportCommand, completion: @escaping NBDExportCompletion)
+}
+
+extension NBDExport {
+    /// Runs `command` through the blocking methods, then completes, on the calling thread.
+    public func submit(_ command: NBDExportCommand, completion: @escaping NBDExportCompletion) {
+        do throws(NBDError) {
+            switch command {
+            case let .read(offset, length):
+                var failure: NBDError?
+                let bytes = [UInt8](unsafeUninitializedCapacity: length) { buffer, count in
+                    do throws(NBDError) {
+                        try read(into: UnsafeMutableRawBufferPointer(buffer), at: offset)
+                    } catch {
+                        failure = error
+                        // The bytes are dropped; make them initialised for the array all the same.
+                        UnsafeMutableRawBufferPointer(buffer).initializeMemory(as: UInt8.self, repeating: 0)
+                    }
+                    count = length
+                }
+                if let failure { throw failure }
+                completion(.success(bytes))
+                return
+            case let .write(offset, data, fua):
+                let failure = data.withUnsafeBytes { buffer -> NBDError? in
+                    do throws(NBDError) {
+                        try write(buffer, at: offset, fua: fua)
+                        return nil
+                    } catch {
+                        return error
+                    }
+                }
+                if let failure { throw failure }
+            case .flush:
+                try flush()
+            case let .trim(offset, length, fua):
+                try trim(at: offset, length: length, fua: fua)
+            case let .writeZeroes(offset, length, mayPunchHole, fua):
+                try writeZeroes(at: offset, length: length, mayPunchHole: mayPunchHole, fua: fua)
+            }
+            completion(.success([]))
+        } catch {
+            completion(.failure(error))
+        }
+    }
 }
 
 extension NBDExport {

@@ -4,18 +4,22 @@ import Logging
 /// An NBD server for one export, over a Unix socket or TCP.
 ///
 /// Threads: one thread blocks in `accept`, and each client gets its own thread that runs
-/// the handshake and then serves its requests in order with blocking calls into the
-/// export. Clients therefore proceed in parallel and a slow or hostile client stalls only
-/// itself. `stop()` shuts the listener and every client socket down, which wakes each
-/// blocked thread, and joins them all.
+/// the handshake and then reads its requests and hands them to the export, plus a
+/// thread that writes its replies as the export answers them, in any order. A client may
+/// keep up to `maximumRequestsPerClient` requests in flight. Clients proceed in parallel
+/// and a slow or hostile client stalls only itself. `stop()` shuts the listener and every
+/// client down (requests still with the export are dropped), which wakes each blocked
+/// thread, and joins them all.
 ///
 /// Export names: the export answers to `name` and to the empty (default) name.
 ///
-/// Each client costs a thread and a payload buffer of up to the maximum block size, so at
-/// most `maximumClients` are served at once; a connection beyond that is closed on accept.
+/// Each client costs two threads and holds at most `maximumBufferedBytesPerClient` of
+/// payload (or one request of up to the maximum block size), so at most `maximumClients`
+/// are served at once; a connection beyond that is closed on accept.
 public final class NBDServer<Export: NBDExport>: Sendable {
     private struct Client {
         let socket: NBDSocket
+        let connection: NBDConnection<Export>
         var thread: pthread_t?
         var finished = false
     }
@@ -35,14 +39,21 @@ public final class NBDServer<Export: NBDExport>: Sendable {
     public let name: String
     /// Clients served at once; more are disconnected as they arrive.
     public let maximumClients: Int
+    /// Requests one client may have read and not yet answered; beyond that the server
+    /// reads no more of its requests until one is answered.
+    public let maximumRequestsPerClient: Int
+    /// Payload bytes (writes read, reads to send) one client's requests in flight may hold.
+    public let maximumBufferedBytesPerClient: Int
     private let logger: Logger
     private let state = NBDLock(State())
 
-    public init(export: Export, name: String = "", maximumClients: Int = 64,
-                logger: Logger = Logger(label: "xensplit.nbd")) {
+    public init(export: Export, name: String = "", maximumClients: Int = 64, maximumRequestsPerClient: Int = 64,
+                maximumBufferedBytesPerClient: Int = 32 << 20, logger: Logger = Logger(label: "xensplit.nbd")) {
         self.export = export
         self.name = name
         self.maximumClients = maximumClients
+        self.maximumRequestsPerClient = max(1, maximumRequestsPerClient)
+        self.maximumBufferedBytesPerClient = max(0, maximumBufferedBytesPerClient)
         self.logger = logger
     }
 
@@ -103,7 +114,7 @@ public final class NBDServer<Export: NBDExport>: Sendable {
         if let acceptThread { pthread_join(acceptThread, nil) }
         listener?.close()
         let threads = state.withLock { state -> [pthread_t] in
-            for client in state.clients.values where !client.finished { client.socket.shutdown() }
+            for client in state.clients.values where !client.finished { client.connection.abort() }
             defer { state.clients.removeAll() }
             return state.clients.values.compactMap(\.thread)
         }
@@ -130,7 +141,6 @@ public final class NBDServer<Export: NBDExport>: Sendable {
                 guard active < maximumClients else { return (nil, false) }
                 let id = state.nextClient
                 state.nextClient += 1
-                state.clients[id] = Client(socket: socket)
                 return (id, false)
             }
             guard let id = admission.id else {
@@ -141,7 +151,18 @@ public final class NBDServer<Export: NBDExport>: Sendable {
             }
             var clientLogger = logger
             clientLogger[metadataKey: "nbd-client"] = "\(id)"
-            let connection = NBDConnection(socket: socket, export: export, exportName: name, logger: clientLogger)
+            let connection = NBDConnection(socket: socket, export: export, exportName: name,
+                                           maximumRequests: maximumRequestsPerClient,
+                                           maximumBytes: maximumBufferedBytesPerClient, logger: clientLogger)
+            let admitted = state.withLock { state -> Bool in
+                guard !state.stopping else { return false }
+                state.clients[id] = Client(socket: socket, connection: connection)
+                return true
+            }
+            guard admitted else {
+                socket.close()
+                return
+            }
             do throws(NBDError) {
                 let thread = try spawnThread { [self] in
                     connection.run()
@@ -173,7 +194,7 @@ public final class NBDServer<Export: NBDExport>: Sendable {
 }
 
 /// Starts a joinable thread running `body`.
-private func spawnThread(_ body: @escaping @Sendable () -> Void) throws(NBDError) -> pthread_t {
+func spawnThread(_ body: @escaping @Sendable () -> Void) throws(NBDError) -> pthread_t {
     final class Box {
         let body: @Sendable () -> Void
         init(_ body: @escaping @Sendable () -> Void) { self.body = body }

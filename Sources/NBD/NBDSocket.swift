@@ -71,6 +71,37 @@ final class NBDSocket: @unchecked Sendable {
         }
     }
 
+    /// Writes all of `first` then all of `second` with as few sendmsg calls as the kernel
+    /// allows, so a reply header and its data leave together.
+    func writeAll(_ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer) throws(NBDError) {
+        var done = 0
+        let total = first.count + second.count
+        while done < total {
+            var vectors = (iovec(), iovec())
+            let count: Int32
+            if done < first.count {
+                vectors.0 = iovec(iov_base: UnsafeMutableRawPointer(mutating: first.baseAddress! + done), iov_len: first.count - done)
+                vectors.1 = iovec(iov_base: UnsafeMutableRawPointer(mutating: second.baseAddress), iov_len: second.count)
+                count = second.isEmpty ? 1 : 2
+            } else {
+                let offset = done - first.count
+                vectors.0 = iovec(iov_base: UnsafeMutableRawPointer(mutating: second.baseAddress! + offset), iov_len: second.count - offset)
+                count = 1
+            }
+            let result = withUnsafeMutableBytes(of: &vectors) { raw -> Int in
+                var message = msghdr()
+                message.msg_iov = raw.baseAddress!.assumingMemoryBound(to: iovec.self)
+                message.msg_iovlen = Int(count)
+                return sendmsg(descriptor, &message, Int32(MSG_NOSIGNAL))
+            }
+            if result >= 0 {
+                done += result
+            } else if errno != EINTR {
+                throw .system(call: "sendmsg", errno: errno)
+            }
+        }
+    }
+
     func writeAll(_ bytes: [UInt8]) throws(NBDError) {
         var failure: NBDError?
         bytes.withUnsafeBytes { buffer in

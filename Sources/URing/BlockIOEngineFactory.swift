@@ -73,6 +73,22 @@ public final class BlockIOEngineFactory: Sendable {
         }
     }
 
+    /// The same engine choice with room for at least `capacity` operations in flight
+    /// (a backend worker sizes it for every queue it may serve).
+    public func withCapacity(_ capacity: Int) -> BlockIOEngineFactory {
+        var configuration = self.configuration
+        configuration.capacity = Swift.max(configuration.capacity, capacity, configuration.queueDepth)
+        return BlockIOEngineFactory(kind: kind, fallbackReason: fallbackReason, configuration: configuration, maker: maker)
+    }
+
+    private init(kind: BlockIOEngineKind, fallbackReason: String?, configuration: BlockIOEngineConfiguration,
+                 maker: (@Sendable (BlockIOEngineConfiguration) throws(URingError) -> any BlockIOEngine)?) {
+        self.kind = kind
+        self.fallbackReason = fallbackReason
+        self.configuration = configuration
+        self.maker = maker
+    }
+
     /// A new engine of `kind`, owned by the calling thread from now on: call it on the worker
     /// thread that will use the engine (io_uring's single-issuer mode binds the ring to it).
     public func makeEngine() throws(URingError) -> any BlockIOEngine {

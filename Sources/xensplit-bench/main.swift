@@ -18,6 +18,17 @@ Suites (each compares against a reference measured in the same run):
   uring     our io_uring engine vs fio's io_uring engine on the same file: 4 KiB random
             read QD1/QD32, 128 KiB sequential write, in /dev/shm and O_DIRECT under /tmp
             (its own options: xensplit-bench uring --help)
+  blkback   our block backend driven by a lean in-process ring frontend on the local
+            hypervisor vs fio's io_uring engine on the same /dev/shm file: 4 KiB random
+            read/write QD32, 128 KiB sequential read/write QD8; 1 and 16 frontends
+            (domains), 1 and 4 rings each, persistent grants (and, suffix -copy, grant
+            copies for one frontend); backend CPU per I/O (backend and hypervisor
+            threads); their CPU while 64 BlockFrontend frontends idle
+            (own options: --runs N --quick --only NAME-PART --verbose)
+  blkfront  the block frontend: fio's nbd engine against our NBD export of it vs against
+            `nbdkit file` on the same file (4 KiB random read/write QD32, 1 MiB
+            sequential read/write QD8), and the async library API at QD32 vs fio's
+            io_uring engine on the backing file (same options as blkback)
   xenstore  our xenstored on a Unix socket: Swift client vs Xen's libxenstore, reads/s,
             writes/s (1 and 16 clients), watch latency p99 (1 and 16 watchers)
 Options:
@@ -44,6 +55,17 @@ if args.first == "xenstore" {
         exit(0)
     } catch {
         warn("xensplit-bench xenstore: \(error)")
+        exit(1)
+    }
+}
+for (name, suite) in [("blkback", runBlkbackBench), ("blkfront", runBlkfrontBench)] where args.first == name {
+    do {
+        try await suite(Array(args.dropFirst()))
+        BenchCleanup.runAll()
+        exit(0)
+    } catch {
+        BenchCleanup.runAll()
+        warn("xensplit-bench \(name): \(error)")
         exit(1)
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Blkif
 import BlockFrontend
 import Dispatch
 import Foundation
@@ -36,11 +37,31 @@ struct BlkfrontCommand: AsyncParsableCommand {
     @Option(help: "Rings to ask for (multi-queue-num-queues).")
     var queues: UInt32 = 1
 
+    @Option(help: "Requests in flight at once over all rings (1...1024).")
+    var depth: Int = 32
+
+    /// The `protocol` the frontend writes (`io/blkif.h`).
+    enum ABI: String, ExpressibleByArgument, CaseIterable {
+        case native, x86_32, x86_64
+
+        var blkif: BlkifABI {
+            switch self {
+            case .native: .native
+            case .x86_32: .x86_32
+            case .x86_64: .x86_64
+            }
+        }
+    }
+
+    @Option(help: "Ring layout to speak: native, x86_32 (protocol x86_32-abi) or x86_64 (x86_64-abi).")
+    var abi: ABI = .native
+
     @Flag(help: "Log at debug level.")
     var verbose = false
 
     func validate() throws {
         guard (1...16).contains(queues) else { throw ValidationError("--queues must be 1...16") }
+        guard (1...1024).contains(depth) else { throw ValidationError("--depth must be 1...1024") }
     }
 
     func run() async throws {
@@ -54,12 +75,13 @@ struct BlkfrontCommand: AsyncParsableCommand {
         let guest = try await join(logger: logger)
         try await checkDeviceExists(guest, device)
         let frontend = try BlockFrontend(platform: guest, devid: "\(device.number)",
-                                         configuration: BlockFrontendConfiguration(queues: queues), logger: logger)
+                                         configuration: BlockFrontendConfiguration(queues: queues, depth: depth, abi: abi.blkif),
+                                         logger: logger)
         let stop = StopSignal()
         let sources = stop.install()
         defer { withExtendedLifetime(sources) {} }
 
-        let waiting = Task {
+        let waiting = Task { [logger] in
             try await Task.sleep(for: .seconds(1))
             logger.info("blkfront: waiting for the backend of \(device) (\(frontend.frontendPath)/backend) to connect")
         }
@@ -87,7 +109,8 @@ struct BlkfrontCommand: AsyncParsableCommand {
         }
         logger.info("""
             blkfront: \(name) \(device): \(disk.sectors512 * 512) bytes, sector \(disk.properties.sectorSize), \
-            \(1 << disk.ringPageOrder) ring pages, \(disk.queues) queues, \(disk.segmentsPerRequest) segments; \
+            \(1 << disk.ringPageOrder) ring pages, \(disk.queues) queues, \(disk.segmentsPerRequest) segments, \
+            depth \(disk.depth), \(abi.blkif.protocolName); \
             serving \(bound.uri)
             """)
         await stop.wait()

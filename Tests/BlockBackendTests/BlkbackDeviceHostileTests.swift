@@ -176,7 +176,12 @@ struct BlkbackDeviceHostileTests {
         defer { world.stop() }
         var attached: [VbdAttached] = []
         var images: [String] = []
-        let running = RunningDaemon(try world.daemon())
+        // The engine factory as `xensplit blkback` makes it (default capacity): the daemon
+        // must size its engines for the queues, or the seventh ring on two workers fails.
+        let factory = try BlockIOEngineFactory(environment: [BlockIOEngineKind.environmentVariable: "threads"])
+        let daemon = try BlkbackDaemon(platform: world.dom0, configuration: .init(workers: 2), factory: factory,
+                                       logger: vbdLogger)
+        let running = RunningDaemon(daemon)
         let baseline = try world.dom0.domainUsage()
         for index in 0..<17 {
             let a = try world.image("d\(index)a.img", sectors: 2048)

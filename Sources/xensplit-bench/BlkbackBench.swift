@@ -1,0 +1,420 @@
+import Blkif
+import BlockFrontend
+import Foundation
+import Glibc
+import Logging
+import SharedMemory
+import Synchronization
+import XenBus
+import XenLocal
+import XenPlatform
+import XenRing
+import XenStore
+
+/// `xensplit-bench blkback [--runs N] [--quick] [--only NAME-PART] [--verbose]`: our block
+/// backend driven by in-process frontends on the local hypervisor, against fio's io_uring
+/// engine on the same /dev/shm file, same block size, depth and pattern, alternating.
+/// Frontend counts 1 and 16 (one domain each, the file split into equal regions, one per
+/// frontend and one per fio job) and 1 or 4 rings per frontend, with persistent grants
+/// (the default on both sides) and, for one frontend, with grant copies (names ending
+/// `-copy`). Depth is per frontend (and per fio job). Before timing, every slot of every
+/// frontend sends one request, so persistent mappings are made outside the runs.
+///
+/// The frontends are ``BlkbackBenchRingFrontend``s, one thread driving them all, not the
+/// BlockFrontend library: the library's per-request cost (a task, a continuation, an
+/// array, a pipe write) is larger than the backend's, so it would measure itself
+/// (`xensplit-bench blkfront` measures it).
+///
+/// Also prints, with no reference, the backend's CPU time per I/O: the on-CPU time of
+/// its threads (those that appeared while the daemon was made: its workers), of their
+/// io_uring kernel workers (`iou-wrk-TID`) and of the local hypervisor's thread, which
+/// serves every grant copy, from /proc/self/task/TID/schedstat, over the run's I/Os; and
+/// the CPU milliseconds the backend's threads and the hypervisor's use in 5 s (a window
+/// per run) while 64 BlockFrontend frontends are connected and idle, and what the whole
+/// process uses meanwhile.
+func runBlkbackBench(arguments: [String]) async throws {
+    let options = try BlockBenchOptions(arguments: arguments, suite: "blkback")
+    var logger = Logger(label: "xensplit.bench.blkback")
+    logger.logLevel = .error
+    let workloads = [
+        BlockBenchWorkload.randomRead4K,
+        BlockBenchWorkload.randomWrite4K,
+        BlockBenchWorkload(name: "seqread-128k-qd8", random: false, write: false, blockSize: 128 << 10, depth: 8),
+        BlockBenchWorkload(name: "seqwrite-128k-qd8", random: false, write: true, blockSize: 128 << 10, depth: 8),
+    ]
+    // Persistent grants (both ends advertise feature-persistent, the default) for every
+    // layout; grant copies (the frontend does not advertise it) for one frontend.
+    let layouts: [(frontends: Int, queues: UInt32, persistent: Bool)] = [
+        (1, 1, true), (1, 4, true), (16, 1, true), (16, 4, true), (1, 1, false), (1, 4, false),
+    ]
+    let idleName = "blkback-idle-cpu-64-frontends"
+    func comparisonName(_ workload: BlockBenchWorkload, frontends: Int, queues: UInt32, persistent: Bool) -> String {
+        "blkback-\(workload.name)-f\(frontends)-q\(queues)" + (persistent ? "" : "-copy")
+    }
+
+    try await BlockBenchWorld.with(logger: logger) { world in
+        options.log("blkback: backend threads \(world.backendThreads.sorted()), engine \(world.engineKind), state \(world.directory)")
+        let image = try makeBenchImage("blkback", size: options.fileSize)
+        defer { BenchCleanup.removeNow(path: image) }
+        for layout in layouts {
+            let chosen = workloads.filter { (workload: BlockBenchWorkload) -> Bool in
+                options.selected(comparisonName(workload, frontends: layout.frontends, queues: layout.queues,
+                                                persistent: layout.persistent))
+            }
+            guard !chosen.isEmpty else { continue }
+            var frontends: [BlkbackBenchRingFrontend] = []
+            world.onDetach { for frontend in frontends { await frontend.close() } }
+            for platform in try await world.createDomains(count: layout.frontends, image: image) {
+                frontends.append(try BlkbackBenchRingFrontend(platform: platform, queues: Int(layout.queues), depth: 32,
+                                                              persistent: layout.persistent, logger: logger))
+            }
+            for frontend in frontends { try await frontend.connected() }
+            let region = options.fileSize / layout.frontends
+            // One 128 KiB read per slot first (a run of length 0 sends each slot once), so
+            // with persistent grants every page is mapped before anything is timed.
+            let warmUp = BlockBenchWorkload(name: "warm-up", random: false, write: false, blockSize: 128 << 10, depth: 32)
+            _ = try await offPool { [frontends] in
+                try BlkbackBenchRingFrontend.drive(frontends, workload: warmUp, regionBytes: region, seconds: 0)
+            }
+            for workload in chosen {
+                let title = comparisonName(workload, frontends: layout.frontends, queues: layout.queues,
+                                           persistent: layout.persistent)
+                var comparison = BenchComparison(name: title, unit: workload.unit)
+                var cpu = BenchComparison(name: title.replacingOccurrences(of: "blkback-", with: "blkback-cpu-per-io-"),
+                                          unit: "us")
+                var busy: [Double] = []
+                try await alternateAsync(&comparison, runs: options.runs, ours: {
+                    let backendBefore = world.backendSample
+                    let hypervisorBefore = world.hypervisorSample
+                    let processBefore = ThreadCPU.processNanoseconds()
+                    let operations = try await offPool { [frontends] in
+                        try BlkbackBenchRingFrontend.drive(frontends, workload: workload, regionBytes: region,
+                                                           seconds: options.seconds)
+                    }
+                    let backend = Double(ThreadCPU.elapsed(from: backendBefore, to: world.backendSample))
+                    let hypervisor = Double(ThreadCPU.elapsed(from: hypervisorBefore, to: world.hypervisorSample))
+                    let process = Double(ThreadCPU.processNanoseconds() &- processBefore)
+                    cpu.ours.append((backend + hypervisor) / 1000 / Double(max(operations, 1)))
+                    busy.append(backend / 1e9 / options.seconds * 100)
+                    options.log(String(format: "%@: %d I/Os; %% of a core: backend threads %.0f, hypervisor %.0f, "
+                                       + "process %.0f; backend-only CPU per I/O %.2f us", title, operations,
+                                       backend / 1e9 / options.seconds * 100, hypervisor / 1e9 / options.seconds * 100,
+                                       process / 1e9 / options.seconds * 100, backend / 1000 / Double(max(operations, 1))))
+                    return workload.figure(operations: operations, seconds: options.seconds)
+                }, reference: { [jobs = layout.frontends, seconds = options.seconds] in
+                    try await offPool {
+                        try BlockBenchFio.ioUring(path: image, regionBytes: region, jobs: jobs, workload: workload,
+                                                  seconds: seconds)
+                    }
+                })
+                printComparison(comparison, options: options)
+                printComparison(cpu, options: options)
+                options.log(String(format: "%@: backend threads busy %.0f%% of a core (median)", title,
+                                   BenchComparison.median(busy)))
+            }
+            try await world.detach()
+        }
+        if options.selected(idleName) {
+            _ = try await world.attach(count: 64, image: image, configuration: BlockFrontendConfiguration())
+            // Let connection-time work (xenstore writes, first polls) finish first.
+            try await Task.sleep(for: .milliseconds(500))
+            let window = options.quick ? 0.5 : 5.0
+            var idle = BenchComparison(name: idleName, unit: String(format: "cpu-ms-per-%gs", window))
+            // Everything else in the process too (the daemon's control tasks, such as its
+            // once-a-second resize check, run on the concurrency pool, not its workers).
+            var whole = BenchComparison(name: idleName + "-whole-process", unit: idle.unit)
+            for _ in 0..<options.runs {
+                let backendBefore = world.backendSample
+                let hypervisorBefore = world.hypervisorSample
+                let processBefore = ThreadCPU.processNanoseconds()
+                try await Task.sleep(for: .milliseconds(Int(window * 1000)))
+                let backend = ThreadCPU.elapsed(from: backendBefore, to: world.backendSample)
+                let hypervisor = ThreadCPU.elapsed(from: hypervisorBefore, to: world.hypervisorSample)
+                let process = ThreadCPU.processNanoseconds() &- processBefore
+                idle.ours.append(Double(backend + hypervisor) / 1e6)
+                whole.ours.append(Double(process) / 1e6)
+                options.log(String(format: "%@: backend %.3f ms, hypervisor %.3f ms, whole process %.3f ms", idleName,
+                                   Double(backend) / 1e6, Double(hypervisor) / 1e6, Double(process) / 1e6))
+            }
+            printComparison(idle, options: options)
+            printComparison(whole, options: options)
+            try await world.detach()
+        }
+    }
+}
+
+/// A lean blkfront made for driving the backend hard: one-page rings, one request id per
+/// slot, each slot's data pages (and its indirect page, whose 32 segments never change)
+/// granted once, no copies, no tasks and no locks. With `persistent` it advertises
+/// `feature-persistent`, and as it reuses the same grants the backend keeps them mapped.
+/// One thread drives every frontend of a run: it refills each slot as soon as its
+/// response is consumed, pushes, notifies when `pushRequestsAndCheckNotify` says so and
+/// sleeps in poll(2) on the event channels only when `finalCheckForResponses` finds nothing. It checks that every response answers a
+/// request in flight with BLKIF_RSP_OKAY; it does not look at the data.
+final class BlkbackBenchRingFrontend: @unchecked Sendable {
+    // @unchecked: set up by the xenbus task (initialise), published through `ready`
+    // (release/acquire), then used by the one driver thread of a run at a time.
+    struct Ring {
+        let pages: SharedPages
+        var ring: FrontRing
+        let port: EventPort
+        var unpushed = false
+    }
+
+    /// Segments per slot: 32 pages, so a slot carries up to 128 KiB in one indirect request.
+    static let segments = 32
+
+    let platform: LocalPlatform
+    let store: XenStoreClient
+    let queues: Int
+    let depth: Int
+    let abi = BlkifABI.native
+    /// Advertise `feature-persistent`: the backend then keeps our pages mapped instead of
+    /// grant-copying them.
+    let persistent: Bool
+    var channel: (any EventChannel)?
+    var rings: [Ring] = []
+    var slotData: [SharedPages] = []
+    var slotIndirect: [SharedPages] = []
+    var slotIndirectGrefs: [BlkifIndirectGrefs] = []
+    var sectors: UInt64 = 0
+    var device: XenbusFrontendDevice<BlkbackBenchRingHooks>?
+    let ready = Atomic<Bool>(false)
+    let failure = Mutex<String?>(nil)
+
+    init(platform: LocalPlatform, queues: Int, depth: Int, persistent: Bool, logger: Logger) throws {
+        self.platform = platform
+        self.persistent = persistent
+        self.queues = queues
+        self.depth = depth
+        store = try platform.connectXenStore()
+        device = XenbusFrontendDevice(store: store, frontend: "/local/domain/\(platform.domainID)/device/vbd/51712",
+                                      hooks: BlkbackBenchRingHooks(frontend: self), logger: logger)
+    }
+
+    /// Grants the rings, the slots' data and indirect pages, allocates the ports; the keys
+    /// to publish with Initialised.
+    func initialise(backend: DomainID, features: BlkifBackendFeatures) throws -> XenbusKeys {
+        guard Int(features.maxQueues ?? 1) >= queues, Int(features.maxIndirectSegments ?? 0) >= Self.segments else {
+            throw BlockBenchError.setup("the backend offers \(features.maxQueues ?? 1) queues and "
+                + "\(features.maxIndirectSegments ?? 0) indirect segments; the bench needs \(queues) and \(Self.segments)")
+        }
+        let channel = try platform.openEventChannel()
+        self.channel = channel
+        for _ in 0..<queues {
+            let pages = try platform.share(pages: 1, with: backend, writable: true)
+            let ring = FrontRing(initializing: try SharedRing(memory: pages.view, pages: 1, entrySize: abi.slotSize))
+            guard Int(ring.size) * queues >= depth else {
+                throw BlockBenchError.setup("depth \(depth) does not fit \(queues) rings of \(ring.size)")
+            }
+            rings.append(Ring(pages: pages, ring: ring, port: try channel.allocateUnbound(remote: backend)))
+        }
+        let tablePages = BlkifIndirectPage.pageCount(forSegments: Self.segments)
+        for _ in 0..<depth {
+            let data = try platform.share(pages: Self.segments, with: backend, writable: true)
+            let table = try platform.share(pages: tablePages, with: backend, writable: false)
+            slotData.append(data)
+            slotIndirect.append(table)
+            for index in 0..<Self.segments {
+                let location = BlkifIndirectPage.location(ofSegment: index)
+                let page = try table.view.slice(offset: location.page * pageSize, length: pageSize)
+                BlkifIndirectPage.encodeSegment(BlkifSegment(gref: data.refs[index], firstSector: 0, lastSector: 7),
+                                                index: index, into: page)
+            }
+            slotIndirectGrefs.append(try BlkifIndirectGrefs(table.refs))
+        }
+        var keys = XenbusKeys()
+        if queues == 1 {
+            keys.set("ring-ref", String(rings[0].pages.refs[0]))
+            keys.set("event-channel", String(rings[0].port))
+        } else {
+            keys.set(BlkifFrontendFeatures.Key.queueCount, String(queues))
+            for (index, ring) in rings.enumerated() {
+                keys.set("queue-\(index)/ring-ref", String(ring.pages.refs[0]))
+                keys.set("queue-\(index)/event-channel", String(ring.port))
+            }
+        }
+        keys.set(BlkifFrontendFeatures.Key.protocolName, abi.protocolName)
+        keys.set(BlkifFrontendFeatures.Key.persistent, persistent ? "1" : "0")
+        return keys
+    }
+
+    /// Waits until the backend connected this frontend.
+    func connected() async throws {
+        let deadline = ContinuousClock.now + BlockBenchWorld.connectTimeout
+        while !ready.load(ordering: .acquiring) {
+            if let reason = failure.withLock({ $0 }) { throw BlockBenchError.setup(reason) }
+            guard ContinuousClock.now < deadline else {
+                throw BlockBenchError.setup("the backend did not connect a ring frontend within \(BlockBenchWorld.connectTimeout)")
+            }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+    }
+
+    /// Closes the device (Closing, Closed), the ports, and ends every grant (retrying while
+    /// the backend still maps the rings).
+    func close() async {
+        if let device { _ = await device.close() }
+        device = nil
+        channel?.close()
+        channel = nil
+        var pending = rings.map(\.pages) + slotData + slotIndirect
+        for _ in 0..<500 where !pending.isEmpty {
+            pending = pending.filter { pages in (try? platform.endAccess(pages)) == nil }
+            if !pending.isEmpty { try? await Task.sleep(for: .milliseconds(10)) }
+        }
+        if !pending.isEmpty { warn("xensplit-bench: \(pending.count) page sets still granted after 5 s") }
+        rings = []
+        slotData = []
+        slotIndirect = []
+        store.close()
+    }
+
+    /// Drives every frontend in `frontends` with `workload` (its depth per frontend) for
+    /// `seconds` on the calling thread; each frontend uses the `regionBytes` of the disk
+    /// from index x `regionBytes`. Returns the requests answered before the deadline.
+    static func drive(_ frontends: [BlkbackBenchRingFrontend], workload: BlockBenchWorkload, regionBytes: Int,
+                      seconds: Double) throws -> Int {
+        let blockSize = workload.blockSize
+        let segments = blockSize / pageSize
+        guard blockSize % pageSize == 0, (1...segments).contains(segments), segments <= Self.segments else {
+            throw BlockBenchError.usage("block size \(blockSize) is not 1...\(Self.segments) pages")
+        }
+        guard frontends.allSatisfy({ workload.depth <= $0.depth }) else {
+            throw BlockBenchError.usage("depth \(workload.depth) is more than the frontends' slots")
+        }
+        let blocks = UInt64(regionBytes / blockSize)
+        var random = [UInt64](repeating: 0, count: frontends.count)
+        var sequential = [UInt64](repeating: 0, count: frontends.count)
+        for index in random.indices { random[index] = UInt64(index + 1) &* 0x9E37_79B9_7F4A_7C15 }
+        var inFlight = 0
+        var operations = 0
+
+        func issue(_ f: Int, slot: Int) throws {
+            let frontend = frontends[f]
+            let block: UInt64
+            if workload.random {
+                random[f] ^= random[f] << 13
+                random[f] ^= random[f] >> 7
+                random[f] ^= random[f] << 17
+                block = random[f] % blocks
+            } else {
+                block = sequential[f]
+                sequential[f] = (sequential[f] + 1) % blocks
+            }
+            let sector = (UInt64(f * regionBytes) + block * UInt64(blockSize)) / 512
+            let request: BlkifRequest
+            if segments == 1 {
+                let segment = BlkifSegment(gref: frontend.slotData[slot].refs[0], firstSector: 0, lastSector: 7)
+                request = .direct(try BlkifDirectRequest(operation: workload.write ? .write : .read, handle: 0,
+                                                         id: UInt64(slot), sectorNumber: sector,
+                                                         segments: try BlkifSegments(CollectionOfOne(segment))))
+            } else {
+                request = .indirect(try BlkifIndirectRequest(
+                    operation: workload.write ? .write : .read, segmentCount: segments, handle: 0, id: UInt64(slot),
+                    sectorNumber: sector, indirectGrefs: frontend.slotIndirectGrefs[slot], maxSegments: Self.segments))
+            }
+            let r = slot % frontend.queues
+            let producer = frontend.rings[r].ring.requestProducerPrivate
+            request.encode(into: frontend.rings[r].ring.requestSlot(producer), at: 0, abi: frontend.abi)
+            frontend.rings[r].ring.requestProducerPrivate = producer &+ 1
+            frontend.rings[r].unpushed = true
+            inFlight += 1
+        }
+
+        func push() throws {
+            for frontend in frontends {
+                for r in frontend.rings.indices where frontend.rings[r].unpushed {
+                    frontend.rings[r].unpushed = false
+                    if frontend.rings[r].ring.pushRequestsAndCheckNotify() {
+                        try frontend.channel?.notify(frontend.rings[r].port)
+                    }
+                }
+            }
+        }
+
+        for f in frontends.indices {
+            for slot in 0..<workload.depth { try issue(f, slot: slot) }
+        }
+        try push()
+        var fds = frontends.map { pollfd(fd: $0.channel?.fileDescriptor ?? -1, events: Int16(POLLIN), revents: 0) }
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: .nanoseconds(Int64(seconds * 1e9)))
+        while inFlight > 0 {
+            let open = clock.now <= deadline
+            var answered = false
+            for f in frontends.indices {
+                let frontend = frontends[f]
+                for r in frontend.rings.indices {
+                    let producer = try frontend.rings[r].ring.checkedResponseProducer()
+                    while frontend.rings[r].ring.responseConsumer != producer {
+                        let consumer = frontend.rings[r].ring.responseConsumer
+                        let response = try BlkifResponse.decode(from: frontend.rings[r].ring.responseSlot(consumer),
+                                                                at: 0, abi: frontend.abi)
+                        frontend.rings[r].ring.responseConsumer = consumer &+ 1
+                        guard response.status == .okay, response.id < UInt64(frontend.depth),
+                              Int(response.id) % frontend.queues == r else {
+                            throw BlockBenchError.io("backend answered id \(response.id) on ring \(r) with \(response.status)")
+                        }
+                        inFlight -= 1
+                        answered = true
+                        if open {
+                            operations += 1
+                            try issue(f, slot: Int(response.id))
+                        }
+                    }
+                }
+            }
+            try push()
+            if answered { continue }
+            var waiting = false
+            for frontend in frontends {
+                for r in frontend.rings.indices where try frontend.rings[r].ring.finalCheckForResponses() { waiting = true }
+            }
+            if waiting { continue }
+            _ = poll(&fds, nfds_t(fds.count), 100)
+            for frontend in frontends {
+                guard let channel = frontend.channel else { continue }
+                while let port = try channel.pending() { try channel.unmask(port) }
+            }
+        }
+        return operations
+    }
+}
+
+/// The xenbus steps of ``BlkbackBenchRingFrontend``.
+struct BlkbackBenchRingHooks: XenbusFrontendHooks {
+    let frontend: BlkbackBenchRingFrontend
+
+    func readBackend(_ backend: XenbusNodeReader, paths: XenbusDevicePaths) async throws -> BlkifBackendFeatures {
+        typealias Key = BlkifBackendFeatures.Key
+        var entries: [String: String] = [:]
+        for key in [Key.maxIndirectSegments, Key.maxQueues, Key.maxRingPageOrder, Key.flushCache] {
+            if let value = try await backend.optionalString(key) { entries[key] = value }
+        }
+        return try BlkifBackendFeatures(xenstore: entries)
+    }
+
+    func initialise(_ backend: BlkifBackendFeatures, paths: XenbusDevicePaths) async throws -> XenbusKeys {
+        do {
+            return try frontend.initialise(backend: paths.backendID, features: backend)
+        } catch {
+            frontend.failure.withLock { $0 = "\(error)" }
+            throw error
+        }
+    }
+
+    func connect(_ backend: XenbusNodeReader, paths: XenbusDevicePaths) async throws {
+        var entries: [String: String] = [:]
+        typealias Key = BlkifDiskProperties.Key
+        for key in [Key.sectors, Key.sectorSize, Key.info] {
+            if let value = try await backend.optionalString(key) { entries[key] = value }
+        }
+        frontend.sectors = try BlkifDiskProperties(xenstore: entries).sectors512 ?? 0
+        frontend.ready.store(true, ordering: .releasing)
+    }
+
+    func disconnect(paths: XenbusDevicePaths, reason: String) async {
+        frontend.ready.store(false, ordering: .releasing)
+    }
+}
