@@ -500,7 +500,7 @@ frontend_steps() {
     fpid=$!
     i=0
     while [ $i -lt 240 ] && ! grep -q "serving nbd" $flog && kill -0 $fpid 2>/dev/null; do sleep 0.25; i=$((i + 1)); done
-    echo "REALXEN-FRONTEND $(grep -o 'blkfront: Domain-0 xvdb:.*' $flog | head -n 1)"
+    echo "REALXEN-FRONTEND $(grep -o 'blkfront: Domain-0 xvdb .*serving.*' $flog | head -n 1)"
     uri="nbd+unix:///?socket=$sock"
     wrc=x rrc=x
     if grep -q "serving nbd" $flog; then

@@ -391,7 +391,7 @@ echo "--- block backend steps (dom0's view)"
 sed -n 's/^.*REALXEN-VBD //p' "$clean"
 echo "--- take-up (xvda; rules from Protocols/realxen-takeup.tsv)"
 if [ ${#takeup_checked[@]} -gt 0 ]; then printf '%s\n' "${takeup_checked[@]}"; else echo "(not checked)"; fi
-sed -n 's/^.*REALXEN-TAKEUP /  observed: /p' "$clean"
+sed -n 's/^.*REALXEN-TAKEUP \([a-z-]* offered=\)/  observed: \1/p' "$clean"
 echo "--- benchmark (dd O_DIRECT in a 2-vCPU domU on dom0's /dev/ram0; reference: Linux's xen-blkback; under TCG emulation)"
 sed -n 's/^.*\(REALXEN-BENCH-INFO .*\)$/\1/p' "$clean"
 if [ ${#bench_lines[@]} -gt 0 ]; then printf '%s\n' "${bench_lines[@]}"; else echo "(no benchmark)"; fi
