@@ -124,7 +124,11 @@ final class BlockFrontendConnection: @unchecked Sendable {
                     made.append(pages)
                     data.append(pages)
                     if indirectPagesPerRequest > 0 {
-                        let table = try grants.share(pages: indirectPagesPerRequest, with: backendDomain, writable: false)
+                        // Writable, as Linux blkfront grants them: Linux blkback maps every
+                        // page it may keep as a persistent grant writable, indirect pages
+                        // included, and a read-only grant fails that map (every indirect
+                        // request answered BLKIF_RSP_ERROR on real Xen).
+                        let table = try grants.share(pages: indirectPagesPerRequest, with: backendDomain, writable: true)
                         made.append(table)
                         indirectPages.append(table)
                     }

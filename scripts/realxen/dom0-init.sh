@@ -7,7 +7,8 @@
 #   REALXEN-RESULT <step> PASS|FAIL|SKIP <why> one line per step
 #   REALXEN-LOG-BEGIN <name> ... REALXEN-LOG-END <name>   logs the host prints on failure
 # Kernel cmdline knobs: realxen.requests=N (ring step), realxen.domu=0 (no domU steps),
-# realxen.blkback=OPTS (extra `xensplit blkback` options, commas for spaces).
+# realxen.blkback=OPTS (extra `xensplit blkback` options, "+" for spaces),
+# realxen.steps=LIST (step groups), realxen.bench=N (benchmark rounds).
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:/usr/lib/xen-4.17/bin
 P=/realxen
 
@@ -20,6 +21,13 @@ log_section() {
     echo "REALXEN-LOG-END $1"
 }
 cmdline_value() { sed -n "s/.*realxen\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+# realxen.steps=boot+vbd+bench+frontend (the default: all) picks the step groups to run.
+steps=$(cmdline_value steps | tr '+' ',')
+steps=${steps:-boot,vbd,bench,frontend}
+[ "$(cmdline_value domu)" = 0 ] && steps=$(echo ",$steps," | sed 's/,boot,/,/; s/,vbd,/,/; s/,bench,/,/')
+has_step() { case ",$steps," in *",$1,"*) return 0 ;; esac; return 1; }
+# realxen.blkback=--a=1+--b=2 adds options to every `xensplit blkback` ("+" for spaces).
+extra_args=$(cmdline_value blkback | tr '+' ' ')
 power_off() {
     mark tests-done
     sync
@@ -45,6 +53,10 @@ setup_ok=1
 for m in xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd; do
     modprobe $m || { echo "modprobe $m failed"; setup_ok=0; }
 done
+# gntalloc lets all of dom0 share 1024 pages by default; `xensplit blkfront` grants every
+# request slot's pages up front (32 slots of 32 data pages and an indirect page against
+# Linux's blkback), which is past it.
+echo 65536 > /sys/module/xen_gntalloc/parameters/limit || setup_ok=0
 mount -t xenfs xenfs /proc/xen || setup_ok=0
 xenstored --pid-file=/run/xenstored.pid > /tmp/xenstored.out 2>&1 || setup_ok=0
 xen-init-dom0 > /tmp/xen-init-dom0.log 2>&1 || setup_ok=0
@@ -65,20 +77,20 @@ mark ready "$(xl info 2>/dev/null | sed -n 's/^xen_version *: */xen=/p') $(uname
 requests=$(cmdline_value requests)
 mark selftest-begin
 {
-    timeout 600 $P/xensplit selftest --platform xen ${requests:+--requests $requests} 2>&1
+    timeout -k 10 600 $P/xensplit selftest --platform xen ${requests:+--requests $requests} 2>&1
     echo $? > /tmp/selftest.rc
 } | tee /tmp/selftest.log | sed -u 's/^/REALXEN-SELFTEST /'
 mark selftest-end "rc=$(cat /tmp/selftest.rc)"
 
 # --- Step 2: a PV domU boots from the blkfront/netfront initramfs (no devices), which is
 # what the block backend steps will run in.
-if [ "$(cmdline_value domu)" = 0 ]; then
-    result domu-boot SKIP "realxen.domu=0 on the kernel command line"
+if ! has_step boot; then
+    result domu-boot SKIP "not in realxen.steps ($steps)"
 else
     mark domu-begin
     if grep -qE '^xen_(blk|net)back ' /proc/modules; then
         result domu-boot FAIL "a kernel xen-blkback or xen-netback is loaded in dom0"
-    elif ! timeout 120 xl create $P/domu-boot.cfg > /tmp/xl-create.log 2>&1; then
+    elif ! timeout -k 10 120 xl create $P/domu-boot.cfg > /tmp/xl-create.log 2>&1; then
         result domu-boot FAIL "xl create failed (see xl-create log)"
     else
         console=/var/log/xen/console/guest-realxen-boot.log
@@ -91,7 +103,7 @@ else
         else
             result domu-boot FAIL "no 'DOMU-MARK ready' on the domU console within 120 s"
         fi
-        timeout 60 xl destroy realxen-boot > /tmp/xl-destroy.log 2>&1 \
+        timeout -k 10 60 xl destroy realxen-boot > /tmp/xl-destroy.log 2>&1 \
             || echo "xl destroy failed: $(cat /tmp/xl-destroy.log)"
         log_section domu-console $console 40
     fi
@@ -99,13 +111,21 @@ else
     mark domu-end
 fi
 
-# --- Steps 3 to 6: `xensplit blkback` serves a PV domU's two disks (route B: backendtype=phy
-# and a no-op hotplug script, so xl writes backend/vbd/<domid>/<devid> and waits for the
-# backend; no kernel blkback is loaded). xvda (51712) is disk.img, writable; xvdb (51728)
-# is disk-ro.img, read-only.
+# --- The vbd steps: `xensplit blkback` serves a PV domU's three disks (route B:
+# backendtype=phy and a no-op hotplug script, so xl writes backend/vbd/<domid>/<devid> and
+# waits for the backend; no kernel blkback is loaded). xvda (51712) is disk.img, writable;
+# xvdb (51728) is disk-ro.img, read-only; xvdc (51744) is disk-fs.img, for discard and ext4.
 console_line() { grep -a -o "DOMU-MARK $1.*" "$2" 2>/dev/null | tr -d '\r' | head -1; }
 field() { echo "$2" | sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 sha() { sha256sum "$1" | cut -d' ' -f1; }
+# Waits up to $3 half-seconds for a console line; stops early when blkfront gave a disk up
+# ("disabled for further use": the domU's reads then never return).
+wait_console() {
+    i=0
+    while [ $i -lt "$3" ] && ! grep -q "$1\|disabled for further use" "$2" 2>/dev/null; do
+        sleep 0.5; i=$((i + 1))
+    done
+}
 # The image the domU should leave behind: disk.img with the three patterns domu-init.sh writes.
 expected_image() {
     cp $P/disk.img /tmp/expected.img
@@ -117,16 +137,73 @@ expected_image() {
     dd if=/tmp/pb of=/tmp/expected.img bs=4096 seek=$last conv=notrunc status=none
     dd if=/tmp/pc of=/tmp/expected.img bs=512 seek=12345 conv=notrunc status=none
 }
+# What the backend process holds: grant mappings (gntdev in its maps) and its gntdev and
+# evtchn file descriptors (one evtchn fd per event channel).
+holdings() {
+    echo "gntdev-maps=$(grep -c /dev/xen/gntdev /proc/$1/maps 2>/dev/null)" \
+         "evtchn-fds=$(ls -l /proc/$1/fd 2>/dev/null | grep -c /dev/xen/evtchn)" \
+         "gntdev-fds=$(ls -l /proc/$1/fd 2>/dev/null | grep -c /dev/xen/gntdev)" \
+         "fds=$(ls /proc/$1/fd 2>/dev/null | wc -l)"
+}
+# Take-up (issue 8, item 5): for xvda, what the backend offered (its keys), what Linux's
+# blkfront took (its keys, the domU's sysfs and its blkfront line) and what the backend
+# logged on connect. The host checks each against Protocols/realxen-takeup.tsv.
+# The backend's per-queue statistics (logged when a queue is removed), summed over a
+# device's queues: queue_stat DEVICE-PATH NAME.
+queue_stat() {
+    grep "blkback: queue statistics" /tmp/blkback.log | grep "queue=$1[/ ]" \
+        | sed -n "s/.* $2=\([0-9]*\).*/\1/p" | awk '{ n += $1 } END { print n + 0 }'
+}
+takeup_report() {
+    tb=$1 tf=$2 tl=$3
+    # Keys saved before xl destroy: backend ($tb) and frontend ($tf).
+    bk() { v=$(sed -n "s/^$1 //p" "$tb"); [ "$v" = absent ] || [ -z "$v" ] && v=${2:-absent}; echo "$v"; }
+    fk() { v=$(sed -n "s/^$1 //p" "$tf"); [ "$v" = absent ] || [ -z "$v" ] && v=${2:-absent}; echo "$v"; }
+    connected=$(grep "blkback: connected" /tmp/blkback.log | grep "device=$5 " | tail -n 1)
+    log_queues=$(echo "$connected" | sed -n 's/.*queues=\([0-9]*\).*/\1/p')
+    log_pages=$(echo "$connected" | sed -n 's/.*ring-pages=\([0-9]*\).*/\1/p')
+    yn() { [ "$1" = enabled ] && echo 1 || echo 0; }
+    # The frontend's key counts only when the domU's queues and the backend's log agree.
+    queues=$(fk multi-queue-num-queues 1)
+    [ "$queues" = "$(field queues "$tl")" ] && [ "$queues" = "$log_queues" ] || queues="disagree"
+    echo "REALXEN-TAKEUP queues offered=$(bk multi-queue-max-queues 1) taken=$queues frontend-key=$(fk multi-queue-num-queues) domu-mq=$(field queues "$tl") backend-log=${log_queues:-none}"
+    order=$(fk ring-page-order 0)
+    [ "$((1 << order))" = "$log_pages" ] 2>/dev/null || order="disagree"
+    echo "REALXEN-TAKEUP ring-page-order offered=$(bk max-ring-page-order 0) taken=$order frontend-key=$(fk ring-page-order) backend-log-pages=${log_pages:-none}"
+    echo "REALXEN-TAKEUP persistent offered=$(bk feature-persistent 0) taken=$(yn "$(field persistent "$tl")") frontend-key=$(fk feature-persistent) domu=$(field persistent "$tl")"
+    # Indirect, flush, barrier and discard as blkfront set its queue up, and whether the
+    # backend's own counters saw such requests (the workload issues all but barriers; the
+    # discards go to xvdc, $4). A limit the counters contradict counts as "disagree".
+    indirect=0
+    [ "$(field indirect "$tl")" = enabled ] && indirect=$(field max_segments "$tl")
+    n_indirect=$(queue_stat $5 indirect)
+    { [ "$indirect" = 0 ] && [ "$n_indirect" = 0 ]; } || { [ "$indirect" != 0 ] && [ "$n_indirect" -gt 0 ]; } || indirect=disagree
+    echo "REALXEN-TAKEUP indirect-segments offered=$(bk feature-max-indirect-segments 0) taken=$indirect domu=$(field indirect "$tl") max_segments=$(field max_segments "$tl") backend-indirect-requests=$n_indirect"
+    flush=0
+    [ "$(field flush "$tl")" = enabled ] && [ "$(field write_cache "$tl")" = write-back ] && flush=1
+    n_flush=$(queue_stat $5 flushes)
+    { [ $flush = 0 ] && [ "$n_flush" = 0 ]; } || { [ $flush = 1 ] && [ "$n_flush" -gt 0 ]; } || flush=disagree
+    echo "REALXEN-TAKEUP flush-cache offered=$(bk feature-flush-cache 0) taken=$flush domu=$(field flush "$tl") write_cache=$(field write_cache "$tl") backend-flush-requests=$n_flush"
+    fua=$(field fua "$tl")
+    n_barrier=$(queue_stat $5 barriers)
+    [ "$fua" = 1 ] || [ "$n_barrier" = 0 ] || fua=disagree
+    echo "REALXEN-TAKEUP barrier-fua offered=$(bk feature-barrier 0) taken=$fua fua=$(field fua "$tl") backend-barrier-requests=$n_barrier"
+    discard=0
+    [ "$(field discard_max_bytes "$tl")" -gt 0 ] 2>/dev/null && discard=1
+    n_discard=$(queue_stat $4 discards)
+    [ $discard = 0 ] || [ "$n_discard" -gt 0 ] || discard=disagree
+    echo "REALXEN-TAKEUP discard offered=$(bk feature-discard 0) taken=$discard discard_max_bytes=$(field discard_max_bytes "$tl") backend-discard-requests-xvdc=$n_discard"
+    echo "REALXEN-TAKEUP discard-granularity offered=$(bk discard-granularity none) taken=$(field discard_granularity "$tl")"
+}
 vbd_steps() {
     blog=/tmp/blkback.log
     vconsole=/var/log/xen/console/guest-realxen-vbd.log
     image_sha=$(sha $P/disk.img)
     ro_sha=$(sha $P/disk-ro.img)
+    fs_kib_before=$(du -k $P/disk-fs.img | cut -f1)
     expected_image
     expected_sha=$(sha /tmp/expected.img)
-    echo "REALXEN-VBD disk.img sha256=$image_sha expected-after-writes=$expected_sha disk-ro.img sha256=$ro_sha"
-    # realxen.blkback=--a=1,--b=2 on the kernel command line adds options (commas for spaces).
-    extra_args=$(cmdline_value blkback | tr ',' ' ')
+    echo "REALXEN-VBD disk.img sha256=$image_sha expected-after-writes=$expected_sha disk-ro.img sha256=$ro_sha disk-fs.img ${fs_kib_before} KiB allocated"
     echo "REALXEN-VBD backend: xensplit blkback --platform xen --verbose $extra_args"
     $P/xensplit blkback --platform xen --verbose $extra_args > $blog 2>&1 &
     bpid=$!
@@ -135,37 +212,37 @@ vbd_steps() {
         sleep 0.25; i=$((i + 1))
     done
     if ! grep -q "blkback: serving" $blog; then
-        for s in vbd-handshake vbd-io vbd-readonly vbd-teardown; do
+        for s in vbd-handshake vbd-io vbd-readonly vbd-discard vbd-ext4 vbd-takeup vbd-teardown vbd-release vbd-second; do
             result $s FAIL "xensplit blkback did not start (see blkback log)"
         done
         return
     fi
-    mark vbd-backend-up "pid=$bpid"
-    timeout 120 xl create $P/domu-vbd.cfg > /tmp/xl-create-vbd.log 2>&1; create_rc=$?
+    held_idle=$(holdings $bpid)
+    mark vbd-backend-up "pid=$bpid $held_idle"
+    timeout -k 10 120 xl create $P/domu-vbd.cfg > /tmp/xl-create-vbd.log 2>&1; create_rc=$?
     vdomid=$(xl domid realxen-vbd 2>/dev/null)
     mark vbd-domu-created "domid=${vdomid:-none}"
-    i=0
-    # Linux blkfront gives a device up for good on a bad response ("disabled for further
-    # use"); the domU's reads then never return, so stop waiting at once.
-    while [ -n "$vdomid" ] && [ $i -lt 480 ] \
-            && ! grep -q "DOMU-MARK vbd-done\|disabled for further use" $vconsole 2>/dev/null; do
-        sleep 0.5; i=$((i + 1))
-    done
-    # The other disk runs its checks beside the disabled one: give it a moment to report.
+    [ -n "$vdomid" ] && wait_console "DOMU-MARK vbd-done" $vconsole 600
+    # The other disks run their checks beside a disabled one: give them a moment to report.
     grep -q "DOMU-MARK vbd-done" $vconsole 2>/dev/null || sleep 10
-    mark vbd-domu-done
+    held_connected=$(holdings $bpid)
+    mark vbd-domu-done "$held_connected"
     xenstore-ls -fp /local/domain/0/backend/vbd > /tmp/xs-backend.txt 2>&1
     xenstore-ls -fp /local/domain/${vdomid:-none}/device/vbd > /tmp/xs-frontend.txt 2>&1
     b=/local/domain/0/backend/vbd/$vdomid
     f=/local/domain/$vdomid/device/vbd
-    states="xvda backend=$(xenstore-read $b/51712/state 2>&1) frontend=$(xenstore-read $f/51712/state 2>&1)"
-    states="$states xvdb backend=$(xenstore-read $b/51728/state 2>&1) frontend=$(xenstore-read $f/51728/state 2>&1)"
+    states=
+    for d in xvda:51712 xvdb:51728 xvdc:51744; do
+        states="$states ${d%:*} backend=$(xenstore-read $b/${d#*:}/state 2>&1) frontend=$(xenstore-read $f/${d#*:}/state 2>&1)"
+    done
+    states=${states# }
     xvda=$(console_line xvda $vconsole)
     echo "REALXEN-VBD states: $states"
+    echo "REALXEN-VBD console: $(console_line up $vconsole)"
     echo "REALXEN-VBD console: $xvda"
-    if [ $create_rc = 0 ] && [ "$states" = "xvda backend=4 frontend=4 xvdb backend=4 frontend=4" ] \
+    if [ $create_rc = 0 ] && [ "$states" = "xvda backend=4 frontend=4 xvdb backend=4 frontend=4 xvdc backend=4 frontend=4" ] \
             && [ "$(field sectors "$xvda")" = 32768 ] && [ "$(field signature "$xvda")" = XENSPLIT-REALXEN-DISK ]; then
-        result vbd-handshake PASS "both disks Connected (4/4) through xensplit blkback; domU sees xvda: $xvda"
+        result vbd-handshake PASS "three disks Connected (4/4) through xensplit blkback; domU sees xvda: $xvda"
     else
         result vbd-handshake FAIL "xl create rc=$create_rc (xl waits 10 s for InitWait); states: $states; domU: ${xvda:-no xvda line}"
     fi
@@ -174,14 +251,25 @@ vbd_steps() {
     write_line=$(console_line vbd-write $vconsole)
     written_line=$(console_line vbd-written $vconsole)
     xvdb=$(console_line xvdb $vconsole)
-    echo "REALXEN-VBD console: $read_line"
-    echo "REALXEN-VBD console: $write_line"
-    echo "REALXEN-VBD console: $written_line"
-    echo "REALXEN-VBD console: $xvdb"
+    discard_line=$(console_line discard $vconsole)
+    fs_line=$(console_line "fs " $vconsole)
+    takeup_a=$(console_line takeup-xvda $vconsole)
+    for l in "$read_line" "$write_line" "$written_line" "$xvdb" "$discard_line" "$fs_line" "$takeup_a" \
+            "$(console_line takeup-xvdb $vconsole)" "$(console_line takeup-xvdc $vconsole)"; do
+        echo "REALXEN-VBD console: $l"
+    done
+    # The backend's keys and the frontend's, before xl destroy removes them.
+    for k in multi-queue-max-queues max-ring-page-order feature-persistent feature-max-indirect-segments \
+            feature-flush-cache feature-barrier feature-discard discard-granularity; do
+        echo "$k $(xenstore-read $b/51712/$k 2>/dev/null || echo absent)"
+    done > /tmp/takeup-backend-keys
+    for k in multi-queue-num-queues ring-page-order feature-persistent; do
+        echo "$k $(xenstore-read $f/51712/$k 2>/dev/null || echo absent)"
+    done > /tmp/takeup-frontend-keys
 
     mark vbd-destroy-begin
     if [ -n "$vdomid" ]; then
-        timeout 60 xl destroy realxen-vbd > /tmp/xl-destroy-vbd.log 2>&1; destroy_rc=$?
+        timeout -k 10 60 xl destroy realxen-vbd > /tmp/xl-destroy-vbd.log 2>&1; destroy_rc=$?
     else
         destroy_rc=none
     fi
@@ -189,9 +277,23 @@ vbd_steps() {
     # The backend node goes once xl saw Closed (or gave up); the driver logs its own walk.
     i=0
     while [ $i -lt 40 ] && xenstore-read $b/51712/state > /dev/null 2>&1; do sleep 0.25; i=$((i + 1)); done
-    sleep 1
+    # Queues are released after the driver's walk to Closed; let the log catch up.
+    i=0
+    while [ $i -lt 40 ] && [ "$(grep -c 'blkback: device released' $blog)" -lt 3 ]; do sleep 0.25; i=$((i + 1)); done
+    held_after=$(holdings $bpid)
+    takeup_report /tmp/takeup-backend-keys /tmp/takeup-frontend-keys "$takeup_a" $b/51744 $b/51712 > /tmp/takeup.txt
+    cat /tmp/takeup.txt
+    if [ -n "$takeup_a" ] && grep "device=$b/51712 " $blog | grep -q "blkback: connected" \
+            && grep "queue=$b/51712" $blog | grep -q "blkback: queue statistics"; then
+        result vbd-takeup PASS "recorded (the host checks the REALXEN-TAKEUP lines against Protocols/realxen-takeup.tsv)"
+    else
+        result vbd-takeup FAIL "no takeup-xvda line from the domU, or no 'blkback: connected' or 'queue statistics' for $b/51712 in the backend log"
+    fi
     file_sha=$(sha $P/disk.img)
     ro_after=$(sha $P/disk-ro.img)
+    fs_kib_after=$(du -k $P/disk-fs.img | cut -f1)
+    dom0_fsck=$(e2fsck -f -n $P/disk-fs.img 2>&1 | tail -n 1)
+    dom0_fsck_rc=$(e2fsck -f -n $P/disk-fs.img > /dev/null 2>&1; echo $?)
 
     kernel_errors=$(grep -a 'xvd[a-z]: .*\(wrong\|disabled for\|error\)' $vconsole | grep -v 'flush diskcache' \
         | tr -d '\r' | sed 's/^\[[ 0-9.]*\] //' | head -3 | paste -sd';' -)
@@ -211,34 +313,228 @@ vbd_steps() {
     else
         result vbd-readonly FAIL "$ro_why"
     fi
+    discard_why="domU: ${discard_line:-no discard line}; disk-fs.img ${fs_kib_before} KiB allocated before, ${fs_kib_after} KiB after (mkfs discards too)"
+    if [ "$(field result "$discard_line")" = ok ] && [ "$(field readback "$discard_line")" = ok ] \
+            && [ "$fs_kib_after" -lt "$fs_kib_before" ]; then
+        result vbd-discard PASS "$discard_why"
+    else
+        result vbd-discard FAIL "$discard_why"
+    fi
+    fs_why="domU: ${fs_line:-no fs line}; dom0 e2fsck -fn disk-fs.img after destroy: rc=$dom0_fsck_rc ($dom0_fsck)"
+    if [ "$(field mount "$fs_line")" = ok ] && [ "$(field fsck-rc "$fs_line")" = 0 ] && [ "$(field problems "$fs_line")" = none ] \
+            && [ "$dom0_fsck_rc" = 0 ]; then
+        result vbd-ext4 PASS "$fs_why"
+    else
+        result vbd-ext4 FAIL "$fs_why"
+    fi
 
     closed=$(grep -c -i "xenbus state .* -> Closed" $blog)
     node_left=$(xenstore-ls -f $b 2>/dev/null | wc -l)
     if kill -0 $bpid 2>/dev/null; then alive=yes; else alive=no; fi
     td_why="xl destroy rc=$destroy_rc; backend logged $closed transition(s) to Closed; $node_left key(s) left under $b; backend running after destroy: $alive"
-    kill -TERM $bpid 2>/dev/null
-    wait $bpid; stop_rc=$?
-    td_why="$td_why; after SIGTERM it exited $stop_rc"
-    if [ "$destroy_rc" = 0 ] && [ "$closed" -ge 2 ] && [ "$node_left" = 0 ] && [ $alive = yes ] && [ $stop_rc = 0 ] \
+    if [ "$destroy_rc" = 0 ] && [ "$closed" -ge 3 ] && [ "$node_left" = 0 ] && [ $alive = yes ] \
             && ! grep -qi "timed out\|timeout" /tmp/xl-destroy-vbd.log; then
         result vbd-teardown PASS "$td_why"
     else
         result vbd-teardown FAIL "$td_why"
     fi
+    # Item 7: after xl destroy the backend holds what it held before the domU existed.
+    rel_why="backend before the domU: $held_idle; connected: $held_connected; after xl destroy: $held_after"
+    if [ $alive = yes ] && [ "$held_after" = "$held_idle" ] && [ "$held_connected" != "$held_idle" ]; then
+        result vbd-release PASS "$rel_why"
+    else
+        result vbd-release FAIL "$rel_why"
+    fi
+
+    # ... and serves a second domU created afterwards: it reads all of xvda, which must be
+    # what the first domU left.
+    mark vbd-second-begin
+    sconsole=/var/log/xen/console/guest-realxen-vbd2.log
+    timeout -k 10 120 xl create $P/domu-vbd.cfg 'name="realxen-vbd2"' 'extra="console=hvc0 rdinit=/init realxen.role=check"' \
+        > /tmp/xl-create-vbd2.log 2>&1; create2_rc=$?
+    sdomid=$(xl domid realxen-vbd2 2>/dev/null)
+    [ -n "$sdomid" ] && wait_console "DOMU-MARK check-done" $sconsole 300
+    held_second=$(holdings $bpid)
+    check_line=$(console_line check-read $sconsole)
+    echo "REALXEN-VBD console (second domU): ${check_line:-no check-read line}"
+    [ -n "$sdomid" ] && timeout -k 10 60 xl destroy realxen-vbd2 > /tmp/xl-destroy-vbd2.log 2>&1; destroy2_rc=$?
+    i=0
+    while [ $i -lt 40 ] && xenstore-read /local/domain/0/backend/vbd/$sdomid/51712/state > /dev/null 2>&1; do sleep 0.25; i=$((i + 1)); done
+    i=0
+    while [ $i -lt 40 ] && [ "$(grep -c 'blkback: device released' $blog)" -lt 6 ]; do sleep 0.25; i=$((i + 1)); done
+    held_after2=$(holdings $bpid)
+    mark vbd-second-end "rc=$destroy2_rc"
+    if kill -0 $bpid 2>/dev/null; then alive2=yes; else alive2=no; fi
+    kill -TERM $bpid 2>/dev/null
+    wait $bpid; stop_rc=$?
+    second_why="xl create rc=$create2_rc domid ${sdomid:-none}; domU read sha256 $(field sha256 "$check_line") (expected $expected_sha); connected: $held_second; after xl destroy rc=$destroy2_rc: $held_after2; running: $alive2; after SIGTERM it exited $stop_rc"
+    if [ "$create2_rc" = 0 ] && [ "$(field sha256 "$check_line")" = "$expected_sha" ] && [ "$destroy2_rc" = 0 ] \
+            && [ "$held_after2" = "$held_idle" ] && [ $alive2 = yes ] && [ $stop_rc = 0 ]; then
+        result vbd-second PASS "$second_why"
+    else
+        result vbd-second FAIL "$second_why"
+    fi
 }
-if [ "$(cmdline_value domu)" = 0 ]; then
-    for s in vbd-handshake vbd-io vbd-readonly vbd-teardown; do result $s SKIP "realxen.domu=0 on the kernel command line"; done
+vbd_step_names="vbd-handshake vbd-io vbd-readonly vbd-discard vbd-ext4 vbd-takeup vbd-teardown vbd-release vbd-second"
+if ! has_step vbd; then
+    for s in $vbd_step_names; do result $s SKIP "not in realxen.steps ($steps)"; done
 else
     mark vbd-begin
     vbd_steps
     mark vbd-end
     log_section blkback /tmp/blkback.log 200
-    log_section xenstore-backend /tmp/xs-backend.txt 80
-    log_section xenstore-frontend /tmp/xs-frontend.txt 80
-    log_section domu-vbd-console /var/log/xen/console/guest-realxen-vbd.log 60
+    log_section xenstore-backend /tmp/xs-backend.txt 120
+    log_section xenstore-frontend /tmp/xs-frontend.txt 120
+    log_section domu-vbd-console /var/log/xen/console/guest-realxen-vbd.log 80
+    log_section domu-vbd2-console /var/log/xen/console/guest-realxen-vbd2.log 40
     log_section xl-create-vbd /tmp/xl-create-vbd.log 40
     log_section xl-destroy-vbd /tmp/xl-destroy-vbd.log 40
+    log_section xl-create-vbd2 /tmp/xl-create-vbd2.log 40
     log_section hotplug-noop /run/hotplug-noop.log 20
+fi
+
+# --- Benchmark (item 8): the bench domU's dd workload on dom0's ramdisk /dev/ram0, served
+# in alternating rounds by Linux's xen-blkback (the reference) and by `xensplit blkback`.
+# Each round is one domU; the host turns the REALXEN-BENCH lines into bench lines.
+bench_round() {
+    side=$1 round=$2
+    name=realxen-bench-$side-$round
+    bconsole=/var/log/xen/console/guest-$name.log
+    if [ $side = kernel ]; then
+        modprobe xen-blkback || { echo "REALXEN-BENCH-ERROR $side $round modprobe xen-blkback failed"; return 1; }
+        disk='disk=["format=raw,vdev=xvda,access=rw,target=/dev/ram0"]'
+    else
+        # ours-copy: the same backend with persistent grants off (a grant copy per request).
+        copy_args=
+        [ $side = ours-copy ] && copy_args=--persistent-grants=off
+        $P/xensplit blkback --platform xen $extra_args $copy_args > /tmp/blkback-bench-$round.log 2>&1 &
+        kpid=$!
+        i=0
+        while [ $i -lt 120 ] && ! grep -q "blkback: serving" /tmp/blkback-bench-$round.log && kill -0 $kpid 2>/dev/null; do
+            sleep 0.25; i=$((i + 1))
+        done
+        disk='disk=["format=raw,vdev=xvda,access=rw,backendtype=phy,script=/realxen/hotplug-noop.sh,target=/dev/ram0"]'
+    fi
+    mark bench-create "$side round=$round"
+    timeout -k 10 120 xl create $P/domu-bench.cfg "name=\"$name\"" "$disk" > /tmp/xl-create-bench.log 2>&1 \
+        || echo "REALXEN-BENCH-ERROR $side $round xl create: $(tail -n 1 /tmp/xl-create-bench.log)"
+    mark bench-created "$side round=$round domid=$(xl domid $name 2>&1)"
+    xl domid $name > /dev/null 2>&1 && wait_console "DOMU-BENCH done" $bconsole 600
+    mark bench-measured "$side round=$round"
+    tr -d '\r' < $bconsole | sed -n "s/^.*DOMU-BENCH \([a-z0-9-]*\) mib=\([0-9]*\) seconds=\([0-9.]*\).*/REALXEN-BENCH side=$side round=$round name=\1 mib=\2 seconds=\3/p"
+    tr -d '\r' < $bconsole | grep -a "DOMU-BENCH .*failed\|DOMU-BENCH no\|disabled for further use" \
+        | sed "s/^/REALXEN-BENCH-ERROR $side $round /"
+    if ! grep -q "DOMU-BENCH done" $bconsole 2>/dev/null; then
+        echo "REALXEN-BENCH-ERROR $side $round no 'DOMU-BENCH done' from the domU"
+        log_section bench-console-$side-$round $bconsole 30
+        log_section bench-xl-create-$side-$round /tmp/xl-create-bench.log 20
+        [ $side != kernel ] && log_section bench-blkback-$side-$round /tmp/blkback-bench-$round.log 30
+    fi
+    [ $round = 1 ] && tr -d '\r' < $bconsole | grep -a "DOMU-BENCH disk\|blkfront: xvda" | sed "s/^/REALXEN-BENCH-INFO $side /"
+    timeout -k 10 60 xl destroy $name > /dev/null 2>&1 || echo "REALXEN-BENCH-ERROR $side $round xl destroy failed"
+    if [ $side = kernel ]; then
+        i=0
+        while [ $i -lt 40 ] && ! rmmod xen-blkback 2>/dev/null; do sleep 0.25; i=$((i + 1)); done
+        grep -q '^xen_blkback ' /proc/modules && echo "REALXEN-BENCH-ERROR $side $round rmmod xen-blkback failed"
+    else
+        kill -TERM $kpid 2>/dev/null
+        wait $kpid || echo "REALXEN-BENCH-ERROR $side $round xensplit blkback exited $?"
+    fi
+    return 0
+}
+bench_steps() {
+    rounds=$(cmdline_value bench)
+    rounds=${rounds:-5}
+    if [ "$rounds" = 0 ]; then
+        result bench SKIP "realxen.bench=0 on the kernel command line"
+        return
+    fi
+    # 64 MiB ramdisks: ram0 for the benchmark, ram1 for the frontend step.
+    modprobe brd rd_nr=2 rd_size=65536 || { result bench FAIL "modprobe brd failed"; return; }
+    yes XENSPLIT-REALXEN-BENCH | head -c 64M | dd of=/dev/ram0 bs=1M iflag=fullblock oflag=direct status=none
+    r=1
+    while [ $r -le "$rounds" ]; do
+        mark bench-round "round=$r"
+        bench_round kernel $r
+        bench_round ours $r
+        [ "$(cmdline_value benchcopy)" = 1 ] && bench_round ours-copy $r
+        r=$((r + 1))
+    done
+    result bench PASS "$rounds alternating rounds ran (the host checks every round reported every workload)"
+}
+if ! has_step bench; then
+    result bench SKIP "not in realxen.steps ($steps)"
+else
+    mark bench-begin
+    bench_steps
+    mark bench-end
+fi
+
+# --- Item 6: our frontend against Linux's kernel blkback. xen-blkback is loaded (and
+# xen-blkfront is not), xl attaches ram1 to dom0 itself as xvdb (51728),
+# `xensplit blkfront` is that disk's frontend and exports it over NBD, and nbdcopy writes a
+# pattern through it and reads the whole disk back. dom0 also checks the pattern on ram1
+# directly and writes a second one there that must read back through the frontend.
+frontend_steps() {
+    flog=/tmp/blkfront.log
+    sock=/tmp/blkfront.sock
+    devid=51728
+    fb=/local/domain/0/backend/vbd/0/$devid
+    if grep -q '^xen_blkfront ' /proc/modules; then
+        result frontend-kernel FAIL "xen-blkfront is loaded in dom0; it would take the disk"
+        return
+    fi
+    [ -b /dev/ram1 ] || modprobe brd rd_nr=2 rd_size=65536
+    modprobe xen-blkback || { result frontend-kernel FAIL "modprobe xen-blkback failed"; return; }
+    yes XENSPLIT-REALXEN-FRONTEND-1 | head -c 8M > /tmp/fe-p1
+    yes XENSPLIT-REALXEN-FRONTEND-2 | head -c 4M > /tmp/fe-p2
+    dd if=/dev/zero of=/dev/ram1 bs=1M count=64 oflag=direct status=none
+    dd if=/tmp/fe-p2 of=/dev/ram1 bs=1M seek=16 iflag=fullblock oflag=direct status=none
+    head -c 64M /dev/zero > /tmp/fe-expected
+    dd if=/tmp/fe-p1 of=/tmp/fe-expected conv=notrunc status=none
+    dd if=/tmp/fe-p2 of=/tmp/fe-expected bs=1M seek=16 conv=notrunc status=none
+    timeout -k 10 60 xl block-attach 0 "format=raw,vdev=xvdb,access=rw,target=/dev/ram1" > /tmp/xl-block-attach.log 2>&1
+    attach_rc=$?
+    echo "REALXEN-FRONTEND xl block-attach 0 rc=$attach_rc backend state $(xenstore-read $fb/state 2>&1)"
+    $P/xensplit blkfront Domain-0 xvdb --platform xen --nbd unix:$sock --verbose > $flog 2>&1 &
+    fpid=$!
+    i=0
+    while [ $i -lt 240 ] && ! grep -q "serving nbd" $flog && kill -0 $fpid 2>/dev/null; do sleep 0.25; i=$((i + 1)); done
+    echo "REALXEN-FRONTEND $(grep -o 'blkfront: Domain-0 xvdb .*serving.*' $flog | head -n 1)"
+    uri="nbd+unix:///?socket=$sock"
+    wrc=x rrc=x
+    if grep -q "serving nbd" $flog; then
+        timeout -k 10 300 nbdcopy /tmp/fe-p1 "$uri" > /tmp/nbdcopy.log 2>&1; wrc=$?
+        timeout -k 10 300 nbdcopy "$uri" /tmp/fe-back > /tmp/nbdcopy.log 2>&1; rrc=$?
+    fi
+    back_sha=$(sha /tmp/fe-back 2>/dev/null)
+    ram_sha=$(dd if=/dev/ram1 bs=1M count=8 iflag=direct status=none | sha256sum | cut -d' ' -f1)
+    state_connected="backend=$(xenstore-read $fb/state 2>&1) frontend=$(xenstore-read /local/domain/0/device/vbd/$devid/state 2>&1)"
+    kill -TERM $fpid 2>/dev/null
+    wait $fpid; stop_rc=$?
+    state_closed="backend=$(xenstore-read $fb/state 2>&1) frontend=$(xenstore-read /local/domain/0/device/vbd/$devid/state 2>&1)"
+    timeout -k 10 60 xl block-detach 0 xvdb > /tmp/xl-block-detach.log 2>&1; detach_rc=$?
+    i=0
+    while [ $i -lt 40 ] && ! rmmod xen-blkback 2>/dev/null; do sleep 0.25; i=$((i + 1)); done
+    why="attach rc=$attach_rc; states while served: $state_connected; nbdcopy write rc=$wrc, read rc=$rrc; read back $back_sha (expected $(sha /tmp/fe-expected)); ram1's first 8 MiB $ram_sha (pattern $(sha /tmp/fe-p1)); blkfront exited $stop_rc, then $state_closed; block-detach rc=$detach_rc"
+    echo "REALXEN-FRONTEND $why"
+    if [ "$attach_rc" = 0 ] && [ "$wrc" = 0 ] && [ "$rrc" = 0 ] && [ "$back_sha" = "$(sha /tmp/fe-expected)" ] \
+            && [ "$ram_sha" = "$(sha /tmp/fe-p1)" ] && [ "$stop_rc" = 0 ] && [ "$state_connected" = "backend=4 frontend=4" ]; then
+        result frontend-kernel PASS "xensplit blkfront on Linux's xen-blkback: nbdcopy wrote 8 MiB and read 64 MiB back, both verified"
+    else
+        result frontend-kernel FAIL "$why"
+    fi
+}
+if ! has_step frontend; then
+    result frontend-kernel SKIP "not in realxen.steps ($steps)"
+else
+    mark frontend-begin
+    frontend_steps
+    mark frontend-end
+    log_section blkfront /tmp/blkfront.log 80
+    log_section xl-block-attach /tmp/xl-block-attach.log 20
+    log_section xl-block-detach /tmp/xl-block-detach.log 20
+    log_section nbdcopy /tmp/nbdcopy.log 20
 fi
 
 log_section selftest /tmp/selftest.log 80

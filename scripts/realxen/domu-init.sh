@@ -1,25 +1,89 @@
 #!/bin/sh
 # /init of the domU's busybox initramfs (scripts/realxen/run-test.sh builds it with
-# xen-blkfront.ko and xen-netfront.ko). Prints DOMU-MARK lines on its console, which
-# xenconsoled logs in dom0 for dom0-init.sh to read.
+# xen-blkfront.ko, xen-netfront.ko, ext4 and its modules, and e2fsprogs). Prints DOMU-MARK
+# lines on its console, which xenconsoled logs in dom0 for dom0-init.sh to read.
+# realxen.role= on the kernel command line picks the job:
+#   vbd (default)  the block checks on xvda (read, patterns), xvdb (read-only) and xvdc
+#                  (discard, ext4), and what blkfront negotiated
+#   check          a later domU on the same backend: reads all of xvda
+#   bench          times dd with O_DIRECT on xvda (dom0's ramdisk)
 export PATH=/bin:/sbin
+export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 up() { cut -d' ' -f1 /proc/uptime; }
-echo "DOMU-MARK up uptime=$(up)"
+role=$(sed -n 's/.*realxen\.role=\([^ ]*\).*/\1/p' /proc/cmdline)
+role=${role:-vbd}
+echo "DOMU-MARK up uptime=$(up) role=$role cpus=$(grep -c ^processor /proc/cpuinfo)"
 # Loading a frontend waits until its devices connect, so each loads in the background
-# and "ready" comes once both returned or after 60 s, whichever is first.
+# and "ready" comes once both returned or after 60 s, whichever is first. blkfront may use
+# rings of up to 16 pages (its default is one).
 mkdir -p /tmp
-(insmod /lib/xen-blkfront.ko && echo "DOMU-MARK blkfront-loaded uptime=$(up)"; touch /tmp/blk) &
+(insmod /lib/xen-blkfront.ko max_ring_page_order=4 && echo "DOMU-MARK blkfront-loaded uptime=$(up)"; touch /tmp/blk) &
 (insmod /lib/xen-netfront.ko && echo "DOMU-MARK netfront-loaded uptime=$(up)"; touch /tmp/net) &
 i=0
 while { [ ! -e /tmp/blk ] || [ ! -e /tmp/net ]; } && [ $i -lt 120 ]; do sleep 0.5; i=$((i + 1)); done
 vbds=$(ls /sys/bus/xen/devices 2>/dev/null | grep -c '^vbd-')
 echo "DOMU-MARK ready uptime=$(up) vbd-devices=$vbds"
-# With a disk (domu-vbd.cfg), report the device and its first sector's signature.
 i=0
 while [ "$vbds" -gt 0 ] && [ ! -b /dev/xvda ] && [ $i -lt 120 ]; do sleep 0.5; i=$((i + 1)); done
+drop_caches() {
+    blockdev --flushbufs "$1" 2>/dev/null
+    echo 3 > /proc/sys/vm/drop_caches
+}
+digest() { sha256sum "$1" | cut -d' ' -f1; }
+
+# What blkfront took up for a disk: queues and limits from sysfs, grants and indirect
+# descriptors from its "blkfront: xvdX: flush diskcache: ...; persistent grants: ..." line.
+takeup() {
+    q=/sys/block/$1/queue
+    line=$(dmesg | grep "blkfront: $1: " | tail -n 1)
+    persistent=$(echo "$line" | sed -n 's/.*persistent grants: \([a-z]*\).*/\1/p')
+    indirect=$(echo "$line" | sed -n 's/.*indirect descriptors: \([a-z]*\).*/\1/p')
+    flush=$(echo "$line" | sed -n 's/.*flush diskcache: \([a-z]*\).*/\1/p')
+    echo "DOMU-MARK takeup-$1 queues=$(ls /sys/block/$1/mq | wc -l) max_segments=$(cat $q/max_segments)" \
+        "write_cache=$(tr ' ' '-' < $q/write_cache) fua=$(cat $q/fua) discard_max_bytes=$(cat $q/discard_max_bytes)" \
+        "discard_granularity=$(cat $q/discard_granularity) persistent=${persistent:-none} indirect=${indirect:-none}" \
+        "flush=${flush:-none} ro=$(cat /sys/block/$1/ro)"
+}
+
+case $role in
+check)
+    if [ -b /dev/xvda ]; then
+        echo "DOMU-MARK check-read sha256=$(digest /dev/xvda) sectors=$(cat /sys/block/xvda/size) uptime=$(up)"
+    fi
+    echo "DOMU-MARK check-done uptime=$(up)"
+    sleep 100000
+    ;;
+bench)
+    # The same workload whichever backend serves xvda; O_DIRECT so every block is a request.
+    t() {
+        name=$1 mib=$2
+        shift 2
+        a=$(up)
+        if "$@" 2>/tmp/bench.err; then
+            b=$(up)
+            echo "DOMU-BENCH $name mib=$mib seconds=$(echo "$a $b" | awk '{ printf "%.2f", $2 - $1 }')"
+        else
+            echo "DOMU-BENCH $name failed: $(tail -n 1 /tmp/bench.err)"
+        fi
+    }
+    if [ -b /dev/xvda ]; then
+        echo "DOMU-BENCH disk sectors=$(cat /sys/block/xvda/size) queues=$(ls /sys/block/xvda/mq | wc -l)"
+        # Sized for emulation, where one 4 KiB request takes milliseconds.
+        t read-1m 64 dd if=/dev/xvda of=/dev/null bs=1M count=64 iflag=direct
+        t read-4k 4 dd if=/dev/xvda of=/dev/null bs=4k count=1024 iflag=direct
+        t write-1m 64 dd if=/dev/zero of=/dev/xvda bs=1M count=64 oflag=direct conv=fsync
+        t write-4k 4 dd if=/dev/zero of=/dev/xvda bs=4k count=1024 oflag=direct conv=fsync
+    else
+        echo "DOMU-BENCH no /dev/xvda"
+    fi
+    echo "DOMU-BENCH done uptime=$(up)"
+    sleep 100000
+    ;;
+esac
+
 # A second, read-only disk: its content must read back and a write must be refused. It runs
 # beside the xvda checks, so a hang on one disk does not hide the other's result.
 readonly_disk() {
@@ -28,12 +92,66 @@ readonly_disk() {
     if [ -b /dev/xvdb ]; then
         yes XENSPLIT-REALXEN-PATTERN-A | head -c 4096 > /tmp/ro-pattern
         if dd if=/tmp/ro-pattern of=/dev/xvdb bs=4096 seek=2 conv=notrunc,fsync 2>/dev/null; then wr=accepted; else wr=refused; fi
-        blockdev --flushbufs /dev/xvdb 2>/dev/null
-        echo 3 > /proc/sys/vm/drop_caches
-        echo "DOMU-MARK xvdb ro=$(cat /sys/block/xvdb/ro) sectors=$(cat /sys/block/xvdb/size) write=$wr sha256=$(sha256sum /dev/xvdb | cut -d' ' -f1)"
+        drop_caches /dev/xvdb
+        echo "DOMU-MARK xvdb ro=$(cat /sys/block/xvdb/ro) sectors=$(cat /sys/block/xvdb/size) write=$wr sha256=$(digest /dev/xvdb)"
+        takeup xvdb
     fi
 }
+
+# A third disk for discard and a filesystem. Discard: 2 MiB of pattern at 4 MiB, the middle
+# 1 MiB discarded, which must then read as zeroes while the pattern either side stays.
+# Then mkfs.ext4 (which discards the whole disk first), mount, files, umount, a forced fsck
+# that must find nothing, and the files read back after mounting again.
+fs_disk() {
+    i=0
+    while [ "$vbds" -gt 2 ] && [ ! -b /dev/xvdc ] && [ $i -lt 60 ]; do sleep 0.5; i=$((i + 1)); done
+    [ -b /dev/xvdc ] || return
+    yes XENSPLIT-REALXEN-DISCARD | head -c 2097152 > /tmp/dpat
+    dd if=/tmp/dpat of=/dev/xvdc bs=1M seek=4 conv=notrunc,fsync 2>/dev/null
+    if blkdiscard -o 4718592 -l 1048576 /dev/xvdc 2>/tmp/discard.err; then dres=ok; else dres="failed:$(tr ' ' '_' < /tmp/discard.err)"; fi
+    drop_caches /dev/xvdc
+    part() { dd if="$1" bs=512k skip="$2" count="$3" 2>/dev/null | sha256sum | cut -d' ' -f1; }
+    zeroes=$(head -c 1048576 /dev/zero | sha256sum | cut -d' ' -f1)
+    dcheck=
+    [ "$(part /dev/xvdc 9 2)" = "$zeroes" ] || dcheck="${dcheck}not-zero,"
+    [ "$(part /dev/xvdc 8 1)" = "$(part /tmp/dpat 0 1)" ] || dcheck="${dcheck}bad-before,"
+    [ "$(part /dev/xvdc 11 1)" = "$(part /tmp/dpat 3 1)" ] || dcheck="${dcheck}bad-after,"
+    echo "DOMU-MARK discard result=$dres readback=${dcheck:-ok} uptime=$(up)"
+
+    fs=
+    for m in $(cat /lib/modules/order); do
+        insmod /lib/modules/$m 2>/dev/null || fs="${fs}insmod-$m,"
+    done
+    mkdir -p /mnt
+    if ! /sbin/mke2fs -q -F -t ext4 /dev/xvdc > /tmp/mkfs.out 2>&1; then
+        echo "DOMU-MARK fs mkfs=failed $(tail -n 1 /tmp/mkfs.out)"
+        return
+    fi
+    if ! mount -t ext4 /dev/xvdc /mnt 2>/tmp/mount.err; then
+        echo "DOMU-MARK fs mkfs=ok mount=failed $(tail -n 1 /tmp/mount.err)"
+        return
+    fi
+    mkdir -p /mnt/dir
+    cp /bin/busybox /mnt/busybox
+    dd if=/dev/urandom of=/mnt/random bs=64k count=64 2>/dev/null
+    n=0
+    while [ $n -lt 100 ]; do echo "file $n" > /mnt/dir/f$n; n=$((n + 1)); done
+    files() { (cd /mnt && sha256sum busybox random dir/* | sha256sum | cut -d' ' -f1); }
+    written=$(files)
+    sync
+    umount /mnt || fs="${fs}umount,"
+    /sbin/e2fsck -f -n /dev/xvdc > /tmp/fsck.out 2>&1
+    fsck_rc=$?
+    mount -t ext4 -o ro /dev/xvdc /mnt 2>/dev/null || fs="${fs}remount,"
+    [ "$(files)" = "$written" ] || fs="${fs}files-differ,"
+    umount /mnt 2>/dev/null
+    sync
+    echo "DOMU-MARK fs mkfs=ok mount=ok fsck-rc=$fsck_rc files=$written problems=${fs:-none} $(grep -v '^e2fsck\|^Pass' /tmp/fsck.out | tail -n 1)"
+    takeup xvdc
+}
+
 readonly_disk &
+fs_disk &
 if [ -b /dev/xvda ]; then
     sectors=$(cat /sys/block/xvda/size)
     echo "DOMU-MARK xvda sectors=$sectors signature=$(head -c 24 /dev/xvda | tr -dc 'A-Z0-9-')"
@@ -41,7 +159,7 @@ if [ -b /dev/xvda ]; then
     # and one 512-byte sector inside a page), read them back past the page cache, and
     # report the whole disk's digest; dom0 applies the same writes to a copy of the image
     # and compares. The patterns must stay identical to expected_image in dom0-init.sh.
-    echo "DOMU-MARK vbd-read sha256=$(sha256sum /dev/xvda | cut -d' ' -f1) uptime=$(up)"
+    echo "DOMU-MARK vbd-read sha256=$(digest /dev/xvda) uptime=$(up)"
     yes XENSPLIT-REALXEN-PATTERN-A | head -c 4096 > /tmp/pa
     yes XENSPLIT-REALXEN-PATTERN-B | head -c 4096 > /tmp/pb
     yes XENSPLIT-REALXEN-PATTERN-C | head -c 512 > /tmp/pc
@@ -52,20 +170,19 @@ if [ -b /dev/xvda ]; then
     dd if=/tmp/pc of=/dev/xvda bs=512 seek=12345 conv=notrunc,fsync 2>>/tmp/dd.err || werr=1
     sync
     # Drop the block device's cached pages so the reads below go to the backend.
-    blockdev --flushbufs /dev/xvda
-    echo 3 > /proc/sys/vm/drop_caches
+    drop_caches /dev/xvda
     back() { dd if=/dev/xvda bs="$1" skip="$2" count=1 2>/dev/null | sha256sum | cut -d' ' -f1; }
-    want() { sha256sum "$1" | cut -d' ' -f1; }
     rb=
-    [ "$(back 4096 1)" = "$(want /tmp/pa)" ] || rb="${rb}bad-A,"
-    [ "$(back 4096 $last)" = "$(want /tmp/pb)" ] || rb="${rb}bad-B,"
-    [ "$(back 512 12345)" = "$(want /tmp/pc)" ] || rb="${rb}bad-C,"
+    [ "$(back 4096 1)" = "$(digest /tmp/pa)" ] || rb="${rb}bad-A,"
+    [ "$(back 4096 $last)" = "$(digest /tmp/pb)" ] || rb="${rb}bad-B,"
+    [ "$(back 512 12345)" = "$(digest /tmp/pc)" ] || rb="${rb}bad-C,"
     rb=${rb:-ok}
     echo "DOMU-MARK vbd-write write-errors=$werr readback=$rb $(grep -v 'records\|bytes' /tmp/dd.err | head -1)"
-    blockdev --flushbufs /dev/xvda
-    echo 3 > /proc/sys/vm/drop_caches
-    echo "DOMU-MARK vbd-written sha256=$(sha256sum /dev/xvda | cut -d' ' -f1) uptime=$(up)"
+    drop_caches /dev/xvda
+    echo "DOMU-MARK vbd-written sha256=$(digest /dev/xvda) uptime=$(up)"
+    takeup xvda
 fi
 wait
+sync
 echo "DOMU-MARK vbd-done uptime=$(up)"
 sleep 100000

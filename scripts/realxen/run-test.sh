@@ -14,28 +14,36 @@
 #   XENSPLIT_REALXEN_CACHE  where cached root filesystems live, one folder per hash of
 #                           dom0-packages.txt, the suite and dom0-boot.sh
 #                           (default /var/cache/xensplit-realxen; shared by every clone)
-#   XENSPLIT_REALXEN_WORK   this run's disks and logs (default <repo>/.build-realxen)
+#   XENSPLIT_REALXEN_WORK   this run's disks and logs (default <repo>/.build/realxen)
 #   REALXEN_MIRROR          Debian mirror for debootstrap (default http://deb.debian.org/debian)
 #   REALXEN_ACCEL           tcg (default) or kvm (with REALXEN_CPU, default qemu64)
-#   REALXEN_MEM             QEMU memory in MiB (default 2048; dom0 gets REALXEN_DOM0_MEM)
+#   REALXEN_MEM             QEMU memory in MiB (default 2560; dom0 gets REALXEN_DOM0_MEM)
 #   REALXEN_DOM0_MEM        dom0 memory (default 1024M)
 #   REALXEN_REQUESTS        requests in the selftest's ring step (default: xensplit's own)
 #   REALXEN_DOMU            0 skips the domU steps (default 1)
 #   REALXEN_BLKBACK_ARGS    extra options for `xensplit blkback` in dom0, without spaces
 #                           inside an option (e.g. --max-indirect-segments=0)
-#   REALXEN_TIMEOUT         seconds the whole QEMU run may take (default 900)
+#   REALXEN_BENCH_ROUNDS    alternating kernel/xensplit benchmark rounds (default 5; 0 skips)
+#   REALXEN_BENCH_COPY      1 adds a third backend per round: ours with --persistent-grants=off
+#   REALXEN_STEPS           step groups after the selftest, comma-separated (default
+#                           boot,vbd,bench,frontend; REALXEN_DOMU=0 drops the first three)
+#   REALXEN_TIMEOUT         seconds the whole QEMU run may take (default 1800)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 suite=bookworm
 cache_root=${XENSPLIT_REALXEN_CACHE:-/var/cache/xensplit-realxen}
-work=${XENSPLIT_REALXEN_WORK:-$repo/.build-realxen}
+work=${XENSPLIT_REALXEN_WORK:-$repo/.build/realxen}
 mirror=${REALXEN_MIRROR:-http://deb.debian.org/debian}
 accel=${REALXEN_ACCEL:-tcg}
-mem=${REALXEN_MEM:-2048}
+mem=${REALXEN_MEM:-2560}
 dom0_mem=${REALXEN_DOM0_MEM:-1024M}
-run_timeout=${REALXEN_TIMEOUT:-900}
+run_timeout=${REALXEN_TIMEOUT:-1800}
+bench_rounds=${REALXEN_BENCH_ROUNDS:-5}
+steps=${REALXEN_STEPS:-boot,vbd,bench,frontend}
+if [ "${REALXEN_DOMU:-1}" = 0 ]; then steps=$(sed 's/\(^\|,\)\(boot\|vbd\|bench\)\b//g; s/^,//' <<< "$steps"); fi
+has_step() { [[ ",$steps," == *",$1,"* ]]; }
 # The selftest's steps (issue 8, item 2); fewer PASS lines than this is a failure even if
 # nothing says FAIL, so a step that stops running cannot go unnoticed.
 min_selftest_steps=5
@@ -74,7 +82,7 @@ done
 # ---------------------------------------------------------------- rootfs (cached)
 # The key covers everything baked into the cached image; the payload disk carries the rest.
 key=$( {
-    echo "format 1 suite $suite variant minbase"
+    echo "format 2 suite $suite variant minbase"
     grep -v '^#' "$here/dom0-packages.txt" | grep -v '^[[:space:]]*$' | sort
     cat "$here/dom0-boot.sh"
 } | sha256sum | cut -c1-16)
@@ -106,6 +114,27 @@ build_rootfs() {
         find "$rootfs/lib/modules/$kver" -name "$m.ko" -exec cp {} "$tmp/domu/" \;
         [ -f "$tmp/domu/$m.ko" ] || { say "no $m.ko in $kver"; return 1; }
     done
+    # The domU's filesystem checks: ext4 and what it loads first (crc32c is a soft
+    # dependency the domU cannot load on demand), in load order, and e2fsprogs with its
+    # libraries and the loader, laid out as in the rootfs.
+    mkdir -p "$tmp/domu/modules" "$tmp/domu/e2fs/sbin" "$tmp/domu/e2fs/etc"
+    : > "$tmp/domu/modules/order"
+    for m in crc32c_generic ext4; do
+        chroot "$rootfs" /sbin/modprobe -S "$kver" --show-depends "$m" | sed -n 's/^insmod \([^ ]*\).*/\1/p'
+    done | while read -r ko; do
+        [ -f "$tmp/domu/modules/$(basename "$ko")" ] && continue
+        cp "$rootfs$ko" "$tmp/domu/modules/"
+        basename "$ko" >> "$tmp/domu/modules/order"
+    done
+    grep -q '^ext4.ko$' "$tmp/domu/modules/order" || { say "ext4.ko not found in $kver"; return 1; }
+    cp "$rootfs/sbin/mke2fs" "$rootfs/sbin/e2fsck" "$tmp/domu/e2fs/sbin/"
+    cp "$rootfs/etc/mke2fs.conf" "$tmp/domu/e2fs/etc/"
+    chroot "$rootfs" /usr/bin/ldd /sbin/mke2fs /sbin/e2fsck | sed -n 's/.*[[:space:]]\(\/[^ ]*\) (0x.*/\1/p' | sort -u \
+        | while read -r lib; do
+            mkdir -p "$tmp/domu/e2fs$(dirname "$lib")"
+            cp -L "$rootfs$lib" "$tmp/domu/e2fs$lib"
+        done
+    [ -e "$tmp/domu/e2fs/lib64/ld-linux-x86-64.so.2" ] || { say "no loader for e2fsprogs"; return 1; }
     # xl reads the domU kernel from dom0's filesystem.
     ln -sf "vmlinuz-$kver" "$rootfs/boot/vmlinuz"
     install -m 755 "$here/dom0-boot.sh" "$rootfs/sbin/realxen-boot"
@@ -158,15 +187,19 @@ for applet in $("$run/domu-root/bin/busybox" --list); do
     [ "$applet" = busybox ] || ln -s busybox "$run/domu-root/bin/$applet"
 done
 cp "$cache"/domu/*.ko "$run/domu-root/lib/"
+cp -r "$cache/domu/modules" "$run/domu-root/lib/"
+cp -r "$cache"/domu/e2fs/* "$run/domu-root/"
 install -m 755 "$here/domu-init.sh" "$run/domu-root/init"
 (cd "$run/domu-root" && find . | cpio -o -H newc --quiet | gzip -1) > "$run/payload/domu.cpio.gz"
 # The payload disk, mounted at /realxen in dom0.
 install -m 755 "$bin" "$here/dom0-init.sh" "$here/hotplug-noop.sh" "$run/payload/"
-cp "$here/domu-boot.cfg" "$here/domu-vbd.cfg" "$run/payload/"
+cp "$here/domu-boot.cfg" "$here/domu-vbd.cfg" "$here/domu-bench.cfg" "$run/payload/"
 truncate -s 16M "$run/payload/disk.img"
 printf 'XENSPLIT-REALXEN-DISK' | dd of="$run/payload/disk.img" conv=notrunc status=none
 truncate -s 4M "$run/payload/disk-ro.img"
 printf 'XENSPLIT-REALXEN-RO-DISK' | dd of="$run/payload/disk-ro.img" conv=notrunc status=none
+# The discard and ext4 disk starts fully written, so dom0 can see discards punch holes.
+head -c 32M < <(yes XENSPLIT-REALXEN-FS-DISK) > "$run/payload/disk-fs.img"
 payload_mib=$(( $(du -sm "$run/payload" | cut -f1) + 64 ))
 mkfs.ext4 -q -L realxen -d "$run/payload" "$run/payload.ext4" "${payload_mib}M" > /dev/null
 record_phase "image" "$(elapsed "$t0" "$(now)")"
@@ -182,14 +215,17 @@ else
 fi
 dom0_cmdline="console=hvc0 earlyprintk=xen root=/dev/vda rw init=/sbin/realxen-boot"
 dom0_cmdline+=" realxen.domu=${REALXEN_DOMU:-1}${REALXEN_REQUESTS:+ realxen.requests=$REALXEN_REQUESTS}"
-dom0_cmdline+="${REALXEN_BLKBACK_ARGS:+ realxen.blkback=$(tr ' ' ',' <<< "$REALXEN_BLKBACK_ARGS")}"
+dom0_cmdline+="${REALXEN_BLKBACK_ARGS:+ realxen.blkback=$(tr ' ' '+' <<< "$REALXEN_BLKBACK_ARGS")}"
+# QEMU's -initrd splits its argument at commas (",," is a literal one), so the lists go
+# to dom0 with "+" between items.
+dom0_cmdline+=" realxen.bench=$bench_rounds realxen.benchcopy=${REALXEN_BENCH_COPY:-0} realxen.steps=$(tr ',' '+' <<< "$steps")"
 : > "$serial"
 t_qemu=$(now)
 # No `noreboot` for Xen: if dom0 dies, Xen reboots, -no-reboot turns that into QEMU exiting.
 qemu-system-x86_64 "${cpu_args[@]}" -M pc -m "$mem" -smp 2 \
     -nographic -nodefaults -no-reboot -serial "file:$serial" \
     -kernel "$cache/xen" \
-    -append "console=com1 com1=115200,8n1 dom0_mem=$dom0_mem,max:$dom0_mem dom0_max_vcpus=2 loglvl=all guest_loglvl=all" \
+    -append "console=com1 com1=115200,8n1 dom0_mem=$dom0_mem,max:$dom0_mem dom0_max_vcpus=2 gnttab_max_frames=256 loglvl=all guest_loglvl=all" \
     -initrd "$cache/vmlinuz $dom0_cmdline,$cache/initrd.img" \
     -drive "file=$run/dom0.qcow2,format=qcow2,if=virtio,cache=unsafe" \
     -drive "file=$run/payload.ext4,format=raw,if=virtio,cache=unsafe" \
@@ -262,10 +298,79 @@ while read -r step verdict why; do
     [ "$verdict" = FAIL ] && failures+=("$step: $why")
 done <<< "$results"
 grep -q "^setup PASS" <<< "$results" || failures+=("setup: no PASS line")
-if [ "${REALXEN_DOMU:-1}" != 0 ]; then
-    for step in domu-boot vbd-handshake vbd-io vbd-readonly vbd-teardown; do
-        grep -q "^$step PASS" <<< "$results" || failures+=("$step: no PASS line")
+required=()
+has_step boot && required+=(domu-boot)
+has_step vbd && required+=(vbd-handshake vbd-io vbd-readonly vbd-discard vbd-ext4 vbd-takeup vbd-teardown vbd-release vbd-second)
+has_step bench && [ "$bench_rounds" != 0 ] && required+=(bench)
+has_step frontend && required+=(frontend-kernel)
+for step in "${required[@]}"; do
+    grep -q "^$step PASS" <<< "$results" || failures+=("$step: no PASS line")
+done
+
+# Take-up: each feature's REALXEN-TAKEUP line against the written list.
+takeup_lines=$(sed -n 's/^.*REALXEN-TAKEUP //p' "$clean")
+takeup_checked=()
+if grep -q "^vbd-takeup PASS" <<< "$results"; then
+    while IFS=$'\t' read -r feature rule _; do
+        case $feature in ''|'#'*) continue ;; esac
+        line=$(grep -m 1 "^$feature " <<< "$takeup_lines" || true)
+        offered=$(sed -n 's/.* offered=\([^ ]*\).*/\1/p' <<< "$line")
+        taken=$(sed -n 's/.* taken=\([^ ]*\).*/\1/p' <<< "$line")
+        case $rule in
+            same) want=$offered ;;
+            min:*) if [[ $offered =~ ^[0-9]+$ ]]; then want=$(( offered < ${rule#min:} ? offered : ${rule#min:} )); else want="?"; fi ;;
+            *) want=$rule ;;
+        esac
+        if [ -z "$line" ]; then
+            failures+=("takeup $feature: dom0 printed no REALXEN-TAKEUP line")
+            verdict=FAIL
+        elif [ "$taken" != "$want" ]; then
+            failures+=("takeup $feature: offered $offered, Linux took $taken, Protocols/realxen-takeup.tsv says $rule = $want")
+            verdict=FAIL
+        else
+            verdict=ok
+        fi
+        takeup_checked+=("$(printf '%-20s offered=%-6s taken=%-6s rule=%-7s %s' "$feature" "$offered" "$taken" "$rule" "$verdict")")
+    done < "$repo/Protocols/realxen-takeup.tsv"
+fi
+
+# Benchmark: per workload, MiB/s of each round for the kernel's blkback (reference) and ours;
+# medians compared, spread the larger (max-min)/median of the two.
+bench_samples=$(sed -n 's/^.*REALXEN-BENCH side=\([a-z-]*\) round=\([0-9]*\) name=\([a-z0-9-]*\) mib=\([0-9]*\) seconds=\([0-9.]*\).*/\1 \3 \4 \5/p' "$clean")
+bench_errors=$(sed -n 's/^.*REALXEN-BENCH-ERROR //p' "$clean")
+bench_lines=()
+if has_step bench && [ "$bench_rounds" != 0 ]; then
+    [ -z "$bench_errors" ] || failures+=("bench: $(paste -sd';' - <<< "$bench_errors")")
+    sides=(kernel ours)
+    [ "${REALXEN_BENCH_COPY:-0}" = 1 ] && sides+=(ours-copy)
+    # compare OURS REFERENCE LABEL: one bench line per workload.
+    compare() {
+        local name line
+        for name in read-1m read-4k write-1m write-4k; do
+            line=$(awk -v name="$name" -v ours="$1" -v ref="$2" -v label="$3" '
+                function median(a, n,   i, j, t) {
+                    for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+                    return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+                }
+                $2 == name && $4 > 0 { if ($1 == ours) o[++no] = $3 / $4; else if ($1 == ref) k[++nk] = $3 / $4 }
+                END {
+                    if (no == 0 || nk == 0) exit
+                    mo = median(o, no); mk = median(k, nk)
+                    so = (o[no] - o[1]) / mo * 100; sk = (k[nk] - k[1]) / mk * 100
+                    printf "bench %s-%s ours=%.2f reference=%.2f unit=MiB/s ratio=%.3f spread=%.1f%%", label, name, mo, mk, mo / mk, (so > sk ? so : sk)
+                }' <<< "$bench_samples")
+            [ -n "$line" ] && bench_lines+=("$line")
+        done
+    }
+    for name in read-1m read-4k write-1m write-4k; do
+        for side in "${sides[@]}"; do
+            n=$(grep -c "^$side $name " <<< "$bench_samples" || true)
+            [ "$n" = "$bench_rounds" ] || failures+=("bench $name: $n of $bench_rounds $side rounds reported")
+        done
     done
+    compare ours kernel realxen
+    # Persistent grants on (ours) against off (ours-copy), when asked for.
+    [ "${REALXEN_BENCH_COPY:-0}" = 1 ] && compare ours ours-copy realxen-persistent-vs-copy
 fi
 
 echo
@@ -284,6 +389,14 @@ while read -r step verdict why; do
 done <<< "$results"
 echo "--- block backend steps (dom0's view)"
 sed -n 's/^.*REALXEN-VBD //p' "$clean"
+echo "--- take-up (xvda; rules from Protocols/realxen-takeup.tsv)"
+if [ ${#takeup_checked[@]} -gt 0 ]; then printf '%s\n' "${takeup_checked[@]}"; else echo "(not checked)"; fi
+sed -n 's/^.*REALXEN-TAKEUP \([a-z-]* offered=\)/  observed: \1/p' "$clean"
+echo "--- benchmark (dd O_DIRECT in a 2-vCPU domU on dom0's /dev/ram0; reference: Linux's xen-blkback; under TCG emulation)"
+sed -n 's/^.*\(REALXEN-BENCH-INFO .*\)$/\1/p' "$clean"
+if [ ${#bench_lines[@]} -gt 0 ]; then printf '%s\n' "${bench_lines[@]}"; else echo "(no benchmark)"; fi
+echo "--- our frontend against Linux's blkback (dom0)"
+sed -n 's/^.*REALXEN-FRONTEND //p' "$clean"
 echo "--- timings (s)"
 for i in "${!phase_names[@]}"; do printf '%-18s %8s\n' "${phase_names[$i]}" "${phase_seconds[$i]}"; done
 
@@ -303,7 +416,9 @@ if [ ${#failures[@]} -gt 0 ]; then
     section xl-create
     echo "--- xensplit selftest output"
     section selftest
-    for name in blkback xenstore-backend xenstore-frontend domu-vbd-console xl-create-vbd xl-destroy-vbd hotplug-noop; do
+    for name in blkback xenstore-backend xenstore-frontend domu-vbd-console domu-vbd2-console xl-create-vbd xl-destroy-vbd \
+            xl-create-vbd2 hotplug-noop blkfront xl-block-attach xl-block-detach nbdcopy \
+            $(sed -n 's/^.*REALXEN-LOG-BEGIN \(bench-[^ ]*\)$/\1/p' "$clean"); do
         echo "--- $name"
         section "$name"
     done
