@@ -170,25 +170,13 @@ struct BlkbackKillTests {
     @Test(.enabled(if: access(xensplitBinary, X_OK) == 0, "the xensplit binary is not built"),
           arguments: [SIGKILL, SIGTERM])
     func everyAcknowledgedWriteSurvivesAKilledBackend(signal: Int32) async throws {
-        let state = try makeTemporaryDirectory("xensplit-blkback-kill-\(signal)")
-        defer { try? FileManager.default.removeItem(atPath: state) }
         let blocks = 512
         let blockBytes = 64 << 10
-        let image = state + "/disk.img"
-        #expect(FileManager.default.createFile(atPath: image, contents: nil) && truncate(image, off_t(blocks * blockBytes)) == 0)
-        var children: [Child] = []
-        defer { for child in children { child.signal(SIGKILL) } }
-        func start(_ name: String, _ arguments: [String]) throws -> Child {
-            let child = try Child(xensplitBinary, arguments, outputPath: state + "/\(name).log")
-            children.append(child)
-            return child
-        }
-
-        let hypervisor = try start("hypervisor", ["hypervisor", "--state-dir", state])
-        try await eventually("the hypervisor's socket") { FileManager.default.fileExists(atPath: state + "/xenstored.socket") }
-        let create = try start("create", ["domain", "create", "guest", "--state-dir", state,
-                                          "--disk", "vdev=xvda,access=rw,target=\(image)"])
-        #expect(await create.wait() == 0, "\(create.output)")
+        let scenario = try LocalScenario("xensplit-blkback-kill-\(signal)", imageBytes: blocks * blockBytes)
+        defer { scenario.stop() }
+        let (state, image) = (scenario.state, scenario.image)
+        let start = scenario.start
+        let hypervisor = try await scenario.startHypervisorWithGuest()
         let backend = ["blkback", "--platform", "local", "--state-dir", state, "--workers", "1"]
         let first = try start("blkback-1", backend)
         let socket = state + "/nbd.sock"

@@ -9,22 +9,11 @@ struct BlkfrontABIProcessTests {
     @Test(.enabled(if: toolExists("qemu-io"), "qemu-io (qemu-utils) is not installed"),
           arguments: [("native", "x86_64-abi"), ("x86_32", "x86_32-abi"), ("x86_64", "x86_64-abi")])
     func dataRoundTripsInEachABI(abi: String, protocolName: String) async throws {
-        let state = try makeTemporaryDirectory("xensplit-blkfront-abi")
-        defer { try? FileManager.default.removeItem(atPath: state) }
-        let image = state + "/disk.img"
-        #expect(FileManager.default.createFile(atPath: image, contents: nil) && truncate(image, 8 << 20) == 0)
-        var children: [Child] = []
-        defer { for child in children { child.signal(SIGKILL) } }
-        func start(_ name: String, _ arguments: [String]) throws -> Child {
-            let child = try Child(xensplitBinary, arguments, outputPath: state + "/\(name).log")
-            children.append(child)
-            return child
-        }
-        let hypervisor = try start("hypervisor", ["hypervisor", "--state-dir", state])
-        try await eventually("the hypervisor's socket") { FileManager.default.fileExists(atPath: state + "/xenstored.socket") }
-        let create = try start("create", ["domain", "create", "guest", "--state-dir", state,
-                                          "--disk", "vdev=xvda,access=rw,target=\(image)"])
-        #expect(await create.wait() == 0, "\(create.output)")
+        let scenario = try LocalScenario("xensplit-blkfront-abi", imageBytes: 8 << 20)
+        defer { scenario.stop() }
+        let (state, image) = (scenario.state, scenario.image)
+        let start = scenario.start
+        let hypervisor = try await scenario.startHypervisorWithGuest()
         let blkback = try start("blkback", ["blkback", "--platform", "local", "--state-dir", state, "--workers", "1"])
         let socket = state + "/nbd.sock"
         let blkfront = try start("blkfront", ["blkfront", "guest", "xvda", "--nbd", "unix:\(socket)", "--abi", abi,

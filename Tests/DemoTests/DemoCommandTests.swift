@@ -67,23 +67,11 @@ struct DemoCommandTests {
     @Test("blkfront serves a domain's disk over NBD, says what is missing, and closes on SIGTERM",
           .enabled(if: toolExists("nbdinfo"), "nbdinfo (libnbd-bin) is not installed"))
     func blkfrontServesNBD() async throws {
-        let state = try makeTemporaryDirectory("xensplit-blkfront-cli")
-        defer { try? FileManager.default.removeItem(atPath: state) }
-        let image = state + "/disk.img"
-        #expect(FileManager.default.createFile(atPath: image, contents: nil) && truncate(image, 4 << 20) == 0)
-        var children: [Child] = []
-        defer { for child in children { child.signal(SIGKILL) } }
-        func start(_ name: String, _ arguments: [String]) throws -> Child {
-            let child = try Child(xensplitBinary, arguments, outputPath: state + "/\(name).log")
-            children.append(child)
-            return child
-        }
-
-        let hypervisor = try start("hypervisor", ["hypervisor", "--state-dir", state])
-        try await eventually("the hypervisor's socket") { FileManager.default.fileExists(atPath: state + "/xenstored.socket") }
-        let create = try start("create", ["domain", "create", "guest", "--state-dir", state,
-                                          "--disk", "vdev=xvda,access=rw,target=\(image)"])
-        #expect(await create.wait() == 0, "\(create.output)")
+        let scenario = try LocalScenario("xensplit-blkfront-cli", imageBytes: 4 << 20)
+        defer { scenario.stop() }
+        let state = scenario.state
+        let start = scenario.start
+        let hypervisor = try await scenario.startHypervisorWithGuest()
 
         let noDomain = try start("nodomain", ["blkfront", "nobody", "xvda", "--nbd", "unix:\(state)/x.sock",
                                               "--platform", "local", "--state-dir", state])

@@ -157,3 +157,44 @@ func overwrite(_ path: String, with bytes: [UInt8]) throws {
     let written = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
     guard written == bytes.count, fsync(fd) == 0 else { throw DemoTestError("pwrite \(path): errno \(errno)") }
 }
+
+/// Separate xensplit processes on the local hypervisor, as a user runs them: a state
+/// directory holding a raw image, `xensplit hypervisor`, and domain "guest" whose xvda is
+/// the image. ``stop()`` SIGKILLs every child still running and removes the directory.
+final class LocalScenario {
+    let state: String
+    let image: String
+    private(set) var children: [Child] = []
+
+    init(_ label: String, imageBytes: Int) throws {
+        state = try makeTemporaryDirectory(label)
+        image = state + "/disk.img"
+        guard FileManager.default.createFile(atPath: image, contents: nil), truncate(image, off_t(imageBytes)) == 0 else {
+            try? FileManager.default.removeItem(atPath: state)
+            throw DemoTestError("cannot make \(image)")
+        }
+    }
+
+    /// Starts `xensplit ARGUMENTS`, its output in STATE/NAME.log.
+    func start(_ name: String, _ arguments: [String]) throws -> Child {
+        let child = try Child(xensplitBinary, arguments, outputPath: state + "/\(name).log")
+        children.append(child)
+        return child
+    }
+
+    /// Starts the hypervisor, waits for its sockets and creates "guest" with the image as
+    /// xvda (`xensplit domain create`); returns the hypervisor's process.
+    func startHypervisorWithGuest() async throws -> Child {
+        let hypervisor = try start("hypervisor", ["hypervisor", "--state-dir", state])
+        try await eventually("the hypervisor's socket") { FileManager.default.fileExists(atPath: state + "/xenstored.socket") }
+        let create = try start("create", ["domain", "create", "guest", "--state-dir", state,
+                                          "--disk", "vdev=xvda,access=rw,target=\(image)"])
+        guard await create.wait() == 0 else { throw DemoTestError("domain create failed: \(create.output)") }
+        return hypervisor
+    }
+
+    func stop() {
+        for child in children { child.signal(SIGKILL) }
+        try? FileManager.default.removeItem(atPath: state)
+    }
+}
