@@ -14,13 +14,8 @@ import XenTesting
 struct BlkbackDoubleFetchTests {
     @Test("sector, gref and last_sect flipping between valid and invalid values while the queue reads the slot")
     func flippingRequest() throws {
-        let hypervisor = try hypervisorForTests()
-        let mapper = CountingMapper(try hypervisor.platform(for: .dom0))
-        let image = try TestImage(sectors: 2048)
-        let store = try FileBackingStore(path: image.path, readOnly: false)
-        let f = try TestFrontend(hypervisor: hypervisor, name: "guest", abi: .native, ringPages: 1)
-        let queue = try f.makeQueue(store: store, mapper: mapper, configuration: BlkbackQueueConfiguration(slots: 4))
-        let engine = ReversingEngine()
+        let rig = try DirectQueue(abi: .native, slots: 4)
+        let (f, queue, engine, image) = (rig.frontend, rig.queue, rig.engine, rig.image)
         let page = [PlannedSegment(page: 0, first: 0, last: 7)]
         let bytes = (0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
         f.fill(page, with: bytes[...])
@@ -54,16 +49,7 @@ struct BlkbackDoubleFetchTests {
             let seen = flips.load(ordering: .relaxed)
             while flips.load(ordering: .relaxed) < seen + 1 + round % 2 { sched_yield() }
             queue.service(engine: engine)
-            let buffer = UnsafeMutableBufferPointer<Completion>.allocate(capacity: 8)
-            defer { buffer.deallocate() }
-            while true {
-                let count = engine.reap(into: buffer)
-                if count == 0 { break }
-                for c in buffer[0..<count] {
-                    queue.complete(slot: Int(c.userData & 0xFFFF_FFFF), result: c.result, engine: engine)
-                }
-            }
-            queue.pushResponses()
+            rig.drain()
             let response = try f.await([id])[id]
             statuses[response?.status ?? .error, default: 0] += 1
         }
@@ -80,9 +66,6 @@ struct BlkbackDoubleFetchTests {
         #expect(disk.count == 2048 * 512, "the image grew: a write past the end got through")
         #expect(Array(disk[0..<4096]) == bytes)
         #expect(disk[4096...].allSatisfy { $0 == 0 }, "bytes written outside the one valid request")
-        try queue.close()
-        try f.close()
-        store.close()
-        #expect(hypervisor.liveMappings == 0)
+        try rig.close()
     }
 }

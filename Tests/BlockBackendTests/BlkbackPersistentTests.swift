@@ -150,10 +150,7 @@ struct BlkbackPersistentTests {
         bytes.withUnsafeBytes { page.view.copyBytes(from: $0, to: 0) }
         let segment = try BlkifSegments([BlkifSegment(gref: ref, firstSector: 0, lastSector: 7)])
         func send(_ operation: BlkifDirectOperation, sector: UInt64) throws -> BlkifStatus? {
-            let id = try f.produce(.direct(BlkifDirectRequest(operation: operation, handle: 0, id: f.takeID(),
-                                                              sectorNumber: sector, segments: segment)))
-            try f.push()
-            return try f.await([id])[id]?.status
+            try f.send(operation, sector: sector, segment)
         }
         // Write from it: the writable map fails, a read-only one serves.
         #expect(try send(.write, sector: 8) == .okay)

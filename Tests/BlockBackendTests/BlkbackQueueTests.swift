@@ -53,10 +53,28 @@ final class ReversingEngine: BlockIOEngine {
     }
 }
 
-@Suite("BlkbackQueue driven directly")
-struct BlkbackQueueTests {
+/// A queue a test drives itself, with no worker: an in-process hypervisor, a frontend and
+/// its one-page ring, a 2048-sector image and a ``ReversingEngine``.
+final class DirectQueue {
+    let hypervisor: InProcessHypervisor
+    let mapper: CountingMapper
+    let image: TestImage
+    let store: FileBackingStore
+    let frontend: TestFrontend
+    let queue: BlkbackQueue
+    let engine = ReversingEngine()
+
+    init(abi: BlkifABI, slots: Int) throws {
+        hypervisor = try hypervisorForTests()
+        mapper = CountingMapper(try hypervisor.platform(for: .dom0))
+        image = try TestImage(sectors: 2048)
+        store = try FileBackingStore(path: image.path, readOnly: false)
+        frontend = try TestFrontend(hypervisor: hypervisor, name: "guest", abi: abi, ringPages: 1)
+        queue = try frontend.makeQueue(store: store, mapper: mapper, configuration: BlkbackQueueConfiguration(slots: slots))
+    }
+
     /// Runs every completion the engine holds through the queue, then pushes.
-    func drain(_ queue: BlkbackQueue, _ engine: ReversingEngine) {
+    func drain() {
         let buffer = UnsafeMutableBufferPointer<Completion>.allocate(capacity: 64)
         defer { buffer.deallocate() }
         while true {
@@ -70,16 +88,25 @@ struct BlkbackQueueTests {
         queue.pushResponses()
     }
 
+    /// Closes the queue, the frontend and the store, and checks nothing is left: no copy
+    /// buffer, no mapping.
+    func close() throws {
+        try queue.close()
+        #expect(mapper.liveBuffers.withLock { $0 } == 0)
+        try frontend.close()
+        store.close()
+        #expect(hypervisor.liveMappings == 0)
+    }
+}
+
+@Suite("BlkbackQueue driven directly")
+struct BlkbackQueueTests {
+
     @Test("responses follow completion order, and notifications follow rsp_event")
     func outOfOrderAndSuppression() throws {
-        let hypervisor = try hypervisorForTests()
-        let mapper = CountingMapper(try hypervisor.platform(for: .dom0))
-        let image = try TestImage(sectors: 2048)
-        let store = try FileBackingStore(path: image.path, readOnly: false)
-        let f = try TestFrontend(hypervisor: hypervisor, name: "guest", abi: .native, ringPages: 1)
-        let queue = try f.makeQueue(store: store, mapper: mapper, configuration: BlkbackQueueConfiguration(slots: 8))
-        let engine = ReversingEngine()
-        let notifications = { hypervisor.notificationCount(domain: .dom0, port: f.backPort) }
+        let rig = try DirectQueue(abi: .native, slots: 8)
+        let (f, queue, engine) = (rig.frontend, rig.queue, rig.engine)
+        let notifications = { rig.hypervisor.notificationCount(domain: .dom0, port: f.backPort) }
 
         var ids: [UInt64] = []
         for k in 0..<4 {
@@ -87,7 +114,7 @@ struct BlkbackQueueTests {
         }
         try f.push()
         queue.service(engine: engine)
-        drain(queue, engine)
+        rig.drain()
         try f.collect()
         #expect(f.order == ids.reversed())
         #expect(notifications() == 1)
@@ -97,7 +124,7 @@ struct BlkbackQueueTests {
         let quiet = try f.produce(f.request(.read, sector: 0, [PlannedSegment(page: 0, first: 0, last: 7)]))
         try f.push()
         queue.service(engine: engine)
-        drain(queue, engine)
+        rig.drain()
         #expect(notifications() == 1)
         try f.collect()
         #expect(f.order == [quiet])
@@ -107,25 +134,16 @@ struct BlkbackQueueTests {
         _ = try f.produce(f.request(.read, sector: 0, [PlannedSegment(page: 0, first: 0, last: 7)]))
         #expect(try f.front.pushRequestsAndNotify(), "the idle queue asked for a notification")
         queue.service(engine: engine)
-        drain(queue, engine)
+        rig.drain()
         #expect(notifications() == 2)
 
-        try queue.close()
-        #expect(mapper.liveBuffers.withLock { $0 } == 0)
-        try f.close()
-        store.close()
-        #expect(hypervisor.liveMappings == 0)
+        try rig.close()
     }
 
     @Test("a barrier waits for earlier requests and holds later ones in the ring")
     func barrierOrdering() throws {
-        let hypervisor = try hypervisorForTests()
-        let mapper = CountingMapper(try hypervisor.platform(for: .dom0))
-        let image = try TestImage(sectors: 2048)
-        let store = try FileBackingStore(path: image.path, readOnly: false)
-        let f = try TestFrontend(hypervisor: hypervisor, name: "guest", abi: .x86_32, ringPages: 1)
-        let queue = try f.makeQueue(store: store, mapper: mapper, configuration: BlkbackQueueConfiguration(slots: 8))
-        let engine = ReversingEngine()
+        let rig = try DirectQueue(abi: .x86_32, slots: 8)
+        let (f, queue, engine, image) = (rig.frontend, rig.queue, rig.engine, rig.image)
         let page = [PlannedSegment(page: 0, first: 0, last: 7)]
         f.fill(page, with: [UInt8](repeating: 0xA5, count: 4096)[...])
         let before = try f.produce(f.request(.write, sector: 0, page))
@@ -137,26 +155,19 @@ struct BlkbackQueueTests {
         #expect(engine.finished.count == 1)
         #expect(queue.ring.requestConsumer == 2)
         #expect(queue.inFlight == 2)
-        drain(queue, engine)
+        rig.drain()
         try f.collect()
         #expect(f.order == [before, barrier, after])
         #expect(f.received.values.allSatisfy { $0.status == .okay })
         let disk = try image.contents()
         #expect(disk[0..<(24 * 512)].allSatisfy { $0 == 0xA5 })
-        try queue.close()
-        try f.close()
-        store.close()
+        try rig.close()
     }
 
     @Test("with every slot busy the queue leaves the rest in the ring")
     func boundedSlots() throws {
-        let hypervisor = try hypervisorForTests()
-        let mapper = CountingMapper(try hypervisor.platform(for: .dom0))
-        let image = try TestImage(sectors: 2048)
-        let store = try FileBackingStore(path: image.path, readOnly: false)
-        let f = try TestFrontend(hypervisor: hypervisor, name: "guest", abi: .x86_64, ringPages: 1)
-        let queue = try f.makeQueue(store: store, mapper: mapper, configuration: BlkbackQueueConfiguration(slots: 2))
-        let engine = ReversingEngine()
+        let rig = try DirectQueue(abi: .x86_64, slots: 2)
+        let (f, queue, engine) = (rig.frontend, rig.queue, rig.engine)
         var ids: [UInt64] = []
         for k in 0..<6 {
             ids.append(try f.produce(f.request(.read, sector: UInt64(k), [PlannedSegment(page: k, first: 0, last: 0)])))
@@ -166,13 +177,11 @@ struct BlkbackQueueTests {
         #expect(queue.inFlight == 2)
         #expect(engine.finished.count == 2)
         #expect(queue.ring.requestConsumer == 2, "the other four stay in the ring")
-        drain(queue, engine)
+        rig.drain()
         try f.collect()
         #expect(Set(f.order) == Set(ids))
         #expect(queue.inFlight == 0)
-        try queue.close()
-        try f.close()
-        store.close()
+        try rig.close()
     }
 
     @Test("FileBackingStore reports size, sector sizes and discard support; errors name the path")

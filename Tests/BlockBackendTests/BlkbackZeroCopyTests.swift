@@ -286,10 +286,7 @@ struct BlkbackZeroCopyTests {
         bytes.withUnsafeBytes { page.view.copyBytes(from: $0, to: 0) }
         let segment = try BlkifSegments([BlkifSegment(gref: page.refs[0], firstSector: 0, lastSector: 7)])
         func send(_ operation: BlkifDirectOperation, sector: UInt64) throws -> BlkifStatus? {
-            let id = try f.produce(.direct(BlkifDirectRequest(operation: operation, handle: 0, id: f.takeID(),
-                                                              sectorNumber: sector, segments: segment)))
-            try f.push()
-            return try f.await([id])[id]?.status
+            try f.send(operation, sector: sector, segment)
         }
         #expect(try send(.write, sector: 8) == .okay)
         #expect(Array(try rig.image.contents()[(8 * 512)..<(8 * 512 + 4096)]) == bytes)

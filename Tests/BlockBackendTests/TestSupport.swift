@@ -161,6 +161,14 @@ final class TestFrontend {
                                               segments: BlkifSegments(encoded)))
     }
 
+    /// Sends one direct request of `segments` at `sector`, waits for it and returns its status.
+    func send(_ operation: BlkifDirectOperation, sector: UInt64, _ segments: BlkifSegments) throws -> BlkifStatus? {
+        let id = try produce(.direct(BlkifDirectRequest(operation: operation, handle: 0, id: takeID(),
+                                                        sectorNumber: sector, segments: segments)))
+        try push()
+        return try self.await([id])[id]?.status
+    }
+
     /// Writes `bytes` into the data pages the segments name, in order.
     func fill(_ segments: [PlannedSegment], with bytes: ArraySlice<UInt8>) {
         var at = bytes.startIndex
