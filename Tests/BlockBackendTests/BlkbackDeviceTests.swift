@@ -290,10 +290,8 @@ struct BlkbackDeviceTests {
     func missingTarget() async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let a = try world.image("a.img", sectors: 1024)
-        let b = try world.image("b.img", sectors: 1024)
-        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(a)",
-                                                             "vdev=xvdb,access=rw,target=\(b)"])
+        let (id, guest) = try await world.guestWithTwoDisks()
+        let b = world.directory + "/b.img"
         #expect(unlink(b) == 0)
         let running = RunningDaemon(try world.daemon())
         let good = try VbdAttached.start(guest, domain: id, device: Self.xvda)
@@ -312,10 +310,7 @@ struct BlkbackDeviceTests {
     func ringOverrun() async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let a = try world.image("a.img", sectors: 1024)
-        let b = try world.image("b.img", sectors: 1024)
-        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(a)",
-                                                             "vdev=xvdb,access=rw,target=\(b)"])
+        let (id, guest) = try await world.guestWithTwoDisks()
         let running = RunningDaemon(try world.daemon())
         let good = try VbdAttached.start(guest, domain: id, device: Self.xvda)
         let bad = try VbdAttached.start(guest, domain: id, device: Self.xvdb)
@@ -340,10 +335,7 @@ struct BlkbackDeviceTests {
     func hostileKeys(kind: String) async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let a = try world.image("a.img", sectors: 1024)
-        let b = try world.image("b.img", sectors: 1024)
-        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(a)",
-                                                             "vdev=xvdb,access=rw,target=\(b)"])
+        let (id, guest) = try await world.guestWithTwoDisks()
         let running = RunningDaemon(try world.daemon())
         let baseline = try world.dom0.domainUsage()
         var plan = VbdFrontendPlan()

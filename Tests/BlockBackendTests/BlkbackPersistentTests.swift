@@ -408,10 +408,7 @@ struct BlkbackPersistentDeviceTests {
     func teardownPaths() async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let a = try world.image("a.img", sectors: 1024)
-        let b = try world.image("b.img", sectors: 1024)
-        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(a)",
-                                                             "vdev=xvdb,access=rw,target=\(b)"])
+        let (id, guest) = try await world.guestWithTwoDisks()
         let running = RunningDaemon(try Self.daemon(world, persistent: true))
         var plan = VbdFrontendPlan()
         plan.tamper = { $0.set("feature-persistent", "1") }

@@ -59,6 +59,13 @@ final class VbdWorld: @unchecked Sendable {
         return (id, try LocalPlatform(stateDirectory: directory, domain: name))
     }
 
+    /// A guest "g" with two 1024-sector read-write disks, xvda (a.img) and xvdb (b.img).
+    func guestWithTwoDisks() async throws -> (DomainID, LocalPlatform) {
+        let a = try image("a.img", sectors: 1024)
+        let b = try image("b.img", sectors: 1024)
+        return try await guest("g", disks: ["vdev=xvda,access=rw,target=\(a)", "vdev=xvdb,access=rw,target=\(b)"])
+    }
+
     func daemon(workers: Int = 2, resizeInterval: Duration = .milliseconds(50)) throws -> BlkbackDaemon {
         let factory = try BlockIOEngineFactory(configuration: .init(queueDepth: 64, capacity: 1024, threads: 2),
                                                environment: [BlockIOEngineKind.environmentVariable: "threads"])
