@@ -133,9 +133,9 @@ public enum XenStoreEndpoint: Equatable, Sendable, CustomStringConvertible {
     public static func choose(environment: [String: String]? = nil,
                               exists: ((String) -> Bool)? = nil) -> XenStoreEndpoint {
         let exists = exists ?? LinuxCall.exists
-        let env = environment ?? ProcessEnvironment.current()
-        if let path = env["XENSTORED_PATH"], !path.isEmpty { return .socket(path) }
-        let socket = XenStoreSocketTransport.defaultPath(environment: env)
+        let explicit = environment.map { $0["XENSTORED_PATH"] } ?? getenv("XENSTORED_PATH").map { String(cString: $0) }
+        if let path = explicit, !path.isEmpty { return .socket(path) }
+        let socket = XenStoreSocketTransport.defaultPath(environment: environment)
         return exists(socket) ? .socket(socket) : .device(XenbusDeviceTransport.defaultPath)
     }
 
@@ -144,21 +144,5 @@ public enum XenStoreEndpoint: Equatable, Sendable, CustomStringConvertible {
         case let .socket(path): return "socket \(path)"
         case let .device(path): return "device \(path)"
         }
-    }
-}
-
-/// The process environment as a dictionary.
-enum ProcessEnvironment {
-    static func current() -> [String: String] {
-        var result: [String: String] = [:]
-        var p = environ
-        while let entry = p.pointee {
-            let text = String(cString: entry)
-            if let eq = text.firstIndex(of: "=") {
-                result[String(text[..<eq])] = String(text[text.index(after: eq)...])
-            }
-            p += 1
-        }
-        return result
     }
 }
