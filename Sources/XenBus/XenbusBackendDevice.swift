@@ -85,67 +85,18 @@ public final class XenbusBackendDevice<Hooks: XenbusBackendHooks>: Sendable {
 }
 
 /// The backend driver's loop and its private state; lives in one task.
-struct BackendMachine<Hooks: XenbusBackendHooks>: Sendable {
+struct BackendMachine<Hooks: XenbusBackendHooks>: XenbusMachine {
     let store: XenStoreClient
     let path: String
     let hooks: Hooks
     let logger: Logger
     let inbox: XenbusInbox
 
-    func run() async -> XenbusStopReason {
-        var state = BackendState(node: XenbusOwnNode(store: store, path: path, logger: logger))
-        let reason = await loop(&state)
-        for watch in state.watches { try? await watch.cancel() }
-        logger.info("xenbus backend driver stopped: \(reason)")
-        return reason
-    }
+    var role: String { "backend" }
 
-    private func loop(_ s: inout BackendState) async -> XenbusStopReason {
-        do {
-            s.watches.append(try await store.watch(path))
-        } catch {
-            logger.error("xenbus: cannot watch \(path): \(error)")
-            return .connectionLost
-        }
-        inbox.pump(s.watches[0])
-        do {
-            guard try await s.node.exists() else { return .nodeRemoved }
-            try await start(&s)
-        } catch {
-            if let reason = await handle(error, &s) { return reason }
-        }
-        for await _ in inbox.stream {
-            let flags = inbox.flags.withLock { $0 }
-            if flags.closeRequested {
-                await shutdown(&s)
-                return .closed
-            }
-            if flags.watchLost {
-                await disconnect(&s, reason: "xenstore connection lost")
-                return .connectionLost
-            }
-            do {
-                if let reason = try await reconcile(&s) { return reason }
-            } catch {
-                if let reason = await handle(error, &s) { return reason }
-            }
-        }
-        await disconnect(&s, reason: "driver loop ended")
-        return .connectionLost
-    }
+    func makeState() -> BackendState { BackendState(node: XenbusOwnNode(store: store, path: path, logger: logger)) }
 
-    /// A xenstore failure of our own requests: a closed connection stops the driver,
-    /// anything else is fatal for the device.
-    private func handle(_ error: XenbusError, _ s: inout BackendState) async -> XenbusStopReason? {
-        if case .store(_, .connectionClosed) = error {
-            await disconnect(&s, reason: "xenstore connection lost")
-            return .connectionLost
-        }
-        await fatal(&s, error, context: "xenstore")
-        return nil
-    }
-
-    private func start(_ s: inout BackendState) async throws(XenbusError) {
+    func start(_ s: inout BackendState) async throws(XenbusError) {
         let paths: XenbusDevicePaths
         do {
             paths = try await XenbusDevicePaths.discover(backend: path, store: store)
@@ -186,7 +137,7 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: Sendable {
     }
 
     /// Acts on the frontend's current state. Returns a stop reason when the driver ends.
-    private func reconcile(_ s: inout BackendState) async throws(XenbusError) -> XenbusStopReason? {
+    func reconcile(_ s: inout BackendState) async throws(XenbusError) -> XenbusStopReason? {
         guard try await s.node.exists() else {
             await disconnect(&s, reason: "backend node removed by the toolstack")
             logger.info("xenbus: \(path) removed, stopping")
@@ -301,7 +252,7 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: Sendable {
         inbox.status.withLock { $0.state = next }
     }
 
-    private func disconnect(_ s: inout BackendState, reason: String) async {
+    func disconnect(_ s: inout BackendState, reason: String) async {
         guard s.connected, let paths = s.paths else { return }
         s.connected = false
         logger.info("xenbus: disconnecting \(path): \(reason)")
@@ -311,7 +262,7 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: Sendable {
     }
 
     /// xenbus_dev_fatal: log, error node, disconnect, Closing.
-    private func fatal(_ s: inout BackendState, _ error: XenbusError, context: String) async {
+    func fatal(_ s: inout BackendState, _ error: XenbusError, context: String) async {
         // The same error again while Closing (a bad value seen on every wake-up) is
         // reported once.
         guard s.own != .closing || s.lastFatal != error else { return }
@@ -327,7 +278,7 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: Sendable {
         }
     }
 
-    private func shutdown(_ s: inout BackendState) async {
+    func shutdown(_ s: inout BackendState) async {
         await disconnect(&s, reason: "driver closed")
         do {
             if s.own != .closing, s.own != .closed { try await switchState(&s, .closing, reason: "driver closed") }
@@ -340,7 +291,7 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: Sendable {
 }
 
 /// The backend driver's private state, owned by its loop.
-struct BackendState {
+struct BackendState: XenbusMachineState {
     let node: XenbusOwnNode
     var paths: XenbusDevicePaths?
     /// The state this driver last wrote; Unknown until its first write.

@@ -79,65 +79,18 @@ public final class XenbusFrontendDevice<Hooks: XenbusFrontendHooks>: Sendable {
 }
 
 /// The frontend driver's loop and its private state; lives in one task.
-struct FrontendMachine<Hooks: XenbusFrontendHooks>: Sendable {
+struct FrontendMachine<Hooks: XenbusFrontendHooks>: XenbusMachine {
     let store: XenStoreClient
     let path: String
     let hooks: Hooks
     let logger: Logger
     let inbox: XenbusInbox
 
-    func run() async -> XenbusStopReason {
-        var state = FrontendState(node: XenbusOwnNode(store: store, path: path, logger: logger))
-        let reason = await loop(&state)
-        for watch in state.watches { try? await watch.cancel() }
-        logger.info("xenbus frontend driver stopped: \(reason)")
-        return reason
-    }
+    var role: String { "frontend" }
 
-    private func loop(_ s: inout FrontendState) async -> XenbusStopReason {
-        do {
-            s.watches.append(try await store.watch(path))
-        } catch {
-            logger.error("xenbus: cannot watch \(path): \(error)")
-            return .connectionLost
-        }
-        inbox.pump(s.watches[0])
-        do {
-            guard try await s.node.exists() else { return .nodeRemoved }
-            try await start(&s)
-        } catch {
-            if let reason = await handle(error, &s) { return reason }
-        }
-        for await _ in inbox.stream {
-            let flags = inbox.flags.withLock { $0 }
-            if flags.closeRequested {
-                await shutdown(&s)
-                return .closed
-            }
-            if flags.watchLost {
-                await disconnect(&s, reason: "xenstore connection lost")
-                return .connectionLost
-            }
-            do {
-                if let reason = try await reconcile(&s) { return reason }
-            } catch {
-                if let reason = await handle(error, &s) { return reason }
-            }
-        }
-        await disconnect(&s, reason: "driver loop ended")
-        return .connectionLost
-    }
+    func makeState() -> FrontendState { FrontendState(node: XenbusOwnNode(store: store, path: path, logger: logger)) }
 
-    private func handle(_ error: XenbusError, _ s: inout FrontendState) async -> XenbusStopReason? {
-        if case .store(_, .connectionClosed) = error {
-            await disconnect(&s, reason: "xenstore connection lost")
-            return .connectionLost
-        }
-        await fatal(&s, error, context: "xenstore")
-        return nil
-    }
-
-    private func start(_ s: inout FrontendState) async throws(XenbusError) {
+    func start(_ s: inout FrontendState) async throws(XenbusError) {
         let paths: XenbusDevicePaths
         do {
             paths = try await XenbusDevicePaths.discover(frontend: path, store: store)
@@ -178,7 +131,7 @@ struct FrontendMachine<Hooks: XenbusFrontendHooks>: Sendable {
         }
     }
 
-    private func reconcile(_ s: inout FrontendState) async throws(XenbusError) -> XenbusStopReason? {
+    func reconcile(_ s: inout FrontendState) async throws(XenbusError) -> XenbusStopReason? {
         guard try await s.node.exists() else {
             await disconnect(&s, reason: "frontend node removed by the toolstack")
             logger.info("xenbus: \(path) removed, stopping")
@@ -278,7 +231,7 @@ struct FrontendMachine<Hooks: XenbusFrontendHooks>: Sendable {
         inbox.status.withLock { $0.state = next }
     }
 
-    private func disconnect(_ s: inout FrontendState, reason: String) async {
+    func disconnect(_ s: inout FrontendState, reason: String) async {
         guard s.initialised, let paths = s.paths else { return }
         s.initialised = false
         logger.info("xenbus: disconnecting \(path): \(reason)")
@@ -287,7 +240,7 @@ struct FrontendMachine<Hooks: XenbusFrontendHooks>: Sendable {
         s.keys = []
     }
 
-    private func fatal(_ s: inout FrontendState, _ error: XenbusError, context: String) async {
+    func fatal(_ s: inout FrontendState, _ error: XenbusError, context: String) async {
         // The same error again while Closing (a bad value seen on every wake-up) is
         // reported once.
         guard s.own != .closing || s.lastFatal != error else { return }
@@ -303,7 +256,7 @@ struct FrontendMachine<Hooks: XenbusFrontendHooks>: Sendable {
         }
     }
 
-    private func shutdown(_ s: inout FrontendState) async {
+    func shutdown(_ s: inout FrontendState) async {
         await disconnect(&s, reason: "driver closed")
         do {
             if s.own != .closing, s.own != .closed { try await switchState(&s, .closing, reason: "driver closed") }
@@ -315,7 +268,7 @@ struct FrontendMachine<Hooks: XenbusFrontendHooks>: Sendable {
 }
 
 /// The frontend driver's private state, owned by its loop.
-struct FrontendState {
+struct FrontendState: XenbusMachineState {
     let node: XenbusOwnNode
     var paths: XenbusDevicePaths?
     var own: XenbusState = .unknown
