@@ -139,8 +139,7 @@ struct BlkbackDeviceHostileTests {
     func protocolChangedAfterConnect() async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let image = try world.image("a.img", sectors: 4096)
-        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(image)"])
+        let (id, guest, image) = try await world.guestWithOneDisk(sectors: 4096)
         let running = RunningDaemon(try world.daemon())
         let first = try VbdAttached.start(guest, domain: id, device: Self.xvda)
         try await vbdEventually("Connected") { first.driver.state == .connected }

@@ -39,8 +39,7 @@ struct BlkbackDeviceTests {
     func handshakeAndData(order: UInt32) async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let image = try world.image("a.img", sectors: 4096)
-        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(image)"])
+        let (id, guest, image) = try await world.guestWithOneDisk(sectors: 4096)
         let running = RunningDaemon(try world.daemon())
         let front = try VbdAttached.start(guest, domain: id, device: Self.xvda, plan: VbdFrontendPlan(ringPageOrder: order))
         try await vbdEventually("frontend Connected") { front.driver.state == .connected }
@@ -79,8 +78,7 @@ struct BlkbackDeviceTests {
     func foreignABI(abi: BlkifABI) async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let image = try world.image("a.img", sectors: 1024)
-        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(image)"])
+        let (id, guest, image) = try await world.guestWithOneDisk(sectors: 1024)
         let running = RunningDaemon(try world.daemon())
         let front = try VbdAttached.start(guest, domain: id, device: Self.xvda, plan: VbdFrontendPlan(abi: abi))
         try await vbdEventually("Connected") { front.driver.state == .connected }
@@ -121,8 +119,7 @@ struct BlkbackDeviceTests {
     func twoQueues() async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let image = try world.image("a.img", sectors: 2048)
-        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(image)"])
+        let (id, guest, image) = try await world.guestWithOneDisk(sectors: 2048)
         let running = RunningDaemon(try world.daemon(workers: 2))
         let front = try VbdAttached.start(guest, domain: id, device: Self.xvda, plan: VbdFrontendPlan(queues: 2))
         try await vbdEventually("frontend Connected") { front.driver.state == .connected }
@@ -186,8 +183,7 @@ struct BlkbackDeviceTests {
     func resize() async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let image = try world.image("a.img", sectors: 1024)
-        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(image)"])
+        let (id, guest, image) = try await world.guestWithOneDisk(sectors: 1024)
         let running = RunningDaemon(try world.daemon())
         let front = try VbdAttached.start(guest, domain: id, device: Self.xvda)
         try await vbdEventually("frontend Connected") { front.driver.state == .connected }
@@ -206,8 +202,7 @@ struct BlkbackDeviceTests {
     func reconnect() async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let image = try world.image("a.img", sectors: 1024)
-        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(image)"])
+        let (id, guest, image) = try await world.guestWithOneDisk(sectors: 1024)
         let running = RunningDaemon(try world.daemon())
         let first = try VbdAttached.start(guest, domain: id, device: Self.xvda)
         try await vbdEventually("first Connected") { first.driver.state == .connected }
@@ -230,8 +225,7 @@ struct BlkbackDeviceTests {
     func daemonRestart() async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let image = try world.image("a.img", sectors: 1024)
-        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(image)"])
+        let (id, guest, image) = try await world.guestWithOneDisk(sectors: 1024)
         let first = RunningDaemon(try world.daemon())
         let front = try VbdAttached.start(guest, domain: id, device: Self.xvda)
         try await vbdEventually("Connected") { front.driver.state == .connected }
@@ -250,8 +244,7 @@ struct BlkbackDeviceTests {
     func toolstackRemoves() async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let image = try world.image("a.img", sectors: 1024)
-        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(image)"])
+        let (id, guest, image) = try await world.guestWithOneDisk(sectors: 1024)
         let running = RunningDaemon(try world.daemon())
         let front = try VbdAttached.start(guest, domain: id, device: Self.xvda)
         try await vbdEventually("Connected") { front.driver.state == .connected }
@@ -268,8 +261,7 @@ struct BlkbackDeviceTests {
     func toolstackWritesClosing() async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let image = try world.image("a.img", sectors: 1024)
-        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(image)"])
+        let (id, guest, image) = try await world.guestWithOneDisk(sectors: 1024)
         let running = RunningDaemon(try world.daemon())
         let front = try VbdAttached.start(guest, domain: id, device: Self.xvda)
         try await vbdEventually("Connected") { front.driver.state == .connected }

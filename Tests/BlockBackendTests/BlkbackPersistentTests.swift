@@ -368,8 +368,7 @@ struct BlkbackPersistentDeviceTests {
     func negotiation(backend: Bool, frontend: Bool) async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let image = try world.image("p.img", sectors: 4096)
-        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(image)"])
+        let (id, guest, image) = try await world.guestWithOneDisk(sectors: 4096, image: "p.img")
         let daemon = try Self.daemon(world, persistent: backend)
         let running = RunningDaemon(daemon)
         var plan = VbdFrontendPlan()
@@ -443,8 +442,7 @@ struct BlkbackPersistentDeviceTests {
     func blockFrontend() async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let image = try world.image("f.img", sectors: 8192)
-        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(image)"])
+        let (id, guest, image) = try await world.guestWithOneDisk(sectors: 8192, image: "f.img")
         let daemon = try Self.daemon(world, persistent: true)
         let running = RunningDaemon(daemon)
         let frontend = try BlockFrontend(platform: guest, devid: String(BlkbackDeviceTests.xvda),

@@ -58,8 +58,7 @@ struct BlkbackReplugTests {
     func replug(atomically: Bool) async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let image = try world.image("a.img", sectors: 2048)
-        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,target=\(image)"])
+        let (id, guest, image) = try await world.guestWithOneDisk(sectors: 2048)
         let store = try world.dom0.connectXenStore()
         defer { store.close() }
         let backendPath = LocalToolstack.backendPath(kind: "vbd", frontend: id, device: Self.xvda)

@@ -59,6 +59,14 @@ final class VbdWorld: @unchecked Sendable {
         return (id, try LocalPlatform(stateDirectory: directory, domain: name))
     }
 
+    /// A guest "g" whose xvda is a fresh read-write image of `sectors` sectors; also
+    /// returns the image's path.
+    func guestWithOneDisk(sectors: UInt64, image name: String = "a.img") async throws -> (DomainID, LocalPlatform, String) {
+        let path = try image(name, sectors: sectors)
+        let (id, guest) = try await guest("g", disks: ["vdev=xvda,access=rw,target=\(path)"])
+        return (id, guest, path)
+    }
+
     /// A guest "g" with two 1024-sector read-write disks, xvda (a.img) and xvdb (b.img).
     func guestWithTwoDisks() async throws -> (DomainID, LocalPlatform) {
         let a = try image("a.img", sectors: 1024)
