@@ -17,12 +17,15 @@ final class Rig {
     var frontends: [TestFrontend] = []
     var queues: [BlkbackQueue] = []
 
-    init(engine: BlockIOEngineKind, sectors: UInt64 = 8192, readOnly: Bool = false, capacity: Int = 1024) throws {
+    /// A worker whose engine `factory` makes (default: `engine`'s, of `capacity`), over a
+    /// fresh image opened read-only or with O_DIRECT as asked.
+    init(engine: BlockIOEngineKind = .threads, sectors: UInt64 = 8192, readOnly: Bool = false, direct: Bool = false,
+         capacity: Int = 1024, factory: BlockIOEngineFactory? = nil) throws {
         hypervisor = try hypervisorForTests()
         mapper = CountingMapper(try hypervisor.platform(for: .dom0))
         image = try TestImage(sectors: sectors)
-        store = try FileBackingStore(path: image.path, readOnly: readOnly)
-        worker = try BlkbackWorker(factory: makeFactory(engine, capacity: capacity))
+        store = try FileBackingStore(path: image.path, readOnly: readOnly, direct: direct)
+        worker = try BlkbackWorker(factory: factory ?? makeFactory(engine, capacity: capacity))
     }
 
     @discardableResult
@@ -43,8 +46,17 @@ final class Rig {
 
     /// Removes every queue, stops the worker, closes every frontend and the store, and
     /// checks nothing is left: no mapping, pinned grant, open port or copy buffer.
-    func tearDown() throws {
+    var removed = false
+
+    /// Removes the queues, once (their counters may be read from then on).
+    func removeQueues() throws {
+        guard !removed else { return }
+        removed = true
         for queue in queues { try worker.removeQueue(queue) }
+    }
+
+    func tearDown() throws {
+        try removeQueues()
         worker.stop()
         for frontend in frontends { try frontend.close() }
         store.close()

@@ -66,24 +66,7 @@ final class CountingEngine: BlockIOEngine {
     func close() { inner.close() }
 }
 
-/// Like ``Rig``, with the worker's engine made by `make` and the store opened as asked.
-final class ZeroCopyRig {
-    let hypervisor: InProcessHypervisor
-    let mapper: CountingMapper
-    let image: TestImage
-    let store: FileBackingStore
-    let worker: BlkbackWorker
-    var frontends: [TestFrontend] = []
-    var queues: [BlkbackQueue] = []
-
-    init(direct: Bool = false, factory: BlockIOEngineFactory) throws {
-        hypervisor = try hypervisorForTests()
-        mapper = CountingMapper(try hypervisor.platform(for: .dom0))
-        image = try TestImage(sectors: 8192)
-        store = try FileBackingStore(path: image.path, readOnly: false, direct: direct)
-        worker = try BlkbackWorker(factory: factory)
-    }
-
+extension Rig {
     /// A rig whose engine of `kind` counts its operations into `counts`.
     convenience init(kind: BlockIOEngineKind, counts: OperationCounts, direct: Bool = false) throws {
         let inner = try makeFactory(kind)
@@ -91,34 +74,6 @@ final class ZeroCopyRig {
             _ throws(URingError) in CountingEngine(try inner.makeEngine(), counts: counts)
         }
         try self.init(direct: direct, factory: factory)
-    }
-
-    func attach(name: String, abi: BlkifABI = .native, configuration: BlkbackQueueConfiguration) throws -> TestFrontend {
-        let frontend = try TestFrontend(hypervisor: hypervisor, name: name, abi: abi, ringPages: 1)
-        let queue = try frontend.makeQueue(store: store, mapper: mapper, configuration: configuration)
-        try worker.addQueue(queue, onDisconnect: { _ in })
-        frontends.append(frontend)
-        queues.append(queue)
-        return frontend
-    }
-
-    var removed = false
-
-    /// Removes the queues, once (their counters may be read from then on).
-    func removeQueues() throws {
-        guard !removed else { return }
-        removed = true
-        for queue in queues { try worker.removeQueue(queue) }
-    }
-
-    func tearDown() throws {
-        try removeQueues()
-        worker.stop()
-        for frontend in frontends { try frontend.close() }
-        store.close()
-        #expect(hypervisor.liveMappings == 0)
-        for frontend in frontends { #expect(hypervisor.pinnedRefs(of: frontend.domain).isEmpty) }
-        #expect(mapper.liveBuffers.withLock { $0 } == 0)
     }
 }
 
@@ -136,7 +91,7 @@ struct BlkbackZeroCopyTests {
           arguments: availableEngines)
     func dataEveryABI(engine: BlockIOEngineKind) throws {
         let counts = OperationCounts()
-        let rig = try ZeroCopyRig(kind: engine, counts: counts)
+        let rig = try Rig(kind: engine, counts: counts)
         var generator = SeededGenerator(seed: 0x2C0)
         var model = [UInt8](repeating: 0, count: 8192 * 512)
         for abi in BlkbackDataTests.abis {
@@ -161,7 +116,7 @@ struct BlkbackZeroCopyTests {
     @Test("zero-copy off in the configuration: the same requests go through the copy buffer")
     func configuredOff() throws {
         let counts = OperationCounts()
-        let rig = try ZeroCopyRig(kind: .threads, counts: counts)
+        let rig = try Rig(kind: .threads, counts: counts)
         var generator = SeededGenerator(seed: 0x2C1)
         var model = [UInt8](repeating: 0, count: 8192 * 512)
         let f = try rig.attach(name: "guest", configuration: Self.persistent(zeroCopy: false))
@@ -179,7 +134,7 @@ struct BlkbackZeroCopyTests {
     @Test("a store opened with O_DIRECT keeps the copy buffer although persistent grants are on")
     func directStoreCopies() throws {
         let counts = OperationCounts()
-        let rig = try ZeroCopyRig(kind: .threads, counts: counts, direct: true)
+        let rig = try Rig(kind: .threads, counts: counts, direct: true)
         #expect(BlkbackQueue.opensDirect(rig.store.fileDescriptor))
         var generator = SeededGenerator(seed: 0x2C2)
         var model = [UInt8](repeating: 0, count: 8192 * 512)
@@ -199,7 +154,7 @@ struct BlkbackZeroCopyTests {
     @Test("a request with a segment the cache cannot take goes through the copy buffer whole, reads and writes")
     func mixedRequestFallsBack() throws {
         let counts = OperationCounts()
-        let rig = try ZeroCopyRig(kind: .threads, counts: counts)
+        let rig = try Rig(kind: .threads, counts: counts)
         // Four entries: a six-page request maps four pages and grant-copies two.
         let f = try rig.attach(name: "guest", configuration: Self.persistent(bound: 4))
         let six = BlkbackPersistentTests.wholePages(0..<6)
@@ -230,7 +185,7 @@ struct BlkbackZeroCopyTests {
     @Test("sub-page segments: each iovec covers exactly the segment's sectors")
     func partialSegments() throws {
         let counts = OperationCounts()
-        let rig = try ZeroCopyRig(kind: .threads, counts: counts)
+        let rig = try Rig(kind: .threads, counts: counts)
         let f = try rig.attach(name: "guest", configuration: Self.persistent())
         var generator = SeededGenerator(seed: 0x2C5)
         for round in 0..<8 {
@@ -258,7 +213,7 @@ struct BlkbackZeroCopyTests {
     @Test("barrier and flush with data: written from the mapped pages, then fdatasync, answered once durable")
     func barrierAndFlushWithData() throws {
         let counts = OperationCounts()
-        let rig = try ZeroCopyRig(kind: .threads, counts: counts)
+        let rig = try Rig(kind: .threads, counts: counts)
         let f = try rig.attach(name: "guest", configuration: Self.persistent())
         for (k, operation) in [BlkifDirectOperation.writeBarrier, .flushDiskCache].enumerated() {
             let segments = BlkbackPersistentTests.wholePages((k * 4)..<(k * 4 + 3))
@@ -278,7 +233,7 @@ struct BlkbackZeroCopyTests {
     @Test("a page granted read-only: a write reads it in place, a read into it never happens")
     func readOnlyGrant() throws {
         let counts = OperationCounts()
-        let rig = try ZeroCopyRig(kind: .threads, counts: counts)
+        let rig = try Rig(kind: .threads, counts: counts)
         let f = try rig.attach(name: "guest", configuration: Self.persistent())
         let guest = try rig.hypervisor.platform(for: f.domain)
         let page = try guest.share(pages: 1, with: .dom0, writable: false)
@@ -309,7 +264,7 @@ struct BlkbackZeroCopyTests {
                                            configuration: .init(queueDepth: 64, capacity: 1024, threads: 2)) {
             configuration throws(URingError) in try GatedEngine(configuration: configuration, gate: gate)
         }
-        let rig = try ZeroCopyRig(factory: factory)
+        let rig = try Rig(factory: factory)
         let f = try rig.attach(name: "guest", configuration: Self.persistent(bound: 4))
         // Pages 30..33 fill the cache, then go idle: they are what eviction may take.
         let idle = BlkbackPersistentTests.wholePages(30..<34)
@@ -356,7 +311,7 @@ struct BlkbackZeroCopyTests {
     @Test("ranges adjacent in our address space share one iovec; none left unmerged")
     func adjacentRangesMerge() throws {
         let counts = OperationCounts()
-        let rig = try ZeroCopyRig(kind: .threads, counts: counts)
+        let rig = try Rig(kind: .threads, counts: counts)
         let f = try rig.attach(name: "guest", configuration: Self.persistent())
         // Page 0 in two halves (one mapping, so adjacent), page 1 whole, page 2 in two
         // ranges with a gap of one sector, then the rest of page 2.
@@ -381,7 +336,7 @@ struct BlkbackZeroCopyTests {
     @Test("1024 segments, none adjacent: one writev and one readv of 1024 iovecs (the kernel's limit)")
     func manyVectors() throws {
         let counts = OperationCounts()
-        let rig = try ZeroCopyRig(kind: .threads, counts: counts)
+        let rig = try Rig(kind: .threads, counts: counts)
         let f = try rig.attach(name: "guest", configuration: BlkbackQueueConfiguration(
             maxIndirectSegments: 1024, slots: 2, persistentGrants: true))
         // Sector 0 of pages 0 and 1 in turn: no two ranges adjacent.
@@ -415,7 +370,7 @@ struct BlkbackZeroCopyTests {
     @Test("a short readv (the file shrank under the queue) answers BLKIF_RSP_ERROR; later requests are served")
     func shortRead() throws {
         let counts = OperationCounts()
-        let rig = try ZeroCopyRig(kind: .threads, counts: counts)
+        let rig = try Rig(kind: .threads, counts: counts)
         let f = try rig.attach(name: "guest", configuration: Self.persistent())
         let bytes = pattern(2 * 4096, seed: 0x2CD)
         #expect(try BlkbackPersistentTests.write(f, BlkbackPersistentTests.wholePages(0..<2), sector: 4088,
