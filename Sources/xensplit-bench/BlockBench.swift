@@ -47,7 +47,8 @@ struct BlockBenchOptions {
                 usage: xensplit-bench \(suite) [--runs N] [--quick] [--only NAME-PART] [--verbose]
                   --runs N          alternating runs of ours and the reference (default 5)
                   --quick           short runs on a 64 MiB file (smoke tests)
-                  --only NAME-PART  only the comparisons whose name contains NAME-PART (e.g. randread, f16, -copy)
+                  --only NAME-PART  only the comparisons whose name contains NAME-PART (e.g. randread, f16, -copy);
+                                    a trailing $ anchors it at the end of the name (f1-q1$ leaves out f1-q1-copy)
                   --verbose         progress on standard error
                 Prints: bench NAME ours=V reference=V unit=U ratio=OURS/REF spread=PCT
                 """)
@@ -76,7 +77,10 @@ struct BlockBenchOptions {
     /// The backing file: 1 GiB, or 64 MiB with --quick.
     var fileSize: Int { quick ? 64 << 20 : 1 << 30 }
 
-    func selected(_ name: String) -> Bool { only.map { name.contains($0) } ?? true }
+    func selected(_ name: String) -> Bool {
+        guard let only else { return true }
+        return only.hasSuffix("$") ? name.hasSuffix(only.dropLast()) : name.contains(only)
+    }
 
     func log(_ text: String) { if verbose { warn(text) } }
 }
