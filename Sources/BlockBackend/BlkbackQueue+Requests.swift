@@ -253,18 +253,29 @@ extension BlkbackQueue {
         let slot = slots[index]
         guard slot.byteCount > 0 else {
             slots[index].phase = .flush
-            submit(index, .flush(.descriptor(fileDescriptor)), engine: engine)
+            submit(index, .flush(file), engine: engine)
             return
         }
         let offset = slot.sectorNumber * 512
         slots[index].phase = .transfer
+        if slot.vectorCount == 1 {
+            // One range (a single page, or pages adjacent in our mapping): a plain read or
+            // write, which spares the kernel importing an iovec array.
+            // SAFETY: as for the iovecs below.
+            let range = vectors[index * vectorStride]
+            let bytes = UnsafeMutableRawBufferPointer(start: range.iov_base, count: range.iov_len)
+            submit(index, slot.isRead ? .read(file, offset: offset, into: bytes)
+                                      : .write(file, offset: offset, from: UnsafeRawBufferPointer(bytes)),
+                   engine: engine)
+            return
+        }
         if slot.vectorCount > 0 {
             // SAFETY: the iovecs name pages whose cache entries this slot holds a use of
             // until finish(), so no eviction unmaps them while the engine uses them.
             let base = index * vectorStride
             let list = UnsafeBufferPointer(rebasing: vectors[base..<(base + slot.vectorCount)])
-            submit(index, slot.isRead ? .readVector(.descriptor(fileDescriptor), offset: offset, vectors: list)
-                                      : .writeVector(.descriptor(fileDescriptor), offset: offset, vectors: list),
+            submit(index, slot.isRead ? .readVector(file, offset: offset, vectors: list)
+                                      : .writeVector(file, offset: offset, vectors: list),
                    engine: engine)
             return
         }
@@ -272,9 +283,9 @@ extension BlkbackQueue {
         // close(), and close() refuses while the slot is in flight.
         let bytes = UnsafeMutableRawBufferPointer(start: slotBases[index], count: slot.byteCount)
         if slot.isRead {
-            submit(index, .read(.descriptor(fileDescriptor), offset: offset, into: bytes), engine: engine)
+            submit(index, .read(file, offset: offset, into: bytes), engine: engine)
         } else {
-            submit(index, .write(.descriptor(fileDescriptor), offset: offset, from: UnsafeRawBufferPointer(bytes)),
+            submit(index, .write(file, offset: offset, from: UnsafeRawBufferPointer(bytes)),
                    engine: engine)
         }
     }
@@ -317,7 +328,7 @@ extension BlkbackQueue {
                 }
             } else if slot.flushAfterWrite {
                 slots[index].phase = .flush
-                submit(index, .flush(.descriptor(fileDescriptor)), engine: engine)
+                submit(index, .flush(file), engine: engine)
             } else {
                 finish(index, status: .okay)
             }

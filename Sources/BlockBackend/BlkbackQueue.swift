@@ -157,6 +157,10 @@ public final class BlkbackQueue: @unchecked Sendable {
     let readOnly: Bool
     let discardEnabled: Bool
     let fileDescriptor: Int32
+    /// How I/O names the backing store: its descriptor, or (set by the worker while it
+    /// serves the queue) its slot in the engine's registered file table, which spares
+    /// the kernel a file lookup and reference per request.
+    var file: FileReference
     /// One registered copy buffer per slot (platforms bound the size of one
     /// registration), and one for indirect segment pages.
     let slotBuffers: [CopyBuffer]
@@ -238,6 +242,7 @@ public final class BlkbackQueue: @unchecked Sendable {
         self.readOnly = configuration.readOnly || store.readOnly
         self.discardEnabled = configuration.discard && store.supportsDiscard
         self.fileDescriptor = store.fileDescriptor
+        self.file = .descriptor(store.fileDescriptor)
         self.diskSectors = try store.currentSectors()
         segmentsPerRequest = configuration.segmentsPerRequest
         var buffers: [CopyBuffer] = []

@@ -129,6 +129,17 @@ public final class IORing {
         scratch.deallocate()
     }
 
+    /// Registers the ring's own descriptor with the calling thread (io_uring_register_ring_fd),
+    /// so each io_uring_enter skips looking the file up. The registration belongs to that
+    /// thread: call this only on the thread that submits, waits and later calls `close()`
+    /// (which drops it), or the thread keeps the ring's file alive until it exits. Returns
+    /// false when the kernel refuses (before 5.18, or the thread's 16 slots are taken);
+    /// the ring then works as before.
+    public func registerRingDescriptor() -> Bool {
+        guard isOpen else { return false }
+        return io_uring_register_ring_fd(ring) == 1
+    }
+
     /// The ring's file descriptor (for diagnostics; the ring owns it).
     public var fileDescriptor: Int32 { isOpen ? ring.pointee.ring_fd : -1 }
 

@@ -8,22 +8,66 @@ import XenPlatform
 import XenTesting
 @testable import BlockBackend
 
-/// The data operations an engine was given, by kind.
+/// The data transfers an engine was given: whether each moved data in place (on the
+/// frontend's mapped pages) or through one of the queues' copy buffers, told apart by
+/// address, since an in-place transfer of one range is a plain read or write too.
 final class OperationCounts: Sendable {
-    struct Counts {
-        var reads = 0
-        var writes = 0
-        var readVectors = 0
-        var writeVectors = 0
-        /// The (address, length) of each iovec of the last readv/writev.
-        var lastVectors: [(UInt, Int)] = []
+    struct Transfer {
+        var isRead: Bool
+        /// (address, length) of each range: one for read/write, each iovec for readv/writev.
+        var ranges: [(UInt, Int)]
     }
 
-    let counts = Mutex(Counts())
-    var snapshot: Counts { counts.withLock { $0 } }
+    struct Counts {
+        var copiedReads = 0
+        var copiedWrites = 0
+        var inPlaceReads = 0
+        var inPlaceWrites = 0
+        /// The ranges of the last in-place transfer.
+        var lastInPlaceRanges: [(UInt, Int)] = []
+    }
+
+    let transfers = Mutex<[Transfer]>([])
+
+    func record(_ operation: BlockIOOperation) {
+        let transfer: Transfer
+        switch operation {
+        case let .read(_, _, buffer), let .readFixed(_, _, buffer, _):
+            transfer = Transfer(isRead: true, ranges: [(UInt(bitPattern: buffer.baseAddress), buffer.count)])
+        case let .write(_, _, buffer), let .writeFixed(_, _, buffer, _):
+            transfer = Transfer(isRead: false, ranges: [(UInt(bitPattern: buffer.baseAddress), buffer.count)])
+        case let .readVector(_, _, vectors):
+            transfer = Transfer(isRead: true, ranges: vectors.map { (UInt(bitPattern: $0.iov_base), $0.iov_len) })
+        case let .writeVector(_, _, vectors):
+            transfer = Transfer(isRead: false, ranges: vectors.map { (UInt(bitPattern: $0.iov_base), $0.iov_len) })
+        default: return
+        }
+        transfers.withLock { $0.append(transfer) }
+    }
+
+    /// The transfers so far, a transfer counted as copied when its first range lies in a
+    /// copy buffer of one of `queues`.
+    func snapshot(_ queues: [BlkbackQueue]) -> Counts {
+        let buffers = queues.flatMap { queue in
+            queue.slotBases.map { (UInt(bitPattern: $0), queue.segmentsPerRequest * 4096) }
+        }
+        var counts = Counts()
+        for transfer in transfers.withLock({ $0 }) {
+            let start = transfer.ranges.first?.0 ?? 0
+            let copied = buffers.contains { start >= $0.0 && start < $0.0 + UInt($0.1) }
+            switch (copied, transfer.isRead) {
+            case (true, true): counts.copiedReads += 1
+            case (true, false): counts.copiedWrites += 1
+            case (false, true): counts.inPlaceReads += 1
+            case (false, false): counts.inPlaceWrites += 1
+            }
+            if !copied { counts.lastInPlaceRanges = transfer.ranges }
+        }
+        return counts
+    }
 }
 
-/// An engine that counts the data operations it is given and passes everything on.
+/// An engine that records the data transfers it is given and passes everything on.
 final class CountingEngine: BlockIOEngine {
     let inner: any BlockIOEngine
     let counts: OperationCounts
@@ -44,19 +88,7 @@ final class CountingEngine: BlockIOEngine {
     func registerBuffers(_ buffers: [UnsafeMutableRawBufferPointer]) throws(URingError) { try inner.registerBuffers(buffers) }
 
     func enqueue(_ request: BlockRequest) -> EnqueueOutcome {
-        counts.counts.withLock { c in
-            switch request.operation {
-            case .read, .readFixed: c.reads += 1
-            case .write, .writeFixed: c.writes += 1
-            case let .readVector(_, _, vectors):
-                c.readVectors += 1
-                c.lastVectors = vectors.map { (UInt(bitPattern: $0.iov_base), $0.iov_len) }
-            case let .writeVector(_, _, vectors):
-                c.writeVectors += 1
-                c.lastVectors = vectors.map { (UInt(bitPattern: $0.iov_base), $0.iov_len) }
-            default: break
-            }
-        }
+        counts.record(request.operation)
         return inner.enqueue(request)
     }
 
@@ -78,7 +110,7 @@ extension Rig {
 }
 
 /// Zero-copy transfers: with persistent grants and a buffered store, reads and writes go
-/// straight to the mapped pages through readv/writev.
+/// straight to the mapped pages (read/write for one range, readv/writev for more).
 @Suite("blkback zero-copy transfers")
 struct BlkbackZeroCopyTests {
     static func persistent(slots: Int = 8, bound: Int = BlkbackQueueConfiguration.defaultPersistentGrantsPerQueue,
@@ -87,7 +119,7 @@ struct BlkbackZeroCopyTests {
                                   persistentGrantsPerQueue: bound, zeroCopy: zeroCopy)
     }
 
-    @Test("reads, writes and indirect requests on mapped pages, every ABI: data right, engine saw only readv/writev",
+    @Test("reads, writes and indirect requests on mapped pages, every ABI: data right, every transfer in place",
           arguments: availableEngines)
     func dataEveryABI(engine: BlockIOEngineKind) throws {
         let counts = OperationCounts()
@@ -99,12 +131,15 @@ struct BlkbackZeroCopyTests {
             try exercise(f, model: &model, rounds: 4, maxIndirect: 32, using: &generator)
         }
         #expect(try rig.image.contents() == model, "the image differs from the model")
-        let seen = counts.snapshot
-        #expect(seen.readVectors > 0)
-        #expect(seen.writeVectors > 0)
-        #expect(seen.reads == 0 && seen.writes == 0, "no transfer went through a copy buffer")
+        let seen = counts.snapshot(rig.queues)
+        #expect(seen.inPlaceReads > 0)
+        #expect(seen.inPlaceWrites > 0)
+        #expect(seen.copiedReads == 0 && seen.copiedWrites == 0, "no transfer went through a copy buffer")
+        // The worker names each queue's store by its slot in the engine's file table.
+        for (index, queue) in rig.queues.enumerated() { #expect(queue.file == .registered(UInt32(index))) }
         try rig.removeQueues()
         for queue in rig.queues {
+            #expect(queue.file == .descriptor(queue.fileDescriptor), "the slot is given back at removal")
             #expect(queue.usesZeroCopy)
             #expect(queue.zeroCopyTransfers > 0)
             #expect(queue.copiedTransfers == 0)
@@ -122,9 +157,9 @@ struct BlkbackZeroCopyTests {
         let f = try rig.attach(name: "guest", configuration: Self.persistent(zeroCopy: false))
         try exercise(f, model: &model, rounds: 2, maxIndirect: 32, using: &generator)
         #expect(try rig.image.contents() == model)
-        let seen = counts.snapshot
-        #expect(seen.readVectors == 0 && seen.writeVectors == 0)
-        #expect(seen.reads > 0 && seen.writes > 0)
+        let seen = counts.snapshot(rig.queues)
+        #expect(seen.inPlaceReads == 0 && seen.inPlaceWrites == 0)
+        #expect(seen.copiedReads > 0 && seen.copiedWrites > 0)
         try rig.removeQueues()
         #expect(!rig.queues[0].usesZeroCopy)
         #expect(rig.queues[0].zeroCopyTransfers == 0)
@@ -141,9 +176,9 @@ struct BlkbackZeroCopyTests {
         let f = try rig.attach(name: "guest", configuration: Self.persistent())
         try exercise(f, model: &model, rounds: 2, maxIndirect: 32, using: &generator)
         #expect(try rig.image.contents() == model)
-        let seen = counts.snapshot
-        #expect(seen.readVectors == 0 && seen.writeVectors == 0, "no readv/writev on mapped pages with O_DIRECT")
-        #expect(seen.reads > 0 && seen.writes > 0)
+        let seen = counts.snapshot(rig.queues)
+        #expect(seen.inPlaceReads == 0 && seen.inPlaceWrites == 0, "no transfer on mapped pages with O_DIRECT")
+        #expect(seen.copiedReads > 0 && seen.copiedWrites > 0)
         try rig.removeQueues()
         #expect(rig.queues[0].usesPersistentGrants)
         #expect(!rig.queues[0].usesZeroCopy)
@@ -164,17 +199,17 @@ struct BlkbackZeroCopyTests {
         let back = BlkbackPersistentTests.wholePages(10..<16)
         #expect(try BlkbackPersistentTests.read(f, back, sector: 64) == .okay)
         #expect(f.gather(back) == bytes)
-        var seen = counts.snapshot
-        #expect(seen.reads == 1 && seen.writes == 1)
-        #expect(seen.readVectors == 0 && seen.writeVectors == 0)
+        var seen = counts.snapshot(rig.queues)
+        #expect(seen.copiedReads == 1 && seen.copiedWrites == 1)
+        #expect(seen.inPlaceReads == 0 && seen.inPlaceWrites == 0)
         // Requests that fit the cache go zero-copy on the same queue.
         let two = BlkbackPersistentTests.wholePages(20..<22)
         let small = pattern(2 * 4096, seed: 0x2C4)
         #expect(try BlkbackPersistentTests.write(f, two, sector: 200, bytes: small) == .okay)
         #expect(try BlkbackPersistentTests.read(f, BlkbackPersistentTests.wholePages(22..<24), sector: 200) == .okay)
         #expect(f.gather(BlkbackPersistentTests.wholePages(22..<24)) == small)
-        seen = counts.snapshot
-        #expect(seen.readVectors == 1 && seen.writeVectors == 1)
+        seen = counts.snapshot(rig.queues)
+        #expect(seen.inPlaceReads == 1 && seen.inPlaceWrites == 1)
         try rig.removeQueues()
         #expect(rig.queues[0].copiedTransfers == 2)
         #expect(rig.queues[0].zeroCopyTransfers == 2)
@@ -206,7 +241,7 @@ struct BlkbackZeroCopyTests {
                         == Array(guardBytes[0..<(Int(s.first) * 512)]), "bytes before the segment untouched")
             }
         }
-        #expect(counts.snapshot.reads == 0 && counts.snapshot.writes == 0)
+        #expect(counts.snapshot(rig.queues).copiedReads == 0 && counts.snapshot(rig.queues).copiedWrites == 0)
         try rig.tearDown()
     }
 
@@ -225,8 +260,8 @@ struct BlkbackZeroCopyTests {
             let at = (512 + k * 64) * 512
             #expect(Array(try rig.image.contents()[at..<(at + bytes.count)]) == bytes)
         }
-        #expect(counts.snapshot.writeVectors == 2)
-        #expect(counts.snapshot.writes == 0)
+        #expect(counts.snapshot(rig.queues).inPlaceWrites == 2)
+        #expect(counts.snapshot(rig.queues).copiedWrites == 0)
         try rig.tearDown()
     }
 
@@ -245,13 +280,13 @@ struct BlkbackZeroCopyTests {
         }
         #expect(try send(.write, sector: 8) == .okay)
         #expect(Array(try rig.image.contents()[(8 * 512)..<(8 * 512 + 4096)]) == bytes)
-        #expect(counts.snapshot.writeVectors == 1, "the read-only mapping served the write in place")
+        #expect(counts.snapshot(rig.queues).inPlaceWrites == 1, "the read-only mapping served the write in place")
         // Sector 64 holds zeroes: a read would overwrite the page. The mapping is read-only
         // and the grant refuses a writable one, so the request fails without touching it.
         #expect(try send(.read, sector: 64) == .error)
         #expect(page.view.bytes(at: 0, length: 4096) == bytes)
-        #expect(counts.snapshot.readVectors == 0, "no readv into the read-only mapping")
-        #expect(counts.snapshot.reads == 1, "the read went to the copy buffer, whose grant copy-out was refused")
+        #expect(counts.snapshot(rig.queues).inPlaceReads == 0, "no read into the read-only mapping")
+        #expect(counts.snapshot(rig.queues).copiedReads == 1, "the read went to the copy buffer, whose grant copy-out was refused")
         try rig.removeQueues()
         try guest.endAccess(page)
         try rig.tearDown()
@@ -322,7 +357,7 @@ struct BlkbackZeroCopyTests {
         let bytes = pattern(length, seed: 0x2CA)
         #expect(try BlkbackPersistentTests.write(f, segments, sector: 40, bytes: bytes) == .okay)
         #expect(Array(try rig.image.contents()[(40 * 512)..<(40 * 512 + length)]) == bytes)
-        let vectors = counts.snapshot.lastVectors
+        let vectors = counts.snapshot(rig.queues).lastInPlaceRanges
         #expect(vectors.reduce(0) { $0 + $1.1 } == length)
         // At most four: page 0 whole, page 1 (joined to page 0 if mapped right after it),
         // page 2's first range, page 2's last two ranges joined.
@@ -350,16 +385,16 @@ struct BlkbackZeroCopyTests {
         #expect(try f.await([id])[id]?.status == .okay)
         let expected = Array((0..<512).map { _ in first + second }.joined())
         #expect(Array(try rig.image.contents()[0..<(1024 * 512)]) == expected)
-        #expect(counts.snapshot.writeVectors == 1 && counts.snapshot.writes == 0)
-        #expect(counts.snapshot.lastVectors.count == 1024)
+        #expect(counts.snapshot(rig.queues).inPlaceWrites == 1 && counts.snapshot(rig.queues).copiedWrites == 0)
+        #expect(counts.snapshot(rig.queues).lastInPlaceRanges.count == 1024)
         // Read back into pages 2 and 3 in turn: the last two segments (sectors 1022 and
         // 1023) are what those pages keep.
         let back = (0..<1024).map { PlannedSegment(page: 2 + $0 % 2, first: 0, last: 0) }
         let read = try f.produce(f.request(.read, sector: 0, back, indirectPage: 2))
         try f.push()
         #expect(try f.await([read])[read]?.status == .okay)
-        #expect(counts.snapshot.readVectors == 1 && counts.snapshot.reads == 0)
-        #expect(counts.snapshot.lastVectors.count == 1024)
+        #expect(counts.snapshot(rig.queues).inPlaceReads == 1 && counts.snapshot(rig.queues).copiedReads == 0)
+        #expect(counts.snapshot(rig.queues).lastInPlaceRanges.count == 1024)
         #expect(f.gather([PlannedSegment(page: 2, first: 0, last: 0)]) == first)
         #expect(f.gather([PlannedSegment(page: 3, first: 0, last: 0)]) == second)
         try rig.removeQueues()
@@ -380,7 +415,7 @@ struct BlkbackZeroCopyTests {
         let back = BlkbackPersistentTests.wholePages(4..<6)
         #expect(try BlkbackPersistentTests.read(f, back, sector: 4088) == .error, "4096 of 8192 bytes")
         #expect(try BlkbackPersistentTests.read(f, back, sector: 6000) == .error, "nothing past the end")
-        #expect(counts.snapshot.readVectors == 2)
+        #expect(counts.snapshot(rig.queues).inPlaceReads == 2)
         #expect(try BlkbackPersistentTests.read(f, Array(back.prefix(1)), sector: 4088) == .okay)
         #expect(f.gather(Array(back.prefix(1))) == Array(bytes.prefix(4096)))
         try rig.tearDown()
