@@ -291,7 +291,8 @@ extension BlkbackQueue {
     }
 
     func submit<Engine: BlockIOEngine>(_ index: Int, _ operation: BlockIOOperation, engine: Engine) {
-        switch engine.enqueue(BlockRequest(operation, userData: userDataBase | UInt64(index))) {
+        switch engine.enqueue(BlockRequest(operation, userData: userDataBase | UInt64(index),
+                                           alwaysAsync: transfersAlwaysAsync)) {
         case .accepted: return
         case .queueFull: finish(index, status: .error, "the I/O engine refused the request (queue full)")
         }

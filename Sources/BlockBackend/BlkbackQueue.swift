@@ -161,6 +161,9 @@ public final class BlkbackQueue: @unchecked Sendable {
     /// serves the queue) its slot in the engine's registered file table, which spares
     /// the kernel a file lookup and reference per request.
     var file: FileReference
+    /// The store cannot do non-blocking I/O (tmpfs), so every transfer would reach
+    /// io_uring's workers after a failed inline try: queue them there at once.
+    let transfersAlwaysAsync: Bool
     /// One registered copy buffer per slot (platforms bound the size of one
     /// registration), and one for indirect segment pages.
     let slotBuffers: [CopyBuffer]
@@ -243,6 +246,7 @@ public final class BlkbackQueue: @unchecked Sendable {
         self.discardEnabled = configuration.discard && store.supportsDiscard
         self.fileDescriptor = store.fileDescriptor
         self.file = .descriptor(store.fileDescriptor)
+        self.transfersAlwaysAsync = !supportsNonblockingIO(store.fileDescriptor)
         self.diskSectors = try store.currentSectors()
         segmentsPerRequest = configuration.segmentsPerRequest
         var buffers: [CopyBuffer] = []

@@ -14,3 +14,12 @@ int curing_eventfd(unsigned int initial_value) {
 int curing_fallocate(int fd, int mode, int64_t offset, int64_t length) {
     return fallocate(fd, mode, (off_t)offset, (off_t)length);
 }
+
+int curing_supports_nowait(int fd) {
+    // RWF_NOWAIT is refused with EOPNOTSUPP up front by files without non-blocking I/O;
+    // any other outcome (data, EAGAIN, EINVAL for an O_DIRECT alignment) means support.
+    char byte;
+    struct iovec vector = {.iov_base = &byte, .iov_len = 1};
+    ssize_t n = preadv2(fd, &vector, 1, 0, RWF_NOWAIT);
+    return !(n < 0 && errno == EOPNOTSUPP);
+}

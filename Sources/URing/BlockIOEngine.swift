@@ -36,11 +36,15 @@ public struct BlockRequest {
     public var operation: BlockIOOperation
     /// The caller's tag; the engine never interprets it.
     public var userData: UInt64
+    /// Skip io_uring's inline try of a read or write (IOSQE_ASYNC), for files without
+    /// non-blocking I/O (see ``supportsNonblockingIO(_:)``). The thread pool ignores it.
+    public var alwaysAsync: Bool
 
     @inlinable
-    public init(_ operation: BlockIOOperation, userData: UInt64) {
+    public init(_ operation: BlockIOOperation, userData: UInt64, alwaysAsync: Bool = false) {
         self.operation = operation
         self.userData = userData
+        self.alwaysAsync = alwaysAsync
     }
 }
 

@@ -50,30 +50,35 @@ extension FileReference {
 extension IORing {
     /// Puts `operation`, tagged `userData`, into the submission queue. Returns false, and
     /// leaves the queue unchanged, when it is full: `submit()` and try again.
+    ///
+    /// `async` (reads and writes only) sets IOSQE_ASYNC: the kernel hands the transfer to
+    /// its worker threads at once. Worth it for files that cannot do non-blocking I/O
+    /// (tmpfs, for one), whose transfers end up there anyway after a failed inline try.
     @inlinable
-    public func prepare(_ operation: IOOperation, userData: UInt64) -> Bool {
+    public func prepare(_ operation: IOOperation, userData: UInt64, async: Bool = false) -> Bool {
         guard isOpen else { return false }
+        let extra = async ? CURING_IOSQE_ASYNC : 0
         let result: Int32
         switch operation {
         case .nop:
             result = curing_prep_nop(ring, userData)
         case let .read(file, buffer, offset):
             result = prepareTransfer(IORING_OP_READ, file, UnsafeRawPointer(buffer.baseAddress),
-                                     buffer.count, offset, 0, userData)
+                                     buffer.count, offset, 0, userData, extra)
         case let .write(file, buffer, offset):
-            result = prepareTransfer(IORING_OP_WRITE, file, buffer.baseAddress, buffer.count, offset, 0, userData)
+            result = prepareTransfer(IORING_OP_WRITE, file, buffer.baseAddress, buffer.count, offset, 0, userData, extra)
         case let .readv(file, vectors, offset):
             result = prepareTransfer(IORING_OP_READV, file, UnsafeRawPointer(vectors.baseAddress),
-                                     vectors.count, offset, 0, userData)
+                                     vectors.count, offset, 0, userData, extra)
         case let .writev(file, vectors, offset):
             result = prepareTransfer(IORING_OP_WRITEV, file, UnsafeRawPointer(vectors.baseAddress),
-                                     vectors.count, offset, 0, userData)
+                                     vectors.count, offset, 0, userData, extra)
         case let .readFixed(file, buffer, index, offset):
             result = prepareTransfer(IORING_OP_READ_FIXED, file, UnsafeRawPointer(buffer.baseAddress),
-                                     buffer.count, offset, index, userData)
+                                     buffer.count, offset, index, userData, extra)
         case let .writeFixed(file, buffer, index, offset):
             result = prepareTransfer(IORING_OP_WRITE_FIXED, file, buffer.baseAddress, buffer.count,
-                                     offset, index, userData)
+                                     offset, index, userData, extra)
         case let .fsync(file):
             let (fd, flags) = file.descriptorAndFlags
             result = curing_prep_fsync(ring, fd, flags, 0, userData)
@@ -105,10 +110,10 @@ extension IORing {
     @inlinable
     func prepareTransfer(
         _ opcode: io_uring_op, _ file: FileReference, _ address: UnsafeRawPointer?, _ length: Int,
-        _ offset: UInt64, _ bufferIndex: UInt16, _ userData: UInt64
+        _ offset: UInt64, _ bufferIndex: UInt16, _ userData: UInt64, _ extraFlags: UInt8
     ) -> Int32 {
         let (fd, flags) = file.descriptorAndFlags
-        return curing_prep_rw(ring, UInt8(opcode.rawValue), fd, flags, address,
+        return curing_prep_rw(ring, UInt8(opcode.rawValue), fd, flags | extraFlags, address,
                               UInt32(clamping: length), offset, bufferIndex, userData)
     }
 }

@@ -62,9 +62,10 @@ public final class URingEngine: BlockIOEngine {
     public func enqueue(_ request: BlockRequest) -> EnqueueOutcome {
         guard inFlight < capacity else { return .queueFull(request) }
         let operation = Self.ringOperation(request.operation)
-        if !ring.prepare(operation, userData: request.userData) {
+        let async = request.alwaysAsync
+        if !ring.prepare(operation, userData: request.userData, async: async) {
             // The submission queue is full: start that batch and take a fresh entry.
-            guard (try? ring.submit()) != nil, ring.prepare(operation, userData: request.userData) else {
+            guard (try? ring.submit()) != nil, ring.prepare(operation, userData: request.userData, async: async) else {
                 return .queueFull(request)
             }
         }

@@ -91,15 +91,22 @@ func runBlkbackBench(arguments: [String]) async throws {
                         try BlkbackBenchRingFrontend.drive(frontends, workload: workload, regionBytes: region,
                                                            seconds: options.seconds)
                     }
-                    let backend = Double(ThreadCPU.elapsed(from: backendBefore, to: world.backendSample))
+                    let backendAfter = world.backendSample
+                    let backend = Double(ThreadCPU.elapsed(from: backendBefore, to: backendAfter))
+                    // The workers alone, without the io_uring kernel workers they started.
+                    let workers = Double(ThreadCPU.elapsed(
+                        from: backendBefore.filter { world.backendThreads.contains($0.key) },
+                        to: backendAfter.filter { world.backendThreads.contains($0.key) }))
                     let hypervisor = Double(ThreadCPU.elapsed(from: hypervisorBefore, to: world.hypervisorSample))
                     let process = Double(ThreadCPU.processNanoseconds() &- processBefore)
                     cpu.ours.append((backend + hypervisor) / 1000 / Double(max(operations, 1)))
                     busy.append(backend / 1e9 / options.seconds * 100)
                     options.log(String(format: "%@: %d I/Os; %% of a core: backend threads %.0f, hypervisor %.0f, "
-                                       + "process %.0f; backend-only CPU per I/O %.2f us", title, operations,
-                                       backend / 1e9 / options.seconds * 100, hypervisor / 1e9 / options.seconds * 100,
-                                       process / 1e9 / options.seconds * 100, backend / 1000 / Double(max(operations, 1))))
+                                       + "process %.0f; CPU per I/O: backend %.2f us, of which workers %.2f us", title,
+                                       operations, backend / 1e9 / options.seconds * 100,
+                                       hypervisor / 1e9 / options.seconds * 100, process / 1e9 / options.seconds * 100,
+                                       backend / 1000 / Double(max(operations, 1)),
+                                       workers / 1000 / Double(max(operations, 1))))
                     return workload.figure(operations: operations, seconds: options.seconds)
                 }, reference: { [jobs = layout.frontends, seconds = options.seconds] in
                     try await offPool {

@@ -157,3 +157,57 @@ import Testing
         #expect(Completion(userData: 9, result: 512).outcome == .success(512))
     }
 }
+
+/// Files without non-blocking I/O, and transfers queued straight to io_uring's workers.
+@Suite struct NonblockingIOTests {
+    /// A scratch file of `size` bytes of `pattern` in `directory`; the path.
+    func scratchFile(in directory: String, size: Int, pattern: UInt8) throws -> String {
+        var template = Array("\(directory)/xensplit-nowait-XXXXXX".utf8CString)
+        let fd = mkstemp(&template)
+        try #require(fd >= 0, "mkstemp in \(directory): errno \(errno)")
+        defer { close(fd) }
+        let bytes = [UInt8](repeating: pattern, count: size)
+        #expect(bytes.withUnsafeBytes { write(fd, $0.baseAddress, size) } == size)
+        return String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    @Test func tmpfsLacksNonblockingIOAndADiskFileHasIt() throws {
+        let shm = try scratchFile(in: "/dev/shm", size: 4096, pattern: 1)
+        defer { unlink(shm) }
+        let fd = open(shm, O_RDONLY)
+        defer { close(fd) }
+        #expect(!supportsNonblockingIO(fd), "tmpfs refuses RWF_NOWAIT")
+        // The package's own directory is on a disk file system (ext4 or xfs on these machines).
+        let disk = try scratchFile(in: ".", size: 4096, pattern: 2)
+        defer { unlink(disk) }
+        let diskFD = open(disk, O_RDONLY)
+        defer { close(diskFD) }
+        #expect(supportsNonblockingIO(diskFD), "a disk file system takes RWF_NOWAIT")
+    }
+
+    @Test func alwaysAsyncReadsAndWritesMoveTheRightBytes() throws {
+        let path = try scratchFile(in: "/dev/shm", size: 8192, pattern: 0x5A)
+        defer { unlink(path) }
+        let fd = open(path, O_RDWR)
+        defer { close(fd) }
+        let engine = try makeEngine(.uring)
+        defer { engine.close() }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 4096)
+        defer { buffer.deallocate() }
+        buffer.initializeMemory(as: UInt8.self, repeating: 0xC3)
+        func mustEnqueue(_ operation: BlockIOOperation, userData: UInt64) {
+            if case .queueFull = engine.enqueue(BlockRequest(operation, userData: userData, alwaysAsync: true)) {
+                Issue.record("request \(userData) was refused")
+            }
+        }
+        mustEnqueue(.write(.descriptor(fd), offset: 4096, from: UnsafeRawBufferPointer(buffer)), userData: 1)
+        #expect(try engine.drain(1) == [1: 4096])
+        buffer.initializeMemory(as: UInt8.self, repeating: 0)
+        mustEnqueue(.read(.descriptor(fd), offset: 0, into: buffer), userData: 2)
+        #expect(try engine.drain(1) == [2: 4096])
+        #expect(buffer.allSatisfy { $0 == 0x5A }, "the first page, as written by the test")
+        var back = [UInt8](repeating: 0, count: 4096)
+        #expect(pread(fd, &back, 4096, 4096) == 4096)
+        #expect(back.allSatisfy { $0 == 0xC3 }, "the second page, as written through the engine")
+    }
+}

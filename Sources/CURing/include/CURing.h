@@ -11,6 +11,8 @@
 
 /// IOSQE_FIXED_FILE (a macro, which Swift cannot import).
 static const uint8_t CURING_IOSQE_FIXED_FILE = IOSQE_FIXED_FILE;
+/// IOSQE_ASYNC: go straight to io_uring's worker threads, without an inline attempt.
+static const uint8_t CURING_IOSQE_ASYNC = IOSQE_ASYNC;
 
 /// eventfd(2) with EFD_CLOEXEC | EFD_NONBLOCK (the header needs _GNU_SOURCE, so the
 /// call is compiled in CURing.c). Returns the fd or -1 with errno set.
@@ -18,6 +20,10 @@ int curing_eventfd(unsigned int initial_value);
 
 /// fallocate(2), likewise compiled in CURing.c. Returns 0 or -1 with errno set.
 int curing_fallocate(int fd, int mode, int64_t offset, int64_t length);
+
+/// Whether reads of `fd` can be tried without blocking (RWF_NOWAIT), which is what lets
+/// io_uring complete them inline; 0 for files that refuse it (tmpfs, for one).
+int curing_supports_nowait(int fd);
 
 /// O_DIRECT (its declaration, too, needs _GNU_SOURCE).
 extern const int curing_o_direct;
