@@ -28,7 +28,10 @@ import XenStore
 /// Also prints, with no reference, the backend's CPU time per I/O: the on-CPU time of
 /// its threads (those that appeared while the daemon was made: its workers), of their
 /// io_uring kernel workers (`iou-wrk-TID`) and of the local hypervisor's thread, which
-/// serves every grant copy, from /proc/self/task/TID/schedstat, over the run's I/Os; and
+/// serves every grant copy, from /proc/self/task/TID/schedstat, over the run's I/Os; with
+/// fio as the reference, the whole process's CPU time per I/O (frontends, backend and
+/// their io_uring workers: `blkback-process-cpu-per-io-*`, lower is better, so the ratio
+/// is fio's over ours) against fio's (its process and io_uring workers); and
 /// the CPU milliseconds the backend's threads and the hypervisor's use in 5 s (a window
 /// per run) while 64 BlockFrontend frontends are connected and idle, and what the whole
 /// process uses meanwhile.
@@ -82,6 +85,10 @@ func runBlkbackBench(arguments: [String]) async throws {
                 var comparison = BenchComparison(name: title, unit: workload.unit)
                 var cpu = BenchComparison(name: title.replacingOccurrences(of: "blkback-", with: "blkback-cpu-per-io-"),
                                           unit: "us")
+                // Everything the I/O costs, frontend included, against fio's whole process
+                // (its io_uring workers included): lower is better.
+                var total = BenchComparison(name: title.replacingOccurrences(of: "blkback-", with: "blkback-process-cpu-per-io-"),
+                                            unit: "us", lowerIsBetter: true)
                 var busy: [Double] = []
                 try await alternateAsync(&comparison, runs: options.runs, ours: {
                     let backendBefore = world.backendSample
@@ -100,6 +107,7 @@ func runBlkbackBench(arguments: [String]) async throws {
                     let hypervisor = Double(ThreadCPU.elapsed(from: hypervisorBefore, to: world.hypervisorSample))
                     let process = Double(ThreadCPU.processNanoseconds() &- processBefore)
                     cpu.ours.append((backend + hypervisor) / 1000 / Double(max(operations, 1)))
+                    total.ours.append(process / 1000 / Double(max(operations, 1)))
                     busy.append(backend / 1e9 / options.seconds * 100)
                     options.log(String(format: "%@: %d I/Os; %% of a core: backend threads %.0f, hypervisor %.0f, "
                                        + "process %.0f; CPU per I/O: backend %.2f us, of which workers %.2f us", title,
@@ -109,13 +117,20 @@ func runBlkbackBench(arguments: [String]) async throws {
                                        workers / 1000 / Double(max(operations, 1))))
                     return workload.figure(operations: operations, seconds: options.seconds)
                 }, reference: { [jobs = layout.frontends, seconds = options.seconds] in
-                    try await offPool {
+                    let before = ThreadCPU.childrenNanoseconds()
+                    let figure = try await offPool {
                         try BlockBenchFio.ioUring(path: image, regionBytes: region, jobs: jobs, workload: workload,
                                                   seconds: seconds)
                     }
+                    // fio is this process's only child here; the figure is per second.
+                    let operations = workload.operations(figure: figure, seconds: seconds)
+                    total.reference.append(Double(ThreadCPU.childrenNanoseconds() &- before) / 1000
+                                           / max(operations, 1))
+                    return figure
                 })
                 printComparison(comparison, options: options)
                 printComparison(cpu, options: options)
+                printComparison(total, options: options)
                 options.log(String(format: "%@: backend threads busy %.0f%% of a core (median)", title,
                                    BenchComparison.median(busy)))
             }
@@ -427,5 +442,24 @@ struct BlkbackBenchRingHooks: XenbusFrontendHooks {
 
     func disconnect(paths: XenbusDevicePaths, reason: String) async {
         frontend.ready.store(false, ordering: .releasing)
+    }
+}
+
+extension BlockBenchWorkload {
+    /// The operations behind `figure` (the workload's unit) over `seconds`.
+    func operations(figure: Double, seconds: Double) -> Double {
+        random ? figure * seconds : figure * seconds * Double(1 << 20) / Double(blockSize)
+    }
+}
+
+extension ThreadCPU {
+    /// CPU nanoseconds (user + system) of this process's children that were waited for,
+    /// threads included (for fio, its io_uring workers too). Counts from fio's start, so
+    /// its setup is charged to it as well.
+    static func childrenNanoseconds() -> UInt64 {
+        var usage = rusage()
+        getrusage(RUSAGE_CHILDREN.rawValue, &usage)
+        func nanoseconds(_ t: timeval) -> UInt64 { UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_usec) * 1000 }
+        return nanoseconds(usage.ru_utime) + nanoseconds(usage.ru_stime)
     }
 }
