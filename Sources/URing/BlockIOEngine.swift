@@ -82,13 +82,19 @@ public struct BlockIOEngineConfiguration: Sendable {
     public var threads: Int
     /// io_uring setup flags to try (rejected ones are dropped).
     public var ringFlags: IORing.SetupFlags
+    /// io_uring: the most kernel worker threads the engine's thread runs in each of the
+    /// kernel's two pools (nil: its defaults, 4 per CPU and unlimited). Transfers reach them when
+    /// the file cannot do non-blocking I/O (tmpfs, FUSE, some network file systems); more
+    /// of them than CPUs only contend with each other unless that I/O blocks.
+    public var kernelWorkers: Int?
 
     public init(queueDepth: Int = 64, capacity: Int? = nil, threads: Int = 4,
-                ringFlags: IORing.SetupFlags = .worker) {
+                ringFlags: IORing.SetupFlags = .worker, kernelWorkers: Int? = nil) {
         self.queueDepth = queueDepth
         self.capacity = capacity ?? 2 * queueDepth
         self.threads = threads
         self.ringFlags = ringFlags
+        self.kernelWorkers = kernelWorkers
     }
 }
 

@@ -81,6 +81,13 @@ public final class BlockIOEngineFactory: Sendable {
         return BlockIOEngineFactory(kind: kind, fallbackReason: fallbackReason, configuration: configuration, maker: maker)
     }
 
+    /// This factory with `kernelWorkers` set (see ``BlockIOEngineConfiguration/kernelWorkers``).
+    public func withKernelWorkers(_ kernelWorkers: Int?) -> BlockIOEngineFactory {
+        var configuration = self.configuration
+        configuration.kernelWorkers = kernelWorkers
+        return BlockIOEngineFactory(kind: kind, fallbackReason: fallbackReason, configuration: configuration, maker: maker)
+    }
+
     private init(kind: BlockIOEngineKind, fallbackReason: String?, configuration: BlockIOEngineConfiguration,
                  maker: (@Sendable (BlockIOEngineConfiguration) throws(URingError) -> any BlockIOEngine)?) {
         self.kind = kind

@@ -140,6 +140,17 @@ public final class IORing {
         return io_uring_register_ring_fd(ring) == 1
     }
 
+    /// Caps the kernel worker threads (io-wq) of the calling thread's rings
+    /// (io_uring_register_iowq_max_workers): `bounded` for regular files and block
+    /// devices, `unbounded` for the rest; 0 keeps a limit. Call it on the thread that
+    /// submits. Returns the previous limits, or nil when the kernel refuses (before 5.15).
+    public func limitWorkers(bounded: UInt32, unbounded: UInt32) -> (bounded: UInt32, unbounded: UInt32)? {
+        guard isOpen else { return nil }
+        var values: [UInt32] = [bounded, unbounded]
+        guard io_uring_register_iowq_max_workers(ring, &values) == 0 else { return nil }
+        return (values[0], values[1])
+    }
+
     /// The ring's file descriptor (for diagnostics; the ring owns it).
     public var fileDescriptor: Int32 { isOpen ? ring.pointee.ring_fd : -1 }
 

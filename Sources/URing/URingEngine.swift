@@ -37,6 +37,13 @@ public final class URingEngine: BlockIOEngine {
         }
         self.ring = ring
         self.capacity = ring.completionEntries
+        if let workers = configuration.kernelWorkers {
+            // Older kernels refuse; they keep their defaults, which only costs speed. Both
+            // pools: on 6.18 reads of a registered tmpfs file ran as unbounded work (a cap
+            // on the bounded pool alone changed nothing).
+            let limit = UInt32(clamping: max(workers, 1))
+            _ = ring.limitWorkers(bounded: limit, unbounded: limit)
+        }
     }
 
     deinit { ring.close() }

@@ -30,6 +30,9 @@ struct BlkbackCommand: AsyncParsableCommand {
     @Option(help: "Worker threads (default: one per core).")
     var workers: Int?
 
+    @Option(help: "io_uring kernel threads per worker for disks that cannot do non-blocking I/O (tmpfs, FUSE, some network file systems) (default: one per core). Raise it when such a disk's I/O blocks for long.")
+    var ioWorkers: Int?
+
     @Option(help: "Largest ring accepted, as log2 of its pages (max-ring-page-order).")
     var maxRingPageOrder: UInt32 = 4
 
@@ -53,6 +56,7 @@ struct BlkbackCommand: AsyncParsableCommand {
 
     func validate() throws {
         if let workers, !(1...1024).contains(workers) { throw ValidationError("--workers must be 1...1024") }
+        if let ioWorkers, !(1...4096).contains(ioWorkers) { throw ValidationError("--io-workers must be 1...4096") }
         guard maxRingPageOrder <= 8 else { throw ValidationError("--max-ring-page-order must be 0...8") }
         guard (1...64).contains(maxQueues) else { throw ValidationError("--max-queues must be 1...64") }
         guard (0...4096).contains(maxIndirectSegments) else { throw ValidationError("--max-indirect-segments must be 0...4096") }
@@ -67,6 +71,7 @@ struct BlkbackCommand: AsyncParsableCommand {
         logger.logLevel = verbose ? .debug : .info
         var configuration = BlkbackDaemon.Configuration()
         if let workers { configuration.workers = workers }
+        if let ioWorkers { configuration.kernelWorkers = ioWorkers }
         configuration.limits = BlkbackDeviceLimits(maxRingPageOrder: maxRingPageOrder, maxQueues: maxQueues,
                                                    maxIndirectSegments: maxIndirectSegments,
                                                    persistentGrants: persistentGrants == .on,

@@ -43,7 +43,8 @@ struct BlkbackCommandTests {
         create.waitUntilExit()
         #expect(create.terminationStatus == 0)
 
-        let blkback = try Self.spawn(["blkback", "--platform", "local", "--state-dir", state, "--workers", "1"])
+        let blkback = try Self.spawn(["blkback", "--platform", "local", "--state-dir", state, "--workers", "1",
+                                      "--io-workers", "1"])
         let guest = try LocalPlatform(stateDirectory: state, domain: "guest")
         let dom0 = try LocalPlatform(stateDirectory: state)
         let domain = guest.domainID

@@ -56,3 +56,20 @@ struct BlkbackWorkerTests {
         try rig.tearDown()
     }
 }
+
+@Suite("BlkbackDaemon configuration")
+struct BlkbackDaemonConfigurationTests {
+    @Test("a kernel worker count outside 1...4096 is refused, naming it")
+    func kernelWorkersOutOfRange() throws {
+        let world = try VbdWorld()
+        defer { world.stop() }
+        let factory = try BlockIOEngineFactory(configuration: .init(queueDepth: 8),
+                                               environment: [BlockIOEngineKind.environmentVariable: "threads"])
+        for bad in [0, 4097] {
+            #expect(throws: BlockBackendError.configuration(name: "kernel workers", value: bad, limit: 1...4096)) {
+                _ = try BlkbackDaemon(platform: world.dom0, configuration: .init(workers: 1, kernelWorkers: bad),
+                                      factory: factory, logger: vbdLogger)
+            }
+        }
+    }
+}

@@ -211,3 +211,24 @@ import Testing
         #expect(back.allSatisfy { $0 == 0xC3 }, "the second page, as written through the engine")
     }
 }
+
+/// The cap on io_uring's kernel worker threads.
+@Suite struct KernelWorkerLimitTests {
+    @Test func anEngineCapsBothPoolsOfItsThread() throws {
+        let engine = try makeEngine(.uring, .init(queueDepth: 4, kernelWorkers: 3))
+        defer { engine.close() }
+        let ring = try #require((engine as? URingEngine)?.ring)
+        // Zeroes change nothing and report the limits in force.
+        let limits = try #require(ring.limitWorkers(bounded: 0, unbounded: 0), "the kernel refused the query")
+        #expect(limits.bounded == 3 && limits.unbounded == 3)
+    }
+
+    @Test func theFactoryCarriesTheCapToItsEngines() {
+        let factory = BlockIOEngineFactory(kind: .threads, configuration: .init(queueDepth: 4)) { configuration throws(URingError) in
+            try ThreadPoolEngine(configuration: configuration)
+        }
+        #expect(factory.configuration.kernelWorkers == nil)
+        #expect(factory.withKernelWorkers(2).configuration.kernelWorkers == 2)
+        #expect(factory.withKernelWorkers(2).withCapacity(512).configuration.kernelWorkers == 2)
+    }
+}
