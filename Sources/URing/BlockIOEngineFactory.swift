@@ -76,15 +76,18 @@ public final class BlockIOEngineFactory: Sendable {
     /// The same engine choice with room for at least `capacity` operations in flight
     /// (a backend worker sizes it for every queue it may serve).
     public func withCapacity(_ capacity: Int) -> BlockIOEngineFactory {
-        var configuration = self.configuration
-        configuration.capacity = Swift.max(configuration.capacity, capacity, configuration.queueDepth)
-        return BlockIOEngineFactory(kind: kind, fallbackReason: fallbackReason, configuration: configuration, maker: maker)
+        changing { $0.capacity = Swift.max($0.capacity, capacity, $0.queueDepth) }
     }
 
-    /// This factory with `kernelWorkers` set (see ``BlockIOEngineConfiguration/kernelWorkers``).
+    /// The same engine choice with `kernelWorkers` set (see
+    /// ``BlockIOEngineConfiguration/kernelWorkers``).
     public func withKernelWorkers(_ kernelWorkers: Int?) -> BlockIOEngineFactory {
+        changing { $0.kernelWorkers = kernelWorkers }
+    }
+
+    private func changing(_ change: (inout BlockIOEngineConfiguration) -> Void) -> BlockIOEngineFactory {
         var configuration = self.configuration
-        configuration.kernelWorkers = kernelWorkers
+        change(&configuration)
         return BlockIOEngineFactory(kind: kind, fallbackReason: fallbackReason, configuration: configuration, maker: maker)
     }
 
