@@ -108,30 +108,34 @@ public final class BlockFrontend: Sendable {
     /// read-only disk, feature not offered, frontend closed or not yet connected).
     /// Requests sent before a backend restart complete after it, as for the async calls.
     public func submit(_ request: BlockFrontendRequest, completion: @escaping BlockFrontendCompletion) {
+        submit(request, waiter: .completion(completion))
+    }
+
+    private func submit(_ request: BlockFrontendRequest, waiter: BlockFrontendOperation.Waiter) {
         let operation: BlockFrontendOperation
         do throws(BlockFrontendError) {
-            operation = try makeOperation(request, disk: try core.currentDisk().get(), completion: completion)
+            operation = try makeOperation(request, disk: try core.currentDisk().get(), waiter: waiter)
         } catch {
-            completion(.failure(error))
+            waiter.resume(.failure(error))
             return
         }
         core.enqueue(operation)
     }
 
     private func perform(_ request: BlockFrontendRequest) async throws(BlockFrontendError) -> [UInt8] {
-        // SAFETY: submit runs its completion exactly once (BlockFrontendOperation clears
-        // it before calling it, and a refused request completes once, at once), so the
+        // SAFETY: submit resumes its waiter exactly once (BlockFrontendOperation clears
+        // it before resuming it, and a refused request is resumed once, at once), so the
         // continuation is resumed exactly once; the checked kind would only add a box
         // and a check per request.
         let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<[UInt8], BlockFrontendError>, Never>) in
-            submit(request) { continuation.resume(returning: $0) }
+            submit(request, waiter: .task(continuation))
         }
         return try result.get()
     }
 
     /// Checks `request` against `disk` and makes the operation the I/O thread sends.
     private func makeOperation(_ request: BlockFrontendRequest, disk: BlockFrontendDisk,
-                               completion: @escaping BlockFrontendCompletion) throws(BlockFrontendError) -> BlockFrontendOperation {
+                               waiter: BlockFrontendOperation.Waiter) throws(BlockFrontendError) -> BlockFrontendOperation {
         switch request {
         case let .read(sector, count):
             try check("read", sector: sector, count: count, disk: disk, writing: false)
@@ -141,25 +145,25 @@ public final class BlockFrontend: Sendable {
             let data = [UInt8](unsafeUninitializedCapacity: Int(count) * 512) { _, initialized in
                 initialized = Int(count) * 512
             }
-            return BlockFrontendOperation(kind: .read, sector: sector, count: count, data: data, completion: completion)
+            return BlockFrontendOperation(kind: .read, sector: sector, count: count, data: data, waiter: waiter)
         case let .write(sector, data):
             guard data.count % 512 == 0 else {
                 throw .invalidLength(operation: "write", bytes: data.count, expected: (data.count / 512 + 1) * 512)
             }
             let count = UInt64(data.count / 512)
             try check("write", sector: sector, count: count, disk: disk, writing: true)
-            return BlockFrontendOperation(kind: .write, sector: sector, count: count, data: data, completion: completion)
+            return BlockFrontendOperation(kind: .write, sector: sector, count: count, data: data, waiter: waiter)
         case .flush:
             guard disk.backend.flushCache || disk.backend.barrier else {
                 throw .featureNotOffered(operation: "flush", feature: BlkifBackendFeatures.Key.flushCache)
             }
-            return BlockFrontendOperation(kind: .flush, sector: 0, count: 0, data: [], completion: completion)
+            return BlockFrontendOperation(kind: .flush, sector: 0, count: 0, data: [], waiter: waiter)
         case let .discard(sector, count):
             guard disk.backend.discard else {
                 throw .featureNotOffered(operation: "discard", feature: BlkifBackendFeatures.Key.discard)
             }
             try check("discard", sector: sector, count: count, disk: disk, writing: true)
-            return BlockFrontendOperation(kind: .discard, sector: sector, count: count, data: [], completion: completion)
+            return BlockFrontendOperation(kind: .discard, sector: sector, count: count, data: [], waiter: waiter)
         }
     }
 

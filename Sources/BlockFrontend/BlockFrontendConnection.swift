@@ -37,8 +37,6 @@ struct BlockFrontendIOState {
     /// first may be a read or write partly sent already.
     var pending: [BlockFrontendWork] = []
     var pendingHead = 0
-    /// Operations taken from the core's stack, reused between takes.
-    var taken: [BlockFrontendOperation] = []
 }
 
 /// Everything one handshake set up (rings, ports, persistently granted data pages) and
@@ -360,13 +358,12 @@ final class BlockFrontendConnection: @unchecked Sendable {
                 breakRing(&io, index, "response: \(error)")
                 return any
             }
-            guard response.id < UInt64(depth), let sent = io.slots[Int(response.id)],
-                  sent.ring == index, sent.operation == response.operation else {
+            guard response.id < UInt64(depth), let expected = io.slots[Int(response.id)].map({ ($0.ring, $0.operation) }),
+                  expected == (index, response.operation), let sent = io.slots[Int(response.id)].take() else {
                 breakRing(&io, index, "response id \(response.id) operation \(response.operation) matches no request in flight on this ring")
                 return any
             }
             let slot = Int(response.id)
-            io.slots[slot] = nil
             inFlight.subtract(1, ordering: .relaxed)
             finish(sent.work, slot: slot, status: response.status)
             io.freeSlots.append(slot)
@@ -420,7 +417,7 @@ final class BlockFrontendConnection: @unchecked Sendable {
             if io.pendingHead == io.pending.count {
                 io.pending.removeAll(keepingCapacity: true)
                 io.pendingHead = 0
-                core.takeWaiting(into: &io.pending, scratch: &io.taken)
+                core.takeWaiting(into: &io.pending)
                 if io.pending.isEmpty { break }
             }
             var work = io.pending[io.pendingHead]

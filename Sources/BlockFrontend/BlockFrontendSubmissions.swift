@@ -34,6 +34,11 @@ final class BlockFrontendSubmissions: Sendable {
 
     /// Appends every operation pushed so far to `batch`, oldest first.
     func takeAll(into batch: inout [BlockFrontendOperation]) {
+        takeAll(into: &batch) { $0 }
+    }
+
+    /// Appends what `make` makes of every operation pushed so far to `batch`, oldest first.
+    func takeAll<Item>(into batch: inout [Item], _ make: (BlockFrontendOperation) -> Item) {
         guard var entry = UnsafeMutableRawPointer(bitPattern: top.exchange(0, ordering: .sequentiallyConsistent)) else {
             return
         }
@@ -45,11 +50,17 @@ final class BlockFrontendSubmissions: Sendable {
             let operation = Unmanaged<BlockFrontendOperation>.fromOpaque(entry).takeRetainedValue()
             let next = operation.nextSubmitted
             operation.nextSubmitted = nil
-            batch.append(operation)
+            batch.append(make(operation))
             guard let next else { break }
             entry = next
         }
-        // The stack gave them newest first.
-        batch[start...].reverse()
+        // The stack gave them newest first; reversed in place (a slice's reverse() copies).
+        var low = start
+        var high = batch.count - 1
+        while low < high {
+            batch.swapAt(low, high)
+            low += 1
+            high -= 1
+        }
     }
 }
