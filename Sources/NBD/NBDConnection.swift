@@ -28,10 +28,6 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
     /// Bytes read from the socket at once in transmission: many request headers, or a
     /// few small write payloads.
     static var inputBufferSize: Int { 64 << 10 }
-    /// Replies up to this size (header and data) may be sent by whoever completes the
-    /// request, when the socket is idle; larger ones always go through the writer thread,
-    /// so an export's I/O thread never spends long on the socket.
-    static var directReplyLimit: Int { 64 << 10 }
 
     let socket: NBDSocket
     let export: Export
@@ -180,8 +176,6 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
                 if dropped > 0 { logger.debug("dropping \(dropped) requests in flight") }
             }
             pthread_join(writer, nil)
-            // The socket is closed after this returns: no completer may be sending then.
-            inFlight.waitForDirectSend()
         }
         while true {
             try input.readExactly(into: UnsafeMutableRawBufferPointer(rebasing: header[0..<NBDRequest.size]))
@@ -204,7 +198,7 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
                     try input.skip(UInt64(request.length))
                 }
                 guard inFlight.reserve(bytes: 0) else { return }
-                answer(.init(error: refusal, cookie: request.cookie, data: [], bytes: 0))
+                inFlight.complete(.init(error: refusal, cookie: request.cookie, data: [], bytes: 0))
                 continue
             }
             let length = Int(request.length)
@@ -226,46 +220,26 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
                                        mayPunchHole: !request.flags.contains(.noHole), fua: fua)
             default:
                 // validate() refuses every other command.
-                answer(.init(error: .invalid, cookie: request.cookie, data: [], bytes: held))
+                inFlight.complete(.init(error: .invalid, cookie: request.cookie, data: [], bytes: held))
                 continue
             }
             let cookie = request.cookie
+            let inFlight = self.inFlight
+            let logger = self.logger
             let isRead = request.command == .read
-            export.submit(command) { [self] result in
+            export.submit(command) { result in
                 switch result {
                 case let .success(data) where !isRead || data.count == length:
-                    answer(.init(error: .success, cookie: cookie, data: isRead ? data : [], bytes: held))
+                    inFlight.complete(.init(error: .success, cookie: cookie, data: isRead ? data : [], bytes: held))
                 case let .success(data):
                     logger.error("export read \(data.count) bytes where \(length) were asked for")
-                    answer(.init(error: .io, cookie: cookie, data: [], bytes: held))
+                    inFlight.complete(.init(error: .io, cookie: cookie, data: [], bytes: held))
                 case let .failure(error):
                     logger.warning("export I/O failed: \(error)")
-                    answer(.init(error: Self.errno(for: error), cookie: cookie, data: [], bytes: held))
+                    inFlight.complete(.init(error: Self.errno(for: error), cookie: cookie, data: [], bytes: held))
                 }
             }
         }
-    }
-
-    /// Replies to an admitted request, from whichever thread completed it: sent here and
-    /// now if the socket is idle and the reply small (no wake-up of the writer), else
-    /// queued for the writer. Never blocks on the socket.
-    private func answer(_ reply: NBDInFlight.Reply) {
-        let total = NBDSimpleReply.size + reply.data.count
-        guard inFlight.complete(reply, mayClaim: total <= Self.directReplyLimit) else { return }
-        var sent: Int?
-        withUnsafeTemporaryAllocation(byteCount: NBDSimpleReply.size, alignment: 8) { header in
-            NBDSimpleReply(error: reply.error, cookie: reply.cookie).encode(into: header)
-            reply.data.withUnsafeBytes { data in
-                do throws(NBDError) {
-                    sent = try socket.sendWithoutWaiting(UnsafeRawBufferPointer(header), data)
-                } catch {
-                    logger.notice("cannot send a reply, dropping the client: \(error)")
-                }
-            }
-        }
-        // Dropped while the socket is still claimed, so it is not closed under abort().
-        if sent == nil { abort() }
-        inFlight.sentDirectly(reply, bytes: sent, total: total)
     }
 
     /// A write's payload, read straight into the array the export receives.
@@ -299,19 +273,7 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
         }
         var batch: [NBDInFlight.Reply] = []
         batch.reserveCapacity(inFlight.maximumRequests)
-        var rest: (reply: NBDInFlight.Reply, sent: Int)?
-        while inFlight.takeReplies(into: &batch, first: &rest) {
-            if let (reply, sent) = rest {
-                // What a completer's send left over goes out first, whole.
-                do throws(NBDError) {
-                    try sendRest(of: reply, after: sent, header: UnsafeMutableRawBufferPointer(rebasing: headers[0 ..< NBDSimpleReply.size]))
-                } catch {
-                    logger.notice("cannot send a reply, dropping the client: \(error)")
-                    inFlight.sent(batch, first: rest)
-                    abort()
-                    return
-                }
-            }
+        while inFlight.takeReplies(into: &batch) {
             var first = 0
             while first < batch.count {
                 let last = min(first + group, batch.count)
@@ -333,31 +295,15 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
                     try socket.writeAll(vectors: UnsafeMutableBufferPointer(rebasing: vectors[0 ..< count]))
                 } catch {
                     logger.notice("cannot send a reply, dropping the client: \(error)")
-                    inFlight.sent(batch, first: rest)
+                    inFlight.sent(batch)
                     abort()
                     return
                 }
                 first = last
             }
-            inFlight.sent(batch, first: rest)
+            inFlight.sent(batch)
             batch.removeAll(keepingCapacity: true)
-            rest = nil
         }
-    }
-
-    /// Writer: sends `reply` from byte `sent` on (of its header, then its data).
-    private func sendRest(of reply: NBDInFlight.Reply, after sent: Int, header: UnsafeMutableRawBufferPointer) throws(NBDError) {
-        NBDSimpleReply(error: reply.error, cookie: reply.cookie).encode(into: header)
-        var failure: NBDError?
-        reply.data.withUnsafeBytes { data in
-            do throws(NBDError) {
-                try socket.writeAll(UnsafeRawBufferPointer(rebasing: header[min(sent, header.count)...]),
-                                    UnsafeRawBufferPointer(rebasing: data[max(sent - header.count, 0)...]))
-            } catch {
-                failure = error
-            }
-        }
-        if let failure { throw failure }
     }
 
     /// The error a request is refused with before any I/O, or `.success` (proto.md

@@ -7,9 +7,7 @@ import Glibc
 /// reading its payload, and waits while the connection is at its limits), whoever
 /// completes the request (an export's I/O thread: queues the reply, never blocks), and
 /// the connection's writer (sends replies one whole reply at a time, then gives the room
-/// back). When the socket is idle (the writer is not sending and nothing is queued), the
-/// completer may claim it and send a small reply itself without blocking, which saves
-/// the writer's wake-up per reply; what such a send leaves over goes to the writer first. A request's room is held until its reply is on the socket, so a client that
+/// back). A request's room is held until its reply is on the socket, so a client that
 /// stops reading replies stops the server reading its requests instead of growing a queue.
 ///
 /// Uses a pthread mutex and condition variables (not Synchronization.Mutex) because the
@@ -42,12 +40,6 @@ final class NBDInFlight: @unchecked Sendable {
     private var replies: [Reply] = []
     private var reading = true
     private var aborted = false
-    /// The writer, or a completer that claimed the socket, is sending.
-    private var writing = false
-    /// A claimed reply the socket took only part of: the writer sends the rest first.
-    private var partial: (reply: Reply, sent: Int)?
-    /// The reader waits in ``waitForDirectSend()``.
-    private var closing = false
 
     init(maximumRequests: Int, maximumBytes: Int) {
         self.maximumRequests = max(1, maximumRequests)
@@ -97,49 +89,15 @@ final class NBDInFlight: @unchecked Sendable {
     }
 
     /// Any thread: the answer to an admitted request. After an abort it is dropped and
-    /// its room given back. With `mayClaim`, when the socket is idle, nothing is queued
-    /// and true is returned: the caller now owns the socket, sends the reply without
-    /// blocking and reports with ``sentDirectly(_:bytes:total:)``.
-    func complete(_ reply: Reply, mayClaim: Bool = false) -> Bool {
+    /// its room given back.
+    func complete(_ reply: Reply) {
         locked {
             if aborted {
                 release(reply)
-                return false
-            }
-            if mayClaim, !writing, replies.isEmpty, partial == nil {
-                writing = true
-                return true
-            }
-            replies.append(reply)
-            pthread_cond_signal(replyQueued)
-            return false
-        }
-    }
-
-    /// The completer that claimed the socket for `reply` (`total` bytes on the wire):
-    /// `bytes` of it went out, or nil if the socket failed (the caller aborted first).
-    /// A reply sent whole gives its room back; the rest of one sent in part goes to the
-    /// writer, ahead of every queued reply.
-    func sentDirectly(_ reply: Reply, bytes: Int?, total: Int) {
-        locked {
-            writing = false
-            if let bytes, bytes < total, !aborted {
-                partial = (reply, bytes)
             } else {
-                release(reply)
+                replies.append(reply)
+                pthread_cond_signal(replyQueued)
             }
-            // Only when someone waits for the socket: a wake-up per reply is what
-            // sending here saves.
-            if closing || partial != nil || !replies.isEmpty { pthread_cond_broadcast(replyQueued) }
-        }
-    }
-
-    /// Reader, once the writer is joined: waits until no completer is sending, so the
-    /// socket can be closed.
-    func waitForDirectSend() {
-        locked {
-            closing = true
-            while writing { pthread_cond_wait(replyQueued, mutex) }
         }
     }
 
@@ -161,8 +119,6 @@ final class NBDInFlight: @unchecked Sendable {
                 aborted = true
                 for reply in replies { release(reply) }
                 replies.removeAll()
-                if let partial { release(partial.reply) }
-                partial = nil
                 pthread_cond_broadcast(roomFreed)
                 pthread_cond_broadcast(replyQueued)
             }
@@ -170,32 +126,25 @@ final class NBDInFlight: @unchecked Sendable {
         }
     }
 
-    /// Writer: moves every queued reply into `batch` (which the writer emptied), and the
-    /// rest of a reply a completer sent in part into `first`, to be sent before them,
-    /// waiting for one while the socket is idle; false once the connection is aborted,
-    /// or reading finished and every admitted request was answered. The socket is the
-    /// writer's until ``sent(_:first:)``.
-    func takeReplies(into batch: inout [Reply], first: inout (reply: Reply, sent: Int)?) -> Bool {
+    /// Writer: moves every queued reply into `batch` (which the writer emptied), waiting
+    /// for one; false once the connection is aborted, or reading finished and every
+    /// admitted request was answered.
+    func takeReplies(into batch: inout [Reply]) -> Bool {
         locked {
-            while !aborted, writing || (replies.isEmpty && partial == nil), reading || requests > 0 {
+            while !aborted, replies.isEmpty, reading || requests > 0 {
                 pthread_cond_wait(replyQueued, mutex)
             }
-            guard !aborted, !writing, !replies.isEmpty || partial != nil else { return false }
+            guard !aborted, !replies.isEmpty else { return false }
             // The two arrays trade storage, so neither side allocates.
             swap(&batch, &replies)
-            first = partial
-            partial = nil
-            writing = true
             return true
         }
     }
 
-    /// Writer: `batch` (and `first`) are on the socket; their requests' room is free again.
-    func sent(_ batch: [Reply], first: (reply: Reply, sent: Int)?) {
+    /// Writer: `batch` is on the socket; its requests' room is free again.
+    func sent(_ batch: [Reply]) {
         locked {
             for reply in batch { release(reply) }
-            if let first { release(first.reply) }
-            writing = false
         }
     }
 
@@ -205,6 +154,6 @@ final class NBDInFlight: @unchecked Sendable {
         bytes -= reply.bytes
         pthread_cond_signal(roomFreed)
         // The writer may be waiting for the last answer after NBD_CMD_DISC.
-        if requests == 0, !reading { pthread_cond_signal(replyQueued) }
+        if requests == 0 { pthread_cond_signal(replyQueued) }
     }
 }

@@ -132,29 +132,6 @@ final class NBDSocket: @unchecked Sendable {
         }
     }
 
-    /// Sends what the socket takes now of `first` then `second`, without waiting for
-    /// room: returns the bytes sent (0 when the socket is full).
-    func sendWithoutWaiting(_ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer) throws(NBDError) -> Int {
-        var vectors = (iovec(iov_base: UnsafeMutableRawPointer(mutating: first.baseAddress), iov_len: first.count),
-                       iovec(iov_base: UnsafeMutableRawPointer(mutating: second.baseAddress), iov_len: second.count))
-        while true {
-            let sent = withUnsafeMutablePointer(to: &vectors) { pair in
-                pair.withMemoryRebound(to: iovec.self, capacity: 2) { vector in
-                    var message = msghdr()
-                    message.msg_iov = vector
-                    message.msg_iovlen = second.isEmpty ? 1 : 2
-                    return sendmsg(descriptor, &message, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
-                }
-            }
-            if sent >= 0 { return sent }
-            switch errno {
-            case EINTR: continue
-            case EAGAIN, EWOULDBLOCK: return 0
-            default: throw .system(call: "sendmsg", errno: errno)
-            }
-        }
-    }
-
     func writeAll(_ bytes: [UInt8]) throws(NBDError) {
         var failure: NBDError?
         bytes.withUnsafeBytes { buffer in
