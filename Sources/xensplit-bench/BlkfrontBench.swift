@@ -53,7 +53,16 @@ func runBlkfrontBench(arguments: [String]) async throws {
                 var comparison = BenchComparison(name: "blkfront-nbd-\(workload.name)", unit: workload.unit)
                 let seconds = options.seconds
                 try await alternateAsync(&comparison, runs: options.runs, ours: {
-                    try await offPool { try BlockBenchFio.nbd(uri: ours.uri, workload: workload, seconds: seconds) }
+                    let backendBefore = world.backendSample
+                    let processBefore = ThreadCPU.processNanoseconds()
+                    let figure = try await offPool { try BlockBenchFio.nbd(uri: ours.uri, workload: workload, seconds: seconds) }
+                    // fio runs a little longer than `seconds` (start-up), so these are upper bounds.
+                    let operations = workload.random ? figure * seconds : figure * seconds * Double(1 << 20) / Double(workload.blockSize)
+                    let backend = Double(ThreadCPU.elapsed(from: backendBefore, to: world.backendSample))
+                    let process = Double(ThreadCPU.processNanoseconds() &- processBefore)
+                    options.log(String(format: "blkfront-nbd-%@: CPU per I/O: backend %.2f us, rest of the process %.2f us",
+                                       workload.name, backend / 1e3 / operations, (process - backend) / 1e3 / operations))
+                    return figure
                 }, reference: {
                     try await offPool { try BlockBenchFio.nbd(uri: referenceURI, workload: workload, seconds: seconds) }
                 })
