@@ -76,14 +76,14 @@ public final class BlockFrontend: Sendable {
 
     /// Reads `count` 512-byte sectors from `sector`.
     public func read(sector: UInt64, count: UInt64) async throws -> [UInt8] {
-        _ = try await connected()
+        try await waitUntilConnected()
         return try await perform(.read(sector: sector, count: count))
     }
 
     /// Writes `data` (a multiple of 512 bytes) from `sector`. Returns once the backend
     /// acknowledged every part; flush to make it durable.
     public func write(sector: UInt64, data: [UInt8]) async throws {
-        _ = try await connected()
+        try await waitUntilConnected()
         _ = try await perform(.write(sector: sector, data: data))
     }
 
@@ -120,6 +120,14 @@ public final class BlockFrontend: Sendable {
             return
         }
         core.enqueue(operation)
+    }
+
+    /// Returns at once when connected (the common case, without another async call).
+    private func waitUntilConnected() async throws {
+        guard case .success = core.currentDisk() else {
+            _ = try await connected()
+            return
+        }
     }
 
     private func perform(_ request: BlockFrontendRequest) async throws(BlockFrontendError) -> [UInt8] {
