@@ -32,6 +32,9 @@ final class BlockFrontendSubmissions: Sendable {
         }
     }
 
+    /// Whether anything was pushed and not yet taken (a hint: a push may land just after).
+    var isEmpty: Bool { top.load(ordering: .relaxed) == 0 }
+
     /// Appends every operation pushed so far to `batch`, oldest first.
     func takeAll(into batch: inout [BlockFrontendOperation]) {
         takeAll(into: &batch) { $0 }
@@ -39,7 +42,9 @@ final class BlockFrontendSubmissions: Sendable {
 
     /// Appends what `make` makes of every operation pushed so far to `batch`, oldest first.
     func takeAll<Item>(into batch: inout [Item], _ make: (BlockFrontendOperation) -> Item) {
-        guard var entry = UnsafeMutableRawPointer(bitPattern: top.exchange(0, ordering: .sequentiallyConsistent)) else {
+        // A plain load first: an exchange on an empty stack would still take its cache
+        // line from the submitters.
+        guard !isEmpty, var entry = UnsafeMutableRawPointer(bitPattern: top.exchange(0, ordering: .sequentiallyConsistent)) else {
             return
         }
         let start = batch.count
