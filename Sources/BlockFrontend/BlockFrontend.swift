@@ -111,10 +111,25 @@ public final class BlockFrontend: Sendable {
         submit(request, waiter: .completion(completion))
     }
 
-    private func submit(_ request: BlockFrontendRequest, waiter: BlockFrontendOperation.Waiter) {
+    /// ``submit(_:completion:)`` for a read of `buffer.count` bytes (a multiple of 512)
+    /// from `sector`, into `buffer`, which the completion hands back filled. For callers
+    /// that recycle their buffers: a large array made afresh for every read costs its page
+    /// faults on the I/O thread, at its first write.
+    /// The buffer is taken over (`consuming`): filled in place only while nothing else
+    /// holds it, as an array shared with the caller is copied before it is written.
+    public func submitRead(sector: UInt64, into buffer: consuming [UInt8], completion: @escaping BlockFrontendCompletion) {
+        let bytes = buffer.count
+        guard bytes % 512 == 0 else {
+            return completion(.failure(.invalidLength(operation: "read", bytes: bytes, expected: (bytes / 512 + 1) * 512)))
+        }
+        submit(.read(sector: sector, count: UInt64(bytes / 512)), buffer: consume buffer, waiter: .completion(completion))
+    }
+
+    private func submit(_ request: BlockFrontendRequest, buffer: consuming [UInt8]? = nil,
+                        waiter: BlockFrontendOperation.Waiter) {
         let operation: BlockFrontendOperation
         do throws(BlockFrontendError) {
-            operation = try makeOperation(request, disk: try core.currentDisk().get(), waiter: waiter)
+            operation = try makeOperation(request, buffer: consume buffer, disk: try core.currentDisk().get(), waiter: waiter)
         } catch {
             waiter.resume(.failure(error))
             return
@@ -141,8 +156,9 @@ public final class BlockFrontend: Sendable {
         return try result.get()
     }
 
-    /// Checks `request` against `disk` and makes the operation the I/O thread sends.
-    private func makeOperation(_ request: BlockFrontendRequest, disk: BlockFrontendDisk,
+    /// Checks `request` against `disk` and makes the operation the I/O thread sends; a
+    /// read goes into `buffer` when given (of the read's size).
+    private func makeOperation(_ request: BlockFrontendRequest, buffer: consuming [UInt8]?, disk: BlockFrontendDisk,
                                waiter: BlockFrontendOperation.Waiter) throws(BlockFrontendError) -> BlockFrontendOperation {
         switch request {
         case let .read(sector, count):
@@ -150,8 +166,13 @@ public final class BlockFrontend: Sendable {
             // SAFETY: not zero-filled, as every byte is overwritten: the answer to each part
             // copies that part's sectors in before success hands the array out, and on a
             // failure it is dropped unread.
-            let data = [UInt8](unsafeUninitializedCapacity: Int(count) * 512) { _, initialized in
-                initialized = Int(count) * 512
+            let data: [UInt8]
+            if let buffer = consume buffer {
+                data = buffer
+            } else {
+                data = [UInt8](unsafeUninitializedCapacity: Int(count) * 512) { _, initialized in
+                    initialized = Int(count) * 512
+                }
             }
             return BlockFrontendOperation(kind: .read, sector: sector, count: count, data: data, waiter: waiter)
         case let .write(sector, data):

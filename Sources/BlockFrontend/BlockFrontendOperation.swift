@@ -90,6 +90,9 @@ final class BlockFrontendOperation: @unchecked Sendable {
         guard remaining == 0, let waiter else { return }
         self.waiter = nil
         if let failure = self.failure {
+            // Dropped first, as on success, so a caller that recycles buffers gets its
+            // own back as the only reference.
+            data = []
             waiter.resume(.failure(failure))
         } else {
             // Handed over, not copied: the caller becomes the array's only owner.
