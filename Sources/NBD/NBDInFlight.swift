@@ -52,6 +52,10 @@ final class NBDInFlight: @unchecked Sendable {
     private var spareLimit: Int { min(maximumBytes, 16 << 20) }
     private var reading = true
     private var aborted = false
+    /// The reader waits for room, the writer for replies: a hot path signals only then,
+    /// and after unlocking, so the woken thread does not block on the mutex at once.
+    private var readerWaits = false
+    private var writerWaits = false
 
     init(maximumRequests: Int, maximumBytes: Int) {
         self.maximumRequests = max(1, maximumRequests)
@@ -91,7 +95,9 @@ final class NBDInFlight: @unchecked Sendable {
     func reserve(bytes count: Int) -> Bool {
         locked {
             while !aborted, requests >= maximumRequests || (requests > 0 && bytes + count > maximumBytes) {
+                readerWaits = true
                 pthread_cond_wait(roomFreed, mutex)
+                readerWaits = false
             }
             guard !aborted else { return false }
             requests += 1
@@ -103,14 +109,16 @@ final class NBDInFlight: @unchecked Sendable {
     /// Any thread: the answer to an admitted request. After an abort it is dropped and
     /// its room given back.
     func complete(_ reply: Reply) {
-        locked {
+        let wake = locked { () -> Bool in
             if aborted {
                 release(reply)
-            } else {
-                replies.append(reply)
-                pthread_cond_signal(replyQueued)
+                pthread_cond_signal(roomFreed)
+                return false
             }
+            replies.append(reply)
+            return writerWaits
         }
+        if wake { pthread_cond_signal(replyQueued) }
     }
 
     /// Reader: no further requests (NBD_CMD_DISC); the writer ends after the last reply.
@@ -144,7 +152,9 @@ final class NBDInFlight: @unchecked Sendable {
     func takeReplies(into batch: inout [Reply]) -> Bool {
         locked {
             while !aborted, replies.isEmpty, reading || requests > 0 {
+                writerWaits = true
                 pthread_cond_wait(replyQueued, mutex)
+                writerWaits = false
             }
             guard !aborted, !replies.isEmpty else { return false }
             // The two arrays trade storage, so neither side allocates.
@@ -156,7 +166,7 @@ final class NBDInFlight: @unchecked Sendable {
     /// Writer: `batch` is on the socket; its requests' room is free again, and its large
     /// buffers become spares.
     func sent(_ batch: inout [Reply]) {
-        locked {
+        let wake = locked { () -> Bool in
             for reply in batch { release(reply) }
             // Emptied before the spares are offered, so a spare's only reference is the
             // pool's when the reader takes it (an array shared then would be copied).
@@ -167,7 +177,9 @@ final class NBDInFlight: @unchecked Sendable {
                 keepSpare(buffer)
             }
             batch.removeAll(keepingCapacity: true)
+            return readerWaits
         }
+        if wake { pthread_cond_signal(roomFreed) }
     }
 
     /// Reader: a spare of exactly `count` bytes, if one was kept (only for large ones).
@@ -195,7 +207,6 @@ final class NBDInFlight: @unchecked Sendable {
     private func release(_ reply: Reply) {
         requests -= 1
         bytes -= reply.bytes
-        pthread_cond_signal(roomFreed)
         // The writer may be waiting for the last answer after NBD_CMD_DISC.
         if requests == 0 { pthread_cond_signal(replyQueued) }
     }
