@@ -32,8 +32,10 @@ final class BlockFrontendSubmissions: Sendable {
         }
     }
 
-    /// Whether anything was pushed and not yet taken (a hint: a push may land just after).
-    var isEmpty: Bool { top.load(ordering: .relaxed) == 0 }
+    /// Whether anything was pushed and not yet taken (a push may land just after).
+    /// Sequentially consistent, as the I/O thread's look at the stack before it sleeps
+    /// pairs with a submitter's push (a plain load on x86, as relaxed would be).
+    var isEmpty: Bool { top.load(ordering: .sequentiallyConsistent) == 0 }
 
     /// Appends every operation pushed so far to `batch`, oldest first.
     func takeAll(into batch: inout [BlockFrontendOperation]) {
