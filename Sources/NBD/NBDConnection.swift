@@ -229,12 +229,13 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
             let inFlight = self.inFlight
             let logger = self.logger
             let isRead = request.command == .read
-            let completion: NBDExportCompletion = { [payload] result in
+            // A large write's payload goes back with its reply, to be reused after it.
+            let spare = payload.count >= NBDInFlight.spareMinimum ? payload : []
+            let completion: NBDExportCompletion = { [spare] result in
                 switch result {
                 case let .success(data) where !isRead || data.count == length:
-                    // A write's payload goes back with its reply, to be reused after it.
                     inFlight.complete(.init(error: .success, cookie: cookie, data: isRead ? data : [], bytes: held,
-                                            spare: payload))
+                                            spare: spare))
                 case let .success(data):
                     logger.error("export read \(data.count) bytes where \(length) were asked for")
                     inFlight.complete(.init(error: .io, cookie: cookie, data: [], bytes: held))

@@ -52,10 +52,6 @@ final class NBDInFlight: @unchecked Sendable {
     private var spareLimit: Int { min(maximumBytes, 16 << 20) }
     private var reading = true
     private var aborted = false
-    /// The reader waits for room, the writer for replies: a hot path signals only then,
-    /// and after unlocking, so the woken thread does not block on the mutex at once.
-    private var readerWaits = false
-    private var writerWaits = false
 
     init(maximumRequests: Int, maximumBytes: Int) {
         self.maximumRequests = max(1, maximumRequests)
@@ -95,9 +91,7 @@ final class NBDInFlight: @unchecked Sendable {
     func reserve(bytes count: Int) -> Bool {
         locked {
             while !aborted, requests >= maximumRequests || (requests > 0 && bytes + count > maximumBytes) {
-                readerWaits = true
                 pthread_cond_wait(roomFreed, mutex)
-                readerWaits = false
             }
             guard !aborted else { return false }
             requests += 1
@@ -109,16 +103,14 @@ final class NBDInFlight: @unchecked Sendable {
     /// Any thread: the answer to an admitted request. After an abort it is dropped and
     /// its room given back.
     func complete(_ reply: Reply) {
-        let wake = locked { () -> Bool in
+        locked {
             if aborted {
                 release(reply)
-                pthread_cond_signal(roomFreed)
-                return false
+            } else {
+                replies.append(reply)
+                pthread_cond_signal(replyQueued)
             }
-            replies.append(reply)
-            return writerWaits
         }
-        if wake { pthread_cond_signal(replyQueued) }
     }
 
     /// Reader: no further requests (NBD_CMD_DISC); the writer ends after the last reply.
@@ -152,9 +144,7 @@ final class NBDInFlight: @unchecked Sendable {
     func takeReplies(into batch: inout [Reply]) -> Bool {
         locked {
             while !aborted, replies.isEmpty, reading || requests > 0 {
-                writerWaits = true
                 pthread_cond_wait(replyQueued, mutex)
-                writerWaits = false
             }
             guard !aborted, !replies.isEmpty else { return false }
             // The two arrays trade storage, so neither side allocates.
@@ -166,20 +156,26 @@ final class NBDInFlight: @unchecked Sendable {
     /// Writer: `batch` is on the socket; its requests' room is free again, and its large
     /// buffers become spares.
     func sent(_ batch: inout [Reply]) {
-        let wake = locked { () -> Bool in
-            for reply in batch { release(reply) }
-            // Emptied before the spares are offered, so a spare's only reference is the
-            // pool's when the reader takes it (an array shared then would be copied).
+        locked {
             for index in batch.indices {
-                let buffer = batch[index].data.isEmpty ? batch[index].spare : batch[index].data
-                batch[index].data = []
-                batch[index].spare = []
-                keepSpare(buffer)
+                release(batch[index])
+                // Moved out of the batch before it is offered, so a spare's only reference
+                // is the pool's when the reader takes it (an array shared then is copied).
+                if batch[index].data.count >= Self.spareMinimum {
+                    keepSpare(take(&batch[index].data))
+                } else if batch[index].spare.count >= Self.spareMinimum {
+                    keepSpare(take(&batch[index].spare))
+                }
             }
-            batch.removeAll(keepingCapacity: true)
-            return readerWaits
         }
-        if wake { pthread_cond_signal(roomFreed) }
+        // The rest is freed here, outside the mutex.
+        batch.removeAll(keepingCapacity: true)
+    }
+
+    private func take(_ buffer: inout [UInt8]) -> [UInt8] {
+        var taken: [UInt8] = []
+        swap(&taken, &buffer)
+        return taken
     }
 
     /// Reader: a spare of exactly `count` bytes, if one was kept (only for large ones).
@@ -195,7 +191,7 @@ final class NBDInFlight: @unchecked Sendable {
     /// Called with the mutex held: keeps `buffer` for reuse, dropping the oldest spares
     /// beyond the limit.
     private func keepSpare(_ buffer: [UInt8]) {
-        guard buffer.count >= Self.spareMinimum, buffer.count <= spareLimit, !aborted else { return }
+        guard buffer.count <= spareLimit, !aborted else { return }
         spares.append(buffer)
         spareBytes += buffer.count
         while spareBytes > spareLimit || spares.count > maximumRequests {
@@ -207,6 +203,7 @@ final class NBDInFlight: @unchecked Sendable {
     private func release(_ reply: Reply) {
         requests -= 1
         bytes -= reply.bytes
+        pthread_cond_signal(roomFreed)
         // The writer may be waiting for the last answer after NBD_CMD_DISC.
         if requests == 0 { pthread_cond_signal(replyQueued) }
     }
