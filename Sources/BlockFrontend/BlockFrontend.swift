@@ -115,8 +115,9 @@ public final class BlockFrontend: Sendable {
     /// from `sector`, into `buffer`, which the completion hands back filled. For callers
     /// that recycle their buffers: a large array made afresh for every read costs its page
     /// faults on the I/O thread, at its first write.
-    /// The buffer is taken over (`consuming`): filled in place only while nothing else
-    /// holds it, as an array shared with the caller is copied before it is written.
+    ///
+    /// The buffer is taken over (`consuming`) and filled in place while nothing else holds
+    /// it; an array still shared with the caller is copied before it is written.
     public func submitRead(sector: UInt64, into buffer: consuming [UInt8], completion: @escaping BlockFrontendCompletion) {
         let bytes = buffer.count
         guard bytes % 512 == 0 else {
