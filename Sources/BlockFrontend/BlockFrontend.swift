@@ -76,14 +76,14 @@ public final class BlockFrontend: Sendable {
 
     /// Reads `count` 512-byte sectors from `sector`.
     public func read(sector: UInt64, count: UInt64) async throws -> [UInt8] {
-        _ = try await connected()
+        try await waitUntilConnected()
         return try await perform(.read(sector: sector, count: count))
     }
 
     /// Writes `data` (a multiple of 512 bytes) from `sector`. Returns once the backend
     /// acknowledged every part; flush to make it durable.
     public func write(sector: UInt64, data: [UInt8]) async throws {
-        _ = try await connected()
+        try await waitUntilConnected()
         _ = try await perform(.write(sector: sector, data: data))
     }
 
@@ -108,58 +108,92 @@ public final class BlockFrontend: Sendable {
     /// read-only disk, feature not offered, frontend closed or not yet connected).
     /// Requests sent before a backend restart complete after it, as for the async calls.
     public func submit(_ request: BlockFrontendRequest, completion: @escaping BlockFrontendCompletion) {
+        submit(request, waiter: .completion(completion))
+    }
+
+    /// ``submit(_:completion:)`` for a read of `buffer.count` bytes (a multiple of 512)
+    /// from `sector`, into `buffer`, which the completion hands back filled. For callers
+    /// that recycle their buffers: a large array made afresh for every read costs its page
+    /// faults on the I/O thread, at its first write.
+    ///
+    /// The buffer is taken over (`consuming`) and filled in place while nothing else holds
+    /// it; an array still shared with the caller is copied before it is written.
+    public func submitRead(sector: UInt64, into buffer: consuming [UInt8], completion: @escaping BlockFrontendCompletion) {
+        let bytes = buffer.count
+        guard bytes % 512 == 0 else {
+            return completion(.failure(.invalidLength(operation: "read", bytes: bytes, expected: (bytes / 512 + 1) * 512)))
+        }
+        submit(.read(sector: sector, count: UInt64(bytes / 512)), buffer: consume buffer, waiter: .completion(completion))
+    }
+
+    private func submit(_ request: BlockFrontendRequest, buffer: consuming [UInt8]? = nil,
+                        waiter: BlockFrontendOperation.Waiter) {
         let operation: BlockFrontendOperation
         do throws(BlockFrontendError) {
-            operation = try makeOperation(request, disk: try core.currentDisk().get(), completion: completion)
+            operation = try makeOperation(request, buffer: consume buffer, disk: try core.currentDisk().get(), waiter: waiter)
         } catch {
-            completion(.failure(error))
+            waiter.resume(.failure(error))
             return
         }
         core.enqueue(operation)
     }
 
+    /// Returns at once when connected (the common case, without another async call).
+    private func waitUntilConnected() async throws {
+        guard case .success = core.currentDisk() else {
+            _ = try await connected()
+            return
+        }
+    }
+
     private func perform(_ request: BlockFrontendRequest) async throws(BlockFrontendError) -> [UInt8] {
-        // SAFETY: submit runs its completion exactly once (BlockFrontendOperation clears
-        // it before calling it, and a refused request completes once, at once), so the
+        // SAFETY: submit resumes its waiter exactly once (BlockFrontendOperation clears
+        // it before resuming it, and a refused request is resumed once, at once), so the
         // continuation is resumed exactly once; the checked kind would only add a box
         // and a check per request.
         let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<[UInt8], BlockFrontendError>, Never>) in
-            submit(request) { continuation.resume(returning: $0) }
+            submit(request, waiter: .task(continuation))
         }
         return try result.get()
     }
 
-    /// Checks `request` against `disk` and makes the operation the I/O thread sends.
-    private func makeOperation(_ request: BlockFrontendRequest, disk: BlockFrontendDisk,
-                               completion: @escaping BlockFrontendCompletion) throws(BlockFrontendError) -> BlockFrontendOperation {
+    /// Checks `request` against `disk` and makes the operation the I/O thread sends; a
+    /// read goes into `buffer` when given (of the read's size).
+    private func makeOperation(_ request: BlockFrontendRequest, buffer: consuming [UInt8]?, disk: BlockFrontendDisk,
+                               waiter: BlockFrontendOperation.Waiter) throws(BlockFrontendError) -> BlockFrontendOperation {
         switch request {
         case let .read(sector, count):
             try check("read", sector: sector, count: count, disk: disk, writing: false)
             // SAFETY: not zero-filled, as every byte is overwritten: the answer to each part
             // copies that part's sectors in before success hands the array out, and on a
             // failure it is dropped unread.
-            let data = [UInt8](unsafeUninitializedCapacity: Int(count) * 512) { _, initialized in
-                initialized = Int(count) * 512
+            let data: [UInt8]
+            if let buffer = consume buffer {
+                data = buffer
+            } else {
+                data = [UInt8](unsafeUninitializedCapacity: Int(count) * 512) { _, initialized in
+                    initialized = Int(count) * 512
+                }
             }
-            return BlockFrontendOperation(kind: .read, sector: sector, count: count, data: data, completion: completion)
+            return BlockFrontendOperation(kind: .read, sector: sector, count: count, data: data, waiter: waiter)
         case let .write(sector, data):
             guard data.count % 512 == 0 else {
                 throw .invalidLength(operation: "write", bytes: data.count, expected: (data.count / 512 + 1) * 512)
             }
             let count = UInt64(data.count / 512)
             try check("write", sector: sector, count: count, disk: disk, writing: true)
-            return BlockFrontendOperation(kind: .write, sector: sector, count: count, data: data, completion: completion)
+            return BlockFrontendOperation(kind: .write, sector: sector, count: count, data: data, waiter: waiter)
         case .flush:
             guard disk.backend.flushCache || disk.backend.barrier else {
                 throw .featureNotOffered(operation: "flush", feature: BlkifBackendFeatures.Key.flushCache)
             }
-            return BlockFrontendOperation(kind: .flush, sector: 0, count: 0, data: [], completion: completion)
+            return BlockFrontendOperation(kind: .flush, sector: 0, count: 0, data: [], waiter: waiter)
         case let .discard(sector, count):
             guard disk.backend.discard else {
                 throw .featureNotOffered(operation: "discard", feature: BlkifBackendFeatures.Key.discard)
             }
             try check("discard", sector: sector, count: count, disk: disk, writing: true)
-            return BlockFrontendOperation(kind: .discard, sector: sector, count: count, data: [], completion: completion)
+            return BlockFrontendOperation(kind: .discard, sector: sector, count: count, data: [], waiter: waiter)
         }
     }
 

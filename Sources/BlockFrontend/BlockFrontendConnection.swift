@@ -7,11 +7,9 @@ import XenBus
 import XenPlatform
 import XenRing
 
-/// One ring of a connection: its granted pages, our private indices, its port.
+/// One ring of a connection as the I/O thread keeps it: our private indices.
 struct BlockFrontendRing {
-    let pages: SharedPages
     var ring: FrontRing
-    let port: EventPort
     /// Requests written since the last push.
     var unpushed = false
     /// The backend broke this ring; it is no longer read (until the next connection).
@@ -23,6 +21,22 @@ struct BlockFrontendInFlight {
     var work: BlockFrontendWork
     var ring: Int
     var operation: UInt8
+}
+
+/// What the I/O thread changes as it serves a connection. It lives in a local variable
+/// of the thread while the thread runs (and in the connection before and after), so
+/// every access is checked for exclusivity when compiled, where a class's stored `var`
+/// costs a run-time check per access, several per request.
+struct BlockFrontendIOState {
+    var rings: [BlockFrontendRing] = []
+    var slots: [BlockFrontendInFlight?] = []
+    var freeSlots: [Int] = []
+    var nextSequence: UInt64 = 1
+    var nextRing = 0
+    /// Parts taken from the core's queue and not yet sent, first `pendingHead` done; the
+    /// first may be a read or write partly sent already.
+    var pending: [BlockFrontendWork] = []
+    var pendingHead = 0
 }
 
 /// Everything one handshake set up (rings, ports, persistently granted data pages) and
@@ -46,23 +60,21 @@ final class BlockFrontendConnection: @unchecked Sendable {
     let depth: Int
     let persistent: Bool
     let flushOperation: BlkifDirectOperation?
-    var rings: [BlockFrontendRing]
+    /// Each ring's granted pages and port.
+    let ringPages: [SharedPages]
+    let ports: [EventPort]
     let slotData: [SharedPages]
     let slotIndirect: [SharedPages]
+    /// Each slot's data pages as one view, and their grant references, slot after slot
+    /// (`segmentsPerRequest` each): plain values, read without reference counting.
+    let slotViews: [SharedView]
+    let slotGrefs: [GrantRef]
     /// Each slot's indirect pages as views, one per page.
     let slotIndirectViews: [[SharedView]]
-    var slots: [BlockFrontendInFlight?]
-    var freeSlots: [Int]
-    var nextSequence: UInt64 = 1
-    var nextRing = 0
-    /// Parts taken from the core's queue and not yet sent, first `pendingHead` done; the
-    /// first may be a read or write partly sent already.
-    var pending: [BlockFrontendWork] = []
-    var pendingHead = 0
+    /// The I/O thread's state; the thread holds it while it runs.
+    var io = BlockFrontendIOState()
     /// The frontend's: submitters wake the I/O thread through it.
     let wakeUp: BlockFrontendWakeUp
-    /// Operations taken from the core's stack, reused between takes.
-    var taken: [BlockFrontendOperation] = []
     let stopping = Atomic<Bool>(false)
     /// Requests sent and not yet answered (read by observers; the thread keeps `slots`).
     let inFlight = Atomic<Int>(0)
@@ -89,7 +101,7 @@ final class BlockFrontendConnection: @unchecked Sendable {
         segmentsPerRequest = indirect > BlkifSegments.capacity ? indirect : BlkifSegments.capacity
         indirectPagesPerRequest = indirect > BlkifSegments.capacity ? BlkifIndirectPage.pageCount(forSegments: indirect) : 0
         flushOperation = features.flushCache ? .flushDiskCache : features.barrier ? .writeBarrier : nil
-        let ringPages = 1 << Int(ringPageOrder)
+        let pagesPerRing = 1 << Int(ringPageOrder)
 
         var made: [SharedPages] = []
         let channel: any EventChannel
@@ -101,19 +113,25 @@ final class BlockFrontendConnection: @unchecked Sendable {
         }
         do throws(BlockFrontendError) {
             var rings: [BlockFrontendRing] = []
+            var ringPagesMade: [SharedPages] = []
+            var portsMade: [EventPort] = []
             for _ in 0..<queueCount {
                 let pages: SharedPages
-                do { pages = try grants.share(pages: ringPages, with: backendDomain, writable: true) } catch { throw .platform(error) }
+                do { pages = try grants.share(pages: pagesPerRing, with: backendDomain, writable: true) } catch { throw .platform(error) }
                 made.append(pages)
                 let shared: SharedRing
-                do { shared = try SharedRing(memory: pages.view, pages: ringPages, entrySize: abi.slotSize) } catch {
-                    throw .protocolViolation("ring of \(ringPages) pages: \(error)")
+                do { shared = try SharedRing(memory: pages.view, pages: pagesPerRing, entrySize: abi.slotSize) } catch {
+                    throw .protocolViolation("ring of \(pagesPerRing) pages: \(error)")
                 }
                 let port: EventPort
                 do { port = try channel.allocateUnbound(remote: backendDomain) } catch { throw .platform(error) }
-                rings.append(BlockFrontendRing(pages: pages, ring: FrontRing(initializing: shared), port: port))
+                rings.append(BlockFrontendRing(ring: FrontRing(initializing: shared)))
+                ringPagesMade.append(pages)
+                portsMade.append(port)
             }
-            self.rings = rings
+            io.rings = rings
+            ringPages = ringPagesMade
+            ports = portsMade
             let ringSlots = rings.reduce(0) { $0 + Int($1.ring.size) }
             depth = min(configuration.depth, ringSlots)
             var data: [SharedPages] = []
@@ -138,6 +156,8 @@ final class BlockFrontendConnection: @unchecked Sendable {
             }
             slotData = data
             slotIndirect = indirectPages
+            slotViews = data.map(\.view)
+            slotGrefs = data.flatMap(\.refs)
             var views: [[SharedView]] = []
             for table in indirectPages {
                 var pages: [SharedView] = []
@@ -153,31 +173,31 @@ final class BlockFrontendConnection: @unchecked Sendable {
             undo()
             throw error
         }
-        slots = Array(repeating: nil, count: depth)
-        freeSlots = Array((0..<depth).reversed())
+        io.slots = Array(repeating: nil, count: depth)
+        io.freeSlots = Array((0..<depth).reversed())
     }
 
     /// Grant pages held: rings, data and indirect pages.
-    var grantedPageSets: [SharedPages] { rings.map(\.pages) + slotData + slotIndirect }
+    var grantedPageSets: [SharedPages] { ringPages + slotData + slotIndirect }
 
     /// The keys the frontend publishes with Initialised (`io/blkif.h`, "Frontend XenBus
     /// Nodes"): one ring at the top level, several under `queue-N/`.
     var keys: XenbusKeys {
         var keys = XenbusKeys()
-        func ring(_ r: BlockFrontendRing, prefix: String) {
+        func ring(_ q: Int, prefix: String) {
             if ringPageOrder == 0 {
-                keys.set(prefix + "ring-ref", String(r.pages.refs[0]))
+                keys.set(prefix + "ring-ref", String(ringPages[q].refs[0]))
             } else {
-                for (i, ref) in r.pages.refs.enumerated() { keys.set(prefix + "ring-ref\(i)", String(ref)) }
+                for (i, ref) in ringPages[q].refs.enumerated() { keys.set(prefix + "ring-ref\(i)", String(ref)) }
             }
-            keys.set(prefix + "event-channel", String(r.port))
+            keys.set(prefix + "event-channel", String(ports[q]))
         }
         if ringPageOrder > 0 { keys.set(BlkifFrontendFeatures.Key.ringPageOrder, String(ringPageOrder)) }
-        if rings.count == 1 {
-            ring(rings[0], prefix: "")
+        if ringPages.count == 1 {
+            ring(0, prefix: "")
         } else {
-            keys.set(BlkifFrontendFeatures.Key.queueCount, String(rings.count))
-            for (q, r) in rings.enumerated() { ring(r, prefix: "queue-\(q)/") }
+            keys.set(BlkifFrontendFeatures.Key.queueCount, String(ringPages.count))
+            for q in ringPages.indices { ring(q, prefix: "queue-\(q)/") }
         }
         keys.set(BlkifFrontendFeatures.Key.protocolName, abi.protocolName)
         keys.set(BlkifFrontendFeatures.Key.persistent, persistent ? "1" : "0")
@@ -212,14 +232,14 @@ final class BlockFrontendConnection: @unchecked Sendable {
             pthread_join(thread, nil)
             self.thread = nil
         }
-        var unanswered = slots.compactMap { $0?.work }
+        var unanswered = io.slots.compactMap { $0?.work }
         unanswered.sort { $0.sequence < $1.sequence }
-        let unsent = Array(pending[pendingHead...])
-        pending = []
-        pendingHead = 0
-        for index in slots.indices { slots[index] = nil }
+        let unsent = Array(io.pending[io.pendingHead...])
+        io.pending = []
+        io.pendingHead = 0
+        for index in io.slots.indices { io.slots[index] = nil }
         inFlight.store(0, ordering: .relaxed)
-        freeSlots = Array((0..<depth).reversed())
+        io.freeSlots = Array((0..<depth).reversed())
         return (unanswered, unsent)
     }
 
@@ -235,50 +255,54 @@ final class BlockFrontendConnection: @unchecked Sendable {
     }
 
     private func run(core: BlockFrontendCore) {
+        // The thread's state stays local while it runs; stop() reads it after the join.
+        var io = BlockFrontendIOState()
+        swap(&io, &self.io)
+        defer { swap(&io, &self.io) }
         var fds = [pollfd(fd: eventChannel.fileDescriptor, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: wakeUp.readFD, events: Int16(POLLIN), revents: 0)]
         while !stopping.load(ordering: .acquiring) {
-            var busy = consumeAll()
-            if dispatch(core: core) { busy = true }
-            pushAll()
+            var busy = consumeAll(&io)
+            if dispatch(&io, core: core) { busy = true }
+            pushAll(&io)
             if busy { continue }
-            if hasResponses() { continue }
+            if hasResponses(&io) { continue }
             wakeUp.sleeping.store(true, ordering: .sequentiallyConsistent)
             // Work queued before the store above did not wake us: send it now.
-            if dispatch(core: core) {
+            if dispatch(&io, core: core) {
                 wakeUp.sleeping.store(false, ordering: .relaxed)
-                pushAll()
+                pushAll(&io)
                 continue
             }
             _ = poll(&fds, 2, -1)
             wakeUp.sleeping.store(false, ordering: .relaxed)
-            drainEvents(ports: fds[0].revents != 0, wakeUps: fds[1].revents != 0)
+            drainEvents(rings: io.rings.count, ports: fds[0].revents != 0, wakeUps: fds[1].revents != 0)
         }
         // Answers already published count: they need not be sent again.
-        _ = consumeAll()
+        _ = consumeAll(&io)
     }
 
     /// Publishes the requests written to each ring, notifying where the backend asks.
-    private func pushAll() {
-        for index in rings.indices where rings[index].unpushed {
-            rings[index].unpushed = false
-            if rings[index].ring.pushRequestsAndCheckNotify() { notify(index) }
+    private func pushAll(_ io: inout BlockFrontendIOState) {
+        for index in io.rings.indices where io.rings[index].unpushed {
+            io.rings[index].unpushed = false
+            if io.rings[index].ring.pushRequestsAndCheckNotify() { notify(index) }
         }
     }
 
     private func notify(_ index: Int) {
-        do { try eventChannel.notify(rings[index].port) } catch {
-            logger.error("blkfront: notifying port \(rings[index].port) failed: \(error)")
+        do { try eventChannel.notify(ports[index]) } catch {
+            logger.error("blkfront: notifying port \(ports[index]) failed: \(error)")
         }
     }
 
     /// Empties what poll found readable (only that: each look is a system call).
-    private func drainEvents(ports: Bool, wakeUps: Bool) {
+    private func drainEvents(rings: Int, ports: Bool, wakeUps: Bool) {
         if wakeUps { wakeUp.drain() }
         guard ports else { return }
         // At most one pending event per ring's port; one that fires again meanwhile
         // leaves the channel readable, so the next poll returns at once.
-        for _ in rings.indices {
+        for _ in 0..<rings {
             let port: EventPort?
             do { port = try eventChannel.pending() } catch { return }
             guard let port else { return }
@@ -288,83 +312,92 @@ final class BlockFrontendConnection: @unchecked Sendable {
 
     /// Whether any ring has responses; if not, each asks to be notified of the next
     /// (`finalCheckForResponses`).
-    private func hasResponses() -> Bool {
-        for index in rings.indices where !rings[index].broken {
+    private func hasResponses(_ io: inout BlockFrontendIOState) -> Bool {
+        for index in io.rings.indices where !io.rings[index].broken {
             do {
-                if try rings[index].ring.finalCheckForResponses() { return true }
+                if try io.rings[index].ring.finalCheckForResponses() { return true }
             } catch {
-                breakRing(index, "\(error)")
+                breakRing(&io, index, "\(error)")
             }
         }
         return false
     }
 
-    private func breakRing(_ index: Int, _ why: String) {
-        guard !rings[index].broken else { return }
-        rings[index].broken = true
+    private func breakRing(_ io: inout BlockFrontendIOState, _ index: Int, _ why: String) {
+        guard !io.rings[index].broken else { return }
+        io.rings[index].broken = true
         brokenRings.add(1, ordering: .relaxed)
         logger.error("blkfront: ring \(index) stopped: \(BlockFrontendError.protocolViolation(why))")
     }
 
     // MARK: Responses
 
-    private func consumeAll() -> Bool {
+    private func consumeAll(_ io: inout BlockFrontendIOState) -> Bool {
         var any = false
-        for index in rings.indices where !rings[index].broken {
-            if consume(index) { any = true }
+        for index in io.rings.indices where !io.rings[index].broken {
+            if consume(&io, index) { any = true }
         }
         return any
     }
 
-    private func consume(_ index: Int) -> Bool {
+    private func consume(_ io: inout BlockFrontendIOState, _ index: Int) -> Bool {
+        var ring = io.rings[index].ring
+        defer { io.rings[index].ring = ring }
         let producer: RingIndex
-        do { producer = try rings[index].ring.checkedResponseProducer() } catch {
-            breakRing(index, "\(error)")
+        do { producer = try ring.checkedResponseProducer() } catch {
+            breakRing(&io, index, "\(error)")
             return false
         }
         var any = false
-        while rings[index].ring.responseConsumer != producer {
-            let slotView = rings[index].ring.responseSlot(rings[index].ring.responseConsumer)
-            rings[index].ring.responseConsumer &+= 1
+        while ring.responseConsumer != producer {
+            let slotView = ring.responseSlot(ring.responseConsumer)
+            ring.responseConsumer &+= 1
             any = true
             let response: BlkifResponse
             do { response = try BlkifResponse.decode(from: slotView, at: 0, abi: abi) } catch {
-                breakRing(index, "response: \(error)")
+                breakRing(&io, index, "response: \(error)")
                 return any
             }
-            guard response.id < UInt64(depth), let inFlight = slots[Int(response.id)],
-                  inFlight.ring == index, inFlight.operation == response.operation else {
-                breakRing(index, "response id \(response.id) operation \(response.operation) matches no request in flight on this ring")
+            guard response.id < UInt64(depth), let expected = io.slots[Int(response.id)].map({ ($0.ring, $0.operation) }),
+                  expected == (index, response.operation), let sent = io.slots[Int(response.id)].take() else {
+                breakRing(&io, index, "response id \(response.id) operation \(response.operation) matches no request in flight on this ring")
                 return any
             }
             let slot = Int(response.id)
-            slots[slot] = nil
-            self.inFlight.subtract(1, ordering: .relaxed)
-            finish(inFlight.work, slot: slot, status: response.status)
-            freeSlots.append(slot)
+            inFlight.subtract(1, ordering: .relaxed)
+            finish(sent.work, slot: slot, status: response.status)
+            io.freeSlots.append(slot)
         }
         return any
     }
 
     private func finish(_ work: BlockFrontendWork, slot: Int, status: BlkifStatus) {
         let op = work.operation
-        let sector = op.kind == .flush ? 0 : op.sector + work.offset
-        let count = op.kind == .discard ? op.count : work.count
         switch status {
         case .okay:
             if op.kind == .read {
                 let start = Int(work.offset) * 512
                 let length = Int(work.count) * 512
                 op.data.withUnsafeMutableBytes { bytes in
-                    slotData[slot].view.copyBytes(at: 0, into: UnsafeMutableRawBufferPointer(rebasing: bytes[start ..< start + length]))
+                    slotViews[slot].copyBytes(at: 0, into: UnsafeMutableRawBufferPointer(rebasing: bytes[start ..< start + length]))
                 }
             }
             op.complete(units: units(work), failure: nil)
         case .error:
-            op.complete(units: units(work), failure: .ioError(operation: op.kind.name, sector: sector, count: count))
+            op.complete(units: units(work), failure: .ioError(operation: op.kind.name, sector: sector(work), count: count(work)))
         case .notSupported:
-            op.complete(units: units(work), failure: .notSupported(operation: op.kind.name, sector: sector, count: count))
+            op.complete(units: units(work), failure: .notSupported(operation: op.kind.name, sector: sector(work), count: count(work)))
         }
+    }
+
+    /// The first sector of `work`, for errors.
+    private func sector(_ work: BlockFrontendWork) -> UInt64 {
+        work.operation.kind == .flush ? 0 : work.operation.sector + work.offset
+    }
+
+    /// The sectors of `work`, for errors.
+    private func count(_ work: BlockFrontendWork) -> UInt64 {
+        work.operation.kind == .discard ? work.operation.count : work.count
     }
 
     private func units(_ work: BlockFrontendWork) -> UInt64 {
@@ -377,44 +410,43 @@ final class BlockFrontendConnection: @unchecked Sendable {
     // MARK: Requests
 
     /// Sends waiting work while a slot and ring space are free; says whether it sent any.
-    private func dispatch(core: BlockFrontendCore) -> Bool {
+    private func dispatch(_ io: inout BlockFrontendIOState, core: BlockFrontendCore) -> Bool {
         var sent = false
         let maxSectors = UInt64(segmentsPerRequest * (pageSize / 512))
-        while let slot = freeSlots.last, let ringIndex = ringWithSpace() {
-            if pendingHead == pending.count {
-                pending.removeAll(keepingCapacity: true)
-                pendingHead = 0
-                core.takeWaiting(into: &pending, scratch: &taken)
-                if pending.isEmpty { break }
+        while let slot = io.freeSlots.last, let ringIndex = ringWithSpace(&io) {
+            if io.pendingHead == io.pending.count {
+                io.pending.removeAll(keepingCapacity: true)
+                io.pendingHead = 0
+                core.takeWaiting(into: &io.pending)
+                if io.pending.isEmpty { break }
             }
-            var work = pending[pendingHead]
+            var work = io.pending[io.pendingHead]
             let kind = work.operation.kind
             if kind == .read || kind == .write, work.count > maxSectors {
                 // The rest stays first in line.
-                pending[pendingHead].offset += maxSectors
-                pending[pendingHead].count -= maxSectors
+                io.pending[io.pendingHead].offset += maxSectors
+                io.pending[io.pendingHead].count -= maxSectors
                 work.count = maxSectors
             } else {
-                pendingHead += 1
+                io.pendingHead += 1
             }
-            freeSlots.removeLast()
-            work.sequence = nextSequence
-            nextSequence &+= 1
+            io.freeSlots.removeLast()
+            work.sequence = io.nextSequence
+            io.nextSequence &+= 1
             let id = UInt64(slot)
             let request: BlkifRequest
             do {
                 request = try makeRequest(work, slot: slot, id: id)
             } catch {
-                freeSlots.append(slot)
+                io.freeSlots.append(slot)
                 work.operation.complete(units: units(work), failure: .protocolViolation("cannot build request: \(error)"))
                 continue
             }
-            var ring = rings[ringIndex].ring
-            request.encode(into: ring.requestSlot(ring.requestProducerPrivate), at: 0, abi: abi)
-            ring.requestProducerPrivate &+= 1
-            rings[ringIndex].ring = ring
-            rings[ringIndex].unpushed = true
-            slots[slot] = BlockFrontendInFlight(work: work, ring: ringIndex, operation: request.responseOperation)
+            let producer = io.rings[ringIndex].ring.requestProducerPrivate
+            request.encode(into: io.rings[ringIndex].ring.requestSlot(producer), at: 0, abi: abi)
+            io.rings[ringIndex].ring.requestProducerPrivate = producer &+ 1
+            io.rings[ringIndex].unpushed = true
+            io.slots[slot] = BlockFrontendInFlight(work: work, ring: ringIndex, operation: request.responseOperation)
             inFlight.add(1, ordering: .relaxed)
             sent = true
         }
@@ -422,11 +454,13 @@ final class BlockFrontendConnection: @unchecked Sendable {
     }
 
     /// The next ring (round robin) with a free request slot.
-    private func ringWithSpace() -> Int? {
-        for step in 0..<rings.count {
-            let index = (nextRing + step) % rings.count
-            if !rings[index].broken, !rings[index].ring.isFull {
-                nextRing = (index + 1) % rings.count
+    private func ringWithSpace(_ io: inout BlockFrontendIOState) -> Int? {
+        let count = io.rings.count
+        for step in 0..<count {
+            var index = io.nextRing + step
+            if index >= count { index -= count }
+            if !io.rings[index].broken, !io.rings[index].ring.isFull {
+                io.nextRing = index + 1 == count ? 0 : index + 1
                 return index
             }
         }
@@ -446,17 +480,18 @@ final class BlockFrontendConnection: @unchecked Sendable {
         case .read, .write:
             let sectorsPerPage = pageSize / 512
             let pages = (Int(work.count) + sectorsPerPage - 1) / sectorsPerPage
-            let data = slotData[slot]
+            let view = slotViews[slot]
             if op.kind == .write {
                 let start = Int(work.offset) * 512
                 let length = Int(work.count) * 512
                 op.data.withUnsafeBytes { bytes in
-                    data.view.copyBytes(from: UnsafeRawBufferPointer(rebasing: bytes[start ..< start + length]), to: 0)
+                    view.copyBytes(from: UnsafeRawBufferPointer(rebasing: bytes[start ..< start + length]), to: 0)
                 }
             }
             let count = Int(work.count)
-            let segments = (0..<pages).lazy.map { page in
-                BlkifSegment(gref: data.refs[page], firstSector: 0,
+            let firstGref = slot * segmentsPerRequest
+            let segments = (0..<pages).lazy.map { [slotGrefs] page in
+                BlkifSegment(gref: slotGrefs[firstGref + page], firstSector: 0,
                              lastSector: UInt8(min(sectorsPerPage, count - page * sectorsPerPage) - 1))
             }
             let sector = op.sector + work.offset

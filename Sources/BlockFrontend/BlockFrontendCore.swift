@@ -94,7 +94,7 @@ final class BlockFrontendCore: Sendable {
     /// Moves every waiting part, in order, into `batch` (which the caller emptied): parts
     /// to be sent again first, then the operations submitted since the last call. Called
     /// by the I/O thread; it takes the mutex only when a disconnect left parts behind.
-    func takeWaiting(into batch: inout [BlockFrontendWork], scratch: inout [BlockFrontendOperation]) {
+    func takeWaiting(into batch: inout [BlockFrontendWork]) {
         if hasWaiting.load(ordering: .acquiring) {
             state.withLock { s in
                 // The two arrays trade storage, so neither side allocates.
@@ -102,11 +102,7 @@ final class BlockFrontendCore: Sendable {
                 hasWaiting.store(false, ordering: .releasing)
             }
         }
-        submissions.takeAll(into: &scratch)
-        for operation in scratch {
-            batch.append(BlockFrontendWork(operation: operation, offset: 0, count: operation.count))
-        }
-        scratch.removeAll(keepingCapacity: true)
+        submissions.takeAll(into: &batch) { BlockFrontendWork(operation: $0, offset: 0, count: $0.count) }
     }
 
     /// Fails every operation submitted and not yet taken (the frontend is closed).

@@ -32,7 +32,7 @@ struct BlockFrontendHooks: XenbusFrontendHooks {
             throw BlockFrontendError.protocolViolation("backend connected before the frontend initialised")
         }
         let disk = BlockFrontendDisk(properties: properties, backend: features, ringPageOrder: connection.ringPageOrder,
-                                     queues: connection.rings.count, segmentsPerRequest: connection.segmentsPerRequest,
+                                     queues: connection.ringPages.count, segmentsPerRequest: connection.segmentsPerRequest,
                                      depth: connection.depth)
         try core.start(disk: disk)
     }

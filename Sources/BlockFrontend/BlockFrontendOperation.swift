@@ -47,17 +47,36 @@ final class BlockFrontendOperation: @unchecked Sendable {
     var remaining: UInt64
     /// The first failure a part reported.
     var failure: BlockFrontendError?
-    /// Runs once, with the read's data (empty for the other kinds) or the first failure.
-    var completion: BlockFrontendCompletion?
+    /// Told once, with the read's data (empty for the other kinds) or the first failure.
+    var waiter: Waiter?
     /// The operation pushed before this one while both wait in ``BlockFrontendSubmissions``.
     var nextSubmitted: UnsafeMutableRawPointer?
 
-    init(kind: Kind, sector: UInt64, count: UInt64, data: [UInt8], completion: @escaping BlockFrontendCompletion) {
+    /// Who waits for an operation.
+    enum Waiter {
+        /// A caller of ``BlockFrontend/submit(_:completion:)``.
+        case completion(BlockFrontendCompletion)
+        /// A task suspended in an async call, resumed directly (no closure per request).
+        case task(UnsafeContinuation<Result<[UInt8], BlockFrontendError>, Never>)
+
+        func resume(_ result: Result<[UInt8], BlockFrontendError>) {
+            switch self {
+            case let .completion(completion): completion(result)
+            case let .task(continuation): continuation.resume(returning: result)
+            }
+        }
+    }
+
+    convenience init(kind: Kind, sector: UInt64, count: UInt64, data: [UInt8], completion: @escaping BlockFrontendCompletion) {
+        self.init(kind: kind, sector: sector, count: count, data: data, waiter: .completion(completion))
+    }
+
+    init(kind: Kind, sector: UInt64, count: UInt64, data: [UInt8], waiter: Waiter) {
         self.kind = kind
         self.sector = sector
         self.count = count
         self.data = data
-        self.completion = completion
+        self.waiter = waiter
         switch kind {
         case .read, .write: remaining = count
         case .flush, .discard: remaining = 1
@@ -68,23 +87,26 @@ final class BlockFrontendOperation: @unchecked Sendable {
     func complete(units: UInt64, failure: BlockFrontendError?) {
         if self.failure == nil, let failure { self.failure = failure }
         remaining -= min(units, remaining)
-        guard remaining == 0, let completion else { return }
-        self.completion = nil
+        guard remaining == 0, let waiter else { return }
+        self.waiter = nil
         if let failure = self.failure {
-            completion(.failure(failure))
+            // Dropped first, as on success, so a caller that recycles buffers gets its
+            // own back as the only reference.
+            data = []
+            waiter.resume(.failure(failure))
         } else {
             // Handed over, not copied: the caller becomes the array's only owner.
             let result = kind == .read ? data : []
             data = []
-            completion(.success(result))
+            waiter.resume(.success(result))
         }
     }
 
     /// Fails the caller now (the frontend is closing).
     func abandon(_ error: BlockFrontendError) {
-        guard let completion else { return }
-        self.completion = nil
-        completion(.failure(error))
+        guard let waiter else { return }
+        self.waiter = nil
+        waiter.resume(.failure(error))
     }
 }
 

@@ -32,9 +32,21 @@ final class BlockFrontendSubmissions: Sendable {
         }
     }
 
+    /// Whether anything was pushed and not yet taken (a push may land just after).
+    /// Sequentially consistent, as the I/O thread's look at the stack before it sleeps
+    /// pairs with a submitter's push (a plain load on x86, as relaxed would be).
+    var isEmpty: Bool { top.load(ordering: .sequentiallyConsistent) == 0 }
+
     /// Appends every operation pushed so far to `batch`, oldest first.
     func takeAll(into batch: inout [BlockFrontendOperation]) {
-        guard var entry = UnsafeMutableRawPointer(bitPattern: top.exchange(0, ordering: .sequentiallyConsistent)) else {
+        takeAll(into: &batch) { $0 }
+    }
+
+    /// Appends what `make` makes of every operation pushed so far to `batch`, oldest first.
+    func takeAll<Item>(into batch: inout [Item], _ make: (BlockFrontendOperation) -> Item) {
+        // A plain load first: an exchange on an empty stack would still take its cache
+        // line from the submitters.
+        guard !isEmpty, var entry = UnsafeMutableRawPointer(bitPattern: top.exchange(0, ordering: .sequentiallyConsistent)) else {
             return
         }
         let start = batch.count
@@ -45,11 +57,17 @@ final class BlockFrontendSubmissions: Sendable {
             let operation = Unmanaged<BlockFrontendOperation>.fromOpaque(entry).takeRetainedValue()
             let next = operation.nextSubmitted
             operation.nextSubmitted = nil
-            batch.append(operation)
+            batch.append(make(operation))
             guard let next else { break }
             entry = next
         }
-        // The stack gave them newest first.
-        batch[start...].reverse()
+        // The stack gave them newest first; reversed in place (a slice's reverse() copies).
+        var low = start
+        var high = batch.count - 1
+        while low < high {
+            batch.swapAt(low, high)
+            low += 1
+            high -= 1
+        }
     }
 }

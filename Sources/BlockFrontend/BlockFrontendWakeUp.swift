@@ -35,7 +35,9 @@ final class BlockFrontendWakeUp: Sendable {
     /// Submitter, after publishing work: wakes the thread if it sleeps or is about to.
     func wakeIfSleeping() {
         // Sequentially consistent, pairing with the thread's store before its last look
-        // at the queue: either it sees the new work, or this sees it sleeping.
+        // at the queue: either it sees the new work, or this sees it sleeping. A load
+        // first, so a busy thread costs its submitters no read-modify-write per request.
+        guard sleeping.load(ordering: .sequentiallyConsistent) else { return }
         if sleeping.exchange(false, ordering: .sequentiallyConsistent) { wake() }
     }
 

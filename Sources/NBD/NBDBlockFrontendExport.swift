@@ -71,8 +71,11 @@ public final class NBDBlockFrontendExport: NBDExport {
             }
         case let .write(offset, data, fua):
             guard !data.isEmpty else { return flush(if: fua, completion) }
+            // The count, not the array, goes into the closure: once the frontend is done
+            // with the data the caller holds its only reference (and may recycle it).
+            let length = UInt64(data.count)
             frontend.submit(.write(sector: offset / 512, data: data)) { [self] result in
-                then(result, "write", offset: offset, length: UInt64(data.count), flush: fua, completion)
+                then(result, "write", offset: offset, length: length, flush: fua, completion)
             }
         case .flush:
             frontend.submit(.flush) { [self] result in
@@ -88,6 +91,15 @@ public final class NBDBlockFrontendExport: NBDExport {
             writeZeroes(from: offset, to: offset + length) { [self] result in
                 then(result, "write", offset: offset, length: length, flush: fua, completion)
             }
+        }
+    }
+
+    /// Reads straight into the server's spare `buffer` (no new array per read).
+    public func submitRead(offset: UInt64, into buffer: consuming [UInt8], completion: @escaping NBDExportCompletion) {
+        guard !buffer.isEmpty else { return completion(.success([])) }
+        let length = UInt64(buffer.count)
+        frontend.submitRead(sector: offset / 512, into: consume buffer) { [self] result in
+            completion(result.mapError { failure("read", offset: offset, length: length, $0) })
         }
     }
 

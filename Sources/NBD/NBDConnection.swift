@@ -206,11 +206,13 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
             let held = request.command == .read || request.command == .write ? length : 0
             guard inFlight.reserve(bytes: held) else { return }
             let command: NBDExportCommand
+            var payload: [UInt8] = []
             switch request.command {
             case .read:
                 command = .read(offset: request.offset, length: length)
             case .write:
-                command = .write(offset: request.offset, data: try readPayload(length, from: input), fua: fua)
+                payload = try readPayload(length, from: input)
+                command = .write(offset: request.offset, data: payload, fua: fua)
             case .flush:
                 command = .flush
             case .trim:
@@ -227,10 +229,13 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
             let inFlight = self.inFlight
             let logger = self.logger
             let isRead = request.command == .read
-            export.submit(command) { result in
+            // A large write's payload goes back with its reply, to be reused after it.
+            let spare = payload.count >= NBDInFlight.spareMinimum ? payload : []
+            let completion: NBDExportCompletion = { [spare] result in
                 switch result {
                 case let .success(data) where !isRead || data.count == length:
-                    inFlight.complete(.init(error: .success, cookie: cookie, data: isRead ? data : [], bytes: held))
+                    inFlight.complete(.init(error: .success, cookie: cookie, data: isRead ? data : [], bytes: held,
+                                            spare: spare))
                 case let .success(data):
                     logger.error("export read \(data.count) bytes where \(length) were asked for")
                     inFlight.complete(.init(error: .io, cookie: cookie, data: [], bytes: held))
@@ -239,11 +244,25 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
                     inFlight.complete(.init(error: Self.errno(for: error), cookie: cookie, data: [], bytes: held))
                 }
             }
+            if isRead, let spare = inFlight.takeSpare(count: length) {
+                export.submitRead(offset: request.offset, into: consume spare, completion: completion)
+            } else {
+                export.submit(command, completion: completion)
+            }
         }
     }
 
-    /// A write's payload, read straight into the array the export receives.
+    /// A write's payload, read straight into the array the export receives (a spare
+    /// when one of its size was kept).
     private func readPayload(_ length: Int, from input: NBDReadBuffer) throws(NBDError) -> [UInt8] {
+        if var spare = inFlight.takeSpare(count: length) {
+            var failure: NBDError?
+            spare.withUnsafeMutableBytes { buffer in
+                do throws(NBDError) { try input.readExactly(into: buffer) } catch { failure = error }
+            }
+            if let failure { throw failure }
+            return spare
+        }
         var failure: NBDError?
         let data = [UInt8](unsafeUninitializedCapacity: length) { buffer, count in
             do throws(NBDError) {
@@ -295,14 +314,13 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
                     try socket.writeAll(vectors: UnsafeMutableBufferPointer(rebasing: vectors[0 ..< count]))
                 } catch {
                     logger.notice("cannot send a reply, dropping the client: \(error)")
-                    inFlight.sent(batch)
+                    inFlight.sent(&batch)
                     abort()
                     return
                 }
                 first = last
             }
-            inFlight.sent(batch)
-            batch.removeAll(keepingCapacity: true)
+            inFlight.sent(&batch)
         }
     }
 

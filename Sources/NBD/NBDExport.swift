@@ -99,9 +99,18 @@ public protocol NBDExport: AnyObject, Sendable {
     /// Starts `command`; `completion` runs exactly once, on any thread, and must not
     /// block (the server only queues the reply there).
     func submit(_ command: NBDExportCommand, completion: @escaping NBDExportCompletion)
+    /// Starts `NBD_CMD_READ` of `buffer.count` bytes at `offset`, as ``submit(_:completion:)``
+    /// does, and may read into `buffer` (a spare the server recycles; nothing else holds
+    /// it) and hand it back, instead of making a new array. The default ignores it.
+    func submitRead(offset: UInt64, into buffer: consuming [UInt8], completion: @escaping NBDExportCompletion)
 }
 
 extension NBDExport {
+    /// Reads into a new array: `submit(.read(offset:length:))`.
+    public func submitRead(offset: UInt64, into buffer: consuming [UInt8], completion: @escaping NBDExportCompletion) {
+        submit(.read(offset: offset, length: buffer.count), completion: completion)
+    }
+
     /// Runs `command` through the blocking methods, then completes, on the calling thread.
     public func submit(_ command: NBDExportCommand, completion: @escaping NBDExportCompletion) {
         do throws(NBDError) {

@@ -22,7 +22,13 @@ final class NBDInFlight: @unchecked Sendable {
         var cookie: UInt64
         var data: [UInt8]
         var bytes: Int
+        /// A write's payload, kept as a spare once the reply is sent (a read's `data` is).
+        var spare: [UInt8] = []
     }
+
+    /// Buffers at least this large are kept for reuse once their reply is sent: fresh
+    /// ones of that size come from mmap and cost a page fault per page at first touch.
+    static var spareMinimum: Int { 64 << 10 }
 
     /// Most requests admitted and not yet answered on the socket.
     let maximumRequests: Int
@@ -38,6 +44,12 @@ final class NBDInFlight: @unchecked Sendable {
     private var requests = 0
     private var bytes = 0
     private var replies: [Reply] = []
+    /// Payload and read buffers whose replies were sent, oldest first, and their size.
+    private var spares: [[UInt8]] = []
+    private var spareBytes = 0
+    /// Most bytes kept in `spares`: what the connection may hold in flight anyway, at
+    /// most 16 MiB.
+    private var spareLimit: Int { min(maximumBytes, 16 << 20) }
     private var reading = true
     private var aborted = false
 
@@ -141,10 +153,49 @@ final class NBDInFlight: @unchecked Sendable {
         }
     }
 
-    /// Writer: `batch` is on the socket; its requests' room is free again.
-    func sent(_ batch: [Reply]) {
+    /// Writer: `batch` is on the socket; its requests' room is free again, and its large
+    /// buffers become spares.
+    func sent(_ batch: inout [Reply]) {
         locked {
-            for reply in batch { release(reply) }
+            for index in batch.indices {
+                release(batch[index])
+                // Moved out of the batch before it is offered, so a spare's only reference
+                // is the pool's when the reader takes it (an array shared then is copied).
+                if batch[index].data.count >= Self.spareMinimum {
+                    keepSpare(take(&batch[index].data))
+                } else if batch[index].spare.count >= Self.spareMinimum {
+                    keepSpare(take(&batch[index].spare))
+                }
+            }
+        }
+        // The rest is freed here, outside the mutex.
+        batch.removeAll(keepingCapacity: true)
+    }
+
+    private func take(_ buffer: inout [UInt8]) -> [UInt8] {
+        var taken: [UInt8] = []
+        swap(&taken, &buffer)
+        return taken
+    }
+
+    /// Reader: a spare of exactly `count` bytes, if one was kept (only for large ones).
+    func takeSpare(count: Int) -> [UInt8]? {
+        guard count >= Self.spareMinimum else { return nil }
+        return locked {
+            guard let index = spares.firstIndex(where: { $0.count == count }) else { return nil }
+            spareBytes -= count
+            return spares.remove(at: index)
+        }
+    }
+
+    /// Called with the mutex held: keeps `buffer` for reuse, dropping the oldest spares
+    /// beyond the limit.
+    private func keepSpare(_ buffer: [UInt8]) {
+        guard buffer.count <= spareLimit, !aborted else { return }
+        spares.append(buffer)
+        spareBytes += buffer.count
+        while spareBytes > spareLimit || spares.count > maximumRequests {
+            spareBytes -= spares.removeFirst().count
         }
     }
 

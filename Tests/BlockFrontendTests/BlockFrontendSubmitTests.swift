@@ -49,6 +49,35 @@ import Testing
         await rig.shutdown()
     }
 
+    /// `submitRead(sector:into:completion:)` fills the caller's buffer, across several
+    /// blkif requests, and hands that same buffer back; a buffer that is not whole
+    /// sectors, or a range past the end, is refused at once.
+    @Test func readsIntoTheCallersBuffer() async throws {
+        let rig = try await Rig(sectors: 8192)
+        let front = try rig.frontend(BlockFrontendConfiguration(maxIndirectSegments: 0, depth: 4))
+        _ = try await bounded("frontend connects") { try await front.connected() }
+        // 300 sectors: more than one 11-segment request (88 sectors) can carry.
+        let data = pattern(sector: 40, count: 300, tag: 0x5A)
+        try await front.write(sector: 40, data: data)
+        let results = Results()
+        var buffer = [UInt8](repeating: 0xEE, count: 300 * 512)
+        let address = buffer.withUnsafeMutableBytes { UInt(bitPattern: $0.baseAddress) }
+        // Consumed, so the frontend holds the only reference and fills it in place.
+        front.submitRead(sector: 40, into: consume buffer) { results.record(0, $0) }
+        try await eventually("the read completes") { results.calls.load(ordering: .relaxed) == 1 }
+        let filled = try #require(try results.byIndex.withLock { $0[0] }?.get())
+        #expect(filled == data)
+        #expect(filled.withUnsafeBytes { UInt(bitPattern: $0.baseAddress) } == address, "the caller's own storage")
+
+        front.submitRead(sector: 0, into: [UInt8](repeating: 0, count: 700)) { results.record(1, $0) }
+        front.submitRead(sector: 8190, into: [UInt8](repeating: 0, count: 1024 * 4)) { results.record(2, $0) }
+        #expect(results.byIndex.withLock { $0[1] } == .failure(.invalidLength(operation: "read", bytes: 700, expected: 1024)))
+        #expect(results.byIndex.withLock { $0[2] } == .failure(.invalidRange(operation: "read", sector: 8190, count: 8,
+                                                                              diskSectors: 8192, alignment: 1)))
+        #expect(await front.close() == 0)
+        await rig.shutdown()
+    }
+
     /// A request the frontend refuses completes before submit returns, on the caller's
     /// thread, with the reason: a bad range, a short write, a frontend never connected.
     @Test func refusalsCompleteAtOnceWithTheirReason() async throws {
