@@ -81,15 +81,23 @@ struct XensplitBenchBlockTests {
             for layout in ["f1-q1", "f1-q4", "f16-q1", "f16-q4", "f1-q1-copy", "f1-q4-copy"] {
                 #expect(names.contains("blkback-\(workload)-\(layout)"))
                 #expect(names.contains("blkback-cpu-per-io-\(workload)-\(layout)"))
+                #expect(names.contains("blkback-process-cpu-per-io-\(workload)-\(layout)"))
             }
         }
         #expect(names.contains("blkback-idle-cpu-64-frontends"))
         #expect(names.contains("blkback-idle-cpu-64-frontends-whole-process"))
-        #expect(lines.count == 50, "\(lines.map(\.name))")
+        #expect(lines.count == 74, "\(lines.map(\.name))")
         for line in lines where line.name.hasPrefix("blkback-cpu-per-io-") || line.name.hasPrefix("blkback-idle-") {
             #expect(line.reference == nil, "\(line.name) has no honest reference")
         }
-        for line in lines where !line.name.hasPrefix("blkback-cpu-per-io-") && !line.name.hasPrefix("blkback-idle-") {
+        for line in lines where line.name.hasPrefix("blkback-process-cpu-per-io-") {
+            // Both sides did I/O, so both spent CPU on it; lower is better, so ratio is fio's over ours.
+            #expect(line.unit == "us" && line.ours > 0 && (line.reference ?? 0) > 0, "\(line.name)")
+            if let reference = line.reference, let ratio = line.ratio, line.ours > 0 {
+                #expect(abs(ratio - reference / line.ours) <= 0.02 * reference / line.ours, "\(line.name): ratio is fio's over ours")
+            }
+        }
+        for line in lines where !line.name.contains("cpu-per-io-") && !line.name.hasPrefix("blkback-idle-") {
             #expect(line.reference != nil && line.ours > 0, "\(line.name): I/O was done on both sides")
             #expect(line.unit == (line.name.contains("4k") ? "IOPS" : "MiB/s"))
         }
