@@ -25,9 +25,10 @@ public final class BlkbackDaemon: Sendable {
         public var resizeInterval: Duration
         /// io_uring kernel worker threads per worker, which serve the stores that cannot do
         /// non-blocking I/O (tmpfs, FUSE, some network file systems). Default: one per
-        /// online core; the kernel's own default (4 per core) made a tmpfs-backed ring 30
-        /// to 40% slower here, its extra threads contending for the same cores. Raise it
-        /// for stores whose I/O blocks for long.
+        /// online core; with the kernel's defaults (4 per core, and no limit for the pool
+        /// registered files' reads landed in) a tmpfs-backed ring ran 25 to 40% slower
+        /// here, its extra threads contending for the same cores. Raise it for stores
+        /// whose I/O blocks for long.
         public var kernelWorkers: Int
 
         public init(workers: Int = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))),
