@@ -25,9 +25,8 @@ public final class BlkbackWorker: Sendable {
     public static let defaultMaxQueues = 64
     /// Commands for the worker; nil once it stopped taking them.
     let mailbox: Mutex<[BlkbackCommand]?>
-    /// The mailbox's doorbell: the worker polls the read end, senders write a byte.
-    let mailboxFD: Int32
-    let mailboxWriteFD: Int32
+    /// The mailbox's doorbell: the worker polls its read end, senders wake it.
+    let doorbell: WakePipe
     let thread: Mutex<pthread_t?>
     let logger: Logger
 
@@ -35,18 +34,9 @@ public final class BlkbackWorker: Sendable {
     /// engine cannot be made.
     public init(factory: BlockIOEngineFactory, maxQueues: Int = BlkbackWorker.defaultMaxQueues,
                 logger: Logger = Logger(label: "xensplit.blkback")) throws(BlockBackendError) {
-        var ends: (Int32, Int32) = (-1, -1)
-        guard withUnsafeMutableBytes(of: &ends, { pipe($0.baseAddress!.assumingMemoryBound(to: Int32.self)) }) == 0 else {
-            throw .platform(.system("pipe", errno: errno))
-        }
-        for end in [ends.0, ends.1] {
-            _ = fcntl(end, F_SETFD, FD_CLOEXEC)
-            _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
-        }
+        do { doorbell = try WakePipe() } catch { throw .platform(error) }
         self.maxQueues = maxQueues
         self.mailbox = Mutex([])
-        self.mailboxFD = ends.0
-        self.mailboxWriteFD = ends.1
         self.thread = Mutex(nil)
         self.logger = logger
         let started = BlkbackReply()
@@ -62,22 +52,13 @@ public final class BlkbackWorker: Sendable {
         }, context)
         guard result == 0 else {
             Unmanaged<BlkbackThreadStart>.fromOpaque(context).release()
-            Glibc.close(ends.0)
-            Glibc.close(ends.1)
             throw .platform(.system("pthread_create", errno: result))
         }
         if let error = started.wait() {
             pthread_join(handle, nil)
-            Glibc.close(ends.0)
-            Glibc.close(ends.1)
             throw error
         }
         thread.withLock { $0 = handle }
-    }
-
-    deinit {
-        Glibc.close(mailboxFD)
-        Glibc.close(mailboxWriteFD)
     }
 
     /// Hands `queue` to the worker, which starts serving it; `onDisconnect` runs on the
@@ -142,9 +123,7 @@ public final class BlkbackWorker: Sendable {
             return true
         }
         guard open else { throw .workerStopped }
-        // A full pipe already holds a wake-up, so EAGAIN loses nothing.
-        var one: UInt8 = 1
-        _ = write(mailboxWriteFD, &one, 1)
+        doorbell.wake()
     }
 }
 

@@ -131,8 +131,7 @@ final class BlkbackWorkerLoop: @unchecked Sendable {
             takePendingPorts(queue.eventChannel)
         case .mailbox?:
             mailboxArmed = false
-            var drain: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
-            while withUnsafeMutableBytes(of: &drain, { read(worker.mailboxFD, $0.baseAddress, $0.count) }) > 0 {}
+            worker.doorbell.drain()
             let commands = worker.mailbox.withLock { commands -> [BlkbackCommand] in
                 defer { if commands != nil { commands!.removeAll(keepingCapacity: true) } }
                 return commands ?? []
@@ -197,7 +196,7 @@ final class BlkbackWorkerLoop: @unchecked Sendable {
     }
 
     func armMailbox<Engine: BlockIOEngine>(_ engine: Engine) {
-        mailboxArmed = arm(.pollReadable(worker.mailboxFD), userData: Self.userData(.mailbox, queue: 0), engine: engine)
+        mailboxArmed = arm(.pollReadable(worker.doorbell.readFD), userData: Self.userData(.mailbox, queue: 0), engine: engine)
     }
 
     func handle<Engine: BlockIOEngine>(_ command: BlkbackCommand, engine: Engine) {

@@ -8,28 +8,14 @@ import XenPlatform
 /// without a lock; a byte left over from one connection only makes the next thread look
 /// at the queue once more.
 final class BlockFrontendWakeUp: Sendable {
+    let pipe: WakePipe
     /// The end the I/O thread polls.
-    let readFD: Int32
-    let writeFD: Int32
+    var readFD: Int32 { pipe.readFD }
     /// The I/O thread is about to poll or polling.
     let sleeping = Atomic<Bool>(false)
 
     init() throws(BlockFrontendError) {
-        var ends: (Int32, Int32) = (-1, -1)
-        guard withUnsafeMutableBytes(of: &ends, { pipe($0.baseAddress!.assumingMemoryBound(to: Int32.self)) }) == 0 else {
-            throw .platform(.system("pipe", errno: errno))
-        }
-        for end in [ends.0, ends.1] {
-            _ = fcntl(end, F_SETFD, FD_CLOEXEC)
-            _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
-        }
-        readFD = ends.0
-        writeFD = ends.1
-    }
-
-    deinit {
-        Glibc.close(readFD)
-        Glibc.close(writeFD)
+        do { pipe = try WakePipe() } catch { throw .platform(error) }
     }
 
     /// Submitter, after publishing work: wakes the thread if it sleeps or is about to.
@@ -42,16 +28,8 @@ final class BlockFrontendWakeUp: Sendable {
     }
 
     /// Wakes the thread (new work, or stop).
-    func wake() {
-        // A full pipe already holds a wake-up, so EAGAIN loses nothing.
-        var one: UInt8 = 1
-        _ = Glibc.write(writeFD, &one, 1)
-    }
+    func wake() { pipe.wake() }
 
     /// I/O thread: empties the pipe after poll found it readable.
-    func drain() {
-        withUnsafeTemporaryAllocation(byteCount: 64, alignment: 8) { buffer in
-            while Glibc.read(readFD, buffer.baseAddress, buffer.count) == buffer.count {}
-        }
-    }
+    func drain() { pipe.drain() }
 }
