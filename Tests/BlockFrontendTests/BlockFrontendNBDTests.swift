@@ -59,19 +59,26 @@ final class ToolProcess: @unchecked Sendable {
 
 /// The frontend behind the NBD export, driven by fio's nbd engine.
 @Suite struct BlockFrontendNBDTests {
+    /// A frontend with `depth` slots whose backend takes requests and never answers, its
+    /// disk exported over NBD on a Unix socket in the rig's directory.
+    static func stalledExport(ringPageOrder: UInt32, depth: Int) async throws
+        -> (Rig, BlockFrontend, NBDServer<NBDBlockFrontendExport>, String)
+    {
+        let rig = try await Rig(sectors: 16384)
+        await rig.stopBackend()
+        rig.startBackend(serving: false)
+        let front = try rig.frontend(BlockFrontendConfiguration(maxRingPageOrder: ringPageOrder, queues: 1, depth: depth))
+        let export = try await bounded("frontend connects") { try await NBDBlockFrontendExport.connecting(front, logger: testLogger) }
+        return (rig, front, NBDServer(export: export, logger: testLogger), rig.image.directory + "/nbd.sock")
+    }
+
     /// fio at iodepth 32 against a backend that answers nothing: all 32 requests reach
     /// the frontend's ring at once (the NBD connection does not serialise them). Then a
     /// working backend replaces the stalled one; the frontend sends the 32 again and fio
     /// finishes, its crc32c verification passing and no request failing.
     @Test(.enabled(if: toolExists("fio"), "fio is not installed"))
     func fioQueueDepthReachesTheRingAndSurvivesABackendRestart() async throws {
-        let rig = try await Rig(sectors: 16384)
-        await rig.stopBackend()
-        rig.startBackend(serving: false)
-        let front = try rig.frontend(BlockFrontendConfiguration(maxRingPageOrder: 1, queues: 1, depth: 32))
-        let export = try await bounded("frontend connects") { try await NBDBlockFrontendExport.connecting(front, logger: testLogger) }
-        let server = NBDServer(export: export, logger: testLogger)
-        let socket = rig.image.directory + "/nbd.sock"
+        let (rig, front, server, socket) = try await Self.stalledExport(ringPageOrder: 1, depth: 32)
         let address = try server.start(listeningOn: .unix(path: socket))
         let log = rig.image.directory + "/fio.log"
         defer { unlink(log) }
@@ -109,13 +116,7 @@ final class ToolProcess: @unchecked Sendable {
     /// fails those requests into the dropped connection and gives every grant back.
     @Test(.enabled(if: toolExists("fio"), "fio is not installed"))
     func aKilledClientsRequestsAreDroppedAndTheFrontendClosesClean() async throws {
-        let rig = try await Rig(sectors: 16384)
-        await rig.stopBackend()
-        rig.startBackend(serving: false)
-        let front = try rig.frontend(BlockFrontendConfiguration(maxRingPageOrder: 0, queues: 1, depth: 16))
-        let export = try await bounded("frontend connects") { try await NBDBlockFrontendExport.connecting(front, logger: testLogger) }
-        let server = NBDServer(export: export, logger: testLogger)
-        let socket = rig.image.directory + "/nbd.sock"
+        let (rig, front, server, socket) = try await Self.stalledExport(ringPageOrder: 0, depth: 16)
         let address = try server.start(listeningOn: .unix(path: socket))
         let log = rig.image.directory + "/fio.log"
         defer { unlink(log) }
