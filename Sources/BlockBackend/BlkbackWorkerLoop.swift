@@ -147,7 +147,7 @@ final class BlkbackWorkerLoop: @unchecked Sendable {
     /// the ring, and marks the queues they belong to.
     func takePendingPorts(_ channel: any EventChannel) {
         do {
-            while let port = try channel.pending() {
+            try channel.takePending(atMost: entries.count) { port throws(PlatformError) in
                 try channel.unmask(port)
                 for index in entries.indices {
                     guard let entry = entries[index], entry.queue.eventChannel === channel,

@@ -300,14 +300,9 @@ final class BlockFrontendConnection: @unchecked Sendable {
     private func drainEvents(rings: Int, ports: Bool, wakeUps: Bool) {
         if wakeUps { wakeUp.drain() }
         guard ports else { return }
-        // At most one pending event per ring's port; one that fires again meanwhile
-        // leaves the channel readable, so the next poll returns at once.
-        for _ in 0..<rings {
-            let port: EventPort?
-            do { port = try eventChannel.pending() } catch { return }
-            guard let port else { return }
-            try? eventChannel.unmask(port)
-        }
+        // At most one event per ring's port: one that fires again meanwhile leaves the
+        // channel readable, so the next poll returns at once.
+        try? eventChannel.takePending(atMost: rings) { port throws(PlatformError) in try? eventChannel.unmask(port) }
     }
 
     /// Whether any ring has responses; if not, each asks to be notified of the next

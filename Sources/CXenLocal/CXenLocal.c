@@ -82,7 +82,9 @@ int xl_epoll_create(void) {
 }
 
 int xl_epoll_add(int epfd, int fd, uint32_t tag) {
-    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag };
+    // Edge-triggered: every eventfd write wakes its waiters, so each signal is reported
+    // once without the eventfd ever being read back to zero.
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLET, .data.u64 = tag };
     return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
@@ -96,6 +98,16 @@ int xl_epoll_wait_one(int epfd, int timeout_ms, uint32_t *tag) {
     do { n = epoll_wait(epfd, &ev, 1, timeout_ms); } while (n < 0 && errno == EINTR);
     if (n < 0) return -errno;
     if (n == 1) *tag = (uint32_t)ev.data.u64;
+    return n;
+}
+
+int xl_epoll_wait_tags(int epfd, uint32_t *tags, int max) {
+    struct epoll_event ev[64];
+    int n;
+    if (max > 64) max = 64;
+    do { n = epoll_wait(epfd, ev, max, 0); } while (n < 0 && errno == EINTR);
+    if (n < 0) return -errno;
+    for (int i = 0; i < n; i++) tags[i] = (uint32_t)ev[i].data.u64;
     return n;
 }
 

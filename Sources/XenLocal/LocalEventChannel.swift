@@ -4,8 +4,9 @@ import Synchronization
 import XenPlatform
 
 /// Event channels on the local hypervisor. Each bound port has two eventfds: one the peer
-/// signals (registered in this handle's epoll set, tagged with the port) and the peer's,
-/// which ``notify(_:)`` signals directly, without a hypervisor round trip.
+/// signals (registered edge-triggered in this handle's epoll set, tagged with the port, so
+/// a signal is reported once and the eventfd is never read) and the peer's, which
+/// ``notify(_:)`` signals directly, without a hypervisor round trip.
 final class LocalEventChannel: EventChannel, @unchecked Sendable {
     // SAFETY (@unchecked): `ports` is guarded by its Mutex; the rest is immutable.
     let client: HypervisorClient
@@ -81,12 +82,28 @@ final class LocalEventChannel: EventChannel, @unchecked Sendable {
         var tag: UInt32 = 0
         let n = xl_epoll_wait_one(fileDescriptor, 0, &tag)
         guard n >= 0 else { throw .system("epoll_wait", errno: -n) }
-        guard n == 1 else { return nil }
-        if let fd = ports.withLock({ $0[tag]?.receive }) { _ = xl_eventfd_drain(fd) }
-        return tag
+        return n == 1 ? tag : nil
     }
 
-    /// Ports are never masked here: an eventfd counts every signal until drained.
+    func takePending(atMost limit: Int, _ body: (EventPort) throws(PlatformError) -> Void) throws(PlatformError) {
+        var tags: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+        let room = MemoryLayout.size(ofValue: tags) / MemoryLayout<UInt32>.size
+        var taken = 0
+        while taken < limit {
+            let asked = min(room, limit - taken)
+            let n = withUnsafeMutableBytes(of: &tags) {
+                Int(xl_epoll_wait_tags(fileDescriptor, $0.baseAddress!.assumingMemoryBound(to: UInt32.self), Int32(asked)))
+            }
+            guard n >= 0 else { throw .system("epoll_wait", errno: Int32(-n)) }
+            for i in 0..<n {
+                try body(withUnsafeBytes(of: tags) { $0.load(fromByteOffset: i * 4, as: UInt32.self) })
+            }
+            taken += n
+            if n < asked { return }
+        }
+    }
+
+    /// Ports are never masked here: a signal while the port is being served is a new edge.
     func unmask(_ port: EventPort) throws(PlatformError) {}
 
     private let closed = Atomic<Bool>(false)

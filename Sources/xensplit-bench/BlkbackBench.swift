@@ -401,7 +401,7 @@ final class BlkbackBenchRingFrontend: @unchecked Sendable {
             _ = poll(&fds, nfds_t(fds.count), 100)
             for frontend in frontends {
                 guard let channel = frontend.channel else { continue }
-                while let port = try channel.pending() { try channel.unmask(port) }
+                try channel.takePending(atMost: frontend.queues) { port throws(PlatformError) in try channel.unmask(port) }
             }
         }
         return operations

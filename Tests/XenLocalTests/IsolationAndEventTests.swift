@@ -28,6 +28,49 @@ import XenStore
         #expect(throws: PlatformError.self) { try aEvents.notify(offered) }
     }
 
+    @Test func takePendingReportsEachSignalledPortOnceAndStopsAtItsLimit() async throws {
+        let fx = try HypervisorFixture()
+        defer { fx.stop() }
+        let (id, guest) = try await fx.createDomain("guest")
+        let front = try guest.openEventChannel()
+        let back = try fx.dom0().openEventChannel()
+        // More ports than one look at the epoll set takes (16).
+        var pairs: [(front: EventPort, back: EventPort)] = []
+        for _ in 0..<20 {
+            let offered = try front.allocateUnbound(remote: 0)
+            pairs.append((offered, try back.bindInterdomain(remote: id, remotePort: offered)))
+        }
+        var taken: [EventPort] = []
+        // New bindings start pending: all 20 come out, over two looks.
+        try back.takePending(atMost: 100) { taken.append($0) }
+        #expect(taken.count == 20 && Set(taken) == Set(pairs.map(\.back)))
+        taken = []
+        try back.takePending(atMost: 100) { taken.append($0) }
+        #expect(taken.isEmpty, "each signal is reported once, with no read of the eventfd")
+        // Signals before a take coalesce into one pending port.
+        try front.notify(pairs[3].front)
+        try front.notify(pairs[3].front)
+        try front.notify(pairs[7].front)
+        var p = pollfd(fd: back.fileDescriptor, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&p, 1, 5000) == 1)
+        try back.takePending(atMost: 100) { taken.append($0) }
+        #expect(taken.sorted() == [pairs[3].back, pairs[7].back].sorted())
+        // A limit leaves the rest pending for the next take.
+        for pair in pairs { try front.notify(pair.front) }
+        taken = []
+        try back.takePending(atMost: 5) { taken.append($0) }
+        #expect(taken.count == 5)
+        try back.takePending(atMost: 100) { taken.append($0) }
+        #expect(taken.count == 20 && Set(taken) == Set(pairs.map(\.back)))
+        // A signal after a take is a new one.
+        try front.notify(pairs[0].front)
+        #expect(poll(&p, 1, 5000) == 1)
+        taken = []
+        try back.takePending(atMost: 100) { taken.append($0) }
+        #expect(taken == [pairs[0].back])
+        #expect(poll(&p, 1, 0) == 0, "nothing left readable")
+    }
+
     @Test func notificationsCrossDomainsAndRebindAfterAPeerRestart() async throws {
         let fx = try HypervisorFixture()
         defer { fx.stop() }

@@ -88,6 +88,26 @@ import XenTesting
         #expect(try back.pending() == nil)
     }
 
+    @Test func takePendingStopsAtItsLimitAndLeavesTheRestPending() throws {
+        let w = try World()
+        let back = try w.dom0.openInProcessEventChannel()
+        let fronts = try (0 ..< 3).map { _ in try w.guest1.openInProcessEventChannel() }
+        var pairs: [(front: EventPort, back: EventPort)] = []
+        for f in fronts {
+            let p = try f.allocateUnbound(remote: .dom0)
+            pairs.append((p, try back.bindInterdomain(remote: w.guest1.domainID, remotePort: p)))
+        }
+        while try back.pending() != nil {}
+        for i in [1, 2, 0] { try fronts[i].notify(pairs[i].front) }
+        var taken: [EventPort] = []
+        try back.takePending(atMost: 2) { taken.append($0) }
+        #expect(taken == [pairs[1].back, pairs[2].back])
+        try back.takePending(atMost: 8) { taken.append($0) }
+        #expect(taken == [pairs[1].back, pairs[2].back, pairs[0].back])
+        try back.takePending(atMost: 8) { taken.append($0) }
+        #expect(taken.count == 3, "nothing is left")
+    }
+
     @Test func sendBeforeBindIsDroppedButTheBinderStartsPending() throws {
         let w = try World()
         let front = try w.guest1.openInProcessEventChannel()

@@ -30,6 +30,8 @@ int xl_epoll_del(int epfd, int fd);
 /// Waits up to `timeout_ms` for one ready descriptor; returns 1 with *tag set, 0 if none,
 /// or -errno.
 int xl_epoll_wait_one(int epfd, int timeout_ms, uint32_t *tag);
+/// Takes up to `max` (at most 64) ready tags without waiting: how many, or -errno.
+int xl_epoll_wait_tags(int epfd, uint32_t *tags, int max);
 
 /// The peer's pid from SO_PEERCRED, or -errno.
 int xl_peer_pid(int sock);
