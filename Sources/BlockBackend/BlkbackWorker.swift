@@ -42,6 +42,8 @@ public final class BlkbackWorker: Sendable {
         let started = BlkbackReply()
         let loop = BlkbackWorkerLoop(worker: self, factory: factory)
         let context = Unmanaged.passRetained(BlkbackThreadStart {
+            // Named, so `top -H` and /proc tell the workers from the rest of the daemon.
+            nameThisThread("blkback-worker")
             loop.run(started: started)
         }).toOpaque()
         var handle = pthread_t()

@@ -208,7 +208,10 @@ final class BlockFrontendConnection: @unchecked Sendable {
 
     /// Starts the I/O thread, which takes work from `core`.
     func start(core: BlockFrontendCore) throws(BlockFrontendError) {
-        let context = Unmanaged.passRetained(BlockFrontendThreadBody { [self] in run(core: core) }).toOpaque()
+        let context = Unmanaged.passRetained(BlockFrontendThreadBody { [self] in
+            nameThisThread("blkfront-io")
+            run(core: core)
+        }).toOpaque()
         var handle = pthread_t()
         let result = pthread_create(&handle, nil, { context in
             guard let context else { return nil }

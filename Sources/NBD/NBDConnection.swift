@@ -1,5 +1,6 @@
 import Glibc
 import Logging
+import XenPlatform
 
 /// One client, from greeting to disconnect, served on its own thread.
 ///
@@ -166,7 +167,10 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
 
     /// Serves requests until `NBD_CMD_DISC`; a bad magic or a closed socket throws.
     func transmit() throws(NBDError) {
-        let writer = try spawnThread { [self] in writeReplies() }
+        let writer = try spawnThread { [self] in
+            nameThisThread("nbd-replies")
+            writeReplies()
+        }
         // The handshake read exactly what it needed, so nothing is buffered elsewhere.
         let input = NBDReadBuffer(socket: socket, capacity: Self.inputBufferSize)
         var graceful = false

@@ -1,5 +1,6 @@
 import Glibc
 import Logging
+import XenPlatform
 
 /// An NBD server for one export, over a Unix socket or TCP.
 ///
@@ -73,7 +74,10 @@ public final class NBDServer<Export: NBDExport>: Sendable {
         let listener = try NBDListener(address: address)
         let thread: pthread_t
         do throws(NBDError) {
-            thread = try spawnThread { [self] in acceptLoop(listener) }
+            thread = try spawnThread { [self] in
+                nameThisThread("nbd-accept")
+                acceptLoop(listener)
+            }
         } catch {
             listener.close()
             throw error
@@ -165,6 +169,7 @@ public final class NBDServer<Export: NBDExport>: Sendable {
             }
             do throws(NBDError) {
                 let thread = try spawnThread { [self] in
+                    nameThisThread("nbd-client")
                     connection.run()
                     state.withLock { state in
                         // Closed under the lock so stop() never shuts down a reused descriptor.

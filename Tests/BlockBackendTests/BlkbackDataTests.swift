@@ -1,4 +1,5 @@
 import Blkif
+import Foundation
 import Glibc
 import SharedMemory
 import Testing
@@ -139,6 +140,16 @@ func exercise(_ f: TestFrontend, model: inout [UInt8], rounds: Int, maxIndirect:
 @Suite("BlkbackQueue data path")
 struct BlkbackDataTests {
     static let abis: [BlkifABI] = [.native, .x86_32, .x86_64]
+
+    @Test("the worker thread carries its name, so ps -L and top -H show it")
+    func workerThreadIsNamed() throws {
+        let rig = try Rig()
+        defer { rig.worker.stop() }
+        let names = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").map { task in
+            (try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8)) ?? ""
+        }
+        #expect(names.contains("blkback-worker\n"))
+    }
 
     @Test("writes then reads back through every ABI, ring size and engine",
           arguments: availableEngines, [1, 4])
