@@ -124,7 +124,7 @@ let package = Package(
                                  "XenBus", "XenStore", "XenLocal", "BlockFrontend", "FuzzTargets"]),
         .testTarget(name: "XenTestingTests", dependencies: ["XenTesting", "XenPlatform", "SharedMemory", "XenStore"]),
         .testTarget(name: "XenLinuxTests", dependencies: ["XenTesting", "XenLinux", "CXen", "XenPlatform", "XenStore", "SharedMemory"]),
-        .testTarget(name: "NBDTests", dependencies: ["NBD"]),
+        .testTarget(name: "NBDTests", dependencies: ["NBD", "BlockFrontend"]),
         .testTarget(name: "BlockFrontendTests",
                     dependencies: ["BlockFrontend", "BlockBackend", "XenTesting", "XenBus", "Blkif", "XenRing",
                                    "SharedMemory", "XenPlatform", "XenStore", "URing", "NBD"]),

@@ -101,6 +101,31 @@ public final class BlockFrontend: Sendable {
         _ = try await perform(.discard(sector: sector, count: count))
     }
 
+    /// Serves `source` on the frontend's I/O thread from its next pass on, across backend
+    /// restarts (while the backend is away, nothing serves it), until it reports
+    /// ``BlockFrontendLoopProgress/done``, ``detach(_:)`` takes it away or the frontend
+    /// closes (``BlockFrontendLoopSource/frontendClosed()``). False, and nothing attached,
+    /// when the frontend is closed already.
+    public func attach(_ source: any BlockFrontendLoopSource) -> Bool {
+        core.loopSources.add(source)
+        // After the add: close() either sees the source or is seen here.
+        if core.isClosed.load(ordering: .sequentiallyConsistent) {
+            core.loopSources.remove(source)
+            return false
+        }
+        core.wakeUp.wake()
+        return true
+    }
+
+    /// Takes `source` off the I/O thread; returns once the thread no longer calls it (at
+    /// once when none runs). Never call it from the I/O thread itself (a source's methods
+    /// or a completion), which would wait for itself.
+    public func detach(_ source: any BlockFrontendLoopSource) {
+        let version = core.loopSources.remove(source)
+        core.wakeUp.wake()
+        core.loopSources.waitUntilServed(version)
+    }
+
     /// Starts `request` without waiting for it, for callers that keep many in flight
     /// from a thread of their own (the NBD server). `completion` runs exactly once: on the
     /// frontend's I/O thread when the backend answered every part (so it must be short

@@ -264,8 +264,19 @@ final class BlockFrontendConnection: @unchecked Sendable {
         defer { swap(&io, &self.io) }
         var fds = [pollfd(fd: eventChannel.fileDescriptor, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: wakeUp.readFD, events: Int16(POLLIN), revents: 0)]
+        var (sourcesVersion, sources) = core.loopSources.snapshot()
+        core.loopSources.served.store(sourcesVersion, ordering: .sequentiallyConsistent)
+        defer { core.loopSources.served.store(Int.max, ordering: .sequentiallyConsistent) }
+        /// What the last poll found on each source's descriptor.
+        var sourceEvents = [Int16](repeating: 0, count: sources.count)
         while !stopping.load(ordering: .acquiring) {
+            if core.loopSources.version.load(ordering: .sequentiallyConsistent) != sourcesVersion {
+                (sourcesVersion, sources) = core.loopSources.snapshot()
+                sourceEvents = [Int16](repeating: 0, count: sources.count)
+                core.loopSources.served.store(sourcesVersion, ordering: .sequentiallyConsistent)
+            }
             var busy = consumeAll(&io)
+            if !sources.isEmpty, serveSources(sources, &sourceEvents, core: core) { busy = true }
             if dispatch(&io, core: core) { busy = true }
             pushAll(&io)
             if busy { continue }
@@ -277,12 +288,34 @@ final class BlockFrontendConnection: @unchecked Sendable {
                 pushAll(&io)
                 continue
             }
-            _ = poll(&fds, 2, -1)
+            fds.removeSubrange(2...)
+            for source in sources {
+                fds.append(pollfd(fd: source.loopDescriptor, events: source.loopEvents(), revents: 0))
+            }
+            _ = poll(&fds, nfds_t(fds.count), -1)
             wakeUp.sleeping.store(false, ordering: .relaxed)
+            for index in sources.indices { sourceEvents[index] = fds[2 + index].revents }
             drainEvents(rings: io.rings.count, ports: fds[0].revents != 0, wakeUps: fds[1].revents != 0)
         }
         // Answers already published count: they need not be sent again.
         _ = consumeAll(&io)
+    }
+
+    /// Serves each attached source with what the last poll found for it (clearing that),
+    /// dropping those that are done. True when one asks to be served again at once.
+    private func serveSources(_ sources: [any BlockFrontendLoopSource], _ events: inout [Int16],
+                              core: BlockFrontendCore) -> Bool {
+        var busy = false
+        for index in sources.indices {
+            let revents = events[index]
+            events[index] = 0
+            switch sources[index].serve(revents: revents) {
+            case .idle: break
+            case .busy: busy = true
+            case .done: core.loopSources.remove(sources[index])
+            }
+        }
+        return busy
     }
 
     /// Publishes the requests written to each ring, notifying where the backend asks.

@@ -36,6 +36,8 @@ final class BlockFrontendCore: Sendable {
     /// New operations, pushed without the mutex.
     let submissions = BlockFrontendSubmissions()
     let wakeUp: BlockFrontendWakeUp
+    /// Work that shares the I/O thread (``BlockFrontend/attach(_:)``).
+    let loopSources = BlockFrontendLoopSources()
     /// Set once by close(), read by submitters without the mutex.
     let isClosed = Atomic<Bool>(false)
     /// `State.waiting` is not empty (so the I/O thread takes the mutex only then).
@@ -204,6 +206,7 @@ final class BlockFrontendCore: Sendable {
         }
         abandonSubmissions()
         for waiter in waiters { waiter.resume(throwing: BlockFrontendError.closed) }
+        for source in loopSources.removeAll() { source.frontendClosed() }
     }
 }
 

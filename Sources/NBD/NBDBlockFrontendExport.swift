@@ -19,7 +19,7 @@ import Logging
 /// Requests go to the frontend with ``BlockFrontend/submit(_:completion:)`` and are
 /// answered from its I/O thread, so a client's requests are in flight together, up to
 /// the frontend's queue depth. The blocking methods wait for the same path.
-public final class NBDBlockFrontendExport: NBDExport {
+public final class NBDBlockFrontendExport: NBDLoopExport {
     /// The frontend this export reads and writes through.
     public let frontend: BlockFrontend
     /// The disk as it was when the export was made.
@@ -93,6 +93,12 @@ public final class NBDBlockFrontendExport: NBDExport {
             }
         }
     }
+
+    /// Clients are served on the frontend's I/O thread, which puts their requests on the
+    /// rings and sends their replies itself.
+    public func attach(_ client: NBDLoopClient) -> Bool { frontend.attach(client) }
+
+    public func detach(_ client: NBDLoopClient) { frontend.detach(client) }
 
     /// Reads straight into the server's spare `buffer` (no new array per read).
     public func submitRead(offset: UInt64, into buffer: consuming [UInt8], completion: @escaping NBDExportCompletion) {

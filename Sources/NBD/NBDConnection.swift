@@ -36,6 +36,8 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
     let logger: Logger
     /// Requests between the socket and the export, and their replies.
     let inFlight: NBDInFlight
+    /// The client's transmission on the export's loop, while it runs there.
+    private let loopClient = NBDLock<NBDLoopClient?>(nil)
     private let buffer: UnsafeMutableRawBufferPointer
     private let header: UnsafeMutableRawBufferPointer
     private let blockSizes: NBDBlockSizes
@@ -70,12 +72,15 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
     func abort() {
         inFlight.abort()
         socket.shutdown()
+        loopClient.withLock { $0?.abandon() }
     }
 
     /// Serves the client until it disconnects or breaks the protocol.
     func run() {
         do throws(NBDError) {
-            if try negotiate() { try transmit() }
+            if try negotiate() {
+                if let loop = export as? any NBDLoopExport { try transmit(on: loop) } else { try transmit() }
+            }
             logger.debug("client disconnected")
         } catch .connectionClosed {
             logger.debug("client closed the connection")
@@ -245,7 +250,7 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
                     inFlight.complete(.init(error: .io, cookie: cookie, data: [], bytes: held))
                 case let .failure(error):
                     logger.warning("export I/O failed: \(error)")
-                    inFlight.complete(.init(error: Self.errno(for: error), cookie: cookie, data: [], bytes: held))
+                    inFlight.complete(.init(error: NBDErrno(exportFailure: error), cookie: cookie, data: [], bytes: held))
                 }
             }
             if isRead, let spare = inFlight.takeSpare(count: length) {
@@ -254,6 +259,28 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
                 export.submit(command, completion: completion)
             }
         }
+    }
+
+    /// Serves transmission on `loop`'s thread, this one waiting, until the client is done
+    /// there or the server stops; then takes it off the loop. Served here, on the
+    /// connection's threads, when the loop is gone (a closed frontend: each request is
+    /// answered with its error).
+    func transmit(on loop: any NBDLoopExport) throws(NBDError) {
+        let client = NBDLoopClient(socket: socket, export: export, maximumRequests: inFlight.maximumRequests,
+                                   maximumBytes: inFlight.maximumBytes, payloadSkipLimit: payloadSkipLimit,
+                                   inputBytes: Self.inputBufferSize, logger: logger) { [self] in validate($0) }
+        loopClient.withLock { $0 = client }
+        try socket.setNonBlocking()
+        guard loop.attach(client) else {
+            loopClient.withLock { $0 = nil }
+            try socket.setBlocking()
+            return try transmit()
+        }
+        client.waitUntilDone()
+        loop.detach(client)
+        client.close()
+        loopClient.withLock { $0 = nil }
+        if let failure = client.failure { throw failure }
     }
 
     /// A write's payload, read straight into the array the export receives (a spare
@@ -375,16 +402,22 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
         return .success
     }
 
+}
+
+extension NBDErrno {
     /// The error the client sees for an export's failure.
-    static func errno(for error: NBDError) -> NBDErrno {
-        guard case let .exportIO(_, code) = error else { return .io }
+    init(exportFailure error: NBDError) {
+        guard case let .exportIO(_, code) = error else {
+            self = .io
+            return
+        }
         switch code {
-        case ENOSPC, EDQUOT, EFBIG: return .noSpace
-        case EPERM, EROFS: return .permission
-        case ENOMEM: return .noMemory
-        case EINVAL: return .invalid
-        case EOPNOTSUPP: return .notSupported
-        default: return .io
+        case ENOSPC, EDQUOT, EFBIG: self = .noSpace
+        case EPERM, EROFS: self = .permission
+        case ENOMEM: self = .noMemory
+        case EINVAL: self = .invalid
+        case EOPNOTSUPP: self = .notSupported
+        default: self = .io
         }
     }
 }

@@ -132,6 +132,50 @@ final class NBDSocket: @unchecked Sendable {
         }
     }
 
+    /// Switches the socket to non-blocking I/O (for a client served on an event loop).
+    func setNonBlocking() throws(NBDError) {
+        let flags = fcntl(descriptor, F_GETFL)
+        guard flags >= 0, fcntl(descriptor, F_SETFL, flags | O_NONBLOCK) >= 0 else {
+            throw .system(call: "fcntl(O_NONBLOCK)", errno: errno)
+        }
+    }
+
+    /// Switches the socket back to blocking I/O.
+    func setBlocking() throws(NBDError) {
+        let flags = fcntl(descriptor, F_GETFL)
+        guard flags >= 0, fcntl(descriptor, F_SETFL, flags & ~O_NONBLOCK) >= 0 else {
+            throw .system(call: "fcntl(~O_NONBLOCK)", errno: errno)
+        }
+    }
+
+    /// Non-blocking: reads what is there, up to `buffer.count` bytes. nil when nothing
+    /// is (EAGAIN); a clean end of stream is `connectionClosed`.
+    func readSome(into buffer: UnsafeMutableRawBufferPointer) throws(NBDError) -> Int? {
+        while true {
+            let result = recv(descriptor, buffer.baseAddress!, buffer.count, 0)
+            if result > 0 { return result }
+            if result == 0 { throw .connectionClosed }
+            if errno == EINTR { continue }
+            if errno == EAGAIN || errno == EWOULDBLOCK { return nil }
+            throw .system(call: "recv", errno: errno)
+        }
+    }
+
+    /// Non-blocking: sends what the socket takes of `vectors` in one sendmsg; returns
+    /// the bytes sent, 0 when it takes nothing now (EAGAIN).
+    func writeSome(vectors: UnsafeMutableBufferPointer<iovec>) throws(NBDError) -> Int {
+        var message = msghdr()
+        message.msg_iov = vectors.baseAddress
+        message.msg_iovlen = min(vectors.count, Self.maximumVectors)
+        while true {
+            let sent = sendmsg(descriptor, &message, Int32(MSG_NOSIGNAL))
+            if sent >= 0 { return sent }
+            if errno == EINTR { continue }
+            if errno == EAGAIN || errno == EWOULDBLOCK { return 0 }
+            throw .system(call: "sendmsg", errno: errno)
+        }
+    }
+
     func writeAll(_ bytes: [UInt8]) throws(NBDError) {
         var failure: NBDError?
         bytes.withUnsafeBytes { buffer in

@@ -96,9 +96,9 @@ final class FailingExport: NBDExport {
         }
     }
 
-    @Test func readWriteFlushTrimZeroes() throws {
+    @Test(arguments: [false, true]) func readWriteFlushTrimZeroes(looped: Bool) throws {
         let export = NBDMemoryExport(size: 256 << 10)
-        try withServer(export) { _, address, _ in
+        try withServer(export, looped: looped) { address, _ in
             let client = try NBDTestClient(address)
             _ = try client.connect()
             var random = SeededBytes(seed: 42)
@@ -193,10 +193,10 @@ final class FailingExport: NBDExport {
         }
     }
 
-    @Test func transmissionErrors() throws {
+    @Test(arguments: [false, true]) func transmissionErrors(looped: Bool) throws {
         let sizes = try NBDBlockSizes(minimum: 512, preferred: 4096, maximum: 64 << 10)
         let export = NBDMemoryExport(size: 1 << 20, blockSizes: sizes)
-        try withServer(export) { _, address, _ in
+        try withServer(export, looped: looped) { address, _ in
             let client = try NBDTestClient(address)
             _ = try client.connect()
             #expect(try client.transact(.read, offset: (1 << 20) - 512, length: 1024).error == .invalid)
@@ -232,8 +232,8 @@ final class FailingExport: NBDExport {
         }
     }
 
-    @Test func backendErrorsAndMissingFeatures() throws {
-        try withServer(FailingExport()) { _, address, _ in
+    @Test(arguments: [false, true]) func backendErrorsAndMissingFeatures(looped: Bool) throws {
+        try withServer(FailingExport(), looped: looped) { address, _ in
             let client = try NBDTestClient(address)
             let (_, flags) = try client.connect()
             #expect(flags == [.hasFlags, .sendTrim])
@@ -267,9 +267,9 @@ final class FailingExport: NBDExport {
         #expect(try third.connect().size == 4096)
     }
 
-    @Test func seededGarbageNeverStopsTheServer() throws {
+    @Test(arguments: [false, true]) func seededGarbageNeverStopsTheServer(looped: Bool) throws {
         let export = NBDMemoryExport(size: 1 << 20, contents: [0x42])
-        try withServer(export) { _, address, _ in
+        try withServer(export, looped: looped) { address, _ in
             var random = SeededBytes(seed: 0x5EED)
             for session in 0..<60 {
                 let client = try NBDTestClient(address)
@@ -330,9 +330,9 @@ final class FailingExport: NBDExport {
         #expect(try NBDTestClient(.unix(path: path)).connect().size == 4096)
     }
 
-    @Test func readOnlyRefusesChanges() throws {
+    @Test(arguments: [false, true]) func readOnlyRefusesChanges(looped: Bool) throws {
         let export = NBDMemoryExport(size: 64 << 10, readOnly: true, contents: [9, 8, 7])
-        try withServer(export) { _, address, _ in
+        try withServer(export, looped: looped) { address, _ in
             let client = try NBDTestClient(address)
             let (_, flags) = try client.connect()
             #expect(flags.contains(.readOnly) && !flags.contains(.sendTrim) && !flags.contains(.sendWriteZeroes))
@@ -344,9 +344,9 @@ final class FailingExport: NBDExport {
         }
     }
 
-    @Test func badRequestMagicAndMidRequestDisconnect() throws {
+    @Test(arguments: [false, true]) func badRequestMagicAndMidRequestDisconnect(looped: Bool) throws {
         let export = NBDMemoryExport(size: 64 << 10)
-        try withServer(export) { server, address, _ in
+        try withServer(export, looped: looped) { address, _ in
             let bad = try NBDTestClient(address)
             _ = try bad.connect()
             var request = NBDRequest(command: .read, cookie: 1, offset: 0, length: 512).encode()
@@ -372,7 +372,6 @@ final class FailingExport: NBDExport {
             let client = try NBDTestClient(address)
             _ = try client.connect()
             #expect(try client.transact(.read, offset: 0, length: 8).data == [UInt8](repeating: 0, count: 8))
-            _ = server
         }
     }
 
