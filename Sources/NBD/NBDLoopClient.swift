@@ -86,6 +86,9 @@ public final class NBDLoopClient: BlockFrontendLoopSource, @unchecked Sendable {
     private var mayWrite = true
     private var closed = false
     private var signalled = false
+    /// The room the request whose header waits in the buffer needs, when that stopped
+    /// the reading: a reply sent may make it.
+    private var waitingForRoom: Int?
     private let headers: UnsafeMutableRawBufferPointer
     private let vectors: UnsafeMutableBufferPointer<iovec>
     /// Replies sent in one sendmsg at most (a header and data each).
@@ -193,6 +196,9 @@ public final class NBDLoopClient: BlockFrontendLoopSource, @unchecked Sendable {
             finish()
             return .done
         }
+        // Replies sent just now may have made the room a waiting request needs; nothing
+        // else would wake the loop for it.
+        if let held = waitingForRoom, hasRoom(for: held) { return .busy }
         return full ? .busy : .idle
     }
 
@@ -247,7 +253,11 @@ public final class NBDLoopClient: BlockFrontendLoopSource, @unchecked Sendable {
                 let length = Int(request.length)
                 let held = refusal == .success && (request.command == .read || request.command == .write) ? length : 0
                 // Room first; the header stays buffered until there is.
-                guard requests < maximumRequests, requests == 0 || bytes + held <= maximumBytes else { return false }
+                guard hasRoom(for: held) else {
+                    waitingForRoom = held
+                    return false
+                }
+                waitingForRoom = nil
                 start += NBDRequest.size
                 taken += 1
                 if request.command == .disconnect {
@@ -298,6 +308,12 @@ public final class NBDLoopClient: BlockFrontendLoopSource, @unchecked Sendable {
             }
         }
         return false
+    }
+
+    /// Whether a request holding `held` bytes may be admitted now (one larger than the
+    /// byte limit is, when nothing else is held).
+    private func hasRoom(for held: Int) -> Bool {
+        requests < maximumRequests && (requests == 0 || bytes + held <= maximumBytes)
     }
 
     /// Reads into the buffer, after what is left in it; false when nothing came (EAGAIN,

@@ -71,6 +71,36 @@ import Testing
         }
     }
 
+    @Test func aClientWithRoomForTwoRequestsGetsEveryAnswer() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let export = try NBDLoopServedExport(NBDMemoryExport(size: 1 << 20, contents: [7]))
+        defer { export.stop() }
+        // Room for two: the answers that free it are sent in the same call that found
+        // it full, so that call must read on (nothing else wakes the loop for it).
+        let server = NBDServer(export: export, maximumRequestsPerClient: 2)
+        let address = try server.start(listeningOn: .unix(path: directory.path + "/s"))
+        defer { server.stop() }
+        let client = try NBDTestClient(address)
+        _ = try client.connect()
+        // A hang fails the test instead of stalling the run.
+        var limit = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(client.socket.descriptor, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+        var wire: [UInt8] = []
+        for cookie in UInt64(0) ..< 50 {
+            wire += NBDRequest(command: .read, cookie: cookie, offset: cookie * 512, length: 512).encode()
+        }
+        try client.send(wire)
+        var answered = 0
+        for _ in 0 ..< 50 {
+            guard let reply = try? client.readReply() else { break }
+            #expect(reply.error == .success)
+            _ = try client.receive(512)
+            answered += 1
+        }
+        #expect(answered == 50)
+    }
+
     @Test func serverStopDropsClientsOnTheLoop() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
