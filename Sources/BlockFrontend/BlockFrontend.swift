@@ -118,13 +118,19 @@ public final class BlockFrontend: Sendable {
     }
 
     /// Takes `source` off the I/O thread; returns once the thread no longer calls it (at
-    /// once when none runs). Never call it from the I/O thread itself (a source's methods
-    /// or a completion), which would wait for itself.
+    /// once when none runs, or when called on the I/O thread itself: a task on
+    /// ``executor``, which runs before the thread next serves its sources).
     public func detach(_ source: any BlockFrontendLoopSource) {
         let version = core.loopSources.remove(source)
+        guard !core.onIOThread else { return }
         core.wakeUp.wake()
         core.loopSources.waitUntilServed(version)
     }
+
+    /// Runs tasks that prefer it on this frontend's I/O thread:
+    /// `try await withTaskExecutorPreference(frontend.executor) { ... }`. See
+    /// ``BlockFrontendExecutor``.
+    public var executor: BlockFrontendExecutor { core.executor }
 
     /// Starts `request` without waiting for it, for callers that keep many in flight
     /// from a thread of their own (the NBD server). `completion` runs exactly once: on the
@@ -228,6 +234,10 @@ public final class BlockFrontend: Sendable {
     /// sets could not be given back in that time.
     @discardableResult
     public func close(grantWaitSeconds: Int = 5) async -> Int {
+        // Closing stops the I/O thread and waits for it: not from a task running on it.
+        if core.onIOThread {
+            return await Task.detached { [self] in await close(grantWaitSeconds: grantWaitSeconds) }.value
+        }
         await device.close()
         core.close()
         var remaining = core.releaseDeferred()

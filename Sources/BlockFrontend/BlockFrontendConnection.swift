@@ -266,16 +266,26 @@ final class BlockFrontendConnection: @unchecked Sendable {
                    pollfd(fd: wakeUp.readFD, events: Int16(POLLIN), revents: 0)]
         var (sourcesVersion, sources) = core.loopSources.snapshot()
         core.loopSources.served.store(sourcesVersion, ordering: .sequentiallyConsistent)
-        defer { core.loopSources.served.store(Int.max, ordering: .sequentiallyConsistent) }
+        core.ioThread.store(UInt(pthread_self()), ordering: .releasing)
+        core.executor.start()
+        defer {
+            core.executor.stop()
+            core.ioThread.store(0, ordering: .releasing)
+            core.loopSources.served.store(Int.max, ordering: .sequentiallyConsistent)
+        }
         /// What the last poll found on each source's descriptor.
         var sourceEvents = [Int16](repeating: 0, count: sources.count)
+        var jobs: [UnownedJob] = []
         while !stopping.load(ordering: .acquiring) {
+            var busy = consumeAll(&io)
+            // Tasks resumed by those completions run now, and what they submit goes out
+            // in this pass.
+            if core.executor.runAll(&jobs) { busy = true }
             if core.loopSources.version.load(ordering: .sequentiallyConsistent) != sourcesVersion {
                 (sourcesVersion, sources) = core.loopSources.snapshot()
                 sourceEvents = [Int16](repeating: 0, count: sources.count)
                 core.loopSources.served.store(sourcesVersion, ordering: .sequentiallyConsistent)
             }
-            var busy = consumeAll(&io)
             if !sources.isEmpty, serveSources(sources, &sourceEvents, core: core) { busy = true }
             if dispatch(&io, core: core) { busy = true }
             pushAll(&io)
@@ -283,6 +293,10 @@ final class BlockFrontendConnection: @unchecked Sendable {
             if hasResponses(&io) { continue }
             wakeUp.sleeping.store(true, ordering: .sequentiallyConsistent)
             // Work queued before the store above did not wake us: send it now.
+            if !core.executor.isEmpty {
+                wakeUp.sleeping.store(false, ordering: .relaxed)
+                continue
+            }
             if dispatch(&io, core: core) {
                 wakeUp.sleeping.store(false, ordering: .relaxed)
                 pushAll(&io)

@@ -1,4 +1,5 @@
 import Blkif
+import Glibc
 import Logging
 import Synchronization
 import XenPlatform
@@ -38,6 +39,10 @@ final class BlockFrontendCore: Sendable {
     let wakeUp: BlockFrontendWakeUp
     /// Work that shares the I/O thread (``BlockFrontend/attach(_:)``).
     let loopSources = BlockFrontendLoopSources()
+    /// Runs tasks that prefer it on the I/O thread.
+    let executor: BlockFrontendExecutor
+    /// The running I/O thread (its pthread_t), 0 while none runs.
+    let ioThread = Atomic<UInt>(0)
     /// Set once by close(), read by submitters without the mutex.
     let isClosed = Atomic<Bool>(false)
     /// `State.waiting` is not empty (so the I/O thread takes the mutex only then).
@@ -50,7 +55,11 @@ final class BlockFrontendCore: Sendable {
         self.configuration = configuration
         self.logger = logger
         wakeUp = try BlockFrontendWakeUp()
+        executor = BlockFrontendExecutor(wakeUp: wakeUp)
     }
+
+    /// Whether the caller runs on the I/O thread (a task on ``executor``, a completion).
+    var onIOThread: Bool { ioThread.load(ordering: .acquiring) == UInt(pthread_self()) }
 
     // MARK: Callers
 

@@ -13,10 +13,11 @@ import Synchronization
 ///   the frontend's disk, and against `nbdkit file` serving the same file, alternating;
 ///   4 KiB random read and write at QD32, 1 MiB sequential read and write at QD8;
 /// - as a library: the async read/write API at QD32 (32 tasks, one request each), 4 KiB
-///   random read and write, against fio's io_uring engine on the backing file; and the
-///   same through the completion API (`lib-submit`: the next request submitted from the
-///   last one's completion, no task per request), the library's cost without Swift
-///   concurrency's.
+///   random read and write, against fio's io_uring engine on the backing file; the same
+///   with the tasks on the frontend's own executor (`lib-executor`: each resumed on the
+///   I/O thread where its request completed); and through the completion API
+///   (`lib-submit`: the next request submitted from the last one's completion, no task
+///   per request), the library's cost without Swift concurrency's.
 func runBlkfrontBench(arguments: [String]) async throws {
     let options = try BlockBenchOptions(arguments: arguments, suite: "blkfront")
     var logger = Logger(label: "xensplit.bench.blkfront")
@@ -29,6 +30,7 @@ func runBlkfrontBench(arguments: [String]) async throws {
     ].filter { options.selected("blkfront-nbd-\($0.name)") }
     // The async API (a task per request), then the completion API (see BlkfrontSubmitLoad).
     let libraryWorkloads = [("lib", BlockBenchWorkload.randomRead4K), ("lib", BlockBenchWorkload.randomWrite4K),
+                            ("lib-executor", BlockBenchWorkload.randomRead4K), ("lib-executor", BlockBenchWorkload.randomWrite4K),
                             ("lib-submit", BlockBenchWorkload.randomRead4K), ("lib-submit", BlockBenchWorkload.randomWrite4K)]
         .filter { options.selected("blkfront-\($0.0)-\($0.1.name)") }
     guard !nbdWorkloads.isEmpty || !libraryWorkloads.isEmpty else { return }
@@ -76,9 +78,9 @@ func runBlkfrontBench(arguments: [String]) async throws {
             var comparison = BenchComparison(name: name, unit: workload.unit)
             try await alternateAsync(&comparison, runs: options.runs, ours: {
                 let run: BlockBenchRun
-                if mode == "lib" {
+                if mode == "lib" || mode == "lib-executor" {
                     run = try await BlockBenchFrontendLoad.run([target], workload: workload, seconds: options.seconds,
-                                                               world: world)
+                                                               world: world, onFrontendExecutor: mode == "lib-executor")
                 } else {
                     let backendBefore = world.backendSample
                     let processBefore = ThreadCPU.processNanoseconds()

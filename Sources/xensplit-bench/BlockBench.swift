@@ -417,8 +417,10 @@ struct BlockBenchRun {
 /// `depth` tasks per frontend, each with one request in flight through the async API:
 /// the whole frontend library, as an application uses it.
 enum BlockBenchFrontendLoad {
+    /// With `onFrontendExecutor`, each task prefers its frontend's executor, so it runs
+    /// on the frontend's I/O thread (``BlockFrontendExecutor``).
     static func run(_ targets: [BlockBenchTarget], workload: BlockBenchWorkload, seconds: Double,
-                    world: BlockBenchWorld) async throws -> BlockBenchRun {
+                    world: BlockBenchWorld, onFrontendExecutor: Bool = false) async throws -> BlockBenchRun {
         let clock = ContinuousClock()
         let cursors = targets.map { _ in BlockBenchCursor() }
         let backendBefore = world.backendSample
@@ -430,7 +432,7 @@ enum BlockBenchFrontendLoad {
                 for task in 0..<workload.depth {
                     let cursor = cursors[index]
                     let seed = UInt64(index * 1000 + task + 1) &* 0x9E37_79B9_7F4A_7C15
-                    group.addTask {
+                    group.addTask(executorPreference: onFrontendExecutor ? target.frontend.executor : nil) {
                         try await loop(target, cursor: cursor, seed: seed, workload: workload, deadline: deadline, clock: clock)
                     }
                 }

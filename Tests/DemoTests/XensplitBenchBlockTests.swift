@@ -111,6 +111,7 @@ struct XensplitBenchBlockTests {
         let lines = try await run("blkfront")
         let expected = ["blkfront-nbd-randread-4k-qd32", "blkfront-nbd-randwrite-4k-qd32", "blkfront-nbd-seqread-1m-qd8",
                         "blkfront-nbd-seqwrite-1m-qd8", "blkfront-lib-randread-4k-qd32", "blkfront-lib-randwrite-4k-qd32",
+                        "blkfront-lib-executor-randread-4k-qd32", "blkfront-lib-executor-randwrite-4k-qd32",
                         "blkfront-lib-submit-randread-4k-qd32", "blkfront-lib-submit-randwrite-4k-qd32"]
         #expect(lines.map(\.name) == expected)
         for line in lines {
