@@ -16,6 +16,10 @@ import XenPlatform
 /// closes. When the client goes away instead, or breaks the protocol, or the server
 /// stops, requests still with the export are dropped: their answers, whenever they
 /// come, only give their room back.
+///
+/// An export with an event loop of its own (``NBDLoopExport``) serves transmission there
+/// instead, by the same rules (``NBDLoopClient``); the client's thread then only waits
+/// for it to end, and no writer thread is started.
 // @unchecked: the accepting thread builds it and hands it over; from then on only the
 // client's own threads touch it (`inFlight` and `socket.shutdown` are safe from any).
 final class NBDConnection<Export: NBDExport>: @unchecked Sendable {

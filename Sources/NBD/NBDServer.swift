@@ -14,7 +14,8 @@ import XenPlatform
 ///
 /// Export names: the export answers to `name` and to the empty (default) name.
 ///
-/// Each client costs two threads and holds at most `maximumBufferedBytesPerClient` of
+/// Each client costs two threads (one, waiting, when the export serves it on its own loop:
+/// ``NBDLoopExport``) and holds at most `maximumBufferedBytesPerClient` of
 /// payload (or one request of up to the maximum block size), so at most `maximumClients`
 /// are served at once; a connection beyond that is closed on accept.
 public final class NBDServer<Export: NBDExport>: Sendable {
