@@ -245,17 +245,9 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
             // A large write's payload goes back with its reply, to be reused after it.
             let spare = payload.count >= NBDInFlight.spareMinimum ? payload : []
             let completion: NBDExportCompletion = { [spare] result in
-                switch result {
-                case let .success(data) where !isRead || data.count == length:
-                    inFlight.complete(.init(error: .success, cookie: cookie, data: isRead ? data : [], bytes: held,
-                                            spare: spare))
-                case let .success(data):
-                    logger.error("export read \(data.count) bytes where \(length) were asked for")
-                    inFlight.complete(.init(error: .io, cookie: cookie, data: [], bytes: held))
-                case let .failure(error):
-                    logger.warning("export I/O failed: \(error)")
-                    inFlight.complete(.init(error: NBDErrno(exportFailure: error), cookie: cookie, data: [], bytes: held))
-                }
+                let (error, data) = NBDErrno.answer(result, isRead: isRead, length: length, logger: logger)
+                inFlight.complete(.init(error: error, cookie: cookie, data: data, bytes: held,
+                                        spare: error == .success ? spare : []))
             }
             if isRead, let spare = inFlight.takeSpare(count: length) {
                 export.submitRead(offset: request.offset, into: consume spare, completion: completion)
@@ -409,6 +401,22 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
 }
 
 extension NBDErrno {
+    /// What the export's `result` for a request becomes on the wire: its error, and the
+    /// data a read sends back (a read that came back short is an I/O error).
+    static func answer(_ result: Result<[UInt8], NBDError>, isRead: Bool, length: Int,
+                       logger: Logger) -> (error: NBDErrno, data: [UInt8]) {
+        switch result {
+        case let .success(data) where !isRead || data.count == length:
+            return (.success, isRead ? data : [])
+        case let .success(data):
+            logger.error("export read \(data.count) bytes where \(length) were asked for")
+            return (.io, [])
+        case let .failure(error):
+            logger.warning("export I/O failed: \(error)")
+            return (NBDErrno(exportFailure: error), [])
+        }
+    }
+
     /// The error the client sees for an export's failure.
     init(exportFailure error: NBDError) {
         guard case let .exportIO(_, code) = error else {

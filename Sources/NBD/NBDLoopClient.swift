@@ -378,17 +378,8 @@ public final class NBDLoopClient: BlockFrontendLoopSource, @unchecked Sendable {
         // A large write's payload comes back with its answer, to be reused.
         let keep = spare.count >= NBDInFlight.spareMinimum ? spare : []
         return { [self] result in
-            var reply = Reply(error: .success, cookie: cookie, data: [], bytes: held, spare: keep)
-            switch result {
-            case let .success(data) where !isRead || data.count == length:
-                if isRead { reply.data = data }
-            case let .success(data):
-                logger.error("export read \(data.count) bytes where \(length) were asked for")
-                reply.error = .io
-            case let .failure(error):
-                logger.warning("export I/O failed: \(error)")
-                reply.error = NBDErrno(exportFailure: error)
-            }
+            let (error, data) = NBDErrno.answer(result, isRead: isRead, length: length, logger: logger)
+            let reply = Reply(error: error, cookie: cookie, data: data, bytes: held, spare: keep)
             lock()
             if !closed { replies.append(reply) }
             unlock()

@@ -71,8 +71,9 @@ import XenTesting
         #expect(w.hypervisor.notificationCount(domain: w.guest1.domainID, port: c.frontPort) == 3)
     }
 
-    @Test func pendingPortsComeOutOldestFirstPerHandle() throws {
-        let w = try World()
+    /// Three guest handles, each with a port bound by one dom0 handle, nothing pending.
+    func threePortsOnOneHandle(_ w: World) throws
+        -> (back: InProcessEventChannel, fronts: [InProcessEventChannel], pairs: [(front: EventPort, back: EventPort)]) {
         let back = try w.dom0.openInProcessEventChannel()
         let fronts = try (0 ..< 3).map { _ in try w.guest1.openInProcessEventChannel() }
         var pairs: [(front: EventPort, back: EventPort)] = []
@@ -81,6 +82,12 @@ import XenTesting
             pairs.append((p, try back.bindInterdomain(remote: w.guest1.domainID, remotePort: p)))
         }
         while try back.pending() != nil {}
+        return (back, fronts, pairs)
+    }
+
+    @Test func pendingPortsComeOutOldestFirstPerHandle() throws {
+        let w = try World()
+        let (back, fronts, pairs) = try threePortsOnOneHandle(w)
         for i in [2, 0, 1] { try fronts[i].notify(pairs[i].front) }
         #expect(try back.pending() == pairs[2].back)
         #expect(try back.pending() == pairs[0].back)
@@ -90,14 +97,7 @@ import XenTesting
 
     @Test func takePendingStopsAtItsLimitAndLeavesTheRestPending() throws {
         let w = try World()
-        let back = try w.dom0.openInProcessEventChannel()
-        let fronts = try (0 ..< 3).map { _ in try w.guest1.openInProcessEventChannel() }
-        var pairs: [(front: EventPort, back: EventPort)] = []
-        for f in fronts {
-            let p = try f.allocateUnbound(remote: .dom0)
-            pairs.append((p, try back.bindInterdomain(remote: w.guest1.domainID, remotePort: p)))
-        }
-        while try back.pending() != nil {}
+        let (back, fronts, pairs) = try threePortsOnOneHandle(w)
         for i in [1, 2, 0] { try fronts[i].notify(pairs[i].front) }
         var taken: [EventPort] = []
         try back.takePending(atMost: 2) { taken.append($0) }
