@@ -33,6 +33,8 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
     /// Bytes read from the socket at once in transmission: many request headers, or a
     /// few small write payloads.
     static var inputBufferSize: Int { 64 << 10 }
+    /// The send buffer asked for a client served on an export's loop.
+    static var loopSendBuffer: Int32 { 4 << 20 }
 
     let socket: NBDSocket
     let export: Export
@@ -267,6 +269,9 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
                                    inputBytes: Self.inputBufferSize, logger: logger) { [self] in validate($0) }
         loopClient.withLock { $0 = client }
         try socket.setNonBlocking()
+        // Room for several large replies, so the loop hands a 1 MiB read's data to the
+        // socket in one send instead of waiting on the client between pieces of it.
+        socket.requestSendBuffer(Self.loopSendBuffer)
         guard loop.attach(client) else {
             loopClient.withLock { $0 = nil }
             try socket.setBlocking()

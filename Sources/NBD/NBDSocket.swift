@@ -140,6 +140,13 @@ final class NBDSocket: @unchecked Sendable {
         }
     }
 
+    /// Asks for a send buffer of `bytes` (the kernel caps it at net.core.wmem_max); best
+    /// effort, for a socket whose sender must not wait for the peer between replies.
+    func requestSendBuffer(_ bytes: Int32) {
+        var size = bytes
+        _ = setsockopt(descriptor, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+    }
+
     /// Switches the socket back to blocking I/O.
     func setBlocking() throws(NBDError) {
         let flags = fcntl(descriptor, F_GETFL)
