@@ -92,15 +92,6 @@ int xl_epoll_del(int epfd, int fd) {
     return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL) < 0 ? -errno : 0;
 }
 
-int xl_epoll_wait_one(int epfd, int timeout_ms, uint32_t *tag) {
-    struct epoll_event ev;
-    int n;
-    do { n = epoll_wait(epfd, &ev, 1, timeout_ms); } while (n < 0 && errno == EINTR);
-    if (n < 0) return -errno;
-    if (n == 1) *tag = (uint32_t)ev.data.u64;
-    return n;
-}
-
 int xl_epoll_wait_tags(int epfd, uint32_t *tags, int max) {
     struct epoll_event ev[64];
     int n;

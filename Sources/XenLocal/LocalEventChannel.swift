@@ -79,27 +79,23 @@ final class LocalEventChannel: EventChannel, @unchecked Sendable {
     }
 
     func pending() throws(PlatformError) -> EventPort? {
-        var tag: UInt32 = 0
-        let n = xl_epoll_wait_one(fileDescriptor, 0, &tag)
-        guard n >= 0 else { throw .system("epoll_wait", errno: -n) }
-        return n == 1 ? tag : nil
+        var port: EventPort?
+        try takePending(atMost: 1) { port = $0 }
+        return port
     }
 
     func takePending(atMost limit: Int, _ body: (EventPort) throws(PlatformError) -> Void) throws(PlatformError) {
-        var tags: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
-        let room = MemoryLayout.size(ofValue: tags) / MemoryLayout<UInt32>.size
-        var taken = 0
-        while taken < limit {
-            let asked = min(room, limit - taken)
-            let n = withUnsafeMutableBytes(of: &tags) {
-                Int(xl_epoll_wait_tags(fileDescriptor, $0.baseAddress!.assumingMemoryBound(to: UInt32.self), Int32(asked)))
+        // Up to 16 ports a look.
+        try withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 16) { tags throws(PlatformError) in
+            var taken = 0
+            while taken < limit {
+                let asked = min(tags.count, limit - taken)
+                let n = Int(xl_epoll_wait_tags(fileDescriptor, tags.baseAddress!, Int32(asked)))
+                guard n >= 0 else { throw .system("epoll_wait", errno: Int32(-n)) }
+                for tag in tags[0..<n] { try body(tag) }
+                taken += n
+                if n < asked { return }
             }
-            guard n >= 0 else { throw .system("epoll_wait", errno: Int32(-n)) }
-            for i in 0..<n {
-                try body(withUnsafeBytes(of: tags) { $0.load(fromByteOffset: i * 4, as: UInt32.self) })
-            }
-            taken += n
-            if n < asked { return }
         }
     }
 

@@ -27,9 +27,6 @@ int xl_epoll_create(void);
 int xl_epoll_add(int epfd, int fd, uint32_t tag);
 /// Removes `fd`. Returns 0 or -errno.
 int xl_epoll_del(int epfd, int fd);
-/// Waits up to `timeout_ms` for one ready descriptor; returns 1 with *tag set, 0 if none,
-/// or -errno.
-int xl_epoll_wait_one(int epfd, int timeout_ms, uint32_t *tag);
 /// Takes up to `max` (at most 64) ready tags without waiting: how many, or -errno.
 int xl_epoll_wait_tags(int epfd, uint32_t *tags, int max);
 
