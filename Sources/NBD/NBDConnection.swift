@@ -245,7 +245,7 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
             let logger = self.logger
             let isRead = request.command == .read
             // A large write's payload goes back with its reply, to be reused after it.
-            let spare = payload.count >= NBDInFlight.spareMinimum ? payload : []
+            let spare = payload.count >= NBDSpareBuffers.minimum ? payload : []
             let completion: NBDExportCompletion = { [spare] result in
                 let (error, data) = NBDErrno.answer(result, isRead: isRead, length: length, logger: logger)
                 inFlight.complete(.init(error: error, cookie: cookie, data: data, bytes: held,

@@ -26,11 +26,8 @@ final class NBDInFlight: @unchecked Sendable {
         var spare: [UInt8] = []
     }
 
-    /// Buffers at least this large (a page: every read and write a client like fio or the
-    /// kernel sends) are kept for reuse once their reply is sent. A fresh one is a malloc
-    /// on the reader and a free on the writer, two threads whose malloc arenas then
-    /// contend; from 128 KiB up it is an mmap and a page fault per page at first touch.
-    static var spareMinimum: Int { 4 << 10 }
+    /// Buffers at least this large are kept for reuse once their reply is sent.
+    static var spareMinimum: Int { NBDSpareBuffers.minimum }
 
     /// Most requests admitted and not yet answered on the socket.
     let maximumRequests: Int
@@ -46,18 +43,14 @@ final class NBDInFlight: @unchecked Sendable {
     private var requests = 0
     private var bytes = 0
     private var replies: [Reply] = []
-    /// Payload and read buffers whose replies were sent, oldest first, and their size.
-    private var spares: [[UInt8]] = []
-    private var spareBytes = 0
-    /// Most bytes kept in `spares`: what the connection may hold in flight anyway, at
-    /// most 16 MiB.
-    private var spareLimit: Int { min(maximumBytes, 16 << 20) }
+    private var spares: NBDSpareBuffers
     private var reading = true
     private var aborted = false
 
     init(maximumRequests: Int, maximumBytes: Int) {
         self.maximumRequests = max(1, maximumRequests)
         self.maximumBytes = max(0, maximumBytes)
+        spares = NBDSpareBuffers(maximumCount: self.maximumRequests, connectionBytes: self.maximumBytes)
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())
         pthread_mutex_init(mutex, nil)
@@ -161,44 +154,19 @@ final class NBDInFlight: @unchecked Sendable {
         locked {
             for index in batch.indices {
                 release(batch[index])
-                // Moved out of the batch before it is offered, so a spare's only reference
-                // is the pool's when the reader takes it (an array shared then is copied).
-                if batch[index].data.count >= Self.spareMinimum {
-                    keepSpare(take(&batch[index].data))
-                } else if batch[index].spare.count >= Self.spareMinimum {
-                    keepSpare(take(&batch[index].spare))
-                }
+                guard !aborted else { continue }
+                spares.keep(&batch[index].data)
+                spares.keep(&batch[index].spare)
             }
         }
         // The rest is freed here, outside the mutex.
         batch.removeAll(keepingCapacity: true)
     }
 
-    private func take(_ buffer: inout [UInt8]) -> [UInt8] {
-        var taken: [UInt8] = []
-        swap(&taken, &buffer)
-        return taken
-    }
-
     /// Reader: a spare of exactly `count` bytes, if one was kept (only for large ones).
     func takeSpare(count: Int) -> [UInt8]? {
         guard count >= Self.spareMinimum else { return nil }
-        return locked {
-            guard let index = spares.firstIndex(where: { $0.count == count }) else { return nil }
-            spareBytes -= count
-            return spares.remove(at: index)
-        }
-    }
-
-    /// Called with the mutex held: keeps `buffer` for reuse, dropping the oldest spares
-    /// beyond the limit.
-    private func keepSpare(_ buffer: [UInt8]) {
-        guard buffer.count <= spareLimit, !aborted else { return }
-        spares.append(buffer)
-        spareBytes += buffer.count
-        while spareBytes > spareLimit || spares.count > maximumRequests {
-            spareBytes -= spares.removeFirst().count
-        }
+        return locked { spares.take(count: count) }
     }
 
     /// Called with the mutex held.

@@ -78,8 +78,7 @@ public final class NBDLoopClient: BlockFrontendLoopSource, @unchecked Sendable {
     /// Replies before this index are sent; `sentInFirst` bytes of the one at it are.
     private var head = 0
     private var sentInFirst = 0
-    private var spares: [[UInt8]] = []
-    private var spareBytes = 0
+    private var spares: NBDSpareBuffers
     private var reading = true
     /// The socket may have bytes to read, or room to write: until it answers EAGAIN.
     private var mayRead = true
@@ -106,6 +105,7 @@ public final class NBDLoopClient: BlockFrontendLoopSource, @unchecked Sendable {
         self.payloadSkipLimit = payloadSkipLimit
         self.logger = logger
         self.validate = validate
+        spares = NBDSpareBuffers(maximumCount: self.maximumRequests, connectionBytes: self.maximumBytes)
         storage = .allocate(byteCount: max(inputBytes, 4096), alignment: 64)
         headers = .allocate(byteCount: Self.group * NBDSimpleReply.size, alignment: 8)
         vectors = .allocate(capacity: Self.group * 2)
@@ -136,7 +136,7 @@ public final class NBDLoopClient: BlockFrontendLoopSource, @unchecked Sendable {
         lock()
         closed = true
         replies = []
-        spares = []
+        spares.removeAll()
         unlock()
     }
 
@@ -282,13 +282,13 @@ public final class NBDLoopClient: BlockFrontendLoopSource, @unchecked Sendable {
                 switch request.command {
                 case .read:
                     let answer = completion(for: request, held: held, isRead: true, spare: [])
-                    if length > 0, let spare = takeSpare(count: length) {
+                    if length > 0, let spare = spares.take(count: length) {
                         submissions.append(.read(offset: request.offset, buffer: spare, answer))
                     } else {
                         submissions.append(.command(.read(offset: request.offset, length: length), answer))
                     }
                 case .write:
-                    input = .payload(request, data: takeSpare(count: length) ?? [UInt8](repeating: 0, count: length),
+                    input = .payload(request, data: spares.take(count: length) ?? [UInt8](repeating: 0, count: length),
                                      filled: 0, held: held)
                 case .flush:
                     submissions.append(.command(.flush, completion(for: request, held: 0, isRead: false, spare: [])))
@@ -376,7 +376,7 @@ public final class NBDLoopClient: BlockFrontendLoopSource, @unchecked Sendable {
         let cookie = request.cookie
         let length = Int(request.length)
         // A large write's payload comes back with its answer, to be reused.
-        let keep = spare.count >= NBDInFlight.spareMinimum ? spare : []
+        let keep = spare.count >= NBDSpareBuffers.minimum ? spare : []
         return { [self] result in
             let (error, data) = NBDErrno.answer(result, isRead: isRead, length: length, logger: logger)
             let reply = Reply(error: error, cookie: cookie, data: data, bytes: held, spare: keep)
@@ -444,8 +444,8 @@ public final class NBDLoopClient: BlockFrontendLoopSource, @unchecked Sendable {
             sentInFirst = 0
             requests -= 1
             bytes -= replies[head].bytes
-            keepSpare(&replies[head].data)
-            keepSpare(&replies[head].spare)
+            spares.keep(&replies[head].data)
+            spares.keep(&replies[head].spare)
             head += 1
         }
         if head == replies.count {
@@ -454,24 +454,7 @@ public final class NBDLoopClient: BlockFrontendLoopSource, @unchecked Sendable {
         }
     }
 
-    // MARK: spares and teardown (lock held)
-
-    private func takeSpare(count: Int) -> [UInt8]? {
-        guard count >= NBDInFlight.spareMinimum,
-              let index = spares.lastIndex(where: { $0.count == count }) else { return nil }
-        spareBytes -= count
-        return spares.remove(at: index)
-    }
-
-    /// Keeps a sent buffer for the next request of its size, within the client's limits.
-    private func keepSpare(_ buffer: inout [UInt8]) {
-        guard buffer.count >= NBDInFlight.spareMinimum else { return }
-        var taken: [UInt8] = []
-        swap(&taken, &buffer)
-        guard spares.count < maximumRequests, spareBytes + taken.count <= min(maximumBytes, 16 << 20) else { return }
-        spareBytes += taken.count
-        spares.append(taken)
-    }
+    // MARK: teardown (lock held)
 
     /// Drops the client: nothing more is read or sent, and answers still to come are lost.
     private func drop(_ error: NBDError) {
