@@ -268,13 +268,13 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
                                    maximumBytes: inFlight.maximumBytes, payloadSkipLimit: payloadSkipLimit,
                                    inputBytes: Self.inputBufferSize, logger: logger) { [self] in validate($0) }
         loopClient.withLock { $0 = client }
-        try socket.setNonBlocking()
+        try socket.setNonBlocking(true)
         // Room for several large replies, so the loop hands a 1 MiB read's data to the
         // socket in one send instead of waiting on the client between pieces of it.
         socket.requestSendBuffer(Self.loopSendBuffer)
         guard loop.attach(client) else {
             loopClient.withLock { $0 = nil }
-            try socket.setBlocking()
+            try socket.setNonBlocking(false)
             return try transmit()
         }
         client.waitUntilDone()

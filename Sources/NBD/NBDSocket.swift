@@ -132,11 +132,13 @@ final class NBDSocket: @unchecked Sendable {
         }
     }
 
-    /// Switches the socket to non-blocking I/O (for a client served on an event loop).
-    func setNonBlocking() throws(NBDError) {
+    /// Switches the socket to non-blocking I/O (for a client served on an event loop) or
+    /// back.
+    func setNonBlocking(_ nonBlocking: Bool) throws(NBDError) {
         let flags = fcntl(descriptor, F_GETFL)
-        guard flags >= 0, fcntl(descriptor, F_SETFL, flags | O_NONBLOCK) >= 0 else {
-            throw .system(call: "fcntl(O_NONBLOCK)", errno: errno)
+        guard flags >= 0,
+              fcntl(descriptor, F_SETFL, nonBlocking ? flags | O_NONBLOCK : flags & ~O_NONBLOCK) >= 0 else {
+            throw .system(call: "fcntl(F_SETFL, O_NONBLOCK \(nonBlocking ? "on" : "off"))", errno: errno)
         }
     }
 
@@ -145,14 +147,6 @@ final class NBDSocket: @unchecked Sendable {
     func requestSendBuffer(_ bytes: Int32) {
         var size = bytes
         _ = setsockopt(descriptor, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-    }
-
-    /// Switches the socket back to blocking I/O.
-    func setBlocking() throws(NBDError) {
-        let flags = fcntl(descriptor, F_GETFL)
-        guard flags >= 0, fcntl(descriptor, F_SETFL, flags & ~O_NONBLOCK) >= 0 else {
-            throw .system(call: "fcntl(~O_NONBLOCK)", errno: errno)
-        }
     }
 
     /// Non-blocking: reads what is there, up to `buffer.count` bytes. nil when nothing
