@@ -72,6 +72,8 @@ public final class NBDLoopClient: BlockFrontendLoopSource, @unchecked Sendable {
     private var start = 0
     private var end = 0
     private var input = Input.header
+    /// The storage of each call's submissions, kept between calls (only serve uses it).
+    private var outbox: [Submission] = []
     private var requests = 0
     private var bytes = 0
     private var replies: [Reply] = []
@@ -177,6 +179,7 @@ public final class NBDLoopClient: BlockFrontendLoopSource, @unchecked Sendable {
             }
         }
         var submissions: [Submission] = []
+        swap(&submissions, &outbox)
         let full = closed ? false : readRequests(into: &submissions)
         unlock()
         for submission in submissions {
@@ -185,7 +188,9 @@ public final class NBDLoopClient: BlockFrontendLoopSource, @unchecked Sendable {
             case let .read(offset, buffer, completion): export.submitRead(offset: offset, into: buffer, completion: completion)
             }
         }
+        submissions.removeAll(keepingCapacity: true)
         lock()
+        swap(&submissions, &outbox)
         defer { unlock() }
         if !closed { flushReplies() }
         if !closed, !reading, requests == 0, head == replies.count {
