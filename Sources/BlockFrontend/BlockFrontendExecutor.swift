@@ -53,10 +53,7 @@ public final class BlockFrontendExecutor: TaskExecutor, Sendable {
     /// I/O thread: runs every job queued so far (`spare` lends its storage); true if any ran.
     func runAll(_ spare: inout [UnownedJob]) -> Bool {
         guard hasJobs.load(ordering: .sequentiallyConsistent) else { return false }
-        jobs.withLock { list in
-            swap(&list, &spare)
-            hasJobs.store(false, ordering: .sequentiallyConsistent)
-        }
+        takeAll(into: &spare)
         let executor = asUnownedTaskExecutor()
         for job in spare { job.runSynchronously(on: executor) }
         spare.removeAll(keepingCapacity: true)
@@ -64,11 +61,16 @@ public final class BlockFrontendExecutor: TaskExecutor, Sendable {
     }
 
     private func forwardAll() {
-        let taken = jobs.withLock { list -> [UnownedJob] in
-            defer { list = [] }
-            hasJobs.store(false, ordering: .sequentiallyConsistent)
-            return list
-        }
+        var taken: [UnownedJob] = []
+        takeAll(into: &taken)
         for job in taken { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
+    }
+
+    /// Moves every queued job into `taken` (which is empty; the two trade storage).
+    private func takeAll(into taken: inout [UnownedJob]) {
+        jobs.withLock { list in
+            swap(&list, &taken)
+            hasJobs.store(false, ordering: .sequentiallyConsistent)
+        }
     }
 }
