@@ -217,25 +217,10 @@ final class NBDConnection<Export: NBDExport>: @unchecked Sendable {
                 continue
             }
             let length = Int(request.length)
-            let fua = request.flags.contains(.fua)
             let held = request.command == .read || request.command == .write ? length : 0
             guard inFlight.reserve(bytes: held) else { return }
-            let command: NBDExportCommand
-            var payload: [UInt8] = []
-            switch request.command {
-            case .read:
-                command = .read(offset: request.offset, length: length)
-            case .write:
-                payload = try readPayload(length, from: input)
-                command = .write(offset: request.offset, data: payload, fua: fua)
-            case .flush:
-                command = .flush
-            case .trim:
-                command = .trim(offset: request.offset, length: UInt64(request.length), fua: fua)
-            case .writeZeroes:
-                command = .writeZeroes(offset: request.offset, length: UInt64(request.length),
-                                       mayPunchHole: !request.flags.contains(.noHole), fua: fua)
-            default:
+            let payload = request.command == .write ? try readPayload(length, from: input) : []
+            guard let command = NBDExportCommand(request, payload: payload) else {
                 // validate() refuses every other command.
                 inFlight.complete(.init(error: .invalid, cookie: request.cookie, data: [], bytes: held))
                 continue

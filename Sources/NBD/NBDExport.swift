@@ -61,6 +61,24 @@ public enum NBDExportCommand: Sendable {
     case writeZeroes(offset: UInt64, length: UInt64, mayPunchHole: Bool, fua: Bool)
 }
 
+extension NBDExportCommand {
+    /// The command `request` asks for, with a write's `payload`; nil for a command the
+    /// export never sees (the server refuses those first).
+    init?(_ request: NBDRequest, payload: [UInt8] = []) {
+        let fua = request.flags.contains(.fua)
+        switch request.command {
+        case .read: self = .read(offset: request.offset, length: Int(request.length))
+        case .write: self = .write(offset: request.offset, data: payload, fua: fua)
+        case .flush: self = .flush
+        case .trim: self = .trim(offset: request.offset, length: UInt64(request.length), fua: fua)
+        case .writeZeroes:
+            self = .writeZeroes(offset: request.offset, length: UInt64(request.length),
+                                mayPunchHole: !request.flags.contains(.noHole), fua: fua)
+        default: return nil
+        }
+    }
+}
+
 /// The end of a submitted command: a read's bytes (empty for the others) or its failure.
 public typealias NBDExportCompletion = @Sendable (Result<[UInt8], NBDError>) -> Void
 

@@ -240,7 +240,7 @@ public final class NBDLoopClient: BlockFrontendLoopSource, @unchecked Sendable {
                         filled += takeBuffered(into: &data, at: filled)
                     }
                 }
-                submissions.append(.command(.write(offset: request.offset, data: data, fua: request.flags.contains(.fua)),
+                submissions.append(.command(NBDExportCommand(request, payload: data)!,
                                             completion(for: request, held: held, isRead: false, spare: data)))
             case .header:
                 guard taken < Self.passBudget else { return true }
@@ -285,27 +285,20 @@ public final class NBDLoopClient: BlockFrontendLoopSource, @unchecked Sendable {
                 requests += 1
                 bytes += held
                 switch request.command {
-                case .read:
+                case .read where length > 0:
                     let answer = completion(for: request, held: held, isRead: true, spare: [])
-                    if length > 0, let spare = spares.take(count: length) {
+                    if let spare = spares.take(count: length) {
                         submissions.append(.read(offset: request.offset, buffer: spare, answer))
                     } else {
-                        submissions.append(.command(.read(offset: request.offset, length: length), answer))
+                        submissions.append(.command(NBDExportCommand(request)!, answer))
                     }
                 case .write:
                     input = .payload(request, data: spares.take(count: length) ?? [UInt8](repeating: 0, count: length),
                                      filled: 0, held: held)
-                case .flush:
-                    submissions.append(.command(.flush, completion(for: request, held: 0, isRead: false, spare: [])))
-                case .trim:
-                    submissions.append(.command(.trim(offset: request.offset, length: UInt64(request.length),
-                                                      fua: request.flags.contains(.fua)),
-                                                completion(for: request, held: 0, isRead: false, spare: [])))
-                case .writeZeroes:
-                    submissions.append(.command(.writeZeroes(offset: request.offset, length: UInt64(request.length),
-                                                             mayPunchHole: !request.flags.contains(.noHole),
-                                                             fua: request.flags.contains(.fua)),
-                                                completion(for: request, held: 0, isRead: false, spare: [])))
+                case .read, .flush, .trim, .writeZeroes:
+                    submissions.append(.command(NBDExportCommand(request)!,
+                                                completion(for: request, held: held, isRead: request.command == .read,
+                                                           spare: [])))
                 default:
                     // validate() refuses every other command.
                     replies.append(Reply(error: .invalid, cookie: request.cookie, data: [], bytes: held))
