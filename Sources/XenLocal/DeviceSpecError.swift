@@ -54,6 +54,22 @@ public enum DeviceSpecError: Error, Equatable, Sendable, CustomStringConvertible
     /// Two interfaces of one domain ask for the same device id.
     case duplicateDeviceID(kind: String, devid: UInt32)
 
+    /// `target=` takes the rest of the spec, so a parameter written after it becomes part
+    /// of the path: say so when the path holds what looks like one.
+    static func swallowedHint(_ spec: String) -> String {
+        guard let range = spec.range(of: "target=") else { return "" }
+        let keys = ["vdev", "format", "access", "devtype", "backend", "backendtype", "discard", "direct-io-safe",
+                    "script", "specification"]
+        for part in spec[range.upperBound...].split(separator: ",").dropFirst() {
+            let key = part.drop(while: { $0 == " " }).prefix(while: { $0 != "=" })
+            if keys.contains(String(key)), part.contains("=") {
+                return "; '\(part.drop(while: { $0 == " " }))' is read as part of the target path, because"
+                    + " target= takes the rest of the DISKSPEC: put target= last"
+            }
+        }
+        return ""
+    }
+
     public var description: String {
         switch self {
         case let .unknownKey(t, key):
@@ -74,12 +90,13 @@ public enum DeviceSpecError: Error, Equatable, Sendable, CustomStringConvertible
             return "\(t): bad vdev: \(reason)"
         case let .missingVirtualDevice(spec):
             return "DISKSPEC \"\(spec)\": no vdev, expected vdev=NAME or a third positional parameter (xvda, hdc, sdb, ...)"
+                + Self.swallowedHint(spec)
         case let .missingTarget(spec, cdrom):
             return cdrom
                 ? "DISKSPEC \"\(spec)\": no target: an empty cdrom drive is not supported by the local backend"
                 : "DISKSPEC \"\(spec)\": no target, expected a first positional parameter or target=PATH last"
         case let .targetUnavailable(path, errno):
-            return "disk target \(path): cannot stat it (errno \(errno))"
+            return "disk target \(path): cannot stat it (errno \(errno))" + Self.swallowedHint("target=" + path)
         case let .targetNotDisk(path, kind):
             return "disk target \(path) is a \(kind), expected a regular file or a block device"
         case let .duplicateVirtualDevice(vdev, number, other):

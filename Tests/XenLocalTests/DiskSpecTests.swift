@@ -102,7 +102,9 @@ import XenLocal
          #"DISKSPEC "/img,raw": no vdev, expected vdev=NAME or a third positional parameter (xvda, hdc, sdb, ...)"#),
         // target= is last: here it swallows the vdev.
         ("target=/img,vdev=xvda",
-         #"DISKSPEC "target=/img,vdev=xvda": no vdev, expected vdev=NAME or a third positional parameter (xvda, hdc, sdb, ...)"#),
+         #"DISKSPEC "target=/img,vdev=xvda": no vdev, expected vdev=NAME or a third positional parameter (xvda, hdc, sdb, ...); 'vdev=xvda' is read as part of the target path, because target= takes the rest of the DISKSPEC: put target= last"#),
+        ("format=raw, target=/img, vdev=xvda, access=ro",
+         #"DISKSPEC "format=raw, target=/img, vdev=xvda, access=ro": no vdev, expected vdev=NAME or a third positional parameter (xvda, hdc, sdb, ...); 'vdev=xvda' is read as part of the target path, because target= takes the rest of the DISKSPEC: put target= last"#),
         ("vdev=xvda",
          #"DISKSPEC "vdev=xvda": no target, expected a first positional parameter or target=PATH last"#),
         (",hdc:cdrom,r",
@@ -142,6 +144,18 @@ import XenLocal
                 #expect(error.description == message, "\(spec)")
             }
         }
+    }
+
+    /// A target that cannot be found says when a parameter written after target= became
+    /// part of its path, and only then.
+    @Test func aMissingTargetNamesTheParameterItSwallowed() throws {
+        let spec = try DiskSpec(parsing: "vdev=xvda, target=/img,access=ro")
+        #expect(spec.target == "/img,access=ro")
+        #expect(DeviceSpecError.targetUnavailable(path: spec.target, errno: ENOENT).description
+            == "disk target /img,access=ro: cannot stat it (errno 2); 'access=ro' is read as part of the target path,"
+            + " because target= takes the rest of the DISKSPEC: put target= last")
+        #expect(DeviceSpecError.targetUnavailable(path: "/images/a,b.img", errno: ENOENT).description
+            == "disk target /images/a,b.img: cannot stat it (errno 2)")
     }
 
     /// The token an error points at, if it has one.
