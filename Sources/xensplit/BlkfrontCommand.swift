@@ -62,15 +62,20 @@ struct BlkfrontCommand: AsyncParsableCommand {
     func validate() throws {
         guard (1...16).contains(queues) else { throw ValidationError("--queues must be 1...16") }
         guard (1...1024).contains(depth) else { throw ValidationError("--depth must be 1...1024") }
+        _ = try parsed()
+    }
+
+    /// The NBD address and the virtual device, or a usage error naming the bad one.
+    func parsed() throws -> (address: NBDAddress, device: DiskSpec.VirtualDevice) {
+        let address: NBDAddress
+        do { address = try NBDAddress(parsing: nbd) } catch { throw ValidationError("--nbd: \(error)") }
+        do { return (address, try DiskSpec.VirtualDevice(vdev)) } catch { throw ValidationError("\(error)") }
     }
 
     func run() async throws {
         var logger = Logger(label: "xensplit.blkfront")
         logger.logLevel = verbose ? .debug : .info
-        let address: NBDAddress
-        do { address = try NBDAddress(parsing: nbd) } catch { throw ValidationError("--nbd: \(error)") }
-        let device: DiskSpec.VirtualDevice
-        do { device = try DiskSpec.VirtualDevice(vdev) } catch { throw ValidationError("\(error)") }
+        let (address, device) = try parsed()
 
         let guest = try await join(logger: logger)
         try await checkDeviceExists(guest, device)

@@ -26,17 +26,21 @@ struct DomainCommand: ParsableCommand {
             valueName: "VIFSPEC"))
         var nics: [String] = []
 
-        func run() async throws {
-            // Every spec is parsed before anything is created.
-            var specs: [DiskSpec] = []
-            var interfaces: [VifSpec] = []
+        // Every spec is parsed before anything is created, and a bad one is a usage error.
+        func validate() throws { _ = try parsed() }
+
+        func parsed() throws -> (disks: [DiskSpec], nics: [VifSpec]) {
             do {
-                for text in disks { specs.append(try DiskSpec(parsing: text)) }
-                for text in nics { interfaces.append(try VifSpec(parsing: text)) }
-                interfaces = try LocalToolstack.resolve(interfaces)
+                let specs = try disks.map { text throws(DeviceSpecError) in try DiskSpec(parsing: text) }
+                let interfaces = try nics.map { text throws(DeviceSpecError) in try VifSpec(parsing: text) }
+                return (specs, try LocalToolstack.resolve(interfaces))
             } catch {
                 throw ValidationError(error.description)
             }
+        }
+
+        func run() async throws {
+            let (specs, interfaces) = try parsed()
             let platform = try LocalPlatform(stateDirectory: state.resolved)
             let id = try await LocalToolstack(platform: platform).createDomain(name: name, disks: specs, nics: interfaces)
             print("created domain \(name) with id \(id)")

@@ -106,8 +106,9 @@ import XenLocal
 
         // A bad spec is refused before anything is created, pointing at the bad parameter.
         let refused = try Self.run(Self.xensplit, ["domain", "create", "--state-dir", dir, "bad", "--disk", "\(a),qcow2,xvdb"])
-        #expect(refused.status != 0)
+        #expect(refused.status == 64, "a bad DISKSPEC is a usage error (EX_USAGE)")
         #expect(refused.err.contains("parameter 2 \"qcow2\" (offset \(a.count + 1)): format qcow2 is not supported"), "\(refused.err)")
+        #expect(refused.err.contains("Usage: xensplit domain create"), "\(refused.err)")
         let listed = try Self.run(Self.xensplit, ["domain", "list", "--state-dir", dir])
         #expect(listed.out == "ID\tName\n0\tDomain-0\n1\tguest\n")
 
@@ -120,5 +121,23 @@ import XenLocal
         hypervisor.waitUntilExit()
         stopped = true
         #expect(hypervisor.terminationReason == .exit && hypervisor.terminationStatus == 0)
+    }
+
+    /// Bad arguments to `xensplit blkfront` are usage errors that name the bad part and
+    /// show blkfront's usage, before anything is joined or attached.
+    @Test func blkfrontRefusesBadArgumentsWithItsUsage() throws {
+        #expect(FileManager.default.isExecutableFile(atPath: Self.xensplit), "build the xensplit product first")
+        let cases = [
+            (["blkfront", "guest", "xvda", "--nbd", "tcp:99999", "--state-dir", "/nonexistent"],
+             "--nbd: address \"tcp:99999\" is not unix:PATH or tcp:[HOST:]PORT"),
+            (["blkfront", "guest", "vda", "--nbd", "unix:/tmp/x.sock", "--state-dir", "/nonexistent"],
+             "vdev \"vda\": bad vdev: vda is not xvdX[N], hdX[N], sdX[N], dDISKpPART or a number"),
+        ]
+        for (arguments, message) in cases {
+            let r = try Self.run(Self.xensplit, arguments)
+            #expect(r.status == 64, "\(arguments): \(r.err)")
+            #expect(r.err.contains(message), "\(r.err)")
+            #expect(r.err.contains("Usage: xensplit blkfront"), "\(r.err)")
+        }
     }
 }
