@@ -58,8 +58,7 @@ public enum DeviceSpecError: Error, Equatable, Sendable, CustomStringConvertible
     /// of the path: say so when the path holds what looks like one.
     static func swallowedHint(_ spec: String) -> String {
         guard let range = spec.range(of: "target=") else { return "" }
-        let keys = ["vdev", "format", "access", "devtype", "backend", "backendtype", "discard", "direct-io-safe",
-                    "script", "specification"]
+        let keys = ["vdev", "format", "access", "devtype", "backend", "backendtype", "script", "specification"]
         for part in spec[range.upperBound...].split(separator: ",").dropFirst() {
             let key = part.drop(while: { $0 == " " }).prefix(while: { $0 != "=" })
             if keys.contains(String(key)), part.contains("=") {
