@@ -48,6 +48,10 @@ public struct BlkbackToolstackKeys: Sendable, Equatable {
     public var removable: Bool
     /// `discard-enable` is not 0.
     public var discardEnabled: Bool
+    /// `direct-io-safe` is 1: the toolstack vouches that the storage is not hit by the
+    /// direct I/O memory lifetime bug (io/blkif.h), so the backend may bypass the page
+    /// cache. As QEMU's qdisk does, we then do, where the store does direct I/O.
+    public var directIOSafe: Bool = false
 
     /// Reads and checks the keys under the backend node.
     static func read(_ node: XenbusNodeReader) async throws(XenbusError) -> BlkbackToolstackKeys {
@@ -66,7 +70,8 @@ public struct BlkbackToolstackKeys: Sendable, Equatable {
         let cdrom = deviceType == "cdrom"
         return BlkbackToolstackKeys(target: target, readOnly: mode == "r" || cdrom, cdrom: cdrom,
                                     removable: try await node.flag("removable"),
-                                    discardEnabled: try await node.optionalUnsigned("discard-enable", max: UInt32(1)) != 0)
+                                    discardEnabled: try await node.optionalUnsigned("discard-enable", max: UInt32(1)) != 0,
+                                    directIOSafe: try await node.flag("direct-io-safe"))
     }
 }
 
@@ -231,10 +236,12 @@ public final class BlkbackDevice: XenbusBackendHooks {
     private func openBackingStore() async throws -> BlkbackBacking {
         if let backing = state.withLock({ $0.backing }) { return backing }
         let keys = try await BlkbackToolstackKeys.read(XenbusNodeReader(store: store, path: backendPath))
-        let opened = try FileBackingStore(path: keys.target, readOnly: keys.readOnly)
+        let opened = try FileBackingStore(path: keys.target, readOnly: keys.readOnly, direct: keys.directIOSafe)
         let backing = BlkbackBacking(store: opened, keys: keys)
+        let directIO = opened.direct ? "on" : opened.directUnavailable.map { "off: \($0)" } ?? "off"
         logger.info("blkback: backing store opened", metadata: [
-            "params": "\(keys.target)", "read-only": "\(keys.readOnly)"])
+            "params": "\(keys.target)", "read-only": "\(keys.readOnly)", "direct-io": "\(directIO)",
+            "sector-size": "\(opened.logicalSectorSize)"])
         state.withLock { $0.backing = backing }
         return backing
     }

@@ -18,14 +18,20 @@ public final class FileBackingStore: BlockBackingStore {
     public let supportsSecureDiscard: Bool
     /// Whether the path is a block device (else a regular file).
     public let isBlockDevice: Bool
+    /// Whether I/O bypasses the page cache (O_DIRECT): asked for, and done where it lives.
+    public let direct: Bool
+    /// Why direct I/O was asked for and is not done; nil otherwise.
+    public let directUnavailable: String?
     private let descriptor: Mutex<Int32>
 
     /// Opens `path` read-write, or read-only when `readOnly` (the device is then read-only
-    /// whatever the frontend asks). `direct` adds O_DIRECT: copy buffers are page-aligned
-    /// and requests are whole 512-byte sectors, so it suits 512-byte-sector stores.
+    /// whatever the frontend asks). With `direct`, I/O bypasses the page cache (O_DIRECT)
+    /// where the file system or device does direct I/O in units of the sector size it is
+    /// served with; queues then move data through their page-aligned copy buffers. Where
+    /// it does not (tmpfs takes O_DIRECT and stays buffered), the store is buffered and
+    /// ``directUnavailable`` says why.
     public init(path: String, readOnly: Bool, direct: Bool = false) throws(BlockBackendError) {
-        var flags = (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC
-        if direct { flags |= Self.O_DIRECT }
+        let flags = (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC
         let fd = Self.retrying { open(path, flags) }
         guard fd >= 0 else { throw .backingStore(path: path, call: "open", Errno(code: errno)) }
         var info = stat()
@@ -37,24 +43,25 @@ public final class FileBackingStore: BlockBackingStore {
         let type = info.st_mode & S_IFMT
         self.path = path
         self.readOnly = readOnly
+        var logical: UInt32 = 512
+        var physical: UInt32 = 512
         switch type {
         case S_IFREG:
             isBlockDevice = false
-            logicalSectorSize = 512
-            physicalSectorSize = UInt32(clamping: max(512, Int(info.st_blksize)))
+            physical = UInt32(clamping: max(512, Int(info.st_blksize)))
             supportsDiscard = true
             supportsSecureDiscard = false
         case S_IFBLK:
             isBlockDevice = true
-            var logical: Int32 = 0
-            var physical: UInt32 = 0
-            guard ioctl(fd, Self.BLKSSZGET, &logical) == 0, ioctl(fd, Self.BLKPBSZGET, &physical) == 0 else {
+            var deviceLogical: Int32 = 0
+            var devicePhysical: UInt32 = 0
+            guard ioctl(fd, Self.BLKSSZGET, &deviceLogical) == 0, ioctl(fd, Self.BLKPBSZGET, &devicePhysical) == 0 else {
                 let error = Errno(code: errno)
                 Glibc.close(fd)
                 throw .backingStore(path: path, call: "ioctl(BLKSSZGET/BLKPBSZGET)", error)
             }
-            logicalSectorSize = UInt32(clamping: max(512, Int(logical)))
-            physicalSectorSize = max(logicalSectorSize, physical)
+            logical = UInt32(clamping: max(512, Int(deviceLogical)))
+            physical = devicePhysical
             let queue = Self.sysfsQueue(major: Self.major(info.st_rdev), minor: Self.minor(info.st_rdev))
             supportsDiscard = (queue.flatMap { Self.readNumber("\($0)/discard_max_bytes") } ?? 0) > 0
             supportsSecureDiscard = (queue.flatMap { Self.readNumber("\($0)/max_secure_erase_sectors") } ?? 0) > 0
@@ -62,7 +69,35 @@ public final class FileBackingStore: BlockBackingStore {
             Glibc.close(fd)
             throw .unsupportedBackingStore(path: path, mode: UInt32(info.st_mode))
         }
+        let unavailable = direct ? Self.enableDirectIO(fd, sectorSize: logical) : nil
+        self.direct = direct && unavailable == nil
+        directUnavailable = unavailable
+        logicalSectorSize = logical
+        physicalSectorSize = max(logical, physical)
         descriptor = Mutex(fd)
+    }
+
+    /// Turns on O_DIRECT for `fd` when its file does direct I/O with alignments requests
+    /// meet: a transfer starts page-aligned in a copy buffer and covers whole sectors of
+    /// `sectorSize` bytes (the size the frontend is told; a file's stays 512, as a larger
+    /// one would change the disk's geometry under its guests). Returns why not, or nil.
+    static func enableDirectIO(_ fd: Int32, sectorSize: UInt32) -> String? {
+        let alignment: DirectIOAlignment?
+        do { alignment = try DirectIOAlignment.of(fd) } catch {
+            return "statx(STATX_DIOALIGN): \(error)"
+        }
+        guard let alignment else {
+            return "the file system does no direct I/O (statx reports no O_DIRECT alignment)"
+        }
+        guard alignment.memory <= 4096, alignment.offset <= sectorSize else {
+            return "direct I/O needs buffers aligned to \(alignment.memory) bytes and offsets to \(alignment.offset),"
+                + " more than a page or the \(sectorSize)-byte sector"
+        }
+        let flags = fcntl(fd, F_GETFL)
+        guard flags >= 0, fcntl(fd, F_SETFL, flags | O_DIRECT) == 0 else {
+            return "fcntl(F_SETFL, O_DIRECT): \(Errno(code: errno))"
+        }
+        return nil
     }
 
     deinit { close() }

@@ -12,11 +12,16 @@ struct BlkbackCommand: AsyncParsableCommand {
         abstract: "Serve every vbd whose backend is this domain (backend/vbd under its home).",
         discussion: """
         Watches /local/domain/SELF/backend/vbd and serves each device that appears there: \
-        reads the toolstack's keys (params, mode, type, device-type, discard-enable) and the \
-        frontend's (ring-ref or ring-refN, event-channel, protocol, ring-page-order, \
-        multi-queue-num-queues, feature-persistent), publishes the disk's keys and serves its \
-        rings on a fixed set of worker threads. Runs until SIGINT or SIGTERM, then walks every \
-        device to Closed.
+        reads the toolstack's keys (params, mode, type, device-type, discard-enable, \
+        direct-io-safe) and the frontend's (ring-ref or ring-refN, event-channel, protocol, \
+        ring-page-order, multi-queue-num-queues, feature-persistent), publishes the disk's keys \
+        and serves its rings on a fixed set of worker threads. Runs until SIGINT or SIGTERM, \
+        then walks every device to Closed.
+
+        I/O goes through Dom0's page cache, except on disks the toolstack marked \
+        direct-io-safe (xl's DISKSPEC flag of that name): those bypass it (O_DIRECT) where \
+        their file system or device does direct I/O, and the log line "backing store opened" \
+        says which it is and why.
         """
     )
 

@@ -25,6 +25,11 @@ int curing_fallocate(int fd, int mode, int64_t offset, int64_t length);
 /// io_uring complete them inline; 0 for files that refuse it (tmpfs, for one).
 int curing_supports_nowait(int fd);
 
+/// The direct I/O alignment of open file `fd` in bytes (statx STATX_DIOALIGN): of memory
+/// buffers and of file offsets and lengths; both 0 when direct I/O is not done there.
+/// Returns 0, or -1 with errno set.
+int curing_dio_alignment(int fd, uint32_t *memory, uint32_t *offset);
+
 /// O_DIRECT (its declaration, too, needs _GNU_SOURCE).
 extern const int curing_o_direct;
 
