@@ -1,8 +1,11 @@
 /// The properties of the virtual disk a block backend publishes when it connects
 /// (`io/blkif.h`, "Backend Device Properties"), as values.
 public struct BlkifDiskProperties: Sendable, Hashable {
-    /// `sectors`: the disk size in units of ``sectorSize``.
-    public var sectors: UInt64
+    /// `sectors`: the disk size in 512-byte units, whatever ``sectorSize`` is. Xen 4.17's
+    /// io/blkif.h says units of `sector-size`, but Linux's blkback and blkfront have always
+    /// used 512-byte units, and Xen's header has since been corrected to say so; the two
+    /// readings differ only for disks of sectors larger than 512 bytes.
+    public var sectors512: UInt64
     /// `sector-size`: the logical block size in bytes, a power of two of at least 512.
     public var sectorSize: UInt32
     /// `physical-sector-size`: the physical block size in bytes, a multiple of
@@ -11,10 +14,10 @@ public struct BlkifDiskProperties: Sendable, Hashable {
     /// `info`: VDISK_* bits.
     public var info: BlkifDiskInfo
 
-    /// A disk of `sectors` sectors of `sectorSize` bytes.
-    public init(sectors: UInt64, sectorSize: UInt32 = 512, physicalSectorSize: UInt32? = nil,
+    /// A disk of `sectors512` 512-byte units, with logical blocks of `sectorSize` bytes.
+    public init(sectors512: UInt64, sectorSize: UInt32 = 512, physicalSectorSize: UInt32? = nil,
                 info: BlkifDiskInfo = []) {
-        self.sectors = sectors
+        self.sectors512 = sectors512
         self.sectorSize = sectorSize
         self.physicalSectorSize = physicalSectorSize
         self.info = info
@@ -28,17 +31,10 @@ public struct BlkifDiskProperties: Sendable, Hashable {
         public static let info = "info"
     }
 
-    /// The disk size in 512-byte units, the unit of `first_sect`/`last_sect` and (without
-    /// `feature-large-sector-size`) of `sector_number`; nil if it does not fit in 64 bits.
-    public var sectors512: UInt64? {
-        let (value, overflow) = sectors.multipliedReportingOverflow(by: UInt64(sectorSize / 512))
-        return overflow ? nil : value
-    }
-
     /// The nodes the backend writes.
     public var xenstoreEntries: [String: String] {
         var out = [
-            Key.sectors: String(sectors),
+            Key.sectors: String(sectors512),
             Key.sectorSize: String(sectorSize),
             Key.info: String(info.rawValue),
         ]
@@ -52,7 +48,7 @@ public struct BlkifDiskProperties: Sendable, Hashable {
         guard let sectorsText = entries[Key.sectors] else {
             throw .featureValue(key: Key.sectors, value: "", expected: "a decimal number (the node is required)")
         }
-        sectors = try BlkifXenstoreValue.uint64(Key.sectors, sectorsText)
+        sectors512 = try BlkifXenstoreValue.uint64(Key.sectors, sectorsText)
         guard let size = try BlkifXenstoreValue.uint32(entries, Key.sectorSize) else {
             throw .featureValue(key: Key.sectorSize, value: "", expected: "a decimal number (the node is required)")
         }

@@ -232,11 +232,11 @@ public final class BlkbackDaemon: Sendable {
                     let path = device.hooks.backendPath
                     try await store.withTransaction { tx in
                         guard try await tx.readString(path + "/state") == "4" else { return }
-                        try await tx.write(path + "/sectors", String(change.properties.sectors))
+                        try await tx.write(path + "/sectors", String(change.properties.sectors512))
                         try await tx.write(path + "/state", "4")
                     }
                     logger.info("blkback: resized", metadata: ["device": "\(path)",
-                                                               "sectors": "\(change.properties.sectors)"])
+                                                               "sectors": "\(change.properties.sectors512)"])
                 } catch {
                     logger.error("blkback: resize check failed", metadata: ["device": "\(device.hooks.backendPath)",
                                                                             "error": "\(error)"])

@@ -36,7 +36,7 @@ public protocol BlockBackingStore: AnyObject, Sendable {
 extension BlockBackingStore {
     /// The disk properties the backend publishes for `sectors512` 512-byte sectors.
     public func diskProperties(sectors512: UInt64) -> BlkifDiskProperties {
-        BlkifDiskProperties(sectors: sectors512 / UInt64(logicalSectorSize / 512),
+        BlkifDiskProperties(sectors512: sectors512,
                             sectorSize: logicalSectorSize,
                             physicalSectorSize: physicalSectorSize,
                             info: readOnly ? .readOnly : [])

@@ -62,8 +62,8 @@ public struct BlockFrontendDisk: Sendable, Hashable {
     /// Requests in flight at once.
     public var depth: Int
 
-    /// The disk size in 512-byte sectors (the unit of this API), 0 if it overflows.
-    public var sectors512: UInt64 { properties.sectors512 ?? 0 }
+    /// The disk size in 512-byte sectors (the unit of this API).
+    public var sectors512: UInt64 { properties.sectors512 }
     /// VDISK_READONLY or VDISK_CDROM: writes, flushes and discards are refused.
     public var readOnly: Bool { properties.info.contains(.readOnly) || properties.info.contains(.cdrom) }
 }

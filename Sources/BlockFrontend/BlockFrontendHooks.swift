@@ -22,9 +22,6 @@ struct BlockFrontendHooks: XenbusFrontendHooks {
         typealias Key = BlkifDiskProperties.Key
         let properties = try BlkifDiskProperties(xenstore: try await read(
             [Key.sectors, Key.sectorSize, Key.physicalSectorSize, Key.info], from: backend))
-        guard properties.sectors512 != nil else {
-            throw BlockFrontendError.backendNode("\(backend.path(of: Key.sectors)) = \(properties.sectors) sectors of \(properties.sectorSize) bytes overflows 64 bits")
-        }
         // The features may have changed since InitWait only if the backend restarted,
         // and then we went through initialise again; read them once more for the record.
         let features = try await readBackend(backend, paths: paths)

@@ -436,7 +436,7 @@ struct BlkbackBenchRingHooks: XenbusFrontendHooks {
         for key in [Key.sectors, Key.sectorSize, Key.info] {
             if let value = try await backend.optionalString(key) { entries[key] = value }
         }
-        frontend.sectors = try BlkifDiskProperties(xenstore: entries).sectors512 ?? 0
+        frontend.sectors = try BlkifDiskProperties(xenstore: entries).sectors512
         frontend.ready.store(true, ordering: .releasing)
     }
 

@@ -120,22 +120,24 @@ import XenTesting
 
 @Suite struct BlkifDiskPropertiesTests {
     @Test func roundTripAndUnits() throws {
-        let disk = BlkifDiskProperties(sectors: 1 << 20, sectorSize: 4096, physicalSectorSize: 8192,
+        let disk = BlkifDiskProperties(sectors512: 8 << 20, sectorSize: 4096, physicalSectorSize: 8192,
                                        info: [.readOnly, .removable])
         #expect(try BlkifDiskProperties(xenstore: disk.xenstoreEntries) == disk)
-        #expect(disk.sectors512 == 8 << 20)
-        #expect(BlkifDiskProperties(sectors: .max, sectorSize: 1024).sectors512 == nil)
+        // A 4 GiB disk of 4096-byte sectors: `sectors` counts 512-byte units, as Linux's
+        // blkback writes it and its blkfront reads it (set_capacity takes 512-byte units).
+        #expect(disk.xenstoreEntries["sectors"] == "8388608")
+        #expect(try BlkifDiskProperties(xenstore: ["sectors": "8388608", "sector-size": "4096"]).sectors512 == 8 << 20)
         let plain = try BlkifDiskProperties(xenstore: ["sectors": "100", "sector-size": "512"])
-        #expect(plain == BlkifDiskProperties(sectors: 100))
+        #expect(plain == BlkifDiskProperties(sectors512: 100))
     }
 
     @Test func keysMatchProtocols() throws {
         let table = try ProtocolTable("blkif-xenstore.tsv")
         let rows = table.rows.filter { $0["model"]!.hasPrefix("BlkifDiskProperties.") }
-        let full = BlkifDiskProperties(sectors: 1, sectorSize: 512, physicalSectorSize: 4096, info: .cdrom)
+        let full = BlkifDiskProperties(sectors512: 8, sectorSize: 512, physicalSectorSize: 4096, info: .cdrom)
         #expect(Set(rows.map { $0["key"]! }) == Set(full.xenstoreEntries.keys))
         #expect(rows.allSatisfy { $0["writer"] == "backend" })
-        let minimal = BlkifDiskProperties(sectors: 1).xenstoreEntries
+        let minimal = BlkifDiskProperties(sectors512: 1).xenstoreEntries
         for row in rows where row["default"] != "-" { #expect(minimal[row["key"]!] == row["default"]) }
     }
 
