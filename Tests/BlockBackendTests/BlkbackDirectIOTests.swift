@@ -149,4 +149,39 @@ struct BlkbackDirectIOTests {
         }
         try await running.stop()
     }
+
+    /// A block device of 4096-byte sectors served O_DIRECT: the frontend is told
+    /// sector-size 4096 and `sectors` in 512-byte units (as Linux's blkback writes it),
+    /// aligned requests move data, a request that splits a sector is answered with an error
+    /// and the next one is served.
+    @Test("a 4096-byte-sector block device through the daemon: its keys, aligned data, a split sector refused")
+    func daemonServesFourKilobyteSectors() async throws {
+        let world = try VbdWorld()
+        defer { world.stop() }
+        let image = try TestImage(sectors: 4096)
+        let loop = try LoopDevice(file: image.path, sectorSize: 4096)
+        let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,direct-io-safe,target=\(loop.path)"])
+        let factory = try BlockIOEngineFactory(configuration: .init(queueDepth: 64, capacity: 1024),
+                                               environment: [BlockIOEngineKind.environmentVariable: "uring"])
+        let running = RunningDaemon(try BlkbackDaemon(platform: world.dom0, configuration: .init(workers: 1),
+                                                      factory: factory, logger: vbdLogger))
+        let front = try VbdAttached.start(guest, domain: id, device: try DiskSpec.VirtualDevice("xvda").number)
+        try await vbdEventually("xvda Connected") { front.driver.state == .connected }
+        let keys = front.hooks.snapshot.backendKeys
+        #expect(keys["sector-size"] == "4096")
+        #expect(keys["sectors"] == "4096", "2 MiB in 512-byte units, not 512 sectors of 4096")
+        #expect(try Self.descriptors(openOn: loop.path).map(Self.hasDirectFlag) == [true])
+
+        let bytes = pattern(4 * 4096, seed: 0x4C)
+        #expect(try front.hooks.write(bytes, sector: 8 * 10) == .okay)
+        let (status, back) = try front.hooks.read(sector: 8 * 10, count: bytes.count)
+        #expect(status == .okay && back == bytes)
+        #expect(try front.hooks.read(sector: 8 * 20 + 1, count: 4096).0 == .error, "a read that splits 4096-byte sectors")
+        #expect(try front.hooks.write(bytes, sector: 8 * 30) == .okay, "the queue still serves")
+        try await front.close()
+        try await running.stop()
+        let contents = try image.contents()
+        #expect(Array(contents[(80 * 512)..<(80 * 512 + bytes.count)]) == bytes)
+        #expect(Array(contents[(240 * 512)..<(240 * 512 + bytes.count)]) == bytes)
+    }
 }
