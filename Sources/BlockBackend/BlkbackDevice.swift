@@ -208,7 +208,7 @@ public final class BlkbackDevice: XenbusBackendHooks {
     // MARK: Resize
 
     /// Reads the backing store's size; if it grew, tells every queue's worker and returns
-    /// the new `sectors` value (in sector-size units) to publish. Nil when nothing changed.
+    /// the new size and the properties to publish. Nil when nothing changed.
     func checkResize() throws(BlockBackendError) -> (sectors512: UInt64, properties: BlkifDiskProperties)? {
         guard let (backing, queues, known) = state.withLock({ s -> (BlkbackBacking, [BlkbackConnectedQueue], UInt64)? in
             guard let backing = s.backing, !s.queues.isEmpty, let known = s.sectors512 else { return nil }

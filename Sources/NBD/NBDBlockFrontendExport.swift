@@ -6,7 +6,7 @@ import Logging
 /// A connected ``BlockFrontend`` disk served over NBD.
 ///
 /// The export's shape is fixed from the disk the backend described when it connected:
-/// size from `sectors` x `sector-size`, the minimum block size from `sector-size` (so
+/// size from `sectors` (512-byte units), the minimum block size from `sector-size` (so
 /// every request the server passes on is aligned as `io/blkif.h` requires), the preferred
 /// one from `physical-sector-size` (at least 4 KiB), read-only from VDISK_READONLY or
 /// VDISK_CDROM in `info`. Flush and FUA are offered when the backend offers

@@ -405,6 +405,7 @@ bench_round() {
         disk='disk=["format=raw,vdev=xvda,access=rw,target=/dev/ram0"]'
     else
         # ours-copy: the same backend with persistent grants off (a grant copy per request).
+        # The disk is direct-io-safe, so ours bypasses dom0's page cache as xen-blkback does.
         copy_args=
         [ $side = ours-copy ] && copy_args=--persistent-grants=off
         $P/xensplit blkback --platform xen $extra_args $copy_args > /tmp/blkback-bench-$round.log 2>&1 &
@@ -413,7 +414,7 @@ bench_round() {
         while [ $i -lt 120 ] && ! grep -q "blkback: serving" /tmp/blkback-bench-$round.log && kill -0 $kpid 2>/dev/null; do
             sleep 0.25; i=$((i + 1))
         done
-        disk='disk=["format=raw,vdev=xvda,access=rw,backendtype=phy,script=/realxen/hotplug-noop.sh,target=/dev/ram0"]'
+        disk='disk=["format=raw,vdev=xvda,access=rw,backendtype=phy,script=/realxen/hotplug-noop.sh,direct-io-safe,target=/dev/ram0"]'
     fi
     mark bench-create "$side round=$round"
     timeout -k 10 120 xl create $P/domu-bench.cfg "name=\"$name\"" "$disk" > /tmp/xl-create-bench.log 2>&1 \
