@@ -526,12 +526,67 @@ frontend_steps() {
         result frontend-kernel FAIL "$why"
     fi
 }
+# --- Our frontend against Linux's blkback on a disk of 4096-byte sectors: a loop device
+# (losetup --sector-size 4096) over a 16 MiB file, attached to dom0 as xvdc (51744). Linux's
+# blkback publishes sector-size 4096 and `sectors` in 512-byte units (32768); the export
+# must be exactly 16 MiB, and a pattern written through it must land in the file.
+frontend_4k_step() {
+    flog=/tmp/blkfront-4k.log
+    sock=/tmp/blkfront-4k.sock
+    devid=51744
+    fb=/local/domain/0/backend/vbd/0/$devid
+    modprobe loop 2>/dev/null
+    head -c 16M /dev/zero > /tmp/fe4k.img
+    if ! loop=$(losetup --find --show --sector-size 4096 /tmp/fe4k.img 2>/tmp/losetup.err); then
+        result frontend-4k FAIL "losetup --sector-size 4096: $(cat /tmp/losetup.err)"
+        return
+    fi
+    modprobe xen-blkback || { losetup -d $loop; result frontend-4k FAIL "modprobe xen-blkback failed"; return; }
+    yes XENSPLIT-REALXEN-FRONTEND-4K | head -c 4M > /tmp/fe4k-p
+    cp /tmp/fe4k.img /tmp/fe4k-expected
+    dd if=/tmp/fe4k-p of=/tmp/fe4k-expected conv=notrunc status=none
+    timeout -k 10 60 xl block-attach 0 "format=raw,vdev=xvdc,access=rw,target=$loop" > /tmp/xl-block-attach-4k.log 2>&1
+    attach_rc=$?
+    $P/xensplit blkfront Domain-0 xvdc --platform xen --nbd unix:$sock --verbose > $flog 2>&1 &
+    fpid=$!
+    i=0
+    while [ $i -lt 240 ] && ! grep -q "serving nbd" $flog && kill -0 $fpid 2>/dev/null; do sleep 0.25; i=$((i + 1)); done
+    echo "REALXEN-FRONTEND-4K $(grep -o 'blkfront: Domain-0 xvdc .*serving.*' $flog | head -n 1)"
+    uri="nbd+unix:///?socket=$sock"
+    size=none wrc=x rrc=x
+    if grep -q "serving nbd" $flog; then
+        size=$(timeout -k 10 60 nbdinfo --size "$uri" 2>&1)
+        timeout -k 10 120 nbdcopy /tmp/fe4k-p "$uri" > /tmp/nbdcopy-4k.log 2>&1; wrc=$?
+        timeout -k 10 120 nbdcopy "$uri" /tmp/fe4k-back > /tmp/nbdcopy-4k.log 2>&1; rrc=$?
+    fi
+    keys="sector-size=$(xenstore-read $fb/sector-size 2>&1) sectors=$(xenstore-read $fb/sectors 2>&1)"
+    kill -TERM $fpid 2>/dev/null
+    wait $fpid; stop_rc=$?
+    timeout -k 10 60 xl block-detach 0 xvdc > /tmp/xl-block-detach-4k.log 2>&1; detach_rc=$?
+    file_sha=$(dd if=/tmp/fe4k.img bs=1M count=4 status=none | sha256sum | cut -d' ' -f1)
+    losetup -d $loop
+    i=0
+    while [ $i -lt 40 ] && ! rmmod xen-blkback 2>/dev/null; do sleep 0.25; i=$((i + 1)); done
+    why="attach rc=$attach_rc; Linux's blkback wrote $keys; export size $size; nbdcopy write rc=$wrc, read rc=$rrc; read back $(sha /tmp/fe4k-back 2>/dev/null) (expected $(sha /tmp/fe4k-expected)); the file's first 4 MiB $file_sha (pattern $(sha /tmp/fe4k-p)); blkfront exited $stop_rc; block-detach rc=$detach_rc"
+    echo "REALXEN-FRONTEND-4K $why"
+    if [ "$attach_rc" = 0 ] && [ "$keys" = "sector-size=4096 sectors=32768" ] && [ "$size" = 16777216 ] \
+            && [ "$wrc" = 0 ] && [ "$rrc" = 0 ] && [ "$(sha /tmp/fe4k-back 2>/dev/null)" = "$(sha /tmp/fe4k-expected)" ] \
+            && [ "$file_sha" = "$(sha /tmp/fe4k-p)" ] && [ "$stop_rc" = 0 ]; then
+        result frontend-4k PASS "xensplit blkfront on Linux's xen-blkback, 4096-byte sectors: a 16 MiB export, 4 MiB written and all read back, verified"
+    else
+        result frontend-4k FAIL "$why"
+    fi
+}
 if ! has_step frontend; then
     result frontend-kernel SKIP "not in realxen.steps ($steps)"
+    result frontend-4k SKIP "not in realxen.steps ($steps)"
 else
     mark frontend-begin
     frontend_steps
+    frontend_4k_step
     mark frontend-end
+    log_section blkfront-4k /tmp/blkfront-4k.log 40
+    log_section xl-block-attach-4k /tmp/xl-block-attach-4k.log 20
     log_section blkfront /tmp/blkfront.log 80
     log_section xl-block-attach /tmp/xl-block-attach.log 20
     log_section xl-block-detach /tmp/xl-block-detach.log 20

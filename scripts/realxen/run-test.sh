@@ -302,7 +302,7 @@ required=()
 has_step boot && required+=(domu-boot)
 has_step vbd && required+=(vbd-handshake vbd-io vbd-readonly vbd-discard vbd-ext4 vbd-takeup vbd-teardown vbd-release vbd-second)
 has_step bench && [ "$bench_rounds" != 0 ] && required+=(bench)
-has_step frontend && required+=(frontend-kernel)
+has_step frontend && required+=(frontend-kernel frontend-4k)
 for step in "${required[@]}"; do
     grep -q "^$step PASS" <<< "$results" || failures+=("$step: no PASS line")
 done
@@ -396,7 +396,7 @@ echo "--- benchmark (dd O_DIRECT in a 2-vCPU domU on dom0's /dev/ram0; reference
 sed -n 's/^.*\(REALXEN-BENCH-INFO .*\)$/\1/p' "$clean"
 if [ ${#bench_lines[@]} -gt 0 ]; then printf '%s\n' "${bench_lines[@]}"; else echo "(no benchmark)"; fi
 echo "--- our frontend against Linux's blkback (dom0)"
-sed -n 's/^.*REALXEN-FRONTEND //p' "$clean"
+sed -n 's/^.*REALXEN-FRONTEND\(-4K\)\{0,1\} //p' "$clean"
 echo "--- timings (s)"
 for i in "${!phase_names[@]}"; do printf '%-18s %8s\n' "${phase_names[$i]}" "${phase_seconds[$i]}"; done
 
