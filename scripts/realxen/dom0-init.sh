@@ -375,12 +375,54 @@ vbd_steps() {
         result vbd-second FAIL "$second_why"
     fi
 }
-vbd_step_names="vbd-handshake vbd-io vbd-readonly vbd-discard vbd-ext4 vbd-takeup vbd-teardown vbd-release vbd-second"
+# vbd-4k: Linux's blkfront on a disk of 4096-byte sectors, a loop device (losetup
+# --sector-size 4096) over a zeroed 16 MiB file, marked direct-io-safe, served by a fresh
+# backend to a domU (realxen.role=sector4k) that reports the size and block size it sees
+# and writes a 1 MiB pattern at 12 MiB; dom0 finds the pattern in the file.
+vbd_4k_step() {
+    blog4k=/tmp/blkback-4k.log
+    kconsole=/var/log/xen/console/guest-realxen-vbd4k.log
+    modprobe loop 2>/dev/null
+    head -c 16M /dev/zero > /tmp/vbd4k.img
+    if ! loop4k=$(losetup --find --show --sector-size 4096 /tmp/vbd4k.img 2>/tmp/losetup.err); then
+        result vbd-4k FAIL "losetup --sector-size 4096: $(cat /tmp/losetup.err)"
+        return
+    fi
+    $P/xensplit blkback --platform xen --verbose $extra_args > $blog4k 2>&1 &
+    kpid=$!
+    i=0
+    while [ $i -lt 120 ] && ! grep -q "blkback: serving" $blog4k && kill -0 $kpid 2>/dev/null; do sleep 0.25; i=$((i + 1)); done
+    timeout -k 10 120 xl create $P/domu-vbd.cfg 'name="realxen-vbd4k"' 'extra="console=hvc0 rdinit=/init realxen.role=sector4k"' \
+        "disk=[\"format=raw,vdev=xvda,access=rw,backendtype=phy,script=/realxen/hotplug-noop.sh,direct-io-safe,target=$loop4k\"]" \
+        > /tmp/xl-create-vbd4k.log 2>&1; create_rc=$?
+    xl domid realxen-vbd4k > /dev/null 2>&1 && wait_console "DOMU-MARK sector4k-done" $kconsole 300
+    line=$(console_line "sector4k " $kconsole)
+    opened=$(grep -o "direct-io=[a-z]* .*sector-size=[0-9]*" $blog4k | head -n 1)
+    timeout -k 10 60 xl destroy realxen-vbd4k > /tmp/xl-destroy-vbd4k.log 2>&1; destroy_rc=$?
+    kill -TERM $kpid 2>/dev/null
+    wait $kpid; stop_rc=$?
+    file_sha=$(dd if=/tmp/vbd4k.img bs=1M skip=12 count=1 status=none | sha256sum | cut -d' ' -f1)
+    losetup -d $loop4k
+    why="xl create rc=$create_rc; domU: ${line:-no sector4k line}; backend: ${opened:-no backing store line}; the file's 1 MiB at 12 MiB $file_sha; xl destroy rc=$destroy_rc; backend exited $stop_rc"
+    if [ "$create_rc" = 0 ] && [ "$(field lbs "$line")" = 4096 ] && [ "$(field sectors "$line")" = 32768 ] \
+            && [ "$(field write "$line")" = ok ] && [ "$(field readback "$line")" = ok ] \
+            && [ "$file_sha" = "$(field pattern "$line")" ] && echo "$opened" | grep -q "direct-io=on .*sector-size=4096" \
+            && [ "$destroy_rc" = 0 ] && [ "$stop_rc" = 0 ]; then
+        result vbd-4k PASS "$why"
+    else
+        result vbd-4k FAIL "$why"
+        log_section blkback-4k $blog4k 30
+        log_section console-vbd4k $kconsole 30
+    fi
+}
+vbd_step_names="vbd-handshake vbd-io vbd-readonly vbd-discard vbd-ext4 vbd-takeup vbd-teardown vbd-release vbd-second vbd-4k"
 if ! has_step vbd; then
     for s in $vbd_step_names; do result $s SKIP "not in realxen.steps ($steps)"; done
 else
     mark vbd-begin
     vbd_steps
+    mark vbd-4k-begin
+    vbd_4k_step
     mark vbd-end
     log_section blkback /tmp/blkback.log 200
     log_section xenstore-backend /tmp/xs-backend.txt 120

@@ -7,6 +7,7 @@
 #                  (discard, ext4), and what blkfront negotiated
 #   check          a later domU on the same backend: reads all of xvda
 #   bench          times dd with O_DIRECT on xvda (dom0's ramdisk)
+#   sector4k       xvda has 4096-byte sectors: its size and block size, a pattern near its end
 export PATH=/bin:/sbin
 export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu
 mount -t proc proc /proc
@@ -54,6 +55,21 @@ check)
         echo "DOMU-MARK check-read sha256=$(digest /dev/xvda) sectors=$(cat /sys/block/xvda/size) uptime=$(up)"
     fi
     echo "DOMU-MARK check-done uptime=$(up)"
+    sleep 100000
+    ;;
+sector4k)
+    # A 16 MiB disk of 4096-byte sectors: Linux sizes it from `sectors` in 512-byte units,
+    # so a backend counting 4096-byte units would show 2 MiB and refuse the write at 12 MiB.
+    if [ -b /dev/xvda ]; then
+        yes XENSPLIT-REALXEN-4K | head -c 1048576 > /tmp/p4k
+        w=ok
+        dd if=/tmp/p4k of=/dev/xvda bs=4096 seek=3072 conv=notrunc,fsync 2>/tmp/dd4k.err || w=failed
+        drop_caches /dev/xvda
+        rb=bad
+        [ "$(dd if=/dev/xvda bs=4096 skip=3072 count=256 2>/dev/null | sha256sum | cut -d' ' -f1)" = "$(digest /tmp/p4k)" ] && rb=ok
+        echo "DOMU-MARK sector4k lbs=$(cat /sys/block/xvda/queue/logical_block_size) sectors=$(cat /sys/block/xvda/size) write=$w readback=$rb pattern=$(digest /tmp/p4k)"
+    fi
+    echo "DOMU-MARK sector4k-done uptime=$(up)"
     sleep 100000
     ;;
 bench)

@@ -300,7 +300,7 @@ done <<< "$results"
 grep -q "^setup PASS" <<< "$results" || failures+=("setup: no PASS line")
 required=()
 has_step boot && required+=(domu-boot)
-has_step vbd && required+=(vbd-handshake vbd-io vbd-readonly vbd-discard vbd-ext4 vbd-takeup vbd-teardown vbd-release vbd-second)
+has_step vbd && required+=(vbd-handshake vbd-io vbd-readonly vbd-discard vbd-ext4 vbd-takeup vbd-teardown vbd-release vbd-second vbd-4k)
 has_step bench && [ "$bench_rounds" != 0 ] && required+=(bench)
 has_step frontend && required+=(frontend-kernel frontend-4k)
 for step in "${required[@]}"; do
