@@ -25,11 +25,12 @@ public struct BlkifDirectRequest: Sendable, Equatable {
     }
 
     /// Checks that the sectors the segments move lie on a disk of `diskSectors` 512-byte
-    /// sectors. A request without segments (a pure flush or barrier) touches no sectors.
+    /// sectors, in whole sectors of `sectorSize` bytes. A request without segments (a pure
+    /// flush or barrier) touches no sectors.
     @inlinable
-    public func validateSectors(diskSectors: UInt64) throws(BlkifError) {
+    public func validateSectors(diskSectors: UInt64, sectorSize: UInt32 = 512) throws(BlkifError) {
         guard !segments.isEmpty else { return }
         try BlkifRequest.validateSectorRange(start: sectorNumber, count: UInt64(segments.sectorCount),
-                                             diskSectors: diskSectors)
+                                             diskSectors: diskSectors, sectorSize: sectorSize)
     }
 }

@@ -23,9 +23,11 @@ public struct BlkifDiscardRequest: Sendable, Hashable {
         self.secure = secure
     }
 
-    /// Checks that the discarded range lies on a disk of `diskSectors` sectors.
+    /// Checks that the discarded range lies on a disk of `diskSectors` sectors, in whole
+    /// sectors of `sectorSize` bytes.
     @inlinable
-    public func validateSectors(diskSectors: UInt64) throws(BlkifError) {
-        try BlkifRequest.validateSectorRange(start: sectorNumber, count: sectorCount, diskSectors: diskSectors)
+    public func validateSectors(diskSectors: UInt64, sectorSize: UInt32 = 512) throws(BlkifError) {
+        try BlkifRequest.validateSectorRange(start: sectorNumber, count: sectorCount, diskSectors: diskSectors,
+                                             sectorSize: sectorSize)
     }
 }

@@ -18,6 +18,9 @@ public enum BlkifError: Error, Equatable, Sendable, CustomStringConvertible {
     case discardFlag(UInt8)
     /// Sectors `start ..< start + count` do not lie inside a disk of `diskSectors` sectors.
     case sectorRange(start: UInt64, count: UInt64, diskSectors: UInt64)
+    /// Sectors `start ..< start + count` (512-byte units) split a logical sector of a disk
+    /// whose `sector-size` is `sectorSize`.
+    case sectorAlignment(start: UInt64, count: UInt64, sectorSize: UInt32)
     /// A response `status` that is not a BLKIF_RSP_* code.
     case unknownStatus(Int16)
     /// The frontend's `protocol` node names an ABI this host cannot serve.
@@ -48,6 +51,8 @@ public enum BlkifError: Error, Equatable, Sendable, CustomStringConvertible {
             return "blkif discard flag \(flag) has bits other than BLKIF_DISCARD_SECURE (1)"
         case let .sectorRange(start, count, disk):
             return "blkif sectors \(start) + \(count) exceed the disk of \(disk) sectors"
+        case let .sectorAlignment(start, count, size):
+            return "blkif sectors \(start) + \(count) (512-byte units) are not whole \(size)-byte sectors of this disk"
         case let .unknownStatus(status):
             return "blkif response status \(status) is not a BLKIF_RSP_* code"
         case let .unknownABI(name):

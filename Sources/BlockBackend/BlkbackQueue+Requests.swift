@@ -75,7 +75,7 @@ extension BlkbackQueue {
             refuse(id: r.id, operation: raw, status: .error, "write to a read-only device")
             return
         }
-        do { try r.validateSectors(diskSectors: diskSectors) } catch {
+        do { try r.validateSectors(diskSectors: diskSectors, sectorSize: sectorSize) } catch {
             refuse(id: r.id, operation: raw, status: .error, "\(error)")
             return
         }
@@ -159,7 +159,8 @@ extension BlkbackQueue {
             }
         }
         do {
-            try BlkifRequest.validateSectorRange(start: r.sectorNumber, count: UInt64(sectors), diskSectors: diskSectors)
+            try BlkifRequest.validateSectorRange(start: r.sectorNumber, count: UInt64(sectors), diskSectors: diskSectors,
+                                                 sectorSize: sectorSize)
         } catch {
             releaseSlot(index)
             refuse(id: r.id, operation: raw, status: .error, "\(error)")
@@ -193,7 +194,7 @@ extension BlkbackQueue {
             refuse(id: r.id, operation: raw, status: .notSupported, "secure discard not offered")
             return
         }
-        do { try r.validateSectors(diskSectors: diskSectors) } catch {
+        do { try r.validateSectors(diskSectors: diskSectors, sectorSize: sectorSize) } catch {
             refuse(id: r.id, operation: raw, status: .error, "\(error)")
             return
         }

@@ -149,6 +149,8 @@ public final class BlkbackQueue: @unchecked Sendable {
     public private(set) var disconnectReason: String?
     /// The disk size in 512-byte sectors that requests are checked against.
     public internal(set) var diskSectors: UInt64
+    /// The store's logical sector size: requests must cover whole sectors of it.
+    let sectorSize: UInt32
 
     var ring: BackRing
     let mapper: any GrantMapper
@@ -248,6 +250,7 @@ public final class BlkbackQueue: @unchecked Sendable {
         self.file = .descriptor(store.fileDescriptor)
         self.transfersAlwaysAsync = !supportsNonblockingIO(store.fileDescriptor)
         self.diskSectors = try store.currentSectors()
+        self.sectorSize = store.logicalSectorSize
         segmentsPerRequest = configuration.segmentsPerRequest
         var buffers: [CopyBuffer] = []
         do {

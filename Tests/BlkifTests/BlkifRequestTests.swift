@@ -242,6 +242,27 @@ import SharedMemory
         #expect(throws: BlkifError.sectorRange(start: 0xffff_ffff_ffff_fff0, count: 16, diskSectors: 1 << 40)) {
             try discard.validateSectors(diskSectors: 1 << 40)
         }
+
+        // On a disk of 4096-byte sectors a request must cover whole ones, in 512-byte units.
+        #expect(throws: Never.self) { try BlkifRequest.validateSectorRange(start: 16, count: 8, diskSectors: 64, sectorSize: 4096) }
+        #expect(throws: BlkifError.sectorAlignment(start: 17, count: 8, sectorSize: 4096)) {
+            try BlkifRequest.validateSectorRange(start: 17, count: 8, diskSectors: 64, sectorSize: 4096)
+        }
+        #expect(throws: BlkifError.sectorAlignment(start: 88, count: 12, sectorSize: 4096)) {
+            try write.validateSectors(diskSectors: 100, sectorSize: 4096)
+        }
+        #expect(throws: Never.self) { try write.validateSectors(diskSectors: 100, sectorSize: 512) }
+        #expect(throws: Never.self) { try flush.validateSectors(diskSectors: 0, sectorSize: 4096) }
+        let shortDiscard = BlkifDiscardRequest(handle: 0, id: 0, sectorNumber: 8, sectorCount: 4, secure: false)
+        #expect(throws: BlkifError.sectorAlignment(start: 8, count: 4, sectorSize: 4096)) {
+            try shortDiscard.validateSectors(diskSectors: 64, sectorSize: 4096)
+        }
+        // The range is checked first: a request off the disk says so, aligned or not.
+        #expect(throws: BlkifError.sectorRange(start: 61, count: 8, diskSectors: 64)) {
+            try BlkifRequest.validateSectorRange(start: 61, count: 8, diskSectors: 64, sectorSize: 4096)
+        }
+        #expect(BlkifError.sectorAlignment(start: 17, count: 8, sectorSize: 4096).description
+            == "blkif sectors 17 + 8 (512-byte units) are not whole 4096-byte sectors of this disk")
     }
 
     @Test func abiFromProtocolNode() throws {

@@ -177,6 +177,7 @@ struct BlkbackDirectIOTests {
         let (status, back) = try front.hooks.read(sector: 8 * 10, count: bytes.count)
         #expect(status == .okay && back == bytes)
         #expect(try front.hooks.read(sector: 8 * 20 + 1, count: 4096).0 == .error, "a read that splits 4096-byte sectors")
+        #expect(try front.hooks.write(Array(bytes[0..<512]), sector: 8 * 30) == .error, "a 512-byte write to it")
         #expect(try front.hooks.write(bytes, sector: 8 * 30) == .okay, "the queue still serves")
         try await front.close()
         try await running.stop()
