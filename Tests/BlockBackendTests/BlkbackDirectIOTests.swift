@@ -40,6 +40,14 @@ struct BlkbackDirectIOTests {
         return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
     }
 
+    /// A one-worker daemon on io_uring (the engine O_DIRECT matters to), running.
+    static func uringDaemon(_ world: VbdWorld) throws -> RunningDaemon {
+        let factory = try BlockIOEngineFactory(configuration: .init(queueDepth: 64, capacity: 1024),
+                                               environment: [BlockIOEngineKind.environmentVariable: "uring"])
+        return RunningDaemon(try BlkbackDaemon(platform: world.dom0, configuration: .init(workers: 1),
+                                               factory: factory, logger: vbdLogger))
+    }
+
     /// Whether the open file description of `descriptor` has O_DIRECT, as the kernel says.
     static func hasDirectFlag(_ descriptor: Int32) -> Bool {
         let flags = fcntl(descriptor, F_GETFL)
@@ -124,10 +132,7 @@ struct BlkbackDirectIOTests {
             "vdev=xvdb,access=rw,direct-io-safe,target=\(onTmpfs)",
             "vdev=xvdc,access=rw,target=\(plain)",
         ])
-        let factory = try BlockIOEngineFactory(configuration: .init(queueDepth: 64, capacity: 1024),
-                                               environment: [BlockIOEngineKind.environmentVariable: "uring"])
-        let running = RunningDaemon(try BlkbackDaemon(platform: world.dom0, configuration: .init(workers: 1),
-                                                      factory: factory, logger: vbdLogger))
+        let running = try Self.uringDaemon(world)
         let expected: [(vdev: String, path: String, direct: Bool)] = [("xvda", onDisk, true), ("xvdb", onTmpfs, false),
                                                                       ("xvdc", plain, false)]
         for (index, disk) in expected.enumerated() {
@@ -161,10 +166,7 @@ struct BlkbackDirectIOTests {
         let image = try TestImage(sectors: 4096)
         let loop = try LoopDevice(file: image.path, sectorSize: 4096)
         let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,direct-io-safe,target=\(loop.path)"])
-        let factory = try BlockIOEngineFactory(configuration: .init(queueDepth: 64, capacity: 1024),
-                                               environment: [BlockIOEngineKind.environmentVariable: "uring"])
-        let running = RunningDaemon(try BlkbackDaemon(platform: world.dom0, configuration: .init(workers: 1),
-                                                      factory: factory, logger: vbdLogger))
+        let running = try Self.uringDaemon(world)
         let front = try VbdAttached.start(guest, domain: id, device: try DiskSpec.VirtualDevice("xvda").number)
         try await vbdEventually("xvda Connected") { front.driver.state == .connected }
         let keys = front.hooks.snapshot.backendKeys

@@ -518,6 +518,14 @@ fi
 # `xensplit blkfront` is that disk's frontend and exports it over NBD, and nbdcopy writes a
 # pattern through it and reads the whole disk back. dom0 also checks the pattern on ram1
 # directly and writes a second one there that must read back through the frontend.
+# Starts `xensplit blkfront Domain-0 $1`, serving NBD on $sock and logging to $flog, as
+# fpid, and waits up to 60 s for its "serving nbd" line.
+start_dom0_blkfront() {
+    $P/xensplit blkfront Domain-0 $1 --platform xen --nbd unix:$sock --verbose > $flog 2>&1 &
+    fpid=$!
+    i=0
+    while [ $i -lt 240 ] && ! grep -q "serving nbd" $flog && kill -0 $fpid 2>/dev/null; do sleep 0.25; i=$((i + 1)); done
+}
 frontend_steps() {
     flog=/tmp/blkfront.log
     sock=/tmp/blkfront.sock
@@ -539,10 +547,7 @@ frontend_steps() {
     timeout -k 10 60 xl block-attach 0 "format=raw,vdev=xvdb,access=rw,target=/dev/ram1" > /tmp/xl-block-attach.log 2>&1
     attach_rc=$?
     echo "REALXEN-FRONTEND xl block-attach 0 rc=$attach_rc backend state $(xenstore-read $fb/state 2>&1)"
-    $P/xensplit blkfront Domain-0 xvdb --platform xen --nbd unix:$sock --verbose > $flog 2>&1 &
-    fpid=$!
-    i=0
-    while [ $i -lt 240 ] && ! grep -q "serving nbd" $flog && kill -0 $fpid 2>/dev/null; do sleep 0.25; i=$((i + 1)); done
+    start_dom0_blkfront xvdb
     echo "REALXEN-FRONTEND $(grep -o 'blkfront: Domain-0 xvdb .*serving.*' $flog | head -n 1)"
     uri="nbd+unix:///?socket=$sock"
     wrc=x rrc=x
@@ -589,10 +594,7 @@ frontend_4k_step() {
     dd if=/tmp/fe4k-p of=/tmp/fe4k-expected conv=notrunc status=none
     timeout -k 10 60 xl block-attach 0 "format=raw,vdev=xvdc,access=rw,target=$loop" > /tmp/xl-block-attach-4k.log 2>&1
     attach_rc=$?
-    $P/xensplit blkfront Domain-0 xvdc --platform xen --nbd unix:$sock --verbose > $flog 2>&1 &
-    fpid=$!
-    i=0
-    while [ $i -lt 240 ] && ! grep -q "serving nbd" $flog && kill -0 $fpid 2>/dev/null; do sleep 0.25; i=$((i + 1)); done
+    start_dom0_blkfront xvdc
     echo "REALXEN-FRONTEND-4K $(grep -o 'blkfront: Domain-0 xvdc .*serving.*' $flog | head -n 1)"
     uri="nbd+unix:///?socket=$sock"
     size=none wrc=x rrc=x
