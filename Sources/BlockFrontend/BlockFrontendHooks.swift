@@ -22,6 +22,10 @@ struct BlockFrontendHooks: XenbusFrontendHooks {
         typealias Key = BlkifDiskProperties.Key
         let properties = try BlkifDiskProperties(xenstore: try await read(
             [Key.sectors, Key.sectorSize, Key.physicalSectorSize, Key.info], from: backend))
+        // Sizes in bytes (the NBD export's, the demo's) must fit 64 bits.
+        guard properties.sectors512 <= UInt64.max / 512 else {
+            throw BlockFrontendError.backendNode("\(backend.path(of: Key.sectors)) = \(properties.sectors512) 512-byte sectors is past 64-bit byte sizes")
+        }
         // The features may have changed since InitWait only if the backend restarted,
         // and then we went through initialise again; read them once more for the record.
         let features = try await readBackend(backend, paths: paths)

@@ -110,6 +110,22 @@ struct Geometry: Sendable, CustomTestStringConvertible {
         await rig.shutdown()
     }
 
+    /// A backend whose `sectors` would make the disk's byte size overflow 64 bits is not
+    /// connected to: the frontend goes to Closing and its error node says why.
+    @Test func aDiskPastSixtyFourBitBytesIsRefused() async throws {
+        var options = TestBackendOptions()
+        options.sectorsOverride = String(UInt64.max / 512 + 1)
+        let rig = try await Rig(sectors: 1024, options: options)
+        let front = try rig.frontend()
+        try await eventually("frontend gives up on the backend") { front.state == .closing }
+        let parts = rig.paths.frontend.split(separator: "/")
+        let errorNode = "/local/domain/\(parts[2])/error/" + parts.dropFirst(3).joined(separator: "/") + "/error"
+        let message = try await rig.toolstack.readString(errorNode)
+        #expect(message.contains("sectors = 36028797018963968 512-byte sectors is past 64-bit byte sizes"), "\(message)")
+        _ = await front.close()
+        await rig.shutdown()
+    }
+
     @Test func callsAfterCloseFail() async throws {
         let rig = try await Rig(sectors: 1024)
         let front = try rig.frontend()

@@ -33,6 +33,8 @@ struct TestBackendOptions: Sendable {
     var flushCache = true
     /// Advertise `feature-barrier`.
     var barrier = true
+    /// Publish this `sectors` instead of the disk's (a lying backend).
+    var sectorsOverride: String? = nil
 }
 
 /// A minimal blkback device layer for the tests: the real request engine (BlkbackQueue
@@ -87,6 +89,7 @@ final class TestBlockBackend: XenbusBackendHooks {
         for (key, value) in offered.xenstoreEntries.sorted(by: { $0.key < $1.key }) {
             keys.set(key, value)
         }
+        if let lie = options.sectorsOverride { keys.set("sectors", lie) }
         return keys
     }
 
@@ -133,6 +136,7 @@ final class TestBlockBackend: XenbusBackendHooks {
         for (key, value) in store.diskProperties(sectors512: try store.currentSectors()).xenstoreEntries.sorted(by: { $0.key < $1.key }) {
             keys.set(key, value)
         }
+        if let lie = options.sectorsOverride { keys.set("sectors", lie) }
         return keys
     }
 
