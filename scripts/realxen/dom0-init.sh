@@ -139,6 +139,19 @@ expected_image() {
 }
 # What the backend process holds: grant mappings (gntdev in its maps) and its gntdev and
 # evtchn file descriptors (one evtchn fd per event channel).
+# Starts `xensplit blkback --platform xen $extra_args` with the options after $1, logging
+# to $1, as backend_pid (a child of this shell), and waits up to 30 s for its
+# "blkback: serving" line.
+start_backend() {
+    log=$1
+    shift
+    $P/xensplit blkback --platform xen $extra_args "$@" > $log 2>&1 &
+    backend_pid=$!
+    i=0
+    while [ $i -lt 120 ] && ! grep -q "blkback: serving" $log && kill -0 $backend_pid 2>/dev/null; do
+        sleep 0.25; i=$((i + 1))
+    done
+}
 holdings() {
     echo "gntdev-maps=$(grep -c /dev/xen/gntdev /proc/$1/maps 2>/dev/null)" \
          "evtchn-fds=$(ls -l /proc/$1/fd 2>/dev/null | grep -c /dev/xen/evtchn)" \
@@ -205,12 +218,8 @@ vbd_steps() {
     expected_sha=$(sha /tmp/expected.img)
     echo "REALXEN-VBD disk.img sha256=$image_sha expected-after-writes=$expected_sha disk-ro.img sha256=$ro_sha disk-fs.img ${fs_kib_before} KiB allocated"
     echo "REALXEN-VBD backend: xensplit blkback --platform xen --verbose $extra_args"
-    $P/xensplit blkback --platform xen --verbose $extra_args > $blog 2>&1 &
-    bpid=$!
-    i=0
-    while [ $i -lt 120 ] && ! grep -q "blkback: serving" $blog && kill -0 $bpid 2>/dev/null; do
-        sleep 0.25; i=$((i + 1))
-    done
+    start_backend $blog --verbose
+    bpid=$backend_pid
     if ! grep -q "blkback: serving" $blog; then
         for s in vbd-handshake vbd-io vbd-readonly vbd-discard vbd-ext4 vbd-takeup vbd-teardown vbd-release vbd-second; do
             result $s FAIL "xensplit blkback did not start (see blkback log)"
@@ -388,10 +397,8 @@ vbd_4k_step() {
         result vbd-4k FAIL "losetup --sector-size 4096: $(cat /tmp/losetup.err)"
         return
     fi
-    $P/xensplit blkback --platform xen --verbose $extra_args > $blog4k 2>&1 &
-    kpid=$!
-    i=0
-    while [ $i -lt 120 ] && ! grep -q "blkback: serving" $blog4k && kill -0 $kpid 2>/dev/null; do sleep 0.25; i=$((i + 1)); done
+    start_backend $blog4k --verbose
+    kpid=$backend_pid
     timeout -k 10 120 xl create $P/domu-vbd.cfg 'name="realxen-vbd4k"' 'extra="console=hvc0 rdinit=/init realxen.role=sector4k"' \
         "disk=[\"format=raw,vdev=xvda,access=rw,backendtype=phy,script=/realxen/hotplug-noop.sh,direct-io-safe,target=$loop4k\"]" \
         > /tmp/xl-create-vbd4k.log 2>&1; create_rc=$?
@@ -450,12 +457,8 @@ bench_round() {
         # The disk is direct-io-safe, so ours bypasses dom0's page cache as xen-blkback does.
         copy_args=
         [ $side = ours-copy ] && copy_args=--persistent-grants=off
-        $P/xensplit blkback --platform xen $extra_args $copy_args > /tmp/blkback-bench-$round.log 2>&1 &
-        kpid=$!
-        i=0
-        while [ $i -lt 120 ] && ! grep -q "blkback: serving" /tmp/blkback-bench-$round.log && kill -0 $kpid 2>/dev/null; do
-            sleep 0.25; i=$((i + 1))
-        done
+        start_backend /tmp/blkback-bench-$round.log $copy_args
+        kpid=$backend_pid
         disk='disk=["format=raw,vdev=xvda,access=rw,backendtype=phy,script=/realxen/hotplug-noop.sh,direct-io-safe,target=/dev/ram0"]'
     fi
     mark bench-create "$side round=$round"
