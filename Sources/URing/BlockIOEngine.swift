@@ -66,7 +66,8 @@ public enum BlockIOEngineKind: String, Sendable, CaseIterable {
     /// A pool of threads calling preadv/pwritev/fdatasync/fallocate.
     case threads
 
-    /// Set to `uring` or `threads` to force an engine; unset picks io_uring when it works.
+    /// `uring` or `threads`, read by ``BlockIOEngineFactory/init(configuration:environment:logger:)``
+    /// from the environment it is given; unset means io_uring (never a fallback).
     public static let environmentVariable = "XENSPLIT_IO_ENGINE"
 }
 

@@ -3,15 +3,15 @@ import Logging
 
 /// Chooses the engine once and then makes one per worker thread.
 ///
-/// `XENSPLIT_IO_ENGINE=uring` or `threads` forces a kind (a forced io_uring that does not
-/// work is an error). Otherwise io_uring is probed once: if it is unavailable (the
-/// `kernel.io_uring_disabled` sysctl, seccomp, ENOSYS/EPERM, a kernel without the needed
-/// opcodes) the factory logs ONE warning and every engine it makes is a thread pool.
+/// io_uring is the engine; the thread pool is used only when asked for by name
+/// (`kind: .threads`, `xensplit blkback --engine threads`). There is no fallback: when
+/// io_uring is asked for and cannot be set up (the `kernel.io_uring_disabled` sysctl,
+/// seccomp, ENOSYS/EPERM, a kernel without the needed opcodes), the factory logs one error
+/// naming the reason and throws it, so a machine without io_uring is refused, never served
+/// slowly without a word.
 public final class BlockIOEngineFactory: Sendable {
     /// The engine kind every `makeEngine` returns.
     public let kind: BlockIOEngineKind
-    /// Why io_uring is not used, when the factory fell back (nil otherwise).
-    public let fallbackReason: String?
     /// The settings each engine gets.
     public let configuration: BlockIOEngineConfiguration
     /// Makes the engines instead of `kind`'s own type, when set.
@@ -23,54 +23,60 @@ public final class BlockIOEngineFactory: Sendable {
                 make: @escaping @Sendable (BlockIOEngineConfiguration) throws(URingError) -> any BlockIOEngine) {
         self.kind = kind
         self.configuration = configuration
-        self.fallbackReason = nil
         self.maker = make
     }
 
-    /// Reads the environment variable and probes io_uring once.
+    /// A factory of `kind` engines. For io_uring it sets up a small ring first, so that a
+    /// machine where io_uring does not work is refused here (an error logged and thrown),
+    /// not at the first worker.
     public convenience init(
+        kind: BlockIOEngineKind = .uring,
         configuration: BlockIOEngineConfiguration = .init(),
-        environment: [String: String] = ProcessEnvironment.current,
         logger: Logger = Logger(label: "xensplit.uring")
     ) throws(URingError) {
-        try self.init(configuration: configuration, environment: environment, logger: logger) {
-            () throws(URingError) in
+        try self.init(kind: kind, configuration: configuration, logger: logger) { () throws(URingError) in
             let probe = try URingEngine(configuration: .init(queueDepth: 2, threads: 1))
             probe.close()
         }
     }
 
-    /// As above, with the io_uring probe supplied (tests use a probe that fails).
+    /// The kind that `XENSPLIT_IO_ENGINE` names in `environment` (`uring` or `threads`;
+    /// io_uring when unset), as ``init(kind:configuration:logger:)``. Throws
+    /// `.unknownEngine` for any other value.
+    public convenience init(
+        configuration: BlockIOEngineConfiguration = .init(),
+        environment: [String: String],
+        logger: Logger = Logger(label: "xensplit.uring")
+    ) throws(URingError) {
+        let kind: BlockIOEngineKind
+        switch environment[BlockIOEngineKind.environmentVariable] {
+        case nil, "": kind = .uring
+        case let value?:
+            guard let named = BlockIOEngineKind(rawValue: value) else { throw .unknownEngine(value) }
+            kind = named
+        }
+        try self.init(kind: kind, configuration: configuration, logger: logger)
+    }
+
+    /// As ``init(kind:configuration:logger:)``, with the io_uring setup supplied (tests
+    /// inject one that fails).
     init(
-        configuration: BlockIOEngineConfiguration, environment: [String: String], logger: Logger,
+        kind: BlockIOEngineKind, configuration: BlockIOEngineConfiguration, logger: Logger,
         probe: () throws(URingError) -> Void
     ) throws(URingError) {
-        self.configuration = configuration
-        maker = nil
-        switch environment[BlockIOEngineKind.environmentVariable] {
-        case "threads":
-            kind = .threads
-            fallbackReason = nil
-        case "uring":
-            try probe()
-            kind = .uring
-            fallbackReason = nil
-        case nil, "":
+        if kind == .uring {
             do throws(URingError) {
                 try probe()
-                kind = .uring
-                fallbackReason = nil
             } catch {
-                let reason = error.description
-                logger.warning(
-                    "io_uring unavailable; using the thread-pool I/O engine",
-                    metadata: ["reason": "\(reason)"])
-                kind = .threads
-                fallbackReason = reason
+                logger.error(
+                    "io_uring cannot be set up; refusing to run without it (the thread-pool engine is used only when asked for)",
+                    metadata: ["reason": "\(error)"])
+                throw error
             }
-        case let value?:
-            throw .unknownEngine(value)
         }
+        self.kind = kind
+        self.configuration = configuration
+        maker = nil
     }
 
     /// The same engine choice with room for at least `capacity` operations in flight
@@ -88,13 +94,12 @@ public final class BlockIOEngineFactory: Sendable {
     private func changing(_ change: (inout BlockIOEngineConfiguration) -> Void) -> BlockIOEngineFactory {
         var configuration = self.configuration
         change(&configuration)
-        return BlockIOEngineFactory(kind: kind, fallbackReason: fallbackReason, configuration: configuration, maker: maker)
+        return BlockIOEngineFactory(kind: kind, configuration: configuration, maker: maker)
     }
 
-    private init(kind: BlockIOEngineKind, fallbackReason: String?, configuration: BlockIOEngineConfiguration,
+    private init(kind: BlockIOEngineKind, configuration: BlockIOEngineConfiguration,
                  maker: (@Sendable (BlockIOEngineConfiguration) throws(URingError) -> any BlockIOEngine)?) {
         self.kind = kind
-        self.fallbackReason = fallbackReason
         self.configuration = configuration
         self.maker = maker
     }
@@ -107,22 +112,5 @@ public final class BlockIOEngineFactory: Sendable {
         case .uring: return try URingEngine(configuration: configuration)
         case .threads: return try ThreadPoolEngine(configuration: configuration)
         }
-    }
-}
-
-/// The process environment as a dictionary.
-public enum ProcessEnvironment {
-    /// Every `NAME=value` of this process.
-    public static var current: [String: String] {
-        var result: [String: String] = [:]
-        var entry = environ
-        while let pointer = entry.pointee {
-            let text = String(cString: pointer)
-            if let equals = text.firstIndex(of: "=") {
-                result[String(text[..<equals])] = String(text[text.index(after: equals)...])
-            }
-            entry += 1
-        }
-        return result
     }
 }

@@ -292,7 +292,7 @@ final class BlockBenchWorld: @unchecked Sendable {
             // Each queue reserves its slots + 2 entries in its worker's engine, and the
             // default capacity (128) holds only three queues: room for 32 per worker.
             let factory = try BlockIOEngineFactory(configuration: .init(queueDepth: 64, capacity: 2048), logger: logger)
-            engineKind = factory.kind.rawValue + (factory.fallbackReason.map { " (\($0))" } ?? "")
+            engineKind = factory.kind.rawValue
             let before = ThreadCPU.threads()
             daemon = try BlkbackDaemon(platform: dom0, factory: factory, logger: logger)
             backendThreads = ThreadCPU.threads().subtracting(before)

@@ -32,6 +32,8 @@ struct BlkbackCommand: AsyncParsableCommand {
 
     @OptionGroup var platform: PlatformOptions
 
+    @OptionGroup var engine: EngineOptions
+
     @Option(help: "Worker threads (default: one per core).")
     var workers: Int?
 
@@ -82,8 +84,10 @@ struct BlkbackCommand: AsyncParsableCommand {
                                                    persistentGrants: persistentGrants == .on,
                                                    persistentGrantsPerQueue: persistentGrantsPerQueue)
         configuration.resizeInterval = .milliseconds(resizeIntervalMs)
+        let factory = try engine.factory(logger: logger)
+        logger.info("blkback: block I/O engine", metadata: ["engine": "\(factory.kind.rawValue)"])
         let daemon = try BlkbackDaemon(platform: try await platform.open(), configuration: configuration,
-                                       factory: try BlockIOEngineFactory(logger: logger), logger: logger)
+                                       factory: factory, logger: logger)
         var sources: [DispatchSourceSignal] = []
         for sig in [SIGINT, SIGTERM] {
             signal(sig, SIG_IGN)

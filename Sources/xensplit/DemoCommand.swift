@@ -35,6 +35,8 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(help: "Rings per disk (multi-queue-num-queues).")
     var queues: UInt32 = 1
 
+    @OptionGroup var engine: EngineOptions
+
     @Option(help: "Pattern seed.")
     var seed: UInt64 = 0x5eed
 
@@ -58,7 +60,8 @@ struct DemoCommand: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "xensplit.demo")
         logger.logLevel = verbose ? .debug : .warning
-        let demo = DemoRun(logger: logger, queues: queues, seed: seed, pauseAfterAttach: pauseAfterAttach)
+        let demo = DemoRun(logger: logger, engine: engine, queues: queues, seed: seed,
+                           pauseAfterAttach: pauseAfterAttach)
         // A signal ends the run through the normal failure path, so teardown still happens.
         let sources = [SIGINT, SIGTERM].map { sig in
             signal(sig, SIG_IGN)
@@ -88,6 +91,7 @@ final class DemoRun: @unchecked Sendable {
     // @unchecked: the plain vars are used from one task at a time (run, then tearDown);
     // what `abort` touches from other threads is in `shared`.
     let logger: Logger
+    let engine: EngineOptions
     let queues: UInt32
     let seed: UInt64
     private(set) var step = "starting"
@@ -109,9 +113,10 @@ final class DemoRun: @unchecked Sendable {
 
     let pauseAfterAttach: Bool
 
-    init(logger: Logger, queues: UInt32, seed: UInt64, pauseAfterAttach: Bool) {
+    init(logger: Logger, engine: EngineOptions, queues: UInt32, seed: UInt64, pauseAfterAttach: Bool) {
         self.pauseAfterAttach = pauseAfterAttach
         self.logger = logger
+        self.engine = engine
         self.queues = queues
         self.seed = seed
     }
@@ -143,11 +148,11 @@ final class DemoRun: @unchecked Sendable {
         say("hypervisor started (state dir \(directory))")
 
         step = "starting the block backend"
-        let factory = try BlockIOEngineFactory(logger: logger)
+        let factory = try engine.factory(logger: logger)
         let daemon = try BlkbackDaemon(platform: dom0, factory: factory, logger: logger)
         self.daemon = daemon
         daemonTask = Task { try await daemon.run() }
-        say("block backend started (\(daemon.queuesPerWorker.count) workers, \(factory.kind.rawValue) engine\(factory.fallbackReason.map { ": \($0)" } ?? ""))")
+        say("block backend started (\(daemon.queuesPerWorker.count) workers, \(factory.kind.rawValue) engine)")
 
         step = "creating the disk images"
         var specs: [DiskSpec] = []

@@ -124,7 +124,7 @@ final class BlockWorld: @unchecked Sendable {
         hypervisor.start()
         dom0 = try LocalPlatform(stateDirectory: directory)
         toolstack = LocalToolstack(platform: dom0)
-        let factory = try BlockIOEngineFactory(configuration: .init(queueDepth: 64, capacity: 1024, threads: 2),
+        let factory = try BlockIOEngineFactory(kind: .uring, configuration: .init(queueDepth: 64, capacity: 1024, threads: 2),
                                                logger: quietLogger)
         let daemon = try BlkbackDaemon(platform: dom0, configuration: .init(workers: 1), factory: factory, logger: quietLogger)
         self.daemon = daemon
