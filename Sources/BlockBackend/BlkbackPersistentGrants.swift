@@ -1,3 +1,4 @@
+import Logging
 import SharedMemory
 import XenPlatform
 
@@ -43,6 +44,14 @@ import XenPlatform
 /// first. A frontend that retargets a persistently used gref therefore only redirects
 /// its own data to the old page of its own; the backend never touches a page that was
 /// not granted to it.
+///
+/// An unmap that fails on eviction (a platform that refuses it, or a handle it lost)
+/// leaves the page mapped and its grant busy. The entry is then set aside: out of the
+/// index and off every list, so no request uses the page and the entry is not reused,
+/// with its mapping kept so that ``unmapAll()`` retries the unmap at teardown. Each one is
+/// counted (``Statistics/failedUnmaps``); only the first is logged, with its gref and
+/// error, so a platform that refuses every unmap costs a log line, not one per request.
+/// At worst every entry ends up set aside and the queue grant-copies from then on.
 final class BlkbackPersistentGrants {
     /// What ``acquire(_:writable:)`` found or made.
     enum Acquired {
@@ -61,6 +70,8 @@ final class BlkbackPersistentGrants {
         var previous: Int32 = -1
         var next: Int32 = -1
         var writable = false
+        /// Its unmap failed: the mapping is kept for ``unmapAll()`` to retry.
+        var setAside = false
         var view = Entry.unmapped
         /// An empty view for entries that hold no page (never read: `mappings` says which hold one).
         static let unmapped = SharedView(base: UnsafeMutableRawPointer(bitPattern: pageSize)!, count: 0)
@@ -81,6 +92,8 @@ final class BlkbackPersistentGrants {
         var thrashingWindows = 0
         /// Maps that failed.
         var failures = 0
+        /// Evictions whose unmap failed (the entry was set aside until teardown).
+        var failedUnmaps = 0
     }
 
     let capacity: Int
@@ -88,9 +101,12 @@ final class BlkbackPersistentGrants {
     let window: Int
     let mapper: any GrantMapper
     let domain: DomainID
+    let logger: Logger
     private(set) var statistics = Statistics()
-    /// Pages mapped now.
+    /// Pages mapped now, set-aside ones included.
     private(set) var count = 0
+    /// Entries set aside after a failed unmap, waiting for ``unmapAll()``.
+    private(set) var setAside = 0
 
     private let entries: UnsafeMutableBufferPointer<Entry>
     private let mappings: UnsafeMutableBufferPointer<GrantMapping?>
@@ -108,8 +124,11 @@ final class BlkbackPersistentGrants {
 
     /// A cache of at most `capacity` pages of `domain`, mapped through `mapper`; 0 turns it
     /// off. `window`: lookups per reuse check (default: four times the capacity, at least 1024).
-    init(capacity: Int, mapper: any GrantMapper, domain: DomainID, window: Int? = nil) {
+    /// `logger` reports a failed unmap (once) and the retry of set-aside ones at teardown.
+    init(capacity: Int, mapper: any GrantMapper, domain: DomainID, window: Int? = nil,
+         logger: Logger = Logger(label: "xensplit.blkback")) {
         self.capacity = capacity
+        self.logger = logger
         self.window = max(1, window ?? max(1024, 4 * capacity))
         self.mapper = mapper
         self.domain = domain
@@ -158,7 +177,8 @@ final class BlkbackPersistentGrants {
                 return .copy
             }
             unlink(found)
-            drop(found)
+            // Set aside if its unmap fails; the page is then looked for anew below.
+            _ = drop(found)
         }
         guard capacity > 0 else { return .copy }
         // While the frontend shows no reuse, misses are copied (see the type's comment).
@@ -174,7 +194,11 @@ final class BlkbackPersistentGrants {
             windowMisses += 1
             e = lruHead
             unlink(e)
-            drop(e)
+            guard drop(e) else {
+                // Still mapped and now set aside: nothing was freed for this page.
+                statistics.copies += 1
+                return .copy
+            }
             statistics.evictions += 1
             freeCount -= 1
         } else {
@@ -216,14 +240,30 @@ final class BlkbackPersistentGrants {
         lruTail = entry
     }
 
-    /// Unmaps every page (none may be in use); returns the first unmap failure.
+    /// Unmaps every page (none may be in use), retrying those set aside after a failed
+    /// unmap; returns the first unmap failure. A mapping whose unmap fails here is let go
+    /// of: the platform releases it when its handle closes.
     func unmapAll() -> PlatformError? {
         var failure: PlatformError?
+        var retried = 0
+        var failedAgain = 0
         for e in 0..<capacity {
+            let wasSetAside = entries[e].setAside
+            entries[e] = Entry()
             guard let mapping = mappings[e] else { continue }
             mappings[e] = nil
-            do { try mapper.unmap(mapping) } catch { failure = failure ?? error }
+            if wasSetAside { retried += 1 }
+            do { try mapper.unmap(mapping) } catch {
+                failure = failure ?? error
+                if wasSetAside { failedAgain += 1 }
+            }
         }
+        if retried > 0 {
+            logger.warning("blkback persistent grants: unmaps that failed on eviction retried at teardown", metadata: [
+                "frontend": "d\(domain)", "retried": "\(retried)", "failed-again": "\(failedAgain)",
+                "first-failure": "\(failure.map { "\($0)" } ?? "none")"])
+        }
+        setAside = 0
         index.update(repeating: -1)
         for k in 0..<capacity { free[k] = Int32(capacity - 1 - k) }
         freeCount = capacity
@@ -250,19 +290,33 @@ final class BlkbackPersistentGrants {
         windowMisses = 0
     }
 
-    /// Unmaps entry `e` (idle, off the LRU list) and removes it from the index; the
-    /// entry is then the caller's, not on the free stack.
-    private func drop(_ e: Int32) {
-        remove(entries[Int(e)].gref)
+    /// Unmaps entry `e` (idle, off the LRU list) and removes it from the index. True: the
+    /// entry is on the free stack. False: the unmap failed, and the entry is set aside
+    /// with its mapping (see the type's comment).
+    private func drop(_ e: Int32) -> Bool {
+        let gref = entries[Int(e)].gref
+        remove(gref)
         if let mapping = mappings[Int(e)] {
+            do throws(PlatformError) {
+                try mapper.unmap(mapping)
+            } catch {
+                entries[Int(e)].setAside = true
+                entries[Int(e)].view = Entry.unmapped
+                setAside += 1
+                statistics.failedUnmaps += 1
+                if statistics.failedUnmaps == 1 {
+                    logger.error("blkback persistent grant unmap failed: page kept mapped and set aside until teardown", metadata: [
+                        "frontend": "d\(domain)", "gref": "\(gref)", "error": "\(error)",
+                        "note": "later failures are only counted (failed-unmaps)"])
+                }
+                return false
+            }
             mappings[Int(e)] = nil
-            // A failed unmap leaves nothing we could retry with; the page stays pinned
-            // until the gntdev handle closes, which the platform reports.
-            try? mapper.unmap(mapping)
         }
         count -= 1
         free[freeCount] = e
         freeCount += 1
+        return true
     }
 
     private func unlink(_ entry: Int32) {

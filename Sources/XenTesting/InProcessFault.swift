@@ -17,6 +17,10 @@ public enum InProcessFault: Sendable, Equatable, CustomStringConvertible {
     case bind(domain: DomainID, errno: Int32)
     /// The next share by `domain` throws `error` (out of grant entries, out of memory).
     case share(domain: DomainID, error: PlatformError)
+    /// The next unmap of a mapping holding `ref` of `granter` fails with `status`,
+    /// changing nothing: the page stays mapped and the grant busy, as after a failed
+    /// GNTTABOP_unmap_grant_ref (grant_table.h), so a later unmap can still succeed.
+    case unmap(granter: DomainID, ref: GrantRef, status: GrantStatus)
 
     public var description: String {
         switch self {
@@ -25,6 +29,7 @@ public enum InProcessFault: Sendable, Equatable, CustomStringConvertible {
         case let .notify(domain, port, errno): return "notify on d\(domain) port \(port) fails with errno \(errno)"
         case let .bind(domain, errno): return "bind by d\(domain) fails with errno \(errno)"
         case let .share(domain, error): return "share by d\(domain) fails: \(error)"
+        case let .unmap(granter, ref, status): return "unmap of d\(granter) ref \(ref) fails with \(status)"
         }
     }
 }

@@ -84,6 +84,22 @@ extension InProcessHypervisor {
         }
     }
 
+    /// Throws an injected ``InProcessFault/unmap(granter:ref:status:)`` that names one of
+    /// `mapping`'s refs, before anything of the mapping is touched.
+    func takeUnmapFault(_ mapping: GrantMapping) throws(PlatformError) {
+        let hit = state.withLock { s in
+            s.takeFault { f -> (GrantRef, GrantStatus)? in
+                if case let .unmap(granter, ref, status) = f, granter == mapping.domain, mapping.refs.contains(ref) {
+                    return (ref, status)
+                }
+                return nil
+            }
+        }
+        if let (ref, status) = hit {
+            throw .grant(status, ref: ref, domain: mapping.domain, reason: "injected unmap fault")
+        }
+    }
+
     /// Drops a mapping's pins; GNTST_bad_handle if it is not a live mapping of `mapper`.
     func unmap(by mapper: DomainID, handle: UInt64) throws(PlatformError) {
         try state.withLock { (s) throws(PlatformError) in

@@ -51,6 +51,7 @@ public final class InProcessPlatform: Platform, GrantTable, GrantMapper, Sendabl
     }
 
     public func unmap(_ mapping: GrantMapping) throws(PlatformError) {
+        try hypervisor.takeUnmapFault(mapping)
         // Our view goes first, so nothing here can touch the page once its busy bits clear.
         mapping.region.close()
         do {

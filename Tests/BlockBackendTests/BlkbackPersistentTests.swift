@@ -1,7 +1,9 @@
 import Blkif
 import BlockFrontend
 import Foundation
+import Logging
 import SharedMemory
+import Synchronization
 import Testing
 import URing
 import XenBus
@@ -518,5 +520,128 @@ struct BlkbackPersistentDeviceTests {
     /// two cores a blocked waitUntilExit starves the other suites' polling).
     static func exited(_ process: Process) async throws {
         try await vbdEventually("process \(process.processIdentifier) exited") { !process.isRunning }
+    }
+}
+
+/// Records what a logger was given (level, message, metadata).
+final class PersistentGrantsLog: Sendable {
+    struct Entry: Sendable {
+        let level: Logger.Level
+        let message: String
+        let metadata: Logger.Metadata
+    }
+    struct Handler: LogHandler {
+        let log: PersistentGrantsLog
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(event: LogEvent) {
+            let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+            log.entries.withLock { $0.append(Entry(level: event.level, message: event.message.description, metadata: merged)) }
+        }
+    }
+    let entries = Mutex<[Entry]>([])
+    var logger: Logger { Logger(label: "persistent-grants-test") { [self] _ in Handler(log: self) } }
+    func at(_ level: Logger.Level) -> [Entry] { entries.withLock { $0.filter { $0.level == level } } }
+}
+
+extension BlkbackPersistentTests {
+    @Test("an unmap that fails on eviction is counted, logged once with its gref, set aside and retried at teardown")
+    func failedUnmapOnEviction() throws {
+        let hypervisor = try hypervisorForTests()
+        let guest = try hypervisor.createDomain(name: "guest")
+        let pages = try hypervisor.platform(for: guest).share(pages: 8, with: .dom0, writable: true)
+        let log = PersistentGrantsLog()
+        let cache = BlkbackPersistentGrants(capacity: 2, mapper: try hypervisor.platform(for: .dom0), domain: guest,
+                                            logger: log.logger)
+        func touch(_ page: Int) -> Bool {
+            switch cache.acquire(pages.refs[page], writable: true) {
+            case let .mapped(entry):
+                cache.release(entry)
+                return true
+            case .copy:
+                return false
+            }
+        }
+        #expect(touch(0) && touch(1))
+        #expect(hypervisor.liveMappings == 2)
+        hypervisor.inject(.unmap(granter: guest, ref: pages.refs[0], status: .generalError))
+        hypervisor.inject(.unmap(granter: guest, ref: pages.refs[1], status: .generalError))
+
+        // Page 0 is the one to evict for page 2; its unmap fails: page 2 is copied and
+        // page 0 stays mapped (and pinned) but is no longer served from the cache.
+        #expect(!touch(2))
+        #expect(cache.statistics.failedUnmaps == 1)
+        #expect(cache.statistics.evictions == 0)
+        #expect(cache.setAside == 1)
+        #expect(cache.count == 2)
+        #expect(hypervisor.liveMappings == 2)
+        #expect(hypervisor.pinnedRefs(of: guest).contains(pages.refs[0]))
+        // Page 0 again: the set-aside entry is not used, page 1 is evicted for it and fails too.
+        #expect(!touch(0))
+        #expect(cache.statistics.failedUnmaps == 2)
+        #expect(cache.setAside == 2)
+        // Every entry set aside: from now on every page is copied, and nothing more is logged.
+        for page in 2..<8 { #expect(!touch(page)) }
+        #expect(cache.statistics.failedUnmaps == 2)
+        #expect(cache.statistics.maps == 2)
+        #expect(hypervisor.liveMappings == 2)
+
+        let errors = log.at(.error)
+        #expect(errors.count == 1, "one log line for the failed unmaps, not one each: \(errors.map(\.message))")
+        #expect(errors.first?.metadata["gref"] == "\(pages.refs[0])")
+        #expect(errors.first?.metadata["error"]?.description.contains("GNTST_general_error") == true,
+                "\(errors.first?.metadata ?? [:])")
+
+        // Teardown unmaps the set-aside pages: nothing stays mapped or pinned.
+        #expect(cache.unmapAll() == nil)
+        #expect(cache.count == 0 && cache.setAside == 0)
+        #expect(hypervisor.liveMappings == 0)
+        #expect(hypervisor.pinnedRefs(of: guest).isEmpty)
+        let retried = log.at(.warning)
+        #expect(retried.count == 1)
+        #expect(retried.first?.metadata["retried"] == "2" && retried.first?.metadata["failed-again"] == "0",
+                "\(retried.first?.metadata ?? [:])")
+        try hypervisor.platform(for: guest).endAccess(pages)
+    }
+
+    @Test("unmaps failing on every eviction: the queue copies once every entry is set aside, data stays right, removal unmaps all")
+    func failedUnmapsOnAQueue() throws {
+        let rig = try Rig(engine: .threads)
+        let bound = 4
+        let f = try rig.attach(name: "guest", configuration: Self.persistent(bound: bound))
+        // Every page the frontend uses refuses its first unmap.
+        for page in 0..<TestFrontend.dataPages {
+            rig.hypervisor.inject(.unmap(granter: f.domain, ref: f.data.refs[page], status: .generalError))
+        }
+        var generator = SeededGenerator(seed: 0xFA11)
+        var model = [UInt8](repeating: 0, count: 8192 * 512)
+        for round in 0..<16 {
+            let first = (round * 3) % 40
+            let segments = Self.wholePages(first..<(first + 3))
+            let sector = UInt64(round * 24)
+            let bytes = (0..<(3 * 4096)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            model.replaceSubrange(Int(sector) * 512..<(Int(sector) * 512 + bytes.count), with: bytes)
+            #expect(try Self.write(f, segments, sector: sector, bytes: bytes) == .okay)
+            let back = Self.wholePages((first + 40)..<(first + 43))
+            #expect(try Self.read(f, back, sector: sector) == .okay)
+            #expect(f.gather(back) == bytes)
+            #expect(rig.hypervisor.liveMappings - 1 <= bound, "set-aside pages still count against the bound")
+        }
+        let queue = rig.queues[0]
+        try rig.removeQueues()
+        let statistics = queue.grants.statistics
+        #expect(statistics.failedUnmaps == bound, "every entry ended up set aside")
+        #expect(statistics.evictions == 0)
+        #expect(statistics.copies > 0)
+        #expect(rig.hypervisor.liveMappings == 1, "removing the queue unmapped the set-aside pages; the ring is left")
+        #expect(rig.hypervisor.pinnedRefs(of: f.domain).allSatisfy { !f.data.refs.contains($0) })
+        let diskMatches = try rig.image.contents() == model
+        #expect(diskMatches, "the image differs from the model")
+        rig.queues = []
+        try rig.tearDown()
     }
 }
