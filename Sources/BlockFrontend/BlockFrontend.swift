@@ -68,6 +68,19 @@ public final class BlockFrontend: Sendable {
     /// requests wait, unanswered, to be sent again after the backend reconnects.
     public var brokenRings: Int { core.state.withLock { $0.connection?.brokenRings.load(ordering: .relaxed) ?? 0 } }
 
+    /// Why the current connection's I/O thread stopped waiting on its event channel
+    /// (``BlockFrontendError/eventChannelFailed(_:)``), or nil while it waits on it. The
+    /// thread then looks at the rings on a timer, so requests still complete, more slowly.
+    public var eventChannelFailure: BlockFrontendError? {
+        core.state.withLock { $0.connection?.channelFailure.withLock { $0 } }
+    }
+
+    /// Failed waits of the current connection's I/O thread: poll failing, or the event
+    /// channel reporting an error (the first one is ``eventChannelFailure``).
+    public var eventChannelWaitFailures: Int {
+        core.state.withLock { $0.connection?.waitFailures.load(ordering: .relaxed) ?? 0 }
+    }
+
     /// Requests that were in flight when a backend went away, and were sent again.
     public var reissuedRequests: Int { core.state.withLock { $0.reissued } }
 

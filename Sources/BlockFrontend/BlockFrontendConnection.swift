@@ -80,6 +80,13 @@ final class BlockFrontendConnection: @unchecked Sendable {
     let inFlight = Atomic<Int>(0)
     /// Rings stopped because the backend broke the protocol on them.
     let brokenRings = Atomic<Int>(0)
+    /// Failed waits of the I/O thread: poll failing, or the event channel reporting an
+    /// error (its descriptor, or reading its pending ports). See ``run(core:)``.
+    let waitFailures = Atomic<Int>(0)
+    /// Why the I/O thread stopped waiting on the event channel, once it did.
+    let channelFailure = Mutex<BlockFrontendError?>(nil)
+    /// Notifications that failed (the first is logged, the rest only counted).
+    let notifyFailures = Atomic<Int>(0)
     var thread: pthread_t?
     let logger: Logger
 
@@ -257,6 +264,20 @@ final class BlockFrontendConnection: @unchecked Sendable {
         return busy
     }
 
+    /// The first and the longest wait, in milliseconds, between looks at the rings once
+    /// the event channel failed.
+    static let firstBackoff: Int32 = 1
+    static let longestBackoff: Int32 = 64
+
+    /// Serves the rings until ``stop()``. It sleeps in poll on the event channel, the
+    /// wake-up pipe and the attached sources. A wait that fails (poll, or the event
+    /// channel's descriptor or pending ports) would otherwise return at once, again and
+    /// again: the first such failure is logged with its typed reason
+    /// (``BlockFrontendError/eventChannelFailed(_:)``) and every one counted
+    /// (``waitFailures``); the thread stops waiting on the channel and, while requests are
+    /// in flight, looks at the rings after a wait that doubles from 1 to 64 ms while
+    /// nothing comes (a poll that fails outright sleeps that long), until the next
+    /// connection brings a new channel.
     private func run(core: BlockFrontendCore) {
         // The thread's state stays local while it runs; stop() reads it after the join.
         var io = BlockFrontendIOState()
@@ -276,6 +297,7 @@ final class BlockFrontendConnection: @unchecked Sendable {
         /// What the last poll found on each source's descriptor.
         var sourceEvents = [Int16](repeating: 0, count: sources.count)
         var jobs: [UnownedJob] = []
+        var backoff = Self.firstBackoff
         while !stopping.load(ordering: .acquiring) {
             var busy = consumeAll(&io)
             // Tasks resumed by those completions run now, and what they submit goes out
@@ -289,8 +311,10 @@ final class BlockFrontendConnection: @unchecked Sendable {
             if !sources.isEmpty, serveSources(sources, &sourceEvents, core: core) { busy = true }
             if dispatch(&io, core: core) { busy = true }
             pushAll(&io)
-            if busy { continue }
-            if hasResponses(&io) { continue }
+            if busy || hasResponses(&io) {
+                backoff = Self.firstBackoff
+                continue
+            }
             wakeUp.sleeping.store(true, ordering: .sequentiallyConsistent)
             // Work queued before the store above did not wake us: send it now.
             if !core.executor.isEmpty {
@@ -306,10 +330,29 @@ final class BlockFrontendConnection: @unchecked Sendable {
             for source in sources {
                 fds.append(pollfd(fd: source.loopDescriptor, events: source.loopEvents(), revents: 0))
             }
-            _ = poll(&fds, nfds_t(fds.count), -1)
+            // Without the channel, only a wait with a timeout sees the backend's answers.
+            let timeout: Int32 = fds[0].fd < 0 && io.freeSlots.count < depth ? backoff : -1
+            let ready = poll(&fds, nfds_t(fds.count), timeout)
+            let pollErrno = errno
             wakeUp.sleeping.store(false, ordering: .relaxed)
+            if ready < 0 {
+                guard pollErrno != EINTR else { continue }
+                waitFailed(.system("poll of the event channel, wake-up pipe and \(sources.count) sources", errno: pollErrno),
+                           &fds)
+                usleep(useconds_t(backoff) * 1000)
+                backoff = min(2 * backoff, Self.longestBackoff)
+                continue
+            }
+            if ready == 0 { backoff = min(2 * backoff, Self.longestBackoff) }
             for index in sources.indices { sourceEvents[index] = fds[2 + index].revents }
-            drainEvents(rings: io.rings.count, ports: fds[0].revents != 0, wakeUps: fds[1].revents != 0)
+            if let condition = Self.failedCondition(fds[0].revents) {
+                waitFailed(.eventChannel("poll of its descriptor \(fds[0].fd) reported \(condition.name)", errno: condition.errno),
+                           &fds)
+            }
+            if fds[1].revents != 0 { wakeUp.drain() }
+            if fds[0].revents & Int16(POLLIN) != 0, let error = takePending(rings: io.rings.count) {
+                waitFailed(error, &fds)
+            }
         }
         // Answers already published count: they need not be sent again.
         _ = consumeAll(&io)
@@ -342,17 +385,44 @@ final class BlockFrontendConnection: @unchecked Sendable {
 
     private func notify(_ index: Int) {
         do { try eventChannel.notify(ports[index]) } catch {
-            logger.error("blkfront: notifying port \(ports[index]) failed: \(error)")
+            // A channel that fails, fails every push: one line, then a count.
+            guard notifyFailures.wrappingAdd(1, ordering: .relaxed).oldValue == 0 else { return }
+            logger.error("blkfront: notifying port \(ports[index]) failed: \(error); later failures are only counted")
         }
     }
 
-    /// Empties what poll found readable (only that: each look is a system call).
-    private func drainEvents(rings: Int, ports: Bool, wakeUps: Bool) {
-        if wakeUps { wakeUp.drain() }
-        guard ports else { return }
+    /// Takes the ports pending on the event channel after poll found it readable (only
+    /// then: each look is a system call); the error if that failed.
+    private func takePending(rings: Int) -> PlatformError? {
         // At most one event per ring's port: one that fires again meanwhile leaves the
         // channel readable, so the next poll returns at once.
-        try? eventChannel.takePending(atMost: rings) { port throws(PlatformError) in try? eventChannel.unmask(port) }
+        do {
+            try eventChannel.takePending(atMost: rings) { port throws(PlatformError) in try? eventChannel.unmask(port) }
+        } catch {
+            return error
+        }
+        return nil
+    }
+
+    /// A poll condition on the event channel's descriptor that no read clears: its name,
+    /// and the errno a read would report.
+    static func failedCondition(_ revents: Int16) -> (name: String, errno: Int32)? {
+        if revents & Int16(POLLNVAL) != 0 { return ("POLLNVAL", EBADF) }
+        if revents & Int16(POLLERR) != 0 { return ("POLLERR", EIO) }
+        if revents & Int16(POLLHUP) != 0 { return ("POLLHUP", EPIPE) }
+        return nil
+    }
+
+    /// Counts a failed wait; the first one stops the thread waiting on the event channel
+    /// (poll skips a negative descriptor) and is logged with its reason.
+    private func waitFailed(_ error: PlatformError, _ fds: inout [pollfd]) {
+        waitFailures.add(1, ordering: .relaxed)
+        guard fds[0].fd >= 0 else { return }
+        fds[0].fd = -1
+        fds[0].revents = 0
+        let reason = BlockFrontendError.eventChannelFailed(error)
+        channelFailure.withLock { $0 = reason }
+        logger.error("blkfront: the I/O thread stopped waiting on its event channel: \(reason); until the next connection it looks at the rings every \(Self.firstBackoff)-\(Self.longestBackoff) ms while requests are in flight; later failures are only counted")
     }
 
     /// Whether any ring has responses; if not, each asks to be notified of the next

@@ -28,6 +28,11 @@ public enum BlockFrontendError: Error, Sendable, Equatable, CustomStringConverti
     case configuration(name: String, value: Int, limit: ClosedRange<Int>)
     /// A grant, event-channel or system call failed.
     case platform(PlatformError)
+    /// The I/O thread's wait on the connection's event channel failed (poll, the
+    /// channel's descriptor, or reading its pending ports, as the error says); the thread
+    /// stopped waiting on the channel and looks at the rings on a timer instead, until the
+    /// next connection.
+    case eventChannelFailed(PlatformError)
 
     public var description: String {
         switch self {
@@ -55,6 +60,8 @@ public enum BlockFrontendError: Error, Sendable, Equatable, CustomStringConverti
             return "configuration \(name) = \(value) outside \(limit)"
         case let .platform(error):
             return "platform: \(error)"
+        case let .eventChannelFailed(error):
+            return "waiting on the event channel failed: \(error)"
         }
     }
 }
