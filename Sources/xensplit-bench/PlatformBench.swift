@@ -7,8 +7,8 @@ import XenPlatform
 import XenRing
 import XenTesting
 
-/// `xensplit-bench platform`: the local hypervisor's grant map+unmap and grant copy rates,
-/// and the event-channel notify-to-wakeup rate between two processes against the C ring
+/// `xensplit-bench platform`: the local hypervisor's grant map+unmap rate (alone and with
+/// 64 idle clients connected) and grant copy rate, and the event-channel notify-to-wakeup rate between two processes against the C ring
 /// benchmark's eventfd wakeup.
 struct PlatformBench {
     var runs = 5
@@ -42,6 +42,21 @@ struct PlatformBench {
             map.ours.append(Double(mapCount) / (now() - start))
         }
         print(map.line)
+
+        // The same with 64 idle clients connected, as when many backends and frontends are
+        // joined: what the hypervisor's loop costs per wake-up as its poll set grows.
+        let idle = try (0..<64).map { _ in try LocalPlatform(stateDirectory: dir) }
+        var mapIdle = BenchComparison(name: "platform-grant-map-unmap-64-idle", unit: "ops/s")
+        for _ in 0..<runs {
+            let start = now()
+            for i in 0..<mapCount {
+                let m = try dom0.grantMapper.map([pages.refs[i % 32]], from: id, writable: true)
+                try dom0.grantMapper.unmap(m)
+            }
+            mapIdle.ours.append(Double(mapCount) / (now() - start))
+        }
+        print(mapIdle.line)
+        withExtendedLifetime(idle) {}
 
         let buffer = try dom0.grantMapper.registerCopyBuffer(pages: 32)
         var segments = (0..<32).map { i in
