@@ -70,11 +70,31 @@ public final class LocalHypervisor: @unchecked Sendable {
         }
         domains[0] = try LocalDomain(id: 0, name: "Domain-0", poolPages: configuration.poolPages,
                                      grantEntries: configuration.grantEntries)
+        try Self.writeDom0Home(xenstore)
         let l = xl_listen_unix(dir + "/hypervisor.socket", 64)
         guard l >= 0 else { throw .system("listen on \(dir)/hypervisor.socket", errno: -l) }
         dom0Listener = l
         _ = xl_set_nonblocking(l)
         logger.info("local hypervisor ready", metadata: ["state-dir": "\(dir)"])
+    }
+
+    /// Dom0's name and domid nodes, written as Xen's dom0 set-up (xen-init-dom0) writes them
+    /// over a privileged connection: `/local/domain/0/name` "Domain-0" and
+    /// `/local/domain/0/domid` "0", the home and both nodes owned by dom0 with no access for
+    /// other domains. Tools that look for dom0's home find it.
+    static let dom0HomeNodes: [(path: String, value: String)] = [
+        ("/local/domain/0/name", "Domain-0"),
+        ("/local/domain/0/domid", "0"),
+    ]
+
+    static func writeDom0Home(_ xenstore: XenStoreServer) throws(PlatformError) {
+        let failures = xenstore.withEngineBlocking { engine -> [String] in
+            dom0HomeNodes.compactMap { node in
+                let reply = engine.performAsToolstack(.write, payload: Array(node.path.utf8) + [0] + Array(node.value.utf8))
+                return reply.type == .write ? nil : "\(node.path): \(String(decoding: reply.payload.prefix { $0 != 0 }, as: UTF8.self))"
+            }
+        }
+        guard failures.isEmpty else { throw .hypervisor("xenstored refused dom0's home: \(failures.joined(separator: "; "))") }
     }
 
     /// The dom0 hypervisor socket path for a state directory.
