@@ -56,6 +56,11 @@ public struct HypervisorMessage: Equatable, Sendable {
 
     /// Parses a header: the message kind, tag, status and the payload length to read next.
     public static func decodeHeader(_ bytes: [UInt8]) throws(HypervisorProtocolError) -> (kind: Kind, tag: UInt32, status: Int32, length: Int) {
+        try decodeHeader(bytes[...])
+    }
+
+    /// Parses a header from the front of `bytes` (a receive buffer, without copying it out).
+    public static func decodeHeader(_ bytes: ArraySlice<UInt8>) throws(HypervisorProtocolError) -> (kind: Kind, tag: UInt32, status: Int32, length: Int) {
         var r = PayloadReader(bytes)
         let rawKind = try r.u32("type")
         let tag = try r.u32("tag")
@@ -102,15 +107,18 @@ public struct PayloadWriter: Sendable {
 
 /// Bounds-checked little-endian payload reader; every shortfall names the field.
 public struct PayloadReader: Sendable {
-    let bytes: [UInt8]
+    let bytes: ArraySlice<UInt8>
+    /// Bytes read so far.
     public private(set) var position = 0
-    public init(_ bytes: [UInt8]) { self.bytes = bytes }
+    public init(_ bytes: [UInt8]) { self.bytes = bytes[...] }
+    public init(_ bytes: ArraySlice<UInt8>) { self.bytes = bytes }
     public var remaining: Int { bytes.count - position }
 
     mutating func take(_ n: Int, _ field: String) throws(HypervisorProtocolError) -> ArraySlice<UInt8> {
         guard n <= remaining else { throw .truncated(field: field, needed: n, available: remaining) }
         defer { position += n }
-        return bytes[position..<position + n]
+        let from = bytes.startIndex + position
+        return bytes[from..<from + n]
     }
     mutating func integer<T: FixedWidthInteger>(_: T.Type, _ field: String) throws(HypervisorProtocolError) -> T {
         let s = try take(MemoryLayout<T>.size, field)
@@ -125,7 +133,7 @@ public struct PayloadReader: Sendable {
     public mutating func i16(_ field: String) throws(HypervisorProtocolError) -> Int16 { Int16(bitPattern: try u16(field)) }
     public mutating func rest() -> [UInt8] {
         defer { position = bytes.count }
-        return Array(bytes[position...])
+        return Array(bytes[(bytes.startIndex + position)...])
     }
     /// A count of `size`-byte items that must fit in what remains.
     public mutating func count(_ field: String, itemSize: Int, limit: Int) throws(HypervisorProtocolError) -> Int {

@@ -43,6 +43,7 @@ extension LocalHypervisor {
             return .errno(EIO, "xenstore socket for \(name): \(error)")
         }
         domains[id] = d
+        pollSetStale = true
         runOnXenStore { engine in _ = engine.introduceDomain(id) }
         logger.info("domain created", metadata: ["name": "\(name)", "domid": "\(id)"])
         var w = PayloadWriter()

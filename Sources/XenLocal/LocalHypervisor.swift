@@ -40,6 +40,14 @@ public final class LocalHypervisor: @unchecked Sendable {
     var running = true
     private let finished = DispatchSemaphore(value: 0)
     var nextHandle: UInt64 = 1
+    /// The descriptors the loop polls, kept between wake-ups, and what each one is.
+    var pollSet: [pollfd] = []
+    var pollSlots: [PollSlot] = []
+    /// Set when a connection or listener comes or goes; the loop then rebuilds the set.
+    var pollSetStale = true
+    /// The loop's receive buffer and descriptor slots, reused for every read.
+    var receiveBuffer = [UInt8](repeating: 0, count: 65536)
+    var receivedFDs = [Int32](repeating: -1, count: 16)
 
     /// Replies queued for a client before the hypervisor stops reading its requests.
     static let maxQueuedReplies = 64
@@ -131,39 +139,61 @@ public final class LocalHypervisor: @unchecked Sendable {
     }
 
     /// Serves until ``stop()``, then closes every socket and removes the socket files.
+    ///
+    /// The poll set is kept between wake-ups: it is rebuilt only when a connection or a
+    /// listener comes or goes, and a connection's interest is updated in place after it is
+    /// served, so a wake-up allocates nothing for the loop itself.
     public func run() {
         while running {
-            var fds: [pollfd] = [pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0),
-                                 pollfd(fd: dom0Listener, events: Int16(POLLIN), revents: 0)]
-            var listenerDomain: [Int32: DomainID] = [dom0Listener: 0]
-            for d in domains.values where d.listener >= 0 {
-                fds.append(pollfd(fd: d.listener, events: Int16(POLLIN), revents: 0))
-                listenerDomain[d.listener] = d.id
-            }
-            for c in connections.values {
-                // A client that does not read its replies is not read either.
-                let reading = c.outbox.count < Self.maxQueuedReplies ? Int16(POLLIN) : 0
-                let events = reading | (c.outbox.isEmpty ? 0 : Int16(POLLOUT))
-                fds.append(pollfd(fd: c.fd, events: events, revents: 0))
-            }
-            let n = poll(&fds, nfds_t(fds.count), -1)
+            if pollSetStale { rebuildPollSet() }
+            let n = pollSet.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), -1) }
             if n < 0 {
                 if errno == EINTR { continue }
                 logger.error("poll failed: errno \(errno)")
                 break
             }
-            for p in fds where p.revents != 0 {
-                if p.fd == wakeFD {
+            // Entries are only appended or removed by a rebuild, at the top of the loop, so
+            // the indices stay valid however the connections change meanwhile.
+            var ready = Int(n)
+            var i = 0
+            while ready > 0, i < pollSet.count {
+                defer { i += 1 }
+                let revents = pollSet[i].revents
+                guard revents != 0 else { continue }
+                ready -= 1
+                switch pollSlots[i] {
+                case .wake:
                     _ = xl_eventfd_drain(wakeFD)
                     running = false
-                } else if let domain = listenerDomain[p.fd] {
-                    accept(on: p.fd, domain: domain)
-                } else if let c = connections[p.fd] {
-                    service(c, revents: p.revents)
+                case let .listener(domain):
+                    // A listener closed meanwhile (its domain destroyed) is skipped, even if
+                    // its descriptor number was reused.
+                    let fd = pollSet[i].fd
+                    guard fd == (domain == 0 ? dom0Listener : domains[domain]?.listener) else { continue }
+                    accept(on: fd, domain: domain)
+                case let .connection(c):
+                    guard !c.closed else { continue }
+                    service(c, revents: revents)
+                    if !c.closed, !pollSetStale { pollSet[i].events = c.pollEvents }
                 }
             }
         }
         shutdown()
+    }
+
+    /// Lays the poll set out afresh: the wake eventfd, the listeners, then the connections.
+    func rebuildPollSet() {
+        pollSet.removeAll(keepingCapacity: true)
+        pollSlots.removeAll(keepingCapacity: true)
+        func add(_ fd: Int32, _ events: Int16, _ slot: PollSlot) {
+            pollSet.append(pollfd(fd: fd, events: events, revents: 0))
+            pollSlots.append(slot)
+        }
+        add(wakeFD, Int16(POLLIN), .wake)
+        add(dom0Listener, Int16(POLLIN), .listener(0))
+        for d in domains.values where d.listener >= 0 { add(d.listener, Int16(POLLIN), .listener(d.id)) }
+        for c in connections.values { add(c.fd, c.pollEvents, .connection(c)) }
+        pollSetStale = false
     }
 
     func accept(on listener: Int32, domain: DomainID) {
@@ -178,6 +208,7 @@ public final class LocalHypervisor: @unchecked Sendable {
                 continue
             }
             connections[fd] = HypervisorConnection(fd: fd, domain: domain, pid: pid)
+            pollSetStale = true
             logger.debug("connection", metadata: ["domain": "\(domain)", "pid": "\(pid)"])
         }
     }
@@ -190,20 +221,21 @@ public final class LocalHypervisor: @unchecked Sendable {
             if c.closed { return }
         }
         if revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
-            var buffer = [UInt8](repeating: 0, count: 65536)
-            var received = [Int32](repeating: -1, count: 16)
             var count: Int32 = 0
-            let n = buffer.withUnsafeMutableBytes { b in
-                received.withUnsafeMutableBufferPointer { xl_recv_with_fds(c.fd, b.baseAddress, b.count, $0.baseAddress, 16, &count) }
+            // One buffer for every read: the loop is the only reader.
+            let n = receiveBuffer.withUnsafeMutableBytes { b in
+                receivedFDs.withUnsafeMutableBufferPointer {
+                    xl_recv_with_fds(c.fd, b.baseAddress, b.count, $0.baseAddress, Int32($0.count), &count)
+                }
             }
             // Clients never pass descriptors to the hypervisor; drop any they try.
-            for i in 0..<Int(count) { Glibc.close(received[i]) }
+            for i in 0..<Int(count) { Glibc.close(receivedFDs[i]) }
             if n == -Int(EAGAIN) { return }
             guard n > 0 else {
                 disconnect(c, reason: n == 0 ? "closed" : "read error \(-n)")
                 return
             }
-            c.inbox += buffer[0..<n]
+            receiveBuffer.withUnsafeBytes { c.inbox.append(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
             processInbox(c)
         }
     }
@@ -212,15 +244,15 @@ public final class LocalHypervisor: @unchecked Sendable {
         while c.inbox.count >= HypervisorMessage.headerSize, c.outbox.count < Self.maxQueuedReplies {
             let header: (kind: HypervisorMessage.Kind, tag: UInt32, status: Int32, length: Int)
             do {
-                header = try HypervisorMessage.decodeHeader(Array(c.inbox[0..<HypervisorMessage.headerSize]))
+                header = try c.inbox.withUnread { try HypervisorMessage.decodeHeader($0.prefix(HypervisorMessage.headerSize)) }
             } catch {
                 disconnect(c, reason: "protocol violation: \(error)")
                 return
             }
             let total = HypervisorMessage.headerSize + header.length
             guard c.inbox.count >= total else { return }
-            let payload = Array(c.inbox[HypervisorMessage.headerSize..<total])
-            c.inbox.removeFirst(total)
+            let payload = c.inbox.withUnread { Array($0.dropFirst(HypervisorMessage.headerSize).prefix(header.length)) }
+            c.inbox.consume(total)
             let reply = handle(header.kind, payload: payload, from: c)
             enqueue(HypervisorMessage(kind: header.kind, tag: header.tag, status: reply.status, payload: reply.payload),
                     fds: reply.fds, to: c)
@@ -282,6 +314,7 @@ public final class LocalHypervisor: @unchecked Sendable {
         for m in c.outbox { m.closeDescriptors() }
         c.outbox.removeAll()
         connections[c.fd] = nil
+        pollSetStale = true
         Glibc.close(c.fd)
         logger.debug("connection ended", metadata: ["domain": "\(c.domain)", "pid": "\(c.pid)", "reason": "\(reason)"])
     }
@@ -299,6 +332,7 @@ public final class LocalHypervisor: @unchecked Sendable {
         if d.listener >= 0 {
             Glibc.close(d.listener)
             d.listener = -1
+            pollSetStale = true
         }
         if let dir = d.directory {
             unlink(dir + "/hypervisor.socket")
@@ -308,12 +342,22 @@ public final class LocalHypervisor: @unchecked Sendable {
     }
 }
 
+/// What one entry of the hypervisor's poll set stands for.
+enum PollSlot {
+    /// The eventfd ``LocalHypervisor/stop()`` signals.
+    case wake
+    /// A domain's listening socket.
+    case listener(DomainID)
+    case connection(HypervisorConnection)
+}
+
 /// One client of the hypervisor and what it holds.
 final class HypervisorConnection {
     let fd: Int32
     let domain: DomainID
     let pid: Int32
-    var inbox: [UInt8] = []
+    /// Bytes received and not yet taken as requests.
+    var inbox = ByteQueue()
     var outbox: [OutgoingMessage] = []
     var closed = false
     /// Grant mappings by handle.
@@ -327,6 +371,46 @@ final class HypervisorConnection {
         self.fd = fd
         self.domain = domain
         self.pid = pid
+    }
+
+    /// What the loop waits for on this connection. A client that does not read its
+    /// replies is not read either.
+    var pollEvents: Int16 {
+        (outbox.count < LocalHypervisor.maxQueuedReplies ? Int16(POLLIN) : 0) | (outbox.isEmpty ? 0 : Int16(POLLOUT))
+    }
+}
+
+/// A byte FIFO that takes from the front by moving an index, not by shifting what is left:
+/// the consumed prefix is dropped in one move, only once it is at least half the storage.
+struct ByteQueue {
+    private var storage: [UInt8] = []
+    private var start = 0
+
+    /// Bytes waiting.
+    var count: Int { storage.count - start }
+
+    mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        if start > 0, start >= storage.count / 2 {
+            storage.removeSubrange(0..<start)
+            start = 0
+        }
+        storage.append(contentsOf: bytes)
+    }
+
+    /// Drops the first `n` waiting bytes.
+    mutating func consume(_ n: Int) {
+        precondition(n <= count, "consumed \(n) of \(count) waiting bytes")
+        start += n
+        if start == storage.count {
+            storage.removeAll(keepingCapacity: true)
+            start = 0
+        }
+    }
+
+    /// Calls `body` with the waiting bytes (a slice: index it relative to its start). The
+    /// slice must not outlive `body`, or the next change copies the storage.
+    func withUnread<T, E: Error>(_ body: (ArraySlice<UInt8>) throws(E) -> T) throws(E) -> T {
+        try body(storage[start...])
     }
 }
 
