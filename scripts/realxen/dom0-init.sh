@@ -6,6 +6,7 @@
 #   REALXEN-SELFTEST <line>                    xensplit selftest's own output, as it comes
 #   REALXEN-RESULT <step> PASS|FAIL|SKIP <why> one line per step
 #   REALXEN-LOG-BEGIN <name> ... REALXEN-LOG-END <name>   logs the host prints on failure
+# Each marker starts its line; the host counts no other (scripts/realxen/console.sh).
 # Kernel cmdline knobs: realxen.requests=N (ring step), realxen.domu=0 (no domU steps),
 # realxen.blkback=OPTS (extra `xensplit blkback` options, "+" for spaces),
 # realxen.steps=LIST (step groups), realxen.bench=N (benchmark rounds).

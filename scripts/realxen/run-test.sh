@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # XenSplit on real Xen: boots Debian's Xen 4.17 under QEMU with a Debian PV dom0, runs
 # `xensplit selftest --platform xen` in dom0 and boots a PV domU, and decides pass or fail
-# from markers dom0 prints on the serial console (see dom0-init.sh).
+# from markers dom0 prints at the start of serial console lines (see dom0-init.sh, console.sh).
 #
 # Usage: scripts/realxen/run-test.sh
 # Phases, each timed: rootfs (debootstrap, cached), build (xensplit release, static Swift
@@ -9,6 +9,10 @@
 # boot (QEMU start to dom0 ready), test, poweroff. Exits 0 only when every step passed;
 # SKIP steps are listed as SKIP and do not count as passed. Protocols/realxen.md has the
 # details: the cache, the disks, the markers and what decides pass or fail.
+#
+# With CI=true (any value but empty, false or 0) every step runs as written: REALXEN_DOMU
+# other than 1, REALXEN_STEPS, REALXEN_BENCH_ROUNDS other than a positive count,
+# REALXEN_REQUESTS and REALXEN_BLKBACK_ARGS are refused, each named, before anything starts.
 #
 # Environment:
 #   XENSPLIT_REALXEN_CACHE  where cached root filesystems live, one folder per hash of
@@ -30,6 +34,26 @@
 #   REALXEN_TIMEOUT         seconds the whole QEMU run may take (default 1800)
 set -euo pipefail
 
+# Under CI the knobs that leave steps out or shrink them are refused; plain bash, so nothing
+# has started yet.
+case ${CI:-} in
+    '' | false | 0) ;;
+    *)
+        refused=()
+        [ "${REALXEN_DOMU:-1}" = 1 ] || refused+=("REALXEN_DOMU=$REALXEN_DOMU: drops the domU boot, vbd and bench steps")
+        [ -z "${REALXEN_STEPS:-}" ] || refused+=("REALXEN_STEPS=$REALXEN_STEPS: picks step groups, leaving the others out")
+        [ -z "${REALXEN_BENCH_ROUNDS:-}" ] || [[ $REALXEN_BENCH_ROUNDS =~ ^[1-9][0-9]*$ ]] \
+            || refused+=("REALXEN_BENCH_ROUNDS=$REALXEN_BENCH_ROUNDS: the benchmark needs a positive count (0 skips it)")
+        [ -z "${REALXEN_REQUESTS:-}" ] || refused+=("REALXEN_REQUESTS=$REALXEN_REQUESTS: changes the selftest's ring step")
+        [ -z "${REALXEN_BLKBACK_ARGS:-}" ] || refused+=("REALXEN_BLKBACK_ARGS=$REALXEN_BLKBACK_ARGS: changes the backend under test")
+        if [ ${#refused[@]} -gt 0 ]; then
+            echo "realxen: FAIL: CI=$CI runs every step as written; unset these:" >&2
+            printf '  %s\n' "${refused[@]}" >&2
+            exit 2
+        fi
+        ;;
+esac
+
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 suite=bookworm
@@ -47,6 +71,8 @@ has_step() { [[ ",$steps," == *",$1,"* ]]; }
 # The selftest's steps (issue 8, item 2); fewer PASS lines than this is a failure even if
 # nothing says FAIL, so a step that stops running cannot go unnoticed.
 min_selftest_steps=5
+# shellcheck source=console.sh
+. "$here/console.sh"
 
 export PATH="/opt/swift/usr/bin:$PATH"
 
@@ -233,8 +259,8 @@ qemu-system-x86_64 "${cpu_args[@]}" -M pc -m "$mem" -smp 2 \
 qemu_pid=$!
 say "boot: QEMU pid $qemu_pid ($accel, ${mem} MiB), serial log $serial"
 
-# Waits for a marker on the serial console; its time is when this loop first saw it.
-saw() { tr -d '\r' < "$serial" | grep -q -- "$1"; }
+# Waits for a marker at the start of a console line; its time is when this loop first saw it.
+saw() { saw_marker "$1" < "$serial"; }
 wait_for() {
     local marker=$1 deadline=$2
     while ! saw "$marker"; do
@@ -277,13 +303,15 @@ tr -d '\r' < "$serial" > "$clean"
 failures=()
 [ "$outcome" = ok ] || failures+=("$outcome")
 [ "$qemu_rc" -eq 0 ] || failures+=("QEMU exited with $qemu_rc")
-grep -q "REALXEN-MARK payload-missing" "$clean" && failures+=("dom0 could not mount the payload disk")
+saw_marker "REALXEN-MARK payload-missing" < "$clean" && failures+=("dom0 could not mount the payload disk")
+# Anywhere in a line: a crash counts however it is printed.
 grep -q "(XEN) Hardware Dom0 crashed\|Kernel panic" "$clean" && failures+=("dom0 crashed or panicked")
 
-selftest_lines=$(sed -n 's/^.*REALXEN-SELFTEST //p' "$clean")
+marks=$(marker_lines REALXEN-MARK < "$clean")
+selftest_lines=$(marker_lines REALXEN-SELFTEST < "$clean")
 selftest_pass=$(grep -c '^PASS ' <<< "$selftest_lines" || true)
 selftest_fail=$(grep -c '^FAIL ' <<< "$selftest_lines" || true)
-selftest_rc=$(sed -n 's/^.*REALXEN-MARK selftest-end .*rc=\([0-9]*\).*/\1/p' "$clean" | head -n 1)
+selftest_rc=$(sed -n 's/^selftest-end .*rc=\([0-9]*\).*/\1/p' <<< "$marks" | head -n 1)
 selftest_summary=$(grep -m 1 '^selftest: [0-9]* passed, [0-9]* failed' <<< "$selftest_lines" || true)
 if [ -z "$selftest_rc" ]; then
     failures+=("selftest: no end marker")
@@ -292,23 +320,21 @@ elif [ "$selftest_rc" != 0 ] || [ "$selftest_fail" -gt 0 ] || [ "$selftest_pass"
     failures+=("selftest: rc=$selftest_rc, $selftest_pass PASS, $selftest_fail FAIL lines (need $min_selftest_steps PASS), summary '${selftest_summary:-none}'")
 fi
 
-results=$(sed -n 's/^.*REALXEN-RESULT //p' "$clean")
-while read -r step verdict why; do
-    [ -n "$step" ] || continue
-    [ "$verdict" = FAIL ] && failures+=("$step: $why")
-done <<< "$results"
-grep -q "^setup PASS" <<< "$results" || failures+=("setup: no PASS line")
-required=()
+results=$(marker_lines REALXEN-RESULT < "$clean")
+while IFS= read -r failure; do
+    failures+=("$failure")
+done < <(step_failures < "$clean")
+required=(setup)
 has_step boot && required+=(domu-boot)
 has_step vbd && required+=(vbd-handshake vbd-io vbd-readonly vbd-discard vbd-ext4 vbd-takeup vbd-teardown vbd-release vbd-second vbd-4k)
 has_step bench && [ "$bench_rounds" != 0 ] && required+=(bench)
 has_step frontend && required+=(frontend-kernel frontend-4k)
-for step in "${required[@]}"; do
-    grep -q "^$step PASS" <<< "$results" || failures+=("$step: no PASS line")
-done
+while read -r step; do
+    failures+=("$step: no PASS line")
+done < <(steps_without_pass "${required[@]}" < "$clean")
 
 # Take-up: each feature's REALXEN-TAKEUP line against the written list.
-takeup_lines=$(sed -n 's/^.*REALXEN-TAKEUP //p' "$clean")
+takeup_lines=$(marker_lines REALXEN-TAKEUP < "$clean")
 takeup_checked=()
 if grep -q "^vbd-takeup PASS" <<< "$results"; then
     while IFS=$'\t' read -r feature rule _; do
@@ -336,8 +362,9 @@ fi
 
 # Benchmark: per workload, MiB/s of each round for the kernel's blkback (reference) and ours;
 # medians compared, spread the larger (max-min)/median of the two.
-bench_samples=$(sed -n 's/^.*REALXEN-BENCH side=\([a-z-]*\) round=\([0-9]*\) name=\([a-z0-9-]*\) mib=\([0-9]*\) seconds=\([0-9.]*\).*/\1 \3 \4 \5/p' "$clean")
-bench_errors=$(sed -n 's/^.*REALXEN-BENCH-ERROR //p' "$clean")
+bench_samples=$(marker_lines REALXEN-BENCH < "$clean" \
+    | sed -n 's/^side=\([a-z-]*\) round=\([0-9]*\) name=\([a-z0-9-]*\) mib=\([0-9]*\) seconds=\([0-9.]*\).*/\1 \3 \4 \5/p')
+bench_errors=$(marker_lines REALXEN-BENCH-ERROR < "$clean")
 bench_lines=()
 if has_step bench && [ "$bench_rounds" != 0 ]; then
     [ -z "$bench_errors" ] || failures+=("bench: $(paste -sd';' - <<< "$bench_errors")")
@@ -375,7 +402,7 @@ fi
 
 echo
 echo "=== realxen: what dom0 reported"
-sed -n 's/^.*\(REALXEN-MARK .*\)$/\1/p' "$clean"
+[ -z "$marks" ] || sed 's/^/REALXEN-MARK /' <<< "$marks"
 echo "--- xensplit selftest --platform xen (ring between two threads of one process, not two processes)"
 [ -n "$selftest_lines" ] && echo "$selftest_lines" || echo "(no selftest output)"
 echo "--- steps"
@@ -388,21 +415,21 @@ while read -r step verdict why; do
     [ -n "$step" ] && [ "$step" != setup ] && printf '%-14s %-4s %s\n' "$step" "$verdict" "$why"
 done <<< "$results"
 echo "--- block backend steps (dom0's view)"
-sed -n 's/^.*REALXEN-VBD //p' "$clean"
+marker_lines REALXEN-VBD < "$clean"
 echo "--- take-up (xvda; rules from Protocols/realxen-takeup.tsv)"
 if [ ${#takeup_checked[@]} -gt 0 ]; then printf '%s\n' "${takeup_checked[@]}"; else echo "(not checked)"; fi
-sed -n 's/^.*REALXEN-TAKEUP \([a-z-]* offered=\)/  observed: \1/p' "$clean"
+marker_lines REALXEN-TAKEUP < "$clean" | sed -n 's/^\([a-z-]* offered=\)/  observed: \1/p'
 echo "--- benchmark (dd O_DIRECT in a 2-vCPU domU on dom0's /dev/ram0; reference: Linux's xen-blkback; under TCG emulation)"
-sed -n 's/^.*\(REALXEN-BENCH-INFO .*\)$/\1/p' "$clean"
+marker_lines REALXEN-BENCH-INFO < "$clean" | sed 's/^/REALXEN-BENCH-INFO /'
 if [ ${#bench_lines[@]} -gt 0 ]; then printf '%s\n' "${bench_lines[@]}"; else echo "(no benchmark)"; fi
 echo "--- our frontend against Linux's blkback (dom0)"
-sed -n 's/^.*REALXEN-FRONTEND\(-4K\)\{0,1\} //p' "$clean"
+{ marker_lines REALXEN-FRONTEND < "$clean"; marker_lines REALXEN-FRONTEND-4K < "$clean"; }
 echo "--- timings (s)"
 for i in "${!phase_names[@]}"; do printf '%-18s %8s\n' "${phase_names[$i]}" "${phase_seconds[$i]}"; done
 
 section() {
     local text
-    text=$(sed -n "/REALXEN-LOG-BEGIN $1\$/,/REALXEN-LOG-END $1\$/p" "$clean" | sed '1d;$d')
+    text=$(sed -n "/^REALXEN-LOG-BEGIN $1\$/,/^REALXEN-LOG-END $1\$/p" "$clean" | sed '1d;$d')
     echo "${text:-(not in the serial log: the step did not run or dom0 stopped first)}"
 }
 if [ ${#failures[@]} -gt 0 ]; then
@@ -418,7 +445,7 @@ if [ ${#failures[@]} -gt 0 ]; then
     section selftest
     for name in blkback xenstore-backend xenstore-frontend domu-vbd-console domu-vbd2-console xl-create-vbd xl-destroy-vbd \
             xl-create-vbd2 hotplug-noop blkfront xl-block-attach xl-block-detach nbdcopy \
-            $(sed -n 's/^.*REALXEN-LOG-BEGIN \(bench-[^ ]*\)$/\1/p' "$clean"); do
+            $(sed -n 's/^REALXEN-LOG-BEGIN \(bench-[^ ]*\)$/\1/p' "$clean"); do
         echo "--- $name"
         section "$name"
     done
