@@ -36,8 +36,9 @@ extension LocalHypervisor {
         d.listener = l
         d.directory = dir
         do {
-            try xenstore.listen(path: Self.xenStorePath(stateDirectory: configuration.stateDirectory, domain: name),
-                                identity: .domain(id))
+            let path = Self.xenStorePath(stateDirectory: configuration.stateDirectory, domain: name)
+            try xenstore.listen(path: path, identity: .domain(id))
+            chmod(path, 0o600)
         } catch {
             closeListener(d)
             return .errno(EIO, "xenstore socket for \(name): \(error)")

@@ -72,6 +72,8 @@ public final class LocalHypervisor: @unchecked Sendable {
         do {
             xenstore = try XenStoreServer(logger: Logger(label: "xensplit.xenstored"))
             try xenstore.listen(path: dir + "/xenstored.socket", identity: .tool)
+            // Owner only, as the hypervisor sockets (the server leaves the umask's mode).
+            chmod(dir + "/xenstored.socket", 0o600)
             try xenstore.start()
         } catch {
             throw .hypervisor("xenstored: \(error)")
