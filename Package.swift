@@ -28,6 +28,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
+        // Errno with its names and the one EINTR-retrying system-call loop, below every
+        // module that makes system calls (URing, XenStore, XenLinux).
+        .target(name: "SystemCalls"),
         // The only raw access to shared pages: C11 atomics and fences behind a tiny shim.
         .target(name: "CSharedMemory"),
         .target(name: "SharedMemory", dependencies: ["CSharedMemory"]),
@@ -36,7 +39,7 @@ let package = Package(
         .target(name: "Netif", dependencies: ["XenRing", "SharedMemory"]),
         .target(
             name: "XenStore",
-            dependencies: ["XenRing", "SharedMemory", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["XenRing", "SharedMemory", "SystemCalls", .product(name: "Logging", package: "swift-log")]
         ),
         // Grants, event channels and xenstore as protocols; no system calls.
         .target(name: "XenPlatform", dependencies: ["SharedMemory", "XenStore"]),
@@ -51,7 +54,7 @@ let package = Package(
         .target(name: "CXen", linkerSettings: [.linkedLibrary("xengnttab"), .linkedLibrary("xenevtchn")]),
         .target(
             name: "XenLinux",
-            dependencies: ["CXen", "XenPlatform", "XenStore", "SharedMemory",
+            dependencies: ["CXen", "XenPlatform", "XenStore", "SharedMemory", "SystemCalls",
                            .product(name: "Logging", package: "swift-log")]
         ),
         // Test doubles and peers, shipped so device tests need no hypervisor.
@@ -64,7 +67,7 @@ let package = Package(
         .executableTarget(name: "xensplit-fuzz", dependencies: ["FuzzTargets"]),
         // liburing's helpers are static inline, so they are wrapped by a C target.
         .target(name: "CURing", linkerSettings: [.linkedLibrary("uring")]),
-        .target(name: "URing", dependencies: ["CURing", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "URing", dependencies: ["CURing", "SystemCalls", .product(name: "Logging", package: "swift-log")]),
         // The xenbus state machine of io/xenbus.h for both roles, device-type agnostic.
         .target(name: "XenBus", dependencies: ["XenPlatform", "XenStore", .product(name: "Logging", package: "swift-log")]),
         // The block backend's request engine, workers and backing stores (xenstore comes later).

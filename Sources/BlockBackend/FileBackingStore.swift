@@ -32,8 +32,11 @@ public final class FileBackingStore: BlockBackingStore {
     /// ``directUnavailable`` says why.
     public init(path: String, readOnly: Bool, direct: Bool = false) throws(BlockBackendError) {
         let flags = (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC
-        let fd = Self.retrying { open(path, flags) }
-        guard fd >= 0 else { throw .backingStore(path: path, call: "open", Errno(code: errno)) }
+        let fd: Int32
+        switch SystemCall.retrying({ open(path, flags) }) {
+        case let .success(opened): fd = opened
+        case let .failure(error): throw .backingStore(path: path, call: "open", error)
+        }
         var info = stat()
         guard fstat(fd, &info) == 0 else {
             let error = Errno(code: errno)
@@ -127,8 +130,8 @@ public final class FileBackingStore: BlockBackingStore {
             throw .backingStore(path: path, call: "ioctl(BLKSECDISCARD)", .EOPNOTSUPP)
         }
         var range: (UInt64, UInt64) = (offset, length)
-        guard Self.retrying({ ioctl(fileDescriptor, Self.BLKSECDISCARD, &range) }) == 0 else {
-            throw .backingStore(path: path, call: "ioctl(BLKSECDISCARD)", Errno(code: errno))
+        if case let .failure(error) = SystemCall.retrying({ ioctl(fileDescriptor, Self.BLKSECDISCARD, &range) }) {
+            throw .backingStore(path: path, call: "ioctl(BLKSECDISCARD)", error)
         }
     }
 
@@ -153,13 +156,6 @@ public final class FileBackingStore: BlockBackingStore {
     static let BLKPBSZGET: UInt = 0x127B
     static let BLKSECDISCARD: UInt = 0x127D
     static let BLKGETSIZE64: UInt = 0x8008_1272
-
-    static func retrying(_ call: () -> Int32) -> Int32 {
-        while true {
-            let result = call()
-            if result >= 0 || errno != EINTR { return result }
-        }
-    }
 
     static func major(_ device: dev_t) -> UInt64 {
         (UInt64(device) >> 8) & 0xFFF | (UInt64(device) >> 32) & ~UInt64(0xFFF)

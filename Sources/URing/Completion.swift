@@ -1,3 +1,5 @@
+import SystemCalls
+
 /// One finished operation, copied out of the engine: the caller's user data and the result
 /// the kernel (or the thread pool, with the same convention) reported.
 public struct Completion: Equatable, Sendable {

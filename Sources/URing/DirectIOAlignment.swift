@@ -1,5 +1,6 @@
 import CURing
 import Glibc
+import SystemCalls
 
 /// What direct I/O (`O_DIRECT`) on an open file must respect, in bytes: the alignment of
 /// memory buffers and of file offsets and lengths (statx `STATX_DIOALIGN`).

@@ -1,5 +1,6 @@
 import CURing
 import Glibc
+import SystemCalls
 
 /// An io_uring instance (through liburing). One owner, one thread: create it on the thread
 /// that will submit and reap (with `singleIssuer` the kernel refuses any other thread with
@@ -172,26 +173,22 @@ public final class IORing {
     /// a slot empty, to be filled later by `updateRegisteredFiles`.
     public func registerFiles(_ descriptors: [Int32]) throws(URingError) {
         guard isOpen else { throw .closed }
-        var result: Int32
-        repeat {
-            result = descriptors.withUnsafeBufferPointer {
-                io_uring_register_files(ring, $0.baseAddress, UInt32($0.count))
-            }
-        } while result == -Glibc.EINTR
-        guard result >= 0 else { throw .system(call: "io_uring_register_files", Errno(code: -result)) }
+        let result = SystemCall.retryingNegated {
+            descriptors.withUnsafeBufferPointer { io_uring_register_files(ring, $0.baseAddress, UInt32($0.count)) }
+        }
+        if case let .failure(errno) = result { throw .system(call: "io_uring_register_files", errno) }
     }
 
     /// Replaces registered files `offset..<offset+descriptors.count` (-1 empties a slot).
     /// Operations already in flight keep the file they started with.
     public func updateRegisteredFiles(_ descriptors: [Int32], at offset: Int) throws(URingError) {
         guard isOpen else { throw .closed }
-        var result: Int32
-        repeat {
-            result = descriptors.withUnsafeBufferPointer {
+        let result = SystemCall.retryingNegated {
+            descriptors.withUnsafeBufferPointer {
                 io_uring_register_files_update(ring, UInt32(clamping: offset), $0.baseAddress, UInt32($0.count))
             }
-        } while result == -Glibc.EINTR
-        guard result >= 0 else { throw .system(call: "io_uring_register_files_update", Errno(code: -result)) }
+        }
+        if case let .failure(errno) = result { throw .system(call: "io_uring_register_files_update", errno) }
     }
 
     /// Registers `buffers` for the fixed-buffer operations; `bufferIndex` is the position here.
@@ -199,23 +196,19 @@ public final class IORing {
     public func registerBuffers(_ buffers: [UnsafeMutableRawBufferPointer]) throws(URingError) {
         guard isOpen else { throw .closed }
         let vectors = buffers.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }
-        var result: Int32
-        repeat {
-            result = vectors.withUnsafeBufferPointer {
-                io_uring_register_buffers(ring, $0.baseAddress, UInt32($0.count))
-            }
-        } while result == -Glibc.EINTR
-        guard result >= 0 else { throw .system(call: "io_uring_register_buffers", Errno(code: -result)) }
+        let result = SystemCall.retryingNegated {
+            vectors.withUnsafeBufferPointer { io_uring_register_buffers(ring, $0.baseAddress, UInt32($0.count)) }
+        }
+        if case let .failure(errno) = result { throw .system(call: "io_uring_register_buffers", errno) }
     }
 
     /// Hands every prepared entry to the kernel. Returns how many it took.
     @discardableResult
     public func submit() throws(URingError) -> Int {
         guard isOpen else { throw .closed }
-        while true {
-            let result = io_uring_submit(ring)
-            if result >= 0 { return Int(result) }
-            if result != -Glibc.EINTR { throw .system(call: "io_uring_submit", Errno(code: -result)) }
+        switch SystemCall.retryingNegated({ io_uring_submit(ring) }) {
+        case let .success(taken): return Int(taken)
+        case let .failure(errno): throw .system(call: "io_uring_submit", errno)
         }
     }
 
@@ -225,22 +218,16 @@ public final class IORing {
     /// A signal restarts the wait with the full timeout.
     public func submitAndWait(minimum: Int, timeout: Duration? = nil) throws(URingError) {
         guard isOpen else { throw .closed }
-        while true {
-            let result: Int32
-            if minimum <= 0 {
-                result = io_uring_submit_and_get_events(ring)
-            } else if let timeout {
-                var ts = __kernel_timespec(
-                    tv_sec: timeout.components.seconds,
-                    tv_nsec: timeout.components.attoseconds / 1_000_000_000)
-                var cqe: UnsafeMutablePointer<io_uring_cqe>? = nil
-                result = io_uring_submit_and_wait_timeout(ring, &cqe, UInt32(clamping: minimum), &ts, nil)
-            } else {
-                result = io_uring_submit_and_wait(ring, UInt32(clamping: minimum))
-            }
-            if result >= 0 || result == -Glibc.ETIME { return }
-            if result != -Glibc.EINTR { throw .system(call: "io_uring_enter", Errno(code: -result)) }
+        let result = SystemCall.retryingNegated { () -> Int32 in
+            if minimum <= 0 { return io_uring_submit_and_get_events(ring) }
+            guard let timeout else { return io_uring_submit_and_wait(ring, UInt32(clamping: minimum)) }
+            var ts = __kernel_timespec(
+                tv_sec: timeout.components.seconds,
+                tv_nsec: timeout.components.attoseconds / 1_000_000_000)
+            var cqe: UnsafeMutablePointer<io_uring_cqe>? = nil
+            return io_uring_submit_and_wait_timeout(ring, &cqe, UInt32(clamping: minimum), &ts, nil)
         }
+        if case let .failure(errno) = result, errno != .ETIME { throw .system(call: "io_uring_enter", errno) }
     }
 
     /// Copies up to `buffer.count` ready completions into `buffer`; never blocks or enters

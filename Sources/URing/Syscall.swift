@@ -1,17 +1,14 @@
 import CURing
 import Glibc
+import SystemCalls
 
 /// The single call site of every libc function URing uses. Each retries EINTR and turns
-/// a failure into its errno, so the rest of the module never reads `errno` itself.
+/// a failure into its errno (``SystemCall/retrying(_:)``), so the rest of the module never
+/// reads `errno` itself.
 enum Syscall {
     @inline(__always)
-    private static func retrying<T: BinaryInteger>(_ body: () -> T) -> Result<T, Errno> {
-        while true {
-            let value = body()
-            if value >= 0 { return .success(value) }
-            let error = Errno.current
-            if error != .EINTR { return .failure(error) }
-        }
+    private static func retrying<T: FixedWidthInteger & SignedInteger>(_ body: () -> T) -> Result<T, Errno> {
+        SystemCall.retrying(body)
     }
 
     /// A non-blocking, close-on-exec eventfd.

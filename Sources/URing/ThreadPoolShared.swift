@@ -1,4 +1,5 @@
 import Glibc
+import SystemCalls
 
 /// What the owner of a `ThreadPoolEngine` and its threads share; every field except the
 /// immutable ones is read and written only under `mutex`.

@@ -1,3 +1,5 @@
+import SystemCalls
+
 /// Errors of the URing module.
 public enum URingError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A system call or liburing function failed; names the call and the errno.

@@ -1,10 +1,11 @@
 import CXen
 import Glibc
 import SharedMemory
+import SystemCalls
 
 /// The one call site of every libc and libxen function XenLinux uses. Each wrapper makes
 /// the call, captures errno immediately after it, and repeats calls that can be
-/// interrupted while they fail with EINTR. Callers turn the outcome into a typed error
+/// interrupted while they fail with EINTR (through the one shared loop, ``SystemCall``). Callers turn the outcome into a typed error
 /// that names the call.
 enum LinuxCall {
     /// The result of one call and the errno captured right after it (0 on success).
@@ -15,15 +16,12 @@ enum LinuxCall {
         var failed: Bool { errno != 0 }
     }
 
-    /// Runs `body` until it does not return -1 with EINTR.
+    /// Runs `body` until it does not return -1 with EINTR (``SystemCall/retrying(_:)``).
     @inline(__always)
     private static func retrying<T: FixedWidthInteger & SignedInteger>(_ body: () -> T) -> Outcome<T> {
-        while true {
-            let value = body()
-            if value >= 0 { return Outcome(value: value, errno: 0) }
-            let e = Glibc.errno
-            if e == EINTR { continue }
-            return Outcome(value: value, errno: e)
+        switch SystemCall.retrying(body) {
+        case let .success(value): return Outcome(value: value, errno: 0)
+        case let .failure(errno): return Outcome(value: -1, errno: errno.code)
         }
     }
 

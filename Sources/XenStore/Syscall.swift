@@ -1,16 +1,14 @@
 import Glibc
+import SystemCalls
 
-/// The one place XenStore calls libc: each wrapper retries EINTR and turns -1 into
-/// ``XenStoreError/systemCall(_:errno:)``.
+/// The one place XenStore calls libc: each wrapper retries EINTR (``SystemCall/retrying(_:)``)
+/// and turns a failure into ``XenStoreError/systemCall(_:errno:)`` naming the call.
 enum Syscall {
     /// Runs `body` until it does not fail with EINTR.
     static func retrying(_ name: @autoclosure () -> String, _ body: () -> Int) throws(XenStoreError) -> Int {
-        while true {
-            let r = body()
-            if r >= 0 { return r }
-            let e = errno
-            if e == EINTR { continue }
-            throw .systemCall(name(), errno: e)
+        switch SystemCall.retrying(body) {
+        case let .success(value): return value
+        case let .failure(errno): throw .systemCall(name(), errno: errno.code)
         }
     }
 

@@ -1,4 +1,5 @@
 import Glibc
+import SystemCalls
 import XenRing
 
 /// Errors of the XenStore module. Decoding errors name the field, the value and the limit.
@@ -63,7 +64,7 @@ public enum XenStoreError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .ring(error):
             return "xenstore ring: \(error)"
         case let .systemCall(name, errno):
-            return "\(name) failed: \(String(cString: strerror(errno))) (errno \(errno))"
+            return "\(name) failed: \(Errno(code: errno))"
         case let .duplicateWatchToken(token):
             return "this client already has a watch with token '\(token)'"
         case let .transactionRetriesExhausted(attempts):
