@@ -248,23 +248,36 @@ static void sleep_on(int fd) {
     while (eventfd_read(fd, &v) != 0 && errno == EINTR) {}
 }
 
+// The request every benchmark frontend sends (see CRingReference.h): all eleven segments
+// filled, so the slot is written whole and a backend has the whole slot to read.
+static void bench_request(blkif_request_t *req) {
+    memset(req, 0, sizeof(*req));
+    req->operation = BLKIF_OP_READ;
+    req->nr_segments = BLKIF_MAX_SEGMENTS_PER_REQUEST;
+    req->handle = 0;
+    for (unsigned i = 0; i < BLKIF_MAX_SEGMENTS_PER_REQUEST; i++) {
+        req->seg[i].gref = CREF_BENCH_FIRST_GREF + i;
+        req->seg[i].first_sect = 0;
+        req->seg[i].last_sect = 7;
+    }
+}
+
 long cref_blkif_front_run(void *mem, size_t bytes, uint64_t count, unsigned depth,
                           int notify_fd, int wait_fd) {
     blkif_front_ring_t fr;
     FRONT_RING_ATTACH(&fr, (blkif_sring_t *)mem, 0, bytes);
     uint8_t *outstanding = calloc((size_t)(count / 8 + 1), 1);
     if (!outstanding) return -3;
+    blkif_request_t req;
+    bench_request(&req);
     uint64_t issued = 0, completed = 0;
     long result = 0;
     while (completed < count) {
         int produced = 0;
         while (issued < count && issued - completed < depth && !RING_FULL(&fr)) {
-            blkif_request_t *req = RING_GET_REQUEST(&fr, fr.req_prod_pvt);
-            req->operation = BLKIF_OP_READ;
-            req->nr_segments = 0;
-            req->handle = 0;
-            req->id = issued;
-            req->sector_number = issued;
+            req.id = issued;
+            req.sector_number = issued;
+            memcpy(RING_GET_REQUEST(&fr, fr.req_prod_pvt), &req, sizeof(req));
             outstanding[issued / 8] |= (uint8_t)(1u << (issued % 8));
             fr.req_prod_pvt++;
             issued++;
@@ -285,6 +298,7 @@ long cref_blkif_front_run(void *mem, size_t bytes, uint64_t count, unsigned dept
             fr.rsp_cons++;
             uint64_t id = rsp.id;
             if (id >= count || !(outstanding[id / 8] & (1u << (id % 8)))) { result = -1; goto out; }
+            if (rsp.status != BLKIF_RSP_OKAY || rsp.operation != BLKIF_OP_READ) { result = -4; goto out; }
             outstanding[id / 8] &= (uint8_t)~(1u << (id % 8));
             completed++;
             consumed = 1;
@@ -301,11 +315,41 @@ out:
     return result;
 }
 
-long cref_blkif_back_run(void *mem, size_t bytes, uint64_t count, int notify_fd, int wait_fd) {
+// Validates the copied request as a backend must before using it (every field read once,
+// from the copy): a direct operation, a segment count it allows, and each segment's
+// sectors inside its page. Adds what it used to the tally's digest.
+static int bench_decode(const blkif_request_t *req, cref_blkif_tally *tally) {
+    unsigned least;
+    switch (req->operation) {
+    case BLKIF_OP_READ:
+    case BLKIF_OP_WRITE:
+        least = 1;
+        break;
+    case BLKIF_OP_WRITE_BARRIER:
+    case BLKIF_OP_FLUSH_DISKCACHE:
+        least = 0;
+        break;
+    default:
+        return 0;
+    }
+    unsigned n = req->nr_segments;
+    if (n < least || n > BLKIF_MAX_SEGMENTS_PER_REQUEST) return 0;
+    uint64_t digest = req->sector_number;
+    for (unsigned i = 0; i < n; i++) {
+        uint8_t first = req->seg[i].first_sect, last = req->seg[i].last_sect;
+        if (first > last || last > 7) return 0;
+        digest += (uint64_t)req->seg[i].gref + first + last;
+    }
+    tally->digest += digest;
+    return 1;
+}
+
+long cref_blkif_back_serve(void *mem, size_t bytes, uint64_t count, int notify_fd, int wait_fd,
+                           cref_blkif_tally *tally) {
     blkif_back_ring_t br;
     BACK_RING_ATTACH(&br, (blkif_sring_t *)mem, 0, bytes);
-    uint64_t done = 0;
-    while (done < count) {
+    memset(tally, 0, sizeof(*tally));
+    while (tally->answered < count) {
         RING_IDX rp = br.sring->req_prod;
         xen_rmb();
         if (RING_REQUEST_PROD_OVERFLOW(&br, rp)) return -2;
@@ -314,12 +358,19 @@ long cref_blkif_back_run(void *mem, size_t bytes, uint64_t count, int notify_fd,
             blkif_request_t req;
             RING_COPY_REQUEST(&br, br.req_cons, &req);
             br.req_cons++;
-            blkif_response_t *rsp = RING_GET_RESPONSE(&br, br.rsp_prod_pvt);
-            rsp->id = req.id;
-            rsp->operation = req.operation;
-            rsp->status = BLKIF_RSP_OKAY;
+            blkif_response_t rsp;
+            memset(&rsp, 0, sizeof(rsp));
+            rsp.id = req.id;
+            rsp.operation = req.operation;
+            if (bench_decode(&req, tally)) {
+                rsp.status = BLKIF_RSP_OKAY;
+            } else {
+                rsp.status = BLKIF_RSP_ERROR;
+                tally->refused++;
+            }
+            memcpy(RING_GET_RESPONSE(&br, br.rsp_prod_pvt), &rsp, sizeof(rsp));
             br.rsp_prod_pvt++;
-            done++;
+            tally->answered++;
             answered = 1;
         }
         if (answered) {
@@ -332,7 +383,12 @@ long cref_blkif_back_run(void *mem, size_t bytes, uint64_t count, int notify_fd,
             if (!more) sleep_on(wait_fd);
         }
     }
-    return (long)done;
+    return (long)tally->answered;
+}
+
+long cref_blkif_back_run(void *mem, size_t bytes, uint64_t count, int notify_fd, int wait_fd) {
+    cref_blkif_tally tally;
+    return cref_blkif_back_serve(mem, bytes, count, notify_fd, wait_fd, &tally);
 }
 
 int cref_pin_to_cpu(int cpu) {

@@ -8,11 +8,12 @@ func warn(_ message: String) {
 
 // xensplit-bench SUITE [--runs N] [--quick]: each suite prints DESIGN.md's `bench` lines.
 let usage = """
-usage: xensplit-bench SUITE [--runs N] [--quick]
+usage: xensplit-bench SUITE [--runs N] [--quick] [--only X] [--verbose]
 
 Suites (each compares against a reference measured in the same run):
   ring      Swift rings vs Xen's C io/ring.h macros: blkif ring, two pinned threads,
-            busy-poll and eventfd notification, queue depth 1 and 32
+            busy-poll and eventfd notification, queue depth 1 and 32; both sides write,
+            read and check whole requests and responses, and must leave the same ring
   platform  local hypervisor: grant map+unmap/s and 4 KiB grant copies/s (no reference);
             event-channel notify-to-wakeup between two processes vs the C ring's eventfd
   uring     our io_uring engine vs fio's io_uring engine on the same file: 4 KiB random
@@ -35,6 +36,8 @@ Options:
   --runs N  alternating runs of ours and the reference (default 5, at least 1)
   --quick   fewer requests per run, for smoke tests
   --only X  run one comparison of the suite (ring: poll-qd1, poll-qd32, eventfd-qd1, eventfd-qd32)
+  --verbose ring: each run's work on standard error (check NAME run=N side=S answered=...
+            refused=... digest=... ring=...)
 
 Output: bench NAME ours=V reference=V unit=U ratio=OURS/REF spread=PCT
 """
@@ -77,6 +80,7 @@ args.removeFirst()
 var runs = 5
 var quick = false
 var only: String? = nil
+var verbose = false
 var i = 0
 while i < args.count {
     switch args[i] {
@@ -89,6 +93,8 @@ while i < args.count {
         i += 1
     case "--quick":
         quick = true
+    case "--verbose":
+        verbose = true
     case "--only":
         guard i + 1 < args.count else {
             warn("xensplit-bench: --only takes a comparison name, e.g. poll-qd32")
@@ -106,7 +112,7 @@ while i < args.count {
 do {
     switch suite {
     case "ring":
-        try RingBench(runs: runs, quick: quick, onlyMode: only).run()
+        try RingBench(runs: runs, quick: quick, onlyMode: only, verbose: verbose).run()
     case "platform":
         try PlatformBench(runs: runs, quick: quick).run()
     default:

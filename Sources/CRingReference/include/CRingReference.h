@@ -63,16 +63,41 @@ int cref_final_check_for_requests(cref_ring *r);
 /// Initialises a blkif ring over `bytes` at `mem` (frontend side, before both loops run).
 void cref_blkif_init(void *mem, size_t bytes);
 
-/// A blkif frontend written with the macros: issues `count` requests (ids 0..count-1) with
-/// at most `depth` outstanding and checks every response id against the outstanding set.
-/// `notify_fd` < 0 busy-polls; otherwise the backend is kicked through the eventfd
-/// `notify_fd` and this side sleeps on the eventfd `wait_fd`. Returns responses seen, or
-/// -1 for an unknown or duplicate id, -2 for a response overrun.
+/// The benchmark request: BLKIF_OP_READ, handle 0, all 11 segments (segment i: gref
+/// CREF_BENCH_FIRST_GREF + i, sectors 0..7), id and sector_number both the request's
+/// number 0, 1, 2...; padding zero. Written whole into its slot (112 bytes on x86_64).
+#define CREF_BENCH_FIRST_GREF 1000u
+
+/// A blkif frontend written with the macros: issues `count` benchmark requests (ids
+/// 0..count-1) with at most `depth` outstanding, takes each response out with
+/// RING_COPY_RESPONSE and checks its id against the outstanding set, its status (OKAY)
+/// and operation (READ). `notify_fd` < 0 busy-polls; otherwise the backend is kicked
+/// through the eventfd `notify_fd` and this side sleeps on the eventfd `wait_fd`.
+/// Returns responses seen, or -1 for an unknown or duplicate id, -2 for a response
+/// overrun, -3 if out of memory, -4 for a response other than OKAY to a READ.
 long cref_blkif_front_run(void *mem, size_t bytes, uint64_t count, unsigned depth,
                           int notify_fd, int wait_fd);
 
-/// A blkif backend written with the macros: answers `count` requests in arrival order,
-/// echoing id and operation. Returns requests answered, or -2 for a producer overrun.
+/// What a backend run did, to check that two backends did the same work.
+typedef struct cref_blkif_tally {
+    /// Requests answered.
+    uint64_t answered;
+    /// Of those, answered BLKIF_RSP_ERROR because they were invalid.
+    uint64_t refused;
+    /// Over the valid requests: sector_number plus each used segment's gref, first_sect
+    /// and last_sect (wrapping).
+    uint64_t digest;
+} cref_blkif_tally;
+
+/// A blkif backend written with the macros: answers `count` requests in arrival order.
+/// Each is taken out whole with RING_COPY_REQUEST and validated from the copy (a direct
+/// operation, a segment count it allows, every segment's sectors within its page); the
+/// response (id and operation echoed, OKAY or ERROR, padding zero) is written whole.
+/// Fills `tally`; returns requests answered, or -2 for a producer overrun.
+long cref_blkif_back_serve(void *mem, size_t bytes, uint64_t count, int notify_fd, int wait_fd,
+                           cref_blkif_tally *tally);
+
+/// ``cref_blkif_back_serve`` without the tally.
 long cref_blkif_back_run(void *mem, size_t bytes, uint64_t count, int notify_fd, int wait_fd);
 
 /// A new blocking, close-on-exec eventfd, or -1.
