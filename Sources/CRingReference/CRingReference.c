@@ -391,6 +391,17 @@ long cref_blkif_back_run(void *mem, size_t bytes, uint64_t count, int notify_fd,
     return cref_blkif_back_serve(mem, bytes, count, notify_fd, wait_fd, &tally);
 }
 
+pid_t cref_blkif_front_fork(void *mem, size_t bytes, uint64_t count, unsigned depth,
+                            int notify_fd, int wait_fd, int ready_fd) {
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    // The child: only C from here on (no Swift runtime, no threads), then _exit.
+    char ready = 'R';
+    while (write(ready_fd, &ready, 1) < 0 && errno == EINTR) {}
+    long done = cref_blkif_front_run(mem, bytes, count, depth, notify_fd, wait_fd);
+    _exit(done == (long)count ? 0 : 1);
+}
+
 int cref_pin_to_cpu(int cpu) {
     cpu_set_t set;
     CPU_ZERO(&set);

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /// Entry shapes: rings declared with DEFINE_RING_TYPES from the system headers, plus two
 /// of our own sizes so the "any entry size" rule is checked against the macros too.
@@ -99,6 +100,13 @@ long cref_blkif_back_serve(void *mem, size_t bytes, uint64_t count, int notify_f
 
 /// ``cref_blkif_back_serve`` without the tally.
 long cref_blkif_back_run(void *mem, size_t bytes, uint64_t count, int notify_fd, int wait_fd);
+
+/// Forks a process that writes one byte to `ready_fd` and then runs
+/// ``cref_blkif_front_run`` over `mem` (which must be a MAP_SHARED mapping) with the
+/// inherited eventfds, exiting 0 if every response came back and 1 otherwise. The child
+/// runs only this C code. Returns the child's pid (or -1, errno set), as fork(2) does.
+pid_t cref_blkif_front_fork(void *mem, size_t bytes, uint64_t count, unsigned depth,
+                            int notify_fd, int wait_fd, int ready_fd);
 
 /// A new blocking, close-on-exec eventfd, or -1.
 int cref_eventfd(void);
