@@ -40,12 +40,24 @@ struct BenchComparison {
     }
 }
 
-/// Runs `ours` and `reference` alternately `runs` times each and collects their figures.
+/// Whether round `round` (counted from 0) runs ours before the reference: ours first in
+/// rounds 1, 3, 5... and the reference first in rounds 2, 4..., so neither side always
+/// runs second, after the other has warmed (or dirtied) caches, the page cache or the
+/// CPU's frequency.
+func oursFirst(round: Int) -> Bool { round % 2 == 0 }
+
+/// Runs `ours` and `reference` `runs` times each, taking turns to go first
+/// (``oursFirst(round:)``), and collects their figures.
 func alternate(_ comparison: inout BenchComparison, runs: Int,
                ours: () throws -> Double, reference: () throws -> Double) rethrows {
-    for _ in 0..<runs {
-        comparison.ours.append(try ours())
-        comparison.reference.append(try reference())
+    for round in 0..<runs {
+        if oursFirst(round: round) {
+            comparison.ours.append(try ours())
+            comparison.reference.append(try reference())
+        } else {
+            comparison.reference.append(try reference())
+            comparison.ours.append(try ours())
+        }
     }
 }
 

@@ -543,12 +543,18 @@ enum BlockBenchFio {
     }
 }
 
-/// Runs `ours` and `reference` alternately, `runs` times each (async version of ``alternate``).
+/// ``alternate(_:runs:ours:reference:)`` for async sides: `runs` rounds, each side going
+/// first in turn (``oursFirst(round:)``).
 func alternateAsync(_ comparison: inout BenchComparison, runs: Int,
                     ours: () async throws -> Double, reference: () async throws -> Double) async rethrows {
-    for _ in 0..<runs {
-        comparison.ours.append(try await ours())
-        comparison.reference.append(try await reference())
+    for round in 0..<runs {
+        if oursFirst(round: round) {
+            comparison.ours.append(try await ours())
+            comparison.reference.append(try await reference())
+        } else {
+            comparison.reference.append(try await reference())
+            comparison.ours.append(try await ours())
+        }
     }
 }
 
