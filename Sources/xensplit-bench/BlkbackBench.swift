@@ -20,6 +20,12 @@ import XenStore
 /// `-copy`). Depth is per frontend (and per fio job). Before timing, every slot of every
 /// frontend sends one request, so persistent mappings are made outside the runs.
 ///
+/// Both sides are timed alike: a clock started before the first request is issued,
+/// requests issued until the run's length has passed, then the ones in flight finished,
+/// and the figure is every I/O completed over the time measured (fio's `total_ios` and
+/// `runtime`). The rounds take turns at which side goes first. With `--verbose` each run
+/// of each side logs its I/Os, block size, depth x frontends (or jobs) and seconds.
+///
 /// The frontends are ``BlkbackBenchRingFrontend``s, one thread driving them all, not the
 /// BlockFrontend library: the library's per-request cost (a task, a continuation, an
 /// array, a pipe write) is larger than the backend's, so it would measure itself
@@ -94,7 +100,7 @@ func runBlkbackBench(arguments: [String]) async throws {
                     let backendBefore = world.backendSample
                     let hypervisorBefore = world.hypervisorSample
                     let processBefore = ThreadCPU.processNanoseconds()
-                    let operations = try await offPool { [frontends] in
+                    let run = try await offPool { [frontends] in
                         try BlkbackBenchRingFrontend.drive(frontends, workload: workload, regionBytes: region,
                                                            seconds: options.seconds)
                     }
@@ -106,27 +112,30 @@ func runBlkbackBench(arguments: [String]) async throws {
                         to: backendAfter.filter { world.backendThreads.contains($0.key) }))
                     let hypervisor = Double(ThreadCPU.elapsed(from: hypervisorBefore, to: world.hypervisorSample))
                     let process = Double(ThreadCPU.processNanoseconds() &- processBefore)
-                    cpu.ours.append((backend + hypervisor) / 1000 / Double(max(operations, 1)))
-                    total.ours.append(process / 1000 / Double(max(operations, 1)))
-                    busy.append(backend / 1e9 / options.seconds * 100)
-                    options.log(String(format: "%@: %d I/Os; %% of a core: backend threads %.0f, hypervisor %.0f, "
-                                       + "process %.0f; CPU per I/O: backend %.2f us, of which workers %.2f us", title,
-                                       operations, backend / 1e9 / options.seconds * 100,
-                                       hypervisor / 1e9 / options.seconds * 100, process / 1e9 / options.seconds * 100,
-                                       backend / 1000 / Double(max(operations, 1)),
-                                       workers / 1000 / Double(max(operations, 1))))
-                    return workload.figure(operations: operations, seconds: options.seconds)
+                    let operations = Double(max(run.operations, 1))
+                    cpu.ours.append((backend + hypervisor) / 1000 / operations)
+                    total.ours.append(process / 1000 / operations)
+                    busy.append(backend / 1e9 / run.seconds * 100)
+                    options.log(String(format: "%@: ours %ld I/Os of %ld bytes at depth %ld x %ld in %.3f s; %% of a core: "
+                                       + "backend threads %.0f, hypervisor %.0f, process %.0f; CPU per I/O: backend %.2f us, "
+                                       + "of which workers %.2f us", title, run.operations, workload.blockSize,
+                                       workload.depth, layout.frontends, run.seconds,
+                                       backend / 1e9 / run.seconds * 100, hypervisor / 1e9 / run.seconds * 100,
+                                       process / 1e9 / run.seconds * 100, backend / 1000 / operations,
+                                       workers / 1000 / operations))
+                    return workload.figure(operations: run.operations, seconds: run.seconds)
                 }, reference: { [jobs = layout.frontends, seconds = options.seconds] in
                     let before = ThreadCPU.childrenNanoseconds()
-                    let figure = try await offPool {
-                        try BlockBenchFio.ioUring(path: image, regionBytes: region, jobs: jobs, workload: workload,
-                                                  seconds: seconds)
+                    let run = try await offPool {
+                        try BlockBenchFio.ioUringRun(path: image, regionBytes: region, jobs: jobs, workload: workload,
+                                                     seconds: seconds)
                     }
-                    // fio is this process's only child here; the figure is per second.
-                    let operations = workload.operations(figure: figure, seconds: seconds)
+                    // fio is this process's only child here.
                     total.reference.append(Double(ThreadCPU.childrenNanoseconds() &- before) / 1000
-                                           / max(operations, 1))
-                    return figure
+                                           / max(run.operations, 1))
+                    options.log(String(format: "%@: reference %.0f I/Os of %ld bytes at depth %ld x %ld in %.3f s", title,
+                                       run.operations, workload.blockSize, workload.depth, jobs, run.seconds))
+                    return run.figure(workload)
                 })
                 printComparison(comparison, options: options)
                 printComparison(cpu, options: options)
@@ -292,11 +301,13 @@ final class BlkbackBenchRingFrontend: @unchecked Sendable {
         store.close()
     }
 
-    /// Drives every frontend in `frontends` with `workload` (its depth per frontend) for
-    /// `seconds` on the calling thread; each frontend uses the `regionBytes` of the disk
-    /// from index x `regionBytes`. Returns the requests answered before the deadline.
+    /// Drives every frontend in `frontends` with `workload` (its depth per frontend) on
+    /// the calling thread, issuing requests for `seconds` and then letting those in flight
+    /// finish; each frontend uses the `regionBytes` of the disk from index x `regionBytes`.
+    /// Returns every request answered and the time from just before the first was issued
+    /// until the last was answered, as fio counts and times a time-based run.
     static func drive(_ frontends: [BlkbackBenchRingFrontend], workload: BlockBenchWorkload, regionBytes: Int,
-                      seconds: Double) throws -> Int {
+                      seconds: Double) throws -> BlkbackBenchRun {
         let blockSize = workload.blockSize
         let segments = blockSize / pageSize
         guard blockSize % pageSize == 0, (1...segments).contains(segments), segments <= Self.segments else {
@@ -355,19 +366,21 @@ final class BlkbackBenchRingFrontend: @unchecked Sendable {
             }
         }
 
+        var fds = frontends.map { pollfd(fd: $0.channel?.fileDescriptor ?? -1, events: Int16(POLLIN), revents: 0) }
+        // The clock starts before the first request is issued, as fio's does, and the
+        // figure is what completed over the time measured, not over `seconds`.
+        let clock = ContinuousClock()
+        let start = clock.now
+        let deadline = start.advanced(by: .nanoseconds(Int64(seconds * 1e9)))
         for f in frontends.indices {
             for slot in 0..<workload.depth { try issue(f, slot: slot) }
         }
         try push()
-        var fds = frontends.map { pollfd(fd: $0.channel?.fileDescriptor ?? -1, events: Int16(POLLIN), revents: 0) }
-        let clock = ContinuousClock()
-        let deadline = clock.now.advanced(by: .nanoseconds(Int64(seconds * 1e9)))
         var open = true
-        var passes = 0
         while inFlight > 0 {
-            // Reading the clock costs as much as a request here: look every 16 passes.
-            passes &+= 1
-            if passes & 15 == 0 { open = open && clock.now <= deadline }
+            // Once per pass over the rings (a vDSO read): fio looks at its clock once per
+            // pass of its submit loop too (through a cache refreshed every few passes).
+            if open, clock.now > deadline { open = false }
             var answered = false
             for f in frontends.indices {
                 let frontend = frontends[f]
@@ -383,11 +396,9 @@ final class BlkbackBenchRingFrontend: @unchecked Sendable {
                             throw BlockBenchError.io("backend answered id \(response.id) on ring \(r) with \(response.status)")
                         }
                         inFlight -= 1
+                        operations += 1
                         answered = true
-                        if open {
-                            operations += 1
-                            try issue(f, slot: Int(response.id))
-                        }
+                        if open { try issue(f, slot: Int(response.id)) }
                     }
                 }
             }
@@ -404,8 +415,18 @@ final class BlkbackBenchRingFrontend: @unchecked Sendable {
                 try channel.takePending(atMost: frontend.queues) { port throws(PlatformError) in try channel.unmask(port) }
             }
         }
-        return operations
+        let elapsed = start.duration(to: clock.now)
+        return BlkbackBenchRun(operations: operations,
+                               seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
     }
+}
+
+/// What one run of ``BlkbackBenchRingFrontend/drive(_:workload:regionBytes:seconds:)`` did.
+struct BlkbackBenchRun: Sendable {
+    /// Requests answered.
+    var operations: Int
+    /// Measured: from just before the first request was issued until the last answer.
+    var seconds: Double
 }
 
 /// The xenbus steps of ``BlkbackBenchRingFrontend``.
@@ -442,13 +463,6 @@ struct BlkbackBenchRingHooks: XenbusFrontendHooks {
 
     func disconnect(paths: XenbusDevicePaths, reason: String) async {
         frontend.ready.store(false, ordering: .releasing)
-    }
-}
-
-extension BlockBenchWorkload {
-    /// The operations behind `figure` (the workload's unit) over `seconds`.
-    func operations(figure: Double, seconds: Double) -> Double {
-        random ? figure * seconds : figure * seconds * Double(1 << 20) / Double(blockSize)
     }
 }
 

@@ -487,6 +487,13 @@ enum BlockBenchFio {
     /// jobs, job N on the `regionBytes` from N x `regionBytes`, as our frontends split it.
     static func ioUring(path: String, regionBytes: Int, jobs: Int, workload: BlockBenchWorkload,
                         seconds: Double) throws -> Double {
+        try ioUringRun(path: path, regionBytes: regionBytes, jobs: jobs, workload: workload, seconds: seconds)
+            .figure(workload)
+    }
+
+    /// ``ioUring(path:regionBytes:jobs:workload:seconds:)`` with what fio counted and timed.
+    static func ioUringRun(path: String, regionBytes: Int, jobs: Int, workload: BlockBenchWorkload,
+                           seconds: Double) throws -> BlockBenchFioRun {
         try run([
             "--filename=\(path)", "--ioengine=io_uring", "--registerfiles=1", "--fixedbufs=1", "--direct=0",
             "--size=\(regionBytes)", "--offset_increment=\(regionBytes)", "--numjobs=\(jobs)", "--group_reporting=1",
@@ -496,11 +503,13 @@ enum BlockBenchFio {
 
     /// fio's nbd engine (libnbd) against the export at `uri`.
     static func nbd(uri: String, workload: BlockBenchWorkload, seconds: Double) throws -> Double {
-        try run(["--ioengine=nbd", "--uri=\(uri)"], workload: workload, seconds: seconds)
+        try run(["--ioengine=nbd", "--uri=\(uri)"], workload: workload, seconds: seconds).figure(workload)
     }
 
-    /// One fixed-time fio run; the figure in the workload's unit, from fio's JSON.
-    private static func run(_ engine: [String], workload: BlockBenchWorkload, seconds: Double) throws -> Double {
+    /// One time-based fio run: the I/Os and bytes fio completed and the run time it
+    /// measured, from its JSON (`total_ios`, `io_bytes`, `runtime`; with
+    /// `group_reporting`, summed over the jobs and the longest job's time).
+    private static func run(_ engine: [String], workload: BlockBenchWorkload, seconds: Double) throws -> BlockBenchFioRun {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = benchChildSignals + ["/usr/bin/fio", "--name=reference"] + engine + [
@@ -534,12 +543,25 @@ enum BlockBenchFio {
             throw BlockBenchError.io("fio \(engine.joined(separator: " ")) failed (status \(process.terminationStatus)): "
                 + stderrText.trimmingCharacters(in: .whitespacesAndNewlines))
         }
-        if workload.random {
-            guard let iops = (side["iops"] as? NSNumber)?.doubleValue else { throw BlockBenchError.io("fio: no iops") }
-            return iops
+        guard let operations = (side["total_ios"] as? NSNumber)?.doubleValue,
+              let bytes = (side["io_bytes"] as? NSNumber)?.doubleValue,
+              let milliseconds = (side["runtime"] as? NSNumber)?.doubleValue, milliseconds > 0 else {
+            throw BlockBenchError.io("fio: no total_ios, io_bytes or runtime")
         }
-        guard let bytes = (side["bw_bytes"] as? NSNumber)?.doubleValue else { throw BlockBenchError.io("fio: no bw_bytes") }
-        return bytes / Double(1 << 20)
+        return BlockBenchFioRun(operations: operations, bytes: bytes, seconds: milliseconds / 1000)
+    }
+}
+
+/// What one fio run did, as fio counted and timed it: its clock starts before its first
+/// I/O and its I/Os are all it completed, the in-flight ones at the end included.
+struct BlockBenchFioRun: Sendable {
+    var operations: Double
+    var bytes: Double
+    var seconds: Double
+
+    /// The figure in the workload's unit, as fio's own `iops` and `bw_bytes` are reckoned.
+    func figure(_ workload: BlockBenchWorkload) -> Double {
+        workload.random ? operations / seconds : bytes / seconds / Double(1 << 20)
     }
 }
 

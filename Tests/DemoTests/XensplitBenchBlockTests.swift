@@ -105,6 +105,63 @@ struct XensplitBenchBlockTests {
         }
     }
 
+    /// One side's run as `--verbose` logs it: `NAME: SIDE N I/Os of B bytes at depth D x J in S s`.
+    struct SideRun {
+        var side: String
+        var operations: Double
+        var blockSize: Int
+        var depth: Int
+        var jobs: Int
+        var seconds: Double
+
+        init?(_ line: Substring, name: String) {
+            guard line.hasPrefix(name + ": ") else { return nil }
+            let words = line.dropFirst(name.count + 2).split(separator: " ")
+            guard words.count >= 14, ["ours", "reference"].contains(words[0]), words[2] == "I/Os", words[5] == "bytes",
+                  words[7] == "depth", words[9] == "x", words[11] == "in", let operations = Double(words[1]),
+                  let blockSize = Int(words[4]), let depth = Int(words[8]), let jobs = Int(words[10]),
+                  let seconds = Double(words[12]) else { return nil }
+            side = String(words[0])
+            self.operations = operations
+            self.blockSize = blockSize
+            self.depth = depth
+            self.jobs = jobs
+            self.seconds = seconds
+        }
+    }
+
+    @Test("blkback: ours and fio do the same I/O per run and are both timed from before the first request",
+          .enabled(if: toolExists("fio"), "fio is not installed"))
+    func blkbackSidesDoTheSameWork() async throws {
+        let name = "blkback-randread-4k-qd32-f1-q1"
+        let log = try makeTemporaryDirectory("xensplit-bench-blkback-log")
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        let child = try Child(Self.benchBinary, ["blkback", "--quick", "--runs", "2", "--only", name + "$", "--verbose"],
+                              outputPath: log + "/out.log")
+        defer { child.signal(SIGKILL) }
+        let status = await child.wait()
+        let output = child.output
+        #expect(status == 0, "\(output)")
+        let lines = output.split(separator: "\n")
+        let runs = lines.compactMap { SideRun($0, name: name) }
+        let ours = runs.filter { $0.side == "ours" }
+        let reference = runs.filter { $0.side == "reference" }
+        #expect(ours.count == 2 && reference.count == 2, "\(output)")
+        for run in runs {
+            #expect(run.blockSize == 4096 && run.depth == 32 && run.jobs == 1, "same I/O on both sides: \(run)")
+            // Both ran for the run's length (0.3 s with --quick) and were timed, not assumed.
+            #expect(run.operations > 0 && run.seconds >= 0.3, "\(run)")
+        }
+        // The figure is each side's own I/Os over its own measured time, medians compared.
+        let line = try #require(lines.filter { $0.hasPrefix("bench \(name) ") }.compactMap(BenchLine.init).first, "\(output)")
+        func median(_ xs: [Double]) -> Double { xs.count == 2 ? (xs[0] + xs[1]) / 2 : .nan }
+        let oursFigure = median(ours.map { $0.operations / $0.seconds })
+        let referenceFigure = median(reference.map { $0.operations / $0.seconds })
+        #expect(abs(line.ours - oursFigure) <= 0.01 * oursFigure, "ours: \(line.ours) vs \(oursFigure)")
+        #expect(abs((line.reference ?? 0) - referenceFigure) <= 0.01 * referenceFigure,
+                "reference: \(String(describing: line.reference)) vs \(referenceFigure)")
+    }
+
     @Test("blkfront --quick prints the NBD and library comparisons",
           .enabled(if: toolExists("fio") && toolExists("nbdkit"), "fio or nbdkit is not installed"))
     func blkfront() async throws {
