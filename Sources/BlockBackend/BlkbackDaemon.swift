@@ -30,6 +30,9 @@ public final class BlkbackDaemon: Sendable {
         /// here, its extra threads contending for the same cores. Raise it for stores
         /// whose I/O blocks for long.
         public var kernelWorkers: Int
+        /// How many lines each device's frontend may cause in the log (refused requests, a
+        /// broken ring) before they are counted instead.
+        public var guestLog = GuestLog.Policy()
 
         public init(workers: Int = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))),
                     limits: BlkbackDeviceLimits = BlkbackDeviceLimits(), resizeInterval: Duration = .seconds(1),
@@ -152,8 +155,9 @@ public final class BlkbackDaemon: Sendable {
     private func start(_ id: XenbusBackendDeviceID) {
         let hooks = BlkbackDevice(backendPath: id.backendPath, platform: platform, store: store,
                                   limits: configuration.limits, placement: placement, logger: logger,
-                                  onQueueFailure: { [weak self] reason in
-                                      Task { await self?.restart(id, reason: reason) }
+                                  guestLogPolicy: configuration.guestLog,
+                                  onQueueFailure: { [weak self] queue, reason in
+                                      self?.violated(id, queue: queue, reason: reason)
                                   })
         var driverLogger = logger
         driverLogger[metadataKey: "device"] = "\(id.backendPath)"
@@ -174,32 +178,15 @@ public final class BlkbackDaemon: Sendable {
         }
     }
 
-    /// A frontend broke the ring protocol: the device is reported the way
-    /// `xenbus_dev_fatal` does (`error` node), walked to Closed (the frontend sees it and
-    /// lets go), and served afresh, so a frontend that starts over with new rings works
-    /// again. The other devices are not touched.
-    private func restart(_ id: XenbusBackendDeviceID, reason: String) async {
-        guard let running = devices.withLock({ $0[id.backendPath] }), running.hooks.isConnected else { return }
-        logger.error("blkback: disconnecting the frontend", metadata: ["device": "\(id)", "reason": "\(reason)"])
-        let home = "/local/domain/\(platform.domainID)"
-        if id.backendPath.hasPrefix(home + "/") {
-            let relative = id.backendPath.dropFirst(home.utf8.count + 1)
-            try? await store.write(home + "/error/" + relative + "/error", "\(EPROTO) ring protocol violated: \(reason)")
-        }
-        await running.driver.close()
-        devices.withLock { devices in
-            if devices[id.backendPath]?.driver === running.driver { devices[id.backendPath] = nil }
-        }
-        let again = stopping.withLock { !$0.requested }
-        guard again else { return }
-        let exists: Bool
-        do {
-            _ = try await store.read(id.backendPath)
-            exists = true
-        } catch {
-            exists = false
-        }
-        if exists { start(id) }
+    /// A frontend broke the ring protocol: its driver refuses the device the way
+    /// `xenbus_dev_fatal` does (error node, queues removed, Closing) and keeps it down until
+    /// the frontend starts over (``XenbusBackendDevice/reportViolation(_:)``). The other
+    /// devices are not touched. Runs on the queue's worker thread.
+    private func violated(_ id: XenbusBackendDeviceID, queue: String, reason: BlockBackendError) {
+        guard let running = devices.withLock({ $0[id.backendPath] }) else { return }
+        running.hooks.guestLog.log(.error, "blkback: frontend broke the ring protocol; refusing the device",
+                                   metadata: ["queue": "\(queue)", "reason": "\(reason)"])
+        running.driver.reportViolation("\(queue): \(reason)")
     }
 
     private func shutdown() async {
@@ -214,10 +201,11 @@ public final class BlkbackDaemon: Sendable {
         logger.info("blkback: stopped")
     }
 
-    /// Online resize: off the data path, compares each connected device's backing-store
-    /// size with what its queues use; on a change the workers learn the new size first,
-    /// then `sectors` is rewritten with the state (as Linux's `xen_vbd_resize` does, so a
-    /// frontend watching the state notices).
+    /// The daemon's timer, off the data path: reports each device's suppressed guest log
+    /// lines (``GuestLog/flush()``), and does online resize: compares each connected
+    /// device's backing-store size with what its queues use; on a change the workers learn
+    /// the new size first, then `sectors` is rewritten with the state (as Linux's
+    /// `xen_vbd_resize` does, so a frontend watching the state notices).
     private func pollSizes() async {
         while !Task.isCancelled {
             do {
@@ -227,6 +215,7 @@ public final class BlkbackDaemon: Sendable {
             }
             let running = devices.withLock { Array($0.values) }
             for device in running {
+                device.hooks.guestLog.flush()
                 do {
                     guard let change = try device.hooks.checkResize() else { continue }
                     let path = device.hooks.backendPath

@@ -109,12 +109,15 @@ public final class BlkbackDevice: XenbusBackendHooks {
     let placement: BlkbackPlacement
     let logger: Logger
     let state: Mutex<BlkbackDeviceState>
-    /// Called (on a worker thread, once per queue) when a queue stopped serving because
-    /// the frontend broke the ring protocol.
-    let onQueueFailure: @Sendable (String) -> Void
+    /// Called (on a worker thread, once per queue) when a queue of the current connection
+    /// stopped serving because the frontend broke the ring protocol: the queue's name and why.
+    let onQueueFailure: @Sendable (String, BlockBackendError) -> Void
+    /// The lines this device's frontend can cause, rate-limited.
+    public let guestLog: GuestLog
 
     init(backendPath: String, platform: any Platform, store: XenStoreClient, limits: BlkbackDeviceLimits,
-         placement: BlkbackPlacement, logger: Logger, onQueueFailure: @escaping @Sendable (String) -> Void = { _ in }) {
+         placement: BlkbackPlacement, logger: Logger, guestLogPolicy: GuestLog.Policy = GuestLog.Policy(),
+         onQueueFailure: @escaping @Sendable (String, BlockBackendError) -> Void = { _, _ in }) {
         self.backendPath = backendPath
         self.onQueueFailure = onQueueFailure
         self.platform = platform
@@ -124,6 +127,7 @@ public final class BlkbackDevice: XenbusBackendHooks {
         var logger = logger
         logger[metadataKey: "device"] = "\(backendPath)"
         self.logger = logger
+        self.guestLog = GuestLog(logger: logger, policy: guestLogPolicy)
         self.state = Mutex(BlkbackDeviceState())
     }
 
@@ -194,6 +198,11 @@ public final class BlkbackDevice: XenbusBackendHooks {
         }
         for queue in queues { await release(queue) }
         logger.info("blkback: disconnected", metadata: ["reason": "\(reason)", "queues": "\(queues.count)"])
+    }
+
+    /// Whether `queue` belongs to the current connection.
+    func serves(_ queue: BlkbackQueue) -> Bool {
+        state.withLock { $0.queues.contains { $0.queue === queue } }
     }
 
     /// Closes the backing store; call once the driver stopped (every queue is gone).
@@ -327,19 +336,17 @@ public final class BlkbackDevice: XenbusBackendHooks {
             do {
                 queue = try BlkbackQueue(name: name, ring: ring, frontendDomain: paths.frontendID, eventChannel: channel,
                                          port: port, mapper: mapper, store: backing.store,
-                                         configuration: configuration, logger: logger)
+                                         configuration: configuration, logger: logger, guestLog: guestLog)
             } catch {
                 channel.close()
                 throw error
             }
             let worker = placement.take()
             do {
-                let logger = self.logger
-                let onQueueFailure = self.onQueueFailure
-                try worker.addQueue(queue) { reason in
-                    logger.error("blkback: queue stopped serving its frontend",
-                                 metadata: ["queue": "\(name)", "reason": "\(reason)"])
-                    onQueueFailure("\(name): \(reason)")
+                try worker.addQueue(queue) { [weak self, weak queue] reason in
+                    // A report from a connection already torn down changes nothing.
+                    guard let self, let queue, self.serves(queue) else { return }
+                    self.onQueueFailure(name, reason)
                 }
             } catch {
                 placement.give(worker)

@@ -35,7 +35,7 @@ extension BlkbackQueue {
                 if disconnectReason != nil { return false }
             }
         } catch {
-            disconnect("\(error)")
+            disconnect(.ring(error))
         }
         return false
     }
@@ -49,13 +49,13 @@ extension BlkbackQueue {
         } catch let .invalidRequest(id, operation, reason) {
             switch reason {
             case .unknownOperation, .unknownIndirectOperation, .indirectNotAdvertised:
-                refuse(id: id, operation: operation, status: .notSupported, "\(reason)")
+                refuse(id: id, operation: operation, status: .notSupported, .invalid(reason))
             default:
-                refuse(id: id, operation: operation, status: .error, "\(reason)")
+                refuse(id: id, operation: operation, status: .error, .invalid(reason))
             }
             return
         } catch {
-            disconnect("undecodable request slot: \(error)")
+            disconnect(.request(error))
             return
         }
         switch request {
@@ -72,11 +72,11 @@ extension BlkbackQueue {
         let raw = r.operation.rawValue
         let writes = r.operation != .read && !r.segments.isEmpty
         if writes, readOnly {
-            refuse(id: r.id, operation: raw, status: .error, "write to a read-only device")
+            refuse(id: r.id, operation: raw, status: .error, .readOnly(operation: raw))
             return
         }
         do { try r.validateSectors(diskSectors: diskSectors, sectorSize: sectorSize) } catch {
-            refuse(id: r.id, operation: raw, status: .error, "\(error)")
+            refuse(id: r.id, operation: raw, status: .error, .invalid(error))
             return
         }
         let index = takeSlot()
@@ -109,7 +109,7 @@ extension BlkbackQueue {
         statistics.indirect += 1
         let raw = r.responseOperation
         if r.operation == .write, readOnly {
-            refuse(id: r.id, operation: raw, status: .error, "indirect write to a read-only device")
+            refuse(id: r.id, operation: raw, status: .error, .readOnly(operation: raw))
             return
         }
         // The segment pages are copied in once and decoded from our copy, so the frontend
@@ -139,7 +139,7 @@ extension BlkbackQueue {
             copyCount += 1
         }
         if let failure = runCopies(copyCount) {
-            refuse(id: r.id, operation: raw, status: .error, "indirect segment page: \(failure)")
+            refuse(id: r.id, operation: raw, status: .error, failure)
             return
         }
         var sectors = 0
@@ -154,7 +154,7 @@ extension BlkbackQueue {
                 sectors += segment.sectorCount
             } catch {
                 releaseSlot(index)
-                refuse(id: r.id, operation: raw, status: .error, "indirect segment \(k): \(error)")
+                refuse(id: r.id, operation: raw, status: .error, .invalidIndirectSegment(index: k, error))
                 return
             }
         }
@@ -163,7 +163,7 @@ extension BlkbackQueue {
                                                  sectorSize: sectorSize)
         } catch {
             releaseSlot(index)
-            refuse(id: r.id, operation: raw, status: .error, "\(error)")
+            refuse(id: r.id, operation: raw, status: .error, .invalid(error))
             return
         }
         slots[index] = BlkbackSlot(
@@ -183,19 +183,19 @@ extension BlkbackQueue {
     func acceptDiscard<Engine: BlockIOEngine>(_ r: BlkifDiscardRequest, engine: Engine) {
         let raw = BlkifOperation.discard.rawValue
         guard discardEnabled else {
-            refuse(id: r.id, operation: raw, status: .notSupported, "discard not offered")
+            refuse(id: r.id, operation: raw, status: .notSupported, .discardNotOffered(secure: false))
             return
         }
         if readOnly {
-            refuse(id: r.id, operation: raw, status: .error, "discard on a read-only device")
+            refuse(id: r.id, operation: raw, status: .error, .readOnly(operation: raw))
             return
         }
         if r.secure, !store.supportsSecureDiscard {
-            refuse(id: r.id, operation: raw, status: .notSupported, "secure discard not offered")
+            refuse(id: r.id, operation: raw, status: .notSupported, .discardNotOffered(secure: true))
             return
         }
         do { try r.validateSectors(diskSectors: diskSectors, sectorSize: sectorSize) } catch {
-            refuse(id: r.id, operation: raw, status: .error, "\(error)")
+            refuse(id: r.id, operation: raw, status: .error, .invalid(error))
             return
         }
         // validateSectors proved the range lies on the disk, so the byte values fit.
@@ -210,7 +210,7 @@ extension BlkbackQueue {
                 try store.secureDiscard(offset: offset, length: length)
                 respond(id: r.id, operation: raw, status: .okay)
             } catch {
-                refuse(id: r.id, operation: raw, status: .error, "\(error)")
+                refuse(id: r.id, operation: raw, status: .error, .secureDiscard(error))
             }
             return
         }
@@ -234,7 +234,7 @@ extension BlkbackQueue {
     }
 
     /// Answers the request in `index` and frees its slot.
-    func finish(_ index: Int, status: BlkifStatus, _ failure: String? = nil) {
+    func finish(_ index: Int, status: BlkifStatus, _ failure: BlkbackRefusal? = nil) {
         let slot = slots[index]
         if let failure {
             refuse(id: slot.id, operation: slot.operation, status: status, failure)
@@ -295,7 +295,7 @@ extension BlkbackQueue {
         switch engine.enqueue(BlockRequest(operation, userData: userDataBase | UInt64(index),
                                            alwaysAsync: transfersAlwaysAsync)) {
         case .accepted: return
-        case .queueFull: finish(index, status: .error, "the I/O engine refused the request (queue full)")
+        case .queueFull: finish(index, status: .error, .engineFull)
         }
     }
 
@@ -317,7 +317,7 @@ extension BlkbackQueue {
         switch slot.phase {
         case .transfer:
             guard result == Int32(clamping: slot.byteCount) else {
-                finish(index, status: .error, failureText(result, expected: slot.byteCount, slot.isRead ? "read" : "write"))
+                finish(index, status: .error, .completion(slot.isRead ? "read" : "write", result: result, expected: slot.byteCount))
                 break
             }
             if slot.isRead, slot.vectorCount > 0 {
@@ -336,24 +336,20 @@ extension BlkbackQueue {
             }
         case .flush:
             if result == 0 { finish(index, status: .okay) } else {
-                finish(index, status: .error, failureText(result, expected: 0, "fdatasync"))
+                finish(index, status: .error, .completion("fdatasync", result: result, expected: 0))
             }
         case .discard:
             if result == 0 {
                 finish(index, status: .okay)
             } else if Errno(code: -result) == .EOPNOTSUPP {
-                finish(index, status: .notSupported, "the backing store cannot discard")
+                finish(index, status: .notSupported, .storeCannotDiscard)
             } else {
-                finish(index, status: .error, failureText(result, expected: 0, "discard"))
+                finish(index, status: .error, .completion("discard", result: result, expected: 0))
             }
         case .idle, .waitingForDrain:
             logger.error("blkback completion for a slot not in I/O", metadata: ["queue": "\(name)", "slot": "\(index)"])
         }
         startBarrierIfDrained(engine: engine)
-    }
-
-    func failureText(_ result: Int32, expected: Int, _ what: String) -> String {
-        result < 0 ? "\(what) failed: \(Errno(code: -result))" : "\(what) moved \(result) of \(expected) bytes"
     }
 
     // MARK: Persistent grants
@@ -431,7 +427,7 @@ extension BlkbackQueue {
     /// Moves the data of slot `index` between the frontend's segments and the slot's copy
     /// buffer: by memcpy for segments whose page is persistently mapped, by grant copy for
     /// the rest; returns why it failed, or nil.
-    func copySegments(slot index: Int, toFrontend: Bool) -> String? {
+    func copySegments(slot index: Int, toFrontend: Bool) -> BlkbackRefusal? {
         let slot = slots[index]
         var count = 0
         var local = 0
@@ -471,17 +467,17 @@ extension BlkbackQueue {
     }
 
     /// Runs the first `count` prepared copies; returns why one failed, or nil.
-    func runCopies(_ count: Int) -> String? {
+    func runCopies(_ count: Int) -> BlkbackRefusal? {
         guard count > 0 else { return nil }
         let batch = UnsafeMutableBufferPointer(rebasing: copies[0..<count])
-        do { try mapper.copy(batch) } catch { return "grant copy: \(error)" }
+        do { try mapper.copy(batch) } catch { return .grantCopy(error) }
         for segment in batch where segment.status != .okay {
             let ref: GrantRef
             switch (segment.source, segment.destination) {
             case let (.grant(_, r, _), _), let (_, .grant(_, r, _)): ref = r
             default: ref = 0
             }
-            return "grant copy of gref \(ref): \(segment.status)"
+            return .grantCopyStatus(ref: ref, segment.status)
         }
         return nil
     }

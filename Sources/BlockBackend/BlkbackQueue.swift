@@ -145,8 +145,10 @@ public final class BlkbackQueue: @unchecked Sendable {
     public let configuration: BlkbackQueueConfiguration
     /// The backing store.
     public let store: any BlockBackingStore
-    /// Why the queue stopped serving its frontend, if it did.
-    public private(set) var disconnectReason: String?
+    /// Why the queue stopped serving its frontend, if it did: ``BlockBackendError/ring(_:)``
+    /// (the frontend overran the ring), ``BlockBackendError/request(_:)`` (a slot that
+    /// cannot be decoded) or ``BlockBackendError/platform(_:)`` (notifying it failed).
+    public private(set) var disconnectReason: BlockBackendError?
     /// The disk size in 512-byte sectors that requests are checked against.
     public internal(set) var diskSectors: UInt64
     /// The store's logical sector size: requests must cover whole sectors of it.
@@ -155,6 +157,8 @@ public final class BlkbackQueue: @unchecked Sendable {
     var ring: BackRing
     let mapper: any GrantMapper
     let logger: Logger
+    /// Lines the frontend causes (refusals, a broken ring), rate-limited per device.
+    let guestLog: GuestLog
     let abi: BlkifABI
     let readOnly: Bool
     let discardEnabled: Bool
@@ -201,7 +205,7 @@ public final class BlkbackQueue: @unchecked Sendable {
     let scratchView: SharedView
     /// The barrier slot waiting for earlier requests to finish, if any.
     var barrierSlot: Int?
-    /// Requests refused so far (for log rate limiting).
+    /// Requests refused so far.
     public private(set) var refusals = 0
     /// What the queue has answered, by kind (read on the worker, or after removal).
     public internal(set) var statistics = BlkbackStatistics()
@@ -227,7 +231,7 @@ public final class BlkbackQueue: @unchecked Sendable {
     public init(name: String, ring: BackRing, frontendDomain: DomainID, eventChannel: any EventChannel,
                 port: EventPort, mapper: any GrantMapper, store: any BlockBackingStore,
                 configuration: BlkbackQueueConfiguration,
-                logger: Logger = Logger(label: "xensplit.blkback")) throws(BlockBackendError) {
+                logger: Logger = Logger(label: "xensplit.blkback"), guestLog: GuestLog? = nil) throws(BlockBackendError) {
         try configuration.validate()
         // The slot stride is the ABI's: a ring laid out for another ABI would misplace slots.
         guard ring.shared.entrySize == configuration.abi.slotSize else {
@@ -243,6 +247,7 @@ public final class BlkbackQueue: @unchecked Sendable {
         self.store = store
         self.configuration = configuration
         self.logger = logger
+        self.guestLog = guestLog ?? GuestLog(logger: logger)
         self.abi = configuration.abi
         self.readOnly = configuration.readOnly || store.readOnly
         self.discardEnabled = configuration.discard && store.supportsDiscard
@@ -334,10 +339,10 @@ public final class BlkbackQueue: @unchecked Sendable {
 
     /// Stops serving the frontend for `reason`, with a log line; in-flight I/O still
     /// completes (the buffers are ours) but nothing more is written to the ring.
-    func disconnect(_ reason: String) {
+    func disconnect(_ reason: BlockBackendError) {
         guard disconnectReason == nil else { return }
         disconnectReason = reason
-        logger.error("blkback queue disconnected", metadata: [
+        guestLog.log(.error, "blkback queue disconnected", metadata: [
             "queue": "\(name)", "frontend": "d\(frontendDomain)", "reason": "\(reason)"])
     }
 
@@ -361,19 +366,17 @@ public final class BlkbackQueue: @unchecked Sendable {
         unpushedResponses = 0
         guard ring.pushResponsesAndCheckNotify() else { return }
         do { try eventChannel.notify(port) } catch {
-            disconnect("notifying port \(port) failed: \(error)")
+            disconnect(.platform(error))
         }
     }
 
-    /// Logs why a request was refused; the frontend gets `status`. The first 16 refusals
-    /// of a queue are logged, then only the 32nd, 64th, ... so a frontend cannot flood the log.
-    func refuse(id: UInt64, operation: UInt8, status: BlkifStatus, _ why: @autoclosure () -> String) {
+    /// Logs why a request was refused, through the device's ``GuestLog`` (so a frontend
+    /// cannot flood the log); the frontend gets `status`.
+    func refuse(id: UInt64, operation: UInt8, status: BlkifStatus, _ why: BlkbackRefusal) {
         refusals += 1
-        if refusals <= 16 || refusals & (refusals - 1) == 0 {
-            logger.warning("blkback request refused", metadata: [
-                "queue": "\(name)", "frontend": "d\(frontendDomain)", "id": "\(id)", "operation": "\(operation)",
-                "status": "\(status)", "reason": "\(why())", "refused": "\(refusals)"])
-        }
+        guestLog.log(.warning, "blkback request refused", metadata: [
+            "queue": "\(name)", "frontend": "d\(frontendDomain)", "id": "\(id)", "operation": "\(operation)",
+            "status": "\(status)", "reason": "\(why)", "refused": "\(refusals)"])
         respond(id: id, operation: operation, status: status)
     }
 }

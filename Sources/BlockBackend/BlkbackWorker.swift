@@ -69,7 +69,7 @@ public final class BlkbackWorker: Sendable {
     /// worker's thread throw ``BlockBackendError/calledFromWorker``). Blocks until the
     /// worker took it.
     public func addQueue(_ queue: BlkbackQueue,
-                         onDisconnect: @escaping @Sendable (String) -> Void = { _ in }) throws(BlockBackendError) {
+                         onDisconnect: @escaping @Sendable (BlockBackendError) -> Void = { _ in }) throws(BlockBackendError) {
         let done = BlkbackReply()
         try send(.add(BlkbackQueueBox(queue), onDisconnect, done))
         if let error = done.wait() { throw error }
@@ -131,7 +131,7 @@ public final class BlkbackWorker: Sendable {
 
 /// A control request to a worker.
 enum BlkbackCommand: Sendable {
-    case add(BlkbackQueueBox, @Sendable (String) -> Void, BlkbackReply)
+    case add(BlkbackQueueBox, @Sendable (BlockBackendError) -> Void, BlkbackReply)
     case remove(ObjectIdentifier, BlkbackReply)
     case resize(ObjectIdentifier, UInt64, BlkbackReply)
     case stop(BlkbackReply)

@@ -20,7 +20,7 @@ final class BlkbackWorkerLoop: @unchecked Sendable {
 
     struct Entry {
         let queue: BlkbackQueue
-        let onDisconnect: @Sendable (String) -> Void
+        let onDisconnect: @Sendable (BlockBackendError) -> Void
         var pollArmed = false
         var dirty = false
         var disconnectReported = false

@@ -40,7 +40,8 @@ public protocol XenbusBackendHooks: Sendable {
 ///    features and InitWait again, and redo 3.
 ///
 /// A new driver for a device whose frontend is already Connected (the backend process
-/// restarted) goes through InitWait and connects again from the frontend's keys. A node
+/// restarted) goes through InitWait and connects again from the frontend's keys, unless
+/// the backend node says the device was refused or closed (below). A node
 /// the toolstack removed and added again before the driver noticed (it reads Initialising,
 /// which only the toolstack writes) is a new device: the driver disconnects and starts over.
 /// When the toolstack removes the backend node the driver disconnects and stops without
@@ -48,6 +49,16 @@ public protocol XenbusBackendHooks: Sendable {
 /// written as "<errno> <message>", the device disconnects and switches to Closing; it
 /// is cleared when a later handshake connects. Every state change is logged with the
 /// device path and the reason.
+///
+/// A refused device stays down: after a fatal error (a refused key, a failed connect, a
+/// protocol violation the device reports through ``reportViolation(_:)``) the driver
+/// follows the frontend only to Closed and serves it again only once the frontend writes
+/// Initialising, which starts a new handshake with new rings. A driver that starts on a
+/// node carrying the error node, or reading Closing or Closed while the frontend still has
+/// a ring published (Initialised or Connected), does not take that ring over: it keeps the
+/// state it finds and waits the same way (for a closed-but-not-refused node, until the
+/// frontend has let go of the ring, then InitWait). So no process, this one or a later
+/// one, reconnects to a ring it has refused.
 ///
 /// The driver reacts to the current values of the nodes, not to the sequence of watch
 /// events, so coalesced or missed intermediate states do no harm.
@@ -82,6 +93,14 @@ public final class XenbusBackendDevice<Hooks: XenbusBackendHooks>: Sendable {
 
     /// Waits until the driver stops, and says why.
     public func stopped() async -> XenbusStopReason { await run.stopped() }
+
+    /// The device saw the frontend break the ring protocol (`reason` says how): the driver
+    /// refuses the device as `xenbus_dev_fatal` would (error node with EPROTO, disconnect,
+    /// Closing) and keeps it down until the frontend starts over. Safe from any thread;
+    /// a report that arrives while nothing is connected is ignored.
+    public func reportViolation(_ reason: String) {
+        run.reportViolation(.protocolViolation(path: backendPath, reason: reason))
+    }
 }
 
 /// The backend driver's loop and its private state; lives in one task.
@@ -119,7 +138,60 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: XenbusMachine {
             s.watchedFrontends.insert(paths.frontend)
             inbox.pump(watch)
         }
+        if try await keepsEarlierRefusal(&s, paths) { return }
         try await prepare(&s, paths, reason: "driver started, frontend \(paths.frontend)")
+    }
+
+    /// A node an earlier driver (in this process or another) refused or closed is not
+    /// taken over as a backend restart while the frontend still has a ring published:
+    /// the driver adopts the state it finds and holds the device. True when it did.
+    private func keepsEarlierRefusal(_ s: inout BackendState, _ paths: XenbusDevicePaths) async throws(XenbusError) -> Bool {
+        let error = await s.node.readError()
+        let own = try? await XenbusNodeReader(store: store, path: path).state()
+        let frontend = try? await XenbusNodeReader(store: store, path: paths.frontend).state()
+        guard frontend != .initialising else { return false }
+        let closed = own == .closing || own == .closed
+        let ringPublished = frontend == .initialised || frontend == .connected
+        guard error != nil || (closed && ringPublished) else { return false }
+        s.hold = error != nil ? .refused : .staleRing
+        s.frontendSeenAway = true
+        let why = error.map { "refused earlier (\($0))" } ?? "closed earlier (state \(own ?? .unknown))"
+        logger.warning("xenbus: \(path) was \(why); not taking over the frontend's ring: waiting for the frontend to start over")
+        if let own, closed {
+            s.own = own
+            inbox.status.withLock { $0.state = own }
+        } else {
+            try await switchState(&s, .closing, reason: "refused earlier, frontend is \(frontend ?? .unknown)")
+        }
+        return true
+    }
+
+    /// While the device is held (``BackendState/hold``): follows the frontend to Closed
+    /// and lets go of the hold as it says. Returns false when the frontend's state is to be
+    /// handled as usual.
+    private func whileHeld(_ s: inout BackendState, _ paths: XenbusDevicePaths, _ hold: BackendHold,
+                           frontend: XenbusState) async throws(XenbusError) -> Bool {
+        if frontend != .initialising { s.frontendSeenAway = true }
+        switch frontend {
+        case .initialising:
+            // Only a frontend that comes back to Initialising starts over; one that never
+            // left it (refused before it published anything) is still waiting for InitWait.
+            guard s.frontendSeenAway || hold == .staleRing else { return true }
+            // The refusal is history: a later process must not hold the new handshake.
+            s.hold = nil
+            await s.node.clearError()
+            logger.info("xenbus: \(path): frontend started over; serving it again")
+            return false
+        case .closed, .unknown:
+            if s.own == .closing { try await switchState(&s, .closed, reason: "frontend is \(frontend)") }
+            if hold == .staleRing {
+                s.hold = nil
+                try await prepare(&s, paths, reason: "frontend let go of the ring it had before this driver started")
+            }
+            return true
+        default:
+            return true
+        }
     }
 
     /// Features, then InitWait.
@@ -151,6 +223,7 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: XenbusMachine {
             s.own = .unknown
             s.paths = nil
             s.lastFatal = nil
+            s.hold = nil
             s.featureKeys = []
             inbox.status.withLock { $0 = XenbusDriverStatus() }
             try await start(&s)
@@ -165,6 +238,7 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: XenbusMachine {
             await fatal(&s, error, context: "reading frontend state")
             return nil
         }
+        if let hold = s.hold, try await whileHeld(&s, paths, hold, frontend: frontend) { return nil }
         switch frontend {
         case .initialising:
             if s.own == .closing || s.own == .closed {
@@ -219,6 +293,7 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: XenbusMachine {
             values = try await hooks.readFrontend(XenbusNodeReader(store: store, path: paths.frontend), paths: paths)
         } catch {
             await fatal(&s, XenbusError.fromHook("reading frontend keys", error), context: "reading frontend keys")
+            s.frontendSeenAway = true  // it had published its keys
             return
         }
         let keys: XenbusKeys
@@ -226,6 +301,7 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: XenbusMachine {
             keys = try await hooks.connect(values, paths: paths)
         } catch {
             await fatal(&s, XenbusError.fromHook("connect", error), context: "connecting")
+            s.frontendSeenAway = true  // it had published its keys
             return
         }
         s.connected = true
@@ -233,6 +309,7 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: XenbusMachine {
             try keys.validate()
         } catch {
             await fatal(&s, error, context: "connect keys")
+            s.frontendSeenAway = true  // it had published its keys
             return
         }
         s.connectKeys = keys.keys
@@ -267,8 +344,10 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: XenbusMachine {
         // reported once.
         guard s.own != .closing || s.lastFatal != error else { return }
         s.lastFatal = error
+        s.hold = .refused
+        s.frontendSeenAway = false
         let message = "\(context): \(error)"
-        logger.error("xenbus: \(path) fatal: \(message)")
+        logger.error("xenbus: \(path) fatal: \(message); kept down until the frontend starts over")
         await s.node.writeError(errno: error.errno, message: message)
         await disconnect(&s, reason: message)
         do {
@@ -276,6 +355,13 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: XenbusMachine {
         } catch {
             logger.error("xenbus: \(path) could not switch to Closing: \(error)")
         }
+    }
+
+    /// A violation reported for a connection that is already gone changes nothing.
+    func violated(_ s: inout BackendState, _ error: XenbusError) async {
+        guard s.connected else { return }
+        await fatal(&s, error, context: "data path")
+        s.frontendSeenAway = true  // it had published its keys
     }
 
     func shutdown(_ s: inout BackendState) async {
@@ -306,4 +392,19 @@ struct BackendState: XenbusMachineState {
     var watchedFrontends: Set<String> = []
     /// The error that last sent the device to Closing.
     var lastFatal: XenbusError?
+    /// Why the device is kept down, if it is.
+    var hold: BackendHold?
+    /// Whether the frontend was seen (or known to be) past Initialising since the refusal:
+    /// only then does Initialising mean it started over.
+    var frontendSeenAway = false
+}
+
+/// Why a backend driver keeps its device down.
+enum BackendHold: Equatable {
+    /// Refused (a fatal error here or in an earlier process): served again only once the
+    /// frontend writes Initialising.
+    case refused
+    /// Found Closing or Closed, unrefused, with the frontend's ring still published: not
+    /// taken over; served again once the frontend is Closed (or starts over).
+    case staleRing
 }

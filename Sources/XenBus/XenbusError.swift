@@ -24,6 +24,9 @@ public enum XenbusError: Error, Equatable, Sendable, CustomStringConvertible {
     case hookFailed(hook: String, reason: String)
     /// The device's own node was removed (by the toolstack) while the driver ran.
     case nodeRemoved(path: String)
+    /// The other end broke the protocol on the data path (a ring it overran, a slot that
+    /// cannot be decoded); `reason` is the device's own description of what it did.
+    case protocolViolation(path: String, reason: String)
 
     /// The errno a Linux driver would report for this error, as written in the `error`
     /// node by `xenbus_dev_fatal`.
@@ -33,6 +36,8 @@ public enum XenbusError: Error, Equatable, Sendable, CustomStringConvertible {
             return EINVAL
         case .missingKey, .nodeRemoved:
             return ENOENT
+        case .protocolViolation:
+            return EPROTO
         case let .store(_, error):
             if case let .daemon(code) = error { return code.errno }
             return EIO
@@ -59,6 +64,8 @@ public enum XenbusError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(hook): \(reason)"
         case let .nodeRemoved(path):
             return "\(path) was removed"
+        case let .protocolViolation(path, reason):
+            return "protocol violation by the other end of \(path): \(reason)"
         }
     }
 

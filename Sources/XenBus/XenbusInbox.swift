@@ -7,6 +7,9 @@ final class XenbusInbox: Sendable {
     struct Flags {
         var closeRequested = false
         var watchLost = false
+        /// A protocol violation reported by the device and not yet acted on (the first
+        /// wins: one is enough to refuse the device).
+        var violation: XenbusError?
     }
 
     let stream: AsyncStream<Void>
@@ -23,6 +26,11 @@ final class XenbusInbox: Sendable {
 
     func requestClose() {
         flags.withLock { $0.closeRequested = true }
+        continuation.yield()
+    }
+
+    func reportViolation(_ error: XenbusError) {
+        flags.withLock { $0.violation = $0.violation ?? error }
         continuation.yield()
     }
 
@@ -67,6 +75,8 @@ final class XenbusDriverRun: Sendable {
         inbox.requestClose()
         return await stopped()
     }
+
+    func reportViolation(_ error: XenbusError) { inbox.reportViolation(error) }
 
     func stopped() async -> XenbusStopReason { await runner.value }
 }

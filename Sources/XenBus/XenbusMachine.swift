@@ -32,6 +32,8 @@ protocol XenbusMachine: Sendable {
     func disconnect(_ s: inout State, reason: String) async
     /// `xenbus_dev_fatal`: log, error node, disconnect, Closing.
     func fatal(_ s: inout State, _ error: XenbusError, context: String) async
+    /// The device reported that the other end broke the protocol on the data path.
+    func violated(_ s: inout State, _ error: XenbusError) async
 }
 
 extension XenbusMachine {
@@ -58,7 +60,10 @@ extension XenbusMachine {
             if let reason = await handle(error, &s) { return reason }
         }
         for await _ in inbox.stream {
-            let flags = inbox.flags.withLock { $0 }
+            let flags = inbox.flags.withLock { flags -> XenbusInbox.Flags in
+                defer { flags.violation = nil }
+                return flags
+            }
             if flags.closeRequested {
                 await shutdown(&s)
                 return .closed
@@ -67,6 +72,7 @@ extension XenbusMachine {
                 await disconnect(&s, reason: "xenstore connection lost")
                 return .connectionLost
             }
+            if let violation = flags.violation { await violated(&s, violation) }
             do {
                 if let reason = try await reconcile(&s) { return reason }
             } catch {

@@ -83,6 +83,13 @@ struct XenbusOwnNode: Sendable {
         }
     }
 
+    /// The error node's value, if one is there (a refusal by this driver or an earlier
+    /// process's); nil when absent or unreadable.
+    func readError() async -> String? {
+        guard let errorPath else { return nil }
+        return try? await store.readString(errorPath)
+    }
+
     /// Removes the error node (after a successful reconnect, so it does not describe a
     /// working device). Only the `error` leaf goes; the directories are left.
     func clearError() async {

@@ -33,7 +33,7 @@ final class Rig {
     func attach(name: String, abi: BlkifABI = .native, ringPages: Int = 1,
                 configuration: BlkbackQueueConfiguration = BlkbackQueueConfiguration(slots: 8),
                 sharedChannel: (any EventChannel)? = nil, store: (any BlockBackingStore)? = nil,
-                onDisconnect: @escaping @Sendable (String) -> Void = { _ in }) throws -> TestFrontend {
+                onDisconnect: @escaping @Sendable (BlockBackendError) -> Void = { _ in }) throws -> TestFrontend {
         let frontend = try TestFrontend(hypervisor: hypervisor, name: name, abi: abi, ringPages: ringPages,
                                         sharedChannel: sharedChannel)
         var configuration = configuration

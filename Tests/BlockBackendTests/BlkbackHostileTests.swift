@@ -11,7 +11,7 @@ import XenTesting
 
 /// Records a queue's disconnect reason and lets a test wait for it.
 final class DisconnectProbe: Sendable {
-    let reason = Mutex<String?>(nil)
+    let reason = Mutex<BlockBackendError?>(nil)
     let signal = DispatchSemaphore(value: 0)
 
     /// What a blocking worker call made from the callback threw.
@@ -22,7 +22,7 @@ final class DisconnectProbe: Sendable {
 
     init(worker: BlkbackWorker? = nil) { self.worker = worker }
 
-    var callback: @Sendable (String) -> Void {
+    var callback: @Sendable (BlockBackendError) -> Void {
         { why in
             if let worker = self.worker, let queue = self.queue.withLock({ $0 }) {
                 do throws(BlockBackendError) { try worker.removeQueue(queue) } catch {
@@ -35,7 +35,7 @@ final class DisconnectProbe: Sendable {
     }
 
     /// The reason, once reported; nil if none came within 30 s (a safety net, not a timing check).
-    func wait() -> String? {
+    func wait() -> BlockBackendError? {
         _ = signal.wait(timeout: .now() + .seconds(30))
         return reason.withLock { $0 }
     }
@@ -169,8 +169,13 @@ struct BlkbackHostileTests {
         hostile.front.shared.storeRequestProducer(ring.requestProducerPrivate &+ ring.size &+ 5)
         try hostile.front.eventChannel.notify(hostile.front.port)
         let reason = probe.wait()
-        #expect(reason?.contains("req_prod") == true, "reason: \(reason ?? "none")")
-        #expect(rig.queues[1].disconnectReason != nil)
+        guard case let .ring(.requestProducerOverrun(producer, _, size)) = reason else {
+            Issue.record("reason: \(reason.map { "\($0)" } ?? "none"), not a req_prod overrun")
+            return
+        }
+        #expect(producer == ring.requestProducerPrivate &+ ring.size &+ 5)
+        #expect(size == ring.size)
+        #expect(rig.queues[1].disconnectReason == reason)
         #expect(probe.reentry.withLock { $0 } == .calledFromWorker)
         try exercise(honest, model: &model, rounds: 3, maxIndirect: 32, using: &generator)
         try rig.tearDown()

@@ -240,42 +240,8 @@ final class VbdTestFrontend: XenbusFrontendHooks, @unchecked Sendable {
         guard let ring = state.withLock({ $0.rings.indices.contains(queue) ? $0.rings[queue] : nil }) else {
             throw VbdTestError("queue \(queue) is not set up")
         }
-        let pages = (byteCount + pageSize - 1) / pageSize
-        var segments: [BlkifSegment] = []
-        for page in 0..<pages {
-            let bytes = min(pageSize, byteCount - page * pageSize)
-            segments.append(BlkifSegment(gref: data.refs[page], firstSector: 0, lastSector: UInt8(bytes / 512 - 1)))
-        }
         nextID += 1
-        let id = nextID
-        let request = BlkifRequest.direct(try BlkifDirectRequest(operation: operation, handle: 0, id: id, sectorNumber: sector,
-                                                                 segments: BlkifSegments(segments)))
-        try ring.produceRequest { request.encode(into: $0, at: 0, abi: self.plan.abi) }
-        try ring.pushRequestsAndNotify()
-        while true {
-            var found: BlkifResponse?
-            try ring.consumeResponses { slot in
-                if let response = try? BlkifResponse.decode(from: slot, at: 0, abi: plan.abi), response.id == id {
-                    found = response
-                }
-            }
-            if let found { return found.status }
-            if try ring.finalCheckForResponses() { continue }
-            try waitForEvent(ring.eventChannel)
-        }
-    }
-
-    private func waitForEvent(_ channel: any EventChannel) throws {
-        while true {
-            if let port = try channel.pending() {
-                try channel.unmask(port)
-                return
-            }
-            var p = pollfd(fd: channel.fileDescriptor, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&p, 1, 30_000)
-            if ready == 0 { throw VbdTestError("the backend sent no event for 30 s") }
-            if ready < 0, errno != EINTR { throw PlatformError.system("poll", errno: errno) }
-        }
+        return try ring.blkifTransfer(operation, sector: sector, byteCount: byteCount, data: data, id: nextID, abi: plan.abi)
     }
 
     /// Publishes a req_prod a whole ring ahead of the responses (io/ring.h forbids more
@@ -290,6 +256,57 @@ final class VbdTestFrontend: XenbusFrontendHooks, @unchecked Sendable {
 
     func release() throws {
         try platform.endAccess(data)
+    }
+}
+
+extension MockRingPeer.Frontend {
+    /// One direct request on the first pages of `data` (whole sectors), waited for;
+    /// returns the response's status.
+    func blkifTransfer(_ operation: BlkifDirectOperation, sector: UInt64, byteCount: Int, data: SharedPages,
+                       id: UInt64, abi: BlkifABI) throws -> BlkifStatus {
+        let pages = (byteCount + pageSize - 1) / pageSize
+        var segments: [BlkifSegment] = []
+        for page in 0..<pages {
+            let bytes = min(pageSize, byteCount - page * pageSize)
+            segments.append(BlkifSegment(gref: data.refs[page], firstSector: 0, lastSector: UInt8(bytes / 512 - 1)))
+        }
+        let request = BlkifRequest.direct(try BlkifDirectRequest(operation: operation, handle: 0, id: id, sectorNumber: sector,
+                                                                 segments: BlkifSegments(segments)))
+        try produceRequest { request.encode(into: $0, at: 0, abi: abi) }
+        try pushRequestsAndNotify()
+        var found: BlkifStatus?
+        try awaitBlkifResponses(abi: abi) { response in
+            if response.id == id { found = response.status }
+            return found != nil
+        }
+        return found!
+    }
+
+    /// Consumes responses, handing each to `take`, until it returns true; sleeps on the
+    /// event channel in between (30 s without an event is a failure).
+    func awaitBlkifResponses(abi: BlkifABI, _ take: (BlkifResponse) -> Bool) throws {
+        var done = false
+        while true {
+            try consumeResponses { slot in
+                if let response = try? BlkifResponse.decode(from: slot, at: 0, abi: abi), take(response) { done = true }
+            }
+            if done { return }
+            if try finalCheckForResponses() { continue }
+            try Self.waitForBlkifEvent(eventChannel)
+        }
+    }
+
+    static func waitForBlkifEvent(_ channel: any EventChannel) throws {
+        while true {
+            if let port = try channel.pending() {
+                try channel.unmask(port)
+                return
+            }
+            var p = pollfd(fd: channel.fileDescriptor, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&p, 1, 30_000)
+            if ready == 0 { throw VbdTestError("the backend sent no event for 30 s") }
+            if ready < 0, errno != EINTR { throw PlatformError.system("poll", errno: errno) }
+        }
     }
 }
 
