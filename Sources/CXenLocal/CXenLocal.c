@@ -102,6 +102,23 @@ int xl_epoll_wait_tags(int epfd, uint32_t *tags, int max) {
     return n;
 }
 
+int xl_epoll_control(int epfd, int op, int fd, uint32_t events, uint64_t token) {
+    struct epoll_event ev = { .events = events, .data.u64 = token };
+    return epoll_ctl(epfd, op, fd, &ev) < 0 ? -errno : 0;
+}
+
+int xl_epoll_wait_events(int epfd, uint64_t *tokens, uint32_t *events, int max, int timeout_ms) {
+    struct epoll_event ev[64];
+    if (max > 64) max = 64;
+    int n = epoll_wait(epfd, ev, max, timeout_ms);
+    if (n < 0) return -errno;
+    for (int i = 0; i < n; i++) {
+        tokens[i] = ev[i].data.u64;
+        events[i] = ev[i].events;
+    }
+    return n;
+}
+
 int xl_peer_pid(int sock) {
     struct ucred cred;
     socklen_t len = sizeof(cred);

@@ -13,6 +13,8 @@ final class LocalDomain {
     var nextPort: EventPort = 1
     /// Listening socket for this domain's hypervisor connections (domUs).
     var listener: Int32 = -1
+    /// The listener's token in the hypervisor's epoll set.
+    var listenerToken: UInt64 = 0
     var directory: String?
 
     init(id: DomainID, name: String, poolPages: Int, grantEntries: Int) throws(PlatformError) {

@@ -43,8 +43,13 @@ extension LocalHypervisor {
             closeListener(d)
             return .errno(EIO, "xenstore socket for \(name): \(error)")
         }
+        guard let token = register(l, events: Int16(POLLIN), as: .listener(fd: l, domain: id)) else {
+            xenstore.detach(domid: id)
+            closeListener(d)
+            return .errno(EIO, "epoll_ctl add of \(name)'s hypervisor socket")
+        }
+        d.listenerToken = token
         domains[id] = d
-        pollSetStale = true
         runOnXenStore { engine in _ = engine.introduceDomain(id) }
         logger.info("domain created", metadata: ["name": "\(name)", "domid": "\(id)"])
         var w = PayloadWriter()

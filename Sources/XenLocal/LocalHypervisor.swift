@@ -40,11 +40,16 @@ public final class LocalHypervisor: @unchecked Sendable {
     var running = true
     private let finished = DispatchSemaphore(value: 0)
     var nextHandle: UInt64 = 1
-    /// The descriptors the loop polls, kept between wake-ups, and what each one is.
-    var pollSet: [pollfd] = []
-    var pollSlots: [PollSlot] = []
-    /// Set when a connection or listener comes or goes; the loop then rebuilds the set.
-    var pollSetStale = true
+    /// The loop's epoll set: the wake eventfd, every listener and every connection, kept in
+    /// the kernel and changed only when one comes, goes or changes what it waits for.
+    let epollFD: Int32
+    /// What each registered token stands for. Tokens are never reused, so an event taken
+    /// for something closed since finds nothing here.
+    var registrations: [UInt64: PollSlot] = [:]
+    var nextToken: UInt64 = 1
+    /// Where the loop takes ready tokens and their events, reused for every wait.
+    var readyTokens = [UInt64](repeating: 0, count: 64)
+    var readyEvents = [UInt32](repeating: 0, count: 64)
     /// The loop's receive buffer and descriptor slots, reused for every read.
     var receiveBuffer = [UInt8](repeating: 0, count: 65536)
     var receivedFDs = [Int32](repeating: -1, count: 16)
@@ -69,6 +74,9 @@ public final class LocalHypervisor: @unchecked Sendable {
         let w = xl_eventfd(1)
         guard w >= 0 else { throw .system("eventfd", errno: -w) }
         wakeFD = w
+        let ep = xl_epoll_create()
+        guard ep >= 0 else { throw .system("epoll_create1", errno: -ep) }
+        epollFD = ep
         do {
             xenstore = try XenStoreServer(logger: Logger(label: "xensplit.xenstored"))
             try xenstore.listen(path: dir + "/xenstored.socket", identity: .tool)
@@ -85,6 +93,9 @@ public final class LocalHypervisor: @unchecked Sendable {
         guard l >= 0 else { throw .system("listen on \(dir)/hypervisor.socket", errno: -l) }
         dom0Listener = l
         _ = xl_set_nonblocking(l)
+        guard register(wakeFD, events: Int16(POLLIN), as: .wake) != nil,
+              register(l, events: Int16(POLLIN), as: .listener(fd: l, domain: 0)) != nil
+        else { throw .hypervisor("its wake eventfd or dom0's listener could not join its epoll set (logged)") }
         logger.info("local hypervisor ready", metadata: ["state-dir": "\(dir)"])
     }
 
@@ -142,60 +153,63 @@ public final class LocalHypervisor: @unchecked Sendable {
 
     /// Serves until ``stop()``, then closes every socket and removes the socket files.
     ///
-    /// The poll set is kept between wake-ups: it is rebuilt only when a connection or a
-    /// listener comes or goes, and a connection's interest is updated in place after it is
-    /// served, so a wake-up allocates nothing for the loop itself.
+    /// Everything the loop waits for stays registered in its epoll set (level-triggered,
+    /// as poll): a wake-up costs the ready descriptors, not all of them, and a connection's
+    /// interest changes with one epoll_ctl only when its wish to read or write does.
     public func run() {
         while running {
-            if pollSetStale { rebuildPollSet() }
-            let n = pollSet.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), -1) }
+            let n = readyTokens.withUnsafeMutableBufferPointer { tokens in
+                readyEvents.withUnsafeMutableBufferPointer { events in
+                    xl_epoll_wait_events(epollFD, tokens.baseAddress, events.baseAddress, Int32(tokens.count), -1)
+                }
+            }
             if n < 0 {
-                if errno == EINTR { continue }
-                logger.error("poll failed: errno \(errno)")
+                if n == -EINTR { continue }
+                logger.error("epoll_wait failed: errno \(-n)")
                 break
             }
-            // Entries are only appended or removed by a rebuild, at the top of the loop, so
-            // the indices stay valid however the connections change meanwhile.
-            var ready = Int(n)
-            var i = 0
-            while ready > 0, i < pollSet.count {
-                defer { i += 1 }
-                let revents = pollSet[i].revents
-                guard revents != 0 else { continue }
-                ready -= 1
-                switch pollSlots[i] {
+            for i in 0..<Int(n) {
+                guard let slot = registrations[readyTokens[i]] else { continue }
+                switch slot {
                 case .wake:
                     _ = xl_eventfd_drain(wakeFD)
                     running = false
-                case let .listener(domain):
-                    // A listener closed meanwhile (its domain destroyed) is skipped, even if
-                    // its descriptor number was reused.
-                    let fd = pollSet[i].fd
-                    guard fd == (domain == 0 ? dom0Listener : domains[domain]?.listener) else { continue }
+                case let .listener(fd, domain):
                     accept(on: fd, domain: domain)
                 case let .connection(c):
                     guard !c.closed else { continue }
-                    service(c, revents: revents)
-                    if !c.closed, !pollSetStale { pollSet[i].events = c.pollEvents }
+                    // EPOLLIN, EPOLLOUT, EPOLLERR and EPOLLHUP have poll's values.
+                    service(c, revents: Int16(truncatingIfNeeded: readyEvents[i]))
+                    if !c.closed { updateInterest(c) }
                 }
             }
         }
         shutdown()
     }
 
-    /// Lays the poll set out afresh: the wake eventfd, the listeners, then the connections.
-    func rebuildPollSet() {
-        pollSet.removeAll(keepingCapacity: true)
-        pollSlots.removeAll(keepingCapacity: true)
-        func add(_ fd: Int32, _ events: Int16, _ slot: PollSlot) {
-            pollSet.append(pollfd(fd: fd, events: events, revents: 0))
-            pollSlots.append(slot)
+    /// Adds `fd` to the loop's epoll set; its token, or nil (logged) if epoll refused it.
+    func register(_ fd: Int32, events: Int16, as slot: PollSlot) -> UInt64? {
+        let token = nextToken
+        nextToken += 1
+        let rc = xl_epoll_control(epollFD, EPOLL_CTL_ADD, fd, UInt32(UInt16(bitPattern: events)), token)
+        guard rc == 0 else {
+            logger.error("epoll_ctl add failed: errno \(-rc)")
+            return nil
         }
-        add(wakeFD, Int16(POLLIN), .wake)
-        add(dom0Listener, Int16(POLLIN), .listener(0))
-        for d in domains.values where d.listener >= 0 { add(d.listener, Int16(POLLIN), .listener(d.id)) }
-        for c in connections.values { add(c.fd, c.pollEvents, .connection(c)) }
-        pollSetStale = false
+        registrations[token] = slot
+        return token
+    }
+
+    /// Tells epoll what `c` waits for now, if that changed.
+    func updateInterest(_ c: HypervisorConnection) {
+        let wanted = c.pollEvents
+        guard wanted != c.registeredEvents else { return }
+        let rc = xl_epoll_control(epollFD, EPOLL_CTL_MOD, c.fd, UInt32(UInt16(bitPattern: wanted)), c.token)
+        guard rc == 0 else {
+            disconnect(c, reason: "epoll_ctl mod failed: errno \(-rc)")
+            return
+        }
+        c.registeredEvents = wanted
     }
 
     func accept(on listener: Int32, domain: DomainID) {
@@ -209,8 +223,14 @@ public final class LocalHypervisor: @unchecked Sendable {
                 Glibc.close(fd)
                 continue
             }
-            connections[fd] = HypervisorConnection(fd: fd, domain: domain, pid: pid)
-            pollSetStale = true
+            let c = HypervisorConnection(fd: fd, domain: domain, pid: pid)
+            guard let token = register(fd, events: c.pollEvents, as: .connection(c)) else {
+                Glibc.close(fd)
+                continue
+            }
+            c.token = token
+            c.registeredEvents = c.pollEvents
+            connections[fd] = c
             logger.debug("connection", metadata: ["domain": "\(domain)", "pid": "\(pid)"])
         }
     }
@@ -316,7 +336,8 @@ public final class LocalHypervisor: @unchecked Sendable {
         for m in c.outbox { m.closeDescriptors() }
         c.outbox.removeAll()
         connections[c.fd] = nil
-        pollSetStale = true
+        // Closing the descriptor takes it out of the epoll set.
+        registrations[c.token] = nil
         Glibc.close(c.fd)
         logger.debug("connection ended", metadata: ["domain": "\(c.domain)", "pid": "\(c.pid)", "reason": "\(reason)"])
     }
@@ -326,6 +347,7 @@ public final class LocalHypervisor: @unchecked Sendable {
         for d in domains.values where d.id != 0 { closeListener(d) }
         Glibc.close(dom0Listener)
         unlink(Self.socketPath(stateDirectory: configuration.stateDirectory))
+        Glibc.close(epollFD)
         xenstore.stop()
         logger.info("local hypervisor stopped")
     }
@@ -334,7 +356,7 @@ public final class LocalHypervisor: @unchecked Sendable {
         if d.listener >= 0 {
             Glibc.close(d.listener)
             d.listener = -1
-            pollSetStale = true
+            registrations[d.listenerToken] = nil
         }
         if let dir = d.directory {
             unlink(dir + "/hypervisor.socket")
@@ -344,12 +366,12 @@ public final class LocalHypervisor: @unchecked Sendable {
     }
 }
 
-/// What one entry of the hypervisor's poll set stands for.
+/// What one descriptor in the hypervisor's epoll set stands for.
 enum PollSlot {
     /// The eventfd ``LocalHypervisor/stop()`` signals.
     case wake
     /// A domain's listening socket.
-    case listener(DomainID)
+    case listener(fd: Int32, domain: DomainID)
     case connection(HypervisorConnection)
 }
 
@@ -360,6 +382,9 @@ final class HypervisorConnection {
     let pid: Int32
     /// Bytes received and not yet taken as requests.
     var inbox = ByteQueue()
+    /// Its token in the loop's epoll set, and the events registered there.
+    var token: UInt64 = 0
+    var registeredEvents: Int16 = 0
     var outbox: [OutgoingMessage] = []
     var closed = false
     /// Grant mappings by handle.
@@ -399,12 +424,15 @@ struct ByteQueue {
         storage.append(contentsOf: bytes)
     }
 
+    /// Storage kept once empty; a larger one (a big request's) is given back.
+    static let keptCapacity = 65536
+
     /// Drops the first `n` waiting bytes.
     mutating func consume(_ n: Int) {
         precondition(n <= count, "consumed \(n) of \(count) waiting bytes")
         start += n
         if start == storage.count {
-            storage.removeAll(keepingCapacity: true)
+            storage.removeAll(keepingCapacity: storage.capacity <= Self.keptCapacity)
             start = 0
         }
     }

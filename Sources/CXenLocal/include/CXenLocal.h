@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/epoll.h>
 
 /// sendmsg of `len` bytes with up to 16 descriptors attached. Returns bytes sent or -errno.
 ssize_t xl_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
@@ -29,6 +30,13 @@ int xl_epoll_add(int epfd, int fd, uint32_t tag);
 int xl_epoll_del(int epfd, int fd);
 /// Takes up to `max` (at most 64) ready tags without waiting: how many, or -errno.
 int xl_epoll_wait_tags(int epfd, uint32_t *tags, int max);
+
+/// epoll_ctl with `op` (EPOLL_CTL_ADD, _MOD or _DEL) for `events`, level-triggered, with
+/// `token` as the event's data. Returns 0 or -errno.
+int xl_epoll_control(int epfd, int op, int fd, uint32_t events, uint64_t token);
+/// Waits up to `timeout_ms` (-1: no limit) for at most `max` (at most 64) ready
+/// descriptors: their tokens and events. Returns how many, or -errno (-EINTR included).
+int xl_epoll_wait_events(int epfd, uint64_t *tokens, uint32_t *events, int max, int timeout_ms);
 
 /// The peer's pid from SO_PEERCRED, or -errno.
 int xl_peer_pid(int sock);
