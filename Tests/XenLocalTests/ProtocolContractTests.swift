@@ -358,10 +358,13 @@ enum GTF {
         let again = try #require(guest.exchange(Self.endAccess, le32(first)))
         #expect(again.reply.status == ENOENT)
         #expect(String(decoding: again.reply.payload, as: UTF8.self).contains("\(first)"), "names the frame")
-        // The other run is untouched: dom0 still maps it.
+        // The other run is untouched: dom0 still maps it, and while it does, ending it is
+        // EBUSY with the busy ref as the whole payload.
         let dom0 = try RawClient(path: LocalHypervisor.socketPath(stateDirectory: fx.directory))
         let mapped = try dom0.succeed(Self.map, le16(id) + [0, 0] + le32(1) + le32(u32(other, 4)), fds: 1)
         mapped.fds.forEach { Glibc.close($0) }
+        let busy = try #require(guest.exchange(Self.endAccess, le32(u32(other, 0))))
+        #expect(busy.reply.status == EBUSY && busy.reply.payload == le32(u32(other, 4)))
     }
 
     @Test func aGuestWritesItsOwnGrantEntriesAndTheHypervisorChecksThemOnMap() async throws {
@@ -389,6 +392,7 @@ enum GTF {
         entry(1005, flags: GTF.permitAccess | GTF.subPage, domid: 0, frame: UInt32(frame))
         entry(1006, flags: GTF.permitAccess, domid: 7, frame: UInt32(frame))
         entry(1007, flags: GTF.permitAccess, domid: 0, frame: 4096)
+        entry(1008, flags: GTF.permitAccess | 1 << 5 | 1 << 7 | 1 << 12, domid: 0, frame: UInt32(frame))
 
         let dom0 = try RawClient(path: LocalHypervisor.socketPath(stateDirectory: fx.directory))
         func map(_ ref: UInt32, writable: Bool) -> (status: Int32, ref: UInt32, handle: UInt64?) {
@@ -404,9 +408,20 @@ enum GTF {
             let r = map(UInt32(ref), writable: writable)
             #expect(r.status == -1 && r.ref == UInt32(ref), "ref \(ref) writable \(writable): \(r.status)")
         }
-        // A frame past the pool: GNTST_bad_page; a ref past the table: GNTST_bad_gntref.
+        // A frame past the pool: GNTST_bad_page, its busy bits cleared again; a ref past
+        // the table: GNTST_bad_gntref.
         #expect(map(1007, writable: false).status == -9)
+        #expect(table.load16(at: 1007 * 8) == GTF.permitAccess)
         #expect(map(1024, writable: false).status == -3)
+        // All or nothing: a good ref before a bad one is not left mapped.
+        if let (reply, fds) = dom0.exchange(Self.map, le16(id) + [0, 0] + le32(2) + le32(1000) + le32(1002)) {
+            fds.forEach { Glibc.close($0) }
+            #expect(reply.status == -1 && u32(reply.payload, 0) == 1002)
+        } else { Issue.record("no reply to a two-ref map") }
+        #expect(table.load16(at: 1000 * 8) == GTF.permitAccess)
+        // Bits other than the type, readonly, busy and sub-page bits are not looked at.
+        let other = try #require(map(1008, writable: true).handle)
+        #expect(try dom0.succeed(Self.unmap, le64(other)).payload.isEmpty)
         // Refusals leave the entries as the guest wrote them.
         #expect(table.load16(at: 1001 * 8) == GTF.permitAccess | GTF.readonly)
 
@@ -512,6 +527,17 @@ enum GTF {
         #expect(xl_eventfd_drain(g.receive) == 2, "the counter counts notifications since the last read")
         #expect(xl_eventfd_drain(d.receive) == 0)
         #expect(xl_eventfd_signal(g.notify) == 0)
+        #expect(xl_eventfd_drain(d.receive) == 1)
+        // The guest closes its end and binds again: the same pair, so dom0's notify
+        // eventfd still reaches it (after the new binding's own pending write).
+        let guest = clients[1]
+        #expect(try guest.succeed(Self.close, le32(g.port)).payload.isEmpty)
+        let again = try guest.succeed(Self.bind, le16(0) + [0, 0] + le32(d.port), fds: 2)
+        defer { again.fds.forEach { Glibc.close($0) } }
+        #expect(xl_eventfd_drain(again.fds[0]) == 1)
+        #expect(xl_eventfd_signal(d.notify) == 0)
+        #expect(xl_eventfd_drain(again.fds[0]) == 1)
+        #expect(xl_eventfd_signal(again.fds[1]) == 0)
         #expect(xl_eventfd_drain(d.receive) == 1)
     }
 
