@@ -42,7 +42,7 @@ let package = Package(
             dependencies: ["XenRing", "SharedMemory", "SystemCalls", .product(name: "Logging", package: "swift-log")]
         ),
         // Grants, event channels and xenstore as protocols; no system calls.
-        .target(name: "XenPlatform", dependencies: ["SharedMemory", "XenStore"]),
+        .target(name: "XenPlatform", dependencies: ["SharedMemory", "XenStore", "SystemCalls"]),
         // The local hypervisor: daemon and client, over Unix sockets, memfds and eventfds.
         .target(name: "CXenLocal"),
         .target(

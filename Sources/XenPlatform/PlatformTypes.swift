@@ -1,3 +1,5 @@
+import SystemCalls
+
 /// A Xen domain id (xen.h: domid_t).
 public typealias DomainID = UInt16
 
@@ -93,9 +95,9 @@ public enum PlatformError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .grantBusy(ref):
             return "grant \(ref) is still mapped by its grantee (GTF_reading/GTF_writing set)"
         case let .eventChannel(what, errno):
-            return "event channel: \(what) (errno \(errno))"
+            return "event channel: \(what): \(Errno(code: errno))"
         case let .system(call, errno):
-            return "\(call) failed (errno \(errno))"
+            return "\(call) failed: \(Errno(code: errno))"
         case let .hypervisor(what):
             return "hypervisor: \(what)"
         case let .unsupported(what):
