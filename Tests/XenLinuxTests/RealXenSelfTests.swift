@@ -5,9 +5,12 @@ import XenLinux
 import XenPlatform
 
 /// The platform against real Xen, in dom0 or a domU: this domain grants pages to itself,
-/// maps and grant-copies them, and loops an event channel back to itself.
-// Skipped where /dev/xen is absent (this build machine); run in the QEMU dom0 of
-// /work/shared/real-xen. A skip is reported as skipped, never as passed.
+/// maps and grant-copies them, loops an event channel back to itself, and uses xenstore
+/// through the socket and through /dev/xen/xenbus.
+// Skipped where /dev/xen is absent (the build machines): scripts/realxen/run-test.sh runs
+// this suite in its QEMU dom0 from the same test bundle and fails unless every test here
+// passes (it counts the @Test lines of this file), and scripts/test.sh lets this skip, and
+// no other, through on the host. A skip is reported as skipped, never as passed.
 @Suite(.enabled(if: xenPresent, "skipped: /dev/xen absent (no Xen here)"), .serialized)
 struct RealXenSelfTests {
     @Test func platformIsAvailable() {

@@ -4,6 +4,7 @@
 # steps and powers the machine off. Everything the host judges is a line on the console:
 #   REALXEN-MARK <event> uptime=<s> [...]     progress; the host times the phases by them
 #   REALXEN-SELFTEST <line>                    xensplit selftest's own output, as it comes
+#   REALXEN-SWIFTTEST <line>                   the real-Xen Swift suite's output, as it comes
 #   REALXEN-RESULT <step> PASS|FAIL|SKIP <why> one line per step
 #   REALXEN-LOG-BEGIN <name> ... REALXEN-LOG-END <name>   logs the host prints on failure
 # Each marker starts its line; the host counts no other (scripts/realxen/console.sh).
@@ -82,6 +83,17 @@ mark selftest-begin
     echo $? > /tmp/selftest.rc
 } | tee /tmp/selftest.log | sed -u 's/^/REALXEN-SELFTEST /'
 mark selftest-end "rc=$(cat /tmp/selftest.rc)"
+
+# --- Step 1b: the real-Xen Swift suite (Tests/XenLinuxTests/RealXenSelfTests.swift) from
+# the test bundle run-test.sh built, with the Swift libraries it links beside it. The host
+# counts its tests against the source and fails the run unless all of them passed here.
+mark swifttests-begin
+{
+    cd /tmp && NO_COLOR=1 LD_LIBRARY_PATH=$P/swift-tests/lib timeout -k 10 600 $P/swift-tests/XenSplitPackageTests.xctest \
+        --testing-library swift-testing --filter RealXenSelfTests 2>&1
+    echo $? > /tmp/swifttests.rc
+} | tee /tmp/swifttests.log | sed -u 's/^/REALXEN-SWIFTTEST /'
+mark swifttests-end "rc=$(cat /tmp/swifttests.rc)"
 
 # --- Step 2: a PV domU boots from the blkfront/netfront initramfs (no devices), which is
 # what the block backend steps will run in.
@@ -642,4 +654,5 @@ else
 fi
 
 log_section selftest /tmp/selftest.log 80
+log_section swift-tests /tmp/swifttests.log 80
 power_off

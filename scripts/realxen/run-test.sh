@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # XenSplit on real Xen: boots Debian's Xen 4.17 under QEMU with a Debian PV dom0, runs
-# `xensplit selftest --platform xen` in dom0 and boots a PV domU, and decides pass or fail
-# from markers dom0 prints at the start of serial console lines (see dom0-init.sh, console.sh).
+# `xensplit selftest --platform xen` and the real-Xen Swift suite (RealXenSelfTests) in
+# dom0, then the domU, backend, benchmark and frontend steps, and decides pass or fail from
+# markers dom0 prints at the start of serial console lines (see dom0-init.sh, console.sh).
 #
 # Usage: scripts/realxen/run-test.sh
 # Phases, each timed: rootfs (debootstrap, cached), build (xensplit release, static Swift
-# stdlib), image (a copy-on-write overlay of the cached dom0 disk plus a payload disk),
-# boot (QEMU start to dom0 ready), test, poweroff. Exits 0 only when every step passed;
-# SKIP steps are listed as SKIP and do not count as passed. Protocols/realxen.md has the
-# details: the cache, the disks, the markers and what decides pass or fail.
+# stdlib; the test bundle, debug), image (a copy-on-write overlay of the cached dom0 disk
+# plus a payload disk), boot (QEMU start to dom0 ready), test, poweroff. Exits 0 only when
+# every step passed; SKIP steps are listed as SKIP and do not count as passed.
+# Protocols/realxen.md has the details: the cache, the disks, the markers and what decides
+# pass or fail.
 #
 # With CI=true (any value but empty, false or 0) every step runs as written: REALXEN_DOMU
 # other than 1, REALXEN_STEPS, REALXEN_BENCH_ROUNDS other than a positive count,
@@ -19,6 +21,8 @@
 #                           dom0-packages.txt, the suite and dom0-boot.sh
 #                           (default /var/cache/xensplit-realxen; shared by every clone)
 #   XENSPLIT_REALXEN_WORK   this run's disks and logs (default <repo>/.build/realxen)
+#   XENSPLIT_REALXEN_SCRATCH  swift build's scratch path for xensplit and the test bundle
+#                           (default <repo>/.build, where scripts/test.sh builds them)
 #   REALXEN_MIRROR          Debian mirror for debootstrap (default http://deb.debian.org/debian)
 #   REALXEN_ACCEL           tcg (default) or kvm (with REALXEN_CPU, default qemu64)
 #   REALXEN_MEM             QEMU memory in MiB (default 2560; dom0 gets REALXEN_DOM0_MEM)
@@ -59,6 +63,7 @@ repo=$(cd "$here/../.." && pwd)
 suite=bookworm
 cache_root=${XENSPLIT_REALXEN_CACHE:-/var/cache/xensplit-realxen}
 work=${XENSPLIT_REALXEN_WORK:-$repo/.build/realxen}
+scratch=${XENSPLIT_REALXEN_SCRATCH:-$repo/.build}
 mirror=${REALXEN_MIRROR:-http://deb.debian.org/debian}
 accel=${REALXEN_ACCEL:-tcg}
 mem=${REALXEN_MEM:-2560}
@@ -71,6 +76,11 @@ has_step() { [[ ",$steps," == *",$1,"* ]]; }
 # The selftest's steps (issue 8, item 2); fewer PASS lines than this is a failure even if
 # nothing says FAIL, so a step that stops running cannot go unnoticed.
 min_selftest_steps=5
+# The real-Xen Swift suite dom0 runs from the test bundle; every one of its tests must pass
+# there (on the host they skip: no /dev/xen), counted from the source.
+swift_suite=RealXenSelfTests
+swift_suite_file=$repo/Tests/XenLinuxTests/$swift_suite.swift
+swift_suite_tests=$(grep -c '^[[:space:]]*@Test\b' "$swift_suite_file" || true)
 # shellcheck source=console.sh
 . "$here/console.sh"
 
@@ -100,10 +110,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-for tool in debootstrap qemu-system-x86_64 qemu-img mkfs.ext4 cpio flock swift; do
+for tool in debootstrap qemu-system-x86_64 qemu-img mkfs.ext4 cpio flock swift strip ldd; do
     command -v "$tool" > /dev/null || die "$tool not found (run scripts/setup.sh)"
 done
 [ "$(id -u)" -eq 0 ] || die "needs root (debootstrap, and mkfs.ext4 -d keeping owners)"
+[ "${swift_suite_tests:-0}" -gt 0 ] || die "no @Test lines in $swift_suite_file, the suite dom0 runs"
 
 # ---------------------------------------------------------------- rootfs (cached)
 # The key covers everything baked into the cached image; the payload disk carries the rest.
@@ -194,10 +205,15 @@ t0=$(now)
 mkdir -p "$work"
 exec 9> "$work/lock"
 flock -n 9 || die "another run-test.sh is using $work"
-say "build: swift build -c release --static-swift-stdlib --product xensplit"
-(cd "$repo" && swift build -c release --static-swift-stdlib --product xensplit) > "$work/build.log" 2>&1 \
-    || { tail -n 30 "$work/build.log"; die "swift build (log $work/build.log)"; }
-bin=$(cd "$repo" && swift build -c release --static-swift-stdlib --show-bin-path)/xensplit
+say "build: swift build -c release --static-swift-stdlib --product xensplit; swift build --build-tests (scratch $scratch)"
+(cd "$repo" && swift build -c release --static-swift-stdlib --product xensplit --scratch-path "$scratch") > "$work/build.log" 2>&1 \
+    || { tail -n 30 "$work/build.log"; die "swift build of xensplit (log $work/build.log)"; }
+bin=$(cd "$repo" && swift build -c release --static-swift-stdlib --show-bin-path --scratch-path "$scratch")/xensplit
+# The test bundle for dom0's Swift suite: the debug one scripts/test.sh has just built.
+(cd "$repo" && swift build --build-tests --scratch-path "$scratch") >> "$work/build.log" 2>&1 \
+    || { tail -n 30 "$work/build.log"; die "swift build --build-tests (log $work/build.log)"; }
+tests_bin=$(cd "$repo" && swift build --show-bin-path --scratch-path "$scratch")/XenSplitPackageTests.xctest
+[ -x "$tests_bin" ] || die "no test bundle at $tests_bin after swift build --build-tests"
 record_phase "build" "$(elapsed "$t0" "$(now)")"
 
 # ---------------------------------------------------------------- image
@@ -219,6 +235,15 @@ install -m 755 "$here/domu-init.sh" "$run/domu-root/init"
 (cd "$run/domu-root" && find . | cpio -o -H newc --quiet | gzip -1) > "$run/payload/domu.cpio.gz"
 # The payload disk, mounted at /realxen in dom0.
 install -m 755 "$bin" "$here/dom0-init.sh" "$here/hotplug-noop.sh" "$run/payload/"
+# The test bundle without its debug info, and the Swift toolchain's libraries it links
+# (dom0 has glibc, libstdc++, liburing and libxen's; the bundle finds the rest through
+# LD_LIBRARY_PATH).
+mkdir -p "$run/payload/swift-tests/lib"
+strip --strip-debug -o "$run/payload/swift-tests/XenSplitPackageTests.xctest" "$tests_bin"
+toolchain_lib=$(cd "$(dirname "$(command -v swift)")/../lib" && pwd)
+ldd "$tests_bin" | awk -v lib="$toolchain_lib/" 'index($3, lib) == 1 { print $3 }' \
+    | while read -r so; do cp -L "$so" "$run/payload/swift-tests/lib/"; done
+[ -n "$(ls "$run/payload/swift-tests/lib")" ] || die "ldd found no Swift libraries under $toolchain_lib for $tests_bin"
 cp "$here/domu-boot.cfg" "$here/domu-vbd.cfg" "$here/domu-bench.cfg" "$run/payload/"
 truncate -s 16M "$run/payload/disk.img"
 printf 'XENSPLIT-REALXEN-DISK' | dd of="$run/payload/disk.img" conv=notrunc status=none
@@ -320,6 +345,24 @@ elif [ "$selftest_rc" != 0 ] || [ "$selftest_fail" -gt 0 ] || [ "$selftest_pass"
     failures+=("selftest: rc=$selftest_rc, $selftest_pass PASS, $selftest_fail FAIL lines (need $min_selftest_steps PASS), summary '${selftest_summary:-none}'")
 fi
 
+# The Swift suite: it ended with rc 0, and swift-testing's summary counts every test of the
+# suite in its source, passed, with none skipped and no issue.
+swift_lines=$(marker_lines REALXEN-SWIFTTEST < "$clean")
+swift_rc=$(sed -n 's/^swifttests-end .*rc=\([0-9]*\).*/\1/p' <<< "$marks" | head -n 1)
+swift_summary=$(grep -m 1 'Test run with [0-9]* tests\{0,1\} ' <<< "$swift_lines" || true)
+swift_skipped=$(grep -c ' skipped' <<< "$swift_lines" || true)
+swift_issues=$(grep -c ' failed\| recorded an issue' <<< "$swift_lines" || true)
+swift_why="rc=${swift_rc:-none}, summary '${swift_summary:-none}', $swift_skipped skipped and $swift_issues failure lines (need $swift_suite_tests tests passed)"
+if [ -z "$swift_rc" ]; then
+    failures+=("swift-tests: no end marker ($swift_suite did not run)")
+elif [ "$swift_rc" != 0 ] || [ "$swift_skipped" != 0 ] || [ "$swift_issues" != 0 ] \
+        || ! grep -q "Test run with $swift_suite_tests tests .*passed" <<< "$swift_summary"; then
+    failures+=("swift-tests: $swift_why")
+    swift_verdict=FAIL
+else
+    swift_verdict=PASS
+fi
+
 results=$(marker_lines REALXEN-RESULT < "$clean")
 while IFS= read -r failure; do
     failures+=("$failure")
@@ -405,12 +448,15 @@ echo "=== realxen: what dom0 reported"
 [ -z "$marks" ] || sed 's/^/REALXEN-MARK /' <<< "$marks"
 echo "--- xensplit selftest --platform xen (ring between two threads of one process, not two processes)"
 [ -n "$selftest_lines" ] && echo "$selftest_lines" || echo "(no selftest output)"
+echo "--- $swift_suite (the Swift suite, from the test bundle, in dom0)"
+[ -n "$swift_lines" ] && echo "$swift_lines" || echo "(no output from the test bundle)"
 echo "--- steps"
 while read -r step verdict why; do
     [ "$step" = setup ] && printf '%-14s %-4s %s\n' "$step" "$verdict" "$why"
 done <<< "$results"
 printf '%-14s %-4s %s\n' selftest "$([ -n "$selftest_rc" ] && [ "$selftest_rc" = 0 ] && [ "$selftest_fail" -eq 0 ] && [ "$selftest_pass" -ge "$min_selftest_steps" ] && echo PASS || echo FAIL)" \
     "$selftest_pass steps passed, $selftest_fail failed (rc ${selftest_rc:-none})"
+printf '%-14s %-4s %s\n' swift-tests "${swift_verdict:-FAIL}" "$swift_suite: $swift_why"
 while read -r step verdict why; do
     [ -n "$step" ] && [ "$step" != setup ] && printf '%-14s %-4s %s\n' "$step" "$verdict" "$why"
 done <<< "$results"
@@ -443,6 +489,8 @@ if [ ${#failures[@]} -gt 0 ]; then
     section xl-create
     echo "--- xensplit selftest output"
     section selftest
+    echo "--- $swift_suite output"
+    section swift-tests
     for name in blkback xenstore-backend xenstore-frontend domu-vbd-console domu-vbd2-console xl-create-vbd xl-destroy-vbd \
             xl-create-vbd2 hotplug-noop blkfront xl-block-attach xl-block-detach nbdcopy \
             $(sed -n 's/^REALXEN-LOG-BEGIN \(bench-[^ ]*\)$/\1/p' "$clean"); do
