@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "XenLinux", targets: ["XenLinux"]),
         .library(name: "URing", targets: ["URing"]),
         .library(name: "XenBus", targets: ["XenBus"]),
+        .library(name: "XenDevice", targets: ["XenDevice"]),
         .library(name: "BlockBackend", targets: ["BlockBackend"]),
         .library(name: "NBD", targets: ["NBD"]),
         .library(name: "BlockFrontend", targets: ["BlockFrontend"]),
@@ -70,10 +71,13 @@ let package = Package(
         .target(name: "URing", dependencies: ["CURing", "SystemCalls", .product(name: "Logging", package: "swift-log")]),
         // The xenbus state machine of io/xenbus.h for both roles, device-type agnostic.
         .target(name: "XenBus", dependencies: ["XenPlatform", "XenStore", .product(name: "Logging", package: "swift-log")]),
+        // Device-neutral backend machinery: the xenbus backend daemon any device type runs.
+        .target(name: "XenDevice", dependencies: ["XenBus", "XenPlatform", "XenStore",
+                                                  .product(name: "Logging", package: "swift-log")]),
         // The block backend's request engine, workers and backing stores (xenstore comes later).
         .target(
             name: "BlockBackend",
-            dependencies: ["Blkif", "XenRing", "SharedMemory", "XenPlatform", "URing", "XenBus", "XenStore",
+            dependencies: ["Blkif", "XenRing", "SharedMemory", "XenPlatform", "URing", "XenBus", "XenDevice", "XenStore",
                            .product(name: "Logging", package: "swift-log")]
         ),
         // An NBD server (fixed newstyle, simple replies) for any disk behind its NBDExport protocol.
@@ -134,6 +138,8 @@ let package = Package(
         .testTarget(name: "DemoTests",
                     dependencies: ["NBD", "BlockFrontend", "BlockBackend", "XenLocal", "XenPlatform", "URing",
                                    .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "XenDeviceTests", dependencies: ["XenDevice", "XenBus", "XenTesting", "XenPlatform", "XenStore",
+                                                          .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenTesting", "XenLocal", "XenPlatform", "XenStore"]),
     ],
     swiftLanguageModes: [.v6]

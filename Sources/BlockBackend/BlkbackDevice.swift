@@ -2,6 +2,7 @@ import Blkif
 import Logging
 import Synchronization
 import XenBus
+import XenDevice
 import XenPlatform
 import XenRing
 import XenStore
@@ -98,7 +99,7 @@ public struct BlkbackFrontendRequest: Sendable, Equatable {
 ///
 /// The backing store is opened when features are first asked for (they depend on it:
 /// discard, read-only) and kept across reconnects until ``release()``.
-public final class BlkbackDevice: XenbusBackendHooks {
+public final class BlkbackDevice: BackendDevice {
     public typealias Frontend = BlkbackFrontendRequest
 
     /// The backend node served.
@@ -110,16 +111,16 @@ public final class BlkbackDevice: XenbusBackendHooks {
     let logger: Logger
     let state: Mutex<BlkbackDeviceState>
     /// Called (on a worker thread, once per queue) when a queue of the current connection
-    /// stopped serving because the frontend broke the ring protocol: the queue's name and why.
-    let onQueueFailure: @Sendable (String, BlockBackendError) -> Void
+    /// stopped serving because the frontend broke the ring protocol, with what it did.
+    let reportViolation: @Sendable (String) -> Void
     /// The lines this device's frontend can cause, rate-limited.
     public let guestLog: GuestLog
 
     init(backendPath: String, platform: any Platform, store: XenStoreClient, limits: BlkbackDeviceLimits,
          placement: BlkbackPlacement, logger: Logger, guestLogPolicy: GuestLog.Policy = GuestLog.Policy(),
-         onQueueFailure: @escaping @Sendable (String, BlockBackendError) -> Void = { _, _ in }) {
+         reportViolation: @escaping @Sendable (String) -> Void = { _ in }) {
         self.backendPath = backendPath
-        self.onQueueFailure = onQueueFailure
+        self.reportViolation = reportViolation
         self.platform = platform
         self.store = store
         self.limits = limits
@@ -212,6 +213,27 @@ public final class BlkbackDevice: XenbusBackendHooks {
             return value.backing
         }
         backing?.store.close()
+    }
+
+    // MARK: Housekeeping
+
+    /// Reports suppressed guest log lines, and publishes a grown (or shrunk) backing store:
+    /// the workers learn the new size first, then `sectors` is rewritten with the state
+    /// (as Linux's `xen_vbd_resize` does, so a frontend watching the state notices).
+    public func housekeeping(store: XenStoreClient) async {
+        guestLog.flush()
+        do {
+            guard let change = try checkResize() else { return }
+            let path = backendPath
+            try await store.withTransaction { tx in
+                guard try await tx.readString(path + "/state") == "4" else { return }
+                try await tx.write(path + "/sectors", String(change.properties.sectors512))
+                try await tx.write(path + "/state", "4")
+            }
+            logger.info("blkback: resized", metadata: ["sectors": "\(change.properties.sectors512)"])
+        } catch {
+            logger.error("blkback: resize check failed", metadata: ["error": "\(error)"])
+        }
     }
 
     // MARK: Resize
@@ -346,7 +368,9 @@ public final class BlkbackDevice: XenbusBackendHooks {
                 try worker.addQueue(queue) { [weak self, weak queue] reason in
                     // A report from a connection already torn down changes nothing.
                     guard let self, let queue, self.serves(queue) else { return }
-                    self.onQueueFailure(name, reason)
+                    self.guestLog.log(.error, "blkback: frontend broke the ring protocol; refusing the device",
+                                      metadata: ["queue": "\(name)", "reason": "\(reason)"])
+                    self.reportViolation("\(name): \(reason)")
                 }
             } catch {
                 placement.give(worker)

@@ -360,9 +360,7 @@ struct BlkbackPersistentDeviceTests {
 
     /// Whether each queue of the device at `backendPath` keeps grants mapped.
     static func queuesPersistent(_ daemon: BlkbackDaemon, _ backendPath: String) -> [Bool] {
-        daemon.devices.withLock { devices in
-            devices[backendPath]?.hooks.state.withLock { $0.queues.map(\.queue.usesPersistentGrants) } ?? []
-        }
+        daemon.devices[backendPath]?.state.withLock { $0.queues.map(\.queue.usesPersistentGrants) } ?? []
     }
 
     @Test("offered and advertised by both: used; offered, not advertised: copied; not offered: 0 published",
