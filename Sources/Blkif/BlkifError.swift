@@ -29,6 +29,8 @@ public enum BlkifError: Error, Equatable, Sendable, CustomStringConvertible {
     case featureValue(key: String, value: String, expected: String)
     /// A xenstore node holds a number outside the range `io/blkif.h` allows.
     case featureRange(key: String, value: UInt64, limit: ClosedRange<UInt64>)
+    /// A xenstore node `io/blkif.h` requires (a ring reference, an event channel) is absent.
+    case missingKey(String)
     /// A request failed validation; `id` and `operation` are what the peer wrote, so a
     /// backend can still answer it (with BLKIF_RSP_ERROR or BLKIF_RSP_EOPNOTSUPP).
     indirect case invalidRequest(id: UInt64, operation: UInt8, reason: BlkifError)
@@ -61,6 +63,8 @@ public enum BlkifError: Error, Equatable, Sendable, CustomStringConvertible {
             return "xenstore \(key) = \"\(value)\": expected \(expected)"
         case let .featureRange(key, value, limit):
             return "xenstore \(key) = \(value) is outside \(limit.lowerBound)...\(limit.upperBound)"
+        case let .missingKey(key):
+            return "xenstore \(key) is missing"
         case let .invalidRequest(id, operation, reason):
             return "blkif request id \(id) operation \(operation): \(reason)"
         }

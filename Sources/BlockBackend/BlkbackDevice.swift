@@ -76,21 +76,12 @@ public struct BlkbackToolstackKeys: Sendable, Equatable {
     }
 }
 
-/// One ring queue as the frontend described it: `ring-ref`/`ring-refN` and
-/// `event-channel`, at the top level or under `queue-N/`.
-public struct BlkbackQueueKeys: Sendable, Equatable {
-    /// The ring's grant references, in page order.
-    public var ringRefs: [GrantRef]
-    /// The frontend's unbound port.
-    public var eventChannel: EventPort
-}
-
 /// What a frontend asked for, read once and validated against what was advertised.
 public struct BlkbackFrontendRequest: Sendable, Equatable {
-    /// `protocol`, `ring-page-order`, `multi-queue-num-queues`, `feature-persistent`.
+    /// `protocol`, `ring-page-order`, `multi-queue-num-queues`, `feature-persistent`, ...
     public var features: BlkifFrontendFeatures
-    /// One entry per queue.
-    public var queues: [BlkbackQueueKeys]
+    /// Each queue's ring references and event channel.
+    public var connection: BlkifConnectionKeys
 }
 
 /// The device layer of the block backend for one vbd: plugs into ``XenbusBackendDevice``
@@ -173,7 +164,7 @@ public final class BlkbackDevice: BackendDevice {
         let sectors = try backing.store.currentSectors()
         var connected: [BlkbackConnectedQueue] = []
         do {
-            for (index, keys) in frontend.queues.enumerated() {
+            for (index, keys) in frontend.connection.queues.enumerated() {
                 connected.append(try makeQueue(index: index, keys: keys, frontend: frontend, paths: paths,
                                                backing: backing))
             }
@@ -281,55 +272,64 @@ public final class BlkbackDevice: BackendDevice {
         guard let advertised = state.withLock({ $0.advertised }) else {
             throw .hookFailed(hook: "readFrontend", reason: "no features were advertised")
         }
-        var features = BlkifFrontendFeatures()
-        let protocolName = try await node.optionalString(BlkifFrontendFeatures.Key.protocolName)
+        typealias Key = BlkifFrontendFeatures.Key
+        let features: BlkifFrontendFeatures
         do {
-            features.abi = try BlkifABI(protocol: protocolName)
+            features = try BlkifFrontendFeatures(xenstore: try await Self.read(node, [
+                Key.protocolName, Key.persistent, Key.largeSectorSize, Key.queueCount, Key.ringPageOrder, Key.trusted]))
         } catch {
-            throw .invalidValue(path: node.path(of: BlkifFrontendFeatures.Key.protocolName), value: protocolName ?? "",
-                                expected: BlkifABI.allCases.map(\.protocolName).joined(separator: ", "))
+            throw Self.xenbusError(error, node)
         }
-        features.ringPageOrder = try await node.optionalUnsigned(BlkifFrontendFeatures.Key.ringPageOrder,
-                                                                  max: advertised.maxRingPageOrder) ?? 0
-        if let queues: UInt32 = try await node.optionalUnsigned(BlkifFrontendFeatures.Key.queueCount,
-                                                                 max: advertised.maxQueues ?? 1) {
-            guard queues >= 1 else {
-                throw .invalidValue(path: node.path(of: BlkifFrontendFeatures.Key.queueCount), value: "0",
-                                    expected: "a decimal from 1 to \(advertised.maxQueues ?? 1)")
-            }
-            features.queueCount = queues
+        guard features.ringPageOrder <= advertised.maxRingPageOrder else {
+            throw .invalidValue(path: node.path(of: Key.ringPageOrder), value: String(features.ringPageOrder),
+                                expected: "a decimal from 0 to \(advertised.maxRingPageOrder)")
         }
-        // io/blkif.h: grants stay mapped only when both ends advertise feature-persistent.
-        features.persistent = try await node.flag(BlkifFrontendFeatures.Key.persistent)
-        let pages = 1 << Int(features.ringPageOrder)
-        var queues: [BlkbackQueueKeys] = []
-        // As Linux's blkfront and blkback: one queue keeps its keys at the top level even
-        // when multi-queue-num-queues is written.
-        if let count = features.queueCount, count > 1 {
-            for index in 0..<Int(count) {
-                let queueNode = XenbusNodeReader(store: store, path: node.path(of: "queue-\(index)"))
-                queues.append(try await readQueue(queueNode, pages: pages, order: features.ringPageOrder))
-            }
-        } else {
-            queues.append(try await readQueue(node, pages: pages, order: features.ringPageOrder))
+        let maxQueues = advertised.maxQueues ?? 1
+        if let queues = features.queueCount, queues > maxQueues {
+            throw .invalidValue(path: node.path(of: Key.queueCount), value: String(queues),
+                                expected: "a decimal from 1 to \(maxQueues)")
         }
-        return BlkbackFrontendRequest(features: features, queues: queues)
+        let queueCount = Int(features.queueCount ?? 1)
+        let keys = BlkifConnectionKeys.keys(ringPageOrder: features.ringPageOrder, queueCount: queueCount)
+        do {
+            let connection = try BlkifConnectionKeys(xenstore: try await Self.read(node, keys),
+                                                     ringPageOrder: features.ringPageOrder, queueCount: queueCount)
+            return BlkbackFrontendRequest(features: features, connection: connection)
+        } catch {
+            throw Self.xenbusError(error, node)
+        }
     }
 
-    /// io/blkif.h: a one-page ring is `ring-ref` (Linux also takes `ring-ref0`); a larger
-    /// one is `ring-ref0` .. `ring-ref<pages-1>`.
-    private func readQueue(_ node: XenbusNodeReader, pages: Int, order: UInt32) async throws(XenbusError) -> BlkbackQueueKeys {
-        var refs: [GrantRef] = []
-        if order == 0, let ref: UInt32 = try await node.optionalUnsigned("ring-ref") {
-            refs.append(ref)
-        } else {
-            for page in 0..<pages { refs.append(try await node.unsigned("ring-ref\(page)")) }
+    /// The nodes among `keys` that exist under `node`.
+    private static func read(_ node: XenbusNodeReader, _ keys: [String]) async throws(XenbusError) -> [String: String] {
+        var entries: [String: String] = [:]
+        for key in keys {
+            if let value = try await node.optionalString(key) { entries[key] = value }
         }
-        let port: UInt32 = try await node.unsigned("event-channel")
-        return BlkbackQueueKeys(ringRefs: refs, eventChannel: port)
+        return entries
     }
 
-    private func makeQueue(index: Int, keys: BlkbackQueueKeys, frontend: BlkbackFrontendRequest,
+    /// A Blkif parse error as the xenbus error naming the node's full path.
+    private static func xenbusError(_ error: any Error, _ node: XenbusNodeReader) -> XenbusError {
+        switch error {
+        case let error as XenbusError:
+            return error
+        case let BlkifError.missingKey(key):
+            return .missingKey(path: node.path(of: key))
+        case let BlkifError.featureValue(key, value, expected):
+            return .invalidValue(path: node.path(of: key), value: value, expected: expected)
+        case let BlkifError.featureRange(key, value, limit):
+            return .invalidValue(path: node.path(of: key), value: String(value),
+                                 expected: "a decimal from \(limit.lowerBound) to \(limit.upperBound)")
+        case let BlkifError.unknownABI(name):
+            return .invalidValue(path: node.path(of: BlkifFrontendFeatures.Key.protocolName), value: name,
+                                 expected: BlkifABI.allCases.map(\.protocolName).joined(separator: ", "))
+        default:
+            return .hookFailed(hook: "readFrontend", reason: "\(error)")
+        }
+    }
+
+    private func makeQueue(index: Int, keys: BlkifConnectionKeys.Queue, frontend: BlkbackFrontendRequest,
                            paths: XenbusDevicePaths, backing: BlkbackBacking) throws -> BlkbackConnectedQueue {
         let abi = frontend.features.abi
         let mapper = platform.grantMapper
@@ -353,7 +353,7 @@ public final class BlkbackDevice: BackendDevice {
                                                           discard: backing.keys.discardEnabled,
                                                           persistentGrants: limits.persistentGrants && frontend.features.persistent,
                                                           persistentGrantsPerQueue: limits.persistentGrantsPerQueue)
-            let name = frontend.queues.count > 1 ? "\(backendPath)/queue-\(index)" : backendPath
+            let name = frontend.connection.queues.count > 1 ? "\(backendPath)/\(BlkifConnectionKeys.Key.queue(index))" : backendPath
             let queue: BlkbackQueue
             do {
                 queue = try BlkbackQueue(name: name, ring: ring, frontendDomain: paths.frontendID, eventChannel: channel,

@@ -273,7 +273,7 @@ public final class BlkbackQueue: @unchecked Sendable {
         slotViews = buffers.map(\.view)
         scratchView = scratchBuffer.view
         grants = BlkbackPersistentGrants(capacity: configuration.persistentGrants ? configuration.persistentGrantsPerQueue : 0,
-                                         mapper: mapper, domain: frontendDomain)
+                                         mapper: mapper, domain: frontendDomain, logger: logger)
         usesZeroCopy = configuration.persistentGrants && configuration.zeroCopy
             && !Self.opensDirect(store.fileDescriptor)
         vectorStride = usesZeroCopy ? min(segmentsPerRequest, Self.maxVectors) : 0
@@ -327,7 +327,7 @@ public final class BlkbackQueue: @unchecked Sendable {
             logger.info("blkback queue persistent grants", metadata: [
                 "queue": "\(name)", "mapped": "\(grants.count)", "hits": "\(statistics.hits)",
                 "maps": "\(statistics.maps)", "evictions": "\(statistics.evictions)", "copies": "\(statistics.copies)",
-                "failed-maps": "\(statistics.failures)", "no-reuse-windows": "\(statistics.thrashingWindows)",
+                "failed-maps": "\(statistics.failures)", "failed-unmaps": "\(statistics.failedUnmaps)", "no-reuse-windows": "\(statistics.thrashingWindows)",
                 "zero-copy-transfers": "\(zeroCopyTransfers)", "copied-transfers": "\(copiedTransfers)"])
         }
         var failure = grants.unmapAll()

@@ -24,6 +24,9 @@ public enum NetifError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A xenstore node holds a number outside the range allowed.
     case featureRange(key: String, value: UInt64, limit: ClosedRange<UInt64>)
 
+    /// A xenstore node `io/netif.h` requires (a ring reference, an event channel) is absent.
+    case missingKey(String)
+
     public var description: String {
         switch self {
         case let .slotOutOfBounds(offset, length, size):
@@ -48,6 +51,8 @@ public enum NetifError: Error, Equatable, Sendable, CustomStringConvertible {
             return "xenstore \(key) = \"\(value)\": expected \(expected)"
         case let .featureRange(key, value, limit):
             return "xenstore \(key) = \(value) is outside \(limit.lowerBound)...\(limit.upperBound)"
+        case let .missingKey(key):
+            return "xenstore \(key) is missing"
         }
     }
 }
