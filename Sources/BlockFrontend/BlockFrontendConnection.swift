@@ -191,21 +191,12 @@ final class BlockFrontendConnection: @unchecked Sendable {
     /// Nodes"): one ring at the top level, several under `queue-N/`.
     var keys: XenbusKeys {
         var keys = XenbusKeys()
-        func ring(_ q: Int, prefix: String) {
-            if ringPageOrder == 0 {
-                keys.set(prefix + "ring-ref", String(ringPages[q].refs[0]))
-            } else {
-                for (i, ref) in ringPages[q].refs.enumerated() { keys.set(prefix + "ring-ref\(i)", String(ref)) }
-            }
-            keys.set(prefix + "event-channel", String(ports[q]))
-        }
+        let connection = BlkifConnectionKeys(ringPageOrder: ringPageOrder, queues: ringPages.indices.map {
+            BlkifConnectionKeys.Queue(ringRefs: ringPages[$0].refs, eventChannel: ports[$0])
+        })
+        for (key, value) in connection.xenstoreEntries.sorted(by: { $0.key < $1.key }) { keys.set(key, value) }
         if ringPageOrder > 0 { keys.set(BlkifFrontendFeatures.Key.ringPageOrder, String(ringPageOrder)) }
-        if ringPages.count == 1 {
-            ring(0, prefix: "")
-        } else {
-            keys.set(BlkifFrontendFeatures.Key.queueCount, String(ringPages.count))
-            for q in ringPages.indices { ring(q, prefix: "queue-\(q)/") }
-        }
+        if ringPages.count > 1 { keys.set(BlkifFrontendFeatures.Key.queueCount, String(ringPages.count)) }
         keys.set(BlkifFrontendFeatures.Key.protocolName, abi.protocolName)
         keys.set(BlkifFrontendFeatures.Key.persistent, persistent ? "1" : "0")
         return keys

@@ -169,15 +169,10 @@ final class VbdTestFrontend: XenbusFrontendHooks, @unchecked Sendable {
         keys.set("protocol", plan.abi.protocolName)
         if plan.ringPageOrder > 0 { keys.set("ring-page-order", String(plan.ringPageOrder)) }
         if plan.queues > 1 { keys.set("multi-queue-num-queues", String(plan.queues)) }
-        for (index, ring) in rings.enumerated() {
-            let prefix = plan.queues > 1 ? "queue-\(index)/" : ""
-            if plan.ringPageOrder == 0 {
-                keys.set(prefix + "ring-ref", String(ring.pages.refs[0]))
-            } else {
-                for (page, ref) in ring.pages.refs.enumerated() { keys.set(prefix + "ring-ref\(page)", String(ref)) }
-            }
-            keys.set(prefix + "event-channel", String(ring.port))
-        }
+        let connection = BlkifConnectionKeys(ringPageOrder: plan.ringPageOrder, queues: rings.map {
+            BlkifConnectionKeys.Queue(ringRefs: $0.pages.refs, eventChannel: $0.port)
+        })
+        for (key, value) in connection.xenstoreEntries.sorted(by: { $0.key < $1.key }) { keys.set(key, value) }
         plan.tamper(&keys)
         state.withLock { $0.rings = rings }
         return keys
