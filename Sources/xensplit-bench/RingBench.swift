@@ -78,11 +78,6 @@ struct RingBench {
         return quick ? base / 10 : base
     }
 
-    /// One timed exchange of `count` requests; returns requests per second.
-    func exchange(swift: Bool, mode: Mode, depth: UInt32, count: UInt64) throws -> Double {
-        try measure(swift: swift, mode: mode, depth: depth, count: count).rate
-    }
-
     /// One timed exchange of `count` requests.
     func measure(swift: Bool, mode: Mode, depth: UInt32, count: UInt64) throws -> Run {
         let region = try MemoryRegion.anonymous(pages: 1)
