@@ -21,6 +21,16 @@ public enum BlockIOOperation {
     case discard(FileReference, offset: UInt64, length: UInt64)
     /// Make a range read as zeroes without writing a buffer.
     case writeZeroes(FileReference, offset: UInt64, length: UInt64)
+    /// Read into `buffer` from a descriptor without a file position (a TAP device, a pipe,
+    /// a socket): the result is the byte count of one packet or message.
+    case streamRead(FileReference, into: UnsafeMutableRawBufferPointer)
+    /// Scatter read from a descriptor without a file position (readv(2)).
+    case streamReadVector(FileReference, vectors: UnsafeBufferPointer<iovec>)
+    /// Gather write to a descriptor without a file position (writev(2)): one packet to a TAP.
+    case streamWriteVector(FileReference, vectors: UnsafeBufferPointer<iovec>)
+    /// One-shot: completes with the ready poll mask once `fd` is writable (a TAP whose
+    /// queue was full has room again).
+    case pollWritable(Int32)
     /// One-shot: completes with the ready poll mask once `fd` is readable. How a worker
     /// waits for an event-channel eventfd in the same place as for the disk; after the
     /// completion it drains the fd itself and queues this again.

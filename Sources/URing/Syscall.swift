@@ -29,6 +29,14 @@ enum Syscall {
         retrying { Glibc.write(fd, buffer, count) }
     }
 
+    static func readv(_ fd: Int32, _ iov: UnsafePointer<iovec>?, _ count: Int32) -> Result<Int, Errno> {
+        retrying { Glibc.readv(fd, iov, count) }
+    }
+
+    static func writev(_ fd: Int32, _ iov: UnsafePointer<iovec>?, _ count: Int32) -> Result<Int, Errno> {
+        retrying { Glibc.writev(fd, iov, count) }
+    }
+
     static func pread(_ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ count: Int, _ offset: Int64)
         -> Result<Int, Errno>
     {

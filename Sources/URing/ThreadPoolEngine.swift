@@ -115,7 +115,8 @@ public final class ThreadPoolEngine: BlockIOEngine {
         let file: FileReference
         switch operation {
         case let .read(f, _, _), let .write(f, _, _), let .readVector(f, _, _), let .writeVector(f, _, _),
-             let .flush(f), let .discard(f, _, _), let .writeZeroes(f, _, _):
+             let .flush(f), let .discard(f, _, _), let .writeZeroes(f, _, _), let .streamRead(f, _),
+             let .streamReadVector(f, _), let .streamWriteVector(f, _):
             file = f
         case let .readFixed(f, _, buffer, index):
             guard fixedBufferFits(UnsafeRawPointer(buffer.baseAddress), buffer.count, index) else {
@@ -125,7 +126,7 @@ public final class ThreadPoolEngine: BlockIOEngine {
         case let .writeFixed(f, _, buffer, index):
             guard fixedBufferFits(buffer.baseAddress, buffer.count, index) else { return (-1, -Glibc.EFAULT) }
             file = f
-        case let .pollReadable(fd):
+        case let .pollReadable(fd), let .pollWritable(fd):
             file = .descriptor(fd)
         case .cancel:
             return (-1, 0)
@@ -165,7 +166,7 @@ public final class ThreadPoolEngine: BlockIOEngine {
                 continue
             }
             switch slot.request.operation {
-            case .pollReadable:
+            case .pollReadable, .pollWritable:
                 shared.slots[index].state = .watching
                 watches[watchCount] = Int32(index)
                 watchCount += 1
@@ -233,12 +234,15 @@ public final class ThreadPoolEngine: BlockIOEngine {
         }
     }
 
-    /// One poll(2) over the completion eventfd and the watched fds; readable watches
+    /// One poll(2) over the completion eventfd and the watched fds; ready watches
     /// complete with their ready mask (-EBADF for a descriptor poll calls invalid).
     func pollOnce(milliseconds: Int32) throws(URingError) {
         pollSet[0] = pollfd(fd: shared.eventFD, events: Int16(POLLIN), revents: 0)
         for w in 0..<watchCount {
-            pollSet[w + 1] = pollfd(fd: shared.slots[Int(watches[w])].descriptor, events: Int16(POLLIN), revents: 0)
+            let slot = shared.slots[Int(watches[w])]
+            let events: Int32
+            if case .pollWritable = slot.request.operation { events = POLLOUT } else { events = POLLIN }
+            pollSet[w + 1] = pollfd(fd: slot.descriptor, events: Int16(events), revents: 0)
         }
         let ready: Int32
         switch Syscall.poll(pollSet, watchCount + 1, milliseconds) {

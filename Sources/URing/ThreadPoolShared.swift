@@ -229,7 +229,13 @@ final class ThreadPoolShared: @unchecked Sendable {
         case let .writeZeroes(_, offset, length):
             outcome = Syscall.fallocate(fd, FallocateMode.writeZeroes.rawValue, Int64(bitPattern: offset),
                                         Int64(bitPattern: length)).map { Int($0) }
-        case .pollReadable, .cancel:
+        case let .streamRead(_, buffer):
+            outcome = buffer.baseAddress.map { Syscall.read(fd, $0, buffer.count) } ?? .success(0)
+        case let .streamReadVector(_, vectors):
+            outcome = Syscall.readv(fd, vectors.baseAddress, Int32(clamping: vectors.count))
+        case let .streamWriteVector(_, vectors):
+            outcome = Syscall.writev(fd, vectors.baseAddress, Int32(clamping: vectors.count))
+        case .pollReadable, .pollWritable, .cancel:
             // The owner handles these; they never reach a pool thread.
             outcome = .failure(.EINVAL)
         }

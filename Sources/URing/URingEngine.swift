@@ -95,7 +95,12 @@ public final class URingEngine: BlockIOEngine {
             return .fallocate(file, mode: .discard, offset: offset, length: length)
         case let .writeZeroes(file, offset, length):
             return .fallocate(file, mode: .writeZeroes, offset: offset, length: length)
+        // io_uring: offset -1 means "the file position", which a stream ignores.
+        case let .streamRead(file, buffer): return .read(file, into: buffer, offset: UInt64.max)
+        case let .streamReadVector(file, vectors): return .readv(file, vectors: vectors, offset: UInt64.max)
+        case let .streamWriteVector(file, vectors): return .writev(file, vectors: vectors, offset: UInt64.max)
         case let .pollReadable(fd): return .poll(.descriptor(fd), events: Int16(POLLIN))
+        case let .pollWritable(fd): return .poll(.descriptor(fd), events: Int16(POLLOUT))
         case let .cancel(target): return .cancel(target: target)
         }
     }
