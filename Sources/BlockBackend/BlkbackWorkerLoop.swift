@@ -128,6 +128,13 @@ final class BlkbackWorkerLoop: @unchecked Sendable {
             entries[index]!.pollArmed = false
             markDirty(index)
             guard let queue = entries[index]?.queue else { return }
+            // A descriptor in error (POLLERR, POLLNVAL) would complete every poll at once:
+            // the channel is given up instead of re-armed.
+            let failed = Int32(POLLERR | POLLNVAL)
+            if completion.result >= 0, completion.result & failed != 0 {
+                channelFailed(queue.eventChannel, .eventChannel("its descriptor polled \(completion.result & failed == Int32(POLLNVAL) ? "POLLNVAL" : "POLLERR")", errno: EBADF))
+                return
+            }
             takePendingPorts(queue.eventChannel)
         case .mailbox?:
             mailboxArmed = false
@@ -156,7 +163,19 @@ final class BlkbackWorkerLoop: @unchecked Sendable {
                 }
             }
         } catch {
-            worker.logger.error("blkback worker: event channel failed", metadata: ["error": "\(error)"])
+            channelFailed(channel, error)
+        }
+    }
+
+    /// An event-channel handle that cannot be read any more: every queue on it stops
+    /// serving with that reason (reported through its onDisconnect, once, so the device is
+    /// refused), and its poll is not armed again, so the worker does not spin on it.
+    func channelFailed(_ channel: any EventChannel, _ error: PlatformError) {
+        worker.logger.error("blkback worker: event channel failed; its queues stop", metadata: ["error": "\(error)"])
+        for index in entries.indices {
+            guard let entry = entries[index], entry.queue.eventChannel === channel else { continue }
+            entry.queue.disconnect(.platform(error))
+            markDirty(index)
         }
     }
 

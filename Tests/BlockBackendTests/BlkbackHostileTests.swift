@@ -182,6 +182,30 @@ struct BlkbackHostileTests {
         #expect(rig.queues[0].disconnectReason == nil)
     }
 
+    @Test("an event channel whose pending ports cannot be read stops its queue once, with a typed reason, without spinning",
+          arguments: availableEngines)
+    func failedEventChannel(engine: BlockIOEngineKind) throws {
+        let rig = try Rig(engine: engine)
+        let failing = FailingEventChannel(try rig.hypervisor.platform(for: .dom0).openEventChannel())
+        defer { failing.close() }
+        let probe = DisconnectProbe()
+        let broken = try rig.attach(name: "broken", sharedChannel: failing, onDisconnect: probe.callback)
+        let honest = try rig.attach(name: "honest")
+        var generator = SeededGenerator(seed: 0x0E5)
+        var model = [UInt8](repeating: 0, count: 8192 * 512)
+        try exercise(broken, model: &model, rounds: 1, maxIndirect: 32, using: &generator)
+        let fault = PlatformError.eventChannel("injected: pending ports unreadable", errno: EIO)
+        failing.failPendingReads(with: fault)
+        try broken.front.eventChannel.notify(broken.front.port)
+        #expect(probe.wait() == .platform(fault))
+        // The failed channel stays readable; a worker that re-armed its poll would keep
+        // reading it. Other frontends keep being served meanwhile.
+        try exercise(honest, model: &model, rounds: 3, maxIndirect: 32, using: &generator)
+        #expect(failing.failedPendingReads == 1, "pending ports read \(failing.failedPendingReads) times after the failure")
+        try rig.tearDown()
+        #expect(rig.queues[1].disconnectReason == nil)
+    }
+
     @Test("a frontend flooding invalid requests does not starve another", arguments: availableEngines)
     func flood(engine: BlockIOEngineKind) throws {
         let rig = try Rig(engine: engine)
