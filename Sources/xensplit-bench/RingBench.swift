@@ -17,6 +17,9 @@ import XenTesting
 struct RingBench {
     var runs = 5
     var quick = false
+    /// Requests per run for every comparison, instead of the defaults (a smoke test of the
+    /// two sides' equal work, not a timing).
+    var requests: UInt64? = nil
     /// Only this mode (poll or eventfd), for profiling one side.
     var onlyMode: String? = nil
     /// Each run's work on standard error (`check` lines).
@@ -69,6 +72,7 @@ struct RingBench {
     func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
 
     func requests(mode: Mode, depth: UInt32) -> UInt64 {
+        if let requests { return requests }
         let base: UInt64 = switch (mode, depth) {
         case (.poll, 1): 400_000
         case (.poll, _): 4_000_000

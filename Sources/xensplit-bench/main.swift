@@ -8,7 +8,7 @@ func warn(_ message: String) {
 
 // xensplit-bench SUITE [--runs N] [--quick]: each suite prints DESIGN.md's `bench` lines.
 let usage = """
-usage: xensplit-bench SUITE [--runs N] [--quick] [--only X] [--verbose]
+usage: xensplit-bench SUITE [--runs N] [--quick] [--requests N] [--only X] [--verbose]
 
 Suites (each compares against a reference measured in the same run):
   ring      Swift rings vs Xen's C io/ring.h macros: blkif ring, two pinned threads,
@@ -35,6 +35,8 @@ Suites (each compares against a reference measured in the same run):
 Options:
   --runs N  alternating runs of ours and the reference (default 5, at least 1)
   --quick   fewer requests per run, for smoke tests
+  --requests N
+            ring: N requests per run in every comparison (a check of equal work, not a timing)
   --only X  run one comparison of the suite (ring: poll-qd1, poll-qd32, eventfd-qd1, eventfd-qd32)
   --verbose ring: each run's work on standard error (check NAME run=N side=S answered=...
             refused=... digest=... ring=...)
@@ -81,6 +83,7 @@ var runs = 5
 var quick = false
 var only: String? = nil
 var verbose = false
+var requests: UInt64? = nil
 var i = 0
 while i < args.count {
     switch args[i] {
@@ -93,6 +96,13 @@ while i < args.count {
         i += 1
     case "--quick":
         quick = true
+    case "--requests":
+        guard suite == "ring", i + 1 < args.count, let n = UInt64(args[i + 1]), n >= 1 else {
+            warn("xensplit-bench: --requests takes a whole number >= 1, and only the ring suite has it")
+            exit(2)
+        }
+        requests = n
+        i += 1
     case "--verbose":
         verbose = true
     case "--only":
@@ -112,7 +122,7 @@ while i < args.count {
 do {
     switch suite {
     case "ring":
-        try RingBench(runs: runs, quick: quick, onlyMode: only, verbose: verbose).run()
+        try RingBench(runs: runs, quick: quick, requests: requests, onlyMode: only, verbose: verbose).run()
     case "platform":
         try PlatformBench(runs: runs, quick: quick).run()
     default:
