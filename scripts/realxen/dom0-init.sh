@@ -154,14 +154,15 @@ expected_image() {
 # evtchn file descriptors (one evtchn fd per event channel).
 # Starts `xensplit blkback --platform xen $extra_args` with the options after $1, logging
 # to $1, as backend_pid (a child of this shell), and waits up to 30 s for its
-# "blkback: serving" line.
+# "vbd backend: serving" line (XenDevice's backend daemon logs it once it watches).
+serving="vbd backend: serving"
 start_backend() {
     log=$1
     shift
     $P/xensplit blkback --platform xen $extra_args "$@" > $log 2>&1 &
     backend_pid=$!
     i=0
-    while [ $i -lt 120 ] && ! grep -q "blkback: serving" $log && kill -0 $backend_pid 2>/dev/null; do
+    while [ $i -lt 120 ] && ! grep -q "$serving" $log && kill -0 $backend_pid 2>/dev/null; do
         sleep 0.25; i=$((i + 1))
     done
 }
@@ -233,7 +234,7 @@ vbd_steps() {
     echo "REALXEN-VBD backend: xensplit blkback --platform xen --verbose $extra_args"
     start_backend $blog --verbose
     bpid=$backend_pid
-    if ! grep -q "blkback: serving" $blog; then
+    if ! grep -q "$serving" $blog; then
         for s in vbd-handshake vbd-io vbd-readonly vbd-discard vbd-ext4 vbd-takeup vbd-teardown vbd-release vbd-second; do
             result $s FAIL "xensplit blkback did not start (see blkback log)"
         done
