@@ -522,37 +522,13 @@ struct BlkbackPersistentDeviceTests {
 }
 
 /// Records what a logger was given (level, message, metadata).
-final class PersistentGrantsLog: Sendable {
-    struct Entry: Sendable {
-        let level: Logger.Level
-        let message: String
-        let metadata: Logger.Metadata
-    }
-    struct Handler: LogHandler {
-        let log: PersistentGrantsLog
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .trace
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-        func log(event: LogEvent) {
-            let merged = metadata.merging(event.metadata ?? [:]) { $1 }
-            log.entries.withLock { $0.append(Entry(level: event.level, message: event.message.description, metadata: merged)) }
-        }
-    }
-    let entries = Mutex<[Entry]>([])
-    var logger: Logger { Logger(label: "persistent-grants-test") { [self] _ in Handler(log: self) } }
-    func at(_ level: Logger.Level) -> [Entry] { entries.withLock { $0.filter { $0.level == level } } }
-}
-
 extension BlkbackPersistentTests {
     @Test("an unmap that fails on eviction is counted, logged once with its gref, set aside and retried at teardown")
     func failedUnmapOnEviction() throws {
         let hypervisor = try hypervisorForTests()
         let guest = try hypervisor.createDomain(name: "guest")
         let pages = try hypervisor.platform(for: guest).share(pages: 8, with: .dom0, writable: true)
-        let log = PersistentGrantsLog()
+        let log = LogLines()
         let cache = BlkbackPersistentGrants(capacity: 2, mapper: try hypervisor.platform(for: .dom0), domain: guest,
                                             logger: log.logger)
         func touch(_ page: Int) -> Bool {

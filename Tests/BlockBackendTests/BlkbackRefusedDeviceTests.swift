@@ -242,34 +242,6 @@ final class BlkbackProcess: @unchecked Sendable {
     }
 }
 
-/// Log lines kept in memory, for counting.
-final class LogLines: Sendable {
-    let lines = Mutex<[(message: String, metadata: Logger.Metadata)]>([])
-
-    func count(_ message: String) -> Int { lines.withLock { $0.filter { $0.message == message }.count } }
-    func metadata(of message: String) -> [Logger.Metadata] {
-        lines.withLock { $0.filter { $0.message == message }.map(\.metadata) }
-    }
-}
-
-/// Collects log lines in a ``LogLines``.
-struct RecordingLogHandler: LogHandler {
-    let record: LogLines
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .trace
-
-    func log(event: LogEvent) {
-        var all = metadata
-        all.merge(event.metadata ?? [:]) { $1 }
-        record.lines.withLock { $0.append((event.message.description, all)) }
-    }
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-}
-
 @Suite("blkback: a device refused for a protocol violation stays down until its frontend starts over", .serialized)
 struct BlkbackRefusedDeviceTests {
     enum Violation: String, CaseIterable, CustomStringConvertible {
@@ -365,7 +337,7 @@ struct BlkbackRefusedDeviceTests {
         defer { world.stop() }
         let (id, guest, _) = try await world.guestWithOneDisk(sectors: 1024)
         let lines = LogLines()
-        let logger = Logger(label: "refusal-count") { _ in RecordingLogHandler(record: lines) }
+        let logger = lines.logger
         let factory = try BlockIOEngineFactory(configuration: .init(queueDepth: 64, capacity: 1024, threads: 2),
                                                environment: [BlockIOEngineKind.environmentVariable: "threads"])
         var configuration = BlkbackDaemon.Configuration(workers: 1, resizeInterval: .milliseconds(50))

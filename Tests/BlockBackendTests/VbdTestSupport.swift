@@ -21,6 +21,42 @@ let vbdLogger: Logger = {
     return logger
 }()
 
+/// Log lines kept in memory, for tests that count or read them.
+final class LogLines: Sendable {
+    struct Entry: Sendable {
+        let level: Logger.Level
+        let message: String
+        let metadata: Logger.Metadata
+    }
+
+    struct Handler: LogHandler {
+        let record: LogLines
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+
+        func log(event: LogEvent) {
+            let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+            record.entries.withLock { $0.append(Entry(level: event.level, message: event.message.description, metadata: merged)) }
+        }
+    }
+
+    let entries = Mutex<[Entry]>([])
+
+    /// A logger whose every line lands here.
+    var logger: Logger { Logger(label: "recorded") { [self] _ in Handler(record: self) } }
+
+    func at(_ level: Logger.Level) -> [Entry] { entries.withLock { $0.filter { $0.level == level } } }
+    func count(_ message: String) -> Int { entries.withLock { $0.filter { $0.message == message }.count } }
+    func metadata(of message: String) -> [Logger.Metadata] {
+        entries.withLock { $0.filter { $0.message == message }.map(\.metadata) }
+    }
+}
+
 /// A local hypervisor served on a thread of the test process, in its own state directory
 /// (XenLocalTests' fixture, trimmed), with image files in a directory of their own.
 final class VbdWorld: @unchecked Sendable {

@@ -44,6 +44,16 @@ struct RefusedDeviceTests {
                                      logger: testLogger), hooks)
     }
 
+    /// A frontend's handshake written by hand: wait for InitWait, publish `ring-ref` with
+    /// Initialised, wait for Connected, write Connected.
+    func handshakeByHand(_ world: World, _ paths: XenbusDevicePaths, _ guest: XenStoreClient, ringRef: UInt32) async throws {
+        try await waitForState(paths.backend, .initWait, store: world.toolstack)
+        try await guest.write(paths.frontend + "/ring-ref", String(ringRef))
+        try await guest.write(paths.frontend + "/state", "3")
+        try await waitForState(paths.backend, .connected, store: world.toolstack)
+        try await guest.write(paths.frontend + "/state", "4")
+    }
+
     func errorNode(_ paths: XenbusDevicePaths) -> String {
         "/local/domain/0/error/backend/\(dummyType)/\(paths.frontendID)/\(paths.devid)/error"
     }
@@ -105,11 +115,7 @@ struct RefusedDeviceTests {
         let paths = try await world.addDevice(frontend: world.guests[0], devid: "8")
         let guest = try world.store(paths.frontendID)
         // A frontend that writes its keys and states by hand and then misbehaves.
-        try await waitForState(paths.backend, .initWait, store: world.toolstack)
-        try await guest.write(paths.frontend + "/ring-ref", "80")
-        try await guest.write(paths.frontend + "/state", "3")
-        try await waitForState(paths.backend, .connected, store: world.toolstack)
-        try await guest.write(paths.frontend + "/state", "4")
+        try await handshakeByHand(world, paths, guest, ringRef: 80)
         let back = try await service.driver(paths.backend)
         back.device.reportViolation("scribbled ring")
         try await waitForState(paths.backend, .closing, store: world.toolstack)
@@ -139,11 +145,7 @@ struct RefusedDeviceTests {
         let oldService = try await BackendService(store: oldStore)
         let paths = try await world.addDevice(frontend: world.guests[0], devid: "9")
         let guest = try world.store(paths.frontendID)
-        try await waitForState(paths.backend, .initWait, store: world.toolstack)
-        try await guest.write(paths.frontend + "/ring-ref", "90")
-        try await guest.write(paths.frontend + "/state", "3")
-        try await waitForState(paths.backend, .connected, store: world.toolstack)
-        try await guest.write(paths.frontend + "/state", "4")
+        try await handshakeByHand(world, paths, guest, ringRef: 90)
         let oldDriver = try await oldService.driver(paths.backend).device
         oldDriver.reportViolation("overrun")
         try await waitForState(paths.backend, .closing, store: world.toolstack)
