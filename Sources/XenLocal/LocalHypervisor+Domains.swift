@@ -38,7 +38,6 @@ extension LocalHypervisor {
         do {
             let path = Self.xenStorePath(stateDirectory: configuration.stateDirectory, domain: name)
             try xenstore.listen(path: path, identity: .domain(id))
-            chmod(path, 0o600)
         } catch {
             closeListener(d)
             return .errno(EIO, "xenstore socket for \(name): \(error)")

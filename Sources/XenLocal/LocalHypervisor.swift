@@ -80,8 +80,6 @@ public final class LocalHypervisor: @unchecked Sendable {
         do {
             xenstore = try XenStoreServer(logger: Logger(label: "xensplit.xenstored"))
             try xenstore.listen(path: dir + "/xenstored.socket", identity: .tool)
-            // Owner only, as the hypervisor sockets (the server leaves the umask's mode).
-            chmod(dir + "/xenstored.socket", 0o600)
             try xenstore.start()
         } catch {
             throw .hypervisor("xenstored: \(error)")
@@ -99,22 +97,9 @@ public final class LocalHypervisor: @unchecked Sendable {
         logger.info("local hypervisor ready", metadata: ["state-dir": "\(dir)"])
     }
 
-    /// Dom0's name and domid nodes, written as Xen's dom0 set-up (xen-init-dom0) writes them
-    /// over a privileged connection: `/local/domain/0/name` "Domain-0" and
-    /// `/local/domain/0/domid` "0", the home and both nodes owned by dom0 with no access for
-    /// other domains. Tools that look for dom0's home find it.
-    static let dom0HomeNodes: [(path: String, value: String)] = [
-        ("/local/domain/0/name", "Domain-0"),
-        ("/local/domain/0/domid", "0"),
-    ]
-
+    /// Dom0's home (``XenStoreEngine/dom0HomeNodes``), as Xen's dom0 set-up writes it.
     static func writeDom0Home(_ xenstore: XenStoreServer) throws(PlatformError) {
-        let failures = xenstore.withEngineBlocking { engine -> [String] in
-            dom0HomeNodes.compactMap { node in
-                let reply = engine.performAsToolstack(.write, payload: Array(node.path.utf8) + [0] + Array(node.value.utf8))
-                return reply.type == .write ? nil : "\(node.path): \(String(decoding: reply.payload.prefix { $0 != 0 }, as: UTF8.self))"
-            }
-        }
+        let failures = xenstore.withEngineBlocking { engine in engine.writeDom0Home() }
         guard failures.isEmpty else { throw .hypervisor("xenstored refused dom0's home: \(failures.joined(separator: "; "))") }
     }
 

@@ -44,6 +44,8 @@ enum Syscall {
             unlink(path)
             let r = try withAddress(path) { bind(fd, $0, $1) }
             if r != 0 { throw XenStoreError.systemCall("bind(\(path))", errno: errno) }
+            // Owner only, set before listen(2): nobody can connect while the mode is the umask's.
+            if chmod(path, 0o600) != 0 { throw XenStoreError.systemCall("chmod(\(path), 0600)", errno: errno) }
             _ = try retrying("listen(\(path))") { Int(Glibc.listen(fd, 128)) }
         } catch {
             close(fd)

@@ -60,8 +60,8 @@ public final class XenStoreServer: Sendable {
         if queued { Syscall.signal(wakeWriteFD) }
     }
 
-    /// Listens on a Unix socket at `path` (replacing a stale one); accepted connections get
-    /// `identity`.
+    /// Listens on a Unix socket at `path` (replacing a stale one), mode 0600 from before it
+    /// accepts anyone; accepted connections get `identity`.
     public func listen(path: String, identity: XenStoreIdentity = .tool) throws(XenStoreError) {
         let fd = try Syscall.listen(path: path)
         listenPaths.withLock { $0.append(path) }

@@ -70,11 +70,9 @@ public final class InProcessHypervisor: Sendable {
         try state.withLock { (s) throws(PlatformError) in
             s.domains[.dom0] = try InProcessDomain(id: .dom0, name: "Domain-0", configuration: configuration)
         }
-        try toolstack.withLock { (session) throws(PlatformError) in
-            try session.perform(.mkdir(path: Array("/local/domain/0".utf8)))
-            try session.perform(.write(path: Array("/local/domain/0/name".utf8), value: Array("Domain-0".utf8)))
-            try session.perform(.write(path: Array("/local/domain/0/domid".utf8), value: Array("0".utf8)))
-        }
+        // Dom0's home, by the same rule as the local hypervisor's xenstored.
+        let failures = xenStore.withEngineBlocking { engine in engine.writeDom0Home() }
+        guard failures.isEmpty else { throw .hypervisor("xenstored refused dom0's home: \(failures.joined(separator: "; "))") }
     }
 
     deinit {

@@ -3,6 +3,7 @@ import Testing
 import XenLocal
 import XenPlatform
 import XenStore
+import XenTesting
 
 /// Runs one of Xen's xenstore tools against the hypervisor's xenstored socket, as dom0's
 /// scripts would with XENSTORED_PATH; returns its exit status and standard output.
@@ -33,6 +34,18 @@ private func xenTool(_ tool: String, _ arguments: [String], socket: String) thro
         #expect(try await store.readString("/local/domain/0/domid") == "0")
         #expect(try await store.directory("/local/domain/0").sorted() == ["domid", "name"])
         // Owned by dom0, no access for anyone else: what a privileged writer gets.
+        let dom0Only = [XenStorePermission(domid: 0, access: .none)]
+        for path in ["/local", "/local/domain", "/local/domain/0", "/local/domain/0/name", "/local/domain/0/domid"] {
+            #expect(try await store.getPermissions(path) == dom0Only, "\(path)")
+        }
+    }
+
+    @Test func theInProcessDoubleStartsWithTheSameHome() async throws {
+        let hypervisor = try InProcessHypervisor()
+        let store = try hypervisor.connectXenStore(as: .tool)
+        defer { store.close() }
+        for node in XenStoreEngine.dom0HomeNodes { #expect(try await store.readString(node.path) == node.value) }
+        #expect(try await store.directory("/local/domain/0").sorted() == ["domid", "name"])
         let dom0Only = [XenStorePermission(domid: 0, access: .none)]
         for path in ["/local", "/local/domain", "/local/domain/0", "/local/domain/0/name", "/local/domain/0/domid"] {
             #expect(try await store.getPermissions(path) == dom0Only, "\(path)")
