@@ -52,12 +52,16 @@ public final class GrantDomain {
 
     // MARK: Granting side
 
-    /// Allocates `count` consecutive zeroed frames and grants each to `grantee`.
+    /// Allocates `count` consecutive zeroed frames and grants each to `grantee`, through
+    /// entries whose flags are clear.
     public func share(count: Int, with grantee: DomainID, writable: Bool) throws(PlatformError) -> (first: UInt32, refs: [GrantRef]) {
         guard let first = frames.allocate(count) else {
             throw .system("d\(id) has no \(count) free consecutive pages in its pool of \(poolPages)", errno: ENOMEM)
         }
-        guard let units = refs.allocateScattered(count) else {
+        // An entry the domain wrote itself in its own table (a guest may) is not ours to
+        // hand out: overwriting it would drop its grant, or the busy bits of a mapping.
+        let grants = self.grants
+        guard let units = refs.allocateScattered(count, where: { grants.flags(GrantRef($0)).isEmpty }) else {
             frames.free(first, count: count)
             throw .system("d\(id) has no \(count) free grant entries", errno: ENOSPC)
         }

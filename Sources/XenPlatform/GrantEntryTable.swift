@@ -136,10 +136,11 @@ public struct RunAllocator: Sendable {
         return nil
     }
 
-    /// Takes `n` units, not necessarily consecutive, or none.
-    public mutating func allocateScattered(_ n: Int) -> [Int]? {
+    /// Takes `n` units, not necessarily consecutive, or none; units `available` refuses
+    /// are passed over (and stay free).
+    public mutating func allocateScattered(_ n: Int, where available: (Int) -> Bool = { _ in true }) -> [Int]? {
         var taken: [Int] = []
-        for i in used.indices where !used[i] {
+        for i in used.indices where !used[i] && available(i + base) {
             taken.append(i)
             if taken.count == n { break }
         }
