@@ -255,16 +255,11 @@ final class BlkbackBenchRingFrontend: @unchecked Sendable {
             slotIndirectGrefs.append(try BlkifIndirectGrefs(table.refs))
         }
         var keys = XenbusKeys()
-        if queues == 1 {
-            keys.set("ring-ref", String(rings[0].pages.refs[0]))
-            keys.set("event-channel", String(rings[0].port))
-        } else {
-            keys.set(BlkifFrontendFeatures.Key.queueCount, String(queues))
-            for (index, ring) in rings.enumerated() {
-                keys.set("queue-\(index)/ring-ref", String(ring.pages.refs[0]))
-                keys.set("queue-\(index)/event-channel", String(ring.port))
-            }
-        }
+        let connection = BlkifConnectionKeys(ringPageOrder: 0, queues: rings.map {
+            BlkifConnectionKeys.Queue(ringRefs: $0.pages.refs, eventChannel: $0.port)
+        })
+        for (key, value) in connection.xenstoreEntries.sorted(by: { $0.key < $1.key }) { keys.set(key, value) }
+        if queues > 1 { keys.set(BlkifFrontendFeatures.Key.queueCount, String(queues)) }
         keys.set(BlkifFrontendFeatures.Key.protocolName, abi.protocolName)
         keys.set(BlkifFrontendFeatures.Key.persistent, persistent ? "1" : "0")
         return keys
