@@ -26,6 +26,10 @@ public enum NetifError: Error, Equatable, Sendable, CustomStringConvertible {
 
     /// A xenstore node `io/netif.h` requires (a ring reference, an event channel) is absent.
     case missingKey(String)
+    /// A transmitted packet's chain goes on past `limit` data slots: a protocol violation.
+    case txChainTooLong(slots: Int, limit: Int)
+    /// A packet carries two extra-info slots of the same `type`.
+    case duplicateExtra(type: UInt8)
 
     public var description: String {
         switch self {
@@ -53,6 +57,10 @@ public enum NetifError: Error, Equatable, Sendable, CustomStringConvertible {
             return "xenstore \(key) = \(value) is outside \(limit.lowerBound)...\(limit.upperBound)"
         case let .missingKey(key):
             return "xenstore \(key) is missing"
+        case let .txChainTooLong(slots, limit):
+            return "netif tx packet over at least \(slots) data slots, past the \(limit) a backend may treat as fatal"
+        case let .duplicateExtra(type):
+            return "netif packet with two extra-info slots of type \(type)"
         }
     }
 }
