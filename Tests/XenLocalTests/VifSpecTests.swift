@@ -22,10 +22,10 @@ import XenStore
         let empty = try VifSpec(parsing: "")
         #expect(empty.mac == nil && empty.bridge == "xenbr0" && empty.devid == nil && empty.mtu == nil && empty.trusted)
 
-        let full = try VifSpec(parsing: "mac=00:16:3E:74:3d:76, bridge=br1,ip=10.0.0.2 10.0.0.3,netdev=eth0,vifname=guestnet,devid=7,mtu=9000,type=vif,model=e1000,untrusted,backend=Domain-0")
+        let full = try VifSpec(parsing: "mac=00:16:3E:74:3d:76, bridge=br1,ip=198.18.0.2 198.18.0.3,netdev=eth0,vifname=guestnet,devid=7,mtu=9000,type=vif,model=e1000,untrusted,backend=Domain-0")
         #expect(full.mac == [0x00, 0x16, 0x3e, 0x74, 0x3d, 0x76])
         #expect(full.bridge == "br1")
-        #expect(full.ip == "10.0.0.2 10.0.0.3")
+        #expect(full.ip == "198.18.0.2 198.18.0.3")
         #expect(full.gatewayDevice == "eth0")
         #expect(full.vifName == "guestnet")
         #expect(full.devid == 7)
@@ -94,7 +94,7 @@ import XenStore
         let fx = try HypervisorFixture()
         defer { fx.stop() }
         let dom0 = try fx.dom0()
-        let nics = [try VifSpec(parsing: "mac=00:16:3e:00:00:01,bridge=br0,ip=10.0.0.2,vifname=g0,mtu=9000"),
+        let nics = [try VifSpec(parsing: "mac=00:16:3e:00:00:01,bridge=br0,ip=198.18.0.2,vifname=g0,mtu=9000"),
                     try VifSpec(parsing: "mac=00:16:3e:00:00:02,untrusted")]
         let toolstack = LocalToolstack(platform: dom0)
         let id = try await toolstack.createDomain(name: "guest", disks: [], nics: nics)
@@ -102,7 +102,7 @@ import XenStore
         defer { store.close() }
         let expected: [(UInt32, [String: String], [String: String])] = [
             (0, ["frontend-id": "\(id)", "online": "1", "state": "1", "mac": "00:16:3e:00:00:01", "bridge": "br0", "handle": "0",
-                 "type": "vif", "ip": "10.0.0.2", "vifname": "g0", "mtu": "9000"],
+                 "type": "vif", "ip": "198.18.0.2", "vifname": "g0", "mtu": "9000"],
                 ["backend-id": "0", "state": "1", "handle": "0", "mac": "00:16:3e:00:00:01", "trusted": "1", "mtu": "9000"]),
             (1, ["frontend-id": "\(id)", "online": "1", "state": "1", "mac": "00:16:3e:00:00:02", "bridge": "xenbr0", "handle": "1",
                  "type": "vif"],
