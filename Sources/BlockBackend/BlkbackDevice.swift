@@ -367,9 +367,8 @@ public final class BlkbackDevice: BackendDevice {
             do {
                 try worker.addQueue(queue) { [weak self, weak queue] reason in
                     // A report from a connection already torn down changes nothing.
+                    // The queue logged it already (blkback queue disconnected).
                     guard let self, let queue, self.serves(queue) else { return }
-                    self.guestLog.log(.error, "blkback: frontend broke the ring protocol; refusing the device",
-                                      metadata: ["queue": "\(name)", "reason": "\(reason)"])
                     self.reportViolation("\(name): \(reason)")
                 }
             } catch {

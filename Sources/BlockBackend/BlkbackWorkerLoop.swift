@@ -130,9 +130,9 @@ final class BlkbackWorkerLoop: @unchecked Sendable {
             guard let queue = entries[index]?.queue else { return }
             // A descriptor in error (POLLERR, POLLNVAL) would complete every poll at once:
             // the channel is given up instead of re-armed.
-            let failed = Int32(POLLERR | POLLNVAL)
-            if completion.result >= 0, completion.result & failed != 0 {
-                channelFailed(queue.eventChannel, .eventChannel("its descriptor polled \(completion.result & failed == Int32(POLLNVAL) ? "POLLNVAL" : "POLLERR")", errno: EBADF))
+            if completion.result >= 0, completion.result & Int32(POLLERR | POLLNVAL) != 0 {
+                let mask = completion.result & Int32(POLLNVAL) != 0 ? "POLLNVAL" : "POLLERR"
+                channelFailed(queue.eventChannel, .eventChannel("its descriptor polled \(mask)", errno: EBADF))
                 return
             }
             takePendingPorts(queue.eventChannel)

@@ -196,6 +196,8 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: XenbusMachine {
 
     /// Features, then InitWait.
     private func prepare(_ s: inout BackendState, _ paths: XenbusDevicePaths, reason: String) async throws(XenbusError) {
+        // A new handshake: the frontend has published nothing for it yet.
+        s.frontendSeenAway = false
         let keys: XenbusKeys
         do {
             keys = try await hooks.features(for: paths)
@@ -288,12 +290,13 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: XenbusMachine {
     }
 
     private func connect(_ s: inout BackendState, _ paths: XenbusDevicePaths, frontend: XenbusState) async throws(XenbusError) {
+        // The frontend is Initialised or Connected: it has left Initialising.
+        s.frontendSeenAway = true
         let values: Hooks.Frontend
         do {
             values = try await hooks.readFrontend(XenbusNodeReader(store: store, path: paths.frontend), paths: paths)
         } catch {
             await fatal(&s, XenbusError.fromHook("reading frontend keys", error), context: "reading frontend keys")
-            s.frontendSeenAway = true  // it had published its keys
             return
         }
         let keys: XenbusKeys
@@ -301,7 +304,6 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: XenbusMachine {
             keys = try await hooks.connect(values, paths: paths)
         } catch {
             await fatal(&s, XenbusError.fromHook("connect", error), context: "connecting")
-            s.frontendSeenAway = true  // it had published its keys
             return
         }
         s.connected = true
@@ -309,7 +311,6 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: XenbusMachine {
             try keys.validate()
         } catch {
             await fatal(&s, error, context: "connect keys")
-            s.frontendSeenAway = true  // it had published its keys
             return
         }
         s.connectKeys = keys.keys
@@ -345,7 +346,6 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: XenbusMachine {
         guard s.own != .closing || s.lastFatal != error else { return }
         s.lastFatal = error
         s.hold = .refused
-        s.frontendSeenAway = false
         let message = "\(context): \(error)"
         logger.error("xenbus: \(path) fatal: \(message); kept down until the frontend starts over")
         await s.node.writeError(errno: error.errno, message: message)
@@ -361,7 +361,6 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: XenbusMachine {
     func violated(_ s: inout BackendState, _ error: XenbusError) async {
         guard s.connected else { return }
         await fatal(&s, error, context: "data path")
-        s.frontendSeenAway = true  // it had published its keys
     }
 
     func shutdown(_ s: inout BackendState) async {
@@ -394,8 +393,8 @@ struct BackendState: XenbusMachineState {
     var lastFatal: XenbusError?
     /// Why the device is kept down, if it is.
     var hold: BackendHold?
-    /// Whether the frontend was seen (or known to be) past Initialising since the refusal:
-    /// only then does Initialising mean it started over.
+    /// Whether the frontend was seen (or known to be) past Initialising since this
+    /// handshake began: only then does Initialising after a refusal mean it started over.
     var frontendSeenAway = false
 }
 

@@ -76,12 +76,6 @@ public final class XenbusFrontendDevice<Hooks: XenbusFrontendHooks>: Sendable {
 
     /// Waits until the driver stops, and says why.
     public func stopped() async -> XenbusStopReason { await run.stopped() }
-
-    /// The device saw the backend break the ring protocol: the driver reports it as a
-    /// fatal error (error node, disconnect, Closing). Safe from any thread.
-    public func reportViolation(_ reason: String) {
-        run.reportViolation(.protocolViolation(path: frontendPath, reason: reason))
-    }
 }
 
 /// The frontend driver's loop and its private state; lives in one task.
@@ -260,12 +254,6 @@ struct FrontendMachine<Hooks: XenbusFrontendHooks>: XenbusMachine {
         } catch {
             logger.error("xenbus: \(path) could not switch to Closing: \(error)")
         }
-    }
-
-    /// A frontend refusing a backend that broke the ring goes the way of any fatal error.
-    func violated(_ s: inout FrontendState, _ error: XenbusError) async {
-        guard s.initialised else { return }
-        await fatal(&s, error, context: "data path")
     }
 
     func shutdown(_ s: inout FrontendState) async {

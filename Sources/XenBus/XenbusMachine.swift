@@ -37,6 +37,13 @@ protocol XenbusMachine: Sendable {
 }
 
 extension XenbusMachine {
+    /// By default a reported violation is a fatal error.
+    func violated(_ s: inout State, _ error: XenbusError) async {
+        await fatal(&s, error, context: "data path")
+    }
+}
+
+extension XenbusMachine {
     func run() async -> XenbusStopReason {
         var state = makeState()
         let reason = await loop(&state)
