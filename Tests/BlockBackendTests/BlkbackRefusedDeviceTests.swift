@@ -167,46 +167,6 @@ enum XenbusStateValue: String {
     case initialising = "1", initWait = "2", initialised = "3", connected = "4", closing = "5", closed = "6"
 }
 
-/// Every write to one node, seen through a watch (xenstored fires one event per write;
-/// the first event is the watch's own and is not counted).
-final class NodeWrites: Sendable {
-    let path: String
-    let seen = LockedValues()
-    let task: Task<Void, Never>
-
-    /// The values read after each write, behind a lock the watching task shares.
-    final class LockedValues: Sendable {
-        let values = Mutex<[String?]>([])
-        let started = Mutex(false)
-    }
-
-    init(_ store: XenStoreClient, _ path: String) async throws {
-        self.path = path
-        let watch = try await store.watch(path)
-        let seen = self.seen
-        task = Task {
-            var first = true
-            for await _ in watch {
-                if first {
-                    first = false
-                    seen.started.withLock { $0 = true }
-                    continue
-                }
-                let value = try? await store.readString(path)
-                seen.values.withLock { $0.append(value) }
-            }
-        }
-        try await vbdEventually("the watch on \(path) fired its first event") { seen.started.withLock { $0 } }
-    }
-
-    /// Writes seen so far (each with the value read just after it).
-    var writes: [String?] { seen.values.withLock { $0 } }
-
-    func forget() { seen.values.withLock { $0 = [] } }
-
-    func cancel() { task.cancel() }
-}
-
 /// The block backend as a process of its own, started again at will, its output in a file.
 final class BlkbackProcess: @unchecked Sendable {
     // SAFETY (@unchecked): the Process is started in init and only read or killed after.
@@ -254,10 +214,10 @@ struct BlkbackRefusedDeviceTests {
     /// Leaves the hostile frontend idle for 3 s, then checks what the backend wrote since
     /// `writes` was last cleared: Closing among them, at most two in all, never InitWait
     /// or Connected again, and the state it ends in is Closing or Closed.
-    static func checkStaysDown(_ hostile: RawBlkfront, _ writes: NodeWrites, closingExpected: Bool,
+    static func checkStaysDown(_ hostile: RawBlkfront, _ writes: XenStoreWriteCounter, closingExpected: Bool,
                                _ phase: String) async throws {
         try await Task.sleep(for: .seconds(3))
-        let seen = writes.writes
+        let seen = writes.values
         if closingExpected {
             #expect(seen.contains(XenbusStateValue.closing.rawValue), "\(phase): Closing written; writes \(seen)")
         }
@@ -288,16 +248,16 @@ struct BlkbackRefusedDeviceTests {
         let errorPath = "/local/domain/0/error/backend/vbd/\(id)/\(BlkbackDeviceTests.xvdb)/error"
 
         // Phase 1: the violation, in the process that saw it.
-        let writes: NodeWrites
+        let writes: XenStoreWriteCounter
         switch violation {
         case .badRingPageOrder:
             try await hostile.waitForBackend(.initWait)
-            writes = try await NodeWrites(dom0Store, hostile.backendPath + "/state")
+            writes = try await XenStoreWriteCounter(dom0Store, hostile.backendPath + "/state")
             try await hostile.publish(ringPageOrder: "9")
         case .reqProdOverrun, .scribbledRingPage:
             try await hostile.connect()
             #expect(try await hostile.roundTrip(pattern(4096, seed: 0xF1), sector: 8), "served before it misbehaves")
-            writes = try await NodeWrites(dom0Store, hostile.backendPath + "/state")
+            writes = try await XenStoreWriteCounter(dom0Store, hostile.backendPath + "/state")
             if violation == .reqProdOverrun { try hostile.overrun() } else { try hostile.scribble(seed: 0x5C1B) }
         }
         defer { writes.cancel() }

@@ -1,39 +1,8 @@
 import Synchronization
 import Testing
 import XenStore
+import XenTesting
 @testable import XenBus
-
-/// Counts writes to one node through a watch (one event per write; the watch's own first
-/// event is not counted).
-final class WriteCounter: Sendable {
-    final class Counts: Sendable {
-        let writes = Mutex(0)
-        let started = Mutex(false)
-    }
-
-    let counts = Counts()
-    let task: Task<Void, Never>
-
-    init(_ store: XenStoreClient, _ path: String) async throws {
-        let watch = try await store.watch(path)
-        let counts = self.counts
-        task = Task {
-            var first = true
-            for await _ in watch {
-                if first {
-                    first = false
-                    counts.started.withLock { $0 = true }
-                } else {
-                    counts.writes.withLock { $0 += 1 }
-                }
-            }
-        }
-        try await eventually("the watch on \(path) fired") { counts.started.withLock { $0 } }
-    }
-
-    var writes: Int { counts.writes.withLock { $0 } }
-    func cancel() { task.cancel() }
-}
 
 /// The backend's rules after a fatal error (Protocols/xenbus.md, "After a fatal error"),
 /// at the xenbus level with dummy hooks.
@@ -61,13 +30,13 @@ struct RefusedDeviceTests {
     @Test func aDeviceRefusedBeforeItsFrontendStartedWritesClosingOnceAndNothingMore() async throws {
         let world = try World()
         let paths = try await world.addDevice(frontend: world.guests[0], devid: "3")
-        let writes = try await WriteCounter(world.toolstack, paths.backend + "/state")
+        let writes = try await XenStoreWriteCounter(world.toolstack, paths.backend + "/state")
         defer { writes.cancel() }
         let service = try await BackendService(store: world.dom0) { _ in DummyBackend(failFeatures: true) }
         try await waitForState(paths.backend, .closing, store: world.toolstack)
         // The frontend still reads Initialising (it never started): that is not starting over.
         try await Task.sleep(for: .seconds(1))
-        #expect(writes.writes == 1, "state writes: \(writes.writes)")
+        #expect(writes.count == 1, "state writes: \(writes.count)")
         #expect(try await value(paths.backend + "/state", store: world.toolstack) == "5")
         await service.close()
     }
@@ -90,10 +59,10 @@ struct RefusedDeviceTests {
         // and does not invite it back.
         try await waitForState(paths.frontend, .closed, store: world.toolstack)
         try await waitForState(paths.backend, .closed, store: world.toolstack)
-        let writes = try await WriteCounter(world.toolstack, paths.backend + "/state")
+        let writes = try await XenStoreWriteCounter(world.toolstack, paths.backend + "/state")
         defer { writes.cancel() }
         try await Task.sleep(for: .milliseconds(500))
-        #expect(writes.writes == 0)
+        #expect(writes.count == 0)
         #expect(back.hooks.snapshot.connects == [70])
         #expect(firstHooks.snapshot.disconnects.count == 1)
         await first.close()
@@ -120,12 +89,12 @@ struct RefusedDeviceTests {
         back.device.reportViolation("scribbled ring")
         try await waitForState(paths.backend, .closing, store: world.toolstack)
         // Writing Initialised or Connected again (the old ring) is not starting over.
-        let writes = try await WriteCounter(world.toolstack, paths.backend + "/state")
+        let writes = try await XenStoreWriteCounter(world.toolstack, paths.backend + "/state")
         defer { writes.cancel() }
         try await guest.write(paths.frontend + "/state", "3")
         try await guest.write(paths.frontend + "/state", "4")
         try await Task.sleep(for: .milliseconds(500))
-        #expect(writes.writes == 0)
+        #expect(writes.count == 0)
         #expect(back.hooks.snapshot.connects == [80])
         // Closed, then Initialising: a new handshake.
         try await guest.write(paths.frontend + "/state", "6")
@@ -155,11 +124,11 @@ struct RefusedDeviceTests {
         oldStore.close()
         #expect(try await bounded("the old driver stops") { await oldDriver.stopped() } == .connectionLost)
         let service = try await BackendService(store: try world.store(.dom0))
-        let writes = try await WriteCounter(world.toolstack, paths.backend + "/state")
+        let writes = try await XenStoreWriteCounter(world.toolstack, paths.backend + "/state")
         defer { writes.cancel() }
         let back = try await service.driver(paths.backend)
         try await Task.sleep(for: .milliseconds(500))
-        #expect(writes.writes == 0, "the new driver wrote \(writes.writes) states")
+        #expect(writes.count == 0, "the new driver wrote \(writes.count) states")
         #expect(back.hooks.snapshot.connects.isEmpty, "the refused ring was not taken over")
         #expect(back.hooks.snapshot.features == 0)
         // Starting over is served by the new driver.
