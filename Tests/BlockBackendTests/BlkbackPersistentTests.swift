@@ -40,6 +40,19 @@ struct BlkbackPersistentTests {
         return try f.await([id])[id]?.status
     }
 
+    /// Round `round` of a walk over 40 pages: seeded bytes written over three whole pages
+    /// at sector `round` x 24, recorded in `model`; returns the first page, the sector and
+    /// the bytes.
+    static func walkingWrite(_ f: TestFrontend, round: Int, model: inout [UInt8],
+                             using generator: inout SeededGenerator) throws -> (first: Int, sector: UInt64, bytes: [UInt8]) {
+        let first = (round * 3) % 40
+        let sector = UInt64(round * 24)
+        let bytes = (0..<(3 * 4096)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        model.replaceSubrange(Int(sector) * 512..<(Int(sector) * 512 + bytes.count), with: bytes)
+        #expect(try write(f, wholePages(first..<(first + 3)), sector: sector, bytes: bytes) == .okay)
+        return (first, sector, bytes)
+    }
+
     static func wholePages(_ pages: Range<Int>) -> [PlannedSegment] {
         pages.map { PlannedSegment(page: $0, first: 0, last: 7) }
     }
@@ -83,12 +96,7 @@ struct BlkbackPersistentTests {
         var model = [UInt8](repeating: 0, count: 8192 * 512)
         for round in 0..<24 {
             // Three pages per request, walking over 40 pages: far more than the bound.
-            let first = (round * 3) % 40
-            let segments = Self.wholePages(first..<(first + 3))
-            let sector = UInt64(round * 24)
-            let bytes = (0..<(3 * 4096)).map { _ in UInt8.random(in: 0...255, using: &generator) }
-            model.replaceSubrange(Int(sector) * 512..<(Int(sector) * 512 + bytes.count), with: bytes)
-            #expect(try Self.write(f, segments, sector: sector, bytes: bytes) == .okay)
+            let (first, sector, bytes) = try Self.walkingWrite(f, round: round, model: &model, using: &generator)
             #expect(rig.hypervisor.liveMappings - 1 <= bound, "at most \(bound) pages mapped besides the ring")
             // Read it back into other pages (also past the bound), and an older write too.
             let back = Self.wholePages((first + 40)..<(first + 43))
@@ -594,12 +602,7 @@ extension BlkbackPersistentTests {
         var generator = SeededGenerator(seed: 0xFA11)
         var model = [UInt8](repeating: 0, count: 8192 * 512)
         for round in 0..<16 {
-            let first = (round * 3) % 40
-            let segments = Self.wholePages(first..<(first + 3))
-            let sector = UInt64(round * 24)
-            let bytes = (0..<(3 * 4096)).map { _ in UInt8.random(in: 0...255, using: &generator) }
-            model.replaceSubrange(Int(sector) * 512..<(Int(sector) * 512 + bytes.count), with: bytes)
-            #expect(try Self.write(f, segments, sector: sector, bytes: bytes) == .okay)
+            let (first, sector, bytes) = try Self.walkingWrite(f, round: round, model: &model, using: &generator)
             let back = Self.wholePages((first + 40)..<(first + 43))
             #expect(try Self.read(f, back, sector: sector) == .okay)
             #expect(f.gather(back) == bytes)
