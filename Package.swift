@@ -71,8 +71,9 @@ let package = Package(
         .target(name: "URing", dependencies: ["CURing", "SystemCalls", .product(name: "Logging", package: "swift-log")]),
         // The xenbus state machine of io/xenbus.h for both roles, device-type agnostic.
         .target(name: "XenBus", dependencies: ["XenPlatform", "XenStore", .product(name: "Logging", package: "swift-log")]),
-        // Device-neutral backend machinery: the xenbus backend daemon any device type runs.
-        .target(name: "XenDevice", dependencies: ["XenBus", "XenPlatform", "XenStore",
+        // Device-neutral machinery: backend workers, the xenbus backend daemon any device
+        // type runs, the frontend's I/O thread.
+        .target(name: "XenDevice", dependencies: ["XenBus", "XenPlatform", "XenStore", "URing",
                                                   .product(name: "Logging", package: "swift-log")]),
         // The block backend's request engine, workers and backing stores (xenstore comes later).
         .target(
@@ -85,7 +86,7 @@ let package = Package(
         // The userspace blkfront: xenbus handshake, rings, persistent grants, reconnect.
         .target(
             name: "BlockFrontend",
-            dependencies: ["XenBus", "Blkif", "XenRing", "SharedMemory", "XenPlatform", "XenStore",
+            dependencies: ["XenBus", "XenDevice", "Blkif", "XenRing", "SharedMemory", "XenPlatform", "XenStore",
                            .product(name: "Logging", package: "swift-log")]
         ),
         // The C reference: Xen's own io/ring.h macros, for interop tests and benchmarks.
@@ -138,7 +139,7 @@ let package = Package(
         .testTarget(name: "DemoTests",
                     dependencies: ["NBD", "BlockFrontend", "BlockBackend", "XenLocal", "XenPlatform", "URing",
                                    .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "XenDeviceTests", dependencies: ["XenDevice", "XenBus", "XenTesting", "XenPlatform", "XenStore",
+        .testTarget(name: "XenDeviceTests", dependencies: ["XenDevice", "XenBus", "XenTesting", "XenPlatform", "XenStore", "URing",
                                                           .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenTesting", "XenLocal", "XenPlatform", "XenStore"]),
     ],
