@@ -9,7 +9,7 @@ import XenStore
 
 /// The block backend process: watches `backend/vbd` under its own domain and serves every
 /// device that appears there (one process, many frontends, several disks each), on a
-/// fixed set of ``BlkbackWorker`` threads. `xensplit blkback` is a thin layer over it.
+/// fixed set of ``BackendWorker`` threads. `xensplit blkback` is a thin layer over it.
 ///
 /// The xenbus side is XenDevice's ``BackendDaemon`` for type `vbd`: each device runs a
 /// ``XenbusBackendDevice`` with a ``BlkbackDevice`` as its hooks; the xenbus driver walks
@@ -50,7 +50,7 @@ public final class BlkbackDaemon: Sendable {
     let platform: any Platform
     let configuration: Configuration
     let logger: Logger
-    let placement: BlkbackPlacement
+    let placement: BackendPlacement
     let core: BackendDaemon<BlkbackDevice>
 
     /// Starts the workers (engines from `factory`) and connects to xenstore as the
@@ -66,21 +66,23 @@ public final class BlkbackDaemon: Sendable {
         }
         // Each queue a worker serves reserves an engine entry per slot, plus its poll and
         // its cancel; size the engines so a worker can take its full share of queues.
-        let perWorker = BlkbackWorker.defaultMaxQueues
+        let perWorker = BackendWorker.defaultMaxQueues
         let needed = perWorker * (configuration.limits.slots + 2) + 2
         let factory = factory.withCapacity(needed).withKernelWorkers(configuration.kernelWorkers)
-        var workers: [BlkbackWorker] = []
+        let placement: BackendPlacement
+        do {
+            placement = try BackendPlacement(starting: configuration.workers, factory: factory, maxQueues: perWorker,
+                                             threadName: "blkback-worker", logger: logger)
+        } catch {
+            throw BlockBackendError.worker(error)
+        }
         let store: XenStoreClient
         do {
-            for _ in 0..<configuration.workers {
-                workers.append(try BlkbackWorker(factory: factory, maxQueues: perWorker, logger: logger))
-            }
             store = try platform.connectXenStore()
         } catch {
-            for worker in workers { worker.stop() }
+            placement.stopAll()
             throw error
         }
-        let placement = BlkbackPlacement(workers: workers)
         self.platform = platform
         self.configuration = configuration
         self.logger = logger
@@ -97,7 +99,7 @@ public final class BlkbackDaemon: Sendable {
     /// removed, rings unmapped, ports closed), stops the workers and the xenstore connection.
     public func run() async throws {
         defer {
-            for worker in placement.workers { worker.stop() }
+            placement.stopAll()
             logger.info("blkback: stopped")
         }
         do {

@@ -98,7 +98,7 @@ public final class BlkbackDevice: BackendDevice {
     let platform: any Platform
     let store: XenStoreClient
     let limits: BlkbackDeviceLimits
-    let placement: BlkbackPlacement
+    let placement: BackendPlacement
     let logger: Logger
     let state: Mutex<BlkbackDeviceState>
     /// Called (on a worker thread, once per queue) when a queue of the current connection
@@ -108,7 +108,7 @@ public final class BlkbackDevice: BackendDevice {
     public let guestLog: GuestLog
 
     init(backendPath: String, platform: any Platform, store: XenStoreClient, limits: BlkbackDeviceLimits,
-         placement: BlkbackPlacement, logger: Logger, guestLogPolicy: GuestLog.Policy = GuestLog.Policy(),
+         placement: BackendPlacement, logger: Logger, guestLogPolicy: GuestLog.Policy = GuestLog.Policy(),
          reportViolation: @escaping @Sendable (String) -> Void = { _ in }) {
         self.backendPath = backendPath
         self.reportViolation = reportViolation
@@ -240,7 +240,9 @@ public final class BlkbackDevice: BackendDevice {
         guard now != known else { return nil }
         // Shrinking under a live frontend would fail its requests past the new end; Linux
         // blkback reports it the same way, so the frontend learns the size either way.
-        for queue in queues { try queue.worker.resize(queue.queue, sectors512: now) }
+        for queue in queues {
+            do { try queue.worker.perform(on: queue.queue) { $0.diskSectors = now } } catch { throw .worker(error) }
+        }
         state.withLock { $0.sectors512 = now }
         return (now, properties(backing, sectors512: now))
     }
@@ -365,10 +367,11 @@ public final class BlkbackDevice: BackendDevice {
             }
             let worker = placement.take()
             do {
-                try worker.addQueue(queue) { [weak self, weak queue] reason in
-                    // A report from a connection already torn down changes nothing.
-                    // The queue logged it already (blkback queue disconnected).
-                    guard let self, let queue, self.serves(queue) else { return }
+                try worker.addQueue(queue) { [weak self, weak queue] in
+                    // On the worker's thread, so the queue's state is ours to read. A
+                    // report from a connection already torn down changes nothing. The
+                    // queue logged it already (blkback queue disconnected).
+                    guard let self, let queue, let reason = queue.disconnectReason, self.serves(queue) else { return }
                     self.reportViolation("\(name): \(reason)")
                 }
             } catch {
@@ -422,7 +425,7 @@ struct BlkbackConnectedQueue: @unchecked Sendable {
     // SAFETY (@unchecked): the queue itself belongs to its worker; the device keeps only
     // the reference it needs to remove it.
     let queue: BlkbackQueue
-    let worker: BlkbackWorker
+    let worker: BackendWorker
     let mapping: GrantMapping
     let channel: any EventChannel
 }
@@ -433,33 +436,4 @@ struct BlkbackDeviceState: Sendable {
     var advertised: BlkifBackendFeatures?
     var queues: [BlkbackConnectedQueue] = []
     var sectors512: UInt64?
-}
-
-/// Spreads queues over the daemon's workers: each new queue goes to the worker with the
-/// fewest, and stays there for its life.
-final class BlkbackPlacement: Sendable {
-    let workers: [BlkbackWorker]
-    let load: Mutex<[Int]>
-
-    init(workers: [BlkbackWorker]) {
-        self.workers = workers
-        self.load = Mutex(Array(repeating: 0, count: workers.count))
-    }
-
-    func take() -> BlkbackWorker {
-        let index = load.withLock { load -> Int in
-            let index = load.indices.min { load[$0] < load[$1] } ?? 0
-            load[index] += 1
-            return index
-        }
-        return workers[index]
-    }
-
-    func give(_ worker: BlkbackWorker) {
-        guard let index = workers.firstIndex(where: { $0 === worker }) else { return }
-        load.withLock { $0[index] -= 1 }
-    }
-
-    /// Queues per worker now.
-    var counts: [Int] { load.withLock { $0 } }
 }

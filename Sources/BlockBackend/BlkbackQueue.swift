@@ -3,6 +3,7 @@ import Glibc
 import Logging
 import SharedMemory
 import URing
+import XenDevice
 import XenPlatform
 import XenRing
 

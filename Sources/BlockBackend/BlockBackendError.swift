@@ -1,6 +1,7 @@
 import Blkif
 import URing
 import XenPlatform
+import XenDevice
 import XenRing
 
 /// Errors of the BlockBackend module: what the backing store, the platform or a frontend
@@ -22,11 +23,8 @@ public enum BlockBackendError: Error, Equatable, Sendable, CustomStringConvertib
     /// A request slot could not be decoded at all (not a validation failure, which is
     /// answered instead); the device must be disconnected.
     case request(BlkifError)
-    /// The worker was asked to do something after it stopped.
-    case workerStopped
-    /// A blocking control call was made on the worker's own thread (from a callback), where
-    /// it would wait for itself.
-    case calledFromWorker
+    /// A backend worker refused to start, or to take or give back a queue.
+    case worker(BackendWorkerError)
 
     public var description: String {
         switch self {
@@ -44,10 +42,8 @@ public enum BlockBackendError: Error, Equatable, Sendable, CustomStringConvertib
             return "ring protocol violated: \(error)"
         case let .request(error):
             return "undecodable request: \(error)"
-        case .workerStopped:
-            return "the worker has stopped"
-        case .calledFromWorker:
-            return "a blocking worker call was made from the worker's own thread"
+        case let .worker(error):
+            return "backend worker: \(error)"
         }
     }
 }

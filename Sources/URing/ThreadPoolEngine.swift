@@ -6,7 +6,8 @@ import Glibc
 ///
 /// Waking the owner: the pool writes `completionEventFD` when completions become available
 /// (or when as many are ready as a blocked `wait` asked for). `wait` sleeps in one poll(2)
-/// over that eventfd and every fd watched by `.pollReadable`, which is how this engine gives
+/// over that eventfd, every fd watched by `.pollReadable`/`.pollWritable` and every fd a
+/// stream operation waits on (it runs in the pool once its fd is ready), which is how this engine gives
 /// a worker the same single place to sleep as io_uring does. A caller that runs its own
 /// poll loop can watch `completionEventFD` directly and call `wait(minimum: 0)` when it fires.
 ///
@@ -166,7 +167,10 @@ public final class ThreadPoolEngine: BlockIOEngine {
                 continue
             }
             switch slot.request.operation {
-            case .pollReadable, .pollWritable:
+            case .pollReadable, .pollWritable, .streamRead, .streamReadVector, .streamWriteVector:
+                // A stream operation waits for its descriptor here, as io_uring arms a poll
+                // for it, and goes to the pool once ready: a pool thread never blocks on a
+                // TAP or a pipe, and the wait can be cancelled.
                 shared.slots[index].state = .watching
                 watches[watchCount] = Int32(index)
                 watchCount += 1
@@ -241,7 +245,10 @@ public final class ThreadPoolEngine: BlockIOEngine {
         for w in 0..<watchCount {
             let slot = shared.slots[Int(watches[w])]
             let events: Int32
-            if case .pollWritable = slot.request.operation { events = POLLOUT } else { events = POLLIN }
+            switch slot.request.operation {
+            case .pollWritable, .streamWriteVector: events = POLLOUT
+            default: events = POLLIN
+            }
             pollSet[w + 1] = pollfd(fd: slot.descriptor, events: Int16(events), revents: 0)
         }
         let ready: Int32
@@ -255,19 +262,31 @@ public final class ThreadPoolEngine: BlockIOEngine {
         if pollSet[0].revents != 0 { shared.drainEventFD() }
         guard watchCount > 0 else { return }
         shared.lock()
+        var queued = 0
         // Backwards, so removing by swapping in the last watch never skips one.
         var w = watchCount - 1
         while w >= 0 {
             let revents = pollSet[w + 1].revents
             if revents != 0 {
                 let index = Int(watches[w])
-                let result = revents & Int16(POLLNVAL) != 0 ? -Glibc.EBADF : Int32(UInt16(bitPattern: revents))
                 removeWatch(at: w)
-                shared.completeLocked(index, result: result)
+                if revents & Int16(POLLNVAL) != 0 {
+                    shared.completeLocked(index, result: -Glibc.EBADF)
+                } else if case .pollReadable = shared.slots[index].request.operation {
+                    shared.completeLocked(index, result: Int32(UInt16(bitPattern: revents)))
+                } else if case .pollWritable = shared.slots[index].request.operation {
+                    shared.completeLocked(index, result: Int32(UInt16(bitPattern: revents)))
+                } else {
+                    // A stream operation whose descriptor is ready (or in error, which the
+                    // call itself then reports): run it.
+                    shared.queueLocked(index)
+                    queued += 1
+                }
             }
             w -= 1
         }
         shared.unlock()
+        shared.wakeWorkers(queued)
     }
 
     public func reap(into buffer: UnsafeMutableBufferPointer<Completion>) -> Int {

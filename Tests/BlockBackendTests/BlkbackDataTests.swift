@@ -4,6 +4,7 @@ import Glibc
 import SharedMemory
 import Testing
 import URing
+import XenDevice
 import XenPlatform
 import XenTesting
 @testable import BlockBackend
@@ -14,7 +15,7 @@ final class Rig {
     let mapper: CountingMapper
     let image: TestImage
     let store: FileBackingStore
-    let worker: BlkbackWorker
+    let worker: BackendWorker
     var frontends: [TestFrontend] = []
     var queues: [BlkbackQueue] = []
 
@@ -26,7 +27,7 @@ final class Rig {
         mapper = CountingMapper(try hypervisor.platform(for: .dom0))
         image = try TestImage(sectors: sectors)
         store = try FileBackingStore(path: image.path, readOnly: readOnly, direct: direct)
-        worker = try BlkbackWorker(factory: factory ?? makeFactory(engine, capacity: capacity))
+        worker = try BackendWorker(factory: factory ?? makeFactory(engine, capacity: capacity), threadName: "blkback-worker")
     }
 
     @discardableResult
@@ -39,7 +40,10 @@ final class Rig {
         var configuration = configuration
         configuration.abi = abi
         let queue = try frontend.makeQueue(store: store ?? self.store, mapper: mapper, configuration: configuration)
-        try worker.addQueue(queue, onDisconnect: onDisconnect)
+        // Called on the worker's thread, where the queue's state may be read.
+        try worker.addQueue(queue) { [weak queue] in
+            if let reason = queue?.disconnectReason { onDisconnect(reason) }
+        }
         frontends.append(frontend)
         queues.append(queue)
         return frontend
@@ -263,7 +267,8 @@ struct BlkbackDataTests {
         // Online resize: grow the file, tell the worker, and the new sectors are reachable.
         let grown = rig.image.sectors + 1024
         #expect(truncate(rig.image.path, off_t(grown * 512)) == 0)
-        try rig.worker.resize(rig.queues[0], sectors512: try rig.store.currentSectors())
+        let sectors = try rig.store.currentSectors()
+        try rig.worker.perform(on: rig.queues[0]) { $0.diskSectors = sectors }
         let tail = try f.produce(f.request(.write, sector: grown - 64, segments))
         try f.push()
         #expect(try f.await([tail])[tail]?.status == .okay)

@@ -5,6 +5,7 @@ import SharedMemory
 import Synchronization
 import Testing
 import URing
+import XenDevice
 import XenPlatform
 import XenTesting
 @testable import BlockBackend
@@ -15,17 +16,17 @@ final class DisconnectProbe: Sendable {
     let signal = DispatchSemaphore(value: 0)
 
     /// What a blocking worker call made from the callback threw.
-    let reentry = Mutex<BlockBackendError?>(nil)
+    let reentry = Mutex<BackendWorkerError?>(nil)
     /// A queue the callback tries to remove, to prove that is refused on the worker thread.
-    let worker: BlkbackWorker?
+    let worker: BackendWorker?
     let queue = Mutex<BlkbackQueue?>(nil)
 
-    init(worker: BlkbackWorker? = nil) { self.worker = worker }
+    init(worker: BackendWorker? = nil) { self.worker = worker }
 
     var callback: @Sendable (BlockBackendError) -> Void {
         { why in
             if let worker = self.worker, let queue = self.queue.withLock({ $0 }) {
-                do throws(BlockBackendError) { try worker.removeQueue(queue) } catch {
+                do throws(BackendWorkerError) { try worker.removeQueue(queue) } catch {
                     self.reentry.withLock { $0 = error }
                 }
             }

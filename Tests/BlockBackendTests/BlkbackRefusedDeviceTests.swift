@@ -6,6 +6,7 @@ import SharedMemory
 import Synchronization
 import Testing
 import URing
+import XenDevice
 import XenLocal
 import XenPlatform
 import XenStore

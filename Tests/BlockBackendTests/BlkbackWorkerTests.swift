@@ -1,11 +1,12 @@
 import Blkif
 import Testing
 import URing
+import XenDevice
 import XenPlatform
 import XenTesting
 @testable import BlockBackend
 
-@Suite("BlkbackWorker lifecycle")
+@Suite("BackendWorker lifecycle")
 struct BlkbackWorkerTests {
     @Test("stop with queues attached releases them; a stopped worker refuses new ones", arguments: availableEngines)
     func stopWithQueues(engine: BlockIOEngineKind) throws {
@@ -20,7 +21,7 @@ struct BlkbackWorkerTests {
         #expect(rig.mapper.liveBuffers.withLock { $0 } == 0)
         let late = try TestFrontend(hypervisor: rig.hypervisor, name: "late", abi: .native, ringPages: 1)
         let queue = try late.makeQueue(store: rig.store, mapper: rig.mapper, configuration: BlkbackQueueConfiguration(slots: 4))
-        #expect(throws: BlockBackendError.workerStopped) { try rig.worker.addQueue(queue) }
+        #expect(throws: BackendWorkerError.workerStopped) { try rig.worker.addQueue(queue) }
         try queue.close()
         try late.close()
         rig.queues = []
@@ -33,7 +34,9 @@ struct BlkbackWorkerTests {
         let f = try TestFrontend(hypervisor: rig.hypervisor, name: "big", abi: .native, ringPages: 1)
         let queue = try f.makeQueue(store: rig.store, mapper: rig.mapper,
                                     configuration: BlkbackQueueConfiguration(maxIndirectSegments: 0, slots: 64))
-        #expect(throws: BlockBackendError.self) { try rig.worker.addQueue(queue) }
+        #expect(throws: BackendWorkerError.capacity(resource: "engine entries", needed: 66, available: 62)) {
+            try rig.worker.addQueue(queue)
+        }
         try queue.close()
         try f.close()
         var generator = SeededGenerator(seed: 0xCA9)

@@ -6,6 +6,7 @@ import Synchronization
 import Testing
 import URing
 import XenBus
+import XenDevice
 import XenPlatform
 import XenRing
 import XenStore
@@ -38,7 +39,7 @@ struct TestBackendOptions: Sendable {
 }
 
 /// A minimal blkback device layer for the tests: the real request engine (BlkbackQueue
-/// on a BlkbackWorker over a file) behind XenbusBackendDevice hooks that read the
+/// on a BackendWorker over a file) behind XenbusBackendDevice hooks that read the
 /// frontend's ring keys, map its rings and bind its ports.
 final class TestBlockBackend: XenbusBackendHooks {
     struct Queue: Sendable {
@@ -59,7 +60,7 @@ final class TestBlockBackend: XenbusBackendHooks {
     }
 
     let platform: InProcessPlatform
-    let worker: BlkbackWorker
+    let worker: BackendWorker
     let store: FileBackingStore
     let options: TestBackendOptions
     let served = Mutex<[Served]>([])
@@ -68,7 +69,7 @@ final class TestBlockBackend: XenbusBackendHooks {
     /// request stays unanswered in the ring.
     let serving: Bool
 
-    init(platform: InProcessPlatform, worker: BlkbackWorker, store: FileBackingStore, options: TestBackendOptions,
+    init(platform: InProcessPlatform, worker: BackendWorker, store: FileBackingStore, options: TestBackendOptions,
          serving: Bool = true) {
         self.serving = serving
         self.platform = platform
@@ -167,7 +168,7 @@ final class Rig: Sendable {
     let guest: DomainID
     let image: TestImage
     let store: FileBackingStore
-    let worker: BlkbackWorker
+    let worker: BackendWorker
     let paths: XenbusDevicePaths
     let options: TestBackendOptions
     let backend: Mutex<XenbusBackendDevice<TestBlockBackend>?>
@@ -190,7 +191,7 @@ final class Rig: Sendable {
         store = try FileBackingStore(path: image.path, readOnly: false)
         let factory = try BlockIOEngineFactory(configuration: .init(queueDepth: 64, threads: 2),
                                                environment: [BlockIOEngineKind.environmentVariable: "threads"])
-        worker = try BlkbackWorker(factory: factory, logger: testLogger)
+        worker = try BackendWorker(factory: factory, logger: testLogger)
         self.options = options
         paths = try XenbusDevicePaths(type: "vbd", devid: Self.devid, backendID: .dom0, frontendID: guest)
         try await XenbusToolstack.addDevice(paths, store: toolstack)

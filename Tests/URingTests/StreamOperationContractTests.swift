@@ -104,4 +104,30 @@ import Testing
         let cancelled = try engine.drain(2)
         #expect(cancelled[10] == -ECANCELED && cancelled[11] == 0, "\(cancelled)")
     }
+
+    @Test("a stream read waiting for input on a blocking pipe is cancelled, and a later one reads what comes",
+          arguments: BlockIOEngineKind.allCases)
+    func waitingStreamReadIsCancelled(kind: BlockIOEngineKind) throws {
+        let engine = try makeEngine(kind)
+        defer { engine.close() }
+        var fds: [Int32] = [0, 0]
+        #expect(pipe(&fds) == 0)
+        defer { close(fds[0]); close(fds[1]) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 8)
+        defer { buffer.deallocate() }
+        // The descriptor blocks: an engine that ran the read on a thread at once could
+        // not cancel it (a removed net device's queue would wait forever).
+        engine.mustEnqueue(.streamRead(.descriptor(fds[0]), into: buffer), userData: 20)
+        try engine.submit()
+        try engine.wait(minimum: 0, timeout: .milliseconds(50))
+        engine.mustEnqueue(.cancel(target: 20), userData: 21)
+        let cancelled = try engine.drain(2)
+        #expect(cancelled[20] == -ECANCELED && cancelled[21] == 0, "\(cancelled)")
+
+        engine.mustEnqueue(.streamRead(.descriptor(fds[0]), into: buffer), userData: 22)
+        try engine.submit()
+        #expect(write(fds[1], "late", 4) == 4)
+        #expect(try engine.drain(1) == [22: 4])
+        #expect(Array(buffer[0..<4]) == Array("late".utf8))
+    }
 }

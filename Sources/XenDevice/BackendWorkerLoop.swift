@@ -1,12 +1,10 @@
-import Dispatch
 import Glibc
 import Logging
-import Synchronization
 import URing
 import XenPlatform
 
 /// The worker thread's state; touched only by that thread.
-final class BlkbackWorkerLoop: @unchecked Sendable {
+final class BackendWorkerLoop: @unchecked Sendable {
     // SAFETY (@unchecked): created by the control thread and then used only by the worker
     // thread it is handed to (pthread_create orders the memory).
 
@@ -19,31 +17,33 @@ final class BlkbackWorkerLoop: @unchecked Sendable {
     }
 
     struct Entry {
-        let queue: BlkbackQueue
-        let onDisconnect: @Sendable (BlockBackendError) -> Void
+        let queue: any BackendQueue
+        let onDisconnect: @Sendable () -> Void
+        /// Engine capacity held for the queue: its reservation and its poll.
+        let reserved: Int
         var pollArmed = false
         var dirty = false
         var disconnectReported = false
-        var removal: BlkbackReply?
+        var removal: BackendWorkerReply?
         var removing = false
+        var registeredFile = false
     }
 
-    let worker: BlkbackWorker
+    let worker: BackendWorker
     let factory: BlockIOEngineFactory
     var entries: [Entry?]
     var dirtyList: [Int]
     /// Queues that stopped on their budget: served again after the others.
     var againList: [Int]
     let completions: UnsafeMutableBufferPointer<Completion>
-    var mailboxArmed = false
-    var stopReply: BlkbackReply?
+    var stopReply: BackendWorkerReply?
     var stopping = false
     var reservedCapacity = 0
-    /// Whether the engine holds a file table with one slot per entry, so each queue's
-    /// I/O names its backing store by slot (see ``BlkbackQueue/file``).
+    /// Whether the engine holds a file table with one slot per entry, so a queue's I/O
+    /// can name its descriptor by slot.
     var filesRegistered = false
 
-    init(worker: BlkbackWorker, factory: BlockIOEngineFactory) {
+    init(worker: BackendWorker, factory: BlockIOEngineFactory) {
         self.worker = worker
         self.factory = factory
         entries = Array(repeating: nil, count: worker.maxQueues)
@@ -62,7 +62,7 @@ final class BlkbackWorkerLoop: @unchecked Sendable {
     }
 
     /// The thread's body: make the engine here, report, serve until stopped.
-    func run(started: BlkbackReply) {
+    func run(started: BackendWorkerReply) {
         let engine: any BlockIOEngine
         do { engine = try factory.makeEngine() } catch {
             worker.mailbox.withLock { $0 = nil }
@@ -75,7 +75,7 @@ final class BlkbackWorkerLoop: @unchecked Sendable {
         started.signal()
         serve(engine)
         engine.close()
-        for command in worker.mailbox.withLock({ commands -> [BlkbackCommand] in
+        for command in worker.mailbox.withLock({ commands -> [BackendWorkerCommand] in
             defer { commands = nil }
             return commands ?? []
         }) {
@@ -84,9 +84,9 @@ final class BlkbackWorkerLoop: @unchecked Sendable {
         stopReply?.signal()
     }
 
-    func reject(_ command: BlkbackCommand) {
+    func reject(_ command: BackendWorkerCommand) {
         switch command {
-        case let .add(_, _, reply), let .remove(_, reply), let .resize(_, _, reply): reply.signal(.workerStopped)
+        case let .add(_, _, reply), let .remove(_, _, reply), let .perform(_, _, _, reply): reply.signal(.workerStopped)
         case let .stop(reply): reply.signal()
         }
     }
@@ -98,13 +98,13 @@ final class BlkbackWorkerLoop: @unchecked Sendable {
             try engine.registerFiles(Array(repeating: -1, count: entries.count))
             filesRegistered = true
         } catch {
-            worker.logger.notice("blkback worker: no registered file table; I/O names descriptors",
+            worker.logger.notice("backend worker: no registered file table; I/O names descriptors",
                                  metadata: ["error": "\(error)"])
         }
         while !(stopping && entries.allSatisfy({ $0 == nil })) {
             // With queues still owed service, only collect what finished; never sleep.
             do { try engine.wait(minimum: againList.isEmpty ? 1 : 0, timeout: nil) } catch {
-                worker.logger.critical("blkback worker: engine wait failed; stopping", metadata: ["error": "\(error)"])
+                worker.logger.critical("backend worker: engine wait failed; stopping", metadata: ["error": "\(error)"])
                 return
             }
             let count = engine.reap(into: completions)
@@ -137,9 +137,8 @@ final class BlkbackWorkerLoop: @unchecked Sendable {
             }
             takePendingPorts(queue.eventChannel)
         case .mailbox?:
-            mailboxArmed = false
             worker.doorbell.drain()
-            let commands = worker.mailbox.withLock { commands -> [BlkbackCommand] in
+            let commands = worker.mailbox.withLock { commands -> [BackendWorkerCommand] in
                 defer { if commands != nil { commands!.removeAll(keepingCapacity: true) } }
                 return commands ?? []
             }
@@ -171,10 +170,10 @@ final class BlkbackWorkerLoop: @unchecked Sendable {
     /// serving with that reason (reported through its onDisconnect, once, so the device is
     /// refused), and its poll is not armed again, so the worker does not spin on it.
     func channelFailed(_ channel: any EventChannel, _ error: PlatformError) {
-        worker.logger.error("blkback worker: event channel failed; its queues stop", metadata: ["error": "\(error)"])
+        worker.logger.error("backend worker: event channel failed; its queues stop", metadata: ["error": "\(error)"])
         for index in entries.indices {
             guard let entry = entries[index], entry.queue.eventChannel === channel else { continue }
-            entry.queue.disconnect(.platform(error))
+            entry.queue.eventChannelFailed(error)
             markDirty(index)
         }
     }
@@ -191,11 +190,12 @@ final class BlkbackWorkerLoop: @unchecked Sendable {
         let queue = entry.queue
         if !entry.removing, queue.service(engine: engine) { againList.append(index) }
         queue.pushResponses()
-        if let reason = queue.disconnectReason, !entry.disconnectReported {
+        let disconnected = queue.isDisconnected
+        if disconnected, !entry.disconnectReported {
             entry.disconnectReported = true
-            entry.onDisconnect(reason)
+            entry.onDisconnect()
         }
-        if !entry.removing, queue.disconnectReason == nil, !entry.pollArmed {
+        if !entry.removing, !disconnected, !entry.pollArmed {
             entry.pollArmed = arm(.pollReadable(queue.eventChannel.fileDescriptor),
                                   userData: Self.userData(.eventChannel, queue: index), engine: engine)
         }
@@ -209,58 +209,32 @@ final class BlkbackWorkerLoop: @unchecked Sendable {
         switch engine.enqueue(BlockRequest(operation, userData: userData)) {
         case .accepted: return true
         case .queueFull:
-            worker.logger.critical("blkback worker: engine full, cannot arm a poll")
+            worker.logger.critical("backend worker: engine full, cannot arm a poll")
             return false
         }
     }
 
     func armMailbox<Engine: BlockIOEngine>(_ engine: Engine) {
-        mailboxArmed = arm(.pollReadable(worker.doorbell.readFD), userData: Self.userData(.mailbox, queue: 0), engine: engine)
+        _ = arm(.pollReadable(worker.doorbell.readFD), userData: Self.userData(.mailbox, queue: 0), engine: engine)
     }
 
-    func handle<Engine: BlockIOEngine>(_ command: BlkbackCommand, engine: Engine) {
+    func index(of id: ObjectIdentifier) -> Int? {
+        entries.firstIndex { $0.map { ObjectIdentifier($0.queue) == id } ?? false }
+    }
+
+    func handle<Engine: BlockIOEngine>(_ command: BackendWorkerCommand, engine: Engine) {
         switch command {
         case let .add(box, onDisconnect, reply):
-            let queue = box.queue
-            // Room in the engine for every slot, the queue's poll and its cancel.
-            let needed = queue.configuration.slots + 2
-            guard !stopping else { reply.signal(.workerStopped); return }
-            guard reservedCapacity + needed + 2 <= engine.capacity else {
-                reply.signal(.configuration(name: "engine capacity for this queue", value: reservedCapacity + needed + 2,
-                                            limit: 0...engine.capacity))
-                return
-            }
-            guard let index = entries.firstIndex(where: { $0 == nil }) else {
-                reply.signal(.configuration(name: "queues on this worker", value: entries.count + 1,
-                                            limit: 0...entries.count))
-                return
-            }
-            reservedCapacity += needed
-            queue.userDataBase = Self.userData(.io, queue: index)
-            if filesRegistered {
-                do {
-                    try engine.updateRegisteredFiles([queue.fileDescriptor], at: index)
-                    queue.file = .registered(UInt32(index))
-                } catch {
-                    worker.logger.notice("blkback worker: backing store not registered; its I/O names the descriptor",
-                                         metadata: ["queue": "\(queue.name)", "error": "\(error)"])
-                }
-            }
-            entries[index] = Entry(queue: queue, onDisconnect: onDisconnect)
-            markDirty(index)
-            reply.signal()
-        case let .remove(id, reply):
-            guard let index = entries.firstIndex(where: { $0.map { ObjectIdentifier($0.queue) == id } ?? false }) else {
-                reply.signal(.configuration(name: "queue not on this worker", value: 0, limit: 1...1))
-                return
-            }
+            add(box.queue, onDisconnect: onDisconnect, reply: reply, engine: engine)
+        case let .remove(id, name, reply):
+            guard let index = index(of: id) else { reply.signal(.notOnThisWorker(queue: name)); return }
             beginRemoval(index, reply: reply, engine: engine)
-        case let .resize(id, sectors, reply):
-            guard let index = entries.firstIndex(where: { $0.map { ObjectIdentifier($0.queue) == id } ?? false }) else {
-                reply.signal(.configuration(name: "queue not on this worker", value: 0, limit: 1...1))
+        case let .perform(id, name, body, reply):
+            guard let index = index(of: id), let queue = entries[index]?.queue else {
+                reply.signal(.notOnThisWorker(queue: name))
                 return
             }
-            entries[index]!.queue.diskSectors = sectors
+            body(queue)
             reply.signal()
         case let .stop(reply):
             stopping = true
@@ -271,9 +245,43 @@ final class BlkbackWorkerLoop: @unchecked Sendable {
         }
     }
 
-    func beginRemoval<Engine: BlockIOEngine>(_ index: Int, reply: BlkbackReply?, engine: Engine) {
+    func add<Engine: BlockIOEngine>(_ queue: any BackendQueue, onDisconnect: @escaping @Sendable () -> Void,
+                                    reply: BackendWorkerReply, engine: Engine) {
+        guard !stopping else { reply.signal(.workerStopped); return }
+        // Room in the engine for the queue's operations, its poll and its cancel, with two
+        // entries kept for the mailbox's poll and its re-arm.
+        let needed = queue.engineReservation + 2
+        let available = engine.capacity - reservedCapacity - 2
+        guard needed <= available else {
+            reply.signal(.capacity(resource: "engine entries", needed: needed, available: max(0, available)))
+            return
+        }
+        guard let index = entries.firstIndex(where: { $0 == nil }) else {
+            reply.signal(.capacity(resource: "queues on this worker", needed: 1, available: 0))
+            return
+        }
+        reservedCapacity += needed
+        var registered: UInt32?
+        if filesRegistered, let descriptor = queue.registrableDescriptor {
+            do {
+                try engine.updateRegisteredFiles([descriptor], at: index)
+                registered = UInt32(index)
+            } catch {
+                worker.logger.notice("backend worker: descriptor not registered; its I/O names it",
+                                     metadata: ["queue": "\(queue.name)", "error": "\(error)"])
+            }
+        }
+        queue.attach(userDataBase: Self.userData(.io, queue: index), registeredFile: registered)
+        entries[index] = Entry(queue: queue, onDisconnect: onDisconnect, reserved: needed,
+                               registeredFile: registered != nil)
+        markDirty(index)
+        reply.signal()
+    }
+
+    func beginRemoval<Engine: BlockIOEngine>(_ index: Int, reply: BackendWorkerReply?, engine: Engine) {
         entries[index]!.removing = true
         entries[index]!.removal = reply
+        entries[index]!.queue.cancelWaits(engine: engine)
         if entries[index]!.pollArmed {
             _ = arm(.cancel(target: Self.userData(.eventChannel, queue: index)),
                     userData: Self.userData(.cancel, queue: index), engine: engine)
@@ -284,17 +292,16 @@ final class BlkbackWorkerLoop: @unchecked Sendable {
     func finishRemoval<Engine: BlockIOEngine>(_ index: Int, engine: Engine) {
         guard let entry = entries[index] else { return }
         entries[index] = nil
-        if case .registered = entry.queue.file {
-            // Nothing is in flight, so the slot can go before the owner closes the store.
-            entry.queue.file = .descriptor(entry.queue.fileDescriptor)
+        if entry.registeredFile {
+            // Nothing is in flight, so the slot can go before the owner closes the file.
+            entry.queue.attach(userDataBase: 0, registeredFile: nil)
             do { try engine.updateRegisteredFiles([-1], at: index) } catch {
-                worker.logger.error("blkback worker: cannot empty a registered file slot",
+                worker.logger.error("backend worker: cannot empty a registered file slot",
                                     metadata: ["queue": "\(entry.queue.name)", "error": "\(error)"])
             }
         }
-        reservedCapacity -= entry.queue.configuration.slots + 2
-        var failure: BlockBackendError?
-        do { try entry.queue.close() } catch { failure = error }
-        entry.removal?.signal(failure)
+        reservedCapacity -= entry.reserved
+        entry.queue.retire()
+        entry.removal?.signal()
     }
 }
