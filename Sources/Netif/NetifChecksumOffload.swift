@@ -53,6 +53,19 @@ public struct NetifChecksumLocation: Sendable, Hashable {
     /// padding, outside every checksum.
     public var end: Int
 
+    /// A location with every field given; ``NetifChecksumOffload/locate(in:)`` makes them
+    /// from a frame.
+    public init(network: NetifNetworkProtocol, networkOffset: Int, transport: NetifTransportProtocol, csumStart: Int,
+                csumOffset: Int, headerLength: Int, end: Int) {
+        self.network = network
+        self.networkOffset = networkOffset
+        self.transport = transport
+        self.csumStart = csumStart
+        self.csumOffset = csumOffset
+        self.headerLength = headerLength
+        self.end = end
+    }
+
     /// The transport segment's length: the length in the pseudo-header.
     public var transportLength: Int { end - csumStart }
     /// Where the checksum field is, from the start of the frame.
