@@ -32,10 +32,10 @@ public struct NetworkNamespace: Sendable, Hashable {
     /// threw; throws only if the namespace cannot be entered. The calling thread blocks
     /// until `body` is done, so `body` needs no synchronisation with it.
     public func run<T, E: Error>(_ body: () throws(E) -> T) throws(TapError) -> Result<T, E> {
-        let fd = SystemCall.retrying { open(path, O_RDONLY | O_CLOEXEC) }
-        guard case let .success(namespace) = fd else {
-            if case let .failure(errno) = fd { throw .namespaceOpen(path: path, errno) }
-            preconditionFailure("unreachable")
+        let namespace: Int32
+        switch SystemCall.retrying({ open(path, O_RDONLY | O_CLOEXEC) }) {
+        case let .success(fd): namespace = fd
+        case let .failure(errno): throw .namespaceOpen(path: path, errno)
         }
         defer { Glibc.close(namespace) }
 

@@ -46,29 +46,36 @@ public final class TapDevice: Sendable {
         var flags = ctap_iff_tap | ctap_iff_no_pi | ctap_iff_vnet_hdr
         if multiQueue { flags |= ctap_iff_multi_queue }
 
-        let made = try Self.inside(namespace) { () throws(TapError) -> (Int32, String, Int32, Int32) in
+        let made = try Self.inside(namespace) { () throws(TapError) -> Made in
             let (queue, kernelName) = try Self.openQueue(name: name ?? "", flags: flags, vnetHeaderSize: vnetHeaderSize)
+            var control: Int32 = -1
             do throws(TapError) {
-                let control = try Self.call(.controlSocket, kernelName) { socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
-                var index: Int32 = 0
-                do throws(TapError) {
-                    try Self.negated(.getIndex, kernelName) { ctap_get_ifindex(control, kernelName, &index) }
-                } catch {
-                    Glibc.close(control)
-                    throw error
+                control = try Self.call(.controlSocket, kernelName) {
+                    socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
                 }
-                return (queue, kernelName, control, index)
+                var index: Int32 = 0
+                try Self.negated(.getIndex, kernelName) { ctap_get_ifindex(control, kernelName, &index) }
+                return Made(queue: queue, name: kernelName, control: control, index: index)
             } catch {
+                if control >= 0 { Glibc.close(control) }
                 Glibc.close(queue)
                 throw error
             }
         }
-        self.name = made.1
-        self.index = made.3
+        self.name = made.name
+        self.index = made.index
         self.vnetHeaderSize = vnetHeaderSize
         self.isMultiQueue = multiQueue
         self.namespace = namespace
-        self.descriptors = Mutex(Descriptors(queues: [made.0], control: made.2))
+        self.descriptors = Mutex(Descriptors(queues: [made.queue], control: made.control))
+    }
+
+    /// What creating the device in its namespace gives back.
+    private struct Made {
+        var queue: Int32
+        var name: String
+        var control: Int32
+        var index: Int32
     }
 
     deinit { close() }
