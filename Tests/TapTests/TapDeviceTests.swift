@@ -178,6 +178,59 @@ import Testing
         #expect(Array(received[..<max(count, 0)]) == payload)
     }
 
+    /// A datagram the namespace's stack sends out through the TAP: with TUN_F_CSUM its
+    /// checksum comes partial, at the place NetifChecksumOffload finds, and finishing it
+    /// there gives a checksum that verifies; without, it comes finished.
+    @Test(arguments: [true, false])
+    func kernelLeavesPartialChecksumsOnlyWhenOffered(offered: Bool) throws {
+        let ns = try TestNamespace()
+        defer { ns.delete() }
+        let tap = try Self.configuredTap(in: ns, offloads: offered ? [.checksum] : [])
+        defer { tap.close() }
+
+        let port: UInt16 = 40_999
+        let payload = (0..<200).map { UInt8(($0 * 31 + 1) & 0xFF) }
+        try ns.namespace.run { () throws(Errno) in
+            let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { throw Errno.current }
+            defer { close(fd) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = port.bigEndian
+            address.sin_addr.s_addr = UInt32(198) | UInt32(18) << 8 | UInt32(0) << 16 | UInt32(2) << 24
+            let sent = withUnsafePointer(to: &address) { to in
+                to.withMemoryRebound(to: sockaddr.self, capacity: 1) { to in
+                    payload.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, 0, to, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                }
+            }
+            guard sent == payload.count else { throw Errno.current }
+        }.get()
+
+        let read = try #require(Self.read(from: tap.queues[0]) { frame in
+            frame.count >= 10 + 42 && Frames.u16(frame, 22) == 0x0800 && frame[10 + 23] == 17
+                && Frames.u16(frame, 10 + 36) == port
+        }, "the datagram did not come out of the TAP")
+        let header = try #require(VirtioNetHeader(decoding: read))
+        var frame = Array(read[10...])
+        #expect(Array(frame[42...]) == payload)
+        let location = try NetifChecksumOffload.locate(in: frame)
+        if offered {
+            #expect(header.flags.contains(.needsChecksum))
+            #expect(Int(header.csumStart) == location.csumStart)
+            #expect(Int(header.csumOffset) == location.csumOffset)
+            try frame.withUnsafeMutableBytes { buffer in
+                try NetifChecksumOffload.completePartialChecksum(in: buffer, start: Int(header.csumStart),
+                                                                 offset: Int(header.csumOffset), end: location.end)
+            }
+        } else {
+            #expect(!header.flags.contains(.needsChecksum))
+        }
+        // The pseudo-header and the segment, with a finished checksum, sum to zero.
+        let length = location.transportLength
+        let pseudo = Array(frame[26..<34]) + [0, 17, UInt8(length >> 8), UInt8(length & 0xFF)]
+        #expect(InternetChecksum.checksum(of: pseudo + Array(frame[location.csumStart..<location.end])) == 0)
+    }
+
     @Test func carrierOffIsSeenByTheKernel() throws {
         let ns = try TestNamespace()
         defer { ns.delete() }
