@@ -112,7 +112,8 @@ public enum NetifChecksumOffload {
     /// The pseudo-header's ones' complement sum, folded: what a partial checksum field
     /// holds (the IP addresses, the protocol and ``NetifChecksumLocation/transportLength``).
     /// With an IPv6 routing header this uses the header's destination, as Linux's netback
-    /// does, not the final destination RFC 8200 names.
+    /// does, not the final destination RFC 8200 names. `location` must come from
+    /// ``locate(in:)`` on the same frame (its offsets are trusted).
     public static func pseudoHeaderSum(of frame: UnsafeRawBufferPointer, at location: NetifChecksumLocation) -> UInt16 {
         var sum = InternetChecksum()
         let n = location.networkOffset
