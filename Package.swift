@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "XenRing", targets: ["XenRing"]),
         .library(name: "Blkif", targets: ["Blkif"]),
         .library(name: "Netif", targets: ["Netif"]),
+        .library(name: "Tap", targets: ["Tap"]),
         .library(name: "XenStore", targets: ["XenStore"]),
         .library(name: "XenTesting", targets: ["XenTesting"]),
         .library(name: "XenPlatform", targets: ["XenPlatform"]),
@@ -38,6 +39,10 @@ let package = Package(
         .target(name: "XenRing", dependencies: ["SharedMemory"]),
         .target(name: "Blkif", dependencies: ["XenRing", "SharedMemory"]),
         .target(name: "Netif", dependencies: ["XenRing", "SharedMemory"]),
+        // Host networking for the net devices: TAP devices with virtio-net headers, and
+        // network namespaces. Not Xen. The ioctls go through a small C shim.
+        .target(name: "CTap"),
+        .target(name: "Tap", dependencies: ["CTap", "SystemCalls"]),
         .target(
             name: "XenStore",
             dependencies: ["XenRing", "SharedMemory", "SystemCalls", .product(name: "Logging", package: "swift-log")]
@@ -122,6 +127,7 @@ let package = Package(
         .testTarget(name: "XenRingTests", dependencies: ["XenRing", "SharedMemory", "CRingReference", "XenTesting", "FuzzTargets"]),
         .testTarget(name: "BlkifTests", dependencies: ["XenTesting", "Blkif", "XenRing", "SharedMemory"]),
         .testTarget(name: "NetifTests", dependencies: ["XenTesting", "Netif", "XenRing", "SharedMemory"]),
+        .testTarget(name: "TapTests", dependencies: ["Tap", "Netif", "SystemCalls"], exclude: ["C"]),
         .testTarget(name: "InteropTests", dependencies: ["XenTesting", "Blkif", "Netif", "XenRing", "SharedMemory"],
                     exclude: ["C"]),
         .testTarget(name: "XenStoreTests", dependencies: ["XenTesting", "XenStore", "XenRing", "SharedMemory", "FuzzTargets"]),

@@ -31,6 +31,32 @@ public enum NetifError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A packet carries two extra-info slots of the same `type`.
     case duplicateExtra(type: UInt8)
 
+    /// A frame whose `layer` needs bytes up to `needed` but has only `available` (the
+    /// frame's length, or the end of the IP packet its length field gives).
+    case packetTruncated(layer: NetifPacketLayer, needed: Int, available: Int)
+    /// A frame whose ethertype (after at most one VLAN tag) is neither IPv4 nor IPv6.
+    case unsupportedEtherType(UInt16)
+    /// An IP header whose version field is not the one its ethertype said.
+    case ipVersion(found: UInt8, expected: UInt8)
+    /// An IPv4 header length (IHL, in 32-bit words) below the 5 of a bare header.
+    case ipv4HeaderLength(ihl: UInt8)
+    /// An IPv4 total length shorter than its own header.
+    case ipv4TotalLength(total: Int, headerLength: Int)
+    /// An IP fragment (IPv4 MF or offset, an IPv6 fragment header): no transport
+    /// header to checksum.
+    case ipFragment(NetifNetworkProtocol)
+    /// An IPv6 payload length of 0: a jumbogram, which Ethernet does not carry.
+    case ipv6Jumbogram
+    /// An IPv6 extension header this parser does not walk (ESP, AH, mobility, ...).
+    case unsupportedIPv6ExtensionHeader(UInt8)
+    /// A transport protocol other than TCP and UDP, whose checksum is not offloaded.
+    case unsupportedTransportProtocol(UInt8)
+    /// A TCP data offset (in 32-bit words) below the 5 of a bare header.
+    case tcpDataOffset(UInt8)
+    /// A partial checksum whose field (`start + offset`, 2 bytes) or range
+    /// (`start ..< end`) does not lie inside the `length`-byte frame.
+    case checksumOutOfBounds(start: Int, offset: Int, end: Int, length: Int)
+
     public var description: String {
         switch self {
         case let .slotOutOfBounds(offset, length, size):
@@ -61,6 +87,28 @@ public enum NetifError: Error, Equatable, Sendable, CustomStringConvertible {
             return "netif tx packet over at least \(slots) data slots, past the \(limit) a backend may treat as fatal"
         case let .duplicateExtra(type):
             return "netif packet with two extra-info slots of type \(type)"
+        case let .packetTruncated(layer, needed, available):
+            return "packet ends in its \(layer.rawValue): needs \(needed) bytes, has \(available)"
+        case let .unsupportedEtherType(type):
+            return "packet ethertype 0x\(String(type, radix: 16)) is not IPv4 or IPv6 (after at most one VLAN tag)"
+        case let .ipVersion(found, expected):
+            return "IP header version \(found) where its ethertype says \(expected)"
+        case let .ipv4HeaderLength(ihl):
+            return "IPv4 header length (IHL) \(ihl) is below 5"
+        case let .ipv4TotalLength(total, headerLength):
+            return "IPv4 total length \(total) is shorter than its \(headerLength)-byte header"
+        case let .ipFragment(network):
+            return "\(network == .ipv4 ? "IPv4" : "IPv6") fragment: no transport header to checksum"
+        case .ipv6Jumbogram:
+            return "IPv6 payload length 0 (a jumbogram)"
+        case let .unsupportedIPv6ExtensionHeader(header):
+            return "IPv6 extension header \(header) is not walked (only hop-by-hop, routing, destination options)"
+        case let .unsupportedTransportProtocol(value):
+            return "IP protocol \(value) is not TCP (6) or UDP (17)"
+        case let .tcpDataOffset(offset):
+            return "TCP data offset \(offset) is below 5"
+        case let .checksumOutOfBounds(start, offset, end, length):
+            return "partial checksum at \(start)+\(offset) over \(start)..<\(end) is outside the \(length)-byte frame"
         }
     }
 }
