@@ -67,9 +67,9 @@ public enum DeviceSpecError: Error, Equatable, Sendable, CustomStringConvertible
     case badRate(DeviceSpecToken, part: String, reason: String)
     /// A device's hotplug script is not an executable file.
     case scriptNotExecutable(device: String, script: String)
-    /// The backend did not reach `wanted` within `seconds`; `state` is its last `state`
+    /// The backend did not reach `wanted` within `timeout`; `state` is its last `state`
     /// value (nil: absent).
-    case backendTimedOut(device: String, wanted: String, seconds: Int, state: String?)
+    case backendTimedOut(device: String, wanted: String, timeout: Duration, state: String?)
     /// The backend closed (`state` 5 or 6) or its directory went while the toolstack waited
     /// for InitWait (`state` nil: gone).
     case backendClosed(device: String, state: String?)
@@ -78,8 +78,8 @@ public enum DeviceSpecError: Error, Equatable, Sendable, CustomStringConvertible
     /// The hotplug script ran `action` and failed: `exit` says how it ended; its standard
     /// error and the `hotplug-error` it wrote, if any.
     case scriptFailed(device: String, script: String, action: String, exit: String, stderr: String, hotplugError: String?)
-    /// The hotplug script ran `action` for longer than `seconds` and was killed.
-    case scriptTimedOut(device: String, script: String, action: String, seconds: Int, stderr: String)
+    /// The hotplug script ran `action` for longer than `timeout` and was killed.
+    case scriptTimedOut(device: String, script: String, action: String, timeout: Duration, stderr: String)
 
     /// `target=` takes the rest of the spec, so a parameter written after it becomes part
     /// of the path: say so when the path holds what looks like one.
@@ -141,8 +141,8 @@ public enum DeviceSpecError: Error, Equatable, Sendable, CustomStringConvertible
             return "\(t): bad rate '\(part)': \(reason); expected RATE/s[@INTERVAL] such as 10Mb/s or 250KB/s@20ms"
         case let .scriptNotExecutable(device, script):
             return "\(device): hotplug script \(script) is not an executable file"
-        case let .backendTimedOut(device, wanted, seconds, state):
-            return "\(device): the backend did not reach \(wanted) within \(seconds) s (state \(state ?? "absent")):"
+        case let .backendTimedOut(device, wanted, timeout, state):
+            return "\(device): the backend did not reach \(wanted) within \(timeout) (state \(state ?? "absent")):"
                 + " is a net backend serving this domain's vifs?"
         case let .backendClosed(device, state):
             return state.map { "\(device): the backend went to state \($0) before InitWait" }
@@ -152,8 +152,8 @@ public enum DeviceSpecError: Error, Equatable, Sendable, CustomStringConvertible
         case let .scriptFailed(device, script, action, exit, stderr, hotplugError):
             return "\(device): hotplug script \(script) \(action) failed (\(exit))"
                 + (hotplugError.map { ", hotplug-error: \($0)" } ?? "") + Self.quoted(stderr)
-        case let .scriptTimedOut(device, script, action, seconds, stderr):
-            return "\(device): hotplug script \(script) \(action) ran for more than \(seconds) s and was killed" + Self.quoted(stderr)
+        case let .scriptTimedOut(device, script, action, timeout, stderr):
+            return "\(device): hotplug script \(script) \(action) ran for more than \(timeout) and was killed" + Self.quoted(stderr)
         }
     }
 }

@@ -37,8 +37,9 @@ public struct HotplugTimeouts: Sendable, Equatable {
 /// `script`, `XENBUS_TYPE`, `XENBUS_PATH` (relative to dom0's home), `XENBUS_BASE_PATH`,
 /// `netdev` (the backend's `gatewaydev`, or empty) and `vif`, and here also
 /// `XENSTORED_PATH`, so xenstore-utils in the script reach the local hypervisor's xenstore.
-/// libxl always names `vif` vifDOMID.DEVID (Xen's script renames it to `vifname`); the local
-/// net backend creates its TAP under `vifname` when one is given, so `vif` is that name.
+/// libxl always names `vif` vifDOMID.DEVID (Xen's vif-common.sh then renames the interface
+/// to `vifname`); here `vif` is `vifname` when the backend has one, the name the local net
+/// backend is to give its TAP, else vifDOMID.DEVID.
 extension LocalToolstack {
     /// The script a vif without `script=` runs, as xl's default.
     public static let defaultVifScript = "vif-bridge"
@@ -105,7 +106,7 @@ extension LocalToolstack {
         }
         switch reached {
         case let .timedOut(last):
-            throw DeviceSpecError.backendTimedOut(device: device, wanted: "InitWait (2)", seconds: Self.seconds(timeouts.initWait),
+            throw DeviceSpecError.backendTimedOut(device: device, wanted: "InitWait (2)", timeout: timeouts.initWait,
                                                   state: last)
         case let .reached(state):
             guard let state, let n = Int(state), (2...4).contains(n) else { throw DeviceSpecError.backendClosed(device: device, state: state) }
@@ -141,7 +142,7 @@ extension LocalToolstack {
             case .reached(nil): logger.info("\(device): backend directory went while closing")
             case .reached: logger.info("\(device): backend Closed")
             case let .timedOut(last):
-                logger.warning("\(device): backend not Closed within \(Self.seconds(timeouts.close)) s (state \(last ?? "absent")): running offline anyway")
+                logger.warning("\(device): backend not Closed within \(timeouts.close) (state \(last ?? "absent")): running offline anyway")
             }
         }
         guard hotplug == .run else { return }
@@ -180,7 +181,7 @@ extension LocalToolstack {
             return
         case .timedOut:
             throw DeviceSpecError.scriptTimedOut(device: device, script: script, action: action,
-                                                 seconds: Self.seconds(timeouts.script), stderr: run.stderr)
+                                                 timeout: timeouts.script, stderr: run.stderr)
         case let .exited(status):
             throw DeviceSpecError.scriptFailed(device: device, script: script, action: action, exit: "exit status \(status)",
                                                stderr: run.stderr, hotplugError: try? await Self.readOptional(backend + "/hotplug-error", store))
@@ -234,6 +235,4 @@ extension LocalToolstack {
             return nil
         }
     }
-
-    static func seconds(_ d: Duration) -> Int { Int(d.components.seconds) }
 }
