@@ -221,10 +221,8 @@ extension LocalToolstack {
             return try await group.next() ?? nil
         }
         try? await watch.cancel()
-        switch outcome {
-        case .reached?: return outcome!
-        case .timedOut?, nil: return .timedOut(try await readOptional(path, store))
-        }
+        if case let .reached(value)? = outcome { return .reached(value) }
+        return .timedOut(try await readOptional(path, store))
     }
 
     /// The node's value, nil when it does not exist.
