@@ -7,6 +7,9 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 ssize_t xl_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds) {
@@ -180,4 +183,38 @@ int xl_set_nonblocking(int fd) {
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -errno;
     return 0;
+}
+
+int xl_spawn(const char *path, char *const argv[], char *const envp[], int stderr_fd, pid_t *pid) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    int r = posix_spawn_file_actions_init(&actions);
+    if (r) return -r;
+    r = posix_spawnattr_init(&attr);
+    if (r) { posix_spawn_file_actions_destroy(&actions); return -r; }
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    if (!r) r = posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    if (!r) r = posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    if (!r) r = posix_spawn_file_actions_adddup2(&actions, stderr_fd, 2);
+    // The caller's sockets (xenstore, hypervisor) are not the script's business.
+    if (!r) r = posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+    if (!r) r = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    if (!r) r = posix_spawnattr_setpgroup(&attr, 0);
+    if (!r) r = posix_spawnattr_setsigmask(&attr, &none);
+    if (!r) r = posix_spawnattr_setsigdefault(&attr, &all);
+    if (!r) r = posix_spawn(pid, path, &actions, &attr, argv, envp);
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&actions);
+    return -r;
+}
+
+int xl_pidfd_open(pid_t pid) {
+    long fd = syscall(SYS_pidfd_open, pid, 0);
+    return fd < 0 ? -errno : (int)fd;
+}
+
+int xl_pipe_cloexec(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC) < 0 ? -errno : 0;
 }

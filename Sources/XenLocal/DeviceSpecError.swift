@@ -21,6 +21,15 @@ public struct DeviceSpecToken: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+extension String {
+    /// Without trailing newlines and blanks.
+    func trimmingSuffix() -> String {
+        var s = Substring(self)
+        while let last = s.last, last == "\n" || last == " " || last == "\t" || last == "\r" { s = s.dropLast() }
+        return String(s)
+    }
+}
+
 /// Why a DISKSPEC or VIFSPEC cannot be parsed, or its device cannot be attached.
 public enum DeviceSpecError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A `key=` that xl's syntax does not define.
@@ -53,6 +62,24 @@ public enum DeviceSpecError: Error, Equatable, Sendable, CustomStringConvertible
     case deviceExists(path: String)
     /// Two interfaces of one domain ask for the same device id.
     case duplicateDeviceID(kind: String, devid: UInt32)
+    /// A `rate=` whose `part` (RATE, `@INTERVAL` or the whole value) is garbage, zero or
+    /// overflows, and why.
+    case badRate(DeviceSpecToken, part: String, reason: String)
+    /// A device's hotplug script is not an executable file.
+    case scriptNotExecutable(device: String, script: String)
+    /// The backend did not reach `wanted` within `timeout`; `state` is its last `state`
+    /// value (nil: absent).
+    case backendTimedOut(device: String, wanted: String, timeout: Duration, state: String?)
+    /// The backend closed (`state` 5 or 6) or its directory went while the toolstack waited
+    /// for InitWait (`state` nil: gone).
+    case backendClosed(device: String, state: String?)
+    /// The hotplug script could not be started (`errno` from posix_spawn).
+    case scriptSpawnFailed(device: String, script: String, errno: Int32)
+    /// The hotplug script ran `action` and failed: `exit` says how it ended; its standard
+    /// error and the `hotplug-error` it wrote, if any.
+    case scriptFailed(device: String, script: String, action: String, exit: String, stderr: String, hotplugError: String?)
+    /// The hotplug script ran `action` for longer than `timeout` and was killed.
+    case scriptTimedOut(device: String, script: String, action: String, timeout: Duration, stderr: String)
 
     /// `target=` takes the rest of the spec, so a parameter written after it becomes part
     /// of the path: say so when the path holds what looks like one.
@@ -67,6 +94,12 @@ public enum DeviceSpecError: Error, Equatable, Sendable, CustomStringConvertible
             }
         }
         return ""
+    }
+
+    /// A script's standard error for a message: trimmed, or a note that it wrote none.
+    static func quoted(_ stderr: String) -> String {
+        let text = stderr.trimmingSuffix()
+        return text.isEmpty ? "; it wrote nothing to stderr" : "; its stderr: " + text
     }
 
     public var description: String {
@@ -104,6 +137,23 @@ public enum DeviceSpecError: Error, Equatable, Sendable, CustomStringConvertible
             return "a device already exists at \(path)"
         case let .duplicateDeviceID(kind, devid):
             return "two \(kind) devices ask for devid \(devid)"
+        case let .badRate(t, part, reason):
+            return "\(t): bad rate '\(part)': \(reason); expected RATE/s[@INTERVAL] such as 10Mb/s or 250KB/s@20ms"
+        case let .scriptNotExecutable(device, script):
+            return "\(device): hotplug script \(script) is not an executable file"
+        case let .backendTimedOut(device, wanted, timeout, state):
+            return "\(device): the backend did not reach \(wanted) within \(timeout) (state \(state ?? "absent")):"
+                + " is a net backend serving this domain's vifs?"
+        case let .backendClosed(device, state):
+            return state.map { "\(device): the backend went to state \($0) before InitWait" }
+                ?? "\(device): the backend directory was removed before InitWait"
+        case let .scriptSpawnFailed(device, script, errno):
+            return "\(device): cannot run hotplug script \(script) (errno \(errno))"
+        case let .scriptFailed(device, script, action, exit, stderr, hotplugError):
+            return "\(device): hotplug script \(script) \(action) failed (\(exit))"
+                + (hotplugError.map { ", hotplug-error: \($0)" } ?? "") + Self.quoted(stderr)
+        case let .scriptTimedOut(device, script, action, timeout, stderr):
+            return "\(device): hotplug script \(script) \(action) ran for more than \(timeout) and was killed" + Self.quoted(stderr)
         }
     }
 }

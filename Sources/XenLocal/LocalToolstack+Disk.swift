@@ -19,22 +19,31 @@ extension LocalToolstack {
     }
 
     /// Creates domain `name` with `disks` and `nics`, as `xl create` does. The specs are
-    /// checked together first (distinct device ids, dom0 backends), so a bad set creates
-    /// nothing; if a device then fails to attach (a disk's target missing, say), the domain
-    /// and every backend directory already written for it are removed before the error is
-    /// rethrown. Interfaces without `mac=` or `devid=` get them as `resolve(_:)` assigns.
-    public func createDomain(name: String, disks: [DiskSpec], nics: [VifSpec] = []) async throws -> DomainID {
+    /// checked together first (distinct device ids, dom0 backends and, under
+    /// ``HotplugPolicy/run``, executable scripts), so a bad set creates nothing. Every
+    /// device's nodes are written, then each vif's backend is waited for and its script run
+    /// `online` (``HotplugPolicy``). If anything then fails (a disk's target missing, a
+    /// backend that never reaches InitWait, a script that fails), the domain is torn down
+    /// as `destroy` does, scripts run `offline` included, before the error is rethrown.
+    /// Interfaces without `mac=` or `devid=` get them as `resolve(_:)` assigns.
+    public func createDomain(name: String, disks: [DiskSpec], nics: [VifSpec] = [], hotplug: HotplugPolicy = .run) async throws -> DomainID {
         try checkTogether(disks)
         let nics = try Self.resolve(nics)
+        if hotplug == .run { try checkScripts(nics) }
         let id = try await createDomain(name: name)
         do {
             let store = try platform.connectXenStore()
             defer { store.close() }
             for disk in disks { try await attachDisk(disk, to: id, store: store) }
             for nic in nics { try await attachNic(nic, to: id, store: store) }
+            if hotplug == .run {
+                for nic in nics { try await plugVif(domain: id, devid: nic.devid ?? 0, store: store) }
+            }
         } catch {
-            try? await removeBackends(of: id)
-            try? platform.destroyDomain(id)
+            logger.error("domain \(name) (\(id)): \(error); tearing it down")
+            do { try await destroy(id: id, hotplug: hotplug) } catch let teardown {
+                logger.error("domain \(name) (\(id)) teardown: \(teardown)")
+            }
             throw error
         }
         return id
@@ -49,16 +58,36 @@ extension LocalToolstack {
         try await attachDisk(disk, to: domain, store: store)
     }
 
-    /// What `xl destroy` does: removes the domain's backend directories, then the domain
-    /// (the hypervisor removes its home `/local/domain/ID` with it). The domain goes even if
-    /// its backend directories could not be removed; that error is rethrown afterwards.
-    public func destroy(name: String) async throws {
+    /// What `xl destroy` does: each vif's backend is closed and its script run `offline`
+    /// (``HotplugPolicy``), then the domain's backend directories are removed, then the
+    /// domain (the hypervisor removes its home `/local/domain/ID` with it). The domain goes
+    /// even if a script failed or its backend directories could not be removed; the first
+    /// such error is rethrown afterwards.
+    public func destroy(name: String, hotplug: HotplugPolicy = .run) async throws {
         guard let d = try platform.listDomains().first(where: { $0.name == name }), d.id != 0 else {
             throw PlatformError.invalidArgument("no domain named '\(name)'")
         }
+        try await destroy(id: d.id, hotplug: hotplug)
+    }
+
+    func destroy(id: DomainID, hotplug: HotplugPolicy) async throws {
         var cleanup: (any Error)?
-        do { try await removeBackends(of: d.id) } catch { cleanup = error }
-        try platform.destroyDomain(d.id)
+        do {
+            let store = try platform.connectXenStore()
+            defer { store.close() }
+            let vifs = try await store.withTransaction { tx in
+                try await Self.children(Self.backendPath(kind: "vif", frontend: id, device: 0).dropLastComponent(), tx)
+            }
+            for devid in vifs.compactMap({ UInt32($0) }).sorted() {
+                // Every vif gets its offline run, whatever an earlier one did.
+                do { try await unplugVif(domain: id, devid: devid, hotplug: hotplug, store: store) } catch {
+                    logger.error("\(Self.vifName(domain: id, devid: devid)): \(error)")
+                    cleanup = cleanup ?? error
+                }
+            }
+        } catch { cleanup = cleanup ?? error }
+        do { try await removeBackends(of: id) } catch { cleanup = cleanup ?? error }
+        try platform.destroyDomain(id)
         if let cleanup { throw cleanup }
     }
 
@@ -189,5 +218,13 @@ extension LocalToolstack {
         } catch .daemon(.enoent) {
             return []
         }
+    }
+}
+
+extension String {
+    /// The path without its last `/component`.
+    func dropLastComponent() -> String {
+        guard let slash = lastIndex(of: "/") else { return self }
+        return String(self[..<slash])
     }
 }

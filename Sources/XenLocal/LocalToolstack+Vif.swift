@@ -30,8 +30,10 @@ extension LocalToolstack {
     }
 
     /// Attaches `nic` to a running domain, as `xl network-attach` does: without `devid=`
-    /// it takes one more than the highest id the domain has (libxl's next-id rule).
-    public func attachNic(_ nic: VifSpec, to domain: DomainID) async throws {
+    /// it takes one more than the highest id the domain has (libxl's next-id rule). Under
+    /// ``HotplugPolicy/run`` the backend is waited for and the script run `online`; if that
+    /// fails, the device is unplugged and its nodes removed before the error is rethrown.
+    public func attachNic(_ nic: VifSpec, to domain: DomainID, hotplug: HotplugPolicy = .run) async throws {
         let store = try platform.connectXenStore()
         defer { store.close() }
         var nic = nic
@@ -39,8 +41,28 @@ extension LocalToolstack {
             let ids = try await store.withTransaction { tx in try await Self.children("/local/domain/\(domain)/device/vif", tx) }
             nic.devid = ids.compactMap { UInt32($0) }.max().map { $0 + 1 } ?? 0
         }
-        guard let resolved = try Self.resolve([nic]).first else { return }
+        guard let resolved = try Self.resolve([nic]).first, let devid = resolved.devid else { return }
+        if hotplug == .run { try checkScripts([resolved]) }
         try await attachNic(resolved, to: domain, store: store)
+        guard hotplug == .run else { return }
+        do {
+            try await plugVif(domain: domain, devid: devid, store: store)
+        } catch {
+            let device = Self.vifName(domain: domain, devid: devid)
+            logger.error("\(device): \(error); removing it")
+            do {
+                try await unplugVif(domain: domain, devid: devid, hotplug: hotplug, store: store)
+            } catch let teardown {
+                logger.error("\(device) removal: \(teardown)")
+            }
+            try? await store.withTransaction { tx in
+                for path in [Self.backendPath(kind: "vif", frontend: domain, device: devid),
+                             Self.frontendPath(kind: "vif", frontend: domain, device: devid)] where try await Self.exists(path, tx) {
+                    try await tx.rm(path)
+                }
+            }
+            throw error
+        }
     }
 
     func attachNic(_ nic: VifSpec, to domain: DomainID, store: XenStoreClient) async throws {
@@ -56,7 +78,10 @@ extension LocalToolstack {
             ("bridge", nic.bridge),
             ("handle", "\(devid)"),
             ("type", "vif"),
+            // Written whatever the policy, as libxl does: the remove half reads it back.
+            ("script", scriptPath(for: nic)),
         ]
+        if let rate = nic.rate { backendKeys.append(("rate", rate.xenstoreValue)) }
         if let ip = nic.ip { backendKeys.append(("ip", ip)) }
         if let gateway = nic.gatewayDevice { backendKeys.append(("gatewaydev", gateway)) }
         if let name = nic.vifName { backendKeys.append(("vifname", name)) }

@@ -1,13 +1,29 @@
+import Logging
 import XenPlatform
 import XenStore
 
 /// What `xl create` and `xl destroy` do, for the local hypervisor: the hypervisor makes
-/// the domain, the toolstack lays out its xenstore home.
+/// the domain, the toolstack lays out its xenstore home, attaches its devices and runs
+/// their hotplug scripts.
 public struct LocalToolstack: Sendable {
     /// Dom0's platform (only dom0 may create and destroy domains).
     public let platform: LocalPlatform
+    /// Where a hotplug script named without a path is found (libxl's script directory,
+    /// /etc/xen/scripts on Xen): see ``defaultScriptDirectory(environment:executable:)``.
+    public let scriptDirectory: String
+    /// How long the toolstack waits for backends and scripts.
+    public var timeouts: HotplugTimeouts
+    /// Where the toolstack says what it waited for and what it skipped.
+    public var logger: Logger
 
-    public init(platform: LocalPlatform) { self.platform = platform }
+    /// A toolstack for dom0's `platform`; `scriptDirectory` nil picks the default.
+    public init(platform: LocalPlatform, scriptDirectory: String? = nil, timeouts: HotplugTimeouts = HotplugTimeouts(),
+                logger: Logger = Logger(label: "xensplit.toolstack")) {
+        self.platform = platform
+        self.scriptDirectory = scriptDirectory ?? Self.defaultScriptDirectory()
+        self.timeouts = timeouts
+        self.logger = logger
+    }
 
     /// Creates domain `name` and its xenstore home `/local/domain/ID`, laid out as libxl
     /// does: the home and `device`, `control` readable by the domain; `data`, `drivers`,

@@ -4,11 +4,12 @@
 ///
 /// Accepted: `mac=`, `bridge=`, `ip=`, `gatewaydev=` (and its deprecated alias `netdev=`),
 /// `vifname=`, `backend=`, `devid=`, `mtu=`, `type=vif`, `model=` (an emulated card's model,
-/// meaningless to a PV interface: recorded, written nowhere, as libxl does for PV guests).
+/// meaningless to a PV interface: recorded, written nowhere, as libxl does for PV guests),
+/// `script=` (the hotplug script; a name without '/' is looked up in the toolstack's script
+/// directory when the device is attached) and `rate=RATE/s[@INTERVAL]` (``VifRate``).
 /// Refused, each with an error naming the parameter: `type=ioemu` (local domains have no
-/// device model), `script=` (the local toolstack runs no hotplug scripts), `rate=` (the
-/// local netback does no rate limiting) and the COLO parameters. Unlike xl, which lets a
-/// later value replace an earlier one, a parameter given twice is refused.
+/// device model), `accel=` and the COLO parameters. Unlike xl, which lets a later value
+/// replace an earlier one, a parameter given twice is refused.
 public struct VifSpec: Sendable, Equatable {
     /// The guest's MAC address; nil lets the toolstack pick one in Xen's OUI 00:16:3e.
     public var mac: [UInt8]?
@@ -30,6 +31,11 @@ public struct VifSpec: Sendable, Equatable {
     public var trusted: Bool
     /// `model=`, kept for configuration files written for HVM guests.
     public var model: String?
+    /// `script=`: the hotplug script as written, a path or a name in the script directory;
+    /// nil for the toolstack's default (`vif-bridge`).
+    public var script: String?
+    /// `rate=`: the transmit limit (backend `rate`); nil for unlimited.
+    public var rate: VifRate?
 
     /// Parses one VIFSPEC; the error names the offending parameter, its position and what
     /// was expected.
@@ -98,9 +104,13 @@ public struct VifSpec: Sendable, Equatable {
             default: throw .badValue(t, parameter: "type", expected: "vif or ioemu")
             }
         case "script":
-            throw .unsupported(t, parameter: "script=", reason: "the local toolstack runs no hotplug scripts")
+            // The script runs with the toolstack's privileges: a name, or a path to it, nothing else.
+            guard !value.isEmpty, !value.utf8.contains(0), !value.hasSuffix("/") else {
+                throw .badValue(t, parameter: "script", expected: "a script name (vif-bridge) or a path to one")
+            }
+            script = value
         case "rate":
-            throw .unsupported(t, parameter: "rate=", reason: "the local netback does no rate limiting")
+            rate = try VifRate(parsing: value, t)
         case "accel":
             throw .unsupported(t, parameter: "accel=", reason: "xl itself ignores it")
         default:

@@ -1,6 +1,16 @@
 import ArgumentParser
 import XenLocal
 
+/// `--no-hotplug`, shared by `domain create` and `domain destroy`.
+struct HotplugOptions: ParsableArguments {
+    @Flag(name: .customLong("no-hotplug"), help: ArgumentHelp(
+        "Write and remove device nodes only: wait for no backend and run no hotplug script.",
+        discussion: "For tests of the node layout, or when something else runs the scripts; xl has no such switch."))
+    var noHotplug = false
+
+    var policy: HotplugPolicy { noHotplug ? .none : .run }
+}
+
 /// `xensplit domain create|list|destroy`: the local toolstack.
 struct DomainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -11,8 +21,25 @@ struct DomainCommand: ParsableCommand {
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Create a domain, its xenstore home /local/domain/ID, its disks and its network interfaces.")
+            abstract: "Create a domain, its xenstore home /local/domain/ID, its disks and its network interfaces.",
+            discussion: """
+            As xl does, after writing a network interface's nodes the toolstack waits up to 10 s for \
+            its backend (xensplit netback) to reach InitWait, then runs its hotplug script (script=, \
+            default vif-bridge) with the argument 'online' and xl's environment: script, \
+            XENBUS_TYPE=vif, XENBUS_PATH=backend/vif/DOMID/DEVID, XENBUS_BASE_PATH=backend, netdev \
+            (gatewaydev= or empty), vif (vifname= or vifDOMID.DEVID), plus XENSTORED_PATH, the local \
+            hypervisor's xenstore socket. A script gets 40 s. If a backend does not come or a script \
+            fails, the error names the interface, the step and the script's stderr, and the domain \
+            is destroyed again.
+            """)
         @OptionGroup var state: StateDirectoryOptions
+        @OptionGroup var hotplug: HotplugOptions
+        @Option(name: .customLong("script-dir"), help: ArgumentHelp(
+            "Directory of hotplug scripts named without a path (script=NAME, and the default vif-bridge).",
+            discussion: "Default: $XENSPLIT_SCRIPT_DIR, else the nearest scripts/hotplug above the xensplit executable, "
+                + "else the source tree xensplit was built from, else /etc/xensplit/scripts.",
+            valueName: "DIR"))
+        var scriptDirectory: String?
         @Argument(help: "Domain name: letters, digits, '-', '_', '.'.")
         var name: String
         @Option(name: .customLong("disk"), help: ArgumentHelp(
@@ -22,7 +49,7 @@ struct DomainCommand: ParsableCommand {
         var disks: [String] = []
         @Option(name: .customLong("nic"), help: ArgumentHelp(
             "A network interface in xl's VIFSPEC syntax (man 5 xl-network-configuration); repeatable.",
-            discussion: "E.g. 'mac=00:16:3e:00:00:01,bridge=br0' or '' for every default.",
+            discussion: "E.g. 'mac=00:16:3e:00:00:01,bridge=br0,rate=10Mb/s@20ms', 'script=/srv/my-vif' or '' for every default.",
             valueName: "VIFSPEC"))
         var nics: [String] = []
 
@@ -42,13 +69,15 @@ struct DomainCommand: ParsableCommand {
         func run() async throws {
             let (specs, interfaces) = try parsed()
             let platform = try LocalPlatform(stateDirectory: state.resolved)
-            let id = try await LocalToolstack(platform: platform).createDomain(name: name, disks: specs, nics: interfaces)
+            let id = try await LocalToolstack(platform: platform, scriptDirectory: scriptDirectory).createDomain(name: name, disks: specs, nics: interfaces,
+                                                                        hotplug: hotplug.policy)
             print("created domain \(name) with id \(id)")
             for disk in specs {
                 print("disk \(disk.vdev.name) virtual-device \(disk.vdev.number) \(disk.readWrite ? "rw" : "ro") \(disk.target)")
             }
             for nic in interfaces {
-                print("nic \(nic.devid.map(String.init) ?? "-") mac \(nic.mac.map(VifSpec.format(mac:)) ?? "-") bridge \(nic.bridge)")
+                print("nic \(nic.devid.map(String.init) ?? "-") mac \(nic.mac.map(VifSpec.format(mac:)) ?? "-") bridge \(nic.bridge)"
+                      + (nic.rate.map { " rate \($0.xenstoreValue)" } ?? ""))
             }
         }
     }
@@ -86,14 +115,20 @@ struct DomainCommand: ParsableCommand {
 
     struct Destroy: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Destroy a domain: its backend directories, grants, memory, ports, connections and xenstore home.")
+            abstract: "Destroy a domain: its backend directories, grants, memory, ports, connections and xenstore home.",
+            discussion: """
+            As xl does, each network interface's backend is first told to close (state Closing, \
+            online 0) and given 10 s to reach Closed, then its hotplug script (the backend's \
+            'script' node) runs with the argument 'offline', then the nodes are removed.
+            """)
         @OptionGroup var state: StateDirectoryOptions
+        @OptionGroup var hotplug: HotplugOptions
         @Argument(help: "Domain name.")
         var name: String
 
         func run() async throws {
             let platform = try LocalPlatform(stateDirectory: state.resolved)
-            try await LocalToolstack(platform: platform).destroy(name: name)
+            try await LocalToolstack(platform: platform).destroy(name: name, hotplug: hotplug.policy)
             print("destroyed domain \(name)")
         }
     }

@@ -70,7 +70,7 @@ import XenLocal
         let created = try Self.run(Self.xensplit, ["domain", "create", "--state-dir", dir, "guest",
                                                    "--disk", "\(a),raw,xvda,rw",
                                                    "--disk", "vdev=hdc, devtype=cdrom, no-discard, target=\(b)",
-                                                   "--nic", "mac=00:16:3e:00:00:01,bridge=br0"])
+                                                   "--nic", "mac=00:16:3e:00:00:01,bridge=br0", "--no-hotplug"])
         #expect(created.status == 0, "\(created.err)")
         #expect(created.out.hasPrefix("created domain guest with id 1\n"))
 
@@ -112,7 +112,7 @@ import XenLocal
         let listed = try Self.run(Self.xensplit, ["domain", "list", "--state-dir", dir])
         #expect(listed.out == "ID\tName\n0\tDomain-0\n1\tguest\n")
 
-        let destroyed = try Self.run(Self.xensplit, ["domain", "destroy", "--state-dir", dir, "guest"])
+        let destroyed = try Self.run(Self.xensplit, ["domain", "destroy", "--state-dir", dir, "guest", "--no-hotplug"])
         #expect(destroyed.status == 0, "\(destroyed.err)")
         let after = try Self.xenstoreLs("/local/domain", socket: socket)
         #expect(after.keys.filter { $0.contains("/backend/vbd") || $0.contains("/backend/vif") || $0.hasPrefix("/local/domain/1") }.isEmpty, "\(after)")

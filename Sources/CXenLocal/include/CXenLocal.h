@@ -50,4 +50,13 @@ int xl_accept(int listener);
 /// Sets O_NONBLOCK. 0 or -errno.
 int xl_set_nonblocking(int fd);
 
+/// posix_spawn of `path` with `argv` and `envp` (NULL-terminated) in a process group of
+/// its own, signal mask and dispositions reset, stdin and stdout on /dev/null, stderr on
+/// `stderr_fd`, every other descriptor closed. Returns 0 with *pid set, or -errno.
+int xl_spawn(const char *path, char *const argv[], char *const envp[], int stderr_fd, pid_t *pid);
+/// pipe2 with O_CLOEXEC: fds[0] reads, fds[1] writes. 0 or -errno.
+int xl_pipe_cloexec(int fds[2]);
+/// pidfd_open(pid, 0): a close-on-exec descriptor readable once the process exits. fd or -errno.
+int xl_pidfd_open(pid_t pid);
+
 #endif
