@@ -82,7 +82,7 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log")]
         ),
         // An NBD server (fixed newstyle, simple replies) for any disk behind its NBDExport protocol.
-        .target(name: "NBD", dependencies: ["BlockFrontend", "XenPlatform", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "NBD", dependencies: ["BlockFrontend", "XenDevice", "XenPlatform", .product(name: "Logging", package: "swift-log")]),
         // The userspace blkfront: xenbus handshake, rings, persistent grants, reconnect.
         .target(
             name: "BlockFrontend",
