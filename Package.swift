@@ -59,7 +59,8 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log")]
         ),
         // Test doubles and peers, shipped so device tests need no hypervisor.
-        .target(name: "XenTesting", dependencies: ["XenRing", "SharedMemory", "XenPlatform", "XenStore", "CXenLocal"]),
+        .target(name: "XenTesting", dependencies: ["XenRing", "SharedMemory", "XenPlatform", "XenStore", "CXenLocal", "Blkif", "XenBus",
+                                                  .product(name: "Logging", package: "swift-log")]),
         // Fuzz targets as plain functions: libFuzzer runs them (scripts/fuzz.sh) and the
         // tests replay seeded inputs through them.
         .target(name: "FuzzTargets", dependencies: ["XenRing", "SharedMemory", "XenStore", "Blkif", "BlockBackend", "URing",
