@@ -59,6 +59,8 @@ public final class BlkifRingDriver: Sendable {
     let core: Core
     let device: XenbusFrontendDevice<Hooks>
     let store: XenStoreClient
+    /// `store` was closed (by ``dropXenStore()`` or ``close(grantWaitSeconds:)``).
+    let storeClosed = Atomic<Bool>(false)
 
     /// Starts the frontend of the vbd at `frontendPath` over `platform` (acting as its
     /// domain); it runs the handshake as the backend goes along.
@@ -78,6 +80,15 @@ public final class BlkifRingDriver: Sendable {
 
     /// The xenbus state the frontend last wrote.
     public var state: XenbusState { device.state }
+
+    /// Closes the xenstore connection the xenbus driver runs on, without a word: the
+    /// frontend goes away as a guest's driver instance does when it vanishes.
+    public func dropXenStore() {
+        if !storeClosed.exchange(true, ordering: .acquiringAndReleasing) { store.close() }
+    }
+
+    /// Waits until the xenbus driver stopped (closed, or its node went); how it ended.
+    public func stopped() async -> XenbusStopReason { await device.stopped() }
 
     /// Handshakes that reached Connected.
     public var connects: Int { core.state.withLock { $0.connects } }
@@ -139,6 +150,18 @@ public final class BlkifRingDriver: Sendable {
         return (status, view.bytes(at: 0, length: count))
     }
 
+    /// Ends access to the slots' data pages still granted; true when none is left. What a
+    /// test asks to learn whether the backend keeps them mapped (persistent grants):
+    /// ending access fails while they are. The slots carry no request afterwards.
+    public func endDataAccess() -> Bool {
+        core.state.withLock { s in
+            guard var slots = s.slots else { return true }
+            slots.data = slots.data.filter { (try? core.platform.grantTable.endAccess($0)) == nil }
+            s.slots = slots
+            return slots.data.isEmpty
+        }
+    }
+
     /// Tries again to end access to rings the backend still mapped when their connection
     /// ended; true when none is left.
     public func endPinnedAccess() -> Bool {
@@ -159,7 +182,7 @@ public final class BlkifRingDriver: Sendable {
     @discardableResult
     public func close(grantWaitSeconds: Int = 5) async -> Int {
         await device.close()
-        store.close()
+        dropXenStore()
         var pending = core.state.withLock { s in
             defer { s.pinned = []; s.slots = nil }
             return s.pinned + (s.slots.map { $0.data + $0.indirect } ?? [])
