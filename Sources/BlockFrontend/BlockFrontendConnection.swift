@@ -1,5 +1,4 @@
 import Blkif
-import Glibc
 import Logging
 import SharedMemory
 import Synchronization
