@@ -64,7 +64,8 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log")]
         ),
         // Test doubles and peers, shipped so device tests need no hypervisor.
-        .target(name: "XenTesting", dependencies: ["XenRing", "SharedMemory", "XenPlatform", "XenStore", "CXenLocal"]),
+        .target(name: "XenTesting", dependencies: ["XenRing", "SharedMemory", "XenPlatform", "XenStore", "CXenLocal", "Blkif", "XenBus",
+                                                  .product(name: "Logging", package: "swift-log")]),
         // Fuzz targets as plain functions: libFuzzer runs them (scripts/fuzz.sh) and the
         // tests replay seeded inputs through them.
         .target(name: "FuzzTargets", dependencies: ["XenRing", "SharedMemory", "XenStore", "Blkif", "BlockBackend", "URing",
@@ -87,7 +88,7 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log")]
         ),
         // An NBD server (fixed newstyle, simple replies) for any disk behind its NBDExport protocol.
-        .target(name: "NBD", dependencies: ["BlockFrontend", "XenPlatform", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "NBD", dependencies: ["BlockFrontend", "XenDevice", "XenPlatform", .product(name: "Logging", package: "swift-log")]),
         // The userspace blkfront: xenbus handshake, rings, persistent grants, reconnect.
         .target(
             name: "BlockFrontend",

@@ -1,6 +1,7 @@
 import Blkif
 import Logging
 import XenBus
+import XenDevice
 import XenPlatform
 import XenStore
 
@@ -72,13 +73,13 @@ public final class BlockFrontend: Sendable {
     /// (``BlockFrontendError/eventChannelFailed(_:)``), or nil while it waits on it. The
     /// thread then looks at the rings on a timer, so requests still complete, more slowly.
     public var eventChannelFailure: BlockFrontendError? {
-        core.state.withLock { $0.connection?.channelFailure.withLock { $0 } }
+        core.state.withLock { $0.connection?.thread.channelFailure.map(BlockFrontendError.eventChannelFailed) }
     }
 
     /// Failed waits of the current connection's I/O thread: poll failing, or the event
     /// channel reporting an error (the first one is ``eventChannelFailure``).
     public var eventChannelWaitFailures: Int {
-        core.state.withLock { $0.connection?.waitFailures.load(ordering: .relaxed) ?? 0 }
+        core.state.withLock { $0.connection?.thread.waitFailures ?? 0 }
     }
 
     /// Requests that were in flight when a backend went away, and were sent again.
@@ -116,34 +117,24 @@ public final class BlockFrontend: Sendable {
 
     /// Serves `source` on the frontend's I/O thread from its next pass on, across backend
     /// restarts (while the backend is away, nothing serves it), until it reports
-    /// ``BlockFrontendLoopProgress/done``, ``detach(_:)`` takes it away or the frontend
-    /// closes (``BlockFrontendLoopSource/frontendClosed()``). False, and nothing attached,
+    /// ``FrontendLoopProgress/done``, ``detach(_:)`` takes it away or the frontend
+    /// closes (``FrontendLoopSource/frontendClosed()``). False, and nothing attached,
     /// when the frontend is closed already.
-    public func attach(_ source: any BlockFrontendLoopSource) -> Bool {
-        core.loopSources.add(source)
-        // After the add: close() either sees the source or is seen here.
-        if core.isClosed.load(ordering: .sequentiallyConsistent) {
-            core.loopSources.remove(source)
-            return false
-        }
-        core.wakeUp.wake()
-        return true
+    public func attach(_ source: any FrontendLoopSource) -> Bool {
+        core.ioContext.attach(source)
     }
 
     /// Takes `source` off the I/O thread; returns once the thread no longer calls it (at
     /// once when none runs, or when called on the I/O thread itself: a task on
     /// ``executor``, which runs before the thread next serves its sources).
-    public func detach(_ source: any BlockFrontendLoopSource) {
-        let version = core.loopSources.remove(source)
-        guard !core.onIOThread else { return }
-        core.wakeUp.wake()
-        core.loopSources.waitUntilServed(version)
+    public func detach(_ source: any FrontendLoopSource) {
+        core.ioContext.detach(source)
     }
 
     /// Runs tasks that prefer it on this frontend's I/O thread:
     /// `try await withTaskExecutorPreference(frontend.executor) { ... }`. See
-    /// ``BlockFrontendExecutor``.
-    public var executor: BlockFrontendExecutor { core.executor }
+    /// ``FrontendExecutor``.
+    public var executor: FrontendExecutor { core.ioContext.executor }
 
     /// Starts `request` without waiting for it, for callers that keep many in flight
     /// from a thread of their own (the NBD server). `completion` runs exactly once: on the

@@ -1,9 +1,9 @@
 import Blkif
-import Glibc
 import Logging
 import SharedMemory
 import Synchronization
 import XenBus
+import XenDevice
 import XenPlatform
 import XenRing
 
@@ -73,30 +73,22 @@ final class BlockFrontendConnection: @unchecked Sendable {
     let slotIndirectViews: [[SharedView]]
     /// The I/O thread's state; the thread holds it while it runs.
     var io = BlockFrontendIOState()
-    /// The frontend's: submitters wake the I/O thread through it.
-    let wakeUp: BlockFrontendWakeUp
-    let stopping = Atomic<Bool>(false)
+    /// Serves the rings while Connected; reports how its waits on the event channel fare.
+    let thread: FrontendIOThread<BlockFrontendRingService>
     /// Requests sent and not yet answered (read by observers; the thread keeps `slots`).
     let inFlight = Atomic<Int>(0)
     /// Rings stopped because the backend broke the protocol on them.
     let brokenRings = Atomic<Int>(0)
-    /// Failed waits of the I/O thread: poll failing, or the event channel reporting an
-    /// error (its descriptor, or reading its pending ports). See ``run(core:)``.
-    let waitFailures = Atomic<Int>(0)
-    /// Why the I/O thread stopped waiting on the event channel, once it did.
-    let channelFailure = Mutex<BlockFrontendError?>(nil)
     /// Notifications that failed (the first is logged, the rest only counted).
     let notifyFailures = Atomic<Int>(0)
-    var thread: pthread_t?
     let logger: Logger
 
     /// Grants the rings and data pages to `backendDomain` and allocates the ports. On
     /// failure everything already made is undone.
     init(platform: any Platform, backendDomain: DomainID, features: BlkifBackendFeatures,
-         configuration: BlockFrontendConfiguration, handle: UInt16, wakeUp: BlockFrontendWakeUp,
+         configuration: BlockFrontendConfiguration, handle: UInt16, ioContext: FrontendIOContext,
          logger: Logger) throws(BlockFrontendError) {
         self.logger = logger
-        self.wakeUp = wakeUp
         self.handle = handle
         abi = configuration.abi
         grants = platform.grantTable
@@ -114,6 +106,7 @@ final class BlockFrontendConnection: @unchecked Sendable {
         let channel: any EventChannel
         do { channel = try platform.openEventChannel() } catch { throw .platform(error) }
         eventChannel = channel
+        thread = FrontendIOThread(name: "blkfront", context: ioContext, eventChannel: channel, logger: logger)
         func undo() {
             for pages in made { try? platform.grantTable.endAccess(pages) }
             channel.close()
@@ -204,35 +197,24 @@ final class BlockFrontendConnection: @unchecked Sendable {
 
     // MARK: Thread
 
-    /// Starts the I/O thread, which takes work from `core`.
+    /// Starts the I/O thread, which takes work from `core`; the connection's ring state
+    /// is the thread's until ``stop()``.
     func start(core: BlockFrontendCore) throws(BlockFrontendError) {
-        let context = Unmanaged.passRetained(BlockFrontendThreadBody { [self] in
-            nameThisThread("blkfront-io")
-            run(core: core)
-        }).toOpaque()
-        var handle = pthread_t()
-        let result = pthread_create(&handle, nil, { context in
-            guard let context else { return nil }
-            Unmanaged<BlockFrontendThreadBody>.fromOpaque(context).takeRetainedValue().body()
-            return nil
-        }, context)
-        guard result == 0 else {
-            Unmanaged<BlockFrontendThreadBody>.fromOpaque(context).release()
-            throw .platform(.system("pthread_create", errno: result))
+        var state = BlockFrontendIOState()
+        swap(&state, &io)
+        do {
+            try thread.start(BlockFrontendRingService(connection: self, core: core, io: state))
+        } catch {
+            swap(&state, &io)
+            throw .platform(error)
         }
-        thread = handle
     }
 
     /// Stops and joins the I/O thread; returns the parts sent and still unanswered, in
     /// the order they were sent, and those it had taken from the queue but not sent, so
     /// all can be sent again on the next connection.
     func stop() -> (unanswered: [BlockFrontendWork], unsent: [BlockFrontendWork]) {
-        if let thread {
-            stopping.store(true, ordering: .releasing)
-            wakeUp.wake()
-            pthread_join(thread, nil)
-            self.thread = nil
-        }
+        if let service = thread.stop() { io = service.io }
         var unanswered = io.slots.compactMap { $0?.work }
         unanswered.sort { $0.sequence < $1.sequence }
         let unsent = Array(io.pending[io.pendingHead...])
@@ -255,119 +237,10 @@ final class BlockFrontendConnection: @unchecked Sendable {
         return busy
     }
 
-    /// The first and the longest wait, in milliseconds, between looks at the rings once
-    /// the event channel failed.
-    static let firstBackoff: Int32 = 1
-    static let longestBackoff: Int32 = 64
-
-    /// Serves the rings until ``stop()``. It sleeps in poll on the event channel, the
-    /// wake-up pipe and the attached sources. A wait that fails (poll, or the event
-    /// channel's descriptor or pending ports) would otherwise return at once, again and
-    /// again: the first such failure is logged with its typed reason
-    /// (``BlockFrontendError/eventChannelFailed(_:)``) and every one counted
-    /// (``waitFailures``); the thread stops waiting on the channel and, while requests are
-    /// in flight, looks at the rings after a wait that doubles from 1 to 64 ms while
-    /// nothing comes (a poll that fails outright sleeps that long), until the next
-    /// connection brings a new channel.
-    private func run(core: BlockFrontendCore) {
-        // The thread's state stays local while it runs; stop() reads it after the join.
-        var io = BlockFrontendIOState()
-        swap(&io, &self.io)
-        defer { swap(&io, &self.io) }
-        var fds = [pollfd(fd: eventChannel.fileDescriptor, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: wakeUp.readFD, events: Int16(POLLIN), revents: 0)]
-        var (sourcesVersion, sources) = core.loopSources.snapshot()
-        core.loopSources.served.store(sourcesVersion, ordering: .sequentiallyConsistent)
-        core.ioThread.store(UInt(pthread_self()), ordering: .releasing)
-        core.executor.start()
-        defer {
-            core.executor.stop()
-            core.ioThread.store(0, ordering: .releasing)
-            core.loopSources.served.store(Int.max, ordering: .sequentiallyConsistent)
-        }
-        /// What the last poll found on each source's descriptor.
-        var sourceEvents = [Int16](repeating: 0, count: sources.count)
-        var jobs: [UnownedJob] = []
-        var backoff = Self.firstBackoff
-        while !stopping.load(ordering: .acquiring) {
-            var busy = consumeAll(&io)
-            // Tasks resumed by those completions run now, and what they submit goes out
-            // in this pass.
-            if core.executor.runAll(&jobs) { busy = true }
-            if core.loopSources.version.load(ordering: .sequentiallyConsistent) != sourcesVersion {
-                (sourcesVersion, sources) = core.loopSources.snapshot()
-                sourceEvents = [Int16](repeating: 0, count: sources.count)
-                core.loopSources.served.store(sourcesVersion, ordering: .sequentiallyConsistent)
-            }
-            if !sources.isEmpty, serveSources(sources, &sourceEvents, core: core) { busy = true }
-            if dispatch(&io, core: core) { busy = true }
-            pushAll(&io)
-            if busy || hasResponses(&io) {
-                backoff = Self.firstBackoff
-                continue
-            }
-            wakeUp.sleeping.store(true, ordering: .sequentiallyConsistent)
-            // Work queued before the store above did not wake us: send it now.
-            if !core.executor.isEmpty {
-                wakeUp.sleeping.store(false, ordering: .relaxed)
-                continue
-            }
-            if dispatch(&io, core: core) {
-                wakeUp.sleeping.store(false, ordering: .relaxed)
-                pushAll(&io)
-                continue
-            }
-            fds.removeSubrange(2...)
-            for source in sources {
-                fds.append(pollfd(fd: source.loopDescriptor, events: source.loopEvents(), revents: 0))
-            }
-            // Without the channel, only a wait with a timeout sees the backend's answers.
-            let timeout: Int32 = fds[0].fd < 0 && io.freeSlots.count < depth ? backoff : -1
-            let ready = poll(&fds, nfds_t(fds.count), timeout)
-            let pollErrno = errno
-            wakeUp.sleeping.store(false, ordering: .relaxed)
-            if ready < 0 {
-                guard pollErrno != EINTR else { continue }
-                waitFailed(.system("poll of the event channel, wake-up pipe and \(sources.count) sources", errno: pollErrno),
-                           &fds)
-                usleep(useconds_t(backoff) * 1000)
-                backoff = min(2 * backoff, Self.longestBackoff)
-                continue
-            }
-            if ready == 0 { backoff = min(2 * backoff, Self.longestBackoff) }
-            for index in sources.indices { sourceEvents[index] = fds[2 + index].revents }
-            if let condition = Self.failedCondition(fds[0].revents) {
-                waitFailed(.eventChannel("poll of its descriptor \(fds[0].fd) reported \(condition.name)", errno: condition.errno),
-                           &fds)
-            }
-            if fds[1].revents != 0 { wakeUp.drain() }
-            if fds[0].revents & Int16(POLLIN) != 0, let error = takePending(rings: io.rings.count) {
-                waitFailed(error, &fds)
-            }
-        }
-        // Answers already published count: they need not be sent again.
-        _ = consumeAll(&io)
-    }
-
-    /// Serves each attached source with what the last poll found for it (clearing that),
-    /// dropping those that are done. True when one asks to be served again at once.
-    private func serveSources(_ sources: [any BlockFrontendLoopSource], _ events: inout [Int16],
-                              core: BlockFrontendCore) -> Bool {
-        var busy = false
-        for index in sources.indices {
-            let revents = events[index]
-            events[index] = 0
-            switch sources[index].serve(revents: revents) {
-            case .idle: break
-            case .busy: busy = true
-            case .done: core.loopSources.remove(sources[index])
-            }
-        }
-        return busy
-    }
+    // MARK: Rings (on the I/O thread, through BlockFrontendRingService)
 
     /// Publishes the requests written to each ring, notifying where the backend asks.
-    private func pushAll(_ io: inout BlockFrontendIOState) {
+    func pushAll(_ io: inout BlockFrontendIOState) {
         for index in io.rings.indices where io.rings[index].unpushed {
             io.rings[index].unpushed = false
             if io.rings[index].ring.pushRequestsAndCheckNotify() { notify(index) }
@@ -382,43 +255,9 @@ final class BlockFrontendConnection: @unchecked Sendable {
         }
     }
 
-    /// Takes the ports pending on the event channel after poll found it readable (only
-    /// then: each look is a system call); the error if that failed.
-    private func takePending(rings: Int) -> PlatformError? {
-        // At most one event per ring's port: one that fires again meanwhile leaves the
-        // channel readable, so the next poll returns at once.
-        do {
-            try eventChannel.takePending(atMost: rings) { port throws(PlatformError) in try? eventChannel.unmask(port) }
-        } catch {
-            return error
-        }
-        return nil
-    }
-
-    /// A poll condition on the event channel's descriptor that no read clears: its name,
-    /// and the errno a read would report.
-    static func failedCondition(_ revents: Int16) -> (name: String, errno: Int32)? {
-        if revents & Int16(POLLNVAL) != 0 { return ("POLLNVAL", EBADF) }
-        if revents & Int16(POLLERR) != 0 { return ("POLLERR", EIO) }
-        if revents & Int16(POLLHUP) != 0 { return ("POLLHUP", EPIPE) }
-        return nil
-    }
-
-    /// Counts a failed wait; the first one stops the thread waiting on the event channel
-    /// (poll skips a negative descriptor) and is logged with its reason.
-    private func waitFailed(_ error: PlatformError, _ fds: inout [pollfd]) {
-        waitFailures.add(1, ordering: .relaxed)
-        guard fds[0].fd >= 0 else { return }
-        fds[0].fd = -1
-        fds[0].revents = 0
-        let reason = BlockFrontendError.eventChannelFailed(error)
-        channelFailure.withLock { $0 = reason }
-        logger.error("blkfront: the I/O thread stopped waiting on its event channel: \(reason); until the next connection it looks at the rings every \(Self.firstBackoff)-\(Self.longestBackoff) ms while requests are in flight; later failures are only counted")
-    }
-
     /// Whether any ring has responses; if not, each asks to be notified of the next
     /// (`finalCheckForResponses`).
-    private func hasResponses(_ io: inout BlockFrontendIOState) -> Bool {
+    func hasResponses(_ io: inout BlockFrontendIOState) -> Bool {
         for index in io.rings.indices where !io.rings[index].broken {
             do {
                 if try io.rings[index].ring.finalCheckForResponses() { return true }
@@ -438,7 +277,7 @@ final class BlockFrontendConnection: @unchecked Sendable {
 
     // MARK: Responses
 
-    private func consumeAll(_ io: inout BlockFrontendIOState) -> Bool {
+    func consumeAll(_ io: inout BlockFrontendIOState) -> Bool {
         var any = false
         for index in io.rings.indices where !io.rings[index].broken {
             if consume(&io, index) { any = true }
@@ -516,7 +355,7 @@ final class BlockFrontendConnection: @unchecked Sendable {
     // MARK: Requests
 
     /// Sends waiting work while a slot and ring space are free; says whether it sent any.
-    private func dispatch(_ io: inout BlockFrontendIOState, core: BlockFrontendCore) -> Bool {
+    func dispatch(_ io: inout BlockFrontendIOState, core: BlockFrontendCore) -> Bool {
         var sent = false
         let maxSectors = UInt64(segmentsPerRequest * (pageSize / 512))
         while let slot = io.freeSlots.last, let ringIndex = ringWithSpace(&io) {
@@ -617,10 +456,4 @@ final class BlockFrontendConnection: @unchecked Sendable {
                 maxSegments: segmentsPerRequest))
         }
     }
-}
-
-/// The I/O thread's entry point, carried through pthread_create.
-final class BlockFrontendThreadBody {
-    let body: () -> Void
-    init(_ body: @escaping () -> Void) { self.body = body }
 }

@@ -1,7 +1,7 @@
 import Blkif
-import Glibc
 import Logging
 import Synchronization
+import XenDevice
 import XenPlatform
 
 /// The state a ``BlockFrontend``, its xenbus hooks and its I/O thread share: the work
@@ -36,13 +36,8 @@ final class BlockFrontendCore: Sendable {
     let logger: Logger
     /// New operations, pushed without the mutex.
     let submissions = BlockFrontendSubmissions()
-    let wakeUp: BlockFrontendWakeUp
-    /// Work that shares the I/O thread (``BlockFrontend/attach(_:)``).
-    let loopSources = BlockFrontendLoopSources()
-    /// Runs tasks that prefer it on the I/O thread.
-    let executor: BlockFrontendExecutor
-    /// The running I/O thread (its pthread_t), 0 while none runs.
-    let ioThread = Atomic<UInt>(0)
+    /// What the I/O threads of every connection share: wake-up, executor, loop sources.
+    let ioContext: FrontendIOContext
     /// Set once by close(), read by submitters without the mutex.
     let isClosed = Atomic<Bool>(false)
     /// `State.waiting` is not empty (so the I/O thread takes the mutex only then).
@@ -54,12 +49,11 @@ final class BlockFrontendCore: Sendable {
         self.platform = platform
         self.configuration = configuration
         self.logger = logger
-        wakeUp = try BlockFrontendWakeUp()
-        executor = BlockFrontendExecutor(wakeUp: wakeUp)
+        do { ioContext = try FrontendIOContext() } catch { throw .platform(error) }
     }
 
-    /// Whether the caller runs on the I/O thread (a task on ``executor``, a completion).
-    var onIOThread: Bool { ioThread.load(ordering: .acquiring) == UInt(pthread_self()) }
+    /// Whether the caller runs on the I/O thread (a task on the executor, a completion).
+    var onIOThread: Bool { ioContext.onIOThread }
 
     // MARK: Callers
 
@@ -87,7 +81,7 @@ final class BlockFrontendCore: Sendable {
             abandonSubmissions()
             return
         }
-        wakeUp.wakeIfSleeping()
+        ioContext.wakeUp.wakeIfSleeping()
     }
 
     /// The disk of the last connection, or why there is none: closed, or never connected.
@@ -127,7 +121,7 @@ final class BlockFrontendCore: Sendable {
 
     func prepare(backendDomain: DomainID, features: BlkifBackendFeatures, handle: UInt16) throws(BlockFrontendError) -> BlockFrontendConnection {
         let connection = try BlockFrontendConnection(platform: platform, backendDomain: backendDomain, features: features,
-                                                     configuration: configuration, handle: handle, wakeUp: wakeUp,
+                                                     configuration: configuration, handle: handle, ioContext: ioContext,
                                                      logger: logger)
         state.withLock {
             $0.prepared = connection
@@ -153,7 +147,7 @@ final class BlockFrontendCore: Sendable {
             defer { s.connectWaiters = [] }
             return s.connectWaiters
         }
-        wakeUp.wake()
+        ioContext.wakeUp.wake()
         for waiter in waiters { waiter.resume(returning: disk) }
     }
 
@@ -215,7 +209,7 @@ final class BlockFrontendCore: Sendable {
         }
         abandonSubmissions()
         for waiter in waiters { waiter.resume(throwing: BlockFrontendError.closed) }
-        for source in loopSources.removeAll() { source.frontendClosed() }
+        ioContext.close()
     }
 }
 

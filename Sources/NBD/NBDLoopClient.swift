@@ -2,6 +2,7 @@ import BlockFrontend
 import Dispatch
 import Glibc
 import Logging
+import XenDevice
 
 /// An export with an event loop of its own (``NBDBlockFrontendExport``: the frontend's I/O
 /// thread), which serves each client's transmission phase there instead of on the
@@ -24,7 +25,7 @@ public protocol NBDLoopExport: NBDExport {
 /// per client (a request's room is held until its reply is on the socket, so a client
 /// that stops reading replies stops being read), every request read answered after
 /// `NBD_CMD_DISC`, and requests dropped when the client goes or breaks the protocol.
-public final class NBDLoopClient: BlockFrontendLoopSource, @unchecked Sendable {
+public final class NBDLoopClient: FrontendLoopSource, @unchecked Sendable {
     // @unchecked: every var is touched only between lock() and unlock(); the connection's
     // thread waits in waitUntilDone() while the loop serves the client.
 
@@ -142,7 +143,7 @@ public final class NBDLoopClient: BlockFrontendLoopSource, @unchecked Sendable {
         unlock()
     }
 
-    // MARK: BlockFrontendLoopSource
+    // MARK: FrontendLoopSource
 
     public func frontendClosed() {
         lock()
@@ -162,7 +163,7 @@ public final class NBDLoopClient: BlockFrontendLoopSource, @unchecked Sendable {
         return events
     }
 
-    public func serve(revents: Int16) -> BlockFrontendLoopProgress {
+    public func serve(revents: Int16) -> FrontendLoopProgress {
         lock()
         guard !closed else {
             unlock()

@@ -1,7 +1,9 @@
+import Blkif
 import XenPlatform
 import XenRing
 
-/// Errors of the scripted ring peers (``MockRingPeer``).
+/// Errors of the scripted ring peers (``MockRingPeer``) and the blkif ring driver
+/// (``BlkifRingDriver``).
 public enum XenTestingError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A platform call (share, map, bind, notify, ...) failed.
     case platform(PlatformError)
@@ -15,6 +17,24 @@ public enum XenTestingError: Error, Equatable, Sendable, CustomStringConvertible
     case noRequestToAnswer(responseProducer: UInt32, requestConsumer: UInt32)
     /// Waiting on the event channel's descriptor failed with `errno`.
     case wait(errno: Int32)
+    /// A ``BlkifRingDriver`` setting outside its limits, or one the rings cannot hold.
+    case configuration(String)
+    /// The backend does not offer what the ``BlkifRingDriver`` was configured to use.
+    case backendLacks(feature: String, offered: Int, needed: Int)
+    /// The xenbus handshake of the frontend at `frontend` failed, for `reason`.
+    case handshake(frontend: String, reason: String)
+    /// The frontend at `frontend` was not connected (after waiting `waited`).
+    case notConnected(frontend: String, waited: Duration)
+    /// A transfer of `bytes` bytes is not whole sectors within `limit` bytes.
+    case transferSize(bytes: Int, limit: Int)
+    /// The slot is out of range or in flight, or the queue out of range.
+    case slotUnavailable(slot: Int, queue: Int)
+    /// The request could not be built (the blkif rule it broke).
+    case request(BlkifError)
+    /// The backend's response on ring `ring` is malformed or answers nothing in flight.
+    case response(ring: Int, reason: String)
+    /// The backend sent no event for `seconds` seconds.
+    case noEvent(seconds: Int)
 
     public var description: String {
         switch self {
@@ -25,6 +45,16 @@ public enum XenTestingError: Error, Equatable, Sendable, CustomStringConvertible
         case let .noRequestToAnswer(producer, consumer):
             return "response \(producer) would pass the \(consumer) requests consumed"
         case let .wait(errno): return "poll on the event channel failed (errno \(errno))"
+        case let .configuration(what): return "blkif ring driver: \(what)"
+        case let .backendLacks(feature, offered, needed):
+            return "the backend offers \(feature) = \(offered); \(needed) needed"
+        case let .handshake(frontend, reason): return "\(frontend): handshake failed: \(reason)"
+        case let .notConnected(frontend, waited): return "\(frontend): not connected after \(waited)"
+        case let .transferSize(bytes, limit): return "a transfer of \(bytes) bytes is not whole sectors within \(limit) bytes"
+        case let .slotUnavailable(slot, queue): return "slot \(slot) on queue \(queue) is out of range or in flight"
+        case let .request(error): return "request: \(error)"
+        case let .response(ring, reason): return "response on ring \(ring): \(reason)"
+        case let .noEvent(seconds): return "the backend sent no event for \(seconds) s"
         }
     }
 }

@@ -4,12 +4,9 @@ import Foundation
 import Glibc
 import Logging
 import SharedMemory
-import Synchronization
-import XenBus
 import XenLocal
 import XenPlatform
-import XenRing
-import XenStore
+import XenTesting
 
 /// `xensplit-bench blkback [--runs N] [--quick] [--only NAME-PART] [--verbose]`: our block
 /// backend driven by in-process frontends on the local hypervisor, against fio's io_uring
@@ -26,10 +23,11 @@ import XenStore
 /// `runtime`). The rounds take turns at which side goes first. With `--verbose` each run
 /// of each side logs its I/Os, block size, depth x frontends (or jobs) and seconds.
 ///
-/// The frontends are ``BlkbackBenchRingFrontend``s, one thread driving them all, not the
-/// BlockFrontend library: the library's per-request cost (a task, a continuation, an
-/// array, a pipe write) is larger than the backend's, so it would measure itself
-/// (`xensplit-bench blkfront` measures it).
+/// The frontends are XenTesting's ``BlkifRingDriver``s (the tests' minimal blkif
+/// frontend), one thread driving them all (``BlkbackBenchLoad``), not the BlockFrontend
+/// library: the library's per-request cost (a task, a continuation, an array, a pipe
+/// write) is larger than the backend's, so it would measure itself (`xensplit-bench
+/// blkfront` measures it).
 ///
 /// Also prints, with no reference, the backend's CPU time per I/O: the on-CPU time of
 /// its threads (those that appeared while the daemon was made: its workers), of their
@@ -71,19 +69,31 @@ func runBlkbackBench(arguments: [String]) async throws {
                                                 persistent: layout.persistent))
             }
             guard !chosen.isEmpty else { continue }
-            var frontends: [BlkbackBenchRingFrontend] = []
-            world.onDetach { for frontend in frontends { await frontend.close() } }
-            for platform in try await world.createDomains(count: layout.frontends, image: image) {
-                frontends.append(try BlkbackBenchRingFrontend(platform: platform, queues: Int(layout.queues), depth: 32,
-                                                              persistent: layout.persistent, logger: logger))
+            var drivers: [BlkifRingDriver] = []
+            world.onDetach {
+                for driver in drivers where await driver.close() > 0 {
+                    warn("xensplit-bench: \(driver.frontendPath): page sets still granted after 5 s")
+                }
             }
-            for frontend in frontends { try await frontend.connected() }
+            for platform in try await world.createDomains(count: layout.frontends, image: image) {
+                drivers.append(try BlkifRingDriver(
+                    platform: platform, frontendPath: "/local/domain/\(platform.domainID)/device/vbd/51712",
+                    configuration: BlkbackBenchLoad.configuration(queues: Int(layout.queues), depth: 32,
+                                                                  persistent: layout.persistent),
+                    logger: logger))
+            }
+            var frontends: [BlkifRingDriver.Rings] = []
+            for driver in drivers {
+                do { frontends.append(try await driver.connected(timeout: BlockBenchWorld.connectTimeout)) } catch {
+                    throw BlockBenchError.setup("\(error)")
+                }
+            }
             let region = options.fileSize / layout.frontends
             // One 128 KiB read per slot first (a run of length 0 sends each slot once), so
             // with persistent grants every page is mapped before anything is timed.
             let warmUp = BlockBenchWorkload(name: "warm-up", random: false, write: false, blockSize: 128 << 10, depth: 32)
             _ = try await offPool { [frontends] in
-                try BlkbackBenchRingFrontend.drive(frontends, workload: warmUp, regionBytes: region, seconds: 0)
+                try BlkbackBenchLoad.drive(frontends, workload: warmUp, regionBytes: region, seconds: 0)
             }
             for workload in chosen {
                 let title = comparisonName(workload, frontends: layout.frontends, queues: layout.queues,
@@ -101,7 +111,7 @@ func runBlkbackBench(arguments: [String]) async throws {
                     let hypervisorBefore = world.hypervisorSample
                     let processBefore = ThreadCPU.processNanoseconds()
                     let run = try await offPool { [frontends] in
-                        try BlkbackBenchRingFrontend.drive(frontends, workload: workload, regionBytes: region,
+                        try BlkbackBenchLoad.drive(frontends, workload: workload, regionBytes: region,
                                                            seconds: options.seconds)
                     }
                     let backendAfter = world.backendSample
@@ -174,126 +184,20 @@ func runBlkbackBench(arguments: [String]) async throws {
     }
 }
 
-/// A lean blkfront made for driving the backend hard: one-page rings, one request id per
-/// slot, each slot's data pages (and its indirect page, whose 32 segments never change)
-/// granted once, no copies, no tasks and no locks. With `persistent` it advertises
-/// `feature-persistent`, and as it reuses the same grants the backend keeps them mapped.
-/// One thread drives every frontend of a run: it refills each slot as soon as its
-/// response is consumed, pushes, notifies when `pushRequestsAndCheckNotify` says so and
-/// sleeps in poll(2) on the event channels only when `finalCheckForResponses` finds nothing. It checks that every response answers a
+/// The bench's load on the backend: one thread drives every frontend's rings
+/// (``BlkifRingDriver/Rings``, slot n carrying request id n on ring n % queues): it
+/// refills each slot as soon as its response is consumed, pushes, notifies when
+/// `pushRequestsAndCheckNotify` says so and sleeps in poll(2) on the event channels only
+/// when `finalCheckForResponses` finds nothing. It checks that every response answers a
 /// request in flight with BLKIF_RSP_OKAY; it does not look at the data.
-final class BlkbackBenchRingFrontend: @unchecked Sendable {
-    // @unchecked: set up by the xenbus task (initialise), published through `ready`
-    // (release/acquire), then used by the one driver thread of a run at a time.
-    struct Ring {
-        let pages: SharedPages
-        var ring: FrontRing
-        let port: EventPort
-        var unpushed = false
-    }
-
+enum BlkbackBenchLoad {
     /// Segments per slot: 32 pages, so a slot carries up to 128 KiB in one indirect request.
     static let segments = 32
 
-    let platform: LocalPlatform
-    let store: XenStoreClient
-    let queues: Int
-    let depth: Int
-    let abi = BlkifABI.native
-    /// Advertise `feature-persistent`: the backend then keeps our pages mapped instead of
-    /// grant-copying them.
-    let persistent: Bool
-    var channel: (any EventChannel)?
-    var rings: [Ring] = []
-    var slotData: [SharedPages] = []
-    var slotIndirect: [SharedPages] = []
-    var slotIndirectGrefs: [BlkifIndirectGrefs] = []
-    var sectors: UInt64 = 0
-    var device: XenbusFrontendDevice<BlkbackBenchRingHooks>?
-    let ready = Atomic<Bool>(false)
-    let failure = Mutex<String?>(nil)
-
-    init(platform: LocalPlatform, queues: Int, depth: Int, persistent: Bool, logger: Logger) throws {
-        self.platform = platform
-        self.persistent = persistent
-        self.queues = queues
-        self.depth = depth
-        store = try platform.connectXenStore()
-        device = XenbusFrontendDevice(store: store, frontend: "/local/domain/\(platform.domainID)/device/vbd/51712",
-                                      hooks: BlkbackBenchRingHooks(frontend: self), logger: logger)
-    }
-
-    /// Grants the rings, the slots' data and indirect pages, allocates the ports; the keys
-    /// to publish with Initialised.
-    func initialise(backend: DomainID, features: BlkifBackendFeatures) throws -> XenbusKeys {
-        guard Int(features.maxQueues ?? 1) >= queues, Int(features.maxIndirectSegments ?? 0) >= Self.segments else {
-            throw BlockBenchError.setup("the backend offers \(features.maxQueues ?? 1) queues and "
-                + "\(features.maxIndirectSegments ?? 0) indirect segments; the bench needs \(queues) and \(Self.segments)")
-        }
-        let channel = try platform.openEventChannel()
-        self.channel = channel
-        for _ in 0..<queues {
-            let pages = try platform.share(pages: 1, with: backend, writable: true)
-            let ring = FrontRing(initializing: try SharedRing(memory: pages.view, pages: 1, entrySize: abi.slotSize))
-            guard Int(ring.size) * queues >= depth else {
-                throw BlockBenchError.setup("depth \(depth) does not fit \(queues) rings of \(ring.size)")
-            }
-            rings.append(Ring(pages: pages, ring: ring, port: try channel.allocateUnbound(remote: backend)))
-        }
-        let tablePages = BlkifIndirectPage.pageCount(forSegments: Self.segments)
-        for _ in 0..<depth {
-            let data = try platform.share(pages: Self.segments, with: backend, writable: true)
-            let table = try platform.share(pages: tablePages, with: backend, writable: false)
-            slotData.append(data)
-            slotIndirect.append(table)
-            for index in 0..<Self.segments {
-                let location = BlkifIndirectPage.location(ofSegment: index)
-                let page = try table.view.slice(offset: location.page * pageSize, length: pageSize)
-                BlkifIndirectPage.encodeSegment(BlkifSegment(gref: data.refs[index], firstSector: 0, lastSector: 7),
-                                                index: index, into: page)
-            }
-            slotIndirectGrefs.append(try BlkifIndirectGrefs(table.refs))
-        }
-        var keys = XenbusKeys()
-        let connection = BlkifConnectionKeys(ringPageOrder: 0, queues: rings.map {
-            BlkifConnectionKeys.Queue(ringRefs: $0.pages.refs, eventChannel: $0.port)
-        })
-        for (key, value) in connection.xenstoreEntries.sorted(by: { $0.key < $1.key }) { keys.set(key, value) }
-        if queues > 1 { keys.set(BlkifFrontendFeatures.Key.queueCount, String(queues)) }
-        keys.set(BlkifFrontendFeatures.Key.protocolName, abi.protocolName)
-        keys.set(BlkifFrontendFeatures.Key.persistent, persistent ? "1" : "0")
-        return keys
-    }
-
-    /// Waits until the backend connected this frontend.
-    func connected() async throws {
-        let deadline = ContinuousClock.now + BlockBenchWorld.connectTimeout
-        while !ready.load(ordering: .acquiring) {
-            if let reason = failure.withLock({ $0 }) { throw BlockBenchError.setup(reason) }
-            guard ContinuousClock.now < deadline else {
-                throw BlockBenchError.setup("the backend did not connect a ring frontend within \(BlockBenchWorld.connectTimeout)")
-            }
-            try await Task.sleep(for: .milliseconds(5))
-        }
-    }
-
-    /// Closes the device (Closing, Closed), the ports, and ends every grant (retrying while
-    /// the backend still maps the rings).
-    func close() async {
-        if let device { _ = await device.close() }
-        device = nil
-        channel?.close()
-        channel = nil
-        var pending = rings.map(\.pages) + slotData + slotIndirect
-        for _ in 0..<500 where !pending.isEmpty {
-            pending = pending.filter { pages in (try? platform.endAccess(pages)) == nil }
-            if !pending.isEmpty { try? await Task.sleep(for: .milliseconds(10)) }
-        }
-        if !pending.isEmpty { warn("xensplit-bench: \(pending.count) page sets still granted after 5 s") }
-        rings = []
-        slotData = []
-        slotIndirect = []
-        store.close()
+    /// The configuration of every bench frontend: one-page rings, `depth` slots of
+    /// ``segments`` pages, `feature-persistent` as `persistent` says.
+    static func configuration(queues: Int, depth: Int, persistent: Bool) -> BlkifRingDriver.Configuration {
+        BlkifRingDriver.Configuration(queues: queues, depth: depth, indirectSegments: segments, persistent: persistent)
     }
 
     /// Drives every frontend in `frontends` with `workload` (its depth per frontend) on
@@ -301,16 +205,18 @@ final class BlkbackBenchRingFrontend: @unchecked Sendable {
     /// finish; each frontend uses the `regionBytes` of the disk from index x `regionBytes`.
     /// Returns every request answered and the time from just before the first was issued
     /// until the last was answered, as fio counts and times a time-based run.
-    static func drive(_ frontends: [BlkbackBenchRingFrontend], workload: BlockBenchWorkload, regionBytes: Int,
+    static func drive(_ frontends: [BlkifRingDriver.Rings], workload: BlockBenchWorkload, regionBytes: Int,
                       seconds: Double) throws -> BlkbackBenchRun {
         let blockSize = workload.blockSize
-        let segments = blockSize / pageSize
-        guard blockSize % pageSize == 0, (1...segments).contains(segments), segments <= Self.segments else {
-            throw BlockBenchError.usage("block size \(blockSize) is not 1...\(Self.segments) pages")
+        let pages = blockSize / pageSize
+        guard blockSize % pageSize == 0, (1...pages).contains(pages), pages <= segments else {
+            throw BlockBenchError.usage("block size \(blockSize) is not 1...\(segments) pages")
         }
         guard frontends.allSatisfy({ workload.depth <= $0.depth }) else {
             throw BlockBenchError.usage("depth \(workload.depth) is more than the frontends' slots")
         }
+        let operation: BlkifDirectOperation = workload.write ? .write : .read
+        let sectors = blockSize / 512
         let blocks = UInt64(regionBytes / blockSize)
         var random = [UInt64](repeating: 0, count: frontends.count)
         var sequential = [UInt64](repeating: 0, count: frontends.count)
@@ -319,7 +225,6 @@ final class BlkbackBenchRingFrontend: @unchecked Sendable {
         var operations = 0
 
         func issue(_ f: Int, slot: Int) throws {
-            let frontend = frontends[f]
             let block: UInt64
             if workload.random {
                 random[f] ^= random[f] << 13
@@ -331,37 +236,15 @@ final class BlkbackBenchRingFrontend: @unchecked Sendable {
                 sequential[f] = (sequential[f] + 1) % blocks
             }
             let sector = (UInt64(f * regionBytes) + block * UInt64(blockSize)) / 512
-            let request: BlkifRequest
-            if segments == 1 {
-                let segment = BlkifSegment(gref: frontend.slotData[slot].refs[0], firstSector: 0, lastSector: 7)
-                request = .direct(try BlkifDirectRequest(operation: workload.write ? .write : .read, handle: 0,
-                                                         id: UInt64(slot), sectorNumber: sector,
-                                                         segments: try BlkifSegments(CollectionOfOne(segment))))
-            } else {
-                request = .indirect(try BlkifIndirectRequest(
-                    operation: workload.write ? .write : .read, segmentCount: segments, handle: 0, id: UInt64(slot),
-                    sectorNumber: sector, indirectGrefs: frontend.slotIndirectGrefs[slot], maxSegments: Self.segments))
-            }
-            let r = slot % frontend.queues
-            let producer = frontend.rings[r].ring.requestProducerPrivate
-            request.encode(into: frontend.rings[r].ring.requestSlot(producer), at: 0, abi: frontend.abi)
-            frontend.rings[r].ring.requestProducerPrivate = producer &+ 1
-            frontend.rings[r].unpushed = true
+            try frontends[f].submit(operation, slot: slot, sector: sector, sectors: sectors)
             inFlight += 1
         }
 
         func push() throws {
-            for frontend in frontends {
-                for r in frontend.rings.indices where frontend.rings[r].unpushed {
-                    frontend.rings[r].unpushed = false
-                    if frontend.rings[r].ring.pushRequestsAndCheckNotify() {
-                        try frontend.channel?.notify(frontend.rings[r].port)
-                    }
-                }
-            }
+            for frontend in frontends { try frontend.pushRequests() }
         }
 
-        var fds = frontends.map { pollfd(fd: $0.channel?.fileDescriptor ?? -1, events: Int16(POLLIN), revents: 0) }
+        var fds = frontends.map { pollfd(fd: $0.eventDescriptor, events: Int16(POLLIN), revents: 0) }
         // The clock starts before the first request is issued, as fio's does, and the
         // figure is what completed over the time measured, not over `seconds`.
         let clock = ContinuousClock()
@@ -378,37 +261,25 @@ final class BlkbackBenchRingFrontend: @unchecked Sendable {
             if open, clock.now > deadline { open = false }
             var answered = false
             for f in frontends.indices {
-                let frontend = frontends[f]
-                for r in frontend.rings.indices {
-                    let producer = try frontend.rings[r].ring.checkedResponseProducer()
-                    while frontend.rings[r].ring.responseConsumer != producer {
-                        let consumer = frontend.rings[r].ring.responseConsumer
-                        let response = try BlkifResponse.decode(from: frontend.rings[r].ring.responseSlot(consumer),
-                                                                at: 0, abi: frontend.abi)
-                        frontend.rings[r].ring.responseConsumer = consumer &+ 1
-                        guard response.status == .okay, response.id < UInt64(frontend.depth),
-                              Int(response.id) % frontend.queues == r else {
-                            throw BlockBenchError.io("backend answered id \(response.id) on ring \(r) with \(response.status)")
-                        }
-                        inFlight -= 1
-                        operations += 1
-                        answered = true
-                        if open { try issue(f, slot: Int(response.id)) }
+                let count = try frontends[f].consumeResponses { slot, status in
+                    guard status == .okay else {
+                        throw BlockBenchError.io("backend answered slot \(slot) of frontend \(f) with \(status)")
                     }
+                    if open { try issue(f, slot: slot) }
+                }
+                if count > 0 {
+                    inFlight -= count
+                    operations += count
+                    answered = true
                 }
             }
             try push()
             if answered { continue }
             var waiting = false
-            for frontend in frontends {
-                for r in frontend.rings.indices where try frontend.rings[r].ring.finalCheckForResponses() { waiting = true }
-            }
+            for frontend in frontends where try frontend.finalCheckForResponses() { waiting = true }
             if waiting { continue }
             _ = poll(&fds, nfds_t(fds.count), 100)
-            for frontend in frontends {
-                guard let channel = frontend.channel else { continue }
-                try channel.takePending(atMost: frontend.queues) { port throws(PlatformError) in try channel.unmask(port) }
-            }
+            for frontend in frontends { try frontend.takeEvents() }
         }
         let elapsed = start.duration(to: clock.now)
         return BlkbackBenchRun(operations: operations,
@@ -416,49 +287,12 @@ final class BlkbackBenchRingFrontend: @unchecked Sendable {
     }
 }
 
-/// What one run of ``BlkbackBenchRingFrontend/drive(_:workload:regionBytes:seconds:)`` did.
+/// What one run of ``BlkbackBenchLoad/drive(_:workload:regionBytes:seconds:)`` did.
 struct BlkbackBenchRun: Sendable {
     /// Requests answered.
     var operations: Int
     /// Measured: from just before the first request was issued until the last answer.
     var seconds: Double
-}
-
-/// The xenbus steps of ``BlkbackBenchRingFrontend``.
-struct BlkbackBenchRingHooks: XenbusFrontendHooks {
-    let frontend: BlkbackBenchRingFrontend
-
-    func readBackend(_ backend: XenbusNodeReader, paths: XenbusDevicePaths) async throws -> BlkifBackendFeatures {
-        typealias Key = BlkifBackendFeatures.Key
-        var entries: [String: String] = [:]
-        for key in [Key.maxIndirectSegments, Key.maxQueues, Key.maxRingPageOrder, Key.flushCache] {
-            if let value = try await backend.optionalString(key) { entries[key] = value }
-        }
-        return try BlkifBackendFeatures(xenstore: entries)
-    }
-
-    func initialise(_ backend: BlkifBackendFeatures, paths: XenbusDevicePaths) async throws -> XenbusKeys {
-        do {
-            return try frontend.initialise(backend: paths.backendID, features: backend)
-        } catch {
-            frontend.failure.withLock { $0 = "\(error)" }
-            throw error
-        }
-    }
-
-    func connect(_ backend: XenbusNodeReader, paths: XenbusDevicePaths) async throws {
-        var entries: [String: String] = [:]
-        typealias Key = BlkifDiskProperties.Key
-        for key in [Key.sectors, Key.sectorSize, Key.info] {
-            if let value = try await backend.optionalString(key) { entries[key] = value }
-        }
-        frontend.sectors = try BlkifDiskProperties(xenstore: entries).sectors512
-        frontend.ready.store(true, ordering: .releasing)
-    }
-
-    func disconnect(paths: XenbusDevicePaths, reason: String) async {
-        frontend.ready.store(false, ordering: .releasing)
-    }
 }
 
 extension ThreadCPU {

@@ -418,7 +418,7 @@ struct BlockBenchRun {
 /// the whole frontend library, as an application uses it.
 enum BlockBenchFrontendLoad {
     /// With `onFrontendExecutor`, each task prefers its frontend's executor, so it runs
-    /// on the frontend's I/O thread (``BlockFrontendExecutor``).
+    /// on the frontend's I/O thread (``FrontendExecutor``).
     static func run(_ targets: [BlockBenchTarget], workload: BlockBenchWorkload, seconds: Double,
                     world: BlockBenchWorld, onFrontendExecutor: Bool = false) async throws -> BlockBenchRun {
         let clock = ContinuousClock()

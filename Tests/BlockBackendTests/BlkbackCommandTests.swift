@@ -49,10 +49,10 @@ struct BlkbackCommandTests {
         let dom0 = try LocalPlatform(stateDirectory: state)
         let domain = guest.domainID
         let front = try VbdAttached.start(guest, domain: domain, device: BlkbackDeviceTests.xvda)
-        try await vbdEventually("Connected through the daemon") { front.driver.state == .connected }
+        try await vbdEventually("Connected through the daemon") { front.blkif.state == .connected }
         let bytes = pattern(8192, seed: 0xC11)
-        #expect(try front.hooks.write(bytes, sector: 64) == .okay)
-        #expect(try front.hooks.read(sector: 64, count: 8192) == (.okay, bytes))
+        #expect(try front.blkif.write(bytes, sector: 64) == .okay)
+        #expect(try front.blkif.read(sector: 64, count: 8192) == (.okay, bytes))
 
         kill(blkback.processIdentifier, SIGTERM)
         blkback.waitUntilExit()
@@ -61,8 +61,8 @@ struct BlkbackCommandTests {
         let store = try dom0.connectXenStore()
         defer { store.close() }
         #expect(try await readNode(store, front.backendPath + "/state") == "6", "the daemon walked the device to Closed")
-        try await vbdEventually("the frontend let go") { front.hooks.snapshot.disconnects == 1 }
-        try await vbdEventually("no ring page still mapped") { front.hooks.endPinnedAccess() }
+        try await vbdEventually("the frontend let go") { front.blkif.disconnects == 1 }
+        try await vbdEventually("no ring page still mapped") { front.blkif.endPinnedAccess() }
         try await front.close()
 
         // The data reached the file itself.

@@ -44,7 +44,7 @@ struct BlkbackDeviceHostileTests {
     }
 
     /// Verified write and read-back of `pages` pages at `sector`.
-    static func roundTrip(_ front: VbdTestFrontend, sector: UInt64, seed: UInt64, pages: Int = 2) throws -> Bool {
+    static func roundTrip(_ front: BlkifRingDriver, sector: UInt64, seed: UInt64, pages: Int = 2) throws -> Bool {
         let bytes = pattern(pages * 4096, seed: seed)
         guard try front.write(bytes, sector: sector) == .okay else { return false }
         let (status, back) = try front.read(sector: sector, count: bytes.count)
@@ -64,32 +64,29 @@ struct BlkbackDeviceHostileTests {
         let baseline = try world.dom0.domainUsage()
 
         // The victim connects first, so its queue lands on the first (gated) worker.
-        let victim = try VbdAttached.start(victimGuest, domain: victimID, device: Self.xvda)
-        try await vbdEventually("victim Connected") { victim.driver.state == .connected }
+        let victim = try VbdAttached.start(victimGuest, domain: victimID, device: Self.xvda, configuration: .init(depth: 16))
+        try await vbdEventually("victim Connected") { victim.blkif.state == .connected }
         let other = try VbdAttached.start(otherGuest, domain: otherID, device: Self.xvda)
-        try await vbdEventually("other Connected") { other.driver.state == .connected }
-        #expect(try Self.roundTrip(other.hooks, sector: 64, seed: 1))
+        try await vbdEventually("other Connected") { other.blkif.state == .connected }
+        #expect(try Self.roundTrip(other.blkif, sector: 64, seed: 1))
 
         gate.close()
-        try victim.hooks.submitWrites(count: 16)
+        try victim.blkif.submitWrites(count: 16)
         try await vbdEventually("the victim's writes held in flight") { gate.held > 0 }
         #expect(try world.dom0.domainUsage()[victimID]?.pinnedGrants ?? 0 > 0, "the victim's ring is mapped")
 
-        let closing = Task { await victim.driver.close() }
+        let closing = Task { await victim.blkif.close(grantWaitSeconds: 20) }
         // Removal is waiting on the victim's I/O; the other worker's frontend is served.
-        for round in 0..<5 { #expect(try Self.roundTrip(other.hooks, sector: 128 + UInt64(round) * 16, seed: 10 + UInt64(round))) }
+        for round in 0..<5 { #expect(try Self.roundTrip(other.blkif, sector: 128 + UInt64(round) * 16, seed: 10 + UInt64(round))) }
         #expect(try world.dom0.domainUsage()[victimID]?.pinnedGrants ?? 0 > 0,
                 "the ring stays mapped while its requests are in flight")
 
         gate.open()
-        await closing.value
-        try await vbdEventually("the backend let go of the victim's ring") { victim.hooks.endPinnedAccess() }
-        try victim.hooks.release()
+        #expect(await closing.value == 0, "the backend let go of the victim's ring and data pages")
         victim.store.close()
-        #expect(try Self.roundTrip(other.hooks, sector: 512, seed: 20), "the other frontend still served")
+        #expect(try Self.roundTrip(other.blkif, sector: 512, seed: 20), "the other frontend still served")
 
         try await other.close()
-        try await vbdEventually("other's ring released") { other.hooks.endPinnedAccess() }
         try await world.toolstack.destroy(name: "victim")
         try await world.toolstack.destroy(name: "other")
         try await vbdEventually("backing files closed") {
@@ -113,22 +110,22 @@ struct BlkbackDeviceHostileTests {
         let running = RunningDaemon(try world.daemon())
         let flooder = try VbdAttached.start(floodGuest, domain: floodID, device: Self.xvda)
         let other = try VbdAttached.start(otherGuest, domain: otherID, device: Self.xvda)
-        try await vbdEventually("both Connected") { flooder.driver.state == .connected && other.driver.state == .connected }
-        guard let ring = flooder.hooks.snapshot.rings.first else { throw VbdTestError("flooder has no ring") }
+        try await vbdEventually("both Connected") { flooder.blkif.state == .connected && other.blkif.state == .connected }
+        guard let rings = flooder.blkif.rings else { throw VbdTestError("flooder has no ring") }
 
         // 200 000 notifications with nothing on the ring, while the other frontend does I/O.
         let (floodError, rounds) = runConcurrently({ () -> String? in
             do {
-                for _ in 0..<200_000 { try ring.eventChannel.notify(ring.port) }
+                for _ in 0..<200_000 { try rings.notify(queue: 0) }
                 return nil
             } catch { return "\(error)" }
         }, { () -> [Bool] in
-            (0..<20).map { round in (try? Self.roundTrip(other.hooks, sector: UInt64(round) * 16, seed: UInt64(round))) ?? false }
+            (0..<20).map { round in (try? Self.roundTrip(other.blkif, sector: UInt64(round) * 16, seed: UInt64(round))) ?? false }
         })
         #expect(floodError == nil)
         #expect(rounds.allSatisfy { $0 }, "other frontend's round trips: \(rounds)")
-        #expect(try Self.roundTrip(flooder.hooks, sector: 1000, seed: 99), "the flooder itself is still served")
-        #expect(flooder.driver.state == .connected)
+        #expect(try Self.roundTrip(flooder.blkif, sector: 1000, seed: 99), "the flooder itself is still served")
+        #expect(flooder.blkif.state == .connected)
 
         try await flooder.close()
         try await other.close()
@@ -142,9 +139,9 @@ struct BlkbackDeviceHostileTests {
         let (id, guest, image) = try await world.guestWithOneDisk(sectors: 4096)
         let running = RunningDaemon(try world.daemon())
         let first = try VbdAttached.start(guest, domain: id, device: Self.xvda)
-        try await vbdEventually("Connected") { first.driver.state == .connected }
+        try await vbdEventually("Connected") { first.blkif.state == .connected }
         let bytes = pattern(8192, seed: 0xAB1)
-        #expect(try first.hooks.write(bytes, sector: 40) == .okay)
+        #expect(try first.blkif.write(bytes, sector: 40) == .okay)
 
         // The ABI is read once, at connect (as blkback's connect_ring does): a rewrite,
         // even with a state write that wakes the backend, is not taken up mid-connection.
@@ -152,19 +149,18 @@ struct BlkbackDeviceHostileTests {
         try await first.store.write(first.frontendPath + "/state", "4")
         try await Task.sleep(for: .milliseconds(100))
         #expect(try await readNode(first.store, first.backendPath + "/state") == "4")
-        let (status, back) = try first.hooks.read(sector: 40, count: bytes.count)
+        let (status, back) = try first.blkif.read(sector: 40, count: bytes.count)
         #expect(status == .okay)
         #expect(back == bytes, "still served in the layout negotiated at connect")
         try await first.close()
-        try await vbdEventually("ring released") { first.hooks.endPinnedAccess() }
 
         // A new connection with the other ABI is served in that layout, data intact.
-        let second = try VbdAttached.start(guest, domain: id, device: Self.xvda, plan: VbdFrontendPlan(abi: .x86_32))
-        try await vbdEventually("Connected again") { second.driver.state == .connected }
-        let (status32, back32) = try second.hooks.read(sector: 40, count: bytes.count)
+        let second = try VbdAttached.start(guest, domain: id, device: Self.xvda, configuration: .init(abi: .x86_32))
+        try await vbdEventually("Connected again") { second.blkif.state == .connected }
+        let (status32, back32) = try second.blkif.read(sector: 40, count: bytes.count)
         #expect(status32 == .okay)
         #expect(back32 == bytes)
-        #expect(try Self.roundTrip(second.hooks, sector: 200, seed: 0xAB2))
+        #expect(try Self.roundTrip(second.blkif, sector: 200, seed: 0xAB2))
         try await second.close()
         try await running.stop()
     }
@@ -198,7 +194,7 @@ struct BlkbackDeviceHostileTests {
             }
         }
         let fronts = attached
-        try await vbdEventually("all Connected", seconds: 60) { fronts.allSatisfy { $0.driver.state == .connected } }
+        try await vbdEventually("all Connected", seconds: 60) { fronts.allSatisfy { $0.blkif.state == .connected } }
 
         // Every frontend on its own thread at once: distinct data per disk, read back twice.
         let results = Mutex([Bool](repeating: false, count: fronts.count))
@@ -209,7 +205,7 @@ struct BlkbackDeviceHostileTests {
                 var ok = true
                 for round in 0..<8 {
                     let sector = UInt64(round) * 64 + UInt64(index % 4) * 8
-                    ok = ok && ((try? Self.roundTrip(front.hooks, sector: sector, seed: UInt64(index) << 8 | UInt64(round))) ?? false)
+                    ok = ok && ((try? Self.roundTrip(front.blkif, sector: sector, seed: UInt64(index) << 8 | UInt64(round))) ?? false)
                 }
                 results.withLock { $0[index] = ok }
                 group.leave()
@@ -224,12 +220,11 @@ struct BlkbackDeviceHostileTests {
         // Each disk holds only its own writes.
         for (index, front) in fronts.enumerated() {
             let sector = UInt64(7) * 64 + UInt64(index % 4) * 8
-            let (status, back) = try front.hooks.read(sector: sector, count: 2 * 4096)
+            let (status, back) = try front.blkif.read(sector: sector, count: 2 * 4096)
             #expect(status == .okay)
             #expect(back == pattern(2 * 4096, seed: UInt64(index) << 8 | 7), "disk \(index)")
         }
         for front in fronts { try await front.close() }
-        try await vbdEventually("every ring released") { fronts.allSatisfy { $0.hooks.endPinnedAccess() } }
         let after = try world.dom0.domainUsage()
         #expect(after[0]?.mappingsHeld == baseline[0]?.mappingsHeld)
         #expect(after[0]?.copyBufferPages == baseline[0]?.copyBufferPages)
@@ -238,21 +233,11 @@ struct BlkbackDeviceHostileTests {
     }
 }
 
-extension VbdTestFrontend {
-    /// Queues `count` one-page writes (at sectors 0, 8, 16, ...) on queue `queue`, pushes
-    /// and notifies without waiting for the responses.
-    func submitWrites(count: Int, queue: Int = 0) throws {
-        guard let ring = state.withLock({ $0.rings.indices.contains(queue) ? $0.rings[queue] : nil }) else {
-            throw VbdTestError("queue \(queue) is not set up")
-        }
-        for index in 0..<count {
-            nextID += 1
-            let segment = BlkifSegment(gref: data.refs[index % Self.dataPages], firstSector: 0, lastSector: 7)
-            let request = BlkifRequest.direct(try BlkifDirectRequest(operation: .write, handle: 0, id: nextID,
-                                                                     sectorNumber: UInt64(8 * index),
-                                                                     segments: BlkifSegments([segment])))
-            try ring.produceRequest { request.encode(into: $0, at: 0, abi: self.plan.abi) }
-        }
-        try ring.pushRequestsAndNotify()
+extension BlkifRingDriver {
+    /// Sends `count` one-page writes from slot 0 on, without waiting for them.
+    func submitWrites(count: Int) throws {
+        guard let rings else { throw VbdTestError("\(frontendPath) is not connected") }
+        for slot in 0..<count { try rings.submit(.write, slot: slot, sector: UInt64(8 * slot), sectors: 8) }
+        try rings.pushRequests()
     }
 }

@@ -5,6 +5,7 @@ import XenBus
 import XenLocal
 import XenPlatform
 import XenStore
+import XenTesting
 @testable import BlockBackend
 
 /// The device layer end to end on the local hypervisor: disks attached by LocalToolstack,
@@ -41,10 +42,10 @@ struct BlkbackDeviceTests {
         defer { world.stop() }
         let (id, guest, image) = try await world.guestWithOneDisk(sectors: 4096)
         let running = RunningDaemon(try world.daemon())
-        let front = try VbdAttached.start(guest, domain: id, device: Self.xvda, plan: VbdFrontendPlan(ringPageOrder: order))
-        try await vbdEventually("frontend Connected") { front.driver.state == .connected }
+        let front = try VbdAttached.start(guest, domain: id, device: Self.xvda, configuration: .init(ringPageOrder: order))
+        try await vbdEventually("frontend Connected") { front.blkif.state == .connected }
 
-        let keys = front.hooks.snapshot.backendKeys
+        let keys = front.blkif.backendKeys
         #expect(keys["sectors"] == "4096")
         #expect(keys["sector-size"] == "512")
         #expect(keys["physical-sector-size"].flatMap { UInt32($0) }.map { $0 >= 512 && $0 % 512 == 0 } == true)
@@ -63,14 +64,13 @@ struct BlkbackDeviceTests {
         #expect(published.subtracting(documented).isEmpty, "undocumented backend keys: \(published.subtracting(documented))")
 
         let bytes = pattern(3 * 4096, seed: 0xB10C + UInt64(order))
-        #expect(try front.hooks.write(bytes, sector: 100) == .okay)
-        let (status, back) = try front.hooks.read(sector: 100, count: bytes.count)
+        #expect(try front.blkif.write(bytes, sector: 100) == .okay)
+        let (status, back) = try front.blkif.read(sector: 100, count: bytes.count)
         #expect(status == .okay)
         #expect(back == bytes)
-        #expect(try front.hooks.read(sector: 4095, count: 1024).0 == .error, "a read past the end is refused")
+        #expect(try front.blkif.read(sector: 4095, count: 1024).0 == .error, "a read past the end is refused")
 
         try await front.close()
-        try await vbdEventually("the backend unmapped the ring pages") { front.hooks.endPinnedAccess() }
         try await running.stop()
     }
 
@@ -80,11 +80,11 @@ struct BlkbackDeviceTests {
         defer { world.stop() }
         let (id, guest, image) = try await world.guestWithOneDisk(sectors: 1024)
         let running = RunningDaemon(try world.daemon())
-        let front = try VbdAttached.start(guest, domain: id, device: Self.xvda, plan: VbdFrontendPlan(abi: abi))
-        try await vbdEventually("Connected") { front.driver.state == .connected }
+        let front = try VbdAttached.start(guest, domain: id, device: Self.xvda, configuration: .init(abi: abi))
+        try await vbdEventually("Connected") { front.blkif.state == .connected }
         let bytes = pattern(8192, seed: 32)
-        #expect(try front.hooks.write(bytes, sector: 24) == .okay)
-        #expect(try front.hooks.read(sector: 24, count: 8192) == (.okay, bytes))
+        #expect(try front.blkif.write(bytes, sector: 24) == .okay)
+        #expect(try front.blkif.read(sector: 24, count: 8192) == (.okay, bytes))
         try await front.close()
         try await running.stop()
     }
@@ -100,16 +100,16 @@ struct BlkbackDeviceTests {
         let running = RunningDaemon(try world.daemon())
         let disk = try VbdAttached.start(guest, domain: id, device: Self.xvda)
         let cdrom = try VbdAttached.start(guest, domain: id, device: Self.xvdb)
-        try await vbdEventually("both Connected") { disk.driver.state == .connected && cdrom.driver.state == .connected }
-        let diskKeys = disk.hooks.snapshot.backendKeys
+        try await vbdEventually("both Connected") { disk.blkif.state == .connected && cdrom.blkif.state == .connected }
+        let diskKeys = disk.blkif.backendKeys
         #expect(diskKeys["feature-discard"] == "0")
         #expect(diskKeys["discard-granularity"] == nil)
-        let cdromKeys = cdrom.hooks.snapshot.backendKeys
+        let cdromKeys = cdrom.blkif.backendKeys
         let info = BlkifDiskInfo(rawValue: UInt32(cdromKeys["info"] ?? "") ?? 0)
         #expect(info == [.cdrom, .readOnly, .removable])
         #expect(cdromKeys["feature-discard"] == "0")
-        #expect(try cdrom.hooks.write(pattern(4096, seed: 1), sector: 0) == .error)
-        #expect(try cdrom.hooks.read(sector: 0, count: 4096).0 == .okay)
+        #expect(try cdrom.blkif.write(pattern(4096, seed: 1), sector: 0) == .error)
+        #expect(try cdrom.blkif.read(sector: 0, count: 4096).0 == .okay)
         try await disk.close()
         try await cdrom.close()
         try await running.stop()
@@ -121,15 +121,15 @@ struct BlkbackDeviceTests {
         defer { world.stop() }
         let (id, guest, image) = try await world.guestWithOneDisk(sectors: 2048)
         let running = RunningDaemon(try world.daemon(workers: 2))
-        let front = try VbdAttached.start(guest, domain: id, device: Self.xvda, plan: VbdFrontendPlan(queues: 2))
-        try await vbdEventually("frontend Connected") { front.driver.state == .connected }
+        let front = try VbdAttached.start(guest, domain: id, device: Self.xvda, configuration: .init(queues: 2))
+        try await vbdEventually("frontend Connected") { front.blkif.state == .connected }
         #expect(running.daemon.queuesPerWorker == [1, 1], "each queue placed on its own worker")
         for queue in 0..<2 {
             let bytes = pattern(4096, seed: UInt64(queue))
-            #expect(try front.hooks.write(bytes, sector: UInt64(queue * 8), queue: queue) == .okay)
+            #expect(try front.blkif.write(bytes, sector: UInt64(queue * 8), queue: queue) == .okay)
         }
         for queue in 0..<2 {
-            let (status, back) = try front.hooks.read(sector: UInt64(queue * 8), count: 4096, queue: 1 - queue)
+            let (status, back) = try front.blkif.read(sector: UInt64(queue * 8), count: 4096, queue: 1 - queue)
             #expect(status == .okay)
             #expect(back == pattern(4096, seed: UInt64(queue)))
         }
@@ -157,21 +157,21 @@ struct BlkbackDeviceTests {
             for device in [Self.xvda, Self.xvdb] { fronts.append(try VbdAttached.start(platform, domain: id, device: device)) }
         }
         for front in fronts {
-            try await vbdEventually("\(front.frontendPath) Connected") { front.driver.state == .connected }
+            try await vbdEventually("\(front.frontendPath) Connected") { front.blkif.state == .connected }
         }
         for (n, front) in fronts.enumerated() {
             let bytes = pattern(8192, seed: UInt64(n))
             if n == 3 {
-                #expect(front.hooks.snapshot.backendKeys["info"] == String(BlkifDiskInfo.readOnly.rawValue))
-                #expect(try front.hooks.write(bytes, sector: 0) == .error)
-                #expect(try front.hooks.read(sector: 0, count: 8192) == (.okay, [UInt8](repeating: 0, count: 8192)))
+                #expect(front.blkif.backendKeys["info"] == String(BlkifDiskInfo.readOnly.rawValue))
+                #expect(try front.blkif.write(bytes, sector: 0) == .error)
+                #expect(try front.blkif.read(sector: 0, count: 8192) == (.okay, [UInt8](repeating: 0, count: 8192)))
             } else {
-                #expect(front.hooks.snapshot.backendKeys["info"] == "0")
-                #expect(try front.hooks.write(bytes, sector: 16) == .okay)
+                #expect(front.blkif.backendKeys["info"] == "0")
+                #expect(try front.blkif.write(bytes, sector: 16) == .okay)
             }
         }
         for (n, front) in fronts.enumerated() where n != 3 {
-            let (status, back) = try front.hooks.read(sector: 16, count: 8192)
+            let (status, back) = try front.blkif.read(sector: 16, count: 8192)
             #expect(status == .okay)
             #expect(back == pattern(8192, seed: UInt64(n)), "\(front.frontendPath) reads its own data")
         }
@@ -186,14 +186,14 @@ struct BlkbackDeviceTests {
         let (id, guest, image) = try await world.guestWithOneDisk(sectors: 1024)
         let running = RunningDaemon(try world.daemon())
         let front = try VbdAttached.start(guest, domain: id, device: Self.xvda)
-        try await vbdEventually("frontend Connected") { front.driver.state == .connected }
-        #expect(try front.hooks.write(pattern(4096, seed: 1), sector: 2000) == .error, "past the end before the resize")
+        try await vbdEventually("frontend Connected") { front.blkif.state == .connected }
+        #expect(try front.blkif.write(pattern(4096, seed: 1), sector: 2000) == .error, "past the end before the resize")
         #expect(truncate(image, 4096 * 512) == 0)
         let store = try guest.connectXenStore()
         defer { store.close() }
         try await vbdEventually("sectors becomes 4096") { try await readNode(store, front.backendPath + "/sectors") == "4096" }
-        #expect(try front.hooks.write(pattern(4096, seed: 1), sector: 2000) == .okay)
-        #expect(try front.hooks.read(sector: 2000, count: 4096) == (.okay, pattern(4096, seed: 1)))
+        #expect(try front.blkif.write(pattern(4096, seed: 1), sector: 2000) == .okay)
+        #expect(try front.blkif.read(sector: 2000, count: 4096) == (.okay, pattern(4096, seed: 1)))
         try await front.close()
         try await running.stop()
     }
@@ -205,18 +205,18 @@ struct BlkbackDeviceTests {
         let (id, guest, image) = try await world.guestWithOneDisk(sectors: 1024)
         let running = RunningDaemon(try world.daemon())
         let first = try VbdAttached.start(guest, domain: id, device: Self.xvda)
-        try await vbdEventually("first Connected") { first.driver.state == .connected }
-        #expect(try first.hooks.write(pattern(4096, seed: 7), sector: 8) == .okay)
+        try await vbdEventually("first Connected") { first.blkif.state == .connected }
+        #expect(try first.blkif.write(pattern(4096, seed: 7), sector: 8) == .okay)
         try await first.close()
         let store = try guest.connectXenStore()
         defer { store.close() }
         try await vbdEventually("backend Closed") { try await readNode(store, first.backendPath + "/state") == "6" }
         try await vbdEventually("no queues left") { running.daemon.queuesPerWorker.allSatisfy { $0 == 0 } }
-        try await vbdEventually("the backend unmapped the ring pages") { first.hooks.endPinnedAccess() }
+        try await vbdEventually("the backend unmapped the ring pages") { first.blkif.endPinnedAccess() }
 
-        let second = try VbdAttached.start(guest, domain: id, device: Self.xvda, plan: VbdFrontendPlan(ringPageOrder: 1))
-        try await vbdEventually("second Connected") { second.driver.state == .connected }
-        #expect(try second.hooks.read(sector: 8, count: 4096) == (.okay, pattern(4096, seed: 7)))
+        let second = try VbdAttached.start(guest, domain: id, device: Self.xvda, configuration: .init(ringPageOrder: 1))
+        try await vbdEventually("second Connected") { second.blkif.state == .connected }
+        #expect(try second.blkif.read(sector: 8, count: 4096) == (.okay, pattern(4096, seed: 7)))
         try await second.close()
         try await running.stop()
     }
@@ -228,14 +228,14 @@ struct BlkbackDeviceTests {
         let (id, guest, image) = try await world.guestWithOneDisk(sectors: 1024)
         let first = RunningDaemon(try world.daemon())
         let front = try VbdAttached.start(guest, domain: id, device: Self.xvda)
-        try await vbdEventually("Connected") { front.driver.state == .connected }
-        #expect(try front.hooks.write(pattern(4096, seed: 3), sector: 0) == .okay)
+        try await vbdEventually("Connected") { front.blkif.state == .connected }
+        #expect(try front.blkif.write(pattern(4096, seed: 3), sector: 0) == .okay)
         try await first.stop()
         let second = RunningDaemon(try world.daemon())
         try await vbdEventually("Connected again") {
-            front.driver.state == .connected && front.hooks.snapshot.connects == 2
+            front.blkif.state == .connected && front.blkif.connects == 2
         }
-        #expect(try front.hooks.read(sector: 0, count: 4096) == (.okay, pattern(4096, seed: 3)))
+        #expect(try front.blkif.read(sector: 0, count: 4096) == (.okay, pattern(4096, seed: 3)))
         try await front.close()
         try await second.stop()
     }
@@ -247,12 +247,12 @@ struct BlkbackDeviceTests {
         let (id, guest, image) = try await world.guestWithOneDisk(sectors: 1024)
         let running = RunningDaemon(try world.daemon())
         let front = try VbdAttached.start(guest, domain: id, device: Self.xvda)
-        try await vbdEventually("Connected") { front.driver.state == .connected }
+        try await vbdEventually("Connected") { front.blkif.state == .connected }
         try await world.toolstack.removeBackends(of: id)
         try await vbdEventually("device released") { running.daemon.connectedDevices.isEmpty }
         #expect(running.daemon.queuesPerWorker == [0, 0])
-        try await vbdEventually("frontend disconnected") { front.hooks.snapshot.disconnects == 1 }
-        try await vbdEventually("the backend unmapped the ring pages") { front.hooks.endPinnedAccess() }
+        try await vbdEventually("frontend disconnected") { front.blkif.disconnects == 1 }
+        try await vbdEventually("the backend unmapped the ring pages") { front.blkif.endPinnedAccess() }
         try await front.close()
         try await running.stop()
     }
@@ -264,7 +264,7 @@ struct BlkbackDeviceTests {
         let (id, guest, image) = try await world.guestWithOneDisk(sectors: 1024)
         let running = RunningDaemon(try world.daemon())
         let front = try VbdAttached.start(guest, domain: id, device: Self.xvda)
-        try await vbdEventually("Connected") { front.driver.state == .connected }
+        try await vbdEventually("Connected") { front.blkif.state == .connected }
         let store = try world.dom0.connectXenStore()
         defer { store.close() }
         try await store.withTransaction { tx in
@@ -273,7 +273,7 @@ struct BlkbackDeviceTests {
         }
         try await vbdEventually("backend Closed") { try await readNode(store, front.backendPath + "/state") == "6" }
         try await vbdEventually("no queues left") { running.daemon.queuesPerWorker == [0, 0] }
-        try await vbdEventually("the backend unmapped the ring pages") { front.hooks.endPinnedAccess() }
+        try await vbdEventually("the backend unmapped the ring pages") { front.blkif.endPinnedAccess() }
         try await front.close()
         try await running.stop()
     }
@@ -292,8 +292,8 @@ struct BlkbackDeviceTests {
         let errorPath = "/local/domain/0/error/backend/vbd/\(id)/\(Self.xvdb)/error"
         try await vbdEventually("an error node names the missing target") { try await readNode(store, errorPath) != nil }
         #expect(try await readNode(store, errorPath)?.contains(b) == true)
-        try await vbdEventually("good device Connected") { good.driver.state == .connected }
-        #expect(try good.hooks.write(pattern(4096, seed: 4), sector: 0) == .okay)
+        try await vbdEventually("good device Connected") { good.blkif.state == .connected }
+        #expect(try good.blkif.write(pattern(4096, seed: 4), sector: 0) == .okay)
         try await good.close()
         try await running.stop()
     }
@@ -306,27 +306,24 @@ struct BlkbackDeviceTests {
         let running = RunningDaemon(try world.daemon())
         let good = try VbdAttached.start(guest, domain: id, device: Self.xvda)
         let bad = try VbdAttached.start(guest, domain: id, device: Self.xvdb)
-        try await vbdEventually("both Connected") { good.driver.state == .connected && bad.driver.state == .connected }
-        #expect(try bad.hooks.write(pattern(4096, seed: 5), sector: 0) == .okay)
-        try bad.hooks.overrunRing()
-        try await vbdEventually("the bad frontend was disconnected") { bad.hooks.snapshot.disconnects == 1 }
+        try await vbdEventually("both Connected") { good.blkif.state == .connected && bad.blkif.state == .connected }
+        #expect(try bad.blkif.write(pattern(4096, seed: 5), sector: 0) == .okay)
+        try bad.blkif.overrunRing()
+        try await vbdEventually("the bad frontend was disconnected") { bad.blkif.disconnects == 1 }
         // Our xenbus driver follows the backend to Closed; the backend does not invite it back.
         try await vbdEventually("the backend followed the frontend to Closed") {
             try await readNode(bad.store, bad.backendPath + "/state") == "6"
         }
-        #expect(bad.hooks.snapshot.connects == 1)
-        #expect(bad.driver.state == .closed)
-        try await vbdEventually("the old ring pages were unmapped") { bad.hooks.endPinnedAccess() }
-        await bad.driver.close()
-        bad.store.close()
-        try bad.hooks.release()
+        #expect(bad.blkif.connects == 1)
+        #expect(bad.blkif.state == .closed)
+        try await bad.close()
 
         // Starting over (a new driver: Initialising, fresh rings) is served.
         let again = try VbdAttached.start(guest, domain: id, device: Self.xvdb)
-        try await vbdEventually("reconnected with fresh rings") { again.driver.state == .connected }
-        #expect(try again.hooks.read(sector: 0, count: 4096) == (.okay, pattern(4096, seed: 5)))
-        #expect(good.hooks.snapshot.disconnects == 0)
-        #expect(try good.hooks.write(pattern(4096, seed: 6), sector: 0) == .okay)
+        try await vbdEventually("reconnected with fresh rings") { again.blkif.state == .connected }
+        #expect(try again.blkif.read(sector: 0, count: 4096) == (.okay, pattern(4096, seed: 5)))
+        #expect(good.blkif.disconnects == 0)
+        #expect(try good.blkif.write(pattern(4096, seed: 6), sector: 0) == .okay)
         try await again.close()
         try await good.close()
         try await running.stop()
@@ -340,7 +337,7 @@ struct BlkbackDeviceTests {
         let (id, guest) = try await world.guestWithTwoDisks()
         let running = RunningDaemon(try world.daemon())
         let baseline = try world.dom0.domainUsage()
-        var plan = VbdFrontendPlan()
+        var plan = BlkifRingDriver.Configuration()
         switch kind {
         case "queue-count":
             plan.queues = 2
@@ -362,19 +359,18 @@ struct BlkbackDeviceTests {
             plan.tamper = { $0.set("protocol", "sparc-abi") }
         }
         let good = try VbdAttached.start(guest, domain: id, device: Self.xvda)
-        let bad = try VbdAttached.start(guest, domain: id, device: Self.xvdb, plan: plan)
+        let bad = try VbdAttached.start(guest, domain: id, device: Self.xvdb, configuration: plan)
         let store = try world.dom0.connectXenStore()
         defer { store.close() }
         let errorPath = "/local/domain/0/error/backend/vbd/\(id)/\(Self.xvdb)/error"
         try await vbdEventually("an error node names the refusal") { try await readNode(store, errorPath) != nil }
-        try await vbdEventually("good device Connected") { good.driver.state == .connected }
-        #expect(try good.hooks.write(pattern(4096, seed: 9), sector: 0) == .okay)
-        #expect(try good.hooks.read(sector: 0, count: 4096) == (.okay, pattern(4096, seed: 9)))
-        #expect(bad.hooks.snapshot.connects == 0, "the refused device never connected")
+        try await vbdEventually("good device Connected") { good.blkif.state == .connected }
+        #expect(try good.blkif.write(pattern(4096, seed: 9), sector: 0) == .okay)
+        #expect(try good.blkif.read(sector: 0, count: 4096) == (.okay, pattern(4096, seed: 9)))
+        #expect(bad.blkif.connects == 0, "the refused device never connected")
         #expect(try await readNode(store, bad.backendPath + "/sectors") == nil)
         try await bad.close()
         try await good.close()
-        try await vbdEventually("both rings released") { good.hooks.endPinnedAccess() && bad.hooks.endPinnedAccess() }
         let after = try world.dom0.domainUsage()
         #expect(after[0]?.mappingsHeld == baseline[0]?.mappingsHeld, "no mapping left")
         #expect(after[0]?.ports == baseline[0]?.ports, "no port left")

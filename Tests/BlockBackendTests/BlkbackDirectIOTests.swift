@@ -138,10 +138,10 @@ struct BlkbackDirectIOTests {
         for (index, disk) in expected.enumerated() {
             let number = try DiskSpec.VirtualDevice(disk.vdev).number
             let front = try VbdAttached.start(guest, domain: id, device: number)
-            try await vbdEventually("\(disk.vdev) Connected") { front.driver.state == .connected }
+            try await vbdEventually("\(disk.vdev) Connected") { front.blkif.state == .connected }
             let bytes = pattern(5 * 4096, seed: 0xD10 + UInt64(index))
-            #expect(try front.hooks.write(bytes, sector: 64) == .okay, "\(disk.vdev)")
-            let (status, back) = try front.hooks.read(sector: 64, count: bytes.count)
+            #expect(try front.blkif.write(bytes, sector: 64) == .okay, "\(disk.vdev)")
+            let (status, back) = try front.blkif.read(sector: 64, count: bytes.count)
             #expect(status == .okay && back == bytes, "\(disk.vdev)")
             let held = try Self.descriptors(openOn: disk.path)
             #expect(held.count == 1, "\(disk.vdev): the backend holds the store open once")
@@ -168,19 +168,19 @@ struct BlkbackDirectIOTests {
         let (id, guest) = try await world.guest("g", disks: ["vdev=xvda,access=rw,direct-io-safe,target=\(loop.path)"])
         let running = try Self.uringDaemon(world)
         let front = try VbdAttached.start(guest, domain: id, device: try DiskSpec.VirtualDevice("xvda").number)
-        try await vbdEventually("xvda Connected") { front.driver.state == .connected }
-        let keys = front.hooks.snapshot.backendKeys
+        try await vbdEventually("xvda Connected") { front.blkif.state == .connected }
+        let keys = front.blkif.backendKeys
         #expect(keys["sector-size"] == "4096")
         #expect(keys["sectors"] == "4096", "2 MiB in 512-byte units, not 512 sectors of 4096")
         #expect(try Self.descriptors(openOn: loop.path).map(Self.hasDirectFlag) == [true])
 
         let bytes = pattern(4 * 4096, seed: 0x4C)
-        #expect(try front.hooks.write(bytes, sector: 8 * 10) == .okay)
-        let (status, back) = try front.hooks.read(sector: 8 * 10, count: bytes.count)
+        #expect(try front.blkif.write(bytes, sector: 8 * 10) == .okay)
+        let (status, back) = try front.blkif.read(sector: 8 * 10, count: bytes.count)
         #expect(status == .okay && back == bytes)
-        #expect(try front.hooks.read(sector: 8 * 20 + 1, count: 4096).0 == .error, "a read that splits 4096-byte sectors")
-        #expect(try front.hooks.write(Array(bytes[0..<512]), sector: 8 * 30) == .error, "a 512-byte write to it")
-        #expect(try front.hooks.write(bytes, sector: 8 * 30) == .okay, "the queue still serves")
+        #expect(try front.blkif.read(sector: 8 * 20 + 1, count: 4096).0 == .error, "a read that splits 4096-byte sectors")
+        #expect(try front.blkif.write(Array(bytes[0..<512]), sector: 8 * 30) == .error, "a 512-byte write to it")
+        #expect(try front.blkif.write(bytes, sector: 8 * 30) == .okay, "the queue still serves")
         try await front.close()
         try await running.stop()
         let contents = try image.contents()

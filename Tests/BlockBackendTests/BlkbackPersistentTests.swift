@@ -379,35 +379,29 @@ struct BlkbackPersistentDeviceTests {
         let (id, guest, image) = try await world.guestWithOneDisk(sectors: 4096, image: "p.img")
         let daemon = try Self.daemon(world, persistent: backend)
         let running = RunningDaemon(daemon)
-        var plan = VbdFrontendPlan()
+        var plan = BlkifRingDriver.Configuration()
         plan.tamper = { keys in if frontend { keys.set("feature-persistent", "1") } }
-        let front = try VbdAttached.start(guest, domain: id, device: BlkbackDeviceTests.xvda, plan: plan)
-        try await vbdEventually("frontend Connected") { front.driver.state == .connected }
-        #expect(front.hooks.snapshot.backendKeys["feature-persistent"] == (backend ? "1" : "0"))
+        let front = try VbdAttached.start(guest, domain: id, device: BlkbackDeviceTests.xvda, configuration: plan)
+        try await vbdEventually("frontend Connected") { front.blkif.state == .connected }
+        #expect(front.blkif.backendKeys["feature-persistent"] == (backend ? "1" : "0"))
         #expect(try await readNode(front.store, front.frontendPath + "/feature-persistent") == (frontend ? "1" : nil))
         let used = backend && frontend
         #expect(Self.queuesPersistent(daemon, front.backendPath) == [used])
 
         let bytes = pattern(3 * 4096, seed: 0xAB)
         for round in 0..<3 {
-            #expect(try front.hooks.write(bytes, sector: UInt64(100 + round * 8)) == .okay)
-            #expect(try front.hooks.read(sector: UInt64(100 + round * 8), count: bytes.count) == (.okay, bytes))
+            #expect(try front.blkif.write(bytes, sector: UInt64(100 + round * 8)) == .okay)
+            #expect(try front.blkif.read(sector: UInt64(100 + round * 8), count: bytes.count) == (.okay, bytes))
         }
         // Persistently mapped data pages are pinned: the frontend cannot end access to them
         // while connected. Copied ones never were mapped.
-        do {
-            try guest.endAccess(front.hooks.data)
+        if front.blkif.endDataAccess() {
             #expect(!used, "ending access succeeded although the backend should keep the pages mapped")
-        } catch {
-            #expect(used, "ending access failed although nothing should be mapped: \(error)")
+        } else {
+            #expect(used, "ending access failed although nothing should be mapped")
         }
-        await front.driver.close()
-        front.store.close()
-        if used {
-            // Once the backend saw Closing and removed its queues, every page comes back.
-            try await vbdEventually("the backend unmapped every data page") { (try? guest.endAccess(front.hooks.data)) != nil }
-        }
-        try await vbdEventually("the backend unmapped the ring pages") { front.hooks.endPinnedAccess() }
+        // Once the backend saw Closing and removed its queues, every page comes back.
+        try await front.close()
         try await running.stop()
     }
 
@@ -417,32 +411,28 @@ struct BlkbackPersistentDeviceTests {
         defer { world.stop() }
         let (id, guest) = try await world.guestWithTwoDisks()
         let running = RunningDaemon(try Self.daemon(world, persistent: true))
-        var plan = VbdFrontendPlan()
+        var plan = BlkifRingDriver.Configuration()
         plan.tamper = { $0.set("feature-persistent", "1") }
-        let broken = try VbdAttached.start(guest, domain: id, device: BlkbackDeviceTests.xvda, plan: plan)
-        let removed = try VbdAttached.start(guest, domain: id, device: BlkbackDeviceTests.xvdb, plan: plan)
-        try await vbdEventually("both Connected") { broken.driver.state == .connected && removed.driver.state == .connected }
+        let broken = try VbdAttached.start(guest, domain: id, device: BlkbackDeviceTests.xvda, configuration: plan)
+        let removed = try VbdAttached.start(guest, domain: id, device: BlkbackDeviceTests.xvdb, configuration: plan)
+        try await vbdEventually("both Connected") { broken.blkif.state == .connected && removed.blkif.state == .connected }
         for front in [broken, removed] {
             let bytes = pattern(8 * 4096, seed: 0x7D)
-            #expect(try front.hooks.write(bytes, sector: 16) == .okay)
-            #expect(try front.hooks.read(sector: 16, count: bytes.count) == (.okay, bytes))
-            #expect(throws: PlatformError.self, "the data pages are mapped") { try guest.endAccess(front.hooks.data) }
+            #expect(try front.blkif.write(bytes, sector: 16) == .okay)
+            #expect(try front.blkif.read(sector: 16, count: bytes.count) == (.okay, bytes))
+            #expect(!front.blkif.endDataAccess(), "the data pages are mapped")
         }
         // Disconnect: the daemon takes the queue down (and serves the device afresh).
-        try broken.hooks.overrunRing()
+        try broken.blkif.overrunRing()
         try await vbdEventually("the broken frontend's pages were unmapped") {
-            (try? guest.endAccess(broken.hooks.data)) != nil
+            broken.blkif.endDataAccess()
         }
         // Device removal: the backend node goes; the driver stops and removes its queues.
         try await world.toolstack.removeBackends(of: id)
         try await vbdEventually("the removed device's pages were unmapped") {
-            (try? guest.endAccess(removed.hooks.data)) != nil
+            removed.blkif.endDataAccess()
         }
-        for front in [broken, removed] {
-            await front.driver.close()
-            front.store.close()
-            try await vbdEventually("the ring pages were unmapped") { front.hooks.endPinnedAccess() }
-        }
+        for front in [broken, removed] { try await front.close() }
         try await running.stop()
     }
 

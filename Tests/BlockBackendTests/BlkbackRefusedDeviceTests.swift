@@ -243,7 +243,7 @@ struct BlkbackRefusedDeviceTests {
 
         // An honest frontend beside it, on our xenbus driver: it shows each process serving.
         let honest = try VbdAttached.start(guest, domain: id, device: BlkbackDeviceTests.xvda)
-        try await vbdEventually("the honest disk Connected") { honest.driver.state == .connected }
+        try await vbdEventually("the honest disk Connected") { honest.blkif.state == .connected }
         let hostile = try RawBlkfront(guest, domain: id, device: BlkbackDeviceTests.xvdb)
         defer { hostile.close() }
         let errorPath = "/local/domain/0/error/backend/vbd/\(id)/\(BlkbackDeviceTests.xvdb)/error"
@@ -275,8 +275,8 @@ struct BlkbackRefusedDeviceTests {
         writes.forget()
         backend = try BlkbackProcess(stateDirectory: world.directory, logPath: world.directory + "/blkback-2.log")
         // The new process took over the honest disk (its ring is still Connected): proof it runs.
-        let honestHooks = honest.hooks
-        #expect(try await offThePool { try honestHooks.read(sector: 0, count: 4096).0 } == .okay,
+        let honestDriver = honest.blkif
+        #expect(try await offThePool { try honestDriver.read(sector: 0, count: 4096).0 } == .okay,
                 "the honest disk is served by the new process")
         try await Self.checkStaysDown(hostile, writes, closingExpected: false, "after the backend restarted")
         #expect(backend.log.contains("not taking over the frontend's ring"), "the new process says why it holds the device")
@@ -287,8 +287,8 @@ struct BlkbackRefusedDeviceTests {
         let bytes = pattern(8192, seed: 0xF3)
         #expect(try await hostile.roundTrip(bytes, sector: 64), "served again after starting over")
         #expect(try await readNode(dom0Store, errorPath) == nil, "the refusal is cleared once the frontend started over")
-        #expect(honest.hooks.snapshot.disconnects == 0, "the honest disk was never disconnected")
-        #expect(try await offThePool { try honestHooks.write(pattern(4096, seed: 0xF4), sector: 16) } == .okay)
+        #expect(honest.blkif.disconnects == 0, "the honest disk was never disconnected")
+        #expect(try await offThePool { try honestDriver.write(pattern(4096, seed: 0xF4), sector: 16) } == .okay)
         try await honest.close()
     }
 

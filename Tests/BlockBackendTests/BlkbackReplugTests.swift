@@ -68,22 +68,21 @@ struct BlkbackReplugTests {
 
         let running = RunningDaemon(try world.daemon())
         let first = try VbdAttached.start(guest, domain: id, device: Self.xvda)
-        try await vbdEventually("first Connected") { first.driver.state == .connected }
+        try await vbdEventually("first Connected") { first.blkif.state == .connected }
         let bytes = pattern(8192, seed: atomically ? 1 : 2)
-        #expect(try first.hooks.write(bytes, sector: 16) == .okay)
+        #expect(try first.blkif.write(bytes, sector: 16) == .okay)
 
         try await Self.replug(store, snap, backend: backendPath, frontend: frontendPath, frontendID: id,
                               atomically: atomically)
         // The old frontend goes away without a word (its xenstore connection closes), as a
         // guest's driver instance does when its device node is replaced.
-        first.store.close()
-        _ = await first.driver.stopped()
-        try await vbdEventually("the old ring released") { first.hooks.endPinnedAccess() }
-        try first.hooks.release()
+        first.blkif.dropXenStore()
+        _ = await first.blkif.stopped()
+        try await first.close()
 
         let second = try VbdAttached.start(guest, domain: id, device: Self.xvda)
-        try await vbdEventually("second Connected") { second.driver.state == .connected }
-        let (status, back) = try second.hooks.read(sector: 16, count: bytes.count)
+        try await vbdEventually("second Connected") { second.blkif.state == .connected }
+        let (status, back) = try second.blkif.read(sector: 16, count: bytes.count)
         #expect(status == .okay)
         #expect(back == bytes)
         // One driver, one queue: two drivers would have mapped the new ring twice.

@@ -140,153 +140,14 @@ final class RunningDaemon: Sendable {
     }
 }
 
-/// What a test frontend writes, including deliberately broken variants.
-struct VbdFrontendPlan: Sendable {
-    var ringPageOrder: UInt32 = 0
-    var queues = 1
-    var abi: BlkifABI = .native
-    /// Applied to the keys before they are published (hostile frontends).
-    var tamper: @Sendable (inout XenbusKeys) -> Void = { _ in }
-}
-
-/// A small blkif frontend for tests, on XenBus's frontend driver: grants one ring per
-/// queue and a few data pages, writes the keys, and once Connected reads and writes the
-/// disk through the rings with Blkif's encoders. Not the BlockFrontend library.
-final class VbdTestFrontend: XenbusFrontendHooks, @unchecked Sendable {
-    // SAFETY (@unchecked): the rings are used by one test thread at a time after the
-    // driver connected; the driver's hooks touch `state` only through its mutex.
-    typealias Backend = BlkifBackendFeatures
-
-    struct State {
-        var rings: [MockRingPeer.Frontend] = []
-        var backendKeys: [String: String] = [:]
-        var connects = 0
-        var disconnects = 0
-        /// Rings whose pages the backend still mapped when the frontend let go of them.
-        var pinned: [MockRingPeer.Frontend] = []
-    }
-
-    let platform: LocalPlatform
-    let plan: VbdFrontendPlan
-    let data: SharedPages
-    let state = Mutex(State())
-    var nextID: UInt64 = 1
-
-    static let dataPages = 8
-
-    init(platform: LocalPlatform, plan: VbdFrontendPlan = VbdFrontendPlan()) throws {
-        self.platform = platform
-        self.plan = plan
-        data = try platform.share(pages: Self.dataPages, with: .dom0, writable: true)
-    }
-
-    func readBackend(_ backend: XenbusNodeReader, paths: XenbusDevicePaths) async throws -> BlkifBackendFeatures {
-        var entries: [String: String] = [:]
-        for key in [BlkifBackendFeatures.Key.maxRingPageOrder, BlkifBackendFeatures.Key.maxQueues,
-                    BlkifBackendFeatures.Key.flushCache, BlkifBackendFeatures.Key.discard] {
-            if let value = try await backend.optionalString(key) { entries[key] = value }
-        }
-        return try BlkifBackendFeatures(xenstore: entries)
-    }
-
-    func initialise(_ backend: BlkifBackendFeatures, paths: XenbusDevicePaths) async throws -> XenbusKeys {
-        var rings: [MockRingPeer.Frontend] = []
-        do {
-            for _ in 0..<plan.queues {
-                rings.append(try MockRingPeer.Frontend(platform: platform, backendDomain: .dom0,
-                                                       pages: 1 << Int(min(plan.ringPageOrder, 4)),
-                                                       entrySize: plan.abi.slotSize))
-            }
-        } catch {
-            for ring in rings { try? ring.close() }
-            throw error
-        }
-        var keys = XenbusKeys()
-        keys.set("protocol", plan.abi.protocolName)
-        if plan.ringPageOrder > 0 { keys.set("ring-page-order", String(plan.ringPageOrder)) }
-        if plan.queues > 1 { keys.set("multi-queue-num-queues", String(plan.queues)) }
-        let connection = BlkifConnectionKeys(ringPageOrder: plan.ringPageOrder, queues: rings.map {
-            BlkifConnectionKeys.Queue(ringRefs: $0.pages.refs, eventChannel: $0.port)
-        })
-        for (key, value) in connection.xenstoreEntries.sorted(by: { $0.key < $1.key }) { keys.set(key, value) }
-        plan.tamper(&keys)
-        state.withLock { $0.rings = rings }
-        return keys
-    }
-
-    func connect(_ backend: XenbusNodeReader, paths: XenbusDevicePaths) async throws {
-        var entries: [String: String] = [:]
-        let store = try platform.connectXenStore()
-        defer { store.close() }
-        for key in try await store.directory(paths.backend) {
-            entries[key] = try await store.readString(paths.backend + "/" + key)
-        }
-        state.withLock {
-            $0.backendKeys = entries
-            $0.connects += 1
-        }
-    }
-
-    func disconnect(paths: XenbusDevicePaths, reason: String) async {
-        let rings = state.withLock { s -> [MockRingPeer.Frontend] in
-            defer { s.rings = [] }
-            s.disconnects += 1
-            return s.rings
-        }
-        // The frontend may let go before the backend has seen it close (as blkfront does);
-        // ending access fails while the backend still maps a ring page, so such rings are
-        // kept for ``endPinnedAccess()``.
-        for ring in rings {
-            do { try ring.close() } catch { state.withLock { $0.pinned.append(ring) } }
-        }
-    }
-
-    /// Tries again to end access to rings the backend still mapped; true when none is left.
-    func endPinnedAccess() -> Bool {
-        state.withLock { s in
-            s.pinned = s.pinned.filter { (try? $0.close()) == nil }
-            return s.pinned.isEmpty
-        }
-    }
-
-    var snapshot: State { state.withLock { $0 } }
-
-    // MARK: I/O through the rings (test thread only, after Connected)
-
-    /// Writes `bytes` (whole sectors, at most the data pages) at `sector` through queue
-    /// `queue`; returns the response status.
-    func write(_ bytes: [UInt8], sector: UInt64, queue: Int = 0) throws -> BlkifStatus {
-        bytes.withUnsafeBytes { data.view.copyBytes(from: $0, to: 0) }
-        return try transfer(.write, sector: sector, byteCount: bytes.count, queue: queue)
-    }
-
-    /// Reads `count` bytes at `sector` through queue `queue`.
-    func read(sector: UInt64, count: Int, queue: Int = 0) throws -> (BlkifStatus, [UInt8]) {
-        data.view.fill(0, at: 0, length: count)
-        let status = try transfer(.read, sector: sector, byteCount: count, queue: queue)
-        return (status, data.view.bytes(at: 0, length: count))
-    }
-
-    private func transfer(_ operation: BlkifDirectOperation, sector: UInt64, byteCount: Int, queue: Int) throws -> BlkifStatus {
-        guard let ring = state.withLock({ $0.rings.indices.contains(queue) ? $0.rings[queue] : nil }) else {
-            throw VbdTestError("queue \(queue) is not set up")
-        }
-        nextID += 1
-        return try ring.blkifTransfer(operation, sector: sector, byteCount: byteCount, data: data, id: nextID, abi: plan.abi)
-    }
-
+extension BlkifRingDriver {
     /// Publishes a req_prod a whole ring ahead of the responses (io/ring.h forbids more
     /// than RING_SIZE outstanding) and notifies: a frontend breaking the ring.
     func overrunRing(queue: Int = 0) throws {
-        guard let ring = state.withLock({ $0.rings.indices.contains(queue) ? $0.rings[queue] : nil }) else {
-            throw VbdTestError("queue \(queue) is not set up")
-        }
-        ring.shared.storeRequestProducer(ring.shared.loadResponseProducer() &+ ring.ring.size &+ 1)
-        try ring.eventChannel.notify(ring.port)
-    }
-
-    func release() throws {
-        try platform.endAccess(data)
+        guard let rings else { throw VbdTestError("\(frontendPath) is not connected") }
+        let ring = rings.ring(queue)
+        ring.shared.storeRequestProducer(ring.shared.loadResponseProducer() &+ ring.size &+ 1)
+        try rings.notify(queue: queue)
     }
 }
 
@@ -346,28 +207,28 @@ struct VbdTestError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// A frontend driver plus its hooks and xenstore connection.
+/// A vbd frontend driven by XenTesting's ``BlkifRingDriver``, with a xenstore connection
+/// of the guest's for the test to look and write with.
 struct VbdAttached {
-    let hooks: VbdTestFrontend
-    let driver: XenbusFrontendDevice<VbdTestFrontend>
+    let blkif: BlkifRingDriver
     let store: XenStoreClient
     let frontendPath: String
     let backendPath: String
 
     static func start(_ platform: LocalPlatform, domain: DomainID, device: UInt32,
-                      plan: VbdFrontendPlan = VbdFrontendPlan()) throws -> VbdAttached {
-        let hooks = try VbdTestFrontend(platform: platform, plan: plan)
-        let store = try platform.connectXenStore()
+                      configuration: BlkifRingDriver.Configuration = .init()) throws -> VbdAttached {
         let frontendPath = LocalToolstack.frontendPath(kind: "vbd", frontend: domain, device: device)
-        let driver = XenbusFrontendDevice(store: store, frontend: frontendPath, hooks: hooks, logger: vbdLogger)
-        return VbdAttached(hooks: hooks, driver: driver, store: store, frontendPath: frontendPath,
+        let blkif = try BlkifRingDriver(platform: platform, frontendPath: frontendPath, configuration: configuration,
+                                        logger: vbdLogger)
+        return VbdAttached(blkif: blkif, store: try platform.connectXenStore(), frontendPath: frontendPath,
                            backendPath: LocalToolstack.backendPath(kind: "vbd", frontend: domain, device: device))
     }
 
+    /// Closes the frontend; every page it granted must come back within 20 s.
     func close() async throws {
-        await driver.close()
         store.close()
-        try hooks.release()
+        let granted = await blkif.close(grantWaitSeconds: 20)
+        guard granted == 0 else { throw VbdTestError("\(frontendPath): \(granted) page sets still granted after close") }
     }
 }
 

@@ -1,22 +1,22 @@
 import Synchronization
 
-/// A task executor that runs tasks on the frontend's I/O thread (SE-0417): a task that
+/// A task executor that runs tasks on a frontend's I/O thread (SE-0417): a task that
 /// prefers it (`withTaskExecutorPreference(frontend.executor) { ... }`, and its child
 /// tasks) is resumed where its request completed and submits its next request there, so
 /// a read or write costs no hand-over to a thread of the global pool and back.
 ///
 /// While no I/O thread runs (before the first connection, across a backend restart,
 /// after close) its jobs go to the global executor, so nothing waits for a thread that
-/// is not there. Code run on it must not block: it would stall every request of the disk.
-public final class BlockFrontendExecutor: TaskExecutor, Sendable {
+/// is not there. Code run on it must not block: it would stall every request of the device.
+public final class FrontendExecutor: TaskExecutor, Sendable {
     private let jobs = Mutex<[UnownedJob]>([])
     /// `jobs` is not empty (read by the I/O thread without the mutex).
     private let hasJobs = Atomic<Bool>(false)
     /// An I/O thread runs the jobs.
     private let running = Atomic<Bool>(false)
-    private let wakeUp: BlockFrontendWakeUp
+    private let wakeUp: FrontendWakeUp
 
-    init(wakeUp: BlockFrontendWakeUp) {
+    init(wakeUp: FrontendWakeUp) {
         self.wakeUp = wakeUp
     }
 
