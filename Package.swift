@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "BlockBackend", targets: ["BlockBackend"]),
         .library(name: "NBD", targets: ["NBD"]),
         .library(name: "BlockFrontend", targets: ["BlockFrontend"]),
+        .library(name: "NetBackend", targets: ["NetBackend"]),
         .executable(name: "xensplit", targets: ["xensplit"]),
         .executable(name: "xensplit-bench", targets: ["xensplit-bench"]),
     ],
@@ -95,6 +96,12 @@ let package = Package(
             dependencies: ["XenBus", "XenDevice", "Blkif", "XenRing", "SharedMemory", "XenPlatform", "XenStore",
                            .product(name: "Logging", package: "swift-log")]
         ),
+        // The net backend: vifs over TAP devices, served by the XenDevice workers.
+        .target(
+            name: "NetBackend",
+            dependencies: ["Netif", "Tap", "XenDevice", "XenBus", "XenRing", "SharedMemory", "XenPlatform", "XenStore", "URing",
+                           .product(name: "Logging", package: "swift-log")]
+        ),
         // The C reference: Xen's own io/ring.h macros, for interop tests and benchmarks.
         .target(name: "CRingReference"),
 
@@ -102,7 +109,7 @@ let package = Package(
             name: "xensplit",
             dependencies: [
                 "XenStore", "XenLocal", "XenPlatform", "XenLinux", "XenTesting", "BlockBackend", "URing",
-                "BlockFrontend", "NBD", "Blkif",
+                "BlockFrontend", "NBD", "Blkif", "NetBackend",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

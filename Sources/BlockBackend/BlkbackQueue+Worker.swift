@@ -7,6 +7,8 @@ extension BlkbackQueue: BackendQueue {
     /// One engine operation per request slot.
     public var engineReservation: Int { configuration.slots }
 
+    public func handles(port: EventPort) -> Bool { port == self.port }
+
     public var isDisconnected: Bool { disconnectReason != nil }
 
     /// The backing store, so each request names it by its file-table slot.

@@ -12,8 +12,10 @@ public protocol BackendQueue: AnyObject {
     var name: String { get }
     /// The handle the frontend's port is bound on; the worker polls its descriptor.
     var eventChannel: any EventChannel { get }
-    /// The local port of this queue's frontend (several queues may share one handle).
-    var port: EventPort { get }
+    /// Whether `port`, pending on ``eventChannel``, is one of this queue's (a queue may
+    /// have several, as a net queue with split tx and rx channels; several queues may
+    /// share one handle).
+    func handles(port: EventPort) -> Bool
     /// The most engine operations this queue has in flight at once; the worker reserves
     /// that much engine capacity (plus its poll) when the queue is added.
     var engineReservation: Int { get }

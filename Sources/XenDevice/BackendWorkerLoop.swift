@@ -157,7 +157,7 @@ final class BackendWorkerLoop: @unchecked Sendable {
                 try channel.unmask(port)
                 for index in entries.indices {
                     guard let entry = entries[index], entry.queue.eventChannel === channel,
-                          entry.queue.port == port else { continue }
+                          entry.queue.handles(port: port) else { continue }
                     markDirty(index)
                 }
             }

@@ -40,6 +40,7 @@ final class PipeRelayQueue: BackendQueue, @unchecked Sendable {
 
     deinit { buffer.deallocate() }
 
+    func handles(port: EventPort) -> Bool { port == self.port }
     var engineReservation: Int { 2 }
     var inFlight: Int { readInFlight ? 1 : 0 }
     var isDisconnected: Bool { disconnected }

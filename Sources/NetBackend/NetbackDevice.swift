@@ -1,0 +1,321 @@
+import Glibc
+import Logging
+import Netif
+import Synchronization
+import Tap
+import XenBus
+import XenDevice
+import XenPlatform
+import XenRing
+import XenStore
+
+/// What the backend reads from a vif's frontend: its features and its rings' keys.
+public struct NetbackFrontendRequest: Sendable {
+    public let features: NetifFrontendFeatures
+    public let connection: NetifConnectionKeys
+}
+
+/// Limits a daemon puts on every vif it serves.
+public struct NetbackDeviceLimits: Sendable {
+    /// Buffers per queue.
+    public var queue = NetbackQueueConfiguration()
+    /// How long to wait for the hotplug script's `hotplug-status` before refusing the vif.
+    public var hotplugTimeout: Duration = .seconds(60)
+
+    public init() {}
+}
+
+/// One vif: its TAP device (made before InitWait, named vifDOMID.DEVID or the toolstack's
+/// `vifname`), its features, and while connected its queue on a worker. The toolstack's
+/// hotplug script puts the TAP device on a bridge and writes `hotplug-status`; the vif
+/// connects only after that reads `connected`, as Linux's netback waits for it.
+public final class NetbackDevice: BackendDevice, @unchecked Sendable {
+    // SAFETY (@unchecked): mutable state is behind `state`; the rest is set at init.
+    public let backendPath: String
+    let platform: any Platform
+    let store: XenStoreClient
+    let limits: NetbackDeviceLimits
+    let placement: BackendPlacement
+    let logger: Logger
+    let reportViolation: @Sendable (String) -> Void
+    /// The lines this vif's frontend can cause, rate-limited.
+    public let guestLog: GuestLog
+    let state = Mutex(State())
+
+    struct State {
+        var tap: TapDevice?
+        var connected: Connected?
+    }
+
+    /// A connection's queue and what it holds.
+    struct Connected: @unchecked Sendable {
+        // SAFETY (@unchecked): the queue belongs to its worker; only removal touches it here.
+        let queue: NetbackQueue
+        let worker: BackendWorker
+        let mappings: [GrantMapping]
+        let channel: any EventChannel
+    }
+
+    /// The backend features every vif advertises (io/netif.h); multi-queue and the control
+    /// ring come later.
+    public static let advertised: NetifBackendFeatures = {
+        var features = NetifBackendFeatures()
+        features.rxCopy = true
+        features.scatterGather = true
+        features.gsoTCPv4 = true
+        features.gsoTCPv6 = true
+        features.ipv6ChecksumOffload = true
+        features.splitEventChannels = true
+        return features
+    }()
+
+    init(backendPath: String, platform: any Platform, store: XenStoreClient, limits: NetbackDeviceLimits,
+         placement: BackendPlacement, logger: Logger, guestLogPolicy: GuestLog.Policy = GuestLog.Policy(),
+         reportViolation: @escaping @Sendable (String) -> Void) {
+        self.backendPath = backendPath
+        self.platform = platform
+        self.store = store
+        self.limits = limits
+        self.placement = placement
+        var logger = logger
+        logger[metadataKey: "device"] = "\(backendPath)"
+        self.logger = logger
+        self.reportViolation = reportViolation
+        guestLog = GuestLog(logger: logger, policy: guestLogPolicy)
+    }
+
+    /// The TAP device's name, once made.
+    public var interfaceName: String? { state.withLock { $0.tap?.name } }
+
+    public var isConnected: Bool { state.withLock { $0.connected != nil } }
+
+    // MARK: Xenbus hooks
+
+    public func features(for paths: XenbusDevicePaths) async throws -> XenbusKeys {
+        try await makeTap(paths)
+        return Self.keys(Self.advertised.xenstoreEntries)
+    }
+
+    public func readFrontend(_ frontend: XenbusNodeReader, paths: XenbusDevicePaths) async throws -> NetbackFrontendRequest {
+        typealias Key = NetifFrontendFeatures.Key
+        do {
+            let features = try NetifFrontendFeatures(xenstore: try await Self.read(frontend, [
+                Key.requestRxCopy, Key.rxNotify, Key.scatterGather, Key.gsoTCPv4, Key.gsoTCPv6, Key.noChecksumOffload,
+                Key.ipv6ChecksumOffload, Key.requestMulticastControl, Key.queueCount, Key.trusted]))
+            // Only copying receive is offered (feature-rx-flip 0): a frontend that does not
+            // ask for it wants page flipping, which no current Xen supports.
+            guard features.requestRxCopy else {
+                throw XenbusError.invalidValue(path: frontend.path(of: Key.requestRxCopy), value: "0",
+                                               expected: "1: this backend only copies (feature-rx-flip is 0)")
+            }
+            if let queues = features.queueCount, queues != 1 {
+                throw XenbusError.invalidValue(path: frontend.path(of: Key.queueCount), value: String(queues),
+                                               expected: "1: multi-queue is not offered")
+            }
+            let connection = try NetifConnectionKeys(
+                xenstore: try await Self.read(frontend, NetifConnectionKeys.keys(queueCount: 1)), queueCount: 1,
+                splitEventChannels: Self.advertised.splitEventChannels, controlRing: false)
+            return NetbackFrontendRequest(features: features, connection: connection)
+        } catch let error as XenbusError {
+            logger.error("netback: refused frontend keys", metadata: ["error": "\(error)"])
+            throw error
+        } catch {
+            logger.error("netback: refused frontend keys", metadata: ["error": "\(error)"])
+            throw XenbusError.hookFailed(hook: "readFrontend", reason: "\(error)")
+        }
+    }
+
+    public func connect(_ frontend: NetbackFrontendRequest, paths: XenbusDevicePaths) async throws -> XenbusKeys {
+        guard let tap = state.withLock({ $0.tap }) else {
+            throw XenbusError.hookFailed(hook: "connect", reason: "no TAP device was made for \(backendPath)")
+        }
+        try await waitForHotplug()
+        let features = NetbackGuestFeatures(frontend.features)
+        var offloads: TapOffloads = []
+        if features.checksumOffload {
+            offloads.insert(.checksum)
+            if features.gsoTCPv4 { offloads.insert(.tso4) }
+            if features.gsoTCPv6 { offloads.insert(.tso6) }
+        }
+        do { try tap.setOffloads(offloads) } catch { throw NetbackError.tap(error) }
+        let connected = try makeQueue(frontend.connection.queues[0], features: features, tap: tap, paths: paths)
+        state.withLock { $0.connected = connected }
+        try? tap.setCarrier(true)
+        logger.info("netback: connected", metadata: [
+            "interface": "\(tap.name)", "split-event-channels": "\(connected.queue.txPort != connected.queue.rxPort)",
+            "sg": "\(features.scatterGather)", "csum-offload": "\(features.checksumOffload)",
+            "gso-tcpv4": "\(features.gsoTCPv4)", "gso-tcpv6": "\(features.gsoTCPv6)"])
+        return XenbusKeys()
+    }
+
+    public func disconnect(paths: XenbusDevicePaths, reason: String) async {
+        let connected = state.withLock { value -> Connected? in
+            defer { value.connected = nil }
+            return value.connected
+        }
+        if let tap = state.withLock({ $0.tap }) { try? tap.setCarrier(false) }
+        guard let connected else { return }
+        await release(connected)
+        logger.info("netback: disconnected", metadata: ["reason": "\(reason)"])
+    }
+
+    /// Closes the TAP device; called once, after the driver stopped.
+    public func release() {
+        let tap = state.withLock { value -> TapDevice? in
+            defer { value.tap = nil }
+            return value.tap
+        }
+        tap?.close()
+    }
+
+    public func housekeeping(store: XenStoreClient) async {
+        guestLog.flush()
+    }
+
+    // MARK: Internals
+
+    /// Makes the vif's TAP device once (it outlives reconnections, as Linux's vif does):
+    /// named by `vifname` or vifDOMID.DEVID, MTU from `mtu`, netback's MAC address.
+    private func makeTap(_ paths: XenbusDevicePaths) async throws {
+        guard state.withLock({ $0.tap }) == nil else { return }
+        let name = (try? await store.readString(paths.backend + "/" + NetifToolstackKeys.vifName))
+            ?? "vif\(paths.frontendID).\(paths.devid)"
+        var mtu = NetifToolstackKeys.defaultMTU
+        if let text = try? await store.readString(paths.backend + "/" + NetifToolstackKeys.mtu) {
+            guard let value = Int(text), (68...65535).contains(value) else {
+                throw XenbusError.invalidValue(path: paths.backend + "/" + NetifToolstackKeys.mtu, value: text,
+                                               expected: "a decimal from 68 to 65535")
+            }
+            mtu = value
+        }
+        let tap: TapDevice
+        do {
+            tap = try TapDevice(name: name)
+            try tap.setMTU(mtu)
+            try tap.setHardwareAddress(.netbackVif)
+            try tap.setCarrier(false)
+        } catch {
+            logger.error("netback: cannot make the TAP device", metadata: ["interface": "\(name)", "error": "\(error)"])
+            throw NetbackError.tap(error)
+        }
+        state.withLock { $0.tap = tap }
+        logger.info("netback: TAP device made", metadata: ["interface": "\(tap.name)", "mtu": "\(mtu)"])
+    }
+
+    /// Waits for the hotplug script's `hotplug-status` to read `connected`.
+    private func waitForHotplug() async throws {
+        let path = backendPath + "/" + NetifToolstackKeys.hotplugStatus
+        let clock = ContinuousClock()
+        let deadline = clock.now + limits.hotplugTimeout
+        var pause = Duration.milliseconds(5)
+        var logged = false
+        while true {
+            let status = try? await store.readString(path)
+            if status == NetifToolstackKeys.hotplugConnected { return }
+            if status == "error" {
+                let why = try? await store.readString(backendPath + "/" + NetifToolstackKeys.hotplugError)
+                throw NetbackError.hotplugFailed(path: backendPath, error: why)
+            }
+            guard clock.now < deadline else {
+                throw NetbackError.hotplugTimeout(path: backendPath, seconds: Int(limits.hotplugTimeout.components.seconds))
+            }
+            if !logged, pause >= .milliseconds(200) {
+                logged = true
+                logger.info("netback: waiting for the vif script's hotplug-status", metadata: ["path": "\(path)"])
+            }
+            try await Task.sleep(for: pause)
+            pause = min(pause * 2, .milliseconds(200))
+        }
+    }
+
+    private func makeQueue(_ keys: NetifConnectionKeys.Queue, features: NetbackGuestFeatures, tap: TapDevice,
+                           paths: XenbusDevicePaths) throws -> Connected {
+        let mapper = platform.grantMapper
+        guard let descriptor = tap.queues.first else { throw NetbackError.tap(.closed(device: tap.name)) }
+        // The engine waits for the device itself (a poll armed by io_uring, a watch in the
+        // thread-pool engine): the descriptor must block, or a read would fail EAGAIN.
+        _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) & ~O_NONBLOCK)
+        let txMapping = try mapper.map([keys.txRingRef], from: paths.frontendID, writable: true)
+        var mappings = [txMapping]
+        do {
+            let rxMapping = try mapper.map([keys.rxRingRef], from: paths.frontendID, writable: true)
+            mappings.append(rxMapping)
+            let txShared = try SharedRing(memory: txMapping.view, entrySize: NetifLayout.txSlotSize)
+            let rxShared = try SharedRing(memory: rxMapping.view, entrySize: NetifLayout.rxSlotSize)
+            let channel = try platform.openEventChannel()
+            do {
+                let txPort: EventPort, rxPort: EventPort
+                switch keys.eventChannels {
+                case let .shared(port):
+                    txPort = try channel.bindInterdomain(remote: paths.frontendID, remotePort: port)
+                    rxPort = txPort
+                case let .split(tx, rx):
+                    txPort = try channel.bindInterdomain(remote: paths.frontendID, remotePort: tx)
+                    rxPort = try channel.bindInterdomain(remote: paths.frontendID, remotePort: rx)
+                }
+                let queue = try NetbackQueue(
+                    name: backendPath, frontendDomain: paths.frontendID,
+                    txRing: BackRing(attaching: txShared, at: txShared.loadResponseProducer()),
+                    rxRing: BackRing(attaching: rxShared, at: rxShared.loadResponseProducer()),
+                    eventChannel: channel, txPort: txPort, rxPort: rxPort, mapper: mapper, tapDescriptor: descriptor,
+                    features: features, configuration: limits.queue, logger: logger, guestLog: guestLog)
+                let worker = placement.take()
+                do {
+                    try worker.addQueue(queue) { [weak self, weak queue] in
+                        // On the worker's thread: the queue's state is ours to read. A
+                        // report from a connection already torn down changes nothing.
+                        guard let self, let queue, let reason = queue.disconnectReason, self.serves(queue) else { return }
+                        self.reportViolation("\(self.backendPath): \(reason)")
+                    }
+                } catch {
+                    placement.give(worker)
+                    try? queue.close()
+                    throw NetbackError.worker(error)
+                }
+                return Connected(queue: queue, worker: worker, mappings: mappings, channel: channel)
+            } catch {
+                channel.close()
+                throw error
+            }
+        } catch {
+            for mapping in mappings { try? mapper.unmap(mapping) }
+            throw error
+        }
+    }
+
+    func serves(_ queue: NetbackQueue) -> Bool {
+        state.withLock { $0.connected?.queue === queue }
+    }
+
+    private func release(_ connected: Connected) async {
+        do {
+            try await connected.worker.removeQueue(connected.queue)
+        } catch {
+            logger.error("netback: removing a queue from its worker failed", metadata: ["error": "\(error)"])
+        }
+        placement.give(connected.worker)
+        logger.info("netback: vif statistics", metadata: ["statistics": "\(connected.queue.statistics)"])
+        try? connected.queue.close()
+        connected.channel.close()
+        for mapping in connected.mappings {
+            do { try platform.grantMapper.unmap(mapping) } catch {
+                logger.error("netback: unmapping a ring failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    static func keys(_ entries: [String: String]) -> XenbusKeys {
+        var keys = XenbusKeys()
+        for (key, value) in entries.sorted(by: { $0.key < $1.key }) { keys.set(key, value) }
+        return keys
+    }
+
+    /// The nodes among `keys` that exist under `node`.
+    private static func read(_ node: XenbusNodeReader, _ keys: [String]) async throws -> [String: String] {
+        var entries: [String: String] = [:]
+        for key in keys {
+            if let value = try await node.optionalString(key) { entries[key] = value }
+        }
+        return entries
+    }
+}

@@ -1,0 +1,172 @@
+import Glibc
+import Netif
+import SharedMemory
+import Tap
+import URing
+import XenPlatform
+import XenRing
+
+/// Host to guest: TAP reads into the queue's buffers, then into the guest's posted buffers.
+extension NetbackQueue {
+    /// Delivers held packets while the guest has buffers, then keeps every idle buffer
+    /// reading the TAP device.
+    func receive<Engine: BlockIOEngine>(engine: Engine) {
+        deliverHeld()
+        guard disconnectReason == nil else { return }
+        for index in rxState.indices where rxState[index] == .idle {
+            let buffer = UnsafeMutableRawBufferPointer(start: base(rxBuffer, index), count: Self.stride)
+            let request = BlockRequest(.streamRead(tap, into: buffer), userData: userDataBase | UInt64(Self.rxTag | index))
+            guard case .accepted = engine.enqueue(request) else { return }
+            rxState[index] = .reading
+        }
+    }
+
+    /// A TAP read finished: a packet to hold for the guest, or the buffer back to idle.
+    func readCompleted(_ index: Int, result: Int32) {
+        guard index >= 0, index < rxState.count, rxState[index] == .reading else { return }
+        guard result > Int32(Self.headerSize), !leaving, disconnectReason == nil else {
+            rxState[index] = .idle
+            return
+        }
+        rxState[index] = .held(Int(result))
+        rxHeld.append(index)
+    }
+
+    /// Delivers held packets in order while the guest posted enough buffers for the next.
+    func deliverHeld() {
+        while rxHeldHead < rxHeld.count, disconnectReason == nil {
+            let index = rxHeld[rxHeldHead]
+            guard case let .held(length) = rxState[index] else { break }
+            guard deliver(index, length: length) else { break }
+            rxState[index] = .idle
+            rxHeldHead += 1
+        }
+        if rxHeldHead == rxHeld.count {
+            rxHeld.removeAll(keepingCapacity: true)
+            rxHeldHead = 0
+        }
+    }
+
+    /// Puts the packet in rx buffer `index` (`length` bytes with its header) into the
+    /// guest's buffers. False when the guest has not posted enough yet (the packet waits,
+    /// and the ring's request event is set so its next post notifies us).
+    func deliver(_ index: Int, length: Int) -> Bool {
+        let base = base(rxBuffer, index)
+        let frame = UnsafeMutableRawBufferPointer(start: base + Self.headerSize, count: length - Self.headerSize)
+        guard let header = VirtioNetHeader(decoding: UnsafeRawBufferPointer(start: base, count: Self.headerSize)),
+              let plan = plan(frame, header: header) else {
+            statistics.rxDropped += 1
+            return true
+        }
+        let needed = UInt32(plan.requestsNeeded)
+        do throws(RingError) {
+            var posted = try rxRing.unconsumedRequests()
+            if posted < needed {
+                guard try rxRing.finalCheckForRequests() else { return false }
+                posted = try rxRing.unconsumedRequests()
+                guard posted >= needed else { return false }
+            }
+        } catch {
+            disconnect(.ring(direction: .rx, error))
+            return false
+        }
+        fill(plan, frame: UnsafeRawBufferPointer(frame), offsetInBuffer: index * Self.stride + Self.headerSize)
+        return true
+    }
+
+    /// How the packet spreads over the guest's buffers, with its checksum flags and GSO
+    /// extra; nil when the guest cannot take it (dropped and counted).
+    func plan(_ frame: UnsafeMutableRawBufferPointer, header: VirtioNetHeader) -> NetifRxPlan? {
+        var flags: NetifRxFlags = []
+        var extras: [NetifExtraInfo] = []
+        if header.flags.contains(.needsChecksum) {
+            if features.checksumOffload, features.ipv6ChecksumOffload || !Self.isIPv6(frame) {
+                flags = [.checksumBlank, .dataValidated]
+            } else {
+                // The guest does not take a partial checksum of this kind: finish it here.
+                do {
+                    try NetifChecksumOffload.completePartialChecksum(
+                        in: frame, start: Int(header.csumStart), offset: Int(header.csumOffset), end: frame.count)
+                } catch {
+                    return nil
+                }
+                flags = [.dataValidated]
+            }
+        } else if header.flags.contains(.dataValid) {
+            flags = [.dataValidated]
+        }
+        if header.gsoType != .none {
+            switch header.gsoType {
+            case .tcpv4 where features.gsoTCPv4:
+                extras.append(NetifExtraInfo(.gso(size: header.gsoSize, type: .tcpv4, features: 0)))
+            case .tcpv6 where features.gsoTCPv6:
+                extras.append(NetifExtraInfo(.gso(size: header.gsoSize, type: .tcpv6, features: 0)))
+            default:
+                // The TAP's offloads mirror what the guest takes, so this is a kernel
+                // that ignored them: drop.
+                return nil
+            }
+        }
+        guard let plan = try? NetifRxPlan(length: frame.count, flags: flags, extras: extras) else { return nil }
+        if !features.scatterGather, frame.count > 4096 { return nil }
+        return plan
+    }
+
+    static func isIPv6(_ frame: UnsafeMutableRawBufferPointer) -> Bool {
+        guard frame.count >= 14 else { return false }
+        var type = UInt16(frame[12]) << 8 | UInt16(frame[13])
+        if type == 0x8100 || type == 0x88A8, frame.count >= 18 { type = UInt16(frame[16]) << 8 | UInt16(frame[17]) }
+        return type == 0x86DD
+    }
+
+    /// Consumes the plan's requests: copies each data piece into its request's page, then
+    /// writes each response (or extra-info slot) in its request's slot.
+    func fill(_ plan: NetifRxPlan, frame: UnsafeRawBufferPointer, offsetInBuffer: Int) {
+        let start = rxRing.requestConsumer
+        var requests: [NetifRxRequest] = []
+        requests.reserveCapacity(plan.slots.count)
+        for i in 0..<plan.slots.count {
+            do {
+                requests.append(try NetifRxRequest.decode(from: rxRing.requestSlot(start &+ UInt32(i)), at: 0))
+            } catch {
+                disconnect(.packet(error))
+                return
+            }
+        }
+        rxRing.requestConsumer &+= UInt32(plan.slots.count)
+        var count = 0
+        for (i, slot) in plan.slots.enumerated() {
+            guard case let .data(packetOffset, length, _) = slot else { continue }
+            copies[count] = GrantCopySegment(
+                source: .local(buffer: rxBuffer.id, offset: offsetInBuffer + packetOffset),
+                destination: .grant(domain: frontendDomain, ref: requests[i].gref, offset: 0), length: UInt16(length))
+            count += 1
+        }
+        var failed = false
+        let batch = UnsafeMutableBufferPointer(rebasing: copies[0..<count])
+        do { try mapper.copy(batch) } catch { failed = true }
+        if !failed { failed = batch.contains { $0.status != .okay } }
+        if failed {
+            statistics.rxErrors += 1
+            guestLog.log(.warning, "netback rx grant copy failed", metadata: [
+                "queue": "\(name)", "frontend": "d\(frontendDomain)"])
+        } else {
+            statistics.rxPackets += 1
+            statistics.rxBytes += frame.count
+        }
+        for (i, slot) in plan.slots.enumerated() {
+            let view = rxRing.responseSlot(rxRing.responseProducerPrivate)
+            switch slot {
+            case let .data(_, length, flags):
+                let response = failed
+                    ? NetifRxResponse(id: requests[i].id, offset: 0, flags: flags, status: NetifStatus.error.rawValue)
+                    : NetifRxResponse(id: requests[i].id, offset: 0, flags: flags, size: UInt16(length))
+                response.encode(into: view, at: 0)
+            case let .extra(extra):
+                extra.encode(into: view, at: 0)
+            }
+            rxRing.responseProducerPrivate &+= 1
+        }
+        rxUnpushed = true
+    }
+}

@@ -1,0 +1,279 @@
+import Glibc
+import Logging
+import Netif
+import SharedMemory
+import URing
+import XenDevice
+import XenPlatform
+import XenRing
+
+/// What the frontend of one vif takes, from its keys (io/netif.h), as the queue uses it.
+public struct NetbackGuestFeatures: Sendable, Equatable {
+    /// feature-sg: packets over several rx buffers.
+    public var scatterGather: Bool
+    /// Checksum offload towards the guest (feature-no-csum-offload is 0): NETRXF_csum_blank.
+    public var checksumOffload: Bool
+    /// feature-ipv6-csum-offload.
+    public var ipv6ChecksumOffload: Bool
+    /// feature-gso-tcpv4 and -tcpv6: GSO packets with an extra-info slot.
+    public var gsoTCPv4: Bool
+    public var gsoTCPv6: Bool
+
+    public init(scatterGather: Bool = true, checksumOffload: Bool = true, ipv6ChecksumOffload: Bool = true,
+                gsoTCPv4: Bool = true, gsoTCPv6: Bool = true) {
+        self.scatterGather = scatterGather
+        self.checksumOffload = checksumOffload
+        self.ipv6ChecksumOffload = ipv6ChecksumOffload
+        self.gsoTCPv4 = gsoTCPv4
+        self.gsoTCPv6 = gsoTCPv6
+    }
+
+    /// As the frontend's keys say; GSO only with scatter-gather, as Linux's netback takes it.
+    public init(_ features: NetifFrontendFeatures) {
+        self.init(scatterGather: features.scatterGather, checksumOffload: !features.noChecksumOffload,
+                  ipv6ChecksumOffload: features.ipv6ChecksumOffload,
+                  gsoTCPv4: features.scatterGather && features.gsoTCPv4,
+                  gsoTCPv6: features.scatterGather && features.gsoTCPv6)
+    }
+}
+
+/// How many packets a queue holds in its own buffers, each direction.
+public struct NetbackQueueConfiguration: Sendable, Equatable {
+    /// Guest packets copied out and being written to the TAP device at once.
+    public var txBuffers: Int
+    /// TAP reads outstanding, and packets held for a guest short of rx buffers.
+    public var rxBuffers: Int
+
+    public init(txBuffers: Int = 16, rxBuffers: Int = 8) {
+        self.txBuffers = txBuffers
+        self.rxBuffers = rxBuffers
+    }
+}
+
+/// One netif queue pair of a vif: its tx and rx rings, served on a ``BackendWorker``.
+///
+/// TX (guest to host): each chain is parsed once from the ring (``NetifTxChainParser``),
+/// its fragments grant-copied into one of the queue's own buffers behind a virtio-net
+/// header built from the chain's flags and GSO extra, the slots answered, and the buffer
+/// written to the TAP device by the engine. RX (host to guest): the engine reads the TAP
+/// device into the queue's buffers; each packet is planned over the guest's posted buffers
+/// (``NetifRxPlan``), grant-copied into them and answered slot by slot. A guest that posts
+/// no rx buffers holds at most ``NetbackQueueConfiguration/rxBuffers`` packets here; the
+/// rest wait in the kernel's TAP queue, which drops past its length: memory stays bounded.
+public final class NetbackQueue: @unchecked Sendable {
+    // SAFETY (@unchecked): used by one worker thread while on it, by its owner otherwise.
+
+    public let name: String
+    public let frontendDomain: DomainID
+    public let eventChannel: any EventChannel
+    public let txPort: EventPort
+    public let rxPort: EventPort
+    public let features: NetbackGuestFeatures
+    public let configuration: NetbackQueueConfiguration
+    /// Why the queue stopped serving; nil while it serves.
+    public private(set) var disconnectReason: NetbackError?
+    public internal(set) var statistics = NetbackStatistics()
+
+    var txRing: BackRing
+    var rxRing: BackRing
+    let mapper: any GrantMapper
+    let logger: Logger
+    let guestLog: GuestLog
+    let tapDescriptor: Int32
+    var tap: FileReference
+    let parser = NetifTxChainParser()
+
+    /// Bytes per buffer: a virtio-net header and the largest packet, in whole pages.
+    static let stride = 17 * 4096
+    static let headerSize = 10
+    let txBuffer: CopyBuffer
+    let rxBuffer: CopyBuffer
+    /// Free tx buffers, by index.
+    var txFree: [Int]
+    let txVectors: UnsafeMutableBufferPointer<iovec>
+    var txWriting = 0
+    /// What each rx buffer holds: idle, being read into, or a packet of that many bytes
+    /// (header included) waiting for the guest's buffers.
+    enum RxBufferState: Equatable { case idle, reading, held(Int) }
+    var rxState: [RxBufferState]
+    /// Held rx buffers, oldest first.
+    var rxHeld: [Int]
+    var rxHeldHead = 0
+    var cancels = 0
+    var leaving = false
+    var closed = false
+    let copies: UnsafeMutableBufferPointer<GrantCopySegment>
+    var userDataBase: UInt64 = 0
+    var txUnpushed = false
+    var rxUnpushed = false
+
+    /// User data below bit 32: tx buffer i is i, rx buffer i is `rxTag | i`, a cancel has
+    /// `cancelTag` set.
+    static let rxTag = 1 << 20
+    static let cancelTag = 1 << 21
+
+    /// A queue over mapped rings `txRing` and `rxRing` of `frontendDomain`, notified on
+    /// `txPort` and `rxPort` (the same port for a shared channel) of `eventChannel`,
+    /// moving packets to and from the TAP queue `tapDescriptor` (blocking mode: the engine
+    /// waits for it).
+    public init(name: String, frontendDomain: DomainID, txRing: BackRing, rxRing: BackRing,
+                eventChannel: any EventChannel, txPort: EventPort, rxPort: EventPort, mapper: any GrantMapper,
+                tapDescriptor: Int32, features: NetbackGuestFeatures,
+                configuration: NetbackQueueConfiguration = NetbackQueueConfiguration(),
+                logger: Logger = Logger(label: "xensplit.netback"), guestLog: GuestLog? = nil) throws(NetbackError) {
+        guard (1...256).contains(configuration.txBuffers) else {
+            throw .configuration(name: "tx buffers", value: configuration.txBuffers, limit: 1...256)
+        }
+        guard (1...256).contains(configuration.rxBuffers) else {
+            throw .configuration(name: "rx buffers", value: configuration.rxBuffers, limit: 1...256)
+        }
+        self.name = name
+        self.frontendDomain = frontendDomain
+        self.txRing = txRing
+        self.rxRing = rxRing
+        self.eventChannel = eventChannel
+        self.txPort = txPort
+        self.rxPort = rxPort
+        self.mapper = mapper
+        self.tapDescriptor = tapDescriptor
+        self.tap = .descriptor(tapDescriptor)
+        self.features = features
+        self.configuration = configuration
+        self.logger = logger
+        self.guestLog = guestLog ?? GuestLog(logger: logger)
+        let pages = Self.stride / 4096
+        do {
+            txBuffer = try mapper.registerCopyBuffer(pages: pages * configuration.txBuffers)
+        } catch { throw .platform(error) }
+        do {
+            rxBuffer = try mapper.registerCopyBuffer(pages: pages * configuration.rxBuffers)
+        } catch {
+            try? mapper.unregisterCopyBuffer(txBuffer)
+            throw .platform(error)
+        }
+        txFree = Array((0..<configuration.txBuffers).reversed())
+        txVectors = .allocate(capacity: configuration.txBuffers)
+        txVectors.initialize(repeating: iovec())
+        rxState = Array(repeating: .idle, count: configuration.rxBuffers)
+        rxHeld = []
+        rxHeld.reserveCapacity(configuration.rxBuffers)
+        // The most copies one packet needs: a page-crossing piece per slot, either way.
+        copies = .allocate(capacity: 2 * (NetifLimits.minimumSlotsPerPacket + 17))
+        copies.initialize(repeating: GrantCopySegment(source: .local(buffer: 0, offset: 0),
+                                                      destination: .local(buffer: 0, offset: 0), length: 0))
+    }
+
+    deinit {
+        txVectors.deallocate()
+        copies.deallocate()
+    }
+
+    /// The start of buffer `index` of `buffer`.
+    func base(_ buffer: CopyBuffer, _ index: Int) -> UnsafeMutableRawPointer {
+        buffer.view.baseAddress + index * Self.stride
+    }
+
+    /// Engine operations in flight: TAP writes and reads, and cancels.
+    public var inFlight: Int {
+        txWriting + rxState.count(where: { $0 == .reading }) + cancels
+    }
+
+    /// Stops serving for `reason`, once, with a log line; in-flight operations still
+    /// complete (the buffers are ours) but nothing more is written to the rings.
+    func disconnect(_ reason: NetbackError) {
+        guard disconnectReason == nil else { return }
+        disconnectReason = reason
+        guestLog.log(.error, "netback queue disconnected", metadata: [
+            "queue": "\(name)", "frontend": "d\(frontendDomain)", "reason": "\(reason)"])
+    }
+
+    /// Releases the copy buffers. Only once nothing is in flight.
+    public func close() throws(NetbackError) {
+        guard !closed else { return }
+        guard inFlight == 0 else {
+            throw .configuration(name: "operations in flight at close", value: inFlight, limit: 0...0)
+        }
+        closed = true
+        var failure: PlatformError?
+        for buffer in [txBuffer, rxBuffer] {
+            do { try mapper.unregisterCopyBuffer(buffer) } catch { failure = failure ?? error }
+        }
+        if let failure { throw .platform(failure) }
+    }
+
+    /// Publishes both rings' responses and notifies where io/ring.h says the guest waits.
+    public func pushResponses() {
+        guard disconnectReason == nil else { return }
+        var notifyTx = false, notifyRx = false
+        if txUnpushed {
+            txUnpushed = false
+            notifyTx = txRing.pushResponsesAndCheckNotify()
+        }
+        if rxUnpushed {
+            rxUnpushed = false
+            notifyRx = rxRing.pushResponsesAndCheckNotify()
+        }
+        do throws(PlatformError) {
+            if notifyTx { try eventChannel.notify(txPort) }
+            if notifyRx, !(notifyTx && rxPort == txPort) { try eventChannel.notify(rxPort) }
+        } catch {
+            disconnect(.platform(error))
+        }
+    }
+}
+
+/// What the device-neutral worker loop asks of a netif queue pair.
+extension NetbackQueue: BackendQueue {
+    public func handles(port: EventPort) -> Bool { port == txPort || port == rxPort }
+
+    /// A write per tx buffer, a read and a cancel per rx buffer.
+    public var engineReservation: Int { configuration.txBuffers + 2 * configuration.rxBuffers }
+
+    public var isDisconnected: Bool { disconnectReason != nil }
+
+    public var registrableDescriptor: Int32? { tapDescriptor }
+
+    public func attach(userDataBase: UInt64, registeredFile: UInt32?) {
+        self.userDataBase = userDataBase
+        tap = registeredFile.map { .registered($0) } ?? .descriptor(tapDescriptor)
+    }
+
+    public func service<Engine: BlockIOEngine>(engine: Engine) -> Bool {
+        guard disconnectReason == nil, !closed, !leaving else { return false }
+        let more = transmit(engine: engine)
+        if disconnectReason == nil { receive(engine: engine) }
+        return more
+    }
+
+    public func complete<Engine: BlockIOEngine>(slot: Int, result: Int32, engine: Engine) {
+        if slot & Self.cancelTag != 0 {
+            cancels -= 1
+        } else if slot & Self.rxTag != 0 {
+            readCompleted(slot & ~Self.rxTag, result: result)
+        } else {
+            writeCompleted(slot, result: result)
+        }
+    }
+
+    public func cancelWaits<Engine: BlockIOEngine>(engine: Engine) {
+        leaving = true
+        for index in rxState.indices where rxState[index] == .reading {
+            let target = userDataBase | UInt64(Self.rxTag | index)
+            if case .accepted = engine.enqueue(BlockRequest(.cancel(target: target),
+                                                            userData: userDataBase | UInt64(Self.cancelTag | index))) {
+                cancels += 1
+            }
+        }
+    }
+
+    public func eventChannelFailed(_ error: PlatformError) {
+        disconnect(.platform(error))
+    }
+
+    public func retire() {
+        logger.info("netback queue statistics", metadata: ["queue": "\(name)", "statistics": "\(statistics)"])
+        do { try close() } catch {
+            logger.error("netback queue: releasing its buffers failed", metadata: ["queue": "\(name)", "error": "\(error)"])
+        }
+    }
+}
