@@ -21,6 +21,8 @@ public struct NetbackDeviceLimits: Sendable {
     public var queue = NetbackQueueConfiguration()
     /// How long to wait for the hotplug script's `hotplug-status` before refusing the vif.
     public var hotplugTimeout: Duration = .seconds(60)
+    /// The network namespace the TAP devices are made in; nil: the daemon's own.
+    public var namespace: NetworkNamespace?
 
     public init() {}
 }
@@ -190,7 +192,7 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
         }
         let tap: TapDevice
         do {
-            tap = try TapDevice(name: name)
+            tap = try TapDevice(name: name, in: limits.namespace)
             try tap.setMTU(mtu)
             try tap.setHardwareAddress(.netbackVif)
             try tap.setCarrier(false)

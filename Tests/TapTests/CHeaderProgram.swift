@@ -1,4 +1,5 @@
 import Foundation
+import XenTesting
 
 /// Tests/TapTests/C/vnet_header_check.c built with the system C compiler against the
 /// installed linux headers and run once per test run; its output split into fields.
@@ -22,38 +23,10 @@ struct CHeaderOutput: Sendable {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let binary = directory.appendingPathComponent("vnet_header_check").path
-        let compile = try Command.run("/usr/bin/env", ["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-o", binary, source.path])
+        let compile = try TestCommand.run("/usr/bin/env", ["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-o", binary, source.path])
         guard compile.status == 0 else { throw Failure(description: "cc failed (\(compile.status)):\n\(compile.stderr)") }
-        let run = try Command.run(binary, [])
+        let run = try TestCommand.run(binary, [])
         guard run.status == 0 else { throw Failure(description: "vnet_header_check exited \(run.status): \(run.stderr)") }
         lines = run.stdout.split(separator: "\n").map { $0.split(separator: "\t").map(String.init) }
-    }
-}
-
-/// A program run to its end, its output collected from files read after it exits.
-enum Command {
-    static func run(_ path: String, _ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("xensplit-cmd-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let outURL = directory.appendingPathComponent("stdout")
-        let errURL = directory.appendingPathComponent("stderr")
-        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        let out = try FileHandle(forWritingTo: outURL)
-        let err = try FileHandle(forWritingTo: errURL)
-        defer {
-            try? out.close()
-            try? err.close()
-        }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        process.waitUntilExit()
-        return (process.terminationStatus, try String(contentsOf: outURL, encoding: .utf8),
-                try String(contentsOf: errURL, encoding: .utf8))
     }
 }

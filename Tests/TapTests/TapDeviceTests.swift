@@ -3,6 +3,7 @@ import Netif
 import SystemCalls
 import Tap
 import Testing
+import XenTesting
 
 /// TAP devices in network namespaces each test makes and deletes: settings seen by the
 /// kernel, frames through the kernel's own IPv4 stack, carrier, multi-queue, teardown.
@@ -108,14 +109,14 @@ import Testing
         let fd = tap.queues[0]
 
         let payload = (0..<56).map { UInt8($0 * 7 & 0xFF) }
-        let icmp = Frames.echoRequest(identifier: 0xBEEF, sequence: 7, payload: payload)
-        let request = VirtioNetHeader().bytes + Frames.ethernet(to: Self.localMAC, from: Self.peerMAC)
-            + Frames.ipv4(from: Self.peer, to: Self.local, protocol: 1, payloadLength: icmp.count) + icmp
+        let icmp = TestFrames.echoRequest(identifier: 0xBEEF, sequence: 7, payload: payload)
+        let request = VirtioNetHeader().bytes + TestFrames.ethernet(to: Self.localMAC, from: Self.peerMAC)
+            + TestFrames.ipv4(from: Self.peer, to: Self.local, protocol: 1, payloadLength: icmp.count) + icmp
         try Self.write(request, to: fd)
 
         let reply = try #require(Self.read(from: fd) { frame in
-            frame.count >= 10 + 14 + 20 + 8 && Frames.u16(frame, 22) == 0x0800 && frame[10 + 14 + 9] == 1
-                && frame[10 + 34] == 0 && Frames.u16(frame, 10 + 38) == 0xBEEF
+            frame.count >= 10 + 14 + 20 + 8 && TestFrames.u16(frame, 22) == 0x0800 && frame[10 + 14 + 9] == 1
+                && frame[10 + 34] == 0 && TestFrames.u16(frame, 10 + 38) == 0xBEEF
         }, "no echo reply came back from the TAP")
         let header = try #require(VirtioNetHeader(decoding: reply))
         #expect(header.gsoType == .none)
@@ -125,9 +126,9 @@ import Testing
         #expect(Array(frame[26..<30]) == Self.local)
         #expect(Array(frame[30..<34]) == Self.peer)
         #expect(InternetChecksum.checksum(of: Array(frame[14..<34])) == 0, "IPv4 header checksum")
-        let icmpReply = Array(frame[34..<(14 + Int(Frames.u16(frame, 16)))])
+        let icmpReply = Array(frame[34..<(14 + Int(TestFrames.u16(frame, 16)))])
         #expect(InternetChecksum.checksum(of: icmpReply) == 0, "ICMP checksum")
-        #expect(Frames.u16(icmpReply, 6) == 7)
+        #expect(TestFrames.u16(icmpReply, 6) == 7)
         #expect(Array(icmpReply[8...]) == payload)
     }
 
@@ -159,9 +160,9 @@ import Testing
         defer { close(socketFD) }
 
         let payload = (0..<333).map { UInt8(($0 * 13 + 5) & 0xFF) }
-        let udp = Frames.udp(sourcePort: 5555, destinationPort: port, payload: payload)
-        var frame = Frames.ethernet(to: Self.localMAC, from: Self.peerMAC)
-            + Frames.ipv4(from: Self.peer, to: Self.local, protocol: 17, payloadLength: udp.count) + udp
+        let udp = TestFrames.udp(sourcePort: 5555, destinationPort: port, payload: payload)
+        var frame = TestFrames.ethernet(to: Self.localMAC, from: Self.peerMAC)
+            + TestFrames.ipv4(from: Self.peer, to: Self.local, protocol: 17, payloadLength: udp.count) + udp
         // The checksum as a guest leaves it for the backend: pseudo-header sum only.
         let location = try NetifChecksumOffload.locate(in: frame)
         frame.withUnsafeMutableBytes { NetifChecksumOffload.writePseudoHeaderSum(into: $0, at: location) }
@@ -207,8 +208,8 @@ import Testing
         }.get()
 
         let read = try #require(Self.read(from: tap.queues[0]) { frame in
-            frame.count >= 10 + 42 && Frames.u16(frame, 22) == 0x0800 && frame[10 + 23] == 17
-                && Frames.u16(frame, 10 + 36) == port
+            frame.count >= 10 + 42 && TestFrames.u16(frame, 22) == 0x0800 && frame[10 + 23] == 17
+                && TestFrames.u16(frame, 10 + 36) == port
         }, "the datagram did not come out of the TAP")
         let header = try #require(VirtioNetHeader(decoding: read))
         var frame = Array(read[10...])

@@ -1,4 +1,5 @@
 import Testing
+import XenTesting
 import Tap
 
 /// VirtioNetHeader and the TAP constants against the installed linux headers, and

@@ -1,0 +1,189 @@
+import Foundation
+import Glibc
+import Logging
+import NetBackend
+import Netif
+import SharedMemory
+import Tap
+import Testing
+import URing
+import XenBus
+import XenLocal
+import XenPlatform
+import XenRing
+import XenStore
+import XenTesting
+
+let netLogger: Logger = {
+    var logger = Logger(label: "netback-tests")
+    logger.logLevel = .critical
+    return logger
+}()
+
+/// A local hypervisor on a thread of the test process, a namespace standing in for dom0's
+/// network side (the TAP devices are made there), and a net backend serving it.
+final class NetWorld: @unchecked Sendable {
+    let directory: String
+    let hypervisor: LocalHypervisor
+    let dom0: LocalPlatform
+    let toolstack: LocalToolstack
+    let namespace: TestNamespace
+    let daemon: NetbackDaemon
+    let running: Task<Void, any Error>
+
+    init(engine: BlockIOEngineKind = .uring) throws {
+        var template = Array("/tmp/xensplit-netback-test-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw PlatformError.system("mkdtemp", errno: errno) }
+        directory = String(cString: made)
+        var configuration = LocalHypervisor.Configuration(stateDirectory: directory)
+        configuration.poolPages = 8192
+        configuration.grantEntries = 2048
+        hypervisor = try LocalHypervisor(configuration: configuration, logger: netLogger)
+        hypervisor.start()
+        dom0 = try LocalPlatform(stateDirectory: directory)
+        toolstack = LocalToolstack(platform: dom0)
+        namespace = try TestNamespace(prefix: "xsnb")
+        var limits = NetbackDeviceLimits()
+        limits.namespace = namespace.namespace
+        limits.hotplugTimeout = .seconds(30)
+        let factory = try BlockIOEngineFactory(kind: engine, configuration: .init(queueDepth: 64, capacity: 1024, threads: 2))
+        let daemon = try NetbackDaemon(platform: dom0, configuration: .init(workers: 2, limits: limits), factory: factory,
+                                       logger: netLogger)
+        self.daemon = daemon
+        running = Task { try await daemon.run() }
+    }
+
+    /// Creates guest `name` with one vif (`mac`), as xl would but with no hotplug script;
+    /// the test stands in for it with ``plug(_:address:guest:)``.
+    func guest(_ name: String, mac: String) async throws -> (DomainID, LocalPlatform) {
+        let id = try await toolstack.createDomain(name: name, disks: [], nics: [try VifSpec(parsing: "mac=\(mac),bridge=none")],
+                                                  hotplug: .none)
+        return (id, try LocalPlatform(stateDirectory: directory, domain: name))
+    }
+
+    /// What the vif script and the administrator do once the backend made the TAP device:
+    /// up, an address on dom0's side, the guest as a permanent neighbour, hotplug-status.
+    func plug(domain: DomainID, address: String, guestAddress: String, guestMAC: String) async throws {
+        let backend = LocalToolstack.backendPath(kind: "vif", frontend: domain, device: 0)
+        let store = try dom0.connectXenStore()
+        try await eventually("backend \(backend) reaches InitWait") {
+            (try? await store.readString(backend + "/state")) == String(XenbusState.initWait.rawValue)
+        }
+        let interface = "vif\(domain).0"
+        try namespace.ip("link", "set", "dev", interface, "up")
+        try namespace.ip("addr", "add", address + "/24", "dev", interface)
+        try namespace.ip("neigh", "add", guestAddress, "lladdr", guestMAC, "dev", interface, "nud", "permanent")
+        try await store.write(backend + "/" + NetifToolstackKeys.hotplugStatus, NetifToolstackKeys.hotplugConnected)
+    }
+
+    func stop() async {
+        daemon.stop()
+        _ = await running.result
+        hypervisor.stopAndWait()
+        namespace.delete()
+        _ = try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+func eventually(_ what: String, seconds: Int = 20, _ condition: @escaping @Sendable () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + .seconds(seconds)
+    while true {
+        if try await condition() { return }
+        // Looked at once more after the deadline, for a loaded machine.
+        guard ContinuousClock.now < deadline else { break }
+        try await Task.sleep(for: .milliseconds(5))
+    }
+    if try await condition() { return }
+    throw NetTestError("\(what): not done after \(seconds) s")
+}
+
+struct NetTestError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A netif frontend written on the wire modules alone (no NetFrontend): split event
+/// channels (a ring peer each), data pages it grants, requests it writes itself.
+final class RawNetfront: @unchecked Sendable {
+    let platform: LocalPlatform
+    let store: XenStoreClient
+    let frontendPath: String
+    let backendPath: String
+    let tx: MockRingPeer.Frontend
+    let rx: MockRingPeer.Frontend
+    /// Pages 0..<8 carry tx data, 8..<16 take rx data.
+    let data: SharedPages
+    static let txPages = 0..<8
+    static let rxPages = 8..<16
+
+    init(_ platform: LocalPlatform, domain: DomainID) throws {
+        self.platform = platform
+        store = try platform.connectXenStore()
+        frontendPath = LocalToolstack.frontendPath(kind: "vif", frontend: domain, device: 0)
+        backendPath = LocalToolstack.backendPath(kind: "vif", frontend: domain, device: 0)
+        tx = try MockRingPeer.Frontend(platform: platform, backendDomain: 0, entrySize: NetifLayout.txSlotSize)
+        rx = try MockRingPeer.Frontend(platform: platform, backendDomain: 0, entrySize: NetifLayout.rxSlotSize)
+        data = try platform.grantTable.share(pages: 16, with: 0, writable: true)
+    }
+
+    /// Posts every rx page, publishes the keys and Initialised, waits for Connected.
+    func connect(features: NetifFrontendFeatures) async throws {
+        for (id, page) in Self.rxPages.enumerated() {
+            try rx.produceRequest { NetifRxRequest(id: UInt16(id), gref: self.data.refs[page]).encode(into: $0, at: 0) }
+        }
+        _ = try rx.pushRequestsAndNotify()
+        let keys = NetifConnectionKeys(queues: [.init(txRingRef: tx.pages.refs[0], rxRingRef: rx.pages.refs[0],
+                                                      eventChannels: .split(tx: tx.port, rx: rx.port))])
+        let path = frontendPath
+        try await store.withTransaction { txn in
+            for (key, value) in features.xenstoreEntries.merging(keys.xenstoreEntries, uniquingKeysWith: { $1 }) {
+                try await txn.write(path + "/" + key, value)
+            }
+            try await txn.write(path + "/state", String(XenbusState.initialised.rawValue))
+        }
+        let store = self.store, backend = backendPath
+        try await eventually("backend \(backend) Connected", seconds: 40) {
+            (try? await store.readString(backend + "/state")) == String(XenbusState.connected.rawValue)
+        }
+        try await store.write(path + "/state", String(XenbusState.connected.rawValue))
+    }
+
+    /// Sends `frame` as one tx request from page `page` (flags as given).
+    func send(_ frame: [UInt8], id: UInt16, page: Int = 0, flags: NetifTxFlags = []) throws {
+        let base = data.view.baseAddress + page * 4096
+        frame.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        try tx.produceRequest {
+            NetifTxRequest(gref: self.data.refs[page], offset: 0, flags: flags, id: id, size: UInt16(frame.count))
+                .encode(into: $0, at: 0)
+        }
+        _ = try tx.pushRequestsAndNotify()
+    }
+
+    /// Waits for tx responses until `count` arrived; returns them.
+    func txResponses(_ count: Int) throws -> [NetifTxResponse] {
+        var out: [NetifTxResponse] = []
+        while out.count < count {
+            _ = try tx.consumeResponses { view in
+                if let response = try? NetifTxResponse.decode(from: view, at: 0) { out.append(response) }
+            }
+            if out.count < count, try !tx.finalCheckForResponses() { _ = try tx.waitForEvent() }
+        }
+        return out
+    }
+
+    /// Waits for the next single-slot rx packet and returns its bytes and response.
+    func receive() throws -> (NetifRxResponse, [UInt8]) {
+        var got: NetifRxResponse?
+        while got == nil {
+            _ = try rx.consumeResponses { view in
+                if got == nil, let response = try? NetifRxResponse.decode(from: view, at: 0) { got = response }
+            }
+            if got == nil, try !rx.finalCheckForResponses() { _ = try rx.waitForEvent() }
+        }
+        let response = got!
+        let page = Self.rxPages.lowerBound + Int(response.id)
+        let base = data.view.baseAddress + page * 4096 + Int(response.offset)
+        let bytes = Array(UnsafeRawBufferPointer(start: base, count: max(0, response.size ?? 0)))
+        return (response, bytes)
+    }
+}
