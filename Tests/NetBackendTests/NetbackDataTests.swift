@@ -3,6 +3,7 @@ import NetBackend
 import Netif
 import Tap
 import Testing
+import XenBus
 import XenPlatform
 import XenTesting
 
@@ -50,6 +51,117 @@ struct NetbackDataTests {
             #expect(Array(reply[26..<30]) == Self.dom0Address && Array(reply[30..<34]) == Self.guestAddress)
             #expect(Array(reply[42...]) == payload)
             #expect(InternetChecksum.checksum(of: Array(reply[34...])) == 0, "the ICMP checksum verifies")
+        } catch {
+            await world.stop()
+            throw error
+        }
+        await world.stop()
+    }
+}
+
+@Suite("netback offloads and hostile frontends", .serialized)
+struct NetbackOffloadTests {
+    @Test("a checksum-blank UDP datagram leaves dom0 with the checksum netback located, completed by the kernel")
+    func checksumBlankIsCompletedDownstream() async throws {
+        let world = try NetWorld()
+        do {
+            let (domain, guest) = try await world.guest("g", mac: NetbackDataTests.guestMAC)
+            let frontend = try RawNetfront(guest, domain: domain)
+            try await world.plug(domain: domain, address: "198.18.5.1", guestAddress: "198.18.5.2",
+                                 guestMAC: NetbackDataTests.guestMAC)
+            // A second TAP device, read with no checksum offload, where dom0 routes the
+            // guest's datagram: the kernel must finish the checksum at the place netback
+            // told it, so a wrong csum_start or csum_offset shows as a bad checksum here.
+            let outside = try TapDevice(name: "xsout0", in: world.namespace.namespace)
+            defer { outside.close() }
+            try outside.setUp(true)
+            let peerMAC: [UInt8] = [0x02, 0, 0, 0, 0, 0x66]
+            try world.namespace.ip("addr", "add", "198.18.6.1/24", "dev", "xsout0")
+            try world.namespace.ip("neigh", "add", "198.18.6.2", "lladdr", "02:00:00:00:00:66", "dev", "xsout0", "nud", "permanent")
+            _ = try TestCommand.run("/usr/sbin/ip", ["netns", "exec", world.namespace.name, "sysctl", "-qw",
+                                                     "net.ipv4.ip_forward=1"])
+            var features = NetifFrontendFeatures()
+            features.requestRxCopy = true
+            try await frontend.connect(features: features)
+
+            let payload = (0..<300).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+            var udp = TestFrames.udp(sourcePort: 4000, destinationPort: 5000, payload: payload)
+            let ip = TestFrames.ipv4(from: NetbackDataTests.guestAddress, to: [198, 18, 6, 2], protocol: 17,
+                                     payloadLength: udp.count)
+            // Only the pseudo-header sum, as a frontend leaving the checksum blank writes it.
+            var pseudo = InternetChecksum()
+            pseudo.add(Array(ip[12..<20]))
+            pseudo.add([0, 17, UInt8(udp.count >> 8), UInt8(udp.count & 0xFF)])
+            udp[6] = UInt8(pseudo.sum16 >> 8)
+            udp[7] = UInt8(pseudo.sum16 & 0xFF)
+            let frame = EthernetAddress.netbackVif.octets + NetbackDataTests.guestMACBytes + TestFrames.etherTypeIPv4 + ip + udp
+            try frontend.send(frame, id: 3, flags: [.checksumBlank, .dataValidated])
+            #expect(try frontend.txResponses(1) == [NetifTxResponse(id: 3, status: .okay)])
+
+            guard let forwarded = Self.read(outside, matching: { $0.count > 34 && $0[23] == 17 }) else {
+                Issue.record("the datagram did not come out of dom0's other interface")
+                throw NetTestError("no datagram")
+            }
+            let header = VirtioNetHeader(decoding: forwarded)
+            #expect(header?.flags.contains(.needsChecksum) == false, "finished by the kernel")
+            let datagram = Array(forwarded[(VirtioNetHeader.size + 34)...])
+            #expect(Array(datagram[8...]) == payload)
+            var check = InternetChecksum()
+            check.add(Array(forwarded[(VirtioNetHeader.size + 26)..<(VirtioNetHeader.size + 34)]))
+            check.add([0, 17, UInt8(datagram.count >> 8), UInt8(datagram.count & 0xFF)])
+            check.add(datagram)
+            #expect(check.sum16 == 0xFFFF, "the UDP checksum verifies")
+        } catch {
+            await world.stop()
+            throw error
+        }
+        await world.stop()
+    }
+
+    /// Reads frames (with their virtio-net header) from `tap` until one matches, for up
+    /// to about 10 s.
+    static func read(_ tap: TapDevice, matching: ([UInt8]) -> Bool) -> [UInt8]? {
+        guard let fd = tap.queues.first else { return nil }
+        var buffer = [UInt8](repeating: 0, count: 65_600)
+        for _ in 0..<1000 {
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&poller, 1, 10) > 0 else { continue }
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            guard n > VirtioNetHeader.size else { continue }
+            let frame = Array(buffer[0..<n])
+            if matching(Array(frame[VirtioNetHeader.size...])) { return frame }
+        }
+        return nil
+    }
+
+    @Test("a chain past the fatal bound refuses that vif (Closing, error node) and the backend keeps serving")
+    func chainPastTheFatalBound() async throws {
+        let world = try NetWorld()
+        do {
+            let (domain, guest) = try await world.guest("g", mac: NetbackDataTests.guestMAC)
+            let frontend = try RawNetfront(guest, domain: domain)
+            try await world.plug(domain: domain, address: "198.18.5.1", guestAddress: "198.18.5.2",
+                                 guestMAC: NetbackDataTests.guestMAC)
+            var features = NetifFrontendFeatures()
+            features.requestRxCopy = true
+            try await frontend.connect(features: features)
+            // 24 slots chained with more_data: past the 20 slots answered ERROR.
+            for slot in 0..<24 {
+                try frontend.tx.produceRequest {
+                    NetifTxRequest(gref: frontend.data.refs[0], offset: 0, flags: slot < 23 ? [.moreData] : [],
+                                   id: UInt16(slot), size: slot == 0 ? 2000 : 60).encode(into: $0, at: 0)
+                }
+            }
+            _ = try frontend.tx.pushRequestsAndNotify()
+            let store = try world.dom0.connectXenStore()
+            let backend = frontend.backendPath
+            try await eventually("the vif is refused") {
+                (try? await store.readString(backend + "/state")) == String(XenbusState.closing.rawValue)
+            }
+            let node = backend.hasPrefix("/local/domain/0/") ? String(backend.dropFirst("/local/domain/0/".count)) : backend
+            let error = try await store.readString("/local/domain/0/error/" + node + "/error")
+            #expect(error.contains("slots"), "\(error)")
+            #expect(world.daemon.connectedDevices[backend] == false)
         } catch {
             await world.stop()
             throw error
