@@ -21,6 +21,8 @@ public struct NetbackDeviceLimits: Sendable {
     public var queue = NetbackQueueConfiguration()
     /// How long to wait for the hotplug script's `hotplug-status` before refusing the vif.
     public var hotplugTimeout: Duration = .seconds(60)
+    /// When a guest that posts no rx buffers loses its held packets and its carrier.
+    public var stall = NetbackStallPolicy()
     /// The network namespace the TAP devices are made in; nil: the daemon's own.
     public var namespace: NetworkNamespace?
 
@@ -47,6 +49,8 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
     struct State {
         var tap: TapDevice?
         var connected: Connected?
+        /// The carrier as last set while connected.
+        var carrierOn = true
     }
 
     /// A connection's queue and what it holds.
@@ -141,7 +145,10 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
         }
         do { try tap.setOffloads(offloads) } catch { throw NetbackError.tap(error) }
         let connected = try makeQueue(frontend.connection.queues[0], features: features, tap: tap, paths: paths)
-        state.withLock { $0.connected = connected }
+        state.withLock {
+            $0.connected = connected
+            $0.carrierOn = true
+        }
         try? tap.setCarrier(true)
         logger.info("netback: connected", metadata: [
             "interface": "\(tap.name)", "split-event-channels": "\(connected.queue.txPort != connected.queue.rxPort)",
@@ -172,6 +179,25 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
 
     public func housekeeping(store: XenStoreClient) async {
         guestLog.flush()
+        guard let (connected, tap) = state.withLock({ s in s.connected.flatMap { c in s.tap.map { (c, $0) } } }) else { return }
+        let carrier = Mutex(true)
+        let policy = limits.stall
+        do {
+            try await connected.worker.perform(on: connected.queue) { queue in
+                carrier.withLock { $0 = queue.checkStall(now: .now, policy: policy) }
+            }
+        } catch {
+            return
+        }
+        let on = carrier.withLock { $0 }
+        let changed = state.withLock { s -> Bool in
+            defer { s.carrierOn = on }
+            return s.carrierOn != on
+        }
+        guard changed else { return }
+        try? tap.setCarrier(on)
+        logger.notice(on ? "netback: guest posts rx buffers again; carrier on" : "netback: guest stalled (no rx buffers); carrier off",
+                      metadata: ["interface": "\(tap.name)"])
     }
 
     // MARK: Internals

@@ -37,7 +37,13 @@ extension NetbackQueue {
         while rxHeldHead < rxHeld.count, disconnectReason == nil {
             let index = rxHeld[rxHeldHead]
             guard case let .held(length) = rxState[index] else { break }
-            guard deliver(index, length: length) else { break }
+            guard deliver(index, length: length) else {
+                if rxWaitingSince == nil { rxWaitingSince = .now }
+                if rxStarvedSince == nil { rxStarvedSince = .now }
+                break
+            }
+            rxWaitingSince = nil
+            rxStarvedSince = nil
             rxState[index] = .idle
             rxHeldHead += 1
         }

@@ -99,6 +99,13 @@ public final class NetbackQueue: @unchecked Sendable {
     /// Held rx buffers, oldest first.
     var rxHeld: [Int]
     var rxHeldHead = 0
+    /// Since when the oldest held packet waits for the guest's buffers; nil: none waits.
+    var rxWaitingSince: ContinuousClock.Instant?
+    /// Since when packets wait for a guest with no rx buffer posted (drops included);
+    /// nil once it posts again.
+    var rxStarvedSince: ContinuousClock.Instant?
+    /// The guest left packets waiting past the stall timeout (carrier off).
+    var stalled = false
     var cancels = 0
     var leaving = false
     var closed = false

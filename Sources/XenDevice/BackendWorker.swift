@@ -107,6 +107,16 @@ public final class BackendWorker: Sendable {
         if let error = done.wait() { throw error }
     }
 
+    /// ``perform(on:_:)`` for async callers (a device's housekeeping): suspends instead of
+    /// blocking a thread of the cooperative pool while the worker is busy.
+    public func perform<Queue: BackendQueue>(on queue: Queue,
+                                             _ body: @escaping @Sendable (Queue) -> Void) async throws(BackendWorkerError) {
+        let done = BackendWorkerReply()
+        let call: @Sendable (any BackendQueue) -> Void = { body(unsafeDowncast($0, to: Queue.self)) }
+        try send(.perform(ObjectIdentifier(queue), queue.name, call, done))
+        if let error = await done.value() { throw error }
+    }
+
     /// Removes every queue, stops the engine and joins the thread. Idempotent; does
     /// nothing when called from the worker's own thread.
     public func stop() {

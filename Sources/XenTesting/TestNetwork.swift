@@ -43,7 +43,7 @@ public enum TestFrames {
 
 /// A network namespace made for one test (`ip netns add`) with a name unique to this
 /// process, and deleted by ``delete()`` on every path (the tests `defer` it).
-public final class TestNamespace {
+public final class TestNamespace: Sendable {
     private static let counter = Counter()
 
     public let name: String

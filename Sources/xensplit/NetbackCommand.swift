@@ -38,6 +38,12 @@ struct NetbackCommand: AsyncParsableCommand {
     @Option(help: "Seconds to wait for the vif script's hotplug-status=connected before refusing a vif.")
     var hotplugTimeout = 60
 
+    @Option(help: "Seconds a packet for a guest that posts no rx buffers is held before it is dropped.")
+    var rxDrainTimeout = 10
+
+    @Option(help: "Seconds a guest may leave packets waiting (posting no rx buffers) before its vif's carrier goes off; it comes back on once the guest posts buffers.")
+    var rxStallTimeout = 60
+
     @Flag(help: "Log at debug level.")
     var verbose = false
 
@@ -46,6 +52,8 @@ struct NetbackCommand: AsyncParsableCommand {
         guard (1...256).contains(txBuffers) else { throw ValidationError("--tx-buffers must be 1...256") }
         guard (1...256).contains(rxBuffers) else { throw ValidationError("--rx-buffers must be 1...256") }
         guard (1...3600).contains(hotplugTimeout) else { throw ValidationError("--hotplug-timeout must be 1...3600") }
+        guard (1...3600).contains(rxDrainTimeout) else { throw ValidationError("--rx-drain-timeout must be 1...3600") }
+        guard (1...3600).contains(rxStallTimeout) else { throw ValidationError("--rx-stall-timeout must be 1...3600") }
     }
 
     func run() async throws {
@@ -55,6 +63,7 @@ struct NetbackCommand: AsyncParsableCommand {
         if let workers { configuration.workers = workers }
         configuration.limits.queue = NetbackQueueConfiguration(txBuffers: txBuffers, rxBuffers: rxBuffers)
         configuration.limits.hotplugTimeout = .seconds(hotplugTimeout)
+        configuration.limits.stall = NetbackStallPolicy(drain: .seconds(rxDrainTimeout), stall: .seconds(rxStallTimeout))
         let factory = try engine.factory(logger: logger)
         logger.info("netback: I/O engine", metadata: ["engine": "\(factory.kind.rawValue)"])
         let daemon = try NetbackDaemon(platform: try await platform.open(), configuration: configuration,

@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import NetBackend
 import Netif
@@ -162,6 +163,41 @@ struct NetbackOffloadTests {
             let error = try await store.readString("/local/domain/0/error/" + node + "/error")
             #expect(error.contains("slots"), "\(error)")
             #expect(world.daemon.connectedDevices[backend] == false)
+        } catch {
+            await world.stop()
+            throw error
+        }
+        await world.stop()
+    }
+}
+
+@Suite("netback with a guest that stops taking packets", .serialized)
+struct NetbackStallTests {
+    @Test("a guest that posts no rx buffers loses its carrier after the stall timeout and gets it back when it posts")
+    func carrierFollowsTheGuestsBuffers() async throws {
+        let world = try NetWorld(stall: NetbackStallPolicy(drain: .seconds(1), stall: .seconds(2)))
+        do {
+            let (domain, guest) = try await world.guest("g", mac: NetbackDataTests.guestMAC)
+            let frontend = try RawNetfront(guest, domain: domain)
+            try await world.plug(domain: domain, address: "198.18.5.1", guestAddress: "198.18.5.2",
+                                 guestMAC: NetbackDataTests.guestMAC)
+            var features = NetifFrontendFeatures()
+            features.requestRxCopy = true
+            try await frontend.connect(features: features, rxBuffers: 2)
+            let carrier = "/sys/class/net/vif\(domain).0/carrier"
+            #expect(try world.namespace.readSysfs(carrier) == "1")
+            // dom0 keeps sending; the guest takes two packets and then posts nothing.
+            let pinger = Process()
+            pinger.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+            pinger.arguments = ["netns", "exec", world.namespace.name, "ping", "-q", "-c", "40", "-i", "0.2", "198.18.5.2"]
+            pinger.standardOutput = FileHandle.nullDevice
+            pinger.standardError = FileHandle.nullDevice
+            try pinger.run()
+            defer { if pinger.isRunning { pinger.terminate() } }
+            let namespace = world.namespace
+            try await eventually("the carrier goes off", seconds: 30) { (try? namespace.readSysfs(carrier)) == "0" }
+            try frontend.postRx(8)
+            try await eventually("the carrier comes back", seconds: 30) { (try? namespace.readSysfs(carrier)) == "1" }
         } catch {
             await world.stop()
             throw error

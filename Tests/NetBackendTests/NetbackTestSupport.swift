@@ -31,7 +31,7 @@ final class NetWorld: @unchecked Sendable {
     let daemon: NetbackDaemon
     let running: Task<Void, any Error>
 
-    init(engine: BlockIOEngineKind = .uring) throws {
+    init(engine: BlockIOEngineKind = .uring, stall: NetbackStallPolicy = NetbackStallPolicy()) throws {
         var template = Array("/tmp/xensplit-netback-test-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw PlatformError.system("mkdtemp", errno: errno) }
         directory = String(cString: made)
@@ -46,6 +46,7 @@ final class NetWorld: @unchecked Sendable {
         var limits = NetbackDeviceLimits()
         limits.namespace = namespace.namespace
         limits.hotplugTimeout = .seconds(30)
+        limits.stall = stall
         let factory = try BlockIOEngineFactory(kind: engine, configuration: .init(queueDepth: 64, capacity: 1024, threads: 2))
         let daemon = try NetbackDaemon(platform: dom0, configuration: .init(workers: 2, limits: limits), factory: factory,
                                        logger: netLogger)
@@ -115,6 +116,8 @@ final class RawNetfront: @unchecked Sendable {
     let data: SharedPages
     static let txPages = 0..<8
     static let rxPages = 8..<16
+    /// The next rx page to post, as an index into ``rxPages``.
+    var nextRxID = 0
 
     init(_ platform: LocalPlatform, domain: DomainID) throws {
         self.platform = platform
@@ -127,11 +130,12 @@ final class RawNetfront: @unchecked Sendable {
     }
 
     /// Posts every rx page, publishes the keys and Initialised, waits for Connected.
-    func connect(features: NetifFrontendFeatures) async throws {
-        for (id, page) in Self.rxPages.enumerated() {
+    func connect(features: NetifFrontendFeatures, rxBuffers: Int = RawNetfront.rxPages.count) async throws {
+        for (id, page) in Self.rxPages.prefix(rxBuffers).enumerated() {
             try rx.produceRequest { NetifRxRequest(id: UInt16(id), gref: self.data.refs[page]).encode(into: $0, at: 0) }
         }
         _ = try rx.pushRequestsAndNotify()
+        nextRxID = rxBuffers
         let keys = NetifConnectionKeys(queues: [.init(txRingRef: tx.pages.refs[0], rxRingRef: rx.pages.refs[0],
                                                       eventChannels: .split(tx: tx.port, rx: rx.port))])
         let path = frontendPath
@@ -146,6 +150,18 @@ final class RawNetfront: @unchecked Sendable {
             (try? await store.readString(backend + "/state")) == String(XenbusState.connected.rawValue)
         }
         try await store.write(path + "/state", String(XenbusState.connected.rawValue))
+    }
+
+    /// Posts `count` more rx buffers (pages after those posted so far, wrapping).
+    func postRx(_ count: Int) throws {
+        for _ in 0..<count {
+            let id = nextRxID % Self.rxPages.count
+            nextRxID += 1
+            try rx.produceRequest {
+                NetifRxRequest(id: UInt16(id), gref: self.data.refs[Self.rxPages.lowerBound + id]).encode(into: $0, at: 0)
+            }
+        }
+        _ = try rx.pushRequestsAndNotify()
     }
 
     /// Sends `frame` as one tx request from page `page` (flags as given).
