@@ -7,10 +7,25 @@ import XenPlatform
 import XenRing
 
 /// Guest to host: chains off the tx ring, into the queue's buffers, onto the TAP device.
+///
+/// The chains of one pass are copied in one grant-copy call (a hypercall on Xen, a
+/// message to the local hypervisor): per-call cost, not per-byte cost, bounds small
+/// packets, so a pass parses every chain it can buffer, copies them all, then writes them.
 extension NetbackQueue {
+    /// A parsed packet waiting for the pass's grant copy.
+    struct PendingTransmit {
+        var packet: NetifTxPacket
+        var buffer: Int
+        var copies: Range<Int>
+        var gso: (size: UInt16, type: NetifGSOType)?
+    }
+
     /// Takes chains while a buffer is free. Returns true when it stopped on its budget.
     func transmit<Engine: BlockIOEngine>(engine: Engine) -> Bool {
         var budget = Int(txRing.size)
+        var pending: [PendingTransmit] = []
+        var copyCount = 0
+        defer { finish(&pending, copyCount: copyCount, engine: engine) }
         do throws(RingError) {
             while !txFree.isEmpty, disconnectReason == nil {
                 var waiting = try txRing.unconsumedRequests()
@@ -19,9 +34,13 @@ extension NetbackQueue {
                     waiting = try txRing.unconsumedRequests()
                 }
                 guard budget > 0 else { return true }
-                let consumed = takeChain(available: waiting, engine: engine)
+                let consumed = takeChain(available: waiting, pending: &pending, copyCount: &copyCount)
                 guard consumed > 0 else { return false }
                 budget -= consumed
+                if copyCount + NetifLimits.minimumSlotsPerPacket > copies.count {
+                    finish(&pending, copyCount: copyCount, engine: engine)
+                    copyCount = 0
+                }
             }
         } catch {
             disconnect(.ring(direction: .tx, error))
@@ -29,9 +48,10 @@ extension NetbackQueue {
         return false
     }
 
-    /// Parses and serves the chain at the request consumer; returns the slots it used (0:
-    /// the chain is not all published yet).
-    func takeChain<Engine: BlockIOEngine>(available: UInt32, engine: Engine) -> Int {
+    /// Parses the chain at the request consumer: a packet to forward joins `pending` with
+    /// its copies; anything else is answered now. Returns the slots it used (0: the chain
+    /// is not all published yet).
+    func takeChain(available: UInt32, pending: inout [PendingTransmit], copyCount: inout Int) -> Int {
         let start = txRing.requestConsumer
         let outcome: NetifTxChainParser.Outcome
         do {
@@ -54,76 +74,85 @@ extension NetbackQueue {
             return slotIDs.count
         case let .packet(packet):
             txRing.requestConsumer &+= UInt32(packet.slotIDs.count)
-            answer(packet.slotIDs, forward(packet, engine: engine))
+            var gso: (size: UInt16, type: NetifGSOType)?
+            for extra in packet.extras {
+                switch extra.kind {
+                case let .gso(size, type, _): gso = (size, type)
+                case .multicastAdd, .multicastDelete:
+                    // Multicast control rides on a packet that is not sent ([netmq] filters).
+                    answer(packet.slotIDs, .okay)
+                    return packet.slotIDs.count
+                case .hash: break
+                }
+            }
+            let buffer = txFree.removeLast()
+            let first = copyCount
+            var local = buffer * Self.stride + Self.headerSize
+            for fragment in packet.fragments where fragment.size > 0 {
+                copies[copyCount] = GrantCopySegment(
+                    source: .grant(domain: frontendDomain, ref: fragment.gref, offset: fragment.offset),
+                    destination: .local(buffer: txBuffer.id, offset: local), length: fragment.size)
+                copyCount += 1
+                local += Int(fragment.size)
+            }
+            pending.append(PendingTransmit(packet: packet, buffer: buffer, copies: first..<copyCount, gso: gso))
             return packet.slotIDs.count
         }
     }
 
-    /// Copies `packet` into a free buffer behind its virtio-net header and starts its TAP
-    /// write; returns the status its slots are answered with.
-    func forward<Engine: BlockIOEngine>(_ packet: NetifTxPacket, engine: Engine) -> NetifStatus {
-        var gso: (size: UInt16, type: NetifGSOType)?
-        for extra in packet.extras {
-            switch extra.kind {
-            case let .gso(size, type, _): gso = (size, type)
-            case .multicastAdd, .multicastDelete:
-                // Multicast control rides on a packet that is not sent ([netmq] filters).
-                return .okay
-            case .hash: break
+    /// Runs the pass's grant copies in one call, then writes each packet whose copies all
+    /// succeeded and answers every chain.
+    func finish<Engine: BlockIOEngine>(_ pending: inout [PendingTransmit], copyCount: Int, engine: Engine) {
+        guard !pending.isEmpty else { return }
+        defer { pending.removeAll(keepingCapacity: true) }
+        var failed = false
+        if copyCount > 0 {
+            do { try mapper.copy(UnsafeMutableBufferPointer(rebasing: copies[0..<copyCount])) } catch {
+                guestLog.log(.warning, "netback tx grant copy failed", metadata: [
+                    "queue": "\(name)", "frontend": "d\(frontendDomain)", "error": "\(error)"])
+                failed = true
             }
         }
-        let index = txFree.removeLast()
-        let base = base(txBuffer, index)
-        guard copyIn(packet, to: index) else {
-            txFree.append(index)
-            statistics.txErrors += 1
-            return .error
+        for item in pending {
+            if failed || copies[item.copies].contains(where: { $0.status != .okay }) {
+                if !failed {
+                    guestLog.log(.warning, "netback tx grant copy failed", metadata: [
+                        "queue": "\(name)", "frontend": "d\(frontendDomain)",
+                        "status": "\(copies[item.copies].first { $0.status != .okay }?.status ?? .okay)"])
+                }
+                txFree.append(item.buffer)
+                statistics.txErrors += 1
+                answer(item.packet.slotIDs, .error)
+                continue
+            }
+            answer(item.packet.slotIDs, write(item, engine: engine))
         }
-        let frame = UnsafeMutableRawBufferPointer(start: base + Self.headerSize, count: packet.length)
-        guard let header = header(for: packet, gso: gso, frame: frame) else {
+    }
+
+    /// Puts the virtio-net header before the copied packet and starts its TAP write;
+    /// returns the status its slots are answered with.
+    func write<Engine: BlockIOEngine>(_ item: PendingTransmit, engine: Engine) -> NetifStatus {
+        let index = item.buffer
+        let base = base(txBuffer, index)
+        let frame = UnsafeMutableRawBufferPointer(start: base + Self.headerSize, count: item.packet.length)
+        guard let header = header(for: item.packet, gso: item.gso, frame: frame) else {
             txFree.append(index)
             statistics.txDropped += 1
             return .dropped
         }
         _ = header.encode(into: UnsafeMutableRawBufferPointer(start: base, count: Self.headerSize))
-        txVectors[index] = iovec(iov_base: base, iov_len: Self.headerSize + packet.length)
+        txVectors[index] = iovec(iov_base: base, iov_len: Self.headerSize + item.packet.length)
         let vectors = UnsafeBufferPointer(rebasing: txVectors[index..<(index + 1)])
         switch engine.enqueue(BlockRequest(.streamWriteVector(tap, vectors: vectors), userData: userDataBase | UInt64(index))) {
         case .accepted:
             txWriting += 1
             statistics.txPackets += 1
-            statistics.txBytes += packet.length
+            statistics.txBytes += item.packet.length
         case .queueFull:
             txFree.append(index)
             statistics.txDropped += 1
         }
         return .okay
-    }
-
-    /// Grant-copies the packet's fragments into tx buffer `index`, after the header room.
-    func copyIn(_ packet: NetifTxPacket, to index: Int) -> Bool {
-        var count = 0
-        var local = index * Self.stride + Self.headerSize
-        for fragment in packet.fragments where fragment.size > 0 {
-            copies[count] = GrantCopySegment(
-                source: .grant(domain: frontendDomain, ref: fragment.gref, offset: fragment.offset),
-                destination: .local(buffer: txBuffer.id, offset: local), length: fragment.size)
-            count += 1
-            local += Int(fragment.size)
-        }
-        guard count > 0 else { return true }
-        let batch = UnsafeMutableBufferPointer(rebasing: copies[0..<count])
-        do { try mapper.copy(batch) } catch {
-            guestLog.log(.warning, "netback tx grant copy failed", metadata: [
-                "queue": "\(name)", "frontend": "d\(frontendDomain)", "error": "\(error)"])
-            return false
-        }
-        for segment in batch where segment.status != .okay {
-            guestLog.log(.warning, "netback tx grant copy failed", metadata: [
-                "queue": "\(name)", "frontend": "d\(frontendDomain)", "status": "\(segment.status)"])
-            return false
-        }
-        return true
     }
 
     /// The virtio-net header for the TAP write: NEEDS_CSUM with the L4 checksum's place

@@ -164,8 +164,9 @@ public final class NetbackQueue: @unchecked Sendable {
         rxState = Array(repeating: .idle, count: configuration.rxBuffers)
         rxHeld = []
         rxHeld.reserveCapacity(configuration.rxBuffers)
-        // The most copies one packet needs: a page-crossing piece per slot, either way.
-        copies = .allocate(capacity: 2 * (NetifLimits.minimumSlotsPerPacket + 17))
+        // A pass's copies: a piece per data slot for every tx buffer, or one rx packet's
+        // pieces (at most 17 pages).
+        copies = .allocate(capacity: max(NetifLimits.minimumSlotsPerPacket * configuration.txBuffers, 2 * 17))
         copies.initialize(repeating: GrantCopySegment(source: .local(buffer: 0, offset: 0),
                                                       destination: .local(buffer: 0, offset: 0), length: 0))
     }

@@ -24,3 +24,14 @@ private final class Results<A, B>: @unchecked Sendable {
     var first: A?
     var second: B?
 }
+
+/// Runs a blocking `body` (a wait on an event channel, a peer process) on a thread of its
+/// own, so a test task does not hold a thread of the cooperative pool that the code under
+/// test needs.
+public func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Foundation.Thread { continuation.resume(with: Result { try body() }) }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+}

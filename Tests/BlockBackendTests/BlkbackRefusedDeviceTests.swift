@@ -13,16 +13,6 @@ import XenStore
 import XenTesting
 @testable import BlockBackend
 
-/// Runs `body`, which blocks (ring I/O waits on an event channel, a process exits), on a
-/// thread of its own: blocking one of the few cooperative threads stalls every other test.
-func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        let thread = Foundation.Thread { continuation.resume(with: Result { try body() }) }
-        thread.stackSize = 1 << 20
-        thread.start()
-    }
-}
-
 /// A blkif frontend written from Protocols/ and io/blkif.h alone, with no xenbus driver: it
 /// writes its keys and states itself and reacts to nothing unless told, so a test can leave
 /// it idle, Connected, on a ring it broke.

@@ -34,13 +34,13 @@ struct NetbackDataTests {
             let frame = tapAddress.octets + Self.guestMACBytes + TestFrames.etherTypeIPv4
                 + TestFrames.ipv4(from: Self.guestAddress, to: Self.dom0Address, protocol: 1, payloadLength: icmp.count) + icmp
             try frontend.send(frame, id: 7)
-            let responses = try frontend.txResponses(1)
+            let responses = try await frontend.txResponses(1)
             #expect(responses == [NetifTxResponse(id: 7, status: .okay)])
 
             // The kernel answers; skip anything else it sends (IPv6 router solicitations).
             var reply: [UInt8] = []
             for _ in 0..<16 {
-                let (response, bytes) = try frontend.receive()
+                let (response, bytes) = try await frontend.receive()
                 #expect(response.error == nil)
                 if bytes.count >= 34, bytes[12] == 0x08, bytes[13] == 0x00, bytes[23] == 1, bytes[34] == 0 {
                     reply = bytes
@@ -97,7 +97,7 @@ struct NetbackOffloadTests {
             udp[7] = UInt8(pseudo.sum16 & 0xFF)
             let frame = EthernetAddress.netbackVif.octets + NetbackDataTests.guestMACBytes + TestFrames.etherTypeIPv4 + ip + udp
             try frontend.send(frame, id: 3, flags: [.checksumBlank, .dataValidated])
-            #expect(try frontend.txResponses(1) == [NetifTxResponse(id: 3, status: .okay)])
+            #expect(try await frontend.txResponses(1) == [NetifTxResponse(id: 3, status: .okay)])
 
             guard let forwarded = Self.read(outside, matching: { $0.count > 34 && $0[23] == 17 }) else {
                 Issue.record("the datagram did not come out of dom0's other interface")

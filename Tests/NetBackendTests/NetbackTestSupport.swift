@@ -16,7 +16,7 @@ import XenTesting
 
 let netLogger: Logger = {
     var logger = Logger(label: "netback-tests")
-    logger.logLevel = .critical
+    logger.logLevel = getenv("NETBACK_TEST_LOG") != nil ? .debug : .critical
     return logger
 }()
 
@@ -175,31 +175,65 @@ final class RawNetfront: @unchecked Sendable {
         _ = try tx.pushRequestsAndNotify()
     }
 
-    /// Waits for tx responses until `count` arrived; returns them.
-    func txResponses(_ count: Int) throws -> [NetifTxResponse] {
-        var out: [NetifTxResponse] = []
-        while out.count < count {
-            _ = try tx.consumeResponses { view in
-                if let response = try? NetifTxResponse.decode(from: view, at: 0) { out.append(response) }
+    /// Waits (off the cooperative pool, up to 20 s) for `count` tx responses.
+    func txResponses(_ count: Int) async throws -> [NetifTxResponse] {
+        try await offThePool { [self] in
+            var out: [NetifTxResponse] = []
+            let deadline = ContinuousClock.now + .seconds(20)
+            while out.count < count {
+                _ = try tx.consumeResponses { view in
+                    if let response = try? NetifTxResponse.decode(from: view, at: 0) { out.append(response) }
+                }
+                if out.count < count, try !tx.finalCheckForResponses() {
+                    guard ContinuousClock.now < deadline else { throw NetTestError("\(out.count) of \(count) tx responses in 20 s") }
+                    Self.waitForEvent(tx.eventChannel, milliseconds: 100)
+                }
             }
-            if out.count < count, try !tx.finalCheckForResponses() { _ = try tx.waitForEvent() }
+            return out
         }
-        return out
     }
 
-    /// Waits for the next single-slot rx packet and returns its bytes and response.
-    func receive() throws -> (NetifRxResponse, [UInt8]) {
-        var got: NetifRxResponse?
-        while got == nil {
-            _ = try rx.consumeResponses { view in
-                if got == nil, let response = try? NetifRxResponse.decode(from: view, at: 0) { got = response }
+    /// Packets taken off the rx ring and not yet returned by ``receive()``.
+    var rxBacklog: [(NetifRxResponse, [UInt8])] = []
+    /// Whether ``receive()`` posts each buffer again once its packet is copied out.
+    var repostRx = true
+
+    /// Waits (off the cooperative pool, up to 20 s) for the next single-slot rx packet and
+    /// returns its response and bytes; every response taken meanwhile is kept, in order,
+    /// and its buffer posted again (as a frontend does), so a burst of other traffic does
+    /// not starve the ring.
+    func receive() async throws -> (NetifRxResponse, [UInt8]) {
+        try await offThePool { [self] in
+            let deadline = ContinuousClock.now + .seconds(20)
+            while rxBacklog.isEmpty {
+                var taken: [NetifRxResponse] = []
+                _ = try rx.consumeResponses { view in
+                    if let response = try? NetifRxResponse.decode(from: view, at: 0) { taken.append(response) }
+                }
+                for response in taken {
+                    let id = Int(response.id) % Self.rxPages.count
+                    let page = Self.rxPages.lowerBound + id
+                    let base = data.view.baseAddress + page * 4096 + Int(min(response.offset, 4095))
+                    let count = min(max(0, response.size ?? 0), 4096 - Int(min(response.offset, 4095)))
+                    rxBacklog.append((response, Array(UnsafeRawBufferPointer(start: base, count: count))))
+                    if repostRx {
+                        try rx.produceRequest { NetifRxRequest(id: UInt16(id), gref: self.data.refs[page]).encode(into: $0, at: 0) }
+                    }
+                }
+                if !taken.isEmpty, repostRx { _ = try rx.pushRequestsAndNotify() }
+                if rxBacklog.isEmpty, try !rx.finalCheckForResponses() {
+                    guard ContinuousClock.now < deadline else { throw NetTestError("no rx packet in 20 s") }
+                    Self.waitForEvent(rx.eventChannel, milliseconds: 100)
+                }
             }
-            if got == nil, try !rx.finalCheckForResponses() { _ = try rx.waitForEvent() }
+            return rxBacklog.removeFirst()
         }
-        let response = got!
-        let page = Self.rxPages.lowerBound + Int(response.id)
-        let base = data.view.baseAddress + page * 4096 + Int(response.offset)
-        let bytes = Array(UnsafeRawBufferPointer(start: base, count: max(0, response.size ?? 0)))
-        return (response, bytes)
+    }
+
+    /// Polls `channel` for up to `milliseconds` and takes what is pending.
+    static func waitForEvent(_ channel: any EventChannel, milliseconds: Int32) {
+        var poller = pollfd(fd: channel.fileDescriptor, events: Int16(POLLIN), revents: 0)
+        guard poll(&poller, 1, milliseconds) > 0 else { return }
+        try? channel.takePending(atMost: 16) { port throws(PlatformError) in try channel.unmask(port) }
     }
 }
