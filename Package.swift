@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "BlockBackend", targets: ["BlockBackend"]),
         .library(name: "NBD", targets: ["NBD"]),
         .library(name: "BlockFrontend", targets: ["BlockFrontend"]),
+        .library(name: "NetFrontend", targets: ["NetFrontend"]),
         .executable(name: "xensplit", targets: ["xensplit"]),
         .executable(name: "xensplit-bench", targets: ["xensplit-bench"]),
     ],
@@ -95,6 +96,12 @@ let package = Package(
             dependencies: ["XenBus", "XenDevice", "Blkif", "XenRing", "SharedMemory", "XenPlatform", "XenStore",
                            .product(name: "Logging", package: "swift-log")]
         ),
+        // The userspace netfront: xenbus handshake, tx/rx rings, the guest side as a TAP device.
+        .target(
+            name: "NetFrontend",
+            dependencies: ["XenBus", "XenDevice", "Netif", "Tap", "XenRing", "SharedMemory", "XenPlatform", "XenStore",
+                           .product(name: "Logging", package: "swift-log")]
+        ),
         // The C reference: Xen's own io/ring.h macros, for interop tests and benchmarks.
         .target(name: "CRingReference"),
 
@@ -102,7 +109,7 @@ let package = Package(
             name: "xensplit",
             dependencies: [
                 "XenStore", "XenLocal", "XenPlatform", "XenLinux", "XenTesting", "BlockBackend", "URing",
-                "BlockFrontend", "NBD", "Blkif",
+                "BlockFrontend", "NBD", "Blkif", "NetFrontend", "Netif", "Tap", "XenBus",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -140,6 +147,9 @@ let package = Package(
         .testTarget(name: "XenTestingTests", dependencies: ["XenTesting", "XenPlatform", "SharedMemory", "XenStore"]),
         .testTarget(name: "XenLinuxTests", dependencies: ["XenTesting", "XenLinux", "CXen", "XenPlatform", "XenStore", "SharedMemory"]),
         .testTarget(name: "NBDTests", dependencies: ["NBD", "BlockFrontend"]),
+        .testTarget(name: "NetFrontendTests",
+                    dependencies: ["NetFrontend", "Netif", "Tap", "XenTesting", "XenBus", "XenRing", "SharedMemory",
+                                   "XenPlatform", "XenStore", "XenDevice", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "BlockFrontendTests",
                     dependencies: ["BlockFrontend", "BlockBackend", "XenTesting", "XenBus", "Blkif", "XenRing",
                                    "SharedMemory", "XenPlatform", "XenStore", "URing", "NBD", "XenDevice"]),
