@@ -148,7 +148,7 @@ let package = Package(
         .testTarget(name: "XenLinuxTests", dependencies: ["XenTesting", "XenLinux", "CXen", "XenPlatform", "XenStore", "SharedMemory"]),
         .testTarget(name: "NBDTests", dependencies: ["NBD", "BlockFrontend"]),
         .testTarget(name: "NetFrontendTests",
-                    dependencies: ["NetFrontend", "Netif", "Tap", "XenTesting", "XenBus", "XenRing", "SharedMemory",
+                    dependencies: ["NetFrontend", "Netif", "Tap", "SystemCalls", "XenTesting", "XenBus", "XenRing", "SharedMemory",
                                    "XenPlatform", "XenStore", "XenDevice", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "BlockFrontendTests",
                     dependencies: ["BlockFrontend", "BlockBackend", "XenTesting", "XenBus", "Blkif", "XenRing",

@@ -1,0 +1,222 @@
+import Glibc
+import Netif
+import SystemCalls
+import Tap
+import Testing
+import XenBus
+import XenStore
+@testable import NetFrontend
+
+/// The frontend against the scripted backend, its guest side a TAP device in a namespace
+/// the test makes: the keys it negotiates, a datagram the namespace's stack sends arriving
+/// as a tx chain, packets the backend delivers arriving at a socket in the namespace, a
+/// lying backend disconnected, and a clean close.
+@Suite(.serialized)
+struct NetFrontendDeviceTests {
+    static let port: UInt16 = 40_321
+
+    /// A UDP socket made inside `ns`, bound to the guest's address and `port` when given.
+    static func udpSocket(in ns: TestNamespace, bindPort: UInt16?) throws -> Int32 {
+        try ns.namespace.run { () throws(Errno) -> Int32 in
+            let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { throw Errno.current }
+            guard let bindPort else { return fd }
+            var address = sockaddr_in(ip: Frames.guestIP, port: bindPort)
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard bound == 0 else {
+                let error = Errno.current
+                close(fd)
+                throw error
+            }
+            return fd
+        }.get()
+    }
+
+    /// Receives one datagram within a bound (20 s: a hang becomes a failure, not a timing test).
+    static func receive(_ fd: Int32) -> [UInt8]? {
+        var poll = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard Glibc.poll(&poll, 1, 20_000) == 1 else { return nil }
+        var buffer = [UInt8](repeating: 0, count: 70_000)
+        let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        return count >= 0 ? Array(buffer[..<count]) : nil
+    }
+
+    /// A rig, a connected frontend and its TAP device `nf0` up in a fresh namespace with
+    /// the guest address and a static neighbour for the peer.
+    static func connected(split: Bool = false) async throws -> (NetRig, NetFrontend, TapDevice, TestNamespace) {
+        let ns = try TestNamespace()
+        let rig = try await NetRig(offered: NetRig.features(split: split))
+        let frontend = try rig.frontend()
+        let tap = try TapDevice(name: "nf0", in: ns.namespace)
+        try frontend.attachTap(tap)
+        _ = try await frontend.connected()
+        try ns.ip("addr", "add", "198.18.0.1/24", "dev", "nf0")
+        try ns.ip("link", "set", "nf0", "up")
+        try ns.ip("neigh", "add", "198.18.0.2", "lladdr", Frames.peerMAC.description, "dev", "nf0")
+        try await eventually("backend connected") { rig.hooks.connected != nil }
+        return (rig, frontend, tap, ns)
+    }
+
+    @Test(arguments: [false, true])
+    func negotiatesTheKeysOfIoNetif(split: Bool) async throws {
+        let (rig, frontend, tap, ns) = try await Self.connected(split: split)
+        defer { ns.delete() }
+        let read = try #require(rig.hooks.frontendsRead.withLock { $0.last })
+        #expect(read.features.requestRxCopy && read.features.rxNotify && read.features.scatterGather)
+        #expect(read.features.gsoTCPv4 && read.features.gsoTCPv6 && read.features.ipv6ChecksumOffload)
+        #expect(read.entries[NetifFrontendFeatures.Key.noChecksumOffload] == "0")
+        #expect(read.features.queueCount == nil)
+        switch read.connection.queues[0].eventChannels {
+        case .shared: #expect(!split)
+        case .split: #expect(split)
+        }
+        #expect((read.entries[NetifConnectionKeys.Key.eventChannel] == nil) == split)
+        #expect((read.entries[NetifConnectionKeys.Key.eventChannelTx] != nil) == split)
+        #expect((read.entries[NetifConnectionKeys.Key.eventChannelRx] != nil) == split)
+        #expect(frontend.state == .connected)
+        let link = try #require(frontend.link)
+        #expect(link.vif.mac.description == NetRig.mac)
+        #expect(try tap.hardwareAddress().description == NetRig.mac)
+        #expect(try tap.mtu() == NetRig.mtu)
+        #expect(try rig.hooks.connected?.postedRx() == 256)
+
+        let pages = frontend.grantedPageSets
+        #expect(pages == 4)
+        #expect(await frontend.close() == 0)
+        tap.close()
+        #expect(frontend.grantedPageSets == 0)
+        #expect(frontend.state == .closed)
+        try await eventually("backend disconnected") { !rig.hooks.disconnects.withLock { $0.isEmpty } }
+        await rig.shutdown()
+    }
+
+    @Test func datagramSentOnTheTapArrivesAsATxChain() async throws {
+        let (rig, frontend, tap, ns) = try await Self.connected()
+        defer { ns.delete() }
+        let rings = try #require(rig.hooks.connected)
+        let sender = try Self.udpSocket(in: ns, bindPort: nil)
+        defer { close(sender) }
+        let payload = Frames.payload(6000)
+        var peer = sockaddr_in(ip: Frames.peerIP, port: Self.port)
+        let sent = withUnsafePointer(to: &peer) { to in
+            to.withMemoryRebound(to: sockaddr.self, capacity: 1) { to in
+                payload.withUnsafeBytes { sendto(sender, $0.baseAddress, $0.count, 0, to, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+        }
+        #expect(sent == payload.count)
+        // The kernel may send other frames first (IPv6 neighbour discovery): skip them.
+        var found: ScriptedNetBackend.Rings.TxPacket?
+        try await eventually("the datagram as a tx chain") {
+            while let packet = try rings.takeTx() {
+                let data = packet.data
+                if data.count > 42, Frames.u16(data, 12) == 0x0800, data[23] == 17, Frames.u16(data, 36) == Self.port {
+                    found = packet
+                    return true
+                }
+            }
+            return false
+        }
+        let packet = try #require(found)
+        // One frame over the MTU of 9000 from the toolstack: two pages.
+        #expect(packet.data.count == 42 + payload.count)
+        #expect(packet.packet.length == packet.data.count)
+        #expect(packet.packet.fragments.map(\.size) == [4096, UInt16(packet.data.count - 4096)])
+        #expect(packet.packet.flags == [.checksumBlank, .dataValidated])
+        #expect(Array(packet.data[42...]) == payload)
+        #expect(Array(packet.data[6 ..< 12]) == (try tap.hardwareAddress()).octets)
+        #expect(frontend.counters.txPackets >= 1 && frontend.counters.txDropped == 0)
+        await frontend.close()
+        tap.close()
+        await rig.shutdown()
+    }
+
+    @Test func checksummedDatagramLeavesThePartialChecksumToTheBackend() async throws {
+        let (rig, frontend, tap, ns) = try await Self.connected()
+        defer { ns.delete() }
+        let rings = try #require(rig.hooks.connected)
+        let sender = try Self.udpSocket(in: ns, bindPort: nil)
+        defer { close(sender) }
+        let payload = Frames.payload(300)
+        var peer = sockaddr_in(ip: Frames.peerIP, port: Self.port)
+        _ = withUnsafePointer(to: &peer) { to in
+            to.withMemoryRebound(to: sockaddr.self, capacity: 1) { to in
+                payload.withUnsafeBytes { sendto(sender, $0.baseAddress, $0.count, 0, to, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+        }
+        var found: ScriptedNetBackend.Rings.TxPacket?
+        try await eventually("the datagram as a tx chain") {
+            while let packet = try rings.takeTx() {
+                if packet.data.count == 42 + payload.count, Frames.u16(packet.data, 36) == Self.port {
+                    found = packet
+                    return true
+                }
+            }
+            return false
+        }
+        let packet = try #require(found)
+        #expect(packet.packet.flags == [.checksumBlank, .dataValidated])
+        #expect(packet.packet.fragments.count == 1)
+        #expect(Array(packet.data[42...]) == payload)
+        // The field holds the pseudo-header sum; finishing it gives a checksum that verifies.
+        var data = packet.data
+        try data.withUnsafeMutableBytes { bytes in
+            try NetifChecksumOffload.completePartialChecksum(in: bytes, at: try NetifChecksumOffload.locate(in: UnsafeRawBufferPointer(bytes)))
+        }
+        #expect(try Frames.checksumVerifies(data))
+        await frontend.close()
+        tap.close()
+        await rig.shutdown()
+    }
+
+    @Test func packetsFromTheBackendReachASocketOnTheGuestSide() async throws {
+        let (rig, frontend, tap, ns) = try await Self.connected()
+        defer { ns.delete() }
+        let rings = try #require(rig.hooks.connected)
+        let receiver = try Self.udpSocket(in: ns, bindPort: Self.port)
+        defer { close(receiver) }
+        // A plain datagram with validated data, one slot.
+        let small = Frames.payload(200, seed: 1)
+        try rings.deliver(Frames.udp4(payload: small, port: Self.port), flags: .dataValidated)
+        #expect(Self.receive(receiver) == small)
+        // A partial checksum left to the guest side, over three slots.
+        let large = Frames.payload(9000, seed: 2)
+        var frame = Frames.udp4(payload: large, port: Self.port)
+        _ = try Frames.makePartial(&frame)
+        try rings.deliver(frame, flags: [.checksumBlank, .dataValidated])
+        #expect(Self.receive(receiver) == large)
+        // Counted just after the write the socket saw.
+        try await eventually("both packets counted") { frontend.counters.rxPackets == 2 }
+        #expect(frontend.counters.rxBytes == 42 + 200 + frame.count)
+        // The posted pages are posted again.
+        try await eventually("rx ring refilled") { try rings.postedRx() == 256 }
+        await frontend.close()
+        tap.close()
+        await rig.shutdown()
+    }
+
+    @Test func backendThatAnswersAnotherSlotIsDisconnected() async throws {
+        let (rig, frontend, tap, ns) = try await Self.connected()
+        defer { ns.delete() }
+        let rings = try #require(rig.hooks.connected)
+        try rings.answerRx(id: 7, size: 60)
+        try await eventually("the lie seen") { frontend.violation != nil }
+        #expect(frontend.violation == .rxResponseID(found: 7, expected: 0))
+        try await eventually("frontend left Connected") { frontend.state == .closing || frontend.state == .closed }
+        try await eventually("backend disconnected") { !rig.hooks.disconnects.withLock { $0.isEmpty } }
+        await frontend.close()
+        tap.close()
+        #expect(frontend.grantedPageSets == 0)
+        await rig.shutdown()
+    }
+}
+
+extension sockaddr_in {
+    init(ip: [UInt8], port: UInt16) {
+        self.init()
+        sin_family = sa_family_t(AF_INET)
+        sin_port = port.bigEndian
+        sin_addr.s_addr = UInt32(ip[0]) | UInt32(ip[1]) << 8 | UInt32(ip[2]) << 16 | UInt32(ip[3]) << 24
+    }
+}
