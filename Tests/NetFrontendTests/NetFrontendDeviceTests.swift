@@ -196,6 +196,33 @@ struct NetFrontendDeviceTests {
         await rig.shutdown()
     }
 
+    @Test func reconnectsAfterABackendRestartWithTheCarrierFollowing() async throws {
+        let (rig, frontend, tap, ns) = try await Self.connected()
+        defer { ns.delete() }
+        let carrier = { () throws -> Bool in
+            let result = try Command.run("/usr/sbin/ip", ["netns", "exec", ns.name, "cat", "/sys/class/net/nf0/carrier"])
+            return result.status == 0 && result.stdout.hasPrefix("1")
+        }
+        #expect(try carrier())
+        await rig.stopBackend()
+        try await eventually("frontend followed the backend down") { frontend.state == .closed }
+        #expect(try !carrier())
+        #expect(frontend.grantedPageSets == 0)
+        rig.startBackend()
+        try await eventually("frontend connected again") { frontend.state == .connected && frontend.connections == 2 }
+        #expect(try carrier())
+        let rings = try #require(rig.hooks.connected)
+        let receiver = try Self.udpSocket(in: ns, bindPort: Self.port)
+        defer { close(receiver) }
+        let payload = Frames.payload(500, seed: 3)
+        try await eventually("rx pages posted on the new rings") { try rings.postedRx() == 256 }
+        try rings.deliver(Frames.udp4(payload: payload, port: Self.port), flags: .dataValidated)
+        #expect(Self.receive(receiver) == payload)
+        await frontend.close()
+        tap.close()
+        await rig.shutdown()
+    }
+
     @Test func backendThatAnswersAnotherSlotIsDisconnected() async throws {
         let (rig, frontend, tap, ns) = try await Self.connected()
         defer { ns.delete() }

@@ -184,7 +184,7 @@ final class NetRig: Sendable {
     let guest: DomainID
     let paths: XenbusDevicePaths
     let hooks: ScriptedNetBackend
-    let backend: XenbusBackendDevice<ScriptedNetBackend>
+    let backend: Mutex<XenbusBackendDevice<ScriptedNetBackend>?>
 
     static let devid: UInt32 = 0
     static let mac = "00:16:3e:12:34:56"
@@ -203,7 +203,20 @@ final class NetRig: Sendable {
                                             frontendKeys: [NetifVifSettings.Key.mac: Self.mac,
                                                            NetifVifSettings.Key.mtu: "\(Self.mtu)"])
         hooks = ScriptedNetBackend(platform: dom0, offered: offered)
-        backend = XenbusBackendDevice(store: backendStore, backend: paths.backend, hooks: hooks, logger: testLogger)
+        backend = Mutex(nil)
+        startBackend()
+    }
+
+    /// Starts a backend driver (a new "process" of the backend).
+    func startBackend() {
+        let device = XenbusBackendDevice(store: backendStore, backend: paths.backend, hooks: hooks, logger: testLogger)
+        backend.withLock { $0 = device }
+    }
+
+    /// Closes the backend driver: it disconnects, Closing, Closed.
+    func stopBackend() async {
+        guard let device = backend.withLock({ value in defer { value = nil }; return value }) else { return }
+        await device.close()
     }
 
     func frontend() throws -> NetFrontend {
@@ -211,7 +224,7 @@ final class NetRig: Sendable {
     }
 
     func shutdown() async {
-        await backend.close()
+        await stopBackend()
         toolstack.close()
         backendStore.close()
     }

@@ -115,17 +115,20 @@ enum Frames {
 
 /// A command's exit status and output.
 enum Command {
-    static func run(_ path: String, _ arguments: [String]) throws -> (status: Int32, stderr: String) {
+    static func run(_ path: String, _ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
+        let out = Pipe()
         let err = Pipe()
         process.standardError = err
-        process.standardOutput = FileHandle.nullDevice
+        process.standardOutput = out
         try process.run()
-        let data = err.fileHandleForReading.readDataToEndOfFile()
+        // Small outputs: each fits its pipe, so reading one after the other cannot stall.
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
     }
 }
 
