@@ -130,6 +130,10 @@ let package = Package(
         .executableTarget(name: "block-disk-example",
                           dependencies: ["BlockFrontend", "BlockBackend", "XenLocal", "URing", .product(name: "Logging", package: "swift-log")],
                           path: "Examples/BlockDisk"),
+        .executableTarget(name: "net-echo-example",
+                          dependencies: ["NetFrontend", "Netif", "Tap", "XenBus", "XenLocal", "XenPlatform", "XenRing",
+                                         "SharedMemory", .product(name: "Logging", package: "swift-log")],
+                          path: "Examples/NetEcho"),
 
         .testTarget(name: "SharedMemoryTests", dependencies: ["SharedMemory"]),
         .testTarget(name: "XenRingTests", dependencies: ["XenRing", "SharedMemory", "CRingReference", "XenTesting", "FuzzTargets"]),
