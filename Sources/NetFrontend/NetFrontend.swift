@@ -63,6 +63,21 @@ public final class NetFrontend: Sendable {
         try await core.connected()
     }
 
+    /// The toolstack's `mac` and `mtu` for this vif, read from the frontend node now (they
+    /// are there before any backend is): what to give the TAP device before it connects.
+    public func vifSettings() async throws(NetFrontendError) -> NetifVifSettings {
+        let node = XenbusNodeReader(store: store, path: frontendPath)
+        var entries: [String: String] = [:]
+        do {
+            for key in [NetifVifSettings.Key.mac, NetifVifSettings.Key.mtu] {
+                if let value = try await node.optionalString(key) { entries[key] = value }
+            }
+        } catch {
+            throw .xenbus(error)
+        }
+        do { return try NetifVifSettings(xenstore: entries) } catch { throw .node(error) }
+    }
+
     /// What the current connection negotiated, or nil while none is up.
     public var link: NetFrontendLink? { core.state.withLock { $0.connection == nil ? nil : $0.link } }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import NetFrontend
+import Netif
 import Tap
 import XenLinux
 import XenLocal
@@ -53,9 +54,16 @@ struct NetfrontCommand: AsyncParsableCommand {
         let guest = try await join(logger: logger)
         try await checkDeviceExists(guest)
         let frontend = try NetFrontend(platform: guest, devid: devid, logger: logger)
+        let vif: NetifVifSettings
+        do { vif = try await frontend.vifSettings() } catch {
+            await frontend.close()
+            throw CommandFailure("netfront: \(name) vif \(devid): \(error)")
+        }
         let device: TapDevice
         do {
             device = try TapDevice(name: tap, in: namespace)
+            try device.setHardwareAddress(EthernetAddress(vif.mac[0], vif.mac[1], vif.mac[2], vif.mac[3], vif.mac[4], vif.mac[5]))
+            try device.setMTU(Int(vif.mtu))
             try device.setCarrier(false)
             try device.setUp(true)
             try frontend.attachTap(device)
