@@ -27,7 +27,9 @@ public struct NetifVifSettings: Sendable, Hashable {
         let parts = text.split(separator: ":", omittingEmptySubsequences: false)
         var octets: [UInt8] = []
         for part in parts {
-            guard part.utf8.count == 2, let octet = UInt8(part, radix: 16) else { break }
+            // Hex digits only: UInt8(_:radix:) would also take a sign.
+            guard part.utf8.count == 2, part.utf8.allSatisfy({ $0 < 0x80 && Character(Unicode.Scalar($0)).isHexDigit }),
+                  let octet = UInt8(part, radix: 16) else { break }
             octets.append(octet)
         }
         guard parts.count == 6, octets.count == 6 else {
