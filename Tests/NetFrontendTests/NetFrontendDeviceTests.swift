@@ -45,18 +45,29 @@ struct NetFrontendDeviceTests {
 
     /// A rig, a connected frontend and its TAP device `nf0` up in a fresh namespace with
     /// the guest address and a static neighbour for the peer.
-    static func connected(split: Bool = false) async throws -> (NetRig, NetFrontend, TapDevice, TestNamespace) {
+    static func connected(split: Bool = false, ipv6: Bool = true) async throws -> (NetRig, NetFrontend, TapDevice, TestNamespace) {
         let ns = try TestNamespace()
-        let rig = try await NetRig(offered: NetRig.features(split: split))
-        let frontend = try rig.frontend()
-        let tap = try TapDevice(name: "nf0", in: ns.namespace)
-        try frontend.attachTap(tap)
-        _ = try await frontend.connected()
-        try ns.ip("addr", "add", "198.18.0.1/24", "dev", "nf0")
-        try ns.ip("link", "set", "nf0", "up")
-        try ns.ip("neigh", "add", "198.18.0.2", "lladdr", Frames.peerMAC.description, "dev", "nf0")
-        try await eventually("backend connected") { rig.hooks.connected != nil }
-        return (rig, frontend, tap, ns)
+        if !ipv6 {
+            // No neighbour discovery or MLD frames: the tx ring carries only the test's own.
+            let result = try Command.run("/usr/sbin/ip", ["netns", "exec", ns.name, "sysctl", "-qw",
+                                                          "net.ipv6.conf.default.disable_ipv6=1", "net.ipv6.conf.all.disable_ipv6=1"])
+            try #require(result.status == 0, "sysctl: \(result.stderr)")
+        }
+        do {
+            let rig = try await NetRig(offered: NetRig.features(split: split))
+            let frontend = try rig.frontend()
+            let tap = try TapDevice(name: "nf0", in: ns.namespace)
+            try frontend.attachTap(tap)
+            _ = try await frontend.connected()
+            try ns.ip("addr", "add", "198.18.0.1/24", "dev", "nf0")
+            try ns.ip("link", "set", "nf0", "up")
+            try ns.ip("neigh", "add", "198.18.0.2", "lladdr", Frames.peerMAC.description, "dev", "nf0")
+            try await eventually("backend connected") { rig.hooks.connected != nil }
+            return (rig, frontend, tap, ns)
+        } catch {
+            ns.delete()
+            throw error
+        }
     }
 
     @Test(arguments: [false, true])
@@ -218,6 +229,67 @@ struct NetFrontendDeviceTests {
         try await eventually("rx pages posted on the new rings") { try rings.postedRx() == 256 }
         try rings.deliver(Frames.udp4(payload: payload, port: Self.port), flags: .dataValidated)
         #expect(Self.receive(receiver) == payload)
+        await frontend.close()
+        tap.close()
+        await rig.shutdown()
+    }
+
+    /// Sends `payload` to the peer's `port` from a socket made in `ns`.
+    static func send(_ payload: [UInt8], port: UInt16, in ns: TestNamespace) throws {
+        let sender = try Self.udpSocket(in: ns, bindPort: nil)
+        defer { close(sender) }
+        var peer = sockaddr_in(ip: Frames.peerIP, port: port)
+        let sent = withUnsafePointer(to: &peer) { to in
+            to.withMemoryRebound(to: sockaddr.self, capacity: 1) { to in
+                payload.withUnsafeBytes { sendto(sender, $0.baseAddress, $0.count, 0, to, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+        }
+        #expect(sent == payload.count)
+    }
+
+    /// Takes tx chains until one to `port` arrives.
+    static func awaitDatagram(_ rings: ScriptedNetBackend.Rings, port: UInt16) async throws {
+        try await eventually("a datagram to port \(port)") {
+            while let packet = try rings.takeTx() {
+                if packet.data.count > 42, Frames.u16(packet.data, 36) == port { return true }
+            }
+            return false
+        }
+    }
+
+    /// io/ring.h's event suppression from the frontend's side: it notifies a port only
+    /// when a push crosses the backend's req_event, so a backend that does not ask again
+    /// hears nothing, and one that does (its final check) hears the next push.
+    @Test func notifiesOnlyWhenTheBackendAsks() async throws {
+        let (rig, frontend, tap, ns) = try await Self.connected(split: true, ipv6: false)
+        defer { ns.delete() }
+        let rings = try #require(rig.hooks.connected)
+        let read = try #require(rig.hooks.frontendsRead.withLock { $0.last })
+        guard case let .split(txPort, rxPort) = read.connection.queues[0].eventChannels else {
+            Issue.record("split event channels were offered")
+            return
+        }
+        let count = { (port: UInt32) in rig.hypervisor.notificationCount(domain: rig.guest, port: port) }
+        // The first post of the rx ring crossed the initial req_event.
+        try await eventually("the first rx post notified") { count(rxPort) == 1 }
+        while try rings.takeTx() != nil {}
+        #expect(try !rings.tx.finalCheckForRequests())
+        let armed = count(txPort)
+        try Self.send([1], port: 7001, in: ns)
+        try await Self.awaitDatagram(rings, port: 7001)
+        try await eventually("the armed push notified") { count(txPort) == armed + 1 }
+        // Not asked again: the next frame goes out without a notification.
+        try Self.send([2], port: 7002, in: ns)
+        try await Self.awaitDatagram(rings, port: 7002)
+        #expect(try !rings.tx.finalCheckForRequests())
+        try Self.send([3], port: 7003, in: ns)
+        try await Self.awaitDatagram(rings, port: 7003)
+        try await eventually("the re-armed push notified") { count(txPort) >= armed + 2 }
+        #expect(count(txPort) == armed + 2)
+        // Rx pages posted again after a delivery cross no req_event the backend set.
+        try rings.deliver(Frames.udp4(payload: [9], port: Self.port), flags: .dataValidated)
+        try await eventually("rx ring refilled") { try rings.postedRx() == 256 }
+        #expect(count(rxPort) == 1)
         await frontend.close()
         tap.close()
         await rig.shutdown()
