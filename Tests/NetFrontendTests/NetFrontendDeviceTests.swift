@@ -295,6 +295,28 @@ struct NetFrontendDeviceTests {
         await rig.shutdown()
     }
 
+    @Test func txErrorAnswersAreCountedAndALyingIDDisconnects() async throws {
+        let (rig, frontend, tap, ns) = try await Self.connected(ipv6: false)
+        defer { ns.delete() }
+        let rings = try #require(rig.hooks.connected)
+        try Self.send([1], port: 7101, in: ns)
+        try await eventually("a chain answered NETIF_RSP_ERROR") { try rings.takeTx(status: .error) != nil }
+        try await eventually("the error counted") { frontend.counters.txErrors == 1 }
+        #expect(frontend.violation == nil)
+        try Self.send([2], port: 7102, in: ns)
+        try await eventually("a chain answered for an id never sent") { try rings.takeTx(lieAboutID: true) != nil }
+        try await eventually("the lie seen") { frontend.violation != nil }
+        guard case .txResponseID? = frontend.violation else {
+            Issue.record("violation \(String(describing: frontend.violation))")
+            return
+        }
+        try await eventually("backend disconnected") { !rig.hooks.disconnects.withLock { $0.isEmpty } }
+        await frontend.close()
+        tap.close()
+        #expect(frontend.grantedPageSets == 0)
+        await rig.shutdown()
+    }
+
     @Test func backendThatAnswersAnotherSlotIsDisconnected() async throws {
         let (rig, frontend, tap, ns) = try await Self.connected()
         defer { ns.delete() }

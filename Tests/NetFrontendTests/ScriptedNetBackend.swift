@@ -62,8 +62,9 @@ final class ScriptedNetBackend: XenbusBackendHooks {
         }
 
         /// Takes the next whole tx chain, if one is published: copies its data out of the
-        /// granted pages, answers every slot OKAY (NULL for extras) and notifies as asked.
-        func takeTx() throws -> TxPacket? {
+        /// granted pages, answers every slot `status` (NULL for extras; with `lieAboutID`,
+        /// for an id never sent) and notifies as asked.
+        func takeTx(status: NetifStatus = .okay, lieAboutID: Bool = false) throws -> TxPacket? {
             let producer = try tx.checkedRequestProducer()
             let available = Int(producer &- tx.requestConsumer)
             let start = tx.requestConsumer
@@ -80,7 +81,8 @@ final class ScriptedNetBackend: XenbusBackendHooks {
             }
             tx.requestConsumer = start &+ RingIndex(packet.slotIDs.count)
             for id in packet.slotIDs {
-                let response = id.map { NetifTxResponse(id: $0, status: .okay) } ?? NetifTxResponse(id: 0, status: .null)
+                let response = id.map { NetifTxResponse(id: lieAboutID ? $0 &+ 1000 : $0, status: status) }
+                    ?? NetifTxResponse(id: 0, status: .null)
                 response.encode(into: tx.responseSlot(tx.responseProducerPrivate), at: 0)
                 tx.responseProducerPrivate &+= 1
             }
