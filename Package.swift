@@ -153,7 +153,7 @@ let package = Package(
         .testTarget(name: "NBDTests", dependencies: ["NBD", "BlockFrontend"]),
         .testTarget(name: "NetFrontendTests",
                     dependencies: ["NetFrontend", "Netif", "Tap", "SystemCalls", "XenTesting", "XenBus", "XenRing", "SharedMemory",
-                                   "XenPlatform", "XenStore", "XenDevice", .product(name: "Logging", package: "swift-log")]),
+                                   "XenPlatform", "XenStore", "XenDevice", "XenLocal", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "BlockFrontendTests",
                     dependencies: ["BlockFrontend", "BlockBackend", "XenTesting", "XenBus", "Blkif", "XenRing",
                                    "SharedMemory", "XenPlatform", "XenStore", "URing", "NBD", "XenDevice"]),

@@ -21,7 +21,7 @@ final class ScriptedNetBackend: XenbusBackendHooks {
 
     /// The mapped rings of one connection; used by the test task only.
     final class Rings: @unchecked Sendable {
-        let platform: InProcessPlatform
+        let platform: any Platform
         let guest: DomainID
         var tx: BackRing
         var rx: BackRing
@@ -30,12 +30,12 @@ final class ScriptedNetBackend: XenbusBackendHooks {
         let txPort: EventPort
         let rxPort: EventPort
 
-        init(platform: InProcessPlatform, guest: DomainID, frontend: Frontend) throws {
+        init(platform: any Platform, guest: DomainID, frontend: Frontend) throws {
             self.platform = platform
             self.guest = guest
             let queue = frontend.connection.queues[0]
-            let txMap = try platform.map([queue.txRingRef], from: guest, writable: true)
-            let rxMap = try platform.map([queue.rxRingRef], from: guest, writable: true)
+            let txMap = try platform.grantMapper.map([queue.txRingRef], from: guest, writable: true)
+            let rxMap = try platform.grantMapper.map([queue.rxRingRef], from: guest, writable: true)
             mappings = [txMap, rxMap]
             tx = BackRing(try SharedRing(memory: txMap.view, pages: 1, entrySize: NetifLayout.txSlotSize))
             rx = BackRing(try SharedRing(memory: rxMap.view, pages: 1, entrySize: NetifLayout.rxSlotSize))
@@ -52,7 +52,7 @@ final class ScriptedNetBackend: XenbusBackendHooks {
 
         func close() {
             channel.close()
-            for mapping in mappings { try? platform.unmap(mapping) }
+            for mapping in mappings { try? platform.grantMapper.unmap(mapping) }
         }
 
         /// A transmitted packet as the backend took it.
@@ -75,9 +75,9 @@ final class ScriptedNetBackend: XenbusBackendHooks {
             }
             var data: [UInt8] = []
             for fragment in packet.fragments {
-                let page = try platform.map([fragment.gref], from: guest, writable: false)
+                let page = try platform.grantMapper.map([fragment.gref], from: guest, writable: false)
                 data += page.view.bytes(at: Int(fragment.offset), length: Int(fragment.size))
-                try platform.unmap(page)
+                try platform.grantMapper.unmap(page)
             }
             tx.requestConsumer = start &+ RingIndex(packet.slotIDs.count)
             for id in packet.slotIDs {
@@ -104,9 +104,9 @@ final class ScriptedNetBackend: XenbusBackendHooks {
                 rx.requestConsumer = index &+ 1
                 switch slot {
                 case let .data(packetOffset, length, slotFlags):
-                    let page = try platform.map([request.gref], from: guest, writable: true)
+                    let page = try platform.grantMapper.map([request.gref], from: guest, writable: true)
                     frame[packetOffset ..< packetOffset + length].withUnsafeBytes { page.view.copyBytes(from: $0, to: 0) }
-                    try platform.unmap(page)
+                    try platform.grantMapper.unmap(page)
                     NetifRxResponse(id: request.id, offset: 0, flags: slotFlags, size: UInt16(length))
                         .encode(into: rx.responseSlot(index), at: 0)
                 case let .extra(info):
@@ -128,13 +128,13 @@ final class ScriptedNetBackend: XenbusBackendHooks {
         }
     }
 
-    let platform: InProcessPlatform
+    let platform: any Platform
     let offered: NetifBackendFeatures
     let rings = Mutex<Rings?>(nil)
     let frontendsRead = Mutex<[Frontend]>([])
     let disconnects = Mutex<[String]>([])
 
-    init(platform: InProcessPlatform, offered: NetifBackendFeatures) {
+    init(platform: any Platform, offered: NetifBackendFeatures) {
         self.platform = platform
         self.offered = offered
     }
