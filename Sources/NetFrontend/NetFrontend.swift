@@ -83,8 +83,9 @@ public final class NetFrontend: Sendable {
 
     /// Makes `tap` (made with a virtio-net header, as ``TapDevice`` is) the guest side:
     /// frames it transmits go to the backend, packets from the backend are written to it.
-    /// Its offloads, address, MTU and carrier follow each connection. The caller keeps
-    /// owning it and closes it after ``close(grantWaitSeconds:)``.
+    /// Its offloads, address, MTU and carrier follow each connection. One TAP device per
+    /// frontend (a second throws ``NetFrontendError/tapAlreadyAttached(_:)``). The caller
+    /// keeps owning it and closes it after ``close(grantWaitSeconds:)``.
     public func attachTap(_ tap: TapDevice) throws(NetFrontendError) {
         try core.attach(tap)
     }

@@ -68,13 +68,14 @@ final class NetFrontendCore: Sendable {
     func attach(_ tap: TapDevice) throws(NetFrontendError) {
         guard let descriptor = tap.queues.first else { throw .tap(.closed(device: tap.name)) }
         let source = NetFrontendTapSource(core: self, descriptor: descriptor)
-        let link = state.withLock { s -> NetFrontendLink?? in
-            if s.closed { return .none }
+        let attached = state.withLock { s -> Result<NetFrontendLink?, NetFrontendError> in
+            if s.closed { return .failure(.closed) }
+            if let other = s.tap { return .failure(.tapAlreadyAttached(other.name)) }
             s.tap = tap
             s.tapSource = source
-            return .some(s.connection == nil ? nil : s.link)
+            return .success(s.connection == nil ? nil : s.link)
         }
-        guard let link else { throw .closed }
+        let link = try attached.get()
         tapFD.store(descriptor, ordering: .releasing)
         configure(tap, link: link)
         guard ioContext.attach(source) else { throw .closed }

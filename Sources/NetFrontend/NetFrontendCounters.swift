@@ -3,16 +3,18 @@ import Synchronization
 /// Packet counts of a ``NetFrontend`` over its life (every connection), as `ip -s link`
 /// would show them for the guest interface.
 public struct NetFrontendCounters: Sendable, Hashable {
-    /// Frames put on the tx ring, and their bytes.
+    /// Frames put on the tx ring.
     public var txPackets = 0
+    /// Bytes of those frames.
     public var txBytes = 0
     /// Frames read from the TAP device and not sent (too short, too long, GSO or checksum
     /// the backend cannot take).
     public var txDropped = 0
     /// Frames the backend answered NETIF_RSP_ERROR or NETIF_RSP_DROPPED.
     public var txErrors = 0
-    /// Packets written to the TAP device, and their bytes (frames only).
+    /// Packets written to the TAP device.
     public var rxPackets = 0
+    /// Bytes of those packets' frames (without the virtio-net header).
     public var rxBytes = 0
     /// Packets received and not delivered (no TAP device, the TAP device full, a
     /// checksum that could not be located).

@@ -51,6 +51,8 @@ public enum NetFrontendError: Error, Sendable, Equatable, CustomStringConvertibl
     case platform(PlatformError)
     /// The TAP device failed.
     case tap(TapError)
+    /// A TAP device is attached already (its name): the frontend has one guest side.
+    case tapAlreadyAttached(String)
     /// The xenbus driver failed.
     case xenbus(XenbusError)
     /// The frontend is closed.
@@ -76,6 +78,7 @@ public enum NetFrontendError: Error, Sendable, Equatable, CustomStringConvertibl
         case let .rxErrorStatus(status): return "backend answered rx status \(status)"
         case let .platform(error): return "platform: \(error)"
         case let .tap(error): return "TAP: \(error)"
+        case let .tapAlreadyAttached(name): return "TAP device \(name) is attached already"
         case let .xenbus(error): return "xenbus: \(error)"
         case .closed: return "the net frontend is closed"
         }

@@ -93,6 +93,10 @@ struct NetFrontendDeviceTests {
         #expect(try tap.mtu() == NetRig.mtu)
         #expect(try rig.hooks.connected?.postedRx() == 256)
 
+        let second = try TapDevice(name: "nf1", in: ns.namespace)
+        #expect(throws: NetFrontendError.tapAlreadyAttached("nf0")) { try frontend.attachTap(second) }
+        second.close()
+
         let pages = frontend.grantedPageSets
         #expect(pages == 4)
         #expect(await frontend.close() == 0)
