@@ -321,6 +321,57 @@ struct NetFrontendDeviceTests {
         await rig.shutdown()
     }
 
+    /// A packet socket in `ns` that gets every frame with the virtio-net header the kernel
+    /// makes from its socket buffer (PACKET_VNET_HDR): what the stack took a packet as.
+    static func packetSocket(in ns: TestNamespace) throws -> Int32 {
+        try ns.namespace.run { () throws(Errno) -> Int32 in
+            // ETH_P_ALL, in network order.
+            let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(UInt16(3).bigEndian))
+            guard fd >= 0 else { throw Errno.current }
+            var on: Int32 = 1
+            // SOL_PACKET (263), PACKET_VNET_HDR (15): linux/if_packet.h.
+            guard setsockopt(fd, 263, 15, &on, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
+                let error = Errno.current
+                close(fd)
+                throw error
+            }
+            return fd
+        }.get()
+    }
+
+    /// A GSO packet from the backend (a TCPv4 extra over five slots), with its checksum
+    /// left blank or not, reaches the guest side's stack as one GSO packet with a partial
+    /// checksum at the TCP header, which is how the kernel segments it further.
+    @Test(arguments: [true, false])
+    func gsoPacketFromTheBackendReachesTheStackAsGSO(checksumBlank: Bool) async throws {
+        let (rig, frontend, tap, ns) = try await Self.connected(ipv6: false)
+        defer { ns.delete() }
+        let rings = try #require(rig.hooks.connected)
+        let capture = try Self.packetSocket(in: ns)
+        defer { close(capture) }
+        var frame = Frames.tcp4(payload: Frames.payload(16_000))
+        if checksumBlank { _ = try Frames.makePartial(&frame) }
+        let flags: NetifRxFlags = checksumBlank ? [.checksumBlank, .dataValidated] : []
+        try rings.deliver(frame, flags: flags, extras: [NetifExtraInfo(.gso(size: 1448, type: .tcpv4, features: 0))])
+        var seen: [UInt8]?
+        for _ in 0 ..< 16 {
+            guard let packet = Self.receive(capture) else { break }
+            if packet.count == VirtioNetHeader.size + frame.count, Array(packet[VirtioNetHeader.size ..< VirtioNetHeader.size + 12]) == Array(frame[0 ..< 12]) {
+                seen = packet
+                break
+            }
+        }
+        let packet = try #require(seen, "the GSO packet never reached the stack")
+        let header = try #require(VirtioNetHeader(decoding: packet))
+        #expect(header.gsoType == .tcpv4 && header.gsoSize == 1448)
+        #expect(header.flags.contains(.needsChecksum))
+        #expect(header.csumStart == 34 && header.csumOffset == 16)
+        #expect(frontend.counters.rxDropped == 0)
+        await frontend.close()
+        tap.close()
+        await rig.shutdown()
+    }
+
     @Test func backendThatAnswersAnotherSlotIsDisconnected() async throws {
         let (rig, frontend, tap, ns) = try await Self.connected()
         defer { ns.delete() }
