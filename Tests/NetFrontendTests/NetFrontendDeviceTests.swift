@@ -86,7 +86,8 @@ struct NetFrontendDeviceTests {
         #expect((read.entries[NetifConnectionKeys.Key.eventChannel] == nil) == split)
         #expect((read.entries[NetifConnectionKeys.Key.eventChannelTx] != nil) == split)
         #expect((read.entries[NetifConnectionKeys.Key.eventChannelRx] != nil) == split)
-        #expect(frontend.state == .connected)
+        // connected() returns as the connect hook starts the rings, just before the driver writes Connected.
+        try await eventually("frontend Connected") { frontend.state == .connected }
         let link = try #require(frontend.link)
         #expect(link.vif.mac.description == NetRig.mac)
         #expect(try tap.hardwareAddress().description == NetRig.mac)
