@@ -373,6 +373,56 @@ struct NetFrontendDeviceTests {
         await rig.shutdown()
     }
 
+    /// A TCPv4 GSO packet the guest side's stack transmits (injected through a
+    /// PACKET_VNET_HDR socket, as a TSO send would make it) comes out of the TAP device
+    /// unsegmented, the TAP offering TSO4 because the backend offers feature-gso-tcpv4, and
+    /// goes onto the ring as one chain with a GSO extra-info slot and NETTXF_csum_blank.
+    @Test func gsoPacketFromTheStackGoesOutAsOneChain() async throws {
+        let (rig, frontend, tap, ns) = try await Self.connected(ipv6: false)
+        defer { ns.delete() }
+        let rings = try #require(rig.hooks.connected)
+        let injector = try Self.packetSocket(in: ns)
+        defer { close(injector) }
+        var frame = Frames.tcp4(payload: Frames.payload(20_000, seed: 5))
+        // Outgoing: from the guest to the peer.
+        frame.replaceSubrange(0 ..< 12, with: Frames.peerMAC.octets + (try tap.hardwareAddress()).octets)
+        frame.replaceSubrange(26 ..< 34, with: Frames.guestIP + Frames.peerIP)
+        var header = try Frames.makePartial(&frame)
+        header.gsoType = .tcpv4
+        header.gsoSize = 1448
+        header.headerLength = 54
+        // struct sockaddr_ll: family, protocol (big-endian), ifindex, hatype, pkttype, halen, addr[8].
+        var address = [UInt8](repeating: 0, count: 20)
+        address.withUnsafeMutableBytes { bytes in
+            bytes.storeBytes(of: UInt16(AF_PACKET), toByteOffset: 0, as: UInt16.self)
+            bytes.storeBytes(of: UInt16(0x0800).bigEndian, toByteOffset: 2, as: UInt16.self)
+            bytes.storeBytes(of: tap.index, toByteOffset: 4, as: Int32.self)
+        }
+        let packet = header.bytes + frame
+        let sent = address.withUnsafeBytes { to in
+            packet.withUnsafeBytes {
+                sendto(injector, $0.baseAddress, $0.count, 0, to.baseAddress!.assumingMemoryBound(to: sockaddr.self), 20)
+            }
+        }
+        #expect(sent == packet.count, "sendto: errno \(errno)")
+        var found: ScriptedNetBackend.Rings.TxPacket?
+        try await eventually("the GSO packet as one tx chain") {
+            while found == nil, let taken = try rings.takeTx() {
+                if taken.data.count == frame.count { found = taken }
+            }
+            return found != nil
+        }
+        let chain = try #require(found)
+        #expect(chain.packet.extras == [NetifExtraInfo(.gso(size: 1448, type: .tcpv4, features: 0))])
+        #expect(chain.packet.flags == [.checksumBlank, .dataValidated])
+        #expect(chain.packet.fragments.count == 5)
+        #expect(chain.data == frame)
+        #expect(frontend.counters.txDropped == 0)
+        await frontend.close()
+        tap.close()
+        await rig.shutdown()
+    }
+
     @Test func backendThatAnswersAnotherSlotIsDisconnected() async throws {
         let (rig, frontend, tap, ns) = try await Self.connected()
         defer { ns.delete() }
