@@ -63,11 +63,11 @@ struct NetfrontCommandTests {
         let show = try Command.run("/usr/sbin/ip", ["-n", ns.name, "link", "show", "dev", "nfcli0"])
         #expect(show.stdout.contains(NetRig.mac) && show.stdout.contains("mtu 1400"))
         try ns.ip("addr", "add", "198.18.0.1/24", "dev", "nfcli0")
-        let receiver = try NetFrontendDeviceTests.udpSocket(in: ns, bindPort: NetFrontendDeviceTests.port)
+        let receiver = try GuestSide.udpSocket(in: ns, bindPort: GuestSide.port)
         defer { close(receiver) }
         let payload = Frames.payload(700, seed: 4)
-        try rings.deliver(Frames.udp4(payload: payload, port: NetFrontendDeviceTests.port), flags: .dataValidated)
-        #expect(NetFrontendDeviceTests.receive(receiver) == payload)
+        try rings.deliver(Frames.udp4(payload: payload, port: GuestSide.port), flags: .dataValidated)
+        #expect(GuestSide.receive(receiver) == payload)
 
         kill(netfront.processIdentifier, SIGTERM)
         netfront.waitUntilExit()
