@@ -88,7 +88,11 @@ final class NetFrontendConnection: @unchecked Sendable {
     /// frontend's features (`io/netif.h`, "Frontend XenBus Nodes").
     var keys: XenbusKeys {
         var keys = XenbusKeys()
-        let entries = connectionKeys.xenstoreEntries.merging(NetFrontendLink.frontendFeatures.xenstoreEntries) { a, _ in a }
+        var features = NetFrontendLink.frontendFeatures.xenstoreEntries
+        // `trusted` is the toolstack's word to the frontend, not ours to write (or to
+        // remove with our keys on disconnect).
+        features[NetifFrontendFeatures.Key.trusted] = nil
+        let entries = connectionKeys.xenstoreEntries.merging(features) { a, _ in a }
         for (key, value) in entries.sorted(by: { $0.key < $1.key }) { keys.set(key, value) }
         return keys
     }

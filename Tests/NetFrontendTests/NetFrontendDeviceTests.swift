@@ -20,6 +20,8 @@ struct NetFrontendDeviceTests {
         #expect(read.features.gsoTCPv4 && read.features.gsoTCPv6 && read.features.ipv6ChecksumOffload)
         #expect(read.entries[NetifFrontendFeatures.Key.noChecksumOffload] == "0")
         #expect(read.features.queueCount == nil)
+        // The toolstack's `trusted` stays as it wrote it.
+        #expect(read.entries[NetifFrontendFeatures.Key.trusted] == "0")
         switch read.connection.queues[0].eventChannels {
         case .shared: #expect(!split)
         case .split: #expect(split)
@@ -45,6 +47,7 @@ struct NetFrontendDeviceTests {
         tap.close()
         #expect(frontend.grantedPageSets == 0)
         #expect(frontend.state == .closed)
+        #expect(try await rig.toolstack.readString(rig.paths.frontend + "/" + NetifFrontendFeatures.Key.trusted) == "0")
         try await eventually("backend disconnected") { !rig.hooks.disconnects.withLock { $0.isEmpty } }
         await rig.shutdown()
     }

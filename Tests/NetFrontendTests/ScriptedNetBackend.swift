@@ -202,7 +202,7 @@ final class NetRig: Sendable {
         guest = try hypervisor.createDomain(name: "guest")
         paths = try XenbusDevicePaths(type: NetFrontend.deviceType, devid: "\(Self.devid)", backendID: .dom0, frontendID: guest)
         try await XenbusToolstack.addDevice(paths, store: toolstack, backendKeys: [NetifVifSettings.Key.mac: Self.mac],
-                                            frontendKeys: [NetifVifSettings.Key.mac: Self.mac,
+                                            frontendKeys: [NetifVifSettings.Key.mac: Self.mac, NetifFrontendFeatures.Key.trusted: "0",
                                                            NetifVifSettings.Key.mtu: "\(Self.mtu)"])
         hooks = ScriptedNetBackend(platform: dom0, offered: offered)
         backend = Mutex(nil)
