@@ -23,6 +23,7 @@ let package = Package(
         .library(name: "NBD", targets: ["NBD"]),
         .library(name: "BlockFrontend", targets: ["BlockFrontend"]),
         .library(name: "NetBackend", targets: ["NetBackend"]),
+        .library(name: "NetFrontend", targets: ["NetFrontend"]),
         .executable(name: "xensplit", targets: ["xensplit"]),
         .executable(name: "xensplit-bench", targets: ["xensplit-bench"]),
     ],
@@ -102,6 +103,12 @@ let package = Package(
             dependencies: ["Netif", "Tap", "XenDevice", "XenBus", "XenRing", "SharedMemory", "XenPlatform", "XenStore", "URing",
                            .product(name: "Logging", package: "swift-log")]
         ),
+        // The userspace netfront: xenbus handshake, tx/rx rings, the guest side as a TAP device.
+        .target(
+            name: "NetFrontend",
+            dependencies: ["XenBus", "XenDevice", "Netif", "Tap", "XenRing", "SharedMemory", "XenPlatform", "XenStore",
+                           .product(name: "Logging", package: "swift-log")]
+        ),
         // The C reference: Xen's own io/ring.h macros, for interop tests and benchmarks.
         .target(name: "CRingReference"),
 
@@ -109,7 +116,7 @@ let package = Package(
             name: "xensplit",
             dependencies: [
                 "XenStore", "XenLocal", "XenPlatform", "XenLinux", "XenTesting", "BlockBackend", "URing",
-                "BlockFrontend", "NBD", "Blkif", "NetBackend",
+                "BlockFrontend", "NBD", "Blkif", "NetBackend", "NetFrontend", "Netif", "Tap", "XenBus",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -130,6 +137,10 @@ let package = Package(
         .executableTarget(name: "block-disk-example",
                           dependencies: ["BlockFrontend", "BlockBackend", "XenLocal", "URing", .product(name: "Logging", package: "swift-log")],
                           path: "Examples/BlockDisk"),
+        .executableTarget(name: "net-echo-example",
+                          dependencies: ["NetFrontend", "Netif", "Tap", "XenBus", "XenLocal", "XenPlatform", "XenRing",
+                                         "SharedMemory", .product(name: "Logging", package: "swift-log")],
+                          path: "Examples/NetEcho"),
 
         .testTarget(name: "SharedMemoryTests", dependencies: ["SharedMemory"]),
         .testTarget(name: "XenRingTests", dependencies: ["XenRing", "SharedMemory", "CRingReference", "XenTesting", "FuzzTargets"]),
@@ -147,6 +158,9 @@ let package = Package(
         .testTarget(name: "XenTestingTests", dependencies: ["XenTesting", "XenPlatform", "SharedMemory", "XenStore"]),
         .testTarget(name: "XenLinuxTests", dependencies: ["XenTesting", "XenLinux", "CXen", "XenPlatform", "XenStore", "SharedMemory"]),
         .testTarget(name: "NBDTests", dependencies: ["NBD", "BlockFrontend"]),
+        .testTarget(name: "NetFrontendTests",
+                    dependencies: ["NetFrontend", "Netif", "Tap", "SystemCalls", "XenTesting", "XenBus", "XenRing", "SharedMemory",
+                                   "XenPlatform", "XenStore", "XenDevice", "XenLocal", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "BlockFrontendTests",
                     dependencies: ["BlockFrontend", "BlockBackend", "XenTesting", "XenBus", "Blkif", "XenRing",
                                    "SharedMemory", "XenPlatform", "XenStore", "URing", "NBD", "XenDevice"]),

@@ -76,6 +76,13 @@ public final class XenbusFrontendDevice<Hooks: XenbusFrontendHooks>: Sendable {
 
     /// Waits until the driver stops, and says why.
     public func stopped() async -> XenbusStopReason { await run.stopped() }
+
+    /// The device saw the backend break the ring protocol (`reason` says how): the driver
+    /// treats it as `xenbus_dev_fatal` (error node, disconnect, Closing), and connects
+    /// again when the backend next offers InitWait. Safe from any thread.
+    public func reportViolation(_ reason: String) {
+        run.reportViolation(.protocolViolation(path: frontendPath, reason: reason))
+    }
 }
 
 /// The frontend driver's loop and its private state; lives in one task.

@@ -1,0 +1,131 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NetFrontend
+import Netif
+import Tap
+import XenLinux
+import XenLocal
+import XenPlatform
+
+/// `xensplit netfront`: a userspace netfront whose guest side is a TAP device.
+struct NetfrontCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "netfront",
+        abstract: "Attach a domain's virtual network interface as its frontend and surface it as a TAP device.",
+        discussion: """
+        Joins domain NAME (on the local hypervisor; on xen, the domain this runs in) and \
+        attaches the frontend of vif DEVID. It creates TAP device IFNAME (inside network \
+        namespace NS when --netns is given, as `ip netns add NS` made it), with the vif's \
+        mac and mtu from xenstore, and brings it up: frames sent on it go to the backend, \
+        packets from the backend arrive on it, so ping, iperf3 and tcpdump work on IFNAME. \
+        The carrier is on while the backend is Connected. On SIGINT or SIGTERM it closes \
+        the frontend (xenbus Closing, Closed, grants ended) and removes the TAP device.
+        """
+    )
+
+    @Argument(help: "The domain whose vif this is.")
+    var name: String
+
+    @Argument(help: "The vif's device id (the devid of its --nic).")
+    var devid: UInt32
+
+    @Option(help: "Name of the TAP device to create (at most 15 bytes).")
+    var tap: String
+
+    @Option(help: "Network namespace to create the TAP device in (a name under /var/run/netns).")
+    var netns: String?
+
+    @OptionGroup var platform: PlatformOptions
+
+    @Flag(help: "Log at debug level.")
+    var verbose = false
+
+    func validate() throws {
+        if let netns {
+            do { _ = try NetworkNamespace(netns) } catch { throw ValidationError("--netns: \(error)") }
+        }
+    }
+
+    func run() async throws {
+        var logger = Logger(label: "xensplit.netfront")
+        logger.logLevel = verbose ? .debug : .info
+        let namespace = try netns.map { try NetworkNamespace($0) }
+        let guest = try await join(logger: logger)
+        try await checkDeviceExists(guest)
+        let frontend = try NetFrontend(platform: guest, devid: devid, logger: logger)
+        let vif: NetifVifSettings
+        do { vif = try await frontend.vifSettings() } catch {
+            await frontend.close()
+            throw CommandFailure("netfront: \(name) vif \(devid): \(error)")
+        }
+        let device: TapDevice
+        do {
+            device = try TapDevice(name: tap, in: namespace)
+            try device.setHardwareAddress(EthernetAddress(vif.mac[0], vif.mac[1], vif.mac[2], vif.mac[3], vif.mac[4], vif.mac[5]))
+            try device.setMTU(Int(vif.mtu))
+            try device.setCarrier(false)
+            try device.setUp(true)
+            try frontend.attachTap(device)
+        } catch {
+            await frontend.close()
+            throw CommandFailure("netfront: TAP device \(tap)\(netns.map { " in namespace \($0)" } ?? ""): \(error)")
+        }
+        let stop = StopSignal()
+        let sources = stop.install()
+        defer { withExtendedLifetime(sources) {} }
+        let where_ = netns.map { " in namespace \($0)" } ?? ""
+        let announce = Task { [logger, tap, name, devid] in
+            guard let link = try? await frontend.connected() else { return }
+            logger.info("""
+                netfront: \(name) vif \(devid) connected as \(tap)\(where_): mac \(link.macAddress), mtu \(link.mtu), \
+                sg \(link.backend.scatterGather), tso \(link.tapOffloads.contains(.tso4))/\(link.tapOffloads.contains(.tso6)), \
+                split event channels \(link.backend.splitEventChannels)
+                """)
+        }
+        logger.info("netfront: \(name) vif \(devid): TAP device \(device.name)\(where_) up, waiting for the backend")
+        await stop.wait()
+        announce.cancel()
+        let left = await frontend.close()
+        device.close()
+        let c = frontend.counters
+        logger.info("netfront: closed; tx \(c.txPackets) packets (\(c.txDropped) dropped, \(c.txErrors) errors), rx \(c.rxPackets) packets (\(c.rxDropped) dropped, \(c.rxErrors) errors)")
+        if left > 0 { throw CommandFailure("netfront: \(left) granted page sets were still mapped at close") }
+    }
+
+    /// The platform acting as the domain, with errors that say what is missing.
+    private func join(logger: Logger) async throws -> any Platform {
+        switch platform.kind {
+        case .local:
+            let dir = platform.state.resolved
+            guard FileManager.default.fileExists(atPath: LocalHypervisor.socketPath(stateDirectory: dir)) else {
+                throw CommandFailure("no local hypervisor at \(dir) (start `xensplit hypervisor --state-dir \(dir)`)")
+            }
+            guard FileManager.default.fileExists(atPath: LocalHypervisor.socketPath(stateDirectory: dir, domain: name)) else {
+                throw CommandFailure("no domain named '\(name)' on the local hypervisor at \(dir)")
+            }
+            return try LocalPlatform(stateDirectory: dir, domain: name)
+        case .xen:
+            let platform = try await LinuxPlatform.detect()
+            let store = try platform.connectXenStore()
+            defer { store.close() }
+            let own = try? await store.readString("/local/domain/\(platform.domainID)/name")
+            if let own, own != name {
+                throw CommandFailure("this is domain '\(own)' (\(platform.domainID)), not '\(name)': run netfront inside the domain whose vif it is")
+            }
+            return platform
+        }
+    }
+
+    /// Refuses a devid the toolstack never gave this domain (no frontend directory).
+    private func checkDeviceExists(_ guest: any Platform) async throws {
+        let store = try guest.connectXenStore()
+        defer { store.close() }
+        let home = "/local/domain/\(guest.domainID)/device/\(NetFrontend.deviceType)"
+        let devices = (try? await store.directory(home)) ?? []
+        guard devices.contains("\(devid)") else {
+            let known = devices.compactMap(UInt32.init).sorted().map(String.init).joined(separator: ", ")
+            throw CommandFailure("domain '\(name)' has no vif \(devid) (its vifs: \(known.isEmpty ? "none" : known))")
+        }
+    }
+}
