@@ -10,6 +10,8 @@ packages=(
   gcc gcc-multilib
   # real tools the tests and benchmarks drive
   xenstore-utils python3-pyxs fio qemu-utils nbdkit libnbd-bin iperf3 iproute2 valgrind
+  # the net tests: ping inside test namespaces, tcpdump for captures
+  iputils-ping tcpdump
   # loop devices (losetup) give the backing-store tests block devices
   mount
   # scripts/realxen/run-test.sh: Xen under QEMU with a debootstrapped dom0
