@@ -127,7 +127,7 @@ let package = Package(
             name: "xensplit-bench",
             dependencies: [
                 "SharedMemory", "XenRing", "Blkif", "CRingReference", "URing", "XenStore", "XenTesting", "XenLocal", "XenPlatform",
-                "BlockBackend", "BlockFrontend", "NBD", "XenBus",
+                "BlockBackend", "BlockFrontend", "NBD", "XenBus", "NetBackend", "NetFrontend", "Netif", "Tap",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -30,6 +30,11 @@ Suites (each compares against a reference measured in the same run):
             `nbdkit file` on the same file (4 KiB random read/write QD32, 1 MiB
             sequential read/write QD8), and the async library API at QD32 vs fio's
             io_uring engine on the backing file (same options as blkback)
+  net       our netback and netfront (guest namespace, TAP, vif on a bridge in dom0's
+            namespace) vs a veth pair between two namespaces, iperf3 on both: TCP 1 and
+            4 streams, 64-byte UDP packets/s, each way; backend CPU per MiB and per
+            packet; CPU with 64 idle vifs; resident memory per vif
+            (own options: --runs N --quick --only NAME-PART --verbose)
   xenstore  our xenstored on a Unix socket: Swift client vs Xen's libxenstore, reads/s,
             writes/s (1 and 16 clients), watch latency p99 (1 and 16 watchers)
 Options:
@@ -63,7 +68,7 @@ if args.first == "xenstore" {
         exit(1)
     }
 }
-for (name, suite) in [("blkback", runBlkbackBench), ("blkfront", runBlkfrontBench)] where args.first == name {
+for (name, suite) in [("blkback", runBlkbackBench), ("blkfront", runBlkfrontBench), ("net", runNetBench)] where args.first == name {
     do {
         try await suite(Array(args.dropFirst()))
         BenchCleanup.runAll()
