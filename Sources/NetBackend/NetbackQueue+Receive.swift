@@ -32,52 +32,138 @@ extension NetbackQueue {
         rxHeld.append(index)
     }
 
-    /// Delivers held packets in order while the guest posted enough buffers for the next.
+    /// A held packet placed in the guest's buffers, waiting for the pass's grant copy.
+    struct PlacedReceive {
+        var index: Int
+        var plan: NetifRxPlan
+        var requests: [NetifRxRequest]
+        var copies: Range<Int>
+        var length: Int
+    }
+
+    /// Delivers held packets in order while the guest posted enough buffers for the next;
+    /// the copies of a pass go in one grant-copy call (its cost, not the bytes, bounds
+    /// small packets).
     func deliverHeld() {
+        var placed: [PlacedReceive] = []
+        var copyCount = 0
         while rxHeldHead < rxHeld.count, disconnectReason == nil {
             let index = rxHeld[rxHeldHead]
             guard case let .held(length) = rxState[index] else { break }
-            guard deliver(index, length: length) else {
+            let outcome = place(index, length: length, copyCount: &copyCount)
+            switch outcome {
+            case .dropped:
+                statistics.rxDropped += 1
+                rxState[index] = .idle
+                rxHeldHead += 1
+                continue
+            case .waiting:
                 if rxWaitingSince == nil { rxWaitingSince = .now }
                 if rxStarvedSince == nil { rxStarvedSince = .now }
-                break
+            case .full:
+                // This pass's copies are full: send them, then go on.
+                complete(&placed, copyCount: copyCount)
+                copyCount = 0
+                continue
+            case let .placed(item):
+                placed.append(item)
+                rxWaitingSince = nil
+                rxStarvedSince = nil
+                // The guest takes packets again: its carrier comes back at the next check.
+                stalled = false
+                rxHeldHead += 1
+                continue
             }
-            rxWaitingSince = nil
-            rxStarvedSince = nil
-            rxState[index] = .idle
-            rxHeldHead += 1
+            break
         }
+        complete(&placed, copyCount: copyCount)
         if rxHeldHead == rxHeld.count {
             rxHeld.removeAll(keepingCapacity: true)
             rxHeldHead = 0
         }
     }
 
-    /// Puts the packet in rx buffer `index` (`length` bytes with its header) into the
-    /// guest's buffers. False when the guest has not posted enough yet (the packet waits,
-    /// and the ring's request event is set so its next post notifies us).
-    func deliver(_ index: Int, length: Int) -> Bool {
+    enum Placement {
+        case placed(PlacedReceive)
+        /// The guest cannot take it (features, size): dropped.
+        case dropped
+        /// Too few buffers posted: the packet waits (the ring's request event is set so the
+        /// guest's next post notifies us).
+        case waiting
+        /// The pass's copy batch has no room for it.
+        case full
+    }
+
+    /// Plans the packet in rx buffer `index` (`length` bytes with its header) over the
+    /// guest's posted buffers, consumes their requests and adds its copies to the batch.
+    func place(_ index: Int, length: Int, copyCount: inout Int) -> Placement {
         let base = base(rxBuffer, index)
         let frame = UnsafeMutableRawBufferPointer(start: base + Self.headerSize, count: length - Self.headerSize)
         guard let header = VirtioNetHeader(decoding: UnsafeRawBufferPointer(start: base, count: Self.headerSize)),
               let plan = plan(frame, header: header) else {
-            statistics.rxDropped += 1
-            return true
+            return .dropped
         }
+        let pieces = (frame.count + 4095) / 4096
+        guard copyCount + pieces <= copies.count else { return copyCount == 0 ? .dropped : .full }
         let needed = UInt32(plan.requestsNeeded)
         do throws(RingError) {
             var posted = try rxRing.unconsumedRequests()
             if posted < needed {
-                guard try rxRing.finalCheckForRequests() else { return false }
+                guard try rxRing.finalCheckForRequests() else { return .waiting }
                 posted = try rxRing.unconsumedRequests()
-                guard posted >= needed else { return false }
+                guard posted >= needed else { return .waiting }
             }
         } catch {
             disconnect(.ring(direction: .rx, error))
-            return false
+            return .waiting
         }
-        fill(plan, frame: UnsafeRawBufferPointer(frame), offsetInBuffer: index * Self.stride + Self.headerSize)
-        return true
+        let start = rxRing.requestConsumer
+        var requests: [NetifRxRequest] = []
+        requests.reserveCapacity(plan.slots.count)
+        for i in 0..<plan.slots.count {
+            do {
+                requests.append(try NetifRxRequest.decode(from: rxRing.requestSlot(start &+ UInt32(i)), at: 0))
+            } catch {
+                disconnect(.packet(error))
+                return .waiting
+            }
+        }
+        rxRing.requestConsumer &+= needed
+        let first = copyCount
+        let offsetInBuffer = index * Self.stride + Self.headerSize
+        for (i, slot) in plan.slots.enumerated() {
+            guard case let .data(packetOffset, length, _) = slot else { continue }
+            copies[copyCount] = GrantCopySegment(
+                source: .local(buffer: rxBuffer.id, offset: offsetInBuffer + packetOffset),
+                destination: .grant(domain: frontendDomain, ref: requests[i].gref, offset: 0), length: UInt16(length))
+            copyCount += 1
+        }
+        return .placed(PlacedReceive(index: index, plan: plan, requests: requests, copies: first..<copyCount,
+                                     length: frame.count))
+    }
+
+    /// Runs the pass's copies in one call, then answers every placed packet's requests in
+    /// ring order: each response, or extra-info slot, in its own request's slot.
+    func complete(_ placed: inout [PlacedReceive], copyCount: Int) {
+        guard !placed.isEmpty else { return }
+        defer { placed.removeAll(keepingCapacity: true) }
+        var failedAll = false
+        if copyCount > 0 {
+            do { try mapper.copy(UnsafeMutableBufferPointer(rebasing: copies[0..<copyCount])) } catch { failedAll = true }
+        }
+        for item in placed {
+            let failed = failedAll || copies[item.copies].contains { $0.status != .okay }
+            if failed {
+                statistics.rxErrors += 1
+                guestLog.log(.warning, "netback rx grant copy failed", metadata: [
+                    "queue": "\(name)", "frontend": "d\(frontendDomain)"])
+            } else {
+                statistics.rxPackets += 1
+                statistics.rxBytes += item.length
+            }
+            respond(item.plan, requests: item.requests, failed: failed)
+            rxState[item.index] = .idle
+        }
     }
 
     /// How the packet spreads over the guest's buffers, with its checksum flags and GSO
@@ -125,41 +211,9 @@ extension NetbackQueue {
         return type == 0x86DD
     }
 
-    /// Consumes the plan's requests: copies each data piece into its request's page, then
-    /// writes each response (or extra-info slot) in its request's slot.
-    func fill(_ plan: NetifRxPlan, frame: UnsafeRawBufferPointer, offsetInBuffer: Int) {
-        let start = rxRing.requestConsumer
-        var requests: [NetifRxRequest] = []
-        requests.reserveCapacity(plan.slots.count)
-        for i in 0..<plan.slots.count {
-            do {
-                requests.append(try NetifRxRequest.decode(from: rxRing.requestSlot(start &+ UInt32(i)), at: 0))
-            } catch {
-                disconnect(.packet(error))
-                return
-            }
-        }
-        rxRing.requestConsumer &+= UInt32(plan.slots.count)
-        var count = 0
-        for (i, slot) in plan.slots.enumerated() {
-            guard case let .data(packetOffset, length, _) = slot else { continue }
-            copies[count] = GrantCopySegment(
-                source: .local(buffer: rxBuffer.id, offset: offsetInBuffer + packetOffset),
-                destination: .grant(domain: frontendDomain, ref: requests[i].gref, offset: 0), length: UInt16(length))
-            count += 1
-        }
-        var failed = false
-        let batch = UnsafeMutableBufferPointer(rebasing: copies[0..<count])
-        do { try mapper.copy(batch) } catch { failed = true }
-        if !failed { failed = batch.contains { $0.status != .okay } }
-        if failed {
-            statistics.rxErrors += 1
-            guestLog.log(.warning, "netback rx grant copy failed", metadata: [
-                "queue": "\(name)", "frontend": "d\(frontendDomain)"])
-        } else {
-            statistics.rxPackets += 1
-            statistics.rxBytes += frame.count
-        }
+    /// Writes the responses of a placed packet, `failed` if its copy did not go through.
+    func respond(_ plan: NetifRxPlan, requests: [NetifRxRequest], failed: Bool) {
+        guard disconnectReason == nil else { return }
         for (i, slot) in plan.slots.enumerated() {
             let view = rxRing.responseSlot(rxRing.responseProducerPrivate)
             switch slot {

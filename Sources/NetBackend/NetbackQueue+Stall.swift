@@ -27,6 +27,7 @@ extension NetbackQueue {
             stalled = false
             return true
         }
+        // Packets delivered since the last check cleared rxStarvedSince and `stalled`.
         if let since = rxWaitingSince, now - since >= policy.drain {
             for position in rxHeldHead..<rxHeld.count {
                 rxState[rxHeld[position]] = .idle
