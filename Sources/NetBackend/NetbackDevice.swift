@@ -180,6 +180,8 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
     public func housekeeping(store: XenStoreClient) async {
         guestLog.flush()
         guard let (connected, tap) = state.withLock({ s in s.connected.flatMap { c in s.tap.map { (c, $0) } } }) else { return }
+        // An idle vif whose carrier is on has nothing to check: no wake-up of its worker.
+        guard connected.queue.watchesStall.load(ordering: .relaxed) || !state.withLock({ $0.carrierOn }) else { return }
         let carrier = Mutex(true)
         let policy = limits.stall
         do {

@@ -81,6 +81,8 @@ extension NetbackQueue {
             rxHeld.removeAll(keepingCapacity: true)
             rxHeldHead = 0
         }
+        // Relaxed: a hint for the housekeeping timer, which re-reads it every second.
+        watchesStall.store(rxWaitingSince != nil || rxStarvedSince != nil || stalled, ordering: .relaxed)
     }
 
     enum Placement {

@@ -25,6 +25,7 @@ extension NetbackQueue {
             // The guest posted buffers: whatever waited goes at the next service.
             rxStarvedSince = nil
             stalled = false
+            watchesStall.store(rxWaitingSince != nil, ordering: .relaxed)
             return true
         }
         // Packets delivered since the last check cleared rxStarvedSince and `stalled`.
@@ -38,6 +39,7 @@ extension NetbackQueue {
             rxWaitingSince = nil
         }
         if let since = rxStarvedSince, now - since >= policy.stall { stalled = true }
+        watchesStall.store(rxWaitingSince != nil || rxStarvedSince != nil || stalled, ordering: .relaxed)
         return !stalled
     }
 }

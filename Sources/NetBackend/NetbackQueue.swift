@@ -2,6 +2,7 @@ import Glibc
 import Logging
 import Netif
 import SharedMemory
+import Synchronization
 import URing
 import XenDevice
 import XenPlatform
@@ -106,6 +107,9 @@ public final class NetbackQueue: @unchecked Sendable {
     var rxStarvedSince: ContinuousClock.Instant?
     /// The guest left packets waiting past the stall timeout (carrier off).
     var stalled = false
+    /// Whether packets wait for the guest or it is stalled: the device's housekeeping asks
+    /// the worker about this queue only then, so idle vifs cost no wake-up.
+    let watchesStall = Atomic<Bool>(false)
     var cancels = 0
     var leaving = false
     var closed = false
