@@ -90,7 +90,15 @@ final class NetBenchWorld: @unchecked Sendable {
         try dom0Side.ip("link", "add", "xsbr0", "type", "bridge")
         try dom0Side.ip("addr", "add", Self.dom0Address + "/24", "dev", "xsbr0")
         try dom0Side.ip("link", "set", "dev", "xsbr0", "up")
-        for side in [dom0Side, guestSide, referenceDom0, referenceGuest] { try side.ip("link", "set", "dev", "lo", "up") }
+        for side in [dom0Side, guestSide, referenceDom0, referenceGuest] {
+            try side.ip("link", "set", "dev", "lo", "up")
+            // No IPv6: its autoconfiguration chatter (router and neighbour solicitations,
+            // MLD reports) would reach every vif on the bridge and make idle vifs busy.
+            for key in ["all", "default"] {
+                _ = try TestCommand.run("/usr/sbin/ip", ["netns", "exec", side.name, "sysctl", "-qw",
+                                                         "net.ipv6.conf.\(key).disable_ipv6=1"])
+            }
+        }
         // The reference: a veth pair between the two reference namespaces.
         try referenceDom0.ip("link", "add", "xsv0", "type", "veth", "peer", "name", "xsv1", "netns", referenceGuest.name)
         try referenceDom0.ip("addr", "add", Self.referenceDom0Address + "/24", "dev", "xsv0")
@@ -102,7 +110,8 @@ final class NetBenchWorld: @unchecked Sendable {
         let factory = try BlockIOEngineFactory(configuration: .init(queueDepth: 256, capacity: 4096), logger: logger)
         let before = ThreadCPU.threads()
         daemon = try NetbackDaemon(platform: dom0, configuration: .init(limits: limits), factory: factory, logger: logger)
-        backendThreads = ThreadCPU.threads().subtracting(before)
+        // The workers, by name: a thread of the concurrency pool may appear meanwhile too.
+        backendThreads = ThreadCPU.threads().subtracting(before).filter { ThreadCPU.name($0) == "netback-worker" }
         let daemon = self.daemon
         daemonTask = Task { try await daemon.run() }
     }
@@ -187,13 +196,17 @@ final class NetBenchWorld: @unchecked Sendable {
         let count = options.quick ? 16 : 64
         let rssBefore = Self.residentBytes()
         for index in 1...count { _ = try await addGuest("bench-idle-\(index)", index: index, tap: false) }
-        try await Task.sleep(for: .seconds(1))
+        try await Task.sleep(for: .seconds(2))
         let rssAfter = Self.residentBytes()
         var idle = BenchComparison(name: "net-idle-cpu-\(count)-vifs", unit: "ms")
         for _ in 0..<options.runs {
             let before = cpuSample()
             try await Task.sleep(for: .seconds(5))
-            idle.ours.append(Double(ThreadCPU.elapsed(from: before, to: cpuSample())) / 1e6)
+            let after = cpuSample()
+            idle.ours.append(Double(ThreadCPU.elapsed(from: before, to: after)) / 1e6)
+            for (tid, time) in after where time > (before[tid] ?? 0) {
+                options.log("idle: thread \(tid) \(ThreadCPU.name(tid)) ran \(Double(time - (before[tid] ?? 0)) / 1e6) ms")
+            }
         }
         printComparison(idle, options: options)
         var rss = BenchComparison(name: "net-rss-per-vif", unit: "KiB")
