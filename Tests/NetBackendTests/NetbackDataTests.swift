@@ -205,3 +205,58 @@ struct NetbackStallTests {
         await world.stop()
     }
 }
+
+@Suite("netback refusals at connect", .serialized)
+struct NetbackRefusalTests {
+    static func errorNode(_ world: NetWorld, _ backend: String) async throws -> String {
+        let store = try world.dom0.connectXenStore()
+        try await eventually("the vif is refused") {
+            (try? await store.readString(backend + "/state")) == String(XenbusState.closing.rawValue)
+        }
+        let node = backend.hasPrefix("/local/domain/0/") ? String(backend.dropFirst("/local/domain/0/".count)) : backend
+        return try await store.readString("/local/domain/0/error/" + node + "/error")
+    }
+
+    @Test("a frontend that does not ask for rx-copy is refused with an error node naming the key")
+    func requestRxCopyZero() async throws {
+        let world = try NetWorld()
+        do {
+            let (domain, guest) = try await world.guest("g", mac: NetbackDataTests.guestMAC)
+            let frontend = try RawNetfront(guest, domain: domain)
+            try await world.plug(domain: domain, address: "198.18.5.1", guestAddress: "198.18.5.2",
+                                 guestMAC: NetbackDataTests.guestMAC)
+            try await frontend.publish(features: NetifFrontendFeatures())
+            let error = try await Self.errorNode(world, frontend.backendPath)
+            #expect(error.contains("request-rx-copy"), "\(error)")
+        } catch {
+            await world.stop()
+            throw error
+        }
+        await world.stop()
+    }
+
+    @Test("a vif whose hotplug script failed is refused with the script's error, not connected")
+    func hotplugError() async throws {
+        let world = try NetWorld()
+        do {
+            let (domain, guest) = try await world.guest("g", mac: NetbackDataTests.guestMAC)
+            let frontend = try RawNetfront(guest, domain: domain)
+            let store = try world.dom0.connectXenStore()
+            let backend = frontend.backendPath
+            try await eventually("InitWait") {
+                (try? await store.readString(backend + "/state")) == String(XenbusState.initWait.rawValue)
+            }
+            try await store.write(backend + "/" + NetifToolstackKeys.hotplugError, "bridge xsbr9 does not exist")
+            try await store.write(backend + "/" + NetifToolstackKeys.hotplugStatus, "error")
+            var features = NetifFrontendFeatures()
+            features.requestRxCopy = true
+            try await frontend.publish(features: features)
+            let error = try await Self.errorNode(world, backend)
+            #expect(error.contains("xsbr9"), "\(error)")
+        } catch {
+            await world.stop()
+            throw error
+        }
+        await world.stop()
+    }
+}

@@ -131,6 +131,16 @@ final class RawNetfront: @unchecked Sendable {
 
     /// Posts every rx page, publishes the keys and Initialised, waits for Connected.
     func connect(features: NetifFrontendFeatures, rxBuffers: Int = RawNetfront.rxPages.count) async throws {
+        try await publish(features: features, rxBuffers: rxBuffers)
+        let store = self.store, backend = backendPath
+        try await eventually("backend \(backend) Connected", seconds: 40) {
+            (try? await store.readString(backend + "/state")) == String(XenbusState.connected.rawValue)
+        }
+        try await store.write(frontendPath + "/state", String(XenbusState.connected.rawValue))
+    }
+
+    /// Posts rx buffers, writes the keys and Initialised; does not wait for the backend.
+    func publish(features: NetifFrontendFeatures, rxBuffers: Int = RawNetfront.rxPages.count) async throws {
         for (id, page) in Self.rxPages.prefix(rxBuffers).enumerated() {
             try rx.produceRequest { NetifRxRequest(id: UInt16(id), gref: self.data.refs[page]).encode(into: $0, at: 0) }
         }
@@ -145,11 +155,6 @@ final class RawNetfront: @unchecked Sendable {
             }
             try await txn.write(path + "/state", String(XenbusState.initialised.rawValue))
         }
-        let store = self.store, backend = backendPath
-        try await eventually("backend \(backend) Connected", seconds: 40) {
-            (try? await store.readString(backend + "/state")) == String(XenbusState.connected.rawValue)
-        }
-        try await store.write(path + "/state", String(XenbusState.connected.rawValue))
     }
 
     /// Posts `count` more rx buffers (pages after those posted so far, wrapping).
