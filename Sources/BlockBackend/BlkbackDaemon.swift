@@ -76,39 +76,21 @@ public final class BlkbackDaemon: Sendable {
         } catch {
             throw BlockBackendError.worker(error)
         }
-        let store: XenStoreClient
-        do {
-            store = try platform.connectXenStore()
-        } catch {
-            placement.stopAll()
-            throw error
-        }
         self.platform = platform
         self.configuration = configuration
         self.logger = logger
         self.placement = placement
-        core = BackendDaemon(store: store, backendID: platform.domainID, type: "vbd",
-                             housekeepingInterval: configuration.resizeInterval, logger: logger) { id, reportViolation in
+        core = try BackendDaemon(platform: platform, type: "vbd", workers: placement,
+                                 housekeepingInterval: configuration.resizeInterval, logger: logger) { id, store, report in
             BlkbackDevice(backendPath: id.backendPath, platform: platform, store: store, limits: configuration.limits,
                           placement: placement, logger: logger, guestLogPolicy: configuration.guestLog,
-                          reportViolation: reportViolation)
+                          reportViolation: report)
         }
     }
 
     /// Serves devices until ``stop()``; then closes every device (Closing, Closed, queues
     /// removed, rings unmapped, ports closed), stops the workers and the xenstore connection.
-    public func run() async throws {
-        defer {
-            placement.stopAll()
-            logger.info("blkback: stopped")
-        }
-        do {
-            try await core.run()
-        } catch {
-            await core.shutdown()
-            throw error
-        }
-    }
+    public func run() async throws { try await core.run() }
 
     /// Makes ``run()`` close every device and return. Safe from any thread or task.
     public func stop() { core.stop() }

@@ -54,39 +54,21 @@ public final class NetbackDaemon: Sendable {
         } catch {
             throw NetbackError.worker(error)
         }
-        let store: XenStoreClient
-        do {
-            store = try platform.connectXenStore()
-        } catch {
-            placement.stopAll()
-            throw error
-        }
         self.configuration = configuration
         self.logger = logger
         self.placement = placement
-        core = BackendDaemon(store: store, backendID: platform.domainID, type: "vif",
-                             housekeepingInterval: configuration.housekeepingInterval, logger: logger) { id, reportViolation in
+        core = try BackendDaemon(platform: platform, type: "vif", workers: placement,
+                                 housekeepingInterval: configuration.housekeepingInterval, logger: logger) { id, store, report in
             NetbackDevice(backendPath: id.backendPath, platform: platform, store: store, limits: configuration.limits,
                           placement: placement, logger: logger, guestLogPolicy: configuration.guestLog,
-                          reportViolation: reportViolation)
+                          reportViolation: report)
         }
     }
 
     /// Serves vifs until ``stop()``; then closes every vif (Closing, Closed, queues removed,
     /// rings unmapped, ports closed, TAP devices removed), stops the workers and the
     /// xenstore connection.
-    public func run() async throws {
-        defer {
-            placement.stopAll()
-            logger.info("netback: stopped")
-        }
-        do {
-            try await core.run()
-        } catch {
-            await core.shutdown()
-            throw error
-        }
-    }
+    public func run() async throws { try await core.run() }
 
     /// Makes ``run()`` close every vif and return. Safe from any thread or task.
     public func stop() { core.stop() }

@@ -20,6 +20,8 @@ public final class BackendDaemon<Device: BackendDevice>: Sendable {
 
     /// The device type, as the backend directory names it (`vbd`, `vif`).
     public let type: String
+    /// The workers the devices' queues run on, if the daemon owns them.
+    public let workers: BackendPlacement?
     let store: XenStoreClient
     let backendID: DomainID
     let housekeepingInterval: Duration
@@ -46,9 +48,11 @@ public final class BackendDaemon<Device: BackendDevice>: Sendable {
     }
 
     /// A daemon for the `type` devices whose backend is `backendID`, over `store` (a
-    /// connection acting as that domain; the daemon closes it when it stops).
-    public init(store: XenStoreClient, backendID: DomainID, type: String, housekeepingInterval: Duration = .seconds(1),
-                logger: Logger, makeDevice: @escaping MakeDevice) {
+    /// connection acting as that domain; the daemon closes it when it stops). With
+    /// `workers`, the devices' queues run on them and ``run()`` stops them on its way out.
+    public init(store: XenStoreClient, backendID: DomainID, type: String, workers: BackendPlacement? = nil,
+                housekeepingInterval: Duration = .seconds(1), logger: Logger, makeDevice: @escaping MakeDevice) {
+        self.workers = workers
         self.store = store
         self.backendID = backendID
         self.type = type
@@ -59,11 +63,39 @@ public final class BackendDaemon<Device: BackendDevice>: Sendable {
         stopping = Mutex((false, nil))
     }
 
+    /// A daemon acting as `platform`'s domain over a xenstore connection of its own, for
+    /// the `type` devices whose queues run on `workers`; `makeDevice` is also given that
+    /// connection. If it cannot connect, the workers are stopped.
+    public convenience init(platform: any Platform, type: String, workers: BackendPlacement,
+                            housekeepingInterval: Duration = .seconds(1), logger: Logger,
+                            makeDevice: @escaping @Sendable (_ id: XenbusBackendDeviceID, _ store: XenStoreClient,
+                                                             _ reportViolation: @escaping @Sendable (String) -> Void) -> Device) throws {
+        let store: XenStoreClient
+        do {
+            store = try platform.connectXenStore()
+        } catch {
+            workers.stopAll()
+            throw error
+        }
+        self.init(store: store, backendID: platform.domainID, type: type, workers: workers,
+                  housekeepingInterval: housekeepingInterval, logger: logger) { id, report in makeDevice(id, store, report) }
+    }
+
     /// Serves devices until ``stop()``; then closes every device (Closing, Closed, queues
-    /// removed) and releases it. Throws if the backend directory cannot be watched.
+    /// removed) and releases it, and stops the workers it was given. Throws if the backend
+    /// directory cannot be watched (after the same shutdown).
     public func run() async throws {
-        let watcher = try await XenbusBackendWatcher.start(store: store, backendID: backendID, type: type,
-                                                           logger: logger)
+        defer {
+            workers?.stopAll()
+            logger.info("\(type) backend: stopped")
+        }
+        let watcher: XenbusBackendWatcher
+        do {
+            watcher = try await XenbusBackendWatcher.start(store: store, backendID: backendID, type: type, logger: logger)
+        } catch {
+            await shutdown()
+            throw error
+        }
         let stopNow = stopping.withLock { value -> Bool in
             value.watcher = watcher
             return value.requested

@@ -136,7 +136,7 @@ struct BlkbackDeviceHostileTests {
     func protocolChangedAfterConnect() async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let (id, guest, image) = try await world.guestWithOneDisk(sectors: 4096)
+        let (id, guest, _) = try await world.guestWithOneDisk(sectors: 4096)
         let running = RunningDaemon(try world.daemon())
         let first = try VbdAttached.start(guest, domain: id, device: Self.xvda)
         try await vbdEventually("Connected") { first.blkif.state == .connected }

@@ -376,7 +376,7 @@ struct BlkbackPersistentDeviceTests {
     func negotiation(backend: Bool, frontend: Bool) async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let (id, guest, image) = try await world.guestWithOneDisk(sectors: 4096, image: "p.img")
+        let (id, guest, _) = try await world.guestWithOneDisk(sectors: 4096, image: "p.img")
         let daemon = try Self.daemon(world, persistent: backend)
         let running = RunningDaemon(daemon)
         var plan = BlkifRingDriver.Configuration()
@@ -440,7 +440,7 @@ struct BlkbackPersistentDeviceTests {
     func blockFrontend() async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let (id, guest, image) = try await world.guestWithOneDisk(sectors: 8192, image: "f.img")
+        let (id, guest, _) = try await world.guestWithOneDisk(sectors: 8192, image: "f.img")
         let daemon = try Self.daemon(world, persistent: true)
         let running = RunningDaemon(daemon)
         let frontend = try BlockFrontend(platform: guest, devid: String(BlkbackDeviceTests.xvda),
