@@ -110,10 +110,9 @@ public final class NetFrontend: Sendable {
         await device.close()
         core.close()
         var remaining = core.releaseDeferred()
-        var waited = 0
-        while remaining > 0, waited < grantWaitSeconds * 100 {
+        let deadline = ContinuousClock.now + .seconds(grantWaitSeconds)
+        while remaining > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(10))
-            waited += 1
             remaining = core.releaseDeferred()
         }
         if remaining > 0 {

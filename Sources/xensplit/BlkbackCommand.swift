@@ -88,14 +88,7 @@ struct BlkbackCommand: AsyncParsableCommand {
         logger.info("blkback: block I/O engine", metadata: ["engine": "\(factory.kind.rawValue)"])
         let daemon = try BlkbackDaemon(platform: try await platform.open(), configuration: configuration,
                                        factory: factory, logger: logger)
-        var sources: [DispatchSourceSignal] = []
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { daemon.stop() }
-            source.resume()
-            sources.append(source)
-        }
+        let sources = onStopSignals { _ in daemon.stop() }
         try await daemon.run()
         withExtendedLifetime(sources) {}
     }

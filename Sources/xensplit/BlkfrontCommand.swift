@@ -77,7 +77,7 @@ struct BlkfrontCommand: AsyncParsableCommand {
         logger.logLevel = verbose ? .debug : .info
         let (address, device) = try parsed()
 
-        let guest = try await join(logger: logger)
+        let guest = try await platform.joinGuest(name, command: "blkfront", what: "disk")
         try await checkDeviceExists(guest, device)
         let frontend = try BlockFrontend(platform: guest, devid: "\(device.number)",
                                          configuration: BlockFrontendConfiguration(queues: queues, depth: depth, abi: abi.blkif),
@@ -125,30 +125,6 @@ struct BlkfrontCommand: AsyncParsableCommand {
         if left > 0 { throw CommandFailure("blkfront: \(left) granted page sets were still mapped at close") }
     }
 
-    /// The platform acting as the domain, with errors that say what is missing.
-    private func join(logger: Logger) async throws -> any Platform {
-        switch platform.kind {
-        case .local:
-            let dir = platform.state.resolved
-            guard FileManager.default.fileExists(atPath: LocalHypervisor.socketPath(stateDirectory: dir)) else {
-                throw CommandFailure("no local hypervisor at \(dir) (start `xensplit hypervisor --state-dir \(dir)`)")
-            }
-            guard FileManager.default.fileExists(atPath: LocalHypervisor.socketPath(stateDirectory: dir, domain: name)) else {
-                throw CommandFailure("no domain named '\(name)' on the local hypervisor at \(dir)")
-            }
-            return try LocalPlatform(stateDirectory: dir, domain: name)
-        case .xen:
-            let platform = try await LinuxPlatform.detect()
-            let store = try platform.connectXenStore()
-            defer { store.close() }
-            let own = try? await store.readString("/local/domain/\(platform.domainID)/name")
-            if let own, own != name {
-                throw CommandFailure("this is domain '\(own)' (\(platform.domainID)), not '\(name)': run blkfront inside the domain whose disk it is")
-            }
-            return platform
-        }
-    }
-
     /// Refuses a vdev the toolstack never gave this domain (no frontend directory).
     private func checkDeviceExists(_ guest: any Platform, _ device: DiskSpec.VirtualDevice) async throws {
         let store = try guest.connectXenStore()
@@ -166,77 +142,4 @@ struct BlkfrontCommand: AsyncParsableCommand {
 struct CommandFailure: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
-}
-
-/// SIGINT and SIGTERM turned into something async code can wait for.
-final class StopSignal: Sendable {
-    private struct State: ~Copyable {
-        var stopped = false
-        var waiters: [CheckedContinuation<Void, Never>] = []
-        var interrupt: (@Sendable () async -> Void)?
-        var interrupting: Task<Void, Never>?
-    }
-
-    private let state = Mutex(State())
-
-    /// Ignores the signals' default action and delivers them here; keep the result alive.
-    func install() -> [DispatchSourceSignal] {
-        [SIGINT, SIGTERM].map { sig in
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { [self] in fire() }
-            source.resume()
-            return source
-        }
-    }
-
-    /// Records the stop, wakes the waiters and starts the registered interruption.
-    func fire() {
-        let resume = state.withLock { s -> [CheckedContinuation<Void, Never>] in
-            guard !s.stopped else { return [] }
-            s.stopped = true
-            if let interrupt = s.interrupt { s.interrupting = Task { await interrupt() } }
-            s.interrupt = nil
-            defer { s.waiters = [] }
-            return s.waiters
-        }
-        for continuation in resume { continuation.resume() }
-    }
-
-    /// Returns once a signal arrived.
-    func wait() async {
-        await withCheckedContinuation { continuation in
-            let now = state.withLock { s -> Bool in
-                if s.stopped { return true }
-                s.waiters.append(continuation)
-                return false
-            }
-            if now { continuation.resume() }
-        }
-    }
-
-    /// Runs `body`; a signal meanwhile runs `interrupt` (which should make `body` end).
-    /// Returns nil if a signal arrived, after `interrupt` finished; else `body`'s value.
-    func interrupting<T: Sendable>(_ body: () async throws -> T,
-                                   by interrupt: @escaping @Sendable () async -> Void) async throws -> T? {
-        let already = state.withLock { s -> Bool in
-            if !s.stopped { s.interrupt = interrupt }
-            return s.stopped
-        }
-        if already {
-            await interrupt()
-            return nil
-        }
-        let outcome: Result<T, any Error>
-        do { outcome = .success(try await body()) } catch { outcome = .failure(error) }
-        let started = state.withLock { s -> Task<Void, Never>? in
-            s.interrupt = nil
-            return s.interrupting
-        }
-        if let started {
-            await started.value
-            return nil
-        }
-        return try outcome.get()
-    }
 }

@@ -63,13 +63,7 @@ struct DemoCommand: AsyncParsableCommand {
         let demo = DemoRun(logger: logger, engine: engine, queues: queues, seed: seed,
                            pauseAfterAttach: pauseAfterAttach)
         // A signal ends the run through the normal failure path, so teardown still happens.
-        let sources = [SIGINT, SIGTERM].map { sig in
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { demo.abort("interrupted by signal \(sig)") }
-            source.resume()
-            return source
-        }
+        let sources = onStopSignals { sig in demo.abort("interrupted by signal \(sig)") }
         defer { withExtendedLifetime(sources) {} }
         do {
             try await demo.run(parent: tmpdir, disks: [("xvda", xvdaMib), ("xvdb", xvdbMib)])

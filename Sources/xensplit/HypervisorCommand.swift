@@ -40,14 +40,7 @@ struct HypervisorCommand: ParsableCommand {
         config.poolPages = poolPages
         config.grantEntries = grantEntries
         let hv = try LocalHypervisor(configuration: config, logger: logger)
-        var sources: [DispatchSourceSignal] = []
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            s.setEventHandler { hv.stop() }
-            s.resume()
-            sources.append(s)
-        }
+        let sources = onStopSignals { _ in hv.stop() }
         hv.run()
         withExtendedLifetime(sources) {}
     }

@@ -51,7 +51,7 @@ struct NetfrontCommand: AsyncParsableCommand {
         var logger = Logger(label: "xensplit.netfront")
         logger.logLevel = verbose ? .debug : .info
         let namespace = try netns.map { try NetworkNamespace($0) }
-        let guest = try await join(logger: logger)
+        let guest = try await platform.joinGuest(name, command: "netfront", what: "vif")
         try await checkDeviceExists(guest)
         let frontend = try NetFrontend(platform: guest, devid: devid, logger: logger)
         let vif: NetifVifSettings
@@ -86,35 +86,12 @@ struct NetfrontCommand: AsyncParsableCommand {
         logger.info("netfront: \(name) vif \(devid): TAP device \(device.name)\(where_) up, waiting for the backend")
         await stop.wait()
         announce.cancel()
-        let left = await frontend.close()
+        // A busy backend may take a while to unmap; the grants must not end before it has.
+        let left = await frontend.close(grantWaitSeconds: 30)
         device.close()
         let c = frontend.counters
         logger.info("netfront: closed; tx \(c.txPackets) packets (\(c.txDropped) dropped, \(c.txErrors) errors), rx \(c.rxPackets) packets (\(c.rxDropped) dropped, \(c.rxErrors) errors)")
         if left > 0 { throw CommandFailure("netfront: \(left) granted page sets were still mapped at close") }
-    }
-
-    /// The platform acting as the domain, with errors that say what is missing.
-    private func join(logger: Logger) async throws -> any Platform {
-        switch platform.kind {
-        case .local:
-            let dir = platform.state.resolved
-            guard FileManager.default.fileExists(atPath: LocalHypervisor.socketPath(stateDirectory: dir)) else {
-                throw CommandFailure("no local hypervisor at \(dir) (start `xensplit hypervisor --state-dir \(dir)`)")
-            }
-            guard FileManager.default.fileExists(atPath: LocalHypervisor.socketPath(stateDirectory: dir, domain: name)) else {
-                throw CommandFailure("no domain named '\(name)' on the local hypervisor at \(dir)")
-            }
-            return try LocalPlatform(stateDirectory: dir, domain: name)
-        case .xen:
-            let platform = try await LinuxPlatform.detect()
-            let store = try platform.connectXenStore()
-            defer { store.close() }
-            let own = try? await store.readString("/local/domain/\(platform.domainID)/name")
-            if let own, own != name {
-                throw CommandFailure("this is domain '\(own)' (\(platform.domainID)), not '\(name)': run netfront inside the domain whose vif it is")
-            }
-            return platform
-        }
     }
 
     /// Refuses a devid the toolstack never gave this domain (no frontend directory).

@@ -28,4 +28,30 @@ struct PlatformOptions: ParsableArguments {
         case .xen: return try await LinuxPlatform.detect()
         }
     }
+
+    /// Joins as guest `name` (local), or checks that this domain is `name` (xen), with
+    /// errors that say what is missing; `what` names the device (`disk`, `vif`) and
+    /// `command` the subcommand, for the message.
+    func joinGuest(_ name: String, command: String, what: String) async throws -> any Platform {
+        switch kind {
+        case .local:
+            let dir = state.resolved
+            guard FileManager.default.fileExists(atPath: LocalHypervisor.socketPath(stateDirectory: dir)) else {
+                throw CommandFailure("no local hypervisor at \(dir) (start `xensplit hypervisor --state-dir \(dir)`)")
+            }
+            guard FileManager.default.fileExists(atPath: LocalHypervisor.socketPath(stateDirectory: dir, domain: name)) else {
+                throw CommandFailure("no domain named '\(name)' on the local hypervisor at \(dir)")
+            }
+            return try LocalPlatform(stateDirectory: dir, domain: name)
+        case .xen:
+            let platform = try await LinuxPlatform.detect()
+            let store = try platform.connectXenStore()
+            defer { store.close() }
+            let own = try? await store.readString("/local/domain/\(platform.domainID)/name")
+            if let own, own != name {
+                throw CommandFailure("this is domain '\(own)' (\(platform.domainID)), not '\(name)': run \(command) inside the domain whose \(what) it is")
+            }
+            return platform
+        }
+    }
 }

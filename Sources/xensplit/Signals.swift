@@ -1,0 +1,82 @@
+import Dispatch
+import Glibc
+import Synchronization
+
+/// Ignores SIGINT's and SIGTERM's default action and calls `handler` (off the signal
+/// context) with each one that arrives; keep the result alive as long as it should.
+func onStopSignals(_ handler: @escaping @Sendable (Int32) -> Void) -> [DispatchSourceSignal] {
+    [SIGINT, SIGTERM].map { sig in
+        signal(sig, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        source.setEventHandler { handler(sig) }
+        source.resume()
+        return source
+    }
+}
+
+/// SIGINT and SIGTERM turned into something async code can wait for.
+final class StopSignal: Sendable {
+    private struct State: ~Copyable {
+        var stopped = false
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        var interrupt: (@Sendable () async -> Void)?
+        var interrupting: Task<Void, Never>?
+    }
+
+    private let state = Mutex(State())
+
+    /// Ignores the signals' default action and delivers them here; keep the result alive.
+    func install() -> [DispatchSourceSignal] {
+        onStopSignals { [self] _ in fire() }
+    }
+
+    /// Records the stop, wakes the waiters and starts the registered interruption.
+    func fire() {
+        let resume = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            guard !s.stopped else { return [] }
+            s.stopped = true
+            if let interrupt = s.interrupt { s.interrupting = Task { await interrupt() } }
+            s.interrupt = nil
+            defer { s.waiters = [] }
+            return s.waiters
+        }
+        for continuation in resume { continuation.resume() }
+    }
+
+    /// Returns once a signal arrived.
+    func wait() async {
+        await withCheckedContinuation { continuation in
+            let now = state.withLock { s -> Bool in
+                if s.stopped { return true }
+                s.waiters.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    /// Runs `body`; a signal meanwhile runs `interrupt` (which should make `body` end).
+    /// Returns nil if a signal arrived, after `interrupt` finished; else `body`'s value.
+    func interrupting<T: Sendable>(_ body: () async throws -> T,
+                                   by interrupt: @escaping @Sendable () async -> Void) async throws -> T? {
+        let already = state.withLock { s -> Bool in
+            if !s.stopped { s.interrupt = interrupt }
+            return s.stopped
+        }
+        if already {
+            await interrupt()
+            return nil
+        }
+        let outcome: Result<T, any Error>
+        do { outcome = .success(try await body()) } catch { outcome = .failure(error) }
+        let started = state.withLock { s -> Task<Void, Never>? in
+            s.interrupt = nil
+            return s.interrupting
+        }
+        if let started {
+            await started.value
+            return nil
+        }
+        return try outcome.get()
+    }
+}
