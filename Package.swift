@@ -70,7 +70,7 @@ let package = Package(
                                                   .product(name: "Logging", package: "swift-log")]),
         // Fuzz targets as plain functions: libFuzzer runs them (scripts/fuzz.sh) and the
         // tests replay seeded inputs through them.
-        .target(name: "FuzzTargets", dependencies: ["XenRing", "SharedMemory", "XenStore", "Blkif", "BlockBackend", "URing",
+        .target(name: "FuzzTargets", dependencies: ["XenRing", "SharedMemory", "XenStore", "Blkif", "Netif", "BlockBackend", "URing",
                                                     "XenPlatform", "XenTesting",
                                                     .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "xensplit-fuzz", dependencies: ["FuzzTargets"]),
@@ -145,7 +145,7 @@ let package = Package(
         .testTarget(name: "SharedMemoryTests", dependencies: ["SharedMemory"]),
         .testTarget(name: "XenRingTests", dependencies: ["XenRing", "SharedMemory", "CRingReference", "XenTesting", "FuzzTargets"]),
         .testTarget(name: "BlkifTests", dependencies: ["XenTesting", "Blkif", "XenRing", "SharedMemory"]),
-        .testTarget(name: "NetifTests", dependencies: ["XenTesting", "Netif", "XenRing", "SharedMemory"]),
+        .testTarget(name: "NetifTests", dependencies: ["XenTesting", "Netif", "XenRing", "SharedMemory", "FuzzTargets"]),
         .testTarget(name: "TapTests", dependencies: ["Tap", "Netif", "SystemCalls", "XenTesting"], exclude: ["C"]),
         .testTarget(name: "InteropTests", dependencies: ["XenTesting", "Blkif", "Netif", "XenRing", "SharedMemory"],
                     exclude: ["C"]),

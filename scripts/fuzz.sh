@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer binary and fuzzes one target.
 # Usage: scripts/fuzz.sh TARGET [libFuzzer options...]     e.g. scripts/fuzz.sh ring -max_total_time=60
-#        TARGET: ring, xenstore or blkback (a hostile frontend against one blkback queue)
+#        TARGET: ring, xenstore, blkback (a hostile frontend against one blkback queue) or netif
+#          (a guest's tx ring chain by chain, checksum location, rx plans)
 #        scripts/fuzz.sh --smoke    every target for a fixed number of runs (the test suite does this)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ bin=.build-fuzz/debug/xensplit-fuzz
 export SWIFT_BACKTRACE=enable=no
 corpus=.build-fuzz/corpus
 if [ "${1:-}" = "--smoke" ]; then
-  for t in ${XENSPLIT_FUZZ_TARGETS:-ring xenstore blkback}; do
+  for t in ${XENSPLIT_FUZZ_TARGETS:-ring xenstore blkback netif}; do
     mkdir -p "$corpus/$t"
     echo "fuzz smoke: $t"
     # A blkback input builds a queue (copy buffers, a grant cache): fewer, dearer runs.

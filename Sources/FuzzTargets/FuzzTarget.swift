@@ -3,6 +3,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case ring
     case xenstore
     case blkback
+    case netif
 
     /// Runs one input through the target.
     public func run(_ input: UnsafeRawBufferPointer) {
@@ -10,6 +11,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .ring: RingFuzz.run(input)
         case .xenstore: XenStoreFuzz.run(input)
         case .blkback: BlkbackFuzz.run(input)
+        case .netif: NetifFuzz.run(input)
         }
     }
 }
