@@ -171,7 +171,8 @@ let package = Package(
                                                           .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "NetBackendTests",
                     dependencies: ["NetBackend", "Netif", "Tap", "XenTesting", "XenLocal", "XenPlatform", "XenBus", "XenRing",
-                                   "XenStore", "SharedMemory", "URing", .product(name: "Logging", package: "swift-log")]),
+                                   "XenStore", "SharedMemory", "URing", "XenDevice", "BlockBackend", "Blkif",
+                                   .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenTesting", "XenLocal", "XenPlatform", "XenStore"]),
     ],
     swiftLanguageModes: [.v6]

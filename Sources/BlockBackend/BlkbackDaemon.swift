@@ -55,8 +55,8 @@ public final class BlkbackDaemon: Sendable {
 
     /// Starts the workers (engines from `factory`) and connects to xenstore as the
     /// platform's domain. Nothing is served until ``run()``.
-    public init(platform: any Platform, configuration: Configuration = Configuration(), factory: BlockIOEngineFactory,
-                logger: Logger = Logger(label: "xensplit.blkback")) throws {
+    public convenience init(platform: any Platform, configuration: Configuration = Configuration(), factory: BlockIOEngineFactory,
+                            logger: Logger = Logger(label: "xensplit.blkback")) throws {
         guard configuration.workers >= 1 else {
             throw BlockBackendError.configuration(name: "workers", value: configuration.workers, limit: 1...4096)
         }
@@ -64,28 +64,43 @@ public final class BlkbackDaemon: Sendable {
             throw BlockBackendError.configuration(name: "kernel workers", value: configuration.kernelWorkers,
                                                   limit: 1...4096)
         }
-        // Each queue a worker serves reserves an engine entry per slot, plus its poll and
-        // its cancel; size the engines so a worker can take its full share of queues.
-        let perWorker = BackendWorker.defaultMaxQueues
-        let needed = perWorker * (configuration.limits.slots + 2) + 2
-        let factory = factory.withCapacity(needed).withKernelWorkers(configuration.kernelWorkers)
+        let factory = factory.withCapacity(Self.engineCapacity(configuration)).withKernelWorkers(configuration.kernelWorkers)
         let placement: BackendPlacement
         do {
-            placement = try BackendPlacement(starting: configuration.workers, factory: factory, maxQueues: perWorker,
-                                             threadName: "blkback-worker", logger: logger)
+            placement = try BackendPlacement(starting: configuration.workers, factory: factory,
+                                             maxQueues: BackendWorker.defaultMaxQueues, threadName: "blkback-worker",
+                                             logger: logger)
         } catch {
             throw BlockBackendError.worker(error)
         }
+        try self.init(platform: platform, configuration: configuration, placement: placement, owned: true, logger: logger)
+    }
+
+    /// A daemon whose queues run on `workers`, shared with other daemons (`xensplit
+    /// backend`): it does not stop them. Their engines must hold ``engineCapacity(_:)``.
+    public convenience init(platform: any Platform, configuration: Configuration = Configuration(),
+                            sharing workers: BackendPlacement, logger: Logger = Logger(label: "xensplit.blkback")) throws {
+        try self.init(platform: platform, configuration: configuration, placement: workers, owned: false, logger: logger)
+    }
+
+    private init(platform: any Platform, configuration: Configuration, placement: BackendPlacement, owned: Bool,
+                 logger: Logger) throws {
         self.platform = platform
         self.configuration = configuration
         self.logger = logger
         self.placement = placement
-        core = try BackendDaemon(platform: platform, type: "vbd", workers: placement,
+        core = try BackendDaemon(platform: platform, type: "vbd", workers: owned ? placement : nil,
                                  housekeepingInterval: configuration.resizeInterval, logger: logger) { id, store, report in
             BlkbackDevice(backendPath: id.backendPath, platform: platform, store: store, limits: configuration.limits,
                           placement: placement, logger: logger, guestLogPolicy: configuration.guestLog,
                           reportViolation: report)
         }
+    }
+
+    /// Engine entries a worker needs to take its full share of queues: each reserves an
+    /// entry per slot, plus its poll and its cancel.
+    public static func engineCapacity(_ configuration: Configuration) -> Int {
+        BackendWorker.defaultMaxQueues * (configuration.limits.slots + 2) + 2
     }
 
     /// Serves devices until ``stop()``; then closes every device (Closing, Closed, queues

@@ -37,32 +37,48 @@ public final class NetbackDaemon: Sendable {
 
     /// Starts the workers (engines from `factory`) and connects to xenstore as the
     /// platform's domain. Nothing is served until ``run()``.
-    public init(platform: any Platform, configuration: Configuration = Configuration(), factory: BlockIOEngineFactory,
-                logger: Logger = Logger(label: "xensplit.netback")) throws {
+    public convenience init(platform: any Platform, configuration: Configuration = Configuration(), factory: BlockIOEngineFactory,
+                            logger: Logger = Logger(label: "xensplit.netback")) throws {
         guard (1...4096).contains(configuration.workers) else {
             throw NetbackError.configuration(name: "workers", value: configuration.workers, limit: 1...4096)
         }
-        // Each queue reserves an engine entry per buffer operation, plus its poll and
-        // cancel; size the engines so a worker can take its full share of queues.
-        let perWorker = BackendWorker.defaultMaxQueues
-        let queue = configuration.limits.queue
-        let needed = perWorker * (queue.txBuffers + 2 * queue.rxBuffers + 2) + 2
         let placement: BackendPlacement
         do {
-            placement = try BackendPlacement(starting: configuration.workers, factory: factory.withCapacity(needed),
-                                             maxQueues: perWorker, threadName: "netback-worker", logger: logger)
+            placement = try BackendPlacement(starting: configuration.workers,
+                                             factory: factory.withCapacity(Self.engineCapacity(configuration)),
+                                             maxQueues: BackendWorker.defaultMaxQueues, threadName: "netback-worker",
+                                             logger: logger)
         } catch {
             throw NetbackError.worker(error)
         }
+        try self.init(platform: platform, configuration: configuration, placement: placement, owned: true, logger: logger)
+    }
+
+    /// A daemon whose queues run on `workers`, shared with other daemons (`xensplit
+    /// backend`): it does not stop them. Their engines must hold ``engineCapacity(_:)``.
+    public convenience init(platform: any Platform, configuration: Configuration = Configuration(),
+                            sharing workers: BackendPlacement, logger: Logger = Logger(label: "xensplit.netback")) throws {
+        try self.init(platform: platform, configuration: configuration, placement: workers, owned: false, logger: logger)
+    }
+
+    private init(platform: any Platform, configuration: Configuration, placement: BackendPlacement, owned: Bool,
+                 logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
         self.placement = placement
-        core = try BackendDaemon(platform: platform, type: "vif", workers: placement,
+        core = try BackendDaemon(platform: platform, type: "vif", workers: owned ? placement : nil,
                                  housekeepingInterval: configuration.housekeepingInterval, logger: logger) { id, store, report in
             NetbackDevice(backendPath: id.backendPath, platform: platform, store: store, limits: configuration.limits,
                           placement: placement, logger: logger, guestLogPolicy: configuration.guestLog,
                           reportViolation: report)
         }
+    }
+
+    /// Engine entries a worker needs to take its full share of queues: each reserves an
+    /// entry per buffer operation, plus its poll and cancel.
+    public static func engineCapacity(_ configuration: Configuration) -> Int {
+        let queue = configuration.limits.queue
+        return BackendWorker.defaultMaxQueues * (queue.txBuffers + 2 * queue.rxBuffers + 2) + 2
     }
 
     /// Serves vifs until ``stop()``; then closes every vif (Closing, Closed, queues removed,

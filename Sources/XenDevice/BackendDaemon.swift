@@ -64,9 +64,10 @@ public final class BackendDaemon<Device: BackendDevice>: Sendable {
     }
 
     /// A daemon acting as `platform`'s domain over a xenstore connection of its own, for
-    /// the `type` devices whose queues run on `workers`; `makeDevice` is also given that
-    /// connection. If it cannot connect, the workers are stopped.
-    public convenience init(platform: any Platform, type: String, workers: BackendPlacement,
+    /// the `type` devices whose queues run on `workers` (nil: workers shared with other
+    /// daemons, which their owner stops); `makeDevice` is also given that connection. If
+    /// it cannot connect, the workers it owns are stopped.
+    public convenience init(platform: any Platform, type: String, workers: BackendPlacement?,
                             housekeepingInterval: Duration = .seconds(1), logger: Logger,
                             makeDevice: @escaping @Sendable (_ id: XenbusBackendDeviceID, _ store: XenStoreClient,
                                                              _ reportViolation: @escaping @Sendable (String) -> Void) -> Device) throws {
@@ -74,7 +75,7 @@ public final class BackendDaemon<Device: BackendDevice>: Sendable {
         do {
             store = try platform.connectXenStore()
         } catch {
-            workers.stopAll()
+            workers?.stopAll()
             throw error
         }
         self.init(store: store, backendID: platform.domainID, type: type, workers: workers,

@@ -8,6 +8,7 @@ import Tap
 import Testing
 import URing
 import XenBus
+import XenDevice
 import XenLocal
 import XenPlatform
 import XenRing
@@ -31,7 +32,10 @@ final class NetWorld: @unchecked Sendable {
     let daemon: NetbackDaemon
     let running: Task<Void, any Error>
 
-    init(engine: BlockIOEngineKind = .uring, stall: NetbackStallPolicy = NetbackStallPolicy()) throws {
+    /// With `sharedWorkers`, netback runs on those workers (shared with another daemon)
+    /// instead of its own.
+    init(engine: BlockIOEngineKind = .uring, stall: NetbackStallPolicy = NetbackStallPolicy(),
+         sharedWorkers: BackendPlacement? = nil) throws {
         var template = Array("/tmp/xensplit-netback-test-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw PlatformError.system("mkdtemp", errno: errno) }
         directory = String(cString: made)
@@ -47,9 +51,15 @@ final class NetWorld: @unchecked Sendable {
         limits.namespace = namespace.namespace
         limits.hotplugTimeout = .seconds(30)
         limits.stall = stall
-        let factory = try BlockIOEngineFactory(kind: engine, configuration: .init(queueDepth: 64, capacity: 1024, threads: 2))
-        let daemon = try NetbackDaemon(platform: dom0, configuration: .init(workers: 2, limits: limits), factory: factory,
+        let daemon: NetbackDaemon
+        if let sharedWorkers {
+            daemon = try NetbackDaemon(platform: dom0, configuration: .init(limits: limits), sharing: sharedWorkers,
                                        logger: netLogger)
+        } else {
+            let factory = try BlockIOEngineFactory(kind: engine, configuration: .init(queueDepth: 64, capacity: 1024, threads: 2))
+            daemon = try NetbackDaemon(platform: dom0, configuration: .init(workers: 2, limits: limits), factory: factory,
+                                       logger: netLogger)
+        }
         self.daemon = daemon
         running = Task { try await daemon.run() }
     }
