@@ -73,7 +73,7 @@ public final class NetbackQueue: @unchecked Sendable {
     public let configuration: NetbackQueueConfiguration
     /// Why the queue stopped serving; nil while it serves.
     public private(set) var disconnectReason: NetbackError?
-    public internal(set) var statistics = NetbackStatistics()
+    public internal(set) var statistics = NetifCounters()
 
     var txRing: BackRing
     var rxRing: BackRing

@@ -91,7 +91,7 @@ public final class NetFrontend: Sendable {
     }
 
     /// Packet counts so far.
-    public var counters: NetFrontendCounters { core.statistics.snapshot }
+    public var counters: NetifCounters { core.statistics.snapshot }
 
     /// Handshakes completed (a backend restart adds one).
     public var connections: Int { core.state.withLock { $0.connections } }
