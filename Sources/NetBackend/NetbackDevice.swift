@@ -19,6 +19,8 @@ public struct NetbackFrontendRequest: Sendable {
 public struct NetbackDeviceLimits: Sendable {
     /// Buffers per queue.
     public var queue = NetbackQueueConfiguration()
+    /// The most queue pairs a frontend may ask for (multi-queue-max-queues; 1: not offered).
+    public var maxQueues: UInt32 = 1
     /// How long to wait for the hotplug script's `hotplug-status` before refusing the vif.
     public var hotplugTimeout: Duration = .seconds(60)
     /// When a guest that posts no rx buffers loses its held packets and its carrier.
@@ -48,12 +50,13 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
 
     struct State {
         var tap: TapDevice?
-        var connected: Connected?
+        /// The connection's queues, in netif queue order; empty while not connected.
+        var connected: [Connected] = []
         /// The carrier as last set while connected.
         var carrierOn = true
     }
 
-    /// A connection's queue and what it holds.
+    /// A connection's queue (one netif queue pair) and what it holds.
     struct Connected: @unchecked Sendable {
         // SAFETY (@unchecked): the queue belongs to its worker; only removal touches it here.
         let queue: NetbackQueue
@@ -93,13 +96,15 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
     /// The TAP device's name, once made.
     public var interfaceName: String? { state.withLock { $0.tap?.name } }
 
-    public var isConnected: Bool { state.withLock { $0.connected != nil } }
+    public var isConnected: Bool { state.withLock { !$0.connected.isEmpty } }
 
     // MARK: Xenbus hooks
 
     public func features(for paths: XenbusDevicePaths) async throws -> XenbusKeys {
         try await makeTap(paths)
-        return Self.keys(Self.advertised.xenstoreEntries)
+        var features = Self.advertised
+        if limits.maxQueues > 1 { features.maxQueues = limits.maxQueues }
+        return Self.keys(features.xenstoreEntries)
     }
 
     public func readFrontend(_ frontend: XenbusNodeReader, paths: XenbusDevicePaths) async throws -> NetbackFrontendRequest {
@@ -114,13 +119,15 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
                 throw XenbusError.invalidValue(path: frontend.path(of: Key.requestRxCopy), value: "0",
                                                expected: "1: this backend only copies (feature-rx-flip is 0)")
             }
-            if let queues = features.queueCount, queues != 1 {
-                throw XenbusError.invalidValue(path: frontend.path(of: Key.queueCount), value: String(queues),
-                                               expected: "1: multi-queue is not offered")
+            // io/netif.h: multi-queue-num-queues at most what multi-queue-max-queues offered.
+            let queueCount = Int(features.queueCount ?? 1)
+            guard queueCount <= Int(limits.maxQueues) else {
+                throw XenbusError.invalidValue(path: frontend.path(of: Key.queueCount), value: String(queueCount),
+                                               expected: "a decimal from 1 to \(limits.maxQueues) (multi-queue-max-queues)")
             }
             let connection = try NetifConnectionKeys(
-                xenstore: try await Self.read(frontend, NetifConnectionKeys.keys(queueCount: 1)), queueCount: 1,
-                splitEventChannels: Self.advertised.splitEventChannels, controlRing: false)
+                xenstore: try await Self.read(frontend, NetifConnectionKeys.keys(queueCount: queueCount)),
+                queueCount: queueCount, splitEventChannels: Self.advertised.splitEventChannels, controlRing: false)
             return NetbackFrontendRequest(features: features, connection: connection)
         } catch let error as XenbusError {
             logger.error("netback: refused frontend keys", metadata: ["error": "\(error)"])
@@ -144,27 +151,38 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
             if features.gsoTCPv6 { offloads.insert(.tso6) }
         }
         do { try tap.setOffloads(offloads) } catch { throw NetbackError.tap(error) }
-        let connected = try makeQueue(frontend.connection.queues[0], features: features, tap: tap, paths: paths)
+        let descriptors = try tapQueues(tap, count: frontend.connection.queues.count)
+        var connected: [Connected] = []
+        do {
+            for (index, keys) in frontend.connection.queues.enumerated() {
+                connected.append(try makeQueue(keys, index: index, of: descriptors.count, descriptor: descriptors[index],
+                                               features: features, paths: paths))
+            }
+        } catch {
+            for queue in connected.reversed() { await release(queue) }
+            throw error
+        }
         state.withLock {
             $0.connected = connected
             $0.carrierOn = true
         }
         try? tap.setCarrier(true)
         logger.info("netback: connected", metadata: [
-            "interface": "\(tap.name)", "split-event-channels": "\(connected.queue.txPort != connected.queue.rxPort)",
+            "interface": "\(tap.name)", "queues": "\(connected.count)",
+            "split-event-channels": "\(connected[0].queue.txPort != connected[0].queue.rxPort)",
             "sg": "\(features.scatterGather)", "csum-offload": "\(features.checksumOffload)",
             "gso-tcpv4": "\(features.gsoTCPv4)", "gso-tcpv6": "\(features.gsoTCPv6)"])
         return XenbusKeys()
     }
 
     public func disconnect(paths: XenbusDevicePaths, reason: String) async {
-        let connected = state.withLock { value -> Connected? in
-            defer { value.connected = nil }
+        let connected = state.withLock { value -> [Connected] in
+            defer { value.connected = [] }
             return value.connected
         }
         if let tap = state.withLock({ $0.tap }) { try? tap.setCarrier(false) }
-        guard let connected else { return }
-        await release(connected)
+        guard !connected.isEmpty else { return }
+        for queue in connected { await release(queue) }
         logger.info("netback: disconnected", metadata: ["reason": "\(reason)"])
     }
 
@@ -179,17 +197,22 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
 
     public func housekeeping(store: XenStoreClient) async {
         guestLog.flush()
-        guard let (connected, tap) = state.withLock({ s in s.connected.flatMap { c in s.tap.map { (c, $0) } } }) else { return }
-        // An idle vif whose carrier is on has nothing to check: no wake-up of its worker.
-        guard connected.queue.watchesStall.load(ordering: .relaxed) || !state.withLock({ $0.carrierOn }) else { return }
+        guard let (connected, tap) = state.withLock({ s in s.tap.map { (s.connected, $0) } }), !connected.isEmpty else { return }
+        // An idle vif whose carrier is on has nothing to check: no wake-up of its workers.
+        let watched = connected.filter { $0.queue.watchesStall.load(ordering: .relaxed) }
+        guard !watched.isEmpty || !state.withLock({ $0.carrierOn }) else { return }
+        // The carrier is off while any queue's guest side is stalled, as Linux's netback does.
         let carrier = Mutex(true)
         let policy = limits.stall
-        do {
-            try await connected.worker.perform(on: connected.queue) { queue in
-                carrier.withLock { $0 = queue.checkStall(now: .now, policy: policy) }
+        for queue in watched {
+            do {
+                try await queue.worker.perform(on: queue.queue) { queue in
+                    let on = queue.checkStall(now: .now, policy: policy)
+                    carrier.withLock { $0 = $0 && on }
+                }
+            } catch {
+                return
             }
-        } catch {
-            return
         }
         let on = carrier.withLock { $0 }
         let changed = state.withLock { s -> Bool in
@@ -220,7 +243,8 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
         }
         let tap: TapDevice
         do {
-            tap = try TapDevice(name: name, in: limits.namespace)
+            // Multi-queue when more than one queue pair is offered: one TAP queue per netif queue.
+            tap = try TapDevice(name: name, multiQueue: limits.maxQueues > 1, in: limits.namespace)
             try tap.setMTU(mtu)
             try tap.setHardwareAddress(.netbackVif)
             try tap.setCarrier(false)
@@ -258,10 +282,24 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
         }
     }
 
-    private func makeQueue(_ keys: NetifConnectionKeys.Queue, features: NetbackGuestFeatures, tap: TapDevice,
-                           paths: XenbusDevicePaths) throws -> Connected {
+    /// The TAP queues for `count` netif queues: the device's first, more attached as
+    /// needed, and any left from a connection with more queues closed (the kernel would
+    /// steer packets to a queue nobody reads).
+    private func tapQueues(_ tap: TapDevice, count: Int) throws -> [Int32] {
+        do {
+            while tap.queues.count < count { try tap.attachQueue() }
+            for extra in tap.queues.dropFirst(count) { try tap.closeQueue(extra) }
+        } catch {
+            throw NetbackError.tap(error)
+        }
+        let descriptors = tap.queues
+        guard descriptors.count == count else { throw NetbackError.tap(.closed(device: tap.name)) }
+        return descriptors
+    }
+
+    private func makeQueue(_ keys: NetifConnectionKeys.Queue, index: Int, of count: Int, descriptor: Int32,
+                           features: NetbackGuestFeatures, paths: XenbusDevicePaths) throws -> Connected {
         let mapper = platform.grantMapper
-        guard let descriptor = tap.queues.first else { throw NetbackError.tap(.closed(device: tap.name)) }
         // The engine waits for the device itself (a poll armed by io_uring, a watch in the
         // thread-pool engine): the descriptor must block, or a read would fail EAGAIN.
         _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) & ~O_NONBLOCK)
@@ -284,7 +322,7 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
                     rxPort = try channel.bindInterdomain(remote: paths.frontendID, remotePort: rx)
                 }
                 let queue = try NetbackQueue(
-                    name: backendPath, frontendDomain: paths.frontendID,
+                    name: count > 1 ? "\(backendPath)/queue-\(index)" : backendPath, frontendDomain: paths.frontendID,
                     txRing: BackRing(attaching: txShared, at: txShared.loadResponseProducer()),
                     rxRing: BackRing(attaching: rxShared, at: rxShared.loadResponseProducer()),
                     eventChannel: channel, txPort: txPort, rxPort: rxPort, mapper: mapper, tapDescriptor: descriptor,
@@ -314,7 +352,7 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
     }
 
     func serves(_ queue: NetbackQueue) -> Bool {
-        state.withLock { $0.connected?.queue === queue }
+        state.withLock { $0.connected.contains { $0.queue === queue } }
     }
 
     private func release(_ connected: Connected) async {

@@ -107,6 +107,18 @@ public final class TapDevice: Sendable {
         return queue
     }
 
+    /// Closes queue `descriptor` (not the first), which takes it out of the device: the
+    /// kernel no longer steers packets to it. Closing the first queue is ``close()``'s job.
+    public func closeQueue(_ descriptor: Int32) throws(TapError) {
+        let found = descriptors.withLock { state -> Bool in
+            guard !state.closed, let index = state.queues.firstIndex(of: descriptor), index > 0 else { return false }
+            state.queues.remove(at: index)
+            return true
+        }
+        guard found else { throw .closed(device: name) }
+        Glibc.close(descriptor)
+    }
+
     /// Says which offloads this side takes (TUNSETOFFLOAD); with an empty set the kernel
     /// finishes checksums and segments before a frame is read.
     public func setOffloads(_ offloads: TapOffloads) throws(TapError) {

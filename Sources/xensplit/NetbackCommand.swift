@@ -13,7 +13,8 @@ struct NetbackCommand: AsyncParsableCommand {
         Watches /local/domain/SELF/backend/vif and serves each vif that appears there. Per \
         vif it makes a TAP device named vifDOMID.DEVID (or the toolstack's vifname), with the \
         MTU of the mtu key, before InitWait; advertises feature-rx-copy, feature-sg, \
-        feature-gso-tcpv4/v6, feature-ipv6-csum-offload and feature-split-event-channels; \
+        feature-gso-tcpv4/v6, feature-ipv6-csum-offload, feature-split-event-channels and \
+        multi-queue-max-queues (a TAP queue per netif queue); \
         waits for the toolstack's vif script to write hotplug-status=connected (it puts the \
         TAP device on a bridge: `xensplit domain create` runs it, as xl does) and then serves \
         the frontend's tx and rx rings on a fixed set of worker threads, through io_uring. \
@@ -28,6 +29,9 @@ struct NetbackCommand: AsyncParsableCommand {
 
     @Option(help: "Worker threads (default: one per core).")
     var workers: Int?
+
+    @Option(help: "Most queue pairs a frontend may ask for (multi-queue-max-queues; each a TAP queue on a worker). Default: one per core, as Linux's netback.")
+    var maxQueues: UInt32?
 
     @Option(help: "Guest packets per vif copied out and being written to the TAP device at once.")
     var txBuffers = NetbackQueueConfiguration().txBuffers
@@ -49,6 +53,7 @@ struct NetbackCommand: AsyncParsableCommand {
 
     func validate() throws {
         if let workers, !(1...1024).contains(workers) { throw ValidationError("--workers must be 1...1024") }
+        if let maxQueues, !(1...64).contains(maxQueues) { throw ValidationError("--max-queues must be 1...64") }
         guard (1...256).contains(txBuffers) else { throw ValidationError("--tx-buffers must be 1...256") }
         guard (1...256).contains(rxBuffers) else { throw ValidationError("--rx-buffers must be 1...256") }
         guard (1...3600).contains(hotplugTimeout) else { throw ValidationError("--hotplug-timeout must be 1...3600") }
@@ -62,6 +67,7 @@ struct NetbackCommand: AsyncParsableCommand {
         var configuration = NetbackDaemon.Configuration()
         if let workers { configuration.workers = workers }
         configuration.limits.queue = NetbackQueueConfiguration(txBuffers: txBuffers, rxBuffers: rxBuffers)
+        configuration.limits.maxQueues = maxQueues ?? UInt32(max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         configuration.limits.hotplugTimeout = .seconds(hotplugTimeout)
         configuration.limits.stall = NetbackStallPolicy(drain: .seconds(rxDrainTimeout), stall: .seconds(rxStallTimeout))
         let factory = try engine.factory(logger: logger)

@@ -35,7 +35,7 @@ final class NetWorld: @unchecked Sendable {
     /// With `sharedWorkers`, netback runs on those workers (shared with another daemon)
     /// instead of its own.
     init(engine: BlockIOEngineKind = .uring, stall: NetbackStallPolicy = NetbackStallPolicy(),
-         sharedWorkers: BackendPlacement? = nil) throws {
+         limits: NetbackDeviceLimits = NetbackDeviceLimits(), sharedWorkers: BackendPlacement? = nil) throws {
         var template = Array("/tmp/xensplit-netback-test-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw PlatformError.system("mkdtemp", errno: errno) }
         directory = String(cString: made)
@@ -47,7 +47,7 @@ final class NetWorld: @unchecked Sendable {
         dom0 = try LocalPlatform(stateDirectory: directory)
         toolstack = LocalToolstack(platform: dom0)
         namespace = try TestNamespace(prefix: "xsnb")
-        var limits = NetbackDeviceLimits()
+        var limits = limits
         limits.namespace = namespace.namespace
         limits.hotplugTimeout = .seconds(30)
         limits.stall = stall
@@ -128,8 +128,17 @@ final class RawNetfront: @unchecked Sendable {
     static let rxPages = 8..<16
     /// The next rx page to post, as an index into ``rxPages``.
     var nextRxID = 0
+    /// Queues 1... of a multi-queue frontend (queue 0 is `tx`, `rx` and `data`).
+    let extraPairs: [Pair]
 
-    init(_ platform: LocalPlatform, domain: DomainID) throws {
+    /// One more queue pair: its rings and its own 16 data pages, laid out as queue 0's.
+    struct Pair {
+        let tx: MockRingPeer.Frontend
+        let rx: MockRingPeer.Frontend
+        let data: SharedPages
+    }
+
+    init(_ platform: LocalPlatform, domain: DomainID, queues: Int = 1) throws {
         self.platform = platform
         store = try platform.connectXenStore()
         frontendPath = LocalToolstack.frontendPath(kind: "vif", frontend: domain, device: 0)
@@ -137,6 +146,11 @@ final class RawNetfront: @unchecked Sendable {
         tx = try MockRingPeer.Frontend(platform: platform, backendDomain: 0, entrySize: NetifLayout.txSlotSize)
         rx = try MockRingPeer.Frontend(platform: platform, backendDomain: 0, entrySize: NetifLayout.rxSlotSize)
         data = try platform.grantTable.share(pages: 16, with: 0, writable: true)
+        extraPairs = try (1..<max(1, queues)).map { _ in
+            Pair(tx: try MockRingPeer.Frontend(platform: platform, backendDomain: 0, entrySize: NetifLayout.txSlotSize),
+                 rx: try MockRingPeer.Frontend(platform: platform, backendDomain: 0, entrySize: NetifLayout.rxSlotSize),
+                 data: try platform.grantTable.share(pages: 16, with: 0, writable: true))
+        }
     }
 
     /// Posts every rx page, publishes the keys and Initialised, waits for Connected.
@@ -156,8 +170,18 @@ final class RawNetfront: @unchecked Sendable {
         }
         _ = try rx.pushRequestsAndNotify()
         nextRxID = rxBuffers
-        let keys = NetifConnectionKeys(queues: [.init(txRingRef: tx.pages.refs[0], rxRingRef: rx.pages.refs[0],
-                                                      eventChannels: .split(tx: tx.port, rx: rx.port))])
+        for pair in extraPairs {
+            for (id, page) in Self.rxPages.enumerated() {
+                try pair.rx.produceRequest { NetifRxRequest(id: UInt16(id), gref: pair.data.refs[page]).encode(into: $0, at: 0) }
+            }
+            _ = try pair.rx.pushRequestsAndNotify()
+        }
+        let pairs = [(tx, rx)] + extraPairs.map { ($0.tx, $0.rx) }
+        let keys = NetifConnectionKeys(queues: pairs.map { tx, rx in
+            .init(txRingRef: tx.pages.refs[0], rxRingRef: rx.pages.refs[0], eventChannels: .split(tx: tx.port, rx: rx.port))
+        })
+        var features = features
+        if pairs.count > 1 { features.queueCount = UInt32(pairs.count) }
         let path = frontendPath
         try await store.withTransaction { txn in
             for (key, value) in features.xenstoreEntries.merging(keys.xenstoreEntries, uniquingKeysWith: { $1 }) {
