@@ -151,12 +151,20 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
             if features.gsoTCPv6 { offloads.insert(.tso6) }
         }
         do { try tap.setOffloads(offloads) } catch { throw NetbackError.tap(error) }
+        var configuration = limits.queue
+        let ratePath = backendPath + "/" + NetifToolstackKeys.rate
+        if let text = try? await store.readString(ratePath) {
+            // The toolstack's limit on what the guest sends, per queue as Linux applies it.
+            do { configuration.rate = try NetifRate(xenstore: text) } catch {
+                throw XenbusError.invalidValue(path: ratePath, value: text, expected: "BYTES,MICROSECONDS, both above 0")
+            }
+        }
         let descriptors = try tapQueues(tap, count: frontend.connection.queues.count)
         var connected: [Connected] = []
         do {
             for (index, keys) in frontend.connection.queues.enumerated() {
                 connected.append(try makeQueue(keys, index: index, of: descriptors.count, descriptor: descriptors[index],
-                                               features: features, paths: paths))
+                                               features: features, configuration: configuration, paths: paths))
             }
         } catch {
             for queue in connected.reversed() { await release(queue) }
@@ -171,7 +179,8 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
             "interface": "\(tap.name)", "queues": "\(connected.count)",
             "split-event-channels": "\(connected[0].queue.txPort != connected[0].queue.rxPort)",
             "sg": "\(features.scatterGather)", "csum-offload": "\(features.checksumOffload)",
-            "gso-tcpv4": "\(features.gsoTCPv4)", "gso-tcpv6": "\(features.gsoTCPv6)"])
+            "gso-tcpv4": "\(features.gsoTCPv4)", "gso-tcpv6": "\(features.gsoTCPv6)",
+            "rate": "\(configuration.rate.map { "\($0.bytesPerInterval) bytes per \($0.intervalMicroseconds) us" } ?? "unlimited")"])
         return XenbusKeys()
     }
 
@@ -298,7 +307,8 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
     }
 
     private func makeQueue(_ keys: NetifConnectionKeys.Queue, index: Int, of count: Int, descriptor: Int32,
-                           features: NetbackGuestFeatures, paths: XenbusDevicePaths) throws -> Connected {
+                           features: NetbackGuestFeatures, configuration: NetbackQueueConfiguration,
+                           paths: XenbusDevicePaths) throws -> Connected {
         let mapper = platform.grantMapper
         // The engine waits for the device itself (a poll armed by io_uring, a watch in the
         // thread-pool engine): the descriptor must block, or a read would fail EAGAIN.
@@ -326,7 +336,7 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
                     txRing: BackRing(attaching: txShared, at: txShared.loadResponseProducer()),
                     rxRing: BackRing(attaching: rxShared, at: rxShared.loadResponseProducer()),
                     eventChannel: channel, txPort: txPort, rxPort: rxPort, mapper: mapper, tapDescriptor: descriptor,
-                    features: features, configuration: limits.queue, logger: logger, guestLog: guestLog)
+                    features: features, configuration: configuration, logger: logger, guestLog: guestLog)
                 let worker = placement.take()
                 do {
                     try worker.addQueue(queue) { [weak self, weak queue] in

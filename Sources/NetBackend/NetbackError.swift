@@ -24,6 +24,8 @@ public enum NetbackError: Error, Equatable, Sendable, CustomStringConvertible {
     case tap(TapError)
     /// A backend worker refused the queue.
     case worker(BackendWorkerError)
+    /// The engine-side resource a queue needs (its credit timer) could not be made.
+    case engine(URingError)
     /// A configuration value is outside what the backend accepts.
     case configuration(name: String, value: Int, limit: ClosedRange<Int>)
     /// The toolstack's hotplug script did not report the vif connected in time.
@@ -41,6 +43,7 @@ public enum NetbackError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .platform(error): return "platform: \(error)"
         case let .tap(error): return "TAP: \(error)"
         case let .worker(error): return "backend worker: \(error)"
+        case let .engine(error): return "I/O engine: \(error)"
         case let .configuration(name, value, limit):
             return "\(name) \(value) is outside \(limit.lowerBound)...\(limit.upperBound)"
         case let .hotplugTimeout(path, seconds):

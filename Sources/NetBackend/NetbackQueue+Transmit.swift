@@ -25,7 +25,10 @@ extension NetbackQueue {
         var budget = Int(txRing.size)
         var pending: [PendingTransmit] = []
         var copyCount = 0
-        defer { finish(&pending, copyCount: copyCount, engine: engine) }
+        defer {
+            finish(&pending, copyCount: copyCount, engine: engine)
+            armCreditTimer(engine: engine)
+        }
         do throws(RingError) {
             while !txFree.isEmpty, disconnectReason == nil {
                 var waiting = try txRing.unconsumedRequests()
@@ -46,6 +49,21 @@ extension NetbackQueue {
             disconnect(.ring(direction: .tx, error))
         }
         return false
+    }
+
+    /// Polls the credit timer if a chain waited for credit in this pass.
+    func armCreditTimer<Engine: BlockIOEngine>(engine: Engine) {
+        guard creditExhausted, let credit else { return }
+        creditExhausted = false
+        guard !creditTimerArmed, !leaving else { return }
+        do { try credit.armTimer() } catch {
+            disconnect(error)
+            return
+        }
+        if case .accepted = engine.enqueue(BlockRequest(.pollReadable(credit.timer.fileDescriptor),
+                                                        userData: userDataBase | UInt64(Self.creditTimerTag))) {
+            creditTimerArmed = true
+        }
     }
 
     /// Parses the chain at the request consumer: a packet to forward joins `pending` with
@@ -73,6 +91,12 @@ extension NetbackQueue {
             answer(slotIDs, .error)
             return slotIDs.count
         case let .packet(packet):
+            // Under a rate, a packet the credit does not cover waits (not consumed) for
+            // the renewal.
+            if let credit, !credit.take(packet.length) {
+                creditExhausted = true
+                return 0
+            }
             txRing.requestConsumer &+= UInt32(packet.slotIDs.count)
             var gso: (size: UInt16, type: NetifGSOType)?
             for extra in packet.extras {

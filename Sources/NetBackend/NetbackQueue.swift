@@ -44,10 +44,13 @@ public struct NetbackQueueConfiguration: Sendable, Equatable {
     public var txBuffers: Int
     /// TAP reads outstanding, and packets held for a guest short of rx buffers.
     public var rxBuffers: Int
+    /// The guest's transmit credit (the backend's `rate` key); nil: unlimited.
+    public var rate: NetifRate?
 
-    public init(txBuffers: Int = 16, rxBuffers: Int = 8) {
+    public init(txBuffers: Int = 16, rxBuffers: Int = 8, rate: NetifRate? = nil) {
         self.txBuffers = txBuffers
         self.rxBuffers = rxBuffers
+        self.rate = rate
     }
 }
 
@@ -111,6 +114,11 @@ public final class NetbackQueue: @unchecked Sendable {
     /// the worker about this queue only then, so idle vifs cost no wake-up.
     let watchesStall = Atomic<Bool>(false)
     var cancels = 0
+    /// The transmit credit under a `rate`, and whether its renewal timer is being polled.
+    let credit: NetbackCredit?
+    var creditTimerArmed = false
+    /// A chain waited for credit in this pass: the timer is to be armed.
+    var creditExhausted = false
     var leaving = false
     var closed = false
     let copies: UnsafeMutableBufferPointer<GrantCopySegment>
@@ -122,6 +130,7 @@ public final class NetbackQueue: @unchecked Sendable {
     /// `cancelTag` set.
     static let rxTag = 1 << 20
     static let cancelTag = 1 << 21
+    static let creditTimerTag = 1 << 22
 
     /// A queue over mapped rings `txRing` and `rxRing` of `frontendDomain`, notified on
     /// `txPort` and `rxPort` (the same port for a shared channel) of `eventChannel`,
@@ -162,6 +171,13 @@ public final class NetbackQueue: @unchecked Sendable {
             try? mapper.unregisterCopyBuffer(txBuffer)
             throw .platform(error)
         }
+        do {
+            credit = try configuration.rate.map { rate throws(NetbackError) in try NetbackCredit(rate: rate) }
+        } catch {
+            try? mapper.unregisterCopyBuffer(txBuffer)
+            try? mapper.unregisterCopyBuffer(rxBuffer)
+            throw error
+        }
         txFree = Array((0..<configuration.txBuffers).reversed())
         txVectors = .allocate(capacity: configuration.txBuffers)
         txVectors.initialize(repeating: iovec())
@@ -187,7 +203,7 @@ public final class NetbackQueue: @unchecked Sendable {
 
     /// Engine operations in flight: TAP writes and reads, and cancels.
     public var inFlight: Int {
-        txWriting + rxState.count(where: { $0 == .reading }) + cancels
+        txWriting + rxState.count(where: { $0 == .reading }) + cancels + (creditTimerArmed ? 1 : 0)
     }
 
     /// Stops serving for `reason`, once, with a log line; in-flight operations still
@@ -238,8 +254,9 @@ public final class NetbackQueue: @unchecked Sendable {
 extension NetbackQueue: BackendQueue {
     public func handles(port: EventPort) -> Bool { port == txPort || port == rxPort }
 
-    /// A write per tx buffer, a read and a cancel per rx buffer.
-    public var engineReservation: Int { configuration.txBuffers + 2 * configuration.rxBuffers }
+    /// A write per tx buffer, a read and a cancel per rx buffer, the credit timer's poll
+    /// and its cancel.
+    public var engineReservation: Int { configuration.txBuffers + 2 * configuration.rxBuffers + 2 }
 
     public var isDisconnected: Bool { disconnectReason != nil }
 
@@ -260,6 +277,10 @@ extension NetbackQueue: BackendQueue {
     public func complete<Engine: BlockIOEngine>(slot: Int, result: Int32, engine: Engine) {
         if slot & Self.cancelTag != 0 {
             cancels -= 1
+        } else if slot & Self.creditTimerTag != 0 {
+            // The credit is renewed: the worker services the queue after this completion.
+            creditTimerArmed = false
+            credit?.timer.drain()
         } else if slot & Self.rxTag != 0 {
             readCompleted(slot & ~Self.rxTag, result: result)
         } else {
@@ -269,6 +290,11 @@ extension NetbackQueue: BackendQueue {
 
     public func cancelWaits<Engine: BlockIOEngine>(engine: Engine) {
         leaving = true
+        if creditTimerArmed, case .accepted = engine.enqueue(BlockRequest(
+            .cancel(target: userDataBase | UInt64(Self.creditTimerTag)),
+            userData: userDataBase | UInt64(Self.cancelTag | Self.creditTimerTag))) {
+            cancels += 1
+        }
         for index in rxState.indices where rxState[index] == .reading {
             let target = userDataBase | UInt64(Self.rxTag | index)
             if case .accepted = engine.enqueue(BlockRequest(.cancel(target: target),

@@ -66,8 +66,9 @@ final class NetWorld: @unchecked Sendable {
 
     /// Creates guest `name` with one vif (`mac`), as xl would but with no hotplug script;
     /// the test stands in for it with ``plug(_:address:guest:)``.
-    func guest(_ name: String, mac: String) async throws -> (DomainID, LocalPlatform) {
-        let id = try await toolstack.createDomain(name: name, disks: [], nics: [try VifSpec(parsing: "mac=\(mac),bridge=none")],
+    func guest(_ name: String, mac: String, vifOptions: String = "") async throws -> (DomainID, LocalPlatform) {
+        let id = try await toolstack.createDomain(name: name, disks: [],
+                                                  nics: [try VifSpec(parsing: "mac=\(mac),bridge=none" + vifOptions)],
                                                   hotplug: .none)
         return (id, try LocalPlatform(stateDirectory: directory, domain: name))
     }

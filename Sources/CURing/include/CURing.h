@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <stdint.h>
 #include <sys/uio.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
 #include <liburing.h>
 
 /// IOSQE_FIXED_FILE (a macro, which Swift cannot import).
@@ -179,6 +181,18 @@ static inline unsigned curing_cq_ready(const struct io_uring *ring) {
 /// Whether the kernel supports `opcode` according to a probe (0 if no probe).
 static inline int curing_probe_supports(const struct io_uring_probe *probe, int opcode) {
     return probe != NULL && io_uring_opcode_supported(probe, opcode);
+}
+
+/// A non-blocking, close-on-exec CLOCK_MONOTONIC timerfd, or -errno.
+static inline int curing_timerfd_create(void) {
+    int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+/// Arms `fd` to fire once after `seconds` + `nanoseconds` (both 0 disarms); 0 or -errno.
+static inline int curing_timerfd_arm(int fd, long long seconds, long nanoseconds) {
+    struct itimerspec spec = {{0, 0}, {(time_t)seconds, nanoseconds}};
+    return timerfd_settime(fd, 0, &spec, NULL) < 0 ? -errno : 0;
 }
 
 #endif
