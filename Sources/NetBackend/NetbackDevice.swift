@@ -54,6 +54,8 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
         var connected: [Connected] = []
         /// The carrier as last set while connected.
         var carrierOn = true
+        /// Follows the frontend's request-multicast-control while connected.
+        var multicastWatch: Task<Void, Never>?
     }
 
     /// A connection's queue (one netif queue pair) and what it holds.
@@ -75,6 +77,8 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
         features.gsoTCPv6 = true
         features.ipv6ChecksumOffload = true
         features.splitEventChannels = true
+        features.multicastControl = true
+        features.dynamicMulticastControl = true
         return features
     }()
 
@@ -160,19 +164,27 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
             }
         }
         let descriptors = try tapQueues(tap, count: frontend.connection.queues.count)
+        let multicast = NetbackMulticastFilter()
+        multicast.apply(frontend.features.requestMulticastControl)
         var connected: [Connected] = []
         do {
             for (index, keys) in frontend.connection.queues.enumerated() {
                 connected.append(try makeQueue(keys, index: index, of: descriptors.count, descriptor: descriptors[index],
-                                               features: features, configuration: configuration, paths: paths))
+                                               features: features, configuration: configuration, multicast: multicast,
+                                               paths: paths))
             }
         } catch {
             for queue in connected.reversed() { await release(queue) }
             throw error
         }
+        let watch = Task { [store, logger] in
+            await Self.follow(paths.frontend + "/" + NetifFrontendFeatures.Key.requestMulticastControl, filter: multicast,
+                              store: store, logger: logger)
+        }
         state.withLock {
             $0.connected = connected
             $0.carrierOn = true
+            $0.multicastWatch = watch
         }
         try? tap.setCarrier(true)
         logger.info("netback: connected", metadata: [
@@ -185,10 +197,14 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
     }
 
     public func disconnect(paths: XenbusDevicePaths, reason: String) async {
-        let connected = state.withLock { value -> [Connected] in
-            defer { value.connected = [] }
-            return value.connected
+        let (connected, watch) = state.withLock { value -> ([Connected], Task<Void, Never>?) in
+            defer {
+                value.connected = []
+                value.multicastWatch = nil
+            }
+            return (value.connected, value.multicastWatch)
         }
+        watch?.cancel()
         if let tap = state.withLock({ $0.tap }) { try? tap.setCarrier(false) }
         guard !connected.isEmpty else { return }
         for queue in connected { await release(queue) }
@@ -265,6 +281,29 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
         logger.info("netback: TAP device made", metadata: ["interface": "\(tap.name)", "mtu": "\(mtu)"])
     }
 
+    /// io/netif.h, feature-dynamic-multicast-control: the frontend may set or clear
+    /// request-multicast-control at any time, and the backend re-samples it on each watch
+    /// event, until the task is cancelled (disconnect).
+    private static func follow(_ path: String, filter: NetbackMulticastFilter, store: XenStoreClient,
+                               logger: Logger) async {
+        guard let watch = try? await store.watch(path) else {
+            logger.warning("netback: cannot watch request-multicast-control; its value at connect stays", metadata: ["path": "\(path)"])
+            return
+        }
+        await withTaskCancellationHandler {
+            for await _ in watch {
+                let value = try? await store.readString(path)
+                let on = value == "1"
+                if on != filter.isApplied {
+                    filter.apply(on)
+                    logger.info("netback: multicast filter \(on ? "applied" : "lifted") by the frontend", metadata: ["path": "\(path)"])
+                }
+            }
+        } onCancel: {
+            Task { try? await watch.cancel() }
+        }
+    }
+
     /// Waits for the hotplug script's `hotplug-status` to read `connected`.
     private func waitForHotplug() async throws {
         let path = backendPath + "/" + NetifToolstackKeys.hotplugStatus
@@ -308,7 +347,7 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
 
     private func makeQueue(_ keys: NetifConnectionKeys.Queue, index: Int, of count: Int, descriptor: Int32,
                            features: NetbackGuestFeatures, configuration: NetbackQueueConfiguration,
-                           paths: XenbusDevicePaths) throws -> Connected {
+                           multicast: NetbackMulticastFilter, paths: XenbusDevicePaths) throws -> Connected {
         let mapper = platform.grantMapper
         // The engine waits for the device itself (a poll armed by io_uring, a watch in the
         // thread-pool engine): the descriptor must block, or a read would fail EAGAIN.
@@ -336,7 +375,8 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
                     txRing: BackRing(attaching: txShared, at: txShared.loadResponseProducer()),
                     rxRing: BackRing(attaching: rxShared, at: rxShared.loadResponseProducer()),
                     eventChannel: channel, txPort: txPort, rxPort: rxPort, mapper: mapper, tapDescriptor: descriptor,
-                    features: features, configuration: configuration, logger: logger, guestLog: guestLog)
+                    features: features, configuration: configuration, multicast: multicast, logger: logger,
+                    guestLog: guestLog)
                 let worker = placement.take()
                 do {
                     try worker.addQueue(queue) { [weak self, weak queue] in

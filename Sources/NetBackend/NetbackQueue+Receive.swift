@@ -101,7 +101,9 @@ extension NetbackQueue {
     func place(_ index: Int, length: Int, copyCount: inout Int) -> Placement {
         let base = base(rxBuffer, index)
         let frame = UnsafeMutableRawBufferPointer(start: base + Self.headerSize, count: length - Self.headerSize)
-        guard let header = VirtioNetHeader(decoding: UnsafeRawBufferPointer(start: base, count: Self.headerSize)),
+        // A multicast packet the guest did not ask for (its filter applied) is not delivered.
+        guard multicast.admits(UnsafeRawBufferPointer(frame)),
+              let header = VirtioNetHeader(decoding: UnsafeRawBufferPointer(start: base, count: Self.headerSize)),
               let plan = plan(frame, header: header) else {
             return .dropped
         }

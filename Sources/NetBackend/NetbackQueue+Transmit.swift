@@ -102,8 +102,12 @@ extension NetbackQueue {
             for extra in packet.extras {
                 switch extra.kind {
                 case let .gso(size, type, _): gso = (size, type)
-                case .multicastAdd, .multicastDelete:
-                    // Multicast control rides on a packet that is not sent ([netmq] filters).
+                case let .multicastAdd(address):
+                    // io/netif.h: a dummy request amending the filter, not a packet to send.
+                    answer(packet.slotIDs, multicast.add(address) ? .okay : .error)
+                    return packet.slotIDs.count
+                case let .multicastDelete(address):
+                    multicast.remove(address)
                     answer(packet.slotIDs, .okay)
                     return packet.slotIDs.count
                 case .hash: break

@@ -73,6 +73,8 @@ public final class NetbackQueue: @unchecked Sendable {
     public let txPort: EventPort
     public let rxPort: EventPort
     public let features: NetbackGuestFeatures
+    /// The vif's multicast filter, shared with its other queues.
+    public let multicast: NetbackMulticastFilter
     public let configuration: NetbackQueueConfiguration
     /// Why the queue stopped serving; nil while it serves.
     public private(set) var disconnectReason: NetbackError?
@@ -140,6 +142,7 @@ public final class NetbackQueue: @unchecked Sendable {
                 eventChannel: any EventChannel, txPort: EventPort, rxPort: EventPort, mapper: any GrantMapper,
                 tapDescriptor: Int32, features: NetbackGuestFeatures,
                 configuration: NetbackQueueConfiguration = NetbackQueueConfiguration(),
+                multicast: NetbackMulticastFilter = NetbackMulticastFilter(),
                 logger: Logger = Logger(label: "xensplit.netback"), guestLog: GuestLog? = nil) throws(NetbackError) {
         guard (1...256).contains(configuration.txBuffers) else {
             throw .configuration(name: "tx buffers", value: configuration.txBuffers, limit: 1...256)
@@ -158,6 +161,7 @@ public final class NetbackQueue: @unchecked Sendable {
         self.tapDescriptor = tapDescriptor
         self.tap = .descriptor(tapDescriptor)
         self.features = features
+        self.multicast = multicast
         self.configuration = configuration
         self.logger = logger
         self.guestLog = guestLog ?? GuestLog(logger: logger)

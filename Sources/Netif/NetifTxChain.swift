@@ -120,7 +120,9 @@ public struct NetifTxChainParser: Sendable {
             return .refused(.tooManySlots(count: requests.count, limit: maxSlots), slotIDs: slotIDs)
         }
         let length = Int(first.size)
-        if length < minimumLength {
+        // io/netif.h: multicast control rides on a dummy request; its data is not a packet.
+        let dummy = extras.contains { if case .multicastAdd = $0.kind { true } else if case .multicastDelete = $0.kind { true } else { false } }
+        if length < minimumLength, !dummy {
             return .refused(.packetTooShort(length: length, minimum: minimumLength), slotIDs: slotIDs)
         }
         // The first request's own data is what the later fragments leave of the packet.
