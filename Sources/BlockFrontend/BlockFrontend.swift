@@ -86,7 +86,7 @@ public final class BlockFrontend: Sendable {
     public var reissuedRequests: Int { core.state.withLock { $0.reissued } }
 
     /// Sets of granted pages not yet given back (rings, data, indirect pages).
-    public var grantedPageSets: Int { core.state.withLock { $0.grantedSets } }
+    public var grantedPageSets: Int { core.grants.outstanding }
 
     /// Reads `count` 512-byte sectors from `sector`.
     public func read(sector: UInt64, count: UInt64) async throws -> [UInt8] {

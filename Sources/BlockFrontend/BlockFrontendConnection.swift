@@ -226,15 +226,9 @@ final class BlockFrontendConnection: @unchecked Sendable {
         return (unanswered, unsent)
     }
 
-    /// Closes the ports and ends access to every page. Returns the page sets whose
-    /// access could not end yet (the backend still maps them); the caller retries later.
-    func release() -> [SharedPages] {
+    /// Closes the ports; the page sets go back through the frontend's grant ledger.
+    func release() {
         eventChannel.close()
-        var busy: [SharedPages] = []
-        for pages in grantedPageSets {
-            do { try grants.endAccess(pages) } catch { busy.append(pages) }
-        }
-        return busy
     }
 
     // MARK: Rings (on the I/O thread, through BlockFrontendRingService)

@@ -20,10 +20,6 @@ final class BlockFrontendCore: Sendable {
         var diskBoxes: [BlockFrontendDiskBox] = []
         var connectWaiters: [CheckedContinuation<BlockFrontendDisk, any Error>] = []
         var closed = false
-        /// Page sets whose access could not end yet (the backend still mapped them).
-        var deferred: [SharedPages] = []
-        /// Page sets granted and not yet ended.
-        var grantedSets = 0
         /// Handshakes completed (1 after the first connect).
         var connections = 0
         /// Requests sent again after a disconnect, over the frontend's life.
@@ -38,6 +34,8 @@ final class BlockFrontendCore: Sendable {
     let submissions = BlockFrontendSubmissions()
     /// What the I/O threads of every connection share: wake-up, executor, loop sources.
     let ioContext: FrontendIOContext
+    /// Every page set granted to the backend, across connections.
+    let grants: FrontendGrantLedger
     /// Set once by close(), read by submitters without the mutex.
     let isClosed = Atomic<Bool>(false)
     /// `State.waiting` is not empty (so the I/O thread takes the mutex only then).
@@ -49,6 +47,7 @@ final class BlockFrontendCore: Sendable {
         self.platform = platform
         self.configuration = configuration
         self.logger = logger
+        grants = FrontendGrantLedger(grantTable: platform.grantTable)
         do { ioContext = try FrontendIOContext() } catch { throw .platform(error) }
     }
 
@@ -123,10 +122,8 @@ final class BlockFrontendCore: Sendable {
         let connection = try BlockFrontendConnection(platform: platform, backendDomain: backendDomain, features: features,
                                                      configuration: configuration, handle: handle, ioContext: ioContext,
                                                      logger: logger)
-        state.withLock {
-            $0.prepared = connection
-            $0.grantedSets += connection.grantedPageSets.count
-        }
+        state.withLock { $0.prepared = connection }
+        grants.granted(connection.grantedPageSets.count)
         return connection
     }
 
@@ -163,14 +160,13 @@ final class BlockFrontendCore: Sendable {
             if !unanswered.isEmpty {
                 logger.info("blkfront: \(unanswered.count) requests in flight will be sent again: \(reason)")
             }
-            let busy = connection.release()
+            connection.release()
+            grants.giveBack(connection.grantedPageSets)
             state.withLock { s in
                 // First in line: what the backend had, then what the thread had taken.
                 s.waiting.insert(contentsOf: unanswered + unsent, at: 0)
                 if !s.waiting.isEmpty { hasWaiting.store(true, ordering: .releasing) }
                 s.reissued += unanswered.count
-                s.grantedSets -= connection.grantedPageSets.count - busy.count
-                s.deferred += busy
             }
         }
         releaseDeferred()
@@ -178,21 +174,7 @@ final class BlockFrontendCore: Sendable {
 
     /// Retries ending access to pages the backend still mapped; returns how many sets remain.
     @discardableResult
-    func releaseDeferred() -> Int {
-        let pending = state.withLock { s in
-            defer { s.deferred = [] }
-            return s.deferred
-        }
-        var still: [SharedPages] = []
-        for pages in pending {
-            do { try platform.grantTable.endAccess(pages) } catch { still.append(pages) }
-        }
-        return state.withLock { s in
-            s.grantedSets -= pending.count - still.count
-            s.deferred += still
-            return s.deferred.count
-        }
-    }
+    func releaseDeferred() -> Int { grants.releaseDeferred() }
 
     /// Fails everything waiting and refuses new work.
     func close() {

@@ -100,7 +100,7 @@ public final class NetFrontend: Sendable {
     public var violation: NetFrontendError? { core.state.withLock { $0.violation } }
 
     /// Page sets granted and not yet given back (rings and buffers).
-    public var grantedPageSets: Int { core.state.withLock { $0.grantedSets } }
+    public var grantedPageSets: Int { core.grants.outstanding }
 
     /// Closes the device: xenbus Closing and Closed, the TAP device let go (carrier off),
     /// every grant ended (retrying for up to `grantWaitSeconds` while the backend still

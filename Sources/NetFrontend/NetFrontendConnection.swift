@@ -105,14 +105,8 @@ final class NetFrontendConnection: @unchecked Sendable {
     /// Stops and joins the I/O thread (if it ran).
     func stop() { _ = thread.stop() }
 
-    /// Closes the ports and ends access to every page; returns the page sets the backend
-    /// still maps, for the caller to retry.
-    func release() -> [SharedPages] {
+    /// Closes the ports; the page sets go back through the frontend's grant ledger.
+    func release() {
         eventChannel.close()
-        var busy: [SharedPages] = []
-        for pages in pageSets {
-            do { try grants.endAccess(pages) } catch { busy.append(pages) }
-        }
-        return busy
     }
 }

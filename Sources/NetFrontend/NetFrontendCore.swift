@@ -17,8 +17,6 @@ final class NetFrontendCore: Sendable {
         var linkWaiters: [CheckedContinuation<NetFrontendLink, any Error>] = []
         var closed = false
         /// Page sets whose access could not end yet (the backend still mapped them).
-        var deferred: [SharedPages] = []
-        var grantedSets = 0
         var connections = 0
         /// The last lie that disconnected the backend.
         var violation: NetFrontendError?
@@ -32,6 +30,8 @@ final class NetFrontendCore: Sendable {
     let logger: Logger
     let ioContext: FrontendIOContext
     let statistics = NetFrontendStatistics()
+    /// Every page set granted to the backend, across connections.
+    let grants: FrontendGrantLedger
     /// The TAP queue's descriptor, -1 while none is attached: read by the I/O thread.
     private let tapFD = Atomic<Int32>(-1)
     /// The datapath the running I/O thread drives, for the TAP source.
@@ -43,6 +43,7 @@ final class NetFrontendCore: Sendable {
         self.platform = platform
         self.txBuffers = txBuffers
         self.logger = logger
+        grants = FrontendGrantLedger(grantTable: platform.grantTable)
         do { ioContext = try FrontendIOContext() } catch { throw .platform(error) }
     }
 
@@ -107,8 +108,8 @@ final class NetFrontendCore: Sendable {
         state.withLock {
             $0.prepared = connection
             $0.link = link
-            $0.grantedSets += connection.pageSets.count
         }
+        grants.granted(connection.pageSets.count)
         return connection
     }
 
@@ -146,11 +147,8 @@ final class NetFrontendCore: Sendable {
         for connection in [running, prepared].compactMap({ $0 }) {
             connection.stop()
             active.withLock { if $0 === connection.datapath { $0 = nil } }
-            let busy = connection.release()
-            state.withLock { s in
-                s.grantedSets -= connection.pageSets.count - busy.count
-                s.deferred += busy
-            }
+            connection.release()
+            grants.giveBack(connection.pageSets)
         }
         if running != nil { logger.info("netfront: disconnected: \(reason)") }
         releaseDeferred()
@@ -158,21 +156,7 @@ final class NetFrontendCore: Sendable {
 
     /// Retries ending access to pages the backend still mapped; returns how many sets remain.
     @discardableResult
-    func releaseDeferred() -> Int {
-        let pending = state.withLock { s in
-            defer { s.deferred = [] }
-            return s.deferred
-        }
-        var still: [SharedPages] = []
-        for pages in pending {
-            do { try platform.grantTable.endAccess(pages) } catch { still.append(pages) }
-        }
-        return state.withLock { s in
-            s.grantedSets -= pending.count - still.count
-            s.deferred += still
-            return s.deferred.count
-        }
-    }
+    func releaseDeferred() -> Int { grants.releaseDeferred() }
 
     /// I/O thread: the backend lied; the rings are stopped already.
     private func violated(_ error: NetFrontendError) {

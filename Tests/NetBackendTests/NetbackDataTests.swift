@@ -76,7 +76,6 @@ struct NetbackOffloadTests {
             let outside = try TapDevice(name: "xsout0", in: world.namespace.namespace)
             defer { outside.close() }
             try outside.setUp(true)
-            let peerMAC: [UInt8] = [0x02, 0, 0, 0, 0, 0x66]
             try world.namespace.ip("addr", "add", "198.18.6.1/24", "dev", "xsout0")
             try world.namespace.ip("neigh", "add", "198.18.6.2", "lladdr", "02:00:00:00:00:66", "dev", "xsout0", "nud", "permanent")
             _ = try TestCommand.run("/usr/sbin/ip", ["netns", "exec", world.namespace.name, "sysctl", "-qw",
