@@ -145,7 +145,7 @@ public final class BlkbackDevice: BackendDevice {
         features.maxQueues = limits.maxQueues
         features.maxRingPageOrder = limits.maxRingPageOrder
         state.withLock { $0.advertised = features }
-        return Self.keys(features.xenstoreEntries)
+        return XenbusKeys(features.xenstoreEntries)
     }
 
     public func readFrontend(_ frontend: XenbusNodeReader, paths: XenbusDevicePaths) async throws -> BlkbackFrontendRequest {
@@ -180,7 +180,7 @@ public final class BlkbackDevice: BackendDevice {
             "queues": "\(connected.count)", "ring-pages": "\(1 << frontend.features.ringPageOrder)",
             "protocol": "\(frontend.features.abi.protocolName)", "sectors": "\(sectors)",
             "persistent-grants": "\(limits.persistentGrants && frontend.features.persistent)"])
-        return Self.keys(properties(backing, sectors512: sectors).xenstoreEntries)
+        return XenbusKeys(properties(backing, sectors512: sectors).xenstoreEntries)
     }
 
     public func disconnect(paths: XenbusDevicePaths, reason: String) async {
@@ -277,7 +277,7 @@ public final class BlkbackDevice: BackendDevice {
         typealias Key = BlkifFrontendFeatures.Key
         let features: BlkifFrontendFeatures
         do {
-            features = try BlkifFrontendFeatures(xenstore: try await Self.read(node, [
+            features = try BlkifFrontendFeatures(xenstore: try await node.entries([
                 Key.protocolName, Key.persistent, Key.largeSectorSize, Key.queueCount, Key.ringPageOrder, Key.trusted]))
         } catch {
             throw Self.xenbusError(error, node)
@@ -294,7 +294,7 @@ public final class BlkbackDevice: BackendDevice {
         let queueCount = Int(features.queueCount ?? 1)
         let keys = BlkifConnectionKeys.keys(ringPageOrder: features.ringPageOrder, queueCount: queueCount)
         do {
-            let connection = try BlkifConnectionKeys(xenstore: try await Self.read(node, keys),
+            let connection = try BlkifConnectionKeys(xenstore: try await node.entries(keys),
                                                      ringPageOrder: features.ringPageOrder, queueCount: queueCount)
             return BlkbackFrontendRequest(features: features, connection: connection)
         } catch {
@@ -302,14 +302,6 @@ public final class BlkbackDevice: BackendDevice {
         }
     }
 
-    /// The nodes among `keys` that exist under `node`.
-    private static func read(_ node: XenbusNodeReader, _ keys: [String]) async throws(XenbusError) -> [String: String] {
-        var entries: [String: String] = [:]
-        for key in keys {
-            if let value = try await node.optionalString(key) { entries[key] = value }
-        }
-        return entries
-    }
 
     /// A Blkif parse error as the xenbus error naming the node's full path.
     private static func xenbusError(_ error: any Error, _ node: XenbusNodeReader) -> XenbusError {
@@ -407,11 +399,6 @@ public final class BlkbackDevice: BackendDevice {
         }
     }
 
-    static func keys(_ entries: [String: String]) -> XenbusKeys {
-        var keys = XenbusKeys()
-        for (key, value) in entries.sorted(by: { $0.key < $1.key }) { keys.set(key, value) }
-        return keys
-    }
 }
 
 /// The open backing store and the toolstack keys it was opened from.

@@ -108,13 +108,13 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
         try await makeTap(paths)
         var features = Self.advertised
         if limits.maxQueues > 1 { features.maxQueues = limits.maxQueues }
-        return Self.keys(features.xenstoreEntries)
+        return XenbusKeys(features.xenstoreEntries)
     }
 
     public func readFrontend(_ frontend: XenbusNodeReader, paths: XenbusDevicePaths) async throws -> NetbackFrontendRequest {
         typealias Key = NetifFrontendFeatures.Key
         do {
-            let features = try NetifFrontendFeatures(xenstore: try await Self.read(frontend, [
+            let features = try NetifFrontendFeatures(xenstore: try await frontend.entries([
                 Key.requestRxCopy, Key.rxNotify, Key.scatterGather, Key.gsoTCPv4, Key.gsoTCPv6, Key.noChecksumOffload,
                 Key.ipv6ChecksumOffload, Key.requestMulticastControl, Key.queueCount, Key.trusted]))
             // Only copying receive is offered (feature-rx-flip 0): a frontend that does not
@@ -130,7 +130,7 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
                                                expected: "a decimal from 1 to \(limits.maxQueues) (multi-queue-max-queues)")
             }
             let connection = try NetifConnectionKeys(
-                xenstore: try await Self.read(frontend, NetifConnectionKeys.keys(queueCount: queueCount)),
+                xenstore: try await frontend.entries(NetifConnectionKeys.keys(queueCount: queueCount)),
                 queueCount: queueCount, splitEventChannels: Self.advertised.splitEventChannels, controlRing: false)
             return NetbackFrontendRequest(features: features, connection: connection)
         } catch let error as XenbusError {
@@ -422,18 +422,5 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
         }
     }
 
-    static func keys(_ entries: [String: String]) -> XenbusKeys {
-        var keys = XenbusKeys()
-        for (key, value) in entries.sorted(by: { $0.key < $1.key }) { keys.set(key, value) }
-        return keys
-    }
 
-    /// The nodes among `keys` that exist under `node`.
-    private static func read(_ node: XenbusNodeReader, _ keys: [String]) async throws -> [String: String] {
-        var entries: [String: String] = [:]
-        for key in keys {
-            if let value = try await node.optionalString(key) { entries[key] = value }
-        }
-        return entries
-    }
 }

@@ -7,6 +7,11 @@ public struct XenbusKeys: Sendable, Equatable, ExpressibleByDictionaryLiteral {
     /// No keys.
     public init() { entries = [] }
 
+    /// The keys of a feature set's xenstore form, in key order (a stable writing order).
+    public init(_ entries: [String: String]) {
+        self.entries = entries.sorted { $0.key < $1.key }.map { (key: $0.key, value: $0.value) }
+    }
+
     public init(dictionaryLiteral elements: (String, String)...) {
         entries = elements.map { (key: $0.0, value: $0.1) }
     }

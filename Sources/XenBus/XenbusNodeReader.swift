@@ -38,6 +38,15 @@ public struct XenbusNodeReader: Sendable {
         return text
     }
 
+    /// The nodes among `keys` that exist, by key: what a feature-set parser takes.
+    public func entries(_ keys: [String]) async throws(XenbusError) -> [String: String] {
+        var entries: [String: String] = [:]
+        for key in keys {
+            if let value = try await optionalString(key) { entries[key] = value }
+        }
+        return entries
+    }
+
     /// `key` as text; absent is ``XenbusError/missingKey(path:)``.
     public func string(_ key: String) async throws(XenbusError) -> String {
         guard let text = try await optionalString(key) else { throw .missingKey(path: path(of: key)) }

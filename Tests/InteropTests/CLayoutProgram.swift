@@ -1,4 +1,5 @@
 import Foundation
+import XenTesting
 
 /// Tests/InteropTests/C/layout_check.c built for one ABI with the system C compiler and
 /// run; its output parsed. Built once per ABI per test run.
@@ -26,8 +27,8 @@ struct CLayoutOutput: Sendable {
         defer { try? FileManager.default.removeItem(at: directory) }
         let binary = directory.appendingPathComponent("layout_check").path
 
-        let compile = try Self.run("/usr/bin/env", ["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", flag,
-                                                    "-o", binary, source.path], in: directory)
+        let compile = try TestCommand.run("/usr/bin/env", ["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", flag,
+                                                       "-o", binary, source.path])
         if compile.status == 127 {
             throw Failure(description: "no C compiler: `cc` is not on PATH (scripts/setup.sh installs gcc and gcc-multilib)")
         }
@@ -35,7 +36,7 @@ struct CLayoutOutput: Sendable {
             let hint = flag == "-m32" ? " (-m32 needs gcc-multilib, which scripts/setup.sh installs)" : ""
             throw Failure(description: "cc \(flag) failed\(hint):\n\(compile.stderr)")
         }
-        let run = try Self.run(binary, [], in: directory)
+        let run = try TestCommand.run(binary, [])
         guard run.status == 0 else { throw Failure(description: "layout_check \(flag) exited \(run.status): \(run.stderr)") }
         for line in run.stdout.split(separator: "\n") {
             let fields = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
@@ -46,30 +47,5 @@ struct CLayoutOutput: Sendable {
             default: throw Failure(description: "unexpected line from layout_check: \(line)")
             }
         }
-    }
-
-    /// Runs a program with its output in files under `directory`, read after it exits.
-    static func run(_ path: String, _ arguments: [String],
-                    in directory: URL) throws -> (status: Int32, stdout: String, stderr: String) {
-        let outURL = directory.appendingPathComponent("stdout")
-        let errURL = directory.appendingPathComponent("stderr")
-        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        let out = try FileHandle(forWritingTo: outURL)
-        let err = try FileHandle(forWritingTo: errURL)
-        defer {
-            try? out.close()
-            try? err.close()
-        }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        process.waitUntilExit()
-        return (process.terminationStatus,
-                try String(contentsOf: outURL, encoding: .utf8),
-                try String(contentsOf: errURL, encoding: .utf8))
     }
 }
