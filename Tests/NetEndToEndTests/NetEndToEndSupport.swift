@@ -145,11 +145,9 @@ final class Guest: @unchecked Sendable {
     /// The backend's interface for this guest in dom0's namespace.
     var vif: String { "vif\(id).0" }
 
-    /// Closes the frontend (xenbus Closed, grants ended) and starts a new one on the same
-    /// TAP device, as a restarted netfront process does; waits until it is connected.
-    func restartFrontend() async throws {
-        let left = await frontend.close()
-        #expect(left == 0, "every granted page given back at close")
+    /// Starts a new frontend on the same TAP device once the last one is closed, as a
+    /// restarted netfront process does; waits until it is connected.
+    func startFrontend() async throws {
         frontend = try NetFrontend(platform: platform, devid: 0, logger: e2eLogger)
         try frontend.attachTap(tap)
         _ = try await frontend.connected()
@@ -222,14 +220,15 @@ enum Sockets {
         return fd
     }
 
-    /// Accepts one connection on `listener` (waiting up to 30 s) and reads it to its end.
-    static func receiveAll(_ listener: Int32) throws -> [UInt8] {
+    /// Accepts one connection on `listener` (waiting up to 30 s) and reads it to its end;
+    /// a receive that waits longer than `timeout` seconds fails.
+    static func receiveAll(_ listener: Int32, timeout: Int = 30) throws -> [UInt8] {
         var poller = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
         guard poll(&poller, 1, 30_000) == 1 else { throw E2EError("no connection in 30 s") }
         let fd = accept(listener, nil, nil)
         guard fd >= 0 else { throw Errno.current }
         defer { close(fd) }
-        setTimeout(fd, seconds: 30)
+        setTimeout(fd, seconds: timeout)
         var out: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 256 * 1024)
         while true {
@@ -241,12 +240,12 @@ enum Sockets {
     }
 
     /// Connects from `ns` to `ip`:`port` and sends `data`, then closes; `progress` is told
-    /// the bytes sent after each write.
-    static func sendAll(_ data: [UInt8], from ns: TestNamespace, to ip: String, _ port: UInt16,
+    /// the bytes sent after each write. A send that waits longer than `timeout` seconds fails.
+    static func sendAll(_ data: [UInt8], from ns: TestNamespace, to ip: String, _ port: UInt16, timeout: Int = 30,
                         progress: (Int) -> Void = { _ in }) throws {
         let fd = try make(in: ns, type: Int32(SOCK_STREAM.rawValue))
         defer { close(fd) }
-        setTimeout(fd, seconds: 30)
+        setTimeout(fd, seconds: timeout)
         try connect(fd, ip, port)
         var sent = 0
         while sent < data.count {

@@ -117,10 +117,12 @@ struct NetEndToEndTests {
             let listener = try Sockets.listener(in: pair.namespace, NetPair.bridgeAddress, 5301)
             defer { close(listener) }
             let sent = Counter()
-            let receiving = Task { try? await offThePool { try Sockets.receiveAll(listener) } }
+            // Short socket timeouts: the stream is cut by the destroy and both ends give up.
+            let receiving = Task { try? await offThePool { try Sockets.receiveAll(listener, timeout: 3) } }
             let sending = Task {
                 try? await offThePool {
-                    try Sockets.sendAll(seededBytes(256 << 20, seed: 7), from: doomed.namespace, to: NetPair.bridgeAddress, 5301) {
+                    try Sockets.sendAll(seededBytes(256 << 20, seed: 7), from: doomed.namespace, to: NetPair.bridgeAddress, 5301,
+                                        timeout: 3) {
                         sent.set($0)
                     }
                 }
@@ -128,7 +130,6 @@ struct NetEndToEndTests {
             try await eventually("traffic flows") { sent.value > 4 << 20 }
             try await pair.toolstack.destroy(name: "doomed")
             await doomed.stop()
-            // The stream breaks; both ends give up within their socket timeouts.
             _ = await sending.value
             _ = await receiving.value
 
@@ -148,16 +149,25 @@ struct NetEndToEndTests {
         try await withPair { pair in
             let guest = try await pair.guest("g1", host: 10)
             let data = seededBytes(32 << 20, seed: 0x5EED_0003)
-            let sent = Counter()
+            // The sender stops at 8 MiB until the frontend is closed, then sends on into
+            // the vif while no frontend serves it, so the restart lands mid-stream.
+            let paused = DispatchSemaphore(value: 0), resume = DispatchSemaphore(value: 0)
+            let waited = Counter()
             let transferring = Task {
-                try await transfer(data, from: guest.namespace, to: pair.namespace, ip: NetPair.bridgeAddress, port: 5401) {
-                    sent.set($0)
+                try await transfer(data, from: guest.namespace, to: pair.namespace, ip: NetPair.bridgeAddress,
+                                          port: 5401) { sent in
+                    guard sent >= 8 << 20, waited.value == 0 else { return }
+                    waited.set(1)
+                    paused.signal()
+                    resume.wait()
                 }
             }
-            try await eventually("traffic flows") { sent.value > 4 << 20 }
-            let connectionsBefore = guest.frontend.connections
-            try await guest.restartFrontend()
-            #expect(guest.frontend.connections >= 1 && connectionsBefore >= 1)
+            try await offThePool { paused.wait() }
+            let left = await guest.frontend.close()
+            #expect(left == 0, "every granted page given back at close")
+            resume.signal()
+            try await Task.sleep(for: .milliseconds(200))
+            try await guest.startFrontend()
             let result = try await transferring.value
             #expect(result.count == data.count)
             #expect(result.digest == (try sha256(data)))
