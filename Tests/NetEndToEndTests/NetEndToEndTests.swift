@@ -136,8 +136,9 @@ struct NetEndToEndTests {
             try await eventually("vif of the destroyed guest removed") { try !pair.namespace.hasLink(doomed.vif) }
             try await eventually("nothing of the destroyed guest held") {
                 let usage = try pair.usage()
-                return usage[doomed.id] == nil && usage[0]?.mappingsHeld == before?.mappingsHeld
-                    && usage[0]?.ports == before?.ports
+                guard usage[doomed.id] == nil, let now = usage[0], let before else { return false }
+                return (now.mappingsHeld, now.ports, now.grantedPages, now.copyBufferPages)
+                    == (before.mappingsHeld, before.ports, before.grantedPages, before.copyBufferPages)
             }
             #expect(try NetPair.ping(from: stay.namespace, NetPair.bridgeAddress))
             #expect(try NetPair.ping(from: pair.namespace, stay.address))
