@@ -51,6 +51,10 @@ struct NetEndToEndTests {
             let upResult = try await transfer(up, from: guest.namespace, to: pair.namespace, ip: NetPair.bridgeAddress, port: 5201)
             #expect(upResult.count == size)
             #expect(upResult.digest == (try sha256(up)), "guest to dom0")
+            // Whether the guest's frames were GSO (larger than an Ethernet frame) or not.
+            let counters = guest.frontend.counters
+            let averageFrame = counters.txBytes / max(1, counters.txPackets)
+            #expect(offloads ? averageFrame > 1514 : averageFrame <= 1514, "\(counters)")
             let down = seededBytes(size, seed: 0x5EED_0002)
             let downResult = try await transfer(down, from: pair.namespace, to: guest.namespace, ip: guest.address, port: 5202)
             #expect(downResult.count == size)
