@@ -97,7 +97,8 @@ final class DemoNet: @unchecked Sendable {
     /// checksums of what was sent and what arrived.
     func exercise(bytes: Int, seed: UInt64) async throws {
         for (from, to, label) in [(guestNamespace, Self.dom0Address, "guest to dom0"), (dom0Namespace, Self.guestAddress, "dom0 to guest")] {
-            let result = try Self.run(Self.ipPath, ["netns", "exec", from, "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "5", to])
+            let arguments = ["netns", "exec", from, "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "5", to]
+            let result = try await Self.onThread { try Self.run(Self.ipPath, arguments) }
             guard result.status == 0 else { throw CommandFailure("ping \(label) (\(to)) failed: \(result.output)") }
             let summary = result.output.split(separator: "\n").first { $0.contains("packets transmitted") } ?? ""
             say("ping \(label): \(summary)")

@@ -85,10 +85,11 @@ final class NetPair: @unchecked Sendable {
     }
 
     /// `ip netns exec NS ping` of `address`: `count` echoes, `size` payload bytes, never
-    /// fragmented; true when every echo was answered.
-    static func ping(from ns: TestNamespace, _ address: String, size: Int = 56, count: Int = 3) throws -> Bool {
-        let result = try TestCommand.run("/usr/sbin/ip", ["netns", "exec", ns.name, "ping", "-n", "-q", "-c", "\(count)",
-                                                          "-i", "0.2", "-W", "5", "-w", "30", "-M", "do", "-s", "\(size)", address])
+    /// fragmented; true when every echo was answered. Waited for off the cooperative pool.
+    static func ping(from ns: TestNamespace, _ address: String, size: Int = 56, count: Int = 3) async throws -> Bool {
+        let arguments = ["netns", "exec", ns.name, "ping", "-n", "-q", "-c", "\(count)",
+                         "-i", "0.2", "-W", "5", "-w", "30", "-M", "do", "-s", "\(size)", address]
+        let result = try await offThePool { try TestCommand.run("/usr/sbin/ip", arguments) }
         if result.status != 0 { print("ping \(address) from \(ns.name): \(result.stdout) \(result.stderr)") }
         return result.status == 0
     }
@@ -279,8 +280,13 @@ func seededBytes(_ count: Int, seed: UInt64) -> [UInt8] {
     return out
 }
 
-/// SHA-256 of `bytes` as `sha256sum` prints it, through a file.
-func sha256(_ bytes: [UInt8]) throws -> String {
+/// SHA-256 of `bytes` as `sha256sum` prints it, through a file; waited for off the
+/// cooperative pool.
+func sha256(_ bytes: [UInt8]) async throws -> String {
+    try await offThePool { try sha256Blocking(bytes) }
+}
+
+private func sha256Blocking(_ bytes: [UInt8]) throws -> String {
     let path = FileManager.default.temporaryDirectory.appendingPathComponent("xensplit-e2e-\(UUID().uuidString)").path
     guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else { throw E2EError("cannot write \(path)") }
     defer { try? FileManager.default.removeItem(atPath: path) }
@@ -300,7 +306,7 @@ func transfer(_ data: [UInt8], from: TestNamespace, to: TestNamespace, ip: Strin
     async let received = offThePool { try Sockets.receiveAll(listener) }
     try await offThePool { try Sockets.sendAll(data, from: from, to: ip, port, progress: progress) }
     let bytes = try await received
-    return (bytes.count, try sha256(bytes))
+    return (bytes.count, try await sha256(bytes))
 }
 
 func eventually(_ what: String, seconds: Int = 30, _ condition: @escaping @Sendable () async throws -> Bool) async throws {

@@ -29,10 +29,10 @@ struct NetEndToEndTests {
             #expect(try pair.namespace.readSysfs("/sys/class/net/\(guest.vif)/mtu") == "\(mtu)")
             #expect(try guest.tap.mtu() == mtu)
             let largest = mtu - 28
-            #expect(try NetPair.ping(from: guest.namespace, NetPair.bridgeAddress))
-            #expect(try NetPair.ping(from: guest.namespace, NetPair.bridgeAddress, size: largest))
-            #expect(try NetPair.ping(from: pair.namespace, guest.address))
-            #expect(try NetPair.ping(from: pair.namespace, guest.address, size: largest))
+            #expect(try await NetPair.ping(from: guest.namespace, NetPair.bridgeAddress))
+            #expect(try await NetPair.ping(from: guest.namespace, NetPair.bridgeAddress, size: largest))
+            #expect(try await NetPair.ping(from: pair.namespace, guest.address))
+            #expect(try await NetPair.ping(from: pair.namespace, guest.address, size: largest))
         }
     }
 
@@ -50,7 +50,7 @@ struct NetEndToEndTests {
             let up = seededBytes(size, seed: 0x5EED_0001)
             let upResult = try await transfer(up, from: guest.namespace, to: pair.namespace, ip: NetPair.bridgeAddress, port: 5201)
             #expect(upResult.count == size)
-            #expect(upResult.digest == (try sha256(up)), "guest to dom0")
+            #expect(upResult.digest == (try await sha256(up)), "guest to dom0")
             // Whether the guest's frames were GSO (larger than an Ethernet frame) or not.
             let counters = guest.frontend.counters
             let averageFrame = counters.txBytes / max(1, counters.txPackets)
@@ -58,7 +58,7 @@ struct NetEndToEndTests {
             let down = seededBytes(size, seed: 0x5EED_0002)
             let downResult = try await transfer(down, from: pair.namespace, to: guest.namespace, ip: guest.address, port: 5202)
             #expect(downResult.count == size)
-            #expect(downResult.digest == (try sha256(down)), "dom0 to guest")
+            #expect(downResult.digest == (try await sha256(down)), "dom0 to guest")
         }
     }
 
@@ -103,7 +103,7 @@ struct NetEndToEndTests {
             for (i, guest) in guests.enumerated() {
                 for step in [1, 5] {
                     let other = guests[(i + step) % guests.count]
-                    #expect(try NetPair.ping(from: guest.namespace, other.address, count: 1), "\(guest.name) to \(other.name)")
+                    #expect(try await NetPair.ping(from: guest.namespace, other.address, count: 1), "\(guest.name) to \(other.name)")
                 }
             }
             #expect(pair.daemon.connectedDevices.values.filter { $0 }.count == 16)
@@ -144,8 +144,8 @@ struct NetEndToEndTests {
                 return (now.mappingsHeld, now.ports, now.grantedPages, now.copyBufferPages)
                     == (before.mappingsHeld, before.ports, before.grantedPages, before.copyBufferPages)
             }
-            #expect(try NetPair.ping(from: stay.namespace, NetPair.bridgeAddress))
-            #expect(try NetPair.ping(from: pair.namespace, stay.address))
+            #expect(try await NetPair.ping(from: stay.namespace, NetPair.bridgeAddress))
+            #expect(try await NetPair.ping(from: pair.namespace, stay.address))
         }
     }
 
@@ -175,9 +175,9 @@ struct NetEndToEndTests {
             try await guest.startFrontend()
             let result = try await transferring.value
             #expect(result.count == data.count)
-            #expect(result.digest == (try sha256(data)))
-            #expect(try NetPair.ping(from: guest.namespace, NetPair.bridgeAddress))
-            #expect(try NetPair.ping(from: pair.namespace, guest.address))
+            #expect(result.digest == (try await sha256(data)))
+            #expect(try await NetPair.ping(from: guest.namespace, NetPair.bridgeAddress))
+            #expect(try await NetPair.ping(from: pair.namespace, guest.address))
         }
     }
 }
