@@ -173,6 +173,10 @@ let package = Package(
                     dependencies: ["NetBackend", "Netif", "Tap", "XenTesting", "XenLocal", "XenPlatform", "XenBus", "XenRing",
                                    "XenStore", "SharedMemory", "URing", "XenDevice", "BlockBackend", "Blkif",
                                    .product(name: "Logging", package: "swift-log")]),
+        // Our netfront against our netback, in-process, through the real hotplug script.
+        .testTarget(name: "NetEndToEndTests",
+                    dependencies: ["NetBackend", "NetFrontend", "Netif", "Tap", "SystemCalls", "XenTesting", "XenLocal",
+                                   "XenPlatform", "XenBus", "XenStore", "URing", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenTesting", "XenLocal", "XenPlatform", "XenStore"]),
     ],
     swiftLanguageModes: [.v6]

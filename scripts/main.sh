@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job: `xensplit demo`. In a temporary directory it starts the local hypervisor and
 # the block backend, creates a guest with two disks, attaches a userspace blkfront to each,
-# writes, verifies and times them, then tears everything down. Arguments go to the demo
+# writes, verifies and times them; then (as root) the net backend in a dom0 network namespace,
+# a vif on a bridge and a netfront TAP in a guest namespace pass ping and a checksummed TCP
+# transfer both ways; then it tears everything down. Arguments go to the demo
 # (e.g. --xvda-mib 256). The ring benchmark is `xensplit-bench ring`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -25,13 +25,17 @@ struct HotplugScriptRun: Sendable {
     static let stderrLimit = 64 * 1024
 
     /// Runs `path` with `arguments` (argv[1...]) on a thread of its own, so waiting for the
-    /// script blocks no task. Throws the errno posix_spawn gave when it could not start.
+    /// script blocks no task. With `networkNamespace` (a namespace file) that thread enters
+    /// it first, so the script starts there; the thread ends with the run, so no other work
+    /// ever runs in the namespace. Throws the errno posix_spawn (or open, setns) gave when
+    /// it could not start.
     static func run(_ path: String, arguments: [String], environment: [String: String],
-                    timeout: Duration) async throws(SpawnFailure) -> HotplugScriptRun {
+                    timeout: Duration, networkNamespace: String? = nil) async throws(SpawnFailure) -> HotplugScriptRun {
         let result: Result<HotplugScriptRun, SpawnFailure> = await withCheckedContinuation { continuation in
             Thread {
                 continuation.resume(returning: Result { () throws(SpawnFailure) in
-                    try runBlocking(path, arguments: arguments, environment: environment, timeout: timeout)
+                    if let networkNamespace { try enter(networkNamespace) }
+                    return try runBlocking(path, arguments: arguments, environment: environment, timeout: timeout)
                 })
             }.start()
         }
@@ -41,6 +45,15 @@ struct HotplugScriptRun: Sendable {
     /// posix_spawn's errno.
     struct SpawnFailure: Error {
         let errno: Int32
+    }
+
+    /// Moves the calling thread into the network namespace whose file is `path`.
+    static func enter(_ path: String) throws(SpawnFailure) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SpawnFailure(errno: errno) }
+        defer { close(fd) }
+        let entered = xl_setns_net(fd)
+        guard entered == 0 else { throw SpawnFailure(errno: -entered) }
     }
 
     static func runBlocking(_ path: String, arguments: [String], environment: [String: String],

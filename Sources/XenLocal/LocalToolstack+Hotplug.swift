@@ -172,7 +172,7 @@ extension LocalToolstack {
         let run: HotplugScriptRun
         do {
             run = try await HotplugScriptRun.run(script, arguments: [action, "type_if=vif"], environment: environment,
-                                                 timeout: timeouts.script)
+                                                 timeout: timeouts.script, networkNamespace: scriptNetworkNamespace)
         } catch {
             throw DeviceSpecError.scriptSpawnFailed(device: device, script: script, errno: error.errno)
         }

@@ -15,6 +15,11 @@ public struct LocalToolstack: Sendable {
     public var timeouts: HotplugTimeouts
     /// Where the toolstack says what it waited for and what it skipped.
     public var logger: Logger
+    /// The network namespace hotplug scripts run in (its file, as /var/run/netns/NAME);
+    /// nil: the toolstack's own. For a net backend whose TAP devices live in a namespace
+    /// other than the toolstack's, so the script's `ip` commands find them; only the
+    /// script's own thread enters it.
+    public var scriptNetworkNamespace: String?
 
     /// A toolstack for dom0's `platform`; `scriptDirectory` nil picks the default.
     public init(platform: LocalPlatform, scriptDirectory: String? = nil, timeouts: HotplugTimeouts = HotplugTimeouts(),

@@ -20,8 +20,12 @@ struct DemoCommand: AsyncParsableCommand {
         'guest' with them as xvda and xvdb (as `xl create` would), attaches a userspace \
         blkfront to each as the guest, writes a seeded pattern over each whole disk, flushes, \
         reads it back and compares checksums (and the image files' bytes), printing the \
-        throughput. Then closes the frontends, destroys the domain, stops the backend and \
-        the hypervisor and removes the directory. Prints one line per step; exits non-zero \
+        throughput. Then the net step (as root; --net-mib 0 skips it): a network namespace for \
+        dom0 with a bridge, the net backend making its TAP devices there, a vif for the guest \
+        put on the bridge by scripts/hotplug/vif-bridge, a userspace netfront as TAP device \
+        eth0 in a namespace for the guest; ping both ways and a checksummed TCP transfer both \
+        ways. Then closes the frontends, destroys the domain, stops the backends and the \
+        hypervisor and removes the directory and the namespaces. Prints one line per step; exits non-zero \
         naming the step that failed.
         """
     )
@@ -36,6 +40,9 @@ struct DemoCommand: AsyncParsableCommand {
     var queues: UInt32 = 1
 
     @OptionGroup var engine: EngineOptions
+
+    @Option(help: "MiB sent each way over TCP in the net step (0 skips the net step).")
+    var netMib = 8
 
     @Option(help: "Pattern seed.")
     var seed: UInt64 = 0x5eed
@@ -55,12 +62,13 @@ struct DemoCommand: AsyncParsableCommand {
             throw ValidationError("disk sizes must be 1...4096 MiB")
         }
         guard (1...4).contains(queues) else { throw ValidationError("--queues must be 1...4") }
+        guard (0...1024).contains(netMib) else { throw ValidationError("--net-mib must be 0...1024") }
     }
 
     func run() async throws {
         var logger = Logger(label: "xensplit.demo")
         logger.logLevel = verbose ? .debug : .warning
-        let demo = DemoRun(logger: logger, engine: engine, queues: queues, seed: seed,
+        let demo = DemoRun(logger: logger, engine: engine, queues: queues, seed: seed, netMib: netMib,
                            pauseAfterAttach: pauseAfterAttach)
         // A signal ends the run through the normal failure path, so teardown still happens.
         let sources = onStopSignals { sig in demo.abort("interrupted by signal \(sig)") }
@@ -96,6 +104,9 @@ final class DemoRun: @unchecked Sendable {
     private var daemonTask: Task<Void, any Error>?
     private var toolstack: LocalToolstack?
     private var domainCreated = false
+    private var domainID: DomainID?
+    private var net: DemoNet?
+    let netMib: Int
     private let shared = Mutex<(frontends: [BlockFrontend], abortReason: String?)>(([], nil))
 
     /// How long a frontend may wait for the backend to connect.
@@ -107,7 +118,8 @@ final class DemoRun: @unchecked Sendable {
 
     let pauseAfterAttach: Bool
 
-    init(logger: Logger, engine: EngineOptions, queues: UInt32, seed: UInt64, pauseAfterAttach: Bool) {
+    init(logger: Logger, engine: EngineOptions, queues: UInt32, seed: UInt64, netMib: Int = 0, pauseAfterAttach: Bool) {
+        self.netMib = netMib
         self.pauseAfterAttach = pauseAfterAttach
         self.logger = logger
         self.engine = engine
@@ -160,9 +172,9 @@ final class DemoRun: @unchecked Sendable {
         }
 
         step = "creating domain \(Self.domainName)"
-        let toolstack = LocalToolstack(platform: dom0)
+        let toolstack = LocalToolstack(platform: dom0, logger: logger)
         self.toolstack = toolstack
-        _ = try await toolstack.createDomain(name: Self.domainName, disks: specs)
+        domainID = try await toolstack.createDomain(name: Self.domainName, disks: specs)
         domainCreated = true
         say("domain \(Self.domainName) created with "
             + disks.map { "\($0.vdev) (\($0.mib) MiB)" }.joined(separator: " and "))
@@ -203,6 +215,36 @@ final class DemoRun: @unchecked Sendable {
             try await exercise(vdev: vdev, frontend: frontend, disk: info,
                                image: directory + "/\(vdev).img", seed: seed &+ UInt64(index))
         }
+        if netMib > 0 {
+            if geteuid() == 0 {
+                try await runNet(dom0: dom0, guest: guest)
+            } else {
+                say("net step skipped: network namespaces and TAP devices need root")
+            }
+        }
+    }
+
+    /// The net step: see ``DemoNet``.
+    private func runNet(dom0: LocalPlatform, guest: LocalPlatform) async throws {
+        guard let domainID, let toolstack else { return }
+        let net = DemoNet(logger: logger) { [weak self] in self?.say($0) }
+        self.net = net
+        step = "starting the net backend"
+        self.toolstack = try net.startBackend(dom0: dom0, toolstack: toolstack, factory: try engine.factory(logger: logger))
+        step = "attaching a vif to \(Self.domainName)"
+        let nic = try VifSpec(parsing: "bridge=\(DemoNet.bridge)")
+        try await self.toolstack!.attachNic(nic, to: domainID)
+        try net.checkBridged("vif\(domainID).0")
+        say("vif 0 of \(Self.domainName) attached; vif-bridge put vif\(domainID).0 on \(DemoNet.bridge)")
+        step = "attaching the netfront"
+        let watchdog = Task { [weak self] in
+            try await Task.sleep(for: Self.connectTimeout)
+            self?.abort("the net backend did not connect the vif within \(Self.connectTimeout)")
+        }
+        try await net.startFrontend(guest: guest, devid: 0)
+        watchdog.cancel()
+        step = "passing traffic over the vif"
+        try await net.exercise(bytes: netMib << 20, seed: seed &+ 0x6e6574)
     }
 
     /// Writes a seeded pattern over the whole disk, flushes, reads it back, compares.
@@ -286,6 +328,7 @@ final class DemoRun: @unchecked Sendable {
             let left = await frontend.close()
             if left > 0 { fail("a frontend left \(left) granted page sets mapped") }
         }
+        await net?.closeFrontend(fail: fail)
         if domainCreated, let toolstack {
             do { try await toolstack.destroy(name: Self.domainName) } catch { fail("destroying \(Self.domainName): \(error)") }
         }
@@ -295,6 +338,10 @@ final class DemoRun: @unchecked Sendable {
         }
         daemon = nil
         daemonTask = nil
+        if let net, await net.stop(fail: fail), !tearDownFailed {
+            say("net torn down: netfront closed, vif removed, net backend stopped, namespaces removed")
+        }
+        net = nil
         toolstack = nil
         if let hypervisor {
             hypervisor.stopAndWait()

@@ -3,6 +3,7 @@ import Testing
 import XenLocal
 import XenPlatform
 import XenStore
+import XenTesting
 
 /// `xensplit domain create --nic` and `domain destroy` running vif hotplug scripts as xl
 /// does, inside a network namespace the test makes: a bridge, a TAP named as the net backend
@@ -54,9 +55,12 @@ struct DomainCommandVifHotplugTests {
         return r
     }
 
-    /// `xensplit ARGS` inside namespace `ns`.
-    static func xensplit(_ ns: String, _ arguments: [String]) throws -> DomainCommandDiskTests.Run {
-        try DomainCommandDiskTests.run("/usr/sbin/ip", ["netns", "exec", ns, DomainCommandDiskTests.xensplit] + arguments)
+    /// `xensplit ARGS` inside namespace `ns`, waited for off the cooperative pool: the
+    /// stand-in backend needs the pool while the toolstack waits for it.
+    static func xensplit(_ ns: String, _ arguments: [String]) async throws -> DomainCommandDiskTests.Run {
+        try await offThePool {
+            try DomainCommandDiskTests.run("/usr/sbin/ip", ["netns", "exec", ns, DomainCommandDiskTests.xensplit] + arguments)
+        }
     }
 
     static func write(script path: String, _ body: String) throws {
@@ -114,7 +118,7 @@ struct DomainCommandVifHotplugTests {
         let store = try dom0.connectXenStore()
         defer { store.close() }
 
-        let created = try Self.xensplit(ns, ["domain", "create", "--state-dir", dir, "guest", "--script-dir", Self.scriptDirectory,
+        let created = try await Self.xensplit(ns, ["domain", "create", "--state-dir", dir, "guest", "--script-dir", Self.scriptDirectory,
                                              "--nic", "bridge=xsbr0,rate=10Mb/s",
                                              "--nic", "vifname=xsrec1,gatewaydev=eth9,script=\(dir)/record"])
         #expect(created.status == 0, "\(created.err)")
@@ -134,7 +138,7 @@ struct DomainCommandVifHotplugTests {
                            "netdev=eth9", "vif=xsrec1", "XENSTORED_PATH=\(dir)/xenstored.socket"]
         #expect(Self.recorded(record) == ["args=online type_if=vif"] + environment)
 
-        let destroyed = try Self.xensplit(ns, ["domain", "destroy", "--state-dir", dir, "guest"])
+        let destroyed = try await Self.xensplit(ns, ["domain", "destroy", "--state-dir", dir, "guest"])
         #expect(destroyed.status == 0, "\(destroyed.err)")
         #expect(destroyed.err.contains("vif 1/0: backend Closed"), "\(destroyed.err)")
         #expect(Self.recorded(record) == ["args=online type_if=vif"] + environment + ["args=offline type_if=vif"] + environment)
@@ -144,7 +148,7 @@ struct DomainCommandVifHotplugTests {
 
         // A script that fails: the error names the device, the script and its stderr, and
         // the domain is gone again after its scripts ran offline.
-        let failed = try Self.xensplit(ns, ["domain", "create", "--state-dir", dir, "bad", "--nic", "script=\(dir)/fail"])
+        let failed = try await Self.xensplit(ns, ["domain", "create", "--state-dir", dir, "bad", "--nic", "script=\(dir)/fail"])
         #expect(failed.status != 0)
         #expect(failed.err.contains("hotplug script \(dir)/fail online failed (exit status 3); its stderr: no bridge for you"),
                 "\(failed.err)")
@@ -154,7 +158,7 @@ struct DomainCommandVifHotplugTests {
         await #expect(throws: XenStoreError.daemon(.enoent)) { _ = try await store.directory("/local/domain/0/backend/vif") }
 
         // The real vif-bridge refuses a bridge that does not exist, and says so in xenstore too.
-        let noBridge = try Self.xensplit(ns, ["domain", "create", "--state-dir", dir, "nobridge", "--script-dir", Self.scriptDirectory,
+        let noBridge = try await Self.xensplit(ns, ["domain", "create", "--state-dir", dir, "nobridge", "--script-dir", Self.scriptDirectory,
                                               "--nic", "bridge=xsnobr"])
         #expect(noBridge.status != 0)
         #expect(noBridge.err.contains("vif-bridge online failed (exit status 1), hotplug-error: bridge xsnobr does not exist;"

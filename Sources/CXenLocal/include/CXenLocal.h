@@ -59,4 +59,7 @@ int xl_pipe_cloexec(int fds[2]);
 /// pidfd_open(pid, 0): a close-on-exec descriptor readable once the process exits. fd or -errno.
 int xl_pidfd_open(pid_t pid);
 
+/// setns(fd, CLONE_NEWNET): moves the calling thread (and what it spawns) into a network namespace.
+int xl_setns_net(int fd);
+
 #endif
