@@ -38,7 +38,12 @@ extension NetbackQueue {
                 }
                 guard budget > 0 else { return true }
                 let consumed = takeChain(available: waiting, pending: &pending, copyCount: &copyCount)
-                guard consumed > 0 else { return false }
+                guard consumed > 0 else {
+                    // The chain's last slot is not published yet: ask to hear of the next
+                    // push (the frontend may not notify otherwise), and look again if it came.
+                    guard disconnectReason == nil, try txRing.awaitMoreRequests(than: waiting) else { return false }
+                    continue
+                }
                 budget -= consumed
                 if copyCount + NetifLimits.minimumSlotsPerPacket > copies.count {
                     finish(&pending, copyCount: copyCount, engine: engine)

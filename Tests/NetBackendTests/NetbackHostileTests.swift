@@ -253,6 +253,65 @@ struct NetbackHostileTests {
         }
     }
 
+    // MARK: Partial publication
+
+    @Test("a tx chain published in two pushes is served once its last slot is pushed (the backend asked to be notified)")
+    func txChainInTwoPushes() async throws {
+        try await HostileArena.run { arena, hostile in
+            let data = hostile.frontend.data
+            // A runt (answered ERROR, no TAP write) shows when the backend has looked at the
+            // ring; the chain after it has only its first slot published.
+            try hostile.produce(NetifTxRequest(gref: data.refs[0], offset: 0, flags: [], id: 1, size: 10))
+            let (frame, sequence) = hostile.echoFrame()
+            let split = 58
+            hostile.write(Array(frame[..<split]), page: 0)
+            hostile.write(Array(frame[split...]), page: 1)
+            try hostile.produce(NetifTxRequest(gref: data.refs[0], offset: 0, flags: [.moreData], id: 2, size: UInt16(frame.count)))
+            try hostile.push()
+            #expect(try hostile.txResponses(1) == [NetifTxResponse(id: 1, status: .error)])
+            try hostile.produce(NetifTxRequest(gref: data.refs[1], offset: 0, flags: [], id: 3,
+                                               size: UInt16(frame.count - split)))
+            try hostile.push()
+            #expect(try hostile.txResponses(2, seconds: 10)
+                == [NetifTxResponse(id: 2, status: .okay), NetifTxResponse(id: 3, status: .okay)])
+            #expect(try hostile.awaitEchoReply(sequence: sequence), "the reassembled echo request was answered")
+        }
+    }
+
+    @Test("a packet needing two rx buffers waits while one is posted and is delivered when the second is")
+    func rxBuffersPostedOneByOne() async throws {
+        var features = NetifFrontendFeatures()
+        features.requestRxCopy = true
+        features.scatterGather = true
+        try await HostileArena.run(rxBuffers: false, mtu: 9000, features: features) { arena, hostile in
+            let rx = hostile.frontend.rx
+            func post(_ id: UInt16) throws {
+                try rx.produceRequest {
+                    NetifRxRequest(id: id, gref: hostile.frontend.data.refs[RawNetfront.rxPages.lowerBound + Int(id)])
+                        .encode(into: $0, at: 0)
+                }
+                try rx.pushRequestsAndNotify()
+            }
+            // One buffer, one small packet: delivered.
+            try post(0)
+            try arena.blast(to: hostile, count: 1, size: 100)
+            #expect(try hostile.rxResponses(1).map(\.size) == [142])
+            // A packet of two pages with no buffer posted: the backend asks for a notification.
+            try arena.blast(to: hostile, count: 1, size: 6000)
+            try await eventually("the backend waits for rx buffers") { rx.shared.loadRequestEvent() == rx.ring.requestProducerPrivate &+ 1 }
+            try post(1)
+            // Still one short: it must ask to hear of the next post, not the one it has.
+            try await eventually("the backend waits for one more rx buffer", seconds: 10) {
+                rx.shared.loadRequestEvent() == rx.ring.requestProducerPrivate &+ 1
+            }
+            try post(2)
+            let responses = try hostile.rxResponses(2, seconds: 10)
+            #expect(responses.map(\.id) == [1, 2])
+            #expect(responses.map(\.size) == [4096, 6042 - 4096])
+            #expect(responses[0].flags.contains(.moreData) && !responses[1].flags.contains(.moreData))
+        }
+    }
+
     // MARK: Helpers
 
     static func residentKiB() throws -> Int {
@@ -374,20 +433,36 @@ final class NetGuest: @unchecked Sendable {
         _ = try? frontend.rx.pushRequestsAndNotify()
     }
 
-    /// Sends an ICMP echo request to dom0's address on its vif and waits for the reply,
-    /// posting each rx buffer again once read. False if none came within `seconds`.
-    func echo(seconds: Double = 20) throws -> Bool {
+    /// An ICMP echo request from the guest to dom0's address on its vif, and its sequence.
+    func echoFrame() -> ([UInt8], UInt16) {
         sequence &+= 1
-        let identifier = UInt16(domain)
-        let icmp = TestFrames.echoRequest(identifier: identifier, sequence: sequence, payload: (0..<56).map { UInt8($0) })
+        let icmp = TestFrames.echoRequest(identifier: UInt16(domain), sequence: sequence, payload: (0..<56).map { UInt8($0) })
         let frame = EthernetAddress.netbackVif.octets + mac + TestFrames.etherTypeIPv4
             + TestFrames.ipv4(from: address, to: dom0Address, protocol: 1, payloadLength: icmp.count) + icmp
+        return (frame, sequence)
+    }
+
+    /// Writes `bytes` at the start of tx data page `page`.
+    func write(_ bytes: [UInt8], page: Int) {
+        let base = frontend.data.view.baseAddress + page * 4096
+        bytes.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    }
+
+    /// Sends an echo request and waits for the reply. False if none came within `seconds`.
+    func echo(seconds: Double = 20) throws -> Bool {
+        let (frame, sequence) = echoFrame()
         nextTxID &+= 1
         try frontend.send(frame, id: nextTxID)
+        return try awaitEchoReply(sequence: sequence, seconds: seconds)
+    }
+
+    /// Waits for dom0's echo reply to `sequence`, posting each rx buffer again once read
+    /// and draining tx responses (so neither ring fills). False if none came in `seconds`.
+    func awaitEchoReply(sequence: UInt16, seconds: Double = 20) throws -> Bool {
+        let identifier = UInt16(domain)
         let deadline = ContinuousClock.now + .seconds(seconds)
         var replied = false
         while !replied {
-            // Tx responses are only drained, so the tx ring never fills.
             try frontend.tx.consumeResponses { _ in }
             var reposts: [UInt16] = []
             try frontend.rx.consumeResponses { view in
@@ -437,9 +512,10 @@ struct HostileArena {
     static let hostileSubnet: UInt8 = 5
 
     /// Runs `attack` against a hostile guest (its vif connected, its rx buffers posted if
-    /// `rxBuffers`), then checks the bystander is still served, destroys the hostile
-    /// guest and checks dom0 holds nothing of it.
-    static func run(rxBuffers: Bool = true, _ attack: (HostileArena, NetGuest) async throws -> Void) async throws {
+    /// `rxBuffers`; its vif's MTU and features as given), then checks the bystander is
+    /// still served, destroys the hostile guest and checks dom0 holds nothing of it.
+    static func run(rxBuffers: Bool = true, mtu: Int? = nil, features: NetifFrontendFeatures? = nil,
+                    _ attack: (HostileArena, NetGuest) async throws -> Void) async throws {
         let world = try NetWorld()
         do {
             // No IPv6 on dom0's side: only the packets a case sends reach a guest.
@@ -450,7 +526,8 @@ struct HostileArena {
             #expect(try arena.bystander.echo(), "the bystander is served before the attack")
             let baseline = try world.dom0.domainUsage()[0]
 
-            let hostile = try await world.netGuest("hostile", subnet: hostileSubnet, postRxBuffers: rxBuffers)
+            let hostile = try await world.netGuest("hostile", subnet: hostileSubnet, postRxBuffers: rxBuffers, mtu: mtu,
+                                                  features: features)
             try await attack(arena, hostile)
 
             for _ in 0..<3 { #expect(try arena.bystander.echo(), "the bystander is served after the attack") }
@@ -532,16 +609,20 @@ struct HostileArena {
 
 extension NetWorld {
     /// Creates guest `name` with one vif on its own subnet 198.18.`subnet`.0/24 (dom0 .1,
-    /// the guest .2, MAC 00:16:3e:00:00:`subnet`), plugs it and connects a ``RawNetfront``
-    /// (no extra features), with or without rx buffers posted.
-    func netGuest(_ name: String, subnet: UInt8, postRxBuffers: Bool = true) async throws -> NetGuest {
+    /// the guest .2, MAC 00:16:3e:00:00:`subnet`, the MTU given), plugs it and connects a
+    /// ``RawNetfront`` (rx-copy alone unless `features` say more), with or without rx
+    /// buffers posted.
+    func netGuest(_ name: String, subnet: UInt8, postRxBuffers: Bool = true, mtu: Int? = nil,
+                  features given: NetifFrontendFeatures? = nil) async throws -> NetGuest {
         let mac = String(format: "00:16:3e:00:00:%02x", subnet)
-        let (domain, platform) = try await guest(name, mac: mac)
+        let spec = try VifSpec(parsing: "mac=\(mac),bridge=none" + (mtu.map { ",mtu=\($0)" } ?? ""))
+        let domain = try await toolstack.createDomain(name: name, disks: [], nics: [spec], hotplug: .none)
+        let platform = try LocalPlatform(stateDirectory: directory, domain: name)
         let frontend = try RawNetfront(platform, domain: domain)
         try await plug(domain: domain, address: "198.18.\(subnet).1", guestAddress: "198.18.\(subnet).2", guestMAC: mac)
         var features = NetifFrontendFeatures()
         features.requestRxCopy = true
-        try await frontend.connect(features: features, postRxBuffers: postRxBuffers)
+        try await frontend.connect(features: given ?? features, postRxBuffers: postRxBuffers)
         return NetGuest(name: name, domain: domain, platform: platform, frontend: frontend, subnet: subnet)
     }
 }
