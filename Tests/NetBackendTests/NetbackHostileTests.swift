@@ -35,6 +35,49 @@ struct NetbackHostileTests {
         }
     }
 
+    @Test("a chain of 19 and one of 20 data slots (past the 18 served, within the fatal bound): every slot ERROR in order, the vif stays up")
+    func chainInTheErrorBand() async throws {
+        try await HostileArena.run { arena, hostile in
+            var expected: [NetifTxResponse] = []
+            var id: UInt16 = 0
+            for slots in [19, 20] {
+                for slot in 0..<slots {
+                    try hostile.produce(NetifTxRequest(gref: hostile.frontend.data.refs[0], offset: 0,
+                                                       flags: slot < slots - 1 ? [.moreData] : [], id: id,
+                                                       size: slot == 0 ? UInt16(60 * slots) : 60))
+                    expected.append(NetifTxResponse(id: id, status: .error))
+                    id += 1
+                }
+            }
+            try hostile.push()
+            #expect(try hostile.txResponses(expected.count) == expected)
+            try await arena.expectServing(hostile)
+        }
+    }
+
+    @Test("a checksum-blank frame whose headers do not parse, and a GSO extra on a UDP packet: answered DROPPED (extra NULL), the vif stays up")
+    func unparsableOffloadIsDropped() async throws {
+        try await HostileArena.run { arena, hostile in
+            // An ARP frame claiming a blank checksum: there is no checksum to place.
+            let arp = EthernetAddress.netbackVif.octets + hostile.mac + [0x08, 0x06] + [UInt8](repeating: 0, count: 46)
+            hostile.write(arp, page: 0)
+            try hostile.produce(NetifTxRequest(gref: hostile.frontend.data.refs[0], offset: 0, flags: [.checksumBlank],
+                                               id: 5, size: UInt16(arp.count)))
+            // TCP segmentation asked of a UDP datagram.
+            let udp = TestFrames.udp(sourcePort: 1, destinationPort: 9, payload: [UInt8](repeating: 1, count: 100))
+            let frame = EthernetAddress.netbackVif.octets + hostile.mac + TestFrames.etherTypeIPv4
+                + TestFrames.ipv4(from: hostile.address, to: hostile.dom0Address, protocol: 17, payloadLength: udp.count) + udp
+            hostile.write(frame, page: 1)
+            try hostile.produce(NetifTxRequest(gref: hostile.frontend.data.refs[1], offset: 0, flags: [.extraInfo, .checksumBlank],
+                                               id: 6, size: UInt16(frame.count)))
+            try hostile.produceExtra(NetifExtraInfo(.gso(size: 1448, type: .tcpv4, features: 0)))
+            try hostile.push()
+            #expect(try hostile.txResponses(3) == [NetifTxResponse(id: 5, status: .dropped), NetifTxResponse(id: 6, status: .dropped),
+                                                   NetifTxResponse(id: 0, status: .null)])
+            try await arena.expectServing(hostile)
+        }
+    }
+
     @Test("a later fragment larger than the first slot's size: every slot ERROR (extras NULL) in order, the vif stays up")
     func laterFragmentLargerThanPacket() async throws {
         try await HostileArena.run { arena, hostile in
