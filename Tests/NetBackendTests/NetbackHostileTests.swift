@@ -666,6 +666,12 @@ extension NetWorld {
         var features = NetifFrontendFeatures()
         features.requestRxCopy = true
         try await frontend.connect(features: given ?? features, postRxBuffers: postRxBuffers)
+        // The kernel takes the carrier up in its link-watch work, up to a second after
+        // netback set it; until then it drops what it routes to the vif.
+        let interface = "vif\(domain).0"
+        try await eventually("\(interface) operationally up") { [self] in
+            try namespace.readSysfs("/sys/class/net/\(interface)/operstate") == "up"
+        }
         return NetGuest(name: name, domain: domain, platform: platform, frontend: frontend, subnet: subnet)
     }
 }
