@@ -50,7 +50,7 @@ struct NetbackHostileTests {
                 }
             }
             try hostile.push()
-            #expect(try hostile.txResponses(expected.count) == expected)
+            #expect(try await hostile.txResponses(expected.count) == expected)
             try await arena.expectServing(hostile)
         }
     }
@@ -72,7 +72,7 @@ struct NetbackHostileTests {
                                                id: 6, size: UInt16(frame.count)))
             try hostile.produceExtra(NetifExtraInfo(.gso(size: 1448, type: .tcpv4, features: 0)))
             try hostile.push()
-            #expect(try hostile.txResponses(3) == [NetifTxResponse(id: 5, status: .dropped), NetifTxResponse(id: 6, status: .dropped),
+            #expect(try await hostile.txResponses(3) == [NetifTxResponse(id: 5, status: .dropped), NetifTxResponse(id: 6, status: .dropped),
                                                    NetifTxResponse(id: 0, status: .null)])
             try await arena.expectServing(hostile)
         }
@@ -87,7 +87,7 @@ struct NetbackHostileTests {
             try hostile.produce(NetifTxRequest(gref: ref, offset: 0, flags: [.moreData], id: 11, size: 60))
             try hostile.produce(NetifTxRequest(gref: ref, offset: 0, flags: [], id: 12, size: 200))
             try hostile.push()
-            #expect(try hostile.txResponses(4) == [
+            #expect(try await hostile.txResponses(4) == [
                 NetifTxResponse(id: 10, status: .error), NetifTxResponse(id: 0, status: .null),
                 NetifTxResponse(id: 11, status: .error), NetifTxResponse(id: 12, status: .error)])
             try await arena.expectServing(hostile)
@@ -187,7 +187,7 @@ struct NetbackHostileTests {
             rx.shared.storeRequestProducer(1_000_000)
             try rx.eventChannel.notify(rx.port)
             // The rx ring is looked at when there is something to deliver.
-            try arena.blast(to: hostile, count: 4)
+            try await arena.blast(to: hostile, count: 4)
             try await arena.expectRefused(
                 hostile, .ring(direction: .rx, .requestProducerOverrun(producer: 1_000_000, responsePrivate: 0, size: rx.ring.size)))
         }
@@ -201,7 +201,7 @@ struct NetbackHostileTests {
             let claimed = rx.ring.size + 1
             rx.shared.storeRequestProducer(claimed)
             try rx.eventChannel.notify(rx.port)
-            try arena.blast(to: hostile, count: 4)
+            try await arena.blast(to: hostile, count: 4)
             try await arena.expectRefused(
                 hostile, .ring(direction: .rx, .requestProducerOverrun(producer: claimed, responsePrivate: 0, size: rx.ring.size)))
         }
@@ -218,7 +218,7 @@ struct NetbackHostileTests {
             try hostile.produce(NetifTxRequest(gref: 0xFFF0, offset: 0, flags: [], id: 21, size: 60))
             try hostile.produce(NetifTxRequest(gref: revokedRef, offset: 0, flags: [], id: 22, size: 60))
             try hostile.push()
-            #expect(try hostile.txResponses(2) == [NetifTxResponse(id: 21, status: .error), NetifTxResponse(id: 22, status: .error)])
+            #expect(try await hostile.txResponses(2) == [NetifTxResponse(id: 21, status: .error), NetifTxResponse(id: 22, status: .error)])
             try await arena.expectServing(hostile)
         }
     }
@@ -233,8 +233,8 @@ struct NetbackHostileTests {
             try rx.produceRequest { NetifRxRequest(id: 100, gref: 0xFFF0).encode(into: $0, at: 0) }
             try rx.produceRequest { NetifRxRequest(id: 101, gref: revokedRef).encode(into: $0, at: 0) }
             try rx.pushRequestsAndNotify()
-            try arena.blast(to: hostile, count: 2)
-            let answered = try hostile.rxResponses(2)
+            try await arena.blast(to: hostile, count: 2)
+            let answered = try await hostile.rxResponses(2)
             // A failed copy into the guest's buffer is the guest's loss: its slot says
             // NETIF_RSP_ERROR (as Linux's netback answers it) and the packet is gone.
             #expect(answered.map(\.id) == [100, 101])
@@ -253,13 +253,13 @@ struct NetbackHostileTests {
         try await HostileArena.run(rxBuffers: false) { arena, hostile in
             let interface = "vif\(hostile.domain).0"
             // Warm up first, so the figures compare steady states.
-            try arena.blast(to: hostile, count: 2000)
-            #expect(try arena.bystander.echo())
+            try await arena.blast(to: hostile, count: 2000)
+            #expect(try await arena.bystander.echo())
             let before = try Self.residentKiB()
             let droppedBefore = try arena.tapDropped(interface)
             for _ in 0..<5 {
-                try arena.blast(to: hostile, count: 10_000)
-                #expect(try arena.bystander.echo(), "the bystander is served during the flood")
+                try await arena.blast(to: hostile, count: 10_000)
+                #expect(try await arena.bystander.echo(), "the bystander is served during the flood")
             }
             let after = try Self.residentKiB()
             let droppedAfter = try arena.tapDropped(interface)
@@ -288,7 +288,7 @@ struct NetbackHostileTests {
                 } catch { return "\(error)" }
             }
             var echoes: [Bool] = []
-            for _ in 0..<10 { echoes.append((try? arena.bystander.echo()) ?? false) }
+            for _ in 0..<10 { echoes.append((try? await arena.bystander.echo()) ?? false) }
             let floodError = flood.wait()
             #expect(floodError == nil)
             #expect(echoes.allSatisfy { $0 }, "bystander echoes during the flood: \(echoes)")
@@ -311,13 +311,13 @@ struct NetbackHostileTests {
             hostile.write(Array(frame[split...]), page: 1)
             try hostile.produce(NetifTxRequest(gref: data.refs[0], offset: 0, flags: [.moreData], id: 2, size: UInt16(frame.count)))
             try hostile.push()
-            #expect(try hostile.txResponses(1) == [NetifTxResponse(id: 1, status: .error)])
+            #expect(try await hostile.txResponses(1) == [NetifTxResponse(id: 1, status: .error)])
             try hostile.produce(NetifTxRequest(gref: data.refs[1], offset: 0, flags: [], id: 3,
                                                size: UInt16(frame.count - split)))
             try hostile.push()
-            #expect(try hostile.txResponses(2, seconds: 10)
+            #expect(try await hostile.txResponses(2, seconds: 10)
                 == [NetifTxResponse(id: 2, status: .okay), NetifTxResponse(id: 3, status: .okay)])
-            #expect(try hostile.awaitEchoReply(sequence: sequence), "the reassembled echo request was answered")
+            #expect(try await hostile.awaitEchoReply(sequence: sequence), "the reassembled echo request was answered")
         }
     }
 
@@ -337,10 +337,10 @@ struct NetbackHostileTests {
             }
             // One buffer, one small packet: delivered.
             try post(0)
-            try arena.blast(to: hostile, count: 1, size: 100)
-            #expect(try hostile.rxResponses(1).map(\.size) == [142])
+            try await arena.blast(to: hostile, count: 1, size: 100)
+            #expect(try await hostile.rxResponses(1).map(\.size) == [142])
             // A packet of two pages with no buffer posted: the backend asks for a notification.
-            try arena.blast(to: hostile, count: 1, size: 6000)
+            try await arena.blast(to: hostile, count: 1, size: 6000)
             try await eventually("the backend waits for rx buffers") { rx.shared.loadRequestEvent() == rx.ring.requestProducerPrivate &+ 1 }
             try post(1)
             // Still one short: it must ask to hear of the next post, not the one it has.
@@ -348,7 +348,7 @@ struct NetbackHostileTests {
                 rx.shared.loadRequestEvent() == rx.ring.requestProducerPrivate &+ 1
             }
             try post(2)
-            let responses = try hostile.rxResponses(2, seconds: 10)
+            let responses = try await hostile.rxResponses(2, seconds: 10)
             #expect(responses.map(\.id) == [1, 2])
             #expect(responses.map(\.size) == [4096, 6042 - 4096])
             #expect(responses[0].flags.contains(.moreData) && !responses[1].flags.contains(.moreData))
@@ -436,7 +436,11 @@ final class NetGuest: @unchecked Sendable {
     func push() throws { try frontend.tx.pushRequestsAndNotify() }
 
     /// The next `count` tx responses, waiting up to `seconds`.
-    func txResponses(_ count: Int, seconds: Double = 20) throws -> [NetifTxResponse] {
+    func txResponses(_ count: Int, seconds: Double = 20) async throws -> [NetifTxResponse] {
+        try await offThePool { [self] in try txResponsesBlocking(count, seconds: seconds) }
+    }
+
+    func txResponsesBlocking(_ count: Int, seconds: Double) throws -> [NetifTxResponse] {
         var out: [NetifTxResponse] = []
         let deadline = ContinuousClock.now + .seconds(seconds)
         while out.count < count {
@@ -452,7 +456,11 @@ final class NetGuest: @unchecked Sendable {
 
     /// The next `count` rx responses (any status), waiting up to `seconds`; the buffers
     /// are not posted again.
-    func rxResponses(_ count: Int, seconds: Double = 20) throws -> [NetifRxResponse] {
+    func rxResponses(_ count: Int, seconds: Double = 20) async throws -> [NetifRxResponse] {
+        try await offThePool { [self] in try rxResponsesBlocking(count, seconds: seconds) }
+    }
+
+    func rxResponsesBlocking(_ count: Int, seconds: Double) throws -> [NetifRxResponse] {
         var out: [NetifRxResponse] = []
         let deadline = ContinuousClock.now + .seconds(seconds)
         while out.count < count {
@@ -491,17 +499,29 @@ final class NetGuest: @unchecked Sendable {
         bytes.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
     }
 
-    /// Sends an echo request and waits for the reply. False if none came within `seconds`.
-    func echo(seconds: Double = 20) throws -> Bool {
-        let (frame, sequence) = echoFrame()
-        nextTxID &+= 1
-        try frontend.send(frame, id: nextTxID)
-        return try awaitEchoReply(sequence: sequence, seconds: seconds)
+    /// Sends an echo request and waits for the reply, sending it again every 2 s as ping
+    /// does (a carrier coming back drops what the kernel routed meanwhile). False if no
+    /// reply came within `seconds`.
+    func echo(seconds: Double = 20) async throws -> Bool {
+        try await offThePool { [self] in
+            let (frame, sequence) = echoFrame()
+            let deadline = ContinuousClock.now + .seconds(seconds)
+            repeat {
+                nextTxID &+= 1
+                try frontend.send(frame, id: nextTxID)
+                if try awaitEchoReplyBlocking(sequence: sequence, seconds: 2) { return true }
+            } while ContinuousClock.now < deadline
+            return false
+        }
     }
 
-    /// Waits for dom0's echo reply to `sequence`, posting each rx buffer again once read
+    func awaitEchoReply(sequence: UInt16, seconds: Double = 20) async throws -> Bool {
+        try await offThePool { [self] in try awaitEchoReplyBlocking(sequence: sequence, seconds: seconds) }
+    }
+
+    /// Waits (blocking) for dom0's echo reply to `sequence`, posting each rx buffer again once read
     /// and draining tx responses (so neither ring fills). False if none came in `seconds`.
-    func awaitEchoReply(sequence: UInt16, seconds: Double = 20) throws -> Bool {
+    func awaitEchoReplyBlocking(sequence: UInt16, seconds: Double) throws -> Bool {
         let identifier = UInt16(domain)
         let deadline = ContinuousClock.now + .seconds(seconds)
         var replied = false
@@ -566,14 +586,14 @@ struct HostileArena {
                                                      "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])
             let arena = HostileArena(world: world, bystander: try await world.netGuest("bystander", subnet: bystanderSubnet),
                                      store: try world.dom0.connectXenStore())
-            #expect(try arena.bystander.echo(), "the bystander is served before the attack")
+            #expect(try await arena.bystander.echo(), "the bystander is served before the attack")
             let baseline = try world.dom0.domainUsage()[0]
 
             let hostile = try await world.netGuest("hostile", subnet: hostileSubnet, postRxBuffers: rxBuffers, mtu: mtu,
                                                   features: features)
             try await attack(arena, hostile)
 
-            for _ in 0..<3 { #expect(try arena.bystander.echo(), "the bystander is served after the attack") }
+            for _ in 0..<3 { #expect(try await arena.bystander.echo(), "the bystander is served after the attack") }
             try await world.toolstack.destroy(name: hostile.name, hotplug: .none)
             let backend = hostile.frontend.backendPath, interface = "vif\(hostile.domain).0"
             try await eventually("the hostile vif released") {
@@ -584,7 +604,7 @@ struct HostileArena {
                 return now?.mappingsHeld == baseline?.mappingsHeld && now?.ports == baseline?.ports
                     && now?.copyBufferPages == baseline?.copyBufferPages
             }
-            #expect(try arena.bystander.echo(), "the bystander is served after the hostile guest is gone")
+            #expect(try await arena.bystander.echo(), "the bystander is served after the hostile guest is gone")
             #expect(world.daemon.connectedDevices[arena.bystander.frontend.backendPath] == true)
             arena.store.close()
         } catch {
@@ -613,13 +633,13 @@ struct HostileArena {
     func expectServing(_ guest: NetGuest) async throws {
         let backend = guest.frontend.backendPath
         #expect(try await store.readString(backend + "/state") == String(XenbusState.connected.rawValue))
-        #expect(try guest.echo(), "\(guest.name) still passes traffic")
+        #expect(try await guest.echo(), "\(guest.name) still passes traffic")
     }
 
     /// Sends `count` UDP datagrams of `size` bytes from dom0's side to `guest`'s address.
-    func blast(to guest: NetGuest, count: Int, size: Int = 1400) throws {
-        let destination = guest.address
-        let sent = try world.namespace.namespace.run { () -> Int in
+    func blast(to guest: NetGuest, count: Int, size: Int = 1400) async throws {
+        let destination = guest.address, namespace = world.namespace.namespace
+        let sent = try await offThePool { try namespace.run { () -> Int in
             let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
             guard fd >= 0 else { return -1 }
             defer { close(fd) }
@@ -638,7 +658,7 @@ struct HostileArena {
                 if n == payload.count { sent += 1 }
             }
             return sent
-        }.get()
+        }.get() }
         guard sent == count else { throw NetTestError("sent \(sent) of \(count) datagrams to \(destination)") }
     }
 
@@ -665,7 +685,7 @@ extension NetWorld {
         try await plug(domain: domain, address: "198.18.\(subnet).1", guestAddress: "198.18.\(subnet).2", guestMAC: mac)
         var features = NetifFrontendFeatures()
         features.requestRxCopy = true
-        try await frontend.connect(features: given ?? features, postRxBuffers: postRxBuffers)
+        try await frontend.connect(features: given ?? features, rxBuffers: postRxBuffers ? RawNetfront.rxPages.count : 0)
         // The kernel takes the carrier up in its link-watch work, up to a second after
         // netback set it; until then it drops what it routes to the vif.
         let interface = "vif\(domain).0"
@@ -673,26 +693,5 @@ extension NetWorld {
             try namespace.readSysfs("/sys/class/net/\(interface)/operstate") == "up"
         }
         return NetGuest(name: name, domain: domain, platform: platform, frontend: frontend, subnet: subnet)
-    }
-}
-
-extension RawNetfront {
-    /// ``connect(features:)``, or the same with no rx buffer posted.
-    func connect(features: NetifFrontendFeatures, postRxBuffers: Bool) async throws {
-        if postRxBuffers { return try await connect(features: features) }
-        let keys = NetifConnectionKeys(queues: [.init(txRingRef: tx.pages.refs[0], rxRingRef: rx.pages.refs[0],
-                                                      eventChannels: .split(tx: tx.port, rx: rx.port))])
-        let path = frontendPath
-        try await store.withTransaction { txn in
-            for (key, value) in features.xenstoreEntries.merging(keys.xenstoreEntries, uniquingKeysWith: { $1 }) {
-                try await txn.write(path + "/" + key, value)
-            }
-            try await txn.write(path + "/state", String(XenbusState.initialised.rawValue))
-        }
-        let store = self.store, backend = backendPath
-        try await eventually("backend \(backend) Connected", seconds: 40) {
-            (try? await store.readString(backend + "/state")) == String(XenbusState.connected.rawValue)
-        }
-        try await store.write(path + "/state", String(XenbusState.connected.rawValue))
     }
 }
