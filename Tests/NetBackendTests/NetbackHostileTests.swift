@@ -268,7 +268,7 @@ struct NetbackHostileTests {
             #expect(after - before < 8 * 1024, "RSS grew from \(before) KiB to \(after) KiB")
             #expect(droppedAfter - droppedBefore > 40_000, "the kernel dropped \(droppedAfter - droppedBefore)")
             #expect(hostile.frontend.rx.shared.loadResponseProducer() == 0, "nothing was answered on an empty ring")
-            // Buffers at last: it is served again, the held packets first.
+            // Buffers at last: it is served again.
             hostile.postRxBuffers()
             try await arena.expectServing(hostile)
         }
@@ -278,18 +278,18 @@ struct NetbackHostileTests {
     func eventFlood() async throws {
         try await HostileArena.run { arena, hostile in
             let tx = hostile.frontend.tx, rx = hostile.frontend.rx
-            let flood = Thread.detachedResult {
+            async let flooded: String? = offThePool {
                 do {
                     for _ in 0..<100_000 {
                         try tx.eventChannel.notify(tx.port)
                         try rx.eventChannel.notify(rx.port)
                     }
-                    return nil as String?
+                    return nil
                 } catch { return "\(error)" }
             }
             var echoes: [Bool] = []
             for _ in 0..<10 { echoes.append((try? await arena.bystander.echo()) ?? false) }
-            let floodError = flood.wait()
+            let floodError = try await flooded
             #expect(floodError == nil)
             #expect(echoes.allSatisfy { $0 }, "bystander echoes during the flood: \(echoes)")
             try await arena.expectServing(hostile)
@@ -364,38 +364,6 @@ struct NetbackHostileTests {
             throw NetTestError("no VmRSS in /proc/self/status")
         }
         return kib
-    }
-}
-
-extension Thread {
-    /// Runs `body` on a new thread; `wait()` returns its result.
-    static func detachedResult<T: Sendable>(_ body: @escaping @Sendable () -> T) -> DetachedResult<T> {
-        let result = DetachedResult<T>()
-        let thread = Thread {
-            result.set(body())
-        }
-        thread.start()
-        return result
-    }
-}
-
-final class DetachedResult<T: Sendable>: @unchecked Sendable {
-    // SAFETY (@unchecked): `value` only under `condition`.
-    private let condition = NSCondition()
-    private var value: T?
-
-    func set(_ value: T) {
-        condition.lock()
-        self.value = value
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    func wait() -> T {
-        condition.lock()
-        defer { condition.unlock() }
-        while value == nil { condition.wait() }
-        return value!
     }
 }
 
