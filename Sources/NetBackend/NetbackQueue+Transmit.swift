@@ -30,7 +30,16 @@ extension NetbackQueue {
             armCreditTimer(engine: engine)
         }
         do throws(RingError) {
-            while !txFree.isEmpty, disconnectReason == nil {
+            while disconnectReason == nil {
+                if txFree.isEmpty {
+                    // Out of buffers: with none in a TAP write, no completion would bring us
+                    // back, so answer the pass now (failed copies and dropped packets give
+                    // their buffers back) and go on if that freed any.
+                    guard !pending.isEmpty else { return false }
+                    finish(&pending, copyCount: copyCount, engine: engine)
+                    copyCount = 0
+                    guard !txFree.isEmpty else { return false }
+                }
                 var waiting = try txRing.unconsumedRequests()
                 if waiting == 0 {
                     guard try txRing.finalCheckForRequests() else { return false }

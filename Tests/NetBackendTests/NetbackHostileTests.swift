@@ -223,6 +223,21 @@ struct NetbackHostileTests {
         }
     }
 
+    @Test("more bad-gref tx packets in one push than the backend has buffers: every one answered ERROR, in order")
+    func txBadGrantsPastTheBuffers() async throws {
+        try await HostileArena.run { arena, hostile in
+            // Answered without a TAP write, so no write completion brings the backend
+            // back for the rest: it must go on by itself.
+            let count = 3 * NetbackQueueConfiguration().txBuffers
+            for id in 0..<count {
+                try hostile.produce(NetifTxRequest(gref: 0xFFF0, offset: 0, flags: [], id: UInt16(id), size: 60))
+            }
+            try hostile.push()
+            #expect(try await hostile.txResponses(count) == (0..<count).map { NetifTxResponse(id: UInt16($0), status: .error) })
+            try await arena.expectServing(hostile)
+        }
+    }
+
     @Test("rx buffers on a never-granted and on a revoked gref are answered NETIF_RSP_ERROR in their slots; the vif stays up")
     func rxBadGrants() async throws {
         try await HostileArena.run(rxBuffers: false) { arena, hostile in
