@@ -207,6 +207,29 @@ struct NetbackHostileTests {
         }
     }
 
+    @Test("a refused vif is served again once its frontend starts over: Closed, Initialising, new rings")
+    func refusedVifStartsOver() async throws {
+        try await HostileArena.run { arena, hostile in
+            let tx = hostile.frontend.tx
+            tx.shared.storeRequestProducer(100_000)
+            try tx.eventChannel.notify(tx.port)
+            try await arena.expectRefused(
+                hostile, .ring(direction: .tx, .requestProducerOverrun(producer: 100_000, responsePrivate: 0, size: tx.ring.size)))
+
+            let store = arena.store, backend = hostile.frontend.backendPath, frontendPath = hostile.frontend.frontendPath
+            try await hostile.frontend.store.write(frontendPath + "/state", String(XenbusState.closed.rawValue))
+            try await eventually("\(backend) Closed") {
+                (try? await store.readString(backend + "/state")) == String(XenbusState.closed.rawValue)
+            }
+            try await hostile.frontend.store.write(frontendPath + "/state", String(XenbusState.initialising.rawValue))
+            try await eventually("\(backend) InitWait") {
+                (try? await store.readString(backend + "/state")) == String(XenbusState.initWait.rawValue)
+            }
+            let again = try await arena.world.reconnect(hostile)
+            #expect(try await again.echo(), "the new connection passes traffic")
+        }
+    }
+
     // MARK: 7: bad grants
 
     @Test("tx requests on a never-granted and on a revoked gref are answered ERROR; the vif stays up")
@@ -654,6 +677,28 @@ struct HostileArena {
 }
 
 extension NetWorld {
+    /// A new ``RawNetfront`` (new rings and ports) for `guest`'s vif, connected with rx
+    /// buffers posted, once the backend waits in InitWait again.
+    func reconnect(_ guest: NetGuest) async throws -> NetGuest {
+        let frontend = try RawNetfront(guest.platform, domain: guest.domain)
+        var features = NetifFrontendFeatures()
+        features.requestRxCopy = true
+        try await frontend.connect(features: features)
+        try await waitUntilUp(guest.domain)
+        return NetGuest(name: guest.name, domain: guest.domain, platform: guest.platform, frontend: frontend,
+                        subnet: guest.address[2])
+    }
+
+    /// Waits for vifDOMAIN.0 to be operationally up: the kernel takes the carrier up in
+    /// its link-watch work, up to a second after netback set it, and drops what it routes
+    /// to the vif until then.
+    func waitUntilUp(_ domain: DomainID) async throws {
+        let interface = "vif\(domain).0"
+        try await eventually("\(interface) operationally up") { [self] in
+            try namespace.readSysfs("/sys/class/net/\(interface)/operstate") == "up"
+        }
+    }
+
     /// Creates guest `name` with one vif on its own subnet 198.18.`subnet`.0/24 (dom0 .1,
     /// the guest .2, MAC 00:16:3e:00:00:`subnet`, the MTU given), plugs it and connects a
     /// ``RawNetfront`` (rx-copy alone unless `features` say more), with or without rx
@@ -669,12 +714,7 @@ extension NetWorld {
         var features = NetifFrontendFeatures()
         features.requestRxCopy = true
         try await frontend.connect(features: given ?? features, rxBuffers: postRxBuffers ? RawNetfront.rxPages.count : 0)
-        // The kernel takes the carrier up in its link-watch work, up to a second after
-        // netback set it; until then it drops what it routes to the vif.
-        let interface = "vif\(domain).0"
-        try await eventually("\(interface) operationally up") { [self] in
-            try namespace.readSysfs("/sys/class/net/\(interface)/operstate") == "up"
-        }
+        try await waitUntilUp(domain)
         return NetGuest(name: name, domain: domain, platform: platform, frontend: frontend, subnet: subnet)
     }
 }
