@@ -68,11 +68,13 @@ struct NetbackHostileTests {
             let frame = EthernetAddress.netbackVif.octets + hostile.mac + TestFrames.etherTypeIPv4
                 + TestFrames.ipv4(from: hostile.address, to: hostile.dom0Address, protocol: 17, payloadLength: udp.count) + udp
             hostile.write(frame, page: 1)
-            try hostile.produce(NetifTxRequest(gref: hostile.frontend.data.refs[1], offset: 0, flags: [.extraInfo, .checksumBlank],
+            try hostile.produce(NetifTxRequest(gref: hostile.frontend.data.refs[1], offset: 0,
+                                               flags: [.extraInfo, .checksumBlank],
                                                id: 6, size: UInt16(frame.count)))
             try hostile.produceExtra(NetifExtraInfo(.gso(size: 1448, type: .tcpv4, features: 0)))
             try hostile.push()
-            #expect(try await hostile.txResponses(3) == [NetifTxResponse(id: 5, status: .dropped), NetifTxResponse(id: 6, status: .dropped),
+            #expect(try await hostile.txResponses(3) == [NetifTxResponse(id: 5, status: .dropped),
+                                                         NetifTxResponse(id: 6, status: .dropped),
                                                    NetifTxResponse(id: 0, status: .null)])
             try await arena.expectServing(hostile)
         }
@@ -121,7 +123,7 @@ struct NetbackHostileTests {
     @Test("an extra-info slot of an unknown type refuses the vif")
     func unknownExtraType() async throws {
         try await HostileArena.run { arena, hostile in
-            try hostile.produce(NetifTxRequest(gref: hostile.frontend.data.refs[0], offset: 0, flags: [.extraInfo], id: 1, size: 60))
+            try hostile.produce(hostile.firstOfExtras)
             try hostile.frontend.tx.produceRequest([9, 0, 0, 0, 0, 0, 0, 0])
             try hostile.push()
             try await arena.expectRefused(hostile, .packet(.unknownExtraType(9)))
@@ -131,7 +133,7 @@ struct NetbackHostileTests {
     @Test("extra-info slots chained with XEN_NETIF_EXTRA_MORE over the whole ring refuse the vif at the first repeated type")
     func extraInfoChainedForever() async throws {
         try await HostileArena.run { arena, hostile in
-            try hostile.produce(NetifTxRequest(gref: hostile.frontend.data.refs[0], offset: 0, flags: [.extraInfo], id: 1, size: 60))
+            try hostile.produce(hostile.firstOfExtras)
             let kinds: [NetifExtraInfo.Kind] = [
                 .gso(size: 1448, type: .tcpv4, features: 0), .multicastAdd(NetifMACAddress(0x01, 0, 0x5E, 0, 0, 1)),
                 .multicastDelete(NetifMACAddress(0x01, 0, 0x5E, 0, 0, 2)), .hash(type: .ipv4, algorithm: .toeplitz, value: 7)]
@@ -149,7 +151,7 @@ struct NetbackHostileTests {
     @Test("a GSO extra of segment size 0 refuses the vif")
     func gsoSizeZero() async throws {
         try await HostileArena.run { arena, hostile in
-            try hostile.produce(NetifTxRequest(gref: hostile.frontend.data.refs[0], offset: 0, flags: [.extraInfo], id: 1, size: 60))
+            try hostile.produce(hostile.firstOfExtras)
             try hostile.produceExtra(NetifExtraInfo(.gso(size: 0, type: .tcpv4, features: 0)))
             try hostile.push()
             try await arena.expectRefused(hostile, .packet(.gsoSize(value: 0, limit: 1...UInt16.max)))
@@ -159,7 +161,7 @@ struct NetbackHostileTests {
     @Test("a GSO extra of an unknown GSO type refuses the vif")
     func unknownGSOType() async throws {
         try await HostileArena.run { arena, hostile in
-            try hostile.produce(NetifTxRequest(gref: hostile.frontend.data.refs[0], offset: 0, flags: [.extraInfo], id: 1, size: 60))
+            try hostile.produce(hostile.firstOfExtras)
             // type GSO, no flags, size 1448, gso type 7.
             try hostile.frontend.tx.produceRequest([1, 0, 0xA8, 0x05, 7, 0, 0, 0])
             try hostile.push()
@@ -176,7 +178,8 @@ struct NetbackHostileTests {
             tx.shared.storeRequestProducer(100_000)
             try tx.eventChannel.notify(tx.port)
             try await arena.expectRefused(
-                hostile, .ring(direction: .tx, .requestProducerOverrun(producer: 100_000, responsePrivate: 0, size: tx.ring.size)))
+                hostile, .ring(direction: .tx, .requestProducerOverrun(producer: 100_000, responsePrivate: 0,
+                                                                       size: tx.ring.size)))
         }
     }
 
@@ -189,7 +192,8 @@ struct NetbackHostileTests {
             // The rx ring is looked at when there is something to deliver.
             try await arena.blast(to: hostile, count: 4)
             try await arena.expectRefused(
-                hostile, .ring(direction: .rx, .requestProducerOverrun(producer: 1_000_000, responsePrivate: 0, size: rx.ring.size)))
+                hostile, .ring(direction: .rx, .requestProducerOverrun(producer: 1_000_000, responsePrivate: 0,
+                                                                       size: rx.ring.size)))
         }
     }
 
@@ -203,7 +207,8 @@ struct NetbackHostileTests {
             try rx.eventChannel.notify(rx.port)
             try await arena.blast(to: hostile, count: 4)
             try await arena.expectRefused(
-                hostile, .ring(direction: .rx, .requestProducerOverrun(producer: claimed, responsePrivate: 0, size: rx.ring.size)))
+                hostile, .ring(direction: .rx, .requestProducerOverrun(producer: claimed, responsePrivate: 0,
+                                                                       size: rx.ring.size)))
         }
     }
 
@@ -214,7 +219,8 @@ struct NetbackHostileTests {
             tx.shared.storeRequestProducer(100_000)
             try tx.eventChannel.notify(tx.port)
             try await arena.expectRefused(
-                hostile, .ring(direction: .tx, .requestProducerOverrun(producer: 100_000, responsePrivate: 0, size: tx.ring.size)))
+                hostile, .ring(direction: .tx, .requestProducerOverrun(producer: 100_000, responsePrivate: 0,
+                                                                       size: tx.ring.size)))
 
             let store = arena.store, backend = hostile.frontend.backendPath, frontendPath = hostile.frontend.frontendPath
             try await hostile.frontend.store.write(frontendPath + "/state", String(XenbusState.closed.rawValue))
@@ -241,7 +247,8 @@ struct NetbackHostileTests {
             try hostile.produce(NetifTxRequest(gref: 0xFFF0, offset: 0, flags: [], id: 21, size: 60))
             try hostile.produce(NetifTxRequest(gref: revokedRef, offset: 0, flags: [], id: 22, size: 60))
             try hostile.push()
-            #expect(try await hostile.txResponses(2) == [NetifTxResponse(id: 21, status: .error), NetifTxResponse(id: 22, status: .error)])
+            #expect(try await hostile.txResponses(2)
+                == [NetifTxResponse(id: 21, status: .error), NetifTxResponse(id: 22, status: .error)])
             try await arena.expectServing(hostile)
         }
     }
@@ -347,7 +354,8 @@ struct NetbackHostileTests {
             let split = 58
             hostile.write(Array(frame[..<split]), page: 0)
             hostile.write(Array(frame[split...]), page: 1)
-            try hostile.produce(NetifTxRequest(gref: data.refs[0], offset: 0, flags: [.moreData], id: 2, size: UInt16(frame.count)))
+            try hostile.produce(NetifTxRequest(gref: data.refs[0], offset: 0, flags: [.moreData], id: 2,
+                                               size: UInt16(frame.count)))
             try hostile.push()
             #expect(try await hostile.txResponses(1) == [NetifTxResponse(id: 1, status: .error)])
             try hostile.produce(NetifTxRequest(gref: data.refs[1], offset: 0, flags: [], id: 3,
@@ -379,7 +387,9 @@ struct NetbackHostileTests {
             #expect(try await hostile.rxResponses(1).map(\.size) == [142])
             // A packet of two pages with no buffer posted: the backend asks for a notification.
             try await arena.blast(to: hostile, count: 1, size: 6000)
-            try await eventually("the backend waits for rx buffers") { rx.shared.loadRequestEvent() == rx.ring.requestProducerPrivate &+ 1 }
+            try await eventually("the backend waits for rx buffers") {
+                rx.shared.loadRequestEvent() == rx.ring.requestProducerPrivate &+ 1
+            }
             try post(1)
             // Still one short: it must ask to hear of the next post, not the one it has.
             try await eventually("the backend waits for one more rx buffer", seconds: 10) {
@@ -426,6 +436,11 @@ final class NetGuest: @unchecked Sendable {
         mac = [0x00, 0x16, 0x3E, 0x00, 0x00, subnet]
         address = [198, 18, subnet, 2]
         dom0Address = [198, 18, subnet, 1]
+    }
+
+    /// A 60-byte packet's only request, saying extra-info slots follow.
+    var firstOfExtras: NetifTxRequest {
+        NetifTxRequest(gref: frontend.data.refs[0], offset: 0, flags: [.extraInfo], id: 1, size: 60)
     }
 
     func produce(_ request: NetifTxRequest) throws {
