@@ -49,8 +49,11 @@ extension NetbackQueue {
                 let consumed = takeChain(available: waiting, pending: &pending, copyCount: &copyCount)
                 guard consumed > 0 else {
                     // The chain's last slot is not published yet: ask to hear of the next
-                    // push (the frontend may not notify otherwise), and look again if it came.
-                    guard disconnectReason == nil, try txRing.awaitMoreRequests(than: waiting) else { return false }
+                    // push (the frontend may not notify otherwise), and look again if it
+                    // came. A chain waiting for credit has the credit timer instead.
+                    guard disconnectReason == nil, !creditExhausted, try txRing.awaitMoreRequests(than: waiting) else {
+                        return false
+                    }
                     continue
                 }
                 budget -= consumed
