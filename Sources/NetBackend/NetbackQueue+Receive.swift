@@ -112,10 +112,11 @@ extension NetbackQueue {
         let needed = UInt32(plan.requestsNeeded)
         do throws(RingError) {
             var posted = try rxRing.unconsumedRequests()
-            if posted < needed {
-                guard try rxRing.finalCheckForRequests() else { return .waiting }
+            while posted < needed {
+                // Ask for the next post even if some buffers are posted already: a guest
+                // one buffer short would otherwise never notify us.
+                guard try rxRing.awaitMoreRequests(than: posted) else { return .waiting }
                 posted = try rxRing.unconsumedRequests()
-                guard posted >= needed else { return .waiting }
             }
         } catch {
             disconnect(.ring(direction: .rx, error))

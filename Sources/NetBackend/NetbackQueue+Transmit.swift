@@ -30,7 +30,16 @@ extension NetbackQueue {
             armCreditTimer(engine: engine)
         }
         do throws(RingError) {
-            while !txFree.isEmpty, disconnectReason == nil {
+            while disconnectReason == nil {
+                if txFree.isEmpty {
+                    // Out of buffers: with none in a TAP write, no completion would bring us
+                    // back, so answer the pass now (failed copies and dropped packets give
+                    // their buffers back) and go on if that freed any.
+                    guard !pending.isEmpty else { return false }
+                    finish(&pending, copyCount: copyCount, engine: engine)
+                    copyCount = 0
+                    guard !txFree.isEmpty else { return false }
+                }
                 var waiting = try txRing.unconsumedRequests()
                 if waiting == 0 {
                     guard try txRing.finalCheckForRequests() else { return false }
@@ -38,7 +47,15 @@ extension NetbackQueue {
                 }
                 guard budget > 0 else { return true }
                 let consumed = takeChain(available: waiting, pending: &pending, copyCount: &copyCount)
-                guard consumed > 0 else { return false }
+                guard consumed > 0 else {
+                    // The chain's last slot is not published yet: ask to hear of the next
+                    // push (the frontend may not notify otherwise), and look again if it
+                    // came. A chain waiting for credit has the credit timer instead.
+                    guard disconnectReason == nil, !creditExhausted, try txRing.awaitMoreRequests(than: waiting) else {
+                        return false
+                    }
+                    continue
+                }
                 budget -= consumed
                 if copyCount + NetifLimits.minimumSlotsPerPacket > copies.count {
                     finish(&pending, copyCount: copyCount, engine: engine)

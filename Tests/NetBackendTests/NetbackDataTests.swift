@@ -133,41 +133,6 @@ struct NetbackOffloadTests {
         }
         return nil
     }
-
-    @Test("a chain past the fatal bound refuses that vif (Closing, error node) and the backend keeps serving")
-    func chainPastTheFatalBound() async throws {
-        let world = try NetWorld()
-        do {
-            let (domain, guest) = try await world.guest("g", mac: NetbackDataTests.guestMAC)
-            let frontend = try RawNetfront(guest, domain: domain)
-            try await world.plug(domain: domain, address: "198.18.5.1", guestAddress: "198.18.5.2",
-                                 guestMAC: NetbackDataTests.guestMAC)
-            var features = NetifFrontendFeatures()
-            features.requestRxCopy = true
-            try await frontend.connect(features: features)
-            // 24 slots chained with more_data: past the 20 slots answered ERROR.
-            for slot in 0..<24 {
-                try frontend.tx.produceRequest {
-                    NetifTxRequest(gref: frontend.data.refs[0], offset: 0, flags: slot < 23 ? [.moreData] : [],
-                                   id: UInt16(slot), size: slot == 0 ? 2000 : 60).encode(into: $0, at: 0)
-                }
-            }
-            _ = try frontend.tx.pushRequestsAndNotify()
-            let store = try world.dom0.connectXenStore()
-            let backend = frontend.backendPath
-            try await eventually("the vif is refused") {
-                (try? await store.readString(backend + "/state")) == String(XenbusState.closing.rawValue)
-            }
-            let node = backend.hasPrefix("/local/domain/0/") ? String(backend.dropFirst("/local/domain/0/".count)) : backend
-            let error = try await store.readString("/local/domain/0/error/" + node + "/error")
-            #expect(error.contains("slots"), "\(error)")
-            #expect(world.daemon.connectedDevices[backend] == false)
-        } catch {
-            await world.stop()
-            throw error
-        }
-        await world.stop()
-    }
 }
 
 @Suite("netback with a guest that stops taking packets", .serialized)
