@@ -364,7 +364,8 @@ public final class BlkbackDevice: BackendDevice {
                     // report from a connection already torn down changes nothing. The
                     // queue logged it already (blkback queue disconnected).
                     guard let self, let queue, let reason = queue.disconnectReason, self.serves(queue) else { return }
-                    self.reportViolation("\(name): \(reason)")
+                    // The error node names the device already: name the queue only if several.
+                    self.reportViolation(frontend.connection.queues.count > 1 ? "\(BlkifConnectionKeys.Key.queue(index)): \(reason)" : "\(reason)")
                 }
             } catch {
                 placement.give(worker)

@@ -383,7 +383,8 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
                         // On the worker's thread: the queue's state is ours to read. A
                         // report from a connection already torn down changes nothing.
                         guard let self, let queue, let reason = queue.disconnectReason, self.serves(queue) else { return }
-                        self.reportViolation("\(self.backendPath): \(reason)")
+                        // The error node names the device already: name the queue only if several.
+                        self.reportViolation(count > 1 ? "queue-\(index): \(reason)" : "\(reason)")
                     }
                 } catch {
                     placement.give(worker)

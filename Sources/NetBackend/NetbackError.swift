@@ -16,8 +16,6 @@ public enum NetbackError: Error, Equatable, Sendable, CustomStringConvertible {
     case packet(NetifError)
     /// A tx chain never ends: a whole ring of slots with NETTXF_more_data.
     case endlessChain(slots: UInt32)
-    /// The rx ring has more requests published than it holds.
-    case rxRequestsOverrun(published: UInt32, ringSize: UInt32)
     /// A grant, copy-buffer or event-channel call failed.
     case platform(PlatformError)
     /// The TAP device could not be made or set up.
@@ -38,8 +36,6 @@ public enum NetbackError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .ring(direction, error): return "\(direction) ring protocol violated: \(error)"
         case let .packet(error): return "tx packet breaks io/netif.h: \(error)"
         case let .endlessChain(slots): return "a tx chain fills all \(slots) slots of the ring and goes on"
-        case let .rxRequestsOverrun(published, size):
-            return "\(published) rx requests published on a ring of \(size)"
         case let .platform(error): return "platform: \(error)"
         case let .tap(error): return "TAP: \(error)"
         case let .worker(error): return "backend worker: \(error)"

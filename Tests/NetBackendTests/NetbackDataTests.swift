@@ -26,6 +26,8 @@ struct NetbackDataTests {
             features.requestRxCopy = true
             features.rxNotify = true
             try await frontend.connect(features: features)
+            // The kernel sends to the vif only once its link watch saw the carrier.
+            try await world.waitUntilUp(domain)
             // netback gives its TAP devices Linux netback's address.
             let tapAddress = EthernetAddress.netbackVif
 
@@ -83,6 +85,8 @@ struct NetbackOffloadTests {
             var features = NetifFrontendFeatures()
             features.requestRxCopy = true
             try await frontend.connect(features: features)
+            // The kernel sends to the vif only once its link watch saw the carrier.
+            try await world.waitUntilUp(domain)
 
             let payload = (0..<300).map { UInt8(truncatingIfNeeded: $0 &* 7) }
             var udp = TestFrames.udp(sourcePort: 4000, destinationPort: 5000, payload: payload)

@@ -65,6 +65,8 @@ struct NetbackMultiQueueTests {
             var features = NetifFrontendFeatures()
             features.requestRxCopy = true
             try await frontend.connect(features: features)
+            // The kernel sends to the vif only once its link watch saw the carrier.
+            try await world.waitUntilUp(domain)
             #expect(world.daemon.queuesPerWorker.reduce(0, +) == count)
 
             for queue in 0..<count {

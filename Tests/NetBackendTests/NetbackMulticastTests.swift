@@ -72,6 +72,8 @@ struct NetbackMulticastTests {
             features.requestRxCopy = true
             features.requestMulticastControl = true
             try await frontend.connect(features: features)
+            // The kernel sends to the vif only once its link watch saw the carrier.
+            try await world.waitUntilUp(domain)
             #expect(try await frontend.multicast(.multicastAdd(Self.wanted), id: 5)
                 == [NetifTxResponse(id: 5, status: .okay), NetifTxResponse(id: 0, status: .null)])
 

@@ -42,6 +42,8 @@ struct SharedWorkersTests {
             var features = NetifFrontendFeatures()
             features.requestRxCopy = true
             try await net.connect(features: features)
+            // The kernel sends to the vif only once its link watch saw the carrier.
+            try await world.waitUntilUp(domain)
 
             // The disk: a write read back.
             let disk = try BlkifRingDriver(platform: guest,
