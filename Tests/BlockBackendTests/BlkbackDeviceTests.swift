@@ -40,7 +40,7 @@ struct BlkbackDeviceTests {
     func handshakeAndData(order: UInt32) async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let (id, guest, image) = try await world.guestWithOneDisk(sectors: 4096)
+        let (id, guest, _) = try await world.guestWithOneDisk(sectors: 4096)
         let running = RunningDaemon(try world.daemon())
         let front = try VbdAttached.start(guest, domain: id, device: Self.xvda, configuration: .init(ringPageOrder: order))
         try await vbdEventually("frontend Connected") { front.blkif.state == .connected }
@@ -78,7 +78,7 @@ struct BlkbackDeviceTests {
     func foreignABI(abi: BlkifABI) async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let (id, guest, image) = try await world.guestWithOneDisk(sectors: 1024)
+        let (id, guest, _) = try await world.guestWithOneDisk(sectors: 1024)
         let running = RunningDaemon(try world.daemon())
         let front = try VbdAttached.start(guest, domain: id, device: Self.xvda, configuration: .init(abi: abi))
         try await vbdEventually("Connected") { front.blkif.state == .connected }
@@ -119,7 +119,7 @@ struct BlkbackDeviceTests {
     func twoQueues() async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let (id, guest, image) = try await world.guestWithOneDisk(sectors: 2048)
+        let (id, guest, _) = try await world.guestWithOneDisk(sectors: 2048)
         let running = RunningDaemon(try world.daemon(workers: 2))
         let front = try VbdAttached.start(guest, domain: id, device: Self.xvda, configuration: .init(queues: 2))
         try await vbdEventually("frontend Connected") { front.blkif.state == .connected }
@@ -202,7 +202,7 @@ struct BlkbackDeviceTests {
     func reconnect() async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let (id, guest, image) = try await world.guestWithOneDisk(sectors: 1024)
+        let (id, guest, _) = try await world.guestWithOneDisk(sectors: 1024)
         let running = RunningDaemon(try world.daemon())
         let first = try VbdAttached.start(guest, domain: id, device: Self.xvda)
         try await vbdEventually("first Connected") { first.blkif.state == .connected }
@@ -225,7 +225,7 @@ struct BlkbackDeviceTests {
     func daemonRestart() async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let (id, guest, image) = try await world.guestWithOneDisk(sectors: 1024)
+        let (id, guest, _) = try await world.guestWithOneDisk(sectors: 1024)
         let first = RunningDaemon(try world.daemon())
         let front = try VbdAttached.start(guest, domain: id, device: Self.xvda)
         try await vbdEventually("Connected") { front.blkif.state == .connected }
@@ -244,7 +244,7 @@ struct BlkbackDeviceTests {
     func toolstackRemoves() async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let (id, guest, image) = try await world.guestWithOneDisk(sectors: 1024)
+        let (id, guest, _) = try await world.guestWithOneDisk(sectors: 1024)
         let running = RunningDaemon(try world.daemon())
         let front = try VbdAttached.start(guest, domain: id, device: Self.xvda)
         try await vbdEventually("Connected") { front.blkif.state == .connected }
@@ -261,7 +261,7 @@ struct BlkbackDeviceTests {
     func toolstackWritesClosing() async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let (id, guest, image) = try await world.guestWithOneDisk(sectors: 1024)
+        let (id, guest, _) = try await world.guestWithOneDisk(sectors: 1024)
         let running = RunningDaemon(try world.daemon())
         let front = try VbdAttached.start(guest, domain: id, device: Self.xvda)
         try await vbdEventually("Connected") { front.blkif.state == .connected }

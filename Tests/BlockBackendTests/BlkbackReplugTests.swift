@@ -58,7 +58,7 @@ struct BlkbackReplugTests {
     func replug(atomically: Bool) async throws {
         let world = try VbdWorld()
         defer { world.stop() }
-        let (id, guest, image) = try await world.guestWithOneDisk(sectors: 2048)
+        let (id, guest, _) = try await world.guestWithOneDisk(sectors: 2048)
         let store = try world.dom0.connectXenStore()
         defer { store.close() }
         let backendPath = LocalToolstack.backendPath(kind: "vbd", frontend: id, device: Self.xvda)

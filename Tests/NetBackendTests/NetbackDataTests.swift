@@ -17,17 +17,8 @@ struct NetbackDataTests {
 
     @Test("a guest's echo request reaches dom0's kernel through the TAP device and the reply comes back on rx")
     func echoThroughTheVif() async throws {
-        let world = try NetWorld()
-        do {
-            let (domain, guest) = try await world.guest("g", mac: Self.guestMAC)
-            let frontend = try RawNetfront(guest, domain: domain)
-            try await world.plug(domain: domain, address: "198.18.5.1", guestAddress: "198.18.5.2", guestMAC: Self.guestMAC)
-            var features = NetifFrontendFeatures()
-            features.requestRxCopy = true
-            features.rxNotify = true
-            try await frontend.connect(features: features)
-            // The kernel sends to the vif only once its link watch saw the carrier.
-            try await world.waitUntilUp(domain)
+        try await NetWorld.with(try NetWorld()) { world in
+            let (_, frontend) = try await world.connectedGuest(features: { $0.rxNotify = true })
             // netback gives its TAP devices Linux netback's address.
             let tapAddress = EthernetAddress.netbackVif
 
@@ -54,11 +45,7 @@ struct NetbackDataTests {
             #expect(Array(reply[26..<30]) == Self.dom0Address && Array(reply[30..<34]) == Self.guestAddress)
             #expect(Array(reply[42...]) == payload)
             #expect(InternetChecksum.checksum(of: Array(reply[34...])) == 0, "the ICMP checksum verifies")
-        } catch {
-            await world.stop()
-            throw error
         }
-        await world.stop()
     }
 }
 
@@ -66,8 +53,7 @@ struct NetbackDataTests {
 struct NetbackOffloadTests {
     @Test("a checksum-blank UDP datagram leaves dom0 with the checksum netback located, completed by the kernel")
     func checksumBlankIsCompletedDownstream() async throws {
-        let world = try NetWorld()
-        do {
+        try await NetWorld.with(try NetWorld()) { world in
             let (domain, guest) = try await world.guest("g", mac: NetbackDataTests.guestMAC)
             let frontend = try RawNetfront(guest, domain: domain)
             try await world.plug(domain: domain, address: "198.18.5.1", guestAddress: "198.18.5.2",
@@ -115,11 +101,7 @@ struct NetbackOffloadTests {
             check.add([0, 17, UInt8(datagram.count >> 8), UInt8(datagram.count & 0xFF)])
             check.add(datagram)
             #expect(check.sum16 == 0xFFFF, "the UDP checksum verifies")
-        } catch {
-            await world.stop()
-            throw error
         }
-        await world.stop()
     }
 
     /// Reads frames (with their virtio-net header) from `tap` until one matches, for up
@@ -143,8 +125,7 @@ struct NetbackOffloadTests {
 struct NetbackStallTests {
     @Test("a guest that posts no rx buffers loses its carrier after the stall timeout and gets it back when it posts")
     func carrierFollowsTheGuestsBuffers() async throws {
-        let world = try NetWorld(stall: NetbackStallPolicy(drain: .seconds(1), stall: .seconds(2)))
-        do {
+        try await NetWorld.with(try NetWorld(stall: NetbackStallPolicy(drain: .seconds(1), stall: .seconds(2)))) { world in
             let (domain, guest) = try await world.guest("g", mac: NetbackDataTests.guestMAC)
             let frontend = try RawNetfront(guest, domain: domain)
             try await world.plug(domain: domain, address: "198.18.5.1", guestAddress: "198.18.5.2",
@@ -166,11 +147,7 @@ struct NetbackStallTests {
             try await eventually("the carrier goes off", seconds: 30) { (try? namespace.readSysfs(carrier)) == "0" }
             try frontend.postRx(8)
             try await eventually("the carrier comes back", seconds: 30) { (try? namespace.readSysfs(carrier)) == "1" }
-        } catch {
-            await world.stop()
-            throw error
         }
-        await world.stop()
     }
 }
 
@@ -187,8 +164,7 @@ struct NetbackRefusalTests {
 
     @Test("a frontend that does not ask for rx-copy is refused with an error node naming the key")
     func requestRxCopyZero() async throws {
-        let world = try NetWorld()
-        do {
+        try await NetWorld.with(try NetWorld()) { world in
             let (domain, guest) = try await world.guest("g", mac: NetbackDataTests.guestMAC)
             let frontend = try RawNetfront(guest, domain: domain)
             try await world.plug(domain: domain, address: "198.18.5.1", guestAddress: "198.18.5.2",
@@ -196,17 +172,12 @@ struct NetbackRefusalTests {
             try await frontend.publish(features: NetifFrontendFeatures())
             let error = try await Self.errorNode(world, frontend.backendPath)
             #expect(error.contains("request-rx-copy"), "\(error)")
-        } catch {
-            await world.stop()
-            throw error
         }
-        await world.stop()
     }
 
     @Test("a vif whose hotplug script failed is refused with the script's error, not connected")
     func hotplugError() async throws {
-        let world = try NetWorld()
-        do {
+        try await NetWorld.with(try NetWorld()) { world in
             let (domain, guest) = try await world.guest("g", mac: NetbackDataTests.guestMAC)
             let frontend = try RawNetfront(guest, domain: domain)
             let store = try world.dom0.connectXenStore()
@@ -221,10 +192,6 @@ struct NetbackRefusalTests {
             try await frontend.publish(features: features)
             let error = try await Self.errorNode(world, backend)
             #expect(error.contains("xsbr9"), "\(error)")
-        } catch {
-            await world.stop()
-            throw error
         }
-        await world.stop()
     }
 }

@@ -52,8 +52,7 @@ struct NetbackMultiQueueTests {
     func queues(count: Int) async throws {
         var limits = NetbackDeviceLimits()
         limits.maxQueues = 4
-        let world = try NetWorld(limits: limits)
-        do {
+        try await NetWorld.with(try NetWorld(limits: limits)) { world in
             let store = try world.dom0.connectXenStore()
             let (domain, guest) = try await world.guest("g", mac: NetbackDataTests.guestMAC)
             let frontend = try RawNetfront(guest, domain: domain, queues: count)
@@ -80,19 +79,14 @@ struct NetbackMultiQueueTests {
                     bytes.count == frame.count && bytes[23] == 1 && bytes[34] == 0 && bytes[40] == 0 && bytes[41] == UInt8(sequence)
                 }
             }
-        } catch {
-            await world.stop()
-            throw error
         }
-        await world.stop()
     }
 
     @Test("a frontend asking for more queues than offered is refused, naming the key")
     func tooManyQueues() async throws {
         var limits = NetbackDeviceLimits()
         limits.maxQueues = 2
-        let world = try NetWorld(limits: limits)
-        do {
+        try await NetWorld.with(try NetWorld(limits: limits)) { world in
             let (domain, guest) = try await world.guest("g", mac: NetbackDataTests.guestMAC)
             let frontend = try RawNetfront(guest, domain: domain, queues: 3)
             try await world.plug(domain: domain, address: "198.18.5.1", guestAddress: "198.18.5.2",
@@ -102,10 +96,6 @@ struct NetbackMultiQueueTests {
             try await frontend.publish(features: features)
             let error = try await NetbackRefusalTests.errorNode(world, frontend.backendPath)
             #expect(error.contains("multi-queue-num-queues"), "\(error)")
-        } catch {
-            await world.stop()
-            throw error
         }
-        await world.stop()
     }
 }

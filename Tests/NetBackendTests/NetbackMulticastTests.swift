@@ -59,8 +59,7 @@ struct NetbackMulticastTests {
 
     @Test("with request-multicast-control set, only the groups the guest added reach it; clearing the key (dynamic control) floods again")
     func filterFollowsTheGuest() async throws {
-        let world = try NetWorld()
-        do {
+        try await NetWorld.with(try NetWorld()) { world in
             let (domain, guest) = try await world.guest("g", mac: NetbackDataTests.guestMAC)
             let frontend = try RawNetfront(guest, domain: domain)
             try await world.plug(domain: domain, address: "198.18.5.1", guestAddress: "198.18.5.2",
@@ -89,11 +88,7 @@ struct NetbackMulticastTests {
                 try await Self.ping(world, "224.0.0.252")
                 return try await frontend.destinations(within: 1).contains(Self.unwantedBytes)
             }
-        } catch {
-            await world.stop()
-            throw error
         }
-        await world.stop()
     }
 
     @Test("the filter holds 64 addresses: the 65th add is answered ERROR, a delete makes room")

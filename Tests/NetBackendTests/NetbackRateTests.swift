@@ -46,8 +46,7 @@ extension RawNetfront {
 struct NetbackRateTests {
     @Test("the backend's rate key holds a guest's transmit to the rate: 1 MB at 1 MB/s takes at least the time the rate allows past its burst")
     func rateHoldsTheGuest() async throws {
-        let world = try NetWorld()
-        do {
+        try await NetWorld.with(try NetWorld()) { world in
             // 1 MB/s renewed every 100 ms: 100000 bytes an interval, a 128 KiB burst.
             let (domain, guest) = try await world.guest("g", mac: NetbackDataTests.guestMAC, vifOptions: ",rate=1MB/s@100ms")
             let store = try world.dom0.connectXenStore()
@@ -69,17 +68,12 @@ struct NetbackRateTests {
             // slow machine cannot break.
             let floor = Double(count * frame.count - 131_072) / 1_000_000
             #expect(seconds >= floor * 0.9, "\(count) packets of \(frame.count) bytes in \(seconds) s; the rate allows no less than \(floor) s")
-        } catch {
-            await world.stop()
-            throw error
         }
-        await world.stop()
     }
 
     @Test("a malformed rate key refuses the vif, naming the key")
     func malformedRate() async throws {
-        let world = try NetWorld()
-        do {
+        try await NetWorld.with(try NetWorld()) { world in
             let (domain, guest) = try await world.guest("g", mac: NetbackDataTests.guestMAC)
             let frontend = try RawNetfront(guest, domain: domain)
             let store = try world.dom0.connectXenStore()
@@ -91,10 +85,6 @@ struct NetbackRateTests {
             try await frontend.publish(features: features)
             let error = try await NetbackRefusalTests.errorNode(world, frontend.backendPath)
             #expect(error.contains("rate"), "\(error)")
-        } catch {
-            await world.stop()
-            throw error
         }
-        await world.stop()
     }
 }

@@ -88,6 +88,33 @@ final class NetWorld: @unchecked Sendable {
         try await store.write(backend + "/" + NetifToolstackKeys.hotplugStatus, NetifToolstackKeys.hotplugConnected)
     }
 
+    /// Runs `body` in `world` and always stops the world, also when the body throws.
+    static func with(_ world: NetWorld, _ body: (NetWorld) async throws -> Void) async throws {
+        do {
+            try await body(world)
+        } catch {
+            await world.stop()
+            throw error
+        }
+        await world.stop()
+    }
+
+    /// A guest with one vif (addresses 198.18.5.1 for dom0, .2 for it), plugged as the vif
+    /// script would, and a raw frontend connected with rx-copy plus `features`, its link up.
+    func connectedGuest(features extra: (inout NetifFrontendFeatures) -> Void = { _ in }, queues: Int = 1,
+                        vifOptions: String = "") async throws -> (DomainID, RawNetfront) {
+        let (domain, guest) = try await guest("g", mac: NetbackDataTests.guestMAC, vifOptions: vifOptions)
+        let frontend = try RawNetfront(guest, domain: domain, queues: queues)
+        try await plug(domain: domain, address: "198.18.5.1", guestAddress: "198.18.5.2", guestMAC: NetbackDataTests.guestMAC)
+        var features = NetifFrontendFeatures()
+        features.requestRxCopy = true
+        extra(&features)
+        try await frontend.connect(features: features)
+        // The kernel sends to the vif only once its link watch saw the carrier.
+        try await waitUntilUp(domain)
+        return (domain, frontend)
+    }
+
     func stop() async {
         daemon.stop()
         _ = await running.result
