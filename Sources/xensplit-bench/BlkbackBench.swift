@@ -92,7 +92,7 @@ func runBlkbackBench(arguments: [String]) async throws {
             // One 128 KiB read per slot first (a run of length 0 sends each slot once), so
             // with persistent grants every page is mapped before anything is timed.
             let warmUp = BlockBenchWorkload(name: "warm-up", random: false, write: false, blockSize: 128 << 10, depth: 32)
-            _ = try await offPool { [frontends] in
+            _ = try await offThePool { [frontends] in
                 try BlkbackBenchLoad.drive(frontends, workload: warmUp, regionBytes: region, seconds: 0)
             }
             for workload in chosen {
@@ -110,7 +110,7 @@ func runBlkbackBench(arguments: [String]) async throws {
                     let backendBefore = world.backendSample
                     let hypervisorBefore = world.hypervisorSample
                     let processBefore = ThreadCPU.processNanoseconds()
-                    let run = try await offPool { [frontends] in
+                    let run = try await offThePool { [frontends] in
                         try BlkbackBenchLoad.drive(frontends, workload: workload, regionBytes: region,
                                                            seconds: options.seconds)
                     }
@@ -136,7 +136,7 @@ func runBlkbackBench(arguments: [String]) async throws {
                     return workload.figure(operations: run.operations, seconds: run.seconds)
                 }, reference: { [jobs = layout.frontends, seconds = options.seconds] in
                     let before = ThreadCPU.childrenNanoseconds()
-                    let run = try await offPool {
+                    let run = try await offThePool {
                         try BlockBenchFio.ioUringRun(path: image, regionBytes: region, jobs: jobs, workload: workload,
                                                      seconds: seconds)
                     }

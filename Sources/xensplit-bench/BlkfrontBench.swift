@@ -4,6 +4,7 @@ import Glibc
 import Logging
 import NBD
 import Synchronization
+import XenTesting
 
 /// `xensplit-bench blkfront [--runs N] [--quick] [--only NAME-PART] [--verbose]`: the block
 /// frontend, two ways, in one world (local hypervisor, our backend and one frontend, all
@@ -57,7 +58,7 @@ func runBlkfrontBench(arguments: [String]) async throws {
                 try await alternateAsync(&comparison, runs: options.runs, ours: {
                     let backendBefore = world.backendSample
                     let processBefore = ThreadCPU.processNanoseconds()
-                    let figure = try await offPool { try BlockBenchFio.nbd(uri: ours.uri, workload: workload, seconds: seconds) }
+                    let figure = try await offThePool { try BlockBenchFio.nbd(uri: ours.uri, workload: workload, seconds: seconds) }
                     // fio runs a little longer than `seconds` (start-up), so these are upper bounds.
                     let operations = workload.random ? figure * seconds : figure * seconds * Double(1 << 20) / Double(workload.blockSize)
                     let backend = Double(ThreadCPU.elapsed(from: backendBefore, to: world.backendSample))
@@ -66,7 +67,7 @@ func runBlkfrontBench(arguments: [String]) async throws {
                                        workload.name, backend / 1e3 / operations, (process - backend) / 1e3 / operations))
                     return figure
                 }, reference: {
-                    try await offPool { try BlockBenchFio.nbd(uri: referenceURI, workload: workload, seconds: seconds) }
+                    try await offThePool { try BlockBenchFio.nbd(uri: referenceURI, workload: workload, seconds: seconds) }
                 })
                 printComparison(comparison, options: options)
             }
@@ -97,7 +98,7 @@ func runBlkfrontBench(arguments: [String]) async throws {
                                    perIO(run.processNanoseconds &- min(run.backendNanoseconds, run.processNanoseconds))))
                 return workload.figure(operations: run.operations, seconds: run.seconds)
             }, reference: { [size = options.fileSize, seconds = options.seconds] in
-                try await offPool {
+                try await offThePool {
                     try BlockBenchFio.ioUring(path: image, regionBytes: size, jobs: 1, workload: workload, seconds: seconds)
                 }
             })
@@ -186,7 +187,7 @@ final class BlkfrontSubmitLoad: @unchecked Sendable {
     static func run(_ target: BlockBenchTarget, workload: BlockBenchWorkload, seconds: Double) async throws -> Int {
         let load = BlkfrontSubmitLoad(target: target, workload: workload,
                                       deadline: .now.advanced(by: .nanoseconds(Int64(seconds * 1e9))))
-        return try await offPool { try load.start() }
+        return try await offThePool { try load.start() }
     }
 
     private func start() throws -> Int {

@@ -589,11 +589,3 @@ func printComparison(_ comparison: BenchComparison, options: BlockBenchOptions) 
     print(comparison.line)
     fflush(nil)
 }
-
-/// Runs the blocking `body` (waiting for fio) on a thread of its own, so no thread of the
-/// concurrency pool, which the frontend and our NBD export need, is held meanwhile.
-func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try body() }) }.start()
-    }
-}
