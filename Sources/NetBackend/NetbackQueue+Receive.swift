@@ -45,7 +45,10 @@ extension NetbackQueue {
     /// the copies of a pass go in one grant-copy call (its cost, not the bytes, bounds
     /// small packets).
     func deliverHeld() {
-        var placed: [PlacedReceive] = []
+        // The pass's list lives in the queue between passes: no allocation per pass.
+        var placed = rxPlaced
+        rxPlaced = []
+        defer { rxPlaced = placed }
         var copyCount = 0
         while rxHeldHead < rxHeld.count, disconnectReason == nil {
             let index = rxHeld[rxHeldHead]

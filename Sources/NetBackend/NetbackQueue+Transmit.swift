@@ -23,11 +23,14 @@ extension NetbackQueue {
     /// Takes chains while a buffer is free. Returns true when it stopped on its budget.
     func transmit<Engine: BlockIOEngine>(engine: Engine) -> Bool {
         var budget = Int(txRing.size)
-        var pending: [PendingTransmit] = []
+        // The pass's list lives in the queue between passes: no allocation per pass.
+        var pending = txPending
+        txPending = []
         var copyCount = 0
         defer {
             finish(&pending, copyCount: copyCount, engine: engine)
             armCreditTimer(engine: engine)
+            txPending = pending
         }
         do throws(RingError) {
             while disconnectReason == nil {

@@ -126,6 +126,9 @@ public final class NetbackQueue: @unchecked Sendable {
     let copies: UnsafeMutableBufferPointer<GrantCopySegment>
     var userDataBase: UInt64 = 0
     var txUnpushed = false
+    /// A pass's parsed packets and placed packets, kept (empty) between passes.
+    var txPending: [PendingTransmit] = []
+    var rxPlaced: [PlacedReceive] = []
     var rxUnpushed = false
 
     /// User data below bit 32: tx buffer i is i, rx buffer i is `rxTag | i`, a cancel has
@@ -188,6 +191,8 @@ public final class NetbackQueue: @unchecked Sendable {
         rxState = Array(repeating: .idle, count: configuration.rxBuffers)
         rxHeld = []
         rxHeld.reserveCapacity(configuration.rxBuffers)
+        txPending.reserveCapacity(configuration.txBuffers)
+        rxPlaced.reserveCapacity(configuration.rxBuffers)
         // A pass's copies: a piece per data slot for every tx buffer, or one rx packet's
         // pieces (at most 17 pages).
         copies = .allocate(capacity: max(NetifLimits.minimumSlotsPerPacket * configuration.txBuffers, 2 * 17))
