@@ -127,3 +127,22 @@ public enum TestCommand {
                 try String(contentsOf: errURL, encoding: .utf8))
     }
 }
+
+extension TestCommand {
+    /// The `xensplit` built beside the running test bundle (the package's products share
+    /// one directory).
+    public static var xensplit: String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("xensplit").path
+    }
+
+    /// Starts `path` with `arguments`, its output discarded; the caller waits or signals it.
+    public static func spawn(_ path: String, _ arguments: [String]) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+}

@@ -3,24 +3,16 @@ import Testing
 import XenLocal
 import XenPlatform
 import XenStore
+import XenTesting
 
 /// The real CLI as processes: `xensplit hypervisor`, `xensplit domain create`, `xensplit
 /// blkback`, and the test frontend in this process reading what it wrote through them.
 @Suite("xensplit blkback as a process", .serialized)
 struct BlkbackCommandTests {
-    static var binary: String {
-        // The test bundle sits beside the package's built products.
-        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("xensplit").path
-    }
+    static var binary: String { TestCommand.xensplit }
 
     static func spawn(_ arguments: [String]) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        return process
+        try TestCommand.spawn(binary, arguments)
     }
 
     @Test("hypervisor, domain create --disk, blkback --platform local; SIGTERM walks the device to Closed")

@@ -8,18 +8,10 @@ import XenTesting
 /// `xensplit backend` as a process: one daemon for both device kinds.
 @Suite("xensplit backend as a process", .serialized)
 struct BackendCommandTests {
-    static var binary: String {
-        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("xensplit").path
-    }
+    static var binary: String { TestCommand.xensplit }
 
     static func spawn(_ executable: String, _ arguments: [String]) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        return process
+        try TestCommand.spawn(executable, arguments)
     }
 
     @Test("backend --devices vbd,vif serves a guest's disk and vif (TAP made in its namespace); SIGTERM closes both and removes the TAP")

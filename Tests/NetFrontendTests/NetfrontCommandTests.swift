@@ -6,6 +6,7 @@ import XenBus
 import XenLocal
 import XenPlatform
 import XenStore
+import XenTesting
 @testable import NetFrontend
 
 /// The real CLI as processes: `xensplit hypervisor`, `xensplit domain create --nic`,
@@ -13,19 +14,10 @@ import XenStore
 /// backend in this process, acting as dom0 on that hypervisor.
 @Suite("xensplit netfront as a process", .serialized)
 struct NetfrontCommandTests {
-    static var binary: String {
-        // The test bundle sits beside the package's built products.
-        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("xensplit").path
-    }
+    static var binary: String { TestCommand.xensplit }
 
     static func spawn(_ arguments: [String]) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        return process
+        try TestCommand.spawn(binary, arguments)
     }
 
     @Test("netfront NAME DEVID --tap IF --netns NS: the vif as a TAP device; SIGTERM walks it to Closed and removes the TAP")
