@@ -324,19 +324,3 @@ extension NetbackQueue: BackendQueue {
         }
     }
 }
-
-extension BackRing {
-    /// Asks the frontend to notify on its next push, whatever it published before
-    /// (io/ring.h: req_event = req_prod + 1, as Linux's netback waits for more rx slots or
-    /// the rest of a tx chain), and says whether more than `seen` requests are waiting
-    /// after that. ``finalCheckForRequests()`` does not do for this: it asks only when
-    /// nothing waits, so a backend short of slots it already sees would never hear of the
-    /// frontend's next post.
-    func awaitMoreRequests(than seen: UInt32) throws(RingError) -> Bool {
-        shared.storeRequestEvent(try checkedRequestProducer() &+ 1)
-        // Full fence: req_event is visible before we re-read req_prod (pairs with the
-        // fence in the frontend's pushRequestsAndCheckNotify).
-        memoryFence(.sequentiallyConsistent)
-        return try unconsumedRequests() > seen
-    }
-}
