@@ -171,7 +171,7 @@ let package = Package(
                                                           .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "NetBackendTests",
                     dependencies: ["NetBackend", "Netif", "Tap", "XenTesting", "XenLocal", "XenPlatform", "XenBus", "XenRing",
-                                   "XenStore", "SharedMemory", "URing", "XenDevice", "BlockBackend", "Blkif",
+                                   "XenStore", "SharedMemory", "URing", "XenDevice", "BlockBackend", "Blkif", "CRingReference",
                                    .product(name: "Logging", package: "swift-log")]),
         // Our netfront against our netback, in-process, through the real hotplug script.
         .testTarget(name: "NetEndToEndTests",

@@ -56,6 +56,19 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
         var carrierOn = true
         /// Follows the frontend's request-multicast-control while connected.
         var multicastWatch: Task<Void, Never>?
+        /// The control ring while connected, if the frontend set one up.
+        var control: ControlConnected?
+        /// The connection's hashing, shared by its queues.
+        var hashing: NetbackHashing?
+    }
+
+    /// A connection's control ring and what it holds.
+    struct ControlConnected: @unchecked Sendable {
+        // SAFETY (@unchecked): the queue belongs to its worker; only removal touches it here.
+        let queue: NetbackControlQueue
+        let worker: BackendWorker
+        let mapping: GrantMapping
+        let channel: any EventChannel
     }
 
     /// A connection's queue (one netif queue pair) and what it holds.
@@ -67,8 +80,8 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
         let channel: any EventChannel
     }
 
-    /// The backend features every vif advertises (io/netif.h); multi-queue and the control
-    /// ring come later.
+    /// The backend features every vif advertises (io/netif.h); multi-queue is added when
+    /// the daemon's limits offer more than one queue pair.
     public static let advertised: NetifBackendFeatures = {
         var features = NetifBackendFeatures()
         features.rxCopy = true
@@ -79,6 +92,7 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
         features.splitEventChannels = true
         features.multicastControl = true
         features.dynamicMulticastControl = true
+        features.controlRing = true
         return features
     }()
 
@@ -101,6 +115,9 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
     public var interfaceName: String? { state.withLock { $0.tap?.name } }
 
     public var isConnected: Bool { state.withLock { !$0.connected.isEmpty } }
+
+    /// What the frontend set over its control ring, while connected.
+    public var hashConfiguration: NetifHashConfiguration? { state.withLock { $0.hashing?.current } }
 
     // MARK: Xenbus hooks
 
@@ -131,7 +148,8 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
             }
             let connection = try NetifConnectionKeys(
                 xenstore: try await frontend.entries(NetifConnectionKeys.keys(queueCount: queueCount)),
-                queueCount: queueCount, splitEventChannels: Self.advertised.splitEventChannels, controlRing: false)
+                queueCount: queueCount, splitEventChannels: Self.advertised.splitEventChannels,
+                controlRing: Self.advertised.controlRing)
             return NetbackFrontendRequest(features: features, connection: connection)
         } catch let error as XenbusError {
             logger.error("netback: refused frontend keys", metadata: ["error": "\(error)"])
@@ -166,12 +184,17 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
         let descriptors = try tapQueues(tap, count: frontend.connection.queues.count)
         let multicast = NetbackMulticastFilter()
         multicast.apply(frontend.features.requestMulticastControl)
+        let hashing = NetbackHashing(queueCount: descriptors.count)
         var connected: [Connected] = []
+        var control: ControlConnected?
         do {
             for (index, keys) in frontend.connection.queues.enumerated() {
                 connected.append(try makeQueue(keys, index: index, of: descriptors.count, descriptor: descriptors[index],
                                                features: features, configuration: configuration, multicast: multicast,
-                                               paths: paths))
+                                               hashing: hashing, paths: paths))
+            }
+            if let keys = frontend.connection.control {
+                control = try makeControlQueue(keys, hashing: hashing, worker: connected[0].worker, paths: paths)
             }
         } catch {
             for queue in connected.reversed() { await release(queue) }
@@ -185,11 +208,14 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
             $0.connected = connected
             $0.carrierOn = true
             $0.multicastWatch = watch
+            $0.control = control
+            $0.hashing = hashing
         }
         try? tap.setCarrier(true)
         logger.info("netback: connected", metadata: [
             "interface": "\(tap.name)", "queues": "\(connected.count)",
             "split-event-channels": "\(connected[0].queue.txPort != connected[0].queue.rxPort)",
+            "ctrl-ring": "\(control != nil)",
             "sg": "\(features.scatterGather)", "csum-offload": "\(features.checksumOffload)",
             "gso-tcpv4": "\(features.gsoTCPv4)", "gso-tcpv6": "\(features.gsoTCPv6)",
             "rate": "\(configuration.rate.map { "\($0.bytesPerInterval) bytes per \($0.intervalMicroseconds) us" } ?? "unlimited")"])
@@ -197,15 +223,18 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
     }
 
     public func disconnect(paths: XenbusDevicePaths, reason: String) async {
-        let (connected, watch) = state.withLock { value -> ([Connected], Task<Void, Never>?) in
+        let (connected, watch, control) = state.withLock { value -> ([Connected], Task<Void, Never>?, ControlConnected?) in
             defer {
                 value.connected = []
                 value.multicastWatch = nil
+                value.control = nil
+                value.hashing = nil
             }
-            return (value.connected, value.multicastWatch)
+            return (value.connected, value.multicastWatch, value.control)
         }
         watch?.cancel()
         if let tap = state.withLock({ $0.tap }) { try? tap.setCarrier(false) }
+        if let control { await release(control) }
         guard !connected.isEmpty else { return }
         for queue in connected { await release(queue) }
         logger.info("netback: disconnected", metadata: ["reason": "\(reason)"])
@@ -347,7 +376,8 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
 
     private func makeQueue(_ keys: NetifConnectionKeys.Queue, index: Int, of count: Int, descriptor: Int32,
                            features: NetbackGuestFeatures, configuration: NetbackQueueConfiguration,
-                           multicast: NetbackMulticastFilter, paths: XenbusDevicePaths) throws -> Connected {
+                           multicast: NetbackMulticastFilter, hashing: NetbackHashing,
+                           paths: XenbusDevicePaths) throws -> Connected {
         let mapper = platform.grantMapper
         // The engine waits for the device itself (a poll armed by io_uring, a watch in the
         // thread-pool engine): the descriptor must block, or a read would fail EAGAIN.
@@ -375,8 +405,8 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
                     txRing: BackRing(attaching: txShared, at: txShared.loadResponseProducer()),
                     rxRing: BackRing(attaching: rxShared, at: rxShared.loadResponseProducer()),
                     eventChannel: channel, txPort: txPort, rxPort: rxPort, mapper: mapper, tapDescriptor: descriptor,
-                    features: features, configuration: configuration, multicast: multicast, logger: logger,
-                    guestLog: guestLog)
+                    features: features, configuration: configuration, multicast: multicast, hashing: hashing,
+                    logger: logger, guestLog: guestLog)
                 let worker = placement.take()
                 do {
                     try worker.addQueue(queue) { [weak self, weak queue] in
@@ -404,6 +434,58 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
 
     func serves(_ queue: NetbackQueue) -> Bool {
         state.withLock { $0.connected.contains { $0.queue === queue } }
+    }
+
+    /// Maps the control ring, binds its channel and puts its queue on `worker` (queue 0's:
+    /// a few requests at setup do not earn a worker of their own).
+    private func makeControlQueue(_ keys: NetifConnectionKeys.Control, hashing: NetbackHashing, worker: BackendWorker,
+                                  paths: XenbusDevicePaths) throws -> ControlConnected {
+        let mapper = platform.grantMapper
+        let mapping = try mapper.map([keys.ringRef], from: paths.frontendID, writable: true)
+        do {
+            let shared = try SharedRing(memory: mapping.view, entrySize: NetifLayout.ctrlSlotSize)
+            let channel = try platform.openEventChannel()
+            do {
+                let port = try channel.bindInterdomain(remote: paths.frontendID, remotePort: keys.eventChannel)
+                let queue = try NetbackControlQueue(
+                    name: backendPath + "/ctrl", frontendDomain: paths.frontendID,
+                    ring: BackRing(attaching: shared, at: shared.loadResponseProducer()), eventChannel: channel, port: port,
+                    mapper: mapper, hashing: hashing, guestLog: guestLog)
+                do {
+                    try worker.addQueue(queue) { [weak self, weak queue] in
+                        guard let self, let queue, let reason = queue.disconnectReason, self.serves(queue) else { return }
+                        self.reportViolation("ctrl-ring: \(reason)")
+                    }
+                } catch {
+                    queue.close()
+                    throw NetbackError.worker(error)
+                }
+                return ControlConnected(queue: queue, worker: worker, mapping: mapping, channel: channel)
+            } catch {
+                channel.close()
+                throw error
+            }
+        } catch {
+            try? mapper.unmap(mapping)
+            throw error
+        }
+    }
+
+    func serves(_ queue: NetbackControlQueue) -> Bool {
+        state.withLock { $0.control?.queue === queue }
+    }
+
+    private func release(_ control: ControlConnected) async {
+        do {
+            try await control.worker.removeQueue(control.queue)
+        } catch {
+            logger.error("netback: removing the control queue from its worker failed", metadata: ["error": "\(error)"])
+        }
+        control.queue.close()
+        control.channel.close()
+        do { try platform.grantMapper.unmap(control.mapping) } catch {
+            logger.error("netback: unmapping the control ring failed", metadata: ["error": "\(error)"])
+        }
     }
 
     private func release(_ connected: Connected) async {

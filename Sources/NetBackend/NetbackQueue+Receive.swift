@@ -207,6 +207,13 @@ extension NetbackQueue {
                 return nil
             }
         }
+        if let hashing {
+            // io/netif.h: a frontend that enabled hashing takes the hash with each packet.
+            hashing.refresh(&hashSnapshot)
+            if let hash = hashSnapshot.hash(UnsafeRawBufferPointer(frame)) {
+                extras.append(NetifExtraInfo(.hash(type: hash.type, algorithm: .toeplitz, value: hash.value)))
+            }
+        }
         guard let plan = try? NetifRxPlan(length: frame.count, flags: flags, extras: extras) else { return nil }
         if !features.scatterGather, frame.count > 4096 { return nil }
         return plan

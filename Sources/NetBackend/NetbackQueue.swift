@@ -75,6 +75,10 @@ public final class NetbackQueue: @unchecked Sendable {
     public let features: NetbackGuestFeatures
     /// The vif's multicast filter, shared with its other queues.
     public let multicast: NetbackMulticastFilter
+    /// The vif's receive hashing (set over its control ring), shared with its other queues.
+    public let hashing: NetbackHashing?
+    /// ``hashing`` as last read: refreshed when it changes.
+    var hashSnapshot = NetbackHashing.Snapshot()
     public let configuration: NetbackQueueConfiguration
     /// Why the queue stopped serving; nil while it serves.
     public private(set) var disconnectReason: NetbackError?
@@ -145,7 +149,7 @@ public final class NetbackQueue: @unchecked Sendable {
                 eventChannel: any EventChannel, txPort: EventPort, rxPort: EventPort, mapper: any GrantMapper,
                 tapDescriptor: Int32, features: NetbackGuestFeatures,
                 configuration: NetbackQueueConfiguration = NetbackQueueConfiguration(),
-                multicast: NetbackMulticastFilter = NetbackMulticastFilter(),
+                multicast: NetbackMulticastFilter = NetbackMulticastFilter(), hashing: NetbackHashing? = nil,
                 logger: Logger = Logger(label: "xensplit.netback"), guestLog: GuestLog? = nil) throws(NetbackError) {
         guard (1...256).contains(configuration.txBuffers) else {
             throw .configuration(name: "tx buffers", value: configuration.txBuffers, limit: 1...256)
@@ -165,6 +169,7 @@ public final class NetbackQueue: @unchecked Sendable {
         self.tap = .descriptor(tapDescriptor)
         self.features = features
         self.multicast = multicast
+        self.hashing = hashing
         self.configuration = configuration
         self.logger = logger
         self.guestLog = guestLog ?? GuestLog(logger: logger)

@@ -599,8 +599,9 @@ struct HostileArena {
     /// `rxBuffers`; its vif's MTU and features as given), then checks the bystander is
     /// still served, destroys the hostile guest and checks dom0 holds nothing of it.
     static func run(rxBuffers: Bool = true, mtu: Int? = nil, features: NetifFrontendFeatures? = nil,
+                    limits: NetbackDeviceLimits = NetbackDeviceLimits(), queues: Int = 1, controlRing: Bool = false,
                     _ attack: (HostileArena, NetGuest) async throws -> Void) async throws {
-        let world = try NetWorld()
+        let world = try NetWorld(limits: limits)
         do {
             // No IPv6 on dom0's side: only the packets a case sends reach a guest.
             _ = try TestCommand.run("/usr/sbin/ip", ["netns", "exec", world.namespace.name, "sysctl", "-qw",
@@ -611,7 +612,7 @@ struct HostileArena {
             let baseline = try world.dom0.domainUsage()[0]
 
             let hostile = try await world.netGuest("hostile", subnet: hostileSubnet, postRxBuffers: rxBuffers, mtu: mtu,
-                                                  features: features)
+                                                  features: features, queues: queues, controlRing: controlRing)
             try await attack(arena, hostile)
 
             for _ in 0..<3 { #expect(try await arena.bystander.echo(), "the bystander is served after the attack") }
@@ -719,12 +720,13 @@ extension NetWorld {
     /// ``RawNetfront`` (rx-copy alone unless `features` say more), with or without rx
     /// buffers posted.
     func netGuest(_ name: String, subnet: UInt8, postRxBuffers: Bool = true, mtu: Int? = nil,
-                  features given: NetifFrontendFeatures? = nil) async throws -> NetGuest {
+                  features given: NetifFrontendFeatures? = nil, queues: Int = 1,
+                  controlRing: Bool = false) async throws -> NetGuest {
         let mac = String(format: "00:16:3e:00:00:%02x", subnet)
         let spec = try VifSpec(parsing: "mac=\(mac),bridge=none" + (mtu.map { ",mtu=\($0)" } ?? ""))
         let domain = try await toolstack.createDomain(name: name, disks: [], nics: [spec], hotplug: .none)
         let platform = try LocalPlatform(stateDirectory: directory, domain: name)
-        let frontend = try RawNetfront(platform, domain: domain)
+        let frontend = try RawNetfront(platform, domain: domain, queues: queues, controlRing: controlRing)
         try await plug(domain: domain, address: "198.18.\(subnet).1", guestAddress: "198.18.\(subnet).2", guestMAC: mac)
         var features = NetifFrontendFeatures()
         features.requestRxCopy = true
