@@ -60,6 +60,8 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
         var control: ControlConnected?
         /// The connection's hashing, shared by its queues.
         var hashing: NetbackHashing?
+        /// The queues' inboxes (several queues only), closed once every queue is removed.
+        var inboxes: [NetbackInbox] = []
     }
 
     /// A connection's control ring and what it holds.
@@ -115,6 +117,10 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
     public var interfaceName: String? { state.withLock { $0.tap?.name } }
 
     public var isConnected: Bool { state.withLock { !$0.connected.isEmpty } }
+
+    /// Packet slots in each queue's inbox: a few, as a packet handed over is delivered at
+    /// the receiving worker's next pass.
+    static let inboxSlots = 4
 
     /// What the frontend set over its control ring, while connected.
     public var hashConfiguration: NetifHashConfiguration? { state.withLock { $0.hashing?.current } }
@@ -187,17 +193,25 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
         let hashing = NetbackHashing(queueCount: descriptors.count)
         var connected: [Connected] = []
         var control: ControlConnected?
+        var inboxes: [NetbackInbox] = []
         do {
+            if descriptors.count > 1 {
+                for _ in descriptors {
+                    inboxes.append(try NetbackInbox(mapper: platform.grantMapper, capacity: Self.inboxSlots,
+                                                    stride: NetbackQueue.stride))
+                }
+            }
             for (index, keys) in frontend.connection.queues.enumerated() {
                 connected.append(try makeQueue(keys, index: index, of: descriptors.count, descriptor: descriptors[index],
                                                features: features, configuration: configuration, multicast: multicast,
-                                               hashing: hashing, paths: paths))
+                                               hashing: hashing, inboxes: inboxes, paths: paths))
             }
             if let keys = frontend.connection.control {
                 control = try makeControlQueue(keys, hashing: hashing, worker: connected[0].worker, paths: paths)
             }
         } catch {
             for queue in connected.reversed() { await release(queue) }
+            for inbox in inboxes { inbox.close() }
             throw error
         }
         let watch = Task { [store, logger] in
@@ -210,6 +224,7 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
             $0.multicastWatch = watch
             $0.control = control
             $0.hashing = hashing
+            $0.inboxes = inboxes
         }
         try? tap.setCarrier(true)
         logger.info("netback: connected", metadata: [
@@ -223,20 +238,24 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
     }
 
     public func disconnect(paths: XenbusDevicePaths, reason: String) async {
-        let (connected, watch, control) = state.withLock { value -> ([Connected], Task<Void, Never>?, ControlConnected?) in
+        let (connected, watch, control, inboxes) = state.withLock {
+            value -> ([Connected], Task<Void, Never>?, ControlConnected?, [NetbackInbox]) in
             defer {
                 value.connected = []
                 value.multicastWatch = nil
                 value.control = nil
                 value.hashing = nil
+                value.inboxes = []
             }
-            return (value.connected, value.multicastWatch, value.control)
+            return (value.connected, value.multicastWatch, value.control, value.inboxes)
         }
         watch?.cancel()
         if let tap = state.withLock({ $0.tap }) { try? tap.setCarrier(false) }
         if let control { await release(control) }
         guard !connected.isEmpty else { return }
         for queue in connected { await release(queue) }
+        // Every queue is off its worker: none hands packets over any more.
+        for inbox in inboxes { inbox.close() }
         logger.info("netback: disconnected", metadata: ["reason": "\(reason)"])
     }
 
@@ -376,7 +395,7 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
 
     private func makeQueue(_ keys: NetifConnectionKeys.Queue, index: Int, of count: Int, descriptor: Int32,
                            features: NetbackGuestFeatures, configuration: NetbackQueueConfiguration,
-                           multicast: NetbackMulticastFilter, hashing: NetbackHashing,
+                           multicast: NetbackMulticastFilter, hashing: NetbackHashing, inboxes: [NetbackInbox],
                            paths: XenbusDevicePaths) throws -> Connected {
         let mapper = platform.grantMapper
         // The engine waits for the device itself (a poll armed by io_uring, a watch in the
@@ -406,7 +425,7 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
                     rxRing: BackRing(attaching: rxShared, at: rxShared.loadResponseProducer()),
                     eventChannel: channel, txPort: txPort, rxPort: rxPort, mapper: mapper, tapDescriptor: descriptor,
                     features: features, configuration: configuration, multicast: multicast, hashing: hashing,
-                    logger: logger, guestLog: guestLog)
+                    index: index, inboxes: inboxes, logger: logger, guestLog: guestLog)
                 let worker = placement.take()
                 do {
                     try worker.addQueue(queue) { [weak self, weak queue] in
