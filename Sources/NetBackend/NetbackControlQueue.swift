@@ -106,8 +106,9 @@ extension NetbackControlQueue: BackendQueue {
                     let slot = ring.requestSlot(ring.requestConsumer)
                     let request: NetifCtrlRequest
                     do { request = try NetifCtrlRequest.decode(from: slot, at: 0) } catch {
-                        // A 16-byte slot always holds a request: this is a bug, not the guest.
-                        preconditionFailure("control slot smaller than a request: \(error)")
+                        // Not reached: every slot of a ring of 16-byte entries holds a request.
+                        disconnect(.packet(error))
+                        return false
                     }
                     ring.requestConsumer &+= 1
                     let response = hashing.answer(request) { ref, length in read(ref, length) }

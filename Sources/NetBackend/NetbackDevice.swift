@@ -195,7 +195,8 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
         var control: ControlConnected?
         var inboxes: [NetbackInbox] = []
         do {
-            if descriptors.count > 1 {
+            // Only a frontend with a control ring can set a mapping table that steers.
+            if descriptors.count > 1, frontend.connection.control != nil {
                 for _ in descriptors {
                     inboxes.append(try NetbackInbox(mapper: platform.grantMapper, capacity: Self.inboxSlots,
                                                     stride: NetbackQueue.stride))

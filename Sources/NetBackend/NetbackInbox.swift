@@ -60,17 +60,16 @@ public final class NetbackInbox: @unchecked Sendable {
     /// ``stride`` bytes) into a free slot and wakes the owner. False when full (dropped).
     public func put(_ packet: UnsafeRawBufferPointer) -> Bool {
         guard packet.count <= stride else { return false }
-        let taken = state.withLock { state -> Bool in
+        return state.withLock { state -> Bool in
             guard !state.closed, let slot = state.free.popLast() else { return false }
-            // Under the lock: a copy of one packet, against the vif's few other queues.
+            // Under the lock, so close() cannot come between: a copy of one packet and the
+            // wake-up, contended only by the vif's few other queues.
             base(slot).copyMemory(from: packet.baseAddress!, byteCount: packet.count)
             state.ready.append((slot, packet.count))
+            var one: UInt64 = 1
+            _ = write(eventFD, &one, 8)
             return true
         }
-        guard taken else { return false }
-        var one: UInt64 = 1
-        _ = write(eventFD, &one, 8)
-        return true
     }
 
     /// On the owner's worker: clears the wake-up and hands over every filled slot, oldest
