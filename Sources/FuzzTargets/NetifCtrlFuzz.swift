@@ -49,7 +49,9 @@ public enum NetifCtrlFuzz {
             precondition(found.addresses.lowerBound >= 0 && found.addresses.upperBound <= bytes.count, "addresses outside")
             if let ports = found.ports { precondition(ports.upperBound <= bytes.count, "ports outside the frame") }
             precondition(configuration.types.contains(found.type.set), "a type not enabled")
-            _ = found.toeplitz(of: bytes, with: NetifToeplitz(key: configuration.key))
+            let serial = found.toeplitz(of: bytes, with: NetifToeplitz(key: configuration.key))
+            precondition(found.toeplitz(of: bytes, with: NetifToeplitzTable(key: configuration.key)) == serial,
+                         "the table and the bit-serial hash differ")
         }
     }
 

@@ -38,7 +38,8 @@ public final class NetbackHashing: Sendable {
         var generation: UInt32 = 0
         var hashing = false
         var types: NetifHashTypes = []
-        var toeplitz = NetifToeplitz(key: [])
+        /// The key unpacked for a lookup per input byte (36 KiB, built per change).
+        var toeplitz = NetifToeplitzTable(key: [])
         var configuration = NetifHashConfiguration(queueCount: 1)
 
         /// The packet's hash and type, if hashing is on and the frame has a hash input.
@@ -61,6 +62,6 @@ public final class NetbackHashing: Sendable {
         guard now != snapshot.generation else { return }
         let state = current
         snapshot = Snapshot(generation: now, hashing: state.isHashing, types: state.types,
-                            toeplitz: NetifToeplitz(key: state.key), configuration: state)
+                            toeplitz: NetifToeplitzTable(key: state.key), configuration: state)
     }
 }

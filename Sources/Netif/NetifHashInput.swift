@@ -74,6 +74,15 @@ public struct NetifHashInput: Sendable, Hashable {
         return hash.value
     }
 
+    /// The Toeplitz hash of this input in `frame`, by `table` (the key unpacked once).
+    @inlinable
+    public func toeplitz(of frame: UnsafeRawBufferPointer, with table: NetifToeplitzTable) -> UInt32 {
+        var value: UInt32 = 0
+        table.update(&value, UnsafeRawBufferPointer(rebasing: frame[addresses]), at: 0)
+        if let ports { table.update(&value, UnsafeRawBufferPointer(rebasing: frame[ports]), at: addresses.count) }
+        return value
+    }
+
     /// The bytes hashed, in order (for tests and logs).
     public func bytes(of frame: [UInt8]) -> [UInt8] {
         Array(frame[addresses]) + (ports.map { Array(frame[$0]) } ?? [])

@@ -49,6 +49,25 @@ import Testing
         }
     }
 
+    @Test("the table-driven Toeplitz equals io/netif.h's function on 3000 random keys and inputs of 0...36 bytes, in pieces too")
+    func tableMatchesTheHeadersFunction() {
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<3000 {
+            let key = (0..<Int.random(in: 0...40, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            let table = NetifToeplitzTable(key: key)
+            for _ in 0..<4 {
+                let input = (0..<Int.random(in: 0...36, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+                let theirs = Self.reference(key: key, input: input)
+                #expect(table.hash(input) == theirs, "round \(round): key \(key) input \(input)")
+                let cut = Int.random(in: 0...input.count, using: &generator)
+                var value: UInt32 = 0
+                Array(input[..<cut]).withUnsafeBytes { table.update(&value, $0, at: 0) }
+                Array(input[cut...]).withUnsafeBytes { table.update(&value, $0, at: cut) }
+                #expect(value == theirs)
+            }
+        }
+    }
+
     @Test("an empty key hashes everything to 0")
     func emptyKey() {
         #expect(NetifToeplitz.hash(key: [], input: [1, 2, 3, 4, 5, 6, 7, 8]) == 0)
@@ -89,6 +108,12 @@ import Testing
         #expect(tcpInput.bytes(of: tcp) == [66, 9, 149, 187, 161, 142, 100, 80, 0x0a, 0xea, 0x06, 0xe6])
         let value = tcp.withUnsafeBytes { tcpInput.toeplitz(of: $0, with: NetifToeplitz(key: Self.rssKey)) }
         #expect(value == 0x51cc_c178)
+        let tableValue = tcp.withUnsafeBytes { tcpInput.toeplitz(of: $0, with: NetifToeplitzTable(key: Self.rssKey)) }
+        #expect(tableValue == 0x51cc_c178)
+        let v6 = Self.ipv6(next: 6)
+        let v6Input = try #require(Self.find(v6, all))
+        let v6Value = v6.withUnsafeBytes { v6Input.toeplitz(of: $0, with: NetifToeplitzTable(key: Self.rssKey)) }
+        #expect(v6Value == Self.reference(key: Self.rssKey, input: v6Input.bytes(of: v6)))
         // Only IPv4 enabled: the addresses alone ("the maximal type" enabled).
         #expect(Self.find(tcp, [.ipv4]) == NetifHashInput(type: .ipv4, addresses: 26..<34))
         // Only IPv4+TCP enabled: a UDP packet has no hash.
