@@ -122,6 +122,18 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
     /// the receiving worker's next pass.
     static let inboxSlots = 4
 
+    /// The vif's packet counts now, summed over its queues (each read on its worker);
+    /// nil while not connected.
+    public func counters() async -> NetifCounters? {
+        let connected = state.withLock { $0.connected }
+        guard !connected.isEmpty else { return nil }
+        let total = Mutex(NetifCounters())
+        for queue in connected {
+            try? await queue.worker.perform(on: queue.queue) { queue in total.withLock { $0.add(queue.statistics) } }
+        }
+        return total.withLock { $0 }
+    }
+
     /// What the frontend set over its control ring, while connected.
     public var hashConfiguration: NetifHashConfiguration? { state.withLock { $0.hashing?.current } }
 

@@ -1,7 +1,22 @@
 import CURing
 import Glibc
+import Netif
 import Synchronization
 import XenPlatform
+
+extension NetifCounters {
+    /// Adds `other`'s counts to these.
+    mutating func add(_ other: NetifCounters) {
+        txPackets += other.txPackets
+        txBytes += other.txBytes
+        txDropped += other.txDropped
+        txErrors += other.txErrors
+        rxPackets += other.rxPackets
+        rxBytes += other.rxBytes
+        rxDropped += other.rxDropped
+        rxErrors += other.rxErrors
+    }
+}
 
 /// Where a vif's queues hand each other packets (io/netif.h, XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING):
 /// the kernel picks the TAP queue a packet arrives on, the frontend's mapping table picks

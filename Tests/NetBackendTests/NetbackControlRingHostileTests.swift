@@ -120,6 +120,33 @@ struct NetbackControlRingHostileTests {
         }
     }
 
+    @Test("a flood steered to a queue whose guest posts no more buffers: the inbox fills and drops, the bystander is served, the queue delivers again once buffers come")
+    func floodSteeredToAStarvedQueue() async throws {
+        var limits = NetbackDeviceLimits()
+        limits.maxQueues = 2
+        try await HostileArena.run(limits: limits, queues: 2, controlRing: true) { arena, hostile in
+            let frontend = hostile.frontend
+            try await frontend.enableHashing(types: [.ipv4], key: Self.key, mapping: [1])
+            // Nobody reads queue 1's ring: its 8 buffers go to the first packets, then its
+            // own buffers and its inbox hold what they can. 16 flows: the kernel spreads
+            // them over both TAP queues, so queue 0 reads some and hands them over until
+            // queue 1's inbox is full, and drops (and counts) the rest.
+            try await arena.blast(to: hostile, count: 320, flows: 16)
+            let daemon = arena.world.daemon, backend = frontend.backendPath
+            try await eventually("queue 0 drops what queue 1's full inbox cannot take") {
+                (await daemon.counters(of: backend)?.rxDropped ?? 0) > 0
+            }
+            // Reading queue 1 posts its buffers again: what was held comes, then new traffic.
+            let port: UInt16 = 45000
+            let syn = CtrlFrames.tcpSyn(from: hostile.address, to: hostile.dom0Address, sourcePort: port, destinationPort: 9,
+                                        sourceMAC: hostile.mac)
+            try frontend.send(syn, id: 99)
+            let reset = try await frontend.awaitRx { CtrlFrames.isReset($0, toPort: port) }
+            #expect(reset.queue == 1)
+            #expect(reset.packet.extras.count == 1)
+        }
+    }
+
     @Test("a missing queue-1 or control-ring key refuses the vif with the key named in the error node; nothing stays mapped",
           arguments: ["queue-1/tx-ring-ref", "queue-1/rx-ring-ref", "queue-1/event-channel-rx", "event-channel-ctrl", "ctrl-ring-ref"])
     func missingKey(key: String) async throws {

@@ -658,20 +658,22 @@ struct HostileArena {
         #expect(try await guest.echo(), "\(guest.name) still passes traffic")
     }
 
-    /// Sends `count` UDP datagrams of `size` bytes from dom0's side to `guest`'s address.
-    func blast(to guest: NetGuest, count: Int, size: Int = 1400) async throws {
+    /// Sends `count` UDP datagrams of `size` bytes from dom0's side to `guest`'s address,
+    /// spread round-robin over `flows` sockets (each its own source port, so its own flow).
+    func blast(to guest: NetGuest, count: Int, size: Int = 1400, flows: Int = 1) async throws {
         let destination = guest.address, namespace = world.namespace.namespace
         let sent = try await offThePool { try namespace.run { () -> Int in
-            let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-            guard fd >= 0 else { return -1 }
-            defer { close(fd) }
+            let fds = (0..<flows).map { _ in socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0) }
+            guard fds.allSatisfy({ $0 >= 0 }) else { return -1 }
+            defer { for fd in fds { close(fd) } }
             var address = sockaddr_in()
             address.sin_family = sa_family_t(AF_INET)
             address.sin_port = UInt16(9).bigEndian
             address.sin_addr.s_addr = destination.withUnsafeBytes { $0.load(as: UInt32.self) }
             let payload = [UInt8](repeating: 0x5A, count: size)
             var sent = 0
-            for _ in 0..<count {
+            for index in 0..<count {
+                let fd = fds[index % fds.count]
                 let n = withUnsafePointer(to: &address) { pointer in
                     pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                         sendto(fd, payload, payload.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
