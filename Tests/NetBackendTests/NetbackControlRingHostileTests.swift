@@ -88,6 +88,32 @@ struct NetbackControlRingHostileTests {
         }
     }
 
+    @Test("a vif refused for its control ring is served again once its frontend starts over with a new one")
+    func refusedForControlRingStartsOver() async throws {
+        try await HostileArena.run(controlRing: true) { arena, hostile in
+            let control = try #require(hostile.frontend.control)
+            control.shared.storeRequestProducer(control.shared.loadRequestProducer() &+ control.ring.size &+ 1)
+            try control.eventChannel.notify(control.port)
+            let backend = hostile.frontend.backendPath, store = arena.store
+            try await eventually("\(backend) refused") {
+                (try? await store.readString(backend + "/state")) == String(XenbusState.closing.rawValue)
+            }
+            let frontendPath = hostile.frontend.frontendPath
+            try await hostile.frontend.store.write(frontendPath + "/state", String(XenbusState.closed.rawValue))
+            try await eventually("\(backend) Closed") {
+                (try? await store.readString(backend + "/state")) == String(XenbusState.closed.rawValue)
+            }
+            try await hostile.frontend.store.write(frontendPath + "/state", String(XenbusState.initialising.rawValue))
+            try await eventually("\(backend) InitWait") {
+                (try? await store.readString(backend + "/state")) == String(XenbusState.initWait.rawValue)
+            }
+            let again = try await arena.world.reconnect(hostile, controlRing: true)
+            let size = try await again.frontend.ctrl(NetifCtrlRequest(id: 5, .getHashMappingSize))
+            #expect(size == NetifCtrlResponse(id: 5, type: 4, status: .success, data: 128))
+            #expect(try await again.echo(), "the new connection passes traffic")
+        }
+    }
+
     @Test("multi-queue-num-queues changed after connect is ignored: the vif keeps its 2 queues, tables are checked against 2")
     func queueCountChangedAfterConnect() async throws {
         var limits = NetbackDeviceLimits()

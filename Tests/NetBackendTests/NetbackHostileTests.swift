@@ -697,8 +697,8 @@ struct HostileArena {
 extension NetWorld {
     /// A new ``RawNetfront`` (new rings and ports) for `guest`'s vif, connected with rx
     /// buffers posted, once the backend waits in InitWait again.
-    func reconnect(_ guest: NetGuest) async throws -> NetGuest {
-        let frontend = try RawNetfront(guest.platform, domain: guest.domain)
+    func reconnect(_ guest: NetGuest, controlRing: Bool = false) async throws -> NetGuest {
+        let frontend = try RawNetfront(guest.platform, domain: guest.domain, controlRing: controlRing)
         var features = NetifFrontendFeatures()
         features.requestRxCopy = true
         try await frontend.connect(features: features)
