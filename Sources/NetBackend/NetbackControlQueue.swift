@@ -14,10 +14,15 @@ import XenRing
 /// than a ring ahead), and that stops the vif as on its other rings.
 public final class NetbackControlQueue: @unchecked Sendable {
     // SAFETY (@unchecked): used by one worker thread while on it, by its owner otherwise.
+    /// For logs: the vif's backend path and `/ctrl`.
     public let name: String
+    /// The guest whose grants the key and table pages are.
     public let frontendDomain: DomainID
+    /// The handle `port` is bound on.
     public let eventChannel: any EventChannel
+    /// The local end of `event-channel-ctrl`.
     public let port: EventPort
+    /// What the requests set, shared with the vif's rx queues.
     public let hashing: NetbackHashing
     /// Why the queue stopped serving; nil while it serves.
     public private(set) var disconnectReason: NetbackError?

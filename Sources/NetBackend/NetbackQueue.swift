@@ -61,7 +61,9 @@ public struct NetbackQueueConfiguration: Sendable, Equatable {
 /// header built from the chain's flags and GSO extra, the slots answered, and the buffer
 /// written to the TAP device by the engine. RX (host to guest): the engine reads the TAP
 /// device into the queue's buffers; each packet is planned over the guest's posted buffers
-/// (``NetifRxPlan``), grant-copied into them and answered slot by slot. A guest that posts
+/// (``NetifRxPlan``), grant-copied into them and answered slot by slot; while the frontend
+/// hashes (``NetbackHashing``) each carries its hash extra, and a packet its mapping table
+/// gives another queue is handed to that queue's ``NetbackInbox``. A guest that posts
 /// no rx buffers holds at most ``NetbackQueueConfiguration/rxBuffers`` packets here; the
 /// rest wait in the kernel's TAP queue, which drops past its length: memory stays bounded.
 public final class NetbackQueue: @unchecked Sendable {

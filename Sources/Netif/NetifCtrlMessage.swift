@@ -54,12 +54,14 @@ public struct NetifCtrlRequest: Sendable, Hashable {
     @usableFromInline static let typeOffset = 2
     @usableFromInline static let dataOffset = 4
 
+    /// A request of any raw `type` (an unknown one included).
     public init(id: UInt16, type: UInt16, data: (UInt32, UInt32, UInt32) = (0, 0, 0)) {
         self.id = id
         self.type = type
         self.data = data
     }
 
+    /// A request of a type io/netif.h defines.
     public init(id: UInt16, _ kind: NetifCtrlType, data: (UInt32, UInt32, UInt32) = (0, 0, 0)) {
         self.init(id: id, type: kind.rawValue, data: data)
     }
@@ -118,6 +120,7 @@ public struct NetifCtrlResponse: Sendable, Hashable {
     @usableFromInline static let statusOffset = 4
     @usableFromInline static let dataOffset = 8
 
+    /// A response with every field given.
     public init(id: UInt16, type: UInt16, status: NetifCtrlStatus, data: UInt32 = 0) {
         self.id = id
         self.type = type

@@ -9,6 +9,7 @@ public struct NetifHashInput: Sendable, Hashable {
     /// Source then destination port (4 bytes), for the TCP types.
     public var ports: Range<Int>?
 
+    /// An input with every range given; ``find(in:types:)`` makes them from a frame.
     public init(type: NetifHashType, addresses: Range<Int>, ports: Range<Int>? = nil) {
         self.type = type
         self.addresses = addresses
