@@ -14,7 +14,7 @@ extension NetbackQueue {
         deliverHeld()
         guard disconnectReason == nil else { return }
         if !inboxes.isEmpty, !inboxPolled, case .accepted = engine.enqueue(BlockRequest(
-            .pollReadable(inboxes[index].eventFD), userData: userDataBase | UInt64(Self.inboxTag))) {
+            .pollReadable(inboxes[self.index].eventFD), userData: userDataBase | UInt64(Self.inboxTag))) {
             inboxPolled = true
         }
         for index in 0..<configuration.rxBuffers where rxState[index] == .idle {

@@ -155,18 +155,23 @@ public final class NetbackQueue: @unchecked Sendable {
     /// A queue over mapped rings `txRing` and `rxRing` of `frontendDomain`, notified on
     /// `txPort` and `rxPort` (the same port for a shared channel) of `eventChannel`,
     /// moving packets to and from the TAP queue `tapDescriptor` (blocking mode: the engine
-    /// waits for it).
+    /// waits for it). With several queues, `index` is this one's place and `inboxes` every
+    /// queue's inbox (empty: no steering).
     public init(name: String, frontendDomain: DomainID, txRing: BackRing, rxRing: BackRing,
                 eventChannel: any EventChannel, txPort: EventPort, rxPort: EventPort, mapper: any GrantMapper,
                 tapDescriptor: Int32, features: NetbackGuestFeatures,
                 configuration: NetbackQueueConfiguration = NetbackQueueConfiguration(),
                 multicast: NetbackMulticastFilter = NetbackMulticastFilter(), hashing: NetbackHashing? = nil,
-                index: Int = 0, inboxes: [NetbackInbox] = [], logger: Logger = Logger(label: "xensplit.netback"), guestLog: GuestLog? = nil) throws(NetbackError) {
+                index: Int = 0, inboxes: [NetbackInbox] = [], logger: Logger = Logger(label: "xensplit.netback"),
+                guestLog: GuestLog? = nil) throws(NetbackError) {
         guard (1...256).contains(configuration.txBuffers) else {
             throw .configuration(name: "tx buffers", value: configuration.txBuffers, limit: 1...256)
         }
         guard (1...256).contains(configuration.rxBuffers) else {
             throw .configuration(name: "rx buffers", value: configuration.rxBuffers, limit: 1...256)
+        }
+        guard inboxes.isEmpty || inboxes.indices.contains(index) else {
+            throw .configuration(name: "queue index", value: index, limit: 0...(inboxes.count - 1))
         }
         self.name = name
         self.frontendDomain = frontendDomain
