@@ -61,7 +61,10 @@ public final class NetbackHashing: Sendable {
         let now = generation.load(ordering: .acquiring)
         guard now != snapshot.generation else { return }
         let state = current
-        snapshot = Snapshot(generation: now, hashing: state.isHashing, types: state.types,
-                            toeplitz: NetifToeplitzTable(key: state.key), configuration: state)
+        // The table is rebuilt only for a new key, not for new flags or a new mapping.
+        let table = snapshot.generation != 0 && state.key == snapshot.configuration.key
+            ? snapshot.toeplitz : NetifToeplitzTable(key: state.key)
+        snapshot = Snapshot(generation: now, hashing: state.isHashing, types: state.types, toeplitz: table,
+                            configuration: state)
     }
 }
