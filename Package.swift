@@ -124,7 +124,7 @@ let package = Package(
             name: "xensplit",
             dependencies: [
                 "XenStore", "XenLocal", "XenPlatform", "XenLinux", "XenTesting", "BlockBackend", "URing",
-                "BlockFrontend", "NBD", "Blkif", "NetBackend", "NetFrontend", "Netif", "Tap", "XenBus",
+                "BlockFrontend", "NBD", "Blkif", "NetBackend", "NetFrontend", "Netif", "Tap", "XenBus", "Conformance",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
