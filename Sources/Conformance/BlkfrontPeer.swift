@@ -84,7 +84,12 @@ public final class BlkfrontPeer: ConformancePeer, @unchecked Sendable {
         }
     }
 
-    public func targetNodes() async throws -> [String: String] { try await backendNodes() }
+    /// The backend's nodes on a connected device: some features (info) are written only
+    /// at Connected.
+    public func targetNodes() async throws -> [String: String] {
+        try await ensureConnected()
+        return try await backendNodes()
+    }
 
     /// The disk size the backend published at Connected, in 512-byte sectors.
     public var sectors: UInt64 { atConnected[BlkifDiskProperties.Key.sectors].flatMap(UInt64.init) ?? 0 }
@@ -201,10 +206,15 @@ public final class BlkfrontPeer: ConformancePeer, @unchecked Sendable {
            (try? await store.readString(frontendPath + "/state")) == XenbusState.initialising.nodeValue {
             return
         }
+        // A backend not yet started on the device (no state, Initialising) is waited for.
+        var current = await backendState()
+        if current == nil || current == .initialising || current == .unknown {
+            current = try await waitForBackend([.initWait, .initialised, .connected, .closing, .closed])
+        }
         // A backend still at InitWait has connected nothing this handshake: there is
         // nothing to close on its side, and backends differ in whether they follow a
         // frontend's Closing from InitWait.
-        if await backendState() != .initWait {
+        if current != .initWait {
             try await writeState(.closing)
             try await waitForBackend([.closing, .closed])
             try await writeState(.closed)
