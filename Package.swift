@@ -187,7 +187,9 @@ let package = Package(
                                    "XenPlatform", "XenBus", "XenStore", "URing", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenTesting", "XenLocal", "XenPlatform", "XenStore"]),
         // The suite's files and reports, and the suite run against our devices as processes.
-        .testTarget(name: "ConformanceTests", dependencies: ["Conformance", "XenTesting", "XenLocal", "XenPlatform", "XenStore"]),
+        .testTarget(name: "ConformanceTests", dependencies: ["Conformance", "XenTesting", "XenLocal", "XenPlatform", "XenStore", "XenBus",
+                                                            "Blkif", "CRingReference", "SharedMemory", "XenRing",
+                                                            .product(name: "Logging", package: "swift-log")]),
     ],
     swiftLanguageModes: [.v6]
 )
