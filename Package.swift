@@ -114,8 +114,7 @@ let package = Package(
         // either role on the wire modules and the platform (never on the devices), reports.
         .target(
             name: "Conformance",
-            dependencies: ["Blkif", "Netif", "XenRing", "XenBus", "XenStore", "XenPlatform", "SharedMemory",
-                           .product(name: "Logging", package: "swift-log")]
+            dependencies: ["Blkif", "Netif", "XenRing", "XenBus", "XenStore", "XenPlatform", "SharedMemory"]
         ),
         // The C reference: Xen's own io/ring.h macros, for interop tests and benchmarks.
         .target(name: "CRingReference"),
