@@ -13,7 +13,7 @@ public enum BlkifBackendSuite {
     public typealias Check = ClauseCheck<BlkfrontPeer>
 
     /// Every check, ring and xenbus first.
-    public static var checks: [Check] { ring + xenbus + nodes + io + features + badRequests + badHandshakes }
+    public static var checks: [Check] { ring + xenbus + nodes + io + features + badRequests + [doubleFetch] + badHandshakes }
 
     /// A ring's worth of one-sector reads at once, after `warmUp` single reads so the
     /// indices are not at 0, then one more read: every id answered once, OKAY.
