@@ -24,6 +24,7 @@ let package = Package(
         .library(name: "BlockFrontend", targets: ["BlockFrontend"]),
         .library(name: "NetBackend", targets: ["NetBackend"]),
         .library(name: "NetFrontend", targets: ["NetFrontend"]),
+        .library(name: "Conformance", targets: ["Conformance"]),
         .executable(name: "xensplit", targets: ["xensplit"]),
         .executable(name: "xensplit-bench", targets: ["xensplit-bench"]),
     ],
@@ -109,6 +110,12 @@ let package = Package(
             dependencies: ["XenBus", "XenDevice", "Netif", "Tap", "XenRing", "SharedMemory", "XenPlatform", "XenStore",
                            .product(name: "Logging", package: "swift-log")]
         ),
+        // Ring-protocol conformance: clauses from Protocols/conformance, a scripted peer in
+        // either role on the wire modules and the platform (never on the devices), reports.
+        .target(
+            name: "Conformance",
+            dependencies: ["Blkif", "Netif", "XenRing", "XenBus", "XenStore", "XenPlatform", "SharedMemory"]
+        ),
         // The C reference: Xen's own io/ring.h macros, for interop tests and benchmarks.
         .target(name: "CRingReference"),
 
@@ -116,7 +123,7 @@ let package = Package(
             name: "xensplit",
             dependencies: [
                 "XenStore", "XenLocal", "XenPlatform", "XenLinux", "XenTesting", "BlockBackend", "URing",
-                "BlockFrontend", "NBD", "Blkif", "NetBackend", "NetFrontend", "Netif", "Tap", "XenBus",
+                "BlockFrontend", "NBD", "Blkif", "NetBackend", "NetFrontend", "Netif", "Tap", "XenBus", "Conformance",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -178,6 +185,10 @@ let package = Package(
                     dependencies: ["NetBackend", "NetFrontend", "Netif", "Tap", "SystemCalls", "XenTesting", "XenLocal",
                                    "XenPlatform", "XenBus", "XenStore", "URing", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenTesting", "XenLocal", "XenPlatform", "XenStore"]),
+        // The suite's files and reports, and the suite run against our devices as processes.
+        .testTarget(name: "ConformanceTests", dependencies: ["Conformance", "XenTesting", "XenLocal", "XenPlatform", "XenStore", "XenBus",
+                                                            "Blkif", "CRingReference", "SharedMemory", "XenRing",
+                                                            .product(name: "Logging", package: "swift-log")]),
     ],
     swiftLanguageModes: [.v6]
 )

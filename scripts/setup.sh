@@ -12,6 +12,8 @@ packages=(
   xenstore-utils python3-pyxs fio qemu-utils nbdkit libnbd-bin iperf3 iproute2 valgrind
   # the net tests: ping inside test namespaces, tcpdump for captures
   iputils-ping tcpdump
+  # the conformance tests read the suite's JUnit reports with a real JUnit library
+  python3-junitparser
   # loop devices (losetup) give the backing-store tests block devices
   mount
   # scripts/realxen/run-test.sh: Xen under QEMU with a debootstrapped dom0

@@ -7,7 +7,7 @@ struct XenSplit: AsyncParsableCommand {
         commandName: "xensplit",
         abstract: "Xen split-device drivers in userspace, on real Xen or on a local hypervisor.",
         subcommands: [HypervisorCommand.self, DomainCommand.self, XenstoredCommand.self, BlkbackCommand.self, BlkfrontCommand.self,
-                      NetbackCommand.self, NetfrontCommand.self, BackendCommand.self,
+                      NetbackCommand.self, NetfrontCommand.self, BackendCommand.self, ConformanceCommand.self,
                       DemoCommand.self, SelfTestCommand.self]
     )
 }

@@ -1,0 +1,38 @@
+/// What a check observed: the outcome and the evidence for it (what was seen).
+public struct ClauseVerdict: Sendable, Hashable {
+    public let outcome: ClauseOutcome
+    public let evidence: String
+
+    public init(_ outcome: ClauseOutcome, _ evidence: String) {
+        self.outcome = outcome
+        self.evidence = evidence
+    }
+
+    public static func pass(_ evidence: String) -> ClauseVerdict { ClauseVerdict(.pass, evidence) }
+    public static func fail(_ evidence: String) -> ClauseVerdict { ClauseVerdict(.fail, evidence) }
+    public static func notApplicable(_ evidence: String) -> ClauseVerdict { ClauseVerdict(.notApplicable, evidence) }
+
+    /// Pass when `condition` holds, else fail; the evidence either way.
+    public static func expect(_ condition: Bool, _ evidence: String) -> ClauseVerdict {
+        condition ? .pass(evidence) : .fail(evidence)
+    }
+}
+
+/// The peer a run plays against the target, as the runner sees it.
+public protocol ConformancePeer: AnyObject, Sendable {
+    /// The nodes of the target's own device directory now (feature conditions are read
+    /// against them).
+    func targetNodes() async throws -> [String: String]
+}
+
+/// The executable check of one clause, run against a peer of type `Peer`. A check that
+/// throws fails its clause with the error as evidence.
+public struct ClauseCheck<Peer: ConformancePeer>: Sendable {
+    public let id: String
+    public let run: @Sendable (Peer) async throws -> ClauseVerdict
+
+    public init(_ id: String, _ run: @escaping @Sendable (Peer) async throws -> ClauseVerdict) {
+        self.id = id
+        self.run = run
+    }
+}
