@@ -90,6 +90,51 @@ struct NetMultiQueueEndToEndTests {
         }
     }
 
+    @Test("xensplit netfront --queues 2 as a process: two pairs, a TAP queue each, ping both ways, SIGTERM exits 0")
+    func commandWithTwoQueues() async throws {
+        try await withPair(maxQueues: 4) { pair in
+            let spec = try VifSpec(parsing: "bridge=\(NetPair.bridge),mac=00:16:3e:40:00:21")
+            _ = try await pair.toolstack.createDomain(name: "cli", disks: [], nics: [spec])
+            let ns = try TestNamespace(prefix: "xse2c")
+            defer { ns.delete() }
+            let netfront = try NetfrontProcess(["netfront", "cli", "0", "--tap", "eth0", "--netns", ns.name, "--queues", "2",
+                                                "--platform", "local", "--state-dir", pair.directory])
+            defer { netfront.stop() }
+            try await eventually("two queue pairs connected on the backend") { pair.daemon.queuesPerWorker.reduce(0, +) == 2 }
+            try await eventually("carrier on") { (try? ns.readSysfs("/sys/class/net/eth0/carrier")) == "1" }
+            #expect(try Self.txQueues(ns, "eth0") == 2)
+            try ns.ip("link", "set", "dev", "lo", "up")
+            try ns.ip("addr", "add", "198.19.64.33/24", "dev", "eth0")
+            #expect(try await NetPair.ping(from: ns, NetPair.bridgeAddress))
+            #expect(try await NetPair.ping(from: pair.namespace, "198.19.64.33"))
+            let (status, output) = try await netfront.terminate()
+            #expect(status == 0, "\(output)")
+            #expect(output.contains("connected with 2 queue pairs on"), "\(output)")
+            #expect(output.contains("the backend offers 4"), "\(output)")
+        }
+    }
+
+    @Test("xensplit netfront --queues above the backend's offer exits with an error naming multi-queue-max-queues")
+    func commandRefusesMoreThanOffered() async throws {
+        try await withPair(maxQueues: 2) { pair in
+            let spec = try VifSpec(parsing: "bridge=\(NetPair.bridge),mac=00:16:3e:40:00:22")
+            _ = try await pair.toolstack.createDomain(name: "cli", disks: [], nics: [spec])
+            let ns = try TestNamespace(prefix: "xse2c")
+            defer { ns.delete() }
+            let netfront = try NetfrontProcess(["netfront", "cli", "0", "--tap", "eth0", "--netns", ns.name, "--queues", "3",
+                                                "--platform", "local", "--state-dir", pair.directory])
+            defer { netfront.stop() }
+            let (status, output) = try await netfront.exit()
+            #expect(status != 0)
+            #expect(output.contains("--queues 3: 3 queue pairs asked for, but the backend offers at most 2 (multi-queue-max-queues)"),
+                    "\(output)")
+            // It took its TAP device with it.
+            #expect(try !ns.hasLink("eth0"))
+            let help = try TestCommand.run(TestCommand.xensplit, ["netfront", "--help"])
+            #expect(help.stdout.contains("--queues"), "\(help.stdout)")
+        }
+    }
+
     /// Checks the frontend's keys as io/netif.h lays them out: one pair at the top level
     /// without `multi-queue-num-queues`, several under `queue-N/` with it.
     static func checkKeys(_ pair: NetPair, _ guest: Guest, count: Int) async throws {
@@ -144,5 +189,45 @@ struct NetMultiQueueEndToEndTests {
             }
             #expect(got == payload, "flow \(flow) to \(toIP):\(port)")
         }
+    }
+}
+
+/// `xensplit netfront` run as a process, its output (both streams) collected in a file.
+final class NetfrontProcess: @unchecked Sendable {
+    let process = Process()
+    let log: URL
+
+    init(_ arguments: [String]) throws {
+        log = FileManager.default.temporaryDirectory.appendingPathComponent("xensplit-netfront-\(UUID().uuidString)")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: log)
+        defer { try? handle.close() }
+        process.executableURL = URL(fileURLWithPath: TestCommand.xensplit)
+        process.arguments = arguments
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+    }
+
+    /// Waits for the process to end by itself; its status and output.
+    func exit() async throws -> (Int32, String) {
+        let process = self.process
+        try await offThePool { process.waitUntilExit() }
+        return (process.terminationStatus, (try? String(contentsOf: log, encoding: .utf8)) ?? "")
+    }
+
+    /// SIGTERM, then as ``exit()``.
+    func terminate() async throws -> (Int32, String) {
+        kill(process.processIdentifier, SIGTERM)
+        return try await exit()
+    }
+
+    /// Ends it if it still runs (a failed test), and removes the log.
+    func stop() {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(at: log)
     }
 }
