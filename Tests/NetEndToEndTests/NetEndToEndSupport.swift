@@ -161,9 +161,10 @@ final class Guest: @unchecked Sendable {
     var vif: String { "vif\(id).0" }
 
     /// Starts a new frontend on the same TAP device once the last one is closed, as a
-    /// restarted netfront process does; waits until it is connected.
-    func startFrontend() async throws {
-        frontend = try NetFrontend(platform: platform, devid: 0, queues: queues, logger: e2eLogger)
+    /// restarted netfront process does (asking for `queues` pairs, or as many as the last
+    /// one); waits until it is connected.
+    func startFrontend(queues: Int? = nil) async throws {
+        frontend = try NetFrontend(platform: platform, devid: 0, queues: queues ?? self.queues, logger: e2eLogger)
         try frontend.attachTap(tap)
         _ = try await frontend.connected()
     }

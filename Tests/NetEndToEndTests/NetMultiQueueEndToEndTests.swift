@@ -65,6 +65,31 @@ struct NetMultiQueueEndToEndTests {
         }
     }
 
+    @Test("a netfront restarted on the same multi-queue TAP with 2 pairs instead of 4 closes the TAP queues left over; both pairs carry traffic")
+    func restartWithFewerPairs() async throws {
+        try await withPair(maxQueues: 4) { pair in
+            let guest = try await pair.guest("g1", host: 10, queues: 4)
+            #expect(guest.tap.queues.count == 4)
+            #expect(await guest.frontend.close() == 0)
+            try await guest.startFrontend(queues: 2)
+            #expect(guest.frontend.link?.queues == 2)
+            #expect(guest.tap.queues.count == 2)
+            #expect(try Self.txQueues(guest.namespace, "eth0") == 2)
+            try await eventually("the backend serves 2 pairs") { pair.daemon.queuesPerWorker.reduce(0, +) == 2 }
+            let data = seededBytes(8 << 20, seed: 0x4D53_0000)
+            let up = try await transfer(data, from: guest.namespace, to: pair.namespace, ip: NetPair.bridgeAddress, port: 5700)
+            #expect(up.count == data.count)
+            #expect(up.digest == (try await sha256(data)))
+            try await Self.sweep(from: guest.namespace, fromIP: guest.address, to: pair.namespace, toIP: NetPair.bridgeAddress,
+                                 port: 6300)
+            try await Self.sweep(from: pair.namespace, fromIP: NetPair.bridgeAddress, to: guest.namespace, toIP: guest.address,
+                                 port: 6400)
+            for (queue, counters) in guest.frontend.queueCounters.enumerated() {
+                #expect(counters.txPackets > 0 && counters.rxPackets > 0, "queue pair \(queue) carried no traffic: \(counters)")
+            }
+        }
+    }
+
     @Test("asking for more queue pairs than the backend offers is refused with the offer named")
     func moreThanOffered() async throws {
         try await withPair(maxQueues: 2) { pair in
