@@ -46,7 +46,8 @@ public final class NetFrontend: Sendable {
     /// pages per queue pair for frames in flight to the backend (at least one largest
     /// frame's), and `queues` queue pairs (1...``maxQueues``; nil: one per core, at most
     /// what the backend offers). A backend offering fewer than `queues` is refused:
-    /// ``connected()`` throws ``NetFrontendError/queuesNotOffered(requested:offered:)``.
+    /// ``connected()`` throws ``NetFrontendError/queuesNotOffered(requested:offered:)``
+    /// and the device walks to Closed (call ``close(grantWaitSeconds:)`` as ever).
     public init(platform: any Platform, devid: UInt32, txBuffers: Int = 256, queues: Int? = nil,
                 logger: Logger = Logger(label: "xensplit.netfront")) throws(NetFrontendError) {
         core = try NetFrontendCore(platform: platform, txBuffers: max(txBuffers, NetFrontendTxPlan.maxFragments),
@@ -59,6 +60,8 @@ public final class NetFrontend: Sendable {
                                       hooks: NetFrontendHooks(core: core, store: store), logger: logger)
         let device = self.device
         core.violationSink.withLock { $0 = { reason in device.reportViolation(reason) } }
+        // Not awaited: the refusal is found inside the driver's own loop.
+        core.refusalSink.withLock { $0 = { Task { _ = await device.close() } } }
         let core = self.core
         Task {
             _ = await device.stopped()

@@ -51,6 +51,9 @@ final class NetFrontendCore: Sendable {
     private let wiring = Mutex<[Wired]>([])
     /// Tells the xenbus driver of a violation (set once the driver exists).
     let violationSink = Mutex<(@Sendable (String) -> Void)?>(nil)
+    /// Stops the xenbus driver after a refusal (set once the driver exists): the backend
+    /// would only offer the same again at its next InitWait.
+    let refusalSink = Mutex<(@Sendable () -> Void)?>(nil)
 
     /// The cores online, at least one.
     static var cores: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
@@ -81,8 +84,9 @@ final class NetFrontendCore: Sendable {
     func connected() async throws -> NetFrontendLink {
         try await withCheckedThrowingContinuation { continuation in
             let ready = state.withLock { s -> Result<NetFrontendLink, NetFrontendError>? in
-                if s.closed { return .failure(.closed) }
+                // The refusal first: it closes the frontend too.
                 if let refusal = s.refusal { return .failure(refusal) }
+                if s.closed { return .failure(.closed) }
                 if s.connection != nil, let link = s.link { return .success(link) }
                 s.linkWaiters.append(continuation)
                 return nil
@@ -164,8 +168,8 @@ final class NetFrontendCore: Sendable {
 
     /// The queue pairs to use with a backend offering `offered` (`multi-queue-max-queues`,
     /// 1 when absent): what was asked for, or one per core up to the offer. Asking for
-    /// more than offered is refused (``connected()`` throws it) rather than cut down
-    /// silently.
+    /// more than offered is refused rather than cut down silently: ``connected()`` throws
+    /// it and the frontend closes.
     func queueCount(offered: Int) throws(NetFrontendError) -> Int {
         guard let requested = requestedQueues else { return min(offered, statistics.count) }
         guard requested <= offered else {
@@ -175,8 +179,9 @@ final class NetFrontendCore: Sendable {
                 defer { s.linkWaiters = [] }
                 return s.linkWaiters
             }
-            logger.error("netfront: \(refusal)")
+            logger.error("netfront: \(refusal); closing")
             for waiter in waiters { waiter.resume(throwing: refusal) }
+            refusalSink.withLock { $0 }?()
             throw refusal
         }
         return requested

@@ -101,9 +101,12 @@ struct NetMultiQueueEndToEndTests {
                 try await frontend.connected()
             }
             #expect("\(NetFrontendError.queuesNotOffered(requested: 4, offered: 2))".contains("multi-queue-max-queues"))
-            // The refusal is the frontend's: it wrote no keys and went Closing, and no queue
-            // was connected on the backend.
-            try await eventually("frontend Closing") { frontend.state == .closing }
+            // The refusal is the frontend's: it wrote no keys and walked to Closed (not back
+            // to the backend's next InitWait), and no queue was connected on the backend.
+            try await eventually("frontend Closed") { frontend.state == .closed }
+            await #expect(throws: NetFrontendError.queuesNotOffered(requested: 4, offered: 2)) {
+                try await frontend.connected()
+            }
             let store = try pair.dom0.connectXenStore()
             defer { store.close() }
             let node = XenbusNodeReader(store: store, path: LocalToolstack.frontendPath(kind: "vif", frontend: id, device: 0))
