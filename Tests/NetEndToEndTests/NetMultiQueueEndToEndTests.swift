@@ -90,6 +90,31 @@ struct NetMultiQueueEndToEndTests {
         }
     }
 
+    @Test("by default one pair per core up to the offer; a single-queue TAP device sends on pair 0 and takes every pair's packets")
+    func defaultPairsOnASingleQueueTap() async throws {
+        try await withPair(maxQueues: 4) { pair in
+            // No queue count asked for, and a TAP device without IFF_MULTI_QUEUE.
+            let guest = try await pair.guest("g1", host: 10)
+            let cores = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+            let count = min(4, cores)
+            #expect(guest.frontend.link?.queues == count)
+            #expect(guest.tap.queues.count == 1)
+            #expect(pair.daemon.queuesPerWorker.reduce(0, +) == count)
+            let data = seededBytes(8 << 20, seed: 0x4D54_0000)
+            let down = try await transfer(data, from: pair.namespace, to: guest.namespace, ip: guest.address, port: 5800)
+            #expect(down.count == data.count)
+            #expect(down.digest == (try await sha256(data)))
+            try await Self.sweep(from: pair.namespace, fromIP: NetPair.bridgeAddress, to: guest.namespace, toIP: guest.address,
+                                 port: 6500)
+            let perQueue = guest.frontend.queueCounters
+            #expect(perQueue.first.map { $0.txPackets > 0 } == true, "\(perQueue)")
+            for (queue, counters) in perQueue.enumerated() {
+                #expect(counters.rxPackets > 0, "queue pair \(queue) received nothing: \(counters)")
+                if queue > 0 { #expect(counters.txPackets == 0, "queue pair \(queue) sent without a TAP queue: \(counters)") }
+            }
+        }
+    }
+
     @Test("asking for more queue pairs than the backend offers is refused with the offer named")
     func moreThanOffered() async throws {
         try await withPair(maxQueues: 2) { pair in
