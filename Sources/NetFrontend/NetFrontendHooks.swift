@@ -3,8 +3,9 @@ import XenBus
 import XenStore
 
 /// The netif steps of the xenbus handshake (``XenbusFrontendHooks``), as `io/netif.h`
-/// orders them for a frontend: the backend's features (how many queue pairs it offers
-/// among them) and the toolstack's `mac` and `mtu` at InitWait, rings, ports and our features in initialise, the data path at Connected.
+/// orders them for a frontend: the backend's features (the queue pairs it offers among
+/// them) and the toolstack's `mac` and `mtu` at InitWait, rings, ports and our features
+/// in initialise, the data path at Connected.
 struct NetFrontendHooks: XenbusFrontendHooks {
     let core: NetFrontendCore
     let store: XenStoreClient
