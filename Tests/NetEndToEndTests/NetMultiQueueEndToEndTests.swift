@@ -185,6 +185,10 @@ struct NetMultiQueueEndToEndTests {
             #expect(try !ns.hasLink("eth0"))
             let help = try TestCommand.run(TestCommand.xensplit, ["netfront", "--help"])
             #expect(help.stdout.contains("--queues"), "\(help.stdout)")
+            let zero = try TestCommand.run(TestCommand.xensplit, ["netfront", "cli", "0", "--tap", "eth0", "--queues", "0",
+                                                                  "--platform", "local", "--state-dir", pair.directory])
+            #expect(zero.status != 0)
+            #expect(zero.stderr.contains("--queues 0: a queue pair count is 1 to 256"), "\(zero.stderr)")
         }
     }
 
