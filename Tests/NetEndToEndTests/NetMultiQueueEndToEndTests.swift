@@ -55,6 +55,10 @@ struct NetMultiQueueEndToEndTests {
             try await Self.sweep(from: pair.namespace, fromIP: NetPair.bridgeAddress, to: guest.namespace, toIP: guest.address,
                                  port: 6200)
 
+            // A packet is counted just after the write its receiver may already have seen.
+            try? await eventually("every pair counted traffic both ways") {
+                guest.frontend.queueCounters.allSatisfy { $0.txPackets > 0 && $0.rxPackets > 0 }
+            }
             let perQueue = guest.frontend.queueCounters
             #expect(perQueue.count == count)
             for (queue, counters) in perQueue.enumerated() {
@@ -84,6 +88,9 @@ struct NetMultiQueueEndToEndTests {
                                  port: 6300)
             try await Self.sweep(from: pair.namespace, fromIP: NetPair.bridgeAddress, to: guest.namespace, toIP: guest.address,
                                  port: 6400)
+            try? await eventually("both pairs counted traffic both ways") {
+                guest.frontend.queueCounters.allSatisfy { $0.txPackets > 0 && $0.rxPackets > 0 }
+            }
             for (queue, counters) in guest.frontend.queueCounters.enumerated() {
                 #expect(counters.txPackets > 0 && counters.rxPackets > 0, "queue pair \(queue) carried no traffic: \(counters)")
             }
@@ -106,6 +113,9 @@ struct NetMultiQueueEndToEndTests {
             #expect(down.digest == (try await sha256(data)))
             try await Self.sweep(from: pair.namespace, fromIP: NetPair.bridgeAddress, to: guest.namespace, toIP: guest.address,
                                  port: 6500)
+            try? await eventually("every pair counted what it received") {
+                guest.frontend.queueCounters.allSatisfy { $0.rxPackets > 0 }
+            }
             let perQueue = guest.frontend.queueCounters
             #expect(perQueue.first.map { $0.txPackets > 0 } == true, "\(perQueue)")
             for (queue, counters) in perQueue.enumerated() {
