@@ -15,14 +15,20 @@ import XenStore
 /// rx ring and its buffer pages, publishes them with one event channel (two when the
 /// backend offers `feature-split-event-channels`) and its own features: grant-copy
 /// receive, rx notifications, scatter-gather, TCPv4/v6 GSO and checksum offload both
-/// ways. One queue pair.
+/// ways.
+///
+/// Queue pairs (`io/netif.h`, "Multiple transmit and receive queues"): as many as asked
+/// for, or one per core up to the backend's `multi-queue-max-queues`; several pairs write
+/// `multi-queue-num-queues` and their keys under `queue-N/`. A multi-queue TAP device
+/// (IFF_MULTI_QUEUE) gets one TAP queue per pair, so the kernel spreads the guest's flows
+/// over the pairs; the pairs are spread over up to one I/O thread per core.
 ///
 /// Frames the TAP device hands over become tx chains (a page per fragment, checksum and
-/// GSO as the backend takes them, the TAP's offloads set to exactly those); the rx ring is
-/// kept full of pages and what arrives is written to the TAP device with its virtio-net
-/// header. All of it on one I/O thread. When the backend goes away and comes back, the
-/// frontend connects again and the TAP carrier follows; a backend that breaks the protocol
-/// is disconnected with the reason (``violation``).
+/// GSO as the backend takes them, the TAP's offloads set to exactly those); the rx rings
+/// are kept full of pages and what arrives is written to the TAP device with its
+/// virtio-net header. When the backend goes away and comes back, the frontend connects
+/// again and the TAP carrier follows; a backend that breaks the protocol is disconnected
+/// with the reason (``violation``).
 public final class NetFrontend: Sendable {
     /// The frontend node, `/local/domain/<domid>/device/vif/<devid>`.
     public let frontendPath: String
@@ -33,12 +39,19 @@ public final class NetFrontend: Sendable {
     /// The xenstore device type of a vif.
     public static let deviceType = "vif"
 
-    /// Starts the frontend of vif `devid` of this domain over `platform`, with
-    /// `txBuffers` pages for frames in flight to the backend (at least one largest frame's).
-    public init(platform: any Platform, devid: UInt32, txBuffers: Int = 256,
+    /// The most queue pairs a frontend uses (as many as a multi-queue TAP device may have).
+    public static let maxQueues = 256
+
+    /// Starts the frontend of vif `devid` of this domain over `platform`, with `txBuffers`
+    /// pages per queue pair for frames in flight to the backend (at least one largest
+    /// frame's), and `queues` queue pairs (1...``maxQueues``; nil: one per core, at most
+    /// what the backend offers). A backend offering fewer than `queues` is refused:
+    /// ``connected()`` throws ``NetFrontendError/queuesNotOffered(requested:offered:)``
+    /// and the device walks to Closed (call ``close(grantWaitSeconds:)`` as ever).
+    public init(platform: any Platform, devid: UInt32, txBuffers: Int = 256, queues: Int? = nil,
                 logger: Logger = Logger(label: "xensplit.netfront")) throws(NetFrontendError) {
         core = try NetFrontendCore(platform: platform, txBuffers: max(txBuffers, NetFrontendTxPlan.maxFragments),
-                                   logger: logger)
+                                   queues: queues, logger: logger)
         let store: XenStoreClient
         do { store = try platform.connectXenStore() } catch { throw .platform(error) }
         self.store = store
@@ -47,6 +60,8 @@ public final class NetFrontend: Sendable {
                                       hooks: NetFrontendHooks(core: core, store: store), logger: logger)
         let device = self.device
         core.violationSink.withLock { $0 = { reason in device.reportViolation(reason) } }
+        // Not awaited: the refusal is found inside the driver's own loop.
+        core.refusalSink.withLock { $0 = { Task { _ = await device.close() } } }
         let core = self.core
         Task {
             _ = await device.stopped()
@@ -58,7 +73,8 @@ public final class NetFrontend: Sendable {
     public var state: XenbusState { device.state }
 
     /// Waits until the backend connected (at once if it is now) and returns what was
-    /// negotiated.
+    /// negotiated; throws if the frontend closed or refuses the backend (too few queue
+    /// pairs offered).
     public func connected() async throws -> NetFrontendLink {
         try await core.connected()
     }
@@ -83,15 +99,32 @@ public final class NetFrontend: Sendable {
 
     /// Makes `tap` (made with a virtio-net header, as ``TapDevice`` is) the guest side:
     /// frames it transmits go to the backend, packets from the backend are written to it.
-    /// Its offloads, address, MTU and carrier follow each connection. One TAP device per
-    /// frontend (a second throws ``NetFrontendError/tapAlreadyAttached(_:)``). The caller
-    /// keeps owning it and closes it after ``close(grantWaitSeconds:)``.
+    /// Its offloads, address, MTU and carrier follow each connection; made with
+    /// `multiQueue`, it gets (through ``TapDevice/attachQueue()``) exactly one TAP queue
+    /// per queue pair of each connection, else its one queue carries all pairs. One TAP
+    /// device per frontend (a second throws ``NetFrontendError/tapAlreadyAttached(_:)``).
+    /// The caller keeps owning it and closes it after ``close(grantWaitSeconds:)``.
     public func attachTap(_ tap: TapDevice) throws(NetFrontendError) {
         try core.attach(tap)
     }
 
-    /// Packet counts so far.
-    public var counters: NetifCounters { core.statistics.snapshot }
+    /// Packet counts so far, all queue pairs together.
+    public var counters: NetifCounters {
+        core.queueCounters.reduce(into: NetifCounters()) { sum, queue in
+            sum.txPackets += queue.txPackets
+            sum.txBytes += queue.txBytes
+            sum.txDropped += queue.txDropped
+            sum.txErrors += queue.txErrors
+            sum.rxPackets += queue.rxPackets
+            sum.rxBytes += queue.rxBytes
+            sum.rxDropped += queue.rxDropped
+            sum.rxErrors += queue.rxErrors
+        }
+    }
+
+    /// Packet counts so far per queue pair (pair 0 first), for as many pairs as this
+    /// frontend may use; a pair counts across connections.
+    public var queueCounters: [NetifCounters] { core.queueCounters }
 
     /// Handshakes completed (a backend restart adds one).
     public var connections: Int { core.state.withLock { $0.connections } }

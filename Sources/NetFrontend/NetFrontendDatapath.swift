@@ -6,9 +6,9 @@ import Tap
 import XenPlatform
 import XenRing
 
-/// One connection's rings as the I/O thread drives them (`io/netif.h`): frames from the
-/// TAP device onto the tx ring, the rx ring kept full of posted pages, received packets
-/// onto the TAP device. Every response is read once, validated, then used; the first lie
+/// One queue pair of a connection as its I/O thread drives it (`io/netif.h`): frames from
+/// its TAP queue onto the tx ring, the rx ring kept full of posted pages, received packets
+/// onto its TAP queue. Every response is read once, validated, then used; the first lie
 /// stops the rings (``broken``) and is reported, and the xenbus driver disconnects.
 final class NetFrontendDatapath: @unchecked Sendable {
     // SAFETY (@unchecked): the mutable state is the I/O thread's while it runs (the ring
@@ -39,10 +39,16 @@ final class NetFrontendDatapath: @unchecked Sendable {
     let notifyFailures = Atomic<Int>(0)
     /// Told of the first lie, from the I/O thread.
     let onViolation: @Sendable (NetFrontendError) -> Void
+    /// The queue pair's index (its keys are under `queue-N`).
+    let queue: Int
+    /// The TAP queue packets received on this pair are written to, -1 while none: set by
+    /// whoever wires the TAP device, read by the I/O thread.
+    let tapFD = Atomic<Int32>(-1)
 
-    init(txRing: FrontRing, rxRing: FrontRing, txBuffers: SharedPages, rxBuffers: SharedPages,
+    init(queue: Int, txRing: FrontRing, rxRing: FrontRing, txBuffers: SharedPages, rxBuffers: SharedPages,
          backend: NetifBackendFeatures, eventChannel: any EventChannel, txPort: EventPort, rxPort: EventPort,
          statistics: NetFrontendStatistics, onViolation: @escaping @Sendable (NetFrontendError) -> Void) {
+        self.queue = queue
         self.txRing = txRing
         self.rxRing = rxRing
         txPages = Self.pages(of: txBuffers)

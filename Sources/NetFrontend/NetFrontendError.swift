@@ -13,6 +13,11 @@ public enum NetFrontendError: Error, Sendable, Equatable, CustomStringConvertibl
     case rxCopyNotOffered
     /// A backend or frontend node is missing or malformed (`io/netif.h` key and value).
     case node(NetifError)
+    /// More queue pairs were asked for than the backend offers in `multi-queue-max-queues`
+    /// (1 when it offers none): the frontend does not connect to it.
+    case queuesNotOffered(requested: Int, offered: Int)
+    /// A queue pair count outside 1...``NetFrontend/maxQueues``.
+    case queueCount(Int)
 
     // MARK: A backend that lies (the frontend disconnects)
     /// The backend's response producer claims responses to requests never made.
@@ -62,6 +67,9 @@ public enum NetFrontendError: Error, Sendable, Equatable, CustomStringConvertibl
         switch self {
         case .rxCopyNotOffered: return "the backend does not offer feature-rx-copy"
         case let .node(error): return "xenstore: \(error)"
+        case let .queuesNotOffered(requested, offered):
+            return "\(requested) queue pairs asked for, but the backend offers at most \(offered) (multi-queue-max-queues)"
+        case let .queueCount(count): return "queue pair count \(count) is outside 1...\(NetFrontend.maxQueues)"
         case let .ringOverrun(ring, error): return "\(ring) ring: \(error)"
         case let .malformedResponse(ring, error): return "\(ring) ring response: \(error)"
         case let .txResponseID(id): return "tx response id \(id) answers no request in flight"

@@ -3,8 +3,9 @@ import XenBus
 import XenStore
 
 /// The netif steps of the xenbus handshake (``XenbusFrontendHooks``), as `io/netif.h`
-/// orders them for a frontend: the backend's features and the toolstack's `mac` and `mtu`
-/// at InitWait, rings, ports and our features in initialise, the data path at Connected.
+/// orders them for a frontend: the backend's features (the queue pairs it offers among
+/// them) and the toolstack's `mac` and `mtu` at InitWait, rings, ports and our features
+/// in initialise, the data path at Connected.
 struct NetFrontendHooks: XenbusFrontendHooks {
     let core: NetFrontendCore
     let store: XenStoreClient
@@ -24,7 +25,8 @@ struct NetFrontendHooks: XenbusFrontendHooks {
             throw NetFrontendError.node(error)
         }
         guard features.rxCopy else { throw NetFrontendError.rxCopyNotOffered }
-        return NetFrontendLink(backend: features, vif: vif)
+        let queues = try core.queueCount(offered: Int(features.maxQueues ?? 1))
+        return NetFrontendLink(backend: features, vif: vif, queues: queues)
     }
 
     func initialise(_ link: NetFrontendLink, paths: XenbusDevicePaths) async throws -> XenbusKeys {

@@ -9,11 +9,17 @@ public struct NetFrontendLink: Sendable, Hashable {
     public var backend: NetifBackendFeatures
     /// The frontend node's `mac` and `mtu`.
     public var vif: NetifVifSettings
+    /// Queue pairs in use: at most what the backend offers (`multi-queue-max-queues`).
+    public var queues: Int
 
-    public init(backend: NetifBackendFeatures, vif: NetifVifSettings) {
+    public init(backend: NetifBackendFeatures, vif: NetifVifSettings, queues: Int = 1) {
         self.backend = backend
         self.vif = vif
+        self.queues = queues
     }
+
+    /// What the backend offers in `multi-queue-max-queues` (1 when it offers none).
+    public var offeredQueues: Int { Int(backend.maxQueues ?? 1) }
 
     /// The offloads to let the TAP device hand us (TUNSETOFFLOAD): exactly what the
     /// backend takes, so the kernel never gives a frame the backend would refuse. A
@@ -39,8 +45,8 @@ public struct NetFrontendLink: Sendable, Hashable {
     }
 
     /// The features this frontend publishes: grant-copy receive with notifications,
-    /// scatter-gather, both GSO types and checksum offload both ways; one queue, at the
-    /// top level.
+    /// scatter-gather, both GSO types and checksum offload both ways. The queue count
+    /// (`multi-queue-num-queues`) is the connection's, written only for more than one pair.
     public static var frontendFeatures: NetifFrontendFeatures {
         var features = NetifFrontendFeatures()
         features.requestRxCopy = true

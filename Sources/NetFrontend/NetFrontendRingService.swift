@@ -1,27 +1,42 @@
 import XenDevice
 
-/// A connection's rings as its I/O thread serves them (``FrontendRingService``): tx
-/// answers free pages, rx answers go to the TAP device, free rx slots are posted again.
-/// Frames from the TAP device go onto the tx ring from ``NetFrontendTapSource``, on the
-/// same thread, between this service's calls.
+/// The queue pairs one I/O thread serves (``FrontendRingService``): tx answers free pages,
+/// rx answers go to each pair's TAP queue, free rx slots are posted again. Frames from the
+/// TAP queues go onto the tx rings from their ``NetFrontendTapSource``s, on the same
+/// thread, between this service's calls.
 struct NetFrontendRingService: FrontendRingService {
-    let datapath: NetFrontendDatapath
-    let core: NetFrontendCore
+    /// This thread's queue pairs, each served in turn every pass.
+    let datapaths: [NetFrontendDatapath]
 
     mutating func consumeResponses() -> Bool {
-        let tx = datapath.consumeTx()
-        let rx = datapath.consumeRx(tapFD: core.tapDescriptor)
-        return tx || rx
+        var any = false
+        for datapath in datapaths {
+            if datapath.consumeTx() { any = true }
+            if datapath.consumeRx(tapFD: datapath.tapFD.load(ordering: .acquiring)) { any = true }
+        }
+        return any
     }
 
-    mutating func produceRequests() -> Bool { datapath.postRx() }
+    mutating func produceRequests() -> Bool {
+        var any = false
+        for datapath in datapaths where datapath.postRx() { any = true }
+        return any
+    }
 
-    mutating func pushRequests() { datapath.push() }
+    mutating func pushRequests() {
+        for datapath in datapaths { datapath.push() }
+    }
 
-    mutating func finalCheckForResponses() -> Bool { datapath.finalCheck() }
+    /// Every ring asks to be notified before the thread sleeps, so each is checked even
+    /// after one has answers.
+    mutating func finalCheckForResponses() -> Bool {
+        var any = false
+        for datapath in datapaths where datapath.finalCheck() { any = true }
+        return any
+    }
 
-    /// Rx pages are always posted, so answers are always awaited.
-    var awaitsResponses: Bool { datapath.broken == nil }
+    /// Rx pages are always posted, so answers are always awaited while a pair works.
+    var awaitsResponses: Bool { datapaths.contains { $0.broken == nil } }
 
-    var portCount: Int { datapath.txPort == datapath.rxPort ? 1 : 2 }
+    var portCount: Int { datapaths.reduce(0) { $0 + ($1.txPort == $1.rxPort ? 1 : 2) } }
 }

@@ -86,6 +86,13 @@ public struct NetifConnectionKeys: Sendable, Hashable {
         return out
     }
 
+    /// The `queue-N` directory nodes of several queue pairs, queue 0 first (none for one
+    /// pair): a frontend writes each, empty, before the keys under it (io/netif.h's example
+    /// does), so removing the directory takes that queue's keys with it.
+    public var queueDirectories: [String] {
+        queues.count > 1 ? queues.indices.map(Key.queue) : []
+    }
+
     /// Every node ``init(xenstore:queueCount:splitEventChannels:controlRing:)`` may look at.
     public static func keys(queueCount: Int) -> [String] {
         var out: [String] = []

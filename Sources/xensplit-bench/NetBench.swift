@@ -19,7 +19,9 @@ import XenTesting
 /// namespaces, the same addresses' shape, the same iperf3 commands. Both sides run iperf3
 /// for the same time: TCP single stream and 4 streams, guest to dom0 and dom0 to guest
 /// (`-R`), and 64-byte UDP datagrams as fast as iperf3 sends them (received packets per
-/// second). Beside them, with no reference: the CPU time of netback's workers and of the
+/// second), over a one-queue vif; and TCP 4 streams each way over a second guest's 4-queue
+/// vif (4 netif queue pairs, a multi-queue TAP device at each end) against a veth pair with
+/// 4 queues each way (`-4q` in the names). Beside them, with no reference: the CPU time of netback's workers and of the
 /// hypervisor's thread (which serves every grant copy) per packet received by UDP and per
 /// MiB by TCP; the same threads' CPU over 5 s while 64 vifs are connected and idle; and
 /// the process's resident memory per connected vif.
@@ -43,6 +45,9 @@ struct NetBenchWorkload {
     let name: String
     let arguments: [String]
     let udp: Bool
+    /// Queue pairs of the vif (1 or ``NetBenchWorld/multiQueues``), and queues each way of
+    /// the veth pair it is compared with.
+    var queues = 1
 }
 
 final class NetBenchWorld: @unchecked Sendable {
@@ -53,6 +58,8 @@ final class NetBenchWorld: @unchecked Sendable {
     let toolstack: LocalToolstack
     let dom0Side: TestNamespace
     let guestSide: TestNamespace
+    /// The guest whose vif has ``multiQueues`` queue pairs.
+    let multiQueueGuestSide: TestNamespace
     let referenceDom0: TestNamespace
     let referenceGuest: TestNamespace
     let daemon: NetbackDaemon
@@ -67,6 +74,11 @@ final class NetBenchWorld: @unchecked Sendable {
     static let guestAddress = "198.18.9.2"
     static let referenceDom0Address = "198.18.10.1"
     static let referenceGuestAddress = "198.18.10.2"
+    static let multiQueueGuestAddress = "198.18.9.3"
+    static let multiQueueReferenceDom0Address = "198.18.11.1"
+    static let multiQueueReferenceGuestAddress = "198.18.11.2"
+    /// Queue pairs of the multi-queue vif (and queues of its veth reference).
+    static let multiQueues = 4
 
     init(logger: Logger) async throws {
         self.logger = logger
@@ -85,12 +97,13 @@ final class NetBenchWorld: @unchecked Sendable {
         toolstack = LocalToolstack(platform: dom0)
         dom0Side = try TestNamespace(prefix: "xsbench-d")
         guestSide = try TestNamespace(prefix: "xsbench-g")
+        multiQueueGuestSide = try TestNamespace(prefix: "xsbench-q")
         referenceDom0 = try TestNamespace(prefix: "xsbench-rd")
         referenceGuest = try TestNamespace(prefix: "xsbench-rg")
         try dom0Side.ip("link", "add", "xsbr0", "type", "bridge")
         try dom0Side.ip("addr", "add", Self.dom0Address + "/24", "dev", "xsbr0")
         try dom0Side.ip("link", "set", "dev", "xsbr0", "up")
-        for side in [dom0Side, guestSide, referenceDom0, referenceGuest] {
+        for side in [dom0Side, guestSide, multiQueueGuestSide, referenceDom0, referenceGuest] {
             try side.ip("link", "set", "dev", "lo", "up")
             // No IPv6: its autoconfiguration chatter (router and neighbour solicitations,
             // MLD reports) would reach every vif on the bridge and make idle vifs busy.
@@ -105,8 +118,17 @@ final class NetBenchWorld: @unchecked Sendable {
         try referenceDom0.ip("link", "set", "dev", "xsv0", "up")
         try referenceGuest.ip("addr", "add", Self.referenceGuestAddress + "/24", "dev", "xsv1")
         try referenceGuest.ip("link", "set", "dev", "xsv1", "up")
+        // The multi-queue reference: a veth pair with as many queues each way as the vif.
+        let queues = String(Self.multiQueues)
+        try referenceDom0.ip("link", "add", "xsv2", "numtxqueues", queues, "numrxqueues", queues, "type", "veth",
+                             "peer", "name", "xsv3", "numtxqueues", queues, "numrxqueues", queues, "netns", referenceGuest.name)
+        try referenceDom0.ip("addr", "add", Self.multiQueueReferenceDom0Address + "/24", "dev", "xsv2")
+        try referenceDom0.ip("link", "set", "dev", "xsv2", "up")
+        try referenceGuest.ip("addr", "add", Self.multiQueueReferenceGuestAddress + "/24", "dev", "xsv3")
+        try referenceGuest.ip("link", "set", "dev", "xsv3", "up")
         var limits = NetbackDeviceLimits()
         limits.namespace = dom0Side.namespace
+        limits.maxQueues = UInt32(Self.multiQueues)
         let factory = try BlockIOEngineFactory(configuration: .init(queueDepth: 256, capacity: 4096), logger: logger)
         let before = ThreadCPU.threads()
         daemon = try NetbackDaemon(platform: dom0, configuration: .init(limits: limits), factory: factory, logger: logger)
@@ -117,9 +139,11 @@ final class NetBenchWorld: @unchecked Sendable {
     }
 
     /// Creates guest `name` with one vif, plugs it into dom0's bridge as the vif script
-    /// would, and connects a netfront; with `tap`, its TAP device `eth0` in the guest
-    /// namespace carries `address`.
-    func addGuest(_ name: String, index: Int, tap: Bool) async throws -> NetFrontend {
+    /// would, and connects a netfront with `queues` queue pairs; with `tap`, its TAP device
+    /// `eth0` (multi-queue for several pairs) in `side` carries `address`.
+    func addGuest(_ name: String, index: Int, tap: Bool, queues: Int = 1, side: TestNamespace? = nil,
+                  address: String = NetBenchWorld.guestAddress) async throws -> NetFrontend {
+        let side = side ?? guestSide
         let mac = String(format: "00:16:3e:42:%02x:%02x", index >> 8, index & 0xFF)
         let domain = try await toolstack.createDomain(name: name, disks: [], nics: [try VifSpec(parsing: "mac=\(mac),bridge=xsbr0")],
                                                       hotplug: .none)
@@ -137,10 +161,10 @@ final class NetBenchWorld: @unchecked Sendable {
         try dom0Side.ip("link", "set", "dev", vif, "up")
         try await store.write(backend + "/" + NetifToolstackKeys.hotplugStatus, NetifToolstackKeys.hotplugConnected)
         let guest = try LocalPlatform(stateDirectory: directory, domain: name)
-        let frontend = try NetFrontend(platform: guest, devid: 0, logger: logger)
+        let frontend = try NetFrontend(platform: guest, devid: 0, queues: queues, logger: logger)
         var device: TapDevice?
         if tap {
-            let made = try TapDevice(name: "eth0", in: guestSide.namespace)
+            let made = try TapDevice(name: "eth0", multiQueue: queues > 1, in: side.namespace)
             try made.setHardwareAddress(EthernetAddress(0x00, 0x16, 0x3E, 0x42, UInt8(index >> 8), UInt8(index & 0xFF)))
             try made.setUp(true)
             try frontend.attachTap(made)
@@ -148,13 +172,13 @@ final class NetBenchWorld: @unchecked Sendable {
         }
         frontends.append((frontend, device))
         _ = try await frontend.connected()
-        if tap { try guestSide.ip("addr", "add", Self.guestAddress + "/24", "dev", "eth0") }
+        if tap { try side.ip("addr", "add", address + "/24", "dev", "eth0") }
         return frontend
     }
 
     func run(options: BlockBenchOptions, seconds: Int) async throws {
         _ = try await addGuest("bench-net-0", index: 0, tap: true)
-        // Both paths carry traffic once before timing (ARP, the bridge's learning).
+        // Every path carries traffic once before timing (ARP, the bridge's learning).
         try Self.command(guestSide, ["ping", "-c", "2", "-W", "2", Self.dom0Address])
         try Self.command(referenceGuest, ["ping", "-c", "2", "-W", "2", Self.referenceDom0Address])
         let time = String(seconds)
@@ -165,22 +189,37 @@ final class NetBenchWorld: @unchecked Sendable {
             NetBenchWorkload(name: "net-tcp-4-dom0-to-guest", arguments: ["-t", time, "-P", "4", "-R"], udp: false),
             NetBenchWorkload(name: "net-udp-64-guest-to-dom0", arguments: ["-t", time, "-u", "-l", "64", "-b", "0"], udp: true),
             NetBenchWorkload(name: "net-udp-64-dom0-to-guest", arguments: ["-t", time, "-u", "-l", "64", "-b", "0", "-R"], udp: true),
+            NetBenchWorkload(name: "net-tcp-4-4q-guest-to-dom0", arguments: ["-t", time, "-P", "4"], udp: false,
+                             queues: Self.multiQueues),
+            NetBenchWorkload(name: "net-tcp-4-4q-dom0-to-guest", arguments: ["-t", time, "-P", "4", "-R"], udp: false,
+                             queues: Self.multiQueues),
         ]
+        if workloads.contains(where: { $0.queues > 1 && options.selected($0.name) }) {
+            let multiQueue = try await addGuest("bench-net-mq", index: 255, tap: true, queues: Self.multiQueues,
+                                                side: multiQueueGuestSide, address: Self.multiQueueGuestAddress)
+            guard let link = multiQueue.link, link.queues == Self.multiQueues else {
+                throw BlockBenchError.setup("the multi-queue vif connected with \(multiQueue.link?.queues ?? 0) queue pairs, not \(Self.multiQueues)")
+            }
+            try Self.command(multiQueueGuestSide, ["ping", "-c", "2", "-W", "2", Self.dom0Address])
+            try Self.command(referenceGuest, ["ping", "-c", "2", "-W", "2", Self.multiQueueReferenceDom0Address])
+        }
         for workload in workloads where options.selected(workload.name) {
             var comparison = BenchComparison(name: workload.name, unit: workload.udp ? "packets/s" : "Mbit/s")
             var cpu = BenchComparison(name: workload.name.replacingOccurrences(of: "net-", with: "net-cpu-per-")
                                         + (workload.udp ? "-packet" : "-mib"), unit: "us")
+            let multiQueue = workload.queues > 1
             try await alternateAsync(&comparison, runs: options.runs, ours: {
                 let before = self.cpuSample()
-                let result = try await Self.iperf(server: self.dom0Side, client: self.guestSide, address: Self.dom0Address,
-                                                  workload: workload)
+                let result = try await Self.iperf(server: self.dom0Side, client: multiQueue ? self.multiQueueGuestSide : self.guestSide,
+                                                  address: Self.dom0Address, workload: workload)
                 let used = Double(ThreadCPU.elapsed(from: before, to: self.cpuSample())) / 1000
                 cpu.ours.append(used / max(1, workload.udp ? result.packets : result.bytes / Double(1 << 20)))
                 options.log("\(workload.name) ours: \(result)")
                 return workload.udp ? result.packetsPerSecond : result.megabitsPerSecond
             }, reference: {
                 let result = try await Self.iperf(server: self.referenceDom0, client: self.referenceGuest,
-                                                  address: Self.referenceDom0Address, workload: workload)
+                                                  address: multiQueue ? Self.multiQueueReferenceDom0Address : Self.referenceDom0Address,
+                                                  workload: workload)
                 options.log("\(workload.name) veth: \(result)")
                 return workload.udp ? result.packetsPerSecond : result.megabitsPerSecond
             })
@@ -289,7 +328,7 @@ final class NetBenchWorld: @unchecked Sendable {
         daemon.stop()
         _ = await daemonTask.result
         hypervisor.stopAndWait()
-        for side in [dom0Side, guestSide, referenceDom0, referenceGuest] { side.delete() }
+        for side in [dom0Side, guestSide, multiQueueGuestSide, referenceDom0, referenceGuest] { side.delete() }
         BenchCleanup.removeNow(path: directory)
     }
 }

@@ -32,7 +32,8 @@ Suites (each compares against a reference measured in the same run):
             io_uring engine on the backing file (same options as blkback)
   net       our netback and netfront (guest namespace, TAP, vif on a bridge in dom0's
             namespace) vs a veth pair between two namespaces, iperf3 on both: TCP 1 and
-            4 streams, 64-byte UDP packets/s, each way; backend CPU per MiB and per
+            4 streams, 64-byte UDP packets/s, each way, and TCP 4 streams over a 4-queue
+            vif vs a 4-queue veth (-4q-); backend CPU per MiB and per
             packet; CPU with 64 idle vifs; resident memory per vif
             (own options: --runs N --quick --only NAME-PART --verbose)
   xenstore  our xenstored on a Unix socket: Swift client vs Xen's libxenstore, reads/s,

@@ -19,8 +19,12 @@ struct NetfrontCommand: AsyncParsableCommand {
         namespace NS when --netns is given, as `ip netns add NS` made it), with the vif's \
         mac and mtu from xenstore, and brings it up: frames sent on it go to the backend, \
         packets from the backend arrive on it, so ping, iperf3 and tcpdump work on IFNAME. \
-        The carrier is on while the backend is Connected. On SIGINT or SIGTERM it closes \
-        the frontend (xenbus Closing, Closed, grants ended) and removes the TAP device.
+        The carrier is on while the backend is Connected. The TAP device is multi-queue: \
+        each netif queue pair (--queues) gets a TAP queue, so the kernel spreads flows over \
+        them, and the pairs are served by up to one I/O thread per core. On SIGINT or \
+        SIGTERM it closes the frontend (xenbus Closing, Closed, grants ended) and removes \
+        the TAP device. A backend offering fewer queue pairs than --queues is refused: \
+        the command exits with an error.
         """
     )
 
@@ -36,12 +40,20 @@ struct NetfrontCommand: AsyncParsableCommand {
     @Option(help: "Network namespace to create the TAP device in (a name under /var/run/netns).")
     var netns: String?
 
+    @Option(help: ArgumentHelp(
+        "Queue pairs to use (multi-queue-num-queues), 1 to \(NetFrontend.maxQueues).",
+        discussion: "Default: one per core, at most what the backend offers in multi-queue-max-queues. More than the backend offers is an error."))
+    var queues: Int?
+
     @OptionGroup var platform: PlatformOptions
 
     @Flag(help: "Log at debug level.")
     var verbose = false
 
     func validate() throws {
+        if let queues, !(1 ... NetFrontend.maxQueues).contains(queues) {
+            throw ValidationError("--queues \(queues): a queue pair count is 1 to \(NetFrontend.maxQueues)")
+        }
         if let netns {
             do { _ = try NetworkNamespace(netns) } catch { throw ValidationError("--netns: \(error)") }
         }
@@ -53,7 +65,7 @@ struct NetfrontCommand: AsyncParsableCommand {
         let namespace = try netns.map { try NetworkNamespace($0) }
         let guest = try await platform.joinGuest(name, command: "netfront", what: "vif")
         try await checkDeviceExists(guest)
-        let frontend = try NetFrontend(platform: guest, devid: devid, logger: logger)
+        let frontend = try NetFrontend(platform: guest, devid: devid, queues: queues, logger: logger)
         let vif: NetifVifSettings
         do { vif = try await frontend.vifSettings() } catch {
             await frontend.close()
@@ -61,7 +73,7 @@ struct NetfrontCommand: AsyncParsableCommand {
         }
         let device: TapDevice
         do {
-            device = try TapDevice(name: tap, in: namespace)
+            device = try TapDevice(name: tap, multiQueue: true, in: namespace)
             try device.setHardwareAddress(EthernetAddress(vif.mac[0], vif.mac[1], vif.mac[2], vif.mac[3], vif.mac[4], vif.mac[5]))
             try device.setMTU(Int(vif.mtu))
             try device.setCarrier(false)
@@ -75,22 +87,34 @@ struct NetfrontCommand: AsyncParsableCommand {
         let sources = stop.install()
         defer { withExtendedLifetime(sources) {} }
         let where_ = netns.map { " in namespace \($0)" } ?? ""
-        let announce = Task { [logger, tap, name, devid] in
-            guard let link = try? await frontend.connected() else { return }
+        // Ends with the refusal, if the frontend refuses the backend (too few queue pairs
+        // offered): then there is nothing to wait for.
+        let announce = Task { [logger, tap, name, devid] () -> NetFrontendError? in
+            let link: NetFrontendLink
+            do { link = try await frontend.connected() } catch {
+                guard let error = error as? NetFrontendError, error != .closed else { return nil }
+                stop.fire()
+                return error
+            }
             logger.info("""
                 netfront: \(name) vif \(devid) connected as \(tap)\(where_): mac \(link.macAddress), mtu \(link.mtu), \
                 sg \(link.backend.scatterGather), tso \(link.tapOffloads.contains(.tso4))/\(link.tapOffloads.contains(.tso6)), \
-                split event channels \(link.backend.splitEventChannels)
+                split event channels \(link.backend.splitEventChannels), \(link.queues) queue pairs \
+                (the backend offers \(link.offeredQueues))
                 """)
+            return nil
         }
         logger.info("netfront: \(name) vif \(devid): TAP device \(device.name)\(where_) up, waiting for the backend")
         await stop.wait()
-        announce.cancel()
         // A busy backend may take a while to unmap; the grants must not end before it has.
         let left = await frontend.close(grantWaitSeconds: 30)
         device.close()
         let c = frontend.counters
         logger.info("netfront: closed; tx \(c.txPackets) packets (\(c.txDropped) dropped, \(c.txErrors) errors), rx \(c.rxPackets) packets (\(c.rxDropped) dropped, \(c.rxErrors) errors)")
+        // Closing failed the wait if it still waited.
+        if let refused = await announce.value {
+            throw CommandFailure("netfront: \(name) vif \(devid)\(queues.map { " --queues \($0)" } ?? ""): \(refused)")
+        }
         if left > 0 { throw CommandFailure("netfront: \(left) granted page sets were still mapped at close") }
     }
 

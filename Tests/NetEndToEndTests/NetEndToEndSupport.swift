@@ -37,7 +37,8 @@ final class NetPair: @unchecked Sendable {
     let running: Task<Void, any Error>
     private(set) var guests: [Guest] = []
 
-    init(bridgeMTU: Int = 1500) throws {
+    /// A bridge of `bridgeMTU`; the backend offers `maxQueues` queue pairs per vif.
+    init(bridgeMTU: Int = 1500, maxQueues: UInt32 = 1) throws {
         var template = Array("/tmp/xensplit-net-e2e-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw PlatformError.system("mkdtemp", errno: errno) }
         directory = String(cString: made)
@@ -60,6 +61,7 @@ final class NetPair: @unchecked Sendable {
             var limits = NetbackDeviceLimits()
             limits.namespace = namespace.namespace
             limits.hotplugTimeout = .seconds(60)
+            limits.maxQueues = maxQueues
             let factory = try BlockIOEngineFactory(kind: .uring, configuration: .init(queueDepth: 64, capacity: 1024, threads: 2))
             let daemon = try NetbackDaemon(platform: dom0, configuration: .init(workers: 2, limits: limits), factory: factory,
                                            logger: e2eLogger)
@@ -74,12 +76,13 @@ final class NetPair: @unchecked Sendable {
 
     /// Creates domain `name` with one vif on the bridge (`extra` more VIFSPEC settings) the
     /// way `xl create` does, hotplug script included, then starts its netfront with a TAP
-    /// device `eth0` in a namespace of its own holding 198.19.64.`host`/24.
-    func guest(_ name: String, host: Int, extra: String = "") async throws -> Guest {
+    /// device `eth0` in a namespace of its own holding 198.19.64.`host`/24; with `queues`,
+    /// the netfront asks for that many queue pairs and its TAP device is multi-queue.
+    func guest(_ name: String, host: Int, extra: String = "", queues: Int? = nil) async throws -> Guest {
         let mac = String(format: "00:16:3e:40:00:%02x", host)
         let spec = try VifSpec(parsing: "bridge=\(Self.bridge),mac=\(mac)" + (extra.isEmpty ? "" : "," + extra))
         let id = try await toolstack.createDomain(name: name, disks: [], nics: [spec])
-        let guest = try await Guest(name: name, id: id, host: host, pair: self)
+        let guest = try await Guest(name: name, id: id, host: host, queues: queues, pair: self)
         guests.append(guest)
         return guest
     }
@@ -119,16 +122,23 @@ final class Guest: @unchecked Sendable {
     let tap: TapDevice
     private var stopped = false
 
-    init(name: String, id: DomainID, host: Int, pair: NetPair) async throws {
+    let queues: Int?
+
+    init(name: String, id: DomainID, host: Int, queues: Int? = nil, pair: NetPair) async throws {
         self.name = name
         self.id = id
+        self.queues = queues
         address = "198.19.64.\(host)"
         platform = try LocalPlatform(stateDirectory: pair.directory, domain: name)
-        namespace = try TestNamespace(prefix: "xse2g")
+        let namespace = try TestNamespace(prefix: "xse2g")
+        self.namespace = namespace
+        var made: (NetFrontend?, TapDevice?) = (nil, nil)
         do {
-            frontend = try NetFrontend(platform: platform, devid: 0, logger: e2eLogger)
+            let frontend = try NetFrontend(platform: platform, devid: 0, queues: queues, logger: e2eLogger)
+            made.0 = frontend
             let vif = try await frontend.vifSettings()
-            tap = try TapDevice(name: "eth0", in: namespace.namespace)
+            let tap = try TapDevice(name: "eth0", multiQueue: queues != nil, in: namespace.namespace)
+            made.1 = tap
             try tap.setHardwareAddress(EthernetAddress(vif.mac[0], vif.mac[1], vif.mac[2], vif.mac[3], vif.mac[4], vif.mac[5]))
             try tap.setMTU(Int(vif.mtu))
             try tap.setCarrier(false)
@@ -137,7 +147,11 @@ final class Guest: @unchecked Sendable {
             _ = try await frontend.connected()
             try namespace.ip("link", "set", "dev", "lo", "up")
             try namespace.ip("addr", "add", address + "/24", "dev", "eth0")
+            self.frontend = frontend
+            self.tap = tap
         } catch {
+            await made.0?.close(grantWaitSeconds: 1)
+            made.1?.close()
             namespace.delete()
             throw error
         }
@@ -147,9 +161,10 @@ final class Guest: @unchecked Sendable {
     var vif: String { "vif\(id).0" }
 
     /// Starts a new frontend on the same TAP device once the last one is closed, as a
-    /// restarted netfront process does; waits until it is connected.
-    func startFrontend() async throws {
-        frontend = try NetFrontend(platform: platform, devid: 0, logger: e2eLogger)
+    /// restarted netfront process does (asking for `queues` pairs, or as many as the last
+    /// one); waits until it is connected.
+    func startFrontend(queues: Int? = nil) async throws {
+        frontend = try NetFrontend(platform: platform, devid: 0, queues: queues ?? self.queues, logger: e2eLogger)
         try frontend.attachTap(tap)
         _ = try await frontend.connected()
     }

@@ -9,8 +9,8 @@ import XenPlatform
 import XenTesting
 
 /// Runs `body` with a fresh pair and stops it on every path.
-func withPair(bridgeMTU: Int = 1500, _ body: (NetPair) async throws -> Void) async throws {
-    let pair = try NetPair(bridgeMTU: bridgeMTU)
+func withPair(bridgeMTU: Int = 1500, maxQueues: UInt32 = 1, _ body: (NetPair) async throws -> Void) async throws {
+    let pair = try NetPair(bridgeMTU: bridgeMTU, maxQueues: maxQueues)
     do { try await body(pair) } catch {
         await pair.stop()
         throw error

@@ -41,8 +41,11 @@ enum GuestSide {
     }
 
     /// A rig, a connected frontend and its TAP device `nf0` up in a fresh namespace with
-    /// the guest address and a static neighbour for the peer.
-    static func connected(split: Bool = false, ipv6: Bool = true) async throws -> (NetRig, NetFrontend, TapDevice, TestNamespace) {
+    /// the guest address and a static neighbour for the peer; with `queues`, the backend
+    /// offers `maxQueues`, the frontend asks for `queues` pairs and the TAP device is
+    /// multi-queue.
+    static func connected(split: Bool = false, ipv6: Bool = true, queues: Int? = nil,
+                          maxQueues: UInt32? = nil) async throws -> (NetRig, NetFrontend, TapDevice, TestNamespace) {
         let ns = try TestNamespace()
         if !ipv6 {
             // No neighbour discovery or MLD frames: the tx ring carries only the test's own.
@@ -51,9 +54,9 @@ enum GuestSide {
             try #require(result.status == 0, "sysctl: \(result.stderr)")
         }
         do {
-            let rig = try await NetRig(offered: NetRig.features(split: split))
-            let frontend = try rig.frontend()
-            let tap = try TapDevice(name: "nf0", in: ns.namespace)
+            let rig = try await NetRig(offered: NetRig.features(split: split, maxQueues: maxQueues))
+            let frontend = try rig.frontend(queues: queues)
+            let tap = try TapDevice(name: "nf0", multiQueue: queues != nil, in: ns.namespace)
             try frontend.attachTap(tap)
             _ = try await frontend.connected()
             try ns.ip("addr", "add", "198.18.0.1/24", "dev", "nf0")

@@ -10,8 +10,8 @@ import XenTesting
 @testable import NetFrontend
 
 /// A netback reduced to a script, built on the wire modules only: its xenbus hooks offer
-/// `offered`, read the frontend's keys and map its rings; the test then takes tx chains
-/// and hands rx packets by hand, through ``Rings``.
+/// `offered`, read the frontend's keys and map the rings of each of its queue pairs; the
+/// test then takes tx chains and hands rx packets by hand, through ``Rings``.
 final class ScriptedNetBackend: XenbusBackendHooks {
     struct Frontend: Sendable {
         var connection: NetifConnectionKeys
@@ -19,7 +19,7 @@ final class ScriptedNetBackend: XenbusBackendHooks {
         var entries: [String: String]
     }
 
-    /// The mapped rings of one connection; used by the test task only.
+    /// The mapped rings of one queue pair of a connection; used by the test task only.
     final class Rings: @unchecked Sendable {
         let platform: any Platform
         let guest: DomainID
@@ -30,10 +30,10 @@ final class ScriptedNetBackend: XenbusBackendHooks {
         let txPort: EventPort
         let rxPort: EventPort
 
-        init(platform: any Platform, guest: DomainID, frontend: Frontend) throws {
+        init(platform: any Platform, guest: DomainID, frontend: Frontend, queue index: Int = 0) throws {
             self.platform = platform
             self.guest = guest
-            let queue = frontend.connection.queues[0]
+            let queue = frontend.connection.queues[index]
             let txMap = try platform.grantMapper.map([queue.txRingRef], from: guest, writable: true)
             let rxMap = try platform.grantMapper.map([queue.rxRingRef], from: guest, writable: true)
             mappings = [txMap, rxMap]
@@ -130,7 +130,8 @@ final class ScriptedNetBackend: XenbusBackendHooks {
 
     let platform: any Platform
     let offered: NetifBackendFeatures
-    let rings = Mutex<Rings?>(nil)
+    /// Each queue pair's rings while connected, pair 0 first.
+    let rings = Mutex<[Rings]>([])
     let frontendsRead = Mutex<[Frontend]>([])
     let disconnects = Mutex<[String]>([])
 
@@ -148,14 +149,15 @@ final class ScriptedNetBackend: XenbusBackendHooks {
     func readFrontend(_ frontend: XenbusNodeReader, paths: XenbusDevicePaths) async throws -> Frontend {
         typealias Key = NetifFrontendFeatures.Key
         var entries: [String: String] = [:]
-        let keys = NetifConnectionKeys.keys(queueCount: 1)
+        let count = try await frontend.optionalString(Key.queueCount).flatMap { Int($0) } ?? 1
+        let keys = NetifConnectionKeys.keys(queueCount: count)
             + [Key.requestRxCopy, Key.rxNotify, Key.scatterGather, Key.gsoTCPv4, Key.gsoTCPv6, Key.noChecksumOffload,
                Key.ipv6ChecksumOffload, Key.requestMulticastControl, Key.queueCount, Key.trusted]
         for key in keys {
             if let value = try await frontend.optionalString(key) { entries[key] = value }
         }
         let read = Frontend(
-            connection: try NetifConnectionKeys(xenstore: entries, queueCount: 1, splitEventChannels: offered.splitEventChannels,
+            connection: try NetifConnectionKeys(xenstore: entries, queueCount: count, splitEventChannels: offered.splitEventChannels,
                                                 controlRing: false),
             features: try NetifFrontendFeatures(xenstore: entries), entries: entries)
         frontendsRead.withLock { $0.append(read) }
@@ -163,18 +165,29 @@ final class ScriptedNetBackend: XenbusBackendHooks {
     }
 
     func connect(_ frontend: Frontend, paths: XenbusDevicePaths) async throws -> XenbusKeys {
-        let made = try Rings(platform: platform, guest: paths.frontendID, frontend: frontend)
+        var made: [Rings] = []
+        do {
+            for queue in frontend.connection.queues.indices {
+                made.append(try Rings(platform: platform, guest: paths.frontendID, frontend: frontend, queue: queue))
+            }
+        } catch {
+            for rings in made { rings.close() }
+            throw error
+        }
         rings.withLock { $0 = made }
         return XenbusKeys()
     }
 
     func disconnect(paths: XenbusDevicePaths, reason: String) async {
-        rings.withLock { $0 }?.close()
-        rings.withLock { $0 = nil }
+        for made in rings.withLock({ value in defer { value = [] }; return value }) { made.close() }
         disconnects.withLock { $0.append(reason) }
     }
 
-    var connected: Rings? { rings.withLock { $0 } }
+    /// Queue pair 0's rings while connected.
+    var connected: Rings? { rings.withLock { $0.first } }
+
+    /// Every queue pair's rings while connected.
+    var connectedQueues: [Rings] { rings.withLock { $0 } }
 }
 
 /// One guest with one vif whose backend is the script, all in one process.
@@ -195,6 +208,8 @@ final class NetRig: Sendable {
     init(offered: NetifBackendFeatures) async throws {
         var configuration = InProcessHypervisor.Configuration()
         configuration.masksDeliveredPorts = true
+        // A queue pair grants 258 pages besides its tx buffers: room for several pairs.
+        configuration.grantEntries = 4096
         hypervisor = try InProcessHypervisor(configuration: configuration)
         toolstack = try hypervisor.connectXenStore(as: .tool)
         dom0 = try hypervisor.platform(for: .dom0)
@@ -221,8 +236,8 @@ final class NetRig: Sendable {
         await device.close()
     }
 
-    func frontend() throws -> NetFrontend {
-        try NetFrontend(platform: try hypervisor.platform(for: guest), devid: Self.devid, logger: testLogger)
+    func frontend(queues: Int? = nil) throws -> NetFrontend {
+        try NetFrontend(platform: try hypervisor.platform(for: guest), devid: Self.devid, queues: queues, logger: testLogger)
     }
 
     func shutdown() async {
@@ -231,8 +246,9 @@ final class NetRig: Sendable {
         backendStore.close()
     }
 
-    static func features(split: Bool = false) -> NetifBackendFeatures {
+    static func features(split: Bool = false, maxQueues: UInt32? = nil) -> NetifBackendFeatures {
         var features = NetifBackendFeatures()
+        features.maxQueues = maxQueues
         features.rxCopy = true
         features.scatterGather = true
         features.gsoTCPv4 = true
