@@ -36,6 +36,10 @@ public final class BlkbackDaemon: Sendable {
         /// How many lines each device's frontend may cause in the log (refused requests, a
         /// broken ring) before they are counted instead.
         public var guestLog = GuestLog.Policy()
+        /// Where each queue keeps the state a later process takes it over from
+        /// (Protocols/blkback-restart.md): a directory on tmpfs, made if missing. Nil: no
+        /// state; a restarted backend then resumes a Connected ring at rsp_prod.
+        public var restartStateDirectory: String?
 
         public init(workers: Int = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))),
                     limits: BlkbackDeviceLimits = BlkbackDeviceLimits(), resizeInterval: Duration = .seconds(1),
@@ -89,11 +93,21 @@ public final class BlkbackDaemon: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.placement = placement
+        if let directory = configuration.restartStateDirectory {
+            // mkdir -p: each missing component, in order.
+            var path = directory.hasPrefix("/") ? "" : "."
+            for component in directory.split(separator: "/") {
+                path += "/" + component
+                guard mkdir(path, 0o700) == 0 || errno == EEXIST else {
+                    throw BlockBackendError.restartState(.file(path: path, call: "mkdir", errno: errno))
+                }
+            }
+        }
         core = try BackendDaemon(platform: platform, type: "vbd", workers: owned ? placement : nil,
                                  housekeepingInterval: configuration.resizeInterval, logger: logger) { id, store, report in
             BlkbackDevice(backendPath: id.backendPath, platform: platform, store: store, limits: configuration.limits,
                           placement: placement, logger: logger, guestLogPolicy: configuration.guestLog,
-                          reportViolation: report)
+                          restartDirectory: configuration.restartStateDirectory, reportViolation: report)
         }
     }
 

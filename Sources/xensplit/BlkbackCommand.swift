@@ -58,6 +58,9 @@ struct BlkbackCommand: AsyncParsableCommand {
     @Option(help: "Milliseconds between backing-store size checks (online resize).")
     var resizeIntervalMs = 1000
 
+    @Option(help: "Keep each queue's ring indices and a copy of every request taken in STATE_DIR/blkback, so a backend started after this one dies takes its Connected devices over and answers each request exactly once (Protocols/blkback-restart.md). Off: a restart resumes at rsp_prod.")
+    var restartState: Switch = .on
+
     @Flag(help: "Log at debug level.")
     var verbose = false
 
@@ -84,6 +87,7 @@ struct BlkbackCommand: AsyncParsableCommand {
                                                    persistentGrants: persistentGrants == .on,
                                                    persistentGrantsPerQueue: persistentGrantsPerQueue)
         configuration.resizeInterval = .milliseconds(resizeIntervalMs)
+        if restartState == .on { configuration.restartStateDirectory = platform.state.resolved + "/blkback" }
         let factory = try engine.factory(logger: logger)
         logger.info("blkback: block I/O engine", metadata: ["engine": "\(factory.kind.rawValue)"])
         let daemon = try BlkbackDaemon(platform: try await platform.open(), configuration: configuration,
