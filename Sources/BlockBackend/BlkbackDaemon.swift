@@ -124,6 +124,16 @@ public final class BlkbackDaemon: Sendable {
     /// Makes ``run()`` close every device and return. Safe from any thread or task.
     public func stop() { core.stop() }
 
+    /// Prepares this process to hand its devices to another: every queue stops taking
+    /// requests and finishes those in flight (``BlkbackDevice/quiesce(limit:)``). The
+    /// caller then exits without ``stop()``, leaving every device Connected and its
+    /// restart state for the next process. Returns the requests left in flight.
+    public func handOver() async -> Int {
+        var left = 0
+        for device in devices.values { left += await device.quiesce() }
+        return left
+    }
+
     /// The devices served now, by backend path, and whether each has queues.
     public var connectedDevices: [String: Bool] { core.running.mapValues(\.isConnected) }
 

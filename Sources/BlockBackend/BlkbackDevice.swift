@@ -352,6 +352,48 @@ public final class BlkbackDevice: BackendDevice {
         }
     }
 
+    /// Binds the frontend's port. Taking over, the port may still read bound for a moment
+    /// (the hypervisor has not yet seen the previous process's connection end), so an
+    /// EINVAL is retried for up to a second.
+    static func bind(_ channel: any EventChannel, _ remote: DomainID, _ remotePort: EventPort,
+                     retrying: Bool) throws(PlatformError) -> EventPort {
+        var attempts = retrying ? 200 : 1
+        while true {
+            do {
+                return try channel.bindInterdomain(remote: remote, remotePort: remotePort)
+            } catch {
+                attempts -= 1
+                guard attempts > 0, case let .eventChannel(_, code) = error, code == EINVAL else { throw error }
+                usleep(5000)
+            }
+        }
+    }
+
+    /// Stops every queue taking requests and waits (up to `limit`) until none has one in
+    /// flight and every response is pushed: what a process handing its devices over does
+    /// before it exits. Whatever is still in flight after the limit is in the restart
+    /// state, and the next process re-executes it. Returns the requests left in flight.
+    public func quiesce(limit: Duration = .seconds(10)) async -> Int {
+        let queues = state.withLock { $0.queues }
+        for connected in queues {
+            try? await connected.worker.perform(on: connected.queue) { $0.takesRequests = false }
+        }
+        let deadline = ContinuousClock.now + limit
+        while true {
+            let busy = Mutex(0)
+            for connected in queues {
+                try? await connected.worker.perform(on: connected.queue) { queue in
+                    queue.pushResponses()
+                    let inFlight = queue.inFlight
+                    busy.withLock { $0 += inFlight }
+                }
+            }
+            let left = busy.withLock { $0 }
+            if left == 0 || ContinuousClock.now >= deadline { return left }
+            try? await Task.sleep(for: .milliseconds(1))
+        }
+    }
+
     /// The state file of queue `index` of this device.
     static func restartStatePath(_ directory: String, paths: XenbusDevicePaths, queue index: Int) -> String {
         directory + "/vbd-\(paths.frontendID)-\(paths.devid)-\(index).state"
@@ -406,7 +448,7 @@ public final class BlkbackDevice: BackendDevice {
             let shared = try SharedRing(memory: mapping.view, pages: keys.ringRefs.count, entrySize: abi.slotSize)
             channel = try platform.openEventChannel()
             do {
-                port = try channel.bindInterdomain(remote: paths.frontendID, remotePort: keys.eventChannel)
+                port = try Self.bind(channel, paths.frontendID, keys.eventChannel, retrying: takeOver)
             } catch {
                 channel.close()
                 throw error

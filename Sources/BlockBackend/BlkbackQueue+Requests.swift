@@ -15,7 +15,7 @@ extension BlkbackQueue {
     /// then returns true and the worker comes back after serving the others.
     @discardableResult
     public func service<Engine: BlockIOEngine>(engine: Engine) -> Bool {
-        guard disconnectReason == nil, !closed else { return false }
+        guard disconnectReason == nil, !closed, takesRequests else { return false }
         if replayNext < replay.count, !resumeReplay(engine: engine) { return false }
         var budget = ring.size
         do throws(RingError) {

@@ -226,6 +226,9 @@ public final class BlkbackQueue: @unchecked Sendable {
     /// anything new is consumed; the next one to start.
     var replay: [Int32]
     var replayNext = 0
+    /// False once the queue is being handed over to another process: it takes nothing
+    /// more from the ring (nor from ``replay``) and only finishes what it started.
+    public internal(set) var takesRequests = true
 
     /// Requests in flight (slots in use).
     public var inFlight: Int { slots.count - freeCount }

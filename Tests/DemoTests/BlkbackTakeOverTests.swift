@@ -11,12 +11,16 @@ import Testing
 /// over ("took over N requests, re-executed M").
 @Suite("blkback killed and taken over, repeatedly", .serialized)
 struct BlkbackTakeOverTests {
-    @Test(.enabled(if: access(xensplitBinary, X_OK) == 0, "the xensplit binary is not built"))
-    func repeatedKillsLoseNoWrite() async throws {
+    /// How each backend is replaced: killed, or asked to hand over by `--take-over`.
+    enum Replacement: String, CaseIterable { case sigkill, takeOver }
+
+    @Test(.enabled(if: access(xensplitBinary, X_OK) == 0, "the xensplit binary is not built"),
+          arguments: Replacement.allCases)
+    func repeatedReplacementsLoseNoWrite(replacement: Replacement) async throws {
         let blocks = 1024
         let blockBytes = 64 << 10
         let kills = 8
-        let scenario = try LocalScenario("xensplit-blkback-takeover", imageBytes: blocks * blockBytes)
+        let scenario = try LocalScenario("xensplit-blkback-\(replacement.rawValue)", imageBytes: blocks * blockBytes)
         defer { scenario.stop() }
         let (state, image) = (scenario.state, scenario.image)
         let hypervisor = try await scenario.startHypervisorWithGuest()
@@ -38,9 +42,17 @@ struct BlkbackTakeOverTests {
                 stream.acknowledged.load(ordering: .relaxed) >= round * blocks / (kills + 2)
                     || stream.ended.load(ordering: .acquiring)
             }
-            current.signal(SIGKILL)
-            #expect(await current.wait() == SIGKILL)
-            current = try scenario.start("blkback-\(round)", backend)
+            if replacement == .sigkill {
+                current.signal(SIGKILL)
+                #expect(await current.wait() == SIGKILL)
+                current = try scenario.start("blkback-\(round)", backend)
+            } else {
+                let previous = current
+                current = try scenario.start("blkback-\(round)", backend + ["--take-over"])
+                // It drains, answers and exits of its own accord, its devices left Connected.
+                #expect(await previous.wait() == 0, "\(previous.output)")
+                #expect(previous.output.contains("handed over; exiting without closing devices"))
+            }
             try await eventually("backend \(round) took the disk over", seconds: 60) {
                 current.output.contains("took over ")
             }
@@ -52,10 +64,12 @@ struct BlkbackTakeOverTests {
             }
         }
         try await eventually("the stream finishes", seconds: 120) { stream.ended.load(ordering: .acquiring) }
-        print("blkback take-over: \(kills) kills, took over \(tookOver) requests, re-executed \(reexecuted)")
+        print("blkback \(replacement.rawValue): \(kills) replacements, took over \(tookOver) requests, re-executed \(reexecuted)")
         #expect(stream.failures.withLock { $0 } == [], "the NBD client saw no error")
         #expect(stream.acknowledged.load(ordering: .relaxed) == blocks)
-        #expect(tookOver > 0, "no kill found a request in the backend's hands")
+        if replacement == .sigkill {
+            #expect(tookOver > 0, "no kill found a request in the backend's hands")
+        }
         // The frontend never saw the backend leave: connected once, never closed.
         #expect(blkfront.output.components(separatedBy: "-> Connected").count - 1 == 1, "\(blkfront.output)")
         #expect(!blkfront.output.contains("-> Closing"), "\(blkfront.output)")
