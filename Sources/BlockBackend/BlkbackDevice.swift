@@ -137,15 +137,6 @@ public final class BlkbackDevice: BackendDevice {
     // MARK: XenbusBackendHooks
 
     public func features(for paths: XenbusDevicePaths) async throws -> XenbusKeys {
-        if restartDirectory != nil, state.withLock({ !$0.featuresAsked }) {
-            // Asked first when this process's driver starts, before it writes any state:
-            // both ends reading Connected means a previous process served the rings.
-            let own = try? await XenbusNodeReader(store: store, path: backendPath).state()
-            let frontend = try? await XenbusNodeReader(store: store, path: paths.frontend).state()
-            let takeOver = own == .connected && frontend == .connected
-            state.withLock { $0.takeOver = takeOver }
-        }
-        state.withLock { $0.featuresAsked = true }
         let backing = try await openBackingStore()
         var features = backing.store.backendFeatures()
         if !backing.keys.discardEnabled {
@@ -176,10 +167,12 @@ public final class BlkbackDevice: BackendDevice {
             throw XenbusError.hookFailed(hook: "connect", reason: "no backing store is open for \(backendPath)")
         }
         let sectors = try backing.store.currentSectors()
-        let takeOver = state.withLock { s -> Bool in
-            defer { s.takeOver = false }
-            return s.takeOver
-        }
+        // A frontend already Connected when we connect was served by a previous process
+        // (in a handshake it is Initialised until we are Connected): take its rings over.
+        // Not the backend node's state, which a previous take-over killed part way may
+        // have left at InitWait.
+        let frontendState = restartDirectory == nil ? nil : try await XenbusNodeReader(store: store, path: paths.frontend).state()
+        let takeOver = frontendState == .connected
         var connected: [BlkbackConnectedQueue] = []
         var recoveries: [BlkbackRecovery] = []
         do {
@@ -354,10 +347,10 @@ public final class BlkbackDevice: BackendDevice {
 
     /// Binds the frontend's port. Taking over, the port may still read bound for a moment
     /// (the hypervisor has not yet seen the previous process's connection end), so an
-    /// EINVAL is retried for up to a second.
+    /// EINVAL is retried for up to five seconds.
     static func bind(_ channel: any EventChannel, _ remote: DomainID, _ remotePort: EventPort,
                      retrying: Bool) throws(PlatformError) -> EventPort {
-        var attempts = retrying ? 200 : 1
+        var attempts = retrying ? 1000 : 1
         while true {
             do {
                 return try channel.bindInterdomain(remote: remote, remotePort: remotePort)
@@ -553,8 +546,4 @@ struct BlkbackDeviceState: Sendable {
     var advertised: BlkifBackendFeatures?
     var queues: [BlkbackConnectedQueue] = []
     var sectors512: UInt64?
-    /// Whether features were asked for already (the driver's start is the first time).
-    var featuresAsked = false
-    /// The next connect takes over rings a previous process served.
-    var takeOver = false
 }

@@ -53,8 +53,13 @@ struct BlkbackTakeOverTests {
                 #expect(await previous.wait() == 0, "\(previous.output)")
                 #expect(previous.output.contains("handed over; exiting without closing devices"))
             }
-            try await eventually("backend \(round) took the disk over", seconds: 60) {
-                current.output.contains("took over ")
+            do {
+                try await eventually("backend \(round) took the disk over", seconds: 60) {
+                    current.output.contains("took over ")
+                }
+            } catch {
+                Issue.record("backend \(round) did not take over: \(current.output)\nfrontend: \(blkfront.output)")
+                throw error
             }
             let line = current.output.split(separator: "\n").first { $0.contains("took over ") } ?? ""
             if let range = line.range(of: "took over ") {
