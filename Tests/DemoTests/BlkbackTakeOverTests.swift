@@ -50,6 +50,7 @@ struct BlkbackTakeOverTests {
                 let previous = current
                 current = try scenario.start("blkback-\(round)", backend + ["--take-over"])
                 // It drains, answers and exits of its own accord, its devices left Connected.
+                try await eventually("backend \(round - 1) handed over and exited", seconds: 60) { !previous.process.isRunning }
                 #expect(await previous.wait() == 0, "\(previous.output)")
                 #expect(previous.output.contains("handed over; exiting without closing devices"))
             }
