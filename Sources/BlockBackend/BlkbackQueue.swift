@@ -127,6 +127,13 @@ import XenRing
 /// resumes, so earlier writes are durable before it and later ones start after it.
 /// BLKIF_OP_FLUSH_DISKCACHE is an fdatasync; with segments, their write completes first.
 ///
+/// Restart: with a ``BlkbackRestartState`` each request is copied out of the ring into its
+/// record before anything else (and decoded from there), each answer is recorded before
+/// its response is written, and `published` before the push, so a process killed at any
+/// point leaves a state from which the next one answers every request exactly once
+/// (Protocols/blkback-restart.md). Cost per request: one copy of the slot (the decoder
+/// then reads our copy, not the ring), a few release stores, no system call.
+///
 /// A frontend that breaks the ring (req_prod overrun) or whose slot cannot be decoded
 /// disconnects the queue: ``disconnectReason`` says why, a log line too, and the queue
 /// stops touching the ring. Used by one thread at a time (its worker).
@@ -312,11 +319,11 @@ public final class BlkbackQueue: @unchecked Sendable {
         freeCount = configuration.slots
         segmentTable = .allocate(capacity: configuration.slots * segmentsPerRequest)
         segmentTable.initialize(repeating: BlkifSegment(gref: 0, firstSector: 0, lastSector: 0))
-        // A segment's bytes may straddle one page boundary of the buffer: two copies each.
         self.restart = restart
         self.replay = replay
         slotRecords = .allocate(capacity: configuration.slots)
         slotRecords.initialize(repeating: -1)
+        // A segment's bytes may straddle one page boundary of the buffer: two copies each.
         copies = .allocate(capacity: 2 * segmentsPerRequest + BlkifIndirectGrefs.capacity)
         copies.initialize(repeating: GrantCopySegment(source: .local(buffer: 0, offset: 0),
                                                       destination: .local(buffer: 0, offset: 0), length: 0))
