@@ -79,8 +79,15 @@ struct BlkbackTakeOverFioTests {
         for round in 1...Self.replacements {
             // 20 to 250 ms of I/O between replacements.
             try await Task.sleep(for: .milliseconds(20 + Int(rng.next() % 231)))
-            let began = ContinuousClock.now
+            var began = ContinuousClock.now
             if replacement == .sigkill {
+                // Killed while its state files say requests are in flight, if they come to
+                // say so within 2 s (the protocol's header: consumed, then answered).
+                let deadline = ContinuousClock.now + .seconds(2)
+                while Self.requestsInFlight(state + "/blkback") == 0, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(1))
+                }
+                began = ContinuousClock.now
                 current.signal(SIGKILL)
                 #expect(await current.wait() == SIGKILL)
                 current = try scenario.start("blkback-\(round)", backend)
@@ -151,6 +158,23 @@ struct BlkbackTakeOverFioTests {
         }
         hypervisor.signal(SIGTERM)
         #expect(await hypervisor.wait() == 0, "\(hypervisor.output)")
+    }
+}
+
+extension BlkbackTakeOverFioTests {
+    /// Requests taken and not yet answered, over every queue's state file in `directory`
+    /// (Protocols/blkback-restart.md: u32 consumed at 96, answered at 100).
+    static func requestsInFlight(_ directory: String) -> Int {
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        var total = 0
+        for name in files where name.hasSuffix(".state") {
+            guard let handle = FileHandle(forReadingAtPath: directory + "/" + name) else { continue }
+            defer { try? handle.close() }
+            guard let header = try? handle.read(upToCount: 104), header.count == 104 else { continue }
+            let word = { (at: Int) in header[at..<at + 4].enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * $1.offset) } }
+            total += Int(word(96) &- word(100))
+        }
+        return total
     }
 }
 
