@@ -36,6 +36,10 @@ public final class BlkbackDaemon: Sendable {
         /// How many lines each device's frontend may cause in the log (refused requests, a
         /// broken ring) before they are counted instead.
         public var guestLog = GuestLog.Policy()
+        /// Where each queue keeps the state a later process takes it over from
+        /// (Protocols/blkback-restart.md): a directory on tmpfs, made if missing. Nil: no
+        /// state; a restarted backend then resumes a Connected ring at rsp_prod.
+        public var restartStateDirectory: String?
 
         public init(workers: Int = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))),
                     limits: BlkbackDeviceLimits = BlkbackDeviceLimits(), resizeInterval: Duration = .seconds(1),
@@ -89,11 +93,21 @@ public final class BlkbackDaemon: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.placement = placement
+        if let directory = configuration.restartStateDirectory {
+            // mkdir -p: each missing component, in order.
+            var path = directory.hasPrefix("/") ? "" : "."
+            for component in directory.split(separator: "/") {
+                path += "/" + component
+                guard mkdir(path, 0o700) == 0 || errno == EEXIST else {
+                    throw BlockBackendError.restartState(.file(path: path, call: "mkdir", errno: errno))
+                }
+            }
+        }
         core = try BackendDaemon(platform: platform, type: "vbd", workers: owned ? placement : nil,
                                  housekeepingInterval: configuration.resizeInterval, logger: logger) { id, store, report in
             BlkbackDevice(backendPath: id.backendPath, platform: platform, store: store, limits: configuration.limits,
                           placement: placement, logger: logger, guestLogPolicy: configuration.guestLog,
-                          reportViolation: report)
+                          restartDirectory: configuration.restartStateDirectory, reportViolation: report)
         }
     }
 
@@ -109,6 +123,16 @@ public final class BlkbackDaemon: Sendable {
 
     /// Makes ``run()`` close every device and return. Safe from any thread or task.
     public func stop() { core.stop() }
+
+    /// Prepares this process to hand its devices to another: every queue stops taking
+    /// requests and finishes those in flight (``BlkbackDevice/quiesce(limit:)``). The
+    /// caller then exits without ``stop()``, leaving every device Connected and its
+    /// restart state for the next process. Returns the requests left in flight.
+    public func handOver() async -> Int {
+        var left = 0
+        for device in devices.values { left += await device.quiesce() }
+        return left
+    }
 
     /// The devices served now, by backend path, and whether each has queues.
     public var connectedDevices: [String: Bool] { core.running.mapValues(\.isConnected) }

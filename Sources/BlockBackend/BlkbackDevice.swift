@@ -1,4 +1,5 @@
 import Blkif
+import Glibc
 import Logging
 import Synchronization
 import XenBus
@@ -106,11 +107,15 @@ public final class BlkbackDevice: BackendDevice {
     let reportViolation: @Sendable (String) -> Void
     /// The lines this device's frontend can cause, rate-limited.
     public let guestLog: GuestLog
+    /// Where each queue keeps its persistent state (Protocols/blkback-restart.md), or nil
+    /// for none: a restart then attaches at rsp_prod.
+    let restartDirectory: String?
 
     init(backendPath: String, platform: any Platform, store: XenStoreClient, limits: BlkbackDeviceLimits,
          placement: BackendPlacement, logger: Logger, guestLogPolicy: GuestLog.Policy = GuestLog.Policy(),
-         reportViolation: @escaping @Sendable (String) -> Void = { _ in }) {
+         restartDirectory: String? = nil, reportViolation: @escaping @Sendable (String) -> Void = { _ in }) {
         self.backendPath = backendPath
+        self.restartDirectory = restartDirectory
         self.reportViolation = reportViolation
         self.platform = platform
         self.store = store
@@ -162,15 +167,32 @@ public final class BlkbackDevice: BackendDevice {
             throw XenbusError.hookFailed(hook: "connect", reason: "no backing store is open for \(backendPath)")
         }
         let sectors = try backing.store.currentSectors()
+        // A frontend already Connected when we connect was served by a previous process
+        // (in a handshake it is Initialised until we are Connected): take its rings over.
+        // Not the backend node's state, which a previous take-over killed part way may
+        // have left at InitWait.
+        let frontendState = restartDirectory == nil ? nil : try await XenbusNodeReader(store: store, path: paths.frontend).state()
+        let takeOver = frontendState == .connected
         var connected: [BlkbackConnectedQueue] = []
+        var recoveries: [BlkbackRecovery] = []
         do {
             for (index, keys) in frontend.connection.queues.enumerated() {
-                connected.append(try makeQueue(index: index, keys: keys, frontend: frontend, paths: paths,
-                                               backing: backing))
+                let (queue, recovery) = try makeQueue(index: index, keys: keys, frontend: frontend, paths: paths,
+                                                      backing: backing, takeOver: takeOver)
+                connected.append(queue)
+                if let recovery { recoveries.append(recovery) }
             }
         } catch {
-            for queue in connected.reversed() { await release(queue) }
+            for queue in connected.reversed() { await release(queue, keepingState: takeOver) }
             throw error
+        }
+        if takeOver {
+            let (taken, replayed) = recoveries.reduce((0, 0)) { ($0.0 + $1.tookOver, $0.1 + $1.replay.count) }
+            logger.info("took over \(taken) requests, re-executed \(replayed)", metadata: [
+                "queues": "\(connected.count)", "states": "\(recoveries.count)"])
+            // Responses recovery published, and a look at the ring for the frontend: a
+            // spurious event costs it one check.
+            for queue in connected { try? queue.channel.notify(queue.queue.port) }
         }
         state.withLock {
             $0.queues = connected
@@ -323,8 +345,93 @@ public final class BlkbackDevice: BackendDevice {
         }
     }
 
+    /// Binds the frontend's port. Taking over, the port may still read bound for a moment
+    /// (the hypervisor has not yet seen the previous process's connection end), so an
+    /// EINVAL is retried for up to five seconds.
+    static func bind(_ channel: any EventChannel, _ remote: DomainID, _ remotePort: EventPort,
+                     retrying: Bool) throws(PlatformError) -> EventPort {
+        var attempts = retrying ? 1000 : 1
+        while true {
+            do {
+                return try channel.bindInterdomain(remote: remote, remotePort: remotePort)
+            } catch {
+                attempts -= 1
+                guard attempts > 0, case let .eventChannel(_, code) = error, code == EINVAL else { throw error }
+                usleep(5000)
+            }
+        }
+    }
+
+    /// Stops every queue taking requests and waits (up to `limit`) until none has one in
+    /// flight and every response is pushed: what a process handing its devices over does
+    /// before it exits. Whatever is still in flight after the limit is in the restart
+    /// state, and the next process re-executes it. Returns the requests left in flight.
+    public func quiesce(limit: Duration = .seconds(10)) async -> Int {
+        let queues = state.withLock { $0.queues }
+        for connected in queues {
+            try? await connected.worker.perform(on: connected.queue) { $0.takesRequests = false }
+        }
+        let deadline = ContinuousClock.now + limit
+        while true {
+            let busy = Mutex(0)
+            for connected in queues {
+                try? await connected.worker.perform(on: connected.queue) { queue in
+                    queue.pushResponses()
+                    let inFlight = queue.inFlight
+                    busy.withLock { $0 += inFlight }
+                }
+            }
+            let left = busy.withLock { $0 }
+            if left == 0 || ContinuousClock.now >= deadline { return left }
+            try? await Task.sleep(for: .milliseconds(1))
+        }
+    }
+
+    /// The state file of queue `index` of this device.
+    static func restartStatePath(_ directory: String, paths: XenbusDevicePaths, queue index: Int) -> String {
+        directory + "/vbd-\(paths.frontendID)-\(paths.devid)-\(index).state"
+    }
+
+    /// The queue's persistent state, and where its ring resumes: recovered from the file
+    /// a previous process left when taking over (an unusable one refuses the device; none
+    /// at all attaches at rsp_prod, as a backend without state does), else a new file.
+    private func restartState(index: Int, keys: BlkifConnectionKeys.Queue, frontend: BlkbackFrontendRequest,
+                              paths: XenbusDevicePaths, shared: SharedRing,
+                              takeOver: Bool) throws -> (BlkbackRestartState, BackRing, BlkbackRecovery?)? {
+        var ring = BackRing(attaching: shared, at: shared.loadResponseProducer())
+        guard let directory = restartDirectory else { return nil }
+        guard keys.ringRefs.count <= BlkbackRestartState.maxRingRefs else {
+            logger.warning("blkback: ring too large for a restart state; this queue cannot be taken over",
+                           metadata: ["ring-pages": "\(keys.ringRefs.count)"])
+            return nil
+        }
+        let path = Self.restartStatePath(directory, paths: paths, queue: index)
+        let identity = BlkbackRestartState.Identity(
+            frontendDomain: paths.frontendID, abi: frontend.features.abi, ringPageOrder: UInt8(frontend.features.ringPageOrder),
+            eventChannel: keys.eventChannel, ringRefs: keys.ringRefs)
+        if takeOver {
+            do throws(BlkbackRestartError) {
+                let state = try BlkbackRestartState.open(path: path, identity: identity, ringSize: shared.size)
+                let recovery = try state.recover(ring: shared)
+                ring = BackRing(attaching: shared, at: recovery.answered)
+                ring.requestConsumer = recovery.consumed
+                return (state, ring, recovery)
+            } catch {
+                guard case let .file(_, call, code) = error, call == "open", code == ENOENT else {
+                    throw BlockBackendError.restartState(error)
+                }
+                logger.warning("blkback: taking over with no restart state: resuming at rsp_prod",
+                               metadata: ["state": "\(path)"])
+            }
+        }
+        let state = try BlkbackRestartState.create(path: path, identity: identity, ringSize: shared.size,
+                                                   at: ring.responseProducerPrivate)
+        return (state, ring, nil)
+    }
+
     private func makeQueue(index: Int, keys: BlkifConnectionKeys.Queue, frontend: BlkbackFrontendRequest,
-                           paths: XenbusDevicePaths, backing: BlkbackBacking) throws -> BlkbackConnectedQueue {
+                           paths: XenbusDevicePaths, backing: BlkbackBacking,
+                           takeOver: Bool) throws -> (BlkbackConnectedQueue, BlkbackRecovery?) {
         let abi = frontend.features.abi
         let mapper = platform.grantMapper
         let mapping = try mapper.map(keys.ringRefs, from: paths.frontendID, writable: true)
@@ -334,14 +441,23 @@ public final class BlkbackDevice: BackendDevice {
             let shared = try SharedRing(memory: mapping.view, pages: keys.ringRefs.count, entrySize: abi.slotSize)
             channel = try platform.openEventChannel()
             do {
-                port = try channel.bindInterdomain(remote: paths.frontendID, remotePort: keys.eventChannel)
+                port = try Self.bind(channel, paths.frontendID, keys.eventChannel, retrying: takeOver)
             } catch {
                 channel.close()
                 throw error
             }
-            // A ring a frontend kept across our restart carries on where responses stopped:
-            // requests after rsp_prod were never answered and are taken again.
-            let ring = BackRing(attaching: shared, at: shared.loadResponseProducer())
+            // A ring a frontend kept across our restart carries on where the previous
+            // process's persistent state says; without one, where responses stopped
+            // (requests after rsp_prod are taken again, right only for in-order answers).
+            let restart: (state: BlkbackRestartState, ring: BackRing, recovery: BlkbackRecovery?)?
+            do {
+                restart = try restartState(index: index, keys: keys, frontend: frontend, paths: paths, shared: shared,
+                                           takeOver: takeOver)
+            } catch {
+                channel.close()
+                throw error
+            }
+            let ring = restart?.ring ?? BackRing(attaching: shared, at: shared.loadResponseProducer())
             let configuration = BlkbackQueueConfiguration(abi: abi, maxIndirectSegments: limits.maxIndirectSegments,
                                                           slots: limits.slots, readOnly: backing.keys.readOnly,
                                                           discard: backing.keys.discardEnabled,
@@ -352,7 +468,8 @@ public final class BlkbackDevice: BackendDevice {
             do {
                 queue = try BlkbackQueue(name: name, ring: ring, frontendDomain: paths.frontendID, eventChannel: channel,
                                          port: port, mapper: mapper, store: backing.store,
-                                         configuration: configuration, logger: logger, guestLog: guestLog)
+                                         configuration: configuration, logger: logger, guestLog: guestLog,
+                                         restart: restart?.state, replay: restart?.recovery?.replay ?? [])
             } catch {
                 channel.close()
                 throw error
@@ -373,14 +490,18 @@ public final class BlkbackDevice: BackendDevice {
                 channel.close()
                 throw error
             }
-            return BlkbackConnectedQueue(queue: queue, worker: worker, mapping: mapping, channel: channel)
+            return (BlkbackConnectedQueue(queue: queue, worker: worker, mapping: mapping, channel: channel),
+                    restart?.recovery)
         } catch {
             try? mapper.unmap(mapping)
             throw error
         }
     }
 
-    private func release(_ connected: BlkbackConnectedQueue) async {
+    /// Removes a queue; its state file goes too (nothing is owed any more), unless
+    /// `keepingState` (a take-over that failed part way: the file is still the only
+    /// record of what the frontend is owed).
+    private func release(_ connected: BlkbackConnectedQueue, keepingState: Bool = false) async {
         // Waits for the queue's in-flight I/O: its copy buffers and ring stay ours until then.
         do {
             try await connected.worker.removeQueue(connected.queue)
@@ -392,6 +513,7 @@ public final class BlkbackDevice: BackendDevice {
         logger.info("blkback: queue statistics", metadata: [
             "queue": "\(connected.queue.name)", "statistics": "\(connected.queue.statistics)"])
         try? connected.queue.close()
+        if !keepingState { connected.queue.restart?.remove() }
         connected.channel.close()
         do {
             try platform.grantMapper.unmap(connected.mapping)

@@ -15,7 +15,8 @@ extension BlkbackQueue {
     /// then returns true and the worker comes back after serving the others.
     @discardableResult
     public func service<Engine: BlockIOEngine>(engine: Engine) -> Bool {
-        guard disconnectReason == nil, !closed else { return false }
+        guard disconnectReason == nil, !closed, takesRequests else { return false }
+        if replayNext < replay.count, !resumeReplay(engine: engine) { return false }
         var budget = ring.size
         do throws(RingError) {
             while freeCount > 0, barrierSlot == nil {
@@ -28,6 +29,19 @@ extension BlkbackQueue {
                     guard budget > 0 else { return true }
                     budget -= 1
                     let slot = ring.requestSlot(ring.requestConsumer)
+                    if let restart {
+                        // Every record busy: publishing frees the answered ones.
+                        if !restart.canTake { pushResponses() }
+                        guard restart.canTake else { return false }
+                        // Recorded (T1..T3), then decoded from the record: our one copy.
+                        let record = restart.take(slot, at: ring.requestConsumer)
+                        ring.requestConsumer &+= 1
+                        waiting -= 1
+                        answeringRecord = record
+                        accept(restart.request(record), engine: engine)
+                        answeringRecord = -1
+                        continue
+                    }
                     ring.requestConsumer &+= 1
                     waiting -= 1
                     accept(slot, engine: engine)
@@ -38,6 +52,27 @@ extension BlkbackQueue {
             disconnect(.ring(error))
         }
         return false
+    }
+
+    /// Re-executes the requests a previous process had in flight, in the order it took
+    /// them, each from its record (Protocols/blkback-restart.md, "Recovery", 6); a flush
+    /// or barrier starts only once every request before it completed. True once all
+    /// have started.
+    func resumeReplay<Engine: BlockIOEngine>(engine: Engine) -> Bool {
+        guard let restart else { return true }
+        while replayNext < replay.count, freeCount > 0, barrierSlot == nil, disconnectReason == nil {
+            let record = replay[replayNext]
+            let operation = restart.requestOperation(record)
+            if operation == BlkifOperation.flushDiskCache.rawValue || operation == BlkifOperation.writeBarrier.rawValue,
+               inFlight > 0 {
+                return false
+            }
+            replayNext += 1
+            answeringRecord = record
+            accept(restart.request(record), engine: engine)
+            answeringRecord = -1
+        }
+        return replayNext == replay.count
     }
 
     /// Decodes one request slot (each field read once) and starts it or answers it.
@@ -224,7 +259,9 @@ extension BlkbackQueue {
 
     func takeSlot() -> Int {
         freeCount -= 1
-        return Int(freeSlots[freeCount])
+        let index = Int(freeSlots[freeCount])
+        slotRecords[index] = answeringRecord
+        return index
     }
 
     func releaseSlot(_ index: Int) {
@@ -236,6 +273,9 @@ extension BlkbackQueue {
     /// Answers the request in `index` and frees its slot.
     func finish(_ index: Int, status: BlkifStatus, _ failure: BlkbackRefusal? = nil) {
         let slot = slots[index]
+        let outer = answeringRecord
+        answeringRecord = slotRecords[index]
+        defer { answeringRecord = outer }
         if let failure {
             refuse(id: slot.id, operation: slot.operation, status: status, failure)
         } else {

@@ -127,6 +127,13 @@ import XenRing
 /// resumes, so earlier writes are durable before it and later ones start after it.
 /// BLKIF_OP_FLUSH_DISKCACHE is an fdatasync; with segments, their write completes first.
 ///
+/// Restart: with a ``BlkbackRestartState`` each request is copied out of the ring into its
+/// record before anything else (and decoded from there), each answer is recorded before
+/// its response is written, and `published` before the push, so a process killed at any
+/// point leaves a state from which the next one answers every request exactly once
+/// (Protocols/blkback-restart.md). Cost per request: one copy of the slot (the decoder
+/// then reads our copy, not the ring), a few release stores, no system call.
+///
 /// A frontend that breaks the ring (req_prod overrun) or whose slot cannot be decoded
 /// disconnects the queue: ``disconnectReason`` says why, a log line too, and the queue
 /// stops touching the ring. Used by one thread at a time (its worker).
@@ -215,6 +222,20 @@ public final class BlkbackQueue: @unchecked Sendable {
     /// Set by the worker: the high bits of every user-data value this queue's I/O carries.
     var userDataBase: UInt64 = 0
     var closed = false
+    /// The persistent state a later process takes the queue over from, if kept
+    /// (Protocols/blkback-restart.md); nil: nothing outlives the process.
+    public let restart: BlkbackRestartState?
+    /// Per slot, the record of its request in ``restart``.
+    var slotRecords: UnsafeMutableBufferPointer<Int32>
+    /// The record the next response answers (-1 without ``restart``).
+    var answeringRecord: Int32 = -1
+    /// Records of requests a previous process had in flight, re-executed in order before
+    /// anything new is consumed; the next one to start.
+    var replay: [Int32]
+    var replayNext = 0
+    /// False once the queue is being handed over to another process: it takes nothing
+    /// more from the ring (nor from ``replay``) and only finishes what it started.
+    public internal(set) var takesRequests = true
 
     /// Requests in flight (slots in use).
     public var inFlight: Int { slots.count - freeCount }
@@ -229,11 +250,20 @@ public final class BlkbackQueue: @unchecked Sendable {
     /// A queue serving `ring` (already mapped and attached) for `frontendDomain`, whose
     /// port `port` is bound through `eventChannel`. Registers a copy buffer through
     /// `mapper`; ``close()`` releases them. The ring, port and store stay the caller's.
+    ///
+    /// With `restart`, every request taken and answered is recorded there as it goes, so
+    /// a later process can take the ring over; `replay` (from
+    /// ``BlkbackRestartState/recover(ring:)``, with `ring` attached at its indices) lists
+    /// the requests a previous process left in flight, re-executed first.
     public init(name: String, ring: BackRing, frontendDomain: DomainID, eventChannel: any EventChannel,
                 port: EventPort, mapper: any GrantMapper, store: any BlockBackingStore,
                 configuration: BlkbackQueueConfiguration,
-                logger: Logger = Logger(label: "xensplit.blkback"), guestLog: GuestLog? = nil) throws(BlockBackendError) {
+                logger: Logger = Logger(label: "xensplit.blkback"), guestLog: GuestLog? = nil,
+                restart: BlkbackRestartState? = nil, replay: [Int32] = []) throws(BlockBackendError) {
         try configuration.validate()
+        if let restart, restart.recordCount != Int(ring.size) || restart.abi != configuration.abi {
+            throw .restartState(.layout(field: "records", found: UInt32(restart.recordCount), expected: ring.size))
+        }
         // The slot stride is the ABI's: a ring laid out for another ABI would misplace slots.
         guard ring.shared.entrySize == configuration.abi.slotSize else {
             throw .configuration(name: "ring entry size", value: ring.shared.entrySize,
@@ -289,6 +319,10 @@ public final class BlkbackQueue: @unchecked Sendable {
         freeCount = configuration.slots
         segmentTable = .allocate(capacity: configuration.slots * segmentsPerRequest)
         segmentTable.initialize(repeating: BlkifSegment(gref: 0, firstSector: 0, lastSector: 0))
+        self.restart = restart
+        self.replay = replay
+        slotRecords = .allocate(capacity: configuration.slots)
+        slotRecords.initialize(repeating: -1)
         // A segment's bytes may straddle one page boundary of the buffer: two copies each.
         copies = .allocate(capacity: 2 * segmentsPerRequest + BlkifIndirectGrefs.capacity)
         copies.initialize(repeating: GrantCopySegment(source: .local(buffer: 0, offset: 0),
@@ -302,6 +336,7 @@ public final class BlkbackQueue: @unchecked Sendable {
         copies.deallocate()
         segmentEntries.deallocate()
         vectors.deallocate()
+        slotRecords.deallocate()
     }
 
     /// The most iovecs one readv/writev takes (Linux UIO_MAXIOV).
@@ -354,6 +389,10 @@ public final class BlkbackQueue: @unchecked Sendable {
     func respond(id: UInt64, operation: UInt8, status: BlkifStatus) {
         guard disconnectReason == nil else { return }
         statistics.count(operation: operation, status: status)
+        // A1..A3 before the response is written (A4).
+        if let restart, answeringRecord >= 0 {
+            restart.answer(answeringRecord, id: id, operation: operation, status: status, at: ring.responseProducerPrivate)
+        }
         BlkifResponse(id: id, operation: operation, status: status)
             .encode(into: ring.responseSlot(ring.responseProducerPrivate), at: 0, abi: abi)
         ring.responseProducerPrivate &+= 1
@@ -365,7 +404,11 @@ public final class BlkbackQueue: @unchecked Sendable {
     public func pushResponses() {
         guard unpushedResponses > 0, disconnectReason == nil else { return }
         unpushedResponses = 0
-        guard ring.pushResponsesAndCheckNotify() else { return }
+        // P1 before the frontend can see them (P2), the records freed after (P3).
+        restart?.publish(upTo: ring.responseProducerPrivate)
+        let notify = ring.pushResponsesAndCheckNotify()
+        restart?.freePublished()
+        guard notify else { return }
         do { try eventChannel.notify(port) } catch {
             disconnect(.platform(error))
         }

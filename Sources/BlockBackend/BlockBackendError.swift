@@ -25,6 +25,8 @@ public enum BlockBackendError: Error, Equatable, Sendable, CustomStringConvertib
     case request(BlkifError)
     /// A backend worker refused to start, or to take or give back a queue.
     case worker(BackendWorkerError)
+    /// A queue's persistent restart state cannot be used.
+    case restartState(BlkbackRestartError)
 
     public var description: String {
         switch self {
@@ -44,6 +46,8 @@ public enum BlockBackendError: Error, Equatable, Sendable, CustomStringConvertib
             return "undecodable request: \(error)"
         case let .worker(error):
             return "backend worker: \(error)"
+        case let .restartState(error):
+            return "\(error)"
         }
     }
 }

@@ -294,7 +294,13 @@ final class BlockBenchWorld: @unchecked Sendable {
             let factory = try BlockIOEngineFactory(configuration: .init(queueDepth: 64, capacity: 2048), logger: logger)
             engineKind = factory.kind.rawValue
             let before = ThreadCPU.threads()
-            daemon = try BlkbackDaemon(platform: dom0, factory: factory, logger: logger)
+            // XENSPLIT_BENCH_RESTART_STATE=on measures the cost of the backend's restart
+            // state (Protocols/blkback-restart.md); off (the default) runs without it.
+            var backend = BlkbackDaemon.Configuration()
+            if ProcessInfo.processInfo.environment["XENSPLIT_BENCH_RESTART_STATE"] == "on" {
+                backend.restartStateDirectory = directory + "/blkback"
+            }
+            daemon = try BlkbackDaemon(platform: dom0, configuration: backend, factory: factory, logger: logger)
             backendThreads = ThreadCPU.threads().subtracting(before)
         } catch {
             hypervisor.stopAndWait()

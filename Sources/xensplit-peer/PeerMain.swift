@@ -15,6 +15,10 @@ import Synchronization
 //                                             "READY ref,ref,... port", run a frontend
 //   ring-back STATE_DIR DOMID REFS PORT COUNT map REFS of DOMID, bind PORT, run a backend
 //   map-and-hold STATE_DIR DOMID REFS         map REFS writable, print "MAPPED", sleep
+//   bind-and-echo STATE_DIR DOMID REFS PORT   map REFS writable, bind PORT of DOMID, print
+//                                             "BOUND port", then on every event copy the
+//                                             u32 at byte 0 of the first page to byte 4
+//                                             and notify, when they differ (until killed)
 //   xenstore-ring STATE_DIR DOMAIN            share a xenstore ring page with dom0, offer
 //                                             a port, print "READY ref port", then use
 //                                             xenstore over the ring and print "OK ..."
@@ -39,8 +43,11 @@ struct Peer {
                 m.view.store(UInt32(0xFEED), at: 0)
                 say("MAPPED")
                 while true { sleep(60) }
+            case "bind-and-echo" where a.count == 6:
+                try bindAndEcho(stateDir: a[2], domid: DomainID(a[3])!, refs: a[4].split(separator: ",").map { GrantRef($0)! },
+                                port: EventPort(a[5])!)
             default:
-                say("usage: xensplit-peer ring-front|ring-back|map-and-hold ...")
+                say("usage: xensplit-peer ring-front|ring-back|map-and-hold|bind-and-echo ...")
                 exit(2)
             }
         } catch {
@@ -133,5 +140,27 @@ struct Peer {
         try platform.grantMapper.unmap(mapping)
         try events.unbind(local)
         say("DONE \(done)")
+    }
+
+    /// A stand-in for a backend process that a test kills and replaces: it holds a
+    /// mapping and a bound port, and answers what the guest writes. The first look comes
+    /// from the binding itself (a new binding starts pending), so a value the guest wrote
+    /// while no process was bound is answered without a new notification.
+    static func bindAndEcho(stateDir: String, domid: DomainID, refs: [GrantRef], port: EventPort) throws {
+        let platform = try LocalPlatform(stateDirectory: stateDir)
+        let mapping = try platform.grantMapper.map(refs, from: domid, writable: true)
+        let events = try platform.openEventChannel()
+        let local = try events.bindInterdomain(remote: domid, remotePort: port)
+        say("BOUND \(local)")
+        let signal = EventChannelSignal(channel: events, port: local)
+        while true {
+            signal.wait()
+            // The guest's page: read each value once.
+            let asked = mapping.view.load(UInt32.self, at: 0)
+            if asked != mapping.view.load(UInt32.self, at: 4) {
+                mapping.view.store(asked, at: 4)
+                signal.notify()
+            }
+        }
     }
 }

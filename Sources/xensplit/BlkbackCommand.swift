@@ -2,6 +2,7 @@ import ArgumentParser
 import BlockBackend
 import Dispatch
 import Foundation
+import Glibc
 import Logging
 import URing
 
@@ -58,6 +59,12 @@ struct BlkbackCommand: AsyncParsableCommand {
     @Option(help: "Milliseconds between backing-store size checks (online resize).")
     var resizeIntervalMs = 1000
 
+    @Option(help: "Keep each queue's ring indices and a copy of every request taken in STATE_DIR/blkback, so a backend started after this one dies takes its Connected devices over and answers each request exactly once (Protocols/blkback-restart.md). Off: a restart resumes at rsp_prod.")
+    var restartState: Switch = .on
+
+    @Flag(help: "Take the devices over from the blkback already running on this state directory: ask it (through STATE_DIR/blkback/control.socket) to stop taking requests, drain and exit without closing its devices, then serve them from where it left off. With no backend running, start as usual. Reports MAINPID= and READY=1 to $NOTIFY_SOCKET when set, so a service manager follows the new process.")
+    var takeOver = false
+
     @Flag(help: "Log at debug level.")
     var verbose = false
 
@@ -71,6 +78,7 @@ struct BlkbackCommand: AsyncParsableCommand {
             throw ValidationError("--persistent-grants-per-queue must be 1...65536")
         }
         guard resizeIntervalMs >= 10 else { throw ValidationError("--resize-interval-ms must be at least 10") }
+        if takeOver, restartState == .off { throw ValidationError("--take-over needs --restart-state on") }
     }
 
     func run() async throws {
@@ -84,12 +92,53 @@ struct BlkbackCommand: AsyncParsableCommand {
                                                    persistentGrants: persistentGrants == .on,
                                                    persistentGrantsPerQueue: persistentGrantsPerQueue)
         configuration.resizeInterval = .milliseconds(resizeIntervalMs)
+        let restartDirectory = platform.state.resolved + "/blkback"
+        if restartState == .on { configuration.restartStateDirectory = restartDirectory }
+        let controlPath = BlkbackControlSocket.path(restartDirectory: restartDirectory)
+        if takeOver {
+            if let left = try BlkbackControlSocket.requestTakeOver(path: controlPath) {
+                logger.info("blkback: the running backend handed its devices over", metadata: ["left-in-flight": "\(left)"])
+            } else {
+                logger.notice("blkback: --take-over: no backend runs here; starting afresh")
+            }
+        }
         let factory = try engine.factory(logger: logger)
         logger.info("blkback: block I/O engine", metadata: ["engine": "\(factory.kind.rawValue)"])
         let daemon = try BlkbackDaemon(platform: try await platform.open(), configuration: configuration,
                                        factory: factory, logger: logger)
+        let control = restartState == .off ? nil : try BlkbackControlSocket(path: controlPath, handOver: {
+            await daemon.handOver()
+        }, exit: { [logger] in
+            // Devices stay Connected: the next process takes them over. SIGTERM, not
+            // this, is how blkback stops.
+            logger.info("blkback: handed over; exiting without closing devices")
+            Glibc.exit(0)
+        })
+        notifyServiceManager("MAINPID=\(getpid())\nREADY=1")
         let sources = onStopSignals { _ in daemon.stop() }
         try await daemon.run()
+        control?.close()
         withExtendedLifetime(sources) {}
+    }
+}
+
+/// Sends `state` to the service manager ($NOTIFY_SOCKET, sd_notify's datagram protocol;
+/// a name starting with @ is abstract), if one asked. Errors are ignored, as sd_notify's
+/// callers do.
+func notifyServiceManager(_ state: String) {
+    guard let path = ProcessInfo.processInfo.environment["NOTIFY_SOCKET"], !path.isEmpty else { return }
+    let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { return }
+    defer { close(fd) }
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    var name = Array(path.utf8)
+    if name.first == UInt8(ascii: "@") { name[0] = 0 }
+    guard name.count < MemoryLayout.size(ofValue: address.sun_path) else { return }
+    withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: name) }
+    let length = socklen_t(MemoryLayout<sa_family_t>.size + name.count + (name.first == 0 ? 0 : 1))
+    let bytes = Array(state.utf8)
+    _ = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, bytes, bytes.count, 0, $0, length) }
     }
 }

@@ -189,7 +189,11 @@ final class LocalScenario {
     /// xvda (`xensplit domain create`); returns the hypervisor's process.
     func startHypervisorWithGuest() async throws -> Child {
         let hypervisor = try start("hypervisor", ["hypervisor", "--state-dir", state])
-        try await eventually("the hypervisor's socket") { FileManager.default.fileExists(atPath: state + "/xenstored.socket") }
+        // xenstored's socket comes first, the hypervisor's own a moment later.
+        try await eventually("the hypervisor's sockets") {
+            FileManager.default.fileExists(atPath: state + "/xenstored.socket")
+                && FileManager.default.fileExists(atPath: state + "/hypervisor.socket")
+        }
         let create = try start("create", ["domain", "create", "guest", "--state-dir", state,
                                           "--disk", "vdev=xvda,access=rw,target=\(image)"])
         guard await create.wait() == 0 else { throw DemoTestError("domain create failed: \(create.output)") }
