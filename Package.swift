@@ -153,7 +153,7 @@ let package = Package(
         .testTarget(name: "SharedMemoryTests", dependencies: ["SharedMemory"]),
         .testTarget(name: "XenRingTests", dependencies: ["XenRing", "SharedMemory", "CRingReference", "XenTesting", "FuzzTargets"]),
         .testTarget(name: "BlkifTests", dependencies: ["XenTesting", "Blkif", "XenRing", "SharedMemory"]),
-        .testTarget(name: "NetifTests", dependencies: ["XenTesting", "Netif", "XenRing", "SharedMemory", "FuzzTargets"]),
+        .testTarget(name: "NetifTests", dependencies: ["XenTesting", "Netif", "XenRing", "SharedMemory", "FuzzTargets", "CRingReference"]),
         .testTarget(name: "TapTests", dependencies: ["Tap", "Netif", "SystemCalls", "XenTesting"], exclude: ["C"]),
         .testTarget(name: "InteropTests", dependencies: ["XenTesting", "Blkif", "Netif", "XenRing", "SharedMemory"],
                     exclude: ["C"]),
@@ -179,7 +179,7 @@ let package = Package(
                                                           .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "NetBackendTests",
                     dependencies: ["NetBackend", "Netif", "Tap", "XenTesting", "XenLocal", "XenPlatform", "XenBus", "XenRing",
-                                   "XenStore", "SharedMemory", "URing", "XenDevice", "BlockBackend", "Blkif",
+                                   "XenStore", "SharedMemory", "URing", "XenDevice", "BlockBackend", "Blkif", "CRingReference",
                                    .product(name: "Logging", package: "swift-log")]),
         // Our netfront against our netback, in-process, through the real hotplug script.
         .testTarget(name: "NetEndToEndTests",

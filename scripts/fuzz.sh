@@ -2,7 +2,8 @@
 # Builds the libFuzzer binary and fuzzes one target.
 # Usage: scripts/fuzz.sh TARGET [libFuzzer options...]     e.g. scripts/fuzz.sh ring -max_total_time=60
 #        TARGET: ring, xenstore, blkback (a hostile frontend against one blkback queue) or netif
-#          (a guest's tx ring chain by chain, checksum location, rx plans)
+#          (a guest's tx ring chain by chain, checksum location, rx plans) or netifctrl (control
+#          requests against the hash configuration)
 #        scripts/fuzz.sh --smoke    every target for a fixed number of runs (the test suite does this)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ bin=.build-fuzz/debug/xensplit-fuzz
 export SWIFT_BACKTRACE=enable=no
 corpus=.build-fuzz/corpus
 if [ "${1:-}" = "--smoke" ]; then
-  for t in ${XENSPLIT_FUZZ_TARGETS:-ring xenstore blkback netif}; do
+  for t in ${XENSPLIT_FUZZ_TARGETS:-ring xenstore blkback netif netifctrl}; do
     mkdir -p "$corpus/$t"
     echo "fuzz smoke: $t"
     # A blkback input builds a queue (copy buffers, a grant cache): fewer, dearer runs.

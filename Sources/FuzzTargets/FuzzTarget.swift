@@ -4,6 +4,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case xenstore
     case blkback
     case netif
+    case netifctrl
 
     /// Runs one input through the target.
     public func run(_ input: UnsafeRawBufferPointer) {
@@ -12,6 +13,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .xenstore: XenStoreFuzz.run(input)
         case .blkback: BlkbackFuzz.run(input)
         case .netif: NetifFuzz.run(input)
+        case .netifctrl: NetifCtrlFuzz.run(input)
         }
     }
 }

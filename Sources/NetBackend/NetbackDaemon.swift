@@ -1,5 +1,6 @@
 import Glibc
 import Logging
+import Netif
 import URing
 import XenBus
 import XenDevice
@@ -94,6 +95,18 @@ public final class NetbackDaemon: Sendable {
 
     /// The TAP device of each vif served now, by backend path.
     public var interfaces: [String: String] { core.running.compactMapValues(\.interfaceName) }
+
+    /// The packet counts of the vif at `backendPath`, summed over its queues, while it is
+    /// connected.
+    public func counters(of backendPath: String) async -> NetifCounters? {
+        await core.running[backendPath]?.counters()
+    }
+
+    /// What the frontend of the vif at `backendPath` set over its control ring, while it
+    /// is connected.
+    public func hashConfiguration(of backendPath: String) -> NetifHashConfiguration? {
+        core.running[backendPath]?.hashConfiguration
+    }
 
     /// Queues per worker now.
     public var queuesPerWorker: [Int] { placement.counts }

@@ -56,6 +56,21 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
         var carrierOn = true
         /// Follows the frontend's request-multicast-control while connected.
         var multicastWatch: Task<Void, Never>?
+        /// The control ring while connected, if the frontend set one up.
+        var control: ControlConnected?
+        /// The connection's hashing, shared by its queues.
+        var hashing: NetbackHashing?
+        /// The queues' inboxes (several queues only), closed once every queue is removed.
+        var inboxes: [NetbackInbox] = []
+    }
+
+    /// A connection's control ring and what it holds.
+    struct ControlConnected: @unchecked Sendable {
+        // SAFETY (@unchecked): the queue belongs to its worker; only removal touches it here.
+        let queue: NetbackControlQueue
+        let worker: BackendWorker
+        let mapping: GrantMapping
+        let channel: any EventChannel
     }
 
     /// A connection's queue (one netif queue pair) and what it holds.
@@ -67,8 +82,8 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
         let channel: any EventChannel
     }
 
-    /// The backend features every vif advertises (io/netif.h); multi-queue and the control
-    /// ring come later.
+    /// The backend features every vif advertises (io/netif.h); multi-queue is added when
+    /// the daemon's limits offer more than one queue pair.
     public static let advertised: NetifBackendFeatures = {
         var features = NetifBackendFeatures()
         features.rxCopy = true
@@ -79,6 +94,7 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
         features.splitEventChannels = true
         features.multicastControl = true
         features.dynamicMulticastControl = true
+        features.controlRing = true
         return features
     }()
 
@@ -101,6 +117,25 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
     public var interfaceName: String? { state.withLock { $0.tap?.name } }
 
     public var isConnected: Bool { state.withLock { !$0.connected.isEmpty } }
+
+    /// Packet slots in each queue's inbox: a few, as a packet handed over is delivered at
+    /// the receiving worker's next pass.
+    static let inboxSlots = 4
+
+    /// The vif's packet counts now, summed over its queues (each read on its worker);
+    /// nil while not connected.
+    public func counters() async -> NetifCounters? {
+        let connected = state.withLock { $0.connected }
+        guard !connected.isEmpty else { return nil }
+        let total = Mutex(NetifCounters())
+        for queue in connected {
+            try? await queue.worker.perform(on: queue.queue) { queue in total.withLock { $0.add(queue.statistics) } }
+        }
+        return total.withLock { $0 }
+    }
+
+    /// What the frontend set over its control ring, while connected.
+    public var hashConfiguration: NetifHashConfiguration? { state.withLock { $0.hashing?.current } }
 
     // MARK: Xenbus hooks
 
@@ -131,7 +166,8 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
             }
             let connection = try NetifConnectionKeys(
                 xenstore: try await frontend.entries(NetifConnectionKeys.keys(queueCount: queueCount)),
-                queueCount: queueCount, splitEventChannels: Self.advertised.splitEventChannels, controlRing: false)
+                queueCount: queueCount, splitEventChannels: Self.advertised.splitEventChannels,
+                controlRing: Self.advertised.controlRing)
             return NetbackFrontendRequest(features: features, connection: connection)
         } catch let error as XenbusError {
             logger.error("netback: refused frontend keys", metadata: ["error": "\(error)"])
@@ -166,15 +202,29 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
         let descriptors = try tapQueues(tap, count: frontend.connection.queues.count)
         let multicast = NetbackMulticastFilter()
         multicast.apply(frontend.features.requestMulticastControl)
+        let hashing = NetbackHashing(queueCount: descriptors.count)
         var connected: [Connected] = []
+        var control: ControlConnected?
+        var inboxes: [NetbackInbox] = []
         do {
+            // Only a frontend with a control ring can set a mapping table that steers.
+            if descriptors.count > 1, frontend.connection.control != nil {
+                for _ in descriptors {
+                    inboxes.append(try NetbackInbox(mapper: platform.grantMapper, capacity: Self.inboxSlots,
+                                                    stride: NetbackQueue.stride))
+                }
+            }
             for (index, keys) in frontend.connection.queues.enumerated() {
                 connected.append(try makeQueue(keys, index: index, of: descriptors.count, descriptor: descriptors[index],
                                                features: features, configuration: configuration, multicast: multicast,
-                                               paths: paths))
+                                               hashing: hashing, inboxes: inboxes, paths: paths))
+            }
+            if let keys = frontend.connection.control {
+                control = try makeControlQueue(keys, hashing: hashing, worker: connected[0].worker, paths: paths)
             }
         } catch {
             for queue in connected.reversed() { await release(queue) }
+            for inbox in inboxes { inbox.close() }
             throw error
         }
         let watch = Task { [store, logger] in
@@ -185,11 +235,15 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
             $0.connected = connected
             $0.carrierOn = true
             $0.multicastWatch = watch
+            $0.control = control
+            $0.hashing = hashing
+            $0.inboxes = inboxes
         }
         try? tap.setCarrier(true)
         logger.info("netback: connected", metadata: [
             "interface": "\(tap.name)", "queues": "\(connected.count)",
             "split-event-channels": "\(connected[0].queue.txPort != connected[0].queue.rxPort)",
+            "ctrl-ring": "\(control != nil)",
             "sg": "\(features.scatterGather)", "csum-offload": "\(features.checksumOffload)",
             "gso-tcpv4": "\(features.gsoTCPv4)", "gso-tcpv6": "\(features.gsoTCPv6)",
             "rate": "\(configuration.rate.map { "\($0.bytesPerInterval) bytes per \($0.intervalMicroseconds) us" } ?? "unlimited")"])
@@ -197,17 +251,24 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
     }
 
     public func disconnect(paths: XenbusDevicePaths, reason: String) async {
-        let (connected, watch) = state.withLock { value -> ([Connected], Task<Void, Never>?) in
+        let (connected, watch, control, inboxes) = state.withLock {
+            value -> ([Connected], Task<Void, Never>?, ControlConnected?, [NetbackInbox]) in
             defer {
                 value.connected = []
                 value.multicastWatch = nil
+                value.control = nil
+                value.hashing = nil
+                value.inboxes = []
             }
-            return (value.connected, value.multicastWatch)
+            return (value.connected, value.multicastWatch, value.control, value.inboxes)
         }
         watch?.cancel()
         if let tap = state.withLock({ $0.tap }) { try? tap.setCarrier(false) }
+        if let control { await release(control) }
         guard !connected.isEmpty else { return }
         for queue in connected { await release(queue) }
+        // Every queue is off its worker: none hands packets over any more.
+        for inbox in inboxes { inbox.close() }
         logger.info("netback: disconnected", metadata: ["reason": "\(reason)"])
     }
 
@@ -347,7 +408,8 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
 
     private func makeQueue(_ keys: NetifConnectionKeys.Queue, index: Int, of count: Int, descriptor: Int32,
                            features: NetbackGuestFeatures, configuration: NetbackQueueConfiguration,
-                           multicast: NetbackMulticastFilter, paths: XenbusDevicePaths) throws -> Connected {
+                           multicast: NetbackMulticastFilter, hashing: NetbackHashing, inboxes: [NetbackInbox],
+                           paths: XenbusDevicePaths) throws -> Connected {
         let mapper = platform.grantMapper
         // The engine waits for the device itself (a poll armed by io_uring, a watch in the
         // thread-pool engine): the descriptor must block, or a read would fail EAGAIN.
@@ -375,8 +437,8 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
                     txRing: BackRing(attaching: txShared, at: txShared.loadResponseProducer()),
                     rxRing: BackRing(attaching: rxShared, at: rxShared.loadResponseProducer()),
                     eventChannel: channel, txPort: txPort, rxPort: rxPort, mapper: mapper, tapDescriptor: descriptor,
-                    features: features, configuration: configuration, multicast: multicast, logger: logger,
-                    guestLog: guestLog)
+                    features: features, configuration: configuration, multicast: multicast, hashing: hashing,
+                    index: index, inboxes: inboxes, logger: logger, guestLog: guestLog)
                 let worker = placement.take()
                 do {
                     try worker.addQueue(queue) { [weak self, weak queue] in
@@ -404,6 +466,58 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
 
     func serves(_ queue: NetbackQueue) -> Bool {
         state.withLock { $0.connected.contains { $0.queue === queue } }
+    }
+
+    /// Maps the control ring, binds its channel and puts its queue on `worker` (queue 0's:
+    /// a few requests at setup do not earn a worker of their own).
+    private func makeControlQueue(_ keys: NetifConnectionKeys.Control, hashing: NetbackHashing, worker: BackendWorker,
+                                  paths: XenbusDevicePaths) throws -> ControlConnected {
+        let mapper = platform.grantMapper
+        let mapping = try mapper.map([keys.ringRef], from: paths.frontendID, writable: true)
+        do {
+            let shared = try SharedRing(memory: mapping.view, entrySize: NetifLayout.ctrlSlotSize)
+            let channel = try platform.openEventChannel()
+            do {
+                let port = try channel.bindInterdomain(remote: paths.frontendID, remotePort: keys.eventChannel)
+                let queue = try NetbackControlQueue(
+                    name: backendPath + "/ctrl", frontendDomain: paths.frontendID,
+                    ring: BackRing(attaching: shared, at: shared.loadResponseProducer()), eventChannel: channel, port: port,
+                    mapper: mapper, hashing: hashing, guestLog: guestLog)
+                do {
+                    try worker.addQueue(queue) { [weak self, weak queue] in
+                        guard let self, let queue, let reason = queue.disconnectReason, self.serves(queue) else { return }
+                        self.reportViolation("ctrl-ring: \(reason)")
+                    }
+                } catch {
+                    queue.close()
+                    throw NetbackError.worker(error)
+                }
+                return ControlConnected(queue: queue, worker: worker, mapping: mapping, channel: channel)
+            } catch {
+                channel.close()
+                throw error
+            }
+        } catch {
+            try? mapper.unmap(mapping)
+            throw error
+        }
+    }
+
+    func serves(_ queue: NetbackControlQueue) -> Bool {
+        state.withLock { $0.control?.queue === queue }
+    }
+
+    private func release(_ control: ControlConnected) async {
+        do {
+            try await control.worker.removeQueue(control.queue)
+        } catch {
+            logger.error("netback: removing the control queue from its worker failed", metadata: ["error": "\(error)"])
+        }
+        control.queue.close()
+        control.channel.close()
+        do { try platform.grantMapper.unmap(control.mapping) } catch {
+            logger.error("netback: unmapping the control ring failed", metadata: ["error": "\(error)"])
+        }
     }
 
     private func release(_ connected: Connected) async {

@@ -10,6 +10,9 @@ import XenRing
 public enum NetbackError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The frontend broke a ring's protocol (a req_prod overrun): the vif is refused.
     case ring(direction: NetbackDirection, RingError)
+    /// The frontend broke the control ring's protocol (a req_prod overrun): the vif is
+    /// refused. What a control request asks never is; it is answered with a status.
+    case controlRing(RingError)
     /// A tx chain or an extra-info slot the frontend wrote breaks io/netif.h's rules past
     /// what is answered with an error (a chain past the fatal bound, a fragment crossing
     /// its page, a GSO extra of size 0 or an unknown type): the vif is refused.
@@ -34,6 +37,7 @@ public enum NetbackError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case let .ring(direction, error): return "\(direction) ring protocol violated: \(error)"
+        case let .controlRing(error): return "control ring protocol violated: \(error)"
         case let .packet(error): return "tx packet breaks io/netif.h: \(error)"
         case let .endlessChain(slots): return "a tx chain fills all \(slots) slots of the ring and goes on"
         case let .platform(error): return "platform: \(error)"

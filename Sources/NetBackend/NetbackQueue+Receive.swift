@@ -13,7 +13,11 @@ extension NetbackQueue {
     func receive<Engine: BlockIOEngine>(engine: Engine) {
         deliverHeld()
         guard disconnectReason == nil else { return }
-        for index in rxState.indices where rxState[index] == .idle {
+        if !inboxes.isEmpty, !inboxPolled, case .accepted = engine.enqueue(BlockRequest(
+            .pollReadable(inboxes[self.index].eventFD), userData: userDataBase | UInt64(Self.inboxTag))) {
+            inboxPolled = true
+        }
+        for index in 0..<configuration.rxBuffers where rxState[index] == .idle {
             let buffer = UnsafeMutableRawBufferPointer(start: base(rxBuffer, index), count: Self.stride)
             let request = BlockRequest(.streamRead(tap, into: buffer), userData: userDataBase | UInt64(Self.rxTag | index))
             guard case .accepted = engine.enqueue(request) else { return }
@@ -21,10 +25,54 @@ extension NetbackQueue {
         }
     }
 
+    /// Where held packet `index` lies: an rx buffer of the queue's, or a slot of its inbox.
+    func rxLocation(_ index: Int) -> (buffer: UInt32, offset: Int, base: UnsafeMutableRawPointer) {
+        if index < configuration.rxBuffers { return (rxBuffer.id, index * Self.stride, base(rxBuffer, index)) }
+        let inbox = inboxes[self.index], slot = index - configuration.rxBuffers
+        return (inbox.bufferID, inbox.offset(of: slot), inbox.base(slot))
+    }
+
+    /// Held packet `index` is delivered or dropped: its rx buffer reads again, its inbox
+    /// slot goes back to the inbox.
+    func rxFinished(_ index: Int) {
+        rxState[index] = .idle
+        if index >= configuration.rxBuffers { inboxes[self.index].release(index - configuration.rxBuffers) }
+    }
+
+    /// Takes the packets the vif's other queues handed over, after what is held already.
+    func takeInbox() {
+        guard !inboxes.isEmpty else { return }
+        let inbox = inboxes[index], first = configuration.rxBuffers
+        inbox.take { slot, length in
+            guard !leaving, disconnectReason == nil, length > Self.headerSize else {
+                inbox.release(slot)
+                return
+            }
+            rxState[first + slot] = .held(length)
+            rxHeld.append(first + slot)
+        }
+    }
+
+    /// While the frontend hashes, the queue its mapping table gives a packet read here, if
+    /// it is another one (nil: deliver it here).
+    func steeringTarget(_ index: Int, length: Int) -> Int? {
+        guard !inboxes.isEmpty, let hashing else { return nil }
+        hashing.refresh(&hashSnapshot)
+        let frame = UnsafeRawBufferPointer(start: base(rxBuffer, index) + Self.headerSize, count: length - Self.headerSize)
+        guard let target = hashSnapshot.queue(for: frame), target != self.index, target < inboxes.count else { return nil }
+        return target
+    }
+
     /// A TAP read finished: a packet to hold for the guest, or the buffer back to idle.
     func readCompleted(_ index: Int, result: Int32) {
         guard index >= 0, index < rxState.count, rxState[index] == .reading else { return }
         guard result > Int32(Self.headerSize), !leaving, disconnectReason == nil else {
+            rxState[index] = .idle
+            return
+        }
+        if let target = steeringTarget(index, length: Int(result)) {
+            let packet = UnsafeRawBufferPointer(start: base(rxBuffer, index), count: Int(result))
+            if !inboxes[target].put(packet) { statistics.rxDropped += 1 }
             rxState[index] = .idle
             return
         }
@@ -57,7 +105,7 @@ extension NetbackQueue {
             switch outcome {
             case .dropped:
                 statistics.rxDropped += 1
-                rxState[index] = .idle
+                rxFinished(index)
                 rxHeldHead += 1
                 continue
             case .waiting:
@@ -102,7 +150,8 @@ extension NetbackQueue {
     /// Plans the packet in rx buffer `index` (`length` bytes with its header) over the
     /// guest's posted buffers, consumes their requests and adds its copies to the batch.
     func place(_ index: Int, length: Int, copyCount: inout Int) -> Placement {
-        let base = base(rxBuffer, index)
+        let location = rxLocation(index)
+        let base = location.base
         let frame = UnsafeMutableRawBufferPointer(start: base + Self.headerSize, count: length - Self.headerSize)
         // A multicast packet the guest did not ask for (its filter applied) is not delivered.
         guard multicast.admits(UnsafeRawBufferPointer(frame)),
@@ -138,11 +187,11 @@ extension NetbackQueue {
         }
         rxRing.requestConsumer &+= needed
         let first = copyCount
-        let offsetInBuffer = index * Self.stride + Self.headerSize
+        let offsetInBuffer = location.offset + Self.headerSize
         for (i, slot) in plan.slots.enumerated() {
             guard case let .data(packetOffset, length, _) = slot else { continue }
             copies[copyCount] = GrantCopySegment(
-                source: .local(buffer: rxBuffer.id, offset: offsetInBuffer + packetOffset),
+                source: .local(buffer: location.buffer, offset: offsetInBuffer + packetOffset),
                 destination: .grant(domain: frontendDomain, ref: requests[i].gref, offset: 0), length: UInt16(length))
             copyCount += 1
         }
@@ -170,7 +219,7 @@ extension NetbackQueue {
                 statistics.rxBytes += item.length
             }
             respond(item.plan, requests: item.requests, failed: failed)
-            rxState[item.index] = .idle
+            rxFinished(item.index)
         }
     }
 
@@ -205,6 +254,13 @@ extension NetbackQueue {
                 // The TAP's offloads mirror what the guest takes, so this is a kernel
                 // that ignored them: drop.
                 return nil
+            }
+        }
+        if let hashing {
+            // io/netif.h: a frontend that enabled hashing takes the hash with each packet.
+            hashing.refresh(&hashSnapshot)
+            if let hash = hashSnapshot.hash(UnsafeRawBufferPointer(frame)) {
+                extras.append(NetifExtraInfo(.hash(type: hash.type, algorithm: .toeplitz, value: hash.value)))
             }
         }
         guard let plan = try? NetifRxPlan(length: frame.count, flags: flags, extras: extras) else { return nil }

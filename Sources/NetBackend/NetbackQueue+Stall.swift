@@ -31,7 +31,7 @@ extension NetbackQueue {
         // Packets delivered since the last check cleared rxStarvedSince and `stalled`.
         if let since = rxWaitingSince, now - since >= policy.drain {
             for position in rxHeldHead..<rxHeld.count {
-                rxState[rxHeld[position]] = .idle
+                rxFinished(rxHeld[position])
                 statistics.rxDropped += 1
             }
             rxHeld.removeAll(keepingCapacity: true)

@@ -61,7 +61,9 @@ public struct NetbackQueueConfiguration: Sendable, Equatable {
 /// header built from the chain's flags and GSO extra, the slots answered, and the buffer
 /// written to the TAP device by the engine. RX (host to guest): the engine reads the TAP
 /// device into the queue's buffers; each packet is planned over the guest's posted buffers
-/// (``NetifRxPlan``), grant-copied into them and answered slot by slot. A guest that posts
+/// (``NetifRxPlan``), grant-copied into them and answered slot by slot; while the frontend
+/// hashes (``NetbackHashing``) each carries its hash extra, and a packet its mapping table
+/// gives another queue is handed to that queue's ``NetbackInbox``. A guest that posts
 /// no rx buffers holds at most ``NetbackQueueConfiguration/rxBuffers`` packets here; the
 /// rest wait in the kernel's TAP queue, which drops past its length: memory stays bounded.
 public final class NetbackQueue: @unchecked Sendable {
@@ -75,6 +77,17 @@ public final class NetbackQueue: @unchecked Sendable {
     public let features: NetbackGuestFeatures
     /// The vif's multicast filter, shared with its other queues.
     public let multicast: NetbackMulticastFilter
+    /// The vif's receive hashing (set over its control ring), shared with its other queues.
+    public let hashing: NetbackHashing?
+    /// ``hashing`` as last read: refreshed when it changes.
+    var hashSnapshot = NetbackHashing.Snapshot()
+    /// This queue's position among the vif's queues (its netif queue number).
+    public let index: Int
+    /// Every queue's inbox, by queue number, when the vif has several queues: where a
+    /// packet the mapping table gives another queue is handed over.
+    public let inboxes: [NetbackInbox]
+    /// Whether this queue's inbox descriptor is being polled.
+    var inboxPolled = false
     public let configuration: NetbackQueueConfiguration
     /// Why the queue stopped serving; nil while it serves.
     public private(set) var disconnectReason: NetbackError?
@@ -99,7 +112,8 @@ public final class NetbackQueue: @unchecked Sendable {
     let txVectors: UnsafeMutableBufferPointer<iovec>
     var txWriting = 0
     /// What each rx buffer holds: idle, being read into, or a packet of that many bytes
-    /// (header included) waiting for the guest's buffers.
+    /// (header included) waiting for the guest's buffers. Indices from
+    /// `configuration.rxBuffers` on are this queue's inbox slots (idle: the inbox's).
     enum RxBufferState: Equatable { case idle, reading, held(Int) }
     var rxState: [RxBufferState]
     /// Held rx buffers, oldest first.
@@ -136,22 +150,28 @@ public final class NetbackQueue: @unchecked Sendable {
     static let rxTag = 1 << 20
     static let cancelTag = 1 << 21
     static let creditTimerTag = 1 << 22
+    static let inboxTag = 1 << 23
 
     /// A queue over mapped rings `txRing` and `rxRing` of `frontendDomain`, notified on
     /// `txPort` and `rxPort` (the same port for a shared channel) of `eventChannel`,
     /// moving packets to and from the TAP queue `tapDescriptor` (blocking mode: the engine
-    /// waits for it).
+    /// waits for it). With several queues, `index` is this one's place and `inboxes` every
+    /// queue's inbox (empty: no steering).
     public init(name: String, frontendDomain: DomainID, txRing: BackRing, rxRing: BackRing,
                 eventChannel: any EventChannel, txPort: EventPort, rxPort: EventPort, mapper: any GrantMapper,
                 tapDescriptor: Int32, features: NetbackGuestFeatures,
                 configuration: NetbackQueueConfiguration = NetbackQueueConfiguration(),
-                multicast: NetbackMulticastFilter = NetbackMulticastFilter(),
-                logger: Logger = Logger(label: "xensplit.netback"), guestLog: GuestLog? = nil) throws(NetbackError) {
+                multicast: NetbackMulticastFilter = NetbackMulticastFilter(), hashing: NetbackHashing? = nil,
+                index: Int = 0, inboxes: [NetbackInbox] = [], logger: Logger = Logger(label: "xensplit.netback"),
+                guestLog: GuestLog? = nil) throws(NetbackError) {
         guard (1...256).contains(configuration.txBuffers) else {
             throw .configuration(name: "tx buffers", value: configuration.txBuffers, limit: 1...256)
         }
         guard (1...256).contains(configuration.rxBuffers) else {
             throw .configuration(name: "rx buffers", value: configuration.rxBuffers, limit: 1...256)
+        }
+        guard inboxes.isEmpty || inboxes.indices.contains(index) else {
+            throw .configuration(name: "queue index", value: index, limit: 0...(inboxes.count - 1))
         }
         self.name = name
         self.frontendDomain = frontendDomain
@@ -165,6 +185,9 @@ public final class NetbackQueue: @unchecked Sendable {
         self.tap = .descriptor(tapDescriptor)
         self.features = features
         self.multicast = multicast
+        self.hashing = hashing
+        self.index = index
+        self.inboxes = inboxes
         self.configuration = configuration
         self.logger = logger
         self.guestLog = guestLog ?? GuestLog(logger: logger)
@@ -188,7 +211,7 @@ public final class NetbackQueue: @unchecked Sendable {
         txFree = Array((0..<configuration.txBuffers).reversed())
         txVectors = .allocate(capacity: configuration.txBuffers)
         txVectors.initialize(repeating: iovec())
-        rxState = Array(repeating: .idle, count: configuration.rxBuffers)
+        rxState = Array(repeating: .idle, count: configuration.rxBuffers + (inboxes.isEmpty ? 0 : inboxes[index].capacity))
         rxHeld = []
         rxHeld.reserveCapacity(configuration.rxBuffers)
         txPending.reserveCapacity(configuration.txBuffers)
@@ -212,7 +235,7 @@ public final class NetbackQueue: @unchecked Sendable {
 
     /// Engine operations in flight: TAP writes and reads, and cancels.
     public var inFlight: Int {
-        txWriting + rxState.count(where: { $0 == .reading }) + cancels + (creditTimerArmed ? 1 : 0)
+        txWriting + rxState.count(where: { $0 == .reading }) + cancels + (creditTimerArmed ? 1 : 0) + (inboxPolled ? 1 : 0)
     }
 
     /// Stops serving for `reason`, once, with a log line; in-flight operations still
@@ -263,9 +286,9 @@ public final class NetbackQueue: @unchecked Sendable {
 extension NetbackQueue: BackendQueue {
     public func handles(port: EventPort) -> Bool { port == txPort || port == rxPort }
 
-    /// A write per tx buffer, a read and a cancel per rx buffer, the credit timer's poll
-    /// and its cancel.
-    public var engineReservation: Int { configuration.txBuffers + 2 * configuration.rxBuffers + 2 }
+    /// A write per tx buffer, a read and a cancel per rx buffer, the credit timer's and
+    /// the inbox's polls and their cancels.
+    public var engineReservation: Int { configuration.txBuffers + 2 * configuration.rxBuffers + 4 }
 
     public var isDisconnected: Bool { disconnectReason != nil }
 
@@ -290,6 +313,10 @@ extension NetbackQueue: BackendQueue {
             // The credit is renewed: the worker services the queue after this completion.
             creditTimerArmed = false
             credit?.timer.drain()
+        } else if slot & Self.inboxTag != 0 {
+            // Packets from the vif's other queues: the worker services the queue next.
+            inboxPolled = false
+            takeInbox()
         } else if slot & Self.rxTag != 0 {
             readCompleted(slot & ~Self.rxTag, result: result)
         } else {
@@ -302,6 +329,11 @@ extension NetbackQueue: BackendQueue {
         if creditTimerArmed, case .accepted = engine.enqueue(BlockRequest(
             .cancel(target: userDataBase | UInt64(Self.creditTimerTag)),
             userData: userDataBase | UInt64(Self.cancelTag | Self.creditTimerTag))) {
+            cancels += 1
+        }
+        if inboxPolled, case .accepted = engine.enqueue(BlockRequest(
+            .cancel(target: userDataBase | UInt64(Self.inboxTag)),
+            userData: userDataBase | UInt64(Self.cancelTag | Self.inboxTag))) {
             cancels += 1
         }
         for index in rxState.indices where rxState[index] == .reading {

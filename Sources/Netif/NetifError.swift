@@ -17,6 +17,8 @@ public enum NetifError: Error, Equatable, Sendable, CustomStringConvertible {
     case unknownHashType(UInt8)
     /// A hash extra whose `u.hash.algorithm` is not a XEN_NETIF_CTRL_HASH_ALGORITHM_*.
     case unknownHashAlgorithm(UInt8)
+    /// A control-ring response whose status is not a XEN_NETIF_CTRL_STATUS_*.
+    case unknownCtrlStatus(UInt32)
     /// A fragment at `offset` of `size` bytes runs past the end of its `limit`-byte page.
     case pageRange(offset: UInt16, size: UInt16, limit: Int)
     /// A xenstore node holds a value that does not parse as the type `io/netif.h` gives it.
@@ -75,6 +77,8 @@ public enum NetifError: Error, Equatable, Sendable, CustomStringConvertible {
             return "netif u.hash.type \(type) is not 0...3"
         case let .unknownHashAlgorithm(algorithm):
             return "netif u.hash.algorithm \(algorithm) is not NONE (0) or TOEPLITZ (1)"
+        case let .unknownCtrlStatus(status):
+            return "netif control response status \(status) is not 0...3"
         case let .pageRange(offset, size, limit):
             return "netif fragment offset \(offset) + size \(size) exceeds the \(limit)-byte page"
         case let .featureValue(key, value, expected):

@@ -18,6 +18,12 @@ public enum NetifLayout {
     public static let rxResponseSize = 8
     /// `sizeof(struct netif_extra_info)`: fits both a tx and an rx slot.
     public static let extraInfoSize = 8
+    /// `sizeof(struct xen_netif_ctrl_request)`.
+    public static let ctrlRequestSize = 16
+    /// `sizeof(struct xen_netif_ctrl_response)`.
+    public static let ctrlResponseSize = 12
+    /// `sizeof(union xen_netif_ctrl_sring_entry)`: the larger of the two.
+    public static let ctrlSlotSize = 16
 
     /// One row of the layout table (struct, field, offset, size).
     public typealias Field = WireField
@@ -54,8 +60,18 @@ public enum NetifLayout {
         Field("netif_extra_info", "u.hash.algorithm", NetifExtraInfo.hashAlgorithmOffset, 1),
         Field("netif_extra_info", "u.hash.value", NetifExtraInfo.hashValueOffset, 4),
         Field("netif_extra_info", "sizeof", 0, extraInfoSize),
+        Field("xen_netif_ctrl_request", "id", NetifCtrlRequest.idOffset, 2),
+        Field("xen_netif_ctrl_request", "type", NetifCtrlRequest.typeOffset, 2),
+        Field("xen_netif_ctrl_request", "data", NetifCtrlRequest.dataOffset, 12),
+        Field("xen_netif_ctrl_request", "sizeof", 0, ctrlRequestSize),
+        Field("xen_netif_ctrl_response", "id", NetifCtrlResponse.idOffset, 2),
+        Field("xen_netif_ctrl_response", "type", NetifCtrlResponse.typeOffset, 2),
+        Field("xen_netif_ctrl_response", "status", NetifCtrlResponse.statusOffset, 4),
+        Field("xen_netif_ctrl_response", "data", NetifCtrlResponse.dataOffset, 4),
+        Field("xen_netif_ctrl_response", "sizeof", 0, ctrlResponseSize),
         Field("netif_tx_sring_entry", "sizeof", 0, txSlotSize),
         Field("netif_rx_sring_entry", "sizeof", 0, rxSlotSize),
+        Field("xen_netif_ctrl_sring_entry", "sizeof", 0, ctrlSlotSize),
     ]
 }
 

@@ -35,12 +35,12 @@ final class Loop: @unchecked Sendable {
         engine.onRelease = { [unowned self] domid in self.released.append(domid) }
     }
 
-    /// Closes the connections that act as domain `domid` (toolstack sockets, which have no
-    /// domain home, are never detached).
+    /// Closes the connections that act as domain `domid` (toolstack sockets are never
+    /// detached).
     func detach(_ domid: UInt16) {
         func isDomain(_ id: XenStoreConnectionID) -> Bool {
             guard let identity = engine.identity(of: id) else { return false }
-            return identity.domid == domid && identity.home != nil
+            return identity.domid == domid && !identity.isTool
         }
         for id in rings.keys where isDomain(id) { closeRing(id, code: .none) }
         for id in sockets.keys where isDomain(id) { closeSocket(id, "domain \(domid) detached") }

@@ -599,8 +599,9 @@ struct HostileArena {
     /// `rxBuffers`; its vif's MTU and features as given), then checks the bystander is
     /// still served, destroys the hostile guest and checks dom0 holds nothing of it.
     static func run(rxBuffers: Bool = true, mtu: Int? = nil, features: NetifFrontendFeatures? = nil,
+                    limits: NetbackDeviceLimits = NetbackDeviceLimits(), queues: Int = 1, controlRing: Bool = false,
                     _ attack: (HostileArena, NetGuest) async throws -> Void) async throws {
-        let world = try NetWorld()
+        let world = try NetWorld(limits: limits)
         do {
             // No IPv6 on dom0's side: only the packets a case sends reach a guest.
             _ = try TestCommand.run("/usr/sbin/ip", ["netns", "exec", world.namespace.name, "sysctl", "-qw",
@@ -611,7 +612,7 @@ struct HostileArena {
             let baseline = try world.dom0.domainUsage()[0]
 
             let hostile = try await world.netGuest("hostile", subnet: hostileSubnet, postRxBuffers: rxBuffers, mtu: mtu,
-                                                  features: features)
+                                                  features: features, queues: queues, controlRing: controlRing)
             try await attack(arena, hostile)
 
             for _ in 0..<3 { #expect(try await arena.bystander.echo(), "the bystander is served after the attack") }
@@ -657,20 +658,22 @@ struct HostileArena {
         #expect(try await guest.echo(), "\(guest.name) still passes traffic")
     }
 
-    /// Sends `count` UDP datagrams of `size` bytes from dom0's side to `guest`'s address.
-    func blast(to guest: NetGuest, count: Int, size: Int = 1400) async throws {
+    /// Sends `count` UDP datagrams of `size` bytes from dom0's side to `guest`'s address,
+    /// spread round-robin over `flows` sockets (each its own source port, so its own flow).
+    func blast(to guest: NetGuest, count: Int, size: Int = 1400, flows: Int = 1) async throws {
         let destination = guest.address, namespace = world.namespace.namespace
         let sent = try await offThePool { try namespace.run { () -> Int in
-            let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-            guard fd >= 0 else { return -1 }
-            defer { close(fd) }
+            let fds = (0..<flows).map { _ in socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0) }
+            guard fds.allSatisfy({ $0 >= 0 }) else { return -1 }
+            defer { for fd in fds { close(fd) } }
             var address = sockaddr_in()
             address.sin_family = sa_family_t(AF_INET)
             address.sin_port = UInt16(9).bigEndian
             address.sin_addr.s_addr = destination.withUnsafeBytes { $0.load(as: UInt32.self) }
             let payload = [UInt8](repeating: 0x5A, count: size)
             var sent = 0
-            for _ in 0..<count {
+            for index in 0..<count {
+                let fd = fds[index % fds.count]
                 let n = withUnsafePointer(to: &address) { pointer in
                     pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                         sendto(fd, payload, payload.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
@@ -694,8 +697,8 @@ struct HostileArena {
 extension NetWorld {
     /// A new ``RawNetfront`` (new rings and ports) for `guest`'s vif, connected with rx
     /// buffers posted, once the backend waits in InitWait again.
-    func reconnect(_ guest: NetGuest) async throws -> NetGuest {
-        let frontend = try RawNetfront(guest.platform, domain: guest.domain)
+    func reconnect(_ guest: NetGuest, controlRing: Bool = false) async throws -> NetGuest {
+        let frontend = try RawNetfront(guest.platform, domain: guest.domain, controlRing: controlRing)
         var features = NetifFrontendFeatures()
         features.requestRxCopy = true
         try await frontend.connect(features: features)
@@ -719,12 +722,13 @@ extension NetWorld {
     /// ``RawNetfront`` (rx-copy alone unless `features` say more), with or without rx
     /// buffers posted.
     func netGuest(_ name: String, subnet: UInt8, postRxBuffers: Bool = true, mtu: Int? = nil,
-                  features given: NetifFrontendFeatures? = nil) async throws -> NetGuest {
+                  features given: NetifFrontendFeatures? = nil, queues: Int = 1,
+                  controlRing: Bool = false) async throws -> NetGuest {
         let mac = String(format: "00:16:3e:00:00:%02x", subnet)
         let spec = try VifSpec(parsing: "mac=\(mac),bridge=none" + (mtu.map { ",mtu=\($0)" } ?? ""))
         let domain = try await toolstack.createDomain(name: name, disks: [], nics: [spec], hotplug: .none)
         let platform = try LocalPlatform(stateDirectory: directory, domain: name)
-        let frontend = try RawNetfront(platform, domain: domain)
+        let frontend = try RawNetfront(platform, domain: domain, queues: queues, controlRing: controlRing)
         try await plug(domain: domain, address: "198.18.\(subnet).1", guestAddress: "198.18.\(subnet).2", guestMAC: mac)
         var features = NetifFrontendFeatures()
         features.requestRxCopy = true

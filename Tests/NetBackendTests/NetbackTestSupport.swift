@@ -102,9 +102,9 @@ final class NetWorld: @unchecked Sendable {
     /// A guest with one vif (addresses 198.18.5.1 for dom0, .2 for it), plugged as the vif
     /// script would, and a raw frontend connected with rx-copy plus `features`, its link up.
     func connectedGuest(features extra: (inout NetifFrontendFeatures) -> Void = { _ in }, queues: Int = 1,
-                        vifOptions: String = "") async throws -> (DomainID, RawNetfront) {
+                        vifOptions: String = "", controlRing: Bool = false) async throws -> (DomainID, RawNetfront) {
         let (domain, guest) = try await guest("g", mac: NetbackDataTests.guestMAC, vifOptions: vifOptions)
-        let frontend = try RawNetfront(guest, domain: domain, queues: queues)
+        let frontend = try RawNetfront(guest, domain: domain, queues: queues, controlRing: controlRing)
         try await plug(domain: domain, address: "198.18.5.1", guestAddress: "198.18.5.2", guestMAC: NetbackDataTests.guestMAC)
         var features = NetifFrontendFeatures()
         features.requestRxCopy = true
@@ -158,6 +158,11 @@ final class RawNetfront: @unchecked Sendable {
     var nextRxID = 0
     /// Queues 1... of a multi-queue frontend (queue 0 is `tx`, `rx` and `data`).
     let extraPairs: [Pair]
+    /// The control ring, if made with one, and two pages it grants for keys and tables.
+    let control: MockRingPeer.Frontend?
+    let controlPages: SharedPages?
+    /// Slots taken off each queue's rx ring by ``takeRx(queue:)``.
+    var rxTaken: [Int]
 
     /// One more queue pair: its rings and its own 16 data pages, laid out as queue 0's.
     struct Pair {
@@ -166,7 +171,7 @@ final class RawNetfront: @unchecked Sendable {
         let data: SharedPages
     }
 
-    init(_ platform: LocalPlatform, domain: DomainID, queues: Int = 1) throws {
+    init(_ platform: LocalPlatform, domain: DomainID, queues: Int = 1, controlRing: Bool = false) throws {
         self.platform = platform
         store = try platform.connectXenStore()
         frontendPath = LocalToolstack.frontendPath(kind: "vif", frontend: domain, device: 0)
@@ -179,6 +184,9 @@ final class RawNetfront: @unchecked Sendable {
                  rx: try MockRingPeer.Frontend(platform: platform, backendDomain: 0, entrySize: NetifLayout.rxSlotSize),
                  data: try platform.grantTable.share(pages: 16, with: 0, writable: true))
         }
+        control = controlRing ? try MockRingPeer.Frontend(platform: platform, backendDomain: 0, entrySize: NetifLayout.ctrlSlotSize) : nil
+        controlPages = controlRing ? try platform.grantTable.share(pages: 2, with: 0, writable: false) : nil
+        rxTaken = Array(repeating: 0, count: max(1, queues))
     }
 
     /// Posts every rx page, publishes the keys and Initialised, waits for Connected.
@@ -192,7 +200,8 @@ final class RawNetfront: @unchecked Sendable {
     }
 
     /// Posts rx buffers, writes the keys and Initialised; does not wait for the backend.
-    func publish(features: NetifFrontendFeatures, rxBuffers: Int = RawNetfront.rxPages.count) async throws {
+    func publish(features: NetifFrontendFeatures, rxBuffers: Int = RawNetfront.rxPages.count,
+                 omitting omitted: Set<String> = []) async throws {
         for (id, page) in Self.rxPages.prefix(rxBuffers).enumerated() {
             try rx.produceRequest { NetifRxRequest(id: UInt16(id), gref: self.data.refs[page]).encode(into: $0, at: 0) }
         }
@@ -207,12 +216,13 @@ final class RawNetfront: @unchecked Sendable {
         let pairs = [(tx, rx)] + extraPairs.map { ($0.tx, $0.rx) }
         let keys = NetifConnectionKeys(queues: pairs.map { tx, rx in
             .init(txRingRef: tx.pages.refs[0], rxRingRef: rx.pages.refs[0], eventChannels: .split(tx: tx.port, rx: rx.port))
-        })
+        }, control: control.map { .init(ringRef: $0.pages.refs[0], eventChannel: $0.port) })
         var features = features
         if pairs.count > 1 { features.queueCount = UInt32(pairs.count) }
         let path = frontendPath
         try await store.withTransaction { txn in
-            for (key, value) in features.xenstoreEntries.merging(keys.xenstoreEntries, uniquingKeysWith: { $1 }) {
+            for (key, value) in features.xenstoreEntries.merging(keys.xenstoreEntries, uniquingKeysWith: { $1 })
+            where !omitted.contains(key) {
                 try await txn.write(path + "/" + key, value)
             }
             try await txn.write(path + "/state", String(XenbusState.initialised.rawValue))

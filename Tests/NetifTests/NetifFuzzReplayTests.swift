@@ -25,3 +25,15 @@ import XenTesting
         }
     }
 }
+
+/// The control-ring fuzz target (scripts/fuzz.sh netifctrl) on seeded random inputs.
+@Suite struct NetifCtrlFuzzReplayTests {
+    @Test func seededInputsKeepTheInvariants() {
+        var rng = SeededGenerator(seed: 0xC7F1)
+        for _ in 0..<3000 {
+            let length = Int(rng.next() % 1024)
+            let bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            bytes.withUnsafeBytes { FuzzTarget.netifctrl.run($0) }
+        }
+    }
+}

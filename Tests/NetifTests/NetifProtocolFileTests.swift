@@ -49,6 +49,16 @@ import SharedMemory
             "NETIF_RSP_OKAY": String(NetifStatus.okay.rawValue),
             "NETIF_RSP_NULL": String(NetifStatus.null.rawValue),
         ]
+        let typeNames = ["INVALID", "GET_HASH_FLAGS", "SET_HASH_FLAGS", "SET_HASH_KEY", "GET_HASH_MAPPING_SIZE",
+                         "SET_HASH_MAPPING_SIZE", "SET_HASH_MAPPING", "SET_HASH_ALGORITHM", "GET_GREF_MAPPING_SIZE",
+                         "ADD_GREF_MAPPING", "DEL_GREF_MAPPING"]
+        for (type, name) in zip(NetifCtrlType.allCases, typeNames) {
+            swift["XEN_NETIF_CTRL_TYPE_" + name] = String(type.rawValue)
+        }
+        let statusNames = ["SUCCESS", "NOT_SUPPORTED", "INVALID_PARAMETER", "BUFFER_OVERFLOW"]
+        for (status, name) in zip(NetifCtrlStatus.allCases, statusNames) {
+            swift["XEN_NETIF_CTRL_STATUS_" + name] = String(status.rawValue)
+        }
         let bitNames = ["IPV4", "IPV4_TCP", "IPV6", "IPV6_TCP"]
         for (type, name) in zip(NetifHashType.allCases, bitNames) {
             swift["_XEN_NETIF_CTRL_HASH_TYPE_" + name] = String(type.rawValue)

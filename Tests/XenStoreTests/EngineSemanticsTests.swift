@@ -74,8 +74,10 @@ private func twoDomains(quotas: XenStoreQuotas = XenStoreQuotas()) -> (XenStoreE
         #expect(dom5.write("device/vbd/51712/state", "1").isOK)
         #expect(dom0.read("/local/domain/5/device/vbd/51712/state") == .success("1"))
         #expect(dom5.directory("device/vbd") == .success(["51712"]))
-        // Socket tools have no home: relative paths are invalid, as for C xenstored.
-        #expect(dom0.read("device").isFailure(.einval))
+        // Socket tools resolve relative paths under dom0's home, as C xenstored does.
+        #expect(dom0.write("/local/domain/0/backend/vif/5/0/state", "2").isOK)
+        #expect(dom0.read("backend/vif/5/0/state") == .success("2"))
+        #expect(dom0.read("backend//vif").isFailure(.einval))
         #expect(dom5.read("bad//path").isFailure(.einval))
         #expect(dom5.read("trailing/").isFailure(.einval))
         #expect(dom5.read("sp ace").isFailure(.einval))

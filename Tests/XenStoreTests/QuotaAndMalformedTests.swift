@@ -191,7 +191,7 @@ private func domainStore(_ quotas: XenStoreQuotas) -> (XenStoreEngine, EnginePee
             (.read, Array("/a".utf8)), (.write, Array("/a".utf8)), (.mkdir, Array("/a\0/b\0".utf8)),
             (.watch, Array("/a\0tok".utf8)), (.setPerms, Array("/a\0q1\0".utf8)), (.setPerms, Array("/a\0r\0".utf8)),
             (.read, Array("/a//b\0".utf8)), (.write, Array("/a/\0v".utf8)), (.write, Array("/a b\0v".utf8)),
-            (.rm, Array("relative\0".utf8)), (.directoryPart, Array("/\0".utf8)), (.transactionEnd, Array("yes\0".utf8)),
+            (.rm, Array("rel//ative\0".utf8)), (.directoryPart, Array("/\0".utf8)), (.transactionEnd, Array("yes\0".utf8)),
             (.getDomainPath, Array("-1\0".utf8)), (.read, [0x2f, 0xff, 0]),
         ]
         let before = engine.allPaths

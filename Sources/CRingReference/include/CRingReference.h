@@ -117,6 +117,9 @@ int cref_layout(const char *structure, const char *field, long *offset, long *si
 /// A constant from the system headers by its Protocols/ name, or -1000000 if unknown.
 long cref_constant(const char *name);
 
+/// io/netif.h's own xen_netif_toeplitz_hash over `buf` with `key`.
+uint32_t cref_netif_toeplitz(const uint8_t *key, unsigned int keylen, const uint8_t *buf, unsigned int buflen);
+
 /// Pins the calling thread to one CPU; returns 0 or an errno.
 int cref_pin_to_cpu(int cpu);
 

@@ -129,8 +129,20 @@ static void layouts(void)
     FIELD(netif_extra_info, u.hash.value);
     SIZE(netif_extra_info);
 
+    FIELD(xen_netif_ctrl_request, id);
+    FIELD(xen_netif_ctrl_request, type);
+    FIELD(xen_netif_ctrl_request, data);
+    SIZE(xen_netif_ctrl_request);
+
+    FIELD(xen_netif_ctrl_response, id);
+    FIELD(xen_netif_ctrl_response, type);
+    FIELD(xen_netif_ctrl_response, status);
+    FIELD(xen_netif_ctrl_response, data);
+    SIZE(xen_netif_ctrl_response);
+
     USIZE(netif_tx_sring_entry);
     USIZE(netif_rx_sring_entry);
+    USIZE(xen_netif_ctrl_sring_entry);
 }
 
 static void constants(void)
@@ -187,6 +199,21 @@ static void constants(void)
     CONST("netif", XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP);
     CONST("netif", XEN_NETIF_CTRL_HASH_ALGORITHM_NONE);
     CONST("netif", XEN_NETIF_CTRL_HASH_ALGORITHM_TOEPLITZ);
+    CONST("netif", XEN_NETIF_CTRL_TYPE_INVALID);
+    CONST("netif", XEN_NETIF_CTRL_TYPE_GET_HASH_FLAGS);
+    CONST("netif", XEN_NETIF_CTRL_TYPE_SET_HASH_FLAGS);
+    CONST("netif", XEN_NETIF_CTRL_TYPE_SET_HASH_KEY);
+    CONST("netif", XEN_NETIF_CTRL_TYPE_GET_HASH_MAPPING_SIZE);
+    CONST("netif", XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING_SIZE);
+    CONST("netif", XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING);
+    CONST("netif", XEN_NETIF_CTRL_TYPE_SET_HASH_ALGORITHM);
+    CONST("netif", XEN_NETIF_CTRL_TYPE_GET_GREF_MAPPING_SIZE);
+    CONST("netif", XEN_NETIF_CTRL_TYPE_ADD_GREF_MAPPING);
+    CONST("netif", XEN_NETIF_CTRL_TYPE_DEL_GREF_MAPPING);
+    CONST("netif", XEN_NETIF_CTRL_STATUS_SUCCESS);
+    CONST("netif", XEN_NETIF_CTRL_STATUS_NOT_SUPPORTED);
+    CONST("netif", XEN_NETIF_CTRL_STATUS_INVALID_PARAMETER);
+    CONST("netif", XEN_NETIF_CTRL_STATUS_BUFFER_OVERFLOW);
     CONST("netif", NETIF_RSP_DROPPED);
     CONST("netif", NETIF_RSP_ERROR);
     CONST("netif", NETIF_RSP_OKAY);
