@@ -51,6 +51,8 @@ public final class NetfrontPeer: ConformancePeer, @unchecked Sendable {
     var rxFlagsSeen: Set<UInt16> = []
     /// rx responses that did not decode (flags or status unknown), for NETIF-BE-021.
     var rxDecodeErrors: [String] = []
+    /// Every value the backend's state node read, for XENBUS-001.
+    var stateValuesSeen: Set<String> = []
     var nextTxID: UInt16 = 1
     var nextCtrlID: UInt16 = 1
     var frameSeed: UInt64 = 0xC0F_FEE
@@ -103,13 +105,20 @@ public final class NetfrontPeer: ConformancePeer, @unchecked Sendable {
         return nodes
     }
 
+    /// The backend's state node as read (nil when absent), remembered for XENBUS-001.
+    func backendStateValue() async -> String? {
+        guard let value = try? await store.readString(backendPath + "/state") else { return nil }
+        stateValuesSeen.insert(value)
+        return value
+    }
+
     func backendState() async -> XenbusState? {
-        guard let value = try? await store.readString(backendPath + "/state"), let raw = UInt8(value) else { return nil }
+        guard let value = await backendStateValue(), let raw = UInt8(value) else { return nil }
         return XenbusState(rawValue: raw)
     }
 
     func describeBackendState() async -> String {
-        guard let value = try? await store.readString(backendPath + "/state") else { return "absent" }
+        guard let value = await backendStateValue() else { return "absent" }
         return UInt8(value).flatMap(XenbusState.init(rawValue:)).map { "\($0)" } ?? "'\(value)'"
     }
 
@@ -128,13 +137,13 @@ public final class NetfrontPeer: ConformancePeer, @unchecked Sendable {
 
     /// Watches the backend for `window` after a lie; the states it read, in order,
     /// stopping at Closing or Closed.
-    func watchBackend(for window: Duration = refusalWindow) async throws -> [String] {
+    func watchBackend(for window: Duration = refusalWindow, stopOnRefusal: Bool = true) async throws -> [String] {
         var seen: [String] = []
         let deadline = ContinuousClock.now + window
         while ContinuousClock.now < deadline {
             let state = await describeBackendState()
             if seen.last != state { seen.append(state) }
-            if state == "Closing" || state == "Closed" { break }
+            if stopOnRefusal, state == "Closing" || state == "Closed" { break }
             try await Task.sleep(for: .milliseconds(2))
         }
         return seen
