@@ -265,6 +265,8 @@ public final class NetfrontPeer: ConformancePeer, @unchecked Sendable {
         atConnected = try await backendNodes()
         try await writeState(.connected)
         isConnected = true
+        // Not a requirement on the backend: the host's own link watch lags its carrier.
+        _ = try await host.waitRunning(within: .seconds(5))
         host.drain()
     }
 

@@ -97,6 +97,28 @@ public final class VifHostSide: @unchecked Sendable {
         return address
     }
 
+    /// Waits until the interface is operationally up (IFF_RUNNING): the kernel queues
+    /// frames to it only once its link watch has seen the carrier the backend turned on.
+    /// False when it is not within `within`.
+    func waitRunning(within: Duration) async throws -> Bool {
+        let interface = self.interface
+        let deadline = ContinuousClock.now + within
+        while true {
+            let flags = try inNamespace { () throws(PeerError) -> Int16 in
+                let control = Glibc.socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+                guard control >= 0 else { throw PeerError.platform("socket: errno \(errno)") }
+                defer { Glibc.close(control) }
+                var flags: Int16 = 0
+                guard ctap_get_flags(control, interface, &flags) == 0 else { throw PeerError.platform("flags of \(interface): errno \(errno)") }
+                return flags
+            }
+            // IFF_RUNNING (linux/if.h).
+            if flags & 0x40 != 0 { return true }
+            guard ContinuousClock.now < deadline else { return false }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
     /// Drops whatever the socket holds.
     func drain() {
         guard socket >= 0 else { return }

@@ -59,7 +59,9 @@ struct NetbackConformanceTests {
         try await Self.withNetback { state, namespace in
             let junit = state + "/report.xml"
             let run = try await Self.conformance(state, namespace, ["--expect", "ours-netback", "--format", "junit", "--output", junit])
-            #expect(run.status == 0, "conformance: \(run.stderr)")
+            // The report's evidence, for a failing run.
+            let evidence = (try? String(contentsOfFile: junit, encoding: .utf8))?.split(separator: "\n").filter { $0.contains("<failure") || $0.contains("fail:") } ?? []
+            #expect(run.status == 0, "conformance: \(evidence.joined(separator: "\n"))")
             let document = try JUnitReader.read(junit)
             #expect(document.cases.map(\.name).sorted() == inScope.map(\.id).sorted())
             for testcase in document.cases {
