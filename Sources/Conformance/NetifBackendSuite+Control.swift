@@ -27,6 +27,16 @@ extension NetifBackendSuite {
         response.id == request.id && response.type == request.type
     }
 
+    /// A TCP/IPv4 frame from the host to the guest (ports 4000 to 9), marked by `payload`.
+    static func tcpToGuest(_ peer: NetfrontPeer, payload: [UInt8]) -> [UInt8] {
+        let tcp = u16(4000) + u16(9) + [0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18] + u16(0xFFFF) + [0, 0, 0, 0] + payload
+        var ip: [UInt8] = [0x45, 0] + u16(20 + tcp.count) + [0x12, 0x35, 0x40, 0, 64, 6, 0, 0] + hostIP + guestIP
+        let sum = InternetChecksum.checksum(of: ip)
+        ip[10] = UInt8(sum >> 8)
+        ip[11] = UInt8(sum & 0xFF)
+        return peer.mac + [0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF] + [0x08, 0x00] + ip + tcp
+    }
+
     static let control: [Check] = [
         controlCheck("NETIF-BE-070") { peer in
             // io/netif.h: the flags are answered once an algorithm is chosen.
@@ -34,6 +44,28 @@ extension NetifBackendSuite {
             let (request, response) = try peer.control(type(.getHashFlags))
             return .expect(answers(response, request) && response.status == .success && response.data & ~0xF == 0,
                            "SET_HASH_ALGORITHM toeplitz: \(chosen.status); GET_HASH_FLAGS id \(request.id): answered id \(response.id) type \(response.type) \(response.status) data 0x\(String(response.data, radix: 16))")
+        },
+        controlCheck("NETIF-BE-078") { peer in
+            let key = pattern(NetifToeplitz.maxKeySize, seed: 0x7E5)
+            key.withUnsafeBytes { peer.controlData.view.copyBytes(from: $0, to: 0) }
+            let (_, algorithm) = try peer.control(type(.setHashAlgorithm), data: (UInt32(NetifHashAlgorithm.toeplitz.rawValue), 0, 0))
+            let (_, flags) = try peer.control(type(.setHashFlags), data: ((NetifHashTypes.ipv4.rawValue | NetifHashTypes.ipv4TCP.rawValue), 0, 0))
+            let (_, setKey) = try peer.control(type(.setHashKey), data: (peer.controlData.refs[0], UInt32(key.count), 0))
+            let set = "SET_HASH_ALGORITHM \(algorithm.status), SET_HASH_FLAGS \(flags.status), SET_HASH_KEY \(setKey.status)"
+            guard [algorithm, flags, setKey].allSatisfy({ $0.status == .success }) else { return .fail(set) }
+            let payload = pattern(100, seed: 0x7E6)
+            let frame = tcpToGuest(peer, payload: payload)
+            try peer.host.send(frame)
+            let packets = try peer.rxPackets { $0.contains { $0.bytes == frame } }
+            guard let packet = packets.first(where: { $0.bytes == frame }) else { return .fail("\(set); the TCP frame did not reach the guest") }
+            let expected = NetifToeplitz.hash(key: key, input: hostIP + guestIP + u16(4000) + u16(9))
+            let hashes = packet.extras.compactMap { extra -> String? in
+                guard case let .hash(type, algorithm, value) = extra.kind else { return nil }
+                return "\(type) \(algorithm) 0x\(String(value, radix: 16))"
+            }
+            let wanted = "\(NetifHashType.ipv4TCP) \(NetifHashAlgorithm.toeplitz) 0x\(String(expected, radix: 16))"
+            return .expect(packet.responses.first?.flags.contains(.extraInfo) == true && hashes == [wanted],
+                           "\(set); the TCP frame came with extras \(hashes) (Toeplitz of its addresses and ports: \(wanted))")
         },
         controlCheck("NETIF-BE-071") { peer in
             let (request, response) = try peer.control(0x7777)

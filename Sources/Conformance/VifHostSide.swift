@@ -19,6 +19,10 @@ public final class VifHostSide: @unchecked Sendable {
     /// The packet socket bound to the interface, and the index it was bound to.
     private var socket: Int32 = -1
     private var boundIndex: Int32 = 0
+    /// struct virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset.
+    static let vnetHeaderSize = 10
+    /// The virtio-net header of the frame ``receive(within:matching:)`` last returned.
+    private(set) var lastHeader: [UInt8] = []
 
     public init(namespace: NetworkNamespace?, plugs: Bool) {
         self.namespace = namespace
@@ -67,6 +71,14 @@ public final class VifHostSide: @unchecked Sendable {
             // ETH_P_ALL in network order.
             let fd = Glibc.socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(UInt16(3).bigEndian))
             guard fd >= 0 else { throw PeerError.platform("packet socket: errno \(errno)") }
+            // SOL_PACKET (263), PACKET_VNET_HDR (15): each frame comes and goes behind a
+            // virtio-net header, which says how the kernel took it (checksum, GSO).
+            var on: Int32 = 1
+            guard setsockopt(fd, 263, 15, &on, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
+                let error = errno
+                Glibc.close(fd)
+                throw PeerError.platform("PACKET_VNET_HDR: errno \(error)")
+            }
             var address = Self.linkAddress(index: index, protocol: 3)
             let bound = address.withUnsafeMutableBytes {
                 bind(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t($0.count))
@@ -129,8 +141,9 @@ public final class VifHostSide: @unchecked Sendable {
     /// Writes `frame` on the interface, towards the guest.
     func send(_ frame: [UInt8]) throws(PeerError) {
         guard socket >= 0 else { throw PeerError.unusable("no vif interface attached") }
-        let sent = frame.withUnsafeBytes { Glibc.send(socket, $0.baseAddress, $0.count, 0) }
-        guard sent == frame.count else { throw PeerError.platform("writing a frame on \(interface): errno \(errno)") }
+        let packet = [UInt8](repeating: 0, count: Self.vnetHeaderSize) + frame
+        let sent = packet.withUnsafeBytes { Glibc.send(socket, $0.baseAddress, $0.count, 0) }
+        guard sent == packet.count else { throw PeerError.platform("writing a frame on \(interface): errno \(errno)") }
     }
 
     /// The next frame the guest sent that `matches`, within `within`; nil when none came.
@@ -154,9 +167,12 @@ public final class VifHostSide: @unchecked Sendable {
             }
             guard count >= 0 else { continue }
             // sll_pkttype 4 is PACKET_OUTGOING: a frame towards the guest, not from it.
-            if from[10] == 4 { continue }
-            let frame = Array(buffer[..<count])
-            if matches(frame) { return frame }
+            if from[10] == 4 || count < Self.vnetHeaderSize { continue }
+            let frame = Array(buffer[Self.vnetHeaderSize ..< count])
+            if matches(frame) {
+                lastHeader = Array(buffer[..<Self.vnetHeaderSize])
+                return frame
+            }
         }
         return nil
     }

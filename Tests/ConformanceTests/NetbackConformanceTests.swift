@@ -4,7 +4,7 @@ import XenTesting
 @testable import Conformance
 
 /// The suite as a process against our netback as a process, both on a local hypervisor
-/// that is a third: `xensplit hypervisor`, `domain create --no-hotplug --nic`, `netback`
+/// that is a third: `xensplit hypervisor`, `domain create --no-hotplug --nic` (with a rate, for NETIF-BE-080), `netback`
 /// in a network namespace the test makes, `conformance --device vif --plug` standing in
 /// for the vif script in that namespace.
 @Suite("xensplit conformance against our netback", .serialized)
@@ -31,7 +31,7 @@ struct NetbackConformanceTests {
             try await Task.sleep(for: .milliseconds(10))
         }
         let create = try TestCommand.run(binary, ["domain", "create", "guest", "--state-dir", state, "--no-hotplug",
-                                                  "--nic", "mac=\(mac),bridge=none"])
+                                                  "--nic", "mac=\(mac),bridge=none,rate=1Mb/s"])
         try #require(create.status == 0, "domain create: \(create.stderr)")
         // `ip netns exec` execs netback in place: the PID is netback's.
         let netback = try TestCommand.spawn("/usr/sbin/ip", ["netns", "exec", namespace.name, binary, "netback", "--platform", "local",
