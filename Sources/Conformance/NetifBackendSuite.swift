@@ -12,7 +12,7 @@ public enum NetifBackendSuite {
     public typealias Check = ClauseCheck<NetfrontPeer>
 
     /// Every check.
-    public static var checks: [Check] { ring + xenbus + moreXenbus + nodes + tx + offload + rate + rx + badPackets + badHandshakes + queues + control }
+    public static var checks: [Check] { ring + xenbus + moreXenbus + nodes + tx + offload + rate + rx + badPackets + badHandshakes + queues + control + stress }
 
     /// A check on a connected plain vif.
     static func connected(_ id: String, _ body: @escaping @Sendable (NetfrontPeer) async throws -> ClauseVerdict) -> Check {
