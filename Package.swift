@@ -115,8 +115,7 @@ let package = Package(
         .target(
             name: "Conformance",
             // Tap and CTap for the vif's host side (a packet socket, the link up): no device module.
-            dependencies: ["Blkif", "Netif", "XenRing", "XenBus", "XenStore", "XenPlatform", "SharedMemory", "Tap", "CTap",
-                           .product(name: "Logging", package: "swift-log")]
+            dependencies: ["Blkif", "Netif", "XenRing", "XenBus", "XenStore", "XenPlatform", "SharedMemory", "Tap", "CTap"]
         ),
         // The C reference: Xen's own io/ring.h macros, for interop tests and benchmarks.
         .target(name: "CRingReference"),
@@ -188,7 +187,9 @@ let package = Package(
                                    "XenPlatform", "XenBus", "XenStore", "URing", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenTesting", "XenLocal", "XenPlatform", "XenStore"]),
         // The suite's files and reports, and the suite run against our devices as processes.
-        .testTarget(name: "ConformanceTests", dependencies: ["Conformance", "XenTesting", "XenLocal", "XenPlatform", "XenStore"]),
+        .testTarget(name: "ConformanceTests", dependencies: ["Conformance", "XenTesting", "XenLocal", "XenPlatform", "XenStore", "XenBus",
+                                                            "Blkif", "CRingReference", "SharedMemory", "XenRing",
+                                                            .product(name: "Logging", package: "swift-log")]),
     ],
     swiftLanguageModes: [.v6]
 )

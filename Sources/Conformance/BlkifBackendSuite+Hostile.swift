@@ -1,5 +1,8 @@
 import Blkif
+import Dispatch
+import Foundation
 import SharedMemory
+import Synchronization
 import XenPlatform
 
 extension BlkifBackendSuite {
@@ -187,4 +190,66 @@ extension BlkifBackendSuite {
             },
         ]
     }()
+}
+
+extension BlkifBackendSuite {
+    /// BLKIF-BE-070: requests whose sector flips between valid and past the end while
+    /// published, each answered once with OKAY or ERROR, then a valid read served.
+    static let doubleFetch = Check("BLKIF-BE-070") { peer in
+        try await peer.ensureConnected()
+        let rings = try peer.rings()
+        let offset = rings.layout.sectorNumberOffset
+        let outside = peer.sectors + 1024
+        var statuses: [BlkifStatus: Int] = [:]
+        for _ in 0 ..< 200 {
+            let request = try peer.direct(.read, sector: 0, sectors: 8)
+            let index = try rings.produce(request)
+            let slot = rings.queues[0].ring.requestSlot(index)
+            let flipper = Flipper(slot: slot, offset: offset, values: (0, outside))
+            flipper.start()
+            defer { flipper.stop() }
+            try rings.push()
+            let (responses, _) = try rings.awaitResponses([request.id])
+            // awaitResponses has refused a second answer or one to another id.
+            let status = responses[request.id]!.status
+            guard status == .okay || status == .error else { return .fail("a flipped request was answered \(status)") }
+            statuses[status, default: 0] += 1
+        }
+        if let problem = await peer.probe() { return .fail("after 200 flipped requests: \(problem)") }
+        return .pass("200 requests with the sector flipping between 0 and \(outside): \(statuses[.okay] ?? 0) OKAY, \(statuses[.error] ?? 0) ERROR, each answered once; the next read OKAY")
+    }
+}
+
+/// A thread storing two values in turn into a request slot until stopped: a frontend
+/// rewriting a request while the backend reads it.
+final class Flipper: @unchecked Sendable {
+    // SAFETY (@unchecked): `slot` is shared memory written on purpose while the backend
+    // reads it; `running` and `done` order the thread's start and end.
+    let slot: SharedView
+    let offset: Int
+    let values: (UInt64, UInt64)
+    let running = Atomic<Bool>(true)
+    let done = DispatchSemaphore(value: 0)
+
+    init(slot: SharedView, offset: Int, values: (UInt64, UInt64)) {
+        self.slot = slot
+        self.offset = offset
+        self.values = values
+    }
+
+    func start() {
+        Thread { [self] in
+            var flip = false
+            while running.load(ordering: .relaxed) {
+                slot.store(flip ? values.1 : values.0, at: offset)
+                flip.toggle()
+            }
+            done.signal()
+        }.start()
+    }
+
+    func stop() {
+        running.store(false, ordering: .relaxed)
+        done.wait()
+    }
 }

@@ -13,7 +13,7 @@ public enum BlkifBackendSuite {
     public typealias Check = ClauseCheck<BlkfrontPeer>
 
     /// Every check, ring and xenbus first.
-    public static var checks: [Check] { ring + xenbus + nodes + io + features + badRequests + badHandshakes }
+    public static var checks: [Check] { ring + xenbus + nodes + io + features + badRequests + [doubleFetch] + badHandshakes }
 
     /// A ring's worth of one-sector reads at once, after `warmUp` single reads so the
     /// indices are not at 0, then one more read: every id answered once, OKAY.
@@ -138,6 +138,7 @@ public enum BlkifBackendSuite {
             let rings = try peer.rings()
             let page = rings.queues[0].pages.view
             pattern(page.count, seed: 0x5C1B).withUnsafeBytes { page.copyBytes(from: $0, to: 0) }
+            peer.isConnected = false
             try rings.notify()
             let states = try await peer.watchBackend()
             if let problem = await peer.servedAfterStartOver() { return .fail("after the scribble (states \(states)): \(problem)") }
@@ -154,6 +155,8 @@ public enum BlkifBackendSuite {
 
     /// After a ring lie: no response for the bogus slots, and served after a start over.
     static func afterRingLie(_ peer: BlkfrontPeer, shared: SharedRing, before: RingIndex, lie: String) async -> ClauseVerdict {
+        // The ring is spoilt whatever the backend did: the next check starts over.
+        peer.isConnected = false
         let states = (try? await peer.watchBackend()) ?? []
         let after = shared.loadResponseProducer()
         guard after == before else { return .fail("\(lie): rsp_prod moved from \(before) to \(after)") }

@@ -10,8 +10,8 @@ public enum ConformanceError: Error, Equatable, Sendable, CustomStringConvertibl
     case clauseDirectoryNotFound(searched: [String])
     /// A check names a clause that is in no file.
     case unknownClause(String)
-    /// The target named on the command line does not parse or does not exist.
-    case badTarget(String)
+    /// Two checks are registered for one clause.
+    case duplicateCheck(String)
 
     public var description: String {
         switch self {
@@ -20,7 +20,7 @@ public enum ConformanceError: Error, Equatable, Sendable, CustomStringConvertibl
         case let .duplicateID(id, file, line): return "\(file):\(line): clause \(id) is defined twice"
         case let .clauseDirectoryNotFound(searched): return "no Protocols/conformance directory (looked in \(searched.joined(separator: ", ")))"
         case let .unknownClause(id): return "a check is registered for \(id), which no clause file defines"
-        case let .badTarget(reason): return "bad target: \(reason)"
+        case let .duplicateCheck(id): return "two checks are registered for \(id)"
         }
     }
 }

@@ -10,7 +10,7 @@ public struct ConformanceRunner<Peer: ConformancePeer>: Sendable {
         var byID: [String: ClauseCheck<Peer>] = [:]
         for check in checks {
             guard catalog.clause(check.id) != nil else { throw .unknownClause(check.id) }
-            guard byID.updateValue(check, forKey: check.id) == nil else { throw .malformed(file: "checks", line: 0, reason: "two checks for \(check.id)") }
+            guard byID.updateValue(check, forKey: check.id) == nil else { throw .duplicateCheck(check.id) }
         }
         self.catalog = catalog
         self.checks = byID

@@ -22,7 +22,7 @@ public final class NetfrontPeer: ConformancePeer, @unchecked Sendable {
     /// How long the peer watches a backend after a lie for it to refuse.
     public static let refusalWindow: Duration = .seconds(3)
     /// How long a frame may take to cross the backend before it counts as not delivered.
-    public static let crossing: Duration = .seconds(5)
+    public static let crossing: Duration = .seconds(10)
 
     let platform: any Platform
     let store: XenStoreClient
@@ -266,7 +266,7 @@ public final class NetfrontPeer: ConformancePeer, @unchecked Sendable {
         try await writeState(.connected)
         isConnected = true
         // Not a requirement on the backend: the host's own link watch lags its carrier.
-        _ = try await host.waitRunning(within: .seconds(5))
+        _ = try await host.waitRunning(within: .seconds(10))
         host.drain()
     }
 

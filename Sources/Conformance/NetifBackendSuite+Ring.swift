@@ -187,6 +187,15 @@ extension NetifBackendSuite {
             return .expect(kept == 0, kept == 0 ? "after Closed the frontend ended access to its ring pages"
                                                  : "after Closed \(kept) ring page(s) still mapped by the backend")
         },
+        Check("XENBUS-023") { peer in
+            try await peer.startOver()
+            try await peer.writeState(.closing)
+            let closing = try await peer.waitForBackend([.closing, .closed])
+            try await peer.writeState(.closed)
+            let closed = try await peer.waitForBackend([.closed])
+            if let problem = await peer.servedAfterStartOver() { return .fail(problem) }
+            return .pass("frontend Closing, Closed from InitWait: backend read \(closing), \(closed); served again after a start over")
+        },
         Check("XENBUS-013") { peer in
             let states = try await fatalKeyError(peer)
             guard let error = await peer.errorNode() else {

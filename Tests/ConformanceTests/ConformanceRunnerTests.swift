@@ -55,6 +55,19 @@ struct CheckFailed: Error, CustomStringConvertible {
         #expect(!offered.failed)
     }
 
+    @Test func checksMustNameOneKnownClauseEach() throws {
+        let catalog = try ClauseCatalog(name: "ring.tsv", text: Self.clauses)
+        #expect(throws: ConformanceError.unknownClause("RING-099")) {
+            try ConformanceRunner<NodesPeer>(catalog: catalog, checks: [ClauseCheck("RING-099") { _ in .pass("") }])
+        }
+        #expect(throws: ConformanceError.duplicateCheck("RING-001")) {
+            try ConformanceRunner<NodesPeer>(catalog: catalog, checks: [ClauseCheck("RING-001") { _ in .pass("") },
+                                                                        ClauseCheck("RING-001") { _ in .pass("") }])
+        }
+        // Every check of the block suite names a clause of the project's files.
+        _ = try ConformanceRunner(catalog: ClauseCatalog(directory: ClauseCatalog.defaultDirectory()), checks: BlkifBackendSuite.checks)
+    }
+
     @Test func deviationsFromExpectationsFailTheRun() async throws {
         let runner = try Self.runner()
         let header = "clause\ttarget\toutcome\treason\tissue\n"
