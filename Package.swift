@@ -114,7 +114,8 @@ let package = Package(
         // either role on the wire modules and the platform (never on the devices), reports.
         .target(
             name: "Conformance",
-            dependencies: ["Blkif", "Netif", "XenRing", "XenBus", "XenStore", "XenPlatform", "SharedMemory"]
+            // Tap and CTap for the vif's host side (a packet socket, the link up): no device module.
+            dependencies: ["Blkif", "Netif", "XenRing", "XenBus", "XenStore", "XenPlatform", "SharedMemory", "Tap", "CTap"]
         ),
         // The C reference: Xen's own io/ring.h macros, for interop tests and benchmarks.
         .target(name: "CRingReference"),

@@ -44,6 +44,16 @@ public enum BlkifABI: Sendable, Hashable, CaseIterable {
         }
     }
 
+    /// The `protocol` node values this host accepts, each named once (``native`` is one
+    /// of the others under its own name), for messages that list them.
+    public static var protocolNames: [String] {
+        var names: [String] = []
+        for abi in [BlkifABI.x86_32, .x86_64, .native] where !names.contains(abi.protocolName) {
+            names.append(abi.protocolName)
+        }
+        return names
+    }
+
     /// Field offsets and struct sizes for this ABI.
     @inlinable
     public var layout: BlkifLayout {

@@ -339,7 +339,7 @@ public final class BlkbackDevice: BackendDevice {
                                  expected: "a decimal from \(limit.lowerBound) to \(limit.upperBound)")
         case let BlkifError.unknownABI(name):
             return .invalidValue(path: node.path(of: BlkifFrontendFeatures.Key.protocolName), value: name,
-                                 expected: BlkifABI.allCases.map(\.protocolName).joined(separator: ", "))
+                                 expected: BlkifABI.protocolNames.joined(separator: ", "))
         default:
             return .hookFailed(hook: "readFrontend", reason: "\(error)")
         }

@@ -211,15 +211,11 @@ public final class BlkfrontPeer: ConformancePeer, @unchecked Sendable {
         if current == nil || current == .initialising || current == .unknown {
             current = try await waitForBackend([.initWait, .initialised, .connected, .closing, .closed])
         }
-        // A backend still at InitWait has connected nothing this handshake: there is
-        // nothing to close on its side, and backends differ in whether they follow a
-        // frontend's Closing from InitWait.
-        if current != .initWait {
-            try await writeState(.closing)
-            try await waitForBackend([.closing, .closed])
-            try await writeState(.closed)
-            try await waitForBackend([.closed])
-        }
+        // From InitWait too: a backend follows Closing from any state (XENBUS-023).
+        try await writeState(.closing)
+        try await waitForBackend([.closing, .closed])
+        try await writeState(.closed)
+        try await waitForBackend([.closed])
         release()
         for key in written.sorted() { try? await store.rm(frontendPath + "/" + key) }
         written = []

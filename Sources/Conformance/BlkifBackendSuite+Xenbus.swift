@@ -142,5 +142,14 @@ extension BlkifBackendSuite {
             return .expect(!after.contains("Connected"),
                            "after the fatal error (\(states.joined(separator: " -> "))) and Initialised rewritten, the backend read \(after.joined(separator: " -> "))")
         },
+        Check("XENBUS-023") { peer in
+            try await peer.startOver()
+            try await peer.writeState(.closing)
+            let closing = try await peer.waitForBackend([.closing, .closed])
+            try await peer.writeState(.closed)
+            let closed = try await peer.waitForBackend([.closed])
+            if let problem = await peer.servedAfterStartOver() { return .fail(problem) }
+            return .pass("frontend Closing, Closed from InitWait: backend read \(closing), \(closed); served again after a start over")
+        },
     ]
 }

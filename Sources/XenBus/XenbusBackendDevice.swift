@@ -34,8 +34,8 @@ public protocol XenbusBackendHooks: Sendable {
 /// 2. write the features and switch to InitWait;
 /// 3. when the frontend is Initialised or Connected: read its keys (a hook that may
 ///    refuse them), connect (a hook), publish the connect keys and switch to Connected;
-/// 4. frontend Closing (while Connected): disconnect, Closing; frontend Closed (while
-///    Connected or Closing): disconnect, Closing, Closed;
+/// 4. frontend Closing (while InitWait or Connected): disconnect, Closing; frontend
+///    Closed (while Connected or Closing): disconnect, Closing, Closed;
 /// 5. frontend back to Initialising after Closing/Closed, or to Initialised after Closed:
 ///    features and InitWait again, and redo 3.
 ///
@@ -255,7 +255,9 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: XenbusMachine {
             }
             if s.own == .initWait { try await connect(&s, paths, frontend: frontend) }
         case .closing:
-            if s.own == .connected {
+            // From InitWait too, as blkback does: a frontend giving up before it
+            // connected is followed to Closing, and its Closed then to Closed.
+            if s.own == .connected || s.own == .initWait {
                 await disconnect(&s, reason: "frontend is Closing")
                 try await switchState(&s, .closing, reason: "frontend is Closing")
             }

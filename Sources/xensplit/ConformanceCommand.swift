@@ -25,7 +25,8 @@ struct ConformanceCommand: AsyncParsableCommand {
         and any deviation fails the run; without it any fail or clause not executed does. \
         The exit status is 1 when the run fails.
 
-        Written so far: --role backend --device vbd (a scripted blkfront).
+        Written so far: --role backend --device vbd (a scripted blkfront) and --device vif (a scripted \
+        netfront, which sees the host side on the backend's vif interface; see --vif-namespace, --plug).
         """
     )
 
@@ -57,6 +58,12 @@ struct ConformanceCommand: AsyncParsableCommand {
     @Option(help: "The clause directory (default: Protocols/conformance of this package).")
     var clauseDir: String?
 
+    @Option(help: "vif: the network namespace the backend makes its interfaces in (default: this process's).")
+    var vifNamespace: String?
+
+    @Flag(help: "vif: stand in for the vif hotplug script: bring the backend's interface up and write hotplug-status (needs dom0's xenstore).")
+    var plug = false
+
     @OptionGroup var platform: PlatformOptions
 
     /// DOMAIN and the device number of TARGET.
@@ -76,9 +83,10 @@ struct ConformanceCommand: AsyncParsableCommand {
 
     func run() async throws {
         let (domain, devid) = try parsedTarget()
-        guard role == .backend, device == .vbd else {
-            throw CommandFailure("conformance: the scripted peer for --role \(role.rawValue) --device \(device.rawValue) is not written yet; --role backend --device vbd is")
+        guard role == .backend else {
+            throw CommandFailure("conformance: the scripted peer for --role \(role.rawValue) is not written yet; --role backend is")
         }
+        if device == .vif { return try await runVif(domain: domain, devid: devid) }
         let directory = try clauseDir ?? ClauseCatalog.defaultDirectory()
         let catalog = try ClauseCatalog(directory: directory)
         let expectations = try Expectations(path: directory + "/" + ClauseCatalog.expectationsFile, catalog: catalog)

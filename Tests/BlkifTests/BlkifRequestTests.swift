@@ -275,7 +275,11 @@ import SharedMemory
         #if arch(x86_64)
         #expect(throws: BlkifError.unknownABI("arm-abi")) { try BlkifABI(protocol: "arm-abi") }
         #expect(BlkifABI.native.protocolName == "x86_64-abi")
+        #expect(BlkifABI.protocolNames == ["x86_32-abi", "x86_64-abi"])
         #endif
+        // Each accepted name once, each one parsing.
+        #expect(Set(BlkifABI.protocolNames).count == BlkifABI.protocolNames.count)
+        for name in BlkifABI.protocolNames { #expect(throws: Never.self) { try BlkifABI(protocol: name) } }
     }
 
     /// Seeded random valid requests survive encode/decode in every ABI, at every slot of a ring page.

@@ -364,6 +364,12 @@ struct BlkbackDeviceTests {
         defer { store.close() }
         let errorPath = "/local/domain/0/error/backend/vbd/\(id)/\(Self.xvdb)/error"
         try await vbdEventually("an error node names the refusal") { try await readNode(store, errorPath) != nil }
+        if kind == "protocol" {
+            // The accepted names, each once (not the native one repeated).
+            let message = try await readNode(store, errorPath) ?? ""
+            #expect(message.hasSuffix("expected \(BlkifABI.protocolNames.joined(separator: ", "))"), "\(message)")
+            #expect(message.components(separatedBy: BlkifABI.native.protocolName).count == 2, "\(message)")
+        }
         try await vbdEventually("good device Connected") { good.blkif.state == .connected }
         #expect(try good.blkif.write(pattern(4096, seed: 9), sector: 0) == .okay)
         #expect(try good.blkif.read(sector: 0, count: 4096) == (.okay, pattern(4096, seed: 9)))

@@ -277,4 +277,31 @@ import XenStore
         #expect(try await value(paths.backend + "/sectors", store: world.toolstack) == "190")
         await service.close()
     }
+
+    /// Linux's blkback follows a frontend's Closing from InitWait; so does every device
+    /// type on this driver, with no connect to undo.
+    @Test func aFrontendClosingAtInitWaitIsFollowedToClosedAndServedAfterStartingOver() async throws {
+        let world = try World()
+        let service = try await BackendService(store: world.dom0)
+        let paths = try await world.addDevice(frontend: world.guests[0], devid: "9")
+        try await waitForState(paths.backend, .initWait, store: world.toolstack)
+        // A frontend scripted over the guest's connection gives up before publishing.
+        let guest = try world.store(paths.frontendID)
+        try await guest.write(paths.frontend + "/state", "5")
+        try await waitForState(paths.backend, .closing, store: world.toolstack)
+        try await guest.write(paths.frontend + "/state", "6")
+        try await waitForState(paths.backend, .closed, store: world.toolstack)
+        try await guest.write(paths.frontend + "/state", "1")
+        try await waitForState(paths.backend, .initWait, store: world.toolstack)
+        try await guest.withTransaction { tx in
+            try await tx.write(paths.frontend + "/ring-ref", "96")
+            try await tx.write(paths.frontend + "/state", "3")
+        }
+        try await waitForState(paths.backend, .connected, store: world.toolstack)
+        let back = try await service.driver(paths.backend)
+        #expect(back.hooks.snapshot.connects == [96])
+        #expect(back.hooks.snapshot.disconnects.isEmpty, "nothing was connected to undo")
+        #expect(back.hooks.snapshot.features == 2)
+        await service.close()
+    }
 }

@@ -156,10 +156,12 @@ import XenStore
         #expect(hooks.snapshot.magic == [7])
         #expect(hooks.snapshot.disconnects.isEmpty)
         #expect(try await value(paths.frontend + "/ring-ref", store: world.toolstack) == nil)
-        // The backend was never connected, so it keeps offering InitWait.
-        #expect(try await value(paths.backend + "/state", store: world.toolstack) == "2")
+        // The backend, never connected, follows the frontend's Closing as blkback does.
+        try await waitForState(paths.backend, .closing, store: world.toolstack)
+        #expect(try await service.driver(paths.backend).hooks.snapshot.connects.isEmpty)
         #expect(await front.close() == .closed)
         #expect(try await value(paths.frontend + "/state", store: world.toolstack) == "6")
+        try await waitForState(paths.backend, .closed, store: world.toolstack)
         #expect(hooks.snapshot.disconnects.isEmpty)
         await service.close()
     }

@@ -1,0 +1,297 @@
+import Glibc
+import Netif
+import SharedMemory
+import XenBus
+import XenPlatform
+import XenRing
+import XenStore
+
+/// A scripted netfront for conformance runs against a net backend: it speaks xenbus,
+/// `io/netif.h` keys and rings and the control ring itself, step by step, on the wire
+/// modules and the platform's grants and event channels, so a check can behave, or lie,
+/// at any step. The host end of the vif (``VifHostSide``) is where it sees what the
+/// backend made of its packets and where it makes packets for it. It is no device:
+/// nothing here is shared with NetFrontend.
+///
+/// Used by one task at a time (the runner runs clauses one after the other).
+public final class NetfrontPeer: ConformancePeer, @unchecked Sendable {
+    // SAFETY (@unchecked): the runner calls checks one at a time, on one task.
+
+    /// How long a state change or a response may take: a safety net, not a timing requirement.
+    public static let patience: Duration = .seconds(15)
+    /// How long the peer watches a backend after a lie for it to refuse.
+    public static let refusalWindow: Duration = .seconds(3)
+    /// How long a frame may take to cross the backend before it counts as not delivered.
+    public static let crossing: Duration = .seconds(10)
+
+    let platform: any Platform
+    let store: XenStoreClient
+    /// dom0's xenstore, for what the guest may not read or write (the error node,
+    /// hotplug-status); nil when the run has none.
+    let observer: XenStoreClient?
+    public let frontendPath: String
+    public let backendPath: String
+    public let backendID: DomainID
+    public let host: VifHostSide
+    /// The guest's MAC address, from the frontend node the toolstack wrote.
+    public let mac: [UInt8]
+    /// Data pages granted writable to the backend: 0..<16 carry tx data, 16..<32 take rx data.
+    let data: SharedPages
+    static let txPages = 0 ..< 16
+    static let rxPages = 16 ..< 32
+    /// One page granted read-only, for control-ring keys and tables.
+    let controlData: SharedPages
+    var stale: [SharedPages] = []
+    var written: Set<String> = []
+    var connection: NetfrontConnection?
+    var isConnected = false
+    var atInitWait: [String: String] = [:]
+    var atConnected: [String: String] = [:]
+    /// Every rx response flags value seen, for NETIF-BE-021.
+    var rxFlagsSeen: Set<UInt16> = []
+    /// rx responses that did not decode (flags or status unknown), for NETIF-BE-021.
+    var rxDecodeErrors: [String] = []
+    /// Every value the backend's state node read, for XENBUS-001.
+    var stateValuesSeen: Set<String> = []
+    var nextTxID: UInt16 = 1
+    var nextCtrlID: UInt16 = 1
+    var frameSeed: UInt64 = 0xC0F_FEE
+
+    /// Joins the vif whose frontend node is `frontendPath` as its domain on `platform`.
+    public init(platform: any Platform, frontendPath: String, host: VifHostSide, observer: XenStoreClient? = nil) async throws {
+        self.platform = platform
+        self.observer = observer
+        self.frontendPath = frontendPath
+        self.host = host
+        do { store = try platform.connectXenStore() } catch { throw PeerError.platform("xenstore: \(error)") }
+        do {
+            let backend = try await store.readString(frontendPath + "/backend")
+            let id = try await store.readString(frontendPath + "/backend-id")
+            guard let domain = DomainID(id) else { throw PeerError.badFrontendNode("backend-id reads \(id)") }
+            let text = try await store.readString(frontendPath + "/mac")
+            let octets = text.split(separator: ":").compactMap { UInt8($0, radix: 16) }
+            guard octets.count == 6 else { throw PeerError.badFrontendNode("mac reads \(text)") }
+            backendPath = backend
+            backendID = domain
+            mac = octets
+        } catch let error as PeerError {
+            store.close()
+            throw error
+        } catch {
+            store.close()
+            throw PeerError.badFrontendNode("\(frontendPath): \(error)")
+        }
+        do {
+            data = try platform.grantTable.share(pages: 32, with: backendID, writable: true)
+            controlData = try platform.grantTable.share(pages: 1, with: backendID, writable: false)
+        } catch {
+            store.close()
+            throw PeerError.platform("granting data pages: \(error)")
+        }
+    }
+
+    public func targetNodes() async throws -> [String: String] {
+        try await ensureConnected()
+        return atConnected
+    }
+
+    // MARK: xenstore
+
+    func backendNodes() async throws -> [String: String] {
+        var nodes: [String: String] = [:]
+        for key in try await store.directory(backendPath) {
+            if let value = try? await store.readString(backendPath + "/" + key) { nodes[key] = value }
+        }
+        return nodes
+    }
+
+    /// The backend's state node as read (nil when absent), remembered for XENBUS-001.
+    func backendStateValue() async -> String? {
+        guard let value = try? await store.readString(backendPath + "/state") else { return nil }
+        stateValuesSeen.insert(value)
+        return value
+    }
+
+    func backendState() async -> XenbusState? {
+        guard let value = await backendStateValue(), let raw = UInt8(value) else { return nil }
+        return XenbusState(rawValue: raw)
+    }
+
+    func describeBackendState() async -> String {
+        guard let value = await backendStateValue() else { return "absent" }
+        return UInt8(value).flatMap(XenbusState.init(rawValue:)).map { "\($0)" } ?? "'\(value)'"
+    }
+
+    @discardableResult
+    func waitForBackend(_ wanted: Set<XenbusState>, within: Duration = patience) async throws -> XenbusState {
+        let deadline = ContinuousClock.now + within
+        while true {
+            if let state = await backendState(), wanted.contains(state) { return state }
+            guard ContinuousClock.now < deadline else {
+                throw PeerError.stateNotReached(path: backendPath + "/state", wanted: wanted.map(\.description).sorted().joined(separator: "|"),
+                                                last: await describeBackendState(), seconds: Int(within.components.seconds))
+            }
+            try await Task.sleep(for: .milliseconds(2))
+        }
+    }
+
+    /// Watches the backend for `window` after a lie; the states it read, in order,
+    /// stopping at Closing or Closed.
+    func watchBackend(for window: Duration = refusalWindow, stopOnRefusal: Bool = true) async throws -> [String] {
+        var seen: [String] = []
+        let deadline = ContinuousClock.now + window
+        while ContinuousClock.now < deadline {
+            let state = await describeBackendState()
+            if seen.last != state { seen.append(state) }
+            if stopOnRefusal, state == "Closing" || state == "Closed" { break }
+            try await Task.sleep(for: .milliseconds(2))
+        }
+        return seen
+    }
+
+    func writeState(_ state: XenbusState) async throws { try await writeState(state.nodeValue) }
+
+    func writeState(_ raw: String) async throws { try await store.write(frontendPath + "/state", raw) }
+
+    /// The backend's error node, through the observer when there is one.
+    func errorNode() async -> String? {
+        let home = "/local/domain/\(backendID)/"
+        guard backendPath.hasPrefix(home) else { return nil }
+        return try? await (observer ?? store).readString(home + "error/" + backendPath.dropFirst(home.count) + "/error")
+    }
+
+    /// What the vif hotplug script does once the backend made the interface: the host
+    /// side attached (and plugged, if the peer stands in for the script).
+    func plug() async throws {
+        let name = atInitWait["vifname"] ?? "vif\(frontendDomain).\(frontendPath.split(separator: "/").last ?? "0")"
+        try host.attach(name)
+        guard host.plugs else { return }
+        guard let observer else { throw PeerError.unusable("standing in for the vif script needs dom0's xenstore to write hotplug-status") }
+        try await observer.write(backendPath + "/hotplug-status", "connected")
+    }
+
+    /// The frontend's domain, from its path (`/local/domain/N/device/vif/D`).
+    var frontendDomain: String {
+        let parts = frontendPath.split(separator: "/")
+        return parts.count > 2 ? String(parts[2]) : "?"
+    }
+
+    // MARK: handshake
+
+    /// What a netfront publishes at Initialised; `tamper` lies on top of it.
+    public struct Handshake: Sendable {
+        public var queues = 1
+        public var splitEventChannels = false
+        public var controlRing = false
+        /// rx buffers posted per queue before Initialised.
+        public var rxBuffers = 8
+        public var features: NetifFrontendFeatures = {
+            var features = NetifFrontendFeatures()
+            features.requestRxCopy = true
+            return features
+        }()
+        public var tamper: @Sendable (inout [String: String]) -> Void = { _ in }
+
+        public init() {}
+
+        /// Whether this is the plain handshake ``NetfrontPeer/ensureConnected()`` reuses.
+        var isPlain: Bool { queues == 1 && !splitEventChannels && !controlRing }
+    }
+
+    /// Brings the vif to the start of a handshake, as a reloaded netfront does: Closing,
+    /// Closed, rings given up, Initialising, and the backend's InitWait.
+    public func startOver(force: Bool = false) async throws {
+        if !force, connection == nil, await backendState() == .initWait,
+           (try? await store.readString(frontendPath + "/state")) == XenbusState.initialising.nodeValue {
+            if atInitWait.isEmpty {
+                atInitWait = try await backendNodes()
+                try await plug()
+            }
+            return
+        }
+        var current = await backendState()
+        if current == nil || current == .initialising || current == .unknown {
+            current = try await waitForBackend([.initWait, .initialised, .connected, .closing, .closed])
+        }
+        if current != .initWait {
+            try await writeState(.closing)
+            try await waitForBackend([.closing, .closed])
+            try await writeState(.closed)
+            try await waitForBackend([.closed])
+        }
+        release()
+        for key in written.sorted() { try? await store.rm(frontendPath + "/" + key) }
+        written = []
+        try await writeState(.initialising)
+        try await waitForBackend([.initWait])
+        atInitWait = try await backendNodes()
+        try await plug()
+    }
+
+    func release() {
+        guard let connection else { return }
+        self.connection = nil
+        isConnected = false
+        atConnected = [:]
+        stale += connection.release()
+    }
+
+    /// Grants rings, posts rx buffers and publishes the keys with Initialised in one transaction.
+    public func publish(_ handshake: Handshake = Handshake()) async throws {
+        let connection = try NetfrontConnection(platform: platform, backend: backendID, handshake: handshake)
+        self.connection = connection
+        let perQueue = Self.rxPages.count / max(handshake.queues, 1)
+        for queue in connection.queues.indices {
+            let pages = Self.rxPages.lowerBound + queue * perQueue ..< Self.rxPages.lowerBound + (queue + 1) * perQueue
+            for (id, page) in pages.prefix(handshake.rxBuffers).enumerated() { try postRx(id: UInt16(id), page: page, queue: queue) }
+            pushRx(queue: queue)
+        }
+        var features = handshake.features
+        if handshake.queues > 1 { features.queueCount = UInt32(handshake.queues) }
+        var keys = features.xenstoreEntries.merging(connection.keys.xenstoreEntries) { $1 }
+        handshake.tamper(&keys)
+        let path = frontendPath
+        let sorted = keys.sorted { $0.key < $1.key }
+        try await store.withTransaction { tx in
+            for (key, value) in sorted { try await tx.write(path + "/" + key, value) }
+            try await tx.write(path + "/state", XenbusState.initialised.nodeValue)
+        }
+        written.formUnion(sorted.map { String($0.key.split(separator: "/").first ?? "") })
+    }
+
+    public func connect(_ handshake: Handshake = Handshake()) async throws {
+        try await publish(handshake)
+        try await waitForBackend([.connected])
+        atConnected = try await backendNodes()
+        try await writeState(.connected)
+        isConnected = true
+        // Not a requirement on the backend: the host's own link watch lags its carrier.
+        _ = try await host.waitRunning(within: .seconds(10))
+        host.drain()
+    }
+
+    /// A connected vif with one queue, a shared event channel and no control ring.
+    public func ensureConnected() async throws {
+        if isConnected, connection?.handshake.isPlain == true, await backendState() == .connected { return }
+        try await startOver()
+        try await connect()
+    }
+
+    @discardableResult
+    public func close() async -> Int {
+        try? await writeState(.closing)
+        _ = try? await waitForBackend([.closing, .closed], within: .seconds(5))
+        try? await writeState(.closed)
+        _ = try? await waitForBackend([.closed], within: .seconds(5))
+        release()
+        var pending = stale + [data, controlData]
+        stale = []
+        for _ in 0 ..< 200 where !pending.isEmpty {
+            pending = pending.filter { (try? platform.grantTable.endAccess($0)) == nil }
+            if !pending.isEmpty { try? await Task.sleep(for: .milliseconds(10)) }
+        }
+        store.close()
+        observer?.close()
+        return pending.count
+    }
+}
