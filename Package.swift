@@ -33,8 +33,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
-        // Errno with its names and the one EINTR-retrying system-call loop, below every
-        // module that makes system calls (URing, XenStore, XenLinux).
+        // Errno with its names, the one EINTR-retrying system-call loop, and ChildProcess
+        // (posix_spawn), below every module that makes system calls (URing, XenStore,
+        // XenLinux) and under the tests and tools that start programs.
         .target(name: "SystemCalls"),
         // The only raw access to shared pages: C11 atomics and fences behind a tiny shim.
         .target(name: "CSharedMemory"),
@@ -67,7 +68,7 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log")]
         ),
         // Test doubles and peers, shipped so device tests need no hypervisor.
-        .target(name: "XenTesting", dependencies: ["Netif", "Tap", "XenRing", "SharedMemory", "XenPlatform", "XenStore", "CXenLocal", "Blkif", "XenBus",
+        .target(name: "XenTesting", dependencies: ["Netif", "Tap", "SystemCalls", "XenRing", "SharedMemory", "XenPlatform", "XenStore", "CXenLocal", "Blkif", "XenBus",
                                                   .product(name: "Logging", package: "swift-log")]),
         // Fuzz targets as plain functions: libFuzzer runs them (scripts/fuzz.sh) and the
         // tests replay seeded inputs through them.
@@ -162,7 +163,7 @@ let package = Package(
         .testTarget(name: "BlockBackendTests",
                     dependencies: ["BlockBackend", "XenTesting", "Blkif", "XenRing", "SharedMemory", "XenPlatform", "URing",
                                  "XenBus", "XenStore", "XenLocal", "BlockFrontend", "FuzzTargets", "XenDevice"]),
-        .testTarget(name: "XenTestingTests", dependencies: ["XenTesting", "XenPlatform", "SharedMemory", "XenStore"]),
+        .testTarget(name: "XenTestingTests", dependencies: ["XenTesting", "XenPlatform", "SharedMemory", "XenStore", "SystemCalls"]),
         .testTarget(name: "XenLinuxTests", dependencies: ["XenTesting", "XenLinux", "CXen", "XenPlatform", "XenStore", "SharedMemory"]),
         .testTarget(name: "NBDTests", dependencies: ["NBD", "BlockFrontend"]),
         .testTarget(name: "NetFrontendTests",
