@@ -7,7 +7,8 @@ import Testing
     /// `xensplit xenstored --socket PATH` serves Xen's tools on its own. The binary is built
     /// with the tests (`swift build --build-tests`).
     @Test func standaloneServerServesXenTools() async throws {
-        let binary = repositoryRoot.appendingPathComponent(".build/debug/xensplit")
+        // Beside the test bundle, whatever the scratch path.
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("xensplit")
         try #require(FileManager.default.isExecutableFile(atPath: binary.path), "build xensplit first")
         let dir = temporaryDirectory("cli")
         let socket = dir + "/xenstored.socket"
