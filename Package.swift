@@ -147,7 +147,7 @@ let package = Package(
                           path: "Examples/BlockDisk"),
         .executableTarget(name: "net-echo-example",
                           dependencies: ["NetFrontend", "Netif", "Tap", "XenBus", "XenLocal", "XenPlatform", "XenRing",
-                                         "SharedMemory", .product(name: "Logging", package: "swift-log")],
+                                         "SharedMemory", "SystemCalls", .product(name: "Logging", package: "swift-log")],
                           path: "Examples/NetEcho"),
 
         .testTarget(name: "SharedMemoryTests", dependencies: ["SharedMemory"]),
