@@ -1,5 +1,4 @@
 import BlockBackend
-import Dispatch
 import Foundation
 import Logging
 import SystemCalls
