@@ -33,8 +33,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
-        // Errno with its names and the one EINTR-retrying system-call loop, below every
-        // module that makes system calls (URing, XenStore, XenLinux).
+        // Errno with its names, the one EINTR-retrying system-call loop, and ChildProcess
+        // (posix_spawn), below every module that makes system calls (URing, XenStore,
+        // XenLinux) and under the tests and tools that start programs.
         .target(name: "SystemCalls"),
         // The only raw access to shared pages: C11 atomics and fences behind a tiny shim.
         .target(name: "CSharedMemory"),
@@ -67,7 +68,7 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log")]
         ),
         // Test doubles and peers, shipped so device tests need no hypervisor.
-        .target(name: "XenTesting", dependencies: ["Netif", "Tap", "XenRing", "SharedMemory", "XenPlatform", "XenStore", "CXenLocal", "Blkif", "XenBus",
+        .target(name: "XenTesting", dependencies: ["Netif", "Tap", "SystemCalls", "XenRing", "SharedMemory", "XenPlatform", "XenStore", "CXenLocal", "Blkif", "XenBus",
                                                   .product(name: "Logging", package: "swift-log")]),
         // Fuzz targets as plain functions: libFuzzer runs them (scripts/fuzz.sh) and the
         // tests replay seeded inputs through them.
@@ -123,7 +124,7 @@ let package = Package(
         .executableTarget(
             name: "xensplit",
             dependencies: [
-                "XenStore", "XenLocal", "XenPlatform", "XenLinux", "XenTesting", "BlockBackend", "URing",
+                "SystemCalls", "XenStore", "XenLocal", "XenPlatform", "XenLinux", "XenTesting", "BlockBackend", "URing",
                 "BlockFrontend", "NBD", "Blkif", "NetBackend", "NetFrontend", "Netif", "Tap", "XenBus", "Conformance",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -134,7 +135,7 @@ let package = Package(
         .executableTarget(
             name: "xensplit-bench",
             dependencies: [
-                "SharedMemory", "XenRing", "Blkif", "CRingReference", "URing", "XenStore", "XenTesting", "XenLocal", "XenPlatform",
+                "SystemCalls", "SharedMemory", "XenRing", "Blkif", "CRingReference", "URing", "XenStore", "XenTesting", "XenLocal", "XenPlatform",
                 "BlockBackend", "BlockFrontend", "NBD", "XenBus", "NetBackend", "NetFrontend", "Netif", "Tap",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -147,7 +148,7 @@ let package = Package(
                           path: "Examples/BlockDisk"),
         .executableTarget(name: "net-echo-example",
                           dependencies: ["NetFrontend", "Netif", "Tap", "XenBus", "XenLocal", "XenPlatform", "XenRing",
-                                         "SharedMemory", .product(name: "Logging", package: "swift-log")],
+                                         "SharedMemory", "SystemCalls", .product(name: "Logging", package: "swift-log")],
                           path: "Examples/NetEcho"),
 
         .testTarget(name: "SharedMemoryTests", dependencies: ["SharedMemory"]),
@@ -157,28 +158,28 @@ let package = Package(
         .testTarget(name: "TapTests", dependencies: ["Tap", "Netif", "SystemCalls", "XenTesting"], exclude: ["C"]),
         .testTarget(name: "InteropTests", dependencies: ["XenTesting", "Blkif", "Netif", "XenRing", "SharedMemory"],
                     exclude: ["C"]),
-        .testTarget(name: "XenStoreTests", dependencies: ["XenTesting", "XenStore", "XenRing", "SharedMemory", "FuzzTargets"]),
-        .testTarget(name: "XenLocalTests", dependencies: ["XenLocal", "XenPlatform", "XenStore", "XenRing", "SharedMemory", "CXenLocal", "XenTesting"]),
+        .testTarget(name: "XenStoreTests", dependencies: ["SystemCalls", "XenTesting", "XenStore", "XenRing", "SharedMemory", "FuzzTargets"]),
+        .testTarget(name: "XenLocalTests", dependencies: ["SystemCalls", "XenLocal", "XenPlatform", "XenStore", "XenRing", "SharedMemory", "CXenLocal", "XenTesting"]),
         .testTarget(name: "URingTests", dependencies: ["XenTesting", "URing"]),
         .testTarget(name: "BlockBackendTests",
-                    dependencies: ["BlockBackend", "XenTesting", "Blkif", "XenRing", "SharedMemory", "XenPlatform", "URing",
+                    dependencies: ["SystemCalls", "BlockBackend", "XenTesting", "Blkif", "XenRing", "SharedMemory", "XenPlatform", "URing",
                                  "XenBus", "XenStore", "XenLocal", "BlockFrontend", "FuzzTargets", "XenDevice"]),
-        .testTarget(name: "XenTestingTests", dependencies: ["XenTesting", "XenPlatform", "SharedMemory", "XenStore"]),
-        .testTarget(name: "XenLinuxTests", dependencies: ["XenTesting", "XenLinux", "CXen", "XenPlatform", "XenStore", "SharedMemory"]),
-        .testTarget(name: "NBDTests", dependencies: ["NBD", "BlockFrontend"]),
+        .testTarget(name: "XenTestingTests", dependencies: ["XenTesting", "XenPlatform", "SharedMemory", "XenStore", "SystemCalls"]),
+        .testTarget(name: "XenLinuxTests", dependencies: ["SystemCalls", "XenTesting", "XenLinux", "CXen", "XenPlatform", "XenStore", "SharedMemory"]),
+        .testTarget(name: "NBDTests", dependencies: ["SystemCalls", "NBD", "BlockFrontend"]),
         .testTarget(name: "NetFrontendTests",
                     dependencies: ["NetFrontend", "Netif", "Tap", "SystemCalls", "XenTesting", "XenBus", "XenRing", "SharedMemory",
                                    "XenPlatform", "XenStore", "XenDevice", "XenLocal", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "BlockFrontendTests",
-                    dependencies: ["BlockFrontend", "BlockBackend", "XenTesting", "XenBus", "Blkif", "XenRing",
+                    dependencies: ["SystemCalls", "BlockFrontend", "BlockBackend", "XenTesting", "XenBus", "Blkif", "XenRing",
                                    "SharedMemory", "XenPlatform", "XenStore", "URing", "NBD", "XenDevice"]),
         .testTarget(name: "DemoTests",
-                    dependencies: ["NBD", "BlockFrontend", "BlockBackend", "XenLocal", "XenPlatform", "URing",
+                    dependencies: ["SystemCalls", "NBD", "BlockFrontend", "BlockBackend", "XenLocal", "XenPlatform", "URing",
                                    .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "XenDeviceTests", dependencies: ["XenDevice", "XenBus", "XenTesting", "XenPlatform", "XenStore", "URing",
                                                           .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "NetBackendTests",
-                    dependencies: ["NetBackend", "Netif", "Tap", "XenTesting", "XenLocal", "XenPlatform", "XenBus", "XenRing",
+                    dependencies: ["SystemCalls", "NetBackend", "Netif", "Tap", "XenTesting", "XenLocal", "XenPlatform", "XenBus", "XenRing",
                                    "XenStore", "SharedMemory", "URing", "XenDevice", "BlockBackend", "Blkif", "CRingReference",
                                    .product(name: "Logging", package: "swift-log")]),
         // Our netfront against our netback, in-process, through the real hotplug script.
@@ -187,7 +188,7 @@ let package = Package(
                                    "XenPlatform", "XenBus", "XenStore", "URing", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenTesting", "XenLocal", "XenPlatform", "XenStore"]),
         // The suite's files and reports, and the suite run against our devices as processes.
-        .testTarget(name: "ConformanceTests", dependencies: ["Conformance", "XenTesting", "XenLocal", "XenPlatform", "XenStore", "XenBus",
+        .testTarget(name: "ConformanceTests", dependencies: ["SystemCalls", "Conformance", "XenTesting", "XenLocal", "XenPlatform", "XenStore", "XenBus",
                                                             "Blkif", "CRingReference", "SharedMemory", "XenRing",
                                                             .product(name: "Logging", package: "swift-log")]),
     ],

@@ -10,6 +10,7 @@ import NetFrontend
 import Netif
 import SharedMemory
 import Synchronization
+import SystemCalls
 import Tap
 import XenBus
 import XenLocal
@@ -156,12 +157,9 @@ struct Echo {
 
 /// `ip ARGS...`, stopping the example if it fails.
 func ip(_ arguments: String...) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-    process.arguments = arguments
-    do { try process.run() } catch { fatalError("ip \(arguments.joined(separator: " ")): \(error)") }
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else { fatalError("ip \(arguments.joined(separator: " ")) failed") }
+    let status: ChildProcess.ExitStatus
+    do { status = try ChildProcess("/usr/sbin/ip", arguments).wait() } catch { fatalError("ip \(arguments.joined(separator: " ")): \(error)") }
+    guard status.succeeded else { fatalError("ip \(arguments.joined(separator: " ")) failed (\(status))") }
 }
 
 /// Sends `message` to the echo port from a UDP socket made inside `namespace` and returns

@@ -1,4 +1,5 @@
 import Foundation
+import SystemCalls
 import Netif
 import Tap
 
@@ -100,31 +101,19 @@ public final class TestNamespace: Sendable {
     }
 }
 
-/// A program run to its end, its output collected from files read after it exits.
+/// A program run to its end, its output collected from files read after it exits (a
+/// pipe could be held open by a daemon it started).
 public enum TestCommand {
+    /// Runs `path` to its end: its status (the exit code, or the signal that ended it) and
+    /// its output and error.
     public static func run(_ path: String, _ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("xensplit-cmd-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let outURL = directory.appendingPathComponent("stdout")
         let errURL = directory.appendingPathComponent("stderr")
-        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        let out = try FileHandle(forWritingTo: outURL)
-        let err = try FileHandle(forWritingTo: errURL)
-        defer {
-            try? out.close()
-            try? err.close()
-        }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        process.waitUntilExit()
-        return (process.terminationStatus, try String(contentsOf: outURL, encoding: .utf8),
-                try String(contentsOf: errURL, encoding: .utf8))
+        let status = try ChildProcess(path, arguments, standardOutput: .file(outURL.path), standardError: .file(errURL.path)).wait()
+        return (status.code, try String(contentsOf: outURL, encoding: .utf8), try String(contentsOf: errURL, encoding: .utf8))
     }
 }
 
@@ -136,13 +125,7 @@ extension TestCommand {
     }
 
     /// Starts `path` with `arguments`, its output discarded; the caller waits or signals it.
-    public static func spawn(_ path: String, _ arguments: [String]) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        return process
+    public static func spawn(_ path: String, _ arguments: [String]) throws -> ChildProcess {
+        try ChildProcess(path, arguments, standardOutput: .null, standardError: .null)
     }
 }

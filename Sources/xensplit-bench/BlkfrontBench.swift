@@ -4,6 +4,7 @@ import Glibc
 import Logging
 import NBD
 import Synchronization
+import SystemCalls
 import XenTesting
 
 /// `xensplit-bench blkfront [--runs N] [--quick] [--only NAME-PART] [--verbose]`: the block
@@ -110,19 +111,16 @@ func runBlkfrontBench(arguments: [String]) async throws {
 /// `nbdkit file` serving the image on a Unix socket, as the NBD reference. It is stopped
 /// by its PID (and exits with this process if that dies first).
 final class NBDKit {
-    let process = Process()
+    let process: ChildProcess
     let socket: String
     var uri: String { "nbd+unix:///?socket=\(socket)" }
 
     init(image: String, socket: String) throws {
         self.socket = socket
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = benchChildSignals + ["/usr/bin/nbdkit", "--foreground", "--exit-with-parent",
-                                                 "--unix", socket, "file", image]
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        BenchCleanup.add(pid: process.processIdentifier)
+        process = try ChildProcess("/usr/bin/env", benchChildSignals + ["/usr/bin/nbdkit", "--foreground", "--exit-with-parent",
+                                                                        "--unix", socket, "file", image],
+                                   standardInput: .null, standardOutput: .null)
+        BenchCleanup.add(pid: process.pid)
         // nbdkit creates the socket once it listens.
         for _ in 0..<1000 {
             if access(socket, F_OK) == 0 { return }
@@ -134,16 +132,16 @@ final class NBDKit {
     }
 
     func stop() {
-        if process.isRunning { kill(process.processIdentifier, SIGTERM) }
+        process.signal(SIGTERM)
         // nbdkit finishes the requests in flight first; a hung one is killed after 10 s.
         var waited = 0
         while process.isRunning, waited < 1000 {
             usleep(10_000)
             waited += 1
         }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-        BenchCleanup.remove(pid: process.processIdentifier)
+        process.signal(SIGKILL)
+        process.wait()
+        BenchCleanup.remove(pid: process.pid)
         unlink(socket)
     }
 }

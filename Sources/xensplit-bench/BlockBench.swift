@@ -4,6 +4,7 @@ import Dispatch
 import Foundation
 import Glibc
 import Logging
+import SystemCalls
 import Synchronization
 import URing
 import XenLocal
@@ -516,9 +517,7 @@ enum BlockBenchFio {
     /// measured, from its JSON (`total_ios`, `io_bytes`, `runtime`; with
     /// `group_reporting`, summed over the jobs and the longest job's time).
     private static func run(_ engine: [String], workload: BlockBenchWorkload, seconds: Double) throws -> BlockBenchFioRun {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = benchChildSignals + ["/usr/bin/fio", "--name=reference"] + engine + [
+        let arguments = benchChildSignals + ["/usr/bin/fio", "--name=reference"] + engine + [
             "--rw=\(workload.fioPattern)", "--bs=\(workload.blockSize)", "--iodepth=\(workload.depth)",
             "--time_based=1", "--runtime=\(Int(seconds * 1000))ms", "--norandommap=1", "--randrepeat=0",
             "--output-format=json",
@@ -529,24 +528,19 @@ enum BlockBenchFio {
             throw BlockBenchError.io("cannot create \(errorPath)")
         }
         defer { unlink(errorPath) }
-        let errors = try FileHandle(forWritingTo: URL(fileURLWithPath: errorPath))
-        defer { try? errors.close() }
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        BenchCleanup.add(pid: process.processIdentifier)
-        defer { BenchCleanup.remove(pid: process.processIdentifier) }
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
+        let process = try ChildProcess("/usr/bin/env", arguments, standardInput: .null, standardOutput: .pipe,
+                                       standardError: .file(errorPath))
+        BenchCleanup.add(pid: process.pid)
+        defer { BenchCleanup.remove(pid: process.pid) }
+        let data = Data(try process.collectOutput().standardOutput)
+        let status = process.wait()
         let stderrText = (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? ""
-        guard process.terminationStatus == 0, let start = data.firstIndex(of: UInt8(ascii: "{")),
+        guard status.succeeded, let start = data.firstIndex(of: UInt8(ascii: "{")),
               let json = try JSONSerialization.jsonObject(with: data[start...]) as? [String: Any],
               let job = (json["jobs"] as? [[String: Any]])?.first,
               let side = job[workload.write ? "write" : "read"] as? [String: Any]
         else {
-            throw BlockBenchError.io("fio \(engine.joined(separator: " ")) failed (status \(process.terminationStatus)): "
+            throw BlockBenchError.io("fio \(engine.joined(separator: " ")) failed (\(status)): "
                 + stderrText.trimmingCharacters(in: .whitespacesAndNewlines))
         }
         guard let operations = (side["total_ios"] as? NSNumber)?.doubleValue,

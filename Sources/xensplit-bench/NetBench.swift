@@ -4,6 +4,7 @@ import Logging
 import NetBackend
 import NetFrontend
 import Netif
+import SystemCalls
 import Tap
 import URing
 import XenLocal
@@ -276,17 +277,13 @@ final class NetBenchWorld: @unchecked Sendable {
     /// the figures are what the receiving end counted.
     static func iperf(server: TestNamespace, client: TestNamespace, address: String,
                       workload: NetBenchWorkload) async throws -> IperfResult {
-        let serverProcess = Process()
-        serverProcess.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        serverProcess.arguments = ["netns", "exec", server.name, "iperf3", "-s", "-1", "-B", address]
-        serverProcess.standardOutput = FileHandle.nullDevice
-        serverProcess.standardError = FileHandle.nullDevice
-        try serverProcess.run()
-        BenchCleanup.add(pid: serverProcess.processIdentifier)
+        let serverProcess = try ChildProcess("/usr/sbin/ip", ["netns", "exec", server.name, "iperf3", "-s", "-1", "-B", address],
+                                             standardOutput: .null, standardError: .null)
+        BenchCleanup.add(pid: serverProcess.pid)
         defer {
-            if serverProcess.isRunning { serverProcess.terminate() }
-            serverProcess.waitUntilExit()
-            BenchCleanup.remove(pid: serverProcess.processIdentifier)
+            serverProcess.signal(SIGTERM)
+            serverProcess.wait()
+            BenchCleanup.remove(pid: serverProcess.pid)
         }
         try await Task.sleep(for: .milliseconds(300))
         let arguments = ["netns", "exec", client.name, "iperf3", "-c", address, "-J"] + workload.arguments

@@ -2,6 +2,7 @@ import CRingReference
 import Foundation
 import Logging
 import SharedMemory
+import SystemCalls
 import XenLocal
 import XenPlatform
 import XenRing
@@ -105,16 +106,12 @@ struct PlatformBench {
     /// Runs a frontend in a second process (domain "bench") and the backend here, at QD1
     /// over local event channels; returns requests per second.
     func eventChannelExchange(dir: String, dom0: LocalPlatform, domid: DomainID, count: UInt64) throws -> Double {
-        let peer = Process()
-        peer.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-            .appendingPathComponent("xensplit-peer")
-        peer.arguments = ["ring-front", dir, "bench", "1", "\(count)", "1"]
-        let out = Pipe()
-        peer.standardOutput = out
-        try peer.run()
-        var line = Data()
+        let peerPath = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+            .appendingPathComponent("xensplit-peer").path
+        let peer = try ChildProcess(peerPath, ["ring-front", dir, "bench", "1", "\(count)", "1"], standardOutput: .pipe)
+        var line: [UInt8] = []
         while !line.contains(10) {
-            let chunk = out.fileHandleForReading.availableData
+            let chunk = try peer.readStandardOutput()
             if chunk.isEmpty { throw BenchFailure("xensplit-peer ended before it was ready") }
             line += chunk
         }
@@ -132,8 +129,7 @@ struct PlatformBench {
         let elapsed = now() - start
         try dom0.grantMapper.unmap(mapping)
         events.close()
-        peer.waitUntilExit()
-        guard done == count, peer.terminationStatus == 0 else { throw BenchFailure("event-channel exchange ended early") }
+        guard done == count, peer.wait().succeeded else { throw BenchFailure("event-channel exchange ended early") }
         return Double(count) / elapsed
     }
 }

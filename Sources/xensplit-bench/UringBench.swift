@@ -1,6 +1,7 @@
 import CURing
 import Foundation
 import Glibc
+import SystemCalls
 import URing
 
 /// `xensplit-bench uring [--quick] [--runs N] [--only NAME-PART] [--ring-flags worker|coop|none]
@@ -239,9 +240,7 @@ enum UringBenchFio {
         path: String, size: Int, direct: Bool, workload: UringBenchWorkload, seconds: Double,
         policy: UringBenchPolicy
     ) throws -> Double {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/fio")
-        process.arguments = [
+        let arguments = [
             "--name=reference", "--filename=\(path)", "--size=\(size)", "--ioengine=io_uring",
             "--rw=\(workload.random ? "randread" : "write")", "--bs=\(workload.blockSize)",
             "--iodepth=\(workload.depth)", "--direct=\(direct ? 1 : 0)", "--registerfiles=1", "--fixedbufs=1",
@@ -250,19 +249,16 @@ enum UringBenchFio {
             // fio's default submits each request as it is queued; batched submits them together.
             "--iodepth_batch_submit=\(policy == .eager ? 1 : workload.depth)", "--iodepth_batch_complete_min=1",
         ]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0, let start = data.firstIndex(of: UInt8(ascii: "{")),
+        let process = try ChildProcess("/usr/bin/fio", arguments, standardOutput: .pipe, standardError: .null)
+        let data = Data(try process.collectOutput().standardOutput)
+        let status = process.wait()
+        guard status.succeeded, let start = data.firstIndex(of: UInt8(ascii: "{")),
               let json = try JSONSerialization.jsonObject(with: data[start...]) as? [String: Any],
               let job = (json["jobs"] as? [[String: Any]])?.first,
               let side = job[workload.write ? "write" : "read"] as? [String: Any],
               let runtime = (job["job_runtime"] as? NSNumber)?.doubleValue, runtime > 0
         else {
-            throw UringBenchError.io("fio failed (status \(process.terminationStatus))")
+            throw UringBenchError.io("fio failed (\(status))")
         }
         if workload.write {
             guard let bytes = (side["io_bytes"] as? NSNumber)?.doubleValue else { throw UringBenchError.io("fio: no io_bytes") }

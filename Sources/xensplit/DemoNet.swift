@@ -4,6 +4,7 @@ import Logging
 import NetBackend
 import NetFrontend
 import Netif
+import SystemCalls
 import Tap
 import URing
 import XenLocal
@@ -173,16 +174,9 @@ final class DemoNet: @unchecked Sendable {
 
     /// Runs a program to its end; its standard output and error together.
     static func run(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+        let process = try ChildProcess(path, arguments, standardOutput: .pipe, standardError: .standardOutput)
+        let output = try process.collectOutput().standardOutput
+        return (process.wait().code, String(decoding: output, as: UTF8.self))
     }
 
     /// Sends `data` from a TCP socket made in `from` to a listener made in `to`, each side on

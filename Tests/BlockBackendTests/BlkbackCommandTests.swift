@@ -1,4 +1,5 @@
 import Foundation
+import SystemCalls
 import Testing
 import XenLocal
 import XenPlatform
@@ -11,7 +12,7 @@ import XenTesting
 struct BlkbackCommandTests {
     static var binary: String { TestCommand.xensplit }
 
-    static func spawn(_ arguments: [String]) throws -> Process {
+    static func spawn(_ arguments: [String]) throws -> ChildProcess {
         try TestCommand.spawn(binary, arguments)
     }
 
@@ -26,14 +27,14 @@ struct BlkbackCommandTests {
 
         let hypervisor = try Self.spawn(["hypervisor", "--state-dir", state])
         defer {
-            kill(hypervisor.processIdentifier, SIGTERM)
-            hypervisor.waitUntilExit()
+            hypervisor.signal(SIGTERM)
+            hypervisor.wait()
         }
         try await vbdEventually("the hypervisor's socket") { FileManager.default.fileExists(atPath: state + "/xenstored.socket") }
         let create = try Self.spawn(["domain", "create", "guest", "--state-dir", state,
                                      "--disk", "vdev=xvda,access=rw,target=\(image)"])
-        create.waitUntilExit()
-        #expect(create.terminationStatus == 0)
+        create.wait()
+        #expect(create.wait().code == 0)
 
         let blkback = try Self.spawn(["blkback", "--platform", "local", "--state-dir", state, "--workers", "1",
                                       "--io-workers", "1"])
@@ -46,10 +47,9 @@ struct BlkbackCommandTests {
         #expect(try front.blkif.write(bytes, sector: 64) == .okay)
         #expect(try front.blkif.read(sector: 64, count: 8192) == (.okay, bytes))
 
-        kill(blkback.processIdentifier, SIGTERM)
-        blkback.waitUntilExit()
-        #expect(blkback.terminationReason == .exit)
-        #expect(blkback.terminationStatus == 0)
+        blkback.signal(SIGTERM)
+        blkback.wait()
+        #expect(blkback.wait() == .exited(0))
         let store = try dom0.connectXenStore()
         defer { store.close() }
         #expect(try await readNode(store, front.backendPath + "/state") == "6", "the daemon walked the device to Closed")

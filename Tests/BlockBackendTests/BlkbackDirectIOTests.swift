@@ -1,6 +1,7 @@
 import Blkif
 import Foundation
 import Glibc
+import SystemCalls
 import Testing
 import URing
 import XenLocal
@@ -27,17 +28,9 @@ struct BlkbackDirectIOTests {
     }
 
     static func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        let process = try ChildProcess(executable, arguments, standardOutput: .pipe, standardError: .pipe)
+        let (o, e) = try process.collectOutput()
+        return (process.wait().code, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
     }
 
     /// A one-worker daemon on io_uring (the engine O_DIRECT matters to), running.

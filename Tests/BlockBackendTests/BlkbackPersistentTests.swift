@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import SharedMemory
 import Synchronization
+import SystemCalls
 import Testing
 import URing
 import XenBus
@@ -481,12 +482,12 @@ struct BlkbackPersistentDeviceTests {
         #expect(truncate(image, 2048 * 512) == 0)
         let hypervisor = try BlkbackCommandTests.spawn(["hypervisor", "--state-dir", state])
         // On a failure the process is only signalled; the normal path waits for it below.
-        defer { if hypervisor.isRunning { kill(hypervisor.processIdentifier, SIGTERM) } }
+        defer { if hypervisor.isRunning { hypervisor.signal(SIGTERM) } }
         try await vbdEventually("the hypervisor's socket") { FileManager.default.fileExists(atPath: state + "/xenstored.socket") }
         let create = try BlkbackCommandTests.spawn(["domain", "create", "guest", "--state-dir", state,
                                                     "--disk", "vdev=xvda,access=rw,target=\(image)"])
         try await Self.exited(create)
-        #expect(create.terminationStatus == 0)
+        #expect(create.wait().code == 0)
         let guest = try LocalPlatform(stateDirectory: state, domain: "guest")
         let backendPath = LocalToolstack.backendPath(kind: "vbd", frontend: guest.domainID, device: BlkbackDeviceTests.xvda)
         let store = try LocalPlatform(stateDirectory: state).connectXenStore()
@@ -495,27 +496,27 @@ struct BlkbackPersistentDeviceTests {
         let refused = try BlkbackCommandTests.spawn(["blkback", "--platform", "local", "--state-dir", state,
                                                      "--persistent-grants", "maybe"])
         try await Self.exited(refused)
-        #expect(refused.terminationStatus != 0)
+        #expect(refused.wait().code != 0)
         #expect(try await readNode(store, backendPath + "/feature-persistent") == nil)
 
         let blkback = try BlkbackCommandTests.spawn(["blkback", "--platform", "local", "--state-dir", state, "--workers", "1",
                                                      "--persistent-grants", "off", "--persistent-grants-per-queue", "64"])
-        defer { if blkback.isRunning { kill(blkback.processIdentifier, SIGTERM) } }
+        defer { if blkback.isRunning { blkback.signal(SIGTERM) } }
         try await vbdEventually("the backend's features") {
             try await readNode(store, backendPath + "/feature-persistent") != nil
         }
         #expect(try await readNode(store, backendPath + "/feature-persistent") == "0")
-        kill(blkback.processIdentifier, SIGTERM)
+        blkback.signal(SIGTERM)
         try await Self.exited(blkback)
-        #expect(blkback.terminationStatus == 0)
-        kill(hypervisor.processIdentifier, SIGTERM)
+        #expect(blkback.wait().code == 0)
+        hypervisor.signal(SIGTERM)
         try await Self.exited(hypervisor)
     }
 
     /// Waits for `process` to exit without blocking a thread of the shared task pool (on
-    /// two cores a blocked waitUntilExit starves the other suites' polling).
-    static func exited(_ process: Process) async throws {
-        try await vbdEventually("process \(process.processIdentifier) exited") { !process.isRunning }
+    /// two cores a blocked wait() starves the other suites' polling).
+    static func exited(_ process: ChildProcess) async throws {
+        try await vbdEventually("process \(process.pid) exited") { !process.isRunning }
     }
 }
 

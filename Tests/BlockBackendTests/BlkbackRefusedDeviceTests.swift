@@ -4,6 +4,7 @@ import Glibc
 import Logging
 import SharedMemory
 import Synchronization
+import SystemCalls
 import Testing
 import URing
 import XenDevice
@@ -160,36 +161,28 @@ enum XenbusStateValue: String {
 
 /// The block backend as a process of its own, started again at will, its output in a file.
 final class BlkbackProcess: @unchecked Sendable {
-    // SAFETY (@unchecked): the Process is started in init and only read or killed after.
-    let process: Process
+    // SAFETY (@unchecked): the process is started in init and only read or killed after.
+    let process: ChildProcess
     let logPath: String
 
     init(stateDirectory: String, logPath: String) throws {
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: BlkbackCommandTests.binary)
-        process.arguments = ["blkback", "--platform", "local", "--state-dir", stateDirectory, "--workers", "1",
-                             "--io-workers", "1"]
         self.logPath = logPath
-        FileManager.default.createFile(atPath: logPath, contents: nil)
-        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
+        process = try ChildProcess(BlkbackCommandTests.binary,
+                                   ["blkback", "--platform", "local", "--state-dir", stateDirectory, "--workers", "1", "--io-workers", "1"],
+                                   standardOutput: .file(logPath), standardError: .standardOutput)
     }
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
     /// SIGKILL: nothing is written on the way down, as after a crash.
     func kill() async throws {
-        guard process.isRunning else { return }
-        Glibc.kill(process.processIdentifier, SIGKILL)
-        let process = self.process
-        try await offThePool { process.waitUntilExit() }
+        guard process.signal(SIGKILL) else { return }
+        await process.exited()
     }
 
     /// For `defer`, where nothing may suspend: SIGKILL only (the test's end reaps it).
     func killNow() {
-        if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
+        process.signal(SIGKILL)
     }
 }
 

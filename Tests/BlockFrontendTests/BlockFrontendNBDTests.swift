@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import NBD
 import Synchronization
+import SystemCalls
 import Testing
 @testable import BlockFrontend
 
@@ -13,45 +14,18 @@ func toolExists(_ tool: String) -> Bool {
 
 /// A child process with its combined output in a file; `exited()` waits without holding
 /// a thread of the concurrency pool.
-final class ToolProcess: @unchecked Sendable {
-    // @unchecked: `process` is set up and started in init, then only read.
-    let process = Process()
+final class ToolProcess: Sendable {
+    let process: ChildProcess
     let outputPath: String
-    private final class Exit: Sendable {
-        let state = Mutex<(status: Int32?, waiter: CheckedContinuation<Int32, Never>?)>((nil, nil))
-    }
-    private let done = Exit()
 
     init(_ arguments: [String], outputPath: String) throws {
         self.outputPath = outputPath
-        guard FileManager.default.createFile(atPath: outputPath, contents: nil) else { throw Errno(code: errno) }
-        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        process.standardOutput = output
-        process.standardError = output
-        process.standardInput = FileHandle.nullDevice
-        process.terminationHandler = { [done] process in
-            let status = process.terminationStatus
-            let waiter = done.state.withLock { state in
-                state.status = status
-                defer { state.waiter = nil }
-                return state.waiter
-            }
-            waiter?.resume(returning: status)
-        }
-        try process.run()
-        try output.close()
+        process = try ChildProcess("/usr/bin/env", arguments, standardInput: .null, standardOutput: .file(outputPath),
+                                   standardError: .standardOutput)
     }
 
     func exited() async -> Int32 {
-        await withCheckedContinuation { continuation in
-            let status = done.state.withLock { state -> Int32? in
-                if state.status == nil { state.waiter = continuation }
-                return state.status
-            }
-            if let status { continuation.resume(returning: status) }
-        }
+        await process.exited().code
     }
 
     var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
@@ -101,7 +75,7 @@ final class ToolProcess: @unchecked Sendable {
             #expect(front.connections == 2)
         } catch {
             // --thread: the job is this one process.
-            kill(fio.process.processIdentifier, SIGKILL)
+            fio.process.signal(SIGKILL)
             _ = await fio.exited()
             throw error
         }
@@ -125,7 +99,7 @@ final class ToolProcess: @unchecked Sendable {
                                    "--bs=4k", "--size=4M", "--iodepth=16", "--time_based", "--runtime=600"], outputPath: log)
         try await eventually("16 reads in the frontend") { front.inFlightRequests == 16 }
         #expect(server.clientCount == 1)
-        kill(fio.process.processIdentifier, SIGKILL)
+        fio.process.signal(SIGKILL)
         _ = try await bounded("fio dies") { await fio.exited() }
         try await eventually("the killed client's connection ends") { server.clientCount == 0 }
         #expect(front.inFlightRequests == 16, "the requests are still the frontend's")

@@ -1,4 +1,5 @@
 import Foundation
+import SystemCalls
 import Testing
 import XenTesting
 @testable import Conformance
@@ -22,8 +23,8 @@ struct BlkbackConformanceTests {
         }
         let hypervisor = try TestCommand.spawn(binary, ["hypervisor", "--state-dir", state])
         defer {
-            kill(hypervisor.processIdentifier, SIGTERM)
-            hypervisor.waitUntilExit()
+            hypervisor.signal(SIGTERM)
+            hypervisor.wait()
         }
         for _ in 0 ..< 2000 where !FileManager.default.fileExists(atPath: state + "/xenstored.socket") {
             try await Task.sleep(for: .milliseconds(10))
@@ -35,8 +36,8 @@ struct BlkbackConformanceTests {
         let blkback = try TestCommand.spawn(binary, ["blkback", "--platform", "local", "--state-dir", state,
                                                      "--workers", "1", "--io-workers", "1"])
         defer {
-            kill(blkback.processIdentifier, SIGTERM)
-            blkback.waitUntilExit()
+            blkback.signal(SIGTERM)
+            blkback.wait()
         }
         try await body(state)
     }

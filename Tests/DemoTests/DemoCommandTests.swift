@@ -32,9 +32,9 @@ struct DemoCommandTests {
                      "demo: xvdb connected: ring ",
                      "demo: xvda: wrote 8 MiB, flushed, read it back: checksums match, image file matches (",
                      "demo: xvdb: wrote 4 MiB, flushed, read it back: checksums match, image file matches (",
-                     "demo: net backend started in network namespace xsdemo-\(demo.process.processIdentifier)-dom0, bridge ",
+                     "demo: net backend started in network namespace xsdemo-\(demo.pid)-dom0, bridge ",
                      "demo: vif 0 of guest attached; vif-bridge put vif1.0 on ",
-                     "demo: vif 0 connected: netfront eth0 in namespace xsdemo-\(demo.process.processIdentifier)-guest ",
+                     "demo: vif 0 connected: netfront eth0 in namespace xsdemo-\(demo.pid)-guest ",
                      "demo: ping guest to dom0: 3 packets transmitted, 3 received, 0% packet loss",
                      "demo: ping dom0 to guest: 3 packets transmitted, 3 received, 0% packet loss",
                      "demo: TCP guest to dom0: sent 8 MiB, received 8 MiB, checksums match (",
@@ -53,7 +53,7 @@ struct DemoCommandTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: parent).isEmpty, "the demo's directory is gone")
         #expect(Self.processes(mentioning: parent).isEmpty, "no process of the demo is left")
         let namespaces = (try? FileManager.default.contentsOfDirectory(atPath: "/var/run/netns")) ?? []
-        #expect(!namespaces.contains { $0.hasPrefix("xsdemo-\(demo.process.processIdentifier)-") }, "the demo's network namespaces are gone")
+        #expect(!namespaces.contains { $0.hasPrefix("xsdemo-\(demo.pid)-") }, "the demo's network namespaces are gone")
     }
 
     @Test("a signal mid-run fails the demo naming the step, and still leaves nothing behind")

@@ -1,7 +1,7 @@
 import BlockBackend
-import Dispatch
 import Foundation
 import Logging
+import SystemCalls
 import URing
 import XenLocal
 import XenPlatform
@@ -39,41 +39,28 @@ func toolExists(_ tool: String) -> Bool {
 /// thread of the concurrency pool (the NBD server under test needs that pool).
 final class Child: @unchecked Sendable {
     // @unchecked: `process` is only started here and then read.
-    let process = Process()
+    let process: ChildProcess
     let outputPath: String
-    private let exited = DispatchSemaphore(value: 0)
 
     init(_ executable: String, _ arguments: [String], outputPath: String) throws {
         self.outputPath = outputPath
         guard FileManager.default.createFile(atPath: outputPath, contents: nil) else {
             throw DemoTestError("cannot create \(outputPath)")
         }
-        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.standardOutput = output
-        process.standardError = output
-        process.standardInput = FileHandle.nullDevice
-        let exited = self.exited
-        process.terminationHandler = { _ in exited.signal() }
-        try process.run()
-        try output.close()
+        process = try ChildProcess(executable, arguments, standardInput: .null, standardOutput: .file(outputPath),
+                                   standardError: .standardOutput)
     }
 
-    var pid: Int32 { process.processIdentifier }
+    var pid: Int32 { process.pid }
     var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
 
     /// Waits for the exit on a thread of its own; returns the status.
     func wait() async -> Int32 {
-        let exited = self.exited
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            Thread { exited.wait(); exited.signal(); continuation.resume() }.start()
-        }
-        return process.terminationStatus
+        await process.exited().code
     }
 
-    /// Signals the child if it has not exited yet (a reaped pid may belong to another process).
-    func signal(_ sig: Int32) { if process.isRunning { kill(process.processIdentifier, sig) } }
+    /// Signals the child if it has not been reaped yet (a reaped pid may belong to another process).
+    func signal(_ sig: Int32) { process.signal(sig) }
 }
 
 /// Runs `arguments` (through /usr/bin/env) to completion: status and combined output.

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import SystemCalls
 import Testing
 @testable import NBD
 
@@ -11,17 +12,8 @@ func toolExists(_ tool: String) -> Bool {
 
 /// Runs `arguments` to completion; returns its status and combined output.
 func runTool(_ arguments: [String]) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    let output = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+    let run = try ChildProcess.run("/usr/bin/env", arguments, combined: true)
+    return (run.status.code, run.standardOutput)
 }
 
 /// Creates `path` holding `bytes`.

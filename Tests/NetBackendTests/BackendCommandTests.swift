@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import SystemCalls
 import Testing
 import XenLocal
 import XenPlatform
@@ -10,7 +11,7 @@ import XenTesting
 struct BackendCommandTests {
     static var binary: String { TestCommand.xensplit }
 
-    static func spawn(_ executable: String, _ arguments: [String]) throws -> Process {
+    static func spawn(_ executable: String, _ arguments: [String]) throws -> ChildProcess {
         try TestCommand.spawn(executable, arguments)
     }
 
@@ -26,14 +27,14 @@ struct BackendCommandTests {
         #expect(truncate(image, 2048 * 512) == 0)
         let hypervisor = try Self.spawn(Self.binary, ["hypervisor", "--state-dir", state])
         defer {
-            kill(hypervisor.processIdentifier, SIGTERM)
-            hypervisor.waitUntilExit()
+            hypervisor.signal(SIGTERM)
+            hypervisor.wait()
         }
         try await eventually("the hypervisor's socket") { FileManager.default.fileExists(atPath: state + "/xenstored.socket") }
         let create = try Self.spawn(Self.binary, ["domain", "create", "guest", "--state-dir", state, "--no-hotplug",
                                                   "--disk", "vdev=xvda,access=rw,target=\(image)", "--nic", "bridge=none"])
-        create.waitUntilExit()
-        #expect(create.terminationStatus == 0)
+        create.wait()
+        #expect(create.wait().code == 0)
 
         let backend = try Self.spawn("/usr/sbin/ip", ["netns", "exec", namespace.name, Self.binary, "backend",
                                                       "--devices", "vbd,vif", "--workers", "1", "--platform", "local",
@@ -49,25 +50,18 @@ struct BackendCommandTests {
         }
         #expect(try namespace.hasLink("vif\(guest.domainID).0"))
 
-        kill(backend.processIdentifier, SIGTERM)
-        backend.waitUntilExit()
-        #expect(backend.terminationStatus == 0)
+        backend.signal(SIGTERM)
+        backend.wait()
+        #expect(backend.wait().code == 0)
         for path in [vbd, vif] { #expect((try? await store.readString(path + "/state")) == "6", "\(path) Closed") }
         #expect(try !namespace.hasLink("vif\(guest.domainID).0"), "the TAP device went with the backend")
     }
 
     @Test("an unknown device type is refused before anything starts")
     func unknownDeviceType() throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = ["backend", "--devices", "vbd,vfb"]
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus != 0)
+        let process = try ChildProcess(Self.binary, ["backend", "--devices", "vbd,vfb"], standardOutput: .null, standardError: .pipe)
+        let text = String(decoding: try process.collectOutput().standardError, as: UTF8.self)
+        #expect(process.wait().code != 0)
         #expect(text.contains("'vfb' is not a device type"), "\(text)")
     }
 }

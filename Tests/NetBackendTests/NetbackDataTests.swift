@@ -3,6 +3,7 @@ import Glibc
 import NetBackend
 import Netif
 import Tap
+import SystemCalls
 import Testing
 import XenBus
 import XenPlatform
@@ -136,13 +137,9 @@ struct NetbackStallTests {
             let carrier = "/sys/class/net/vif\(domain).0/carrier"
             #expect(try world.namespace.readSysfs(carrier) == "1")
             // dom0 keeps sending; the guest takes two packets and then posts nothing.
-            let pinger = Process()
-            pinger.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-            pinger.arguments = ["netns", "exec", world.namespace.name, "ping", "-q", "-c", "40", "-i", "0.2", "198.18.5.2"]
-            pinger.standardOutput = FileHandle.nullDevice
-            pinger.standardError = FileHandle.nullDevice
-            try pinger.run()
-            defer { if pinger.isRunning { pinger.terminate() } }
+            let pinger = try ChildProcess("/usr/sbin/ip", ["netns", "exec", world.namespace.name, "ping", "-q", "-c", "40", "-i", "0.2", "198.18.5.2"],
+                                          standardOutput: .null, standardError: .null)
+            defer { pinger.signal(SIGTERM) }
             let namespace = world.namespace
             try await eventually("the carrier goes off", seconds: 30) { (try? namespace.readSysfs(carrier)) == "0" }
             try frontend.postRx(8)

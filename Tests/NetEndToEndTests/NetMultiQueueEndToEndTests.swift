@@ -261,40 +261,30 @@ struct NetMultiQueueEndToEndTests {
 
 /// `xensplit netfront` run as a process, its output (both streams) collected in a file.
 final class NetfrontProcess: @unchecked Sendable {
-    let process = Process()
+    let process: ChildProcess
     let log: URL
 
     init(_ arguments: [String]) throws {
         log = FileManager.default.temporaryDirectory.appendingPathComponent("xensplit-netfront-\(UUID().uuidString)")
-        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: log)
-        defer { try? handle.close() }
-        process.executableURL = URL(fileURLWithPath: TestCommand.xensplit)
-        process.arguments = arguments
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
+        process = try ChildProcess(TestCommand.xensplit, arguments, standardOutput: .file(log.path), standardError: .standardOutput)
     }
 
     /// Waits for the process to end by itself; its status and output.
     func exit() async throws -> (Int32, String) {
         let process = self.process
-        try await offThePool { process.waitUntilExit() }
-        return (process.terminationStatus, (try? String(contentsOf: log, encoding: .utf8)) ?? "")
+        let status = await process.exited()
+        return (status.code, (try? String(contentsOf: log, encoding: .utf8)) ?? "")
     }
 
     /// SIGTERM, then as ``exit()``.
     func terminate() async throws -> (Int32, String) {
-        kill(process.processIdentifier, SIGTERM)
+        process.signal(SIGTERM)
         return try await exit()
     }
 
     /// Ends it if it still runs (a failed test), and removes the log.
     func stop() {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
+        if process.signal(SIGKILL) { process.wait() }
         try? FileManager.default.removeItem(at: log)
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Netif
+import SystemCalls
 import Testing
 import XenBus
 import XenLocal
@@ -16,7 +17,7 @@ import XenTesting
 struct NetfrontCommandTests {
     static var binary: String { TestCommand.xensplit }
 
-    static func spawn(_ arguments: [String]) throws -> Process {
+    static func spawn(_ arguments: [String]) throws -> ChildProcess {
         try TestCommand.spawn(binary, arguments)
     }
 
@@ -30,14 +31,14 @@ struct NetfrontCommandTests {
 
         let hypervisor = try Self.spawn(["hypervisor", "--state-dir", state])
         defer {
-            kill(hypervisor.processIdentifier, SIGTERM)
-            hypervisor.waitUntilExit()
+            hypervisor.signal(SIGTERM)
+            hypervisor.wait()
         }
         try await eventually("the hypervisor's socket") { FileManager.default.fileExists(atPath: state + "/xenstored.socket") }
         let create = try Self.spawn(["domain", "create", "guest", "--state-dir", state, "--no-hotplug",
                                      "--nic", "mac=\(NetRig.mac), mtu=1400"])
-        create.waitUntilExit()
-        #expect(create.terminationStatus == 0)
+        create.wait()
+        #expect(create.wait().code == 0)
 
         let dom0 = try LocalPlatform(stateDirectory: state)
         let store = try dom0.connectXenStore()
@@ -61,10 +62,9 @@ struct NetfrontCommandTests {
         try rings.deliver(Frames.udp4(payload: payload, port: GuestSide.port), flags: .dataValidated)
         #expect(GuestSide.receive(receiver) == payload)
 
-        kill(netfront.processIdentifier, SIGTERM)
-        netfront.waitUntilExit()
-        #expect(netfront.terminationReason == .exit)
-        #expect(netfront.terminationStatus == 0)
+        netfront.signal(SIGTERM)
+        netfront.wait()
+        #expect(netfront.wait() == .exited(0))
         try await eventually("the backend followed to Closed") { backend.state == .closed }
         #expect(!hooks.disconnects.withLock { $0.isEmpty })
         let frontendState = try await store.readString(paths.frontend + "/state")

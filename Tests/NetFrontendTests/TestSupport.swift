@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Netif
 import Synchronization
+import SystemCalls
 import Tap
 
 /// Quiet unless something goes wrong.
@@ -116,19 +117,9 @@ enum Frames {
 /// A command's exit status and output.
 enum Command {
     static func run(_ path: String, _ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        let out = Pipe()
-        let err = Pipe()
-        process.standardError = err
-        process.standardOutput = out
-        try process.run()
-        // Small outputs: each fits its pipe, so reading one after the other cannot stall.
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+        let process = try ChildProcess(path, arguments, standardOutput: .pipe, standardError: .pipe)
+        let (stdout, stderr) = try process.collectOutput()
+        return (process.wait().code, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import SystemCalls
 import Testing
 
 /// The real-Xen test's judging, on made-up consoles: scripts/realxen/console.sh (which
@@ -13,21 +14,12 @@ import Testing
     static func bash(_ script: String, input: String = "", environment: [String: String] = ["PATH": "/usr/bin:/bin"])
         throws -> (status: Int32, output: String)
     {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = ["-c", "set -euo pipefail; " + script]
-        process.environment = environment
-        let stdin = Pipe()
-        let output = Pipe()
-        process.standardInput = stdin
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        try stdin.fileHandleForWriting.write(contentsOf: Data(input.utf8))
-        try stdin.fileHandleForWriting.close()
-        let data = try output.fileHandleForReading.readToEnd() ?? Data()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        let process = try ChildProcess("/bin/bash", ["-c", "set -euo pipefail; " + script], environment: environment,
+                                       standardInput: .pipe, standardOutput: .pipe, standardError: .standardOutput)
+        try process.writeStandardInput(Array(input.utf8))
+        process.closeStandardInput()
+        let data = try process.collectOutput().standardOutput
+        return (process.wait().code, String(decoding: data, as: UTF8.self))
     }
 
     static func console(_ script: String, _ input: String) throws -> String {

@@ -1,4 +1,5 @@
 import Foundation
+import SystemCalls
 import Testing
 import XenLocal
 import XenPlatform
@@ -8,19 +9,11 @@ import XenTesting
 /// Runs one of Xen's xenstore tools against the hypervisor's xenstored socket, as dom0's
 /// scripts would with XENSTORED_PATH; returns its exit status and standard output.
 private func xenTool(_ tool: String, _ arguments: [String], socket: String) throws -> (status: Int32, output: String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/" + tool)
-    p.arguments = arguments
     var env = ProcessInfo.processInfo.environment
     env["XENSTORED_PATH"] = socket
-    p.environment = env
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = FileHandle.nullDevice
-    try p.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    let p = try ChildProcess("/usr/bin/" + tool, arguments, environment: env, standardOutput: .pipe, standardError: .null)
+    let data = try p.collectOutput().standardOutput
+    return (p.wait().code, String(decoding: data, as: UTF8.self))
 }
 
 /// Dom0's xenstore home exists from the start, as Xen's dom0 set-up writes it.

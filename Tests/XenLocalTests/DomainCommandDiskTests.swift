@@ -1,4 +1,5 @@
 import Foundation
+import SystemCalls
 import Testing
 import XenLocal
 
@@ -16,18 +17,10 @@ import XenLocal
     }
 
     static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> Run {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = arguments
-        if let environment { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return Run(status: p.terminationStatus, out: String(decoding: o, as: UTF8.self), err: String(decoding: e, as: UTF8.self))
+        let merged = environment.map { ProcessInfo.processInfo.environment.merging($0) { $1 } }
+        let p = try ChildProcess(executable, arguments, environment: merged, standardOutput: .pipe, standardError: .pipe)
+        let (o, e) = try p.collectOutput()
+        return Run(status: p.wait().code, out: String(decoding: o, as: UTF8.self), err: String(decoding: e, as: UTF8.self))
     }
 
     /// `xenstore-ls -fp PATH` as path -> "value   (perms)".
@@ -52,16 +45,12 @@ import XenLocal
             #expect(FileManager.default.createFile(atPath: path, contents: Data(count: 4096)))
         }
 
-        let hypervisor = Process()
-        hypervisor.executableURL = URL(fileURLWithPath: Self.xensplit)
-        hypervisor.arguments = ["hypervisor", "--state-dir", dir]
-        hypervisor.standardError = FileHandle.nullDevice
-        try hypervisor.run()
+        let hypervisor = try ChildProcess(Self.xensplit, ["hypervisor", "--state-dir", dir], standardError: .null)
         var stopped = false
         defer {
             if !stopped {
-                kill(hypervisor.processIdentifier, SIGKILL)
-                hypervisor.waitUntilExit()
+                hypervisor.signal(SIGKILL)
+                hypervisor.wait()
             }
         }
         let socket = dir + "/xenstored.socket"
@@ -117,10 +106,10 @@ import XenLocal
         let after = try Self.xenstoreLs("/local/domain", socket: socket)
         #expect(after.keys.filter { $0.contains("/backend/vbd") || $0.contains("/backend/vif") || $0.hasPrefix("/local/domain/1") }.isEmpty, "\(after)")
 
-        kill(hypervisor.processIdentifier, SIGTERM)
-        hypervisor.waitUntilExit()
+        hypervisor.signal(SIGTERM)
+        hypervisor.wait()
         stopped = true
-        #expect(hypervisor.terminationReason == .exit && hypervisor.terminationStatus == 0)
+        #expect(hypervisor.wait() == .exited(0))
     }
 
     /// Bad arguments to `xensplit blkfront` are usage errors that name the bad part and

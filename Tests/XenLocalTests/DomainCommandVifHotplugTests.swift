@@ -1,4 +1,5 @@
 import Foundation
+import SystemCalls
 import Testing
 import XenLocal
 import XenPlatform
@@ -104,14 +105,10 @@ struct DomainCommandVifHotplugTests {
             exit 0
             """)
 
-        let hypervisor = Process()
-        hypervisor.executableURL = URL(fileURLWithPath: DomainCommandDiskTests.xensplit)
-        hypervisor.arguments = ["hypervisor", "--state-dir", dir]
-        hypervisor.standardError = FileHandle.nullDevice
-        try hypervisor.run()
+        let hypervisor = try ChildProcess(DomainCommandDiskTests.xensplit, ["hypervisor", "--state-dir", dir], standardError: .null)
         defer {
-            kill(hypervisor.processIdentifier, SIGKILL)
-            hypervisor.waitUntilExit()
+            hypervisor.signal(SIGKILL)
+            hypervisor.wait()
         }
         let dom0 = try eventually("the hypervisor serving \(dir)") { try LocalPlatform(stateDirectory: dir) }
         let backend = try await StandInNetback(dom0)

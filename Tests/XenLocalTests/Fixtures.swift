@@ -1,4 +1,5 @@
 import Foundation
+import SystemCalls
 import Testing
 import XenLocal
 import XenPlatform
@@ -35,9 +36,8 @@ final class HypervisorFixture: @unchecked Sendable {
 
 /// A child process running `xensplit-peer`, read line by line.
 final class PeerProcess: @unchecked Sendable {
-    let process = Process()
-    private let output = Pipe()
-    private var buffer = Data()
+    let process: ChildProcess
+    private var buffer: [UInt8] = []
 
     static var binary: URL {
         // The test bundle sits beside the package's built products.
@@ -45,10 +45,7 @@ final class PeerProcess: @unchecked Sendable {
     }
 
     init(_ arguments: [String]) throws {
-        process.executableURL = Self.binary
-        process.arguments = arguments
-        process.standardOutput = output
-        try process.run()
+        process = try ChildProcess(Self.binary.path, arguments, standardOutput: .pipe)
     }
 
     /// The next line the peer prints, or nil at end of output.
@@ -59,20 +56,19 @@ final class PeerProcess: @unchecked Sendable {
                 buffer.removeSubrange(buffer.startIndex...nl)
                 return line
             }
-            let chunk = output.fileHandleForReading.availableData
+            guard let chunk = try? process.readStandardOutput() else { return nil }
             if chunk.isEmpty { return nil }
             buffer += chunk
         }
     }
 
     func waitForExit() -> Int32 {
-        process.waitUntilExit()
-        return process.terminationStatus
+        process.wait().code
     }
 
     func kill() {
-        Foundation.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        process.signal(SIGKILL)
+        process.wait()
     }
 }
 

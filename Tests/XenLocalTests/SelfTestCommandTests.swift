@@ -1,4 +1,5 @@
 import Foundation
+import SystemCalls
 import Testing
 import XenLocal
 
@@ -13,14 +14,10 @@ import XenLocal
         #expect(missing.status != 0)
         #expect(missing.err.contains("is `xensplit hypervisor` running"), "said: \(missing.err)")
 
-        let hypervisor = Process()
-        hypervisor.executableURL = URL(fileURLWithPath: DomainCommandDiskTests.xensplit)
-        hypervisor.arguments = ["hypervisor", "--state-dir", dir]
-        hypervisor.standardError = FileHandle.nullDevice
-        try hypervisor.run()
+        let hypervisor = try ChildProcess(DomainCommandDiskTests.xensplit, ["hypervisor", "--state-dir", dir], standardError: .null)
         defer {
-            kill(hypervisor.processIdentifier, SIGTERM)
-            hypervisor.waitUntilExit()
+            hypervisor.signal(SIGTERM)
+            hypervisor.wait()
         }
         let socket = LocalHypervisor.socketPath(stateDirectory: dir)
         for _ in 0..<500 where !FileManager.default.fileExists(atPath: socket) { usleep(10_000) }

@@ -1,5 +1,6 @@
 import Foundation
 import XenTesting
+import SystemCalls
 import Testing
 @testable import XenStore
 
@@ -161,19 +162,11 @@ private func goldenLines() throws -> [GoldenLine] {
         }
         """
         try source.write(toFile: dir + "/check.c", atomically: true, encoding: .utf8)
-        let cc = Process()
-        cc.executableURL = URL(fileURLWithPath: "/usr/bin/gcc")
-        cc.arguments = ["-o", dir + "/check", dir + "/check.c"]
-        try cc.run()
-        cc.waitUntilExit()
-        #expect(cc.terminationStatus == 0)
-        let run = Process()
-        run.executableURL = URL(fileURLWithPath: dir + "/check")
-        let pipe = Pipe()
-        run.standardOutput = pipe
-        try run.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        run.waitUntilExit()
+        let cc = try ChildProcess("/usr/bin/gcc", ["-o", dir + "/check", dir + "/check.c"])
+        #expect(cc.wait() == .exited(0))
+        let run = try ChildProcess(dir + "/check", standardOutput: .pipe)
+        let output = String(decoding: try run.collectOutput().standardOutput, as: UTF8.self)
+        run.wait()
         var values: [String: Int] = [:]
         var errors: [(String, Int32)] = []
         for line in output.split(separator: "\n") {

@@ -1,14 +1,12 @@
 import Foundation
 import Synchronization
+import SystemCalls
 import Testing
 @testable import XenStore
 
 /// Runs a program with XENSTORED_PATH pointing at our server; returns (status, stdout).
 @discardableResult
 private func run(_ tool: String, _ arguments: [String], socket: String, runDirectory: Bool = false) throws -> (Int32, String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: tool)
-    p.arguments = arguments
     var env = ProcessInfo.processInfo.environment
     if runDirectory {
         // libxenstore's other way to find the daemon: $XENSTORED_RUNDIR/socket.
@@ -17,14 +15,9 @@ private func run(_ tool: String, _ arguments: [String], socket: String, runDirec
     } else {
         env["XENSTORED_PATH"] = socket
     }
-    p.environment = env
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = FileHandle.nullDevice
-    try p.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    let p = try ChildProcess(tool, arguments, environment: env, standardOutput: .pipe, standardError: .null)
+    let data = try p.collectOutput().standardOutput
+    return (p.wait().code, String(decoding: data, as: UTF8.self))
 }
 
 final class Flag: Sendable {

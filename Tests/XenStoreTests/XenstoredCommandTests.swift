@@ -1,4 +1,5 @@
 import Foundation
+import SystemCalls
 import Testing
 @testable import XenStore
 
@@ -6,19 +7,15 @@ import Testing
     /// `xensplit xenstored --socket PATH` serves Xen's tools on its own. The binary is built
     /// with the tests (`swift build --build-tests`).
     @Test func standaloneServerServesXenTools() async throws {
-        let binary = repositoryRoot.appendingPathComponent(".build/debug/xensplit")
+        // Beside the test bundle, whatever the scratch path.
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("xensplit")
         try #require(FileManager.default.isExecutableFile(atPath: binary.path), "build xensplit first")
         let dir = temporaryDirectory("cli")
         let socket = dir + "/xenstored.socket"
-        let server = Process()
-        server.executableURL = binary
-        server.arguments = ["xenstored", "--socket", socket]
-        server.standardError = FileHandle.nullDevice
-        try server.run()
+        let server = try ChildProcess(binary.path, ["xenstored", "--socket", socket], standardError: .null)
         defer {
-            // SIGKILL: the test runner's threads block SIGTERM, and children inherit the mask.
-            kill(server.processIdentifier, SIGKILL)
-            server.waitUntilExit()
+            server.signal(SIGKILL)
+            server.wait()
         }
         // The socket appears once the server listens.
         var client: XenStoreClient?
@@ -32,16 +29,10 @@ import Testing
         let c = try #require(client)
         defer { c.close() }
         try await c.write("/cli/hello", "world")
-        let read = Process()
-        read.executableURL = URL(fileURLWithPath: "/usr/bin/xenstore-read")
-        read.arguments = ["/cli/hello"]
-        read.environment = ["XENSTORED_PATH": socket]
-        let out = Pipe()
-        read.standardOutput = out
-        try read.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        read.waitUntilExit()
-        #expect(read.terminationStatus == 0)
+        let read = try ChildProcess("/usr/bin/xenstore-read", ["/cli/hello"], environment: ["XENSTORED_PATH": socket],
+                                    standardOutput: .pipe)
+        let text = String(decoding: try read.collectOutput().standardOutput, as: UTF8.self)
+        #expect(read.wait() == .exited(0))
         #expect(text == "world\n")
     }
 }
