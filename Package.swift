@@ -172,7 +172,7 @@ let package = Package(
                     dependencies: ["BlockFrontend", "BlockBackend", "XenTesting", "XenBus", "Blkif", "XenRing",
                                    "SharedMemory", "XenPlatform", "XenStore", "URing", "NBD", "XenDevice"]),
         .testTarget(name: "DemoTests",
-                    dependencies: ["NBD", "BlockFrontend", "BlockBackend", "XenLocal", "XenPlatform", "URing",
+                    dependencies: ["NBD", "BlockFrontend", "BlockBackend", "XenLocal", "XenPlatform", "URing", "XenStore", "XenTesting",
                                    .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "XenDeviceTests", dependencies: ["XenDevice", "XenBus", "XenTesting", "XenPlatform", "XenStore", "URing",
                                                           .product(name: "Logging", package: "swift-log")]),

@@ -205,6 +205,10 @@ public final class BlkbackDevice: BackendDevice {
         return XenbusKeys(properties(backing, sectors512: sectors).xenstoreEntries)
     }
 
+    /// With a restart state a Connected device is taken over where the previous process
+    /// left it (``connect(_:paths:)`` sees the frontend Connected), with no state change.
+    public func adopts(paths: XenbusDevicePaths) async -> Bool { restartDirectory != nil }
+
     public func disconnect(paths: XenbusDevicePaths, reason: String) async {
         let queues = state.withLock { value -> [BlkbackConnectedQueue] in
             defer { value.queues = [] }
