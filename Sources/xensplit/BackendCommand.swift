@@ -25,7 +25,7 @@ struct BackendCommand: AsyncParsableCommand {
         does (--restart-state, STATE_DIR/blkback): their frontends see no state change and \
         every request is answered once. The vifs are not taken over: each renegotiates \
         (InitWait, then Connected again on the frontend's keys), and packets in flight at \
-        the crash are lost. There is no --take-over here: a planned replacement is a stop \
+        the crash may be lost. There is no --take-over here: a planned replacement is a stop \
         and a start.
         """
     )
