@@ -174,7 +174,7 @@ let package = Package(
                     dependencies: ["SystemCalls", "BlockFrontend", "BlockBackend", "XenTesting", "XenBus", "Blkif", "XenRing",
                                    "SharedMemory", "XenPlatform", "XenStore", "URing", "NBD", "XenDevice"]),
         .testTarget(name: "DemoTests",
-                    dependencies: ["SystemCalls", "NBD", "BlockFrontend", "BlockBackend", "XenLocal", "XenPlatform", "URing",
+                    dependencies: ["SystemCalls", "NBD", "BlockFrontend", "BlockBackend", "XenLocal", "XenPlatform", "URing", "XenStore", "XenTesting",
                                    .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "XenDeviceTests", dependencies: ["XenDevice", "XenBus", "XenTesting", "XenPlatform", "XenStore", "URing",
                                                           .product(name: "Logging", package: "swift-log")]),

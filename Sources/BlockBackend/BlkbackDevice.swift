@@ -173,6 +173,7 @@ public final class BlkbackDevice: BackendDevice {
         // have left at InitWait.
         let frontendState = restartDirectory == nil ? nil : try await XenbusNodeReader(store: store, path: paths.frontend).state()
         let takeOver = frontendState == .connected
+        if takeOver { try await checkTakeOverLimits() }
         var connected: [BlkbackConnectedQueue] = []
         var recoveries: [BlkbackRecovery] = []
         do {
@@ -204,6 +205,25 @@ public final class BlkbackDevice: BackendDevice {
             "persistent-grants": "\(limits.persistentGrants && frontend.features.persistent)"])
         return XenbusKeys(properties(backing, sectors512: sectors).xenstoreEntries)
     }
+
+    /// A frontend keeps sending what it negotiated: indirect requests of up to the
+    /// `feature-max-indirect-segments` still published (an adopted connection's features
+    /// are not rewritten), and the previous process recorded such requests for replay.
+    /// A replacement allowing fewer would refuse them one by one as protocol violations,
+    /// so it refuses the take-over instead, saying why (the device goes to Closing with
+    /// the error node, and the frontend may start over at this process's limit).
+    private func checkTakeOverLimits() async throws {
+        let key = BlkifBackendFeatures.Key.maxIndirectSegments
+        let published: UInt32 = try await XenbusNodeReader(store: store, path: backendPath).optionalUnsigned(key) ?? 0
+        guard Int(published) <= limits.maxIndirectSegments else {
+            throw XenbusError.hookFailed(hook: "connect", reason: "cannot take over \(backendPath): its frontend negotiated "
+                + "\(key) \(published), this backend allows \(limits.maxIndirectSegments)")
+        }
+    }
+
+    /// With a restart state a Connected device is taken over where the previous process
+    /// left it (``connect(_:paths:)`` sees the frontend Connected), with no state change.
+    public func adopts(paths: XenbusDevicePaths) async -> Bool { restartDirectory != nil }
 
     public func disconnect(paths: XenbusDevicePaths, reason: String) async {
         let queues = state.withLock { value -> [BlkbackConnectedQueue] in

@@ -24,6 +24,12 @@ public protocol XenbusBackendHooks: Sendable {
     /// Undoes ``connect(_:paths:)``: called exactly once after each successful connect,
     /// before the device leaves Connected (or when the driver stops).
     func disconnect(paths: XenbusDevicePaths, reason: String) async
+
+    /// Whether a device found Connected on both ends when the driver starts (an earlier
+    /// process served it and did not close it) is taken over as it is: features, frontend
+    /// keys and connect without a state write (`XenbusBackendAdoption.swift`). Defaults to
+    /// false: the driver goes through InitWait and the device connects again.
+    func adopts(paths: XenbusDevicePaths) async -> Bool
 }
 
 /// The backend half of the xenbus handshake for one device, as Linux's backend drivers
@@ -41,7 +47,8 @@ public protocol XenbusBackendHooks: Sendable {
 ///
 /// A new driver for a device whose frontend is already Connected (the backend process
 /// restarted) goes through InitWait and connects again from the frontend's keys, unless
-/// the backend node says the device was refused or closed (below). A node
+/// the backend node says the device was refused or closed (below), or the node is still
+/// Connected and the device type adopts the connection as it is (``XenbusBackendHooks/adopts(paths:)``). A node
 /// the toolstack removed and added again before the driver noticed (it reads Initialising,
 /// which only the toolstack writes) is a new device: the driver disconnects and starts over.
 /// When the toolstack removes the backend node the driver disconnects and stops without
@@ -139,6 +146,7 @@ struct BackendMachine<Hooks: XenbusBackendHooks>: XenbusMachine {
             inbox.pump(watch)
         }
         if try await keepsEarlierRefusal(&s, paths) { return }
+        if try await adoptsConnection(&s, paths) { return }
         try await prepare(&s, paths, reason: "driver started, frontend \(paths.frontend)")
     }
 

@@ -19,6 +19,14 @@ struct BackendCommand: AsyncParsableCommand {
         goes to one shared set of worker threads, so disk and network requests share the \
         same io_uring instances and one idle worker costs nothing for both. Runs until \
         SIGINT or SIGTERM, then closes every device of both kinds and stops the workers.
+
+        After a crash (SIGKILL, an abort) a new `xensplit backend` on the same state \
+        directory takes the vbds over where the dead one left them, as `xensplit blkback` \
+        does (--restart-state, STATE_DIR/blkback): their frontends see no state change and \
+        every request is answered once. The vifs are not taken over: each renegotiates \
+        (InitWait, then Connected again on the frontend's keys), and packets in flight at \
+        the crash may be lost. There is no --take-over here: a planned replacement is a stop \
+        and a start.
         """
     )
 
@@ -36,6 +44,9 @@ struct BackendCommand: AsyncParsableCommand {
 
     @Option(help: "Worker threads shared by every device (default: one per core).")
     var workers: Int?
+
+    @Option(help: "As `xensplit blkback --restart-state`: keep each vbd queue's ring indices and a copy of every request taken in STATE_DIR/blkback, so a backend started after this one dies takes its Connected vbds over and answers each request exactly once. Vifs renegotiate either way.")
+    var restartState: BlkbackCommand.Switch = .on
 
     @Flag(help: "Log at debug level.")
     var verbose = false
@@ -64,6 +75,7 @@ struct BackendCommand: AsyncParsableCommand {
         let types = try chosen()
         var block = BlkbackDaemon.Configuration()
         var net = NetbackDaemon.Configuration()
+        if restartState == .on { block.restartStateDirectory = platform.state.resolved + "/blkback" }
         if let workers {
             block.workers = workers
             net.workers = workers

@@ -2,13 +2,16 @@ import Dispatch
 import Foundation
 import Glibc
 import Testing
+import XenStore
+import XenTesting
 
 /// The block backend killed (or asked to hand over) again and again under a write stream,
 /// each time replaced by a new process that takes the Connected disk over from its
 /// persistent state (Protocols/blkback-restart.md): the NBD writer sees no error, every
 /// acknowledged write is on the disk, and the frontend never leaves Connected. The kills
 /// land wherever the stream is, often with requests in the backend's hands, which the new
-/// processes report ("took over N requests, re-executed M", printed).
+/// processes report ("took over N requests, re-executed M", printed). The backend's state
+/// node is never written meanwhile: each new process adopts the Connected device as it is.
 @Suite("blkback killed and taken over, repeatedly", .serialized)
 struct BlkbackTakeOverTests {
     /// How each backend is replaced: killed, or asked to hand over by `--take-over`.
@@ -30,6 +33,17 @@ struct BlkbackTakeOverTests {
         let blkfront = try scenario.start("blkfront", ["blkfront", "guest", "xvda", "--nbd", "unix:\(socket)",
                                                        "--platform", "local", "--state-dir", state])
         try await eventually("the NBD socket") { FileManager.default.fileExists(atPath: socket) }
+
+        // Every write to the backend's state node from here on is counted (xenstored fires
+        // the watch on each write, even of the same value).
+        let store = try XenStoreClient(transport: XenStoreSocketTransport(path: state + "/xenstored.socket"))
+        defer { store.close() }
+        let frontendDomain = try #require(try await store.directory("/local/domain/0/backend/vbd").first)
+        let device = try #require(try await store.directory("/local/domain/0/backend/vbd/\(frontendDomain)").first)
+        let statePath = "/local/domain/0/backend/vbd/\(frontendDomain)/\(device)/state"
+        try await eventually("the backend is Connected") { try await store.readString(statePath) == "4" }
+        let stateWrites = try await XenStoreWriteCounter(store, statePath)
+        defer { stateWrites.cancel() }
 
         let client = try NBDStreamClient(socketPath: socket)
         // Never paused: the kills land wherever the stream is.
@@ -78,6 +92,7 @@ struct BlkbackTakeOverTests {
         // The frontend never saw the backend leave: connected once, never closed.
         #expect(blkfront.output.components(separatedBy: "-> Connected").count - 1 == 1, "\(blkfront.output)")
         #expect(!blkfront.output.contains("-> Closing"), "\(blkfront.output)")
+        #expect(stateWrites.values == [], "writes to \(statePath) during \(kills) take-overs")
 
         var mismatches: [Int] = []
         for index in 0 ..< blocks
@@ -96,6 +111,8 @@ struct BlkbackTakeOverTests {
         #expect(await blkfront.wait() == 0, "\(blkfront.output)")
         current.signal(SIGTERM)
         #expect(await current.wait() == 0, "\(current.output)")
+        // The same watch sees the closing writes: it would have seen a take-over's.
+        try await eventually("the state node's closing writes counted") { stateWrites.values.contains("6") }
         // A clean stop closes the device and leaves no restart state behind.
         let left = (try? FileManager.default.contentsOfDirectory(atPath: state + "/blkback")) ?? []
         #expect(left == [], "state files left after SIGTERM: \(left)")

@@ -62,11 +62,16 @@ final class DummyBackend: XenbusBackendHooks {
     let record = Mutex(BackendRecord())
     let failConnect: Bool
     let failFeatures: Bool
+    /// The answer to ``adopts(paths:)``.
+    let adopting: Bool
 
-    init(failConnect: Bool = false, failFeatures: Bool = false) {
+    init(failConnect: Bool = false, failFeatures: Bool = false, adopting: Bool = false) {
         self.failConnect = failConnect
         self.failFeatures = failFeatures
+        self.adopting = adopting
     }
+
+    func adopts(paths: XenbusDevicePaths) async -> Bool { adopting }
 
     var snapshot: BackendRecord { record.withLock { $0 } }
 
