@@ -24,8 +24,8 @@ struct NetbackConformanceTests {
         defer { namespace.delete() }
         let hypervisor = try TestCommand.spawn(binary, ["hypervisor", "--state-dir", state])
         defer {
-            kill(hypervisor.processIdentifier, SIGTERM)
-            hypervisor.waitUntilExit()
+            _ = hypervisor.signal(SIGTERM)
+            _ = hypervisor.wait()
         }
         // Both of the hypervisor's sockets: `domain create` needs the hypervisor's too.
         for _ in 0 ..< 2000 where !["xenstored.socket", "hypervisor.socket"].allSatisfy({ FileManager.default.fileExists(atPath: state + "/" + $0) }) {
@@ -38,8 +38,8 @@ struct NetbackConformanceTests {
         let netback = try TestCommand.spawn("/usr/sbin/ip", ["netns", "exec", namespace.name, binary, "netback", "--platform", "local",
                                                              "--state-dir", state, "--workers", "1", "--max-queues", "2"])
         defer {
-            kill(netback.processIdentifier, SIGTERM)
-            netback.waitUntilExit()
+            _ = netback.signal(SIGTERM)
+            _ = netback.wait()
         }
         try await body(state, namespace)
     }
