@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # XenSplit on real Xen: boots Debian's Xen 4.17 under QEMU with a Debian PV dom0, runs
 # `xensplit selftest --platform xen` and the real-Xen Swift suite (RealXenSelfTests) in
-# dom0, then the domU, backend, benchmark and frontend steps, and decides pass or fail from
+# dom0, then the domU, backend, benchmark and frontend steps of the block pair and of the
+# net pair (dom0-net.sh), and decides pass or fail from
 # markers dom0 prints at the start of serial console lines (see dom0-init.sh, console.sh).
 #
 # Usage: scripts/realxen/run-test.sh
@@ -31,10 +32,12 @@
 #   REALXEN_DOMU            0 skips the domU steps (default 1)
 #   REALXEN_BLKBACK_ARGS    extra options for `xensplit blkback` in dom0, without spaces
 #                           inside an option (e.g. --max-indirect-segments=0)
-#   REALXEN_BENCH_ROUNDS    alternating kernel/xensplit benchmark rounds (default 5; 0 skips)
+#   REALXEN_BENCH_ROUNDS    alternating kernel/xensplit rounds of each benchmark, block
+#                           and net (default 3; 0 skips both)
 #   REALXEN_BENCH_COPY      1 adds a third backend per round: ours with --persistent-grants=off
 #   REALXEN_STEPS           step groups after the selftest, comma-separated (default
-#                           boot,vbd,bench,frontend; REALXEN_DOMU=0 drops the first three)
+#                           boot,vbd,bench,frontend,net,netbench; REALXEN_DOMU=0 drops all
+#                           but frontend)
 #   REALXEN_TIMEOUT         seconds the whole QEMU run may take (default 1800)
 set -euo pipefail
 
