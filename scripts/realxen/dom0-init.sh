@@ -23,9 +23,9 @@ log_section() {
     echo "REALXEN-LOG-END $1"
 }
 cmdline_value() { sed -n "s/.*realxen\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
-# realxen.steps=boot+vbd+bench+frontend+net+netbench (the default: all) picks the step groups to run.
+# realxen.steps=boot+vbd+bench+frontend+net+netfront+netbench (the default: all) picks the step groups to run.
 steps=$(cmdline_value steps | tr '+' ',')
-steps=${steps:-boot,vbd,bench,frontend,net,netbench}
+steps=${steps:-boot,vbd,bench,frontend,net,netfront,netbench}
 [ "$(cmdline_value domu)" = 0 ] && steps=$(echo ",$steps," | sed 's/,boot,/,/; s/,vbd,/,/; s/,bench,/,/; s/,net,/,/; s/,netbench,/,/')
 has_step() { case ",$steps," in *",$1,"*) return 0 ;; esac; return 1; }
 # realxen.blkback=--a=1+--b=2 adds options to every `xensplit blkback` ("+" for spaces).
@@ -669,10 +669,18 @@ else
     log_section domu-net2-console /var/log/xen/console/guest-realxen-net2.log 30
     log_section xl-create-net /tmp/xl-create-net.log 30
     log_section xl-destroy-net /tmp/xl-destroy-realxen-net.log 30
+    log_section vif-bridge /var/log/xen/xen-hotplug.log 40
+fi
+if ! has_step netfront; then
+    result net-frontend-kernel SKIP "not in realxen.steps ($steps)"
+else
+    mark netfront-begin
+    net_frontend_step
+    mark netfront-end
     log_section netfront /tmp/netfront.log 60
+    log_section netfront-diag /tmp/netfront-diag.txt 80
     log_section xl-network-attach /tmp/xl-network-attach.log 20
     log_section xl-network-detach /tmp/xl-network-detach.log 20
-    log_section vif-bridge /var/log/xen/xen-hotplug.log 40
 fi
 if ! has_step netbench; then
     result netbench SKIP "not in realxen.steps ($steps)"

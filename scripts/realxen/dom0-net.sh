@@ -7,7 +7,7 @@
 # Addresses: xenbr0 198.18.0.1/24 (domU eth0 .2), xenbr1 198.18.1.1/24 at MTU 9000 (domU
 # eth1 .2), xenbr2 198.18.2.1/24 (our frontend's TAP device .2, in a namespace).
 
-net_step_names="net-vif net-ping net-tcp net-jumbo net-two-vifs net-queues net-takeup net-destroy net-second net-frontend-kernel"
+net_step_names="net-vif net-ping net-tcp net-jumbo net-two-vifs net-queues net-takeup net-destroy net-second"
 net_serving="backend: serving"
 net_rand=/tmp/net-rand
 net_rand16=/tmp/net-rand16
@@ -257,7 +257,7 @@ net_steps() {
     # here with no vif; the vif is attached while this backend runs, then detached).
     net_bench_domu
     bench_gen=$((bench_gen + 1))
-    xl network-attach $bench_name mac=$bench_mac,bridge=xenbr0 > /tmp/xl-network-attach-second.log 2>&1; attach2_rc=$?
+    xl network-attach $bench_name mac=$bench_mac bridge=xenbr0 > /tmp/xl-network-attach-second.log 2>&1; attach2_rc=$?
     wait_console "DOMU-MARK net-listening gen=$bench_gen " $bench_con 240
     listening=$(console_line "net-listening gen=$bench_gen " $bench_con)
     mark net-second-listening "${listening:-no net-listening gen=$bench_gen line}"
@@ -278,9 +278,6 @@ net_steps() {
     else
         result net-second FAIL "$why"
     fi
-    mark net-frontend-begin
-    net_frontend_step
-    mark net-frontend-end
 }
 
 # Item 5: our frontend against Linux's xen-netback. xl attaches a vif to dom0 itself on
@@ -292,9 +289,16 @@ net_frontend_step() {
         result net-frontend-kernel FAIL "xen-netfront is loaded in dom0; it would take the vif"
         return
     fi
+    modprobe tun; modprobe bridge
+    [ -s $net_rand16 ] || head -c 16777216 /dev/urandom > $net_rand16
+    rand16_sha=$(sha $net_rand16)
     modprobe xen-netback || { result net-frontend-kernel FAIL "modprobe xen-netback failed"; return; }
+    # xen-netback's own complaints (netdev_dbg) go to the kernel log, quoted on failure.
+    mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+    echo 'module xen_netback +p' > /sys/kernel/debug/dynamic_debug/control 2>/dev/null
+    dmesg -c > /dev/null
     net_bridge xenbr2 198.18.2.1/24 1500
-    timeout -k 10 60 xl network-attach 0 mac=00:16:3e:58:00:10,bridge=xenbr2 > /tmp/xl-network-attach.log 2>&1; attach_rc=$?
+    timeout -k 10 60 xl network-attach 0 mac=00:16:3e:58:00:10 bridge=xenbr2 > /tmp/xl-network-attach.log 2>&1; attach_rc=$?
     devid=$(xenstore-list /local/domain/0/device/vif 2>/dev/null | tail -n 1)
     kvif=vif0.$devid
     fb=/local/domain/0/backend/vif/0/$devid
@@ -331,6 +335,19 @@ net_frontend_step() {
         read_s=$(since "$t")
     fi
     state_connected="backend=$(xenstore-read $fb/state 2>&1) frontend=$(xenstore-read /local/domain/0/device/vif/$devid/state 2>&1)"
+    # What each end saw, for a failure: both interfaces' counters, the bridge's ports, the
+    # namespace's neighbours and IP/ICMP counters, the vif's nodes.
+    {
+        echo "kernel vif $kvif on xenbr2: $(port_of $kvif xenbr2); xenbr2 ports: $(ls /sys/class/net/xenbr2/brif 2>&1 | paste -sd' ' -)"
+        ip -s link show $kvif
+        ip netns exec $ns ip -s link show nf0
+        ip netns exec $ns ip neigh
+        ip neigh show dev xenbr2
+        ip netns exec $ns cat /proc/net/snmp | grep '^\(Ip\|Icmp\):'
+        xenstore-ls -fp $fb
+        xenstore-ls -fp /local/domain/0/device/vif/$devid
+        dmesg | tail -n 30
+    } > /tmp/netfront-diag.txt 2>&1
     [ -n "$l1" ] && kill $l1 $l2 2>/dev/null
     kill -TERM $fpid 2>/dev/null
     wait $fpid; stop_rc=$?
@@ -419,7 +436,7 @@ net_bench_round() {
         pid=$netback_pid
     fi
     mark netbench-attach "$side round=$round"
-    timeout -k 10 120 xl network-attach $bench_name mac=$bench_mac,bridge=xenbr0 > /tmp/xl-network-attach-bench.log 2>&1 \
+    timeout -k 10 120 xl network-attach $bench_name mac=$bench_mac bridge=xenbr0 > /tmp/xl-network-attach-bench.log 2>&1 \
         || echo "REALXEN-NETBENCH-ERROR $side $round xl network-attach: $(tail -n 1 /tmp/xl-network-attach-bench.log)"
     wait_console "DOMU-MARK net-listening gen=$bench_gen " $bench_con 240
     mark netbench-listening "$side round=$round"

@@ -36,8 +36,8 @@
 #                           and net (default 3; 0 skips both)
 #   REALXEN_BENCH_COPY      1 adds a third backend per round: ours with --persistent-grants=off
 #   REALXEN_STEPS           step groups after the selftest, comma-separated (default
-#                           boot,vbd,bench,frontend,net,netbench; REALXEN_DOMU=0 drops all
-#                           but frontend)
+#                           boot,vbd,bench,frontend,net,netfront,netbench; REALXEN_DOMU=0
+#                           drops all but frontend and netfront)
 #   REALXEN_TIMEOUT         seconds the whole QEMU run may take (default 1800)
 set -euo pipefail
 
@@ -73,7 +73,7 @@ mem=${REALXEN_MEM:-2560}
 dom0_mem=${REALXEN_DOM0_MEM:-1024M}
 run_timeout=${REALXEN_TIMEOUT:-1800}
 bench_rounds=${REALXEN_BENCH_ROUNDS:-3}
-steps=${REALXEN_STEPS:-boot,vbd,bench,frontend,net,netbench}
+steps=${REALXEN_STEPS:-boot,vbd,bench,frontend,net,netfront,netbench}
 if [ "${REALXEN_DOMU:-1}" = 0 ]; then steps=$(sed 's/\(^\|,\)\(boot\|vbd\|bench\|net\|netbench\)\b//g; s/^,//' <<< "$steps"); fi
 has_step() { [[ ",$steps," == *",$1,"* ]]; }
 # The selftest's steps (issue 8, item 2); fewer PASS lines than this is a failure even if
@@ -385,7 +385,8 @@ has_step boot && required+=(domu-boot)
 has_step vbd && required+=(vbd-handshake vbd-io vbd-readonly vbd-discard vbd-ext4 vbd-takeup vbd-teardown vbd-release vbd-second vbd-4k)
 has_step bench && [ "$bench_rounds" != 0 ] && required+=(bench)
 has_step frontend && required+=(frontend-kernel frontend-4k)
-has_step net && required+=(net-vif net-ping net-tcp net-jumbo net-two-vifs net-queues net-takeup net-destroy net-second net-frontend-kernel)
+has_step net && required+=(net-vif net-ping net-tcp net-jumbo net-two-vifs net-queues net-takeup net-destroy net-second)
+has_step netfront && required+=(net-frontend-kernel)
 has_step netbench && [ "$bench_rounds" != 0 ] && required+=(netbench)
 while read -r step; do
     failures+=("$step: no PASS line")
@@ -556,7 +557,7 @@ if [ ${#failures[@]} -gt 0 ]; then
     for name in blkback xenstore-backend xenstore-frontend domu-vbd-console domu-vbd2-console xl-create-vbd xl-destroy-vbd \
             xl-create-vbd2 hotplug-noop blkfront xl-block-attach xl-block-detach nbdcopy \
             netback xs-net-backend xs-net-frontend domu-net-console domu-net2-console xl-create-net xl-destroy-net \
-            netfront xl-network-attach xl-network-detach vif-bridge \
+            netfront netfront-diag xl-network-attach xl-network-detach vif-bridge \
             $(sed -n 's/^REALXEN-LOG-BEGIN \(\(net\)\{0,1\}bench-[^ ]*\)$/\1/p' "$clean"); do
         echo "--- $name"
         section "$name"
