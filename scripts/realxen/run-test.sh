@@ -36,8 +36,9 @@
 #                           and net (default 3; 0 skips both)
 #   REALXEN_BENCH_COPY      1 adds a third backend per round: ours with --persistent-grants=off
 #   REALXEN_STEPS           step groups after the selftest, comma-separated (default
-#                           boot,vbd,bench,frontend,net,netfront,netbench; REALXEN_DOMU=0
-#                           drops all but frontend and netfront)
+#                           boot,vbd,bench,frontend,net,netfront; netbench, the net
+#                           benchmark, only when named; REALXEN_DOMU=0 drops all but
+#                           frontend and netfront)
 #   REALXEN_TIMEOUT         seconds the whole QEMU run may take (default 1800)
 set -euo pipefail
 
@@ -73,7 +74,10 @@ mem=${REALXEN_MEM:-2560}
 dom0_mem=${REALXEN_DOM0_MEM:-1024M}
 run_timeout=${REALXEN_TIMEOUT:-1800}
 bench_rounds=${REALXEN_BENCH_ROUNDS:-3}
-steps=${REALXEN_STEPS:-boot,vbd,bench,frontend,net,netfront,netbench}
+# netbench is not in the default until our netback's stall (Protocols/realxen.md, "What real
+# Xen showed with the net pair") is fixed: with it a round takes minutes and the run its
+# timeout. REALXEN_STEPS=...,netbench runs it.
+steps=${REALXEN_STEPS:-boot,vbd,bench,frontend,net,netfront}
 if [ "${REALXEN_DOMU:-1}" = 0 ]; then steps=$(sed 's/\(^\|,\)\(boot\|vbd\|bench\|net\|netbench\)\b//g; s/^,//' <<< "$steps"); fi
 has_step() { [[ ",$steps," == *",$1,"* ]]; }
 # The selftest's steps (issue 8, item 2); fewer PASS lines than this is a failure even if
