@@ -29,6 +29,10 @@ struct NetFrontendHooks: XenbusFrontendHooks {
         return NetFrontendLink(backend: features, vif: vif, queues: queues)
     }
 
+    /// Keys go with Connected, as Linux's netfront writes them: Linux's netback leaves
+    /// InitWait only for a Connected frontend (a frontend left Initialised waits forever).
+    var stateWithKeys: XenbusState { .connected }
+
     func initialise(_ link: NetFrontendLink, paths: XenbusDevicePaths) async throws -> XenbusKeys {
         try core.prepare(backendDomain: paths.backendID, link: link).keys
     }

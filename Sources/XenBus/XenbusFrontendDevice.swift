@@ -25,6 +25,15 @@ public protocol XenbusFrontendHooks: Sendable {
     /// Undoes ``initialise(_:paths:)`` (and ``connect(_:paths:)``): called exactly once
     /// after each successful initialise, before the keys it returned are removed.
     func disconnect(paths: XenbusDevicePaths, reason: String) async
+
+    /// The state the keys are published with: Initialised (blkfront), or Connected for a
+    /// device whose backend waits for a Connected frontend (Linux's netback connects only
+    /// then, and Linux's netfront publishes its keys with Connected).
+    var stateWithKeys: XenbusState { get }
+}
+
+extension XenbusFrontendHooks {
+    public var stateWithKeys: XenbusState { .initialised }
 }
 
 /// The frontend half of the xenbus handshake for one device, as Linux's blkfront runs it
@@ -36,7 +45,8 @@ public protocol XenbusFrontendHooks: Sendable {
 ///    this frontend (the frontend process restarted), first walk Closing and Closed until
 ///    the backend follows, as Linux's `xenbus_reset_state` does after kexec;
 /// 3. backend InitWait: read its features (hook), set up and write the device's keys
-///    with Initialised in one transaction (hook);
+///    with Initialised (or the hooks' ``XenbusFrontendHooks/stateWithKeys``) in one
+///    transaction (hook);
 /// 4. backend Connected: connect (hook), switch to Connected;
 /// 5. backend Closing, Closed or gone while Initialised or Connected: disconnect (hook),
 ///    remove the keys, Closing, Closed; when the backend comes back to InitWait (it
@@ -162,7 +172,7 @@ struct FrontendMachine<Hooks: XenbusFrontendHooks>: XenbusMachine {
                 try await initialise(&s, paths, reason: s.own == .closed ? "backend back to InitWait: reconnecting" : "backend is InitWait")
             }
         case .connected:
-            if s.own == .initialised { try await connect(&s, paths) }
+            if s.initialised, !s.started, s.own == .initialised || s.own == .connected { try await connect(&s, paths) }
         case .closing, .closed, .unknown:
             // Only a handshake under way or done is torn down: a frontend still
             // Initialising waits for the backend's next InitWait (a Closed backend is
@@ -207,7 +217,7 @@ struct FrontendMachine<Hooks: XenbusFrontendHooks>: XenbusMachine {
         }
         s.keys = keys.keys
         do {
-            try await switchState(&s, .initialised, keys: keys, reason: reason)
+            try await switchState(&s, hooks.stateWithKeys, keys: keys, reason: reason)
         } catch {
             if case .store(_, .connectionClosed) = error { throw error }
             // The transaction was aborted, so none of the keys are there.
@@ -222,6 +232,7 @@ struct FrontendMachine<Hooks: XenbusFrontendHooks>: XenbusMachine {
             await fatal(&s, XenbusError.fromHook("connect", error), context: "connecting")
             return
         }
+        s.started = true
         try await switchState(&s, .connected, reason: "backend is Connected")
         if s.own == .connected { await s.node.clearError() }
     }
@@ -241,6 +252,7 @@ struct FrontendMachine<Hooks: XenbusFrontendHooks>: XenbusMachine {
     func disconnect(_ s: inout FrontendState, reason: String) async {
         guard s.initialised, let paths = s.paths else { return }
         s.initialised = false
+        s.started = false
         logger.info("xenbus: disconnecting \(path): \(reason)")
         await hooks.disconnect(paths: paths, reason: reason)
         await s.node.remove(s.keys)
@@ -281,6 +293,8 @@ struct FrontendState: XenbusMachineState {
     var own: XenbusState = .unknown
     /// Whether ``XenbusFrontendHooks/disconnect(paths:reason:)`` is owed.
     var initialised = false
+    /// Whether ``XenbusFrontendHooks/connect(_:paths:)`` ran for this handshake.
+    var started = false
     /// Keys written with Initialised, removed on disconnect.
     var keys: [String] = []
     /// Walking Closing/Closed to make a backend let go of an earlier instance.

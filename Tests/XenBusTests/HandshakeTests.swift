@@ -50,6 +50,49 @@ import XenStore
         await service.close()
     }
 
+    /// Linux's netfront publishes its keys with Connected, and Linux's netback connects only
+    /// to a Connected frontend: a frontend whose hooks say so writes Connected with its keys
+    /// while the backend is still InitWait, and starts once the backend is Connected.
+    @Test func keysPublishedWithConnectedStartOnceTheBackendConnects() async throws {
+        let world = try World()
+        let paths = try await world.addDevice(frontend: world.guests[0], devid: "0")
+        // The backend's half played by hand, so the frontend is seen Connected before it.
+        try await world.toolstack.write(paths.backend + "/feature-magic", "9")
+        try await world.toolstack.write(paths.backend + "/state", String(XenbusState.initWait.rawValue))
+        let (front, hooks, _) = try frontend(world, paths, ringRef: 5,
+                                             hooks: DummyFrontend(ringRef: 5, stateWithKeys: .connected))
+        try await waitForState(paths.frontend, .connected, store: world.toolstack)
+        #expect(try await value(paths.frontend + "/ring-ref", store: world.toolstack) == "5")
+        #expect(hooks.snapshot.magic == [9])
+        #expect(hooks.snapshot.sectors.isEmpty)
+        try await world.toolstack.write(paths.backend + "/sectors", "10")
+        try await world.toolstack.write(paths.backend + "/state", String(XenbusState.connected.rawValue))
+        try await eventually("the connect hook ran") { hooks.snapshot.sectors == [10] }
+        #expect(front.state == .connected)
+        // The backend leaving tears the handshake down once, as for an Initialised one.
+        try await world.toolstack.write(paths.backend + "/state", String(XenbusState.closing.rawValue))
+        try await waitForState(paths.frontend, .closed, store: world.toolstack)
+        #expect(hooks.snapshot.disconnects.count == 1)
+        #expect(try await value(paths.frontend + "/ring-ref", store: world.toolstack) == nil)
+        #expect(await front.close() == .closed)
+    }
+
+    /// The same frontend against the backend driver: it serves a frontend that is Connected first.
+    @Test func aBackendServesAFrontendConnectedWithItsKeys() async throws {
+        let world = try World()
+        let service = try await BackendService(store: world.dom0)
+        let paths = try await world.addDevice(frontend: world.guests[0], devid: "0")
+        let (front, hooks, _) = try frontend(world, paths, ringRef: 21,
+                                             hooks: DummyFrontend(ringRef: 21, stateWithKeys: .connected))
+        try await waitForState(paths.backend, .connected, store: world.toolstack)
+        let back = try await service.driver(paths.backend)
+        #expect(back.hooks.snapshot.connects == [21])
+        try await eventually("the frontend started") { hooks.snapshot.sectors == [42] }
+        #expect(await front.close() == .closed)
+        try await waitForState(paths.backend, .closed, store: world.toolstack)
+        await service.close()
+    }
+
     @Test func severalDevicesOfSeveralFrontendsAtOnce() async throws {
         let world = try World(guests: 3)
         let service = try await BackendService(store: world.dom0)

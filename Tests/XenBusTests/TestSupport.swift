@@ -110,11 +110,13 @@ final class DummyFrontend: XenbusFrontendHooks {
     let record = Mutex(FrontendRecord())
     let failInitialise: Bool
     let badKey: Bool
+    let stateWithKeys: XenbusState
 
-    init(ringRef: UInt32, failInitialise: Bool = false, badKey: Bool = false) {
+    init(ringRef: UInt32, failInitialise: Bool = false, badKey: Bool = false, stateWithKeys: XenbusState = .initialised) {
         self.ringRef = ringRef
         self.failInitialise = failInitialise
         self.badKey = badKey
+        self.stateWithKeys = stateWithKeys
     }
 
     var snapshot: FrontendRecord { record.withLock { $0 } }

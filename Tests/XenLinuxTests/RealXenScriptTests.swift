@@ -100,4 +100,27 @@ import Testing
             #expect(result.output.contains("debootstrap not found"), "\(environment): \(result.output)")
         }
     }
+    /// Each written take-up list keeps in step with the script that prints its lines: every
+    /// rule is `same`, `min:N` or a number, and every feature has a line printed for it.
+    @Test(arguments: [("realxen-takeup.tsv", "dom0-init.sh", "REALXEN-TAKEUP"),
+                      ("realxen-net-takeup.tsv", "dom0-net.sh", "REALXEN-NETTAKEUP")])
+    func takeUpListsMatchTheirScripts(list: String, script: String, marker: String) throws {
+        let protocols = URL(fileURLWithPath: Self.realxen).appendingPathComponent("../../Protocols").standardized.path
+        let rows = try String(contentsOfFile: protocols + "/" + list, encoding: .utf8)
+            .split(separator: "\n").filter { !$0.hasPrefix("#") && !$0.isEmpty }
+        let source = try String(contentsOfFile: Self.realxen + "/" + script, encoding: .utf8)
+        #expect(rows.count >= 8)
+        for row in rows {
+            let fields = row.split(separator: "\t", omittingEmptySubsequences: false)
+            #expect(fields.count == 3, "\(list): \(row)")
+            guard fields.count == 3 else { continue }
+            let (feature, rule) = (String(fields[0]), String(fields[1]))
+            let ruleOK = rule == "same" || UInt(rule) != nil || (rule.hasPrefix("min:") && UInt(rule.dropFirst(4)) != nil)
+            #expect(ruleOK, "\(list): feature \(feature) has rule '\(rule)'")
+            // The feature's line: "MARKER feature offered=" (or a loop over a family).
+            let printed = source.contains("\(marker) \(feature) offered=")
+                || (feature.hasPrefix("gso-tcpv") && source.contains("\(marker) gso-tcpv$g offered="))
+            #expect(printed, "\(script) prints no '\(marker) \(feature)' line")
+        }
+    }
 }

@@ -23,10 +23,11 @@ log_section() {
     echo "REALXEN-LOG-END $1"
 }
 cmdline_value() { sed -n "s/.*realxen\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
-# realxen.steps=boot+vbd+bench+frontend (the default: all) picks the step groups to run.
+# realxen.steps=boot+vbd+bench+frontend+net+netfront (the default; netbench only when named)
+# picks the step groups to run.
 steps=$(cmdline_value steps | tr '+' ',')
-steps=${steps:-boot,vbd,bench,frontend}
-[ "$(cmdline_value domu)" = 0 ] && steps=$(echo ",$steps," | sed 's/,boot,/,/; s/,vbd,/,/; s/,bench,/,/')
+steps=${steps:-boot,vbd,bench,frontend,net,netfront}
+[ "$(cmdline_value domu)" = 0 ] && steps=$(echo ",$steps," | sed 's/,boot,/,/; s/,vbd,/,/; s/,bench,/,/; s/,net,/,/; s/,netbench,/,/')
 has_step() { case ",$steps," in *",$1,"*) return 0 ;; esac; return 1; }
 # realxen.blkback=--a=1+--b=2 adds options to every `xensplit blkback` ("+" for spaces).
 extra_args=$(cmdline_value blkback | tr '+' ' ')
@@ -504,7 +505,7 @@ bench_round() {
 }
 bench_steps() {
     rounds=$(cmdline_value bench)
-    rounds=${rounds:-5}
+    rounds=${rounds:-3}
     if [ "$rounds" = 0 ]; then
         result bench SKIP "realxen.bench=0 on the kernel command line"
         return
@@ -652,6 +653,44 @@ else
     log_section xl-block-attach /tmp/xl-block-attach.log 20
     log_section xl-block-detach /tmp/xl-block-detach.log 20
     log_section nbdcopy /tmp/nbdcopy.log 20
+fi
+
+# --- The net pair (Protocols/realxen.md, "The net pair"): dom0-net.sh has the steps.
+. $P/dom0-net.sh
+if ! has_step net; then
+    for s in $net_step_names; do result $s SKIP "not in realxen.steps ($steps)"; done
+else
+    mark net-begin
+    net_steps
+    mark net-end
+    log_section netback /tmp/netback.log 150
+    log_section xs-net-backend /tmp/xs-net-backend.txt 80
+    log_section xs-net-frontend /tmp/xs-net-frontend.txt 80
+    log_section domu-net-console /var/log/xen/console/guest-realxen-net.log 60
+    log_section domu-net2-console /var/log/xen/console/guest-realxen-net2.log 30
+    log_section xl-create-net /tmp/xl-create-net.log 30
+    log_section xl-destroy-net /tmp/xl-destroy-realxen-net.log 30
+    log_section vif-bridge /var/log/xen/xen-hotplug.log 40
+fi
+if ! has_step netfront; then
+    result net-frontend-kernel SKIP "not in realxen.steps ($steps)"
+else
+    mark netfront-begin
+    net_frontend_step
+    mark netfront-end
+    log_section netfront /tmp/netfront.log 60
+    log_section netfront-diag /tmp/netfront-diag.txt 80
+    log_section xl-network-attach /tmp/xl-network-attach.log 20
+    log_section xl-network-detach /tmp/xl-network-detach.log 20
+fi
+if ! has_step netbench; then
+    result netbench SKIP "not in realxen.steps ($steps)"
+    # The net steps' second domU is the bench domU: nothing is left running.
+    xl domid realxen-netbench > /dev/null 2>&1 && timeout -k 10 60 xl destroy realxen-netbench
+else
+    mark netbench-begin
+    net_bench_steps
+    mark netbench-end
 fi
 
 log_section selftest /tmp/selftest.log 80

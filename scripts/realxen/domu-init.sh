@@ -8,7 +8,12 @@
 #   check          a later domU on the same backend: reads all of xvda
 #   bench          times dd with O_DIRECT on xvda (dom0's ramdisk)
 #   sector4k       xvda has 4096-byte sectors: its size and block size, a pattern near its end
-export PATH=/bin:/sbin
+#   net            the net checks: eth0 (198.18.0.2, MTU 1500) and eth1 when present
+#                  (198.18.1.2, MTU 9000), pings to dom0, 64 MiB of random data served
+#                  and received over TCP on each (busybox nc), iperf3 as a server
+#   netbench       iperf3 as a server for dom0's benchmark; eth0 is set up each time dom0
+#                  attaches a vif (it detaches and attaches one per backend and round)
+export PATH=/bin:/sbin:/usr/bin
 export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -49,7 +54,75 @@ takeup() {
         "flush=${flush:-none} ro=$(cat /sys/block/$1/ro)"
 }
 
+mtu() { cat /sys/class/net/$1/mtu 2>/dev/null || echo none; }
+net_up_line() {
+    echo "DOMU-MARK net-up ${1:+$1 }uptime=$(up) eth0-mtu=$(mtu eth0) eth1-mtu=$(mtu eth1)" \
+        "eth0-queues=$(ls -d /sys/class/net/eth0/queues/tx-* 2>/dev/null | wc -l) eth0-mac=$(cat /sys/class/net/eth0/address 2>/dev/null)" \
+        "vifs=$(ls /sys/bus/xen/devices 2>/dev/null | grep -c '^vif-')"
+}
+# ping_dom0 ADDRESS [OPTIONS]: the first frames may go before dom0's bridge port forwards,
+# so ping until one answers, then count three.
+ping_dom0() {
+    n=0
+    while [ $n -lt 30 ]; do
+        ping -c 1 -W 1 $2 $1 > /dev/null 2>&1 && { ping -c 3 -W 5 $2 $1 2>&1 | grep -o '[0-9]* packets received'; return; }
+        n=$((n + 1))
+    done
+    echo "0 packets received"
+}
+
 case $role in
+net)
+    # dom0 drives the transfers as the client: the domU serves. Each listener takes one
+    # connection; a receiver prints the digest of what it read, a sender serves /tmp/rand.
+    ip link set lo up
+    ip addr add 198.18.0.2/24 dev eth0 2>/dev/null
+    ip link set eth0 up 2>/dev/null
+    if [ -e /sys/class/net/eth1 ]; then
+        # Linux's netfront refuses an MTU past 1500 unless the backend offered feature-sg.
+        ip link set eth1 mtu 9000 2>/tmp/mtu.err || echo "DOMU-MARK net-mtu failed: $(cat /tmp/mtu.err)"
+        ip addr add 198.18.1.2/24 dev eth1
+        ip link set eth1 up
+    fi
+    net_up_line
+    echo "DOMU-MARK net-ping eth0 to=198.18.0.1 $(ping_dom0 198.18.0.1 | tr ' ' '-')"
+    iperf3 -s -D > /dev/null 2>&1 || echo "DOMU-MARK net-iperf3 failed to start"
+    head -c 67108864 /dev/urandom > /tmp/rand
+    head -c 16777216 /tmp/rand > /tmp/rand16
+    cat > /tmp/recv.sh <<'RECV'
+#!/bin/sh
+echo "DOMU-MARK net-received $1 sha256=$(sha256sum | cut -d' ' -f1) uptime=$(cut -d' ' -f1 /proc/uptime)" > /dev/console
+RECV
+    chmod 755 /tmp/recv.sh
+    # 5001: dom0 sends over eth0; 5002: dom0 reads /tmp/rand; 5003 and 5004 the same on eth1
+    # with 16 MiB (/tmp/rand16, the first 16 MiB of /tmp/rand).
+    nc -l -p 5001 -e /tmp/recv.sh eth0 &
+    nc -l -p 5002 -e cat /tmp/rand &
+    if [ -e /sys/class/net/eth1 ]; then
+        echo "DOMU-MARK net-ping eth1 to=198.18.1.1 size=8000 $(ping_dom0 198.18.1.1 '-s 8000' | tr ' ' '-')"
+        nc -l -p 5003 -e /tmp/recv.sh eth1 &
+        nc -l -p 5004 -e cat /tmp/rand16 &
+    fi
+    echo "DOMU-MARK net-listening uptime=$(up) rand-sha256=$(sha256sum < /tmp/rand | cut -d' ' -f1) rand16-sha256=$(sha256sum < /tmp/rand16 | cut -d' ' -f1)"
+    sleep 100000
+    ;;
+netbench)
+    # One domU for every round: dom0 attaches a vif (served by Linux's netback or ours),
+    # runs iperf3 against the server here, and detaches it again. Each time eth0 appears
+    # without its address it is set up, and "net-listening gen=N" says so the Nth time.
+    ip link set lo up
+    iperf3 -s -D > /dev/null 2>&1 || echo "DOMU-MARK net-iperf3 failed to start"
+    gen=0
+    while true; do
+        if [ -e /sys/class/net/eth0 ] && ! ip addr show dev eth0 2>/dev/null | grep -q 198.18.0.2; then
+            ip addr add 198.18.0.2/24 dev eth0 && ip link set eth0 up
+            gen=$((gen + 1))
+            net_up_line "gen=$gen"
+            echo "DOMU-MARK net-listening gen=$gen uptime=$(up) ping=$(ping_dom0 198.18.0.1 | tr ' ' '-')"
+        fi
+        sleep 0.5
+    done
+    ;;
 check)
     if [ -b /dev/xvda ]; then
         echo "DOMU-MARK check-read sha256=$(digest /dev/xvda) sectors=$(cat /sys/block/xvda/size) uptime=$(up)"

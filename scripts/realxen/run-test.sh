@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # XenSplit on real Xen: boots Debian's Xen 4.17 under QEMU with a Debian PV dom0, runs
 # `xensplit selftest --platform xen` and the real-Xen Swift suite (RealXenSelfTests) in
-# dom0, then the domU, backend, benchmark and frontend steps, and decides pass or fail from
+# dom0, then the domU, backend, benchmark and frontend steps of the block pair and of the
+# net pair (dom0-net.sh), and decides pass or fail from
 # markers dom0 prints at the start of serial console lines (see dom0-init.sh, console.sh).
 #
 # Usage: scripts/realxen/run-test.sh
@@ -31,10 +32,13 @@
 #   REALXEN_DOMU            0 skips the domU steps (default 1)
 #   REALXEN_BLKBACK_ARGS    extra options for `xensplit blkback` in dom0, without spaces
 #                           inside an option (e.g. --max-indirect-segments=0)
-#   REALXEN_BENCH_ROUNDS    alternating kernel/xensplit benchmark rounds (default 5; 0 skips)
+#   REALXEN_BENCH_ROUNDS    alternating kernel/xensplit rounds of each benchmark, block
+#                           and net (default 3; 0 skips both)
 #   REALXEN_BENCH_COPY      1 adds a third backend per round: ours with --persistent-grants=off
 #   REALXEN_STEPS           step groups after the selftest, comma-separated (default
-#                           boot,vbd,bench,frontend; REALXEN_DOMU=0 drops the first three)
+#                           boot,vbd,bench,frontend,net,netfront; netbench, the net
+#                           benchmark, only when named; REALXEN_DOMU=0 drops all but
+#                           frontend and netfront)
 #   REALXEN_TIMEOUT         seconds the whole QEMU run may take (default 1800)
 set -euo pipefail
 
@@ -69,9 +73,12 @@ accel=${REALXEN_ACCEL:-tcg}
 mem=${REALXEN_MEM:-2560}
 dom0_mem=${REALXEN_DOM0_MEM:-1024M}
 run_timeout=${REALXEN_TIMEOUT:-1800}
-bench_rounds=${REALXEN_BENCH_ROUNDS:-5}
-steps=${REALXEN_STEPS:-boot,vbd,bench,frontend}
-if [ "${REALXEN_DOMU:-1}" = 0 ]; then steps=$(sed 's/\(^\|,\)\(boot\|vbd\|bench\)\b//g; s/^,//' <<< "$steps"); fi
+bench_rounds=${REALXEN_BENCH_ROUNDS:-3}
+# netbench is not in the default until our netback's stall (Protocols/realxen.md, "What real
+# Xen showed with the net pair") is fixed: with it a round takes minutes and the run its
+# timeout. REALXEN_STEPS=...,netbench runs it.
+steps=${REALXEN_STEPS:-boot,vbd,bench,frontend,net,netfront}
+if [ "${REALXEN_DOMU:-1}" = 0 ]; then steps=$(sed 's/\(^\|,\)\(boot\|vbd\|bench\|net\|netbench\)\b//g; s/^,//' <<< "$steps"); fi
 has_step() { [[ ",$steps," == *",$1,"* ]]; }
 # The selftest's steps (issue 8, item 2); fewer PASS lines than this is a failure even if
 # nothing says FAIL, so a step that stops running cannot go unnoticed.
@@ -172,6 +179,15 @@ build_rootfs() {
             cp -L "$rootfs$lib" "$tmp/domu/e2fs$lib"
         done
     [ -e "$tmp/domu/e2fs/lib64/ld-linux-x86-64.so.2" ] || { say "no loader for e2fsprogs"; return 1; }
+    # iperf3 for the net steps, with its libraries, laid out the same way.
+    mkdir -p "$tmp/domu/iperf3/usr/bin"
+    cp "$rootfs/usr/bin/iperf3" "$tmp/domu/iperf3/usr/bin/"
+    chroot "$rootfs" /usr/bin/ldd /usr/bin/iperf3 | sed -n 's/.*[[:space:]]\(\/[^ ]*\) (0x.*/\1/p' | sort -u \
+        | while read -r lib; do
+            mkdir -p "$tmp/domu/iperf3$(dirname "$lib")"
+            cp -L "$rootfs$lib" "$tmp/domu/iperf3$lib"
+        done
+    [ -e "$tmp/domu/iperf3/lib64/ld-linux-x86-64.so.2" ] || { say "no loader for iperf3"; return 1; }
     # xl reads the domU kernel from dom0's filesystem.
     ln -sf "vmlinuz-$kver" "$rootfs/boot/vmlinuz"
     install -m 755 "$here/dom0-boot.sh" "$rootfs/sbin/realxen-boot"
@@ -231,10 +247,11 @@ done
 cp "$cache"/domu/*.ko "$run/domu-root/lib/"
 cp -r "$cache/domu/modules" "$run/domu-root/lib/"
 cp -r "$cache"/domu/e2fs/* "$run/domu-root/"
+cp -r "$cache"/domu/iperf3/* "$run/domu-root/"
 install -m 755 "$here/domu-init.sh" "$run/domu-root/init"
 (cd "$run/domu-root" && find . | cpio -o -H newc --quiet | gzip -1) > "$run/payload/domu.cpio.gz"
 # The payload disk, mounted at /realxen in dom0.
-install -m 755 "$bin" "$here/dom0-init.sh" "$here/hotplug-noop.sh" "$run/payload/"
+install -m 755 "$bin" "$here/dom0-init.sh" "$here/dom0-net.sh" "$here/hotplug-noop.sh" "$run/payload/"
 # The test bundle without its debug info, and the Swift toolchain's libraries it links
 # (dom0 has glibc, libstdc++, liburing and libxen's; the bundle finds the rest through
 # LD_LIBRARY_PATH).
@@ -244,7 +261,7 @@ toolchain_lib=$(cd "$(dirname "$(command -v swift)")/../lib" && pwd)
 ldd "$tests_bin" | awk -v lib="$toolchain_lib/" 'index($3, lib) == 1 { print $3 }' \
     | while read -r so; do cp -L "$so" "$run/payload/swift-tests/lib/"; done
 [ -n "$(ls "$run/payload/swift-tests/lib")" ] || die "ldd found no Swift libraries under $toolchain_lib for $tests_bin"
-cp "$here/domu-boot.cfg" "$here/domu-vbd.cfg" "$here/domu-bench.cfg" "$run/payload/"
+cp "$here/domu-boot.cfg" "$here/domu-vbd.cfg" "$here/domu-bench.cfg" "$here/domu-net.cfg" "$run/payload/"
 truncate -s 16M "$run/payload/disk.img"
 printf 'XENSPLIT-REALXEN-DISK' | dd of="$run/payload/disk.img" conv=notrunc status=none
 truncate -s 4M "$run/payload/disk-ro.img"
@@ -372,17 +389,23 @@ has_step boot && required+=(domu-boot)
 has_step vbd && required+=(vbd-handshake vbd-io vbd-readonly vbd-discard vbd-ext4 vbd-takeup vbd-teardown vbd-release vbd-second vbd-4k)
 has_step bench && [ "$bench_rounds" != 0 ] && required+=(bench)
 has_step frontend && required+=(frontend-kernel frontend-4k)
+has_step net && required+=(net-vif net-ping net-tcp net-jumbo net-two-vifs net-queues net-takeup net-destroy net-second)
+has_step netfront && required+=(net-frontend-kernel)
+has_step netbench && [ "$bench_rounds" != 0 ] && required+=(netbench)
 while read -r step; do
     failures+=("$step: no PASS line")
 done < <(steps_without_pass "${required[@]}" < "$clean")
 
-# Take-up: each feature's REALXEN-TAKEUP line against the written list.
-takeup_lines=$(marker_lines REALXEN-TAKEUP < "$clean")
+# Take-up: each feature's line (REALXEN-TAKEUP for the block pair, REALXEN-NETTAKEUP for
+# the net pair) against its written list. check_takeup MARKER LIST LABEL appends a line per
+# feature to takeup_checked and a failure for each that breaks its rule.
 takeup_checked=()
-if grep -q "^vbd-takeup PASS" <<< "$results"; then
+check_takeup() {
+    local marker=$1 list=$2 label=$3 lines feature rule line offered taken want verdict
+    lines=$(marker_lines "$marker" < "$clean")
     while IFS=$'\t' read -r feature rule _; do
         case $feature in ''|'#'*) continue ;; esac
-        line=$(grep -m 1 "^$feature " <<< "$takeup_lines" || true)
+        line=$(grep -m 1 "^$feature " <<< "$lines" || true)
         offered=$(sed -n 's/.* offered=\([^ ]*\).*/\1/p' <<< "$line")
         taken=$(sed -n 's/.* taken=\([^ ]*\).*/\1/p' <<< "$line")
         case $rule in
@@ -391,17 +414,19 @@ if grep -q "^vbd-takeup PASS" <<< "$results"; then
             *) want=$rule ;;
         esac
         if [ -z "$line" ]; then
-            failures+=("takeup $feature: dom0 printed no REALXEN-TAKEUP line")
+            failures+=("$label $feature: dom0 printed no $marker line")
             verdict=FAIL
         elif [ "$taken" != "$want" ]; then
-            failures+=("takeup $feature: offered $offered, Linux took $taken, Protocols/realxen-takeup.tsv says $rule = $want")
+            failures+=("$label $feature: offered $offered, Linux took $taken, $(basename "$list") says $rule = $want")
             verdict=FAIL
         else
             verdict=ok
         fi
-        takeup_checked+=("$(printf '%-20s offered=%-6s taken=%-6s rule=%-7s %s' "$feature" "$offered" "$taken" "$rule" "$verdict")")
-    done < "$repo/Protocols/realxen-takeup.tsv"
-fi
+        takeup_checked+=("$(printf '%-9s %-20s offered=%-6s taken=%-8s rule=%-7s %s' "$label" "$feature" "$offered" "$taken" "$rule" "$verdict")")
+    done < "$list"
+}
+grep -q "^vbd-takeup PASS" <<< "$results" && check_takeup REALXEN-TAKEUP "$repo/Protocols/realxen-takeup.tsv" vbd
+grep -q "^net-takeup PASS" <<< "$results" && check_takeup REALXEN-NETTAKEUP "$repo/Protocols/realxen-net-takeup.tsv" vif
 
 # Benchmark: per workload, MiB/s of each round for the kernel's blkback (reference) and ours;
 # medians compared, spread the larger (max-min)/median of the two.
@@ -443,6 +468,37 @@ if has_step bench && [ "$bench_rounds" != 0 ]; then
     [ "${REALXEN_BENCH_COPY:-0}" = 1 ] && compare ours ours-copy realxen-persistent-vs-copy
 fi
 
+# Net benchmark: per iperf3 workload, the receiver's rate in each round for Linux's
+# xen-netback (reference) and ours; medians compared, spread as for the block benchmark.
+netbench_workloads=(tcp-rx tcp-tx udp64-rx udp64-tx)
+netbench_samples=$(marker_lines REALXEN-NETBENCH < "$clean" \
+    | sed -n 's/^side=\([a-z]*\) round=\([0-9]*\) name=\([a-z0-9-]*\) value=\([0-9.]*\) unit=\([^ ]*\).*/\1 \3 \4 \5/p')
+netbench_lines=()
+if has_step netbench && [ "$bench_rounds" != 0 ]; then
+    netbench_errors=$(marker_lines REALXEN-NETBENCH-ERROR < "$clean")
+    [ -z "$netbench_errors" ] || failures+=("netbench: $(paste -sd';' - <<< "$netbench_errors")")
+    for name in "${netbench_workloads[@]}"; do
+        for side in kernel ours; do
+            n=$(grep -c "^$side $name " <<< "$netbench_samples" || true)
+            [ "$n" = "$bench_rounds" ] || failures+=("netbench $name: $n of $bench_rounds $side rounds reported")
+        done
+        line=$(awk -v name="$name" '
+            function median(a, n,   i, j, t) {
+                for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+                return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+            }
+            $2 == name { unit = $4; if ($1 == "ours") o[++no] = $3; else if ($1 == "kernel") k[++nk] = $3 }
+            END {
+                if (no == 0 || nk == 0) exit
+                mo = median(o, no); mk = median(k, nk)
+                if (mo <= 0 || mk <= 0) exit
+                so = (o[no] - o[1]) / mo * 100; sk = (k[nk] - k[1]) / mk * 100
+                printf "bench realxen-net-%s ours=%.2f reference=%.2f unit=%s ratio=%.3f spread=%.1f%%", name, mo, mk, unit, mo / mk, (so > sk ? so : sk)
+            }' <<< "$netbench_samples")
+        [ -n "$line" ] && netbench_lines+=("$line")
+    done
+fi
+
 echo
 echo "=== realxen: what dom0 reported"
 [ -z "$marks" ] || sed 's/^/REALXEN-MARK /' <<< "$marks"
@@ -462,14 +518,25 @@ while read -r step verdict why; do
 done <<< "$results"
 echo "--- block backend steps (dom0's view)"
 marker_lines REALXEN-VBD < "$clean"
-echo "--- take-up (xvda; rules from Protocols/realxen-takeup.tsv)"
+echo "--- take-up (vbd: xvda, rules from Protocols/realxen-takeup.tsv; vif: vif 0, Protocols/realxen-net-takeup.tsv)"
 if [ ${#takeup_checked[@]} -gt 0 ]; then printf '%s\n' "${takeup_checked[@]}"; else echo "(not checked)"; fi
-marker_lines REALXEN-TAKEUP < "$clean" | sed -n 's/^\([a-z-]* offered=\)/  observed: \1/p'
+{ marker_lines REALXEN-TAKEUP < "$clean"; marker_lines REALXEN-NETTAKEUP < "$clean"; } | sed -n 's/^\([a-z0-9-]* offered=\)/  observed: \1/p'
 echo "--- benchmark (dd O_DIRECT in a 2-vCPU domU on dom0's /dev/ram0; reference: Linux's xen-blkback; under TCG emulation)"
 marker_lines REALXEN-BENCH-INFO < "$clean" | sed 's/^/REALXEN-BENCH-INFO /'
 if [ ${#bench_lines[@]} -gt 0 ]; then printf '%s\n' "${bench_lines[@]}"; else echo "(no benchmark)"; fi
 echo "--- our frontend against Linux's blkback (dom0)"
 { marker_lines REALXEN-FRONTEND < "$clean"; marker_lines REALXEN-FRONTEND-4K < "$clean"; }
+echo "--- the net pair (dom0's view)"
+marker_lines REALXEN-NET < "$clean"
+marker_lines REALXEN-NETFRONT < "$clean" | sed 's/^/netfront: /'
+echo "--- net benchmark (iperf3, dom0 the client, a 2-vCPU domU with one vif; reference: Linux's xen-netback; under TCG emulation)"
+marker_lines REALXEN-NETBENCH-INFO < "$clean" | sed 's/^/REALXEN-NETBENCH-INFO /'
+marker_lines REALXEN-NETBENCH < "$clean" | sed 's/^/  round: /'
+marker_lines REALXEN-NETBENCH-THREADS < "$clean" | sed 's/^/  ours, CPU ticks per thread: /'
+if [ ${#netbench_lines[@]} -gt 0 ]; then printf '%s\n' "${netbench_lines[@]}"; else echo "(no net benchmark)"; fi
+echo "--- step groups in dom0 (s, from the marks' uptime)"
+awk '$2 ~ /-begin$|-end$|^tests-done$/ { sub(/^uptime=/, "", $3); print $2, $3 }' <<< "$(sed 's/^/x /' <<< "$marks")" \
+    | awk '{ n = $1; t = $2 } n ~ /-begin$/ { b[substr(n, 1, length(n) - 6)] = t } n ~ /-end$/ { g = substr(n, 1, length(n) - 4); if (g in b) printf "%-18s %8.1f\n", g, t - b[g] }'
 echo "--- timings (s)"
 for i in "${!phase_names[@]}"; do printf '%-18s %8s\n' "${phase_names[$i]}" "${phase_seconds[$i]}"; done
 
@@ -493,7 +560,9 @@ if [ ${#failures[@]} -gt 0 ]; then
     section swift-tests
     for name in blkback xenstore-backend xenstore-frontend domu-vbd-console domu-vbd2-console xl-create-vbd xl-destroy-vbd \
             xl-create-vbd2 hotplug-noop blkfront xl-block-attach xl-block-detach nbdcopy \
-            $(sed -n 's/^REALXEN-LOG-BEGIN \(bench-[^ ]*\)$/\1/p' "$clean"); do
+            netback xs-net-backend xs-net-frontend domu-net-console domu-net2-console xl-create-net xl-destroy-net \
+            netfront netfront-diag xl-network-attach xl-network-detach vif-bridge \
+            $(sed -n 's/^REALXEN-LOG-BEGIN \(\(net\)\{0,1\}bench-[^ ]*\)$/\1/p' "$clean"); do
         echo "--- $name"
         section "$name"
     done
