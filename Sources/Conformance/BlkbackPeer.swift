@@ -48,6 +48,8 @@ public final class BlkbackPeer: ConformancePeer, @unchecked Sendable {
     var headerAtMap: [UInt32] = []
     /// Why this handshake's ring did not map, if it did not.
     var mapProblem: String?
+    /// Keys the peer wrote besides the state, removed when it starts over.
+    var written: Set<String> = []
     var ring: GrantMapping?
     var events: (any EventChannel)?
     var port: EventPort?
@@ -138,6 +140,7 @@ public final class BlkbackPeer: ConformancePeer, @unchecked Sendable {
             for (key, value) in keys { try await tx.write(path + "/" + key, value) }
             try await tx.write(path + "/state", state.nodeValue)
         }
+        written.formUnion(keys.keys)
         own = state
     }
 
@@ -151,13 +154,21 @@ public final class BlkbackPeer: ConformancePeer, @unchecked Sendable {
     /// Offers `features` with InitWait and waits for the frontend's Initialised (or
     /// Connected): its nodes are kept, its ring mapped and its port bound.
     public func offer(_ features: [String: String] = honestFeatures) async throws {
+        _ = try await offer(features, until: [.initialised, .connected])
+    }
+
+    /// Offers `features` with InitWait and waits for the frontend to read one of
+    /// `wanted`; at Initialised or Connected its nodes are kept and its ring attached.
+    func offer(_ features: [String: String], until wanted: Set<XenbusState>) async throws -> XenbusState {
         atInitialised = [:]
         headerAtMap = []
         mapProblem = nil
         try await writeState(.initWait, keys: features)
-        _ = try await waitForFrontend([.initialised, .connected])
+        let state = try await waitForFrontend(wanted)
+        guard state == .initialised || state == .connected else { return state }
         atInitialised = try await targetNodes()
         attach()
+        return state
     }
 
     /// Maps `ring-ref` and binds `event-channel` as the frontend published them.
@@ -211,7 +222,8 @@ public final class BlkbackPeer: ConformancePeer, @unchecked Sendable {
             _ = try await waitForFrontend([.closed, .initialising])
         }
         detach()
-        for key in Set(Self.honestFeatures.keys).union(Self.honestDisk.keys) { try? await store.rm(backendPath + "/" + key) }
+        for key in written { try? await store.rm(backendPath + "/" + key) }
+        written = []
         if own != .unknown { try await writeState(.closed) }
     }
 

@@ -127,6 +127,32 @@ public enum BlkifFrontendSuite {
     static let badKeys: [Check] = [
         lyingDisk("BLKIF-FE-033", BlkifDiskProperties.Key.sectors, "lots"),
         lyingDisk("BLKIF-FE-034", BlkifDiskProperties.Key.sectorSize, "1000"),
+        Check("BLKIF-FE-036") { peer in
+            try await peer.startOver()
+            try await peer.offer(BlkbackPeer.honestFeatures.merging(["multi-queue-max-queues": "0"]) { $1 })
+            let queues = peer.atInitialised["multi-queue-num-queues"]
+            let ring = peer.atInitialised["ring-ref"] ?? peer.atInitialised["queue-0/ring-ref"]
+            let oneRing = (queues == nil || queues == "1") && ring != nil
+            guard oneRing else { return .fail("with multi-queue-max-queues 0: multi-queue-num-queues \(queues ?? "absent"), ring-ref \(ring ?? "absent")") }
+            try await peer.connect()
+            return .pass("with multi-queue-max-queues 0: one ring (ring-ref \(ring!), multi-queue-num-queues \(queues ?? "absent")), Connected")
+        },
+        Check("BLKIF-FE-037") { peer in
+            try await peer.startOver()
+            let features = BlkbackPeer.honestFeatures.merging(["max-ring-page-order": "many"]) { $1 }
+            let state = try await peer.offer(features, until: [.initialised, .connected, .closing, .closed])
+            var seen = "the frontend read \(state)"
+            if state == .initialised || state == .connected {
+                let order = peer.atInitialised["ring-page-order"]
+                guard (order == nil || order == "0"), peer.atInitialised["ring-ref"] != nil else {
+                    return .fail("with max-ring-page-order 'many': ring-page-order \(order ?? "absent"), ring-ref \(peer.atInitialised["ring-ref"] ?? "absent")")
+                }
+                try await peer.connect()
+                seen = "a one-page ring (ring-page-order \(order ?? "absent")), Connected"
+            }
+            try await freshHandshake(peer)
+            return .pass("with max-ring-page-order 'many': \(seen); connected to an honest backend after a start over")
+        },
         Check("BLKIF-FE-038") { peer in
             try await peer.startOver()
             try await peer.offer()
