@@ -235,6 +235,32 @@ public final class BlkbackPeer: ConformancePeer, @unchecked Sendable {
         try await connect()
     }
 
+    /// Removes the backend node as a toolstack unplugging it would, runs `body`, then
+    /// puts the node back as it was (values and permissions, state Closed), so the run
+    /// can go on.
+    func withBackendNodeRemoved<T>(_ body: () async throws -> T) async throws -> T {
+        let saved = try await nodes(backendPath)
+        var permissions: [String: [XenStorePermission]] = ["": try await store.getPermissions(backendPath)]
+        for key in saved.keys { permissions[key] = try await store.getPermissions(backendPath + "/" + key) }
+        detach()
+        try await store.rm(backendPath)
+        let result: Result<T, any Error>
+        do { result = .success(try await body()) } catch { result = .failure(error) }
+        let path = backendPath
+        try await store.withTransaction { tx in
+            try await tx.write(path, "")
+            try await tx.setPermissions(path, permissions[""]!)
+            for (key, value) in saved where key != "state" {
+                try await tx.write(path + "/" + key, value)
+                if let p = permissions[key] { try await tx.setPermissions(path + "/" + key, p) }
+            }
+            try await tx.write(path + "/state", XenbusState.closed.nodeValue)
+            if let p = permissions["state"] { try await tx.setPermissions(path + "/state", p) }
+        }
+        own = .closed
+        return try result.get()
+    }
+
     /// Closes the device and the peer's connection.
     public func close() async {
         try? await startOver()

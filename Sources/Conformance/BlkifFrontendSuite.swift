@@ -87,6 +87,22 @@ public enum BlkifFrontendSuite {
             try await freshHandshake(peer)
             return .pass("backend state 'eleven': the frontend read \(states.joined(separator: " -> ")); connected to an honest backend after a start over")
         },
+        Check("XENBUS-022") { peer in
+            try await peer.ensureConnected()
+            let seen = try await peer.withBackendNodeRemoved { () async throws -> String in
+                let deadline = ContinuousClock.now + BlkbackPeer.patience
+                while ContinuousClock.now < deadline {
+                    guard (try? await peer.store.readString(peer.frontendPath + "/state")) != nil else { return "its node gone" }
+                    if await peer.frontendState() == .closed { return "Closed" }
+                    try await Task.sleep(for: .milliseconds(2))
+                }
+                return "still \(await peer.describeFrontendState())"
+            }
+            guard !seen.hasPrefix("still") else { return .fail("backend node removed: the frontend reads \(seen)") }
+            // Not part of the clause, but the rest of a run needs it: say whether it came back.
+            let again = (try? await freshHandshake(peer)) != nil
+            return .pass("backend node removed: the frontend read \(seen); \(again ? "connected again" : "did not connect again") once the node came back")
+        },
     ]
 
     // MARK: ring.tsv
