@@ -25,8 +25,10 @@ struct ConformanceCommand: AsyncParsableCommand {
         and any deviation fails the run; without it any fail or clause not executed does. \
         The exit status is 1 when the run fails.
 
-        Written so far: --role backend --device vbd (a scripted blkfront) and --device vif (a scripted \
-        netfront, which sees the host side on the backend's vif interface; see --vif-namespace, --plug).
+        Written so far: --device vbd with --role backend (a scripted blkfront) and --role \
+        frontend (a scripted blkback in dom0 of the local hypervisor); --device vif with --role \
+        backend (a scripted netfront, which sees the host side on the backend's vif interface; \
+        see --vif-namespace, --plug).
         """
     )
 
@@ -83,15 +85,21 @@ struct ConformanceCommand: AsyncParsableCommand {
 
     func run() async throws {
         let (domain, devid) = try parsedTarget()
-        guard role == .backend else {
-            throw CommandFailure("conformance: the scripted peer for --role \(role.rawValue) is not written yet; --role backend is")
+        if device == .vif {
+            guard role == .backend else {
+                throw CommandFailure("conformance: the scripted peer for --role frontend --device vif is not written yet; --role backend is")
+            }
+            return try await runVif(domain: domain, devid: devid)
         }
-        if device == .vif { return try await runVif(domain: domain, devid: devid) }
         let directory = try clauseDir ?? ClauseCatalog.defaultDirectory()
         let catalog = try ClauseCatalog(directory: directory)
         let expectations = try Expectations(path: directory + "/" + ClauseCatalog.expectationsFile, catalog: catalog)
         if let expect, !expectations.targets.contains(expect) {
             throw ValidationError("--expect: expected.tsv has no rows for \(expect) (it has \(expectations.targets.joined(separator: ", ")))")
+        }
+        if role == .frontend {
+            try await runFrontendRole(domain: domain, devid: devid, catalog: catalog, expectations: expectations)
+            return
         }
         let runner = try ConformanceRunner(catalog: catalog, checks: BlkifBackendSuite.checks)
 
@@ -108,14 +116,40 @@ struct ConformanceCommand: AsyncParsableCommand {
             }
         }
         let left = await peer.close()
+        if left > 0 { FileHandle.standardError.write(Data("conformance: \(left) page sets still mapped by the backend at the end\n".utf8)) }
+        try deliver(report)
+    }
+
+    /// Prints or writes the report; a failed run exits 1.
+    func deliver(_ report: ConformanceReport) throws {
         let rendered = report.rendered(format)
         if let output {
             try rendered.write(toFile: output, atomically: true, encoding: .utf8)
         } else {
             FileHandle.standardOutput.write(Data(rendered.utf8))
         }
-        if left > 0 { FileHandle.standardError.write(Data("conformance: \(left) page sets still mapped by the backend at the end\n".utf8)) }
         if report.failed { throw ExitCode(1) }
+    }
+
+    /// --role frontend: a scripted blkback in the backend's domain (dom0 of the local
+    /// hypervisor) serves DOMAIN's device and tests its frontend.
+    func runFrontendRole(domain: String, devid: UInt32, catalog: ClauseCatalog, expectations: Expectations) async throws {
+        guard platform.kind == .local else {
+            throw CommandFailure("conformance: --role frontend runs on the local hypervisor only so far")
+        }
+        let runner = try ConformanceRunner(catalog: catalog, checks: BlkifFrontendSuite.checks)
+        let guest = try await platform.joinGuest(domain, command: "conformance", what: "device")
+        let frontendPath = "/local/domain/\(guest.domainID)/device/\(device.rawValue)/\(devid)"
+        let backend = try LocalPlatform(stateDirectory: platform.state.resolved)
+        let peer = try await BlkbackPeer(platform: backend, frontendPath: frontendPath)
+        let report = await runner.run(scope: ConformanceScope(role: .frontend, device: device, clauses: clauses), peer: peer,
+                                      target: target, expectations: expectations, expect: expect) { result in
+            if output != nil || format != .text {
+                FileHandle.standardError.write(Data("\(result.outcome.rawValue) \(result.clause.id)\n".utf8))
+            }
+        }
+        await peer.close()
+        try deliver(report)
     }
 }
 
