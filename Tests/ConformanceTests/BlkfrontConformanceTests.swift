@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import XenTesting
+import SystemCalls
 @testable import Conformance
 
 /// The suite's frontend role as a process (a scripted blkback in dom0) against our
@@ -12,7 +13,7 @@ struct BlkfrontConformanceTests {
 
     /// A local hypervisor and our blkfront on guest `guest`'s xvda (its NBD export on a
     /// socket in the state directory), for `body`; everything started is stopped after.
-    static func withBlkfront(_ body: (_ state: String, _ blkfront: Process) async throws -> Void) async throws {
+    static func withBlkfront(_ body: (_ state: String, _ blkfront: ChildProcess) async throws -> Void) async throws {
         var template = Array("/tmp/xensplit-conformance-fe-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw JUnitReaderError(description: "mkdtemp: errno \(errno)") }
         let state = String(cString: made)
@@ -21,8 +22,8 @@ struct BlkfrontConformanceTests {
         #expect(truncate(state + "/rw.img", 16384 * 512) == 0)
         let hypervisor = try TestCommand.spawn(binary, ["hypervisor", "--state-dir", state])
         defer {
-            kill(hypervisor.processIdentifier, SIGTERM)
-            hypervisor.waitUntilExit()
+            _ = hypervisor.signal(SIGTERM)
+            _ = hypervisor.wait()
         }
         for _ in 0 ..< 2000 where !FileManager.default.fileExists(atPath: state + "/xenstored.socket") {
             try await Task.sleep(for: .milliseconds(10))
@@ -33,8 +34,8 @@ struct BlkfrontConformanceTests {
         let blkfront = try TestCommand.spawn(binary, ["blkfront", "guest", "xvda", "--nbd", "unix:\(state)/xvda.sock",
                                                       "--platform", "local", "--state-dir", state])
         defer {
-            kill(blkfront.processIdentifier, SIGTERM)
-            blkfront.waitUntilExit()
+            _ = blkfront.signal(SIGTERM)
+            _ = blkfront.wait()
         }
         try await body(state, blkfront)
     }
@@ -67,7 +68,7 @@ struct BlkfrontConformanceTests {
             #expect(executed == BlkifFrontendSuite.checks.count)
             #expect(document.totals.values.map(\.failures).reduce(0, +) == 0)
             // Lying sizes and states refused, not fatal: the same process connects again.
-            #expect(blkfront.isRunning, "blkfront exited with \(blkfront.isRunning ? 0 : blkfront.terminationStatus)")
+            #expect(blkfront.isRunning, "blkfront exited: \(blkfront.status.map { "\($0)" } ?? "running")")
             let again = try await Self.conformance(state, ["--target", "guest/51712", "--clauses", "XENBUS-01[67]", "--format", "json"])
             #expect(again.status == 0, "second run: \(again.stdout) \(again.stderr)")
         }
