@@ -38,8 +38,8 @@ public final class BlkbackPeer: ConformancePeer, @unchecked Sendable {
     public let frontendID: DomainID
     /// The state the peer last wrote.
     public private(set) var own: XenbusState = .unknown
-    /// Every value the frontend's state node read, for XENBUS-001.
-    var stateValuesSeen: Set<String> = []
+    /// The frontend's directory as the peer reads it.
+    let frontend: XenbusOtherEnd
     /// Frontend states read as Connected while the peer was not (XENBUS-017).
     var connectedEarly: [String] = []
     /// The frontend's nodes when its state first read Initialised (or Connected) this handshake.
@@ -60,6 +60,7 @@ public final class BlkbackPeer: ConformancePeer, @unchecked Sendable {
         self.platform = platform
         self.frontendPath = frontendPath
         do { store = try platform.connectXenStore() } catch { throw PeerError.platform("xenstore: \(error)") }
+        frontend = XenbusOtherEnd(store: store, path: frontendPath)
         do {
             backendPath = try await store.readString(frontendPath + "/backend")
             let home = "/local/domain/\(platform.domainID)/backend/"
@@ -76,61 +77,35 @@ public final class BlkbackPeer: ConformancePeer, @unchecked Sendable {
             store.close()
             throw PeerError.badFrontendNode("\(frontendPath): \(error)")
         }
+        // XENBUS-017: a frontend Connected before the backend is.
+        frontend.observe = { [unowned self] state in
+            if state == .connected, own != .connected { connectedEarly.append("Connected while the backend was \(own)") }
+        }
     }
 
     /// The frontend's nodes now.
-    public func targetNodes() async throws -> [String: String] { try await nodes(frontendPath) }
-
-    func nodes(_ path: String) async throws -> [String: String] {
-        var nodes: [String: String] = [:]
-        for key in try await store.directory(path) {
-            if let value = try? await store.readString(path + "/" + key) { nodes[key] = value }
-        }
-        return nodes
-    }
+    public func targetNodes() async throws -> [String: String] { try await frontend.nodes() }
 
     // MARK: states
 
-    /// The frontend's state (nil when absent or not a number), remembered for XENBUS-001
-    /// and XENBUS-017.
-    func frontendState() async -> XenbusState? {
-        guard let value = try? await store.readString(frontendPath + "/state") else { return nil }
-        stateValuesSeen.insert(value)
-        let state = UInt8(value).flatMap(XenbusState.init(rawValue:))
-        if state == .connected, own != .connected { connectedEarly.append("Connected while the backend was \(own)") }
-        return state
-    }
+    /// Every value the frontend's state node read, for XENBUS-001.
+    var stateValuesSeen: Set<String> { frontend.stateValuesSeen }
 
-    func describeFrontendState() async -> String {
-        guard let value = try? await store.readString(frontendPath + "/state") else { return "absent" }
-        return UInt8(value).flatMap(XenbusState.init(rawValue:)).map { "\($0)" } ?? "'\(value)'"
-    }
+    /// The frontend's state (nil when absent or not a number).
+    func frontendState() async -> XenbusState? { await frontend.state() }
+
+    func describeFrontendState() async -> String { await frontend.describeState() }
 
     /// Waits for the frontend's state to read one of `wanted`.
+    @discardableResult
     func waitForFrontend(_ wanted: Set<XenbusState>, within: Duration = patience) async throws -> XenbusState {
-        let deadline = ContinuousClock.now + within
-        while true {
-            if let state = await frontendState(), wanted.contains(state) { return state }
-            guard ContinuousClock.now < deadline else {
-                throw PeerError.stateNotReached(path: frontendPath + "/state", wanted: wanted.map(\.description).sorted().joined(separator: "|"),
-                                                last: await describeFrontendState(), seconds: Int(within.components.seconds))
-            }
-            try await Task.sleep(for: .milliseconds(2))
-        }
+        try await frontend.wait(for: wanted, within: within)
     }
 
     /// The frontend's states over `window`, in order of change: a time box for clauses
     /// where the frontend must not do something.
     func watchFrontend(for window: Duration = refusalWindow) async throws -> [String] {
-        let deadline = ContinuousClock.now + window
-        var seen: [String] = []
-        while ContinuousClock.now < deadline {
-            _ = await frontendState()
-            let now = await describeFrontendState()
-            if seen.last != now { seen.append(now) }
-            try await Task.sleep(for: .milliseconds(5))
-        }
-        return seen
+        try await frontend.watch(for: window, stopOnRefusal: false)
     }
 
     /// Writes `keys` and the state in one transaction.
@@ -239,7 +214,7 @@ public final class BlkbackPeer: ConformancePeer, @unchecked Sendable {
     /// puts the node back as it was (values and permissions, state Closed), so the run
     /// can go on.
     func withBackendNodeRemoved<T>(_ body: () async throws -> T) async throws -> T {
-        let saved = try await nodes(backendPath)
+        let saved = try await store.nodes(under: backendPath)
         var permissions: [String: [XenStorePermission]] = ["": try await store.getPermissions(backendPath)]
         for key in saved.keys { permissions[key] = try await store.getPermissions(backendPath + "/" + key) }
         detach()

@@ -30,6 +30,8 @@ public final class BlkfrontPeer: ConformancePeer, @unchecked Sendable {
     let observer: XenStoreClient?
     public let frontendPath: String
     public let backendPath: String
+    /// The backend's directory as the peer reads it.
+    let backend: XenbusOtherEnd
     public let backendID: DomainID
     /// Data pages granted writable to the backend for the peer's life.
     let data: SharedPages
@@ -46,8 +48,6 @@ public final class BlkfrontPeer: ConformancePeer, @unchecked Sendable {
     /// The backend's nodes when its state first read InitWait and Connected, this handshake.
     var atInitWait: [String: String] = [:]
     var atConnected: [String: String] = [:]
-    /// Every value the backend's state node read, for XENBUS-001.
-    var stateValuesSeen: Set<String> = []
     var nextID: UInt64 = 1
 
     /// Data pages granted at start; a request uses at most this many.
@@ -63,10 +63,11 @@ public final class BlkfrontPeer: ConformancePeer, @unchecked Sendable {
         self.frontendPath = frontendPath
         do { store = try platform.connectXenStore() } catch { throw PeerError.platform("xenstore: \(error)") }
         do {
-            let backend = try await store.readString(frontendPath + "/backend")
+            let directory = try await store.readString(frontendPath + "/backend")
             let id = try await store.readString(frontendPath + "/backend-id")
             guard let domain = DomainID(id) else { throw PeerError.badFrontendNode("backend-id reads \(id)") }
-            backendPath = backend
+            backendPath = directory
+            backend = XenbusOtherEnd(store: store, path: directory)
             backendID = domain
         } catch let error as PeerError {
             store.close()
@@ -97,58 +98,26 @@ public final class BlkfrontPeer: ConformancePeer, @unchecked Sendable {
     // MARK: xenstore
 
     /// Every node directly under the backend's directory.
-    func backendNodes() async throws -> [String: String] {
-        var nodes: [String: String] = [:]
-        for key in try await store.directory(backendPath) {
-            if let value = try? await store.readString(backendPath + "/" + key) { nodes[key] = value }
-        }
-        return nodes
-    }
+    func backendNodes() async throws -> [String: String] { try await backend.nodes() }
 
-    /// The backend's state node as read (nil when absent), remembered for XENBUS-001.
-    func backendStateValue() async -> String? {
-        guard let value = try? await store.readString(backendPath + "/state") else { return nil }
-        stateValuesSeen.insert(value)
-        return value
-    }
+    /// Every value the backend's state node read, for XENBUS-001.
+    var stateValuesSeen: Set<String> { backend.stateValuesSeen }
 
     /// The backend's state, nil when absent or not a state number.
-    func backendState() async -> XenbusState? {
-        guard let value = await backendStateValue(), let raw = UInt8(value) else { return nil }
-        return XenbusState(rawValue: raw)
-    }
+    func backendState() async -> XenbusState? { await backend.state() }
 
-    func describeBackendState() async -> String {
-        guard let value = await backendStateValue() else { return "absent" }
-        return UInt8(value).flatMap(XenbusState.init(rawValue:)).map { "\($0)" } ?? "'\(value)'"
-    }
+    func describeBackendState() async -> String { await backend.describeState() }
 
     /// Waits until the backend's state is one of `wanted`; returns it.
     @discardableResult
     func waitForBackend(_ wanted: Set<XenbusState>, within: Duration = patience) async throws -> XenbusState {
-        let deadline = ContinuousClock.now + within
-        while true {
-            if let state = await backendState(), wanted.contains(state) { return state }
-            guard ContinuousClock.now < deadline else {
-                throw PeerError.stateNotReached(path: backendPath + "/state", wanted: wanted.map(\.description).sorted().joined(separator: "|"),
-                                                last: await describeBackendState(), seconds: Int(within.components.seconds))
-            }
-            try await Task.sleep(for: .milliseconds(2))
-        }
+        try await backend.wait(for: wanted, within: within)
     }
 
-    /// Watches the backend for `window` after a lie; returns each state it read, in
-    /// order, stopping early once it reads Closing or Closed (a refusal) if `stopOnRefusal`.
+    /// Watches the backend for `window` after a lie; the states it read, in order,
+    /// stopping at Closing or Closed if `stopOnRefusal`.
     func watchBackend(for window: Duration = refusalWindow, stopOnRefusal: Bool = true) async throws -> [String] {
-        var seen: [String] = []
-        let deadline = ContinuousClock.now + window
-        while ContinuousClock.now < deadline {
-            let state = await describeBackendState()
-            if seen.last != state { seen.append(state) }
-            if stopOnRefusal, state == "Closing" || state == "Closed" { break }
-            try await Task.sleep(for: .milliseconds(2))
-        }
-        return seen
+        try await backend.watch(for: window, stopOnRefusal: stopOnRefusal)
     }
 
     /// Writes our state node.

@@ -31,6 +31,8 @@ public final class NetfrontPeer: ConformancePeer, @unchecked Sendable {
     let observer: XenStoreClient?
     public let frontendPath: String
     public let backendPath: String
+    /// The backend's directory as the peer reads it.
+    let backend: XenbusOtherEnd
     public let backendID: DomainID
     public let host: VifHostSide
     /// The guest's MAC address, from the frontend node the toolstack wrote.
@@ -51,8 +53,6 @@ public final class NetfrontPeer: ConformancePeer, @unchecked Sendable {
     var rxFlagsSeen: Set<UInt16> = []
     /// rx responses that did not decode (flags or status unknown), for NETIF-BE-021.
     var rxDecodeErrors: [String] = []
-    /// Every value the backend's state node read, for XENBUS-001.
-    var stateValuesSeen: Set<String> = []
     var nextTxID: UInt16 = 1
     var nextCtrlID: UInt16 = 1
     var frameSeed: UInt64 = 0xC0F_FEE
@@ -65,13 +65,14 @@ public final class NetfrontPeer: ConformancePeer, @unchecked Sendable {
         self.host = host
         do { store = try platform.connectXenStore() } catch { throw PeerError.platform("xenstore: \(error)") }
         do {
-            let backend = try await store.readString(frontendPath + "/backend")
+            let directory = try await store.readString(frontendPath + "/backend")
             let id = try await store.readString(frontendPath + "/backend-id")
             guard let domain = DomainID(id) else { throw PeerError.badFrontendNode("backend-id reads \(id)") }
             let text = try await store.readString(frontendPath + "/mac")
             let octets = text.split(separator: ":").compactMap { UInt8($0, radix: 16) }
             guard octets.count == 6 else { throw PeerError.badFrontendNode("mac reads \(text)") }
-            backendPath = backend
+            backendPath = directory
+            backend = XenbusOtherEnd(store: store, path: directory)
             backendID = domain
             mac = octets
         } catch let error as PeerError {
@@ -97,56 +98,27 @@ public final class NetfrontPeer: ConformancePeer, @unchecked Sendable {
 
     // MARK: xenstore
 
-    func backendNodes() async throws -> [String: String] {
-        var nodes: [String: String] = [:]
-        for key in try await store.directory(backendPath) {
-            if let value = try? await store.readString(backendPath + "/" + key) { nodes[key] = value }
-        }
-        return nodes
-    }
+    /// Every node directly under the backend's directory.
+    func backendNodes() async throws -> [String: String] { try await backend.nodes() }
 
-    /// The backend's state node as read (nil when absent), remembered for XENBUS-001.
-    func backendStateValue() async -> String? {
-        guard let value = try? await store.readString(backendPath + "/state") else { return nil }
-        stateValuesSeen.insert(value)
-        return value
-    }
+    /// Every value the backend's state node read, for XENBUS-001.
+    var stateValuesSeen: Set<String> { backend.stateValuesSeen }
 
-    func backendState() async -> XenbusState? {
-        guard let value = await backendStateValue(), let raw = UInt8(value) else { return nil }
-        return XenbusState(rawValue: raw)
-    }
+    /// The backend's state, nil when absent or not a state number.
+    func backendState() async -> XenbusState? { await backend.state() }
 
-    func describeBackendState() async -> String {
-        guard let value = await backendStateValue() else { return "absent" }
-        return UInt8(value).flatMap(XenbusState.init(rawValue:)).map { "\($0)" } ?? "'\(value)'"
-    }
+    func describeBackendState() async -> String { await backend.describeState() }
 
+    /// Waits until the backend's state is one of `wanted`; returns it.
     @discardableResult
     func waitForBackend(_ wanted: Set<XenbusState>, within: Duration = patience) async throws -> XenbusState {
-        let deadline = ContinuousClock.now + within
-        while true {
-            if let state = await backendState(), wanted.contains(state) { return state }
-            guard ContinuousClock.now < deadline else {
-                throw PeerError.stateNotReached(path: backendPath + "/state", wanted: wanted.map(\.description).sorted().joined(separator: "|"),
-                                                last: await describeBackendState(), seconds: Int(within.components.seconds))
-            }
-            try await Task.sleep(for: .milliseconds(2))
-        }
+        try await backend.wait(for: wanted, within: within)
     }
 
     /// Watches the backend for `window` after a lie; the states it read, in order,
-    /// stopping at Closing or Closed.
+    /// stopping at Closing or Closed if `stopOnRefusal`.
     func watchBackend(for window: Duration = refusalWindow, stopOnRefusal: Bool = true) async throws -> [String] {
-        var seen: [String] = []
-        let deadline = ContinuousClock.now + window
-        while ContinuousClock.now < deadline {
-            let state = await describeBackendState()
-            if seen.last != state { seen.append(state) }
-            if stopOnRefusal, state == "Closing" || state == "Closed" { break }
-            try await Task.sleep(for: .milliseconds(2))
-        }
-        return seen
+        try await backend.watch(for: window, stopOnRefusal: stopOnRefusal)
     }
 
     func writeState(_ state: XenbusState) async throws { try await writeState(state.nodeValue) }

@@ -1,5 +1,6 @@
 import Blkif
 import Testing
+import XenTesting
 import XenPlatform
 import XenRing
 @testable import BlockFrontend

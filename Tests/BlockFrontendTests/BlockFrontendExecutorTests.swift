@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Testing
+import XenTesting
 @testable import BlockFrontend
 
 /// Tasks on the frontend's executor run on its I/O thread, and never wait for a thread

@@ -4,6 +4,7 @@ import NBD
 import Synchronization
 import SystemCalls
 import Testing
+import XenTesting
 @testable import BlockFrontend
 
 /// Whether `tool` is an executable on PATH.

@@ -1,6 +1,7 @@
 import Blkif
 import Synchronization
 import Testing
+import XenTesting
 import XenBus
 import XenPlatform
 import XenRing

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Synchronization
 import Testing
+import XenTesting
 @testable import BlockFrontend
 
 /// `BlockFrontend.submit(_:completion:)`, the non-waiting entry point the NBD export uses.

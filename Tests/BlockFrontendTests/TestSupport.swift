@@ -227,48 +227,6 @@ final class Rig: Sendable {
     }
 }
 
-/// A wait that did not end within its bound.
-struct WaitExceeded: Error, CustomStringConvertible {
-    let description: String
-}
-
-/// Runs `body` with an upper bound of `seconds`: a bound that turns a hang into a clear
-/// failure, not a timing assertion. Past the bound the body is left running (a request
-/// stuck in the frontend cannot be cancelled) and the test fails with `what`.
-func bounded<T: Sendable>(_ what: String, seconds: Int = 20,
-                          _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    let gate = FirstResult<T>()
-    return try await withCheckedThrowingContinuation { continuation in
-        gate.arm(continuation)
-        Task {
-            do { gate.resume(.success(try await body())) } catch { gate.resume(.failure(error)) }
-        }
-        Task {
-            try? await Task.sleep(for: .seconds(seconds))
-            gate.resume(.failure(WaitExceeded(description: "\(what): not done after \(seconds) s")))
-        }
-    }
-}
-
-/// Resumes a continuation with whichever result comes first.
-final class FirstResult<T: Sendable>: Sendable {
-    let continuation = Mutex<CheckedContinuation<T, any Error>?>(nil)
-    func arm(_ c: CheckedContinuation<T, any Error>) { continuation.withLock { $0 = c } }
-    func resume(_ result: Result<T, any Error>) {
-        continuation.withLock { c in
-            c?.resume(with: result)
-            c = nil
-        }
-    }
-}
-
-/// Waits (bounded) until `condition` holds.
-func eventually(_ what: String, seconds: Int = 20, _ condition: @escaping @Sendable () -> Bool) async throws {
-    try await bounded(what, seconds: seconds) {
-        while !condition() { try await Task.sleep(for: .milliseconds(1)) }
-    }
-}
-
 /// A seeded generator (SplitMix64), so every run writes the same data.
 struct SeededGenerator: RandomNumberGenerator {
     var state: UInt64

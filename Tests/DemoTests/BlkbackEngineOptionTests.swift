@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 @testable import NBD
 import Testing
+import XenTesting
 
 /// `xensplit blkback --engine`: io_uring unless the thread pool is asked for, and either one
 /// serves a disk end to end (hypervisor, blkback, blkfront and an NBD client as separate

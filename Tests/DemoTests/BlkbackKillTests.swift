@@ -5,6 +5,7 @@ import Glibc
 import Synchronization
 import SystemCalls
 import Testing
+import XenTesting
 
 /// A blocking NBD client over a Unix socket, enough for a write stream: handshake with
 /// NBD_OPT_GO, then requests and simple replies.

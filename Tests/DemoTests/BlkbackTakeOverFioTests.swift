@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+import XenTesting
 
 /// The acceptance run on the local hypervisor: fio with crc32c verification at
 /// queue depth 32 through `xensplit blkfront`'s NBD exports, on 4 disks of 2 guests,

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import XenTesting
 
 /// `xensplit blkfront --abi` against the `xensplit blkback` process: the backend reads the
 /// frontend's `protocol` node and serves that ring layout, and data written through NBD

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import XenTesting
 
 /// `xensplit demo` and `xensplit blkfront` as processes.
 @Suite("xensplit demo and blkfront as processes", .serialized)

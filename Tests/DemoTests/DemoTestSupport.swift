@@ -1,3 +1,4 @@
+import XenTesting
 import BlockBackend
 import Foundation
 import Logging
@@ -70,19 +71,6 @@ func runTool(_ arguments: [String], in directory: String) async throws -> (statu
     let output = child.output
     unlink(child.outputPath)
     return (status, output)
-}
-
-/// Polls `condition` every 10 ms for up to `seconds`.
-func eventually(_ what: String, seconds: Int = 20, _ condition: () async throws -> Bool) async throws {
-    let deadline = ContinuousClock.now + .seconds(seconds)
-    // Looked at once more after the deadline: a test process whose threads were all busy
-    // for a while (a loaded machine) must not fail a condition that came true meanwhile.
-    while true {
-        if try await condition() { return }
-        guard ContinuousClock.now < deadline else { break }
-        try await Task.sleep(for: .milliseconds(10))
-    }
-    throw DemoTestError("\(what): not done after \(seconds) s")
 }
 
 /// A seeded byte pattern.

@@ -124,18 +124,6 @@ final class NetWorld: @unchecked Sendable {
     }
 }
 
-func eventually(_ what: String, seconds: Int = 20, _ condition: @escaping @Sendable () async throws -> Bool) async throws {
-    let deadline = ContinuousClock.now + .seconds(seconds)
-    while true {
-        if try await condition() { return }
-        // Looked at once more after the deadline, for a loaded machine.
-        guard ContinuousClock.now < deadline else { break }
-        try await Task.sleep(for: .milliseconds(5))
-    }
-    if try await condition() { return }
-    throw NetTestError("\(what): not done after \(seconds) s")
-}
-
 struct NetTestError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }

@@ -324,15 +324,9 @@ func transfer(_ data: [UInt8], from: TestNamespace, to: TestNamespace, ip: Strin
     return (bytes.count, try await sha256(bytes))
 }
 
+/// XenTesting's bounded wait, with the longer bound these tests' namespaces and processes want.
 func eventually(_ what: String, seconds: Int = 30, _ condition: @escaping @Sendable () async throws -> Bool) async throws {
-    let deadline = ContinuousClock.now + .seconds(seconds)
-    while true {
-        if try await condition() { return }
-        guard ContinuousClock.now < deadline else { break }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-    if try await condition() { return }
-    throw E2EError("\(what): not done after \(seconds) s")
+    try await XenTesting.eventually(what, seconds: seconds, every: .milliseconds(20), condition)
 }
 
 struct E2EError: Error, CustomStringConvertible {

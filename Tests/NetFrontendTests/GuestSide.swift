@@ -3,6 +3,7 @@ import Netif
 import SystemCalls
 import Tap
 import Testing
+import XenTesting
 import XenBus
 import XenStore
 @testable import NetFrontend

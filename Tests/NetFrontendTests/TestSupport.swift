@@ -12,21 +12,6 @@ let testLogger: Logger = {
     return logger
 }()
 
-/// A wait that did not end within its bound.
-struct WaitExceeded: Error, CustomStringConvertible {
-    let description: String
-}
-
-/// Waits until `condition` holds, checking every millisecond; past `seconds` (a bound
-/// that turns a hang into a clear failure, not a timing assertion) throws naming `what`.
-func eventually(_ what: String, seconds: Int = 20, _ condition: () throws -> Bool) async throws {
-    let deadline = ContinuousClock.now + .seconds(seconds)
-    while try !condition() {
-        guard ContinuousClock.now < deadline else { throw WaitExceeded(description: "\(what): not so after \(seconds) s") }
-        try await Task.sleep(for: .milliseconds(1))
-    }
-}
-
 /// Hand-built Ethernet frames with the checksums the wire wants.
 enum Frames {
     static let guestMAC = EthernetAddress(0x00, 0x16, 0x3E, 0x12, 0x34, 0x56)

@@ -1,4 +1,5 @@
 import Testing
+import XenTesting
 import XenBus
 import XenPlatform
 import XenStore

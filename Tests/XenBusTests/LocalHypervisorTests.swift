@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import XenTesting
 import XenBus
 import XenLocal
 import XenPlatform

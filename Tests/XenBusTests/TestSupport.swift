@@ -142,40 +142,9 @@ final class DummyFrontend: XenbusFrontendHooks {
     }
 }
 
-/// A wait that did not end within its bound.
-struct WaitExceeded: Error, CustomStringConvertible {
-    let description: String
-}
-
-/// Runs `body` with an upper bound of `seconds`; past it, fails with `what`. A bound,
-/// not a timing assertion: it only turns a hang into a clear failure.
-func bounded<T: Sendable>(_ what: String, seconds: Int = 10,
-                          _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try? await Task.sleep(for: .seconds(seconds))
-            return nil
-        }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let value = first else {
-            throw WaitExceeded(description: "\(what): not done after \(seconds) s")
-        }
-        return value
-    }
-}
-
 /// The last value a wait saw, for its failure message.
 final class LastSeen: Sendable {
     let value = Mutex<[UInt8]?>(nil)
-}
-
-/// Waits (bounded) until `condition` holds: for state kept in memory (hook records, a
-/// driver's last written state), which a driver updates just after xenstore shows it.
-func eventually(_ what: String, seconds: Int = 10, _ condition: @escaping @Sendable () -> Bool) async throws {
-    try await bounded(what, seconds: seconds) {
-        while !condition() { try await Task.sleep(for: .milliseconds(1)) }
-    }
 }
 
 /// Waits (bounded) until the node at `path` satisfies `condition`; the failure names

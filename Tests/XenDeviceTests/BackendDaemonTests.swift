@@ -48,17 +48,6 @@ final class CountingDevice: BackendDevice {
     func release() { counts.withLock { $0.releases += 1 } }
 }
 
-/// Waits (bounded, a hang becomes a failure) until `condition`.
-func eventually(_ what: String, _ condition: () async throws -> Bool) async throws {
-    let deadline = ContinuousClock.now + .seconds(20)
-    while ContinuousClock.now < deadline {
-        if try await condition() { return }
-        try await Task.sleep(for: .milliseconds(5))
-    }
-    Issue.record("\(what): not done after 20 s")
-    throw CancellationError()
-}
-
 func state(_ store: XenStoreClient, _ path: String) async -> String? { try? await store.readString(path + "/state") }
 
 @Suite("XenDevice's backend daemon, for any device type")
