@@ -80,7 +80,11 @@ struct NetfrontCommand: AsyncParsableCommand {
             try device.setUp(true)
             try frontend.attachTap(device)
         } catch {
+            // A frontend that refused its backend before the TAP device was attached (the
+            // backend waited at InitWait already) says why, not only that it is closed.
+            let refused = (error as? NetFrontendError) == .closed ? await Self.refusal(of: frontend) : nil
             await frontend.close()
+            if let refused { throw refusalFailure(refused) }
             throw CommandFailure("netfront: TAP device \(tap)\(netns.map { " in namespace \($0)" } ?? ""): \(error)")
         }
         let stop = StopSignal()
@@ -112,13 +116,21 @@ struct NetfrontCommand: AsyncParsableCommand {
         let c = frontend.counters
         logger.info("netfront: closed; tx \(c.txPackets) packets (\(c.txDropped) dropped, \(c.txErrors) errors), rx \(c.rxPackets) packets (\(c.rxDropped) dropped, \(c.rxErrors) errors)")
         // Closing failed the wait if it still waited.
-        if let refused = await announce.value {
-            throw CommandFailure("netfront: \(name) vif \(devid)\(queues.map { " --queues \($0)" } ?? ""): \(refused)")
-        }
+        if let refused = await announce.value { throw refusalFailure(refused) }
         if left > 0 { throw CommandFailure("netfront: \(left) granted page sets were still mapped at close") }
     }
 
     /// Refuses a devid the toolstack never gave this domain (no frontend directory).
+    /// Why `frontend` refused its backend, once it has (nil: it did not, or is not done).
+    private static func refusal(of frontend: NetFrontend) async -> NetFrontendError? {
+        do { _ = try await frontend.connected() } catch let error as NetFrontendError where error != .closed { return error } catch {}
+        return nil
+    }
+
+    private func refusalFailure(_ refused: NetFrontendError) -> CommandFailure {
+        CommandFailure("netfront: \(name) vif \(devid)\(queues.map { " --queues \($0)" } ?? ""): \(refused)")
+    }
+
     private func checkDeviceExists(_ guest: any Platform) async throws {
         let store = try guest.connectXenStore()
         defer { store.close() }

@@ -82,11 +82,12 @@ struct BlkbackTakeOverFioTests {
             try await Task.sleep(for: .milliseconds(20 + Int(rng.next() % 231)))
             var began = ContinuousClock.now
             if replacement == .sigkill {
-                // Killed while its state files say requests are in flight, if they come to
-                // say so within 2 s (the protocol's header: consumed, then answered).
-                let deadline = ContinuousClock.now + .seconds(2)
-                while Self.requestsInFlight(state + "/blkback") == 0, ContinuousClock.now < deadline {
-                    try await Task.sleep(for: .milliseconds(1))
+                // Killed while its state files say requests are in flight (the protocol's
+                // header: consumed, then answered), waiting for that while fio runs: on a
+                // loaded machine fio may take seconds to start or to be given a core.
+                var bound = TestBound(seconds: 60)
+                while Self.requestsInFlight(state + "/blkback") == 0, fio.process.isRunning, !bound.isExceeded {
+                    try await bound.sleep(.milliseconds(1))
                 }
                 began = ContinuousClock.now
                 current.signal(SIGKILL)
