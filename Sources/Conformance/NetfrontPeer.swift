@@ -14,7 +14,7 @@ import XenStore
 /// nothing here is shared with NetFrontend.
 ///
 /// Used by one task at a time (the runner runs clauses one after the other).
-public final class NetfrontPeer: ConformancePeer, @unchecked Sendable {
+public final class NetfrontPeer: ConformancePeer, ScriptedFrontend, @unchecked Sendable {
     // SAFETY (@unchecked): the runner calls checks one at a time, on one task.
 
     /// How long a state change or a response may take: a safety net, not a timing requirement.
@@ -96,30 +96,7 @@ public final class NetfrontPeer: ConformancePeer, @unchecked Sendable {
         return atConnected
     }
 
-    // MARK: xenstore
-
-    /// Every node directly under the backend's directory.
-    func backendNodes() async throws -> [String: String] { try await backend.nodes() }
-
-    /// Every value the backend's state node read, for XENBUS-001.
-    var stateValuesSeen: Set<String> { backend.stateValuesSeen }
-
-    /// The backend's state, nil when absent or not a state number.
-    func backendState() async -> XenbusState? { await backend.state() }
-
-    func describeBackendState() async -> String { await backend.describeState() }
-
-    /// Waits until the backend's state is one of `wanted`; returns it.
-    @discardableResult
-    func waitForBackend(_ wanted: Set<XenbusState>, within: Duration = patience) async throws -> XenbusState {
-        try await backend.wait(for: wanted, within: within)
-    }
-
-    /// Watches the backend for `window` after a lie; the states it read, in order,
-    /// stopping at Closing or Closed if `stopOnRefusal`.
-    func watchBackend(for window: Duration = refusalWindow, stopOnRefusal: Bool = true) async throws -> [String] {
-        try await backend.watch(for: window, stopOnRefusal: stopOnRefusal)
-    }
+    // MARK: xenstore (the backend is read through ScriptedFrontend)
 
     func writeState(_ state: XenbusState) async throws { try await writeState(state.nodeValue) }
 

@@ -1,0 +1,37 @@
+import XenBus
+
+/// A scripted frontend (of any device type): what its checks read of the backend, through
+/// one ``XenbusOtherEnd``.
+protocol ScriptedFrontend: AnyObject {
+    /// The backend's directory as the peer reads it.
+    var backend: XenbusOtherEnd { get }
+    /// How long a state change may take before the peer gives up (a safety net).
+    static var patience: Duration { get }
+    /// How long the peer watches a backend after a lie for it to refuse.
+    static var refusalWindow: Duration { get }
+}
+
+extension ScriptedFrontend {
+    /// Every node directly under the backend's directory.
+    func backendNodes() async throws -> [String: String] { try await backend.nodes() }
+
+    /// Every value the backend's state node read, for XENBUS-001.
+    var stateValuesSeen: Set<String> { backend.stateValuesSeen }
+
+    /// The backend's state, nil when absent or not a state number.
+    func backendState() async -> XenbusState? { await backend.state() }
+
+    func describeBackendState() async -> String { await backend.describeState() }
+
+    /// Waits until the backend's state is one of `wanted`; returns it.
+    @discardableResult
+    func waitForBackend(_ wanted: Set<XenbusState>, within: Duration = Self.patience) async throws -> XenbusState {
+        try await backend.wait(for: wanted, within: within)
+    }
+
+    /// Watches the backend for `window` after a lie; the states it read, in order,
+    /// stopping at Closing or Closed if `stopOnRefusal`.
+    func watchBackend(for window: Duration = Self.refusalWindow, stopOnRefusal: Bool = true) async throws -> [String] {
+        try await backend.watch(for: window, stopOnRefusal: stopOnRefusal)
+    }
+}
