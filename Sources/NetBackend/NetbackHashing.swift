@@ -47,13 +47,6 @@ public final class NetbackHashing: Sendable {
             guard hashing, let input = NetifHashInput.find(in: frame, types: types) else { return nil }
             return (input.type, input.toeplitz(of: frame, with: toeplitz))
         }
-
-        /// The queue the frame goes to while hashing is on (an unhashable frame hashes to
-        /// 0, as Linux's netback takes it); nil when the backend chooses.
-        func queue(for frame: UnsafeRawBufferPointer) -> Int? {
-            guard hashing else { return nil }
-            return configuration.queue(forHash: hash(frame)?.value ?? 0)
-        }
     }
 
     /// `snapshot`, refreshed if the state changed since it was taken.

@@ -36,6 +36,7 @@ extension NetbackQueue {
     /// slot goes back to the inbox.
     func rxFinished(_ index: Int) {
         rxState[index] = .idle
+        rxHashes[index] = nil
         if index >= configuration.rxBuffers { inboxes[self.index].release(index - configuration.rxBuffers) }
     }
 
@@ -58,8 +59,14 @@ extension NetbackQueue {
     func steeringTarget(_ index: Int, length: Int) -> Int? {
         guard !inboxes.isEmpty, let hashing else { return nil }
         hashing.refresh(&hashSnapshot)
+        guard hashSnapshot.hashing else { return nil }
         let frame = UnsafeRawBufferPointer(start: base(rxBuffer, index) + Self.headerSize, count: length - Self.headerSize)
-        guard let target = hashSnapshot.queue(for: frame), target != self.index, target < inboxes.count else { return nil }
+        // Kept for the packet's hash extra, so a packet delivered here is hashed once.
+        let hash = hashSnapshot.hash(frame)
+        rxHashes[index] = .some(hash)
+        // An unhashable frame goes by hash 0, as Linux's netback takes it.
+        let target = hashSnapshot.configuration.queue(forHash: hash?.value ?? 0)
+        guard target != self.index, target < inboxes.count else { return nil }
         return target
     }
 
@@ -74,6 +81,7 @@ extension NetbackQueue {
             let packet = UnsafeRawBufferPointer(start: base(rxBuffer, index), count: Int(result))
             if !inboxes[target].put(packet) { statistics.rxDropped += 1 }
             rxState[index] = .idle
+            rxHashes[index] = nil
             return
         }
         rxState[index] = .held(Int(result))
@@ -156,7 +164,7 @@ extension NetbackQueue {
         // A multicast packet the guest did not ask for (its filter applied) is not delivered.
         guard multicast.admits(UnsafeRawBufferPointer(frame)),
               let header = VirtioNetHeader(decoding: UnsafeRawBufferPointer(start: base, count: Self.headerSize)),
-              let plan = plan(frame, header: header) else {
+              let plan = plan(frame, header: header, index: index) else {
             return .dropped
         }
         let pieces = (frame.count + 4095) / 4096
@@ -225,7 +233,7 @@ extension NetbackQueue {
 
     /// How the packet spreads over the guest's buffers, with its checksum flags and GSO
     /// extra; nil when the guest cannot take it (dropped and counted).
-    func plan(_ frame: UnsafeMutableRawBufferPointer, header: VirtioNetHeader) -> NetifRxPlan? {
+    func plan(_ frame: UnsafeMutableRawBufferPointer, header: VirtioNetHeader, index: Int) -> NetifRxPlan? {
         var flags: NetifRxFlags = []
         var extras: [NetifExtraInfo] = []
         if header.flags.contains(.needsChecksum) {
@@ -258,8 +266,9 @@ extension NetbackQueue {
         }
         if let hashing {
             // io/netif.h: a frontend that enabled hashing takes the hash with each packet.
+            // Hashed already if steering looked at it on this queue.
             hashing.refresh(&hashSnapshot)
-            if let hash = hashSnapshot.hash(UnsafeRawBufferPointer(frame)) {
+            if let hash = rxHashes[index] ?? hashSnapshot.hash(UnsafeRawBufferPointer(frame)) {
                 extras.append(NetifExtraInfo(.hash(type: hash.type, algorithm: .toeplitz, value: hash.value)))
             }
         }

@@ -81,6 +81,9 @@ public final class NetbackQueue: @unchecked Sendable {
     public let hashing: NetbackHashing?
     /// ``hashing`` as last read: refreshed when it changes.
     var hashSnapshot = NetbackHashing.Snapshot()
+    /// Per held packet, its hash if steering computed it (nil: not computed; `.some(nil)`:
+    /// the frame has no hash input).
+    var rxHashes: [(type: NetifHashType, value: UInt32)??] = []
     /// This queue's position among the vif's queues (its netif queue number).
     public let index: Int
     /// Every queue's inbox, by queue number, when the vif has several queues: where a
@@ -212,6 +215,7 @@ public final class NetbackQueue: @unchecked Sendable {
         txVectors = .allocate(capacity: configuration.txBuffers)
         txVectors.initialize(repeating: iovec())
         rxState = Array(repeating: .idle, count: configuration.rxBuffers + (inboxes.isEmpty ? 0 : inboxes[index].capacity))
+        rxHashes = Array(repeating: nil, count: rxState.count)
         rxHeld = []
         rxHeld.reserveCapacity(configuration.rxBuffers)
         txPending.reserveCapacity(configuration.txBuffers)
