@@ -226,19 +226,8 @@ public final class BlkfrontPeer: ConformancePeer, ScriptedFrontend, @unchecked S
     /// still maps; closes the xenstore connection. Returns how many page sets stay granted.
     @discardableResult
     public func close() async -> Int {
-        try? await writeState(.closing)
-        _ = try? await waitForBackend([.closing, .closed], within: .seconds(5))
-        try? await writeState(.closed)
-        _ = try? await waitForBackend([.closed], within: .seconds(5))
-        release()
-        var pending = stale + [data, indirect]
+        let pending = stale + [data, indirect]
         stale = []
-        for _ in 0 ..< 200 where !pending.isEmpty {
-            pending = pending.filter { (try? platform.grantTable.endAccess($0)) == nil }
-            if !pending.isEmpty { try? await Task.sleep(for: .milliseconds(10)) }
-        }
-        store.close()
-        observer?.close()
-        return pending.count
+        return await closeDown(releasing: pending)
     }
 }

@@ -1,10 +1,21 @@
+import SharedMemory
 import XenBus
+import XenPlatform
+import XenStore
 
 /// A scripted frontend (of any device type): what its checks read of the backend, through
 /// one ``XenbusOtherEnd``.
 protocol ScriptedFrontend: AnyObject {
     /// The backend's directory as the peer reads it.
     var backend: XenbusOtherEnd { get }
+    var platform: any Platform { get }
+    var store: XenStoreClient { get }
+    /// dom0's xenstore, if the run has it; closed with the peer.
+    var observer: XenStoreClient? { get }
+    /// Writes the frontend's state node.
+    func writeState(_ state: XenbusState) async throws
+    /// Lets go of the current connection's rings and port.
+    func release()
     /// How long a state change may take before the peer gives up (a safety net).
     static var patience: Duration { get }
     /// How long the peer watches a backend after a lie for it to refuse.
@@ -33,5 +44,24 @@ extension ScriptedFrontend {
     /// stopping at Closing or Closed if `stopOnRefusal`.
     func watchBackend(for window: Duration = Self.refusalWindow, stopOnRefusal: Bool = true) async throws -> [String] {
         try await backend.watch(for: window, stopOnRefusal: stopOnRefusal)
+    }
+
+    /// Walks the frontend to Closed, lets go of its rings, ends access to `pages`
+    /// (retrying for a while those the backend still maps) and closes the xenstore
+    /// connections. Returns how many page sets stay granted.
+    func closeDown(releasing pages: [SharedPages]) async -> Int {
+        try? await writeState(.closing)
+        _ = try? await waitForBackend([.closing, .closed], within: .seconds(5))
+        try? await writeState(.closed)
+        _ = try? await waitForBackend([.closed], within: .seconds(5))
+        release()
+        var pending = pages
+        for _ in 0 ..< 200 where !pending.isEmpty {
+            pending = pending.filter { (try? platform.grantTable.endAccess($0)) == nil }
+            if !pending.isEmpty { try? await Task.sleep(for: .milliseconds(10)) }
+        }
+        store.close()
+        observer?.close()
+        return pending.count
     }
 }
