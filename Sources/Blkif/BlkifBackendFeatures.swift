@@ -18,7 +18,9 @@ public struct BlkifBackendFeatures: Sendable, Hashable {
     /// `feature-max-indirect-segments`: BLKIF_OP_INDIRECT is accepted with up to this
     /// many segments (absent: no indirect requests).
     public var maxIndirectSegments: UInt32?
-    /// `multi-queue-max-queues`: the most rings the backend serves (absent: one).
+    /// `multi-queue-max-queues`: the most rings the backend serves (absent: one). A 0
+    /// offers no multi-queue: no queue count can be asked for under it, so the frontend
+    /// uses one ring with the top-level keys, as with the node absent; it parses as nil.
     public var maxQueues: UInt32?
     /// `max-ring-page-order`: log2 of the largest ring the backend maps.
     public var maxRingPageOrder: UInt32 = 0
@@ -53,7 +55,7 @@ public struct BlkifBackendFeatures: Sendable, Hashable {
         discardSecure = try BlkifXenstoreValue.flag(entries, Key.discardSecure, default: false)
         persistent = try BlkifXenstoreValue.flag(entries, Key.persistent, default: false)
         maxIndirectSegments = try BlkifXenstoreValue.uint32(entries, Key.maxIndirectSegments)
-        maxQueues = try BlkifXenstoreValue.uint32(entries, Key.maxQueues, range: 1...UInt64(UInt32.max))
+        maxQueues = try BlkifXenstoreValue.uint32(entries, Key.maxQueues).flatMap { $0 == 0 ? nil : $0 }
         maxRingPageOrder = try BlkifXenstoreValue.uint32(entries, Key.maxRingPageOrder) ?? 0
     }
 

@@ -3,6 +3,7 @@ import Glibc
 import SharedMemory
 import XenBus
 import XenPlatform
+import XenRing
 import XenStore
 
 /// A scripted blkback for conformance runs against a block frontend: it writes the
@@ -53,11 +54,27 @@ public final class BlkbackPeer: ConformancePeer, @unchecked Sendable {
     var ring: GrantMapping?
     var events: (any EventChannel)?
     var port: EventPort?
+    /// The backend's end of the mapped ring, for the checks that answer requests.
+    var back: BackRing?
+    /// The features offered with the last InitWait.
+    var offered: [String: String] = [:]
+    /// The frontend's user side, for the checks that need requests (nil: they cannot run).
+    let io: (any FrontendBlockIO)?
+    /// The disk the peer serves, ``diskSectors`` of 512 bytes, zeroed at first.
+    var disk = [UInt8](repeating: 0, count: Int(diskSectors) * 512)
+    /// Ids of requests consumed and not yet answered.
+    var outstanding: Set<UInt64> = []
+    /// Requests consumed and left unanswered on purpose (``BlkbackAnswer/hold``).
+    var held: [SeenRequest] = []
+    /// Every request consumed since the last ``forgetSeen()``.
+    var seen: [SeenRequest] = []
 
     /// Serves the vbd whose frontend node is `frontendPath`, acting as its backend domain
-    /// on `platform`: the node's `backend` must be under that domain's home.
-    public init(platform: any Platform, frontendPath: String) async throws {
+    /// on `platform`: the node's `backend` must be under that domain's home. `io` is the
+    /// frontend's user side, through which the checks that need requests make them.
+    public init(platform: any Platform, frontendPath: String, io: (any FrontendBlockIO)? = nil) async throws {
         self.platform = platform
+        self.io = io
         self.frontendPath = frontendPath
         do { store = try platform.connectXenStore() } catch { throw PeerError.platform("xenstore: \(error)") }
         frontend = XenbusOtherEnd(store: store, path: frontendPath)
@@ -138,6 +155,7 @@ public final class BlkbackPeer: ConformancePeer, @unchecked Sendable {
         atInitialised = [:]
         headerAtMap = []
         mapProblem = nil
+        offered = features
         try await writeState(.initWait, keys: features)
         let state = try await waitForFrontend(wanted)
         guard state == .initialised || state == .connected else { return state }
@@ -156,6 +174,7 @@ public final class BlkbackPeer: ConformancePeer, @unchecked Sendable {
             let mapping = try platform.grantMapper.map([ref], from: frontendID, writable: true)
             ring = mapping
             headerAtMap = (0 ..< 4).map { mapping.view.load(UInt32.self, at: $0 * 4) }
+            back = BackRing(try SharedRing(memory: mapping.view, entrySize: abi.slotSize))
         } catch {
             mapProblem = "ring-ref \(ref) does not map: \(error)"
             return
@@ -181,6 +200,9 @@ public final class BlkbackPeer: ConformancePeer, @unchecked Sendable {
         port = nil
         if let ring { try? platform.grantMapper.unmap(ring) }
         ring = nil
+        back = nil
+        outstanding = []
+        held = []
     }
 
     /// Publishes `disk` with Connected; waits for the frontend's Connected when `await`.

@@ -8,7 +8,7 @@ public enum BlkifFrontendSuite {
     public typealias Check = ClauseCheck<BlkbackPeer>
 
     /// Every check written so far.
-    public static var checks: [Check] { xenbus + ring + keys + badKeys }
+    public static var checks: [Check] { xenbus + ring + keys + badKeys + io }
 
     /// A fresh honest handshake up to Connected.
     static func freshHandshake(_ peer: BlkbackPeer) async throws {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Conformance
 import Foundation
+import NBD
 import XenLocal
 import XenPlatform
 
@@ -26,7 +27,9 @@ struct ConformanceCommand: AsyncParsableCommand {
         The exit status is 1 when the run fails.
 
         Written so far: --device vbd with --role backend (a scripted blkfront) and --role \
-        frontend (a scripted blkback in dom0 of the local hypervisor); --device vif with --role \
+        frontend (a scripted blkback in dom0 of the local hypervisor, which serves a disk of \
+        its own; the clauses that need requests make them through --nbd, the frontend's \
+        export); --device vif with --role \
         backend (a scripted netfront, which sees the host side on the backend's vif interface; \
         see --vif-namespace, --plug).
         """
@@ -65,6 +68,9 @@ struct ConformanceCommand: AsyncParsableCommand {
 
     @Flag(help: "vif: stand in for the vif hotplug script: bring the backend's interface up and write hotplug-status (needs dom0's xenstore).")
     var plug = false
+
+    @Option(help: "vbd, --role frontend: the NBD export of the frontend's disk (unix:PATH or tcp:[HOST:]PORT), through which the clauses that need requests make them.")
+    var nbd: String?
 
     @OptionGroup var platform: PlatformOptions
 
@@ -141,7 +147,11 @@ struct ConformanceCommand: AsyncParsableCommand {
         let guest = try await platform.joinGuest(domain, command: "conformance", what: "device")
         let frontendPath = "/local/domain/\(guest.domainID)/device/\(device.rawValue)/\(devid)"
         let backend = try LocalPlatform(stateDirectory: platform.state.resolved)
-        let peer = try await BlkbackPeer(platform: backend, frontendPath: frontendPath)
+        var io: NBDFrontendIO?
+        if let nbd {
+            do { io = NBDFrontendIO(address: try NBDAddress(parsing: nbd)) } catch { throw ValidationError("--nbd: \(error)") }
+        }
+        let peer = try await BlkbackPeer(platform: backend, frontendPath: frontendPath, io: io)
         let report = await runner.run(scope: ConformanceScope(role: .frontend, device: device, clauses: clauses), peer: peer,
                                       target: target, expectations: expectations, expect: expect) { result in
             if output != nil || format != .text {

@@ -67,7 +67,7 @@ import XenTesting
         }
     }
 
-    @Test func badValues() {
+    @Test func badValues() throws {
         for bad in ["", "2", "yes", "true", " 1", "01"] {
             #expect(throws: BlkifError.featureValue(key: "feature-flush-cache", value: bad, expected: "0 or 1")) {
                 try BlkifBackendFeatures(xenstore: ["feature-flush-cache": bad])
@@ -83,8 +83,11 @@ import XenTesting
                                                 limit: 0...4_294_967_295)) {
             try BlkifBackendFeatures(xenstore: ["max-ring-page-order": "4294967296"])
         }
-        #expect(throws: BlkifError.featureRange(key: "multi-queue-max-queues", value: 0, limit: 1...4_294_967_295)) {
-            try BlkifBackendFeatures(xenstore: ["multi-queue-max-queues": "0"])
+        // io/blkif.h: a queue count must be above 0 and at most the maximum, so a maximum
+        // of 0 offers no multi-queue: one ring on the top-level keys, as when absent.
+        #expect(try BlkifBackendFeatures(xenstore: ["multi-queue-max-queues": "0"]).maxQueues == nil)
+        #expect(throws: BlkifError.featureValue(key: "multi-queue-max-queues", value: "-1", expected: "a decimal number")) {
+            try BlkifBackendFeatures(xenstore: ["multi-queue-max-queues": "-1"])
         }
         #expect(throws: BlkifError.featureRange(key: "multi-queue-num-queues", value: 0, limit: 1...4_294_967_295)) {
             try BlkifFrontendFeatures(xenstore: ["multi-queue-num-queues": "0"])
@@ -141,7 +144,7 @@ import XenTesting
         for row in rows where row["default"] != "-" { #expect(minimal[row["key"]!] == row["default"]) }
     }
 
-    @Test func badValues() {
+    @Test func badValues() throws {
         #expect(throws: BlkifError.featureValue(key: "sectors", value: "", expected: "a decimal number (the node is required)")) {
             try BlkifDiskProperties(xenstore: ["sector-size": "512"])
         }

@@ -53,7 +53,7 @@ struct BlkfrontConformanceTests {
         let inScope = ConformanceScope(role: .frontend, device: .vbd).clauses(of: catalog)
         try await Self.withBlkfront { state, blkfront in
             let junit = state + "/report.xml"
-            let run = try await Self.conformance(state, ["--target", "guest/xvda", "--expect", "ours-blkfront",
+            let run = try await Self.conformance(state, ["--target", "guest/xvda", "--expect", "ours-blkfront", "--nbd", "unix:\(state)/xvda.sock",
                                                          "--format", "junit", "--output", junit])
             #expect(run.status == 0, "conformance: \(run.stderr)")
             let document = try JUnitReader.read(junit)
@@ -88,7 +88,7 @@ struct BlkfrontConformanceTests {
         try lied.write(toFile: copy + "/expected.tsv", atomically: true, encoding: .utf8)
         try await Self.withBlkfront { state, _ in
             let junit = state + "/report.xml"
-            let run = try await Self.conformance(state, ["--target", "guest/xvda", "--expect", "ours-blkfront", "--clause-dir", copy,
+            let run = try await Self.conformance(state, ["--target", "guest/xvda", "--expect", "ours-blkfront", "--nbd", "unix:\(state)/xvda.sock", "--clause-dir", copy,
                                                          "--clauses", "RING-012", "--format", "junit", "--output", junit])
             #expect(run.status == 1)
             let document = try JUnitReader.read(junit)
