@@ -11,7 +11,7 @@ import XenStore
 /// event channel on the platform, so a check can offer honest or lying keys at any step
 /// and observe what the frontend does. It is no device: nothing is shared with
 /// BlockBackend. Used by one task at a time (the runner runs clauses one after another).
-public final class BlkbackPeer: ConformancePeer, @unchecked Sendable {
+public final class BlkbackPeer: ScriptedBackend, @unchecked Sendable {
     // SAFETY (@unchecked): the runner calls checks one at a time, on one task.
 
     /// A safety net for a target that hangs, not a timing requirement.
@@ -34,11 +34,11 @@ public final class BlkbackPeer: ConformancePeer, @unchecked Sendable {
 
     let platform: any Platform
     let store: XenStoreClient
-    public let frontendPath: String
-    public let backendPath: String
-    public let frontendID: DomainID
+    let frontendPath: String
+    let backendPath: String
+    let frontendID: DomainID
     /// The state the peer last wrote.
-    public private(set) var own: XenbusState = .unknown
+    var own: XenbusState = .unknown
     /// The frontend's directory as the peer reads it.
     let frontend: XenbusOtherEnd
     /// Frontend states read as Connected while the peer was not (XENBUS-017).
@@ -56,7 +56,6 @@ public final class BlkbackPeer: ConformancePeer, @unchecked Sendable {
     var port: EventPort?
     /// The backend's end of the mapped ring, for the checks that answer requests.
     var back: BackRing?
-    /// The features offered with the last InitWait.
     var offered: [String: String] = [:]
     /// The frontend's user side, for the checks that need requests (nil: they cannot run).
     let io: (any FrontendBlockIO)?
@@ -78,94 +77,20 @@ public final class BlkbackPeer: ConformancePeer, @unchecked Sendable {
         self.frontendPath = frontendPath
         do { store = try platform.connectXenStore() } catch { throw PeerError.platform("xenstore: \(error)") }
         frontend = XenbusOtherEnd(store: store, path: frontendPath)
-        do {
-            backendPath = try await store.readString(frontendPath + "/backend")
-            let home = "/local/domain/\(platform.domainID)/backend/"
-            guard backendPath.hasPrefix(home) else {
-                throw PeerError.badFrontendNode("backend \(backendPath) is not under \(home), the peer's domain")
-            }
-            let id = try await store.readString(backendPath + "/frontend-id")
-            guard let domain = DomainID(id) else { throw PeerError.badFrontendNode("\(backendPath)/frontend-id reads \(id)") }
-            frontendID = domain
-        } catch let error as PeerError {
+        do { (backendPath, frontendID) = try await Self.locate(store, platform: platform, frontendPath: frontendPath) } catch {
             store.close()
             throw error
-        } catch {
-            store.close()
-            throw PeerError.badFrontendNode("\(frontendPath): \(error)")
         }
-        // XENBUS-017: a frontend Connected before the backend is.
-        frontend.observe = { [unowned self] state in
-            if state == .connected, own != .connected { connectedEarly.append("Connected while the backend was \(own)") }
-        }
+        watchForEarlyConnect()
     }
 
-    /// The frontend's nodes now.
-    public func targetNodes() async throws -> [String: String] { try await frontend.nodes() }
-
-    // MARK: states
-
-    /// Every value the frontend's state node read, for XENBUS-001.
-    var stateValuesSeen: Set<String> { frontend.stateValuesSeen }
-
-    /// The frontend's state (nil when absent or not a number).
-    func frontendState() async -> XenbusState? { await frontend.state() }
-
-    func describeFrontendState() async -> String { await frontend.describeState() }
-
-    /// Waits for the frontend's state to read one of `wanted`.
-    @discardableResult
-    func waitForFrontend(_ wanted: Set<XenbusState>, within: Duration = patience) async throws -> XenbusState {
-        try await frontend.wait(for: wanted, within: within)
-    }
-
-    /// The frontend's states over `window`, in order of change: a time box for clauses
-    /// where the frontend must not do something.
-    func watchFrontend(for window: Duration = refusalWindow) async throws -> [String] {
-        try await frontend.watch(for: window, stopOnRefusal: false)
-    }
-
-    /// Writes `keys` and the state in one transaction.
-    func writeState(_ state: XenbusState, keys: [String: String] = [:]) async throws {
-        let path = backendPath
-        try await store.withTransaction { tx in
-            for (key, value) in keys { try await tx.write(path + "/" + key, value) }
-            try await tx.write(path + "/state", state.nodeValue)
-        }
-        written.formUnion(keys.keys)
-        own = state
-    }
-
-    /// Writes `raw` to the state node, a lie: ``own`` keeps the last state written honestly.
-    func writeRawState(_ raw: String) async throws {
-        try await store.write(backendPath + "/state", raw)
-    }
-
-    // MARK: handshake
-
-    /// Offers `features` with InitWait and waits for the frontend's Initialised (or
-    /// Connected): its nodes are kept, its ring mapped and its port bound.
-    public func offer(_ features: [String: String] = honestFeatures) async throws {
-        _ = try await offer(features, until: [.initialised, .connected])
-    }
-
-    /// Offers `features` with InitWait and waits for the frontend to read one of
-    /// `wanted`; at Initialised or Connected its nodes are kept and its ring attached.
-    func offer(_ features: [String: String], until wanted: Set<XenbusState>) async throws -> XenbusState {
-        atInitialised = [:]
-        headerAtMap = []
-        mapProblem = nil
-        offered = features
-        try await writeState(.initWait, keys: features)
-        let state = try await waitForFrontend(wanted)
-        guard state == .initialised || state == .connected else { return state }
-        atInitialised = try await targetNodes()
-        attach()
-        return state
-    }
+    var honestOffer: [String: String] { Self.honestFeatures }
+    var honestConnect: [String: String] { Self.honestDisk }
+    var isAttached: Bool { ring != nil }
 
     /// Maps `ring-ref` and binds `event-channel` as the frontend published them.
     func attach() {
+        headerAtMap = []
         guard let raw = atInitialised["ring-ref"], let ref = GrantRef(raw) else {
             mapProblem = "ring-ref reads \(atInitialised["ring-ref"] ?? "absent")"
             return
@@ -203,59 +128,6 @@ public final class BlkbackPeer: ConformancePeer, @unchecked Sendable {
         back = nil
         outstanding = []
         held = []
-    }
-
-    /// Publishes `disk` with Connected; waits for the frontend's Connected when `await`.
-    public func connect(_ disk: [String: String] = honestDisk, awaitFrontend: Bool = true) async throws {
-        try await writeState(.connected, keys: disk)
-        if awaitFrontend { _ = try await waitForFrontend([.connected]) }
-    }
-
-    /// Closes whatever handshake there is (Closing, the frontend's Closed, Closed), so
-    /// the next ``offer(_:)`` starts a new one.
-    public func startOver() async throws {
-        if own != .unknown, own != .closed {
-            try await writeState(.closing)
-            _ = try await waitForFrontend([.closed, .initialising])
-        }
-        detach()
-        for key in written { try? await store.rm(backendPath + "/" + key) }
-        written = []
-        if own != .unknown { try await writeState(.closed) }
-    }
-
-    /// An honest handshake, unless one is in place.
-    public func ensureConnected() async throws {
-        if own == .connected, ring != nil, await frontendState() == .connected { return }
-        try await startOver()
-        try await offer()
-        try await connect()
-    }
-
-    /// Removes the backend node as a toolstack unplugging it would, runs `body`, then
-    /// puts the node back as it was (values and permissions, state Closed), so the run
-    /// can go on.
-    func withBackendNodeRemoved<T>(_ body: () async throws -> T) async throws -> T {
-        let saved = try await store.nodes(under: backendPath)
-        var permissions: [String: [XenStorePermission]] = ["": try await store.getPermissions(backendPath)]
-        for key in saved.keys { permissions[key] = try await store.getPermissions(backendPath + "/" + key) }
-        detach()
-        try await store.rm(backendPath)
-        let result: Result<T, any Error>
-        do { result = .success(try await body()) } catch { result = .failure(error) }
-        let path = backendPath
-        try await store.withTransaction { tx in
-            try await tx.write(path, "")
-            try await tx.setPermissions(path, permissions[""]!)
-            for (key, value) in saved where key != "state" {
-                try await tx.write(path + "/" + key, value)
-                if let p = permissions[key] { try await tx.setPermissions(path + "/" + key, p) }
-            }
-            try await tx.write(path + "/state", XenbusState.closed.nodeValue)
-            if let p = permissions["state"] { try await tx.setPermissions(path + "/state", p) }
-        }
-        own = .closed
-        return try result.get()
     }
 
     /// Closes the device and the peer's connection.
