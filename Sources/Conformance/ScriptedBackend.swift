@@ -72,6 +72,15 @@ extension ScriptedBackend {
     /// The frontend's nodes now.
     public func targetNodes() async throws -> [String: String] { try await frontend.nodes() }
 
+    /// The frontend's nodes, with each `queue-N` directory's as `queue-N/KEY`.
+    func nodesWithQueues() async throws -> [String: String] {
+        var nodes = try await targetNodes()
+        for queue in nodes.keys.filter({ $0.hasPrefix("queue-") && !$0.contains("/") }) {
+            for (key, value) in try await store.nodes(under: frontendPath + "/" + queue) { nodes[queue + "/" + key] = value }
+        }
+        return nodes
+    }
+
     /// Every value the frontend's state node read, for XENBUS-001.
     var stateValuesSeen: Set<String> { frontend.stateValuesSeen }
 
@@ -126,7 +135,7 @@ extension ScriptedBackend {
         try await writeState(.initWait, keys: features)
         let state = try await waitForFrontend(wanted)
         guard state == .initialised || state == .connected else { return state }
-        atInitialised = try await targetNodes()
+        atInitialised = try await nodesWithQueues()
         attach()
         return state
     }

@@ -29,7 +29,8 @@ struct ConformanceCommand: AsyncParsableCommand {
         Written so far: --device vbd with --role backend (a scripted blkfront) and --role \
         frontend (a scripted blkback in dom0 of the local hypervisor, which serves a disk of \
         its own; the clauses that need requests make them through --nbd, the frontend's \
-        export); --device vif with --role \
+        export); --device vif with --role frontend (a scripted netback in dom0 of the local \
+        hypervisor: the handshake and the posted rx buffers) and --role \
         backend (a scripted netfront, which sees the host side on the backend's vif interface; \
         see --vif-namespace, --plug).
         """
@@ -91,12 +92,7 @@ struct ConformanceCommand: AsyncParsableCommand {
 
     func run() async throws {
         let (domain, devid) = try parsedTarget()
-        if device == .vif {
-            guard role == .backend else {
-                throw CommandFailure("conformance: the scripted peer for --role frontend --device vif is not written yet; --role backend is")
-            }
-            return try await runVif(domain: domain, devid: devid)
-        }
+        if device == .vif, role == .backend { return try await runVif(domain: domain, devid: devid) }
         let directory = try clauseDir ?? ClauseCatalog.defaultDirectory()
         let catalog = try ClauseCatalog(directory: directory)
         let expectations = try Expectations(path: directory + "/" + ClauseCatalog.expectationsFile, catalog: catalog)
@@ -137,29 +133,43 @@ struct ConformanceCommand: AsyncParsableCommand {
         if report.failed { throw ExitCode(1) }
     }
 
-    /// --role frontend: a scripted blkback in the backend's domain (dom0 of the local
-    /// hypervisor) serves DOMAIN's device and tests its frontend.
+    /// --role frontend: a scripted backend (a blkback or a netback) in the backend's domain
+    /// (dom0 of the local hypervisor) serves DOMAIN's device and tests its frontend.
     func runFrontendRole(domain: String, devid: UInt32, catalog: ClauseCatalog, expectations: Expectations) async throws {
         guard platform.kind == .local else {
             throw CommandFailure("conformance: --role frontend runs on the local hypervisor only so far")
         }
-        let runner = try ConformanceRunner(catalog: catalog, checks: BlkifFrontendSuite.checks)
         let guest = try await platform.joinGuest(domain, command: "conformance", what: "device")
         let frontendPath = "/local/domain/\(guest.domainID)/device/\(device.rawValue)/\(devid)"
         let backend = try LocalPlatform(stateDirectory: platform.state.resolved)
-        var io: NBDFrontendIO?
-        if let nbd {
-            do { io = NBDFrontendIO(address: try NBDAddress(parsing: nbd)) } catch { throw ValidationError("--nbd: \(error)") }
+        let scope = ConformanceScope(role: .frontend, device: device, clauses: clauses)
+        let report: ConformanceReport
+        switch device {
+        case .vbd:
+            var io: NBDFrontendIO?
+            if let nbd {
+                do { io = NBDFrontendIO(address: try NBDAddress(parsing: nbd)) } catch { throw ValidationError("--nbd: \(error)") }
+            }
+            let peer = try await BlkbackPeer(platform: backend, frontendPath: frontendPath, io: io)
+            report = await run(try ConformanceRunner(catalog: catalog, checks: BlkifFrontendSuite.checks), peer, scope, expectations)
+            await peer.close()
+        case .vif:
+            let peer = try await NetbackPeer(platform: backend, frontendPath: frontendPath)
+            report = await run(try ConformanceRunner(catalog: catalog, checks: NetifFrontendSuite.checks), peer, scope, expectations)
+            await peer.close()
         }
-        let peer = try await BlkbackPeer(platform: backend, frontendPath: frontendPath, io: io)
-        let report = await runner.run(scope: ConformanceScope(role: .frontend, device: device, clauses: clauses), peer: peer,
-                                      target: target, expectations: expectations, expect: expect) { result in
+        try deliver(report)
+    }
+
+    /// Runs `runner` against `peer`, telling each outcome on standard error when the
+    /// report goes elsewhere.
+    func run<Peer: ConformancePeer>(_ runner: ConformanceRunner<Peer>, _ peer: Peer, _ scope: ConformanceScope,
+                                    _ expectations: Expectations) async -> ConformanceReport {
+        await runner.run(scope: scope, peer: peer, target: target, expectations: expectations, expect: expect) { result in
             if output != nil || format != .text {
                 FileHandle.standardError.write(Data("\(result.outcome.rawValue) \(result.clause.id)\n".utf8))
             }
         }
-        await peer.close()
-        try deliver(report)
     }
 }
 

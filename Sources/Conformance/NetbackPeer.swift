@@ -1,0 +1,130 @@
+import Netif
+import SharedMemory
+import XenBus
+import XenPlatform
+import XenStore
+
+/// A scripted netback for conformance runs against a net frontend: it writes the
+/// backend's keys and states itself (``ScriptedBackend``), maps the tx and rx rings the
+/// frontend published and binds its event channel(s) on the platform. It is no device:
+/// nothing is shared with NetBackend. Used by one task at a time.
+public final class NetbackPeer: ScriptedBackend, @unchecked Sendable {
+    // SAFETY (@unchecked): the runner calls checks one at a time, on one task.
+
+    /// A safety net for a target that hangs, not a timing requirement.
+    public static let patience: Duration = .seconds(15)
+    /// How long the peer watches a frontend after a lie.
+    public static let refusalWindow: Duration = .seconds(2)
+
+    /// Keys of an honest netback before InitWait: rx copy, one queue, nothing optional.
+    public static let honestFeatures: [String: String] = {
+        var features = NetifBackendFeatures()
+        features.rxCopy = true
+        features.maxQueues = 1
+        return features.xenstoreEntries
+    }()
+
+    let platform: any Platform
+    let store: XenStoreClient
+    let frontendPath: String
+    let backendPath: String
+    let frontendID: DomainID
+    var own: XenbusState = .unknown
+    let frontend: XenbusOtherEnd
+    var connectedEarly: [String] = []
+    var atInitialised: [String: String] = [:]
+    var mapProblem: String?
+    var written: Set<String> = []
+    var offered: [String: String] = [:]
+    /// Queue 0's tx and rx ring pages, as mapped.
+    var tx: GrantMapping?
+    var rx: GrantMapping?
+    /// Each ring's header (req_prod, req_event, rsp_prod, rsp_event) as first mapped.
+    var headersAtMap: (tx: [UInt32], rx: [UInt32]) = ([], [])
+    var events: (any EventChannel)?
+    var ports: [EventPort] = []
+
+    /// Serves the vif whose frontend node is `frontendPath`, acting as its backend domain
+    /// on `platform`: the node's `backend` must be under that domain's home.
+    public init(platform: any Platform, frontendPath: String) async throws {
+        self.platform = platform
+        self.frontendPath = frontendPath
+        do { store = try platform.connectXenStore() } catch { throw PeerError.platform("xenstore: \(error)") }
+        frontend = XenbusOtherEnd(store: store, path: frontendPath)
+        do { (backendPath, frontendID) = try await Self.locate(store, platform: platform, frontendPath: frontendPath) } catch {
+            store.close()
+            throw error
+        }
+        watchForEarlyConnect()
+    }
+
+    var honestOffer: [String: String] { Self.honestFeatures }
+    var honestConnect: [String: String] { [:] }
+    var isAttached: Bool { tx != nil && rx != nil }
+
+    /// Queue 0's key prefix: `queue-0/` when the frontend asked for several queues.
+    var queuePrefix: String {
+        (atInitialised[NetifFrontendFeatures.Key.queueCount].flatMap(Int.init) ?? 1) > 1 ? "queue-0/" : ""
+    }
+
+    /// Queue 0's ring grants and event channel(s) as the frontend published them.
+    static func ringKeys(_ nodes: [String: String]) -> (ring: String?, port: String?) {
+        let prefix = (nodes[NetifFrontendFeatures.Key.queueCount].flatMap(Int.init) ?? 1) > 1 ? "queue-0/" : ""
+        let ring = nodes[prefix + NetifConnectionKeys.Key.txRingRef].flatMap { tx in nodes[prefix + NetifConnectionKeys.Key.rxRingRef].map { "\(tx)/\($0)" } }
+        let port = nodes[prefix + NetifConnectionKeys.Key.eventChannel]
+            ?? nodes[prefix + NetifConnectionKeys.Key.eventChannelTx].flatMap { tx in nodes[prefix + NetifConnectionKeys.Key.eventChannelRx].map { "\(tx)/\($0)" } }
+        return (ring, port)
+    }
+
+    /// Maps queue 0's tx-ring-ref and rx-ring-ref and binds its event channel(s).
+    func attach() {
+        headersAtMap = ([], [])
+        let prefix = queuePrefix
+        var mapped: [GrantMapping] = []
+        for key in [NetifConnectionKeys.Key.txRingRef, NetifConnectionKeys.Key.rxRingRef] {
+            guard let raw = atInitialised[prefix + key], let ref = GrantRef(raw) else {
+                mapProblem = "\(prefix + key) reads \(atInitialised[prefix + key] ?? "absent")"
+                return
+            }
+            do { mapped.append(try platform.grantMapper.map([ref], from: frontendID, writable: true)) } catch {
+                mapProblem = "\(prefix + key) \(ref) does not map: \(error)"
+                for mapping in mapped { try? platform.grantMapper.unmap(mapping) }
+                return
+            }
+        }
+        (tx, rx) = (mapped[0], mapped[1])
+        let header = { (m: GrantMapping) in (0 ..< 4).map { m.view.load(UInt32.self, at: $0 * 4) } }
+        headersAtMap = (header(mapped[0]), header(mapped[1]))
+        let keys = atInitialised[prefix + NetifConnectionKeys.Key.eventChannel] != nil ? [NetifConnectionKeys.Key.eventChannel]
+            : [NetifConnectionKeys.Key.eventChannelTx, NetifConnectionKeys.Key.eventChannelRx]
+        do {
+            let channel = try platform.openEventChannel()
+            events = channel
+            for key in keys {
+                guard let raw = atInitialised[prefix + key], let remote = EventPort(raw) else {
+                    mapProblem = "\(prefix + key) reads \(atInitialised[prefix + key] ?? "absent")"
+                    return
+                }
+                ports.append(try channel.bindInterdomain(remote: frontendID, remotePort: remote))
+            }
+        } catch {
+            mapProblem = "event channel does not bind: \(error)"
+        }
+    }
+
+    /// Lets go of the rings and the ports.
+    func detach() {
+        if let events { for port in ports { try? events.unbind(port) } }
+        events?.close()
+        events = nil
+        ports = []
+        for mapping in [tx, rx].compactMap({ $0 }) { try? platform.grantMapper.unmap(mapping) }
+        (tx, rx) = (nil, nil)
+    }
+
+    /// Closes the device and the peer's connection.
+    public func close() async {
+        try? await startOver()
+        store.close()
+    }
+}

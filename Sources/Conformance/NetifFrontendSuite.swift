@@ -1,0 +1,147 @@
+import Netif
+import SharedMemory
+import XenBus
+import XenPlatform
+
+/// The checks a scripted netback runs against a net frontend: the frontend-role clauses of
+/// xenbus.tsv, ring.tsv and netif-frontend.tsv that the handshake and the posted rx
+/// buffers show. Each check brings the device to the state it needs, so any subset runs alone.
+public enum NetifFrontendSuite {
+    public typealias Check = ClauseCheck<NetbackPeer>
+
+    /// Every check written so far.
+    public static var checks: [Check] { xenbus + ring + keys }
+
+    static let xenbus: [Check] = FrontendXenbusChecks<NetbackPeer>.checks(connectsAtInitWait: true, ringKeys: NetbackPeer.ringKeys)
+
+    /// A handshake offering `features` on top of the honest ones, up to the frontend's
+    /// Initialised; its nodes then.
+    static func offered(_ peer: NetbackPeer, _ features: [String: String]) async throws -> [String: String] {
+        try await peer.startOver()
+        try await peer.offer(NetbackPeer.honestFeatures.merging(features) { $1 })
+        return peer.atInitialised
+    }
+
+    static let ring: [Check] = [
+        Check("RING-012") { peer in
+            try await peer.startOver()
+            try await peer.offer()
+            let (tx, rx) = peer.headersAtMap
+            guard tx.count == 4, rx.count == 4 else { return .fail(peer.mapProblem ?? "rings not mapped") }
+            // The rx ring may already hold posted buffers: its req_prod is the frontend's to move.
+            return .expect(tx == [0, 1, 0, 1] && rx[1 ... 3] == [1, 0, 1],
+                           "at Initialised: tx req_prod \(tx[0]) req_event \(tx[1]) rsp_prod \(tx[2]) rsp_event \(tx[3]); rx req_prod \(rx[0]) req_event \(rx[1]) rsp_prod \(rx[2]) rsp_event \(rx[3])")
+        },
+    ]
+
+    static let keys: [Check] = [
+        Check("NETIF-FE-001") { peer in
+            try await peer.startOver()
+            try await peer.offer()
+            let value = peer.atInitialised[NetifFrontendFeatures.Key.requestRxCopy]
+            return .expect(value == "1", "request-rx-copy reads \(value ?? "absent") at Initialised")
+        },
+        Check("NETIF-FE-002") { peer in
+            try await peer.startOver()
+            try await peer.offer()
+            let (rings, _) = NetbackPeer.ringKeys(peer.atInitialised)
+            return .expect(peer.isAttached, "tx/rx-ring-ref \(rings ?? "absent"): \(peer.mapProblem ?? "both map")")
+        },
+        Check("NETIF-FE-003") { peer in
+            try await peer.startOver()
+            try await peer.offer()
+            let (_, port) = NetbackPeer.ringKeys(peer.atInitialised)
+            return .expect(port != nil && peer.mapProblem == nil && !peer.ports.isEmpty,
+                           "event channel \(port ?? "absent"): \(peer.mapProblem ?? "bound")")
+        },
+        Check("NETIF-FE-004") { peer in
+            let unoffered = try await offered(peer, [NetifBackendFeatures.Key.splitEventChannels: "0"])
+            let split = { (nodes: [String: String]) in
+                nodes.keys.contains { $0.hasSuffix(NetifConnectionKeys.Key.eventChannelTx) || $0.hasSuffix(NetifConnectionKeys.Key.eventChannelRx) }
+            }
+            guard !split(unoffered) else { return .fail("split channels not offered, yet event-channel-tx/-rx were written") }
+            let offer = try await offered(peer, [NetifBackendFeatures.Key.splitEventChannels: "1"])
+            try await peer.connect()
+            let used = split(offer) ? "split" : "one shared"
+            return .pass("not offered: one shared event channel; offered: \(used), connected")
+        },
+        Check("NETIF-FE-005") { peer in
+            let nodes = try await offered(peer, [NetifBackendFeatures.Key.maxQueues: "4"])
+            try await peer.startOver()
+            guard let raw = nodes[NetifFrontendFeatures.Key.queueCount] else {
+                return .expect(nodes[NetifConnectionKeys.Key.txRingRef] != nil, "multi-queue-num-queues absent: one queue on the top-level keys")
+            }
+            guard let count = Int(raw), (1 ... 4).contains(count) else { return .fail("multi-queue-num-queues reads \(raw) with 4 offered") }
+            guard count > 1 else { return .expect(nodes[NetifConnectionKeys.Key.txRingRef] != nil, "multi-queue-num-queues 1, top-level keys") }
+            let missing = (0 ..< count).filter { queue in
+                [NetifConnectionKeys.Key.txRingRef, NetifConnectionKeys.Key.rxRingRef].contains { nodes["queue-\(queue)/\($0)"] == nil }
+                    || (nodes["queue-\(queue)/event-channel"] ?? nodes["queue-\(queue)/event-channel-tx"]) == nil
+            }
+            return .expect(missing.isEmpty, "multi-queue-num-queues \(count)\(missing.isEmpty ? ", each queue-N with its rings and event channel" : "; queue-\(missing[0]) lacks its keys")")
+        },
+        Check("NETIF-FE-006") { peer in
+            try await peer.ensureConnected()
+            guard let rx = peer.rx else { return .fail(peer.mapProblem ?? "rx ring not mapped") }
+            let shared = rx.view
+            let deadline = ContinuousClock.now + NetbackPeer.patience
+            var posted: UInt32 = 0
+            while posted == 0, ContinuousClock.now < deadline {
+                posted = shared.atomicLoad32(at: 0, ordering: .acquiring)
+                if posted == 0 { try await Task.sleep(for: .milliseconds(2)) }
+            }
+            guard posted > 0 else { return .fail("no rx buffer posted within \(NetbackPeer.patience) of Connected") }
+            let slots = (pageSize - 64) / NetifLayout.rxSlotSize
+            let size = 1 << (Int.bitWidth - 1 - slots.leadingZeroBitCount)
+            var ids = Set<UInt16>()
+            for index in 0 ..< min(Int(posted), size) {
+                let request = try NetifRxRequest.decode(from: shared, at: 64 + index * NetifLayout.rxSlotSize)
+                guard ids.insert(request.id).inserted else { return .fail("rx id \(request.id) posted twice among \(posted) outstanding buffers") }
+                do { try peer.platform.grantMapper.unmap(try peer.platform.grantMapper.map([GrantRef(request.gref)], from: peer.frontendID, writable: true)) } catch {
+                    return .fail("rx buffer \(index) (id \(request.id), gref \(request.gref)) does not map writable: \(error)")
+                }
+            }
+            return .pass("\(posted) rx buffers posted, ids distinct, each gref maps writable")
+        },
+        Check("NETIF-FE-015") { peer in
+            let nodes = try await offered(peer, [NetifBackendFeatures.Key.controlRing: "1"])
+            let ref = nodes[NetifConnectionKeys.Key.ctrlRingRef], port = nodes[NetifConnectionKeys.Key.eventChannelCtrl]
+            try await peer.startOver()
+            return .expect((ref == nil) == (port == nil), "with feature-ctrl-ring offered: ctrl-ring-ref \(ref ?? "absent"), event-channel-ctrl \(port ?? "absent")")
+        },
+        Check("NETIF-FE-016") { peer in
+            try await peer.ensureConnected()
+            let prefix = peer.queuePrefix
+            let refs = [NetifConnectionKeys.Key.txRingRef, NetifConnectionKeys.Key.rxRingRef].compactMap { peer.atInitialised[prefix + $0].flatMap(GrantRef.init) }
+            try await peer.writeState(.closing)
+            let state = try await peer.waitForFrontend([.closed])
+            // The frontend cannot end a grant the peer still maps: let go, then look.
+            peer.detach()
+            let deadline = ContinuousClock.now + NetbackPeer.patience
+            var live = refs
+            while !live.isEmpty, ContinuousClock.now < deadline {
+                live = live.filter { ref in
+                    guard let mapping = try? peer.platform.grantMapper.map([ref], from: peer.frontendID, writable: false) else { return false }
+                    try? peer.platform.grantMapper.unmap(mapping)
+                    return true
+                }
+                if !live.isEmpty { try await Task.sleep(for: .milliseconds(5)) }
+            }
+            try await peer.startOver()
+            return .expect(live.isEmpty, "backend Closing: the frontend read \(state); ring grants \(refs.map(String.init).joined(separator: ", ")) \(live.isEmpty ? "ended" : "still map: \(live)")")
+        },
+        Check("NETIF-FE-025") { peer in
+            try await peer.startOver()
+            let features = NetbackPeer.honestFeatures.merging([NetifBackendFeatures.Key.maxQueues: "x"]) { $1 }
+            let state = try await peer.offer(features, until: [.initialised, .connected, .closing, .closed])
+            var seen = "the frontend read \(state)"
+            if state == .initialised || state == .connected {
+                let queues = peer.atInitialised[NetifFrontendFeatures.Key.queueCount]
+                guard queues == nil || queues == "1" else { return .fail("with multi-queue-max-queues 'x': multi-queue-num-queues \(queues!)") }
+                try await peer.connect()
+                seen = "one queue (multi-queue-num-queues \(queues ?? "absent")), Connected"
+            }
+            try await FrontendXenbusChecks<NetbackPeer>.freshHandshake(peer)
+            return .pass("with multi-queue-max-queues 'x': \(seen); connected to an honest backend after a start over")
+        },
+    ]
+}

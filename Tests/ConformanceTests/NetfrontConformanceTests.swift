@@ -1,0 +1,62 @@
+import Foundation
+import Testing
+import XenTesting
+import SystemCalls
+@testable import Conformance
+
+/// The suite's frontend role for vif as a process (a scripted netback in dom0) against our
+/// netfront as a process (its TAP device in a namespace of the test's), both on a local
+/// hypervisor that is a third. No netback runs.
+@Suite("xensplit conformance against our netfront", .serialized)
+struct NetfrontConformanceTests {
+    static var binary: String { TestCommand.xensplit }
+
+    @Test("every frontend-role vif clause matches expected.tsv for ours-netfront; the netfront survives the lies")
+    func matchesExpectations() async throws {
+        let directory = try ClauseCatalog.defaultDirectory()
+        let catalog = try ClauseCatalog(directory: directory)
+        let expectations = try Expectations(path: directory + "/expected.tsv", catalog: catalog)
+        let inScope = ConformanceScope(role: .frontend, device: .vif).clauses(of: catalog)
+
+        var template = Array("/tmp/xensplit-conformance-nf-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw JUnitReaderError(description: "mkdtemp: errno \(errno)") }
+        let state = String(cString: made)
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        let ns = try TestNamespace()
+        defer { ns.delete() }
+        let hypervisor = try TestCommand.spawn(Self.binary, ["hypervisor", "--state-dir", state])
+        defer {
+            _ = hypervisor.signal(SIGTERM)
+            _ = hypervisor.wait()
+        }
+        try await eventually("the hypervisor's socket") { FileManager.default.fileExists(atPath: state + "/xenstored.socket") }
+        let create = try TestCommand.run(Self.binary, ["domain", "create", "guest", "--state-dir", state, "--no-hotplug",
+                                                  "--nic", "mac=00:16:3e:5a:01:02, mtu=1400"])
+        try #require(create.status == 0, "domain create: \(create.stderr)")
+        let netfront = try TestCommand.spawn(Self.binary, ["netfront", "guest", "0", "--tap", "nfconf0", "--netns", ns.name,
+                                                      "--platform", "local", "--state-dir", state])
+        defer {
+            _ = netfront.signal(SIGTERM)
+            _ = netfront.wait()
+        }
+        let junit = state + "/report.xml"
+        let run = try await offThePool {
+            try TestCommand.run(Self.binary, ["conformance", "--role", "frontend", "--device", "vif", "--platform", "local", "--state-dir", state,
+                                         "--target", "guest/0", "--expect", "ours-netfront", "--format", "junit", "--output", junit])
+        }
+        #expect(run.status == 0, "conformance: \(run.stderr)")
+        let document = try JUnitReader.read(junit)
+        #expect(document.cases.map(\.name).sorted() == inScope.map(\.id).sorted())
+        var executed = 0
+        for testcase in document.cases {
+            let expected = try #require(expectations.entry(clause: testcase.name, target: "ours-netfront"), "\(testcase.name) has no expectation")
+            #expect(testcase.result == (expected.outcome == .pass ? "passed" : "skipped"), "\(testcase.name): \(testcase)")
+            if expected.outcome != .notExecuted { executed += 1 }
+        }
+        // Every check written so far has an outcome, none a gap.
+        #expect(executed == NetifFrontendSuite.checks.count)
+        #expect(document.totals.values.map(\.failures).reduce(0, +) == 0)
+        // Lying keys and states refused, not fatal.
+        #expect(netfront.isRunning, "netfront exited: \(netfront.status.map { "\($0)" } ?? "running")")
+    }
+}
