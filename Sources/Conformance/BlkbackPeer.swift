@@ -75,12 +75,7 @@ public final class BlkbackPeer: ScriptedBackend, @unchecked Sendable {
         self.platform = platform
         self.io = io
         self.frontendPath = frontendPath
-        do { store = try platform.connectXenStore() } catch { throw PeerError.platform("xenstore: \(error)") }
-        frontend = XenbusOtherEnd(store: store, path: frontendPath)
-        do { (backendPath, frontendID) = try await Self.locate(store, platform: platform, frontendPath: frontendPath) } catch {
-            store.close()
-            throw error
-        }
+        (store, frontend, backendPath, frontendID) = try await Self.open(platform: platform, frontendPath: frontendPath)
         watchForEarlyConnect()
     }
 

@@ -49,12 +49,7 @@ public final class NetbackPeer: ScriptedBackend, @unchecked Sendable {
     public init(platform: any Platform, frontendPath: String) async throws {
         self.platform = platform
         self.frontendPath = frontendPath
-        do { store = try platform.connectXenStore() } catch { throw PeerError.platform("xenstore: \(error)") }
-        frontend = XenbusOtherEnd(store: store, path: frontendPath)
-        do { (backendPath, frontendID) = try await Self.locate(store, platform: platform, frontendPath: frontendPath) } catch {
-            store.close()
-            throw error
-        }
+        (store, frontend, backendPath, frontendID) = try await Self.open(platform: platform, frontendPath: frontendPath)
         watchForEarlyConnect()
     }
 

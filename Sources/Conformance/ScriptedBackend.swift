@@ -43,6 +43,21 @@ protocol ScriptedBackend: ConformancePeer {
 }
 
 extension ScriptedBackend {
+    /// Connects to xenstore on `platform` and finds the backend of the device whose
+    /// frontend node is `frontendPath` (``locate(_:platform:frontendPath:)``).
+    static func open(platform: any Platform, frontendPath: String) async throws
+        -> (store: XenStoreClient, frontend: XenbusOtherEnd, backendPath: String, frontendID: DomainID) {
+        let store: XenStoreClient
+        do { store = try platform.connectXenStore() } catch { throw PeerError.platform("xenstore: \(error)") }
+        do {
+            let (backendPath, frontendID) = try await locate(store, platform: platform, frontendPath: frontendPath)
+            return (store, XenbusOtherEnd(store: store, path: frontendPath), backendPath, frontendID)
+        } catch {
+            store.close()
+            throw error
+        }
+    }
+
     /// Reads the frontend node's `backend` (which must be under the peer's domain's home)
     /// and the backend's `frontend-id`.
     static func locate(_ store: XenStoreClient, platform: any Platform, frontendPath: String) async throws -> (backendPath: String, frontendID: DomainID) {

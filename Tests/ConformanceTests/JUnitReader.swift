@@ -1,5 +1,7 @@
 import Foundation
+import Testing
 import XenTesting
+@testable import Conformance
 
 /// Reads a JUnit XML file with python3's junitparser (Debian python3-junitparser), a real
 /// JUnit library, and returns each testcase as the library sees it.
@@ -51,4 +53,25 @@ enum JUnitReader {
 
 struct JUnitReaderError: Error, CustomStringConvertible {
     let description: String
+}
+
+extension JUnitReader {
+    /// Checks the JUnit report of a run with `--expect target` against expected.tsv: one
+    /// case per clause of `scope`, passed where a pass is expected and skipped otherwise,
+    /// no failure. Returns how many clauses had a check (expected other than not-executed).
+    static func checkAgainstExpectations(_ junit: String, target: String, scope: ConformanceScope) throws -> Int {
+        let directory = try ClauseCatalog.defaultDirectory()
+        let catalog = try ClauseCatalog(directory: directory)
+        let expectations = try Expectations(path: directory + "/expected.tsv", catalog: catalog)
+        let document = try read(junit)
+        #expect(document.cases.map(\.name).sorted() == scope.clauses(of: catalog).map(\.id).sorted())
+        var executed = 0
+        for testcase in document.cases {
+            let expected = try #require(expectations.entry(clause: testcase.name, target: target), "\(testcase.name) has no expectation")
+            #expect(testcase.result == (expected.outcome == .pass ? "passed" : "skipped"), "\(testcase.name): \(testcase)")
+            if expected.outcome != .notExecuted { executed += 1 }
+        }
+        #expect(document.totals.values.map(\.failures).reduce(0, +) == 0)
+        return executed
+    }
 }
