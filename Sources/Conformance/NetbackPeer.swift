@@ -1,7 +1,9 @@
 import Netif
 import SharedMemory
+import Tap
 import XenBus
 import XenPlatform
+import XenRing
 import XenStore
 
 /// A scripted netback for conformance runs against a net frontend: it writes the
@@ -43,11 +45,27 @@ public final class NetbackPeer: ScriptedBackend, @unchecked Sendable {
     var headersAtMap: (tx: [UInt32], rx: [UInt32]) = ([], [])
     var events: (any EventChannel)?
     var ports: [EventPort] = []
+    /// The backend's end of queue 0's tx ring.
+    var txRing: BackRing?
+    /// Every tx slot consumed since the last ``forgetTx()``.
+    var txSeen: [SeenTxSlot] = []
+    /// Tx slots consumed and not yet answered: their index and id (nil for an extra slot).
+    var txUnanswered: [(index: RingIndex, id: UInt16?)] = []
+    /// The next slot to consume is an extra-info slot.
+    var pendingExtra = false
+    /// The frontend's user side: its TAP device, in its namespace.
+    let host: VifHostSide?
+    /// The TAP device's name.
+    let tap: String?
 
     /// Serves the vif whose frontend node is `frontendPath`, acting as its backend domain
-    /// on `platform`: the node's `backend` must be under that domain's home.
-    public init(platform: any Platform, frontendPath: String) async throws {
+    /// on `platform`: the node's `backend` must be under that domain's home. `tap` is the
+    /// frontend's TAP device in `namespace` (nil: this process's), through which the
+    /// checks that need packets send them.
+    public init(platform: any Platform, frontendPath: String, tap: String? = nil, namespace: NetworkNamespace? = nil) async throws {
         self.platform = platform
+        self.tap = tap
+        host = tap.map { _ in VifHostSide(namespace: namespace, plugs: false) }
         self.frontendPath = frontendPath
         (store, frontend, backendPath, frontendID) = try await Self.open(platform: platform, frontendPath: frontendPath)
         watchForEarlyConnect()
@@ -88,6 +106,9 @@ public final class NetbackPeer: ScriptedBackend, @unchecked Sendable {
             }
         }
         (tx, rx) = (mapped[0], mapped[1])
+        txRing = try? BackRing(SharedRing(memory: mapped[0].view, entrySize: NetifLayout.txSlotSize))
+        txUnanswered = []
+        pendingExtra = false
         let header = { (m: GrantMapping) in (0 ..< 4).map { m.view.load(UInt32.self, at: $0 * 4) } }
         headersAtMap = (header(mapped[0]), header(mapped[1]))
         let keys = atInitialised[prefix + NetifConnectionKeys.Key.eventChannel] != nil ? [NetifConnectionKeys.Key.eventChannel]
@@ -115,7 +136,12 @@ public final class NetbackPeer: ScriptedBackend, @unchecked Sendable {
         ports = []
         for mapping in [tx, rx].compactMap({ $0 }) { try? platform.grantMapper.unmap(mapping) }
         (tx, rx) = (nil, nil)
+        txRing = nil
+        txUnanswered = []
     }
+
+    /// Forgets the tx slots seen, for a check that judges only its own.
+    func forgetTx() { txSeen = [] }
 
     /// Closes the device and the peer's connection.
     public func close() async {

@@ -10,7 +10,7 @@ public enum NetifFrontendSuite {
     public typealias Check = ClauseCheck<NetbackPeer>
 
     /// Every check written so far.
-    public static var checks: [Check] { xenbus + ring + keys }
+    public static var checks: [Check] { xenbus + ring + keys + tx }
 
     static let xenbus: [Check] = FrontendXenbusChecks<NetbackPeer>.checks(connectsAtInitWait: true, ringKeys: NetbackPeer.ringKeys)
 
@@ -144,6 +144,50 @@ public enum NetifFrontendSuite {
             }
             try await FrontendXenbusChecks<NetbackPeer>.freshHandshake(peer)
             return .pass("with multi-queue-max-queues 'x': \(seen); connected to an honest backend after a start over")
+        },
+    ]
+
+    /// Connected, the host side bound to the frontend's TAP device and running, the tx
+    /// slots seen forgotten.
+    static func readyForPackets(_ peer: NetbackPeer) async throws {
+        try await peer.ensureConnected()
+        let host = try peer.userSide()
+        try host.attach(peer.tap!)
+        guard try await host.waitRunning(within: NetbackPeer.patience) else { throw PeerError.unusable("the frontend's \(peer.tap!) never ran") }
+        _ = try peer.serveTx()
+        peer.forgetTx()
+    }
+
+    /// Sends `frames` through the frontend and judges every tx slot that came.
+    static func underTx(_ id: String, packets: Int, batch: Int = 1, _ what: String, frame: @escaping @Sendable (Int) -> [UInt8],
+                        _ violates: @escaping @Sendable (SeenTxSlot, NetbackPeer) -> String?) -> Check {
+        Check(id) { peer in
+            try await readyForPackets(peer)
+            try await peer.sendAndServe(count: packets, batch: batch, frame: frame)
+            let bad = peer.txSeen.compactMap { slot in violates(slot, peer).map { "slot \(slot.index): \($0)" } }
+            return .expect(bad.isEmpty, bad.isEmpty ? "\(peer.txSeen.count) tx slots for \(peer.txPackets) packets, \(what)" : bad.prefix(3).joined(separator: "; "))
+        }
+    }
+
+    static let tx: [Check] = [
+        underTx("NETIF-FE-007", packets: 8, "each within its page", frame: { testFrame($0, size: $0 % 2 == 0 ? 60 : 1400, seed: 7) }) { slot, peer in
+            if let problem = slot.problem { return problem }
+            guard let request = slot.request else { return nil }
+            if Int(request.offset) + (peer.isContinuation(slot) || request.flags.contains(.moreData) ? Int(request.size) : min(Int(request.size), pageSize)) > pageSize {
+                return "offset \(request.offset) size \(request.size) passes the page"
+            }
+            return nil
+        },
+        underTx("NETIF-FE-008", packets: 8, "more_data clear on all (feature-sg not offered)", frame: { testFrame($0, size: 1000, seed: 8) }) { slot, _ in
+            slot.request?.flags.contains(.moreData) == true ? "more_data set" : nil
+        },
+        underTx("NETIF-FE-009", packets: 8, "no GSO extra (feature-gso-tcpv4 not offered)", frame: { testFrame($0, size: 1400, seed: 9) }) { slot, _ in
+            // XEN_NETIF_EXTRA_TYPE_GSO is 1.
+            slot.extraType == 1 ? "a GSO extra" : nil
+        },
+        underTx("NETIF-FE-013", packets: 1000, batch: 8, "answered 8 at a time, no id reused while its request was unanswered",
+                frame: { testFrame($0, size: 200, seed: 13) }) { slot, _ in
+            slot.idInFlight ? "id \(slot.request?.id ?? 0) reused while unanswered" : nil
         },
     ]
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Conformance
 import Foundation
 import NBD
+import Tap
 import XenLocal
 import XenPlatform
 
@@ -30,7 +31,8 @@ struct ConformanceCommand: AsyncParsableCommand {
         frontend (a scripted blkback in dom0 of the local hypervisor, which serves a disk of \
         its own; the clauses that need requests make them through --nbd, the frontend's \
         export); --device vif with --role frontend (a scripted netback in dom0 of the local \
-        hypervisor: the handshake and the posted rx buffers) and --role \
+        hypervisor: the handshake, the posted rx buffers, and tx through --tap, the \
+        frontend's TAP device, in --vif-namespace) and --role \
         backend (a scripted netfront, which sees the host side on the backend's vif interface; \
         see --vif-namespace, --plug).
         """
@@ -72,6 +74,9 @@ struct ConformanceCommand: AsyncParsableCommand {
 
     @Option(help: "vbd, --role frontend: the NBD export of the frontend's disk (unix:PATH or tcp:[HOST:]PORT), through which the clauses that need requests make them.")
     var nbd: String?
+
+    @Option(help: "vif, --role frontend: the frontend's TAP device (in --vif-namespace), through which the clauses that need packets send them.")
+    var tap: String?
 
     @OptionGroup var platform: PlatformOptions
 
@@ -154,7 +159,8 @@ struct ConformanceCommand: AsyncParsableCommand {
             report = await run(try ConformanceRunner(catalog: catalog, checks: BlkifFrontendSuite.checks), peer, scope, expectations)
             await peer.close()
         case .vif:
-            let peer = try await NetbackPeer(platform: backend, frontendPath: frontendPath)
+            let namespace = try vifNamespace.map { try NetworkNamespace($0) }
+            let peer = try await NetbackPeer(platform: backend, frontendPath: frontendPath, tap: tap, namespace: namespace)
             report = await run(try ConformanceRunner(catalog: catalog, checks: NetifFrontendSuite.checks), peer, scope, expectations)
             await peer.close()
         }

@@ -35,9 +35,10 @@ struct NetfrontConformanceTests {
             _ = netfront.wait()
         }
         let junit = state + "/report.xml"
-        let run = try await offThePool {
+        let run = try await offThePool { [ns] in
             try TestCommand.run(Self.binary, ["conformance", "--role", "frontend", "--device", "vif", "--platform", "local", "--state-dir", state,
-                                         "--target", "guest/0", "--expect", "ours-netfront", "--format", "junit", "--output", junit])
+                                         "--target", "guest/0", "--tap", "nfconf0", "--vif-namespace", ns.name,
+                                         "--expect", "ours-netfront", "--format", "junit", "--output", junit])
         }
         #expect(run.status == 0, "conformance: \(run.stderr)")
         let executed = try JUnitReader.checkAgainstExpectations(junit, target: "ours-netfront", scope: ConformanceScope(role: .frontend, device: .vif))
