@@ -45,8 +45,9 @@ public final class NetbackPeer: ScriptedBackend, @unchecked Sendable {
     var headersAtMap: (tx: [UInt32], rx: [UInt32]) = ([], [])
     var events: (any EventChannel)?
     var ports: [EventPort] = []
-    /// The backend's end of queue 0's tx ring.
+    /// The backend's end of queue 0's tx and rx rings.
     var txRing: BackRing?
+    var rxRing: BackRing?
     /// Every tx slot consumed since the last ``forgetTx()``.
     var txSeen: [SeenTxSlot] = []
     /// Tx slots consumed and not yet answered: their index and id (nil for an extra slot).
@@ -107,6 +108,7 @@ public final class NetbackPeer: ScriptedBackend, @unchecked Sendable {
         }
         (tx, rx) = (mapped[0], mapped[1])
         txRing = try? BackRing(SharedRing(memory: mapped[0].view, entrySize: NetifLayout.txSlotSize))
+        rxRing = try? BackRing(SharedRing(memory: mapped[1].view, entrySize: NetifLayout.rxSlotSize))
         txUnanswered = []
         pendingExtra = false
         let header = { (m: GrantMapping) in (0 ..< 4).map { m.view.load(UInt32.self, at: $0 * 4) } }
@@ -137,6 +139,7 @@ public final class NetbackPeer: ScriptedBackend, @unchecked Sendable {
         for mapping in [tx, rx].compactMap({ $0 }) { try? platform.grantMapper.unmap(mapping) }
         (tx, rx) = (nil, nil)
         txRing = nil
+        rxRing = nil
         txUnanswered = []
     }
 

@@ -10,7 +10,7 @@ public enum NetifFrontendSuite {
     public typealias Check = ClauseCheck<NetbackPeer>
 
     /// Every check written so far.
-    public static var checks: [Check] { xenbus + ring + keys + tx }
+    public static var checks: [Check] { xenbus + ring + keys + tx + rx + lies }
 
     static let xenbus: [Check] = FrontendXenbusChecks<NetbackPeer>.checks(connectsAtInitWait: true, ringKeys: NetbackPeer.ringKeys)
 
@@ -188,6 +188,123 @@ public enum NetifFrontendSuite {
         underTx("NETIF-FE-013", packets: 1000, batch: 8, "answered 8 at a time, no id reused while its request was unanswered",
                 frame: { testFrame($0, size: 200, seed: 13) }) { slot, _ in
             slot.idInFlight ? "id \(slot.request?.id ?? 0) reused while unanswered" : nil
+        },
+    ]
+
+    /// Nil when `frame` reaches the frontend's host side within the patience, else why not.
+    static func arrives(_ peer: NetbackPeer, _ frame: [UInt8]) throws -> String? {
+        let got = try peer.userSide().receive(within: NetbackPeer.patience) { $0 == frame }
+        return got == nil ? "the \(frame.count)-byte frame never reached the frontend's TAP device" : nil
+    }
+
+    /// Nil when, on a fresh connection, a frame delivered reaches the host side.
+    static func stillServes(_ peer: NetbackPeer, seed: UInt64) async -> String? {
+        do {
+            try await FrontendXenbusChecks<NetbackPeer>.freshHandshake(peer)
+            try await readyForPackets(peer)
+            let frame = testFrame(0, size: 300, seed: seed)
+            try await peer.deliver(frame)
+            return try arrives(peer, frame).map { "afterwards: \($0)" }
+        } catch {
+            return "afterwards: \(error)"
+        }
+    }
+
+    static let rx: [Check] = [
+        Check("NETIF-FE-010") { peer in
+            try await readyForPackets(peer)
+            for (index, size) in [60, 500, 1514].enumerated() {
+                let frame = testFrame(index, size: size, seed: 10)
+                try await peer.deliver(frame, flags: .dataValidated)
+                if let problem = try arrives(peer, frame) { return .fail(problem) }
+            }
+            return .pass("frames of 60, 500 and 1514 bytes placed in rx buffers reached the TAP device byte for byte")
+        },
+        Check("NETIF-FE-011") { peer in
+            try await readyForPackets(peer)
+            guard peer.atInitialised[NetifFrontendFeatures.Key.scatterGather] == "1" else {
+                return .notApplicable("the frontend does not ask for feature-sg, so no frame may span buffers")
+            }
+            let frame = testFrame(0, size: 3000, seed: 11)
+            let responses = try await peer.deliver(frame, piece: 1500, flags: .dataValidated)
+            if let problem = try arrives(peer, frame) { return .fail("\(problem) (sent over \(responses.count) buffers)") }
+            return .pass("a 3000-byte frame over \(responses.count) buffers with more_data reached the TAP device as one frame")
+        },
+        Check("NETIF-FE-014") { peer in
+            try await readyForPackets(peer)
+            var least = Int.max
+            for index in 0 ..< 1000 {
+                try await peer.deliver(testFrame(index, size: 100, seed: 14))
+                if index % 50 == 49, let ring = peer.rxRing {
+                    // Let the frontend catch up, then see how far ahead it posts.
+                    try await Task.sleep(for: .milliseconds(5))
+                    least = min(least, Int(ring.shared.loadRequestProducer() &- ring.shared.loadResponseProducer()))
+                }
+            }
+            return .expect(least >= 16, "over 1000 frames delivered, rx req_prod stayed at least \(least) ahead of rsp_prod")
+        },
+    ]
+
+    /// One rx lie: `lie` writes it on a posted buffer (the frame `frame` in it); no frame
+    /// of it may reach the host side, and the frontend must serve a fresh connection.
+    static func rxLie(_ id: String, _ what: String, _ lie: @escaping @Sendable (NetbackPeer, (id: UInt16, gref: UInt32), [UInt8]) throws -> Void) -> Check {
+        Check(id) { peer in
+            try await readyForPackets(peer)
+            let frame = testFrame(0, size: 200, seed: UInt64(id.utf8.reduce(0) { $0 &+ Int($1) }))
+            let deadline = ContinuousClock.now + NetbackPeer.patience
+            var buffer = try peer.takeRxBuffer()
+            while buffer == nil, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(1))
+                buffer = try peer.takeRxBuffer()
+            }
+            guard let buffer else { return .fail("no rx buffer posted") }
+            try peer.fill(buffer.gref, with: frame)
+            try lie(peer, buffer, frame)
+            let leaked = try peer.userSide().receive(within: NetbackPeer.refusalWindow) { $0 == frame }
+            let states = try await peer.watchFrontend(for: .milliseconds(200))
+            guard leaked == nil else { return .fail("\(what): the frame reached the TAP device") }
+            if let problem = await stillServes(peer, seed: 99) { return .fail("\(what): no frame leaked, but \(problem)") }
+            return .pass("\(what): no frame reached the TAP device (frontend: \(states.joined(separator: " -> "))); a fresh connection serves")
+        }
+    }
+
+    static let lies: [Check] = [
+        rxLie("NETIF-FE-017", "an rx response with an id never posted") { peer, buffer, frame in
+            try peer.respondRx([NetifRxResponse(id: buffer.id ^ 0x4000, offset: 0, flags: [], size: UInt16(frame.count))])
+        },
+        rxLie("NETIF-FE-018", "an rx response with offset 4000, size 200") { peer, buffer, frame in
+            try peer.respondRx([NetifRxResponse(id: buffer.id, offset: 4000, flags: [], size: 200)])
+        },
+        Check("NETIF-FE-019") { peer in
+            try await readyForPackets(peer)
+            guard var ring = peer.txRing else { return .fail("no tx ring") }
+            NetifTxResponse(id: 0x7FF0, status: .okay).encode(into: ring.responseSlot(ring.responseProducerPrivate), at: 0)
+            ring.responseProducerPrivate &+= 1
+            peer.txRing = ring
+            _ = ring.pushResponsesAndCheckNotify()
+            peer.notifyFrontend()
+            let states = try await peer.watchFrontend()
+            if let problem = await stillServes(peer, seed: 19) { return .fail("a tx response for an id never sent: \(problem)") }
+            return .pass("a tx response for an id never sent: the frontend read \(states.joined(separator: " -> ")); a fresh connection serves")
+        },
+        rxLie("NETIF-FE-020", "rx rsp_prod set a ring ahead") { peer, buffer, frame in
+            guard let ring = peer.rxRing else { throw PeerError.unusable("no rx ring") }
+            ring.shared.storeResponseProducer(ring.responseProducerPrivate &+ ring.size)
+            peer.notifyFrontend()
+        },
+        rxLie("NETIF-FE-021", "an rx extra slot of type 9") { peer, buffer, frame in
+            try peer.respondRx([NetifRxResponse(id: buffer.id, offset: 0, flags: .extraInfo, size: UInt16(frame.count))], extras: [0: [9, 0]])
+        },
+        rxLie("NETIF-FE-022", "more_data on every rx response") { peer, buffer, frame in
+            var responses = [NetifRxResponse(id: buffer.id, offset: 0, flags: .moreData, size: UInt16(frame.count))]
+            while let next = try peer.takeRxBuffer() {
+                try peer.fill(next.gref, with: frame)
+                responses.append(NetifRxResponse(id: next.id, offset: 0, flags: .moreData, size: UInt16(frame.count)))
+            }
+            try peer.respondRx(responses)
+        },
+        rxLie("NETIF-FE-023", "an rx response with status -77") { peer, buffer, _ in
+            try peer.respondRx([NetifRxResponse(id: buffer.id, offset: 0, flags: [], status: -77)])
         },
     ]
 }
