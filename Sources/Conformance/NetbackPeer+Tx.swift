@@ -15,6 +15,8 @@ struct SeenTxSlot: Sendable {
     let idInFlight: Bool
     /// The packet's bytes in this slot (read through its grant), when it mapped.
     let bytes: [UInt8]?
+    /// Whether it is a packet's first slot (whose size is the whole packet's).
+    var first = false
 }
 
 extension NetbackPeer {
@@ -28,7 +30,7 @@ extension NetbackPeer {
     /// NETIF_RSP_NULL) once `batch` are waiting or `flush`; pushes and notifies. Returns
     /// how many slots it consumed.
     func serveTx(batch: Int = 1, flush: Bool = true) throws -> Int {
-        guard var ring = txRing, let mapping = tx else { throw PeerError.unusable(mapProblem ?? "no tx ring attached") }
+        guard var ring = txRing else { throw PeerError.unusable(mapProblem ?? "no tx ring attached") }
         defer { txRing = ring }
         let producer = ring.shared.loadRequestProducer()
         guard producer &- ring.requestConsumer <= ring.size else {
@@ -60,7 +62,9 @@ extension NetbackPeer {
                     try? platform.grantMapper.unmap(page)
                 }
                 txSeen.append(SeenTxSlot(index: index, request: request, extraType: nil, problem: nil,
-                                         idInFlight: txUnanswered.contains { $0.id == request.id }, bytes: bytes))
+                                         idInFlight: txUnanswered.contains { $0.id == request.id }, bytes: bytes, first: !inPacket))
+                if !inPacket { txPackets += 1 }
+                inPacket = request.flags.contains(.moreData)
                 txUnanswered.append((index, request.id))
                 extraNext = request.flags.contains(.extraInfo)
             } catch {
@@ -77,7 +81,6 @@ extension NetbackPeer {
             txUnanswered = []
             if ring.pushResponsesAndCheckNotify() { notifyFrontend() }
         }
-        _ = mapping
         drainEvents()
         return consumed
     }
@@ -108,16 +111,6 @@ extension NetbackPeer {
             }
         }
         _ = try serveTx(flush: true)
-    }
-
-    /// First slots (packets) consumed so far.
-    var txPackets: Int { txSeen.filter { slot in slot.request != nil && !isContinuation(slot) }.count }
-
-    /// Whether `slot` continues the packet of the slot before it (more_data there).
-    func isContinuation(_ slot: SeenTxSlot) -> Bool {
-        guard let position = txSeen.firstIndex(where: { $0.index == slot.index }) else { return false }
-        let before = txSeen[..<position].last { $0.request != nil }
-        return before?.request?.flags.contains(.moreData) ?? false
     }
 
     func notifyFrontend() {

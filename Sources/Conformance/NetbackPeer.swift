@@ -54,6 +54,10 @@ public final class NetbackPeer: ScriptedBackend, @unchecked Sendable {
     var txUnanswered: [(index: RingIndex, id: UInt16?)] = []
     /// The next slot to consume is an extra-info slot.
     var pendingExtra = false
+    /// Packets (first slots) consumed since the last ``forgetTx()``.
+    var txPackets = 0
+    /// The last request consumed had more_data: the next continues its packet.
+    var inPacket = false
     /// The frontend's user side: its TAP device, in its namespace.
     let host: VifHostSide?
     /// The TAP device's name.
@@ -111,6 +115,7 @@ public final class NetbackPeer: ScriptedBackend, @unchecked Sendable {
         rxRing = try? BackRing(SharedRing(memory: mapped[1].view, entrySize: NetifLayout.rxSlotSize))
         txUnanswered = []
         pendingExtra = false
+        inPacket = false
         let header = { (m: GrantMapping) in (0 ..< 4).map { m.view.load(UInt32.self, at: $0 * 4) } }
         headersAtMap = (header(mapped[0]), header(mapped[1]))
         let keys = atInitialised[prefix + NetifConnectionKeys.Key.eventChannel] != nil ? [NetifConnectionKeys.Key.eventChannel]
@@ -144,7 +149,10 @@ public final class NetbackPeer: ScriptedBackend, @unchecked Sendable {
     }
 
     /// Forgets the tx slots seen, for a check that judges only its own.
-    func forgetTx() { txSeen = [] }
+    func forgetTx() {
+        txSeen = []
+        txPackets = 0
+    }
 
     /// Closes the device and the peer's connection.
     public func close() async {

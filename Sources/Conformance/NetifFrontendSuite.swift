@@ -170,12 +170,13 @@ public enum NetifFrontendSuite {
     }
 
     static let tx: [Check] = [
-        underTx("NETIF-FE-007", packets: 8, "each within its page", frame: { testFrame($0, size: $0 % 2 == 0 ? 60 : 1400, seed: 7) }) { slot, peer in
+        underTx("NETIF-FE-007", packets: 8, "each within its page", frame: { testFrame($0, size: $0 % 2 == 0 ? 60 : 1400, seed: 7) }) { slot, _ in
             if let problem = slot.problem { return problem }
             guard let request = slot.request else { return nil }
-            if Int(request.offset) + (peer.isContinuation(slot) || request.flags.contains(.moreData) ? Int(request.size) : min(Int(request.size), pageSize)) > pageSize {
-                return "offset \(request.offset) size \(request.size) passes the page"
-            }
+            // A chain's first slot carries the packet's size; every other slot its own.
+            let inPage = slot.first && request.flags.contains(.moreData) ? Int(request.offset) < pageSize
+                : Int(request.offset) + Int(request.size) <= pageSize
+            if !inPage { return "offset \(request.offset) size \(request.size) passes the page" }
             return nil
         },
         underTx("NETIF-FE-008", packets: 8, "more_data clear on all (feature-sg not offered)", frame: { testFrame($0, size: 1000, seed: 8) }) { slot, _ in
