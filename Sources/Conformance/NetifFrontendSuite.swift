@@ -23,6 +23,47 @@ public enum NetifFrontendSuite {
     }
 
     static let ring: [Check] = [
+        Check("RING-015") { peer in
+            try await readyForPackets(peer)
+            try await peer.sendAndServe(count: 4) { testFrame($0, size: 100, seed: 15) }
+            guard let shared = peer.txRing?.shared else { return .fail(peer.mapProblem ?? "no tx ring") }
+            let deadline = ContinuousClock.now + NetbackPeer.patience
+            while ContinuousClock.now < deadline {
+                let event = shared.loadResponseEvent(), producer = shared.loadResponseProducer()
+                if event == producer &+ 1 { return .pass("tx idle after its responses: rsp_event \(event), rsp_prod \(producer)") }
+                try await Task.sleep(for: .milliseconds(2))
+            }
+            return .fail("tx idle after its responses: rsp_event \(shared.loadResponseEvent()), rsp_prod \(shared.loadResponseProducer())")
+        },
+        Check("RING-016") { peer in
+            try await readyForPackets(peer)
+            guard let ring = peer.txRing else { return .fail("no tx ring") }
+            ring.shared.storeResponseProducer(ring.responseProducerPrivate &+ ring.size)
+            peer.notifyFrontend()
+            let states = try await peer.watchFrontend()
+            if let problem = await stillServes(peer, seed: 16) { return .fail("tx rsp_prod a ring ahead: \(problem)") }
+            return .pass("tx rsp_prod a ring ahead: the frontend read \(states.joined(separator: " -> ")); a fresh connection serves")
+        },
+        Check("RING-017") { peer in
+            try await readyForPackets(peer)
+            guard let tx = peer.tx, let rx = peer.rx else { return .fail("no rings") }
+            for (page, seed) in [(tx, UInt64(0x17)), (rx, 0x71)] {
+                pattern(pageSize, seed: seed).withUnsafeBytes { page.view.copyBytes(from: $0, to: 0) }
+            }
+            peer.notifyFrontend()
+            let states = try await peer.watchFrontend()
+            if let problem = await stillServes(peer, seed: 17) { return .fail("both ring pages overwritten with noise: \(problem)") }
+            return .pass("both ring pages overwritten with noise: the frontend read \(states.joined(separator: " -> ")); a fresh connection serves")
+        },
+        Check("RING-018") { peer in
+            try await readyForPackets(peer)
+            for _ in 0 ..< 10000 { peer.notifyFrontend() }
+            try await peer.sendAndServe(count: 1) { testFrame($0, size: 100, seed: 18) }
+            let frame = testFrame(1, size: 100, seed: 18)
+            try await peer.deliver(frame)
+            if let problem = try arrives(peer, frame) { return .fail("after 10000 notifications: \(problem)") }
+            return .pass("after 10000 notifications with nothing published, a frame went out on tx and one came in on rx")
+        },
         Check("RING-012") { peer in
             try await peer.startOver()
             try await peer.offer()
