@@ -200,40 +200,46 @@ final class NBDListener: @unchecked Sendable {
         switch address {
         case let .unix(path):
             fd = try Self.check(socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0), "socket")
-            var addr = sockaddr_un()
-            addr.sun_family = sa_family_t(AF_UNIX)
-            let bytes = Array(path.utf8)
-            let capacity = MemoryLayout.size(ofValue: addr.sun_path)
-            guard bytes.count < capacity, !bytes.contains(0) else {
+            let capacity = MemoryLayout.size(ofValue: sockaddr_un().sun_path)
+            guard let final = Self.unixAddress(path, capacity: capacity) else {
                 Glibc.close(fd)
                 throw .invalidAddress("unix:\(path)")
             }
-            withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-                raw.copyBytes(from: bytes)
-            }
-            let result = withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { address -> Int32 in
-                    let length = socklen_t(MemoryLayout<sockaddr_un>.size)
-                    // A socket file left by an earlier run would make bind fail: replace it,
-                    // but only if it is a socket and nobody answers on it.
-                    var info = stat()
-                    if lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK {
-                        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-                        let live = probe >= 0 && connect(probe, address, length) == 0
-                        if probe >= 0 { Glibc.close(probe) }
-                        if live {
-                            errno = EADDRINUSE
-                            return -1
-                        }
-                        unlink(path)
-                    }
-                    return bind(fd, address, length)
+            // A socket file left by an earlier run would stand in the way: replace it, but
+            // only if it is a socket and nobody answers on it.
+            var info = stat()
+            if lstat(path, &info) == 0 {
+                // Not a socket: somebody's file, never replaced (bind would refuse it too).
+                if info.st_mode & S_IFMT != S_IFSOCK || Self.answers(final) {
+                    Glibc.close(fd)
+                    throw .system(call: "bind", errno: EADDRINUSE)
                 }
+                unlink(path)
             }
-            if result != 0 {
+            // The file appears at bind, the listening at listen: a client that connects as
+            // soon as it sees the file would be refused in between. So bind a hidden name
+            // beside it, listen, then rename it into place.
+            let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) + "/" : ""
+            let name = path.split(separator: "/").last.map(String.init) ?? path
+            let hidden = "\(directory).\(name).\(getpid())"
+            let staged = Self.unixAddress(hidden, capacity: capacity)
+            unlink(hidden)
+            if Self.bindUnix(fd, staged ?? final) != 0 {
                 let code = errno
                 Glibc.close(fd)
                 throw .system(call: "bind", errno: code)
+            }
+            if listen(fd, backlog) != 0 {
+                let code = errno
+                if staged != nil { unlink(hidden) } else { unlink(path) }
+                Glibc.close(fd)
+                throw .system(call: "listen", errno: code)
+            }
+            if staged != nil, rename(hidden, path) != 0 {
+                let code = errno
+                unlink(hidden)
+                Glibc.close(fd)
+                throw .system(call: "rename", errno: code)
             }
             unixPath = path
             boundAddress = address
@@ -280,12 +286,44 @@ final class NBDListener: @unchecked Sendable {
             unixPath = nil
             boundAddress = .tcp(host: host, port: UInt16(bigEndian: boundPort))
         }
-        if listen(fd, backlog) != 0 {
+        if unixPath == nil, listen(fd, backlog) != 0 {
             let code = errno
             Glibc.close(fd)
             throw .system(call: "listen", errno: code)
         }
         descriptor = fd
+    }
+
+    /// `path` as a unix socket address, or nil when it does not fit or holds a NUL.
+    private static func unixAddress(_ path: String, capacity: Int) -> sockaddr_un? {
+        let bytes = Array(path.utf8)
+        guard bytes.count < capacity, !bytes.contains(0) else { return nil }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: bytes) }
+        return addr
+    }
+
+    private static func bindUnix(_ fd: Int32, _ address: sockaddr_un) -> Int32 {
+        var address = address
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+    }
+
+    /// Whether something listens at `address` (a live server we must not replace).
+    private static func answers(_ address: sockaddr_un) -> Bool {
+        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard probe >= 0 else { return false }
+        defer { Glibc.close(probe) }
+        var address = address
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0
+            }
+        }
     }
 
     deinit { close() }

@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import Testing
 @testable import NBD
@@ -327,6 +328,27 @@ final class FailingExport: NBDExport {
         #expect(throws: NBDError.system(call: "bind", errno: EADDRINUSE)) {
             try second.start(listeningOn: .unix(path: path))
         }
+        #expect(try NBDTestClient(.unix(path: path)).connect().size == 4096)
+    }
+
+    @Test func unixSocketAppearsListeningAndNeverReplacesAFile() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        // Somebody's file at the path is refused and left as it was.
+        let taken = directory.path + "/taken"
+        try Data([1, 2, 3]).write(to: URL(fileURLWithPath: taken))
+        let refused = NBDServer(export: NBDMemoryExport(size: 4096))
+        #expect(throws: NBDError.system(call: "bind", errno: EADDRINUSE)) {
+            try refused.start(listeningOn: .unix(path: taken))
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: taken)) == Data([1, 2, 3]))
+        // The socket is bound under a hidden name and renamed once it listens: the file at
+        // the path is the listening socket, and nothing else is left beside it.
+        let path = directory.path + "/s"
+        let server = NBDServer(export: NBDMemoryExport(size: 4096))
+        try server.start(listeningOn: .unix(path: path))
+        defer { server.stop() }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted() == ["s", "taken"])
         #expect(try NBDTestClient(.unix(path: path)).connect().size == 4096)
     }
 
