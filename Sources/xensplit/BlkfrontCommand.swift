@@ -118,10 +118,12 @@ struct BlkfrontCommand: AsyncParsableCommand {
             depth \(disk.depth), \(abi.blkif.protocolName); \
             serving \(bound.uri)
             """)
+        let ended = stop.firing { await frontend.stopped() }
         await stop.wait()
         server.stop()
         let left = await frontend.close()
         if case let .unix(path) = bound { unlink(path) }
+        if let failure = frontendEnded(await ended.value, command: "blkfront", device: "\(name) \(device)") { throw failure }
         if left > 0 { throw CommandFailure("blkfront: \(left) granted page sets were still mapped at close") }
     }
 

@@ -109,6 +109,7 @@ struct NetfrontCommand: AsyncParsableCommand {
             return nil
         }
         logger.info("netfront: \(name) vif \(devid): TAP device \(device.name)\(where_) up, waiting for the backend")
+        let ended = stop.firing { await frontend.stopped() }
         await stop.wait()
         // A busy backend may take a while to unmap; the grants must not end before it has.
         let left = await frontend.close(grantWaitSeconds: 30)
@@ -117,6 +118,7 @@ struct NetfrontCommand: AsyncParsableCommand {
         logger.info("netfront: closed; tx \(c.txPackets) packets (\(c.txDropped) dropped, \(c.txErrors) errors), rx \(c.rxPackets) packets (\(c.rxDropped) dropped, \(c.rxErrors) errors)")
         // Closing failed the wait if it still waited.
         if let refused = await announce.value { throw refusalFailure(refused) }
+        if let failure = frontendEnded(await ended.value, command: "netfront", device: "\(name) vif \(devid)") { throw failure }
         if left > 0 { throw CommandFailure("netfront: \(left) granted page sets were still mapped at close") }
     }
 

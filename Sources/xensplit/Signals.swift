@@ -1,6 +1,7 @@
 import Dispatch
 import Glibc
 import Synchronization
+import XenBus
 
 /// Ignores SIGINT's and SIGTERM's default action and calls `handler` (off the signal
 /// context) with each one that arrives; keep the result alive as long as it should.
@@ -78,5 +79,30 @@ final class StopSignal: Sendable {
             return nil
         }
         return try outcome.get()
+    }
+}
+
+extension StopSignal {
+    /// Fires this stop when a frontend's driver stops by itself (`stopped` returns), so a
+    /// command waiting for a signal also ends when its device or the hypervisor goes. The
+    /// task's value is why the driver stopped.
+    func firing(when stopped: @escaping @Sendable () async -> XenbusStopReason) -> Task<XenbusStopReason, Never> {
+        Task {
+            let reason = await stopped()
+            fire()
+            return reason
+        }
+    }
+}
+
+/// The failure a frontend command reports when its driver stopped by itself (`reason`
+/// other than ``XenbusStopReason/closed``, which is the command's own close): nil otherwise.
+func frontendEnded(_ reason: XenbusStopReason, command: String, device: String) -> CommandFailure? {
+    switch reason {
+    case .closed: return nil
+    case .connectionLost:
+        return CommandFailure("\(command): lost the hypervisor: the xenstore connection closed; \(device) is no longer served")
+    case .nodeRemoved:
+        return CommandFailure("\(command): the toolstack removed \(device); it is no longer served")
     }
 }
