@@ -109,10 +109,10 @@ struct NetfrontCommand: AsyncParsableCommand {
             return nil
         }
         logger.info("netfront: \(name) vif \(devid): TAP device \(device.name)\(where_) up, waiting for the backend")
-        let ended = stop.firing { await frontend.stopped() }
+        let ended = FrontendEnd(firing: stop) { await frontend.stopped() }
         await stop.wait()
         // A busy backend may take a while to unmap; the grants must not end before it has.
-        let left = await frontend.close(grantWaitSeconds: 30)
+        let left = await frontend.close(grantWaitSeconds: ended.hypervisorLost ? 0 : 30)
         device.close()
         let c = frontend.counters
         logger.info("netfront: closed; tx \(c.txPackets) packets (\(c.txDropped) dropped, \(c.txErrors) errors), rx \(c.rxPackets) packets (\(c.rxDropped) dropped, \(c.rxErrors) errors)")

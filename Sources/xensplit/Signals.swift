@@ -82,17 +82,32 @@ final class StopSignal: Sendable {
     }
 }
 
-extension StopSignal {
-    /// Fires this stop when a frontend's driver stops by itself (`stopped` returns), so a
-    /// command waiting for a signal also ends when its device or the hypervisor goes. The
-    /// task's value is why the driver stopped.
-    func firing(when stopped: @escaping @Sendable () async -> XenbusStopReason) -> Task<XenbusStopReason, Never> {
-        Task {
-            let reason = await stopped()
-            fire()
-            return reason
+/// Why a frontend's driver stopped, once it has; it fires a ``StopSignal`` then, so a
+/// command waiting for a signal also ends when its device or the hypervisor goes.
+final class FrontendEnd: Sendable {
+    private final class Reason: Sendable {
+        let value = Mutex<XenbusStopReason?>(nil)
+    }
+
+    private let reason = Reason()
+    private let task: Task<XenbusStopReason, Never>
+
+    init(firing stop: StopSignal, when stopped: @escaping @Sendable () async -> XenbusStopReason) {
+        let reason = self.reason
+        task = Task {
+            let why = await stopped()
+            reason.value.withLock { $0 = why }
+            stop.fire()
+            return why
         }
     }
+
+    /// Whether the driver stopped because the hypervisor went away: then nobody can unmap
+    /// the grants any more, so closing need not wait for it.
+    var hypervisorLost: Bool { reason.value.withLock { $0 } == .connectionLost }
+
+    /// Why the driver stopped (after the command's own close, ``XenbusStopReason/closed``).
+    var value: XenbusStopReason { get async { await task.value } }
 }
 
 /// The failure a frontend command reports when its driver stopped by itself (`reason`

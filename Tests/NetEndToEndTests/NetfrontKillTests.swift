@@ -61,4 +61,39 @@ struct NetfrontKillTests {
             #expect(try await NetPair.ping(from: bystander.namespace, NetPair.bridgeAddress), "the bystander after the destroy")
         }
     }
+
+    @Test("the hypervisor gone under traffic: xensplit netfront exits naming it, and the net backend's run ends saying so",
+          .enabled(if: access(TestCommand.xensplit, X_OK) == 0, "the xensplit binary is not built"))
+    func lostHypervisorEndsNetfrontAndNetback() async throws {
+        try await withPair { pair in
+            let spec = try VifSpec(parsing: "bridge=\(NetPair.bridge),mac=00:16:3e:40:00:32")
+            _ = try await pair.toolstack.createDomain(name: "orphan", disks: [], nics: [spec])
+            let ns = try TestNamespace(prefix: "xse2k")
+            defer { ns.delete() }
+            let netfront = try NetfrontProcess(["netfront", "orphan", "0", "--tap", "eth0", "--netns", ns.name,
+                                                "--platform", "local", "--state-dir", pair.directory])
+            defer { netfront.stop() }
+            try await eventually("the carrier on") { (try? ns.readSysfs("/sys/class/net/eth0/carrier")) == "1" }
+            try ns.ip("link", "set", "dev", "lo", "up")
+            try ns.ip("addr", "add", "198.19.64.32/24", "dev", "eth0")
+            let pings = try TestCommand.spawn("/usr/sbin/ip", ["netns", "exec", ns.name, "ping", "-n", "-q", "-i", "0.01",
+                                                              NetPair.bridgeAddress])
+            defer { if pings.signal(SIGKILL) { pings.wait() } }
+
+            pair.loseHypervisor()
+            // Bounded: a process or daemon that hangs fails here instead of hanging the test.
+            let (status, output) = try await bounded("netfront exits once the hypervisor is gone", seconds: 60) {
+                try await netfront.exit()
+            }
+            #expect(status == 1, "\(output)")
+            #expect(output.contains("netfront: lost the hypervisor"), "\(output)")
+            let ended = try await bounded("the net backend's run ends once the hypervisor is gone", seconds: 60) {
+                switch await pair.running.result {
+                case .success: return "returned as if asked to stop"
+                case let .failure(error): return "\(error)"
+                }
+            }
+            #expect(ended.hasPrefix("lost the hypervisor"), "\(ended)")
+        }
+    }
 }
