@@ -66,7 +66,8 @@ struct FaultInjectionTests {
         guard FileManager.default.createFile(atPath: image, contents: nil), truncate(image, 8 << 20) == 0 else {
             throw DemoTestError("cannot make \(image)")
         }
-        try tmpfs.fill("ballast", bytes: (1 << 20) - 16 * 4096)
+        try tmpfs.fill("ballast", bytes: (1 << 20) - 20 * 4096)
+        try tmpfs.fill("spare", bytes: 4 * 4096)
         _ = try await scenario.startHypervisor()
         try await scenario.createDomain("guest", disks: ["vdev=xvda,access=rw,target=\(image)"])
         let blkback = try Self.startBlkback(scenario)
@@ -90,8 +91,14 @@ struct FaultInjectionTests {
         let again = NBDWriteStream.block(1000, bytes: 4096)
         #expect(try await offThePool { try client.write(offset: 0, again) } == .success)
         #expect(try await offThePool { try client.read(offset: 0, length: 4096) } == again)
-        // The same new block still does not fit; once room is made it does.
+        // The same new block still does not fit.
         #expect(try await offThePool { try client.write(offset: UInt64(refused * 4096), NBDWriteStream.block(refused, bytes: 4096)) } == .io)
+        // With four pages free, a 64 KiB write at new offsets (one request) is taken in part
+        // by the file system; the rest still finds no room, so it fails as a whole.
+        unlink(tmpfs.directory + "/spare")
+        #expect(try await offThePool { try client.write(offset: 4 << 20, NBDWriteStream.block(4096, bytes: 64 << 10)) } == .io)
+        #expect(try await Self.backendState(scenario, domid: 1) == "4")
+        // Once room is made, writes at new offsets fit.
         unlink(tmpfs.directory + "/ballast")
         for block in refused ..< refused + 8 {
             #expect(try await offThePool { try client.write(offset: UInt64(block * 4096), NBDWriteStream.block(block, bytes: 4096)) } == .success)
@@ -103,8 +110,11 @@ struct FaultInjectionTests {
                 "the frontend connected once and never had to reconnect: \(disk.blkfront.output)")
 
         let statistics = try await Self.detach(disk, blkback: blkback)
-        #expect(statistics.contains("errors=2"), "\(statistics)")
-        #expect(blkback.output.contains("write failed: ENOSPC"), "the backend names the error: \(blkback.output)")
+        #expect(statistics.contains("errors=3"), "\(statistics)")
+        // Each refusal names the errno, the partly taken write too (its rest was sent again).
+        let refusals = blkback.output.split(separator: "\n").filter { $0.contains("blkback request refused") }
+        #expect(refusals.count == 3 && refusals.allSatisfy { $0.contains("write failed: ENOSPC") },
+                "the backend names the error: \(blkback.output)")
     }
 
     // MARK: EIO from nbdkit's error filter
