@@ -3,6 +3,7 @@ import Testing
 import XenLocal
 import XenPlatform
 import XenStore
+import XenTesting
 
 /// A guest that goes over its xenstore quotas (Protocols/xenstore-quotas.md, the defaults)
 /// through its own socket of the local hypervisor: its writes and watches past the quota
@@ -44,6 +45,9 @@ import XenStore
         // connection is still served.
         await #expect(throws: XenStoreError.daemon(.enoent)) { _ = try await greedyStore.read(node(written)) }
         #expect(try await greedyStore.readString(node(0)) == "x")
+        // Xen's own client on the guest's socket is refused the same way.
+        let greedySocket = LocalHypervisor.xenStorePath(stateDirectory: fx.directory, domain: "greedy")
+        #expect(try xenTool("xenstore-write", ["data/by-xen-tool", "x"], socket: greedySocket).status != 0)
         // Overwriting an existing node creates none, so it is allowed.
         try await greedyStore.write(node(0), "y")
         #expect(try await greedyStore.readString(node(0)) == "y")
@@ -82,5 +86,6 @@ import XenStore
         try await greedyStore.rm("data/d1")
         try await greedyStore.write("data/again", "x")
         #expect(try await greedyStore.readString("data/again") == "x")
+        #expect(try xenTool("xenstore-write", ["data/by-xen-tool", "x"], socket: greedySocket).status == 0)
     }
 }
