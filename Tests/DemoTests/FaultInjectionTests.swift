@@ -161,7 +161,7 @@ struct FaultInjectionTests {
     @Test("slow reads from nbdkit's delay filter complete with the right data, and a disk of another guest on the same backend keeps completing meanwhile",
           .enabled(if: enabled && toolExists("nbdfuse") && toolExists("nbdkit"), "needs xensplit, nbdfuse and nbdkit"))
     func slowDiskDoesNotHoldUpAnother() async throws {
-        let source = try NBDFuseDisk(bytes: 16 << 20, errors: false, filters: ["--filter=delay", "delay-read=2"])
+        let source = try NBDFuseDisk(bytes: 16 << 20, errors: false, filters: ["--filter=delay", "delay-read=3"])
         defer { source.remove() }
         let scenario = try LocalScenario("xensplit-slow", imageBytes: 16 << 20)
         defer { scenario.stop() }
@@ -248,16 +248,27 @@ struct FaultInjectionTests {
 
         try await scenario.createDomain("victim", disks: ["vdev=xvda,access=rw,target=\(scenario.image)"])
         let victim = try await Self.attach(scenario, guest: "victim")
-        let blocks = 512
-        let stream = NBDWriteStream(client: victim.client, count: blocks, blockBytes: 64 << 10, window: 16, pauseAt: blocks)
+        let (blocks, pauseAt, window) = (512, 64, 16)
+        let stream = NBDWriteStream(client: victim.client, count: blocks, blockBytes: 64 << 10, window: window, pauseAt: pauseAt)
         stream.start()
-        try await eventually("part of the victim's stream acknowledged") { stream.acknowledged.load(ordering: .relaxed) >= 32 }
+        try await eventually("the victim's stream up to its pause acknowledged") {
+            stream.acknowledged.load(ordering: .relaxed) == pauseAt
+        }
         let during = try await domainUsage(state: scenario.state)
         #expect((during["victim"]?[3] ?? 0) > 0, "the backend maps the victim's grants: \(during)")
+        // The backend stopped (and seen stopped) while a window of writes goes out, so they
+        // are certainly unanswered when the frontend dies; it serves what it finds after.
+        blkback.signal(SIGSTOP)
+        try await eventually("every blkback thread stopped") { BlkbackKillTests.allThreadsStopped(blkback.pid) }
+        stream.resume()
+        try await eventually("a window of writes sent to the victim's frontend") {
+            stream.sent.load(ordering: .relaxed) == pauseAt + window
+        }
         victim.blkfront.signal(SIGKILL)
         #expect(await victim.blkfront.wait() == SIGKILL)
-        #expect(stream.acknowledged.load(ordering: .relaxed) < blocks, "killed mid-stream")
+        blkback.signal(SIGCONT)
         try await eventually("the NBD client saw its server go") { stream.ended.load(ordering: .acquiring) }
+        #expect(stream.acknowledged.load(ordering: .relaxed) == pauseAt, "killed with writes in flight")
 
         // What the killed process held, the hypervisor let go at once: its connections and ports.
         try await eventually("the victim's connections and ports closed") {
