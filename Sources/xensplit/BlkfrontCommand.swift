@@ -98,6 +98,8 @@ struct BlkfrontCommand: AsyncParsableCommand {
         } catch {
             waiting.cancel()
             await frontend.close()
+            // A driver that stopped by itself says why (the hypervisor or the device gone).
+            if let failure = frontendEnded(await frontend.stopped(), command: "blkfront", device: "\(name) \(device)") { throw failure }
             throw error
         }
         guard let disk else {

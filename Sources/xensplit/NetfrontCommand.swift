@@ -69,6 +69,8 @@ struct NetfrontCommand: AsyncParsableCommand {
         let vif: NetifVifSettings
         do { vif = try await frontend.vifSettings() } catch {
             await frontend.close()
+            // A driver that stopped by itself says why (the hypervisor or the device gone).
+            if let failure = frontendEnded(await frontend.stopped(), command: "netfront", device: "\(name) vif \(devid)") { throw failure }
             throw CommandFailure("netfront: \(name) vif \(devid): \(error)")
         }
         let device: TapDevice

@@ -321,6 +321,22 @@ struct FaultInjectionTests {
         }
         try await eventually("the NBD client saw its server go") { stream.ended.load(ordering: .acquiring) }
     }
+
+    @Test("the hypervisor killed while blkfront waits for a backend: it exits naming the lost hypervisor",
+          .enabled(if: enabled, "the xensplit binary is not built"))
+    func killedHypervisorEndsAWaitingFrontend() async throws {
+        let scenario = try LocalScenario("xensplit-hypervisor-kill-waiting", imageBytes: 1 << 20)
+        defer { scenario.stop() }
+        let hypervisor = try await scenario.startHypervisorWithGuest()
+        // No backend: the frontend waits at Initialising.
+        let blkfront = try scenario.start("blkfront", ["blkfront", "guest", "xvda", "--nbd", "unix:\(scenario.state)/nbd.sock",
+                                                       "--platform", "local", "--state-dir", scenario.state])
+        try await eventually("the frontend waiting for its backend") { blkfront.output.contains("-> Initialising") }
+        hypervisor.signal(SIGKILL)
+        let status = try await bounded("blkfront exits after the hypervisor went", seconds: 60) { await blkfront.wait() }
+        #expect(status == 1, "\(blkfront.output)")
+        #expect(blkfront.output.contains("blkfront: lost the hypervisor"), "\(blkfront.output)")
+    }
 }
 
 /// Set once every slow read is answered.
