@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import SystemCalls
 import Testing
 import XenLocal
 import XenPlatform
@@ -21,20 +22,9 @@ struct NetfrontKillTests {
             let queuesBefore = pair.daemon.queuesPerWorker.reduce(0, +)
             let before = try pair.usage()
 
-            let spec = try VifSpec(parsing: "bridge=\(NetPair.bridge),mac=00:16:3e:40:00:31")
-            let victim = try await pair.toolstack.createDomain(name: "victim", disks: [], nics: [spec])
-            let ns = try TestNamespace(prefix: "xse2k")
-            defer { ns.delete() }
-            let netfront = try NetfrontProcess(["netfront", "victim", "0", "--tap", "eth0", "--netns", ns.name,
-                                                "--platform", "local", "--state-dir", pair.directory])
-            defer { netfront.stop() }
-            try await eventually("the victim's carrier on") { (try? ns.readSysfs("/sys/class/net/eth0/carrier")) == "1" }
-            try ns.ip("link", "set", "dev", "lo", "up")
-            try ns.ip("addr", "add", "198.19.64.31/24", "dev", "eth0")
-            // A stream of echoes, ended by its PID.
-            let pings = try TestCommand.spawn("/usr/sbin/ip", ["netns", "exec", ns.name, "ping", "-n", "-q", "-i", "0.01",
-                                                              NetPair.bridgeAddress])
-            defer { if pings.signal(SIGKILL) { pings.wait() } }
+            let traffic = try await NetfrontUnderTraffic(pair, name: "victim", host: 31)
+            defer { traffic.stop() }
+            let (victim, netfront) = (traffic.domain, traffic.netfront)
             let vif = "vif\(victim).0"
             try await eventually("the victim's frames reach dom0", seconds: 60) {
                 (try? pair.namespace.readSysfs("/sys/class/net/\(vif)/statistics/rx_packets")).flatMap { Int($0) } ?? 0 >= 50
@@ -66,19 +56,9 @@ struct NetfrontKillTests {
           .enabled(if: access(TestCommand.xensplit, X_OK) == 0, "the xensplit binary is not built"))
     func lostHypervisorEndsNetfrontAndNetback() async throws {
         try await withPair { pair in
-            let spec = try VifSpec(parsing: "bridge=\(NetPair.bridge),mac=00:16:3e:40:00:32")
-            _ = try await pair.toolstack.createDomain(name: "orphan", disks: [], nics: [spec])
-            let ns = try TestNamespace(prefix: "xse2k")
-            defer { ns.delete() }
-            let netfront = try NetfrontProcess(["netfront", "orphan", "0", "--tap", "eth0", "--netns", ns.name,
-                                                "--platform", "local", "--state-dir", pair.directory])
-            defer { netfront.stop() }
-            try await eventually("the carrier on") { (try? ns.readSysfs("/sys/class/net/eth0/carrier")) == "1" }
-            try ns.ip("link", "set", "dev", "lo", "up")
-            try ns.ip("addr", "add", "198.19.64.32/24", "dev", "eth0")
-            let pings = try TestCommand.spawn("/usr/sbin/ip", ["netns", "exec", ns.name, "ping", "-n", "-q", "-i", "0.01",
-                                                              NetPair.bridgeAddress])
-            defer { if pings.signal(SIGKILL) { pings.wait() } }
+            let traffic = try await NetfrontUnderTraffic(pair, name: "orphan", host: 32)
+            defer { traffic.stop() }
+            let netfront = traffic.netfront
 
             pair.loseHypervisor()
             // Bounded: a process or daemon that hangs fails here instead of hanging the test.
@@ -95,5 +75,46 @@ struct NetfrontKillTests {
             }
             #expect(ended.hasPrefix("lost the hypervisor"), "\(ended)")
         }
+    }
+}
+
+/// `xensplit netfront` for a new domain NAME with one vif on the pair's bridge, its TAP
+/// device eth0 holding 198.19.64.HOST in a namespace of its own, and a stream of echoes
+/// from there to dom0's bridge. ``stop()`` ends what still runs (by PID) and removes the
+/// namespace.
+final class NetfrontUnderTraffic {
+    let domain: DomainID
+    let namespace: TestNamespace
+    let netfront: NetfrontProcess
+    private(set) var pings: ChildProcess?
+
+    init(_ pair: NetPair, name: String, host: Int) async throws {
+        let spec = try VifSpec(parsing: "bridge=\(NetPair.bridge),mac=" + String(format: "00:16:3e:40:00:%02x", host))
+        domain = try await pair.toolstack.createDomain(name: name, disks: [], nics: [spec])
+        namespace = try TestNamespace(prefix: "xse2k")
+        do {
+            netfront = try NetfrontProcess(["netfront", name, "0", "--tap", "eth0", "--netns", namespace.name,
+                                            "--platform", "local", "--state-dir", pair.directory])
+        } catch {
+            namespace.delete()
+            throw error
+        }
+        do {
+            let ns = namespace
+            try await eventually("\(name)'s carrier on") { (try? ns.readSysfs("/sys/class/net/eth0/carrier")) == "1" }
+            try ns.ip("link", "set", "dev", "lo", "up")
+            try ns.ip("addr", "add", "198.19.64.\(host)/24", "dev", "eth0")
+            pings = try TestCommand.spawn("/usr/sbin/ip", ["netns", "exec", ns.name, "ping", "-n", "-q", "-i", "0.01",
+                                                           NetPair.bridgeAddress])
+        } catch {
+            stop()
+            throw error
+        }
+    }
+
+    func stop() {
+        if let pings, pings.signal(SIGKILL) { pings.wait() }
+        netfront.stop()
+        namespace.delete()
     }
 }
