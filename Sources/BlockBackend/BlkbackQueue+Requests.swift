@@ -297,8 +297,16 @@ extension BlkbackQueue {
             submit(index, .flush(file), engine: engine)
             return
         }
-        let offset = slot.sectorNumber * 512
         slots[index].phase = .transfer
+        slots[index].transferred = 0
+        submitTransfer(index, engine: engine)
+    }
+
+    /// Submits the part of slot `index`'s transfer not moved yet: all of it at first, the
+    /// rest after a short completion (``advanceTransfer(_:by:)`` moved the iovecs on).
+    func submitTransfer<Engine: BlockIOEngine>(_ index: Int, engine: Engine) {
+        let slot = slots[index]
+        let offset = slot.sectorNumber * 512 + UInt64(slot.transferred)
         if slot.vectorCount == 1 {
             // One range (a single page, or pages adjacent in our mapping): a plain read or
             // write, which spares the kernel importing an iovec array.
@@ -322,13 +330,34 @@ extension BlkbackQueue {
         }
         // SAFETY: the bytes lie in this slot's copy buffer, which stays registered until
         // close(), and close() refuses while the slot is in flight.
-        let bytes = UnsafeMutableRawBufferPointer(start: slotBases[index], count: slot.byteCount)
+        let bytes = UnsafeMutableRawBufferPointer(start: slotBases[index] + slot.transferred,
+                                                  count: slot.byteCount - slot.transferred)
         if slot.isRead {
             submit(index, .read(file, offset: offset, into: bytes), engine: engine)
         } else {
             submit(index, .write(file, offset: offset, from: UnsafeRawBufferPointer(bytes)),
                    engine: engine)
         }
+    }
+
+    /// Counts `moved` more bytes of slot `index`'s transfer as done and moves its iovecs
+    /// past them (they are the backend's own array, not shared memory). `moved` is less
+    /// than what the slot had left, so at least one iovec remains.
+    func advanceTransfer(_ index: Int, by moved: Int) {
+        slots[index].transferred += moved
+        let count = slots[index].vectorCount
+        guard count > 0 else { return }
+        let base = index * vectorStride
+        var left = moved
+        var skipped = 0
+        while skipped < count, left >= vectors[base + skipped].iov_len {
+            left -= vectors[base + skipped].iov_len
+            skipped += 1
+        }
+        for k in skipped ..< count { vectors[base + k - skipped] = vectors[base + k] }
+        vectors[base].iov_base = vectors[base].iov_base.map { $0 + left }
+        vectors[base].iov_len -= left
+        slots[index].vectorCount = count - skipped
     }
 
     func submit<Engine: BlockIOEngine>(_ index: Int, _ operation: BlockIOOperation, engine: Engine) {
@@ -356,8 +385,16 @@ extension BlkbackQueue {
         let slot = slots[index]
         switch slot.phase {
         case .transfer:
-            guard result == Int32(clamping: slot.byteCount) else {
-                finish(index, status: .error, .completion(slot.isRead ? "read" : "write", result: result, expected: slot.byteCount))
+            let remaining = slot.byteCount - slot.transferred
+            if result > 0, Int(result) < remaining {
+                // A short transfer (a file system that took what fitted): the rest goes again,
+                // so it completes or fails with the errno that says why.
+                advanceTransfer(index, by: Int(result))
+                submitTransfer(index, engine: engine)
+                break
+            }
+            guard result == Int32(clamping: remaining) else {
+                finish(index, status: .error, .completion(slot.isRead ? "read" : "write", result: result, expected: remaining))
                 break
             }
             if slot.isRead, slot.vectorCount > 0 {

@@ -450,4 +450,6 @@ struct BlkbackSlot {
     var segmentCount = 0
     /// iovecs of a zero-copy transfer in the slot's vectors; 0: through the copy buffer.
     var vectorCount = 0
+    /// Bytes of the transfer moved by earlier short completions.
+    var transferred = 0
 }

@@ -50,6 +50,10 @@ public final class BlockFrontend: Sendable {
         }
     }
 
+    /// Waits until the frontend's driver stops and says why: ``close()`` was called, the
+    /// toolstack removed the device, or the xenstore connection closed (the hypervisor went away).
+    public func stopped() async -> XenbusStopReason { await device.stopped() }
+
     /// The xenbus state the frontend last wrote.
     public var state: XenbusState { device.state }
 

@@ -69,6 +69,11 @@ public final class NetFrontend: Sendable {
         }
     }
 
+    /// Waits until the frontend's driver stops and says why: ``close(grantWaitSeconds:)``
+    /// (or a refusal of the backend) closed it, the toolstack removed the device, or the
+    /// xenstore connection closed (the hypervisor went away).
+    public func stopped() async -> XenbusStopReason { await device.stopped() }
+
     /// The xenbus state the frontend last wrote.
     public var state: XenbusState { device.state }
 

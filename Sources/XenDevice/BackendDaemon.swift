@@ -84,7 +84,8 @@ public final class BackendDaemon<Device: BackendDevice>: Sendable {
 
     /// Serves devices until ``stop()``; then closes every device (Closing, Closed, queues
     /// removed) and releases it, and stops the workers it was given. Throws if the backend
-    /// directory cannot be watched (after the same shutdown).
+    /// directory cannot be watched, or ``BackendDaemonError/hypervisorLost(directory:)``
+    /// if the xenstore connection closed under it (after the same shutdown).
     public func run() async throws {
         defer {
             workers?.stopAll()
@@ -114,6 +115,8 @@ public final class BackendDaemon<Device: BackendDevice>: Sendable {
         }
         timer.cancel()
         await shutdown()
+        // The watch ends by itself only when the connection closed: a stop nobody asked for.
+        guard stopping.withLock({ $0.requested }) else { throw BackendDaemonError.hypervisorLost(directory: watcher.directory) }
     }
 
     /// Makes ``run()`` close every device and return. Safe from any thread or task.

@@ -98,6 +98,8 @@ struct BlkfrontCommand: AsyncParsableCommand {
         } catch {
             waiting.cancel()
             await frontend.close()
+            // A driver that stopped by itself says why (the hypervisor or the device gone).
+            if let failure = frontendEnded(await frontend.stopped(), command: "blkfront", device: "\(name) \(device)") { throw failure }
             throw error
         }
         guard let disk else {
@@ -118,10 +120,12 @@ struct BlkfrontCommand: AsyncParsableCommand {
             depth \(disk.depth), \(abi.blkif.protocolName); \
             serving \(bound.uri)
             """)
+        let ended = FrontendEnd(firing: stop) { await frontend.stopped() }
         await stop.wait()
         server.stop()
-        let left = await frontend.close()
+        let left = await frontend.close(grantWaitSeconds: ended.hypervisorLost ? 0 : 5)
         if case let .unix(path) = bound { unlink(path) }
+        if let failure = frontendEnded(await ended.value, command: "blkfront", device: "\(name) \(device)") { throw failure }
         if left > 0 { throw CommandFailure("blkfront: \(left) granted page sets were still mapped at close") }
     }
 

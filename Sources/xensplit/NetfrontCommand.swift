@@ -69,6 +69,8 @@ struct NetfrontCommand: AsyncParsableCommand {
         let vif: NetifVifSettings
         do { vif = try await frontend.vifSettings() } catch {
             await frontend.close()
+            // A driver that stopped by itself says why (the hypervisor or the device gone).
+            if let failure = frontendEnded(await frontend.stopped(), command: "netfront", device: "\(name) vif \(devid)") { throw failure }
             throw CommandFailure("netfront: \(name) vif \(devid): \(error)")
         }
         let device: TapDevice
@@ -109,14 +111,16 @@ struct NetfrontCommand: AsyncParsableCommand {
             return nil
         }
         logger.info("netfront: \(name) vif \(devid): TAP device \(device.name)\(where_) up, waiting for the backend")
+        let ended = FrontendEnd(firing: stop) { await frontend.stopped() }
         await stop.wait()
         // A busy backend may take a while to unmap; the grants must not end before it has.
-        let left = await frontend.close(grantWaitSeconds: 30)
+        let left = await frontend.close(grantWaitSeconds: ended.hypervisorLost ? 0 : 30)
         device.close()
         let c = frontend.counters
         logger.info("netfront: closed; tx \(c.txPackets) packets (\(c.txDropped) dropped, \(c.txErrors) errors), rx \(c.rxPackets) packets (\(c.rxDropped) dropped, \(c.rxErrors) errors)")
         // Closing failed the wait if it still waited.
         if let refused = await announce.value { throw refusalFailure(refused) }
+        if let failure = frontendEnded(await ended.value, command: "netfront", device: "\(name) vif \(devid)") { throw failure }
         if left > 0 { throw CommandFailure("netfront: \(left) granted page sets were still mapped at close") }
     }
 

@@ -1,6 +1,7 @@
 import Dispatch
 import Glibc
 import Synchronization
+import XenBus
 
 /// Ignores SIGINT's and SIGTERM's default action and calls `handler` (off the signal
 /// context) with each one that arrives; keep the result alive as long as it should.
@@ -78,5 +79,45 @@ final class StopSignal: Sendable {
             return nil
         }
         return try outcome.get()
+    }
+}
+
+/// Why a frontend's driver stopped, once it has; it fires a ``StopSignal`` then, so a
+/// command waiting for a signal also ends when its device or the hypervisor goes.
+final class FrontendEnd: Sendable {
+    private final class Reason: Sendable {
+        let value = Mutex<XenbusStopReason?>(nil)
+    }
+
+    private let reason = Reason()
+    private let task: Task<XenbusStopReason, Never>
+
+    init(firing stop: StopSignal, when stopped: @escaping @Sendable () async -> XenbusStopReason) {
+        let reason = self.reason
+        task = Task {
+            let why = await stopped()
+            reason.value.withLock { $0 = why }
+            stop.fire()
+            return why
+        }
+    }
+
+    /// Whether the driver stopped because the hypervisor went away: then nobody can unmap
+    /// the grants any more, so closing need not wait for it.
+    var hypervisorLost: Bool { reason.value.withLock { $0 } == .connectionLost }
+
+    /// Why the driver stopped (after the command's own close, ``XenbusStopReason/closed``).
+    var value: XenbusStopReason { get async { await task.value } }
+}
+
+/// The failure a frontend command reports when its driver stopped by itself (`reason`
+/// other than ``XenbusStopReason/closed``, which is the command's own close): nil otherwise.
+func frontendEnded(_ reason: XenbusStopReason, command: String, device: String) -> CommandFailure? {
+    switch reason {
+    case .closed: return nil
+    case .connectionLost:
+        return CommandFailure("\(command): lost the hypervisor: the xenstore connection closed; \(device) is no longer served")
+    case .nodeRemoved:
+        return CommandFailure("\(command): the toolstack removed \(device); it is no longer served")
     }
 }

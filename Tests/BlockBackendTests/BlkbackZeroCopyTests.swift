@@ -415,7 +415,8 @@ struct BlkbackZeroCopyTests {
         let back = BlkbackPersistentTests.wholePages(4..<6)
         #expect(try BlkbackPersistentTests.read(f, back, sector: 4088) == .error, "4096 of 8192 bytes")
         #expect(try BlkbackPersistentTests.read(f, back, sector: 6000) == .error, "nothing past the end")
-        #expect(counts.snapshot(rig.queues).inPlaceReads == 2)
+        // The short one is sent again for its rest, which meets the end of the file.
+        #expect(counts.snapshot(rig.queues).inPlaceReads == 3)
         #expect(try BlkbackPersistentTests.read(f, Array(back.prefix(1)), sector: 4088) == .okay)
         #expect(f.gather(Array(back.prefix(1))) == Array(bytes.prefix(4096)))
         try rig.tearDown()

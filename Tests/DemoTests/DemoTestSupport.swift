@@ -163,16 +163,36 @@ final class LocalScenario {
     /// Starts the hypervisor, waits for its sockets and creates "guest" with the image as
     /// xvda (`xensplit domain create`); returns the hypervisor's process.
     func startHypervisorWithGuest() async throws -> Child {
+        let hypervisor = try await startHypervisor()
+        try await createDomain("guest", disks: ["vdev=xvda,access=rw,target=\(image)"])
+        return hypervisor
+    }
+
+    /// Starts `xensplit hypervisor` and waits for its sockets; returns its process.
+    func startHypervisor() async throws -> Child {
         let hypervisor = try start("hypervisor", ["hypervisor", "--state-dir", state])
         // xenstored's socket comes first, the hypervisor's own a moment later.
         try await eventually("the hypervisor's sockets") {
             FileManager.default.fileExists(atPath: state + "/xenstored.socket")
                 && FileManager.default.fileExists(atPath: state + "/hypervisor.socket")
         }
-        let create = try start("create", ["domain", "create", "guest", "--state-dir", state,
-                                          "--disk", "vdev=xvda,access=rw,target=\(image)"])
-        guard await create.wait() == 0 else { throw DemoTestError("domain create failed: \(create.output)") }
         return hypervisor
+    }
+
+    /// `xensplit domain create NAME --disk SPEC...`, waited for.
+    func createDomain(_ name: String, disks: [String]) async throws {
+        let create = try start("create-\(name)", ["domain", "create", name, "--state-dir", state]
+                                                   + disks.flatMap { ["--disk", $0] })
+        guard await create.wait() == 0 else { throw DemoTestError("domain create \(name) failed: \(create.output)") }
+    }
+
+    /// A zero-filled image of `bytes` in the state directory.
+    func image(_ name: String, bytes: Int) throws -> String {
+        let path = state + "/" + name
+        guard FileManager.default.createFile(atPath: path, contents: nil), truncate(path, off_t(bytes)) == 0 else {
+            throw DemoTestError("cannot make \(path)")
+        }
+        return path
     }
 
     func stop() {

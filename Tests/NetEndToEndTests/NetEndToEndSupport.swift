@@ -100,11 +100,19 @@ final class NetPair: @unchecked Sendable {
     /// What the hypervisor counts for each domain now.
     func usage() throws -> [DomainID: DomainUsage] { try dom0.domainUsage() }
 
+    /// Stops the hypervisor under everyone, as its death would: every connection closes.
+    func loseHypervisor() {
+        hypervisorGone = true
+        hypervisor.stopAndWait()
+    }
+
+    private var hypervisorGone = false
+
     func stop() async {
         for guest in guests { await guest.stop() }
         daemon.stop()
         _ = await running.result
-        hypervisor.stopAndWait()
+        if !hypervisorGone { hypervisor.stopAndWait() }
         namespace.delete()
         _ = try? FileManager.default.removeItem(atPath: directory)
     }

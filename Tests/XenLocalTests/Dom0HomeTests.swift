@@ -8,7 +8,7 @@ import XenTesting
 
 /// Runs one of Xen's xenstore tools against the hypervisor's xenstored socket, as dom0's
 /// scripts would with XENSTORED_PATH; returns its exit status and standard output.
-private func xenTool(_ tool: String, _ arguments: [String], socket: String) throws -> (status: Int32, output: String) {
+func xenTool(_ tool: String, _ arguments: [String], socket: String) throws -> (status: Int32, output: String) {
     var env = ProcessInfo.processInfo.environment
     env["XENSTORED_PATH"] = socket
     let p = try ChildProcess("/usr/bin/" + tool, arguments, environment: env, standardOutput: .pipe, standardError: .null)
