@@ -73,7 +73,8 @@ let package = Package(
         // Fuzz targets as plain functions: libFuzzer runs them (scripts/fuzz.sh) and the
         // tests replay seeded inputs through them.
         .target(name: "FuzzTargets", dependencies: ["XenRing", "SharedMemory", "XenStore", "Blkif", "Netif", "BlockBackend", "URing",
-                                                    "XenPlatform", "XenTesting",
+                                                    "XenPlatform", "XenTesting", "XenLocal", "NBD", "NetBackend",
+                                                    "BlockFrontend", "NetFrontend",
                                                     .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "xensplit-fuzz", dependencies: ["FuzzTargets"]),
         // liburing's helpers are static inline, so they are wrapped by a C target.

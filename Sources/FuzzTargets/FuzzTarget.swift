@@ -5,6 +5,14 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case blkback
     case netif
     case netifctrl
+    case blkif
+    case netback
+    case blkfront
+    case netfront
+    case nbd
+    case hypervisor
+    case diskspec
+    case vifspec
 
     /// Runs one input through the target.
     public func run(_ input: UnsafeRawBufferPointer) {
@@ -14,6 +22,14 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .blkback: BlkbackFuzz.run(input)
         case .netif: NetifFuzz.run(input)
         case .netifctrl: NetifCtrlFuzz.run(input)
+        case .blkif: BlkifFuzz.run(input)
+        case .netback: NetbackFuzz.run(input)
+        case .blkfront: BlkfrontFuzz.run(input)
+        case .netfront: NetfrontFuzz.run(input)
+        case .nbd: NBDFuzz.run(input)
+        case .hypervisor: HypervisorFuzz.run(input)
+        case .diskspec: DiskSpecFuzz.run(input)
+        case .vifspec: VifSpecFuzz.run(input)
         }
     }
 }
