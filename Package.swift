@@ -153,6 +153,7 @@ let package = Package(
                           path: "Examples/NetEcho"),
 
         .testTarget(name: "SharedMemoryTests", dependencies: ["SharedMemory"]),
+        .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets", "XenTesting"]),
         .testTarget(name: "XenRingTests", dependencies: ["XenRing", "SharedMemory", "CRingReference", "XenTesting", "FuzzTargets"]),
         .testTarget(name: "BlkifTests", dependencies: ["XenTesting", "Blkif", "XenRing", "SharedMemory"]),
         .testTarget(name: "NetifTests", dependencies: ["XenTesting", "Netif", "XenRing", "SharedMemory", "FuzzTargets", "CRingReference"]),

@@ -2,7 +2,7 @@ import Blkif
 import SharedMemory
 
 /// A fuzz target for the blkif slot decoders, per ABI (native, x86_32, x86_64): the bytes
-/// are a ring slot as a frontend wrote it, then the indirect pages it points at. Whatever
+/// are a ring slot as a frontend wrote it, then the start of the indirect pages it points at. Whatever
 /// the slot holds, decoding must not trap; a request or response that decodes must encode
 /// back to bytes that decode to the same value; an indirect request's segments must
 /// decode from its pages within its count; and the native ABI must read a slot exactly as
@@ -28,10 +28,10 @@ public enum BlkifFuzz {
               let pages = try? view.slice(offset: 2 * pageSize, length: BlkifIndirectGrefs.capacity * pageSize)
         else { fatalError("slices of the fuzz memory must fit") }
         for offset in 0..<abi.slotSize where !script.isEmpty { slot.store(script.byte(), at: offset) }
-        // The rest of the input fills the indirect pages, repeated to cover all of them.
-        let rest = input.count - script.position
+        // The rest of the input is the start of the indirect pages (zero past its end).
+        let rest = min(input.count - script.position, pages.count)
         if rest > 0 {
-            for offset in 0..<pages.count { pages.store(input[script.position + offset % rest], at: offset) }
+            pages.copyBytes(from: UnsafeRawBufferPointer(rebasing: input[script.position..<(script.position + rest)]), to: 0)
         }
 
         decodeRequest(slot, again: again, pages: pages, abi: abi, maxIndirect: maxIndirect)

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Every fuzz target, by the name `scripts/fuzz.sh` and `xensplit-fuzz` take.
 public enum FuzzTarget: String, CaseIterable, Sendable {
     case ring
@@ -14,8 +16,17 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case diskspec
     case vifspec
 
+    /// One input at a time, whichever the target: several keep a world across inputs (a
+    /// hypervisor, a disk) whose checks assume nothing else runs on it, and the test suites
+    /// replay inputs from parallel tests. libFuzzer's single thread never waits here.
+    static let oneAtATime = Mutex(())
+
     /// Runs one input through the target.
     public func run(_ input: UnsafeRawBufferPointer) {
+        Self.oneAtATime.withLock { _ in runAlone(input) }
+    }
+
+    private func runAlone(_ input: UnsafeRawBufferPointer) {
         switch self {
         case .ring: RingFuzz.run(input)
         case .xenstore: XenStoreFuzz.run(input)

@@ -36,15 +36,27 @@ public enum HypervisorFuzz {
         }
         let h = world!.hypervisor
         guard input.count >= 2 else { return }
-        // A fresh guest each input, so what one input shared or bound does not carry over.
-        let guest = createGuest(h)
-        let domain: DomainID = input[0] % 4 == 0 ? 0 : guest
+        if guest == nil { guest = createGuest(h) }
+        let domain: DomainID = input[0] % 4 == 0 ? 0 : guest!
         let bytes = Array(input[2...])
         let replies = h.serveForFuzzing(domain: domain, bytes: bytes, pieceSize: Int(input[1]) * 4 + 1)
         check(replies: replies, answering: bytes)
-        // Dom0 may have made domains or destroyed the guest: back to dom0 alone.
-        for id in listDomains(h) where id != 0 { control(h, .domainDestroy, payload: le16(id)) }
+        // Back to dom0 and a guest that holds nothing, so what one input shared or bound
+        // does not carry over: domains dom0 made go, and the guest is made afresh if it
+        // was destroyed or holds anything.
+        var guestClean = false
+        for (id, holds) in usage(h) where id != 0 {
+            if id == guest, holds == 0 {
+                guestClean = true
+            } else {
+                control(h, .domainDestroy, payload: le16(id))
+            }
+        }
+        if !guestClean { guest = nil }
     }
+
+    /// The guest domain kept between inputs while it holds nothing.
+    nonisolated(unsafe) static var guest: DomainID?
 
     /// The requests in `sent`, in order, up to the first that does not frame.
     static func requests(in sent: [UInt8]) -> [(HypervisorMessage.Kind, UInt32)] {
@@ -92,15 +104,22 @@ public enum HypervisorFuzz {
         return DomainID(reply[0]) | DomainID(reply[1]) << 8
     }
 
-    static func listDomains(_ h: LocalHypervisor) -> [DomainID] {
-        let payload = control(h, .domainList, payload: [])
-        var ids: [DomainID] = []
+    /// Every domain and the sum of what it holds (connections, ports, granted pages,
+    /// pins, mappings, copy-buffer pages), from dom0's usage request.
+    static func usage(_ h: LocalHypervisor) -> [(DomainID, Int)] {
+        let payload = control(h, .domainUsage, payload: [])
+        var found: [(DomainID, Int)] = []
         var offset = 0
-        while offset + 4 <= payload.count {
-            ids.append(DomainID(payload[offset]) | DomainID(payload[offset + 1]) << 8)
-            offset += 4 + (Int(payload[offset + 2]) | Int(payload[offset + 3]) << 8)
+        while offset + 28 <= payload.count {
+            var holds = 0
+            for field in 0..<6 {
+                let at = offset + 4 + field * 4
+                holds += Int(payload[at]) | Int(payload[at + 1]) << 8 | Int(payload[at + 2]) << 16 | Int(payload[at + 3]) << 24
+            }
+            found.append((DomainID(payload[offset]) | DomainID(payload[offset + 1]) << 8, holds))
+            offset += 28
         }
-        return ids
+        return found
     }
 
     static func le16(_ v: DomainID) -> [UInt8] { [UInt8(v & 0xFF), UInt8(v >> 8)] }
