@@ -104,19 +104,23 @@ put("hypervisor", "dom0-session", b"\x00\x07" + dom0_session)
 # request (op 1), publish (2), service (3), complete (4), push (5), frontend takes (9).
 read_request = bytes([1, 0, 1, 0, 0, 0, 5, 0, 0, 7, 2, 0, 1, 0, 3])
 put("blkback", "read-honest", bytes([2, 0, 1, 3, 1, 1, 4]) + read_request + bytes([2, 0, 3, 4, 0, 0, 5, 9]))
-# netback: features, tx buffers, rx buffers; tx request (1) + publish (3), post rx (4) +
-# publish (5), service (6), complete TAP operations (7), push (8), frontend takes (9).
-tx = bytes([1, 0x01, 10, 0, 0, 0, 0, 0, 9])  # flags csum-blank, offset 10, size 62, gref choice 0, id 9
-put("netback", "tx-rx-honest", bytes([0x1f, 3, 1]) + tx + bytes([3, 0, 4, 3, 0, 0, 5, 0, 6, 7, 3, 0, 1, 0, 8, 9, 6, 8, 9]))
+# netback: features, tx buffers, rx buffers; a tx request (op 1: flags, offset, size, grant,
+# id) published (3), an rx buffer posted (4) and published (5), service (6), the TAP write
+# and two reads complete (7: count, then per completion its pick and for a read its frame),
+# service (6), push (8), the frontend takes its responses (9).
+tx = bytes([1, 0, 1, 10, 1, 6, 0, 0, 9])
+frame = bytes([1, 1, 10, 1, 0, 0, 0, 0])
+put("netback", "tx-rx-honest", bytes([0x1f, 3, 1]) + tx + bytes([3, 0, 4, 3, 0, 0, 5, 0, 6])
+    + bytes([7, 2, 0, 1, 0]) + frame + bytes([0]) + frame + bytes([6, 8, 9]))
 # blkfront: abi, features, depth; ring 0: queue a read (0), send (1), backend takes (2),
 # answers (3), publishes (4), frontend takes (6).
 put("blkfront", "read-answered", bytes([2, 0x07, 4]) + bytes([0, 0, 3, 1, 0, 0]) + bytes([0, 1, 0, 2])
     + bytes([0, 3, 0, 1, 1, 0]) + bytes([0, 4, 0, 0, 6]))
-# netfront: features, tx pages; post rx (1), push (2), backend takes rx (7), answers (8),
-# publishes (11), frontend takes rx (4); a frame (0), push, backend takes tx (5), answers (6),
-# publishes (10), frontend takes tx (3).
-put("netfront", "rx-tx-answered", bytes([0x0f, 4, 1, 2, 7, 8, 1, 1, 4, 0, 0, 11, 0, 4, 1])
-    + bytes([0, 1, 1, 3, 2, 5, 6, 1, 0, 10, 0, 3]))
+# netfront: features, tx pages; post rx (1), push (2), backend takes rx (7), answers with
+# 78 bytes at offset 0 (8), publishes (11), frontend takes rx into the sink (4); a frame
+# (0), push, backend takes tx (5), answers okay (6), publishes (10), frontend takes tx (3).
+put("netfront", "rx-tx-answered", bytes([0x0f, 4, 1, 2, 7, 8, 1, 1, 4, 1, 0, 11, 0, 4, 1])
+    + bytes([0]) + frame + bytes([2, 5, 6, 1, 0, 10, 0, 3]))
 # ring: one page, 64-byte slots; produce, backend drains, answers, frontend consumes.
 put("ring", "honest", bytes([0, 60, 2, 4, 0, 3, 4, 4, 6, 7]))
 # netifctrl: four queues; set flags, set key, set mapping size, set mapping, then a frame.

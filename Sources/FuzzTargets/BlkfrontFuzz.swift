@@ -34,6 +34,9 @@ public enum BlkfrontFuzz {
     }
 
     nonisolated(unsafe) static var world: World?
+    /// Over every input so far: requests that succeeded and failed, and rings stopped
+    /// for a lie, so a replay can check the scripts reach answered requests too.
+    public nonisolated(unsafe) static var reached: (successes: Int, failures: Int, brokenRings: Int) = (0, 0, 0)
     static let quiet: Logger = {
         var logger = Logger(label: "xensplit.fuzz.blkfront")
         logger.logLevel = .critical
@@ -44,6 +47,7 @@ public enum BlkfrontFuzz {
     final class Ledger: @unchecked Sendable {
         // SAFETY (@unchecked): completions run on the fuzzing thread (no I/O thread here).
         var completions: [Int] = []
+        var successes = 0
         var failures = 0
     }
 
@@ -103,6 +107,7 @@ public enum BlkfrontFuzz {
                     switch result {
                     case let .success(data):
                         precondition(data.count == (expected ?? 0), "request \(number) handed back \(data.count) bytes")
+                        ledger.successes += 1
                     case .failure:
                         ledger.failures += 1
                     }
@@ -143,11 +148,14 @@ public enum BlkfrontFuzz {
             precondition(probe.inFlight <= probe.depth && probe.inFlight + probe.freeSlots == probe.depth,
                          "\(probe.inFlight) in flight, \(probe.freeSlots) free, depth \(probe.depth)")
         }
+        reached.brokenRings += probe.brokenRings
         for back in backs { do { try back.close() } catch { fatalError("backend close: \(error)") } }
         probe.close()
         for (number, count) in ledger.completions.enumerated() {
             precondition(count == 1, "request \(number) completed \(count) times by close")
         }
+        reached.successes += ledger.successes
+        reached.failures += ledger.failures
         precondition(probe.deferredGrants == 0, "grants still held after the backend unmapped")
         precondition(w.hypervisor.liveMappings == 0, "mappings left: \(w.hypervisor.liveMappings)")
     }

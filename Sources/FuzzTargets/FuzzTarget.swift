@@ -21,6 +21,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     /// replay inputs from parallel tests. libFuzzer's single thread never waits here.
     static let oneAtATime = Mutex(())
 
+    /// Runs `body` while no input runs (to read what the targets counted).
+    public static func whileIdle<T>(_ body: () -> T) -> T { oneAtATime.withLock { _ in body() } }
+
     /// Runs one input through the target.
     public func run(_ input: UnsafeRawBufferPointer) {
         Self.oneAtATime.withLock { _ in runAlone(input) }

@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import Logging
 import XenLocal
@@ -24,10 +25,14 @@ public enum HypervisorFuzz {
             var logger = Logger(label: "xensplit.fuzz.hypervisor")
             logger.logLevel = .critical
             hypervisor = try LocalHypervisor(configuration: configuration, logger: logger)
+            // Its sockets and domain directories go when the process ends.
+            HypervisorFuzz.directory = directory
+            atexit { if let directory = HypervisorFuzz.directory { try? FileManager.default.removeItem(atPath: directory) } }
         }
     }
 
     nonisolated(unsafe) static var world: World?
+    nonisolated(unsafe) static var directory: String?
     static let guestName = "fuzz"
 
     public static func run(_ input: UnsafeRawBufferPointer) {

@@ -52,6 +52,9 @@ public enum NetbackFuzz {
     }
 
     nonisolated(unsafe) static var world: World?
+    /// What the queues counted over every input so far, so a replay can check the scripts
+    /// reach packets delivered both ways and not only refusals.
+    public nonisolated(unsafe) static var reached = NetifCounters()
     static let quiet: Logger = {
         var logger = Logger(label: "xensplit.fuzz.netback")
         logger.logLevel = .critical
@@ -153,6 +156,11 @@ public enum NetbackFuzz {
             queue.complete(slot: Int(request.userData & 0xFFFF_FFFF), result: -ECANCELED, engine: engine)
         }
         precondition(queue.inFlight == 0, "operations in flight with none held: \(queue.inFlight)")
+        let counted = queue.statistics
+        reached.txPackets += counted.txPackets
+        reached.txDropped += counted.txDropped
+        reached.rxPackets += counted.rxPackets
+        reached.rxDropped += counted.rxDropped
         do { try queue.close() } catch { fatalError("close: \(error)") }
         for back in [txBack, rxBack] {
             back.eventChannel.close()

@@ -37,6 +37,10 @@ public enum NetfrontFuzz {
     }
 
     nonisolated(unsafe) static var world: World?
+    /// What the probes counted over every input so far, and how many inputs caught the
+    /// backend lying, so a replay can check the scripts reach delivered packets too.
+    public nonisolated(unsafe) static var reached = NetifCounters()
+    public nonisolated(unsafe) static var violations = 0
     static let quiet: Logger = {
         var logger = Logger(label: "xensplit.fuzz.netfront")
         logger.logLevel = .critical
@@ -130,6 +134,12 @@ public enum NetfrontFuzz {
             let counters = probe.counters
             precondition(counters.rxPackets >= 0 && counters.rxBytes >= 0 && counters.txPackets >= 0, "counters went negative")
         }
+        let counted = probe.counters
+        reached.txPackets += counted.txPackets
+        reached.txErrors += counted.txErrors
+        reached.rxPackets += counted.rxPackets
+        reached.rxDropped += counted.rxDropped
+        if probe.broken != nil { violations += 1 }
         do {
             try tx.close()
             try w.dom0.grantMapper.unmap(rxMapping)

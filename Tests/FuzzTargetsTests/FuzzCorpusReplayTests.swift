@@ -48,3 +48,25 @@ import XenTesting
         }
     }
 }
+
+/// The scripted device targets' corpora reach their data paths, not only refusals: a
+/// target stuck at its first check would still "pass" every replay.
+@Suite struct FuzzCorpusReachTests {
+    @Test func netbackDeliversBothWays() throws {
+        try FuzzCorpusReplayTests.replay(FuzzCorpusReplayTests.inputs("corpus", .netback), through: .netback)
+        let reached = FuzzTarget.whileIdle { NetbackFuzz.reached }
+        #expect(reached.txPackets > 0 && reached.rxPackets > 0, "\(reached)")
+    }
+
+    @Test func blkfrontCompletesAndCatchesLies() throws {
+        try FuzzCorpusReplayTests.replay(FuzzCorpusReplayTests.inputs("corpus", .blkfront), through: .blkfront)
+        let reached = FuzzTarget.whileIdle { BlkfrontFuzz.reached }
+        #expect(reached.successes > 0 && reached.failures > 0 && reached.brokenRings > 0, "\(reached)")
+    }
+
+    @Test func netfrontDeliversAndCatchesLies() throws {
+        try FuzzCorpusReplayTests.replay(FuzzCorpusReplayTests.inputs("corpus", .netfront), through: .netfront)
+        let (reached, violations) = FuzzTarget.whileIdle { (NetfrontFuzz.reached, NetfrontFuzz.violations) }
+        #expect(reached.txPackets > 0 && reached.rxPackets > 0 && violations > 0, "\(reached), \(violations) violations")
+    }
+}
