@@ -7,7 +7,8 @@ import NBD
 /// half-closes. The server serves them through its real handshake and transmission code
 /// (``NBDServer/serve(connected:)``) against an in-memory export, while another thread
 /// reads whatever it answers. The server must not trap, must end the connection when
-/// the client's bytes end, and must leave the export's size and contents in bounds.
+/// the client's bytes end (or the run times out as a hang), must keep the export's size,
+/// and must at least greet every client.
 public enum NBDFuzz {
     static let exportSize = 64 << 10
     nonisolated(unsafe) static let export = NBDMemoryExport(size: exportSize)
