@@ -73,7 +73,8 @@ let package = Package(
         // Fuzz targets as plain functions: libFuzzer runs them (scripts/fuzz.sh) and the
         // tests replay seeded inputs through them.
         .target(name: "FuzzTargets", dependencies: ["XenRing", "SharedMemory", "XenStore", "Blkif", "Netif", "BlockBackend", "URing",
-                                                    "XenPlatform", "XenTesting",
+                                                    "XenPlatform", "XenTesting", "XenLocal", "NBD", "NetBackend",
+                                                    "BlockFrontend", "NetFrontend",
                                                     .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "xensplit-fuzz", dependencies: ["FuzzTargets"]),
         // liburing's helpers are static inline, so they are wrapped by a C target.
@@ -152,6 +153,7 @@ let package = Package(
                           path: "Examples/NetEcho"),
 
         .testTarget(name: "SharedMemoryTests", dependencies: ["SharedMemory"]),
+        .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets", "XenTesting"]),
         .testTarget(name: "XenRingTests", dependencies: ["XenRing", "SharedMemory", "CRingReference", "XenTesting", "FuzzTargets"]),
         .testTarget(name: "BlkifTests", dependencies: ["XenTesting", "Blkif", "XenRing", "SharedMemory"]),
         .testTarget(name: "NetifTests", dependencies: ["XenTesting", "Netif", "XenRing", "SharedMemory", "FuzzTargets", "CRingReference"]),

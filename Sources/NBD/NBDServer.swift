@@ -126,6 +126,17 @@ public final class NBDServer<Export: NBDExport>: Sendable {
         for thread in threads { pthread_join(thread, nil) }
     }
 
+    /// Serves one client already connected on `descriptor` on the calling thread, as an
+    /// accepted client is served (handshake, then transmission), until it leaves; then
+    /// closes the descriptor. The way in for the fuzz target (FuzzTargets' NBDFuzz): a
+    /// hostile client's bytes through the real connection code, with no listener.
+    public func serve(connected descriptor: Int32) {
+        let socket = NBDSocket(descriptor: descriptor)
+        NBDConnection(socket: socket, export: export, exportName: name, maximumRequests: maximumRequestsPerClient,
+                      maximumBytes: maximumBufferedBytesPerClient, logger: logger).run()
+        socket.close()
+    }
+
     private func acceptLoop(_ listener: NBDListener) {
         while true {
             let socket: NBDSocket

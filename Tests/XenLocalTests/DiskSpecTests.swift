@@ -31,6 +31,9 @@ import XenLocal
         Good(spec: "raw:/root/image.iso,hdc:cdrom,ro", target: "/root/image.iso", vdev: "hdc", number: 5632, readWrite: false, cdrom: true),
         // A cdrom is read-only whatever access says, as xl makes it.
         Good(spec: "/img,,hdc,rw,cdrom", target: "/img", vdev: "hdc", number: 5632, readWrite: false, cdrom: true),
+        // "/" is a path like any other: parsing takes it, opening it fails later (the fuzzer's
+        // input Fuzz/regressions/diskspec/root-directory-target).
+        Good(spec: "/,,hdc,rw,cdrom", target: "/", vdev: "hdc", number: 5632, readWrite: false, cdrom: true),
         // target= takes the rest, commas and trailing blanks included.
         Good(spec: "vdev=xvdb, target=/srv/a,b c ", target: "/srv/a,b c ", vdev: "xvdb", number: 51728),
         // ... and may follow an empty positional target.
