@@ -104,7 +104,7 @@ let package = Package(
         .target(
             name: "NetBackend",
             dependencies: ["Netif", "Tap", "XenDevice", "XenBus", "XenRing", "SharedMemory", "XenPlatform", "XenStore", "URing",
-                           .product(name: "Logging", package: "swift-log")]
+                           "SystemCalls", .product(name: "Logging", package: "swift-log")]
         ),
         // The userspace netfront: xenbus handshake, tx/rx rings, the guest side as a TAP device.
         .target(

@@ -411,9 +411,8 @@ public final class NetbackDevice: BackendDevice, @unchecked Sendable {
                            multicast: NetbackMulticastFilter, hashing: NetbackHashing, inboxes: [NetbackInbox],
                            paths: XenbusDevicePaths) throws -> Connected {
         let mapper = platform.grantMapper
-        // The engine waits for the device itself (a poll armed by io_uring, a watch in the
-        // thread-pool engine): the descriptor must block, or a read would fail EAGAIN.
-        _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) & ~O_NONBLOCK)
+        // The descriptor stays non-blocking, as TapDevice opened it: the queue polls it and
+        // reads it itself (NetbackQueue.receive), and a TAP write never waits.
         let txMapping = try mapper.map([keys.txRingRef], from: paths.frontendID, writable: true)
         var mappings = [txMapping]
         do {

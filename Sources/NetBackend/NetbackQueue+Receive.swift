@@ -1,4 +1,5 @@
 import Glibc
+import SystemCalls
 import Netif
 import SharedMemory
 import Tap
@@ -8,8 +9,15 @@ import XenRing
 
 /// Host to guest: TAP reads into the queue's buffers, then into the guest's posted buffers.
 extension NetbackQueue {
-    /// Delivers held packets while the guest has buffers, then keeps every idle buffer
-    /// reading the TAP device.
+    /// Delivers held packets while the guest has buffers, reads the TAP queue into the
+    /// idle buffers (and delivers those), and polls the queue while a buffer is idle.
+    ///
+    /// The reads are plain non-blocking read(2) calls on this thread, one after another,
+    /// not engine reads parked on the device: with several of those in flight, the order
+    /// in which their completions come back, and when, is the kernel's (io_uring's
+    /// retries or its worker threads), and TCP takes a packet that overtakes another, or
+    /// one held back, for a loss. A packet is read only when a buffer is free for it, so
+    /// the TAP queue, not this one, holds what the guest cannot take yet.
     func receive<Engine: BlockIOEngine>(engine: Engine) {
         deliverHeld()
         guard disconnectReason == nil else { return }
@@ -17,12 +25,41 @@ extension NetbackQueue {
             .pollReadable(inboxes[self.index].eventFD), userData: userDataBase | UInt64(Self.inboxTag))) {
             inboxPolled = true
         }
-        for index in 0..<configuration.rxBuffers where rxState[index] == .idle {
-            let buffer = UnsafeMutableRawBufferPointer(start: base(rxBuffer, index), count: Self.stride)
-            let request = BlockRequest(.streamRead(tap, into: buffer), userData: userDataBase | UInt64(Self.rxTag | index))
-            guard case .accepted = engine.enqueue(request) else { return }
-            rxState[index] = .reading
+        guard !tapPolled, !tapFailed else { return }
+        if readTap() > 0 {
+            deliverHeld()
+            guard disconnectReason == nil else { return }
         }
+        // Polled only while a buffer is idle: a full queue is woken by the guest's buffers.
+        guard !tapFailed, rxState[0..<configuration.rxBuffers].contains(.idle) else { return }
+        if case .accepted = engine.enqueue(BlockRequest(.pollReadable(tapDescriptor),
+                                                        userData: userDataBase | UInt64(Self.tapPollTag))) {
+            tapPolled = true
+        }
+    }
+
+    /// Reads packets from the TAP queue into idle rx buffers until it is empty or no buffer
+    /// is idle; returns how many it read.
+    func readTap() -> Int {
+        var read = 0
+        for index in 0..<configuration.rxBuffers where rxState[index] == .idle {
+            guard !leaving, disconnectReason == nil else { break }
+            let result = SystemCall.retrying { Glibc.read(tapDescriptor, base(rxBuffer, index), Self.stride) }
+            switch result {
+            case let .success(length):
+                guard length > Self.headerSize else { continue }
+                read += 1
+                readCompleted(index, length: length)
+            case .failure(.EAGAIN):
+                return read
+            case let .failure(errno):
+                tapFailed = true
+                guestLog.log(.error, "netback: reading the TAP queue failed; it is read no more", metadata: [
+                    "queue": "\(name)", "frontend": "d\(frontendDomain)", "errno": "\(errno)"])
+                return read
+            }
+        }
+        return read
     }
 
     /// Where held packet `index` lies: an rx buffer of the queue's, or a slot of its inbox.
@@ -70,21 +107,16 @@ extension NetbackQueue {
         return target
     }
 
-    /// A TAP read finished: a packet to hold for the guest, or the buffer back to idle.
-    func readCompleted(_ index: Int, result: Int32) {
-        guard index >= 0, index < rxState.count, rxState[index] == .reading else { return }
-        guard result > Int32(Self.headerSize), !leaving, disconnectReason == nil else {
-            rxState[index] = .idle
-            return
-        }
-        if let target = steeringTarget(index, length: Int(result)) {
-            let packet = UnsafeRawBufferPointer(start: base(rxBuffer, index), count: Int(result))
+    /// A packet of `length` bytes (header included) read into idle rx buffer `index`: held
+    /// for the guest, or handed to the queue steering gives it (the buffer stays idle).
+    func readCompleted(_ index: Int, length: Int) {
+        if let target = steeringTarget(index, length: length) {
+            let packet = UnsafeRawBufferPointer(start: base(rxBuffer, index), count: length)
             if !inboxes[target].put(packet) { statistics.rxDropped += 1 }
-            rxState[index] = .idle
             rxHashes[index] = nil
             return
         }
-        rxState[index] = .held(Int(result))
+        rxState[index] = .held(length)
         rxHeld.append(index)
     }
 

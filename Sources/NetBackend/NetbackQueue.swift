@@ -59,8 +59,8 @@ public struct NetbackQueueConfiguration: Sendable, Equatable {
 /// TX (guest to host): each chain is parsed once from the ring (``NetifTxChainParser``),
 /// its fragments grant-copied into one of the queue's own buffers behind a virtio-net
 /// header built from the chain's flags and GSO extra, the slots answered, and the buffer
-/// written to the TAP device by the engine. RX (host to guest): the engine reads the TAP
-/// device into the queue's buffers; each packet is planned over the guest's posted buffers
+/// written to the TAP device by the engine. RX (host to guest): the queue polls its TAP
+/// queue and reads it, in order, into its idle buffers; each packet is planned over the guest's posted buffers
 /// (``NetifRxPlan``), grant-copied into them and answered slot by slot; while the frontend
 /// hashes (``NetbackHashing``) each carries its hash extra, and a packet its mapping table
 /// gives another queue is handed to that queue's ``NetbackInbox``. A guest that posts
@@ -91,6 +91,11 @@ public final class NetbackQueue: @unchecked Sendable {
     public let inboxes: [NetbackInbox]
     /// Whether this queue's inbox descriptor is being polled.
     var inboxPolled = false
+    /// Whether the TAP queue is being polled for readability (``readTap()`` reads it).
+    var tapPolled = false
+    /// The TAP queue failed a read with something other than EAGAIN: it is not polled
+    /// again (a descriptor in error would complete every poll at once).
+    var tapFailed = false
     public let configuration: NetbackQueueConfiguration
     /// Why the queue stopped serving; nil while it serves.
     public private(set) var disconnectReason: NetbackError?
@@ -114,10 +119,10 @@ public final class NetbackQueue: @unchecked Sendable {
     var txFree: [Int]
     let txVectors: UnsafeMutableBufferPointer<iovec>
     var txWriting = 0
-    /// What each rx buffer holds: idle, being read into, or a packet of that many bytes
-    /// (header included) waiting for the guest's buffers. Indices from
-    /// `configuration.rxBuffers` on are this queue's inbox slots (idle: the inbox's).
-    enum RxBufferState: Equatable { case idle, reading, held(Int) }
+    /// What each rx buffer holds: nothing, or a packet of that many bytes (header
+    /// included) waiting for the guest's buffers. Indices from `configuration.rxBuffers`
+    /// on are this queue's inbox slots (idle: the inbox's).
+    enum RxBufferState: Equatable { case idle, held(Int) }
     var rxState: [RxBufferState]
     /// Held rx buffers, oldest first.
     var rxHeld: [Int]
@@ -148,9 +153,9 @@ public final class NetbackQueue: @unchecked Sendable {
     var rxPlaced: [PlacedReceive] = []
     var rxUnpushed = false
 
-    /// User data below bit 32: tx buffer i is i, rx buffer i is `rxTag | i`, a cancel has
-    /// `cancelTag` set.
-    static let rxTag = 1 << 20
+    /// User data below bit 32: tx buffer i is i, the TAP queue's poll `tapPollTag`, a
+    /// cancel has `cancelTag` set.
+    static let tapPollTag = 1 << 20
     static let cancelTag = 1 << 21
     static let creditTimerTag = 1 << 22
     static let inboxTag = 1 << 23
@@ -237,9 +242,9 @@ public final class NetbackQueue: @unchecked Sendable {
         buffer.view.baseAddress + index * Self.stride
     }
 
-    /// Engine operations in flight: TAP writes and reads, and cancels.
+    /// Engine operations in flight: TAP writes, polls and cancels.
     public var inFlight: Int {
-        txWriting + rxState.count(where: { $0 == .reading }) + cancels + (creditTimerArmed ? 1 : 0) + (inboxPolled ? 1 : 0)
+        txWriting + cancels + (tapPolled ? 1 : 0) + (creditTimerArmed ? 1 : 0) + (inboxPolled ? 1 : 0)
     }
 
     /// Stops serving for `reason`, once, with a log line; in-flight operations still
@@ -290,9 +295,9 @@ public final class NetbackQueue: @unchecked Sendable {
 extension NetbackQueue: BackendQueue {
     public func handles(port: EventPort) -> Bool { port == txPort || port == rxPort }
 
-    /// A write per tx buffer, a read and a cancel per rx buffer, the credit timer's and
-    /// the inbox's polls and their cancels.
-    public var engineReservation: Int { configuration.txBuffers + 2 * configuration.rxBuffers + 4 }
+    /// A write per tx buffer; the TAP queue's, the credit timer's and the inbox's polls
+    /// and their cancels.
+    public var engineReservation: Int { configuration.txBuffers + 6 }
 
     public var isDisconnected: Bool { disconnectReason != nil }
 
@@ -321,8 +326,9 @@ extension NetbackQueue: BackendQueue {
             // Packets from the vif's other queues: the worker services the queue next.
             inboxPolled = false
             takeInbox()
-        } else if slot & Self.rxTag != 0 {
-            readCompleted(slot & ~Self.rxTag, result: result)
+        } else if slot & Self.tapPollTag != 0 {
+            // The TAP queue has packets: the worker services the queue next, which reads them.
+            tapPolled = false
         } else {
             writeCompleted(slot, result: result)
         }
@@ -340,12 +346,10 @@ extension NetbackQueue: BackendQueue {
             userData: userDataBase | UInt64(Self.cancelTag | Self.inboxTag))) {
             cancels += 1
         }
-        for index in rxState.indices where rxState[index] == .reading {
-            let target = userDataBase | UInt64(Self.rxTag | index)
-            if case .accepted = engine.enqueue(BlockRequest(.cancel(target: target),
-                                                            userData: userDataBase | UInt64(Self.cancelTag | index))) {
-                cancels += 1
-            }
+        if tapPolled, case .accepted = engine.enqueue(BlockRequest(
+            .cancel(target: userDataBase | UInt64(Self.tapPollTag)),
+            userData: userDataBase | UInt64(Self.cancelTag | Self.tapPollTag))) {
+            cancels += 1
         }
     }
 

@@ -391,6 +391,10 @@ net_bench_one() {
     cpu0=$(net_bench_cpu)
     t0=$(up)
     [ -n "$pid" ] && net_bench_threads $pid > /tmp/threads0
+    # What TCP and the vif saw over the workload (REALXEN-NETDIAG, for a short result):
+    # dom0's retransmissions and timeouts, the vif's drops, the domU's own counters.
+    vif=$(ls /sys/class/net | grep '^vif' | head -n 1)
+    nstat -n > /dev/null 2>&1
     timeout -k 5 60 iperf3 -c 198.18.0.2 $args -f m > /tmp/iperf-$wl.log 2>&1
     rc=$?
     cpu1=$(net_bench_cpu)
@@ -410,6 +414,9 @@ net_bench_one() {
         # CPU seconds per thread name over the workload (4 s of traffic plus iperf3's setup).
         echo "REALXEN-NETBENCH-THREADS side=$side round=$round name=$wl wall=$(since "$t0")s $(awk -F: -v hz="$(getconf CLK_TCK 2>/dev/null || echo 100)" 'NR == FNR { a[$1] += $2; next } { d[$1] += $2 } END { for (k in d) if (d[k] - a[k] > 0) printf "%s=%.2fs ", k, (d[k] - a[k]) / hz }' /tmp/threads0 /tmp/threads1)"
     fi
+    echo "REALXEN-NETDIAG $side $wl dom0-nstat $(nstat -z 2>/dev/null | grep -E 'TcpRetransSegs|TcpInCsumErrors|TcpInErrs|TcpExtTCPTimeouts|TcpExtTCPLostRetransmit|TcpOutSegs|TcpInSegs|TcpExtTCPFastRetrans|TcpExtTCPSlowStartRetrans|IpInDiscards|TcpExtTCPOFOQueue|TcpExtTCPSpuriousRTOs|TcpExtTCPDSACK|Reorder' | awk '{printf "%s=%s ", $1, $2}')"
+    echo "REALXEN-NETDIAG $side $wl dom0-vif $(ip -s -s link show dev $vif 2>&1 | paste -sd' ' - | tr -s ' ')"
+    timeout -k 2 15 busybox nc 198.18.0.2 5098 < /dev/null 2>&1 | sed "s/^/REALXEN-NETDIAG $side $wl domu /"
 }
 # The bench domU, with no vif at first (net-second uses it too): made once.
 bench_name=realxen-netbench
