@@ -44,11 +44,6 @@ restart_stopper() {
 }
 if [ -b /dev/xvda ] && [ "$(cat /sys/block/xvda/size)" = $(((chunks + 1) * 2048)) ]; then
     head -c $((chunks << 20)) /dev/urandom > /tmp/src
-    j=0
-    while [ $j -lt $chunks ]; do
-        dd if=/tmp/src bs=1M skip=$j count=1 2>/dev/null | sha256sum | cut -d' ' -f1
-        j=$((j + 1))
-    done > /tmp/srcsha
     echo "DOMU-MARK restart-writing uptime=$(up) at-most=${seconds}s"
     w=0
     while [ $w -lt $writers ]; do restart_writer $w & w=$((w + 1)); done
