@@ -74,7 +74,7 @@ struct BlkbackTakeOverFioTests {
         var tookOver = 0
         var reexecuted = 0
         // Per replacement, from the signal (or the new process's start) until the new
-        // process has taken every disk over (polled every 10 ms): an upper bound on the
+        // process has taken every disk over (polled every 2 ms): an upper bound on the
         // pause the guests see. Printed, never asserted.
         var pauses: [Duration] = []
         for round in 1...Self.replacements {
@@ -119,7 +119,12 @@ struct BlkbackTakeOverFioTests {
         }
         let status = await fio.wait()
         let sorted = pauses.sorted()
-        print("blkback fio \(replacement.rawValue): pause until taken over (debug build, 10 ms polling): "
+        #if DEBUG
+        let build = "debug"
+        #else
+        let build = "release"
+        #endif
+        print("blkback fio \(replacement.rawValue): pause until taken over (\(build) build, 2 ms polling): "
               + "median \(sorted[sorted.count / 2]), worst \(sorted.last!)")
         print("blkback fio \(replacement.rawValue): seed \(seed), \(Self.replacements) replacements, took over \(tookOver) requests, re-executed \(reexecuted)")
         #expect(status == 0, "\(fio.output)")

@@ -23,11 +23,11 @@ log_section() {
     echo "REALXEN-LOG-END $1"
 }
 cmdline_value() { sed -n "s/.*realxen\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
-# realxen.steps=boot+vbd+bench+frontend+net+netfront (the default; netbench only when named)
-# picks the step groups to run.
+# realxen.steps=boot+vbd+bench+frontend+net+netfront+restart (the default; netbench only when
+# named) picks the step groups to run.
 steps=$(cmdline_value steps | tr '+' ',')
-steps=${steps:-boot,vbd,bench,frontend,net,netfront}
-[ "$(cmdline_value domu)" = 0 ] && steps=$(echo ",$steps," | sed 's/,boot,/,/; s/,vbd,/,/; s/,bench,/,/; s/,net,/,/; s/,netbench,/,/')
+steps=${steps:-boot,vbd,bench,frontend,net,netfront,restart}
+[ "$(cmdline_value domu)" = 0 ] && steps=$(echo ",$steps," | sed 's/,boot,/,/; s/,vbd,/,/; s/,bench,/,/; s/,net,/,/; s/,netbench,/,/; s/,restart,/,/')
 has_step() { case ",$steps," in *",$1,"*) return 0 ;; esac; return 1; }
 # realxen.blkback=--a=1+--b=2 adds options to every `xensplit blkback` ("+" for spaces).
 extra_args=$(cmdline_value blkback | tr '+' ' ')
@@ -691,6 +691,19 @@ else
     mark netbench-begin
     net_bench_steps
     mark netbench-end
+fi
+
+# --- The block backend killed and replaced under a domU's writes (issue 22): dom0-restart.sh.
+. $P/dom0-restart.sh
+if ! has_step restart; then
+    result restart SKIP "not in realxen.steps ($steps)"
+else
+    mark restart-begin
+    restart_steps
+    mark restart-end
+    for f in /tmp/blkback-restart-*.log; do log_section "$(basename $f .log)" $f 30; done
+    log_section domu-restart-console /var/log/xen/console/guest-realxen-restart.log 60
+    log_section xl-create-restart /tmp/xl-create-restart.log 20
 fi
 
 log_section selftest /tmp/selftest.log 80

@@ -7,6 +7,7 @@
 #                  (discard, ext4), and what blkfront negotiated
 #   check          a later domU on the same backend: reads all of xvda
 #   bench          times dd with O_DIRECT on xvda (dom0's ramdisk)
+#   restart        writes xvda while dom0 replaces its backend, then verifies (domu-restart.sh)
 #   sector4k       xvda has 4096-byte sectors: its size and block size, a pattern near its end
 #   net            the net checks: eth0 (198.18.0.2, MTU 1500) and eth1 when present
 #                  (198.18.1.2, MTU 9000), pings to dom0, 64 MiB of random data served
@@ -131,6 +132,10 @@ check)
         echo "DOMU-MARK check-read sha256=$(digest /dev/xvda) sectors=$(cat /sys/block/xvda/size) uptime=$(up)"
     fi
     echo "DOMU-MARK check-done uptime=$(up)"
+    sleep 100000
+    ;;
+restart)
+    . /restart.sh
     sleep 100000
     ;;
 sector4k)

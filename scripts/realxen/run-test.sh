@@ -36,8 +36,8 @@
 #                           and net (default 3; 0 skips both)
 #   REALXEN_BENCH_COPY      1 adds a third backend per round: ours with --persistent-grants=off
 #   REALXEN_STEPS           step groups after the selftest, comma-separated (default
-#                           boot,vbd,bench,frontend,net,netfront; netbench, the net
-#                           benchmark, only when named; REALXEN_DOMU=0 drops all but
+#                           boot,vbd,bench,frontend,net,netfront,restart; netbench, the
+#                           net benchmark, only when named; REALXEN_DOMU=0 drops all but
 #                           frontend and netfront)
 #   REALXEN_TIMEOUT         seconds the whole QEMU run may take (default 1800)
 set -euo pipefail
@@ -77,8 +77,8 @@ bench_rounds=${REALXEN_BENCH_ROUNDS:-3}
 # netbench is not in the default until our netback's stall (Protocols/realxen.md, "What real
 # Xen showed with the net pair") is fixed: with it a round takes minutes and the run its
 # timeout. REALXEN_STEPS=...,netbench runs it.
-steps=${REALXEN_STEPS:-boot,vbd,bench,frontend,net,netfront}
-if [ "${REALXEN_DOMU:-1}" = 0 ]; then steps=$(sed 's/\(^\|,\)\(boot\|vbd\|bench\|net\|netbench\)\b//g; s/^,//' <<< "$steps"); fi
+steps=${REALXEN_STEPS:-boot,vbd,bench,frontend,net,netfront,restart}
+if [ "${REALXEN_DOMU:-1}" = 0 ]; then steps=$(sed 's/\(^\|,\)\(boot\|vbd\|bench\|net\|netbench\|restart\)\b//g; s/^,//' <<< "$steps"); fi
 has_step() { [[ ",$steps," == *",$1,"* ]]; }
 # The selftest's steps (issue 8, item 2); fewer PASS lines than this is a failure even if
 # nothing says FAIL, so a step that stops running cannot go unnoticed.
@@ -249,9 +249,10 @@ cp -r "$cache/domu/modules" "$run/domu-root/lib/"
 cp -r "$cache"/domu/e2fs/* "$run/domu-root/"
 cp -r "$cache"/domu/iperf3/* "$run/domu-root/"
 install -m 755 "$here/domu-init.sh" "$run/domu-root/init"
+install -m 644 "$here/domu-restart.sh" "$run/domu-root/restart.sh"
 (cd "$run/domu-root" && find . | cpio -o -H newc --quiet | gzip -1) > "$run/payload/domu.cpio.gz"
 # The payload disk, mounted at /realxen in dom0.
-install -m 755 "$bin" "$here/dom0-init.sh" "$here/dom0-net.sh" "$here/hotplug-noop.sh" "$run/payload/"
+install -m 755 "$bin" "$here/dom0-init.sh" "$here/dom0-net.sh" "$here/dom0-restart.sh" "$here/hotplug-noop.sh" "$run/payload/"
 # The test bundle without its debug info, and the Swift toolchain's libraries it links
 # (dom0 has glibc, libstdc++, liburing and libxen's; the bundle finds the rest through
 # LD_LIBRARY_PATH).
@@ -392,6 +393,7 @@ has_step frontend && required+=(frontend-kernel frontend-4k)
 has_step net && required+=(net-vif net-ping net-tcp net-jumbo net-two-vifs net-queues net-takeup net-destroy net-second)
 has_step netfront && required+=(net-frontend-kernel)
 has_step netbench && [ "$bench_rounds" != 0 ] && required+=(netbench)
+has_step restart && required+=(restart)
 while read -r step; do
     failures+=("$step: no PASS line")
 done < <(steps_without_pass "${required[@]}" < "$clean")
@@ -534,6 +536,8 @@ marker_lines REALXEN-NETBENCH-INFO < "$clean" | sed 's/^/REALXEN-NETBENCH-INFO /
 marker_lines REALXEN-NETBENCH < "$clean" | sed 's/^/  round: /'
 marker_lines REALXEN-NETBENCH-THREADS < "$clean" | sed 's/^/  ours, CPU ticks per thread: /'
 if [ ${#netbench_lines[@]} -gt 0 ]; then printf '%s\n' "${netbench_lines[@]}"; else echo "(no net benchmark)"; fi
+echo "--- block backend restart (dom0's view; pauses under TCG emulation)"
+marker_lines REALXEN-RESTART < "$clean"
 echo "--- step groups in dom0 (s, from the marks' uptime)"
 awk '$2 ~ /-begin$|-end$|^tests-done$/ { sub(/^uptime=/, "", $3); print $2, $3 }' <<< "$(sed 's/^/x /' <<< "$marks")" \
     | awk '{ n = $1; t = $2 } n ~ /-begin$/ { b[substr(n, 1, length(n) - 6)] = t } n ~ /-end$/ { g = substr(n, 1, length(n) - 4); if (g in b) printf "%-18s %8.1f\n", g, t - b[g] }'
