@@ -17,7 +17,8 @@
 #          vifspec     VIFSPEC strings
 #        scripts/fuzz.sh --smoke    every target for XENSPLIT_FUZZ_SECONDS (15) seconds, printing
 #                                   each one's executions and coverage (the test suite runs this);
-#                                   XENSPLIT_FUZZ_TARGETS picks targets
+#                                   XENSPLIT_FUZZ_TARGETS picks targets, XENSPLIT_FUZZ_JOBS how many
+#                                   run at once (default: one per core)
 #        scripts/fuzz.sh --build    only builds the binary
 #        scripts/fuzz.sh --seed     regenerates the seeds (Fuzz/seeds.py) and merges them with what
 #                                   the fuzzer found into Fuzz/corpus, minimised (-merge=1)
@@ -40,14 +41,34 @@ mkdir -p Fuzz/corpus
 
 if [ "${1:-}" = "--smoke" ]; then
   seconds=${XENSPLIT_FUZZ_SECONDS:-15}
-  for t in ${XENSPLIT_FUZZ_TARGETS:-$targets}; do
-    mkdir -p "$corpus/$t" "Fuzz/corpus/$t"
-    log=.build-fuzz/smoke-$t.log
+  # Each target gets its full time; they run side by side, one per core (XENSPLIT_FUZZ_JOBS),
+  # so the pass takes about targets / cores * seconds.
+  jobs=${XENSPLIT_FUZZ_JOBS:-$(nproc)}
+  smoke_one() {
+    local t=$1 log=.build-fuzz/smoke-$1.log
     if ! XENSPLIT_FUZZ_TARGET=$t "$bin" -max_total_time="$seconds" -seed=1 -print_final_stats=1 "${common[@]}" \
         "$corpus/$t" "Fuzz/corpus/$t" >"$log" 2>&1; then
+      echo failed >".build-fuzz/smoke-$t.status"
+      return
+    fi
+    echo passed >".build-fuzz/smoke-$t.status"
+  }
+  list=(${XENSPLIT_FUZZ_TARGETS:-$targets})
+  for t in "${list[@]}"; do
+    mkdir -p "$corpus/$t" "Fuzz/corpus/$t"
+    rm -f ".build-fuzz/smoke-$t.status"
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+    smoke_one "$t" &
+  done
+  wait
+  failed=0
+  for t in "${list[@]}"; do
+    log=.build-fuzz/smoke-$t.log
+    if [ "$(cat ".build-fuzz/smoke-$t.status" 2>/dev/null)" != passed ]; then
       tail -n 40 "$log"
       echo "fuzz smoke: $t FAILED (log $log; reproduce: swift run xensplit-fuzz $t .build-fuzz/crash-*)"
-      exit 1
+      failed=1
+      continue
     fi
     # The last status line: "#RUNS DONE cov: C ft: F corp: N/SIZE ...".
     done_line=$(grep -E '^#[0-9]+' "$log" | tail -n 1)
@@ -58,7 +79,7 @@ if [ "${1:-}" = "--smoke" ]; then
     corp=$(sed -nE 's/.* corp: ([0-9]+)\/.*/\1/p' <<<"$done_line")
     echo "fuzz smoke: $t: ${execs:-?} execs in ${seconds} s (${rate:-?}/s), cov ${cov:-?}, ft ${ft:-?}, corpus ${corp:-?}"
   done
-  exit 0
+  exit "$failed"
 fi
 
 if [ "${1:-}" = "--seed" ]; then
