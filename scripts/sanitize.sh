@@ -63,7 +63,7 @@ case $kind in
     # reports under its own PID.
     address)
         export ASAN_OPTIONS="$options:detect_leaks=1:abort_on_error=0"
-        export LSAN_OPTIONS="suppressions=$PWD/scripts/sanitize/leak.supp"
+        export LSAN_OPTIONS="suppressions=$PWD/scripts/sanitize/leak.supp:print_suppressions=0"
         ;;
     # Report every race and go on, so one run lists them all.
     thread)
