@@ -212,15 +212,19 @@ say "set up in $((SECONDS - setup_start)) s: ${#disk_names[@]} disks exported, $
 sample() {
     local start=$1
     while kill -0 "$backend" 2>/dev/null; do
-        local rss fds names own iowq dispatch
+        local rss fds names own iowq dispatch anon shmem
         rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$backend/status" 2>/dev/null) || break
+        # RSS in two parts: the heap (RssAnon) and the guests' pages mapped from the
+        # hypervisor's memfds (RssShmem: persistent grants, at most 1056 pages a vbd queue).
+        anon=$(awk '/^RssAnon:/ { print $2 }' "/proc/$backend/status" 2>/dev/null) || break
+        shmem=$(awk '/^RssShmem:/ { print $2 }' "/proc/$backend/status" 2>/dev/null) || break
         fds=$(find "/proc/$backend/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
         names=$(cat /proc/"$backend"/task/*/comm 2>/dev/null)
         iowq=$(grep -c '^iou-wrk-' <<<"$names" || true)
         # Dispatch's root-queue threads (the global executor's pool), named after their queue.
         dispatch=$(grep -c 'qos' <<<"$names" || true)
         own=$(( $(wc -l <<<"$names") - iowq - dispatch ))
-        echo "$((SECONDS - start)) $rss $fds $own $iowq $dispatch"
+        echo "$((SECONDS - start)) $rss $fds $own $iowq $dispatch $anon $shmem"
         echo "$((SECONDS - start)) $(sed 's/[0-9]*$//' <<<"$names" | sort | uniq -c | tr -s ' \n' ' ')" >>"$dir/thread-names.txt"
         sleep "$sample_every"
     done
@@ -342,12 +346,14 @@ if [ "$first_passes" -gt "$warmup" ]; then
     say "warm-up extended from $warmup s to $first_passes s, when the last disk finished its first pass"
     warmup=$first_passes
 fi
-read -r count rss_min rss_max fd_min fd_max th_min th_max iowq_max dispatch_max < <(awk -v w="$warmup" '
+read -r count rss_min rss_max fd_min fd_max th_min th_max iowq_max dispatch_max anon_min anon_max shmem_min shmem_max < <(awk -v w="$warmup" '
     $1 >= w { n++; if (n == 1 || $2 < rmin) rmin = $2; if ($2 > rmax) rmax = $2
               if (n == 1 || $3 < fmin) fmin = $3; if ($3 > fmax) fmax = $3
               if (n == 1 || $4 < tmin) tmin = $4; if ($4 > tmax) tmax = $4
-              if ($5 > imax) imax = $5; if ($6 > dmax) dmax = $6 }
-    END { print n + 0, rmin + 0, rmax + 0, fmin + 0, fmax + 0, tmin + 0, tmax + 0, imax + 0, dmax + 0 }' "$dir/samples.txt")
+              if ($5 > imax) imax = $5; if ($6 > dmax) dmax = $6
+              if (n == 1 || $7 < amin) amin = $7; if ($7 > amax) amax = $7
+              if (n == 1 || $8 < smin) smin = $8; if ($8 > smax) smax = $8 }
+    END { print n + 0, rmin + 0, rmax + 0, fmin + 0, fmax + 0, tmin + 0, tmax + 0, imax + 0, dmax + 0, amin + 0, amax + 0, smin + 0, smax + 0 }' "$dir/samples.txt")
 first=$(head -n 1 "$dir/samples.txt")
 # The pools' bounds: io-wq, per backend worker (one per core) at most --io-workers (one per
 # core) in each of its two pools (bounded and unbounded work); Dispatch, a small multiple of the cores (its overcommit
@@ -360,7 +366,7 @@ if [ "$count" -lt 2 ]; then
     fail "only $count backend samples after warm-up: nothing to judge"
 else
     spread=$(awk -v a="$rss_min" -v b="$rss_max" 'BEGIN { printf "%.1f", (b - a) * 100 / a }')
-    say "backend after warm-up: RSS $rss_min..$rss_max KiB (spread $spread%), fds $fd_min..$fd_max, own threads $th_min..$th_max, pools at most $iowq_max io-wq workers (bound $iowq_bound) and $dispatch_max Dispatch threads (bound $dispatch_bound)"
+    say "backend after warm-up: RSS $rss_min..$rss_max KiB (spread $spread%; heap $anon_min..$anon_max, mapped guest pages $shmem_min..$shmem_max), fds $fd_min..$fd_max, own threads $th_min..$th_max, pools at most $iowq_max io-wq workers (bound $iowq_bound) and $dispatch_max Dispatch threads (bound $dispatch_bound)"
     [ "$fd_min" -eq "$fd_max" ] || fail "backend fds not flat after warm-up: $fd_min..$fd_max"
     [ "$th_min" -eq "$th_max" ] || fail "backend's own threads not flat after warm-up: $th_min..$th_max"
     [ "$iowq_max" -le "$iowq_bound" ] || fail "backend io-wq workers reached $iowq_max, over the bound $iowq_bound"
