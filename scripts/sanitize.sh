@@ -35,6 +35,11 @@
 # - eventfds and sockets as synchronisation: a notify through an event channel orders
 #   memory for the peer, but TSan does not know that a read of an eventfd synchronises with
 #   its write, so it may miss (never invent) a race that only such a notify orders.
+# - Synchronization.Mutex's contended hand-over: its slow paths live in the toolchain's
+#   uninstrumented library, so two threads meeting on one Mutex look like a race. Such
+#   reports are suppressed per file in scripts/sanitize/thread.supp after reading that every
+#   access there is inside the lock; a lock TSan can see (pthread_mutex in TSan builds) would
+#   let them go.
 # AddressSanitizer likewise checks only our own heap and stack: a mapping of a peer's page
 # is a plain mmap region, whose bounds are SharedMemory's checks, not ASan's.
 set -euo pipefail
