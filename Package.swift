@@ -143,6 +143,9 @@ let package = Package(
             ]
         ),
 
+        // A deliberate heap overflow or data race that scripts/sanitize.sh runs first, to
+        // prove the sanitizer it built with reports (see the script).
+        .executableTarget(name: "sanitizer-canary"),
         .executableTarget(name: "ring-ping-pong", dependencies: ["XenRing", "SharedMemory"], path: "Examples/RingPingPong"),
         .executableTarget(name: "block-disk-example",
                           dependencies: ["BlockFrontend", "BlockBackend", "XenLocal", "URing", .product(name: "Logging", package: "swift-log")],

@@ -42,4 +42,8 @@ swift_tests() {
     fi
 }
 part swift-test swift_tests
+# One minute of scripts/soak.sh: 8 guests x 8 disks under fio verify and 16 vifs under iperf3
+# through one backend, checking errors, teardown, fds and threads; RSS flatness is judged on
+# runs of 10 minutes or more only (run those by hand: scripts/soak.sh 10).
+part soak scripts/soak.sh --no-build 1
 part realxen scripts/realxen/run-test.sh
