@@ -24,11 +24,7 @@ extension ConformanceCommand {
         let peer = try await NetfrontPeer(platform: guest, frontendPath: frontendPath, host: VifHostSide(namespace: namespace, plugs: plug),
                                           observer: dom0View(guest))
         let report = await runner.run(scope: scope(.backend), peer: peer,
-                                      target: target, expectations: expectations, expect: expect) { result in
-            if output != nil || format != .text {
-                FileHandle.standardError.write(Data("\(result.outcome.rawValue) \(result.clause.id)\n".utf8))
-            }
-        }
+                                      target: target, expectations: expectations, expect: expect) { progress($0) }
         let left = await peer.close()
         let rendered = report.rendered(format)
         if let output {

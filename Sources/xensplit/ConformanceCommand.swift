@@ -121,11 +121,7 @@ struct ConformanceCommand: AsyncParsableCommand {
         let frontendPath = "/local/domain/\(guest.domainID)/device/\(device.rawValue)/\(devid)"
         let peer = try await BlkfrontPeer(platform: guest, frontendPath: frontendPath, observer: dom0View(guest))
         let report = await runner.run(scope: scope(.backend), peer: peer,
-                                      target: target, expectations: expectations, expect: expect) { result in
-            if output != nil || format != .text {
-                FileHandle.standardError.write(Data("\(result.outcome.rawValue) \(result.clause.id)\n".utf8))
-            }
-        }
+                                      target: target, expectations: expectations, expect: expect) { progress($0) }
         let left = await peer.close()
         if left > 0 { FileHandle.standardError.write(Data("conformance: \(left) page sets still mapped by the backend at the end\n".utf8)) }
         try deliver(report)
@@ -145,6 +141,13 @@ struct ConformanceCommand: AsyncParsableCommand {
         case .local: return try? LocalPlatform(stateDirectory: platform.state.resolved).connectXenStore()
         case .xen: return guest.domainID == 0 ? try? guest.connectXenStore() : nil
         }
+    }
+
+    /// With the report going elsewhere, each result as it comes on standard error, with
+    /// its evidence, so a run cut short (a time box) still says what it saw.
+    func progress(_ result: ClauseResult) {
+        guard output != nil || format != .text else { return }
+        FileHandle.standardError.write(Data("\(result.outcome.rawValue) \(result.clause.id): \(result.evidence)\n".utf8))
     }
 
     /// Prints or writes the report; a failed run exits 1.
@@ -167,11 +170,7 @@ struct ConformanceCommand: AsyncParsableCommand {
         let frontendPath = "/local/domain/\(frontendID)/device/\(device.rawValue)/\(devid)"
         let peer = try await BlkbackPeer(platform: backend, frontendPath: frontendPath)
         let report = await runner.run(scope: scope(.frontend), peer: peer,
-                                      target: target, expectations: expectations, expect: expect) { result in
-            if output != nil || format != .text {
-                FileHandle.standardError.write(Data("\(result.outcome.rawValue) \(result.clause.id)\n".utf8))
-            }
-        }
+                                      target: target, expectations: expectations, expect: expect) { progress($0) }
         await peer.close()
         try deliver(report)
     }

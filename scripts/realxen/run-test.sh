@@ -36,9 +36,10 @@
 #                           and net (default 3; 0 skips both)
 #   REALXEN_BENCH_COPY      1 adds a third backend per round: ours with --persistent-grants=off
 #   REALXEN_STEPS           step groups after the selftest, comma-separated (default
-#                           boot,vbd,bench,frontend,net,netfront,conformance; netbench,
-#                           the net benchmark, only when named; REALXEN_DOMU=0 drops all
-#                           but frontend, netfront and conformance)
+#                           boot,vbd,bench,frontend,net,netfront; netbench, the net
+#                           benchmark, and conformance, the suite against Linux's drivers
+#                           (dom0-conformance.sh), only when named; REALXEN_DOMU=0 drops
+#                           all but frontend, netfront and conformance)
 #   REALXEN_TIMEOUT         seconds the whole QEMU run may take (default 1800)
 set -euo pipefail
 
@@ -77,7 +78,10 @@ bench_rounds=${REALXEN_BENCH_ROUNDS:-3}
 # netbench is not in the default until our netback's stall (Protocols/realxen.md, "What real
 # Xen showed with the net pair") is fixed: with it a round takes minutes and the run its
 # timeout. REALXEN_STEPS=...,netbench runs it.
-steps=${REALXEN_STEPS:-boot,vbd,bench,frontend,net,netfront,conformance}
+# conformance is not in the default until its netback part is diagnosed and its negative
+# clauses recorded (Protocols/conformance/README.md, "Linux's drivers"); under load it also
+# took most of the 1800 s timeout by itself.
+steps=${REALXEN_STEPS:-boot,vbd,bench,frontend,net,netfront}
 if [ "${REALXEN_DOMU:-1}" = 0 ]; then steps=$(sed 's/\(^\|,\)\(boot\|vbd\|bench\|net\|netbench\)\b//g; s/^,//' <<< "$steps"); fi
 has_step() { [[ ",$steps," == *",$1,"* ]]; }
 # The selftest's steps (issue 8, item 2); fewer PASS lines than this is a failure even if
