@@ -217,10 +217,11 @@ extension NetifBackendSuite {
         },
         Check("XENBUS-015") { peer in
             let states = try await fatalKeyError(peer)
-            try await peer.writeState(.initialised)
+            // The state the keys went with (a netif frontend's Connected), written again.
+            try await peer.writeState(.connected)
             let after = try await peer.watchBackend(stopOnRefusal: false)
             return .expect(!after.contains("Connected"),
-                           "after the fatal error (\(states.joined(separator: " -> "))) and Initialised rewritten, the backend read \(after.joined(separator: " -> "))")
+                           "after the fatal error (\(states.joined(separator: " -> "))) and Connected rewritten, the backend read \(after.joined(separator: " -> "))")
         },
     ]
 }
