@@ -4,7 +4,7 @@ import Testing
 
 /// Protocols/conformance/README.md's table of counts is what the files say.
 @Suite struct CountsTableTests {
-    static let targets = ["ours-blkback", "ours-blkfront", "c-peer", "linux-xen-blkback", "linux-xen-blkfront"]
+    static let targets = ["ours-blkback", "ours-blkfront", "c-peer", "linux-xen-blkback", "linux-xen-netback", "linux-xen-blkfront"]
 
     /// The table's rows as the files make them.
     static func rows(_ catalog: ClauseCatalog, _ expectations: Expectations) -> [String] {
