@@ -186,6 +186,9 @@ extension BlkifBackendSuite {
             }
         },
         Check("BLKIF-BE-025") { peer in
+            // The check reads "kept mapped" off a refused end of access; Linux's gntalloc
+            // defers instead of refusing, so there the clause cannot be observed.
+            guard peer.platform.grantTable.reportsStillMapped else { return .notApplicable(stillMappedUnseen) }
             var handshake = BlkfrontPeer.Handshake()
             handshake.persistent = true
             return try await onHandshake(peer, handshake) { peer in

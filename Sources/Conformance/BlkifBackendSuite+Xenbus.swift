@@ -105,6 +105,7 @@ extension BlkifBackendSuite {
                            "on the second handshake's ring: write \(written.status), read \(read.status), data \(back == bytes ? "equal" : "different")")
         },
         Check("XENBUS-009") { peer in
+            guard peer.platform.grantTable.reportsStillMapped else { return .notApplicable(stillMappedUnseen) }
             _ = try await closeSequence(peer, steps: 2)
             let staleBefore = peer.stale.count
             peer.release()
@@ -128,12 +129,10 @@ extension BlkifBackendSuite {
         },
         Check("XENBUS-014") { peer in
             let states = try await fatalKeyError(peer)
-            guard case .present = await peer.errorNode() else {
-                return ClauseVerdict(.notExecuted, "no readable error node after the fatal error to see go (backend read \(states))")
-            }
+            let before = await peer.errorNode()
             if let problem = await peer.servedAfterStartOver() { return .fail("after the fatal error (\(states)): \(problem)") }
-            let error = await peer.errorNode()
-            return .expect(error == .absent, "after the fatal error and a start over: served; error node \(error)")
+            // io/xenbus.h does not describe the error node: what became of it is evidence.
+            return .pass("after the fatal error (\(states.joined(separator: " -> "))) and a start over: served; error node \(before), then \(await peer.errorNode())")
         },
         Check("XENBUS-015") { peer in
             let states = try await fatalKeyError(peer)

@@ -36,3 +36,7 @@ public struct ClauseCheck<Peer: ConformancePeer>: Sendable {
         self.run = run
     }
 }
+
+/// Why a clause whose pass condition reads "on platforms that report a page still mapped"
+/// is not applicable on this one (Linux's gntalloc defers the end of such a grant instead).
+let stillMappedUnseen = "this platform's grant table cannot report a page the backend still maps (Linux's gntalloc defers ending it instead of refusing)"

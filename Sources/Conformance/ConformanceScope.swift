@@ -13,23 +13,27 @@ public enum ConformanceDevice: String, Sendable, CaseIterable, Codable {
     }
 }
 
-/// Which clauses a run covers: the target's role, its device's areas, and the IDs
-/// matching any of the globs (`BLKIF-BE-04*,RING-*`).
+/// Which clauses a run covers: the target's role, its device's areas, the IDs matching
+/// any of the globs (`BLKIF-BE-04*,RING-*`) and, if given, one kind (so a run can put the
+/// negative clauses, which may upset a target, after everything else).
 public struct ConformanceScope: Sendable {
     /// The role the target plays (the suite plays the other).
     public let role: ClauseRole
     public let device: ConformanceDevice
     /// fnmatch(3) patterns on clause IDs; empty is every clause.
     public let globs: [String]
+    /// Only clauses of this kind; nil is both.
+    public let kind: ClauseKind?
 
-    public init(role: ClauseRole, device: ConformanceDevice, clauses: String? = nil) {
+    public init(role: ClauseRole, device: ConformanceDevice, clauses: String? = nil, kind: ClauseKind? = nil) {
         self.role = role
         self.device = device
         globs = clauses.map { $0.split(separator: ",").map(String.init) } ?? []
+        self.kind = kind
     }
 
     public func contains(_ clause: Clause) -> Bool {
-        clause.role.binds(role) && device.areas.contains(clause.area)
+        clause.role.binds(role) && device.areas.contains(clause.area) && (kind == nil || clause.kind == kind)
             && (globs.isEmpty || globs.contains { fnmatch($0, clause.id, 0) == 0 })
     }
 

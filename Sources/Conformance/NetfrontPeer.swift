@@ -185,7 +185,10 @@ public final class NetfrontPeer: ConformancePeer, ScriptedFrontend, @unchecked S
         stale += connection.release()
     }
 
-    /// Grants rings, posts rx buffers and publishes the keys with Initialised in one transaction.
+    /// Grants rings, posts rx buffers and publishes the keys with Connected in one
+    /// transaction: a netif frontend moves to Connected once its keys are in, and the
+    /// backend reads them on that move (io/netif.h, the control ring and multicast keys);
+    /// Linux's xen-netback waits for it and does nothing on Initialised.
     public func publish(_ handshake: Handshake = Handshake()) async throws {
         let connection = try NetfrontConnection(platform: platform, backend: backendID, handshake: handshake)
         self.connection = connection
@@ -203,7 +206,7 @@ public final class NetfrontPeer: ConformancePeer, ScriptedFrontend, @unchecked S
         let sorted = keys.sorted { $0.key < $1.key }
         try await store.withTransaction { tx in
             for (key, value) in sorted { try await tx.write(path + "/" + key, value) }
-            try await tx.write(path + "/state", XenbusState.initialised.nodeValue)
+            try await tx.write(path + "/state", XenbusState.connected.nodeValue)
         }
         written.formUnion(sorted.map { String($0.key.split(separator: "/").first ?? "") })
     }
@@ -212,7 +215,6 @@ public final class NetfrontPeer: ConformancePeer, ScriptedFrontend, @unchecked S
         try await publish(handshake)
         try await waitForBackend([.connected])
         atConnected = try await backendNodes()
-        try await writeState(.connected)
         isConnected = true
         // Not a requirement on the backend: the host's own link watch lags its carrier.
         _ = try await host.waitRunning(within: .seconds(10))

@@ -92,7 +92,7 @@ extension NetifBackendSuite {
                 bytes += part.count
                 segments += 1
             }
-            return .expect(responses == [NetifTxResponse(id: id, status: .okay), NetifTxResponse(id: 0, status: .null)] && bytes == payload.count,
+            return .expect(okayThenNull(responses, id: id) && bytes == payload.count,
                            "answered \(describe(responses)); the host got \(bytes) of \(payload.count) payload bytes in \(segments) frame(s)\(gso)")
         },
     ]

@@ -176,6 +176,7 @@ extension NetifBackendSuite {
             return .pass("on the second handshake's rings a frame crossed each way")
         },
         Check("XENBUS-009") { peer in
+            guard peer.platform.grantTable.reportsStillMapped else { return .notApplicable(stillMappedUnseen) }
             try await peer.ensureConnected()
             try await peer.writeState(.closing)
             try await peer.waitForBackend([.closing, .closed])
@@ -208,19 +209,19 @@ extension NetifBackendSuite {
         },
         Check("XENBUS-014") { peer in
             let states = try await fatalKeyError(peer)
-            guard await peer.errorNode() != nil else {
-                return ClauseVerdict(.notExecuted, "no readable error node after the fatal error to see go (backend read \(states))")
-            }
+            let before = await peer.errorNode()
             if let problem = await peer.servedAfterStartOver() { return .fail("after the fatal error (\(states)): \(problem)") }
-            let error = await peer.errorNode()
-            return .expect(error == nil, "after the fatal error and a start over: served; error node \(error.map { "'\($0)'" } ?? "gone")")
+            // io/xenbus.h does not describe the error node: what became of it is evidence.
+            let after = await peer.errorNode()
+            return .pass("after the fatal error (\(states.joined(separator: " -> "))) and a start over: served; error node \(before.map { "'\($0)'" } ?? "absent or unreadable"), then \(after.map { "'\($0)'" } ?? "absent or unreadable")")
         },
         Check("XENBUS-015") { peer in
             let states = try await fatalKeyError(peer)
-            try await peer.writeState(.initialised)
+            // The state the keys went with (a netif frontend's Connected), written again.
+            try await peer.writeState(.connected)
             let after = try await peer.watchBackend(stopOnRefusal: false)
             return .expect(!after.contains("Connected"),
-                           "after the fatal error (\(states.joined(separator: " -> "))) and Initialised rewritten, the backend read \(after.joined(separator: " -> "))")
+                           "after the fatal error (\(states.joined(separator: " -> "))) and Connected rewritten, the backend read \(after.joined(separator: " -> "))")
         },
     ]
 }

@@ -78,6 +78,9 @@ public final class LinuxGrantTable: GrantTable, @unchecked Sendable {
         pages.region.close()
     }
 
+    /// gntalloc defers the end of a grant still mapped instead of refusing (the type's note).
+    public var reportsStillMapped: Bool { false }
+
     /// Shares made through this handle and not yet ended.
     public var liveShares: Int { live.count }
 

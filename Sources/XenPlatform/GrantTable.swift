@@ -36,4 +36,11 @@ public protocol GrantTable: AnyObject, Sendable {
     /// nothing, while the grantee still has any of them mapped; Linux's gntalloc cannot
     /// tell, and instead keeps the page out of reuse until the grantee unmaps.
     func endAccess(_ pages: SharedPages) throws(PlatformError)
+    /// Whether ``endAccess(_:)`` reports a page the grantee still maps (refusing with
+    /// ``PlatformError/grantBusy(ref:)``); false where it cannot tell (Linux's gntalloc).
+    var reportsStillMapped: Bool { get }
+}
+
+extension GrantTable {
+    public var reportsStillMapped: Bool { true }
 }

@@ -21,15 +21,10 @@ extension ConformanceCommand {
 
         let guest = try await platform.joinGuest(domain, command: "conformance", what: "device")
         let frontendPath = "/local/domain/\(guest.domainID)/device/vif/\(devid)"
-        let observer = platform.kind == .local ? try? LocalPlatform(stateDirectory: platform.state.resolved).connectXenStore() : nil
         let peer = try await NetfrontPeer(platform: guest, frontendPath: frontendPath, host: VifHostSide(namespace: namespace, plugs: plug),
-                                          observer: observer)
-        let report = await runner.run(scope: ConformanceScope(role: .backend, device: .vif, clauses: clauses), peer: peer,
-                                      target: target, expectations: expectations, expect: expect) { result in
-            if output != nil || format != .text {
-                FileHandle.standardError.write(Data("\(result.outcome.rawValue) \(result.clause.id)\n".utf8))
-            }
-        }
+                                          observer: dom0View(guest))
+        let report = await runner.run(scope: scope(.backend), peer: peer,
+                                      target: target, expectations: expectations, expect: expect) { progress($0) }
         let left = await peer.close()
         let rendered = report.rendered(format)
         if let output {

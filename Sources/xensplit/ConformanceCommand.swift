@@ -5,6 +5,7 @@ import NBD
 import Tap
 import XenLocal
 import XenPlatform
+import XenStore
 
 /// `xensplit conformance`: plays the other end of a device with a scripted peer and
 /// reports, per clause of Protocols/conformance, pass, fail, not applicable or not executed.
@@ -16,16 +17,27 @@ struct ConformanceCommand: AsyncParsableCommand {
         --role names the role of the TARGET; the suite plays the other end with a scripted \
         peer built on the wire modules and the platform, never on our devices.
 
-        TARGET is DOMAIN/DEVID: the domain whose device it is (its name on the local \
-        hypervisor; on xen, the domain this runs in, by name) and the device, as a number \
-        (51712) or, for vbd, a vdev name (xvda). With --role backend the suite acts as \
-        DOMAIN's frontend of that device and tests its backend, wherever the toolstack put it.
+        TARGET is DOMAIN/DEVID: the domain whose device it is, by name, and the device, as a \
+        number (51712) or, for vbd, a vdev name (xvda). Its forms:
+          --platform local --role backend: DOMAIN is a guest of the local hypervisor (at \
+        --state-dir); the suite acts as that guest's frontend of the device and tests its \
+        backend, wherever the toolstack put it (dom0 of the local hypervisor reads the \
+        backend's error node and writes a vif's hotplug-status).
+          --platform xen --role backend: DOMAIN is the domain this runs in (Domain-0 for a \
+        device dom0 attached to itself, e.g. `xl block-attach 0 ...`); the suite is its \
+        frontend through gntalloc, evtchn and xenstore. In dom0 it also reads the backend's \
+        error node, and with --plug writes hotplug-status.
+          --role frontend: DOMAIN is the guest whose frontend is tested (a guest of the local \
+        hypervisor, or on xen any domain by name); the suite is the device's backend in the \
+        domain this runs in (dom0 of the local hypervisor, or this Xen domain), which the \
+        toolstack must have named as the backend (on xen: backendtype=phy with a no-op \
+        hotplug script, so no kernel backend takes it).
 
         Clauses whose role is TARGET's (or both) and whose area belongs to --device are run, \
-        narrowed by --clauses (comma-separated fnmatch patterns on IDs). With --expect NAME \
-        the outcomes are compared with Protocols/conformance/expected.tsv for target NAME \
-        and any deviation fails the run; without it any fail or clause not executed does. \
-        The exit status is 1 when the run fails.
+        narrowed by --clauses (comma-separated fnmatch patterns on IDs) and --kind. With \
+        --expect NAME the outcomes are compared with Protocols/conformance/expected.tsv for \
+        target NAME and any deviation fails the run; without it any fail or clause not \
+        executed does. The exit status is 1 when the run fails.
 
         Written so far: --device vbd with --role backend (a scripted blkfront) and --role \
         frontend (a scripted blkback in dom0 of the local hypervisor, which serves a disk of \
@@ -53,6 +65,9 @@ struct ConformanceCommand: AsyncParsableCommand {
 
     @Option(help: "Run only clauses whose ID matches one of these comma-separated patterns (BLKIF-BE-04*,RING-*).")
     var clauses: String?
+
+    @Option(help: "Run only clauses of this kind: positive or negative (default both).")
+    var kind: ClauseKind?
 
     @Option(help: "Report format: text, json or junit.")
     var format: ConformanceReport.Format = .text
@@ -112,19 +127,35 @@ struct ConformanceCommand: AsyncParsableCommand {
 
         let guest = try await platform.joinGuest(domain, command: "conformance", what: "device")
         let frontendPath = "/local/domain/\(guest.domainID)/device/\(device.rawValue)/\(devid)"
-        // On the local hypervisor dom0 may read the backend's error node; a guest on Xen
-        // has no such view, and the clauses that need it say so.
-        let observer = platform.kind == .local ? try? LocalPlatform(stateDirectory: platform.state.resolved).connectXenStore() : nil
-        let peer = try await BlkfrontPeer(platform: guest, frontendPath: frontendPath, observer: observer)
-        let report = await runner.run(scope: ConformanceScope(role: .backend, device: device, clauses: clauses), peer: peer,
-                                      target: target, expectations: expectations, expect: expect) { result in
-            if output != nil || format != .text {
-                FileHandle.standardError.write(Data("\(result.outcome.rawValue) \(result.clause.id)\n".utf8))
-            }
-        }
+        let peer = try await BlkfrontPeer(platform: guest, frontendPath: frontendPath, observer: dom0View(guest))
+        let report = await runner.run(scope: scope(.backend), peer: peer,
+                                      target: target, expectations: expectations, expect: expect) { progress($0) }
         let left = await peer.close()
         if left > 0 { FileHandle.standardError.write(Data("conformance: \(left) page sets still mapped by the backend at the end\n".utf8)) }
         try deliver(report)
+    }
+
+    /// The clauses in scope when the target plays `role`.
+    func scope(_ role: ClauseRole) -> ConformanceScope {
+        ConformanceScope(role: role, device: device, clauses: clauses, kind: kind)
+    }
+
+    /// A xenstore connection with dom0's view, for what the frontend's domain may not do
+    /// (read the backend's error node, write a vif's hotplug-status): dom0 of the local
+    /// hypervisor, or on Xen the guest's own connection when the guest is dom0. A guest on
+    /// Xen has no such view, and the clauses that need it say so.
+    func dom0View(_ guest: any Platform) -> XenStoreClient? {
+        switch platform.kind {
+        case .local: return try? LocalPlatform(stateDirectory: platform.state.resolved).connectXenStore()
+        case .xen: return guest.domainID == 0 ? try? guest.connectXenStore() : nil
+        }
+    }
+
+    /// With the report going elsewhere, each result as it comes on standard error, with
+    /// its evidence, so a run cut short (a time box) still says what it saw.
+    func progress(_ result: ClauseResult) {
+        guard output != nil || format != .text else { return }
+        FileHandle.standardError.write(Data("\(result.outcome.rawValue) \(result.clause.id): \(result.evidence)\n".utf8))
     }
 
     /// Prints or writes the report; a failed run exits 1.
@@ -138,16 +169,13 @@ struct ConformanceCommand: AsyncParsableCommand {
         if report.failed { throw ExitCode(1) }
     }
 
-    /// --role frontend: a scripted backend (a blkback or a netback) in the backend's domain
-    /// (dom0 of the local hypervisor) serves DOMAIN's device and tests its frontend.
+    /// --role frontend: a scripted backend (a blkback or a netback) in this domain (dom0 of
+    /// the local hypervisor, or the Xen domain this runs in) serves DOMAIN's device and tests
+    /// its frontend.
     func runFrontendRole(domain: String, devid: UInt32, catalog: ClauseCatalog, expectations: Expectations) async throws {
-        guard platform.kind == .local else {
-            throw CommandFailure("conformance: --role frontend runs on the local hypervisor only so far")
-        }
-        let guest = try await platform.joinGuest(domain, command: "conformance", what: "device")
-        let frontendPath = "/local/domain/\(guest.domainID)/device/\(device.rawValue)/\(devid)"
-        let backend = try LocalPlatform(stateDirectory: platform.state.resolved)
-        let scope = ConformanceScope(role: .frontend, device: device, clauses: clauses)
+        let backend = try await platform.open()
+        let frontendID = try await platform.domainID(named: domain, from: backend)
+        let frontendPath = "/local/domain/\(frontendID)/device/\(device.rawValue)/\(devid)"
         let report: ConformanceReport
         switch device {
         case .vbd:
@@ -156,28 +184,24 @@ struct ConformanceCommand: AsyncParsableCommand {
                 do { io = NBDFrontendIO(address: try NBDAddress(parsing: nbd)) } catch { throw ValidationError("--nbd: \(error)") }
             }
             let peer = try await BlkbackPeer(platform: backend, frontendPath: frontendPath, io: io)
-            report = await run(try ConformanceRunner(catalog: catalog, checks: BlkifFrontendSuite.checks), peer, scope, expectations)
+            report = await run(try ConformanceRunner(catalog: catalog, checks: BlkifFrontendSuite.checks), peer, expectations)
             await peer.close()
         case .vif:
             let namespace = try vifNamespace.map { try NetworkNamespace($0) }
             let peer = try await NetbackPeer(platform: backend, frontendPath: frontendPath, tap: tap, namespace: namespace)
-            report = await run(try ConformanceRunner(catalog: catalog, checks: NetifFrontendSuite.checks), peer, scope, expectations)
+            report = await run(try ConformanceRunner(catalog: catalog, checks: NetifFrontendSuite.checks), peer, expectations)
             await peer.close()
         }
         try deliver(report)
     }
 
-    /// Runs `runner` against `peer`, telling each outcome on standard error when the
-    /// report goes elsewhere.
-    func run<Peer: ConformancePeer>(_ runner: ConformanceRunner<Peer>, _ peer: Peer, _ scope: ConformanceScope,
+    /// Runs `runner` against `peer` on the frontend-role clauses in scope.
+    func run<Peer: ConformancePeer>(_ runner: ConformanceRunner<Peer>, _ peer: Peer,
                                     _ expectations: Expectations) async -> ConformanceReport {
-        await runner.run(scope: scope, peer: peer, target: target, expectations: expectations, expect: expect) { result in
-            if output != nil || format != .text {
-                FileHandle.standardError.write(Data("\(result.outcome.rawValue) \(result.clause.id)\n".utf8))
-            }
-        }
+        await runner.run(scope: scope(.frontend), peer: peer, target: target, expectations: expectations, expect: expect) { progress($0) }
     }
 }
 
 extension ConformanceDevice: ExpressibleByArgument {}
 extension ConformanceReport.Format: ExpressibleByArgument {}
+extension ClauseKind: ExpressibleByArgument {}

@@ -54,4 +54,25 @@ struct PlatformOptions: ParsableArguments {
             return platform
         }
     }
+
+    /// The ID of the domain named `name`: on the local hypervisor, the guest of that name;
+    /// on xen, the one whose `/local/domain/N/name` reads it, looked up through `platform`
+    /// (dom0 may read every domain's name).
+    func domainID(named name: String, from platform: any Platform) async throws -> DomainID {
+        switch kind {
+        case .local:
+            return try await joinGuest(name, command: "conformance", what: "device").domainID
+        case .xen:
+            let store = try platform.connectXenStore()
+            defer { store.close() }
+            let ids = try await store.directory("/local/domain")
+            var names: [String] = []
+            for id in ids {
+                guard let n = try? await store.readString("/local/domain/\(id)/name") else { continue }
+                if n == name, let domain = DomainID(id) { return domain }
+                names.append("\(n) (\(id))")
+            }
+            throw CommandFailure("no domain named '\(name)' in xenstore (it has \(names.joined(separator: ", ")))")
+        }
+    }
 }

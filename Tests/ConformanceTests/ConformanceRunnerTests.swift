@@ -55,6 +55,17 @@ struct CheckFailed: Error, CustomStringConvertible {
         #expect(!offered.failed)
     }
 
+    @Test("--kind narrows a run to the positive or the negative clauses, with the other filters")
+    func kindNarrowsTheScope() async throws {
+        let runner = try Self.runner()
+        let negative = await runner.run(scope: ConformanceScope(role: .backend, device: .vbd, kind: .negative), peer: NodesPeer([:]),
+                                        target: "g/1", expectations: nil, expect: nil)
+        #expect(negative.results.map(\.clause.id) == ["RING-002"])
+        let positive = await runner.run(scope: ConformanceScope(role: .backend, device: .vbd, clauses: "RING-00[12]", kind: .positive),
+                                        peer: NodesPeer([:]), target: "g/1", expectations: nil, expect: nil)
+        #expect(positive.results.map(\.clause.id) == ["RING-001"])
+    }
+
     @Test func checksMustNameOneKnownClauseEach() throws {
         let catalog = try ClauseCatalog(name: "ring.tsv", text: Self.clauses)
         #expect(throws: ConformanceError.unknownClause("RING-099")) {

@@ -23,8 +23,8 @@ log_section() {
     echo "REALXEN-LOG-END $1"
 }
 cmdline_value() { sed -n "s/.*realxen\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
-# realxen.steps=boot+vbd+bench+frontend+net+netfront+restart (the default; netbench only when
-# named) picks the step groups to run.
+# realxen.steps=boot+vbd+bench+frontend+net+netfront+restart (the default; netbench and
+# conformance only when named) picks the step groups to run.
 steps=$(cmdline_value steps | tr '+' ',')
 steps=${steps:-boot,vbd,bench,frontend,net,netfront,restart}
 [ "$(cmdline_value domu)" = 0 ] && steps=$(echo ",$steps," | sed 's/,boot,/,/; s/,vbd,/,/; s/,bench,/,/; s/,net,/,/; s/,netbench,/,/; s/,restart,/,/')
@@ -704,6 +704,17 @@ else
     for f in /tmp/blkback-restart-*.log; do log_section "$(basename $f .log)" $f 30; done
     log_section domu-restart-console /var/log/xen/console/guest-realxen-restart.log 60
     log_section xl-create-restart /tmp/xl-create-restart.log 20
+fi
+
+# --- The conformance suite against Linux's drivers (dom0-conformance.sh), last: its
+# negative clauses may upset Linux's backends.
+. $P/dom0-conformance.sh
+if ! has_step conformance; then
+    for s in $conformance_step_names; do result $s SKIP "not in realxen.steps ($steps)"; done
+else
+    mark conformance-begin
+    conformance_steps
+    mark conformance-end
 fi
 
 log_section selftest /tmp/selftest.log 80

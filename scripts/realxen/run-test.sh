@@ -36,9 +36,10 @@
 #                           and net (default 3; 0 skips both)
 #   REALXEN_BENCH_COPY      1 adds a third backend per round: ours with --persistent-grants=off
 #   REALXEN_STEPS           step groups after the selftest, comma-separated (default
-#                           boot,vbd,bench,frontend,net,netfront,restart; netbench, the
-#                           net benchmark, only when named; REALXEN_DOMU=0 drops all but
-#                           frontend and netfront)
+#                           boot,vbd,bench,frontend,net,netfront,restart; netbench, the net
+#                           benchmark, and conformance, the suite against Linux's drivers
+#                           (dom0-conformance.sh), only when named; REALXEN_DOMU=0 drops
+#                           all but frontend, netfront and conformance)
 #   REALXEN_TIMEOUT         seconds the whole QEMU run may take (default 1800)
 set -euo pipefail
 
@@ -77,6 +78,9 @@ bench_rounds=${REALXEN_BENCH_ROUNDS:-3}
 # netbench is not in the default until our netback's stall (Protocols/realxen.md, "What real
 # Xen showed with the net pair") is fixed: with it a round takes minutes and the run its
 # timeout. REALXEN_STEPS=...,netbench runs it.
+# conformance is not in the default until its negative clauses are recorded against Linux
+# (Protocols/conformance/README.md, "Linux's drivers") and it fits the time budget: under
+# load it took most of the 1800 s timeout by itself (Protocols/realxen.md).
 steps=${REALXEN_STEPS:-boot,vbd,bench,frontend,net,netfront,restart}
 if [ "${REALXEN_DOMU:-1}" = 0 ]; then steps=$(sed 's/\(^\|,\)\(boot\|vbd\|bench\|net\|netbench\|restart\)\b//g; s/^,//' <<< "$steps"); fi
 has_step() { [[ ",$steps," == *",$1,"* ]]; }
@@ -252,7 +256,10 @@ install -m 755 "$here/domu-init.sh" "$run/domu-root/init"
 install -m 644 "$here/domu-restart.sh" "$run/domu-root/restart.sh"
 (cd "$run/domu-root" && find . | cpio -o -H newc --quiet | gzip -1) > "$run/payload/domu.cpio.gz"
 # The payload disk, mounted at /realxen in dom0.
-install -m 755 "$bin" "$here/dom0-init.sh" "$here/dom0-net.sh" "$here/dom0-restart.sh" "$here/hotplug-noop.sh" "$run/payload/"
+install -m 755 "$bin" "$here/dom0-init.sh" "$here/dom0-net.sh" "$here/dom0-restart.sh" "$here/dom0-conformance.sh" "$here/hotplug-noop.sh" "$run/payload/"
+# The clauses and expected.tsv, where `xensplit conformance` looks beside its binary.
+mkdir -p "$run/payload/Protocols"
+cp -r "$repo/Protocols/conformance" "$run/payload/Protocols/"
 # The test bundle without its debug info, and the Swift toolchain's libraries it links
 # (dom0 has glibc, libstdc++, liburing and libxen's; the bundle finds the rest through
 # LD_LIBRARY_PATH).
@@ -392,6 +399,7 @@ has_step bench && [ "$bench_rounds" != 0 ] && required+=(bench)
 has_step frontend && required+=(frontend-kernel frontend-4k)
 has_step net && required+=(net-vif net-ping net-tcp net-jumbo net-two-vifs net-queues net-takeup net-destroy net-second)
 has_step netfront && required+=(net-frontend-kernel)
+has_step conformance && required+=(conformance-blkfront conformance-blkback conformance-netback conformance-negative)
 has_step netbench && [ "$bench_rounds" != 0 ] && required+=(netbench)
 has_step restart && required+=(restart)
 while read -r step; do
@@ -531,6 +539,13 @@ echo "--- our frontend against Linux's blkback (dom0)"
 echo "--- the net pair (dom0's view)"
 marker_lines REALXEN-NET < "$clean"
 marker_lines REALXEN-NETFRONT < "$clean" | sed 's/^/netfront: /'
+echo "--- the conformance suite against Linux's drivers (JUnit reports in $run/conformance/)"
+mkdir -p "$run/conformance"
+for name in $(sed -n 's/^REALXEN-LOG-BEGIN conformance-junit-\([^ ]*\)$/\1/p' "$clean"); do
+    sed -n "/^REALXEN-LOG-BEGIN conformance-junit-$name\$/,/^REALXEN-LOG-END conformance-junit-$name\$/p" "$clean" \
+        | sed '1d;$d' > "$run/conformance/$name.xml"
+done
+marker_lines REALXEN-CONFORMANCE < "$clean"
 echo "--- net benchmark (iperf3, dom0 the client, a 2-vCPU domU with one vif; reference: Linux's xen-netback; under TCG emulation)"
 marker_lines REALXEN-NETBENCH-INFO < "$clean" | sed 's/^/REALXEN-NETBENCH-INFO /'
 marker_lines REALXEN-NETBENCH < "$clean" | sed 's/^/  round: /'
@@ -566,6 +581,7 @@ if [ ${#failures[@]} -gt 0 ]; then
             xl-create-vbd2 hotplug-noop blkfront xl-block-attach xl-block-detach nbdcopy \
             netback xs-net-backend xs-net-frontend domu-net-console domu-net2-console xl-create-net xl-destroy-net \
             netfront netfront-diag xl-network-attach xl-network-detach vif-bridge \
+            conformance-domu-console xl-block-attach-conf dmesg-conformance \
             $(sed -n 's/^REALXEN-LOG-BEGIN \(\(net\)\{0,1\}bench-[^ ]*\)$/\1/p' "$clean"); do
         echo "--- $name"
         section "$name"
