@@ -110,12 +110,18 @@ put("blkback", "read-honest", bytes([2, 0, 1, 3, 1, 1, 4]) + read_request + byte
 # service (6), push (8), the frontend takes its responses (9).
 tx = bytes([1, 0, 1, 10, 1, 6, 0, 0, 9])
 frame = bytes([1, 1, 10, 1, 0, 0, 0, 0])
+# netback rx alone: one tx and two rx buffers; post an rx buffer (4) and publish (5); service
+# (6) polls the TAP queue; the poll completes (7) with a frame written to the queue's TAP
+# socket; service reads and delivers it, push (8), the frontend takes it (9).
+put("netback", "rx-delivered", bytes([0x1f, 0, 1, 4, 3, 0, 0, 5, 0, 6, 7, 0, 0]) + frame + bytes([6, 8, 9]))
 put("netback", "tx-rx-honest", bytes([0x1f, 3, 1]) + tx + bytes([3, 0, 4, 3, 0, 0, 5, 0, 6])
     + bytes([7, 2, 0, 1, 0]) + frame + bytes([0]) + frame + bytes([6, 8, 9]))
 # blkfront: abi, features, depth; ring 0: queue a read (0), send (1), backend takes (2),
 # answers (3), publishes (4), frontend takes (6).
+# The answer's bytes: pick, id, operation, the status table's last entry (built before the
+# index is read), the index (0: OKAY).
 put("blkfront", "read-answered", bytes([2, 0x07, 4]) + bytes([0, 0, 3, 1, 0, 0]) + bytes([0, 1, 0, 2])
-    + bytes([0, 3, 0, 1, 1, 0]) + bytes([0, 4, 0, 0, 6]))
+    + bytes([0, 3, 0, 1, 1, 0, 0]) + bytes([0, 4, 0, 0, 6]))
 # netfront: features, tx pages; post rx (1), push (2), backend takes rx (7), answers with
 # 78 bytes at offset 0 (8), publishes (11), frontend takes rx into the sink (4); a frame
 # (0), push, backend takes tx (5), answers okay (6), publishes (10), frontend takes tx (3).

@@ -81,15 +81,21 @@ public enum NetbackFuzz {
             rxFront = try MockRingPeer.Frontend(platform: w.guest, backendDomain: .dom0, entrySize: NetifLayout.rxSlotSize)
             rxBack = try MockRingPeer.Backend(platform: w.dom0, connection: rxFront.connection, entrySize: NetifLayout.rxSlotSize)
         } catch { fatalError("ring setup: \(error)") }
+        // The TAP queue: a packet socket pair, so the queue's own non-blocking reads get one
+        // frame each; the engine writes the script's frames into the other end.
+        var pair: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
+                         0, &pair) == 0 else { fatalError("socketpair: errno \(errno)") }
+        defer { Glibc.close(pair[0]); Glibc.close(pair[1]) }
         let queue: NetbackQueue
         do {
             // One channel for both rings, as a frontend without feature-split-event-channels has.
             queue = try NetbackQueue(name: "fuzz", frontendDomain: w.domain, txRing: txBack.ring, rxRing: rxBack.ring,
                                      eventChannel: txBack.eventChannel, txPort: txBack.port, rxPort: txBack.port,
-                                     mapper: w.dom0, tapDescriptor: -1, features: features, configuration: configuration,
+                                     mapper: w.dom0, tapDescriptor: pair[0], features: features, configuration: configuration,
                                      logger: quiet)
         } catch { fatalError("queue setup: \(error)") }
-        let engine = TapEngine()
+        let engine = TapEngine(tap: pair[0], peer: pair[1])
         var honest = true
 
         while !script.isEmpty {
@@ -182,7 +188,17 @@ public enum NetbackFuzz {
 /// The TAP device as an engine: every write and read is held until the script completes
 /// it. A write's vectors are checked; a read is filled with a frame the script writes.
 final class TapEngine: BlockIOEngine {
+    /// The queue's TAP descriptor, and the other end, where a frame the script picks is
+    /// written when the queue's poll of it completes.
+    let tap: Int32
+    let peer: Int32
     var held: [BlockRequest] = []
+
+    init(tap: Int32, peer: Int32) {
+        self.tap = tap
+        self.peer = peer
+    }
+
     var kind: BlockIOEngineKind { .threads }
     let capacity = 64
     var inFlight: Int { held.count }
@@ -220,6 +236,13 @@ final class TapEngine: BlockIOEngine {
             return (request, script.byte() % 8 == 0 ? -EIO : Int32(length))
         case let .streamRead(_, buffer):
             return (request, Self.frame(into: buffer, script: &script))
+        case let .pollReadable(fd) where fd == tap:
+            // The kernel's TAP queue gets a frame (or nothing, for a spurious wake-up).
+            let frame = UnsafeMutableRawBufferPointer.allocate(byteCount: 72 << 10, alignment: 16)
+            defer { frame.deallocate() }
+            let length = Self.frame(into: frame, script: &script)
+            if length >= 0 { _ = Glibc.write(peer, frame.baseAddress, Int(length)) }
+            return (request, Int32(POLLIN))
         case .cancel:
             return (request, 0)
         default:

@@ -162,8 +162,8 @@ public final class NetbackQueue: @unchecked Sendable {
 
     /// A queue over mapped rings `txRing` and `rxRing` of `frontendDomain`, notified on
     /// `txPort` and `rxPort` (the same port for a shared channel) of `eventChannel`,
-    /// moving packets to and from the TAP queue `tapDescriptor` (blocking mode: the engine
-    /// waits for it). With several queues, `index` is this one's place and `inboxes` every
+    /// moving packets to and from the TAP queue `tapDescriptor` (non-blocking: the queue
+    /// polls it through the engine and reads it itself). With several queues, `index` is this one's place and `inboxes` every
     /// queue's inbox (empty: no steering).
     public init(name: String, frontendDomain: DomainID, txRing: BackRing, rxRing: BackRing,
                 eventChannel: any EventChannel, txPort: EventPort, rxPort: EventPort, mapper: any GrantMapper,
