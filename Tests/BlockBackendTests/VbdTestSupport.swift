@@ -232,17 +232,11 @@ struct VbdAttached {
     }
 }
 
-/// Waits (bounded: a hang becomes a failure, never a timing assertion) until `condition`.
+/// Waits (bounded: a hang becomes a failure, never a timing assertion) until `condition`:
+/// XenTesting's `eventually`, whose bound counts this test's own time, so a pool kept busy
+/// by other suites in a full run does not fail a condition that needed a thread meanwhile.
 func vbdEventually(_ what: String, seconds: Int = 20, _ condition: @escaping @Sendable () async throws -> Bool) async throws {
-    let deadline = ContinuousClock.now + .seconds(seconds)
-    // Looked at once more after the deadline: a test process whose threads were all busy
-    // for a while (a loaded machine) must not fail a condition that came true meanwhile.
-    while true {
-        if try await condition() { return }
-        guard ContinuousClock.now < deadline else { break }
-        try await Task.sleep(for: .milliseconds(5))
-    }
-    throw VbdTestError("\(what): not done after \(seconds) s")
+    try await eventually(what, seconds: seconds, every: .milliseconds(5), condition)
 }
 
 /// The value of `path`, or nil if absent.

@@ -16,35 +16,42 @@ import XenTesting
         return names.sorted().map { directory.appendingPathComponent($0) }
     }
 
-    static func replay(_ files: [URL], through target: FuzzTarget) throws {
-        for file in files {
-            let bytes = try [UInt8](Data(contentsOf: file))
-            bytes.withUnsafeBytes { target.run($0) }
+    /// Runs on a thread of its own: the targets run one input at a time (a lock), and a
+    /// test task blocked on that lock or busy for seconds would hold a thread of the
+    /// cooperative pool that other suites' drivers need meanwhile.
+    static func replay(_ files: [URL], through target: FuzzTarget) async throws {
+        try await offThePool {
+            for file in files {
+                let bytes = try [UInt8](Data(contentsOf: file))
+                bytes.withUnsafeBytes { target.run($0) }
+            }
         }
     }
 
     @Test(arguments: FuzzTarget.allCases)
-    func corpusKeepsTheInvariants(_ target: FuzzTarget) throws {
+    func corpusKeepsTheInvariants(_ target: FuzzTarget) async throws {
         let files = Self.inputs("corpus", target)
         #expect(!files.isEmpty, "Fuzz/corpus/\(target.rawValue) is empty: run scripts/fuzz.sh --seed")
-        try Self.replay(files, through: target)
+        try await Self.replay(files, through: target)
     }
 
     @Test(arguments: FuzzTarget.allCases)
-    func fixedCrashesStayFixed(_ target: FuzzTarget) throws {
-        try Self.replay(Self.inputs("regressions", target), through: target)
+    func fixedCrashesStayFixed(_ target: FuzzTarget) async throws {
+        try await Self.replay(Self.inputs("regressions", target), through: target)
     }
 
     /// Seeded random inputs through the targets that have no replay test of their own
     /// elsewhere, so their scripts' random paths run on every test run too.
     @Test(arguments: [(FuzzTarget.blkif, 3000), (.diskspec, 3000), (.vifspec, 3000), (.nbd, 300), (.hypervisor, 100),
                       (.netback, 300), (.blkfront, 300), (.netfront, 100)])
-    func seededInputsKeepTheInvariants(_ target: FuzzTarget, count: Int) {
-        var rng = SeededGenerator(seed: 0xF022 &+ UInt64(target.rawValue.utf8.count))
-        for _ in 0..<count {
-            let length = Int(rng.next() % 512)
-            let bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-            bytes.withUnsafeBytes { target.run($0) }
+    func seededInputsKeepTheInvariants(_ target: FuzzTarget, count: Int) async throws {
+        try await offThePool {
+            var rng = SeededGenerator(seed: 0xF022 &+ UInt64(target.rawValue.utf8.count))
+            for _ in 0..<count {
+                let length = Int(rng.next() % 512)
+                let bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+                bytes.withUnsafeBytes { target.run($0) }
+            }
         }
     }
 }
@@ -52,21 +59,21 @@ import XenTesting
 /// The scripted device targets' corpora reach their data paths, not only refusals: a
 /// target stuck at its first check would still "pass" every replay.
 @Suite struct FuzzCorpusReachTests {
-    @Test func netbackDeliversBothWays() throws {
-        try FuzzCorpusReplayTests.replay(FuzzCorpusReplayTests.inputs("corpus", .netback), through: .netback)
-        let reached = FuzzTarget.whileIdle { NetbackFuzz.reached }
+    @Test func netbackDeliversBothWays() async throws {
+        try await FuzzCorpusReplayTests.replay(FuzzCorpusReplayTests.inputs("corpus", .netback), through: .netback)
+        let reached = try await offThePool { FuzzTarget.whileIdle { NetbackFuzz.reached } }
         #expect(reached.txPackets > 0 && reached.rxPackets > 0, "\(reached)")
     }
 
-    @Test func blkfrontCompletesAndCatchesLies() throws {
-        try FuzzCorpusReplayTests.replay(FuzzCorpusReplayTests.inputs("corpus", .blkfront), through: .blkfront)
-        let reached = FuzzTarget.whileIdle { BlkfrontFuzz.reached }
+    @Test func blkfrontCompletesAndCatchesLies() async throws {
+        try await FuzzCorpusReplayTests.replay(FuzzCorpusReplayTests.inputs("corpus", .blkfront), through: .blkfront)
+        let reached = try await offThePool { FuzzTarget.whileIdle { BlkfrontFuzz.reached } }
         #expect(reached.successes > 0 && reached.failures > 0 && reached.brokenRings > 0, "\(reached)")
     }
 
-    @Test func netfrontDeliversAndCatchesLies() throws {
-        try FuzzCorpusReplayTests.replay(FuzzCorpusReplayTests.inputs("corpus", .netfront), through: .netfront)
-        let (reached, violations) = FuzzTarget.whileIdle { (NetfrontFuzz.reached, NetfrontFuzz.violations) }
+    @Test func netfrontDeliversAndCatchesLies() async throws {
+        try await FuzzCorpusReplayTests.replay(FuzzCorpusReplayTests.inputs("corpus", .netfront), through: .netfront)
+        let (reached, violations) = try await offThePool { FuzzTarget.whileIdle { (NetfrontFuzz.reached, NetfrontFuzz.violations) } }
         #expect(reached.txPackets > 0 && reached.rxPackets > 0 && violations > 0, "\(reached), \(violations) violations")
     }
 }

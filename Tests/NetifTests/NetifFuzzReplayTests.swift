@@ -5,7 +5,12 @@ import XenTesting
 /// Replays seeded random inputs through the netif fuzz target in the normal test build,
 /// so its invariants are checked on every run even without libFuzzer (scripts/fuzz.sh).
 @Suite struct NetifFuzzReplayTests {
-    @Test func seededInputsKeepTheInvariants() {
+    @Test func seededInputsKeepTheInvariants() async throws {
+        // Off the pool: the targets take one lock, which other suites' fuzz replays hold too.
+        try await offThePool { Self.replay() }
+    }
+
+    static func replay() {
         var rng = SeededGenerator(seed: 0x7E7F)
         for _ in 0..<2000 {
             let length = Int(rng.next() % 4096)
@@ -28,12 +33,14 @@ import XenTesting
 
 /// The control-ring fuzz target (scripts/fuzz.sh netifctrl) on seeded random inputs.
 @Suite struct NetifCtrlFuzzReplayTests {
-    @Test func seededInputsKeepTheInvariants() {
-        var rng = SeededGenerator(seed: 0xC7F1)
-        for _ in 0..<3000 {
-            let length = Int(rng.next() % 1024)
-            let bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-            bytes.withUnsafeBytes { FuzzTarget.netifctrl.run($0) }
+    @Test func seededInputsKeepTheInvariants() async throws {
+        try await offThePool {
+            var rng = SeededGenerator(seed: 0xC7F1)
+            for _ in 0..<3000 {
+                let length = Int(rng.next() % 1024)
+                let bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+                bytes.withUnsafeBytes { FuzzTarget.netifctrl.run($0) }
+            }
         }
     }
 }
