@@ -83,10 +83,17 @@ struct BlkbackTakeOverFioTests {
             var began = ContinuousClock.now
             if replacement == .sigkill {
                 // Killed while its state files say requests are in flight (the protocol's
-                // header: consumed, then answered), waiting for that while fio runs: on a
-                // loaded machine fio may take seconds to start or to be given a core.
+                // header: consumed, then answered). The backend is stopped before they are
+                // read, so what they say still holds when SIGKILL lands (on a quiet machine a
+                // request lives for microseconds); stopped and let go again until they do,
+                // while fio runs (on a loaded machine fio may take seconds to start).
                 var bound = TestBound(seconds: 60)
-                while Self.requestsInFlight(state + "/blkback") == 0, fio.process.isRunning, !bound.isExceeded {
+                while true {
+                    let stopped = current
+                    stopped.signal(SIGSTOP)
+                    try await eventually("backend \(round - 1) stopped") { BlkbackKillTests.allThreadsStopped(stopped.pid) }
+                    if Self.requestsInFlight(state + "/blkback") > 0 || !fio.process.isRunning || bound.isExceeded { break }
+                    stopped.signal(SIGCONT)
                     try await bound.sleep(.milliseconds(1))
                 }
                 began = ContinuousClock.now
