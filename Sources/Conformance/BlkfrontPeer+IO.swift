@@ -4,21 +4,9 @@ import XenPlatform
 import XenRing
 
 extension BlkfrontPeer {
-    /// The current connection, or why there is none.
-    func rings() throws -> BlkfrontConnection {
-        guard let connection else { throw PeerError.unusable("no rings published") }
-        return connection
-    }
-
     func takeID() -> UInt64 {
         defer { nextID &+= 1 }
         return nextID
-    }
-
-    /// Page `index` of the data pages.
-    func dataPage(_ index: Int) -> SharedView {
-        // In range: callers index below dataPageCount.
-        try! data.view.slice(offset: index * pageSize, length: pageSize)
     }
 
     /// Whole-page segments over data pages `pages`, the last one `sectors` long at most.

@@ -5,21 +5,9 @@ import XenPlatform
 import XenRing
 
 extension NetfrontPeer {
-    /// The current connection, or why there is none.
-    func rings() throws -> NetfrontConnection {
-        guard let connection else { throw PeerError.unusable("no rings published") }
-        return connection
-    }
-
     func takeTxID() -> UInt16 {
         defer { nextTxID &+= 1 }
         return nextTxID
-    }
-
-    /// Page `index` of the data pages.
-    func dataPage(_ index: Int) -> SharedView {
-        // In range: callers index below 32.
-        try! data.view.slice(offset: index * pageSize, length: pageSize)
     }
 
     // MARK: frames

@@ -6,6 +6,12 @@ import XenStore
 /// A scripted frontend (of any device type): what its checks read of the backend, through
 /// one ``XenbusOtherEnd``.
 protocol ScriptedFrontend: AnyObject {
+    /// The device's rings, port and grants while connected.
+    associatedtype Connection
+    /// The current connection, nil between handshakes.
+    var connection: Connection? { get }
+    /// The pages the peer grants for data, one page each.
+    var data: SharedPages { get }
     /// The backend's directory as the peer reads it.
     var backend: XenbusOtherEnd { get }
     var platform: any Platform { get }
@@ -23,6 +29,17 @@ protocol ScriptedFrontend: AnyObject {
 }
 
 extension ScriptedFrontend {
+    /// The current connection, or why there is none.
+    func rings() throws -> Connection {
+        guard let connection else { throw PeerError.unusable("no rings published") }
+        return connection
+    }
+
+    /// Page `index` of the data pages (callers index within them).
+    func dataPage(_ index: Int) -> SharedView {
+        try! data.view.slice(offset: index * pageSize, length: pageSize)
+    }
+
     /// Every node directly under the backend's directory.
     func backendNodes() async throws -> [String: String] { try await backend.nodes() }
 
