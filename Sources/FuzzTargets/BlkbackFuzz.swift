@@ -66,11 +66,7 @@ public enum BlkbackFuzz {
     /// scripts reach successful I/O of every kind and not only refusals.
     public nonisolated(unsafe) static var reached = BlkbackStatistics()
 
-    static let quiet: Logger = {
-        var logger = Logger(label: "xensplit.fuzz.blkback")
-        logger.logLevel = .critical
-        return logger
-    }()
+    static let quiet = quietLogger("xensplit.fuzz.blkback")
 
     /// Runs one input. Violated invariants trap, which the fuzzer reports as a crash.
     public static func run(_ input: UnsafeRawBufferPointer) {

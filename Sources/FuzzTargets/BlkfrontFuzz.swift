@@ -37,11 +37,7 @@ public enum BlkfrontFuzz {
     /// Over every input so far: requests that succeeded and failed, and rings stopped
     /// for a lie, so a replay can check the scripts reach answered requests too.
     public nonisolated(unsafe) static var reached: (successes: Int, failures: Int, brokenRings: Int) = (0, 0, 0)
-    static let quiet: Logger = {
-        var logger = Logger(label: "xensplit.fuzz.blkfront")
-        logger.logLevel = .critical
-        return logger
-    }()
+    static let quiet = quietLogger("xensplit.fuzz.blkfront")
 
     /// What the completions saw, per request.
     final class Ledger: @unchecked Sendable {

@@ -1,3 +1,4 @@
+import Logging
 import Synchronization
 
 /// Every fuzz target, by the name `scripts/fuzz.sh` and `xensplit-fuzz` take.
@@ -46,4 +47,12 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .vifspec: VifSpecFuzz.run(input)
         }
     }
+}
+
+/// A logger for a target's code under test: only critical lines, so the fuzzer's output
+/// stays its own.
+func quietLogger(_ label: String) -> Logger {
+    var logger = Logger(label: label)
+    logger.logLevel = .critical
+    return logger
 }

@@ -55,11 +55,7 @@ public enum NetbackFuzz {
     /// What the queues counted over every input so far, so a replay can check the scripts
     /// reach packets delivered both ways and not only refusals.
     public nonisolated(unsafe) static var reached = NetifCounters()
-    static let quiet: Logger = {
-        var logger = Logger(label: "xensplit.fuzz.netback")
-        logger.logLevel = .critical
-        return logger
-    }()
+    static let quiet = quietLogger("xensplit.fuzz.netback")
 
     /// Runs one input. Violated invariants trap, which the fuzzer reports as a crash.
     public static func run(_ input: UnsafeRawBufferPointer) {

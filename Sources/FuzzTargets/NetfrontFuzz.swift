@@ -41,11 +41,7 @@ public enum NetfrontFuzz {
     /// backend lying, so a replay can check the scripts reach delivered packets too.
     public nonisolated(unsafe) static var reached = NetifCounters()
     public nonisolated(unsafe) static var violations = 0
-    static let quiet: Logger = {
-        var logger = Logger(label: "xensplit.fuzz.netfront")
-        logger.logLevel = .critical
-        return logger
-    }()
+    static let quiet = quietLogger("xensplit.fuzz.netfront")
 
     public static func run(_ input: UnsafeRawBufferPointer) {
         if world == nil {
