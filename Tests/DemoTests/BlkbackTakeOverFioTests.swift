@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import SystemCalls
 import Testing
 import XenTesting
 
@@ -73,6 +74,9 @@ struct BlkbackTakeOverFioTests {
 
         var tookOver = 0
         var reexecuted = 0
+        // SIGKILL: kills whose state files showed requests in flight, and stops it took.
+        var caught = 0
+        var stops = 0
         // Per replacement, from the signal (or the new process's start) until the new
         // process has taken every disk over (polled every 2 ms): an upper bound on the
         // pause the guests see. Printed, never asserted.
@@ -86,16 +90,14 @@ struct BlkbackTakeOverFioTests {
                 // header: consumed, then answered). The backend is stopped before they are
                 // read, so what they say still holds when SIGKILL lands (on a quiet machine a
                 // request lives for microseconds); stopped and let go again until they do,
-                // while fio runs (on a loaded machine fio may take seconds to start).
-                var bound = TestBound(seconds: 60)
-                while true {
-                    let stopped = current
-                    stopped.signal(SIGSTOP)
-                    try await eventually("backend \(round - 1) stopped") { BlkbackKillTests.allThreadsStopped(stopped.pid) }
-                    if Self.requestsInFlight(state + "/blkback") > 0 || !fio.process.isRunning || bound.isExceeded { break }
-                    stopped.signal(SIGCONT)
-                    try await bound.sleep(.milliseconds(1))
+                // while fio runs. On a thread of its own: on the cooperative pool, which a
+                // full test run keeps busy, each look took seconds and missed every request.
+                let stopped = current
+                let look = try await offThePool {
+                    try Self.stopWithRequestsInFlight(stopped.process, directory: state + "/blkback", while: fio.process)
                 }
+                stops += look.stops
+                if look.caught { caught += 1 }
                 began = ContinuousClock.now
                 current.signal(SIGKILL)
                 #expect(await current.wait() == SIGKILL)
@@ -133,7 +135,8 @@ struct BlkbackTakeOverFioTests {
         #endif
         print("blkback fio \(replacement.rawValue): pause until taken over (\(build) build, 2 ms polling): "
               + "median \(sorted[sorted.count / 2]), worst \(sorted.last!)")
-        print("blkback fio \(replacement.rawValue): seed \(seed), \(Self.replacements) replacements, took over \(tookOver) requests, re-executed \(reexecuted)")
+        print("blkback fio \(replacement.rawValue): seed \(seed), \(Self.replacements) replacements, took over \(tookOver) requests, re-executed \(reexecuted)"
+              + (replacement == .sigkill ? "; \(caught) kills with requests in flight after \(stops) stops" : ""))
         #expect(status == 0, "\(fio.output)")
         // Terse v3: field 5 is a job's error code; 0 means its writes and verifies passed.
         let jobs = fio.output.split(separator: "\n").filter { $0.hasPrefix("3;") }
@@ -143,7 +146,8 @@ struct BlkbackTakeOverFioTests {
             #expect(fields.count > 5 && fields[4] == "0", "\(line)")
         }
         if replacement == .sigkill {
-            #expect(tookOver > 0, "no kill found a request in the backend's hands (seed \(seed))")
+            let evidence = "seed \(seed), \(caught) kills with requests in flight after \(stops) stops; fio: \(fio.output)"
+            #expect(tookOver > 0, "no kill found a request in the backend's hands (\(evidence))")
         }
         // No frontend ever saw its backend leave.
         for frontend in frontends {
@@ -176,6 +180,30 @@ struct BlkbackTakeOverFioTests {
 }
 
 extension BlkbackTakeOverFioTests {
+    /// Stops `backend` (SIGSTOP, every thread seen stopped) until its state files in
+    /// `directory` show requests in flight, letting it run for 0.2 to 2 ms between looks
+    /// (different moments of its loop), while `fio` runs and for at most 20,000 looks. The
+    /// backend is left stopped. Blocks its thread.
+    static func stopWithRequestsInFlight(_ backend: ChildProcess, directory: String,
+                                         while fio: ChildProcess) throws -> (caught: Bool, stops: Int) {
+        var stops = 0
+        while true {
+            backend.signal(SIGSTOP)
+            var waited = 0
+            while !BlkbackKillTests.allThreadsStopped(backend.pid) {
+                // Bounded by looks, not time: a backend that never stops fails here.
+                waited += 1
+                guard waited < 200_000 else { throw DemoTestError("backend \(backend.pid) did not stop for SIGSTOP") }
+                usleep(50)
+            }
+            stops += 1
+            if requestsInFlight(directory) > 0 { return (true, stops) }
+            if !fio.isRunning || stops >= 20_000 { return (false, stops) }
+            backend.signal(SIGCONT)
+            usleep(useconds_t.random(in: 200...2000))
+        }
+    }
+
     /// Requests taken and not yet answered, over every queue's state file in `directory`
     /// (Protocols/blkback-restart.md: u32 consumed at 96, answered at 100).
     static func requestsInFlight(_ directory: String) -> Int {
