@@ -42,6 +42,7 @@ extension NetbackQueue {
     /// is idle; returns how many it read.
     func readTap() -> Int {
         var read = 0
+        activity.tapReadPasses += 1
         for index in 0..<configuration.rxBuffers where rxState[index] == .idle {
             guard !leaving, disconnectReason == nil else { break }
             let result = SystemCall.retrying { Glibc.read(tapDescriptor, base(rxBuffer, index), Self.stride) }
@@ -149,6 +150,7 @@ extension NetbackQueue {
                 rxHeldHead += 1
                 continue
             case .waiting:
+                activity.rxWaits += 1
                 if rxWaitingSince == nil { rxWaitingSince = .now }
                 if rxStarvedSince == nil { rxStarvedSince = .now }
             case .full:

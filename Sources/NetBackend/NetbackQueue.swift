@@ -100,6 +100,20 @@ public final class NetbackQueue: @unchecked Sendable {
     /// Why the queue stopped serving; nil while it serves.
     public private(set) var disconnectReason: NetbackError?
     public internal(set) var statistics = NetifCounters()
+    /// How the queue was woken and what it asked of the guest, logged when it retires:
+    /// beside the packet counts, they tell a backend that waits from one that computes.
+    struct Activity: CustomStringConvertible {
+        var tapPolls = 0
+        var tapReadPasses = 0
+        var rxWaits = 0
+        var txNotifies = 0
+        var rxNotifies = 0
+        var description: String {
+            "tap-polls=\(tapPolls) tap-read-passes=\(tapReadPasses) rx-waits=\(rxWaits) "
+                + "tx-notifies=\(txNotifies) rx-notifies=\(rxNotifies)"
+        }
+    }
+    var activity = Activity()
 
     var txRing: BackRing
     var rxRing: BackRing
@@ -283,8 +297,14 @@ public final class NetbackQueue: @unchecked Sendable {
             notifyRx = rxRing.pushResponsesAndCheckNotify()
         }
         do throws(PlatformError) {
-            if notifyTx { try eventChannel.notify(txPort) }
-            if notifyRx, !(notifyTx && rxPort == txPort) { try eventChannel.notify(rxPort) }
+            if notifyTx {
+                activity.txNotifies += 1
+                try eventChannel.notify(txPort)
+            }
+            if notifyRx, !(notifyTx && rxPort == txPort) {
+                activity.rxNotifies += 1
+                try eventChannel.notify(rxPort)
+            }
         } catch {
             disconnect(.platform(error))
         }
@@ -329,6 +349,7 @@ extension NetbackQueue: BackendQueue {
         } else if slot & Self.tapPollTag != 0 {
             // The TAP queue has packets: the worker services the queue next, which reads them.
             tapPolled = false
+            activity.tapPolls += 1
         } else {
             writeCompleted(slot, result: result)
         }
@@ -358,7 +379,8 @@ extension NetbackQueue: BackendQueue {
     }
 
     public func retire() {
-        logger.info("netback queue statistics", metadata: ["queue": "\(name)", "statistics": "\(statistics)"])
+        logger.info("netback queue statistics", metadata: [
+            "queue": "\(name)", "statistics": "\(statistics)", "activity": "\(activity)"])
         do { try close() } catch {
             logger.error("netback queue: releasing its buffers failed", metadata: ["queue": "\(name)", "error": "\(error)"])
         }

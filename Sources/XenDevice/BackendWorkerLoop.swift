@@ -27,6 +27,12 @@ final class BackendWorkerLoop: @unchecked Sendable {
         var removal: BackendWorkerReply?
         var removing = false
         var registeredFile = false
+        /// For the line at removal: how often the queue was served, how often its event
+        /// channel's poll fired, and how often it stopped on its budget (a queue served far
+        /// more often than its events say, or far less, shows where a device waits).
+        var services = 0
+        var eventPolls = 0
+        var budgetStops = 0
     }
 
     let worker: BackendWorker
@@ -39,6 +45,9 @@ final class BackendWorkerLoop: @unchecked Sendable {
     var stopReply: BackendWorkerReply?
     var stopping = false
     var reservedCapacity = 0
+    /// Engine waits: how often the worker slept (minimum 1) or only collected (minimum 0).
+    var sleeps = 0
+    var collects = 0
     /// Whether the engine holds a file table with one slot per entry, so a queue's I/O
     /// can name its descriptor by slot.
     var filesRegistered = false
@@ -103,6 +112,7 @@ final class BackendWorkerLoop: @unchecked Sendable {
         }
         while !(stopping && entries.allSatisfy({ $0 == nil })) {
             // With queues still owed service, only collect what finished; never sleep.
+            if againList.isEmpty { sleeps += 1 } else { collects += 1 }
             do { try engine.wait(minimum: againList.isEmpty ? 1 : 0, timeout: nil) } catch {
                 worker.logger.critical("backend worker: engine wait failed; stopping", metadata: ["error": "\(error)"])
                 return
@@ -126,6 +136,7 @@ final class BackendWorkerLoop: @unchecked Sendable {
         case .eventChannel?:
             guard index < entries.count, entries[index] != nil else { return }
             entries[index]!.pollArmed = false
+            entries[index]!.eventPolls += 1
             markDirty(index)
             guard let queue = entries[index]?.queue else { return }
             // A descriptor in error (POLLERR, POLLNVAL) would complete every poll at once:
@@ -187,8 +198,12 @@ final class BackendWorkerLoop: @unchecked Sendable {
     func serviceEntry<Engine: BlockIOEngine>(_ index: Int, engine: Engine) {
         guard var entry = entries[index] else { return }
         entry.dirty = false
+        entry.services += 1
         let queue = entry.queue
-        if !entry.removing, queue.service(engine: engine) { againList.append(index) }
+        if !entry.removing, queue.service(engine: engine) {
+            againList.append(index)
+            entry.budgetStops += 1
+        }
         queue.pushResponses()
         let disconnected = queue.isDisconnected
         if disconnected, !entry.disconnectReported {
@@ -301,6 +316,9 @@ final class BackendWorkerLoop: @unchecked Sendable {
             }
         }
         reservedCapacity -= entry.reserved
+        worker.logger.info("backend worker: queue removed", metadata: [
+            "queue": "\(entry.queue.name)", "services": "\(entry.services)", "event-polls": "\(entry.eventPolls)",
+            "budget-stops": "\(entry.budgetStops)", "worker-sleeps": "\(sleeps)", "worker-collects": "\(collects)"])
         entry.queue.retire()
         entry.removal?.signal()
     }

@@ -417,6 +417,10 @@ net_bench_one() {
     echo "REALXEN-NETDIAG $side $wl dom0-nstat $(nstat -z 2>/dev/null | grep -E 'TcpRetransSegs|TcpInCsumErrors|TcpInErrs|TcpExtTCPTimeouts|TcpExtTCPLostRetransmit|TcpOutSegs|TcpInSegs|TcpExtTCPFastRetrans|TcpExtTCPSlowStartRetrans|IpInDiscards|TcpExtTCPOFOQueue|TcpExtTCPSpuriousRTOs|TcpExtTCPDSACK|Reorder' | awk '{printf "%s=%s ", $1, $2}')"
     echo "REALXEN-NETDIAG $side $wl dom0-vif $(ip -s -s link show dev $vif 2>&1 | paste -sd' ' - | tr -s ' ')"
     timeout -k 2 15 busybox nc 198.18.0.2 5098 < /dev/null 2>&1 | sed "s/^/REALXEN-NETDIAG $side $wl domu /"
+    # The events the domU raised on the backend's ports, as dom0 counts them: the kernel's
+    # vif IRQs, or the evtchn device's per-port IRQs of our process (cumulative; the next
+    # workload's line minus this one is what it raised).
+    grep -E 'vif|evtchn' /proc/interrupts | tr -s ' ' | sed "s/^/REALXEN-NETDIAG $side $wl dom0-interrupts /"
 }
 # The bench domU, with no vif at first (net-second uses it too): made once.
 bench_name=realxen-netbench
@@ -463,6 +467,8 @@ net_bench_round() {
     else
         kill -TERM $pid 2>/dev/null
         wait $pid || echo "REALXEN-NETBENCH-ERROR $side $round xensplit netback exited $?"
+        # What the backend said (its queues, warnings, the shutdown), for a slow round.
+        tail -n 30 /tmp/netback-bench-$round.log | sed "s/^/REALXEN-NETDIAG $side round=$round backend-log /"
     fi
 }
 net_bench_steps() {

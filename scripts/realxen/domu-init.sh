@@ -113,9 +113,10 @@ netbench)
     # without its address it is set up, and "net-listening gen=N" says so the Nth time.
     ip link set lo up
     iperf3 -s -D > /dev/null 2>&1 || echo "DOMU-MARK net-iperf3 failed to start"
-    # eth0 as the domU sees it (counters, TCP statistics, the kernel log), for the lines
-    # dom0 prints after each workload (REALXEN-NETDIAG).
-    ( while true; do nc -l -p 5098 -e sh -c 'for f in /sys/class/net/eth0/statistics/*; do echo "$(basename $f)=$(cat $f)"; done | tr "\n" " "; echo; grep "^Tcp:" /proc/net/snmp; grep "^TcpExt:" /proc/net/netstat; ethtool -S eth0 2>/dev/null; dmesg | tail -n 8'; done ) &
+    # eth0 as the domU sees it (counters, TCP statistics, the event-channel interrupts the
+    # backend raised on netfront's ports, the kernel log), for the lines dom0 prints after
+    # each workload (REALXEN-NETDIAG).
+    ( while true; do nc -l -p 5098 -e sh -c 'for f in /sys/class/net/eth0/statistics/*; do echo "$(basename $f)=$(cat $f)"; done | tr "\n" " "; echo; grep "^Tcp:" /proc/net/snmp; grep "^TcpExt:" /proc/net/netstat; ethtool -S eth0 2>/dev/null; grep -E "eth0|xen-net|vif" /proc/interrupts | tr -s " " | sed "s/^/interrupts: /"; dmesg | tail -n 8'; done ) &
     gen=0
     while true; do
         if [ -e /sys/class/net/eth0 ] && ! ip addr show dev eth0 2>/dev/null | grep -q 198.18.0.2; then
