@@ -45,10 +45,12 @@ public final class MemoryRegion: @unchecked Sendable {
         return nil
     }
 
-    /// Private zeroed pages.
-    public static func anonymous(pages: Int) throws(SharedMemoryError) -> MemoryRegion {
+    /// Private zeroed pages; `populate` faults them all in now (MAP_POPULATE), so memory a
+    /// long-lived user reserves counts from the start, not page by page as it is touched.
+    public static func anonymous(pages: Int, populate: Bool = false) throws(SharedMemoryError) -> MemoryRegion {
         let length = try byteLength(pages: pages)
-        guard let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0),
+        let flags = MAP_SHARED | MAP_ANONYMOUS | (populate ? MAP_POPULATE : 0)
+        guard let p = mmap(nil, length, PROT_READ | PROT_WRITE, flags, -1, 0),
               p != MAP_FAILED else {
             throw .systemCall("mmap(anonymous, \(length))", errno: errno)
         }
@@ -76,12 +78,14 @@ public final class MemoryRegion: @unchecked Sendable {
 
     /// Maps `length` bytes of a shared file descriptor (a memfd from another process).
     /// The descriptor is not owned; the caller may close it after this returns.
+    /// `populate`: fault every page in now (MAP_POPULATE), as for ``anonymous(pages:populate:)``.
     public static func map(fileDescriptor fd: Int32, offset: Int = 0, length: Int,
-                           writable: Bool = true) throws(SharedMemoryError) -> MemoryRegion {
+                           writable: Bool = true, populate: Bool = false) throws(SharedMemoryError) -> MemoryRegion {
         guard length > 0, length % pageSize == 0 else { throw .badSize(length) }
         guard offset >= 0, offset % pageSize == 0 else { throw .badSize(offset) }
         let prot = writable ? PROT_READ | PROT_WRITE : PROT_READ
-        guard let p = mmap(nil, length, prot, MAP_SHARED, fd, off_t(offset)), p != MAP_FAILED else {
+        guard let p = mmap(nil, length, prot, MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, off_t(offset)),
+              p != MAP_FAILED else {
             throw .systemCall("mmap(fd \(fd), offset \(offset), \(length))", errno: errno)
         }
         return MemoryRegion(base: p, length: length, backing: .adopted) { base, length in

@@ -142,9 +142,11 @@ public final class LinuxGrantMapper: GrantMapper, @unchecked Sendable {
         guard pages > 0, pages <= Int(Int32.max) / pageSize else {
             throw .invalidArgument("copy buffer of \(pages) pages")
         }
-        // Ordinary page-aligned memory: gntdev pins it for the length of each copy.
+        // Ordinary page-aligned memory: gntdev pins it for the length of each copy. Faulted
+        // in now: it is the queue's working memory while connected, so the backend's
+        // memory is what it will be from the connect on, not a creep as pages are touched.
         let region: MemoryRegion
-        do { region = try MemoryRegion.anonymous(pages: pages) } catch {
+        do { region = try MemoryRegion.anonymous(pages: pages, populate: true) } catch {
             if case let .systemCall(call, errno) = error { throw .system(call, errno: errno) }
             throw .invalidArgument("copy buffer of \(pages) pages: \(error)")
         }

@@ -61,9 +61,10 @@ public final class LocalPlatform: Platform, GrantTable, GrantMapper, @unchecked 
         }
     }
 
-    func mapOwn(frame: UInt32, pages: Int) throws(PlatformError) -> MemoryRegion {
+    func mapOwn(frame: UInt32, pages: Int, populate: Bool = false) throws(PlatformError) -> MemoryRegion {
         do {
-            return try MemoryRegion.map(fileDescriptor: poolFD, offset: Int(frame) * pageSize, length: pages * pageSize)
+            return try MemoryRegion.map(fileDescriptor: poolFD, offset: Int(frame) * pageSize, length: pages * pageSize,
+                                        populate: populate)
         } catch {
             throw .system("mmap of own pool frames \(frame)+\(pages): \(error)", errno: ENOMEM)
         }
@@ -161,7 +162,10 @@ public final class LocalPlatform: Platform, GrantTable, GrantMapper, @unchecked 
         var r = PayloadReader(reply.payload)
         let id: UInt32
         do { id = try r.u32("buffer") } catch { throw .hypervisor("buffer reply: \(error)") }
-        let buffer = CopyBuffer(region: try mapOwn(frame: id, pages: pages), id: id)
+        // Faulted in now: a copy buffer is a queue's working memory for as long as it is
+        // connected, so the backend's memory is what it will be from the connect on
+        // (otherwise RSS creeps for minutes as requests first touch each page).
+        let buffer = CopyBuffer(region: try mapOwn(frame: id, pages: pages, populate: true), id: id)
         buffers.withLock { $0[id] = buffer }
         return buffer
     }

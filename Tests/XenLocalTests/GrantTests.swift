@@ -1,3 +1,4 @@
+import Glibc
 import Foundation
 import SharedMemory
 import Testing
@@ -87,6 +88,34 @@ import XenPlatform
         #expect(throws: PlatformError.grantBusy(ref: pages.refs[0])) { try guest.grantTable.endAccess(pages) }
         try dom0.grantMapper.unmap(b)
         try guest.grantTable.endAccess(pages)
+    }
+
+    /// A copy buffer is faulted in when it is registered (MAP_POPULATE): a backend's
+    /// memory is what it will be from the connect on, not a creep as requests first touch
+    /// each page (the 10-minute soak saw that creep as RSS growth).
+    @Test func copyBufferPagesAreResidentFromRegistration() async throws {
+        let fx = try HypervisorFixture()
+        defer { fx.stop() }
+        let dom0 = try fx.dom0()
+        let pages = 64
+        let buffer = try dom0.grantMapper.registerCopyBuffer(pages: pages)
+        defer { try? dom0.grantMapper.unregisterCopyBuffer(buffer) }
+        // The Rss of the mapping holding it in /proc/self/smaps: pages mapped into this
+        // process (mincore would not do: it reports the pool's page cache, which the
+        // hypervisor filled). The kernel may have merged it with a neighbouring mapping of
+        // the pool, so at least the buffer's size.
+        let base = UInt(bitPattern: buffer.view.baseAddress)
+        // Read to the end (a /proc file reports size 0, so a one-read reader stops short).
+        let handle = try #require(FileHandle(forReadingAtPath: "/proc/self/smaps"))
+        let smaps = String(decoding: handle.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
+        try? handle.close()
+        let at = try #require(smaps.firstIndex { line in
+            let range = line.split(separator: " ").first?.split(separator: "-").compactMap { UInt($0, radix: 16) } ?? []
+            return range.count == 2 && range[0] <= base && base < range[1]
+        }, "no mapping holds 0x\(String(base, radix: 16))")
+        let rss = try #require(smaps[(at + 1)...].first { $0.hasPrefix("Rss:") })
+        let kib = Int(rss.split(separator: " ").dropFirst().first ?? "") ?? 0
+        #expect(kib >= pages * pageSize / 1024, "\(smaps[at]): \(rss)")
     }
 
     @Test func grantCopyChecksEachSegment() async throws {
