@@ -37,6 +37,17 @@ public struct ClauseCheck<Peer: ConformancePeer>: Sendable {
     }
 }
 
+/// Thrown by a check whose precondition this run was not given (no user side of the
+/// frontend, say): the runner reports the clause not executed, with `reason`, instead of
+/// failed. Thrown before the check touches the target.
+public struct CheckCannotRun: Error, Sendable, CustomStringConvertible {
+    public let reason: String
+
+    public init(_ reason: String) { self.reason = reason }
+
+    public var description: String { reason }
+}
+
 /// Why a clause whose pass condition reads "on platforms that report a page still mapped"
 /// is not applicable on this one (Linux's gntalloc defers the end of such a grant instead).
 let stillMappedUnseen = "this platform's grant table cannot report a page the backend still maps (Linux's gntalloc defers ending it instead of refusing)"

@@ -49,7 +49,11 @@ public struct ConformanceRunner<Peer: ConformancePeer>: Sendable {
                 return .fail("reading the target's nodes for \(feature): \(error)")
             }
         }
-        do { return try await check.run(peer) } catch { return .fail("\(error)") }
+        do { return try await check.run(peer) } catch let error as CheckCannotRun {
+            return ClauseVerdict(.notExecuted, error.reason)
+        } catch {
+            return .fail("\(error)")
+        }
     }
 }
 
