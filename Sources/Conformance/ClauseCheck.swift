@@ -23,6 +23,12 @@ public protocol ConformancePeer: AnyObject, Sendable {
     /// The nodes of the target's own device directory now (feature conditions are read
     /// against them).
     func targetNodes() async throws -> [String: String]
+    /// Told the clause about to run, for evidence that names an earlier one.
+    func willRun(_ clause: String)
+}
+
+extension ConformancePeer {
+    public func willRun(_ clause: String) {}
 }
 
 /// The executable check of one clause, run against a peer of type `Peer`. A check that

@@ -39,6 +39,7 @@ public struct ConformanceRunner<Peer: ConformancePeer>: Sendable {
 
     func verdict(_ clause: Clause, peer: Peer) async -> ClauseVerdict {
         guard let check = checks[clause.id] else { return ClauseVerdict(.notExecuted, "no check is registered for \(clause.id)") }
+        peer.willRun(clause.id)
         if let feature = clause.feature {
             do {
                 let nodes = try await peer.targetNodes()
