@@ -125,7 +125,7 @@ conformance_frontend_step() {
             pick=$clause
             [ $clause = USERSIDE ] && pick=$userside
             conformance_run $kind-front-$clause 120 --role frontend --device $kind --target $dname/$cdev --takes-device-once \
-                --clauses $pick $expect || bad="$bad $clause"
+                --clauses "$pick" $expect || bad="$bad $clause"
         fi
         # On the user-side device no handshake is made, so xl's wait for InitWait runs out.
         wait $apid || [ $clause = USERSIDE ] || bad="$bad $clause(xl-attach)"
