@@ -195,15 +195,16 @@ extension ScriptedBackend {
 
     /// Removes the backend node as a toolstack unplugging it would, runs `body`, then
     /// puts the node back as it was (values and permissions, state Closed), so the run
-    /// can go on.
+    /// can go on. The rings are let go after `body`: a frontend may wait on a request in
+    /// flight before it handles the removal.
     func withBackendNodeRemoved<T>(_ body: () async throws -> T) async throws -> T {
         let saved = try await store.nodes(under: backendPath)
         var permissions: [String: [XenStorePermission]] = ["": try await store.getPermissions(backendPath)]
         for key in saved.keys { permissions[key] = try await store.getPermissions(backendPath + "/" + key) }
-        detach()
         try await store.rm(backendPath)
         let result: Result<T, any Error>
         do { result = .success(try await body()) } catch { result = .failure(error) }
+        detach()
         let path = backendPath
         try await store.withTransaction { tx in
             try await tx.write(path, "")
