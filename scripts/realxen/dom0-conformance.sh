@@ -113,12 +113,14 @@ conformance_frontend_step() {
     n=0
     for clause in $clauses USERSIDE; do
         n=$((n + 1))
+        ta=$(up)
         if [ $kind = vbd ]; then
             vdev=xvd$(echo abcdefghijklmnopqrstuvwxyz | cut -c$n)
             conformance_frontend_device vbd $dname $n "format=raw,vdev=$vdev,access=rw,backendtype=phy,script=/realxen/hotplug-noop.sh,target=/realxen/disk.img"
         else
             conformance_frontend_device vif $dname $n "mac=00:16:3e:58:01:$(printf %02x $n)" script=/realxen/hotplug-noop.sh
         fi
+        tb=$(up)
         if [ -z "$cdev" ]; then
             bad="$bad $clause(no-device)"
         else
@@ -128,7 +130,10 @@ conformance_frontend_step() {
                 --clauses "$pick" $expect || bad="$bad $clause"
         fi
         # On the user-side device no handshake is made, so xl's wait for InitWait runs out.
+        tc=$(up)
         wait $apid || [ $clause = USERSIDE ] || bad="$bad $clause(xl-attach)"
+        # Where a device's time goes: its frontend node appearing, the run, then xl's return.
+        echo "REALXEN-CONFORMANCE-TIME $step/$clause $(echo "$ta $tb $tc $(up)" | awk '{ printf "node %.1f s, run %.1f s, xl after %.1f s", $2 - $1, $3 - $2, $4 - $3 }')"
     done
     timeout -k 10 60 xl destroy $dname > /tmp/xl-destroy-$dname.log 2>&1
     echo "REALXEN-CONFORMANCE-TIME $step $(echo "$t0 $(up)" | awk '{ printf "%.0f", $2 - $1 }') s"
