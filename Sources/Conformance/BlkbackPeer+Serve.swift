@@ -63,9 +63,11 @@ extension BlkbackPeer {
     /// The ABI the frontend named (native when it named none).
     var abi: BlkifABI { (try? BlkifABI(protocol: atInitialised[BlkifFrontendFeatures.Key.protocolName])) ?? .native }
 
-    /// The frontend's user side, or an error saying the run was given none.
+    /// The frontend's user side; without one the clause cannot run (``CheckCannotRun``).
     func userSide() throws -> any FrontendBlockIO {
-        guard let io else { throw PeerError.unusable("no I/O source for the frontend was given (xensplit conformance --nbd)") }
+        guard let io else {
+            throw CheckCannotRun("the clause makes the frontend send requests through its user side, and this run was given none (xensplit conformance --nbd)")
+        }
         return io
     }
 
@@ -101,6 +103,15 @@ extension BlkbackPeer {
         try await serve(until: try submit(batch))
     }
 
+    /// Serves the ring honestly while the peer waits on xenstore, as long as the connection
+    /// is honest (``servesInBackground``): a frontend may read the disk on its own once
+    /// Connected, and may handle no state change until answered (Linux's blkfront reads
+    /// the partition table from its xenbus thread). A ring that cannot be served stops it.
+    func serveInBackground() {
+        guard servesInBackground, back != nil else { return }
+        do { _ = try serveOnce { _ in .honest } } catch { servesInBackground = false }
+    }
+
     /// Consumes what the frontend published, answers it, pushes and notifies. Returns
     /// how many requests it consumed.
     func serveOnce(_ answer: (SeenRequest) -> BlkbackAnswer) throws -> Int {
@@ -123,11 +134,14 @@ extension BlkbackPeer {
             case .honest:
                 respond(&back, id: request.id, operation: request.request?.responseOperation ?? request.operation, status: perform(request))
             case let .status(status):
+                servesInBackground = false
                 respond(&back, id: request.id, operation: request.request?.responseOperation ?? request.operation, status: status)
             case let .raw(responses, doIt):
+                servesInBackground = false
                 if doIt { _ = perform(request) }
                 for r in responses { respond(&back, id: r.id, operation: r.operation, status: r.status) }
             case .hold:
+                servesInBackground = false
                 held.append(request)
             }
         }

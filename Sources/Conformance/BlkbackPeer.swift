@@ -57,6 +57,13 @@ public final class BlkbackPeer: ScriptedBackend, @unchecked Sendable {
     /// The backend's end of the mapped ring, for the checks that answer requests.
     var back: BackRing?
     var offered: [String: String] = [:]
+    /// Whether the ring is served while the peer waits (``serveInBackground()``): set when
+    /// the peer connects, cleared by any answer but an honest one and by a new handshake.
+    var servesInBackground = false
+    /// The frontend takes each device once (Linux's blkfront answers InitWait only from
+    /// Initialising): the clauses that show it serves again after a lie stop short of the
+    /// second handshake and say so.
+    public var takesDeviceOnce = false
     /// The frontend's user side, for the checks that need requests (nil: they cannot run).
     let io: (any FrontendBlockIO)?
     /// The disk the peer serves, ``diskSectors`` of 512 bytes, zeroed at first.
@@ -77,6 +84,7 @@ public final class BlkbackPeer: ScriptedBackend, @unchecked Sendable {
         self.frontendPath = frontendPath
         (store, frontend, backendPath, frontendID) = try await Self.open(platform: platform, frontendPath: frontendPath)
         watchForEarlyConnect()
+        frontend.whileWaiting = { [unowned self] in serveInBackground() }
     }
 
     var honestOffer: [String: String] { Self.honestFeatures }
@@ -112,6 +120,9 @@ public final class BlkbackPeer: ScriptedBackend, @unchecked Sendable {
         }
     }
 
+    /// Connected: the ring is served while the peer waits, until a lie.
+    func didWriteConnected() { servesInBackground = isAttached }
+
     /// Lets go of the ring and the port.
     func detach() {
         if let port, let events { try? events.unbind(port) }
@@ -121,6 +132,7 @@ public final class BlkbackPeer: ScriptedBackend, @unchecked Sendable {
         if let ring { try? platform.grantMapper.unmap(ring) }
         ring = nil
         back = nil
+        servesInBackground = false
         outstanding = []
         held = []
     }

@@ -101,7 +101,48 @@ extension BlkifFrontendSuite {
         }
     }
 
-    static let io: [Check] = ringIO + dataIO + lies
+    /// The checks that make requests through the frontend's user side: without one they
+    /// are not executed (``CheckCannotRun``), before any handshake.
+    static let io: [Check] = (ringIO + dataIO + lies).map { check in
+        Check(check.id) { peer in
+            _ = try peer.userSide()
+            return try await check.run(peer)
+        }
+    }
+
+    // MARK: blkif-frontend.tsv, ring keys (no requests)
+
+    static let ringKeys: [Check] = [
+        Check("BLKIF-FE-002") { peer in
+            try await peer.startOver()
+            try await peer.offer(BlkbackPeer.honestFeatures.merging(["max-ring-page-order": "2"]) { $1 })
+            let nodes = peer.atInitialised
+            let order = nodes["ring-page-order"].flatMap(Int.init) ?? 0
+            guard order <= 2 else { return .fail("with max-ring-page-order 2 offered, ring-page-order reads \(order)") }
+            let refs = order == 0 ? [nodes["ring-ref"]] : (0 ..< (1 << order)).map { nodes["ring-ref\($0)"] }
+            for (index, raw) in refs.enumerated() {
+                guard let raw, let ref = GrantRef(raw) else { return .fail("ring-ref\(order == 0 ? "" : "\(index)") reads \(raw ?? "absent")") }
+                do { try peer.platform.grantMapper.unmap(try peer.platform.grantMapper.map([ref], from: peer.frontendID, writable: true)) } catch {
+                    return .fail("ring page \(index) (gref \(ref)) does not map: \(error)")
+                }
+            }
+            try await peer.startOver()
+            return .pass("with max-ring-page-order 2 offered: ring-page-order \(nodes["ring-page-order"] ?? "absent"), \(refs.count) ring page(s), each maps")
+        },
+        Check("BLKIF-FE-003") { peer in
+            try await peer.startOver()
+            try await peer.offer(BlkbackPeer.honestFeatures.merging(["multi-queue-max-queues": "4"]) { $1 })
+            let nodes = peer.atInitialised
+            try await peer.startOver()
+            guard let raw = nodes["multi-queue-num-queues"] else {
+                // io/blkif.h: one queue is asked for with the top-level keys, as before.
+                return .expect(nodes["ring-ref"] != nil, "multi-queue-num-queues absent: one ring, ring-ref \(nodes["ring-ref"] ?? "absent")")
+            }
+            guard let count = Int(raw), (1 ... 4).contains(count) else { return .fail("multi-queue-num-queues reads \(raw) with 4 offered") }
+            let missing = (0 ..< count).filter { nodes["queue-\($0)/event-channel"] == nil || (nodes["queue-\($0)/ring-ref"] ?? nodes["queue-\($0)/ring-ref0"]) == nil }
+            return .expect(missing.isEmpty, "multi-queue-num-queues \(count)\(missing.isEmpty ? ", each queue-N with ring-ref and event-channel" : "; queue-\(missing[0]) lacks its keys")")
+        },
+    ]
 
     // MARK: ring.tsv
 
@@ -192,6 +233,7 @@ extension BlkifFrontendSuite {
             try await peer.ensureConnected()
             guard let ring = peer.ring else { return .fail("no ring") }
             let noise = pattern(pageSize, seed: 17)
+            peer.servesInBackground = false
             noise.withUnsafeBytes { ring.view.copyBytes(from: $0, to: 0) }
             peer.notifyFrontend()
             let states = try await peer.watchFrontend()
@@ -210,35 +252,6 @@ extension BlkifFrontendSuite {
     // MARK: blkif-frontend.tsv, honest backend
 
     static let dataIO: [Check] = [
-        Check("BLKIF-FE-002") { peer in
-            try await peer.startOver()
-            try await peer.offer(BlkbackPeer.honestFeatures.merging(["max-ring-page-order": "2"]) { $1 })
-            let nodes = peer.atInitialised
-            let order = nodes["ring-page-order"].flatMap(Int.init) ?? 0
-            guard order <= 2 else { return .fail("with max-ring-page-order 2 offered, ring-page-order reads \(order)") }
-            let refs = order == 0 ? [nodes["ring-ref"]] : (0 ..< (1 << order)).map { nodes["ring-ref\($0)"] }
-            for (index, raw) in refs.enumerated() {
-                guard let raw, let ref = GrantRef(raw) else { return .fail("ring-ref\(order == 0 ? "" : "\(index)") reads \(raw ?? "absent")") }
-                do { try peer.platform.grantMapper.unmap(try peer.platform.grantMapper.map([ref], from: peer.frontendID, writable: true)) } catch {
-                    return .fail("ring page \(index) (gref \(ref)) does not map: \(error)")
-                }
-            }
-            try await peer.startOver()
-            return .pass("with max-ring-page-order 2 offered: ring-page-order \(nodes["ring-page-order"] ?? "absent"), \(refs.count) ring page(s), each maps")
-        },
-        Check("BLKIF-FE-003") { peer in
-            try await peer.startOver()
-            try await peer.offer(BlkbackPeer.honestFeatures.merging(["multi-queue-max-queues": "4"]) { $1 })
-            let nodes = peer.atInitialised
-            try await peer.startOver()
-            guard let raw = nodes["multi-queue-num-queues"] else {
-                // io/blkif.h: one queue is asked for with the top-level keys, as before.
-                return .expect(nodes["ring-ref"] != nil, "multi-queue-num-queues absent: one ring, ring-ref \(nodes["ring-ref"] ?? "absent")")
-            }
-            guard let count = Int(raw), (1 ... 4).contains(count) else { return .fail("multi-queue-num-queues reads \(raw) with 4 offered") }
-            let missing = (0 ..< count).filter { nodes["queue-\($0)/event-channel"] == nil || (nodes["queue-\($0)/ring-ref"] ?? nodes["queue-\($0)/ring-ref0"]) == nil }
-            return .expect(missing.isEmpty, "multi-queue-num-queues \(count)\(missing.isEmpty ? ", each queue-N with ring-ref and event-channel" : "; queue-\(missing[0]) lacks its keys")")
-        },
         underLoad("BLKIF-FE-006", "none indirect against a backend offering none") { request, _ in
             request.operation == BlkifOperation.indirect.rawValue ? "BLKIF_OP_INDIRECT arrived" : nil
         },

@@ -23,6 +23,12 @@ public protocol ConformancePeer: AnyObject, Sendable {
     /// The nodes of the target's own device directory now (feature conditions are read
     /// against them).
     func targetNodes() async throws -> [String: String]
+    /// Told the clause about to run, for evidence that names an earlier one.
+    func willRun(_ clause: String)
+}
+
+extension ConformancePeer {
+    public func willRun(_ clause: String) {}
 }
 
 /// The executable check of one clause, run against a peer of type `Peer`. A check that
@@ -35,6 +41,17 @@ public struct ClauseCheck<Peer: ConformancePeer>: Sendable {
         self.id = id
         self.run = run
     }
+}
+
+/// Thrown by a check whose precondition this run was not given (no user side of the
+/// frontend, say): the runner reports the clause not executed, with `reason`, instead of
+/// failed. Thrown before the check touches the target.
+public struct CheckCannotRun: Error, Sendable, CustomStringConvertible {
+    public let reason: String
+
+    public init(_ reason: String) { self.reason = reason }
+
+    public var description: String { reason }
 }
 
 /// Why a clause whose pass condition reads "on platforms that report a page still mapped"

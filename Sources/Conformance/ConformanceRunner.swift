@@ -39,6 +39,7 @@ public struct ConformanceRunner<Peer: ConformancePeer>: Sendable {
 
     func verdict(_ clause: Clause, peer: Peer) async -> ClauseVerdict {
         guard let check = checks[clause.id] else { return ClauseVerdict(.notExecuted, "no check is registered for \(clause.id)") }
+        peer.willRun(clause.id)
         if let feature = clause.feature {
             do {
                 let nodes = try await peer.targetNodes()
@@ -49,7 +50,11 @@ public struct ConformanceRunner<Peer: ConformancePeer>: Sendable {
                 return .fail("reading the target's nodes for \(feature): \(error)")
             }
         }
-        do { return try await check.run(peer) } catch { return .fail("\(error)") }
+        do { return try await check.run(peer) } catch let error as CheckCannotRun {
+            return ClauseVerdict(.notExecuted, error.reason)
+        } catch {
+            return .fail("\(error)")
+        }
     }
 }
 

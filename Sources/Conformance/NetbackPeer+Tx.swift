@@ -22,7 +22,9 @@ struct SeenTxSlot: Sendable {
 extension NetbackPeer {
     /// The frontend's user side (its TAP device), or why the run has none.
     func userSide() throws -> VifHostSide {
-        guard let host else { throw PeerError.unusable("no host side of the frontend was given (xensplit conformance --tap)") }
+        guard let host else {
+            throw CheckCannotRun("the clause sends and reads frames through the frontend's user side, its TAP device, and this run was given none (xensplit conformance --tap)")
+        }
         return host
     }
 

@@ -58,6 +58,9 @@ public final class NetbackPeer: ScriptedBackend, @unchecked Sendable {
     var txPackets = 0
     /// The last request consumed had more_data: the next continues its packet.
     var inPacket = false
+    /// The frontend takes each device once (Linux's netfront answers InitWait only from
+    /// Initialising): the clauses that show it serves again stop short of the second handshake.
+    public var takesDeviceOnce = false
     /// The frontend's user side: its TAP device, in its namespace.
     let host: VifHostSide?
     /// The TAP device's name.

@@ -65,6 +65,19 @@ extension NetfrontPeer {
     /// The next `count` tx responses on `queue`, in ring order; fewer when the backend
     /// gives no more within `within` (or leaves Connected).
     func txResponses(_ count: Int, queue: Int = 0, within: Duration = patience) throws -> [NetifTxResponse] {
+        let found = try txResponsesWaiting(count, queue: queue, within: txStalled != nil && within == Self.patience ? Self.refusalWindow : within)
+        guard within == Self.patience else { return found }
+        if !found.isEmpty {
+            txStalled = nil
+        } else if let txStalled {
+            throw PeerError.knockOn("no tx response within \(Self.refusalWindow), and none since \(txStalled)")
+        } else {
+            txStalled = "\(currentClause) (no tx response within \(Self.patience))"
+        }
+        return found
+    }
+
+    func txResponsesWaiting(_ count: Int, queue: Int, within: Duration) throws -> [NetifTxResponse] {
         let rings = try rings()
         var found: [NetifTxResponse] = []
         let deadline = ContinuousClock.now + within

@@ -55,6 +55,15 @@ public final class NetfrontPeer: ConformancePeer, ScriptedFrontend, @unchecked S
     var rxDecodeErrors: [String] = []
     var nextTxID: UInt16 = 1
     var nextCtrlID: UInt16 = 1
+    /// The clause running now (``willRun(_:)``).
+    var currentClause = "-"
+    /// Set when a tx request went unanswered for the whole ``patience``: which clause saw
+    /// it. Until a tx response comes again, a tx wait gives the backend only
+    /// ``refusalWindow`` and fails as a knock-on of that clause (a backend that disabled
+    /// the vif answers no tx, and each later clause would wait out the patience for nothing).
+    var txStalled: String?
+
+    public func willRun(_ clause: String) { currentClause = clause }
     var frameSeed: UInt64 = 0xC0F_FEE
 
     /// Joins the vif whose frontend node is `frontendPath` as its domain on `platform`.

@@ -90,8 +90,9 @@ extension NetifBackendSuite {
             rings.queues[0].tx.shared.storeResponseEvent(rings.queues[0].tx.responseConsumer &+ 1)
             memoryFence(.sequentiallyConsistent)
             try peer.pushTx()
-            guard try waitReadable(rings.channel.fileDescriptor, within: NetfrontPeer.patience) else {
-                return .fail("no event within \(NetfrontPeer.patience) with tx rsp_event = rsp_cons + 1")
+            let window = peer.txStalled == nil ? NetfrontPeer.patience : NetfrontPeer.refusalWindow
+            guard try waitReadable(rings.channel.fileDescriptor, within: window) else {
+                return .fail("no event within \(window) with tx rsp_event = rsp_cons + 1\(peer.txStalled.map { " (knock-on: no tx response since \($0))" } ?? "")")
             }
             return .pass("woken by an event for the tx response (answered \(describe(try peer.txResponses(1))))")
         },

@@ -12,6 +12,9 @@ public enum PeerError: Error, Sendable, CustomStringConvertible {
     case badFrontendNode(String)
     /// The device is not connected, or the request does not fit the peer's pages.
     case unusable(String)
+    /// What the clause needs is known broken since an earlier clause (a backend that stopped
+    /// answering tx for good): the clause fails at once, naming that one.
+    case knockOn(String)
 
     public var description: String {
         switch self {
@@ -21,6 +24,7 @@ public enum PeerError: Error, Sendable, CustomStringConvertible {
         case let .platform(why): return "peer platform: \(why)"
         case let .badFrontendNode(why): return "frontend node: \(why)"
         case let .unusable(why): return why
+        case let .knockOn(why): return "knock-on: \(why)"
         }
     }
 }

@@ -36,6 +36,11 @@ protocol ScriptedBackend: ConformancePeer {
     func attach()
     /// Lets go of the rings and ports.
     func detach()
+    /// Called once the peer wrote Connected: a peer that serves its rings while it waits
+    /// starts doing so.
+    func didWriteConnected()
+    /// The frontend takes each device once (see ``BlkbackPeer/takesDeviceOnce``).
+    var takesDeviceOnce: Bool { get }
     /// How long a state change may take before the peer gives up (a safety net).
     static var patience: Duration { get }
     /// How long the peer watches a frontend after a lie: negative clauses are time-boxed by it.
@@ -43,6 +48,8 @@ protocol ScriptedBackend: ConformancePeer {
 }
 
 extension ScriptedBackend {
+    func didWriteConnected() {}
+
     /// Connects to xenstore on `platform` and finds the backend of the device whose
     /// frontend node is `frontendPath` (``locate(_:platform:frontendPath:)``).
     static func open(platform: any Platform, frontendPath: String) async throws
@@ -161,6 +168,7 @@ extension ScriptedBackend {
     /// Publishes `keys` with Connected; waits for the frontend's Connected when `awaitFrontend`.
     func connect(_ keys: [String: String], awaitFrontend: Bool = true) async throws {
         try await writeState(.connected, keys: keys)
+        didWriteConnected()
         if awaitFrontend { _ = try await waitForFrontend([.connected]) }
     }
 
@@ -187,15 +195,16 @@ extension ScriptedBackend {
 
     /// Removes the backend node as a toolstack unplugging it would, runs `body`, then
     /// puts the node back as it was (values and permissions, state Closed), so the run
-    /// can go on.
+    /// can go on. The rings are let go after `body`: a frontend may wait on a request in
+    /// flight before it handles the removal.
     func withBackendNodeRemoved<T>(_ body: () async throws -> T) async throws -> T {
         let saved = try await store.nodes(under: backendPath)
         var permissions: [String: [XenStorePermission]] = ["": try await store.getPermissions(backendPath)]
         for key in saved.keys { permissions[key] = try await store.getPermissions(backendPath + "/" + key) }
-        detach()
         try await store.rm(backendPath)
         let result: Result<T, any Error>
         do { result = .success(try await body()) } catch { result = .failure(error) }
+        detach()
         let path = backendPath
         try await store.withTransaction { tx in
             try await tx.write(path, "")

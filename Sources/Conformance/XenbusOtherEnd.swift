@@ -14,6 +14,8 @@ final class XenbusOtherEnd: @unchecked Sendable {
     private(set) var stateValuesSeen: Set<String> = []
     /// Called with each state read.
     var observe: ((XenbusState) -> Void)?
+    /// Called at each poll of a wait or watch: a peer that serves its rings meanwhile.
+    var whileWaiting: (() -> Void)?
 
     init(store: XenStoreClient, path: String) {
         self.store = store
@@ -49,6 +51,7 @@ final class XenbusOtherEnd: @unchecked Sendable {
                 throw PeerError.stateNotReached(path: path + "/state", wanted: wanted.map(\.description).sorted().joined(separator: "|"),
                                                 last: await describeState(), seconds: Int(within.components.seconds))
             }
+            whileWaiting?()
             try await Task.sleep(for: .milliseconds(2))
         }
     }
@@ -63,6 +66,7 @@ final class XenbusOtherEnd: @unchecked Sendable {
             let state = await read().description
             if seen.last != state { seen.append(state) }
             if stopOnRefusal, state == "Closing" || state == "Closed" { break }
+            whileWaiting?()
             try await Task.sleep(for: .milliseconds(2))
         }
         return seen

@@ -93,6 +93,9 @@ struct ConformanceCommand: AsyncParsableCommand {
     @Option(help: "vif, --role frontend: the frontend's TAP device (in --vif-namespace), through which the clauses that need packets send them.")
     var tap: String?
 
+    @Flag(help: "--role frontend: the frontend takes each device once (Linux's blkfront and netfront answer InitWait only from Initialising); the clauses that show it serves again after a lie stop short of a second handshake and say so.")
+    var takesDeviceOnce = false
+
     @OptionGroup var platform: PlatformOptions
 
     /// DOMAIN and the device number of TARGET.
@@ -184,11 +187,13 @@ struct ConformanceCommand: AsyncParsableCommand {
                 do { io = NBDFrontendIO(address: try NBDAddress(parsing: nbd)) } catch { throw ValidationError("--nbd: \(error)") }
             }
             let peer = try await BlkbackPeer(platform: backend, frontendPath: frontendPath, io: io)
+            peer.takesDeviceOnce = takesDeviceOnce
             report = await run(try ConformanceRunner(catalog: catalog, checks: BlkifFrontendSuite.checks), peer, expectations)
             await peer.close()
         case .vif:
             let namespace = try vifNamespace.map { try NetworkNamespace($0) }
             let peer = try await NetbackPeer(platform: backend, frontendPath: frontendPath, tap: tap, namespace: namespace)
+            peer.takesDeviceOnce = takesDeviceOnce
             report = await run(try ConformanceRunner(catalog: catalog, checks: NetifFrontendSuite.checks), peer, expectations)
             await peer.close()
         }

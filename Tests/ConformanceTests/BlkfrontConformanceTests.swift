@@ -62,6 +62,21 @@ struct BlkfrontConformanceTests {
         }
     }
 
+    @Test("without --nbd the clauses that make requests are not executed, with the reason, and need no handshake; the others run")
+    func withoutUserSide() async throws {
+        try await Self.withBlkfront { state, _ in
+            let run = try await Self.conformance(state, ["--target", "guest/xvda", "--clauses", "RING-001,BLKIF-FE-017,RING-012", "--format", "json"])
+            // Not executed fails a run without --expect; the report says which and why.
+            #expect(run.status == 1)
+            let report = try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any]
+            let results = try #require(report?["results"] as? [[String: Any]], "report: \(run.stdout) \(run.stderr)")
+            let outcomes = Dictionary(uniqueKeysWithValues: results.map { ($0["id"] as? String ?? "?", $0["outcome"] as? String ?? "?") })
+            #expect(outcomes == ["RING-001": "not-executed", "BLKIF-FE-017": "not-executed", "RING-012": "pass"])
+            let evidence = results.first { $0["id"] as? String == "RING-001" }?["evidence"] as? String ?? ""
+            #expect(evidence.contains("--nbd"))
+        }
+    }
+
     @Test("a frontend-role deviation from expected.tsv fails the run with exit status 1")
     func deviationFails() async throws {
         let source = try ClauseCatalog.defaultDirectory()

@@ -55,6 +55,19 @@ struct CheckFailed: Error, CustomStringConvertible {
         #expect(!offered.failed)
     }
 
+    @Test("a check that throws CheckCannotRun is reported not executed with its reason, not failed")
+    func cannotRunIsNotExecuted() async throws {
+        let catalog = try ClauseCatalog(name: "ring.tsv", text: Self.clauses)
+        let runner = try ConformanceRunner<NodesPeer>(catalog: catalog, checks: [
+            ClauseCheck("RING-001") { _ in throw CheckCannotRun("no user side was given") },
+            ClauseCheck("RING-006") { _ in throw CheckFailed() },
+        ])
+        let report = await runner.run(scope: ConformanceScope(role: .backend, device: .vbd, clauses: "RING-00[16]"), peer: NodesPeer([:]),
+                                      target: "g/1", expectations: nil, expect: nil)
+        #expect(report.results.map(\.outcome) == [.notExecuted, .fail])
+        #expect(report.results[0].evidence == "no user side was given")
+    }
+
     @Test("--kind narrows a run to the positive or the negative clauses, with the other filters")
     func kindNarrowsTheScope() async throws {
         let runner = try Self.runner()

@@ -84,6 +84,7 @@ import Testing
     @Test(arguments: [
         ("REALXEN_DOMU", "0"), ("REALXEN_STEPS", "vbd"), ("REALXEN_BENCH_ROUNDS", "0"),
         ("REALXEN_REQUESTS", "10"), ("REALXEN_BLKBACK_ARGS", "--max-indirect-segments=0"),
+        ("REALXEN_CONFORMANCE", "blkfront"),
     ])
     func ciRefusesAKnobThatLeavesStepsOut(name: String, value: String) throws {
         let result = try Self.runTest(["CI": "true", name: value])

@@ -40,6 +40,8 @@
 #                           benchmark, and conformance, the suite against Linux's drivers
 #                           (dom0-conformance.sh), only when named; REALXEN_DOMU=0 drops
 #                           all but frontend, netfront and conformance)
+#   REALXEN_CONFORMANCE     parts of the conformance group, comma-separated (default
+#                           blkfront,netfront,blkback,netback,negative; dom0-conformance.sh)
 #   REALXEN_TIMEOUT         seconds the whole QEMU run may take (default 1800)
 set -euo pipefail
 
@@ -54,6 +56,7 @@ case ${CI:-} in
         [ -z "${REALXEN_BENCH_ROUNDS:-}" ] || [[ $REALXEN_BENCH_ROUNDS =~ ^[1-9][0-9]*$ ]] \
             || refused+=("REALXEN_BENCH_ROUNDS=$REALXEN_BENCH_ROUNDS: the benchmark needs a positive count (0 skips it)")
         [ -z "${REALXEN_REQUESTS:-}" ] || refused+=("REALXEN_REQUESTS=$REALXEN_REQUESTS: changes the selftest's ring step")
+        [ -z "${REALXEN_CONFORMANCE:-}" ] || refused+=("REALXEN_CONFORMANCE=$REALXEN_CONFORMANCE: picks parts of the conformance group")
         [ -z "${REALXEN_BLKBACK_ARGS:-}" ] || refused+=("REALXEN_BLKBACK_ARGS=$REALXEN_BLKBACK_ARGS: changes the backend under test")
         if [ ${#refused[@]} -gt 0 ]; then
             echo "realxen: FAIL: CI=$CI runs every step as written; unset these:" >&2
@@ -84,6 +87,7 @@ bench_rounds=${REALXEN_BENCH_ROUNDS:-3}
 steps=${REALXEN_STEPS:-boot,vbd,bench,frontend,net,netfront,restart}
 if [ "${REALXEN_DOMU:-1}" = 0 ]; then steps=$(sed 's/\(^\|,\)\(boot\|vbd\|bench\|net\|netbench\|restart\)\b//g; s/^,//' <<< "$steps"); fi
 has_step() { [[ ",$steps," == *",$1,"* ]]; }
+conformance_parts=${REALXEN_CONFORMANCE:-blkfront,netfront,blkback,netback,negative}
 # The selftest's steps (issue 8, item 2); fewer PASS lines than this is a failure even if
 # nothing says FAIL, so a step that stops running cannot go unnoticed.
 min_selftest_steps=5
@@ -295,6 +299,7 @@ dom0_cmdline+="${REALXEN_BLKBACK_ARGS:+ realxen.blkback=$(tr ' ' '+' <<< "$REALX
 # QEMU's -initrd splits its argument at commas (",," is a literal one), so the lists go
 # to dom0 with "+" between items.
 dom0_cmdline+=" realxen.bench=$bench_rounds realxen.benchcopy=${REALXEN_BENCH_COPY:-0} realxen.steps=$(tr ',' '+' <<< "$steps")"
+dom0_cmdline+=" realxen.conformance=$(tr ',' '+' <<< "$conformance_parts")"
 : > "$serial"
 t_qemu=$(now)
 # No `noreboot` for Xen: if dom0 dies, Xen reboots, -no-reboot turns that into QEMU exiting.
@@ -399,7 +404,9 @@ has_step bench && [ "$bench_rounds" != 0 ] && required+=(bench)
 has_step frontend && required+=(frontend-kernel frontend-4k)
 has_step net && required+=(net-vif net-ping net-tcp net-jumbo net-two-vifs net-queues net-takeup net-destroy net-second)
 has_step netfront && required+=(net-frontend-kernel)
-has_step conformance && required+=(conformance-blkfront conformance-blkback conformance-netback conformance-negative)
+if has_step conformance; then
+    for part in ${conformance_parts//,/ }; do required+=(conformance-$part); done
+fi
 has_step netbench && [ "$bench_rounds" != 0 ] && required+=(netbench)
 has_step restart && required+=(restart)
 while read -r step; do
@@ -546,6 +553,7 @@ for name in $(sed -n 's/^REALXEN-LOG-BEGIN conformance-junit-\([^ ]*\)$/\1/p' "$
         | sed '1d;$d' > "$run/conformance/$name.xml"
 done
 marker_lines REALXEN-CONFORMANCE < "$clean"
+marker_lines REALXEN-CONFORMANCE-TIME < "$clean" | sed 's/^/dom0 time: /'
 echo "--- net benchmark (iperf3, dom0 the client, a 2-vCPU domU with one vif; reference: Linux's xen-netback; under TCG emulation)"
 marker_lines REALXEN-NETBENCH-INFO < "$clean" | sed 's/^/REALXEN-NETBENCH-INFO /'
 marker_lines REALXEN-NETBENCH < "$clean" | sed 's/^/  round: /'
@@ -581,7 +589,7 @@ if [ ${#failures[@]} -gt 0 ]; then
             xl-create-vbd2 hotplug-noop blkfront xl-block-attach xl-block-detach nbdcopy \
             netback xs-net-backend xs-net-frontend domu-net-console domu-net2-console xl-create-net xl-destroy-net \
             netfront netfront-diag xl-network-attach xl-network-detach vif-bridge \
-            conformance-domu-console xl-block-attach-conf dmesg-conformance \
+            conformance-domu-console xl-attach-conf dmesg-conformance \
             $(sed -n 's/^REALXEN-LOG-BEGIN \(\(net\)\{0,1\}bench-[^ ]*\)$/\1/p' "$clean"); do
         echo "--- $name"
         section "$name"
