@@ -83,26 +83,34 @@ struct BlkbackTakeOverFioTests {
         var pauses: [Duration] = []
         for round in 1...Self.replacements {
             // 20 to 250 ms of I/O between replacements.
-            try await Task.sleep(for: .milliseconds(20 + Int(rng.next() % 231)))
+            let interval = 20 + Int(rng.next() % 231)
             var began = ContinuousClock.now
             if replacement == .sigkill {
                 // Killed while its state files say requests are in flight (the protocol's
                 // header: consumed, then answered). The backend is stopped before they are
                 // read, so what they say still holds when SIGKILL lands (on a quiet machine a
                 // request lives for microseconds); stopped and let go again until they do,
-                // while fio runs. On a thread of its own: on the cooperative pool, which a
-                // full test run keeps busy, each look took seconds and missed every request.
+                // while fio runs. The interval, the looks and the kill all on a thread of its
+                // own: the cooperative pool, which a full test run keeps busy (more so under
+                // a sanitizer), resumed this test seconds late, after fio had ended, so
+                // no look caught a request.
                 let stopped = current
                 let look = try await offThePool {
-                    try Self.stopWithRequestsInFlight(stopped.process, directory: state + "/blkback", while: fio.process)
+                    usleep(useconds_t(interval * 1000))
+                    let look = try Self.stopWithRequestsInFlight(stopped.process, directory: state + "/blkback",
+                                                                 while: fio.process)
+                    let killed = ContinuousClock.now
+                    stopped.signal(SIGKILL)
+                    return (look, killed)
                 }
-                stops += look.stops
-                if look.caught { caught += 1 }
-                began = ContinuousClock.now
-                current.signal(SIGKILL)
+                stops += look.0.stops
+                if look.0.caught { caught += 1 }
+                began = look.1
                 #expect(await current.wait() == SIGKILL)
                 current = try scenario.start("blkback-\(round)", backend)
             } else {
+                try await Task.sleep(for: .milliseconds(interval))
+                began = ContinuousClock.now
                 let previous = current
                 current = try scenario.start("blkback-\(round)", backend + ["--take-over"])
                 // Bounded: a hand-over that never happens fails here instead of hanging.
