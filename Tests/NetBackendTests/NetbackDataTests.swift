@@ -142,6 +142,11 @@ struct NetbackStallTests {
             defer { pinger.signal(SIGTERM) }
             let namespace = world.namespace
             try await eventually("the carrier goes off", seconds: 30) { (try? namespace.readSysfs(carrier)) == "0" }
+            // The pings end before the guest posts again: pings still coming would use the 8
+            // buffers up and starve it again, and the carrier would rightly go off again
+            // (a full CI run looked late and saw only that).
+            pinger.signal(SIGTERM)
+            _ = await pinger.exited()
             try frontend.postRx(8)
             try await eventually("the carrier comes back", seconds: 30) { (try? namespace.readSysfs(carrier)) == "1" }
         }
