@@ -35,12 +35,7 @@ import XenTesting
 @Suite struct NetifCtrlFuzzReplayTests {
     @Test func seededInputsKeepTheInvariants() async throws {
         try await offThePool {
-            var rng = SeededGenerator(seed: 0xC7F1)
-            for _ in 0..<3000 {
-                let length = Int(rng.next() % 1024)
-                let bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-                bytes.withUnsafeBytes { FuzzTarget.netifctrl.run($0) }
-            }
+            FuzzTarget.netifctrl.replaySeeded(seed: 0xC7F1, inputs: 3000, maxLength: 1024)
         }
     }
 }
