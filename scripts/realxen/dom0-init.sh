@@ -23,10 +23,10 @@ log_section() {
     echo "REALXEN-LOG-END $1"
 }
 cmdline_value() { sed -n "s/.*realxen\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
-# realxen.steps=boot+vbd+bench+frontend+net+netfront+restart (the default; netbench and
+# realxen.steps=boot+vbd+bench+frontend+net+netfront+restart+netbench (the default;
 # conformance only when named) picks the step groups to run.
 steps=$(cmdline_value steps | tr '+' ',')
-steps=${steps:-boot,vbd,bench,frontend,net,netfront,restart}
+steps=${steps:-boot,vbd,bench,frontend,net,netfront,restart,netbench}
 [ "$(cmdline_value domu)" = 0 ] && steps=$(echo ",$steps," | sed 's/,boot,/,/; s/,vbd,/,/; s/,bench,/,/; s/,net,/,/; s/,netbench,/,/; s/,restart,/,/')
 has_step() { case ",$steps," in *",$1,"*) return 0 ;; esac; return 1; }
 # realxen.blkback=--a=1+--b=2 adds options to every `xensplit blkback` ("+" for spaces).
