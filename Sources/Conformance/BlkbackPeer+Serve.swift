@@ -66,7 +66,7 @@ extension BlkbackPeer {
     /// The frontend's user side; without one the clause cannot run (``CheckCannotRun``).
     func userSide() throws -> any FrontendBlockIO {
         guard let io else {
-            throw CheckCannotRun("the clause makes the frontend send requests through its user side, and this run was given none (xensplit conformance --nbd)")
+            throw CheckCannotRun("the clause makes the frontend send requests through its user side, and this run was given none (xensplit conformance --nbd, or --agent with --agent-device)")
         }
         return io
     }

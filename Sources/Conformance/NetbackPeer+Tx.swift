@@ -20,10 +20,11 @@ struct SeenTxSlot: Sendable {
 }
 
 extension NetbackPeer {
-    /// The frontend's user side (its TAP device), or why the run has none.
-    func userSide() throws -> VifHostSide {
+    /// The frontend's user side (its TAP device, or a guest's interface through an agent),
+    /// or why the run has none.
+    func userSide() throws -> any FrontendFrames {
         guard let host else {
-            throw CheckCannotRun("the clause sends and reads frames through the frontend's user side, its TAP device, and this run was given none (xensplit conformance --tap)")
+            throw CheckCannotRun("the clause sends and reads frames through the frontend's user side (its TAP device, or the guest's interface through an agent), and this run was given none (xensplit conformance --tap, or --agent with --agent-device)")
         }
         return host
     }

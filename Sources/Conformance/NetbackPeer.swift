@@ -61,19 +61,28 @@ public final class NetbackPeer: ScriptedBackend, @unchecked Sendable {
     /// The frontend takes each device once (Linux's netfront answers InitWait only from
     /// Initialising): the clauses that show it serves again stop short of the second handshake.
     public var takesDeviceOnce = false
-    /// The frontend's user side: its TAP device, in its namespace.
-    let host: VifHostSide?
-    /// The TAP device's name.
+    /// The frontend's user side: its TAP device in its namespace, or a guest's interface
+    /// through an agent.
+    let host: (any FrontendFrames)?
+    /// The user side's interface: the TAP device's name, or the guest's (name or MAC).
     let tap: String?
 
     /// Serves the vif whose frontend node is `frontendPath`, acting as its backend domain
     /// on `platform`: the node's `backend` must be under that domain's home. `tap` is the
     /// frontend's TAP device in `namespace` (nil: this process's), through which the
-    /// checks that need packets send them.
-    public init(platform: any Platform, frontendPath: String, tap: String? = nil, namespace: NetworkNamespace? = nil) async throws {
+    /// checks that need packets send them; with `agent`, `tap` is the guest's interface
+    /// (its name or MAC address) and the agent in the guest sends and receives there.
+    public init(platform: any Platform, frontendPath: String, tap: String? = nil, namespace: NetworkNamespace? = nil,
+                agent: FrontendAgent? = nil) async throws {
         self.platform = platform
         self.tap = tap
-        host = tap.map { _ in VifHostSide(namespace: namespace, plugs: false) }
+        if tap == nil {
+            host = nil
+        } else if let agent {
+            host = AgentFrames(agent: agent)
+        } else {
+            host = VifHostSide(namespace: namespace, plugs: false)
+        }
         self.frontendPath = frontendPath
         (store, frontend, backendPath, frontendID) = try await Self.open(platform: platform, frontendPath: frontendPath)
         watchForEarlyConnect()

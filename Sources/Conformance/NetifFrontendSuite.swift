@@ -193,7 +193,7 @@ public enum NetifFrontendSuite {
         },
     ]
 
-    /// Connected, the host side bound to the frontend's TAP device and running, the tx
+    /// Connected, the host side bound to the frontend's user side and running, the tx
     /// slots seen forgotten.
     static func readyForPackets(_ peer: NetbackPeer) async throws {
         let host = try peer.userSide()
@@ -241,7 +241,7 @@ public enum NetifFrontendSuite {
     /// Nil when `frame` reaches the frontend's host side within the patience, else why not.
     static func arrives(_ peer: NetbackPeer, _ frame: [UInt8]) throws -> String? {
         let got = try peer.userSide().receive(within: NetbackPeer.patience) { $0 == frame }
-        return got == nil ? "the \(frame.count)-byte frame never reached the frontend's TAP device" : nil
+        return got == nil ? "the \(frame.count)-byte frame never reached the frontend's user side" : nil
     }
 
     /// Nil when, on a fresh connection, a frame delivered reaches the host side.
@@ -265,7 +265,7 @@ public enum NetifFrontendSuite {
                 try await peer.deliver(frame, flags: .dataValidated)
                 if let problem = try arrives(peer, frame) { return .fail(problem) }
             }
-            return .pass("frames of 60, 500 and 1514 bytes placed in rx buffers reached the TAP device byte for byte")
+            return .pass("frames of 60, 500 and 1514 bytes placed in rx buffers reached the frontend's user side byte for byte")
         },
         Check("NETIF-FE-011") { peer in
             try await readyForPackets(peer)
@@ -275,7 +275,7 @@ public enum NetifFrontendSuite {
             let frame = testFrame(0, size: 3000, seed: 11)
             let responses = try await peer.deliver(frame, piece: 1500, flags: .dataValidated)
             if let problem = try arrives(peer, frame) { return .fail("\(problem) (sent over \(responses.count) buffers)") }
-            return .pass("a 3000-byte frame over \(responses.count) buffers with more_data reached the TAP device as one frame")
+            return .pass("a 3000-byte frame over \(responses.count) buffers with more_data reached the frontend's user side as one frame")
         },
         Check("NETIF-FE-014") { peer in
             try await readyForPackets(peer)
@@ -309,9 +309,9 @@ public enum NetifFrontendSuite {
             try lie(peer, buffer, frame)
             let leaked = try peer.userSide().receive(within: NetbackPeer.refusalWindow) { $0 == frame }
             let states = try await peer.watchFrontend(for: .milliseconds(200))
-            guard leaked == nil else { return .fail("\(what): the frame reached the TAP device") }
+            guard leaked == nil else { return .fail("\(what): the frame reached the frontend's user side") }
             if let problem = await stillServes(peer, seed: 99) { return .fail("\(what): no frame leaked, but \(problem)") }
-            return .pass("\(what): no frame reached the TAP device (frontend: \(states.joined(separator: " -> "))); a fresh connection serves")
+            return .pass("\(what): no frame reached the frontend's user side (frontend: \(states.joined(separator: " -> "))); a fresh connection serves")
         }
     }
 

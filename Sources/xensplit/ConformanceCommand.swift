@@ -47,6 +47,11 @@ struct ConformanceCommand: AsyncParsableCommand {
         frontend's TAP device, in --vif-namespace) and --role \
         backend (a scripted netfront, which sees the host side on the backend's vif interface; \
         see --vif-namespace, --plug).
+
+        A kernel frontend (Linux's blkfront or netfront in a guest) offers the suite no NBD \
+        export or TAP device: run xensplit-agent beside it (on Xen, in the guest on its console) \
+        and give --agent the stream (on Xen the console's pty, from the guest's console/tty \
+        node in xenstore) and --agent-device the disk (/dev/xvdb) or interface (eth1 or its MAC).
         """
     )
 
@@ -93,6 +98,12 @@ struct ConformanceCommand: AsyncParsableCommand {
     @Option(help: "vif, --role frontend: the frontend's TAP device (in --vif-namespace), through which the clauses that need packets send them.")
     var tap: String?
 
+    @Option(help: ArgumentHelp("--role frontend: the stream (a pty: on Xen the guest console's, from its console/tty node) of xensplit-agent running beside a kernel frontend, through which the clauses that need requests or frames make them (Protocols/conformance/agent.md).", valueName: "path"))
+    var agent: String?
+
+    @Option(help: ArgumentHelp("With --agent: the frontend's disk in the guest (/dev/xvdb) or its interface (eth1, or its MAC address).", valueName: "name"))
+    var agentDevice: String?
+
     @Flag(help: "--role frontend: the frontend takes each device once (Linux's blkfront and netfront answer InitWait only from Initialising); the clauses that show it serves again after a lie stop short of a second handshake and say so.")
     var takesDeviceOnce = false
 
@@ -111,7 +122,20 @@ struct ConformanceCommand: AsyncParsableCommand {
         }
     }
 
-    func validate() throws { _ = try parsedTarget() }
+    func validate() throws {
+        _ = try parsedTarget()
+        if (agent == nil) != (agentDevice == nil) { throw ValidationError("--agent and --agent-device go together: the agent's stream and the device it works on") }
+        if agent != nil {
+            guard role == .frontend else { throw ValidationError("--agent is the user side of a frontend: it needs --role frontend") }
+            if nbd != nil || tap != nil { throw ValidationError("--agent is the frontend's user side; --nbd and --tap are others: give one") }
+        }
+    }
+
+    /// The agent beside the frontend, when --agent names its stream.
+    func openAgent() throws -> FrontendAgent? {
+        guard let agent else { return nil }
+        do { return try FrontendAgent(path: agent) } catch { throw ValidationError("--agent: \(error)") }
+    }
 
     func run() async throws {
         let (domain, devid) = try parsedTarget()
@@ -182,17 +206,20 @@ struct ConformanceCommand: AsyncParsableCommand {
         let report: ConformanceReport
         switch device {
         case .vbd:
-            var io: NBDFrontendIO?
+            var io: (any FrontendBlockIO)?
             if let nbd {
                 do { io = NBDFrontendIO(address: try NBDAddress(parsing: nbd)) } catch { throw ValidationError("--nbd: \(error)") }
             }
+            if let agent = try openAgent(), let agentDevice { io = AgentBlockIO(agent: agent, device: agentDevice) }
             let peer = try await BlkbackPeer(platform: backend, frontendPath: frontendPath, io: io)
             peer.takesDeviceOnce = takesDeviceOnce
             report = await run(try ConformanceRunner(catalog: catalog, checks: BlkifFrontendSuite.checks), peer, expectations)
             await peer.close()
         case .vif:
             let namespace = try vifNamespace.map { try NetworkNamespace($0) }
-            let peer = try await NetbackPeer(platform: backend, frontendPath: frontendPath, tap: tap, namespace: namespace)
+            let agent = try openAgent()
+            let peer = try await NetbackPeer(platform: backend, frontendPath: frontendPath, tap: agent == nil ? tap : agentDevice,
+                                             namespace: namespace, agent: agent)
             peer.takesDeviceOnce = takesDeviceOnce
             report = await run(try ConformanceRunner(catalog: catalog, checks: NetifFrontendSuite.checks), peer, expectations)
             await peer.close()

@@ -266,6 +266,7 @@ net_steps() {
     iperf_line=$(grep ' receiver$' /tmp/iperf-second.log | tail -n 1 | sed 's/^\[ *[0-9]*\] *//; s/  */ /g')
     held_second=$(holdings $npid)
     timeout -k 10 60 xl network-detach $bench_name $bench_mac > /tmp/xl-network-detach-second.log 2>&1; detach2_rc=$?
+    net_bench_gone second
     net_wait_released vif$(xl domid $bench_name 2>/dev/null).0
     held_after2=$(holdings $npid)
     kill -TERM $npid 2>/dev/null
@@ -434,6 +435,14 @@ net_bench_domu() {
     wait_console "DOMU-MARK ready" $bench_con 240
     mark netbench-domu-ready
 }
+# After a detach: waits (up to 60 s) until the bench domU says its eth0 went, so the next
+# attach's eth0 is never the last one still going away (a CI run's rounds 2 and 3 took the
+# old eth0's teardown for the new vif and found no ping).
+net_bench_gone() {
+    wait_console "DOMU-MARK net-gone gen=$bench_gen " $bench_con 120
+    console_line "net-gone gen=$bench_gen " $bench_con | grep -q . \
+        || echo "REALXEN-NETBENCH-ERROR $1 the domU's eth0 was still there 60 s after xl network-detach"
+}
 # One round for one backend: the vif attached to the bench domU, the workloads, the vif
 # detached. $bench_gen counts the attaches (the domU's "net-listening gen=N").
 net_bench_round() {
@@ -460,6 +469,7 @@ net_bench_round() {
     [ $round = 1 ] && echo "REALXEN-NETBENCH-INFO $side $(console_line "net-up gen=$bench_gen " $bench_con)"
     timeout -k 10 60 xl network-detach $bench_name $bench_mac > /tmp/xl-network-detach-bench.log 2>&1 \
         || echo "REALXEN-NETBENCH-ERROR $side $round xl network-detach: $(tail -n 1 /tmp/xl-network-detach-bench.log)"
+    net_bench_gone "$side $round"
     if [ $side = kernel ]; then
         i=0
         while [ $i -lt 40 ] && ! rmmod xen-netback 2>/dev/null; do sleep 0.25; i=$((i + 1)); done

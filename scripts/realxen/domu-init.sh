@@ -117,13 +117,23 @@ netbench)
     # backend raised on netfront's ports, the kernel log), for the lines dom0 prints after
     # each workload (REALXEN-NETDIAG).
     ( while true; do nc -l -p 5098 -e sh -c 'for f in /sys/class/net/eth0/statistics/*; do echo "$(basename $f)=$(cat $f)"; done | tr "\n" " "; echo; grep "^Tcp:" /proc/net/snmp; grep "^TcpExt:" /proc/net/netstat; ethtool -S eth0 2>/dev/null; grep -E "eth0|xen-net|vif" /proc/interrupts | tr -s " " | sed "s/^/interrupts: /"; dmesg | tail -n 8'; done ) &
+    # A generation counts only once its address took: an eth0 still going away when seen
+    # (the last vif's teardown) makes `ip addr add` fail and is not counted. "net-gone gen=N"
+    # says the Nth eth0 went, which dom0 waits for before it attaches the next vif.
     gen=0
+    present=0
     while true; do
-        if [ -e /sys/class/net/eth0 ] && ! ip addr show dev eth0 2>/dev/null | grep -q 198.18.0.2; then
-            ip addr add 198.18.0.2/24 dev eth0 && ip link set eth0 up
-            gen=$((gen + 1))
-            net_up_line "gen=$gen"
-            echo "DOMU-MARK net-listening gen=$gen uptime=$(up) ping=$(ping_dom0 198.18.0.1 | tr ' ' '-')"
+        if [ -e /sys/class/net/eth0 ]; then
+            if ! ip addr show dev eth0 2>/dev/null | grep -q 198.18.0.2 \
+                    && ip addr add 198.18.0.2/24 dev eth0 2>/dev/null && ip link set eth0 up 2>/dev/null; then
+                gen=$((gen + 1))
+                present=1
+                net_up_line "gen=$gen"
+                echo "DOMU-MARK net-listening gen=$gen uptime=$(up) ping=$(ping_dom0 198.18.0.1 | tr ' ' '-')"
+            fi
+        elif [ $present = 1 ]; then
+            present=0
+            echo "DOMU-MARK net-gone gen=$gen uptime=$(up)"
         fi
         sleep 0.5
     done
