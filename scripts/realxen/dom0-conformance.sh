@@ -24,10 +24,10 @@ has_part() { case " $conformance_parts " in *" $1 "*) return 0 ;; esac; return 1
 
 # The frontend-role clauses that need nothing but a handshake, each run on its own new
 # device, positive then negative. The rest of a device's frontend-role clauses make the
-# frontend send requests or frames through its user side (our blkfront's NBD export, our
-# netfront's TAP device), which a domU's kernel driver does not offer the suite: they run
-# together on one more device and report not executed with that reason, before any
-# handshake (XENBUS-020 has no check: not executed too).
+# frontend send requests or frames through its user side: xensplit-agent in the domU, on
+# its console (the domU's /dev/xvdX or the vif's interface, by MAC), which the suite reaches
+# through the console's pty (--agent). They run together on one more device (XENBUS-020
+# has no check: not executed).
 conformance_blkfront_positive="XENBUS-001 XENBUS-016 XENBUS-017 XENBUS-018 XENBUS-019 RING-012 BLKIF-FE-001 BLKIF-FE-002 BLKIF-FE-003 BLKIF-FE-004 BLKIF-FE-005"
 conformance_blkfront_negative="XENBUS-021 XENBUS-022 BLKIF-FE-033 BLKIF-FE-034 BLKIF-FE-036 BLKIF-FE-037 BLKIF-FE-038"
 conformance_blkfront_userside="RING-001,RING-002,RING-013,RING-014,RING-015,RING-016,RING-017,RING-018,XENBUS-020,BLKIF-FE-006,BLKIF-FE-007,BLKIF-FE-008,BLKIF-FE-009,BLKIF-FE-01*,BLKIF-FE-03[0125],BLKIF-FE-039,BLKIF-FE-040"
@@ -57,13 +57,14 @@ conformance_expect() {
     grep -q "	$1	" $P/Protocols/conformance/expected.tsv && echo "--expect $1"
 }
 
-# conformance_domu NAME: boots a PV domU (role check: no devices, both frontends loaded);
-# sets cdomid.
+# conformance_domu NAME: boots a PV domU (role agent: no devices, both frontends loaded,
+# xensplit-agent on its console); sets cdomid and cagent (the console's pty in dom0).
 conformance_domu() {
-    timeout -k 10 120 xl create $P/domu-boot.cfg "name=\"$1\"" 'extra="console=hvc0 rdinit=/init realxen.role=check"' \
+    timeout -k 10 120 xl create $P/domu-boot.cfg "name=\"$1\"" 'extra="console=hvc0 rdinit=/init realxen.role=agent"' \
         > /tmp/xl-create-$1.log 2>&1
     cdomid=$(xl domid $1 2>/dev/null)
     wait_console "DOMU-MARK check-done" /var/log/xen/console/guest-$1.log 240
+    cagent=$(xenstore-read /local/domain/$cdomid/console/tty 2>/dev/null)
 }
 
 # conformance_frontend_device KIND NAME N ATTACH-ARGS...: attaches a new device of KIND
@@ -124,12 +125,17 @@ conformance_frontend_step() {
         if [ -z "$cdev" ]; then
             bad="$bad $clause(no-device)"
         else
-            pick=$clause
-            [ $clause = USERSIDE ] && pick=$userside
-            conformance_run $kind-front-$clause 120 --role frontend --device $kind --target $dname/$cdev --takes-device-once \
-                --clauses "$pick" $expect || bad="$bad $clause"
+            pick=$clause box=120 user=
+            if [ $clause = USERSIDE ]; then
+                pick=$userside box=900
+                if [ $kind = vbd ]; then agent_device=/dev/$vdev; else agent_device=00:16:3e:58:01:$(printf %02x $n); fi
+                if [ -n "$cagent" ]; then user="--agent $cagent --agent-device $agent_device"; else bad="$bad USERSIDE(no-console-pty)"; fi
+            fi
+            conformance_run $kind-front-$clause $box --role frontend --device $kind --target $dname/$cdev --takes-device-once \
+                --clauses "$pick" $user $expect || bad="$bad $clause"
         fi
-        # On the user-side device no handshake is made, so xl's wait for InitWait runs out.
+        # xl's wait for InitWait can run out on the user-side device (its clauses make their
+        # handshakes when their turn comes); the clauses judge that device, xl's status not.
         tc=$(up)
         wait $apid || [ $clause = USERSIDE ] || bad="$bad $clause(xl-attach)"
         # Where a device's time goes: its frontend node appearing, the run, then xl's return.

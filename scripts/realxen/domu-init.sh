@@ -14,6 +14,8 @@
 #                  and received over TCP on each (busybox nc), iperf3 as a server
 #   netbench       iperf3 as a server for dom0's benchmark; eth0 is set up each time dom0
 #                  attaches a vif (it detaches and attaches one per backend and round)
+#   agent          xensplit-agent on the console: the user side of this domU's kernel
+#                  frontends for the conformance suite in dom0
 export PATH=/bin:/sbin:/usr/bin
 export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu
 mount -t proc proc /proc
@@ -144,6 +146,17 @@ check)
     fi
     echo "DOMU-MARK check-done uptime=$(up)"
     sleep 100000
+    ;;
+agent)
+    # The conformance suite's user side of this domU's frontends (Protocols/conformance/
+    # agent.md), on the console that dom0 opens through xenconsoled's pty. The kernel keeps
+    # its messages off the console (printk level 1), so none lands inside a reply line.
+    echo "DOMU-MARK check-done uptime=$(up) agent=$(ls /bin/xensplit-agent 2>/dev/null)"
+    echo 1 > /proc/sys/kernel/printk
+    while true; do
+        /bin/xensplit-agent
+        sleep 1
+    done
     ;;
 restart)
     . /restart.sh

@@ -124,7 +124,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-for tool in debootstrap qemu-system-x86_64 qemu-img mkfs.ext4 cpio flock swift strip ldd; do
+for tool in debootstrap qemu-system-x86_64 qemu-img mkfs.ext4 cpio flock swift strip ldd gcc; do
     command -v "$tool" > /dev/null || die "$tool not found (run scripts/setup.sh)"
 done
 [ "$(id -u)" -eq 0 ] || die "needs root (debootstrap, and mkfs.ext4 -d keeping owners)"
@@ -236,6 +236,9 @@ bin=$(cd "$repo" && swift build -c release --static-swift-stdlib --show-bin-path
 (cd "$repo" && swift build --build-tests --scratch-path "$scratch") >> "$work/build.log" 2>&1 \
     || { tail -n 30 "$work/build.log"; die "swift build --build-tests (log $work/build.log)"; }
 tests_bin=$(cd "$repo" && swift build --show-bin-path --scratch-path "$scratch")/XenSplitPackageTests.xctest
+# The conformance agent for the domU's initramfs: static, so busybox's root needs no libc.
+gcc -static -O2 -pthread -o "$work/xensplit-agent" "$repo/Sources/xensplit-agent/agent.c" >> "$work/build.log" 2>&1 \
+    || { tail -n 30 "$work/build.log"; die "gcc -static of xensplit-agent (log $work/build.log)"; }
 [ -x "$tests_bin" ] || die "no test bundle at $tests_bin after swift build --build-tests"
 record_phase "build" "$(elapsed "$t0" "$(now)")"
 
@@ -256,6 +259,7 @@ cp -r "$cache/domu/modules" "$run/domu-root/lib/"
 cp -r "$cache"/domu/e2fs/* "$run/domu-root/"
 cp -r "$cache"/domu/iperf3/* "$run/domu-root/"
 install -m 755 "$here/domu-init.sh" "$run/domu-root/init"
+install -m 755 "$work/xensplit-agent" "$run/domu-root/bin/xensplit-agent"
 install -m 644 "$here/domu-restart.sh" "$run/domu-root/restart.sh"
 (cd "$run/domu-root" && find . | cpio -o -H newc --quiet | gzip -1) > "$run/payload/domu.cpio.gz"
 # The payload disk, mounted at /realxen in dom0.
