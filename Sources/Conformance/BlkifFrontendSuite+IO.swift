@@ -191,9 +191,17 @@ extension BlkifFrontendSuite {
         },
         Check("RING-014") { peer in
             try await peer.ensureConnected()
-            _ = try peer.serveOnce { _ in .honest }
-            guard let back = peer.back, let events = peer.events else { return .fail(peer.mapProblem ?? "no ring") }
-            guard try !back.finalCheckForRequests() else { return .fail("requests were waiting with none asked for") }
+            // A kernel frontend reads on its own once connected (Linux's blkfront: the
+            // partition table): serve until the ring is quiet with req_event set, then ask.
+            let quietBy = ContinuousClock.now + BlkbackPeer.patience
+            while true {
+                _ = try peer.serveOnce { _ in .honest }
+                guard let back = peer.back else { return .fail(peer.mapProblem ?? "no ring") }
+                if try !back.finalCheckForRequests() { break }
+                guard ContinuousClock.now < quietBy else { return .fail("the frontend kept publishing requests of its own for \(BlkbackPeer.patience)") }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            guard let events = peer.events else { return .fail(peer.mapProblem ?? "no event channel") }
             peer.drainEvents()
             let pending = try peer.submit([.read(offset: 0, length: 4096)])
             var fd = pollfd(fd: events.fileDescriptor, events: Int16(POLLIN), revents: 0)
