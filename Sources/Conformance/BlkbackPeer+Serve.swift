@@ -25,6 +25,18 @@ struct SeenRequest: Sendable {
     var mapProblems: [String] = []
 }
 
+extension SeenRequest {
+    /// The first sector of a read, write or discard that decoded (nil for others).
+    var startSector: UInt64? {
+        switch request {
+        case let .direct(r)?: r.sectorNumber
+        case let .indirect(r)?: r.sectorNumber
+        case let .discard(r)?: r.sectorNumber
+        case nil: nil
+        }
+    }
+}
+
 /// How the scripted blkback answers one request.
 enum BlkbackAnswer {
     /// Does it on the peer's disk and answers with its status.
@@ -95,6 +107,26 @@ extension BlkbackPeer {
         while seen.count < goal {
             guard ContinuousClock.now < deadline else { throw PeerError.unusable("\(seen.count - goal + count) of \(count) requests arrived within \(Self.patience)") }
             if try serveOnce(answer) == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        }
+    }
+
+    /// Serves the ring until the request for the user's operation at byte `offset` arrives,
+    /// answering it as `answer` says and every other request honestly: a kernel frontend
+    /// makes requests of its own too (Linux's blkfront reads the partition table once
+    /// Connected), and a lie meant for the user's request must not land on one of those.
+    /// Bounded by ``patience``.
+    func serve(requestAt offset: UInt64, answer: (SeenRequest) -> BlkbackAnswer) async throws {
+        let sector = offset / 512
+        var found = false
+        let deadline = ContinuousClock.now + Self.patience
+        while !found {
+            guard ContinuousClock.now < deadline else { throw PeerError.unusable("no request for sector \(sector) arrived within \(Self.patience) (\(seen.count) requests seen)") }
+            let consumed = try serveOnce { request in
+                guard !found, request.startSector == sector else { return .honest }
+                found = true
+                return answer(request)
+            }
+            if consumed == 0 { try await Task.sleep(for: .milliseconds(1)) }
         }
     }
 

@@ -246,6 +246,8 @@ public enum NetifFrontendSuite {
 
     /// Nil when, on a fresh connection, a frame delivered reaches the host side.
     static func stillServes(_ peer: NetbackPeer, seed: UInt64) async -> String? {
+        // A frontend that takes each device once cannot be asked for a fresh connection.
+        if peer.takesDeviceOnce { return nil }
         do {
             try await FrontendXenbusChecks<NetbackPeer>.freshHandshake(peer)
             try await readyForPackets(peer)
