@@ -88,6 +88,10 @@ public final class FrontendAgent: @unchecked Sendable {
         if let error = lines.first(where: { $0.hasPrefix("error ") }) {
             throw PeerError.badResponse("the agent: \(error.dropFirst(6))")
         }
+        // Woken by the stream's end, not by the reply's last line.
+        guard let last = lines.last, isLast(last) else {
+            throw PeerError.unusable("the agent's stream \(path) ended (\(closed ?? "closed")) before `\(command.prefix(40))` was answered")
+        }
         return lines
     }
 
