@@ -91,6 +91,11 @@ extension BlkifFrontendSuite {
 
     /// Nil when a write and read through the frontend still work (after a start over if
     /// it closed), else why not.
+    /// What the evidence says of the device after a lie: served afresh, or not asked.
+    static func servedAgain(_ peer: BlkbackPeer) -> String {
+        peer.takesDeviceOnce ? "no fresh connection tried (the frontend takes each device once)" : "the device still serves"
+    }
+
     /// A frontend that takes each device once cannot be asked for a fresh connection: nil,
     /// and the clause's evidence stands on what the lie did.
     static func stillServes(_ peer: BlkbackPeer, seed: UInt64) async -> String? {
@@ -387,7 +392,7 @@ extension BlkifFrontendSuite {
             }
             if let error = read.result.error { return .fail("the read answered after an unknown-id response \(describe(read)): \(error)") }
             if let problem = await stillServes(peer, seed: 30) { return .fail(problem) }
-            return .pass("after a response with an unknown id the read \(describe(read)), once, with the disk's bytes; the device still serves")
+            return .pass("after a response with an unknown id the read \(describe(read)), once, with the disk's bytes; \(servedAgain(peer))")
         },
         Check("BLKIF-FE-031") { peer in
             let read = try await lyingRead(peer) { request in
@@ -396,14 +401,14 @@ extension BlkifFrontendSuite {
             }
             if let error = read.result.error { return .fail("the read answered twice \(describe(read)): \(error)") }
             if let problem = await stillServes(peer, seed: 31) { return .fail(problem) }
-            return .pass("a read answered twice \(describe(read)) for the user, once; the device still serves")
+            return .pass("a read answered twice \(describe(read)) for the user, once; \(servedAgain(peer))")
         },
         Check("BLKIF-FE-032") { peer in
             let read = try await lyingRead(peer) { _ in .status(7) }
             // Completed from the honest answer after a start over is fine; from the lie is not.
             guard read.result.error != nil || read.restarted else { return .fail("a read answered with status 7 was reported a success") }
             if let problem = await stillServes(peer, seed: 32) { return .fail(problem) }
-            return .pass("a read answered with status 7 \(describe(read)); the device still serves")
+            return .pass("a read answered with status 7 \(describe(read)); \(servedAgain(peer))")
         },
         Check("BLKIF-FE-039") { peer in
             try await peer.ensureConnected()
@@ -433,7 +438,7 @@ extension BlkifFrontendSuite {
                 return .fail("a read answered with operation BLKIF_OP_WRITE was reported a success with bytes the disk does not hold")
             }
             if let problem = await stillServes(peer, seed: 40) { return .fail(problem) }
-            return .pass("a read answered with operation BLKIF_OP_WRITE \(describe(read))\(read.result.error == nil ? " with the disk's bytes" : ""); the device still serves")
+            return .pass("a read answered with operation BLKIF_OP_WRITE \(describe(read))\(read.result.error == nil ? " with the disk's bytes" : ""); \(servedAgain(peer))")
         },
     ]
 }

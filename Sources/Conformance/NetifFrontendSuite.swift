@@ -42,7 +42,7 @@ public enum NetifFrontendSuite {
             peer.notifyFrontend()
             let states = try await peer.watchFrontend()
             if let problem = await stillServes(peer, seed: 16) { return .fail("tx rsp_prod a ring ahead: \(problem)") }
-            return .pass("tx rsp_prod a ring ahead: the frontend read \(states.joined(separator: " -> ")); a fresh connection serves")
+            return .pass("tx rsp_prod a ring ahead: the frontend read \(states.joined(separator: " -> ")); \(servedAgain(peer))")
         },
         Check("RING-017") { peer in
             try await readyForPackets(peer)
@@ -53,7 +53,7 @@ public enum NetifFrontendSuite {
             peer.notifyFrontend()
             let states = try await peer.watchFrontend()
             if let problem = await stillServes(peer, seed: 17) { return .fail("both ring pages overwritten with noise: \(problem)") }
-            return .pass("both ring pages overwritten with noise: the frontend read \(states.joined(separator: " -> ")); a fresh connection serves")
+            return .pass("both ring pages overwritten with noise: the frontend read \(states.joined(separator: " -> ")); \(servedAgain(peer))")
         },
         Check("RING-018") { peer in
             try await readyForPackets(peer)
@@ -245,6 +245,11 @@ public enum NetifFrontendSuite {
     }
 
     /// Nil when, on a fresh connection, a frame delivered reaches the host side.
+    /// What the evidence says of the connection after a lie: served afresh, or not asked.
+    static func servedAgain(_ peer: NetbackPeer) -> String {
+        peer.takesDeviceOnce ? "no fresh connection tried (the frontend takes each device once)" : "a fresh connection serves"
+    }
+
     static func stillServes(_ peer: NetbackPeer, seed: UInt64) async -> String? {
         // A frontend that takes each device once cannot be asked for a fresh connection.
         if peer.takesDeviceOnce { return nil }
@@ -313,7 +318,7 @@ public enum NetifFrontendSuite {
             let states = try await peer.watchFrontend(for: .milliseconds(200))
             guard leaked == nil else { return .fail("\(what): the frame reached the frontend's user side") }
             if let problem = await stillServes(peer, seed: 99) { return .fail("\(what): no frame leaked, but \(problem)") }
-            return .pass("\(what): no frame reached the frontend's user side (frontend: \(states.joined(separator: " -> "))); a fresh connection serves")
+            return .pass("\(what): no frame reached the frontend's user side (frontend: \(states.joined(separator: " -> "))); \(servedAgain(peer))")
         }
     }
 
@@ -334,7 +339,7 @@ public enum NetifFrontendSuite {
             peer.notifyFrontend()
             let states = try await peer.watchFrontend()
             if let problem = await stillServes(peer, seed: 19) { return .fail("a tx response for an id never sent: \(problem)") }
-            return .pass("a tx response for an id never sent: the frontend read \(states.joined(separator: " -> ")); a fresh connection serves")
+            return .pass("a tx response for an id never sent: the frontend read \(states.joined(separator: " -> ")); \(servedAgain(peer))")
         },
         rxLie("NETIF-FE-020", "rx rsp_prod set a ring ahead") { peer, buffer, frame in
             guard let ring = peer.rxRing else { throw PeerError.unusable("no rx ring") }
