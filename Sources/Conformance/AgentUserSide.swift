@@ -8,6 +8,8 @@ public struct AgentBlockIO: FrontendBlockIO {
     public let device: String
     /// How long one batch may take in the guest; the peer's own patience bounds the check.
     static let batchLimit: Duration = .seconds(300)
+    /// A console carries some tens of KB/s: a 1 MiB write (1.4 MB of base64) takes most of a minute.
+    public var transferAllowance: Duration { .seconds(90) }
 
     public init(agent: FrontendAgent, device: String) {
         self.agent = agent

@@ -89,10 +89,11 @@ extension BlkbackPeer {
     /// Serves the ring, answering as `answer` says, until `pending` is done; returns its
     /// results. Bounded by ``patience``.
     func serve(until pending: PendingIO, answer: (SeenRequest) -> BlkbackAnswer = { _ in .honest }) async throws -> [FrontendBlockIOResult] {
-        let deadline = ContinuousClock.now + Self.patience
+        let bound = Self.patience + (io?.transferAllowance ?? .zero)
+        let deadline = ContinuousClock.now + bound
         while !pending.isDone {
             guard ContinuousClock.now < deadline else {
-                throw PeerError.unusable("the frontend's user got no answer within \(Self.patience) (\(seen.count) requests seen)")
+                throw PeerError.unusable("the frontend's user got no answer within \(bound) (\(seen.count) requests seen)")
             }
             if try serveOnce(answer) == 0 { try await Task.sleep(for: .milliseconds(1)) }
         }

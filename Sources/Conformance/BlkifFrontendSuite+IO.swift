@@ -79,9 +79,17 @@ extension BlkifFrontendSuite {
             if try peer.serveOnce({ _ in .honest }) == 0 { try await Task.sleep(for: .milliseconds(1)) }
         }
         if pending.isDone { return (try pending.get()[0], false) }
+        // A frontend that takes each device once cannot be started over to free the read:
+        // it is reported held (Linux's blkfront stops a ring that lied and keeps the read).
+        if peer.takesDeviceOnce {
+            return (FrontendBlockIOResult(error: "\(heldMark) no completion \(BlkbackPeer.refusalWindow) after the lie, no start over tried (the frontend takes each device once)"), false)
+        }
         try await connect(peer)
         return (try await peer.serve(until: pending)[0], true)
     }
+
+    /// The start of a ``lyingRead(_:offset:answer:)`` result's error when the read was held.
+    static let heldMark = "held:"
 
     /// How the user's read ended, as evidence.
     static func describe(_ read: (result: FrontendBlockIOResult, restarted: Bool)) -> String {
@@ -390,7 +398,11 @@ extension BlkifFrontendSuite {
                 .raw([(id: request.id ^ 0x5A5A_0000_0000, operation: request.operation, status: BlkifStatus.okay.rawValue),
                       (id: request.id, operation: request.operation, status: BlkifStatus.okay.rawValue)], perform: true)
             }
-            if let error = read.result.error { return .fail("the read answered after an unknown-id response \(describe(read)): \(error)") }
+            if let error = read.result.error {
+                // Held, not completed: nothing completed off the unknown id.
+                if error.hasPrefix(heldMark) { return .pass("after a response with an unknown id the read was \(error)") }
+                return .fail("the read answered after an unknown-id response \(describe(read)): \(error)")
+            }
             if let problem = await stillServes(peer, seed: 30) { return .fail(problem) }
             return .pass("after a response with an unknown id the read \(describe(read)), once, with the disk's bytes; \(servedAgain(peer))")
         },

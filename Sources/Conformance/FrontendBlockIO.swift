@@ -7,6 +7,13 @@ public protocol FrontendBlockIO: Sendable {
     /// Runs `batch` with every operation in flight at once and returns, in order, what the
     /// frontend's user saw for each.
     func run(_ batch: [FrontendBlockIOOperation]) async throws -> [FrontendBlockIOResult]
+    /// How much longer than the peer's patience a batch may take on this user side alone
+    /// (an agent behind a guest's console moves a megabyte in tens of seconds).
+    var transferAllowance: Duration { get }
+}
+
+extension FrontendBlockIO {
+    public var transferAllowance: Duration { .zero }
 }
 
 /// One operation a frontend's user asks for, in bytes of the disk.
