@@ -93,43 +93,26 @@ struct AgentConformanceTests {
 
     @Test("our netfront judged through the agent on its TAP device: every frontend-role vif clause as expected.tsv has it for ours-netfront")
     func netfrontThroughTheAgent() async throws {
-        let state = try Self.makeStateDirectory("nf")
-        defer { try? FileManager.default.removeItem(atPath: state) }
-        let ns = try TestNamespace()
-        defer { ns.delete() }
-        let hypervisor = try TestCommand.spawn(Self.binary, ["hypervisor", "--state-dir", state])
-        defer {
-            _ = hypervisor.signal(SIGTERM)
-            _ = hypervisor.wait()
+        try await NetfrontConformanceTests.withNetfront(mac: "00:16:3e:5a:01:03", tap: "nfagent0") { state, ns, _ in
+            let pty = try Pty()
+            defer { pty.close() }
+            let agent = try Self.startAgent(pty, namespace: ns.name)
+            defer {
+                _ = agent.signal(SIGTERM)
+                _ = agent.wait()
+            }
+            let junit = state + "/report.xml"
+            // The interface by its MAC address, as the real-Xen rig names a domU's.
+            let run = try await offThePool {
+                try TestCommand.run(Self.binary, ["conformance", "--role", "frontend", "--device", "vif", "--platform", "local", "--state-dir", state,
+                                                  "--target", "guest/0", "--agent", pty.slave, "--agent-device", "00:16:3e:5a:01:03",
+                                                  "--expect", "ours-netfront", "--format", "junit", "--output", junit])
+            }
+            #expect(run.status == 0, "conformance: \(run.stderr)")
+            let executed = try JUnitReader.checkAgainstExpectations(junit, target: "ours-netfront", scope: ConformanceScope(role: .frontend, device: .vif))
+            #expect(executed == NetifFrontendSuite.checks.count)
+            // The suite closed the pty's slave at its end: the agent read the hang-up and ended.
+            #expect(agent.wait() == .exited(0))
         }
-        try await eventually("the hypervisor's socket") { FileManager.default.fileExists(atPath: state + "/xenstored.socket") }
-        let create = try TestCommand.run(Self.binary, ["domain", "create", "guest", "--state-dir", state, "--no-hotplug",
-                                                       "--nic", "mac=00:16:3e:5a:01:03, mtu=1400"])
-        try #require(create.status == 0, "domain create: \(create.stderr)")
-        let netfront = try TestCommand.spawn(Self.binary, ["netfront", "guest", "0", "--tap", "nfagent0", "--netns", ns.name,
-                                                           "--platform", "local", "--state-dir", state])
-        defer {
-            _ = netfront.signal(SIGTERM)
-            _ = netfront.wait()
-        }
-        let pty = try Pty()
-        defer { pty.close() }
-        let agent = try Self.startAgent(pty, namespace: ns.name)
-        defer {
-            _ = agent.signal(SIGTERM)
-            _ = agent.wait()
-        }
-        let junit = state + "/report.xml"
-        // The interface by its MAC address, as the real-Xen rig names a domU's.
-        let run = try await offThePool {
-            try TestCommand.run(Self.binary, ["conformance", "--role", "frontend", "--device", "vif", "--platform", "local", "--state-dir", state,
-                                              "--target", "guest/0", "--agent", pty.slave, "--agent-device", "00:16:3e:5a:01:03",
-                                              "--expect", "ours-netfront", "--format", "junit", "--output", junit])
-        }
-        #expect(run.status == 0, "conformance: \(run.stderr)")
-        let executed = try JUnitReader.checkAgainstExpectations(junit, target: "ours-netfront", scope: ConformanceScope(role: .frontend, device: .vif))
-        #expect(executed == NetifFrontendSuite.checks.count)
-        // The suite closed the pty's slave at its end: the agent read the hang-up and ended.
-        #expect(agent.wait() == .exited(0))
     }
 }
