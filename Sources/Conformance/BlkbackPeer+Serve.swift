@@ -206,27 +206,44 @@ extension BlkbackPeer {
     /// The feature-max-indirect-segments the peer offered this handshake (0: none).
     var offeredIndirectSegments: Int { offered["feature-max-indirect-segments"].flatMap(Int.init) ?? 0 }
 
-    /// A request's segments; an indirect request's read from its indirect pages.
+    /// A request's segments; an indirect request's read from its indirect pages. Each data
+    /// segment is mapped as its operation needs (writable for a read) while the request is
+    /// in flight: once answered, a frontend may end the grant (Linux's blkfront without
+    /// persistent grants does), so no later look can judge it.
     func segments(of request: BlkifRequest, problems: inout [String]) -> [BlkifSegment] {
+        let (segments, reading): ([BlkifSegment], Bool)
         switch request {
-        case let .direct(r): return Array(r.segments)
+        case let .direct(r):
+            guard r.operation == .read || r.operation == .write else { return Array(r.segments) }
+            (segments, reading) = (Array(r.segments), r.operation == .read)
         case .discard: return []
         case let .indirect(r):
-            var out: [BlkifSegment] = []
-            for (page, gref) in r.indirectGrefs.enumerated() {
-                do {
-                    let mapping = try platform.grantMapper.map([GrantRef(gref)], from: frontendID, writable: false)
-                    defer { try? platform.grantMapper.unmap(mapping) }
-                    let first = page * BlkifIndirectPage.segmentsPerPage
-                    for index in first ..< min(r.segmentCount, first + BlkifIndirectPage.segmentsPerPage) {
-                        out.append(try BlkifIndirectPage.decodeSegment(index - first, from: mapping.view))
-                    }
-                } catch {
-                    problems.append("indirect page \(page) (gref \(gref)): \(error)")
-                }
-            }
-            return out
+            (segments, reading) = (indirectSegments(of: r, problems: &problems), r.operation == .read)
         }
+        for segment in segments {
+            do { try platform.grantMapper.unmap(try platform.grantMapper.map([GrantRef(segment.gref)], from: frontendID, writable: reading)) } catch {
+                problems.append("gref \(segment.gref) of a \(reading ? "read" : "write") does not map \(reading ? "writable" : "read-only"): \(error)")
+            }
+        }
+        return segments
+    }
+
+    /// An indirect request's segments, read from its indirect pages.
+    func indirectSegments(of r: BlkifIndirectRequest, problems: inout [String]) -> [BlkifSegment] {
+        var out: [BlkifSegment] = []
+        for (page, gref) in r.indirectGrefs.enumerated() {
+            do {
+                let mapping = try platform.grantMapper.map([GrantRef(gref)], from: frontendID, writable: false)
+                defer { try? platform.grantMapper.unmap(mapping) }
+                let first = page * BlkifIndirectPage.segmentsPerPage
+                for index in first ..< min(r.segmentCount, first + BlkifIndirectPage.segmentsPerPage) {
+                    out.append(try BlkifIndirectPage.decodeSegment(index - first, from: mapping.view))
+                }
+            } catch {
+                problems.append("indirect page \(page) (gref \(gref)): \(error)")
+            }
+        }
+        return out
     }
 
     /// Does a decoded request on the peer's disk; the status to answer with.

@@ -362,14 +362,9 @@ extension BlkifFrontendSuite {
             if !peer.takesDeviceOnce { try await connect(peer) }
             return verdict
         },
-        underLoad("BLKIF-FE-016", "every read's segments map writable, every write's readable") { request, peer in
-            guard let op = dataOperation(request) else { return nil }
-            for segment in request.segments {
-                do { try peer.platform.grantMapper.unmap(try peer.platform.grantMapper.map([GrantRef(segment.gref)], from: peer.frontendID, writable: op == .read)) } catch {
-                    return "gref \(segment.gref) of a \(op == .read ? "read" : "write") does not map \(op == .read ? "writable" : "read-only"): \(error)"
-                }
-            }
-            return nil
+        underLoad("BLKIF-FE-016", "every read's segments map writable, every write's readable") { request, _ in
+            // Mapped while the request was in flight (the peer's take), not after its answer.
+            request.mapProblems.first
         },
         Check("BLKIF-FE-017") { peer in
             let failed = try await lyingRead(peer) { _ in .status(BlkifStatus.error.rawValue) }
