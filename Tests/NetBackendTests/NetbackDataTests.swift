@@ -1,3 +1,4 @@
+import Synchronization
 import Foundation
 import Glibc
 import NetBackend
@@ -122,6 +123,11 @@ struct NetbackOffloadTests {
     }
 }
 
+/// A flag a test's helper thread reads until the test says stop.
+final class LiveFlag: Sendable {
+    let value = Mutex(true)
+}
+
 @Suite("netback with a guest that stops taking packets", .serialized)
 struct NetbackStallTests {
     @Test("a guest that posts no rx buffers loses its carrier after the stall timeout and gets it back when it posts")
@@ -148,7 +154,22 @@ struct NetbackStallTests {
             pinger.signal(SIGTERM)
             _ = await pinger.exited()
             try frontend.postRx(8)
+            // From here the guest is alive: it takes what comes and posts the buffers again,
+            // on a thread of its own. A guest that posted 8 buffers once would be starved
+            // again by what dom0's kernel sends once the carrier is on (a full CI run missed
+            // the short time it was on, twice).
+            let live = LiveFlag()
+            let poster = Task {
+                try await offThePool { [frontend] in
+                    while live.value.withLock({ $0 }) {
+                        if try frontend.takeAndRepostRx() == 0 { RawNetfront.waitForEvent(frontend.rx.eventChannel, milliseconds: 20) }
+                    }
+                }
+            }
+            defer { live.value.withLock { $0 = false } }
             try await eventually("the carrier comes back", seconds: 30) { (try? namespace.readSysfs(carrier)) == "1" }
+            live.value.withLock { $0 = false }
+            try await poster.value
         }
     }
 }

@@ -295,6 +295,20 @@ final class RawNetfront: @unchecked Sendable {
         }
     }
 
+    /// Takes the rx responses there are and posts their buffers again, as a live frontend
+    /// does (the packets are dropped); returns how many it took.
+    func takeAndRepostRx() throws -> Int {
+        var ids: [Int] = []
+        _ = try rx.consumeResponses { view in
+            if let response = try? NetifRxResponse.decode(from: view, at: 0) { ids.append(Int(response.id) % Self.rxPages.count) }
+        }
+        for id in ids {
+            try rx.produceRequest { NetifRxRequest(id: UInt16(id), gref: self.data.refs[Self.rxPages.lowerBound + id]).encode(into: $0, at: 0) }
+        }
+        if !ids.isEmpty { _ = try rx.pushRequestsAndNotify() }
+        return ids.count
+    }
+
     /// Polls `channel` for up to `milliseconds` and takes what is pending.
     static func waitForEvent(_ channel: any EventChannel, milliseconds: Int32) {
         var poller = pollfd(fd: channel.fileDescriptor, events: Int16(POLLIN), revents: 0)
