@@ -101,7 +101,13 @@ public final class AgentFrames: FrontendFrames, @unchecked Sendable {
     /// Posted, not waited for: a console round trip per frame would pace the tx checks at
     /// the console's speed. A refusal comes back on a later call.
     func send(_ frame: [UInt8]) throws(PeerError) {
-        try agent.post("send " + frame.map { hexDigits[Int($0 >> 4)] + hexDigits[Int($0 & 15)] }.joined())
+        var text = Array("send ".utf8)
+        text.reserveCapacity(text.count + frame.count * 2)
+        for byte in frame {
+            text.append(hexDigits[Int(byte >> 4)])
+            text.append(hexDigits[Int(byte & 15)])
+        }
+        try agent.post(String(decoding: text, as: UTF8.self))
     }
 
     func receive(within: Duration, matching matches: ([UInt8]) -> Bool) throws(PeerError) -> [UInt8]? {
@@ -126,11 +132,21 @@ public final class AgentFrames: FrontendFrames, @unchecked Sendable {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(digits.count / 2)
         for i in stride(from: 0, to: digits.count, by: 2) {
-            guard let byte = UInt8(String(decoding: digits[i ... i + 1], as: UTF8.self), radix: 16) else { return nil }
-            bytes.append(byte)
+            guard let high = nibble(digits[i]), let low = nibble(digits[i + 1]) else { return nil }
+            bytes.append(high << 4 | low)
         }
         return bytes
     }
+
+    /// The value of one hex digit (either case), or nil.
+    static func nibble(_ digit: UInt8) -> UInt8? {
+        switch digit {
+        case UInt8(ascii: "0") ... UInt8(ascii: "9"): digit - UInt8(ascii: "0")
+        case UInt8(ascii: "a") ... UInt8(ascii: "f"): digit - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A") ... UInt8(ascii: "F"): digit - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
 }
 
-private let hexDigits = (0 ..< 16).map { String($0, radix: 16) }
+private let hexDigits = Array("0123456789abcdef".utf8)

@@ -131,6 +131,18 @@ extension BlkbackPeer {
         }
     }
 
+    /// Serves honestly until the frontend has published nothing for `quiet` (bounded by
+    /// ``patience``): a kernel frontend reads on its own once Connected (Linux's blkfront:
+    /// the partition table, whose parsers read the disk's first pages and its end), and a
+    /// lie meant for the user's request must not meet one of those on the same sector.
+    func serveUntilQuiet(_ quiet: Duration = .milliseconds(200)) async throws {
+        let deadline = ContinuousClock.now + Self.patience
+        var lastRequest = ContinuousClock.now
+        while ContinuousClock.now - lastRequest < quiet, ContinuousClock.now < deadline {
+            if try serveOnce({ _ in .honest }) > 0 { lastRequest = .now } else { try await Task.sleep(for: .milliseconds(5)) }
+        }
+    }
+
     /// Honest I/O: runs `batch` and serves it; returns the user's results.
     func honestly(_ batch: [FrontendBlockIOOperation]) async throws -> [FrontendBlockIOResult] {
         try await serve(until: try submit(batch))

@@ -69,9 +69,10 @@ extension BlkifFrontendSuite {
     /// honestly for ``BlkbackPeer/refusalWindow``; a frontend that stopped its ring over
     /// the lie gets a start over, after which it may send the read again. Returns what the
     /// user saw and whether it took the start over.
-    static func lyingRead(_ peer: BlkbackPeer, offset: UInt64 = 4096,
+    static func lyingRead(_ peer: BlkbackPeer, offset: UInt64 = 2 << 20,
                           answer: @escaping (SeenRequest) -> BlkbackAnswer) async throws -> (result: FrontendBlockIOResult, restarted: Bool) {
         try await peer.ensureConnected()
+        try await peer.serveUntilQuiet()
         let pending = try peer.submit([.read(offset: offset, length: 4096)])
         try await peer.serve(requestAt: offset, answer: answer)
         let deadline = ContinuousClock.now + BlkbackPeer.refusalWindow
