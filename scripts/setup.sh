@@ -14,6 +14,8 @@ packages=(
   iputils-ping tcpdump
   # the conformance tests read the suite's JUnit reports with a real JUnit library
   python3-junitparser
+  # scripts/quiet-watch.sh prints the stacks of a hung test run
+  gdb
   # loop devices (losetup) give the backing-store tests block devices
   mount
   # scripts/realxen/run-test.sh: Xen under QEMU with a debootstrapped dom0

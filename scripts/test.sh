@@ -25,12 +25,40 @@ real_xen_skips() {
     awk '/@Test/ { t = 1 } t && match($0, /func [A-Za-z0-9_]+\(/) { print substr($0, RSTART + 5, RLENGTH - 6); t = 0 }' \
         Tests/XenLinuxTests/RealXenSelfTests.swift | sed "s|.*|Test &() skipped: $reason|"
 }
+# The tests a log shows started and not yet passed, failed or skipped.
+in_flight() {
+    python3 - "$1" <<'PY'
+import re, sys
+started = {}
+for line in open(sys.argv[1], errors="replace"):
+    m = re.match(r"◇ Test (?!case |run started)(.*) started\.$", line)
+    if m:
+        started[m.group(1)] = True
+        continue
+    m = re.match(r"[✔✘➜] Test (.*?)( with \d+ test cases?)? (passed after|failed after|skipped)", line)
+    if m:
+        started.pop(m.group(1), None)
+for name in started:
+    print("    " + name)
+PY
+}
 swift_tests() {
     local log allowed
     log=$(mktemp)
     allowed=$(mktemp)
     real_xen_skips > "$allowed"
-    swift test --skip-build 2>&1 | tee "$log"
+    # Tests print all the time; 5 minutes without a line is a hang. The watch then prints
+    # every thread's stack and fails the part, well inside CI's limit.
+    local status=0
+    scripts/quiet-watch.sh 300 "$log" swift test --skip-build || status=$?
+    if [ "$status" -eq 124 ]; then
+        echo "test.sh: the tests that started and never ended (one of them hangs):" >&2
+        in_flight "$log" >&2
+    fi
+    if [ "$status" -ne 0 ]; then
+        rm -f "$log" "$allowed"
+        return "$status"
+    fi
     local unexpected
     unexpected=$(grep -E '(Test|Suite) .* (skipped|was cancelled|cancelled)( |:|\.|$)' "$log" \
         | grep -vE ' (passed|failed) after |started\.$' \
