@@ -63,8 +63,9 @@ struct NetfrontCommandTests {
         #expect(GuestSide.receive(receiver) == payload)
 
         netfront.signal(SIGTERM)
-        netfront.wait()
-        #expect(netfront.wait() == .exited(0))
+        // Off the pool: walking to Closed, the process waits for the backend here, which
+        // needs a thread of the pool to answer.
+        #expect(try await offThePool { netfront.wait() } == .exited(0))
         try await eventually("the backend followed to Closed") { backend.state == .closed }
         #expect(!hooks.disconnects.withLock { $0.isEmpty })
         let frontendState = try await store.readString(paths.frontend + "/state")

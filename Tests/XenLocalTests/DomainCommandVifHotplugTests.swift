@@ -20,21 +20,29 @@ struct DomainCommandVifHotplugTests {
     /// (Closing) goes to Closed. Decides from the nodes' current values on every event.
     final class StandInNetback: Sendable {
         let task: Task<Void, any Error>
+        /// The stand-in answers on a thread of its own: on the cooperative pool, blocking
+        /// tests elsewhere in the run kept it from answering Closing within the
+        /// toolstack's 10 s, and its late Closed then wrote a removed device back.
+        let executor = ThreadExecutor(name: "stand-in vif backend")
 
         init(_ platform: LocalPlatform) async throws {
             let store = try platform.connectXenStore()
             let root = "/local/domain/0/backend/vif"
             let watch = try await store.watch(root)
-            task = Task {
+            task = Task(executorPreference: executor) {
                 defer { store.close() }
                 for await _ in watch {
                     for domain in (try? await store.directory(root)) ?? [] {
                         for devid in (try? await store.directory(root + "/" + domain)) ?? [] {
                             let state = root + "/" + domain + "/" + devid + "/state"
-                            switch try? await store.readString(state) {
-                            case "1"?: try? await store.write(state, "2")
-                            case "5"?: try? await store.write(state, "6")
-                            default: break
+                            // In a transaction, as a backend must: a device the toolstack
+                            // removed meanwhile is not written back.
+                            _ = try? await store.withTransaction { tx in
+                                switch try? await tx.readString(state) {
+                                case "1"?: try await tx.write(state, "2")
+                                case "5"?: try await tx.write(state, "6")
+                                default: break
+                                }
                             }
                         }
                     }
@@ -45,6 +53,7 @@ struct DomainCommandVifHotplugTests {
         func stop() async {
             task.cancel()
             _ = await task.result
+            executor.shutdown()
         }
     }
 
