@@ -86,16 +86,23 @@ extension BlkbackPeer {
     /// Starts `batch` on the frontend's user side.
     func submit(_ batch: [FrontendBlockIOOperation]) throws -> PendingIO { PendingIO(try userSide(), batch) }
 
+    /// Serves the ring, answering as `answer` says, until `done` holds. Past `bound`
+    /// throws ``PeerError/unusable(_:)`` with `failure`'s words.
+    func serve(within bound: Duration = patience, answer: (SeenRequest) -> BlkbackAnswer = { _ in .honest },
+               until done: () throws -> Bool, failure: () -> String) async throws {
+        let deadline = ContinuousClock.now + bound
+        while try !done() {
+            guard ContinuousClock.now < deadline else { throw PeerError.unusable(failure()) }
+            if try serveOnce(answer) == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        }
+    }
+
     /// Serves the ring, answering as `answer` says, until `pending` is done; returns its
-    /// results. Bounded by ``patience``.
+    /// results. Bounded by ``patience`` and the user side's allowance.
     func serve(until pending: PendingIO, answer: (SeenRequest) -> BlkbackAnswer = { _ in .honest }) async throws -> [FrontendBlockIOResult] {
         let bound = Self.patience + (io?.transferAllowance ?? .zero)
-        let deadline = ContinuousClock.now + bound
-        while !pending.isDone {
-            guard ContinuousClock.now < deadline else {
-                throw PeerError.unusable("the frontend's user got no answer within \(bound) (\(seen.count) requests seen)")
-            }
-            if try serveOnce(answer) == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        try await serve(within: bound, answer: answer, until: { pending.isDone }) {
+            "the frontend's user got no answer within \(bound) (\(seen.count) requests seen)"
         }
         return try pending.get()
     }
@@ -104,10 +111,8 @@ extension BlkbackPeer {
     /// arrived. Bounded by ``patience``.
     func serve(requests count: Int, answer: (SeenRequest) -> BlkbackAnswer) async throws {
         let goal = seen.count + count
-        let deadline = ContinuousClock.now + Self.patience
-        while seen.count < goal {
-            guard ContinuousClock.now < deadline else { throw PeerError.unusable("\(seen.count - goal + count) of \(count) requests arrived within \(Self.patience)") }
-            if try serveOnce(answer) == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        try await serve(answer: answer, until: { seen.count >= goal }) {
+            "\(seen.count - goal + count) of \(count) requests arrived within \(Self.patience)"
         }
     }
 
@@ -119,15 +124,12 @@ extension BlkbackPeer {
     func serve(requestAt offset: UInt64, answer: (SeenRequest) -> BlkbackAnswer) async throws {
         let sector = offset / 512
         var found = false
-        let deadline = ContinuousClock.now + Self.patience
-        while !found {
-            guard ContinuousClock.now < deadline else { throw PeerError.unusable("no request for sector \(sector) arrived within \(Self.patience) (\(seen.count) requests seen)") }
-            let consumed = try serveOnce { request in
-                guard !found, request.startSector == sector else { return .honest }
-                found = true
-                return answer(request)
-            }
-            if consumed == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        try await serve(answer: { request in
+            guard !found, request.startSector == sector else { return .honest }
+            found = true
+            return answer(request)
+        }, until: { found }) {
+            "no request for sector \(sector) arrived within \(Self.patience) (\(seen.count) requests seen)"
         }
     }
 

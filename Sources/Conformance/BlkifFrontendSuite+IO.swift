@@ -210,13 +210,12 @@ extension BlkifFrontendSuite {
             try await peer.ensureConnected()
             // A kernel frontend reads on its own once connected (Linux's blkfront: the
             // partition table): serve until the ring is quiet with req_event set, then ask.
-            let quietBy = ContinuousClock.now + BlkbackPeer.patience
-            while true {
-                _ = try peer.serveOnce { _ in .honest }
-                guard let back = peer.back else { return .fail(peer.mapProblem ?? "no ring") }
-                if try !back.finalCheckForRequests() { break }
-                guard ContinuousClock.now < quietBy else { return .fail("the frontend kept publishing requests of its own for \(BlkbackPeer.patience)") }
-                try await Task.sleep(for: .milliseconds(10))
+            guard let back = peer.back else { return .fail(peer.mapProblem ?? "no ring") }
+            let quiet = "the frontend kept publishing requests of its own for \(BlkbackPeer.patience)"
+            do {
+                try await peer.serve(within: BlkbackPeer.patience, until: { try !back.finalCheckForRequests() }, failure: { quiet })
+            } catch PeerError.unusable(quiet) {
+                return .fail(quiet)
             }
             guard let events = peer.events else { return .fail(peer.mapProblem ?? "no event channel") }
             peer.drainEvents()
@@ -261,13 +260,22 @@ extension BlkifFrontendSuite {
             try await peer.ensureConnected()
             guard let ring = peer.ring else { return .fail("no ring") }
             let noise = pattern(pageSize, seed: 17)
+            let before = ring.view.bytes(at: 0, length: pageSize)
             peer.servesInBackground = false
             noise.withUnsafeBytes { ring.view.copyBytes(from: $0, to: 0) }
             peer.notifyFrontend()
             let states = try await peer.watchFrontend()
+            let read = states.isEmpty ? "no change" : states.joined(separator: " -> ")
+            if peer.takesDeviceOnce {
+                // No start over: the page goes back as it was and the user side reads. An
+                // answer, data or an error, shows the frontend stayed up.
+                before.withUnsafeBytes { ring.view.copyBytes(from: $0, to: 0) }
+                let after = try await peer.honestly([.read(offset: 0, length: 4096)])
+                return .pass("ring page overwritten with noise: the frontend read \(read) and stayed up, a read afterwards \(after[0].error.map { "refused (\($0))" } ?? "completed"); \(onceOnly)")
+            }
             try await connect(peer)
             if let problem = await stillServes(peer, seed: 17) { return .fail(problem) }
-            return .pass("ring page overwritten with noise: the frontend read \(states.isEmpty ? "no change" : states.joined(separator: " -> ")) and served again after a start over")
+            return .pass("ring page overwritten with noise: the frontend read \(read) and served again after a start over")
         },
         Check("RING-018") { peer in
             try await peer.ensureConnected()
