@@ -90,7 +90,7 @@ let package = Package(
         .target(
             name: "BlockBackend",
             dependencies: ["Blkif", "XenRing", "SharedMemory", "XenPlatform", "URing", "XenBus", "XenDevice", "XenStore",
-                           .product(name: "Logging", package: "swift-log")]
+                           "SystemCalls", .product(name: "Logging", package: "swift-log")]
         ),
         // An NBD server (fixed newstyle, simple replies) for any disk behind its NBDExport protocol.
         .target(name: "NBD", dependencies: ["BlockFrontend", "XenDevice", "XenPlatform", .product(name: "Logging", package: "swift-log")]),

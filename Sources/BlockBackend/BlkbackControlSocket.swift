@@ -1,6 +1,7 @@
 import Dispatch
 import Glibc
 import Synchronization
+import SystemCalls
 
 /// The block backend's control socket (Protocols/blkback-restart.md, "Upgrade"): how a
 /// new backend process asks the running one to hand its devices over.
@@ -40,7 +41,7 @@ public final class BlkbackControlSocket: Sendable {
         // A thread of its own: the loop blocks in accept(2) for the backend's whole life,
         // and hand-over waits for Swift concurrency; on a thread of Dispatch's pool it
         // would hold one of the few threads that work needs.
-        let started = Self.detached {
+        let started = startDetachedThread {
             while true {
                 let client = accept(fd, nil, nil)
                 if client < 0 {
@@ -64,27 +65,6 @@ public final class BlkbackControlSocket: Sendable {
             Glibc.close(fd)
             throw .restartState(.file(path: path, call: "pthread_create", errno: started))
         }
-    }
-
-    /// Runs `body` on a new detached thread; pthread_create's result (0 when it started).
-    static func detached(_ body: @escaping @Sendable () -> Void) -> Int32 {
-        final class Box {
-            let body: @Sendable () -> Void
-            init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-        }
-        var attributes = pthread_attr_t()
-        pthread_attr_init(&attributes)
-        defer { pthread_attr_destroy(&attributes) }
-        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
-        var handle = pthread_t()
-        let box = Unmanaged.passRetained(Box(body))
-        let result = pthread_create(&handle, &attributes, { context in
-            let box = Unmanaged<Box>.fromOpaque(context!).takeRetainedValue()
-            box.body()
-            return nil
-        }, box.toOpaque())
-        if result != 0 { box.release() }
-        return result
     }
 
     /// Stops listening and removes the socket file (the backend stopped: there is nothing

@@ -345,22 +345,8 @@ public final class ChildProcess: Sendable {
     /// Whether the child closes every descriptor from 3 up (glibc has closefrom for spawn).
     public static var closesInheritedDescriptors: Bool { addCloseFrom != nil }
 
-    /// Runs `body` on a new detached thread.
+    /// Runs `body` on a new detached thread, or here if none can be started.
     private static func detach(_ body: @escaping @Sendable () -> Void) {
-        final class Body {
-            let run: @Sendable () -> Void
-            init(_ run: @escaping @Sendable () -> Void) { self.run = run }
-        }
-        let box = Unmanaged.passRetained(Body(body)).toOpaque()
-        var thread = pthread_t()
-        let result = pthread_create(&thread, nil, { raw in
-            Unmanaged<Body>.fromOpaque(raw!).takeRetainedValue().run()
-            return nil
-        }, box)
-        if result == 0 {
-            pthread_detach(thread)
-        } else {
-            Unmanaged<Body>.fromOpaque(box).takeRetainedValue().run()
-        }
+        if startDetachedThread(body) != 0 { body() }
     }
 }
